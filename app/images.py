@@ -1,0 +1,126 @@
+"""Image checks from the header alone: format, dimensions, completeness. No pixel decode.
+
+The API runs these on every upload (cheap, no CPU-heavy work in the API process); workers run
+them again before decoding. A decompression bomb (small file, huge dimensions) is rejected here
+because the dimensions come from the header, before anything is allocated.
+"""
+
+import io
+import struct
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image
+
+from app.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+
+CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
+
+
+class InvalidImage(InvalidInput):
+    code = "invalid_image"
+
+
+class ImageTooLarge(PayloadTooLarge):
+    code = "image_too_large"
+
+
+class UnsupportedImageType(UnsupportedMediaType):
+    code = "unsupported_image_type"
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    format: str  # JPEG | PNG | WEBP
+    width: int
+    height: int
+
+    @property
+    def content_type(self) -> str:
+        return CONTENT_TYPES[self.format]
+
+    @property
+    def extension(self) -> str:
+        return EXTENSIONS[self.format]
+
+
+def inspect_image(data: bytes, *, max_pixels: int) -> ImageInfo:
+    """Validate an encoded image without decoding pixels; raise a 4xx AppError if unusable."""
+    if not data:
+        raise InvalidImage("the image is empty (0 bytes)")
+    image_format = _sniff_format(data)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=[image_format]) as image:
+                width, height = image.size
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(f"image dimensions exceed the limit of {max_pixels} pixels") from exc
+    except Exception as exc:  # PIL raises a zoo of types for corrupt headers
+        raise InvalidImage(f"the {image_format} header is corrupt: {exc}") from exc
+    if width <= 0 or height <= 0:
+        raise InvalidImage(f"the image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageTooLarge(
+            f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
+        )
+    if not _is_complete(image_format, data):
+        raise InvalidImage(f"the {image_format} data is truncated (the file ends early)")
+    return ImageInfo(image_format, width, height)
+
+
+def _sniff_format(data: bytes) -> str:
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    raise UnsupportedImageType("not a JPEG, PNG or WebP image (unrecognised file signature)")
+
+
+def _is_complete(image_format: str, data: bytes) -> bool:
+    if image_format == "JPEG":
+        return _jpeg_complete(data)
+    if image_format == "PNG":
+        return _png_complete(data)
+    # WebP: the RIFF header states the payload size.
+    (riff_size,) = struct.unpack_from("<I", data, 4)
+    return len(data) >= 8 + riff_size
+
+
+def _jpeg_complete(data: bytes) -> bool:
+    """Walk marker segments to the first scan, then look for the end-of-image marker.
+
+    Inside entropy-coded data a 0xFF byte is always stuffed (FF00) or a restart marker, so the
+    first FFD9 after the scan starts is the real end. Segments before the scan (EXIF thumbnails
+    carry their own FFD9) are skipped by length.
+    """
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return False
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        (length,) = struct.unpack_from(">H", data, pos + 2)
+        if marker == 0xDA:  # start of scan
+            return data.find(b"\xff\xd9", pos + 2 + length) != -1
+        pos += 2 + length
+    return False
+
+
+def _png_complete(data: bytes) -> bool:
+    pos = 8
+    while pos + 8 <= len(data):
+        (length,) = struct.unpack_from(">I", data, pos)
+        chunk_type = data[pos + 4 : pos + 8]
+        end = pos + 12 + length  # length + type + data + crc
+        if end > len(data):
+            return False
+        if chunk_type == b"IEND":
+            return True
+        pos = end
+    return False

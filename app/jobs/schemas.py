@@ -1,0 +1,67 @@
+"""API schemas for jobs. Separate from the ORM tables in app/models.py."""
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from app.models import JobStatus
+
+
+class JobLinks(BaseModel):
+    self: str
+    events: str = Field(description="WebSocket: replays this job's events, then streams new ones")
+    image: str
+    processed_image: str
+
+
+class ImageOut(BaseModel):
+    width: int
+    height: int
+    content_type: str
+
+
+class Timings(BaseModel):
+    """Milliseconds. `queue_ms`: accepted → picked up; `total_ms`: accepted → finished."""
+
+    queue_ms: float | None = None
+    decode_ms: float | None = None
+    inference_ms: float | None = None
+    total_ms: float | None = None
+
+
+class DetectionOut(BaseModel):
+    kind: str = Field(examples=["face"])
+    label: str | None = Field(default=None, examples=["face"])
+    score: float = Field(examples=[0.87])
+    box: list[float] = Field(description="x1, y1, x2, y2 in pixels", examples=[[10, 20, 110, 150]])
+    landmarks: list[list[float]] | None = Field(
+        default=None, description="five (x, y) points: eyes, nose, mouth corners"
+    )
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobSummary(BaseModel):
+    id: uuid.UUID
+    status: JobStatus
+    tasks: list[str]
+    image: ImageOut
+    counts: dict[str, int] = Field(default_factory=dict, examples=[{"face": 6}])
+    error: str | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    timings: Timings
+    links: JobLinks
+
+
+class JobDetail(JobSummary):
+    detections: list[DetectionOut] = Field(default_factory=list)
+
+
+class JobPage(BaseModel):
+    items: list[JobSummary]
+    next_cursor: str | None = Field(
+        default=None, description="pass as ?cursor= for the next page; null on the last page"
+    )

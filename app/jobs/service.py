@@ -1,0 +1,211 @@
+"""Job logic shared by the API and workers. No FastAPI here; callers own the commit."""
+
+import base64
+import time
+import uuid
+from datetime import datetime
+from typing import Any
+
+from redis.asyncio import Redis
+from sqlalchemy import delete, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app import streams
+from app.errors import InvalidInput, NotFound
+from app.images import ImageInfo
+from app.jobs.schemas import (
+    DetectionOut,
+    ImageOut,
+    JobDetail,
+    JobLinks,
+    JobPage,
+    JobSummary,
+    Timings,
+)
+from app.models import Detection, Job, JobStatus
+from app.storage import Storage
+
+# Tasks a job may ask for. The detectors behind each live in workers/detectors/registry.py.
+TASKS = ("faces",)
+DEFAULT_TASKS = ("faces",)
+
+
+def parse_tasks(raw: str | None) -> tuple[str, ...]:
+    if raw is None or not raw.strip():
+        return DEFAULT_TASKS
+    tasks = tuple(dict.fromkeys(t.strip() for t in raw.split(",") if t.strip()))
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise InvalidInput(f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(TASKS)}")
+    return tasks
+
+
+async def create_job(
+    session: AsyncSession, storage: Storage, *, image: bytes, info: ImageInfo, tasks: tuple[str, ...]
+) -> Job:
+    """Store the image, then add the job row (flushed, not committed)."""
+    job_id = uuid.uuid4()
+    image_key = f"{job_id}.{info.extension}"
+    # The file goes first: a committed job row never points at a missing image.
+    storage.put(image_key, image)
+    job = Job(
+        id=job_id,
+        status=JobStatus.queued,
+        tasks=list(tasks),
+        image_key=image_key,
+        content_type=info.content_type,
+        width=info.width,
+        height=info.height,
+        counts={},
+        attempts=0,
+    )
+    session.add(job)
+    await session.flush()
+    await session.refresh(job)  # created_at comes from the server
+    return job
+
+
+async def enqueue_job(redis: Redis, job: Job, *, jobs_maxlen: int, events_ttl_s: int) -> None:
+    """Publish `queued` on the job's stream, then hand the job to the workers.
+
+    Call only after the job row is committed: a worker that gets the message must find it.
+    """
+    await streams.publish_job_event(
+        redis, streams.make_event("status", job.id, status="queued"), ttl_s=events_ttl_s
+    )
+    message = streams.JobMessage(job_id=job.id, tasks=tuple(job.tasks), image_key=job.image_key)
+    await streams.enqueue_job(redis, message, maxlen=jobs_maxlen)
+
+
+async def get_job(session: AsyncSession, job_id: uuid.UUID) -> Job:
+    # populate_existing: a job committed earlier in this session may have changed since.
+    job = await session.get(Job, job_id, populate_existing=True)
+    if job is None:
+        raise NotFound(f"no job with id {job_id}")
+    return job
+
+
+async def get_job_detail(session: AsyncSession, job_id: uuid.UUID) -> JobDetail:
+    job = await get_job(session, job_id)
+    rows = await session.scalars(
+        select(Detection).where(Detection.job_id == job_id).order_by(Detection.id)
+    )
+    return job_detail(job, list(rows))
+
+
+async def wait_for_job(redis: Redis, job_id: uuid.UUID, *, timeout_s: float) -> bool:
+    """Block until the job's final status event or the timeout; True if it finished."""
+    deadline = time.monotonic() + timeout_s
+    after = b"0"
+    while (remaining_ms := int((deadline - time.monotonic()) * 1000)) > 0:
+        for entry_id, event in await streams.read_job_events(
+            redis, job_id, after=after, block_ms=remaining_ms
+        ):
+            after = entry_id
+            if streams.is_terminal(event):
+                return True
+    return False
+
+
+async def list_jobs(
+    session: AsyncSession, *, status: JobStatus | None, limit: int, cursor: str | None
+) -> JobPage:
+    """Newest first; keyset pagination on (created_at, id) so pages never skip or repeat."""
+    query = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if cursor is not None:
+        created_at, last_id = _decode_cursor(cursor)
+        query = query.where(tuple_(Job.created_at, Job.id) < tuple_(created_at, last_id))
+    jobs = list(await session.scalars(query))
+    next_cursor = _encode_cursor(jobs[limit - 1]) if len(jobs) > limit else None
+    return JobPage(items=[job_summary(j) for j in jobs[:limit]], next_cursor=next_cursor)
+
+
+async def delete_job(session: AsyncSession, storage: Storage, job_id: uuid.UUID) -> None:
+    """Delete the job row (its detections cascade) and its stored images."""
+    job = await get_job(session, job_id)
+    await session.execute(delete(Job).where(Job.id == job_id))
+    await session.flush()
+    for key in (job.image_key, job.processed_image_key):
+        if key is not None:
+            storage.delete(key)
+
+
+def job_links(job_id: uuid.UUID) -> JobLinks:
+    base = f"/v1/jobs/{job_id}"
+    return JobLinks(
+        self=base,
+        events=f"{base}/events",
+        image=f"{base}/image",
+        processed_image=f"{base}/processed-image",
+    )
+
+
+def job_summary(job: Job) -> JobSummary:
+    return JobSummary(
+        id=job.id,
+        status=job.status,
+        tasks=list(job.tasks),
+        image=ImageOut(width=job.width, height=job.height, content_type=job.content_type),
+        counts=dict(job.counts),
+        error=job.error,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        timings=Timings(
+            queue_ms=_ms_between(job.created_at, job.started_at),
+            decode_ms=job.decode_ms,
+            inference_ms=job.inference_ms,
+            total_ms=_ms_between(job.created_at, job.finished_at),
+        ),
+        links=job_links(job.id),
+    )
+
+
+def job_detail(job: Job, detections: list[Detection]) -> JobDetail:
+    return JobDetail(
+        **job_summary(job).model_dump(),
+        detections=[
+            DetectionOut(
+                kind=d.kind,
+                label=d.label,
+                score=d.score,
+                box=list(d.box),
+                landmarks=d.landmarks,
+                attributes=dict(d.attributes),
+            )
+            for d in detections
+        ],
+    )
+
+
+def _ms_between(start: datetime | None, end: datetime | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return round((end - start).total_seconds() * 1000, 3)
+
+
+def _encode_cursor(job: Job) -> str:
+    raw = f"{job.created_at.isoformat()}|{job.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created_at, job_id = raw.split("|")
+        return datetime.fromisoformat(created_at), uuid.UUID(job_id)
+    except ValueError as exc:
+        raise InvalidInput("invalid cursor: pass back next_cursor from the previous page") from exc
+
+
+def event_snapshot(job: JobDetail) -> list[dict[str, Any]]:
+    """Events describing a job's current state, for when its event stream has expired."""
+    events = []
+    if job.status == JobStatus.done:
+        events.append(streams.make_event("result", job.id, job=job.model_dump(mode="json")))
+    elif job.status == JobStatus.failed:
+        events.append(streams.make_event("error", job.id, error=job.error))
+    events.append(streams.make_event("status", job.id, status=job.status.value))
+    return events

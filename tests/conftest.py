@@ -1,0 +1,204 @@
+"""Real Postgres (pgvector) and real Redis, started once per test session; cleaned per test.
+
+By default both are embedded (the same code `lookout up` uses). Set LOOKOUT_TEST_DATABASE_URL
+and LOOKOUT_TEST_REDIS_URL to run against servers of your own instead. Model files come from
+LOOKOUT_MODELS_DIR (the Makefile points it at ../shared/models).
+"""
+
+import asyncio
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from httpx_ws.transport import ASGIWebSocketTransport
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app import streams
+from app.db import create_engine, create_sessionmaker, migrate
+from app.embedded import start_embedded
+from app.jobs.service import create_job, enqueue_job
+from app.images import inspect_image
+from app.main import create_app
+from app.models import Job
+from app.settings import DatabaseSettings, RedisSettings, Settings, WorkerSettings
+from app.storage import Storage
+from workers.consumer import Consumer
+from workers.detectors.base import Detector
+from workers.detectors.registry import build_detectors
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_IMAGES = REPO.parent / "shared" / "images"
+
+
+def shared_image(relative: str) -> bytes:
+    return (SHARED_IMAGES / relative).read_bytes()
+
+
+@dataclass(frozen=True)
+class Servers:
+    database_url: str
+    redis_url: str
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    database_url = os.environ.get("LOOKOUT_TEST_DATABASE_URL")
+    redis_url = os.environ.get("LOOKOUT_TEST_REDIS_URL")
+    if database_url and redis_url:
+        migrate(database_url)
+        yield Servers(database_url, redis_url)
+        return
+    embedded = start_embedded(tmp_path_factory.mktemp("embedded"))
+    try:
+        migrate(embedded.database_url)
+        yield Servers(embedded.database_url, embedded.redis_url)
+    finally:
+        embedded.stop()
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    value = os.environ.get("LOOKOUT_MODELS_DIR")
+    if not value or not Path(value, "det_500m.onnx").is_file():
+        pytest.fail("LOOKOUT_MODELS_DIR must point at the verified models (../shared/models)")
+    return Path(value)
+
+
+@pytest.fixture(scope="session")
+def settings(servers: Servers, models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(
+        env="dev",
+        data_dir=tmp_path_factory.mktemp("data"),
+        models_dir=models_dir,
+        database=DatabaseSettings(url=servers.database_url),
+        redis=RedisSettings(url=servers.redis_url),
+        worker=WorkerSettings(processes=1, threads=1, job_timeout_s=30, block_ms=100),
+    )
+
+
+@pytest.fixture(scope="session")
+async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(settings.database)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return create_sessionmaker(engine)
+
+
+@pytest.fixture(scope="session")
+async def redis(settings: Settings) -> AsyncIterator[Redis]:
+    assert settings.redis.url is not None
+    client = Redis.from_url(settings.redis.url, decode_responses=False)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def storage(settings: Settings) -> Storage:
+    return Storage(settings.storage_dir)
+
+
+@pytest.fixture(scope="session")
+def detectors(settings: Settings) -> dict[str, Detector]:
+    return build_detectors(settings)
+
+
+@pytest.fixture(autouse=True)
+async def clean_state(
+    request: pytest.FixtureRequest, settings: Settings
+) -> AsyncIterator[None]:
+    """Every test starts with empty tables, an empty Redis and an empty image store."""
+    engine: AsyncEngine = request.getfixturevalue("engine")
+    redis_client: Redis = request.getfixturevalue("redis")
+    async with engine.begin() as connection:
+        await connection.execute(text("TRUNCATE jobs, detections CASCADE"))
+    await redis_client.flushdb()
+    shutil.rmtree(settings.storage_dir, ignore_errors=True)
+    yield
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """HTTP + WebSocket client on the ASGI app, in-process.
+
+    The WebSocket transport opens an anyio task group that must be exited by the task that
+    entered it, and pytest-asyncio runs fixture setup and teardown in different tasks: one
+    task therefore holds the client open for the whole test.
+    """
+    opened: asyncio.Future[httpx.AsyncClient] = asyncio.get_running_loop().create_future()
+    finished = asyncio.Event()
+
+    async def hold_open() -> None:
+        transport = ASGIWebSocketTransport(app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://lookout.test") as http:
+            opened.set_result(http)
+            await finished.wait()
+
+    holder = asyncio.create_task(hold_open())
+    yield await opened
+    finished.set()
+    await holder
+
+
+@pytest.fixture
+def make_consumer(
+    settings: Settings,
+    detectors: dict[str, Detector],
+    redis: Redis,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    storage: Storage,
+):  # type: ignore[no-untyped-def]
+    def factory(name: str = "test-worker", **worker_overrides: object) -> Consumer:
+        worker = settings.worker.model_copy(update=worker_overrides)
+        return Consumer(
+            settings.model_copy(update={"worker": worker}),
+            detectors,
+            redis,
+            sessionmaker,
+            storage,
+            name=name,
+        )
+
+    return factory
+
+
+@pytest.fixture
+def make_job(
+    settings: Settings,
+    redis: Redis,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    storage: Storage,
+):  # type: ignore[no-untyped-def]
+    """Create and enqueue a job the way the API does (bypassing HTTP)."""
+
+    async def factory(image: bytes, *, tasks: tuple[str, ...] = ("faces",), enqueue: bool = True) -> Job:
+        info = inspect_image(image, max_pixels=settings.api.max_image_pixels)
+        async with sessionmaker.begin() as session:
+            job = await create_job(session, storage, image=image, info=info, tasks=tasks)
+        if enqueue:
+            await enqueue_job(redis, job, jobs_maxlen=1000, events_ttl_s=60)
+        return job
+
+    return factory
+
+
+async def job_events(redis: Redis, job_id: uuid.UUID) -> list[dict[str, object]]:
+    return [event for _, event in await streams.read_job_events(redis, job_id)]

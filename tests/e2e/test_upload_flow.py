@@ -1,0 +1,112 @@
+"""Upload → stream → worker → Postgres → WebSocket, with the real parts and the real model."""
+
+import asyncio
+
+import cv2
+import numpy as np
+from httpx_ws import aconnect_ws
+
+from tests.conftest import shared_image
+
+T1 = shared_image("scenes/t1.jpg")
+
+
+async def test_t1_upload_streams_events_and_stores_six_faces(client, make_consumer, storage):
+    response = await client.post("/v1/images", files={"image": ("t1.jpg", T1, "image/jpeg")})
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["status"] == "queued"
+    assert job["links"]["events"] == f"/v1/jobs/{job['id']}/events"
+
+    async with aconnect_ws(job["links"]["events"], client) as ws:
+        first = await ws.receive_json()
+        assert first == {**first, "type": "status", "status": "queued", "job_id": job["id"]}
+        handled = await make_consumer().run(burst=True)  # the worker runs while we listen
+        assert handled == 1
+        events = [await ws.receive_json() for _ in range(3)]
+
+    assert [(e["type"], e.get("status")) for e in events] == [
+        ("status", "running"),
+        ("result", None),
+        ("status", "done"),
+    ]
+    result = events[1]["job"]
+    assert result["counts"] == {"face": 6}
+    assert len(result["detections"]) == 6
+
+    detail = (await client.get(f"/v1/jobs/{job['id']}")).json()
+    assert detail["status"] == "done"
+    assert len(detail["detections"]) == 6
+    assert detail["timings"]["inference_ms"] > 0
+    for face in detail["detections"]:
+        x1, y1, x2, y2 = face["box"]
+        assert face["score"] >= 0.5
+        assert len(face["landmarks"]) == 5
+        assert all(x1 <= x <= x2 and y1 <= y <= y2 for x, y in face["landmarks"])
+
+    original = await client.get(job["links"]["image"])
+    assert original.status_code == 200
+    assert original.headers["content-type"] == "image/jpeg"
+    assert original.content == T1
+
+    processed = await client.get(job["links"]["processed_image"])
+    assert processed.status_code == 200
+    assert processed.headers["content-type"] == "image/jpeg"
+    annotated = cv2.imdecode(np.frombuffer(processed.content, np.uint8), cv2.IMREAD_COLOR)
+    source = cv2.imdecode(np.frombuffer(T1, np.uint8), cv2.IMREAD_COLOR)
+    assert annotated is not None and annotated.shape == source.shape
+    assert not np.array_equal(annotated, source)  # something was drawn
+
+
+async def test_events_replay_after_the_job_finished(client, make_consumer):
+    job = (await client.post("/v1/images", files={"image": ("t1.jpg", T1, "image/jpeg")})).json()
+    await make_consumer().run(burst=True)
+    async with aconnect_ws(job["links"]["events"], client) as ws:
+        events = [await ws.receive_json() for _ in range(4)]
+    assert [e.get("status", e["type"]) for e in events] == ["queued", "running", "result", "done"]
+
+
+async def test_wait_returns_the_finished_job_inline(client, make_consumer):
+    worker = asyncio.create_task(make_consumer().run(burst=True))
+    await asyncio.sleep(0.05)  # the consumer is now blocked reading the stream
+    response = await client.post(
+        "/v1/images?wait=20", files={"image": ("t1.jpg", T1, "image/jpeg")}
+    )
+    await worker
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "done"
+    assert len(body["detections"]) == 6
+
+
+async def test_wait_times_out_with_202_when_no_worker_runs(client):
+    response = await client.post("/v1/images?wait=0.3", files={"image": ("t1.jpg", T1, "image/jpeg")})
+    assert response.status_code == 202
+    assert response.json()["status"] == "queued"
+
+
+async def test_firehose_streams_every_finished_job(client, make_consumer):
+    async with aconnect_ws("/v1/ws", client) as ws:
+        await asyncio.sleep(0.1)  # let the handler start reading from the stream's end
+        for _ in range(2):
+            await client.post("/v1/images", files={"image": ("t1.jpg", T1, "image/jpeg")})
+        await make_consumer().run(burst=True)
+        events = [await ws.receive_json() for _ in range(2)]
+    assert [e["type"] for e in events] == ["result", "result"]
+    assert all(e["job"]["counts"] == {"face": 6} for e in events)
+    assert all(e["job"]["links"]["processed_image"].endswith("/processed-image") for e in events)
+
+
+async def test_delete_removes_the_job_its_image_and_detections(client, make_consumer, storage, engine):
+    from sqlalchemy import text
+
+    job = (await client.post("/v1/images", files={"image": ("t1.jpg", T1, "image/jpeg")})).json()
+    await make_consumer().run(burst=True)
+    assert len(list(storage.root.iterdir())) == 2  # original + processed
+
+    assert (await client.delete(f"/v1/jobs/{job['id']}")).status_code == 204
+    assert (await client.get(f"/v1/jobs/{job['id']}")).status_code == 404
+    assert (await client.get(job["links"]["image"])).status_code == 404
+    assert list(storage.root.iterdir()) == []
+    async with engine.connect() as connection:
+        assert (await connection.execute(text("SELECT count(*) FROM detections"))).scalar() == 0
