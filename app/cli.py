@@ -1,10 +1,10 @@
 """The `lookout` command.
 
-  lookout up        everything locally: embedded Postgres + Redis when no URLs are set,
-                    migrations, the API and the workers; Ctrl-C stops it all cleanly
-  lookout api       the HTTP API alone (uvicorn)
-  lookout worker    detector worker processes
-  lookout migrate   upgrade the database schema to the latest revision
+lookout up        everything locally: embedded Postgres + Redis when no URLs are set,
+                  migrations, the API and the workers; Ctrl-C stops it all cleanly
+lookout api       the HTTP API alone (uvicorn)
+lookout worker    detector worker processes
+lookout migrate   upgrade the database schema to the latest revision
 """
 
 import argparse
@@ -42,7 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "worker":
         from workers.pool import serve
 
-        return serve(settings, processes=args.processes or settings.worker.processes, burst=args.burst)
+        return serve(
+            settings, processes=args.processes or settings.worker.processes, burst=args.burst
+        )
     if args.command == "migrate":
         from app.db import migrate
 
@@ -99,19 +101,21 @@ def up(settings: Settings) -> int:
     try:
         migrate(env["LOOKOUT_DATABASE__URL"])
         # Children ignore the terminal's Ctrl-C (own session); we stop them in order below.
-        for command in (["api"], ["worker"]):
+        names = ("api", "worker")
+        for name in names:
             children.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "app.cli", *command], env=env, start_new_session=True
+                    [sys.executable, "-m", "app.cli", name], env=env, start_new_session=True
                 )
             )
         base = f"http://{settings.api.host}:{settings.api.port}"
         print(f"Lookout is up: {base}  (docs {base}/docs, firehose ws{base[4:]}/v1/ws)", flush=True)
         print("Ctrl-C stops everything.", flush=True)
         while not stopping:
-            exited = [c for c in children if c.poll() is not None]
+            exited = [(n, c) for n, c in zip(names, children, strict=True) if c.poll() is not None]
             if exited:
-                print(f"lookout: {exited[0].args[-1]} exited ({exited[0].returncode}); stopping")
+                name, child = exited[0]
+                print(f"lookout: the {name} process exited ({child.returncode}); stopping")
                 exit_code = 1
                 break
             time.sleep(0.2)

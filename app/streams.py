@@ -14,7 +14,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -27,6 +27,9 @@ FIREHOSE = "lookout:events"
 
 EventType = Literal["status", "result", "error"]
 StreamId = bytes  # Redis stream entry id, e.g. b"1718000000000-0"
+Fields = dict[bytes, bytes]
+# Entries as Redis returns them; fields are None for an entry trimmed away while pending.
+RawEntries = list[tuple[StreamId, Fields | None]]
 
 
 class ProtocolError(ValueError):
@@ -111,10 +114,8 @@ async def ensure_group(redis: "Redis") -> None:
 
 
 async def enqueue_job(redis: "Redis", message: JobMessage, *, maxlen: int) -> StreamId:
-    entry_id: StreamId = await redis.xadd(
-        JOBS, message.to_fields(), maxlen=maxlen, approximate=True
-    )
-    return entry_id
+    fields = cast(dict[Any, Any], message.to_fields())
+    return cast(StreamId, await redis.xadd(JOBS, fields, maxlen=maxlen, approximate=True))
 
 
 async def publish_job_event(
@@ -126,12 +127,12 @@ async def publish_job_event(
 ) -> None:
     """Append to the job's stream (refreshing its expiry) and, if given a maxlen, the firehose."""
     key = job_events_key(event["job_id"])
-    fields = _encode_event(event)
+    fields = cast(dict[Any, Any], _encode_event(event))
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.xadd(key, fields)  # type: ignore[arg-type]
+        pipe.xadd(key, fields)
         pipe.expire(key, ttl_s)
         if firehose_maxlen is not None:
-            pipe.xadd(FIREHOSE, fields, maxlen=firehose_maxlen, approximate=True)  # type: ignore[arg-type]
+            pipe.xadd(FIREHOSE, fields, maxlen=firehose_maxlen, approximate=True)
         await pipe.execute()
 
 
@@ -140,8 +141,9 @@ async def read_job_events(
 ) -> list[tuple[StreamId, dict[str, Any]]]:
     """Events of one job after entry id `after`; blocks up to block_ms for the first new one."""
     if block_ms is None:
-        entries = await redis.xrange(job_events_key(job_id), min=b"(" + after if after != b"0" else b"-")
-        return [(entry_id, _decode_event(fields)) for entry_id, fields in entries]
+        start = b"(" + after if after != b"0" else b"-"
+        entries = cast(RawEntries, await redis.xrange(job_events_key(job_id), min=start))
+        return [(entry_id, _decode_event(fields or {})) for entry_id, fields in entries]
     return await _xread(redis, job_events_key(job_id), after, block_ms)
 
 
@@ -154,21 +156,49 @@ async def read_firehose(
 async def _xread(
     redis: "Redis", key: str, after: StreamId, block_ms: int
 ) -> list[tuple[StreamId, dict[str, Any]]]:
-    response = await redis.xread({key: after}, block=block_ms, count=100)
+    response = cast(
+        list[tuple[bytes, RawEntries]], await redis.xread({key: after}, block=block_ms, count=100)
+    )
     if not response:
         return []
-    _, entries = response[0]
-    return [(entry_id, _decode_event(fields)) for entry_id, fields in entries]
+    return [(entry_id, _decode_event(fields or {})) for entry_id, fields in response[0][1]]
 
 
-async def dead_letter(
-    redis: "Redis", entry_id: StreamId, fields: dict[bytes, bytes], reason: str
-) -> None:
+async def dead_letter(redis: "Redis", entry_id: StreamId, fields: Fields, reason: str) -> None:
     """Move a poisoned job message to the dead-letter stream and ack it, atomically."""
-    dead_fields: dict[bytes, bytes] = {k: v for k, v in fields.items() if k != b"image"}
+    dead_fields: dict[Any, Any] = {k: v for k, v in fields.items() if k != b"image"}
     dead_fields[b"source_id"] = entry_id
     dead_fields[b"error"] = reason.encode()
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.xadd(DEAD, dead_fields)  # type: ignore[arg-type]
+        pipe.xadd(DEAD, dead_fields)
         pipe.xack(JOBS, GROUP, entry_id)
         await pipe.execute()
+
+
+async def claim_stale(redis: "Redis", consumer: str, *, min_idle_ms: int, count: int) -> RawEntries:
+    """XAUTOCLAIM job entries pending longer than min_idle_ms (their consumer died)."""
+    response = await redis.xautoclaim(
+        JOBS, GROUP, consumer, min_idle_ms, start_id="0-0", count=count
+    )
+    return cast(RawEntries, response[1])
+
+
+async def read_new(redis: "Redis", consumer: str, *, count: int, block_ms: int) -> RawEntries:
+    response = cast(
+        list[tuple[bytes, RawEntries]],
+        await redis.xreadgroup(GROUP, consumer, {JOBS: ">"}, count=count, block=block_ms),
+    )
+    return response[0][1] if response else []
+
+
+async def delivery_count(redis: "Redis", entry_id: StreamId) -> int:
+    """How many times the entry has been delivered, this delivery included."""
+    pending = cast(
+        list[dict[str, Any]],
+        await redis.xpending_range(JOBS, GROUP, min=entry_id, max=entry_id, count=1),
+    )
+    return int(pending[0]["times_delivered"]) if pending else 1
+
+
+async def ack(redis: "Redis", entry_id: StreamId) -> None:
+    await redis.xack(JOBS, GROUP, entry_id)

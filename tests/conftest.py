@@ -24,8 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app import streams
 from app.db import create_engine, create_sessionmaker, migrate
 from app.embedded import start_embedded
-from app.jobs.service import create_job, enqueue_job
 from app.images import inspect_image
+from app.jobs.service import create_job, enqueue_job
 from app.main import create_app
 from app.models import Job
 from app.settings import DatabaseSettings, RedisSettings, Settings, WorkerSettings
@@ -73,7 +73,9 @@ def models_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def settings(servers: Servers, models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+def settings(
+    servers: Servers, models_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Settings:
     return Settings(
         env="dev",
         data_dir=tmp_path_factory.mktemp("data"),
@@ -115,9 +117,7 @@ def detectors(settings: Settings) -> dict[str, Detector]:
 
 
 @pytest.fixture(autouse=True)
-async def clean_state(
-    request: pytest.FixtureRequest, settings: Settings
-) -> AsyncIterator[None]:
+async def clean_state(request: pytest.FixtureRequest, settings: Settings) -> AsyncIterator[None]:
     """Every test starts with empty tables, an empty Redis and an empty image store."""
     engine: AsyncEngine = request.getfixturevalue("engine")
     redis_client: Redis = request.getfixturevalue("redis")
@@ -189,7 +189,9 @@ def make_job(
 ):  # type: ignore[no-untyped-def]
     """Create and enqueue a job the way the API does (bypassing HTTP)."""
 
-    async def factory(image: bytes, *, tasks: tuple[str, ...] = ("faces",), enqueue: bool = True) -> Job:
+    async def factory(
+        image: bytes, *, tasks: tuple[str, ...] = ("faces",), enqueue: bool = True
+    ) -> Job:
         info = inspect_image(image, max_pixels=settings.api.max_image_pixels)
         async with sessionmaker.begin() as session:
             job = await create_job(session, storage, image=image, info=info, tasks=tasks)

@@ -35,7 +35,7 @@ BURST_IDLE_MS = 200
 @dataclass(frozen=True)
 class Entry:
     entry_id: streams.StreamId
-    fields: dict[bytes, bytes] | None  # None: the entry was trimmed away while pending
+    fields: streams.Fields | None  # None: the entry was trimmed away while pending
     deliveries: int
 
 
@@ -83,31 +83,21 @@ class Consumer:
         """Stale entries of dead consumers first, then new ones."""
         count = self.settings.worker.batch_size
         min_idle_ms = int(self.settings.worker.job_timeout_s * 1000)
-        claimed = await self.redis.xautoclaim(
-            streams.JOBS, streams.GROUP, self.name, min_idle_ms, start_id="0-0", count=count
+        stale = await streams.claim_stale(
+            self.redis, self.name, min_idle_ms=min_idle_ms, count=count
         )
-        if claimed[1]:
+        if stale:
             return [
-                Entry(entry_id, fields, await self._deliveries(entry_id))
-                for entry_id, fields in claimed[1]
+                Entry(entry_id, fields, await streams.delivery_count(self.redis, entry_id))
+                for entry_id, fields in stale
             ]
-        response = await self.redis.xreadgroup(
-            streams.GROUP, self.name, {streams.JOBS: ">"}, count=count, block=block_ms
-        )
-        if not response:
-            return []
-        return [Entry(entry_id, fields, 1) for entry_id, fields in response[0][1]]
-
-    async def _deliveries(self, entry_id: streams.StreamId) -> int:
-        pending = await self.redis.xpending_range(
-            streams.JOBS, streams.GROUP, min=entry_id, max=entry_id, count=1
-        )
-        return int(pending[0]["times_delivered"]) if pending else 1
+        new = await streams.read_new(self.redis, self.name, count=count, block_ms=block_ms)
+        return [Entry(entry_id, fields, 1) for entry_id, fields in new]
 
     async def handle(self, entry: Entry) -> None:
         """Process one entry. Never raises: a bad job fails, an I/O error leaves it pending."""
         if entry.fields is None:
-            await self.redis.xack(streams.JOBS, streams.GROUP, entry.entry_id)
+            await streams.ack(self.redis, entry.entry_id)
             return
         try:
             message = streams.JobMessage.from_fields(entry.fields)
@@ -126,7 +116,9 @@ class Consumer:
     async def _handle(self, entry: Entry, message: streams.JobMessage) -> None:
         max_deliveries = self.settings.worker.max_deliveries
         if entry.deliveries > max_deliveries:
-            reason = f"gave up after {max_deliveries} deliveries (the job kept failing or timing out)"
+            reason = (
+                f"gave up after {max_deliveries} deliveries (the job kept failing or timing out)"
+            )
             await self._fail(message.job_id, reason)
             await streams.dead_letter(self.redis, entry.entry_id, entry.fields or {}, reason)
             log.warning("job_dead_lettered", deliveries=entry.deliveries)
@@ -134,7 +126,7 @@ class Consumer:
 
         if not await self._start(message.job_id):
             # Deleted, or already finished by an earlier delivery: nothing left to do.
-            await self.redis.xack(streams.JOBS, streams.GROUP, entry.entry_id)
+            await streams.ack(self.redis, entry.entry_id)
             log.info("job_skipped")
             return
 
@@ -154,7 +146,7 @@ class Consumer:
             await self._fail(message.job_id, f"processing error: {exc!r}")
         else:
             await self._finish(message, result)
-        await self.redis.xack(streams.JOBS, streams.GROUP, entry.entry_id)
+        await streams.ack(self.redis, entry.entry_id)
 
     def _load(self, message: streams.JobMessage) -> bytes:
         assert message.image_key is not None

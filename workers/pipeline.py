@@ -82,8 +82,14 @@ def render(image: ImageBGR, detections: Sequence[Detection]) -> bytes:
             cv2.circle(canvas, (round(x), round(y)), thickness + 1, (0, 0, 255), -1)
         caption = f"{detection.label or detection.kind} {detection.score:.2f}"
         cv2.putText(
-            canvas, caption, (x1, max(12, y1 - 4)), cv2.FONT_HERSHEY_SIMPLEX,
-            0.4 * thickness, color, thickness, cv2.LINE_AA,
+            canvas,
+            caption,
+            (x1, max(12, y1 - 4)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.4 * thickness,
+            color,
+            thickness,
+            cv2.LINE_AA,
         )
     ok, encoded = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     if not ok:

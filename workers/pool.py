@@ -82,4 +82,3 @@ def serve(settings: Settings, *, processes: int, burst: bool = False) -> int:
     for child in children:
         child.join()
     return max((child.exitcode or 0) for child in children)
-

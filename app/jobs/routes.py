@@ -2,7 +2,7 @@
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 import structlog
@@ -15,7 +15,7 @@ from app.deps import AppState, RedisDep, SessionDep, SettingsDep, StorageDep, ge
 from app.errors import Conflict, NotFound, PayloadTooLarge
 from app.images import inspect_image
 from app.jobs import service
-from app.jobs.schemas import JobDetail, JobPage, JobSummary
+from app.jobs.schemas import JobDetail, JobPage
 from app.models import JobStatus
 
 log = structlog.get_logger()
@@ -27,7 +27,12 @@ WS_CLOSE_NOT_FOUND = 4404
 WS_READ_BLOCK_MS = 5000
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"description": "No such job", "content": {"application/json": {"example": {"error": "not_found", "detail": "no job with id …"}}}},
+    404: {
+        "description": "No such job",
+        "content": {
+            "application/json": {"example": {"error": "not_found", "detail": "no job with id …"}}
+        },
+    },
 }
 
 
@@ -50,12 +55,18 @@ async def upload_image(
     storage: StorageDep,
     settings: SettingsDep,
     image: Annotated[UploadFile, File(description="JPEG, PNG or WebP")],
-    tasks: Annotated[str | None, Form(description="comma-separated; default faces", examples=["faces"])] = None,
-    wait: Annotated[float | None, Query(ge=0, description="seconds to wait for the result (capped)")] = None,
+    tasks: Annotated[
+        str | None, Form(description="comma-separated; default faces", examples=["faces"])
+    ] = None,
+    wait: Annotated[
+        float | None, Query(ge=0, description="seconds to wait for the result (capped)")
+    ] = None,
 ) -> Any:
     data = await image.read(settings.api.max_upload_bytes + 1)
     if len(data) > settings.api.max_upload_bytes:
-        raise PayloadTooLarge(f"image is larger than the limit of {settings.api.max_upload_bytes} bytes")
+        raise PayloadTooLarge(
+            f"image is larger than the limit of {settings.api.max_upload_bytes} bytes"
+        )
     info = inspect_image(data, max_pixels=settings.api.max_image_pixels)
     job = await service.create_job(
         session, storage, image=data, info=info, tasks=service.parse_tasks(tasks)
@@ -87,7 +98,12 @@ async def list_jobs(
     return await service.list_jobs(session, status=status_filter, limit=limit, cursor=cursor)
 
 
-@router.get("/v1/jobs/{job_id}", response_model=JobDetail, responses=ERRORS, summary="A job with its detections")
+@router.get(
+    "/v1/jobs/{job_id}",
+    response_model=JobDetail,
+    responses=ERRORS,
+    summary="A job with its detections",
+)
 async def get_job(job_id: uuid.UUID, session: SessionDep) -> JobDetail:
     return await service.get_job_detail(session, job_id)
 
@@ -108,10 +124,16 @@ async def get_image(job_id: uuid.UUID, session: SessionDep, storage: StorageDep)
 @router.get(
     "/v1/jobs/{job_id}/processed-image",
     response_class=Response,
-    responses={**ERRORS, 200: {"content": {"image/jpeg": {}}}, 409: {"description": "Job not finished"}},
+    responses={
+        **ERRORS,
+        200: {"content": {"image/jpeg": {}}},
+        409: {"description": "Job not finished"},
+    },
     summary="JPEG with boxes, landmarks and labels drawn",
 )
-async def get_processed_image(job_id: uuid.UUID, session: SessionDep, storage: StorageDep) -> Response:
+async def get_processed_image(
+    job_id: uuid.UUID, session: SessionDep, storage: StorageDep
+) -> Response:
     job = await service.get_job(session, job_id)
     if not job.status.finished:
         raise Conflict(f"job {job_id} is {job.status}; the processed image exists once it is done")
@@ -121,7 +143,9 @@ async def get_processed_image(job_id: uuid.UUID, session: SessionDep, storage: S
 
 
 @router.delete(
-    "/v1/jobs/{job_id}", status_code=status.HTTP_204_NO_CONTENT, responses=ERRORS,
+    "/v1/jobs/{job_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=ERRORS,
     summary="Delete a job, its image and its detections",
 )
 async def delete_job(job_id: uuid.UUID, session: SessionDep, storage: StorageDep) -> Response:
@@ -183,7 +207,7 @@ async def firehose(websocket: WebSocket) -> None:
 
 
 async def _serve_until_disconnect(
-    websocket: WebSocket, send_events: Callable[[], Awaitable[None]]
+    websocket: WebSocket, send_events: Callable[[], Coroutine[Any, Any, None]]
 ) -> None:
     """Run the sender until it finishes or the client leaves, whichever comes first.
 

@@ -41,7 +41,12 @@ def parse_tasks(raw: str | None) -> tuple[str, ...]:
 
 
 async def create_job(
-    session: AsyncSession, storage: Storage, *, image: bytes, info: ImageInfo, tasks: tuple[str, ...]
+    session: AsyncSession,
+    storage: Storage,
+    *,
+    image: bytes,
+    info: ImageInfo,
+    tasks: tuple[str, ...],
 ) -> Job:
     """Store the image, then add the job row (flushed, not committed)."""
     job_id = uuid.uuid4()

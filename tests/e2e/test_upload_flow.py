@@ -80,7 +80,9 @@ async def test_wait_returns_the_finished_job_inline(client, make_consumer):
 
 
 async def test_wait_times_out_with_202_when_no_worker_runs(client):
-    response = await client.post("/v1/images?wait=0.3", files={"image": ("t1.jpg", T1, "image/jpeg")})
+    response = await client.post(
+        "/v1/images?wait=0.3", files={"image": ("t1.jpg", T1, "image/jpeg")}
+    )
     assert response.status_code == 202
     assert response.json()["status"] == "queued"
 
@@ -97,7 +99,9 @@ async def test_firehose_streams_every_finished_job(client, make_consumer):
     assert all(e["job"]["links"]["processed_image"].endswith("/processed-image") for e in events)
 
 
-async def test_delete_removes_the_job_its_image_and_detections(client, make_consumer, storage, engine):
+async def test_delete_removes_the_job_its_image_and_detections(
+    client, make_consumer, storage, engine
+):
     from sqlalchemy import text
 
     job = (await client.post("/v1/images", files={"image": ("t1.jpg", T1, "image/jpeg")})).json()

@@ -25,7 +25,9 @@ class FaceDetector:
         session = create_session(model_path, intra_op_threads=threads)
         # static_shape_sessions=False: use our session as is, rather than letting insightface
         # build extra per-resolution sessions with its own thread settings.
-        self._scrfd = SCRFD(model_file=str(model_path), session=session, static_shape_sessions=False)
+        self._scrfd = SCRFD(
+            model_file=str(model_path), session=session, static_shape_sessions=False
+        )
         self._scrfd.prepare(
             ctx_id=-1,
             input_size=(config.input_size, config.input_size),

@@ -15,5 +15,7 @@ def build_detectors(settings: Settings) -> dict[str, Detector]:
     )
     threads = settings.worker.threads
     return {
-        "faces": FaceDetector(face_config, resolve_model(settings, face_config.model), threads=threads),
+        "faces": FaceDetector(
+            face_config, resolve_model(settings, face_config.model), threads=threads
+        ),
     }

@@ -1,0 +1,38 @@
+# One entry point per habit: make up · make test · make check · make bench
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Verified model files for local runs, tests and CI (see ../shared/models/MODELS.md).
+export LOOKOUT_MODELS_DIR ?= $(abspath $(CURDIR)/../shared/models)
+
+.PHONY: install up test lint check bench clean
+
+install: $(VENV)/.installed
+
+# insightface goes in with --no-deps: it declares opencv-python (the GUI build), which shares the
+# cv2 module with opencv-python-headless and breaks it. pyproject lists what it really imports.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps 'insightface==2.1'
+	touch $@
+
+up: install
+	$(BIN)/lookout up
+
+test: install
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+check: lint test
+
+bench: install
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .lookout .mypy_cache .ruff_cache .pytest_cache
