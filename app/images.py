@@ -50,6 +50,8 @@ def inspect_image(data: bytes, *, max_pixels: int) -> ImageInfo:
     if not data:
         raise InvalidImage("the image is empty (0 bytes)")
     image_format = _sniff_format(data)
+    if not _is_complete(image_format, data):
+        raise InvalidImage(f"the {image_format} data is truncated (the file ends early)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -65,8 +67,6 @@ def inspect_image(data: bytes, *, max_pixels: int) -> ImageInfo:
         raise ImageTooLarge(
             f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
         )
-    if not _is_complete(image_format, data):
-        raise InvalidImage(f"the {image_format} data is truncated (the file ends early)")
     return ImageInfo(image_format, width, height)
 
 

@@ -117,15 +117,12 @@ def detectors(settings: Settings) -> dict[str, Detector]:
 
 
 @pytest.fixture(autouse=True)
-async def clean_state(request: pytest.FixtureRequest, settings: Settings) -> AsyncIterator[None]:
+async def clean_state(engine: AsyncEngine, redis: Redis, settings: Settings) -> None:
     """Every test starts with empty tables, an empty Redis and an empty image store."""
-    engine: AsyncEngine = request.getfixturevalue("engine")
-    redis_client: Redis = request.getfixturevalue("redis")
     async with engine.begin() as connection:
         await connection.execute(text("TRUNCATE jobs, detections CASCADE"))
-    await redis_client.flushdb()
+    await redis.flushdb()
     shutil.rmtree(settings.storage_dir, ignore_errors=True)
-    yield
 
 
 @pytest.fixture

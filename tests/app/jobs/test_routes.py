@@ -1,0 +1,176 @@
+"""The jobs API contract: bad input is refused with a clear 4xx and nothing is stored."""
+
+import uuid
+
+import pytest
+from httpx_ws import WebSocketDisconnect, aconnect_ws
+from sqlalchemy import text
+
+from app import streams
+from tests.conftest import shared_image
+from tests.images import blank, bomb_png
+
+T1 = shared_image("scenes/t1.jpg")
+
+
+async def assert_nothing_stored(engine, redis, storage):
+    async with engine.connect() as connection:
+        assert (await connection.execute(text("SELECT count(*) FROM jobs"))).scalar() == 0
+    assert await redis.xlen(streams.JOBS) == 0
+    assert not storage.root.exists() or list(storage.root.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "error", "detail"),
+    [
+        (b"plain text, not an image", 415, "unsupported_image_type", "not a JPEG, PNG or WebP"),
+        (T1[: len(T1) // 2], 422, "invalid_image", "truncated"),
+        (b"", 422, "invalid_image", "empty"),
+        (bomb_png(), 413, "image_too_large", "pixels"),
+    ],
+    ids=["not-an-image", "truncated-jpeg", "empty", "decompression-bomb"],
+)
+async def test_bad_images_are_refused_and_nothing_is_stored(
+    client, engine, redis, storage, data, status, error, detail
+):
+    response = await client.post("/v1/images", files={"image": ("x.jpg", data, "image/jpeg")})
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["error"] == error
+    assert detail in body["detail"]
+    await assert_nothing_stored(engine, redis, storage)
+
+
+async def test_body_over_the_byte_limit_is_refused_before_parsing(
+    client, settings, engine, redis, storage
+):
+    too_big = b"\xff\xd8\xff" + b"\x00" * (settings.api.max_upload_bytes + 70_000)
+    response = await client.post("/v1/images", files={"image": ("big.jpg", too_big, "image/jpeg")})
+    assert response.status_code == 413
+    assert response.json()["error"] == "payload_too_large"
+    await assert_nothing_stored(engine, redis, storage)
+
+
+async def test_chunked_body_over_the_limit_is_refused(client, settings, engine, redis, storage):
+    async def chunks():
+        for _ in range(settings.api.max_upload_bytes // (1 << 20) + 2):
+            yield b"\x00" * (1 << 20)
+
+    response = await client.post(
+        "/v1/images", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"}
+    )
+    assert response.status_code == 413
+    await assert_nothing_stored(engine, redis, storage)
+
+
+async def test_image_part_just_over_the_limit_is_refused(client, settings, engine, redis, storage):
+    data = T1 + b"\x00" * (settings.api.max_upload_bytes - len(T1) + 1)
+    response = await client.post("/v1/images", files={"image": ("t1.jpg", data, "image/jpeg")})
+    assert response.status_code == 413
+    assert "limit" in response.json()["detail"]
+    await assert_nothing_stored(engine, redis, storage)
+
+
+async def test_missing_image_field_is_a_422_naming_the_field(client):
+    response = await client.post("/v1/images", data={"tasks": "faces"})
+    assert response.status_code == 422
+    assert response.json()["error"] == "invalid_request"
+    assert "image" in response.json()["detail"]
+
+
+async def test_unknown_task_is_refused(client, engine, redis, storage):
+    response = await client.post(
+        "/v1/images",
+        files={"image": ("t1.jpg", T1, "image/jpeg")},
+        data={"tasks": "faces,teleport"},
+    )
+    assert response.status_code == 422
+    assert "teleport" in response.json()["detail"]
+    await assert_nothing_stored(engine, redis, storage)
+
+
+async def test_png_and_webp_uploads_are_accepted(client):
+    for extension, content_type in ((".png", "image/png"), (".webp", "image/webp")):
+        response = await client.post(
+            "/v1/images",
+            files={"image": ("x" + extension, blank(extension=extension), content_type)},
+        )
+        assert response.status_code == 202
+        assert response.json()["image"] == {"width": 64, "height": 48, "content_type": content_type}
+
+
+@pytest.mark.parametrize("path", ["", "/image", "/processed-image"])
+async def test_unknown_job_is_404(client, path):
+    job_id = uuid.uuid4()
+    response = await client.get(f"/v1/jobs/{job_id}{path}")
+    assert response.status_code == 404
+    assert response.json() == {"error": "not_found", "detail": f"no job with id {job_id}"}
+
+
+async def test_delete_unknown_job_is_404(client):
+    assert (await client.delete(f"/v1/jobs/{uuid.uuid4()}")).status_code == 404
+
+
+async def test_malformed_job_id_is_422(client):
+    response = await client.get("/v1/jobs/not-a-uuid")
+    assert response.status_code == 422
+    assert response.json()["error"] == "invalid_request"
+
+
+async def test_processed_image_of_unfinished_job_is_409(client):
+    job = (await client.post("/v1/images", files={"image": ("t1.jpg", T1, "image/jpeg")})).json()
+    response = await client.get(job["links"]["processed_image"])
+    assert response.status_code == 409
+    assert "queued" in response.json()["detail"]
+
+
+async def test_events_websocket_for_unknown_job_closes_with_4404(client):
+    job_id = uuid.uuid4()
+    async with aconnect_ws(f"/v1/jobs/{job_id}/events", client) as ws:
+        with pytest.raises(WebSocketDisconnect) as closed:
+            await ws.receive_json()
+    assert closed.value.code == 4404
+    assert str(job_id) in closed.value.reason
+
+
+async def test_job_list_pages_are_complete_and_disjoint(client):
+    created = []
+    for _ in range(5):
+        response = await client.post("/v1/images", files={"image": ("b.png", blank(), "image/png")})
+        created.append(response.json()["id"])
+
+    seen, cursor = [], None
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = (await client.get("/v1/jobs", params=params)).json()
+        seen.extend(item["id"] for item in page["items"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == list(reversed(created))  # newest first, each exactly once
+
+
+async def test_job_list_filters_by_status(client, make_consumer):
+    await client.post("/v1/images", files={"image": ("t1.jpg", T1, "image/jpeg")})
+    await make_consumer().run(burst=True)
+    queued = (
+        await client.post("/v1/images", files={"image": ("b.png", blank(), "image/png")})
+    ).json()
+
+    done = (await client.get("/v1/jobs", params={"status": "done"})).json()["items"]
+    waiting = (await client.get("/v1/jobs", params={"status": "queued"})).json()["items"]
+    assert [j["status"] for j in done] == ["done"]
+    assert [j["id"] for j in waiting] == [queued["id"]]
+
+
+async def test_bad_cursor_and_status_are_422(client):
+    assert (await client.get("/v1/jobs", params={"cursor": "@@@"})).status_code == 422
+    assert (await client.get("/v1/jobs", params={"status": "sleeping"})).status_code == 422
+
+
+async def test_docs_and_openapi_render_with_examples(client):
+    assert (await client.get("/docs")).status_code == 200
+    spec = (await client.get("/openapi.json")).json()
+    assert "/v1/images" in spec["paths"]
+    detection = spec["components"]["schemas"]["DetectionOut"]
+    assert detection["properties"]["box"]["examples"] == [[10, 20, 110, 150]]

@@ -1,0 +1,75 @@
+"""Header-only image checks: what the API refuses before anything is stored or decoded."""
+
+import pytest
+
+from app.errors import AppError
+from app.images import ImageTooLarge, InvalidImage, UnsupportedImageType, inspect_image
+from tests.conftest import shared_image
+from tests.images import blank, bomb_png
+
+T1 = shared_image("scenes/t1.jpg")
+MAX_PIXELS = 50_000_000
+
+
+@pytest.mark.parametrize(
+    ("data", "expected_format"),
+    [(T1, "JPEG"), (blank(extension=".png"), "PNG"), (blank(extension=".webp"), "WEBP")],
+)
+def test_accepts_jpeg_png_webp_and_reads_dimensions(data, expected_format):
+    info = inspect_image(data, max_pixels=MAX_PIXELS)
+    assert info.format == expected_format
+    if expected_format == "JPEG":
+        assert (info.width, info.height) == (1280, 886)
+    else:
+        assert (info.width, info.height) == (64, 48)
+
+
+@pytest.mark.parametrize(
+    ("data", "error", "message"),
+    [
+        (b"", InvalidImage, "empty"),
+        (b"GIF89a" + b"\x00" * 100, UnsupportedImageType, "not a JPEG, PNG or WebP"),
+        (b"hello, this is plainly text and not an image", UnsupportedImageType, "signature"),
+        (T1[: len(T1) // 2], InvalidImage, "truncated"),
+        (T1[:200], InvalidImage, "JPEG"),
+        (blank(extension=".png")[:-20], InvalidImage, "truncated"),
+        (blank(extension=".webp")[:-10], InvalidImage, "truncated"),
+        (bomb_png(), ImageTooLarge, "pixels"),
+        (bomb_png(8000, 8000), ImageTooLarge, "limit"),
+    ],
+    ids=[
+        "empty",
+        "gif",
+        "text",
+        "half-jpeg",
+        "jpeg-header-only",
+        "png-cut",
+        "webp-cut",
+        "bomb-100k",
+        "bomb-8k",
+    ],
+)
+def test_rejects_bad_images_with_a_reason(data, error, message):
+    with pytest.raises(error) as raised:
+        inspect_image(data, max_pixels=MAX_PIXELS)
+    assert message in raised.value.detail
+    assert 400 <= raised.value.status < 500
+
+
+def test_the_status_codes_say_what_went_wrong():
+    statuses = {}
+    for name, data in {"empty": b"", "gif": b"GIF89a....", "bomb": bomb_png()}.items():
+        with pytest.raises(AppError) as raised:
+            inspect_image(data, max_pixels=MAX_PIXELS)
+        statuses[name] = raised.value.status
+    assert statuses == {"empty": 422, "gif": 415, "bomb": 413}
+
+
+def test_exif_thumbnail_end_marker_does_not_hide_a_truncated_scan():
+    """An APP1 segment may embed a whole JPEG (with its own FFD9) before the real scan."""
+    thumbnail = blank(16, 16, ".jpg")
+    app1 = b"\xff\xe1" + (len(thumbnail) + 8).to_bytes(2, "big") + b"Exif\x00\x00" + thumbnail
+    with_thumbnail = T1[:2] + app1 + T1[2:]
+    assert inspect_image(with_thumbnail, max_pixels=MAX_PIXELS).format == "JPEG"
+    with pytest.raises(InvalidImage, match="truncated"):
+        inspect_image(with_thumbnail[: len(with_thumbnail) - 5000], max_pixels=MAX_PIXELS)

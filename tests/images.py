@@ -1,0 +1,37 @@
+"""Test image factories: real encoders, or hand-built bytes for malformed files."""
+
+import struct
+import zlib
+
+import cv2
+import numpy as np
+
+
+def png_chunk(chunk_type: bytes, payload: bytes) -> bytes:
+    crc = zlib.crc32(chunk_type + payload) & 0xFFFFFFFF
+    return struct.pack(">I", len(payload)) + chunk_type + payload + struct.pack(">I", crc)
+
+
+def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A valid PNG header declaring width×height RGB pixels, with a tiny compressed body.
+
+    Decoding it would need width*height*3 bytes (30 GB by default); the file is under 100 bytes.
+    """
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    body = zlib.compress(b"\x00" * 1024, 9)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", body)
+        + png_chunk(b"IEND", b"")
+    )
+
+
+def encode(image: np.ndarray, extension: str = ".png") -> bytes:
+    ok, encoded = cv2.imencode(extension, image)
+    assert ok
+    return bytes(encoded.tobytes())
+
+
+def blank(width: int = 64, height: int = 48, extension: str = ".png") -> bytes:
+    return encode(np.full((height, width, 3), 127, np.uint8), extension)
