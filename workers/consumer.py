@@ -7,6 +7,7 @@ after `job_timeout_s` any consumer reclaims it, and after `max_deliveries` it is
 """
 
 import asyncio
+import contextlib
 import os
 import socket
 import uuid
@@ -15,6 +16,9 @@ from datetime import UTC, datetime
 
 import structlog
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -30,6 +34,9 @@ log = structlog.get_logger()
 
 # In burst mode, how long the stream must stay empty before the consumer stops.
 BURST_IDLE_MS = 200
+# Backoff while Redis is unreachable.
+RETRY_MIN_S = 0.5
+RETRY_MAX_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -69,9 +76,18 @@ class Consumer:
         stop = stop or asyncio.Event()
         await streams.ensure_group(self.redis)
         handled = 0
+        backoff_s = RETRY_MIN_S
         while not stop.is_set():
             block_ms = BURST_IDLE_MS if burst else self.settings.worker.block_ms
-            entries = await self.next_entries(block_ms=block_ms)
+            try:
+                entries = await self.next_entries(block_ms=block_ms)
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                # Redis is down or restarting: wait and retry, never die.
+                log.warning("redis_unavailable", error=repr(exc), retry_in_s=backoff_s)
+                await _sleep_unless_stopped(stop, backoff_s)
+                backoff_s = min(backoff_s * 2, RETRY_MAX_S)
+                continue
+            backoff_s = RETRY_MIN_S
             if not entries and burst:
                 break
             for entry in entries:
@@ -81,6 +97,17 @@ class Consumer:
 
     async def next_entries(self, *, block_ms: int) -> list[Entry]:
         """Stale entries of dead consumers first, then new ones."""
+        try:
+            return await self._next_entries(block_ms=block_ms)
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # The stream or group vanished (Redis was wiped): recreate; the reconciler
+            # re-enqueues jobs that Postgres still has as queued or running.
+            await streams.ensure_group(self.redis)
+            return []
+
+    async def _next_entries(self, *, block_ms: int) -> list[Entry]:
         count = self.settings.worker.batch_size
         min_idle_ms = int(self.settings.worker.job_timeout_s * 1000)
         stale = await streams.claim_stale(
@@ -239,3 +266,8 @@ class Consumer:
             ttl_s=self.settings.streams.job_events_ttl_s,
             firehose_maxlen=self.settings.streams.firehose_maxlen if firehose else None,
         )
+
+
+async def _sleep_unless_stopped(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)

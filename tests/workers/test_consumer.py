@@ -1,0 +1,225 @@
+"""Delivery semantics of the worker: at-least-once delivery, exactly-once effects."""
+
+import asyncio
+import uuid
+
+import pytest
+from sqlalchemy import func, select
+
+from app import streams
+from app.models import Detection, Job, JobStatus
+from tests.conftest import job_events, shared_image
+from tests.images import blank
+
+T1 = shared_image("scenes/t1.jpg")
+
+
+async def count_detections(sessionmaker, job_id: uuid.UUID) -> int:
+    async with sessionmaker() as session:
+        return await session.scalar(
+            select(func.count()).select_from(Detection).where(Detection.job_id == job_id)
+        )
+
+
+async def load_job(sessionmaker, job_id: uuid.UUID) -> Job:
+    async with sessionmaker() as session:
+        job = await session.get(Job, job_id)
+        assert job is not None
+        return job
+
+
+@pytest.fixture(autouse=True)
+async def consumer_group(redis):
+    """The group exists before any test reads directly with next_entries (the API makes it)."""
+    await streams.ensure_group(redis)
+
+
+async def pending_count(redis) -> int:
+    return (await redis.xpending(streams.JOBS, streams.GROUP))["pending"]
+
+
+async def test_the_same_message_twice_writes_one_set_of_rows(
+    make_job, make_consumer, redis, sessionmaker
+):
+    job = await make_job(T1)
+    # A second copy of the message, as a retried XADD or a replay would produce.
+    await streams.enqueue_job(
+        redis,
+        streams.JobMessage(job_id=job.id, tasks=("faces",), image_key=job.image_key),
+        maxlen=100,
+    )
+    assert await make_consumer().run(burst=True) == 2
+
+    assert await count_detections(sessionmaker, job.id) == 6
+    assert (await load_job(sessionmaker, job.id)).status == JobStatus.done
+    assert await pending_count(redis) == 0
+    statuses = [e["status"] for e in await job_events(redis, job.id) if e["type"] == "status"]
+    assert statuses.count("done") == 1
+
+
+async def test_concurrent_redelivery_to_two_consumers_writes_one_set(
+    make_job, make_consumer, redis, sessionmaker
+):
+    job = await make_job(T1)
+    await streams.enqueue_job(
+        redis,
+        streams.JobMessage(job_id=job.id, tasks=("faces",), image_key=job.image_key),
+        maxlen=100,
+    )
+    first, second = make_consumer("a", batch_size=1), make_consumer("b", batch_size=1)
+    await asyncio.gather(first.run(burst=True), second.run(burst=True))
+    assert await count_detections(sessionmaker, job.id) == 6
+    assert await pending_count(redis) == 0
+
+
+async def test_a_message_of_a_dead_consumer_is_reclaimed_and_finished(
+    make_job, make_consumer, redis, sessionmaker
+):
+    job = await make_job(T1)
+    dead = make_consumer("dead-worker")
+    entries = await dead.next_entries(block_ms=100)  # read, then "die" without acking
+    assert [e.deliveries for e in entries] == [1]
+    assert await pending_count(redis) == 1
+
+    # Too fresh to steal: a live consumer leaves it alone.
+    patient = make_consumer("patient", job_timeout_s=60)
+    assert await patient.run(burst=True) == 0
+    assert (await load_job(sessionmaker, job.id)).status == JobStatus.queued
+
+    await asyncio.sleep(0.3)
+    rescuer = make_consumer("rescuer", job_timeout_s=0.2)
+    assert await rescuer.run(burst=True) == 1
+    finished = await load_job(sessionmaker, job.id)
+    assert finished.status == JobStatus.done
+    assert await count_detections(sessionmaker, job.id) == 6
+    assert await pending_count(redis) == 0
+
+
+async def test_after_max_deliveries_the_message_is_dead_lettered_and_the_job_failed(
+    make_job, make_consumer, redis, sessionmaker
+):
+    job = await make_job(T1)
+    crashing = make_consumer("crashing")
+    # Three deliveries, each to a consumer that dies before acking.
+    assert [e.deliveries for e in await crashing.next_entries(block_ms=100)] == [1]
+    for _ in range(2):
+        await redis.xautoclaim(streams.JOBS, streams.GROUP, "crashing", 0, count=1)
+    assert await streams.delivery_count(redis, (await redis.xrange(streams.JOBS))[0][0]) == 3
+    await asyncio.sleep(0.05)
+    rescuer = make_consumer("rescuer", job_timeout_s=0.01, max_deliveries=3)
+    assert await rescuer.run(burst=True) == 1
+
+    failed = await load_job(sessionmaker, job.id)
+    assert failed.status == JobStatus.failed
+    assert "gave up after 3 deliveries" in failed.error
+    dead = await redis.xrange(streams.DEAD)
+    assert len(dead) == 1
+    assert dead[0][1][b"job_id"] == str(job.id).encode()
+    assert b"gave up" in dead[0][1][b"error"]
+    assert await pending_count(redis) == 0
+
+
+async def test_a_bad_image_fails_its_job_and_the_worker_goes_on(
+    make_job, make_consumer, redis, sessionmaker, storage
+):
+    bad = await make_job(blank(), enqueue=False)
+    storage.put(bad.image_key, T1[: len(T1) // 3])  # corrupted on disk after upload
+    await streams.enqueue_job(
+        redis,
+        streams.JobMessage(job_id=bad.id, tasks=("faces",), image_key=bad.image_key),
+        maxlen=100,
+    )
+    good = await make_job(T1)
+
+    assert await make_consumer().run(burst=True) == 2
+    failed = await load_job(sessionmaker, bad.id)
+    assert failed.status == JobStatus.failed
+    assert "truncated" in failed.error
+    assert (await load_job(sessionmaker, good.id)).status == JobStatus.done
+    events = await job_events(redis, bad.id)
+    assert [e.get("status", e["type"]) for e in events] == ["running", "error", "failed"]
+    assert await pending_count(redis) == 0
+
+
+async def test_garbage_pixels_behind_a_valid_header_fail_the_job(
+    make_job, make_consumer, sessionmaker, storage, redis
+):
+    job = await make_job(blank(extension=".png"), enqueue=False)
+    png = bytearray(blank(extension=".png"))
+    png[40:-12] = b"\x13" * (len(png) - 52)  # scramble the compressed pixel data, keep the chunks
+    storage.put(job.image_key, bytes(png))
+    await streams.enqueue_job(
+        redis,
+        streams.JobMessage(job_id=job.id, tasks=("faces",), image_key=job.image_key),
+        maxlen=100,
+    )
+    assert await make_consumer().run(burst=True) == 1
+    assert (await load_job(sessionmaker, job.id)).status == JobStatus.failed
+
+
+async def test_a_malformed_message_is_dead_lettered(make_consumer, redis):
+    await redis.xadd(streams.JOBS, {"v": "1", "job_id": "not-a-uuid"})
+    await redis.xadd(streams.JOBS, {"v": "99", "job_id": str(uuid.uuid4()), "tasks": "faces"})
+    assert await make_consumer().run(burst=True) == 2
+    dead = await redis.xrange(streams.DEAD)
+    assert len(dead) == 2
+    assert b"job message" in dead[0][1][b"error"]
+    assert b"version 99" in dead[1][1][b"error"]
+    assert await pending_count(redis) == 0
+
+
+async def test_a_deleted_job_is_acked_and_skipped(
+    make_job, make_consumer, redis, sessionmaker, storage
+):
+    job = await make_job(T1)
+    async with sessionmaker.begin() as session:
+        await session.delete(await session.get(Job, job.id))
+    assert await make_consumer().run(burst=True) == 1
+    assert await pending_count(redis) == 0
+    assert await count_detections(sessionmaker, job.id) == 0
+
+
+async def test_inline_frames_never_touch_disk(
+    make_job, make_consumer, redis, sessionmaker, storage
+):
+    job = await make_job(T1, enqueue=False)
+    storage.delete(job.image_key)
+    async with sessionmaker.begin() as session:
+        row = await session.get(Job, job.id)
+        row.image_key = None
+    await streams.enqueue_job(
+        redis, streams.JobMessage(job_id=job.id, tasks=("faces",), image=T1), maxlen=100
+    )
+    assert await make_consumer().run(burst=True) == 1
+    finished = await load_job(sessionmaker, job.id)
+    assert finished.status == JobStatus.done
+    assert finished.processed_image_key is None
+    assert await count_detections(sessionmaker, job.id) == 6
+    assert not storage.root.exists() or list(storage.root.iterdir()) == []
+
+
+async def test_stop_finishes_the_message_in_hand_then_exits(make_job, make_consumer, sessionmaker):
+    jobs = [await make_job(T1) for _ in range(3)]
+    consumer = make_consumer(batch_size=1)
+    stop = asyncio.Event()
+    original = consumer.handle
+
+    async def handle_then_stop(entry):
+        stop.set()  # SIGTERM arrives while the first message is being processed
+        await original(entry)
+
+    consumer.handle = handle_then_stop
+    assert await consumer.run(stop) == 1
+    statuses = [(await load_job(sessionmaker, j.id)).status for j in jobs]
+    assert statuses == [JobStatus.done, JobStatus.queued, JobStatus.queued]
+
+
+async def test_a_wiped_redis_does_not_kill_the_consumer(
+    make_job, make_consumer, redis, sessionmaker
+):
+    await redis.flushdb()  # the stream and its group are gone
+    consumer = make_consumer()
+    assert await consumer.next_entries(block_ms=10) == []
+    job = await make_job(T1)  # the group was recreated: new work flows again
+    assert await consumer.run(burst=True) == 1
+    assert (await load_job(sessionmaker, job.id)).status == JobStatus.done
