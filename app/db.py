@@ -33,7 +33,8 @@ def alembic_config(database_url: str) -> "AlembicConfig":
     from alembic.config import Config as AlembicConfig
 
     config = AlembicConfig(str(PROJECT_ROOT / "alembic.ini"))
-    config.set_main_option("sqlalchemy.url", database_url)
+    # configparser interpolates '%': escape it, or percent-encoded passwords/paths break.
+    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
     return config
 
 

@@ -1,0 +1,107 @@
+"""`lookout up`, for real: embedded Postgres + Redis, API and worker as child processes."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.conftest import shared_image
+
+STARTUP_TIMEOUT_S = 90
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_up(data_dir: Path, port: int, models_dir: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKOUT_")}
+    env.update(
+        LOOKOUT_DATA_DIR=str(data_dir),
+        LOOKOUT_MODELS_DIR=str(models_dir),
+        LOOKOUT_API__PORT=str(port),
+        LOOKOUT_WORKER__PROCESSES="1",
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "up"],
+        env=env,
+        cwd=data_dir.parent,  # no stray .env file is picked up
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def wait_until_ready(base_url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            output = process.stdout.read().decode() if process.stdout else ""
+            pytest.fail(f"lookout up exited early ({process.returncode}):\n{output}")
+        try:
+            if httpx.get(f"{base_url}/openapi.json", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    pytest.fail("lookout up did not serve the API in time")
+
+
+def processes_using(data_dir: Path) -> list[str]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if str(data_dir) in cmdline:
+            found.append(cmdline)
+    return found
+
+
+def stop(process: subprocess.Popen[bytes], sig: int) -> str:
+    process.send_signal(sig)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output.decode()
+    return output.decode()
+
+
+def test_up_serves_the_quickstart_stops_cleanly_and_reuses_its_data(tmp_path, models_dir):
+    data_dir = tmp_path / "lookout-data"
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+
+    process = start_up(data_dir, port, models_dir)
+    wait_until_ready(base_url, process)
+    # The README's quickstart: curl -F image=@t1.jpg 'localhost:8000/v1/images?wait=10'
+    response = httpx.post(
+        f"{base_url}/v1/images?wait=30",
+        files={"image": ("t1.jpg", shared_image("scenes/t1.jpg"), "image/jpeg")},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    job = response.json()
+    assert job["status"] == "done"
+    assert len(job["detections"]) == 6
+
+    output = stop(process, signal.SIGTERM)
+    assert "Lookout is up" in output
+    assert processes_using(data_dir) == []  # no orphaned postgres, redis, api or worker
+    assert not (data_dir / "redis" / "redis.sock").exists()
+    assert not (data_dir / "postgres" / "postmaster.pid").exists()
+
+    # A second `up` finds the same database and images; Ctrl-C (SIGINT) stops it too.
+    process = start_up(data_dir, port, models_dir)
+    wait_until_ready(base_url, process)
+    again = httpx.get(f"{base_url}/v1/jobs/{job['id']}", timeout=10)
+    assert again.status_code == 200
+    assert len(again.json()["detections"]) == 6
+    assert httpx.get(f"{base_url}{job['links']['image']}", timeout=10).status_code == 200
+    stop(process, signal.SIGINT)
+    assert processes_using(data_dir) == []
