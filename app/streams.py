@@ -67,16 +67,19 @@ class JobMessage:
             version = int(fields[b"v"])
             if version != SCHEMA_VERSION:
                 raise ProtocolError(f"unsupported job message version {version}")
+            job_id = uuid.UUID(fields[b"job_id"].decode())
+            tasks = tuple(t for t in fields[b"tasks"].decode().split(",") if t)
+            enqueued_at = float(fields[b"enqueued_at"])
             image_key = fields.get(b"image_key")
             image = fields.get(b"image")
             if (image_key is None) == (image is None):
                 raise ProtocolError("job message needs exactly one of image_key, image")
             return cls(
-                job_id=uuid.UUID(fields[b"job_id"].decode()),
-                tasks=tuple(t for t in fields[b"tasks"].decode().split(",") if t),
+                job_id=job_id,
+                tasks=tasks,
                 image_key=image_key.decode() if image_key is not None else None,
                 image=image,
-                enqueued_at=float(fields[b"enqueued_at"]),
+                enqueued_at=enqueued_at,
             )
         except (KeyError, ValueError, UnicodeDecodeError) as exc:
             if isinstance(exc, ProtocolError):
@@ -147,8 +150,17 @@ async def read_job_events(
     return await _xread(redis, job_events_key(job_id), after, block_ms)
 
 
+async def firehose_tail(redis: "Redis") -> StreamId:
+    """The id of the newest firehose entry: read after it to get only what comes next.
+
+    Reading with "$" instead would miss entries added between two blocking reads.
+    """
+    newest = cast(RawEntries, await redis.xrevrange(FIREHOSE, count=1))
+    return newest[0][0] if newest else b"0-0"
+
+
 async def read_firehose(
-    redis: "Redis", *, after: StreamId = b"$", block_ms: int
+    redis: "Redis", *, after: StreamId, block_ms: int
 ) -> list[tuple[StreamId, dict[str, Any]]]:
     return await _xread(redis, FIREHOSE, after, block_ms)
 

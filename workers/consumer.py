@@ -209,7 +209,9 @@ class Consumer:
         async with self.sessionmaker.begin() as session:
             job = await session.scalar(select(Job).where(Job.id == job_id).with_for_update())
             if job is None or job.status.finished:
-                log.info("job_already_finished")
+                log.info("job_already_finished_or_deleted")
+                if job is None and processed_key is not None:
+                    self.storage.delete(processed_key)  # deleted while we worked: leave nothing
                 return
             # Keyed by job id: a redelivery replaces rows rather than adding a second set.
             await session.execute(delete(Detection).where(Detection.job_id == job_id))

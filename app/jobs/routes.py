@@ -195,7 +195,7 @@ async def firehose(websocket: WebSocket) -> None:
     await websocket.accept()
 
     async def send_events() -> None:
-        after = b"$"
+        after = await streams.firehose_tail(state.redis)
         while True:
             for entry_id, event in await streams.read_firehose(
                 state.redis, after=after, block_ms=WS_READ_BLOCK_MS

@@ -1,5 +1,6 @@
 """Job logic shared by the API and workers. No FastAPI here; callers own the commit."""
 
+import asyncio
 import base64
 import time
 import uuid
@@ -51,8 +52,9 @@ async def create_job(
     """Store the image, then add the job row (flushed, not committed)."""
     job_id = uuid.uuid4()
     image_key = f"{job_id}.{info.extension}"
-    # The file goes first: a committed job row never points at a missing image.
-    storage.put(image_key, image)
+    # The file goes first: a committed job row never points at a missing image. In a thread:
+    # a 20 MB write would otherwise stall every other request on this event loop.
+    await asyncio.to_thread(storage.put, image_key, image)
     job = Job(
         id=job_id,
         status=JobStatus.queued,

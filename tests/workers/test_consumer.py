@@ -163,7 +163,7 @@ async def test_a_malformed_message_is_dead_lettered(make_consumer, redis):
     assert await make_consumer().run(burst=True) == 2
     dead = await redis.xrange(streams.DEAD)
     assert len(dead) == 2
-    assert b"job message" in dead[0][1][b"error"]
+    assert b"malformed" in dead[0][1][b"error"]
     assert b"version 99" in dead[1][1][b"error"]
     assert await pending_count(redis) == 0
 

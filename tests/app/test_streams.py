@@ -1,0 +1,92 @@
+"""The wire protocol: message round trips, versioning, and read positions."""
+
+import uuid
+
+import pytest
+
+from app import streams
+
+
+def test_job_message_round_trips_with_a_storage_key():
+    message = streams.JobMessage(job_id=uuid.uuid4(), tasks=("faces",), image_key="abc.jpg")
+    fields = {
+        k.encode(): v if isinstance(v, bytes) else v.encode()
+        for k, v in message.to_fields().items()
+    }
+    assert fields[b"v"] == b"1"
+    assert streams.JobMessage.from_fields(fields) == message
+
+
+def test_job_message_round_trips_with_inline_bytes():
+    message = streams.JobMessage(job_id=uuid.uuid4(), tasks=("faces",), image=b"\xff\xd8\xff\x00")
+    fields = {
+        k.encode(): v if isinstance(v, bytes) else v.encode()
+        for k, v in message.to_fields().items()
+    }
+    assert streams.JobMessage.from_fields(fields).image == b"\xff\xd8\xff\x00"
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        (
+            {
+                b"v": b"2",
+                b"job_id": str(uuid.uuid4()).encode(),
+                b"tasks": b"faces",
+                b"image_key": b"k",
+                b"enqueued_at": b"1",
+            },
+            "version 2",
+        ),
+        (
+            {
+                b"v": b"1",
+                b"job_id": b"nope",
+                b"tasks": b"faces",
+                b"image_key": b"k",
+                b"enqueued_at": b"1",
+            },
+            "malformed",
+        ),
+        (
+            {
+                b"v": b"1",
+                b"job_id": str(uuid.uuid4()).encode(),
+                b"tasks": b"faces",
+                b"enqueued_at": b"1",
+            },
+            "exactly one",
+        ),
+        ({b"v": b"1"}, "malformed"),
+    ],
+)
+def test_malformed_job_messages_raise_protocol_error(fields, reason):
+    with pytest.raises(streams.ProtocolError, match=reason):
+        streams.JobMessage.from_fields(fields)
+
+
+async def test_reading_after_the_firehose_tail_sees_entries_added_before_the_read(redis):
+    """The firehose handler pins the tail once; `$` would lose entries added between reads."""
+    tail = await streams.firehose_tail(redis)
+    published = []
+    for _ in range(3):
+        event = streams.make_event("result", uuid.uuid4(), job={})
+        published.append(event["job_id"])
+        await streams.publish_job_event(redis, event, ttl_s=60, firehose_maxlen=100)
+    entries = await streams.read_firehose(redis, after=tail, block_ms=100)
+    assert [event["job_id"] for _, event in entries] == published
+    # What reading from "$" at this point would have returned: nothing.
+    assert await streams.read_firehose(redis, after=b"$", block_ms=50) == []
+
+
+async def test_job_event_stream_expires_and_replays_in_order(redis):
+    job_id = uuid.uuid4()
+    for status in ("queued", "running", "done"):
+        await streams.publish_job_event(
+            redis, streams.make_event("status", job_id, status=status), ttl_s=30
+        )
+    events = [event for _, event in await streams.read_job_events(redis, job_id)]
+    assert [e["status"] for e in events] == ["queued", "running", "done"]
+    assert streams.is_terminal(events[-1]) and not streams.is_terminal(events[0])
+    assert 0 < await redis.ttl(streams.job_events_key(job_id)) <= 30
