@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection
 
+from app.firehose import Firehose
 from app.settings import Settings
 from app.storage import Storage
 
@@ -20,6 +21,7 @@ class AppState:
     sessionmaker: async_sessionmaker[AsyncSession]
     redis: Redis
     storage: Storage
+    firehose: Firehose
 
 
 def get_state(connection: HTTPConnection) -> AppState:

@@ -10,6 +10,7 @@ from app import streams
 from app.db import create_engine, create_sessionmaker
 from app.deps import AppState
 from app.errors import install_error_handlers
+from app.firehose import Firehose
 from app.jobs.routes import router as jobs_router
 from app.limits import BodySizeLimit
 from app.logging import configure_logging
@@ -37,16 +38,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(settings.database)
         redis = Redis.from_url(settings.redis.url, decode_responses=False)
         await streams.ensure_group(redis)
+        firehose = Firehose(redis, max_queued_per_client=settings.api.ws_max_queued_events)
         app.state.lookout = AppState(
             settings=settings,
             engine=engine,
             sessionmaker=create_sessionmaker(engine),
             redis=redis,
             storage=Storage(settings.storage_dir),
+            firehose=firehose,
         )
         try:
             yield
         finally:
+            await firehose.close()
             await redis.aclose()
             await engine.dispose()
 

@@ -29,7 +29,8 @@ class ApiSettings(BaseModel):
     # Checked from the image header before any decode: stops decompression bombs.
     max_image_pixels: int = 50_000_000
     max_wait_s: float = 30.0  # cap for POST /v1/images?wait=
-    page_size_max: int = 100
+    # Firehose events buffered per WebSocket client before a slow client is dropped.
+    ws_max_queued_events: int = 1000
 
 
 class WorkerSettings(BaseModel):

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import structlog
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile, WebSocket, status
 from fastapi.responses import JSONResponse
-from starlette.websockets import WebSocketDisconnect
+from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from app import streams
 from app.deps import AppState, RedisDep, SessionDep, SettingsDep, StorageDep, get_state
@@ -23,6 +23,7 @@ router = APIRouter(tags=["jobs"])
 
 # WebSocket close codes: 4000 + the HTTP status they stand for.
 WS_CLOSE_NOT_FOUND = 4404
+WS_CLOSE_TOO_SLOW = 1013  # "try again later"
 # How long one blocking stream read lasts before the handler checks on the client again.
 WS_READ_BLOCK_MS = 5000
 
@@ -190,20 +191,23 @@ async def job_events(websocket: WebSocket, job_id: uuid.UUID) -> None:
 
 @router.websocket("/v1/ws")
 async def firehose(websocket: WebSocket) -> None:
-    """Every finished job as it finishes: `result` events (with links) and `error` events."""
+    """Every finished job as it finishes: `result` events (with links) and `error` events.
+
+    A client that falls more than `ws_max_queued_events` behind is closed with code 1013.
+    """
     state: AppState = get_state(websocket)
     await websocket.accept()
+    subscription = state.firehose.subscribe()
 
     async def send_events() -> None:
-        after = await streams.firehose_tail(state.redis)
-        while True:
-            for entry_id, event in await streams.read_firehose(
-                state.redis, after=after, block_ms=WS_READ_BLOCK_MS
-            ):
-                after = entry_id
-                await websocket.send_json(event)
+        while (event := await subscription.queue.get()) is not None:
+            await websocket.send_json(event)
+        await websocket.close(code=WS_CLOSE_TOO_SLOW, reason="client too slow; reconnect")
 
-    await _serve_until_disconnect(websocket, send_events)
+    try:
+        await _serve_until_disconnect(websocket, send_events)
+    finally:
+        state.firehose.unsubscribe(subscription)
 
 
 async def _serve_until_disconnect(
@@ -229,6 +233,7 @@ async def _serve_until_disconnect(
     if sender in done:
         try:
             sender.result()
-            await websocket.close(code=1000)
+            if websocket.application_state == WebSocketState.CONNECTED:
+                await websocket.close(code=1000)
         except (WebSocketDisconnect, RuntimeError):
             pass  # the client left mid-send

@@ -1,5 +1,6 @@
 """The wire protocol: message round trips, versioning, and read positions."""
 
+import asyncio
 import uuid
 
 import pytest
@@ -90,3 +91,21 @@ async def test_job_event_stream_expires_and_replays_in_order(redis):
     assert [e["status"] for e in events] == ["queued", "running", "done"]
     assert streams.is_terminal(events[-1]) and not streams.is_terminal(events[0])
     assert 0 < await redis.ttl(streams.job_events_key(job_id)) <= 30
+
+
+async def test_firehose_fans_out_and_drops_only_the_slow_subscriber(redis):
+    from app.firehose import Firehose
+
+    firehose = Firehose(redis, max_queued_per_client=3)
+    fast, slow = firehose.subscribe(), firehose.subscribe()
+    await asyncio.sleep(0.05)  # the reader has pinned the tail
+    received = []
+    for i in range(6):
+        await streams.publish_job_event(
+            redis, streams.make_event("result", uuid.uuid4(), n=i), ttl_s=60, firehose_maxlen=100
+        )
+        received.append((await asyncio.wait_for(fast.queue.get(), 5))["n"])  # fast keeps up
+    await firehose.close()
+    assert received == [0, 1, 2, 3, 4, 5]
+    assert slow.dropped
+    assert slow.queue.get_nowait() is None and slow.queue.empty()

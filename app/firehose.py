@@ -1,0 +1,88 @@
+"""One firehose reader per API process, fanned out to every `/v1/ws` subscriber.
+
+A blocking XREAD per subscriber would hold one Redis connection per client; here one task
+reads `lookout:events` and copies each event into every subscriber's bounded queue. A client
+too slow to drain its queue is dropped (closed with 1013, "try again later") rather than
+allowed to grow memory or stall the others.
+"""
+
+import asyncio
+import contextlib
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from app import streams
+
+log = structlog.get_logger()
+
+READ_BLOCK_MS = 1000
+RETRY_S = 1.0
+
+Event = dict[str, Any]
+
+
+class Subscription:
+    """A subscriber's bounded queue. `None` in the queue means: dropped for being too slow."""
+
+    def __init__(self, max_queued: int) -> None:
+        self.queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize=max_queued)
+        self.dropped = False
+
+    def offer(self, event: Event) -> None:
+        if self.dropped:
+            return
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            # Discard the backlog and leave only the verdict, which the sender sees next.
+            self.dropped = True
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            self.queue.put_nowait(None)
+
+
+class Firehose:
+    def __init__(self, redis: Redis, *, max_queued_per_client: int) -> None:
+        self.redis = redis
+        self.max_queued_per_client = max_queued_per_client
+        self.subscriptions: set[Subscription] = set()
+        self._reader: asyncio.Task[None] | None = None
+
+    def subscribe(self) -> Subscription:
+        subscription = Subscription(self.max_queued_per_client)
+        self.subscriptions.add(subscription)
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read_forever())
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        self.subscriptions.discard(subscription)
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+
+    async def _read_forever(self) -> None:
+        after: streams.StreamId | None = None
+        while self.subscriptions:
+            try:
+                if after is None:
+                    after = await streams.firehose_tail(self.redis)
+                entries = await streams.read_firehose(
+                    self.redis, after=after, block_ms=READ_BLOCK_MS
+                )
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                log.warning("firehose_read_failed", error=repr(exc))
+                await asyncio.sleep(RETRY_S)
+                continue
+            for entry_id, event in entries:
+                after = entry_id
+                for subscription in list(self.subscriptions):
+                    subscription.offer(event)
+        self._reader = None
