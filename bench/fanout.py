@@ -1,0 +1,86 @@
+"""Fan-out: N WebSocket subscribers on the firehose; delivery latency from publish to receipt.
+
+Events are published with the same function workers use (streams.publish_job_event); each
+carries its publish time (`at`), and every subscriber records receipt time minus `at`.
+"""
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import websockets
+from redis.asyncio import Redis
+from tqdm import tqdm
+
+from app import streams
+from bench.harness import percentile_ms, stack
+
+
+@dataclass
+class FanoutResult:
+    subscribers: int
+    events: int
+    delivered: int
+    p50_ms: float
+    p99_ms: float
+
+
+async def _measure(
+    ws_url: str, redis_url: str, subscribers: int, events: int, interval_s: float
+) -> FanoutResult:
+    import json
+    import uuid
+
+    latencies: list[float] = []
+    expected = subscribers * events
+    progress = tqdm(total=expected, desc=f"fan-out to {subscribers}", unit="msg")
+
+    async def subscriber(ready: asyncio.Event, connected: list[int]) -> None:
+        async with websockets.connect(f"{ws_url}/v1/ws", max_queue=None) as ws:
+            connected.append(1)
+            if len(connected) == subscribers:
+                ready.set()
+            for _ in range(events):
+                raw = await ws.recv()
+                latencies.append(time.time() - json.loads(raw)["at"])
+                progress.update()
+
+    ready, connected = asyncio.Event(), []
+    tasks = []
+    for _ in range(subscribers):
+        tasks.append(asyncio.create_task(subscriber(ready, connected)))
+        await asyncio.sleep(0.001)  # do not SYN-flood our own server
+    await asyncio.wait_for(ready.wait(), timeout=120)
+    await asyncio.sleep(1.0)  # every handler is now reading
+    redis = Redis.from_url(redis_url)
+    for _ in range(events):
+        await streams.publish_job_event(
+            redis,
+            streams.make_event("result", uuid.uuid4(), job={}),
+            ttl_s=60,
+            firehose_maxlen=10_000,
+        )
+        await asyncio.sleep(interval_s)
+    await asyncio.wait_for(asyncio.gather(*tasks), timeout=120)
+    progress.close()
+    await redis.aclose()
+    return FanoutResult(
+        subscribers,
+        events,
+        len(latencies),
+        percentile_ms(latencies, 50),
+        percentile_ms(latencies, 99),
+    )
+
+
+def run(*, subscribers: int = 1000, events: int = 20, interval_s: float = 0.1) -> FanoutResult:
+    with stack(worker_command=["-m", "bench.noop_worker"]) as running:
+        return asyncio.run(
+            _measure(
+                running.ws_url, running.env["LOOKOUT_REDIS__URL"], subscribers, events, interval_s
+            )
+        )
+
+
+if __name__ == "__main__":
+    print(run())

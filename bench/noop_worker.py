@@ -1,0 +1,46 @@
+"""A worker whose detector finds nothing: measures everything but inference.
+
+Decode, the processed-image render, Postgres writes, stream events and acks all still run.
+"""
+
+import asyncio
+import signal
+
+from redis.asyncio import Redis
+
+from app.db import create_engine, create_sessionmaker
+from app.settings import get_settings
+from app.storage import Storage
+from workers.consumer import Consumer
+from workers.detectors.base import Detection, ImageBGR
+
+
+class NoopDetector:
+    task = "faces"
+
+    def detect(self, image: ImageBGR) -> list[Detection]:
+        return []
+
+
+async def main() -> None:
+    settings = get_settings()
+    assert settings.redis.url is not None
+    engine = create_engine(settings.database)
+    redis = Redis.from_url(settings.redis.url)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    consumer = Consumer(
+        settings,
+        {"faces": NoopDetector()},
+        redis,
+        create_sessionmaker(engine),
+        Storage(settings.storage_dir),
+    )
+    await consumer.run(stop)
+    await redis.aclose()
+    await engine.dispose()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
