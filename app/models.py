@@ -50,6 +50,8 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (Index("ix_jobs_created_at_id", "created_at", "id"),)
+    # Fetch server defaults (created_at) with INSERT … RETURNING instead of a second query.
+    __mapper_args__ = {"eager_defaults": True}
 
 
 class Detection(Base):

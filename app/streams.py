@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 
 SCHEMA_VERSION = 1
@@ -116,9 +117,24 @@ async def ensure_group(redis: "Redis") -> None:
             raise
 
 
-async def enqueue_job(redis: "Redis", message: JobMessage, *, maxlen: int) -> StreamId:
-    fields = cast(dict[Any, Any], message.to_fields())
-    return cast(StreamId, await redis.xadd(JOBS, fields, maxlen=maxlen, approximate=True))
+async def enqueue_job(
+    redis: "Redis",
+    message: JobMessage,
+    *,
+    maxlen: int,
+    first_event: dict[str, Any] | None = None,
+    events_ttl_s: int = 3600,
+) -> StreamId:
+    """XADD the job for the workers; with `first_event`, publish it on the job's stream first.
+
+    Both go in one MULTI: one round trip, and no worker can report `running` before `queued`.
+    """
+    async with redis.pipeline(transaction=True) as pipe:
+        if first_event is not None:
+            _add_job_event(pipe, first_event, ttl_s=events_ttl_s, firehose_maxlen=None)
+        pipe.xadd(JOBS, cast(dict[Any, Any], message.to_fields()), maxlen=maxlen, approximate=True)
+        results = await pipe.execute()
+    return cast(StreamId, results[-1])
 
 
 async def publish_job_event(
@@ -129,14 +145,20 @@ async def publish_job_event(
     firehose_maxlen: int | None = None,
 ) -> None:
     """Append to the job's stream (refreshing its expiry) and, if given a maxlen, the firehose."""
+    async with redis.pipeline(transaction=True) as pipe:
+        _add_job_event(pipe, event, ttl_s=ttl_s, firehose_maxlen=firehose_maxlen)
+        await pipe.execute()
+
+
+def _add_job_event(
+    pipe: "Pipeline", event: dict[str, Any], *, ttl_s: int, firehose_maxlen: int | None
+) -> None:
     key = job_events_key(event["job_id"])
     fields = cast(dict[Any, Any], _encode_event(event))
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.xadd(key, fields)
-        pipe.expire(key, ttl_s)
-        if firehose_maxlen is not None:
-            pipe.xadd(FIREHOSE, fields, maxlen=firehose_maxlen, approximate=True)
-        await pipe.execute()
+    pipe.xadd(key, fields)
+    pipe.expire(key, ttl_s)
+    if firehose_maxlen is not None:
+        pipe.xadd(FIREHOSE, fields, maxlen=firehose_maxlen, approximate=True)
 
 
 async def read_job_events(

@@ -67,8 +67,7 @@ async def create_job(
         attempts=0,
     )
     session.add(job)
-    await session.flush()
-    await session.refresh(job)  # created_at comes from the server
+    await session.flush()  # eager_defaults: created_at comes back from the INSERT
     return job
 
 
@@ -77,11 +76,11 @@ async def enqueue_job(redis: Redis, job: Job, *, jobs_maxlen: int, events_ttl_s:
 
     Call only after the job row is committed: a worker that gets the message must find it.
     """
-    await streams.publish_job_event(
-        redis, streams.make_event("status", job.id, status="queued"), ttl_s=events_ttl_s
-    )
     message = streams.JobMessage(job_id=job.id, tasks=tuple(job.tasks), image_key=job.image_key)
-    await streams.enqueue_job(redis, message, maxlen=jobs_maxlen)
+    queued = streams.make_event("status", job.id, status="queued")
+    await streams.enqueue_job(
+        redis, message, maxlen=jobs_maxlen, first_event=queued, events_ttl_s=events_ttl_s
+    )
 
 
 async def get_job(session: AsyncSession, job_id: uuid.UUID) -> Job:
