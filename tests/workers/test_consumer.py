@@ -34,6 +34,12 @@ async def consumer_group(redis):
     await streams.ensure_group(redis)
 
 
+async def requeue(redis, job: Job) -> None:
+    """Another copy of the job's message, as a retried XADD or a replay would produce."""
+    message = streams.JobMessage(job_id=job.id, tasks=tuple(job.tasks), image_key=job.image_key)
+    await streams.enqueue_job(redis, message, maxlen=100)
+
+
 async def pending_count(redis) -> int:
     return (await redis.xpending(streams.JOBS, streams.GROUP))["pending"]
 
@@ -42,7 +48,6 @@ async def test_the_same_message_twice_writes_one_set_of_rows(
     make_job, make_consumer, redis, sessionmaker
 ):
     job = await make_job(T1)
-    # A second copy of the message, as a retried XADD or a replay would produce.
     await streams.enqueue_job(
         redis,
         streams.JobMessage(job_id=job.id, tasks=("faces",), image_key=job.image_key),
