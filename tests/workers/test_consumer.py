@@ -48,11 +48,7 @@ async def test_the_same_message_twice_writes_one_set_of_rows(
     make_job, make_consumer, redis, sessionmaker
 ):
     job = await make_job(T1)
-    await streams.enqueue_job(
-        redis,
-        streams.JobMessage(job_id=job.id, tasks=("faces",), image_key=job.image_key),
-        maxlen=100,
-    )
+    await requeue(redis, job)
     assert await make_consumer().run(burst=True) == 2
 
     assert await count_detections(sessionmaker, job.id) == 6
@@ -66,11 +62,7 @@ async def test_concurrent_redelivery_to_two_consumers_writes_one_set(
     make_job, make_consumer, redis, sessionmaker
 ):
     job = await make_job(T1)
-    await streams.enqueue_job(
-        redis,
-        streams.JobMessage(job_id=job.id, tasks=("faces",), image_key=job.image_key),
-        maxlen=100,
-    )
+    await requeue(redis, job)
     first, second = make_consumer("a", batch_size=1), make_consumer("b", batch_size=1)
     await asyncio.gather(first.run(burst=True), second.run(burst=True))
     assert await count_detections(sessionmaker, job.id) == 6
@@ -129,11 +121,7 @@ async def test_a_bad_image_fails_its_job_and_the_worker_goes_on(
 ):
     bad = await make_job(blank(), enqueue=False)
     storage.put(bad.image_key, T1[: len(T1) // 3])  # corrupted on disk after upload
-    await streams.enqueue_job(
-        redis,
-        streams.JobMessage(job_id=bad.id, tasks=("faces",), image_key=bad.image_key),
-        maxlen=100,
-    )
+    await requeue(redis, bad)
     good = await make_job(T1)
 
     assert await make_consumer().run(burst=True) == 2
@@ -153,11 +141,7 @@ async def test_garbage_pixels_behind_a_valid_header_fail_the_job(
     png = bytearray(blank(extension=".png"))
     png[40:-12] = b"\x13" * (len(png) - 52)  # scramble the compressed pixel data, keep the chunks
     storage.put(job.image_key, bytes(png))
-    await streams.enqueue_job(
-        redis,
-        streams.JobMessage(job_id=job.id, tasks=("faces",), image_key=job.image_key),
-        maxlen=100,
-    )
+    await requeue(redis, job)
     assert await make_consumer().run(burst=True) == 1
     assert (await load_job(sessionmaker, job.id)).status == JobStatus.failed
 
