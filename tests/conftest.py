@@ -127,10 +127,9 @@ def detectors(settings: Settings) -> dict[str, Detector]:
 
 
 @pytest.fixture(autouse=True)
-async def clean_state(request: pytest.FixtureRequest, settings: Settings) -> AsyncIterator[None]:
+async def clean_state(settings: Settings, engine: AsyncEngine, redis: Redis) -> AsyncIterator[None]:
     """Every test starts with empty tables, an empty Redis and an empty image store."""
-    engine: AsyncEngine = request.getfixturevalue("engine")
-    redis_client: Redis = request.getfixturevalue("redis")
+    redis_client = redis
     async with engine.begin() as connection:
         await connection.execute(text("TRUNCATE jobs, detections, api_keys CASCADE"))
     await redis_client.flushdb()
