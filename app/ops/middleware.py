@@ -61,4 +61,4 @@ class RequestContext:
                         status=status,
                         ms=round(elapsed_s * 1000, 2),
                     )
-            structlog.contextvars.unbind_contextvars("request_id")
+            structlog.contextvars.unbind_contextvars("request_id", "job_id")

@@ -157,3 +157,34 @@ async def test_an_upload_that_cannot_be_queued_is_withdrawn(settings, tmp_path, 
     async with engine.connect() as connection:
         assert (await connection.execute(text("SELECT count(*) FROM jobs"))).scalar() == 0
     assert not settings.storage_dir.exists() or list(settings.storage_dir.iterdir()) == []
+
+
+async def test_websockets_over_the_limit_close_with_try_again_later(settings, api_key):
+    from httpx_ws import aconnect_ws
+    from httpx_ws.transport import ASGIWebSocketTransport
+
+    from app.settings import ApiSettings
+    from tests.app.test_auth import ws_close_code
+
+    app = create_app(settings.model_copy(update={"api": ApiSettings(max_websocket_clients=1)}))
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(
+            transport=ASGIWebSocketTransport(app),
+            base_url="http://t",
+            headers={"X-API-Key": api_key},
+        ) as http:
+            async with aconnect_ws("/v1/ws", http):
+                await asyncio.sleep(0.05)
+                metrics = (await http.get("/metrics")).text
+                assert "lookout_websocket_clients 1.0" in metrics
+                assert await ws_close_code(http, "/v1/ws") == 1013
+
+
+async def test_one_maintenance_lock_holder_at_a_time(redis):
+    from app import streams
+
+    lock = streams.MAINTENANCE_LOCK
+    assert await streams.try_lock(redis, lock, owner="replica-a", ttl_s=0.2)
+    assert not await streams.try_lock(redis, lock, owner="replica-b", ttl_s=0.2)
+    await asyncio.sleep(0.25)
+    assert await streams.try_lock(redis, lock, owner="replica-b", ttl_s=0.2)

@@ -5,7 +5,6 @@ import asyncio
 import collections
 import json
 import time
-from pathlib import Path
 
 import cv2
 import httpx
