@@ -24,7 +24,7 @@ from typing import Any
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import streams
@@ -108,7 +108,9 @@ class Consumer:
                 if entries:
                     self.metrics.batch_size.observe(len(entries))
                 for entry in entries:
-                    await self.handle(entry)
+                    while not await self.handle(entry):
+                        if not await self._wait_for_dependencies(stop):
+                            return handled  # stopping: the entry stays pending for others
                     handled += 1
         finally:
             heartbeat.cancel()
@@ -144,32 +146,52 @@ class Consumer:
         new = await streams.read_new(self.redis, self.name, count=count, block_ms=block_ms)
         return [Entry(entry_id, fields, 1) for entry_id, fields in new]
 
-    async def handle(self, entry: Entry) -> None:
-        """Process one entry. Never raises: a bad job fails, an I/O error leaves it pending."""
+    async def handle(self, entry: Entry) -> bool:
+        """Process one entry. Never raises: a bad job fails, an I/O error leaves it pending.
+
+        False: Postgres or Redis was unreachable and the entry is still pending. The caller
+        waits for them and hands the same entry in again, in process: no redelivery, so an
+        outage does not use up the job's max_deliveries.
+        """
         if entry.fields is None:  # trimmed by MAXLEN; the reconciler re-enqueues its job
-            await self._safely(streams.ack(self.redis, entry.entry_id))
-            return
+            return await self._safely(streams.ack(self.redis, entry.entry_id))
         try:
             message = streams.JobMessage.from_fields(entry.fields)
         except streams.ProtocolError as exc:
             log.warning("job_message_invalid", entry_id=entry.entry_id.decode(), error=str(exc))
-            await self._safely(
+            self.metrics.jobs.labels("invalid").inc()
+            return await self._safely(
                 streams.dead_letter(self.redis, entry.entry_id, entry.fields, str(exc))
             )
-            self.metrics.jobs.labels("invalid").inc()
-            return
         structlog.contextvars.bind_contextvars(job_id=str(message.job_id))
         try:
             await self._handle(entry, message)
-        except Exception as exc:  # Postgres or Redis trouble: leave pending for a retry
-            if is_outage(exc):
-                log.warning("job_retry_later", error=repr(exc), deliveries=entry.deliveries)
-                await asyncio.sleep(self.settings.worker.retry_backoff_s)
-            else:
-                log.exception("job_retry_later", error=repr(exc), deliveries=entry.deliveries)
+        except Exception as exc:
             self.metrics.jobs.labels("retry").inc()
+            if is_outage(exc):
+                log.warning("job_waits_for_dependencies", error=repr(exc))
+                return False
+            # A bug, not an outage: leave it pending; redeliveries end in the dead letters.
+            log.exception("job_retry_later", error=repr(exc), deliveries=entry.deliveries)
         finally:
             structlog.contextvars.unbind_contextvars("job_id")
+        return True
+
+    async def _wait_for_dependencies(self, stop: asyncio.Event) -> bool:
+        """Block until Postgres and Redis both answer (True) or `stop` is set (False)."""
+        while not stop.is_set():
+            await _sleep_unless(stop, self.settings.worker.retry_backoff_s)
+            try:
+                async with self.sessionmaker() as session:
+                    await session.execute(text("SELECT 1"))
+                await self.redis.ping()
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                continue
+            log.info("dependencies_back")
+            return True
+        return False
 
     async def _handle(self, entry: Entry, message: streams.JobMessage) -> None:
         max_deliveries = self.settings.worker.max_deliveries
@@ -336,14 +358,16 @@ class Consumer:
             firehose_maxlen=self.settings.streams.firehose_maxlen,
         )
 
-    async def _safely(self, step: Coroutine[Any, Any, None]) -> None:
-        """Run a Redis step whose failure only delays things (the entry stays pending)."""
+    async def _safely(self, step: Coroutine[Any, Any, None]) -> bool:
+        """Run a Redis step; False if Redis was unreachable (the entry stays pending)."""
         try:
             await step
         except Exception as exc:
             if not is_outage(exc):
                 raise
             log.warning("redis_unavailable", error=repr(exc))
+            return False
+        return True
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:

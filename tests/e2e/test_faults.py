@@ -239,6 +239,8 @@ async def test_postgres_stopped_gives_503_and_the_api_recovers_without_restart(
             redis_url=own.redis_url,
             data_dir=tmp_path / "data",
             models_dir=models_dir,
+            # An outage longer than max_deliveries × job_timeout_s must not use up deliveries.
+            LOOKOUT_WORKER__MAX_DELIVERIES="2",
         )
         api, base_url = start_api(env, tmp_path / "logs")
         worker = start_worker(env, tmp_path / "logs", "worker")
@@ -251,7 +253,10 @@ async def test_postgres_stopped_gives_503_and_the_api_recovers_without_restart(
                     return (await http.get("/health/ready")).status_code == 200
 
                 await wait_for(ready, what="ready", timeout_s=60)
-                stop_postgres(own)
+                in_flight = await upload_all(base_url, key, small_t1, 40)
+                assert [r.status_code for r in in_flight] == [202] * 40
+                stop_postgres(own)  # while the worker is busy with them
+                outage_started = time.monotonic()
                 calls = [
                     await http.get("/v1/jobs"),
                     await http.get("/v1/jobs/00000000-0000-0000-0000-000000000000"),
@@ -271,6 +276,7 @@ async def test_postgres_stopped_gives_503_and_the_api_recovers_without_restart(
                 assert not_ready.status_code == 503
                 assert not not_ready.json()["checks"]["postgres"]["ok"]
                 assert (await http.get("/health/live")).status_code == 200
+                await asyncio.sleep(max(0.0, 7 - (time.monotonic() - outage_started)))
 
                 start_postgres(own)
 
@@ -285,6 +291,14 @@ async def test_postgres_stopped_gives_503_and_the_api_recovers_without_restart(
                 assert job.status_code == 200, job.text  # the worker recovered too
                 assert job.json()["counts"] == {"face": FACES_IN_T1}
                 assert api.alive and worker.alive
+
+                async def in_flight_done() -> bool:
+                    return (await status_counts(engine)).get("done", 0) == 41
+
+                await wait_for(in_flight_done, what="the jobs in flight at the stop", timeout_s=60)
+                # The worker did hold jobs through the outage, and none was given up on.
+                assert "job_waits_for_dependencies" in worker.log_tail(10_000_000)
+                assert (await status_counts(engine)).get("failed", 0) == 0
     finally:
         await engine.dispose()
         own.stop()
