@@ -21,7 +21,18 @@ Environment = Literal["local", "dev", "staging", "prod"]
 
 # Secrets that only ever belong in examples. Outside dev, startup refuses them.
 PLACEHOLDER_SECRETS = frozenset(
-    {"", "change-me", "changeme", "secret", "password", "postgres", "redis", "lookout", "example"}
+    {
+        "",
+        "change-me",
+        "change_me",
+        "changeme",
+        "secret",
+        "password",
+        "postgres",
+        "redis",
+        "lookout",
+        "example",
+    }
 )
 MIN_SECRET_KEY_CHARS = 32
 
