@@ -5,17 +5,24 @@ lookout up        everything locally: embedded Postgres + Redis when no URLs are
 lookout api       the HTTP API alone (uvicorn)
 lookout worker    detector worker processes
 lookout migrate   upgrade the database schema to the latest revision
+lookout apikey    create | list | revoke client API keys
+lookout maintain  one reconciler + janitor pass now (the API also runs them on a schedule)
 """
 
 import argparse
+import asyncio
 import os
+import re
+import secrets
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
 
-from app.settings import Settings, get_settings
+from app.settings import PLACEHOLDER_SECRETS, Settings, get_settings
 
 # How long children get to drain in-flight work after SIGTERM before they are killed.
 SHUTDOWN_GRACE_S = 30.0
@@ -32,6 +39,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker.add_argument("--processes", type=int, help="worker processes (default from settings)")
     worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
     commands.add_parser("migrate", help="upgrade the database schema")
+    apikey = commands.add_parser("apikey", help="manage client API keys")
+    apikey_commands = apikey.add_subparsers(dest="apikey_command", required=True)
+    create = apikey_commands.add_parser("create", help="create a key; prints it once")
+    create.add_argument("name", help="who or what uses the key")
+    create.add_argument(
+        "--scopes", default="read,write", help="comma-separated: read, write, admin"
+    )
+    create.add_argument("--expires-in", help="lifetime, e.g. 90d, 12h, 30m (default: never)")
+    apikey_commands.add_parser("list", help="list keys (never their secrets)")
+    revoke = apikey_commands.add_parser("revoke", help="revoke a key by its prefix")
+    revoke.add_argument("prefix", help="the 12 characters after lk_ (see `lookout apikey list`)")
+    commands.add_parser("maintain", help="run one reconciler + janitor pass now")
     args = parser.parse_args(argv)
 
     settings = get_settings()
@@ -51,6 +70,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         migrate(_require(settings.database.url, "LOOKOUT_DATABASE__URL"))
         print("database schema is up to date")
         return 0
+    if args.command == "apikey":
+        from app.errors import AppError
+
+        try:
+            return asyncio.run(apikey_command(settings, args))
+        except AppError as exc:
+            print(f"lookout: {exc.detail}", file=sys.stderr)
+            return 1
+    if args.command == "maintain":
+        return asyncio.run(maintain_once(settings))
     parser.error(f"unknown command {args.command}")
     return 2
 
@@ -61,9 +90,90 @@ def _require(value: str | None, variable: str) -> str:
     return value
 
 
+_DURATION = re.compile(r"^(\d+)([dhms])$")
+_DURATION_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+
+
+def parse_duration(text: str) -> timedelta:
+    match = _DURATION.match(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: use e.g. 90d, 12h, 30m")
+    return timedelta(**{_DURATION_UNITS[match.group(2)]: int(match.group(1))})
+
+
+async def apikey_command(settings: Settings, args: argparse.Namespace) -> int:
+    from app.apikeys import service
+    from app.db import create_engine, create_sessionmaker
+
+    _require(settings.database.url, "LOOKOUT_DATABASE__URL")
+    engine = create_engine(settings.database)
+    try:
+        async with create_sessionmaker(engine).begin() as session:
+            if args.apikey_command == "create":
+                expires_in = parse_duration(args.expires_in) if args.expires_in else None
+                key, token = await service.create_key(
+                    session,
+                    name=args.name,
+                    scopes=service.parse_scopes(args.scopes),
+                    expires_in=expires_in,
+                )
+                print(token)
+                expiry = key.expires_at.isoformat() if key.expires_at else "never"
+                print(
+                    f"created key {key.prefix} ({args.name}; scopes {','.join(key.scopes)}; "
+                    f"expires {expiry}). The key is shown only this once.",
+                    file=sys.stderr,
+                )
+            elif args.apikey_command == "list":
+                print("PREFIX        NAME                 SCOPES             STATE    LAST USED")
+                for key in await service.list_keys(session):
+                    state = (
+                        "revoked"
+                        if key.revoked_at
+                        else "expired"
+                        if key.expires_at and key.expires_at.timestamp() <= time.time()
+                        else "active"
+                    )
+                    last = (
+                        key.last_used_at.isoformat(timespec="seconds") if key.last_used_at else "-"
+                    )
+                    print(
+                        f"{key.prefix:<13} {key.name[:20]:<20} {','.join(key.scopes):<18} "
+                        f"{state:<8} {last}"
+                    )
+            else:
+                key = await service.revoke_key(session, args.prefix)
+                print(f"revoked key {key.prefix} ({key.name})")
+    finally:
+        await engine.dispose()
+    return 0
+
+
+async def maintain_once(settings: Settings) -> int:
+    from app.db import create_engine, create_redis, create_sessionmaker
+    from app.maintenance import run_maintenance
+    from app.storage import Storage
+
+    _require(settings.database.url, "LOOKOUT_DATABASE__URL")
+    engine = create_engine(settings.database)
+    redis = create_redis(settings.redis)
+    try:
+        report = await run_maintenance(
+            settings, create_sessionmaker(engine), redis, Storage(settings.storage_dir)
+        )
+    finally:
+        await redis.aclose()
+        await engine.dispose()
+    print(report)
+    return 0
+
+
 def run_api(settings: Settings, *, host: str | None, port: int | None) -> int:
     import uvicorn
 
+    from app.logging import configure_logging
+
+    configure_logging(settings)
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -71,6 +181,9 @@ def run_api(settings: Settings, *, host: str | None, port: int | None) -> int:
         port=port or settings.api.port,
         log_level=settings.log_level.lower(),
         proxy_headers=True,
+        # RequestContext logs every request (with its request id); uvicorn's would repeat it.
+        access_log=False,
+        log_config=None,  # keep our structlog setup: JSON lines in production
     )
     return 0
 
@@ -88,6 +201,15 @@ def up(settings: Settings) -> int:
             env["LOOKOUT_DATABASE__URL"] = embedded.database_url
         if settings.redis.url is None:
             env["LOOKOUT_REDIS__URL"] = embedded.redis_url
+    if _zero_config_dev(settings):
+        # `make up` + curl with no key, as the quickstart promises: a dev server on loopback.
+        # Only when the user chose neither an environment nor auth, and nothing else can reach
+        # the port; anything else keeps API keys on.
+        env["LOOKOUT_ENV"] = "dev"
+        env["LOOKOUT_AUTH__ENABLED"] = "false"
+    elif settings.env == "local" and settings.secret_key.get_secret_value() in PLACEHOLDER_SECRETS:
+        # Zero-config: a random secret of this data dir rather than a placeholder.
+        env["LOOKOUT_SECRET_KEY"] = _local_secret_key(settings.data_dir)
     stopping = False
 
     def request_stop(_signum: int, _frame: object) -> None:
@@ -110,7 +232,10 @@ def up(settings: Settings) -> int:
             )
         base = f"http://{settings.api.host}:{settings.api.port}"
         print(f"Lookout is up: {base}  (docs {base}/docs, firehose ws{base[4:]}/v1/ws)", flush=True)
-        print("Ctrl-C stops everything.", flush=True)
+        print(f"Database: {env['LOOKOUT_DATABASE__URL']}", flush=True)
+        if env.get("LOOKOUT_AUTH__ENABLED") == "false":
+            print("Dev mode on loopback: API keys are off (set LOOKOUT_ENV to require them).")
+        print("Ctrl-C stops everything. API keys: `lookout apikey create NAME`.", flush=True)
         while not stopping:
             exited = [(n, c) for n, c in zip(names, children, strict=True) if c.poll() is not None]
             if exited:
@@ -124,6 +249,21 @@ def up(settings: Settings) -> int:
         if embedded is not None:
             embedded.stop()
     return exit_code
+
+
+def _zero_config_dev(settings: Settings) -> bool:
+    chosen = settings.model_fields_set
+    loopback = settings.api.host in ("127.0.0.1", "localhost", "::1")
+    return loopback and "env" not in chosen and "auth" not in chosen
+
+
+def _local_secret_key(data_dir: Path) -> str:
+    path = data_dir / "secret_key"
+    if not path.is_file():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
 
 
 def _stop_children(children: list[subprocess.Popen[bytes]]) -> None:

@@ -1,8 +1,10 @@
-"""SQLAlchemy 2 async engine and sessions (made by the API lifespan or worker start); migrations."""
+"""Connections (made by the API lifespan or worker start): SQLAlchemy 2 async engine and
+sessions, the Redis client; migrations."""
 
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -10,7 +12,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from app.settings import DatabaseSettings
+from app.settings import DatabaseSettings, RedisSettings
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
@@ -22,7 +24,27 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 def create_engine(database: DatabaseSettings) -> AsyncEngine:
     if database.url is None:
         raise RuntimeError("no database URL: set LOOKOUT_DATABASE__URL or run `lookout up`")
-    return create_async_engine(database.url, pool_size=database.pool_size, pool_pre_ping=True)
+    # pool_pre_ping: a connection that died with a Postgres restart is replaced, not handed out.
+    # timeout (asyncpg connect) and pool_timeout: an outage answers 503 fast instead of hanging.
+    return create_async_engine(
+        database.url,
+        pool_size=database.pool_size,
+        pool_pre_ping=True,
+        pool_timeout=database.connect_timeout_s,
+        connect_args={"timeout": database.connect_timeout_s},
+    )
+
+
+def create_redis(redis: RedisSettings) -> Redis:
+    if redis.url is None:
+        raise RuntimeError("no Redis URL: set LOOKOUT_REDIS__URL or run `lookout up`")
+    return Redis.from_url(
+        redis.url,
+        decode_responses=False,
+        socket_timeout=redis.socket_timeout_s,
+        socket_connect_timeout=redis.connect_timeout_s,
+        health_check_interval=30,
+    )
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -1,17 +1,27 @@
 """Annotated dependency aliases. Resources live on app.state.lookout, built by the lifespan."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Security
+from fastapi.security import APIKeyHeader
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection
 
+from app.apikeys.service import ANONYMOUS_ADMIN, Principal, authenticate
+from app.errors import Forbidden
 from app.firehose import Firehose
+from app.limits import WebSocketSlots, enforce_rate_limit
+from app.ops.metrics import ApiMetrics
+from app.security import Scope
 from app.settings import Settings
 from app.storage import Storage
+
+API_KEY_HEADER = "X-API-Key"
+# WebSocket clients in browsers cannot set headers: they may pass the key as ?api_key=.
+API_KEY_QUERY = "api_key"
 
 
 @dataclass(frozen=True)
@@ -22,6 +32,8 @@ class AppState:
     redis: Redis
     storage: Storage
     firehose: Firehose
+    metrics: ApiMetrics
+    websocket_slots: WebSocketSlots
 
 
 def get_state(connection: HTTPConnection) -> AppState:
@@ -58,3 +70,63 @@ def get_settings_dep(state: StateDep) -> Settings:
 RedisDep = Annotated[Redis, Depends(get_redis)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+# Declared with auto_error=False so the 401 comes from our error model, not FastAPI's.
+api_key_header = APIKeyHeader(
+    name=API_KEY_HEADER,
+    auto_error=False,
+    description="`lk_<prefix>_<secret>` from `lookout apikey create`",
+)
+
+
+async def get_principal(
+    state: StateDep,
+    session: SessionDep,
+    token: Annotated[str | None, Security(api_key_header)],
+) -> Principal:
+    """Authenticate the X-API-Key header and charge the key's rate limit (HTTP routes)."""
+    if not state.settings.auth.enabled:
+        return ANONYMOUS_ADMIN
+    principal = await authenticate(
+        session, token, last_used_resolution_s=state.settings.auth.last_used_resolution_s
+    )
+    await enforce_rate_limit(state.redis, principal, state.settings.auth)
+    return principal
+
+
+ApiKeyDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require_scope(scope: Scope) -> Callable[[Principal], Awaitable[Principal]]:
+    """A dependency that lets the request through only if the key holds `scope` (or admin)."""
+
+    async def check(principal: ApiKeyDep) -> Principal:
+        if not scope.granted_by(principal.scopes):
+            raise Forbidden(f"this API key lacks the {scope.value!r} scope")
+        return principal
+
+    return check
+
+
+ReadKey = Annotated[Principal, Depends(require_scope(Scope.read))]
+WriteKey = Annotated[Principal, Depends(require_scope(Scope.write))]
+AdminKey = Annotated[Principal, Depends(require_scope(Scope.admin))]
+
+
+async def websocket_principal(
+    state: AppState, connection: HTTPConnection, scope: Scope
+) -> Principal:
+    """Authenticate a WebSocket from its header or ?api_key=; raises Unauthorized/Forbidden.
+
+    WebSockets hold their connection for long, so they are not charged to the rate limit.
+    """
+    if not state.settings.auth.enabled:
+        return ANONYMOUS_ADMIN
+    token = connection.headers.get(API_KEY_HEADER) or connection.query_params.get(API_KEY_QUERY)
+    async with state.sessionmaker.begin() as session:
+        principal = await authenticate(
+            session, token, last_used_resolution_s=state.settings.auth.last_used_resolution_s
+        )
+    if not scope.granted_by(principal.scopes):
+        raise Forbidden(f"this API key lacks the {scope.value!r} scope")
+    return principal

@@ -1,24 +1,90 @@
-"""One error model: every domain error is an AppError rendered as {"error": code, "detail": …}."""
+"""One error model: every domain error is an AppError rendered as {"error": code, "detail": …}.
 
+A dependency outage (Postgres or Redis unreachable) is not a bug: it renders as 503
+{"error": "unavailable"} with Retry-After, never as a 500.
+"""
+
+from collections.abc import Mapping
 from typing import Any
 
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = structlog.get_logger()
+
+# Seconds a client should wait before retrying after a 503 for a dependency outage.
+UNAVAILABLE_RETRY_AFTER_S = 5
+
+
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+
+
+class ErrorOut(BaseModel):
+    """The body of every error response."""
+
+    error: str = Field(examples=["not_found"], description="stable, machine-readable code")
+    detail: str = Field(description="what went wrong, for a person")
+    fields: list[FieldError] | None = Field(
+        default=None, description="request validation errors, one per invalid field"
+    )
 
 
 class AppError(Exception):
     status: int = 400
     code: str = "bad_request"
 
-    def __init__(self, detail: str, *, code: str | None = None, status: int | None = None) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.headers = dict(headers or {})
         if code is not None:
             self.code = code
         if status is not None:
             self.status = status
+
+
+class Unauthorized(AppError):
+    status = 401
+    code = "unauthorized"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": "ApiKey"})
+
+
+class Forbidden(AppError):
+    status = 403
+    code = "forbidden"
+
+
+class RateLimited(AppError):
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, detail: str, *, retry_after_s: int) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after_s)})
+        self.retry_after_s = retry_after_s
+
+
+class Unavailable(AppError):
+    status = 503
+    code = "unavailable"
 
 
 class NotFound(AppError):
@@ -50,10 +116,56 @@ def error_body(code: str, detail: str, **extra: Any) -> dict[str, Any]:
     return {"error": code, "detail": detail, **extra}
 
 
+# Exceptions that mean "Postgres or Redis cannot be reached right now". asyncpg raises OSError
+# subclasses (ConnectionRefusedError, FileNotFoundError for a missing Unix socket) and its own
+# connection errors, which SQLAlchemy wraps as InterfaceError/OperationalError or lets through.
+OUTAGE_ERRORS: tuple[type[Exception], ...] = (
+    OperationalError,
+    InterfaceError,
+    PoolTimeoutError,
+    RedisConnectionError,
+    RedisTimeoutError,
+    ConnectionError,
+    TimeoutError,
+    OSError,
+)
+
+
+def _asyncpg_outage_errors() -> tuple[type[Exception], ...]:
+    import asyncpg
+
+    return (
+        asyncpg.PostgresConnectionError,
+        asyncpg.CannotConnectNowError,
+        asyncpg.ConnectionDoesNotExistError,
+        asyncpg.InterfaceError,
+    )
+
+
+def is_outage(exc: BaseException) -> bool:
+    return isinstance(exc, OUTAGE_ERRORS + _asyncpg_outage_errors())
+
+
+def outage_detail(exc: BaseException) -> str:
+    text = f"{exc.__class__.__module__}.{exc.__class__.__name__}".lower()
+    which = "Redis" if "redis" in text else "the database"
+    return f"{which} is unreachable; the request was not completed, retry later"
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def on_app_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, AppError)
-        return JSONResponse(error_body(exc.code, exc.detail), status_code=exc.status)
+        return JSONResponse(
+            error_body(exc.code, exc.detail), status_code=exc.status, headers=exc.headers
+        )
+
+    async def on_outage(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("dependency_unavailable", error=repr(exc))
+        return JSONResponse(
+            error_body("unavailable", outage_detail(exc)),
+            status_code=503,
+            headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)},
+        )
 
     async def on_validation_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -75,3 +187,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, on_app_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
+    for outage in OUTAGE_ERRORS + _asyncpg_outage_errors():
+        app.add_exception_handler(outage, on_outage)

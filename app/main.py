@@ -1,19 +1,26 @@
-"""create_app(): the lifespan owns the engine, Redis client and storage; routers; error handlers."""
+"""create_app(): the lifespan owns the engine, Redis client, storage and the maintenance task."""
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from redis.asyncio import Redis
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from app import streams
-from app.db import create_engine, create_sessionmaker
-from app.deps import AppState
+from app.db import create_engine, create_redis, create_sessionmaker
+from app.deps import API_KEY_HEADER, AppState
 from app.errors import install_error_handlers
 from app.firehose import Firehose
 from app.jobs.routes import router as jobs_router
-from app.limits import BodySizeLimit
+from app.limits import BodySizeLimit, WebSocketSlots
 from app.logging import configure_logging
+from app.maintenance import maintenance_loop
+from app.ops.metrics import ApiMetrics
+from app.ops.middleware import REQUEST_ID_HEADER, RequestContext
+from app.ops.routes import router as ops_router
 from app.settings import Settings, get_settings
 from app.storage import Storage
 
@@ -23,34 +30,52 @@ MULTIPART_OVERHEAD_BYTES = 64 * 1024
 DESCRIPTION = """
 Self-hosted vision inference. `POST /v1/images` queues a job; workers detect faces; results
 arrive on `WS /v1/jobs/{id}/events`, on the firehose `WS /v1/ws`, and at `GET /v1/jobs/{id}`.
-Errors are always `{"error": code, "detail": message}`.
+Every /v1 call needs an API key in `X-API-Key` (scopes read / write / admin); a key sees only
+the jobs it created, unless it is an admin key.
+Errors are always `{"error": code, "detail": message}`; 503 `unavailable` means Postgres or
+Redis is down for a moment: retry after `Retry-After` seconds.
 """
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    """Raises ConfigError when the settings are unfit to serve (see Settings.startup_problems)."""
     settings = settings or get_settings()
+    settings.check_startup()
     configure_logging(settings)
+    metrics = ApiMetrics()
+    websocket_slots = WebSocketSlots(settings.api.max_websocket_clients)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if settings.redis.url is None:
-            raise RuntimeError("no Redis URL: set LOOKOUT_REDIS__URL or run `lookout up`")
         engine = create_engine(settings.database)
-        redis = Redis.from_url(settings.redis.url, decode_responses=False)
-        await streams.ensure_group(redis)
+        redis = create_redis(settings.redis)
+        sessionmaker = create_sessionmaker(engine)
+        storage = Storage(settings.storage_dir)
         firehose = Firehose(redis, max_queued_per_client=settings.api.ws_max_queued_events)
+        with contextlib.suppress(Exception):  # Redis may be down at boot; workers create it too
+            await streams.ensure_group(redis)
         app.state.lookout = AppState(
             settings=settings,
             engine=engine,
-            sessionmaker=create_sessionmaker(engine),
+            sessionmaker=sessionmaker,
             redis=redis,
-            storage=Storage(settings.storage_dir),
+            storage=storage,
             firehose=firehose,
+            metrics=metrics,
+            websocket_slots=websocket_slots,
+        )
+        maintenance = (
+            asyncio.create_task(maintenance_loop(settings, sessionmaker, redis, storage))
+            if settings.maintenance.enabled
+            else None
         )
         try:
             yield
         finally:
             await firehose.close()
+            if maintenance is not None:
+                maintenance.cancel()
+                await asyncio.gather(maintenance, return_exceptions=True)
             await redis.aclose()
             await engine.dispose()
 
@@ -62,7 +87,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(jobs_router)
+    app.include_router(ops_router)
+    # Added innermost first: requests pass RequestContext → TrustedHost → CORS → BodySizeLimit.
     app.add_middleware(
         BodySizeLimit, max_body_bytes=settings.api.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
     )
+    if settings.api.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.api.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=[API_KEY_HEADER, "Content-Type", REQUEST_ID_HEADER],
+            expose_headers=["Retry-After", REQUEST_ID_HEADER],
+        )
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.api.trusted_hosts)
+    app.add_middleware(RequestContext, metrics=metrics)
     return app

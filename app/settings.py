@@ -2,24 +2,56 @@
 
 `LOOKOUT_DATABASE__URL=postgresql+asyncpg://…` sets `settings.database.url`. When the database or
 Redis URL is unset, `lookout up` starts embedded servers in `data_dir` and fills them in.
+
+Sources, later ones winning: `.env`, then `.env.{LOOKOUT_ENV}` (e.g. `.env.prod`), then the
+process environment. `startup_problems()` lists what makes a configuration unfit to serve
+(placeholder secrets outside dev, auth off outside dev); the API and workers refuse to start on it.
 """
 
 import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Environment = Literal["local", "dev", "staging", "prod"]
+
+# Secrets that only ever belong in examples. Outside dev, startup refuses them.
+PLACEHOLDER_SECRETS = frozenset(
+    {
+        "",
+        "change-me",
+        "change_me",
+        "changeme",
+        "secret",
+        "password",
+        "postgres",
+        "redis",
+        "lookout",
+        "example",
+    }
+)
+MIN_SECRET_KEY_CHARS = 32
+
+
+class ConfigError(RuntimeError):
+    """The configuration cannot be served as it is; the message lists every problem."""
 
 
 class DatabaseSettings(BaseModel):
     url: str | None = None  # postgresql+asyncpg://user:pass@host/db ; None → embedded
     pool_size: int = 10
+    # Fail fast when Postgres is down: a request gets 503 rather than hanging on a connect.
+    connect_timeout_s: float = 5.0
 
 
 class RedisSettings(BaseModel):
     url: str | None = None  # redis://host:6379/0 or unix:///path/redis.sock ; None → embedded
+    socket_timeout_s: float = 10.0  # must exceed the longest blocking read (WS_READ_BLOCK_MS)
+    connect_timeout_s: float = 5.0
 
 
 class ApiSettings(BaseModel):
@@ -31,6 +63,22 @@ class ApiSettings(BaseModel):
     max_wait_s: float = 30.0  # cap for POST /v1/images?wait=
     # Firehose events buffered per WebSocket client before a slow client is dropped.
     ws_max_queued_events: int = 1000
+    # Browser origins allowed to call the API (CORS); empty → no CORS headers at all.
+    cors_origins: list[str] = Field(default_factory=list)
+    # Host headers the API answers to; "*" accepts any (put the real names here in production).
+    trusted_hosts: list[str] = Field(default_factory=lambda: ["*"])
+    # Open WebSockets per API process; one more is closed with 1013 (try again later).
+    max_websocket_clients: int = Field(default=1000, ge=1)
+
+
+class AuthSettings(BaseModel):
+    # False only where env == "dev": every request then acts as an admin with no owner.
+    enabled: bool = True
+    # Requests per key per window (fixed window in Redis); 0 turns rate limiting off.
+    rate_limit_requests: int = Field(default=600, ge=0)
+    rate_limit_window_s: int = Field(default=60, ge=1)
+    # last_used_at is written at most this often per key (it costs a row update).
+    last_used_resolution_s: int = 60
 
 
 class WorkerSettings(BaseModel):
@@ -38,17 +86,42 @@ class WorkerSettings(BaseModel):
     processes: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     # onnxruntime intra-op threads per process; processes × threads should not exceed cores.
     threads: int = Field(default=1, ge=1)
-    # A message pending longer than this is presumed to belong to a dead worker and reclaimed.
+    # A message pending longer than this is presumed to belong to a dead worker and reclaimed;
+    # a pipeline running longer than this fails its job ("timed out").
     job_timeout_s: float = 60.0
     max_deliveries: int = Field(default=3, ge=1)
     block_ms: int = 1000
     batch_size: int = Field(default=4, ge=1)
+    # Liveness seen by /health/ready: a worker counts as alive for heartbeat_ttl_s after a beat.
+    heartbeat_interval_s: float = 5.0
+    heartbeat_ttl_s: float = 15.0
+    # Pause before retrying after Postgres or Redis went away.
+    retry_backoff_s: float = 1.0
+    # Prometheus exporter of each worker process: process i listens on metrics_port + i.
+    # None → no exporter. (Each process serves its own registry; no multiprocess dir needed.)
+    metrics_port: int | None = None
 
 
 class StreamSettings(BaseModel):
     jobs_maxlen: int = 100_000
     firehose_maxlen: int = 10_000
     job_events_ttl_s: int = 3600  # per-job event stream lives this long after the job ends
+
+
+class RetentionSettings(BaseModel):
+    image_ttl_s: int = 7 * 24 * 3600  # uploaded and processed images are deleted after this
+    storage_max_bytes: int = 10 * 1024**3  # total image bytes; oldest evicted first
+    job_ttl_s: int = 30 * 24 * 3600  # finished jobs (with their detections) are deleted after this
+
+
+class MaintenanceSettings(BaseModel):
+    # The reconciler + janitor loop in the API lifespan; one replica runs it (Redis lock).
+    enabled: bool = True
+    interval_s: float = 30.0
+    # A queued/running job younger than this is left alone: the API may be between its
+    # INSERT and its XADD.
+    reconcile_grace_s: float = 30.0
+    reconcile_batch: int = 500
 
 
 class FaceSettings(BaseModel):
@@ -62,23 +135,68 @@ class Settings(BaseSettings):
         env_prefix="LOOKOUT_", env_nested_delimiter="__", env_file=".env", extra="ignore"
     )
 
-    env: Literal["local", "dev", "staging", "prod"] = "local"
+    env: Environment = "local"
     log_level: str = "INFO"
     data_dir: Path = Path(".lookout")
     models_dir: Path | None = None  # LOOKOUT_MODELS_DIR
+    # Signs tokens (node JWTs). Outside dev it must be set to a real, long random value.
+    secret_key: SecretStr = SecretStr("change-me")
 
     database: DatabaseSettings = DatabaseSettings()
     redis: RedisSettings = RedisSettings()
     api: ApiSettings = ApiSettings()
+    auth: AuthSettings = AuthSettings()
     worker: WorkerSettings = WorkerSettings()
     streams: StreamSettings = StreamSettings()
+    retention: RetentionSettings = RetentionSettings()
+    maintenance: MaintenanceSettings = MaintenanceSettings()
     faces: FaceSettings = FaceSettings()
+
+    @model_validator(mode="after")
+    def _auth_off_only_in_dev(self) -> "Settings":
+        if not self.auth.enabled and self.env != "dev":
+            raise ValueError(
+                f"auth.enabled=false is allowed only when env is 'dev' (env is {self.env!r})"
+            )
+        return self
 
     @property
     def storage_dir(self) -> Path:
         return self.data_dir / "images"
 
+    def startup_problems(self) -> list[str]:
+        """Why this configuration must not serve; empty when it may. Dev accepts anything."""
+        if self.env == "dev":
+            return []
+        problems = []
+        secret = self.secret_key.get_secret_value()
+        if secret.lower() in PLACEHOLDER_SECRETS or len(secret) < MIN_SECRET_KEY_CHARS:
+            problems.append(
+                f"LOOKOUT_SECRET_KEY is a placeholder or shorter than {MIN_SECRET_KEY_CHARS} "
+                "characters; set a long random value (python -c 'import secrets; "
+                "print(secrets.token_urlsafe(48))')"
+            )
+        for name, url in (
+            ("LOOKOUT_DATABASE__URL", self.database.url),
+            ("LOOKOUT_REDIS__URL", self.redis.url),
+        ):
+            password = urlsplit(url).password if url else None
+            if password is not None and password.lower() in PLACEHOLDER_SECRETS:
+                problems.append(f"{name} uses a placeholder password ({password!r})")
+        return problems
+
+    def check_startup(self) -> None:
+        problems = self.startup_problems()
+        if problems:
+            raise ConfigError(f"refusing to start with env={self.env!r}: " + "; ".join(problems))
+
+
+def _environment_file_names(env: str) -> tuple[str, str]:
+    return (".env", f".env.{env}")
+
 
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    # The environment picks the second .env file, so it is read first on its own.
+    env = Settings().env
+    return Settings(_env_file=_environment_file_names(env))

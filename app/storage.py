@@ -3,6 +3,8 @@
 import os
 import re
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
@@ -44,3 +46,57 @@ class Storage:
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    expired: list[str]  # older than the TTL
+    evicted: list[str]  # removed, oldest first, to get under the size cap
+    bytes_freed: int
+    bytes_kept: int
+
+
+# A temp file this old belongs to a writer that died mid-put.
+STALE_TEMP_S = 3600
+
+
+def sweep(storage: Storage, *, max_age_s: float, max_total_bytes: int) -> SweepResult:
+    """Delete images older than max_age_s, then the oldest ones until the total fits the cap.
+
+    Age is the file's mtime (when it was stored). Synchronous file I/O: run it in a thread.
+    """
+    now = time.time()
+    if not storage.root.is_dir():
+        return SweepResult([], [], 0, 0)
+    files: list[tuple[float, int, Path]] = []
+    for entry in os.scandir(storage.root):
+        if not entry.is_file(follow_symlinks=False):
+            continue
+        try:
+            stat = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue  # deleted meanwhile (a job delete)
+        if entry.name.startswith(".tmp-"):
+            if now - stat.st_mtime > STALE_TEMP_S:
+                Path(entry.path).unlink(missing_ok=True)
+            continue
+        files.append((stat.st_mtime, stat.st_size, Path(entry.path)))
+    files.sort()
+    expired, evicted, freed = [], [], 0
+    kept = []
+    for mtime, size, path in files:
+        if now - mtime > max_age_s:
+            path.unlink(missing_ok=True)
+            expired.append(path.name)
+            freed += size
+        else:
+            kept.append((size, path))
+    total = sum(size for size, _ in kept)
+    for size, path in kept:  # oldest first
+        if total <= max_total_bytes:
+            break
+        path.unlink(missing_ok=True)
+        evicted.append(path.name)
+        total -= size
+        freed += size
+    return SweepResult(expired, evicted, freed, total)

@@ -8,11 +8,20 @@ Every message carries `v` (schema version). Redis clients are created with bytes
   `job_events_ttl_s` after its last event.
 - `lookout:events`: firehose of finished jobs (result | error), MAXLEN-trimmed.
 - `lookout:jobs:dead`: messages that exceeded max deliveries, with the last error.
+- `lookout:jobs:entry:{id}`: the stream entry id of the job's latest message, set with the XADD
+  and deleted with the XACK. The reconciler reads it to tell a job whose message is still in
+  the stream from one that Redis lost.
+- `lookout:workers`: sorted set of worker heartbeats (member: consumer name, score: the epoch
+  second the beat expires). /health/ready counts the unexpired ones.
+- `lookout:maintenance:lock`: held by the one API replica running the reconciler + janitor.
+- `lookout:ratelimit:{owner}:{window}`: request counter of one API key in one window.
 """
 
 import json
+import math
 import time
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -25,6 +34,11 @@ JOBS = "lookout:jobs"
 GROUP = "detectors"
 DEAD = "lookout:jobs:dead"
 FIREHOSE = "lookout:events"
+WORKERS = "lookout:workers"
+MAINTENANCE_LOCK = "lookout:maintenance:lock"
+# A job's entry marker outlives any sane queue wait; if it expires the reconciler re-enqueues
+# the job, which is harmless (a second message for a finished job is skipped).
+ENTRY_MARKER_TTL_S = 7 * 24 * 3600
 
 EventType = Literal["status", "result", "error"]
 StreamId = bytes  # Redis stream entry id, e.g. b"1718000000000-0"
@@ -39,6 +53,14 @@ class ProtocolError(ValueError):
 
 def job_events_key(job_id: uuid.UUID | str) -> str:
     return f"lookout:job:{job_id}"
+
+
+def job_entry_key(job_id: uuid.UUID | str) -> str:
+    return f"lookout:jobs:entry:{job_id}"
+
+
+def rate_limit_key(owner: str, window: int) -> str:
+    return f"lookout:ratelimit:{owner}:{window}"
 
 
 @dataclass(frozen=True)
@@ -117,6 +139,14 @@ async def ensure_group(redis: "Redis") -> None:
             raise
 
 
+# XADD and the entry marker in one atomic step: a job never has a message without a marker.
+_ENQUEUE_SCRIPT = """
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 3))
+redis.call('SET', KEYS[2], id, 'EX', ARGV[2])
+return id
+"""
+
+
 async def enqueue_job(
     redis: "Redis",
     message: JobMessage,
@@ -125,14 +155,28 @@ async def enqueue_job(
     first_event: dict[str, Any] | None = None,
     events_ttl_s: int = 3600,
 ) -> StreamId:
-    """XADD the job for the workers; with `first_event`, publish it on the job's stream first.
+    """XADD the message and record its entry id under the job's marker, atomically.
 
-    Both go in one MULTI: one round trip, and no worker can report `running` before `queued`.
+    With `first_event` (the job's `queued` status), that event goes on the job's stream in the
+    same MULTI: one round trip, and no worker can report `running` before `queued`.
     """
+    flat: list[str | bytes] = []
+    for name, value in message.to_fields().items():
+        flat.extend((name, value))
     async with redis.pipeline(transaction=True) as pipe:
         if first_event is not None:
-            _add_job_event(pipe, first_event, ttl_s=events_ttl_s, firehose_maxlen=None)
-        pipe.xadd(JOBS, cast(dict[Any, Any], message.to_fields()), maxlen=maxlen, approximate=True)
+            _append_events(
+                pipe, [first_event], ttl_s=events_ttl_s, firehose_maxlen=None, wanted=None
+            )
+        pipe.eval(
+            _ENQUEUE_SCRIPT,
+            2,
+            JOBS,
+            job_entry_key(message.job_id),
+            str(maxlen),
+            str(ENTRY_MARKER_TTL_S),
+            *flat,
+        )
         results = await pipe.execute()
     return cast(StreamId, results[-1])
 
@@ -145,20 +189,51 @@ async def publish_job_event(
     firehose_maxlen: int | None = None,
 ) -> None:
     """Append to the job's stream (refreshing its expiry) and, if given a maxlen, the firehose."""
+    await publish_job_events(
+        redis, [event], ttl_s=ttl_s, firehose_maxlen=firehose_maxlen, firehose_types=None
+    )
+
+
+async def publish_job_events(
+    redis: "Redis",
+    events: Sequence[dict[str, Any]],
+    *,
+    ttl_s: int,
+    firehose_maxlen: int | None = None,
+    firehose_types: Iterable[EventType] | None = ("result", "error"),
+) -> None:
+    """Append several events in one MULTI: readers see all of them or none.
+
+    With a firehose maxlen, events whose type is in `firehose_types` (all when None) are also
+    appended to the firehose.
+    """
+    wanted = set(firehose_types) if firehose_types is not None else None
     async with redis.pipeline(transaction=True) as pipe:
-        _add_job_event(pipe, event, ttl_s=ttl_s, firehose_maxlen=firehose_maxlen)
+        _append_events(pipe, events, ttl_s=ttl_s, firehose_maxlen=firehose_maxlen, wanted=wanted)
         await pipe.execute()
 
 
-def _add_job_event(
-    pipe: "Pipeline", event: dict[str, Any], *, ttl_s: int, firehose_maxlen: int | None
+def _append_events(
+    pipe: "Pipeline",
+    events: Sequence[dict[str, Any]],
+    *,
+    ttl_s: int,
+    firehose_maxlen: int | None,
+    wanted: set[EventType] | None,
 ) -> None:
-    key = job_events_key(event["job_id"])
-    fields = cast(dict[Any, Any], _encode_event(event))
-    pipe.xadd(key, fields)
-    pipe.expire(key, ttl_s)
-    if firehose_maxlen is not None:
-        pipe.xadd(FIREHOSE, fields, maxlen=firehose_maxlen, approximate=True)
+    for event in events:
+        key = job_events_key(event["job_id"])
+        fields = cast(dict[Any, Any], _encode_event(event))
+        pipe.xadd(key, fields)
+        pipe.expire(key, ttl_s)
+        if firehose_maxlen is not None and (wanted is None or event["type"] in wanted):
+            pipe.xadd(FIREHOSE, fields, maxlen=firehose_maxlen, approximate=True)
+
+
+async def has_terminal_event(redis: "Redis", job_id: uuid.UUID) -> bool:
+    """Whether the job's event stream ends with its final status."""
+    last = cast(RawEntries, await redis.xrevrange(job_events_key(job_id), count=1))
+    return bool(last) and is_terminal(_decode_event(last[0][1] or {}))
 
 
 async def read_job_events(
@@ -206,6 +281,8 @@ async def dead_letter(redis: "Redis", entry_id: StreamId, fields: Fields, reason
     async with redis.pipeline(transaction=True) as pipe:
         pipe.xadd(DEAD, dead_fields)
         pipe.xack(JOBS, GROUP, entry_id)
+        if b"job_id" in fields:
+            pipe.delete(job_entry_key(fields[b"job_id"].decode(errors="replace")))
         await pipe.execute()
 
 
@@ -234,5 +311,114 @@ async def delivery_count(redis: "Redis", entry_id: StreamId) -> int:
     return int(pending[0]["times_delivered"]) if pending else 1
 
 
-async def ack(redis: "Redis", entry_id: StreamId) -> None:
-    await redis.xack(JOBS, GROUP, entry_id)
+async def ack(redis: "Redis", entry_id: StreamId, job_id: uuid.UUID | None = None) -> None:
+    """XACK, and drop the job's entry marker: the job no longer needs its message."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.xack(JOBS, GROUP, entry_id)
+        if job_id is not None:
+            pipe.delete(job_entry_key(job_id))
+        await pipe.execute()
+
+
+def is_missing_group(exc: ResponseError) -> bool:
+    """The group (or the stream) is gone: Redis was wiped or restarted without its data."""
+    return "NOGROUP" in str(exc)
+
+
+async def jobs_with_live_entry(redis: "Redis", job_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    """The jobs whose latest message is still in `lookout:jobs` (not lost, not trimmed)."""
+    if not job_ids:
+        return set()
+    async with redis.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.get(job_entry_key(job_id))
+        markers = cast(list[bytes | None], await pipe.execute())
+    marked = [(job_id, m) for job_id, m in zip(job_ids, markers, strict=True) if m is not None]
+    if not marked:
+        return set()
+    async with redis.pipeline(transaction=False) as pipe:
+        for _, entry_id in marked:
+            pipe.xrange(JOBS, min=entry_id, max=entry_id, count=1)
+        found = cast(list[RawEntries], await pipe.execute())
+    return {job_id for (job_id, _), entries in zip(marked, found, strict=True) if entries}
+
+
+# --- worker heartbeats ---------------------------------------------------------------------
+
+
+async def beat(redis: "Redis", consumer: str, *, ttl_s: float) -> None:
+    now = time.time()
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.zadd(WORKERS, {consumer: now + ttl_s})
+        pipe.zremrangebyscore(WORKERS, "-inf", now)
+        await pipe.execute()
+
+
+async def forget_worker(redis: "Redis", consumer: str) -> None:
+    await redis.zrem(WORKERS, consumer)
+
+
+async def live_workers(redis: "Redis") -> list[str]:
+    members = cast(list[bytes], await redis.zrangebyscore(WORKERS, time.time(), "+inf"))
+    return [m.decode() for m in members]
+
+
+# --- maintenance lock ----------------------------------------------------------------------
+
+
+async def try_lock(redis: "Redis", key: str, *, owner: str, ttl_s: float) -> bool:
+    """SET NX PX: True if `owner` now holds `key` for ttl_s."""
+    return bool(await redis.set(key, owner, nx=True, px=max(1, int(ttl_s * 1000))))
+
+
+# --- queue statistics ----------------------------------------------------------------------
+
+# Redis 6.2 (the embedded server) has no `lag` in XINFO GROUPS; counting the entries after the
+# group's last-delivered id stops here.
+LAG_COUNT_CAP = 10_000
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    length: int  # entries in lookout:jobs (acked ones stay until MAXLEN trims them)
+    pending: int  # delivered to a consumer, not acked yet
+    lag: int  # not delivered to any consumer yet
+    dead_letters: int
+    consumers: int
+
+
+async def queue_stats(redis: "Redis") -> QueueStats:
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.xlen(JOBS)
+        pipe.xlen(DEAD)
+        length, dead = await pipe.execute()
+    try:
+        groups: list[dict[str, Any]] = await redis.xinfo_groups(JOBS)
+    except ResponseError:  # no stream yet
+        groups = []
+    group = next((g for g in groups if _text(g.get("name")) == GROUP), None)
+    if group is None:
+        return QueueStats(int(length), 0, int(length), int(dead), 0)
+    lag = group.get("lag")
+    if lag is None:
+        last = _text(group.get("last-delivered-id")) or "0-0"
+        entries = cast(RawEntries, await redis.xrange(JOBS, min=f"({last}", count=LAG_COUNT_CAP))
+        lag = len(entries)
+    return QueueStats(
+        length=int(length),
+        pending=int(group.get("pending", 0)),
+        lag=int(lag),
+        dead_letters=int(dead),
+        consumers=int(group.get("consumers", 0)),
+    )
+
+
+def _text(value: object) -> str | None:
+    if isinstance(value, bytes):
+        return value.decode()
+    return None if value is None else str(value)
+
+
+def retry_after_s(window_s: int) -> int:
+    """Seconds until the current fixed window of `window_s` ends (at least 1)."""
+    return max(1, math.ceil(window_s - time.time() % window_s))

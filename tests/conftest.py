@@ -22,13 +22,21 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app import streams
+from app.apikeys.service import create_key
 from app.db import create_engine, create_sessionmaker, migrate
 from app.embedded import start_embedded
 from app.images import inspect_image
 from app.jobs.service import create_job, enqueue_job
 from app.main import create_app
 from app.models import Job
-from app.settings import DatabaseSettings, RedisSettings, Settings, WorkerSettings
+from app.security import Scope
+from app.settings import (
+    DatabaseSettings,
+    MaintenanceSettings,
+    RedisSettings,
+    Settings,
+    WorkerSettings,
+)
 from app.storage import Storage
 from workers.consumer import Consumer
 from workers.detectors.base import Detector
@@ -83,6 +91,8 @@ def settings(
         database=DatabaseSettings(url=servers.database_url),
         redis=RedisSettings(url=servers.redis_url),
         worker=WorkerSettings(processes=1, threads=1, job_timeout_s=30, block_ms=100),
+        # Tests run the reconciler and janitor themselves, when they mean to.
+        maintenance=MaintenanceSettings(enabled=False),
     )
 
 
@@ -120,7 +130,7 @@ def detectors(settings: Settings) -> dict[str, Detector]:
 async def clean_state(engine: AsyncEngine, redis: Redis, settings: Settings) -> None:
     """Every test starts with empty tables, an empty Redis and an empty image store."""
     async with engine.begin() as connection:
-        await connection.execute(text("TRUNCATE jobs, detections CASCADE"))
+        await connection.execute(text("TRUNCATE jobs, detections, api_keys CASCADE"))
     await redis.flushdb()
     shutil.rmtree(settings.storage_dir, ignore_errors=True)
 
@@ -133,8 +143,30 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
 
 
 @pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """HTTP + WebSocket client on the ASGI app, in-process.
+def make_key(sessionmaker: async_sessionmaker[AsyncSession]):  # type: ignore[no-untyped-def]
+    """Create an API key in the database; returns the full `lk_…` token."""
+
+    async def factory(
+        name: str = "test", scopes: tuple[Scope, ...] = (Scope.admin,), expires_in=None
+    ) -> str:
+        async with sessionmaker.begin() as session:
+            _, token = await create_key(
+                session, name=name, scopes=list(scopes), expires_in=expires_in
+            )
+        return token
+
+    return factory
+
+
+@pytest.fixture
+async def api_key(make_key) -> str:
+    """An admin key, sent by `client` by default."""
+    return await make_key("test-admin")
+
+
+@pytest.fixture
+async def client(app: FastAPI, api_key: str) -> AsyncIterator[httpx.AsyncClient]:
+    """HTTP + WebSocket client on the ASGI app, in-process, sending an admin API key.
 
     The WebSocket transport opens an anyio task group that must be exited by the task that
     entered it, and pytest-asyncio runs fixture setup and teardown in different tasks: one
@@ -145,7 +177,9 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
     async def hold_open() -> None:
         transport = ASGIWebSocketTransport(app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://lookout.test") as http:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://lookout.test", headers={"X-API-Key": api_key}
+        ) as http:
             opened.set_result(http)
             await finished.wait()
 
@@ -187,11 +221,17 @@ def make_job(
     """Create and enqueue a job the way the API does (bypassing HTTP)."""
 
     async def factory(
-        image: bytes, *, tasks: tuple[str, ...] = ("faces",), enqueue: bool = True
+        image: bytes,
+        *,
+        tasks: tuple[str, ...] = ("faces",),
+        enqueue: bool = True,
+        owner_id: uuid.UUID | None = None,
     ) -> Job:
         info = inspect_image(image, max_pixels=settings.api.max_image_pixels)
         async with sessionmaker.begin() as session:
-            job = await create_job(session, storage, image=image, info=info, tasks=tasks)
+            job = await create_job(
+                session, storage, image=image, info=info, tasks=tasks, owner_id=owner_id
+            )
         if enqueue:
             await enqueue_job(redis, job, jobs_maxlen=1000, events_ttl_s=60)
         return job

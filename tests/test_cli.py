@@ -105,3 +105,15 @@ def test_up_serves_the_quickstart_stops_cleanly_and_reuses_its_data(tmp_path, mo
     assert httpx.get(f"{base_url}{job['links']['image']}", timeout=10).status_code == 200
     stop(process, signal.SIGINT)
     assert processes_using(data_dir) == []
+
+
+def test_keys_are_off_only_for_a_zero_config_server_on_loopback(monkeypatch):
+    from app.cli import _zero_config_dev
+    from app.settings import ApiSettings, AuthSettings, Settings
+
+    for variable in ("LOOKOUT_ENV", "LOOKOUT_AUTH__ENABLED", "LOOKOUT_API__HOST"):
+        monkeypatch.delenv(variable, raising=False)
+    assert _zero_config_dev(Settings(_env_file=None))
+    assert not _zero_config_dev(Settings(_env_file=None, env="local"))  # chose an environment
+    assert not _zero_config_dev(Settings(_env_file=None, auth=AuthSettings(enabled=True)))
+    assert not _zero_config_dev(Settings(_env_file=None, api=ApiSettings(host="0.0.0.0")))

@@ -4,6 +4,11 @@ Delivery is at-least-once; effects are exactly-once because the result write loc
 and skips a job that is already finished. The message is acked only after the database write
 and the event publish both succeeded. A failure in Postgres or Redis leaves the message pending:
 after `job_timeout_s` any consumer reclaims it, and after `max_deliveries` it is dead-lettered.
+
+Outages do not kill the loop: while Postgres or Redis is unreachable the consumer logs, backs
+off and tries again; when Redis comes back without its data (no consumer group), it recreates
+the group and the reconciler re-enqueues what was lost. A heartbeat task marks the worker alive
+in Redis (`lookout:workers`) every `heartbeat_interval_s`.
 """
 
 import asyncio
@@ -11,32 +16,31 @@ import contextlib
 import os
 import socket
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import streams
-from app.jobs.service import job_detail
+from app.errors import is_outage
+from app.jobs.service import event_snapshot, job_detail, owner_field
 from app.models import Detection, Job, JobStatus
 from app.settings import Settings
 from app.storage import Storage
 from workers.detectors.base import Detector
+from workers.metrics import WorkerMetrics
 from workers.pipeline import BadImage, PipelineResult, run_pipeline
 
 log = structlog.get_logger()
 
 # In burst mode, how long the stream must stay empty before the consumer stops.
 BURST_IDLE_MS = 200
-# Backoff while Redis is unreachable.
-RETRY_MIN_S = 0.5
-RETRY_MAX_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class Consumer:
         storage: Storage,
         *,
         name: str | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.detectors = detectors
@@ -67,6 +72,7 @@ class Consumer:
         self.sessionmaker = sessionmaker
         self.storage = storage
         self.name = name or consumer_name()
+        self.metrics = metrics or WorkerMetrics()
 
     async def run(self, stop: asyncio.Event | None = None, *, burst: bool = False) -> int:
         """Process messages until `stop` is set (or, in burst mode, the stream is idle).
@@ -74,40 +80,59 @@ class Consumer:
         Returns the number of messages handled. The message in hand is always finished first.
         """
         stop = stop or asyncio.Event()
-        await streams.ensure_group(self.redis)
+        heartbeat = asyncio.create_task(self._heartbeat(stop))
         handled = 0
-        backoff_s = RETRY_MIN_S
-        while not stop.is_set():
-            block_ms = BURST_IDLE_MS if burst else self.settings.worker.block_ms
+        group_ready = False
+        try:
+            while not stop.is_set():
+                block_ms = BURST_IDLE_MS if burst else self.settings.worker.block_ms
+                try:
+                    if not group_ready:
+                        await streams.ensure_group(self.redis)
+                        group_ready = True
+                    entries = await self.next_entries(block_ms=block_ms)
+                except ResponseError as exc:
+                    if not streams.is_missing_group(exc):
+                        raise
+                    log.warning("consumer_group_missing")  # Redis lost its data: recreate
+                    group_ready = False
+                    continue
+                except Exception as exc:
+                    if not is_outage(exc):
+                        raise
+                    log.warning("redis_unavailable", error=repr(exc))
+                    await _sleep_unless(stop, self.settings.worker.retry_backoff_s)
+                    continue
+                if not entries and burst:
+                    break
+                if entries:
+                    self.metrics.batch_size.observe(len(entries))
+                for entry in entries:
+                    while not await self.handle(entry):
+                        if not await self._wait_for_dependencies(stop):
+                            return handled  # stopping: the entry stays pending for others
+                    handled += 1
+        finally:
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
             try:
-                entries = await self.next_entries(block_ms=block_ms)
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                # Redis is down or restarting: wait and retry, never die.
-                log.warning("redis_unavailable", error=repr(exc), retry_in_s=backoff_s)
-                await _sleep_unless_stopped(stop, backoff_s)
-                backoff_s = min(backoff_s * 2, RETRY_MAX_S)
-                continue
-            backoff_s = RETRY_MIN_S
-            if not entries and burst:
-                break
-            for entry in entries:
-                await self.handle(entry)
-                handled += 1
+                await streams.forget_worker(self.redis, self.name)
+            except Exception as exc:
+                log.warning("heartbeat_forget_failed", error=repr(exc))
         return handled
+
+    async def _heartbeat(self, stop: asyncio.Event) -> None:
+        """Beat every interval while running; runs beside inference (which is in a thread)."""
+        worker = self.settings.worker
+        while not stop.is_set():
+            try:
+                await streams.beat(self.redis, self.name, ttl_s=worker.heartbeat_ttl_s)
+            except Exception as exc:  # Redis away: /health/ready reports it anyway
+                log.warning("heartbeat_failed", error=repr(exc))
+            await _sleep_unless(stop, worker.heartbeat_interval_s)
 
     async def next_entries(self, *, block_ms: int) -> list[Entry]:
         """Stale entries of dead consumers first, then new ones."""
-        try:
-            return await self._next_entries(block_ms=block_ms)
-        except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            # The stream or group vanished (Redis was wiped): recreate; the reconciler
-            # re-enqueues jobs that Postgres still has as queued or running.
-            await streams.ensure_group(self.redis)
-            return []
-
-    async def _next_entries(self, *, block_ms: int) -> list[Entry]:
         count = self.settings.worker.batch_size
         min_idle_ms = int(self.settings.worker.job_timeout_s * 1000)
         stale = await streams.claim_stale(
@@ -121,24 +146,52 @@ class Consumer:
         new = await streams.read_new(self.redis, self.name, count=count, block_ms=block_ms)
         return [Entry(entry_id, fields, 1) for entry_id, fields in new]
 
-    async def handle(self, entry: Entry) -> None:
-        """Process one entry. Never raises: a bad job fails, an I/O error leaves it pending."""
-        if entry.fields is None:
-            await streams.ack(self.redis, entry.entry_id)
-            return
+    async def handle(self, entry: Entry) -> bool:
+        """Process one entry. Never raises: a bad job fails, an I/O error leaves it pending.
+
+        False: Postgres or Redis was unreachable and the entry is still pending. The caller
+        waits for them and hands the same entry in again, in process: no redelivery, so an
+        outage does not use up the job's max_deliveries.
+        """
+        if entry.fields is None:  # trimmed by MAXLEN; the reconciler re-enqueues its job
+            return await self._safely(streams.ack(self.redis, entry.entry_id))
         try:
             message = streams.JobMessage.from_fields(entry.fields)
         except streams.ProtocolError as exc:
             log.warning("job_message_invalid", entry_id=entry.entry_id.decode(), error=str(exc))
-            await streams.dead_letter(self.redis, entry.entry_id, entry.fields, str(exc))
-            return
+            self.metrics.jobs.labels("invalid").inc()
+            return await self._safely(
+                streams.dead_letter(self.redis, entry.entry_id, entry.fields, str(exc))
+            )
         structlog.contextvars.bind_contextvars(job_id=str(message.job_id))
         try:
             await self._handle(entry, message)
-        except Exception as exc:  # Postgres or Redis trouble: leave pending for a retry
+        except Exception as exc:
+            self.metrics.jobs.labels("retry").inc()
+            if is_outage(exc):
+                log.warning("job_waits_for_dependencies", error=repr(exc))
+                return False
+            # A bug, not an outage: leave it pending; redeliveries end in the dead letters.
             log.exception("job_retry_later", error=repr(exc), deliveries=entry.deliveries)
         finally:
             structlog.contextvars.unbind_contextvars("job_id")
+        return True
+
+    async def _wait_for_dependencies(self, stop: asyncio.Event) -> bool:
+        """Block until Postgres and Redis both answer (True) or `stop` is set (False)."""
+        while not stop.is_set():
+            await _sleep_unless(stop, self.settings.worker.retry_backoff_s)
+            try:
+                async with self.sessionmaker() as session:
+                    await session.execute(text("SELECT 1"))
+                await self.redis.ping()
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                continue
+            log.info("dependencies_back")
+            return True
+        return False
 
     async def _handle(self, entry: Entry, message: streams.JobMessage) -> None:
         max_deliveries = self.settings.worker.max_deliveries
@@ -149,31 +202,60 @@ class Consumer:
             await self._fail(message.job_id, reason)
             await streams.dead_letter(self.redis, entry.entry_id, entry.fields or {}, reason)
             log.warning("job_dead_lettered", deliveries=entry.deliveries)
+            self.metrics.jobs.labels("dead_letter").inc()
             return
 
         if not await self._start(message.job_id):
-            # Deleted, or already finished by an earlier delivery: nothing left to do.
-            await streams.ack(self.redis, entry.entry_id)
+            # Deleted, or already finished by an earlier delivery: nothing left to do, except
+            # the events, if the earlier delivery died between its commit and its publish.
+            await self._republish_if_missing(message.job_id)
+            await streams.ack(self.redis, entry.entry_id, message.job_id)
             log.info("job_skipped")
+            self.metrics.jobs.labels("skipped").inc()
             return
 
+        timeout_s = self.settings.worker.job_timeout_s
         try:
             data = message.image if message.image is not None else self._load(message)
-            result = await asyncio.to_thread(
-                run_pipeline,
-                data,
-                message.tasks,
-                self.detectors,
-                max_pixels=self.settings.api.max_image_pixels,
+            # The thread cannot be interrupted: on timeout it finishes in the background and
+            # its result is dropped; the job fails now rather than holding the queue.
+            result = await asyncio.wait_for(
+                asyncio.to_thread(
+                    run_pipeline,
+                    data,
+                    message.tasks,
+                    self.detectors,
+                    max_pixels=self.settings.api.max_image_pixels,
+                ),
+                timeout=timeout_s,
             )
         except BadImage as exc:
             await self._fail(message.job_id, str(exc))
+        except TimeoutError:
+            log.warning("job_timed_out", timeout_s=timeout_s)
+            await self._fail(message.job_id, f"processing took longer than {timeout_s} s")
         except Exception as exc:  # a detector crashed on this input: retrying will not help
             log.exception("job_pipeline_error")
             await self._fail(message.job_id, f"processing error: {exc!r}")
         else:
+            for model, ms in result.model_ms.items():
+                self.metrics.inference_ms.labels(model).observe(ms)
             await self._finish(message, result)
-        await streams.ack(self.redis, entry.entry_id)
+        await streams.ack(self.redis, entry.entry_id, message.job_id)
+
+    async def _republish_if_missing(self, job_id: uuid.UUID) -> None:
+        if await streams.has_terminal_event(self.redis, job_id):
+            return
+        async with self.sessionmaker() as session:
+            job = await session.get(Job, job_id)
+            if job is None or not job.status.finished:
+                return
+            rows = await session.scalars(
+                select(Detection).where(Detection.job_id == job_id).order_by(Detection.id)
+            )
+            detail = job_detail(job, list(rows))
+        await self._publish(*event_snapshot(detail, job.owner_id))
+        log.info("job_events_republished")
 
     def _load(self, message: streams.JobMessage) -> bytes:
         assert message.image_key is not None
@@ -236,10 +318,14 @@ class Consumer:
             job.finished_at = datetime.now(UTC)
             await session.flush()
             detail = job_detail(job, rows)
+            owner = owner_field(job.owner_id)
         await self._publish(
-            streams.make_event("result", job_id, job=detail.model_dump(mode="json")), firehose=True
+            streams.make_event(
+                "result", job_id, owner_id=owner, job=detail.model_dump(mode="json")
+            ),
+            streams.make_event("status", job_id, status="done"),
         )
-        await self._publish(streams.make_event("status", job_id, status="done"))
+        self.metrics.jobs.labels("done").inc()
         log.info(
             "job_done",
             detections=len(rows),
@@ -249,27 +335,43 @@ class Consumer:
 
     async def _fail(self, job_id: uuid.UUID, reason: str) -> None:
         async with self.sessionmaker.begin() as session:
-            failed = await session.scalar(
+            failed_owner = await session.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.status.in_([JobStatus.queued, JobStatus.running]))
                 .values(status=JobStatus.failed, error=reason, finished_at=datetime.now(UTC))
-                .returning(Job.id)
+                .returning(Job.owner_id)
             )
+            failed = failed_owner.first()
         if failed is None:
             return
-        await self._publish(streams.make_event("error", job_id, error=reason), firehose=True)
-        await self._publish(streams.make_event("status", job_id, status="failed"))
+        await self._publish(
+            streams.make_event("error", job_id, owner_id=owner_field(failed[0]), error=reason),
+            streams.make_event("status", job_id, status="failed"),
+        )
+        self.metrics.jobs.labels("failed").inc()
         log.info("job_failed", reason=reason)
 
-    async def _publish(self, event: dict[str, object], *, firehose: bool = False) -> None:
-        await streams.publish_job_event(
+    async def _publish(self, *events: dict[str, Any]) -> None:
+        """All of a step's events in one MULTI; result/error events also go to the firehose."""
+        await streams.publish_job_events(
             self.redis,
-            event,
+            events,
             ttl_s=self.settings.streams.job_events_ttl_s,
-            firehose_maxlen=self.settings.streams.firehose_maxlen if firehose else None,
+            firehose_maxlen=self.settings.streams.firehose_maxlen,
         )
 
+    async def _safely(self, step: Coroutine[Any, Any, None]) -> bool:
+        """Run a Redis step; False if Redis was unreachable (the entry stays pending)."""
+        try:
+            await step
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            log.warning("redis_unavailable", error=repr(exc))
+            return False
+        return True
 
-async def _sleep_unless_stopped(stop: asyncio.Event, seconds: float) -> None:
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=seconds)

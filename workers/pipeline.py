@@ -28,6 +28,7 @@ class PipelineResult:
     decode_ms: float
     inference_ms: float
     processed_jpeg: bytes
+    model_ms: dict[str, float]  # inference time per model file
 
 
 def decode_image(data: bytes, *, max_pixels: int) -> ImageBGR:
@@ -49,11 +50,14 @@ def run_pipeline(
     image = decode_image(data, max_pixels=max_pixels)
     decoded = time.perf_counter()
     detections: list[Detection] = []
+    model_ms: dict[str, float] = {}
     for task in tasks:
         detector = detectors.get(task)
         if detector is None:
             raise BadImage(f"this worker has no detector for task {task!r}")
+        before = time.perf_counter()
         detections.extend(detector.detect(image))
+        model_ms[detector.model] = round((time.perf_counter() - before) * 1000, 3)
     finished = time.perf_counter()
     height, width = image.shape[:2]
     return PipelineResult(
@@ -64,6 +68,7 @@ def run_pipeline(
         decode_ms=round((decoded - started) * 1000, 3),
         inference_ms=round((finished - decoded) * 1000, 3),
         processed_jpeg=render(image, detections),
+        model_ms=model_ms,
     )
 
 

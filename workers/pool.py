@@ -10,30 +10,44 @@ import os
 import signal
 
 import structlog
-from redis.asyncio import Redis
 
-from app.db import create_engine, create_sessionmaker
+from app.db import create_engine, create_redis, create_sessionmaker
 from app.logging import configure_logging
 from app.settings import Settings
 from app.storage import Storage
 from workers.consumer import Consumer
 from workers.detectors.registry import build_detectors
+from workers.metrics import WorkerMetrics
 
 log = structlog.get_logger()
 
 
 async def run_worker(
-    settings: Settings, *, burst: bool = False, stop: asyncio.Event | None = None
+    settings: Settings,
+    *,
+    burst: bool = False,
+    stop: asyncio.Event | None = None,
+    index: int = 0,
 ) -> int:
-    """Load models, connect, consume. Returns the number of messages handled."""
-    if settings.redis.url is None:
-        raise RuntimeError("no Redis URL: set LOOKOUT_REDIS__URL or run `lookout up`")
+    """Load models, connect, consume. Returns the number of messages handled.
+
+    `index`: this process's place in the pool; its metrics exporter listens on metrics_port+index.
+    """
+    settings.check_startup()
     detectors = build_detectors(settings)
     engine = create_engine(settings.database)
-    redis = Redis.from_url(settings.redis.url, decode_responses=False)
+    redis = create_redis(settings.redis)
+    metrics = WorkerMetrics()
+    if settings.worker.metrics_port is not None:
+        metrics.serve(settings.worker.metrics_port + index)
     try:
         consumer = Consumer(
-            settings, detectors, redis, create_sessionmaker(engine), Storage(settings.storage_dir)
+            settings,
+            detectors,
+            redis,
+            create_sessionmaker(engine),
+            Storage(settings.storage_dir),
+            metrics=metrics,
         )
         log.info("worker_started", consumer=consumer.name, tasks=sorted(detectors))
         handled = await consumer.run(stop, burst=burst)
@@ -44,7 +58,7 @@ async def run_worker(
         await engine.dispose()
 
 
-def run_worker_process(settings: Settings, burst: bool = False) -> None:
+def run_worker_process(settings: Settings, burst: bool = False, index: int = 0) -> None:
     """Entry point of one worker process, with graceful shutdown on SIGTERM/SIGINT."""
     configure_logging(settings)
 
@@ -53,7 +67,7 @@ def run_worker_process(settings: Settings, burst: bool = False) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await run_worker(settings, burst=burst, stop=stop)
+        await run_worker(settings, burst=burst, stop=stop, index=index)
 
     asyncio.run(main())
 
@@ -66,7 +80,7 @@ def serve(settings: Settings, *, processes: int, burst: bool = False) -> int:
     # spawn, not fork: onnxruntime and asyncio state must not be copied from the parent.
     context = multiprocessing.get_context("spawn")
     children = [
-        context.Process(target=run_worker_process, args=(settings, burst), name=f"worker-{i}")
+        context.Process(target=run_worker_process, args=(settings, burst, i), name=f"worker-{i}")
         for i in range(processes)
     ]
     for child in children:

@@ -1,6 +1,7 @@
 """HTTP and WebSocket routes for jobs. Parse, authorize, call the service; nothing else."""
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
@@ -11,29 +12,63 @@ from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from app import streams
-from app.deps import AppState, RedisDep, SessionDep, SettingsDep, StorageDep, get_state
-from app.errors import Conflict, NotFound, PayloadTooLarge
+from app.apikeys.service import Principal
+from app.deps import (
+    AppState,
+    ReadKey,
+    RedisDep,
+    SessionDep,
+    SettingsDep,
+    StorageDep,
+    WriteKey,
+    get_state,
+    websocket_principal,
+)
+from app.errors import (
+    AppError,
+    Conflict,
+    ErrorOut,
+    NotFound,
+    PayloadTooLarge,
+    is_outage,
+    outage_detail,
+)
 from app.images import inspect_image
 from app.jobs import service
 from app.jobs.schemas import JobDetail, JobPage
 from app.models import JobStatus
+from app.security import Scope
 
 log = structlog.get_logger()
 router = APIRouter(tags=["jobs"])
 
-# WebSocket close codes: 4000 + the HTTP status they stand for.
+# WebSocket close codes: 4000 + the HTTP status they stand for; 1013 = try again later.
 WS_CLOSE_NOT_FOUND = 4404
-WS_CLOSE_TOO_SLOW = 1013  # "try again later"
+WS_CLOSE_TRY_AGAIN_LATER = 1013
+WS_CLOSE_UNAVAILABLE = 4503
 # How long one blocking stream read lasts before the handler checks on the client again.
 WS_READ_BLOCK_MS = 5000
 
+
+def _error(status_code: int, description: str, code: str) -> dict[str, Any]:
+    return {
+        "model": ErrorOut,
+        "description": description,
+        "content": {"application/json": {"example": {"error": code, "detail": "…"}}},
+    }
+
+
+# Every /v1 route can answer these.
+COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
+    422: _error(422, "Invalid request parameters", "invalid_request"),
+    401: _error(401, "Missing, malformed, unknown, revoked or expired API key", "unauthorized"),
+    403: _error(403, "The API key lacks the scope this route needs", "forbidden"),
+    429: _error(429, "Rate limit of the API key exceeded; see Retry-After", "rate_limited"),
+    503: _error(503, "Postgres or Redis is unreachable; see Retry-After", "unavailable"),
+}
 ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {
-        "description": "No such job",
-        "content": {
-            "application/json": {"example": {"error": "not_found", "detail": "no job with id …"}}
-        },
-    },
+    **COMMON_ERRORS,
+    404: _error(404, "No such job (or not one of this key's jobs)", "not_found"),
 }
 
 
@@ -43,14 +78,16 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     response_model=JobDetail,
     summary="Upload an image; returns a job",
     responses={
+        **COMMON_ERRORS,
         200: {"description": "With ?wait=, the job finished in time: full result inline"},
         202: {"description": "Accepted; follow links.events or poll links.self"},
-        413: {"description": "Body or image dimensions over the limit"},
-        415: {"description": "Not a JPEG, PNG or WebP image"},
-        422: {"description": "Corrupt or truncated image, or unknown task"},
+        413: _error(413, "Body or image dimensions over the limit", "payload_too_large"),
+        415: _error(415, "Not a JPEG, PNG or WebP image", "unsupported_image_type"),
+        422: _error(422, "Corrupt or truncated image, or unknown task", "invalid_image"),
     },
 )
 async def upload_image(
+    principal: WriteKey,
     session: SessionDep,
     redis: RedisDep,
     storage: StorageDep,
@@ -70,33 +107,57 @@ async def upload_image(
         )
     info = inspect_image(data, max_pixels=settings.api.max_image_pixels)
     job = await service.create_job(
-        session, storage, image=data, info=info, tasks=service.parse_tasks(tasks)
+        session,
+        storage,
+        image=data,
+        info=info,
+        tasks=service.parse_tasks(tasks),
+        owner_id=principal.owner_id,
     )
     await session.commit()  # before XADD: the worker that gets the message must find the row
-    await service.enqueue_job(
-        redis,
-        job,
-        jobs_maxlen=settings.streams.jobs_maxlen,
-        events_ttl_s=settings.streams.job_events_ttl_s,
-    )
-    log.info("job_queued", job_id=str(job.id), bytes=len(data), tasks=job.tasks)
+    try:
+        await service.enqueue_job(
+            redis,
+            job,
+            jobs_maxlen=settings.streams.jobs_maxlen,
+            events_ttl_s=settings.streams.job_events_ttl_s,
+        )
+    except Exception:
+        # Not accepted: take the job back so it does not run behind the client's back. If that
+        # fails too (Postgres down as well), the reconciler runs it later; it is still listed.
+        try:
+            await service.withdraw_job(session, storage, job)
+            await session.commit()
+        except Exception as exc:
+            log.warning("job_withdraw_failed", job_id=str(job.id), error=repr(exc))
+        raise
+    structlog.contextvars.bind_contextvars(job_id=str(job.id))
+    log.info("job_queued", bytes=len(data), tasks=job.tasks)
     if wait and await service.wait_for_job(
         redis, job.id, timeout_s=min(wait, settings.api.max_wait_s)
     ):
-        detail = await service.get_job_detail(session, job.id)
+        detail = await service.get_job_detail(session, job.id, principal)
         return JSONResponse(detail.model_dump(mode="json"), status_code=status.HTTP_200_OK)
     return service.job_detail(job, [])
 
 
-@router.get("/v1/jobs", response_model=JobPage, summary="List jobs, newest first")
+@router.get(
+    "/v1/jobs",
+    response_model=JobPage,
+    responses={**COMMON_ERRORS, 422: _error(422, "Invalid cursor", "invalid_input")},
+    summary="List this key's jobs (every job for admin keys), newest first",
+)
 async def list_jobs(
+    principal: ReadKey,
     session: SessionDep,
     settings: SettingsDep,
     status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> JobPage:
-    return await service.list_jobs(session, status=status_filter, limit=limit, cursor=cursor)
+    return await service.list_jobs(
+        session, principal, status=status_filter, limit=limit, cursor=cursor
+    )
 
 
 @router.get(
@@ -105,8 +166,8 @@ async def list_jobs(
     responses=ERRORS,
     summary="A job with its detections",
 )
-async def get_job(job_id: uuid.UUID, session: SessionDep) -> JobDetail:
-    return await service.get_job_detail(session, job_id)
+async def get_job(job_id: uuid.UUID, principal: ReadKey, session: SessionDep) -> JobDetail:
+    return await service.get_job_detail(session, job_id, principal)
 
 
 @router.get(
@@ -115,11 +176,16 @@ async def get_job(job_id: uuid.UUID, session: SessionDep) -> JobDetail:
     responses={**ERRORS, 200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}}}},
     summary="The uploaded image",
 )
-async def get_image(job_id: uuid.UUID, session: SessionDep, storage: StorageDep) -> Response:
-    job = await service.get_job(session, job_id)
-    if job.image_key is None or not storage.exists(job.image_key):
-        raise NotFound(f"job {job_id} has no stored image")
-    return Response(storage.get(job.image_key), media_type=job.content_type)
+async def get_image(
+    job_id: uuid.UUID, principal: ReadKey, session: SessionDep, storage: StorageDep
+) -> Response:
+    job = await service.get_job(session, job_id, principal)
+    try:
+        if job.image_key is None:
+            raise FileNotFoundError(job_id)
+        return Response(storage.get(job.image_key), media_type=job.content_type)
+    except FileNotFoundError:
+        raise NotFound(f"job {job_id} has no stored image (expired or never stored)") from None
 
 
 @router.get(
@@ -128,19 +194,22 @@ async def get_image(job_id: uuid.UUID, session: SessionDep, storage: StorageDep)
     responses={
         **ERRORS,
         200: {"content": {"image/jpeg": {}}},
-        409: {"description": "Job not finished"},
+        409: _error(409, "Job not finished", "conflict"),
     },
     summary="JPEG with boxes, landmarks and labels drawn",
 )
 async def get_processed_image(
-    job_id: uuid.UUID, session: SessionDep, storage: StorageDep
+    job_id: uuid.UUID, principal: ReadKey, session: SessionDep, storage: StorageDep
 ) -> Response:
-    job = await service.get_job(session, job_id)
+    job = await service.get_job(session, job_id, principal)
     if not job.status.finished:
         raise Conflict(f"job {job_id} is {job.status}; the processed image exists once it is done")
-    if job.processed_image_key is None or not storage.exists(job.processed_image_key):
-        raise NotFound(f"job {job_id} has no processed image")
-    return Response(storage.get(job.processed_image_key), media_type="image/jpeg")
+    try:
+        if job.processed_image_key is None:
+            raise FileNotFoundError(job_id)
+        return Response(storage.get(job.processed_image_key), media_type="image/jpeg")
+    except FileNotFoundError:
+        raise NotFound(f"job {job_id} has no processed image") from None
 
 
 @router.delete(
@@ -149,8 +218,10 @@ async def get_processed_image(
     responses=ERRORS,
     summary="Delete a job, its image and its detections",
 )
-async def delete_job(job_id: uuid.UUID, session: SessionDep, storage: StorageDep) -> Response:
-    await service.delete_job(session, storage, job_id)
+async def delete_job(
+    job_id: uuid.UUID, principal: WriteKey, session: SessionDep, storage: StorageDep
+) -> Response:
+    await service.delete_job(session, storage, job_id, principal)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -158,56 +229,103 @@ async def delete_job(job_id: uuid.UUID, session: SessionDep, storage: StorageDep
 async def job_events(websocket: WebSocket, job_id: uuid.UUID) -> None:
     """Replay the job's events so far, stream new ones, close (1000) after the final status.
 
-    An unknown job closes with code 4404.
+    Needs a read key (X-API-Key header or ?api_key=). Closes with 4401/4403 for a bad key,
+    4404 for an unknown job (or another key's), 1013 when the server has no WebSocket slot left,
+    4503 when Postgres or Redis is unreachable.
     """
     state = get_state(websocket)
-    await websocket.accept()
-    async with state.sessionmaker() as session:
-        try:
-            job = await service.get_job_detail(session, job_id)
-        except NotFound as exc:
-            await websocket.close(code=WS_CLOSE_NOT_FOUND, reason=exc.detail)
-            return
 
-    async def send_events() -> None:
-        events = await streams.read_job_events(state.redis, job_id)
-        if not events and job.status.finished:  # the event stream expired: answer from Postgres
-            for event in service.event_snapshot(job):
-                await websocket.send_json(event)
-            return
-        after = b"0"
-        while True:
-            for entry_id, event in events:
-                after = entry_id
-                await websocket.send_json(event)
-                if streams.is_terminal(event):
-                    return
-            events = await streams.read_job_events(
-                state.redis, job_id, after=after, block_ms=WS_READ_BLOCK_MS
-            )
+    async def serve(principal: Principal) -> None:
+        async with state.sessionmaker() as session:
+            try:
+                job = await service.get_job_detail(session, job_id, principal)
+            except NotFound as exc:
+                await websocket.close(code=WS_CLOSE_NOT_FOUND, reason=exc.detail)
+                return
 
-    await _serve_until_disconnect(websocket, send_events)
+        async def send_events() -> None:
+            events = await streams.read_job_events(state.redis, job_id)
+            if not events and job.status.finished:  # the event stream expired: use Postgres
+                for event in service.event_snapshot(job):
+                    await websocket.send_json(event)
+                return
+            after = b"0"
+            while True:
+                for entry_id, event in events:
+                    after = entry_id
+                    await websocket.send_json(event)
+                    if streams.is_terminal(event):
+                        return
+                events = await streams.read_job_events(
+                    state.redis, job_id, after=after, block_ms=WS_READ_BLOCK_MS
+                )
+
+        await _serve_until_disconnect(websocket, send_events)
+
+    await _with_websocket(websocket, state, Scope.read, serve)
 
 
 @router.websocket("/v1/ws")
 async def firehose(websocket: WebSocket) -> None:
     """Every finished job as it finishes: `result` events (with links) and `error` events.
 
-    A client that falls more than `ws_max_queued_events` behind is closed with code 1013.
+    A non-admin key sees only its own jobs' events. A client that falls more than
+    `ws_max_queued_events` behind is closed with code 1013 (try again later).
     """
     state: AppState = get_state(websocket)
+
+    async def serve(principal: Principal) -> None:
+        owner = None if principal.sees_every_job else str(principal.owner_id)
+        subscription = state.firehose.subscribe(owner=owner)
+
+        async def send_events() -> None:
+            while (event := await subscription.queue.get()) is not None:
+                await websocket.send_json(event)
+            await websocket.close(
+                code=WS_CLOSE_TRY_AGAIN_LATER, reason="client too slow; reconnect"
+            )
+
+        try:
+            await _serve_until_disconnect(websocket, send_events)
+        finally:
+            state.firehose.unsubscribe(subscription)
+
+    await _with_websocket(websocket, state, Scope.read, serve)
+
+
+async def _with_websocket(
+    websocket: WebSocket,
+    state: AppState,
+    scope: Scope,
+    serve: Callable[[Principal], Coroutine[Any, Any, None]],
+) -> None:
+    """Accept, authenticate, hold one of the process's WebSocket slots while serving.
+
+    Errors are reported as close codes (4000 + HTTP status) with the error detail as reason:
+    a browser cannot read the body of a refused handshake.
+    """
     await websocket.accept()
-    subscription = state.firehose.subscribe()
-
-    async def send_events() -> None:
-        while (event := await subscription.queue.get()) is not None:
-            await websocket.send_json(event)
-        await websocket.close(code=WS_CLOSE_TOO_SLOW, reason="client too slow; reconnect")
-
+    if not state.websocket_slots.try_acquire():
+        await websocket.close(
+            code=WS_CLOSE_TRY_AGAIN_LATER,
+            reason=f"the server holds its maximum of {state.websocket_slots.limit} WebSockets",
+        )
+        return
     try:
-        await _serve_until_disconnect(websocket, send_events)
+        try:
+            principal = await websocket_principal(state, websocket, scope)
+        except AppError as exc:
+            await websocket.close(code=4000 + exc.status, reason=exc.detail[:120])
+            return
+        await serve(principal)
+    except Exception as exc:
+        if not is_outage(exc):
+            raise
+        log.warning("dependency_unavailable", error=repr(exc))
+        with contextlib.suppress(Exception):  # the client may be gone already
+            await websocket.close(code=WS_CLOSE_UNAVAILABLE, reason=outage_detail(exc)[:120])
     finally:
-        state.firehose.unsubscribe(subscription)
+        state.websocket_slots.release()
 
 
 async def _serve_until_disconnect(

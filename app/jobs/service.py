@@ -12,6 +12,7 @@ from sqlalchemy import delete, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import streams
+from app.apikeys.service import Principal
 from app.errors import InvalidInput, NotFound
 from app.images import ImageInfo
 from app.jobs.schemas import (
@@ -48,8 +49,13 @@ async def create_job(
     image: bytes,
     info: ImageInfo,
     tasks: tuple[str, ...],
+    owner_id: uuid.UUID | None,
 ) -> Job:
-    """Store the image, then add the job row (flushed, not committed)."""
+    """Store the image, then add the job row (flushed, not committed).
+
+    owner_id: the API key that creates it (None while auth is off); only it, and admin keys,
+    can see the job afterwards.
+    """
     job_id = uuid.uuid4()
     image_key = f"{job_id}.{info.extension}"
     # The file goes first: a committed job row never points at a missing image. In a thread:
@@ -57,6 +63,7 @@ async def create_job(
     await asyncio.to_thread(storage.put, image_key, image)
     job = Job(
         id=job_id,
+        owner_id=owner_id,
         status=JobStatus.queued,
         tasks=list(tasks),
         image_key=image_key,
@@ -83,16 +90,18 @@ async def enqueue_job(redis: Redis, job: Job, *, jobs_maxlen: int, events_ttl_s:
     )
 
 
-async def get_job(session: AsyncSession, job_id: uuid.UUID) -> Job:
+async def get_job(session: AsyncSession, job_id: uuid.UUID, viewer: Principal) -> Job:
+    """The job if `viewer` may see it. Another owner's job is NotFound, exactly like a job that
+    does not exist, so ids cannot be probed."""
     # populate_existing: a job committed earlier in this session may have changed since.
     job = await session.get(Job, job_id, populate_existing=True)
-    if job is None:
+    if job is None or not (viewer.sees_every_job or job.owner_id == viewer.owner_id):
         raise NotFound(f"no job with id {job_id}")
     return job
 
 
-async def get_job_detail(session: AsyncSession, job_id: uuid.UUID) -> JobDetail:
-    job = await get_job(session, job_id)
+async def get_job_detail(session: AsyncSession, job_id: uuid.UUID, viewer: Principal) -> JobDetail:
+    job = await get_job(session, job_id, viewer)
     rows = await session.scalars(
         select(Detection).where(Detection.job_id == job_id).order_by(Detection.id)
     )
@@ -114,10 +123,18 @@ async def wait_for_job(redis: Redis, job_id: uuid.UUID, *, timeout_s: float) -> 
 
 
 async def list_jobs(
-    session: AsyncSession, *, status: JobStatus | None, limit: int, cursor: str | None
+    session: AsyncSession,
+    viewer: Principal,
+    *,
+    status: JobStatus | None,
+    limit: int,
+    cursor: str | None,
 ) -> JobPage:
-    """Newest first; keyset pagination on (created_at, id) so pages never skip or repeat."""
+    """The viewer's jobs, newest first; keyset pagination on (created_at, id) so pages never
+    skip or repeat."""
     query = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+    if not viewer.sees_every_job:
+        query = query.where(Job.owner_id == viewer.owner_id)
     if status is not None:
         query = query.where(Job.status == status)
     if cursor is not None:
@@ -128,14 +145,24 @@ async def list_jobs(
     return JobPage(items=[job_summary(j) for j in jobs[:limit]], next_cursor=next_cursor)
 
 
-async def delete_job(session: AsyncSession, storage: Storage, job_id: uuid.UUID) -> None:
+async def delete_job(
+    session: AsyncSession, storage: Storage, job_id: uuid.UUID, viewer: Principal
+) -> None:
     """Delete the job row (its detections cascade) and its stored images."""
-    job = await get_job(session, job_id)
+    job = await get_job(session, job_id, viewer)
     await session.execute(delete(Job).where(Job.id == job_id))
     await session.flush()
     for key in (job.image_key, job.processed_image_key):
         if key is not None:
             storage.delete(key)
+
+
+async def withdraw_job(session: AsyncSession, storage: Storage, job: Job) -> None:
+    """Undo an upload whose message could not be queued: the client was told it failed."""
+    await session.execute(delete(Job).where(Job.id == job.id))
+    await session.flush()
+    if job.image_key is not None:
+        storage.delete(job.image_key)
 
 
 def job_links(job_id: uuid.UUID) -> JobLinks:
@@ -206,12 +233,20 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raise InvalidInput("invalid cursor: pass back next_cursor from the previous page") from exc
 
 
-def event_snapshot(job: JobDetail) -> list[dict[str, Any]]:
+def owner_field(owner_id: uuid.UUID | None) -> str | None:
+    """How result/error events name the job's owner (the firehose filters on it)."""
+    return None if owner_id is None else str(owner_id)
+
+
+def event_snapshot(job: JobDetail, owner_id: uuid.UUID | None = None) -> list[dict[str, Any]]:
     """Events describing a job's current state, for when its event stream has expired."""
     events = []
+    owner = owner_field(owner_id)
     if job.status == JobStatus.done:
-        events.append(streams.make_event("result", job.id, job=job.model_dump(mode="json")))
+        events.append(
+            streams.make_event("result", job.id, owner_id=owner, job=job.model_dump(mode="json"))
+        )
     elif job.status == JobStatus.failed:
-        events.append(streams.make_event("error", job.id, error=job.error))
+        events.append(streams.make_event("error", job.id, owner_id=owner, error=job.error))
     events.append(streams.make_event("status", job.id, status=job.status.value))
     return events

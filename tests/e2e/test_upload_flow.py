@@ -67,11 +67,12 @@ async def test_events_replay_after_the_job_finished(client, make_consumer):
 
 
 async def test_wait_returns_the_finished_job_inline(client, make_consumer):
-    worker = asyncio.create_task(make_consumer().run(burst=True))
-    await asyncio.sleep(0.05)  # the consumer is now blocked reading the stream
+    stop = asyncio.Event()
+    worker = asyncio.create_task(make_consumer().run(stop))  # a running worker, not a burst
     response = await client.post(
         "/v1/images?wait=20", files={"image": ("t1.jpg", T1, "image/jpeg")}
     )
+    stop.set()
     await worker
     assert response.status_code == 200, response.text
     body = response.json()

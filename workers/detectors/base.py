@@ -21,5 +21,6 @@ class Detection:
 
 class Detector(Protocol):
     task: str
+    model: str  # the model file name; labels the inference-time metric
 
     def detect(self, image: ImageBGR) -> list[Detection]: ...

@@ -22,6 +22,7 @@ class FaceDetector:
     task = "faces"
 
     def __init__(self, config: FaceDetectorConfig, model_path: Path, *, threads: int) -> None:
+        self.model = model_path.name
         session = create_session(model_path, intra_op_threads=threads)
         # static_shape_sessions=False: use our session as is, rather than letting insightface
         # build extra per-resolution sessions with its own thread settings.

@@ -1,0 +1,112 @@
+"""API key records: create, list, revoke, authenticate. No FastAPI; callers own the commit."""
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import InvalidInput, NotFound, Unauthorized
+from app.models import ApiKey
+from app.security import Scope, generate_key, parse_key, secret_matches
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling. owner_id None: auth is off (dev), the caller acts as an admin."""
+
+    owner_id: uuid.UUID | None
+    scopes: frozenset[Scope]
+    key_prefix: str | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return Scope.admin in self.scopes
+
+    @property
+    def sees_every_job(self) -> bool:
+        return self.is_admin or self.owner_id is None
+
+
+ANONYMOUS_ADMIN = Principal(owner_id=None, scopes=frozenset(Scope))
+
+
+def parse_scopes(raw: str) -> list[Scope]:
+    names = [s.strip() for s in raw.split(",") if s.strip()]
+    try:
+        scopes = [Scope(name) for name in dict.fromkeys(names)]
+    except ValueError as exc:
+        raise InvalidInput(
+            f"unknown scope in {raw!r}; choose from {', '.join(s.value for s in Scope)}"
+        ) from exc
+    if not scopes:
+        raise InvalidInput("a key needs at least one scope")
+    return scopes
+
+
+async def create_key(
+    session: AsyncSession,
+    *,
+    name: str,
+    scopes: list[Scope],
+    expires_in: timedelta | None = None,
+) -> tuple[ApiKey, str]:
+    """The new row (flushed) and the full key, which exists nowhere else: show it once."""
+    new = generate_key()
+    key = ApiKey(
+        name=name,
+        prefix=new.prefix,
+        secret_sha256=new.secret_sha256,
+        scopes=[s.value for s in scopes],
+        expires_at=datetime.now(UTC) + expires_in if expires_in is not None else None,
+    )
+    session.add(key)
+    await session.flush()
+    await session.refresh(key)
+    return key, new.token
+
+
+async def list_keys(session: AsyncSession) -> list[ApiKey]:
+    return list(await session.scalars(select(ApiKey).order_by(ApiKey.created_at)))
+
+
+async def revoke_key(session: AsyncSession, prefix: str) -> ApiKey:
+    """Revoke by prefix (the part after `lk_`); revoking twice keeps the first time."""
+    key = await session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
+    if key is None:
+        raise NotFound(f"no API key with prefix {prefix!r}")
+    if key.revoked_at is None:
+        key.revoked_at = datetime.now(UTC)
+        await session.flush()
+    return key
+
+
+async def authenticate(
+    session: AsyncSession, token: str | None, *, last_used_resolution_s: int
+) -> Principal:
+    """The caller behind `token`, or Unauthorized. Touches last_used_at (at most once per
+    `last_used_resolution_s`), flushed into the caller's transaction."""
+    if not token:
+        raise Unauthorized("missing API key: send it in the X-API-Key header")
+    parsed = parse_key(token)
+    if parsed is None:
+        raise Unauthorized("malformed API key: expected lk_<prefix>_<secret>")
+    prefix, secret = parsed
+    key = await session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
+    # The digest is compared even for an unknown prefix, so timing does not tell them apart.
+    if not secret_matches(secret, key.secret_sha256 if key else "0" * 64) or key is None:
+        raise Unauthorized("invalid API key")
+    now = datetime.now(UTC)
+    if key.revoked_at is not None:
+        raise Unauthorized("this API key was revoked")
+    if key.expires_at is not None and key.expires_at <= now:
+        raise Unauthorized(f"this API key expired at {key.expires_at.isoformat()}")
+    stale_before = now - timedelta(seconds=last_used_resolution_s)
+    if key.last_used_at is None or key.last_used_at < stale_before:
+        await session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
+    return Principal(
+        owner_id=key.id,
+        scopes=frozenset(Scope(s) for s in key.scopes),
+        key_prefix=key.prefix,
+    )

@@ -1,0 +1,180 @@
+"""The reconciler and the janitor: one pass every `maintenance.interval_s`, in one place.
+
+Where it runs: inside the API process, as a lifespan background task, behind a Redis lock so
+that one API replica (or gunicorn worker) in the whole deployment runs each pass. The API is
+the one component every deployment has (zero-config `lookout up` included) and the work is
+light I/O (a few queries, a directory scan), so no extra process has to be deployed, watched
+or scaled; the lock makes N replicas safe. `lookout maintain` runs a single pass by hand
+(or from cron, with `maintenance.enabled=false` in the API) for deployments that want it apart.
+
+Reconciler: Postgres is the source of truth. A job that is queued/running there (and older than
+the grace period, so the API is not between its INSERT and its XADD) must have a live message
+in `lookout:jobs`; if its entry marker or the entry itself is gone (Redis lost its data, the
+entry was MAXLEN-trimmed, or the API died before the XADD) the job is enqueued again. A job
+whose message is still in the stream is never enqueued twice. Inline frames (no stored image)
+cannot be re-sent; such jobs fail with a clear error.
+
+Janitor: images past their TTL and, oldest first, beyond the total size cap; finished jobs past
+their retention (their detections cascade, their images go with them).
+"""
+
+import asyncio
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from redis.asyncio import Redis
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app import streams
+from app.models import Job, JobStatus
+from app.settings import Settings
+from app.storage import Storage, sweep
+
+log = structlog.get_logger()
+
+# Finished jobs deleted per statement: keeps each transaction short.
+JOB_DELETE_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class MaintenanceReport:
+    reenqueued: int
+    lost_inline: int
+    images_expired: int
+    images_evicted: int
+    bytes_freed: int
+    jobs_deleted: int
+
+
+async def reconcile(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], redis: Redis
+) -> tuple[int, int]:
+    """Re-enqueue unfinished jobs Redis no longer has. Returns (re-enqueued, failed inline)."""
+    cutoff = datetime.now(UTC) - timedelta(seconds=settings.maintenance.reconcile_grace_s)
+    async with sessionmaker() as session:
+        jobs = list(
+            await session.scalars(
+                select(Job)
+                .where(
+                    Job.status.in_([JobStatus.queued, JobStatus.running]), Job.created_at < cutoff
+                )
+                .order_by(Job.created_at)
+                .limit(settings.maintenance.reconcile_batch)
+            )
+        )
+    await streams.ensure_group(redis)  # after a wipe, so the group starts before our entries
+    live = await streams.jobs_with_live_entry(redis, [job.id for job in jobs])
+    lost = [job for job in jobs if job.id not in live]
+    reenqueued = lost_inline = 0
+    for job in lost:
+        if job.image_key is None:
+            lost_inline += await _fail_lost_inline(sessionmaker, job.id)
+            continue
+        message = streams.JobMessage(job_id=job.id, tasks=tuple(job.tasks), image_key=job.image_key)
+        await streams.enqueue_job(redis, message, maxlen=settings.streams.jobs_maxlen)
+        reenqueued += 1
+        log.info("job_reenqueued", job_id=str(job.id), status=job.status.value)
+    return reenqueued, lost_inline
+
+
+async def _fail_lost_inline(
+    sessionmaker: async_sessionmaker[AsyncSession], job_id: uuid.UUID
+) -> int:
+    async with sessionmaker.begin() as session:
+        failed = await session.scalar(
+            update(Job)
+            .where(Job.id == job_id, Job.status.in_([JobStatus.queued, JobStatus.running]))
+            .values(
+                status=JobStatus.failed,
+                error="the frame was sent inline and Redis lost it before a worker ran the job",
+                finished_at=datetime.now(UTC),
+            )
+            .returning(Job.id)
+        )
+    return 0 if failed is None else 1
+
+
+async def expire_jobs(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], storage: Storage
+) -> int:
+    """Delete finished jobs older than job_ttl_s with their images; returns how many."""
+    cutoff = datetime.now(UTC) - timedelta(seconds=settings.retention.job_ttl_s)
+    deleted = 0
+    while True:
+        async with sessionmaker.begin() as session:
+            ids = select(Job.id).where(
+                Job.status.in_([JobStatus.done, JobStatus.failed]), Job.finished_at < cutoff
+            )
+            rows = (
+                await session.execute(
+                    delete(Job)
+                    .where(Job.id.in_(ids.limit(JOB_DELETE_BATCH).scalar_subquery()))
+                    .returning(Job.image_key, Job.processed_image_key)
+                )
+            ).all()
+        for keys in rows:
+            for key in keys:
+                if key is not None:
+                    storage.delete(key)
+        deleted += len(rows)
+        if len(rows) < JOB_DELETE_BATCH:
+            return deleted
+
+
+async def run_maintenance(
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    redis: Redis,
+    storage: Storage,
+) -> MaintenanceReport:
+    """One pass: reconcile, expire jobs, sweep images. Each step is idempotent."""
+    reenqueued, lost_inline = await reconcile(settings, sessionmaker, redis)
+    jobs_deleted = await expire_jobs(settings, sessionmaker, storage)
+    swept = await asyncio.to_thread(
+        sweep,
+        storage,
+        max_age_s=settings.retention.image_ttl_s,
+        max_total_bytes=settings.retention.storage_max_bytes,
+    )
+    report = MaintenanceReport(
+        reenqueued=reenqueued,
+        lost_inline=lost_inline,
+        images_expired=len(swept.expired),
+        images_evicted=len(swept.evicted),
+        bytes_freed=swept.bytes_freed,
+        jobs_deleted=jobs_deleted,
+    )
+    if any((reenqueued, lost_inline, swept.expired, swept.evicted, jobs_deleted)):
+        log.info("maintenance_done", **report.__dict__)
+    return report
+
+
+async def maintenance_loop(
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    redis: Redis,
+    storage: Storage,
+) -> None:
+    """Run a pass every interval_s in whichever process holds the lock; never raises.
+
+    The lock lives a little less than one interval, so the holder can take it again next time
+    and a dead holder is replaced within one interval.
+    """
+    owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    interval_s = settings.maintenance.interval_s
+    while True:
+        try:
+            if await streams.try_lock(
+                redis, streams.MAINTENANCE_LOCK, owner=owner, ttl_s=interval_s * 0.9
+            ):
+                await run_maintenance(settings, sessionmaker, redis, storage)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # an outage: try again next interval
+            log.warning("maintenance_failed", error=repr(exc))
+        await asyncio.sleep(interval_s)

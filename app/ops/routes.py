@@ -1,0 +1,59 @@
+"""Probes and metrics. Unauthenticated by design: keep them off the public proxy (nginx/)."""
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+
+from app.deps import StateDep
+from app.ops import service
+
+router = APIRouter(tags=["ops"])
+
+
+class Live(BaseModel):
+    status: str
+
+
+class CheckOut(BaseModel):
+    ok: bool
+    detail: str
+
+
+class Ready(BaseModel):
+    ready: bool
+    checks: dict[str, CheckOut]
+
+
+@router.get("/health/live", response_model=Live, summary="The process is up (no dependency checks)")
+async def live() -> Live:
+    return Live(status="ok")
+
+
+@router.get(
+    "/health/ready",
+    response_model=Ready,
+    summary="Postgres, Redis and at least one worker are up",
+    responses={503: {"model": Ready, "description": "Not ready: see checks"}},
+)
+async def ready(state: StateDep) -> Any:
+    checks = await service.readiness(state.engine, state.redis)
+    body = Ready(
+        ready=all(c.ok for c in checks.values()),
+        checks={name: CheckOut(ok=c.ok, detail=c.detail) for name, c in checks.items()},
+    )
+    return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    summary="Prometheus metrics",
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+)
+async def metrics(state: StateDep) -> Response:
+    await service.refresh_metrics(state.metrics, state.engine, state.redis)
+    state.metrics.websocket_clients.set(state.websocket_slots.in_use)
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,98 @@
+"""Readiness checks and the cluster-wide numbers behind /metrics. No FastAPI here."""
+
+import asyncio
+from dataclasses import dataclass
+
+import structlog
+from redis.asyncio import Redis
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app import streams
+from app.errors import is_outage
+from app.models import Job, JobStatus
+from app.ops.metrics import ApiMetrics
+
+log = structlog.get_logger()
+
+# A probe must answer before the orchestrator's own timeout (typically 1–5 s).
+CHECK_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True)
+class Check:
+    ok: bool
+    detail: str
+
+
+async def check_postgres(engine: AsyncEngine) -> Check:
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT_S), engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    except Exception as exc:
+        if not (is_outage(exc) or isinstance(exc, TimeoutError)):
+            raise
+        return Check(False, f"unreachable: {exc.__class__.__name__}")
+    return Check(True, "ok")
+
+
+async def check_redis(redis: Redis) -> Check:
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT_S):
+            await redis.ping()
+    except Exception as exc:
+        if not (is_outage(exc) or isinstance(exc, TimeoutError)):
+            raise
+        return Check(False, f"unreachable: {exc.__class__.__name__}")
+    return Check(True, "ok")
+
+
+async def check_workers(redis: Redis) -> Check:
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT_S):
+            alive = await streams.live_workers(redis)
+    except Exception as exc:
+        if not (is_outage(exc) or isinstance(exc, TimeoutError)):
+            raise
+        return Check(False, "unknown: Redis is unreachable")
+    if not alive:
+        return Check(False, "no worker heartbeat: jobs would queue but never run")
+    return Check(True, f"{len(alive)} alive")
+
+
+async def readiness(engine: AsyncEngine, redis: Redis) -> dict[str, Check]:
+    postgres, redis_check, workers = await asyncio.gather(
+        check_postgres(engine), check_redis(redis), check_workers(redis)
+    )
+    return {"postgres": postgres, "redis": redis_check, "workers": workers}
+
+
+async def refresh_metrics(metrics: ApiMetrics, engine: AsyncEngine, redis: Redis) -> None:
+    """Set the cluster-wide gauges; a dependency that is down reports 0 in dependency_up."""
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT_S), engine.connect() as connection:
+            rows = (
+                await connection.execute(select(Job.status, func.count()).group_by(Job.status))
+            ).all()
+        counts = {JobStatus(status): int(n) for status, n in rows}
+        for status in JobStatus:
+            metrics.jobs.labels(status.value).set(counts.get(status, 0))
+        metrics.dependency_up.labels("postgres").set(1)
+    except Exception as exc:
+        if not (is_outage(exc) or isinstance(exc, TimeoutError)):
+            raise
+        metrics.dependency_up.labels("postgres").set(0)
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT_S):
+            stats = await streams.queue_stats(redis)
+            alive = await streams.live_workers(redis)
+        metrics.stream_length.set(stats.length)
+        metrics.stream_lag.set(stats.lag)
+        metrics.stream_pending.set(stats.pending)
+        metrics.dead_letters.set(stats.dead_letters)
+        metrics.workers_alive.set(len(alive))
+        metrics.dependency_up.labels("redis").set(1)
+    except Exception as exc:
+        if not (is_outage(exc) or isinstance(exc, TimeoutError)):
+            raise
+        metrics.dependency_up.labels("redis").set(0)

@@ -1,0 +1,53 @@
+"""`lookout apikey create|list|revoke`, run as a user would, against the test database."""
+
+import os
+import subprocess
+import sys
+
+from app.apikeys.service import authenticate
+from app.errors import Unauthorized
+
+
+def lookout(servers, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKOUT_")}
+    env.update(LOOKOUT_ENV="dev", LOOKOUT_DATABASE__URL=servers.database_url)
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args], env=env, capture_output=True, text=True
+    )
+
+
+async def test_create_list_revoke(servers, sessionmaker):
+    created = lookout(
+        servers, "apikey", "create", "ci-bot", "--scopes", "read", "--expires-in", "1d"
+    )
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip()
+    assert token.startswith("lk_")
+    assert "shown only this once" in created.stderr
+    prefix = token.split("_")[1]
+
+    async with sessionmaker.begin() as session:
+        principal = await authenticate(session, token, last_used_resolution_s=60)
+    assert {s.value for s in principal.scopes} == {"read"}
+
+    listed = lookout(servers, "apikey", "list")
+    assert prefix in listed.stdout and "ci-bot" in listed.stdout and "active" in listed.stdout
+    assert token.split("_", 2)[2] not in listed.stdout  # never the secret
+
+    assert lookout(servers, "apikey", "revoke", prefix).returncode == 0
+    assert "revoked" in lookout(servers, "apikey", "list").stdout
+    async with sessionmaker.begin() as session:
+        try:
+            await authenticate(session, token, last_used_resolution_s=60)
+            raise AssertionError("a revoked key authenticated")
+        except Unauthorized:
+            pass
+
+
+def test_unknown_scope_and_prefix_are_clear_errors(servers):
+    bad_scope = lookout(servers, "apikey", "create", "x", "--scopes", "read,root")
+    assert bad_scope.returncode == 1
+    assert "unknown scope" in bad_scope.stderr
+    missing = lookout(servers, "apikey", "revoke", "000000000000")
+    assert missing.returncode == 1
+    assert "no API key with prefix" in missing.stderr

@@ -1,0 +1,89 @@
+"""Environments and .env files, CORS, trusted hosts, JSON logs outside dev."""
+
+import json
+
+import httpx
+import structlog
+
+from app.logging import configure_logging
+from app.main import create_app
+from app.settings import ApiSettings, Settings, get_settings
+
+
+def test_the_environment_picks_its_own_env_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in list(__import__("os").environ):
+        if name.startswith("LOOKOUT_"):
+            monkeypatch.delenv(name)
+    (tmp_path / ".env").write_text("LOOKOUT_ENV=staging\nLOOKOUT_LOG_LEVEL=WARNING\n")
+    (tmp_path / ".env.staging").write_text(
+        'LOOKOUT_LOG_LEVEL=DEBUG\nLOOKOUT_API__CORS_ORIGINS=["https://app.example"]\n'
+    )
+    (tmp_path / ".env.prod").write_text("LOOKOUT_LOG_LEVEL=ERROR\n")
+    get_settings.cache_clear()
+    try:
+        settings = get_settings()
+        assert settings.env == "staging"
+        assert settings.log_level == "DEBUG"  # .env.staging wins over .env
+        assert settings.api.cors_origins == ["https://app.example"]
+        monkeypatch.setenv("LOOKOUT_LOG_LEVEL", "INFO")  # the process environment wins over both
+        get_settings.cache_clear()
+        assert get_settings().log_level == "INFO"
+    finally:
+        get_settings.cache_clear()
+
+
+async def test_cors_allows_only_the_configured_origins(settings):
+    app = create_app(
+        settings.model_copy(update={"api": ApiSettings(cors_origins=["https://app.example"])})
+    )
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app), base_url="http://t"
+        ) as http:
+            preflight = {"Access-Control-Request-Method": "POST"}
+            allowed = await http.options(
+                "/v1/images", headers={"Origin": "https://app.example", **preflight}
+            )
+            other = await http.options(
+                "/v1/images", headers={"Origin": "https://evil.example", **preflight}
+            )
+    assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+    assert "x-api-key" in allowed.headers["access-control-allow-headers"].lower()
+    assert "access-control-allow-origin" not in other.headers
+
+
+async def test_unknown_host_headers_are_refused(settings):
+    app = create_app(
+        settings.model_copy(update={"api": ApiSettings(trusted_hosts=["lookout.example"])})
+    )
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://evil.example") as http:
+            assert (await http.get("/health/live")).status_code == 400
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://lookout.example"
+        ) as http:
+            assert (await http.get("/health/live")).status_code == 200
+
+
+def test_logs_are_json_lines_with_bound_ids_outside_dev(capsys):
+    configure_logging(Settings(env="prod", log_level="INFO"))
+    try:
+        log = structlog.get_logger()
+        structlog.contextvars.bind_contextvars(request_id="r-1", job_id="j-1")
+        log.info("job_queued", bytes=10)
+        log.debug("hidden")  # below the configured level
+    finally:
+        structlog.contextvars.clear_contextvars()
+        configure_logging(Settings(env="dev"))
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+    assert len(lines) == 1
+    assert lines[0] == {
+        **lines[0],
+        "event": "job_queued",
+        "request_id": "r-1",
+        "job_id": "j-1",
+        "level": "info",
+        "bytes": 10,
+    }

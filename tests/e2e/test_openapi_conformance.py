@@ -1,0 +1,93 @@
+"""schemathesis against /openapi.json of a real API process: no 5xx, responses match the schema.
+
+Examples per operation are few (the suite must stay fast on two cores); each run still sends
+hundreds of generated requests, valid and invalid, with a real admin key.
+"""
+
+import itertools
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis import GenerationMode
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from tests.e2e.processes import lookout_env, start_api, start_worker, stopping, wait_until
+
+MAX_EXAMPLES = 25
+
+
+@pytest.fixture(scope="module")
+def live_api(servers, models_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("schemathesis")
+    env = lookout_env(
+        database_url=servers.database_url,
+        redis_url=servers.redis_url,
+        data_dir=tmp / "data",
+        models_dir=models_dir,
+    )
+    api, base_url = start_api(env, tmp / "logs")
+    # A worker too: with one alive /health/ready is 200, and uploads really run.
+    worker = start_worker(env, tmp / "logs", "worker")
+    with stopping(worker, api):
+        wait_until(
+            lambda: httpx.get(f"{base_url}/health/ready").status_code == 200, what="a worker"
+        )
+        yield base_url
+
+
+def test_api_conforms_to_its_openapi_schema(live_api, api_key):
+    schema = schemathesis.openapi.from_url(f"{live_api}/openapi.json")
+    checks = [
+        not_a_server_error,
+        response_schema_conformance,
+        status_code_conformance,
+        content_type_conformance,
+    ]
+    failures: dict[str, str] = {}
+    tested = []
+    operations = [result.ok() for result in schema.get_all_operations()]
+    for operation, mode in itertools.product(operations, GenerationMode):
+        tested.append(operation.label)
+
+        @given(case=operation.as_strategy(generation_mode=mode))
+        @settings(
+            max_examples=MAX_EXAMPLES,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            derandomize=True,
+            database=None,
+        )
+        def run_case(case) -> None:
+            case.call_and_validate(base_url=live_api, headers={"X-API-Key": api_key}, checks=checks)
+
+        try:
+            run_case()
+        except Unsatisfiable:
+            assert mode is GenerationMode.NEGATIVE  # nothing to get wrong: no parameters
+        except Exception as exc:  # keep going: report every operation that fails
+            failures[f"{operation.label} ({mode.value})"] = f"{exc}"[:2000]
+    assert len(operations) >= 8, tested
+    assert not failures, "\n\n".join(f"{label}: {detail}" for label, detail in failures.items())
+    metrics = httpx.get(f"{live_api}/metrics").text
+    requests = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("lookout_http_request_duration_seconds_count")
+    )
+    print(f"\nschemathesis: {len(operations)} operations, {requests:.0f} requests, no failure")
+    assert requests >= 5 * len(operations)
+
+
+def test_the_schema_documents_the_api_key_and_error_statuses(live_api):
+    document = httpx.get(f"{live_api}/openapi.json").json()
+    assert document["components"]["securitySchemes"]["APIKeyHeader"]["name"] == "X-API-Key"
+    upload = document["paths"]["/v1/images"]["post"]["responses"]
+    assert {"401", "403", "413", "415", "422", "429", "503"} <= set(upload)
