@@ -5,6 +5,7 @@ lookout up        everything locally: embedded Postgres + Redis when no URLs are
 lookout api       the HTTP API alone (uvicorn)
 lookout worker    detector worker processes
 lookout migrate   upgrade the database schema to the latest revision
+lookout models    list | pull | verify the model packs (workers/models.py has the manifest)
 """
 
 import argparse
@@ -32,6 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker.add_argument("--processes", type=int, help="worker processes (default from settings)")
     worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
     commands.add_parser("migrate", help="upgrade the database schema")
+    models = commands.add_parser("models", help="list, download or check model packs")
+    models.add_argument("action", choices=["list", "pull", "verify"])
+    models.add_argument("packs", nargs="*", help="pack names (default: the configured packs)")
     args = parser.parse_args(argv)
 
     settings = get_settings()
@@ -51,8 +55,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         migrate(_require(settings.database.url, "LOOKOUT_DATABASE__URL"))
         print("database schema is up to date")
         return 0
+    if args.command == "models":
+        return models_command(settings, args.action, args.packs)
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+def models_command(settings: Settings, action: str, pack_names: Sequence[str]) -> int:
+    """`lookout models list|pull|verify [PACK …]`; exit 1 when a file is missing or wrong."""
+    from workers import models
+
+    try:
+        if action == "list":
+            lines = models.list_packs(settings)
+            good = True
+        elif action == "pull":
+            lines = models.pull_packs(settings, models.packs_named(settings, pack_names))
+            good = True
+        else:
+            good, lines = models.verify_packs(settings, models.packs_named(settings, pack_names))
+    except models.ModelError as exc:
+        print(f"lookout: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(lines))
+    return 0 if good else 1
 
 
 def _require(value: str | None, variable: str) -> str:
