@@ -183,7 +183,13 @@ async def claim_stale(redis: "Redis", consumer: str, *, min_idle_ms: int, count:
     return cast(RawEntries, response[1])
 
 
-async def read_new(redis: "Redis", consumer: str, *, count: int, block_ms: int) -> RawEntries:
+async def read_new(
+    redis: "Redis", consumer: str, *, count: int, block_ms: int | None
+) -> RawEntries:
+    """Up to `count` new entries for this consumer; block_ms=None returns at once.
+
+    (Redis reads BLOCK 0 as "forever", so "do not wait" is None, never 0.)
+    """
     response = cast(
         list[tuple[bytes, RawEntries]],
         await redis.xreadgroup(GROUP, consumer, {JOBS: ">"}, count=count, block=block_ms),

@@ -28,7 +28,13 @@ from app.images import inspect_image
 from app.jobs.service import create_job, enqueue_job
 from app.main import create_app
 from app.models import Job
-from app.settings import DatabaseSettings, RedisSettings, Settings, WorkerSettings
+from app.settings import (
+    DatabaseSettings,
+    ModelSettings,
+    RedisSettings,
+    Settings,
+    WorkerSettings,
+)
 from app.storage import Storage
 from workers.consumer import Consumer
 from workers.detectors.base import Detector
@@ -83,6 +89,11 @@ def settings(
         database=DatabaseSettings(url=servers.database_url),
         redis=RedisSettings(url=servers.redis_url),
         worker=WorkerSettings(processes=1, threads=1, job_timeout_s=30, block_ms=100),
+        # The test pack (MODELS.md): SCRFD det_500m + the MobileFaceNet stand-in (192-d) +
+        # YOLOX-Nano, all verified copies in LOOKOUT_MODELS_DIR. Never download in tests.
+        models=ModelSettings(
+            face_pack="scrfd_mobilefacenet", object_pack="yolox_nano", download=False
+        ),
     )
 
 
