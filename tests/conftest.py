@@ -128,10 +128,13 @@ def detectors(settings: Settings) -> dict[str, Detector]:
 
 
 @pytest.fixture(autouse=True)
-async def clean_state(request: pytest.FixtureRequest, settings: Settings) -> AsyncIterator[None]:
-    """Every test starts with empty tables, an empty Redis and an empty image store."""
-    engine: AsyncEngine = request.getfixturevalue("engine")
-    redis_client: Redis = request.getfixturevalue("redis")
+async def clean_state(settings: Settings, engine: AsyncEngine, redis: Redis) -> AsyncIterator[None]:
+    """Every test starts with empty tables, an empty Redis and an empty image store.
+
+    engine and redis are parameters (not looked up inside this coroutine) so that they are set
+    up before it runs, also for synchronous tests that request neither.
+    """
+    redis_client = redis
     async with engine.begin() as connection:
         await connection.execute(text("TRUNCATE jobs, detections CASCADE"))
     await redis_client.flushdb()

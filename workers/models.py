@@ -12,6 +12,7 @@ match is refused, so every machine runs byte-identical models.
 
 import contextlib
 import hashlib
+import http.client
 import os
 import tempfile
 import urllib.error
@@ -381,54 +382,80 @@ def resolve_model(settings: Settings, model: ModelFile, *, download: bool | None
 
     `download` overrides settings.models.download (`lookout models pull` forces it on).
     """
-    verify = settings.models.verify_on_start
-    path = find_model(settings, model)
-    if path is not None:
-        if not verify:
-            return path
-        try:
-            verify_file(path, model)
-            return path
-        except ChecksumMismatch:
-            # The cache is ours: a bad copy there (a crash mid-copy, a bad disk) is replaced.
-            # A bad copy in LOOKOUT_MODELS_DIR is the user's: refuse it, never touch it.
-            if path.parent != settings.models_cache_dir:
-                raise
-            log.warning("model_cache_corrupt", path=str(path))
-            path.unlink()
-    allowed = settings.models.download if download is None else download
-    url = model.source_url(settings.models.mirror_url)
-    if not allowed or url is None:
-        raise ModelNotFound(_not_found_message(settings, model, reason=None))
-    try:
-        fetched = download_models(settings, [model])
-    except DownloadError as exc:
-        raise ModelNotFound(_not_found_message(settings, model, reason=str(exc))) from exc
-    return fetched[model.name]
+    return resolve_files(settings, [model], download=download)[model.name]
 
 
 def resolve_pack(
     settings: Settings, pack: Pack, *, download: bool | None = None
 ) -> dict[str, Path]:
     """Verified paths of every file of the pack, by file name."""
-    return {m.name: resolve_model(settings, m, download=download) for m in pack.files}
+    return resolve_files(settings, pack.files, download=download)
 
 
-def _not_found_message(settings: Settings, model: ModelFile, *, reason: str | None) -> str:
+def resolve_files(
+    settings: Settings, models: Sequence[ModelFile], *, download: bool | None = None
+) -> dict[str, Path]:
+    """Verified paths by file name; the missing ones are fetched together (one download per
+    archive). Raises ModelNotFound (missing, cannot fetch) or ChecksumMismatch (a bad file in
+    LOOKOUT_MODELS_DIR)."""
+    found: dict[str, Path] = {}
+    missing = []
+    for model in models:
+        path = _find_verified(settings, model)
+        if path is None:
+            missing.append(model)
+        else:
+            found[model.name] = path
+    if missing:
+        allowed = settings.models.download if download is None else download
+        mirror = settings.models.mirror_url
+        if not allowed or any(m.source_url(mirror) is None for m in missing):
+            raise ModelNotFound(_not_found_message(settings, missing, reason=None))
+        try:
+            found |= download_models(settings, missing)
+        except (DownloadError, ChecksumMismatch) as exc:
+            raise ModelNotFound(_not_found_message(settings, missing, reason=str(exc))) from exc
+    return {m.name: found[m.name] for m in models}
+
+
+def _find_verified(settings: Settings, model: ModelFile) -> Path | None:
+    path = find_model(settings, model)
+    if path is None or not settings.models.verify_on_start:
+        return path
+    try:
+        verify_file(path, model)
+    except ChecksumMismatch:
+        # The cache is ours: a bad copy there (a crash mid-copy, a bad disk) is replaced.
+        # A bad copy in LOOKOUT_MODELS_DIR is the user's: refuse it, never touch it.
+        if path.parent != settings.models_cache_dir:
+            raise
+        log.warning("model_cache_corrupt", path=str(path))
+        path.unlink()
+        return None
+    return path
+
+
+def _not_found_message(
+    settings: Settings, models: Sequence[ModelFile], *, reason: str | None
+) -> str:
     searched = ", ".join(str(d) for d in model_search_dirs(settings))
-    if model.url is None and settings.models.mirror_url is None:
-        how = "it has no public download: copy it there"
-    elif reason is not None:
-        how = f"downloading it failed ({reason})"
+    names = ", ".join(repr(m.name) for m in models)
+    what = f"model file {names}" if len(models) == 1 else f"model files {names}"
+    if reason is not None:
+        how = f"downloading failed ({reason})"
+    elif any(m.url is None for m in models) and settings.models.mirror_url is None:
+        how = "there is no public download: copy the file there"
     else:
-        how = f"downloads are off (LOOKOUT_MODELS__DOWNLOAD=false); get it from {model.url}"
-        if model.archive_member is not None:
-            how += f" (member {model.archive_member})"
+        sources = sorted(
+            {f"{m.url} ({m.archive_member})" if m.archive_member else str(m.url) for m in models}
+        )
+        how = "downloads are off (LOOKOUT_MODELS__DOWNLOAD=false); get them from "
+        how += ", ".join(sources)
+    checksums = "; ".join(f"{m.name} sha256 {m.sha256}" for m in models)
     return (
-        f"model file {model.name!r} not found (looked in {searched}); {how}. "
-        f"Put {model.name} (sha256 {model.sha256}) in LOOKOUT_MODELS_DIR or "
-        f"{settings.models_cache_dir}, or run `lookout models pull` where the internet is "
-        "reachable and copy the cache dir."
+        f"{what} not found (looked in {searched}); {how}. Put the file(s) ({checksums}) in "
+        f"LOOKOUT_MODELS_DIR or {settings.models_cache_dir}, or run `lookout models pull` "
+        "where the internet is reachable and copy the cache dir."
     )
 
 
@@ -477,8 +504,10 @@ def _downloaded(url: str, directory: Path, *, timeout_s: float) -> Iterator[Path
                     received_bytes = _copy(response, out, limit_bytes=MAX_DOWNLOAD_BYTES)
             except urllib.error.HTTPError as exc:
                 raise DownloadError(f"{url} answered HTTP {exc.code} {exc.reason}") from exc
-            except (urllib.error.URLError, TimeoutError, OSError) as exc:
-                reason = getattr(exc, "reason", exc)
+            except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+                # URLError: DNS, refused, TLS; HTTPException: the body ended early; OSError:
+                # timeouts and resets mid-body.
+                reason = getattr(exc, "reason", None) or repr(exc)
                 raise DownloadError(f"could not fetch {url}: {reason}") from exc
         log.info("model_download_finished", url=url, bytes=received_bytes)
         yield tmp
