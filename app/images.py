@@ -82,11 +82,17 @@ def inspect_image(data: bytes, *, max_pixels: int) -> ImageInfo:
 def _exif_orientation(image: Image.Image) -> int:
     """The EXIF orientation tag (1 = as stored); a corrupt EXIF block counts as 1, not an error.
 
-    Read from the header (APP1 / eXIf / EXIF chunk): no pixel is decoded.
+    Only EXIF that the header parse already holds (JPEG APP1, WebP EXIF, PNG eXIf before the
+    pixel data) is read: Image.getexif() may decode the whole image to find more, which would
+    undo the point of checking dimensions first.
     """
+    raw = image.info.get("exif")
+    if not raw:
+        return 1
     try:
-        value = image.getexif().get(ExifTags.Base.Orientation, 1)
-        orientation = int(value)
+        exif = Image.Exif()
+        exif.load(raw)
+        orientation = int(exif.get(ExifTags.Base.Orientation, 1))
     except Exception:  # PIL raises many types for malformed EXIF
         return 1
     return orientation if 1 <= orientation <= 8 else 1
