@@ -83,6 +83,10 @@ class FaceSettings(BaseModel):
     nms_threshold: float = 0.4
     # Age and gender, when the face pack has a genderage model.
     attributes: bool = True
+    # Faces per embedder call. All faces of a batch go in one call up to this many; more are
+    # split. On a 2-core CPU the stand-in's per-face cost rose with batch size (bench/RESULTS.md);
+    # large batches pay off on GPUs.
+    max_embed_batch: int = Field(default=64, ge=1)
 
 
 class ObjectSettings(BaseModel):

@@ -4,6 +4,7 @@ The task names are app/jobs/service.py's TASKS; a test keeps the two lists equal
 """
 
 import time
+import warnings
 
 import structlog
 
@@ -25,6 +26,7 @@ def build_face_detector(settings: Settings, options: RuntimeOptions) -> FaceDete
         input_size_px=settings.faces.input_size,
         score_threshold=settings.faces.score_threshold,
         nms_threshold=settings.faces.nms_threshold,
+        max_embed_batch=settings.faces.max_embed_batch,
     )
     embedder = Embedder(pack.embedder_spec, OnnxModel(paths[pack.embedder.name], options))
     genderage = None
@@ -53,6 +55,11 @@ def build_detectors(settings: Settings) -> dict[str, Detector]:
 
     Raises workers.models.ModelError (missing or wrong file) before any job is taken.
     """
+    # insightface's norm_crop calls a scikit-image API deprecated in 0.26; the warning would
+    # print again for each job (app.images resets the warning registry on every upload check).
+    warnings.filterwarnings(
+        "ignore", category=FutureWarning, module=r"insightface\.utils\.face_align"
+    )
     options = RuntimeOptions.from_settings(settings)
     detectors: dict[str, Detector] = {
         "faces": build_face_detector(settings, options),
