@@ -8,6 +8,7 @@ import asyncio
 import multiprocessing
 import os
 import signal
+import sys
 
 import structlog
 from redis.asyncio import Redis
@@ -18,6 +19,7 @@ from app.settings import Settings
 from app.storage import Storage
 from workers.consumer import Consumer
 from workers.detectors.registry import build_detectors
+from workers.models import ModelError
 
 log = structlog.get_logger()
 
@@ -45,7 +47,11 @@ async def run_worker(
 
 
 def run_worker_process(settings: Settings, burst: bool = False) -> None:
-    """Entry point of one worker process, with graceful shutdown on SIGTERM/SIGINT."""
+    """Entry point of one worker process, with graceful shutdown on SIGTERM/SIGINT.
+
+    A model that cannot be found or verified ends the process with exit code 2 and one line
+    saying which file and where to put it (no traceback).
+    """
     configure_logging(settings)
 
     async def main() -> None:
@@ -55,7 +61,12 @@ def run_worker_process(settings: Settings, burst: bool = False) -> None:
             loop.add_signal_handler(sig, stop.set)
         await run_worker(settings, burst=burst, stop=stop)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except ModelError as exc:
+        log.error("models_unavailable", error=str(exc))
+        print(f"lookout worker: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def serve(settings: Settings, *, processes: int, burst: bool = False) -> int:

@@ -163,7 +163,9 @@ class FaceDetector:
             static_shape_sessions=False,
         )
         self._scrfd.prepare(
-            ctx_id=-1,
+            # ctx_id < 0 would make insightface reset the session to CPU only; 0 keeps the
+            # providers our session was created with (CUDA where configured and present).
+            ctx_id=0,
             input_size=(config.input_size_px, config.input_size_px),
             det_thresh=config.score_threshold,
             nms_thresh=config.nms_threshold,
