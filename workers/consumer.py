@@ -186,12 +186,17 @@ class Consumer:
         return work
 
     async def infer(self, batch: Sequence[Work]) -> list[PipelineResult | Exception]:
-        return await asyncio.to_thread(
-            run_batch,
-            [w.image for w in batch],
-            [w.message.tasks for w in batch],
-            self.detectors,
-        )
+        """Results per job, in order; never raises (a failure becomes every job's outcome)."""
+        try:
+            return await asyncio.to_thread(
+                run_batch,
+                [w.image for w in batch],
+                [w.message.tasks for w in batch],
+                self.detectors,
+            )
+        except Exception as exc:  # run_batch catches detector errors; this is a last resort
+            log.exception("batch_failed", size=len(batch))
+            return [exc] * len(batch)
 
     async def complete(
         self, batch: Sequence[Work], results: Sequence[PipelineResult | Exception]

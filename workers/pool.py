@@ -71,6 +71,11 @@ def run_worker_process(settings: Settings, burst: bool = False) -> None:
 
 def serve(settings: Settings, *, processes: int, burst: bool = False) -> int:
     """Run `processes` worker processes until they all exit. Returns a shell exit code."""
+    cores = len(os.sched_getaffinity(0))
+    threads = settings.worker.threads
+    if processes * threads > cores:
+        # More inference threads than cores: they preempt each other and throughput drops.
+        log.warning("workers_oversubscribed", processes=processes, threads=threads, cores=cores)
     if processes == 1:
         run_worker_process(settings, burst)
         return 0
