@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Verified model files for local runs, tests and CI (see ../shared/models/MODELS.md).
 export LOOKOUT_MODELS_DIR ?= $(abspath $(CURDIR)/../shared/models)
+# Those copies hold the test face pack (SCRFD-500M + the MobileFaceNet stand-in), not ArcFace's
+# w600k_mbf: without this, `make up` would try to download the production default buffalo_sc.
+export LOOKOUT_MODELS__FACE_PACK ?= scrfd_mobilefacenet
 
 .PHONY: install up test lint check bench clean
 

@@ -7,6 +7,7 @@ lookout worker    detector worker processes
 lookout migrate   upgrade the database schema to the latest revision
 lookout apikey    create | list | revoke client API keys
 lookout maintain  one reconciler + janitor pass now (the API also runs them on a schedule)
+lookout models    list | pull | verify the model packs (workers/models.py has the manifest)
 """
 
 import argparse
@@ -51,6 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     revoke = apikey_commands.add_parser("revoke", help="revoke a key by its prefix")
     revoke.add_argument("prefix", help="the 12 characters after lk_ (see `lookout apikey list`)")
     commands.add_parser("maintain", help="run one reconciler + janitor pass now")
+    models = commands.add_parser("models", help="list, download or check model packs")
+    models.add_argument("action", choices=["list", "pull", "verify"])
+    models.add_argument("packs", nargs="*", help="pack names (default: the configured packs)")
     args = parser.parse_args(argv)
 
     settings = get_settings()
@@ -80,8 +84,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
     if args.command == "maintain":
         return asyncio.run(maintain_once(settings))
+    if args.command == "models":
+        return models_command(settings, args.action, args.packs)
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+def models_command(settings: Settings, action: str, pack_names: Sequence[str]) -> int:
+    """`lookout models list|pull|verify [PACK …]`; exit 1 when a file is missing or wrong."""
+    from workers import models
+
+    try:
+        if action == "list":
+            lines = models.list_packs(settings)
+            good = True
+        elif action == "pull":
+            lines = models.pull_packs(settings, models.packs_named(settings, pack_names))
+            good = True
+        else:
+            good, lines = models.verify_packs(settings, models.packs_named(settings, pack_names))
+    except models.ModelError as exc:
+        print(f"lookout: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(lines))
+    return 0 if good else 1
 
 
 def _require(value: str | None, variable: str) -> str:
@@ -192,7 +218,16 @@ def up(settings: Settings) -> int:
     """Supervise embedded servers (if needed), migrations, the API and the workers."""
     from app.db import migrate
     from app.embedded import EmbeddedServices, start_embedded
+    from workers import models
 
+    # Models first: a missing file is one clear message before anything starts, rather than
+    # an API that accepts jobs no worker can run.
+    try:
+        for pack in models.configured_packs(settings):
+            models.resolve_pack(settings, pack)
+    except models.ModelError as exc:
+        print(f"lookout: {exc}", file=sys.stderr)
+        return 2
     embedded: EmbeddedServices | None = None
     env = dict(os.environ)
     if settings.database.url is None or settings.redis.url is None:

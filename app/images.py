@@ -10,7 +10,7 @@ import struct
 import warnings
 from dataclasses import dataclass
 
-from PIL import Image
+from PIL import ExifTags, Image
 
 from app.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
@@ -33,8 +33,16 @@ class UnsupportedImageType(UnsupportedMediaType):
 @dataclass(frozen=True)
 class ImageInfo:
     format: str  # JPEG | PNG | WEBP
-    width: int
+    width: int  # as stored, before EXIF orientation
     height: int
+    orientation: int = 1  # EXIF orientation 1..8; 5..8 swap width and height when shown
+
+    @property
+    def upright_size(self) -> tuple[int, int]:
+        """(width, height) once EXIF orientation is applied: the frame detections refer to."""
+        if self.orientation in (5, 6, 7, 8):
+            return self.height, self.width
+        return self.width, self.height
 
     @property
     def content_type(self) -> str:
@@ -57,6 +65,7 @@ def inspect_image(data: bytes, *, max_pixels: int) -> ImageInfo:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data), formats=[image_format]) as image:
                 width, height = image.size
+                orientation = _exif_orientation(image)
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(f"image dimensions exceed the limit of {max_pixels} pixels") from exc
     except Exception as exc:  # PIL raises a zoo of types for corrupt headers
@@ -67,7 +76,26 @@ def inspect_image(data: bytes, *, max_pixels: int) -> ImageInfo:
         raise ImageTooLarge(
             f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
         )
-    return ImageInfo(image_format, width, height)
+    return ImageInfo(image_format, width, height, orientation)
+
+
+def _exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag (1 = as stored); a corrupt EXIF block counts as 1, not an error.
+
+    Only EXIF that the header parse already holds (JPEG APP1, WebP EXIF, PNG eXIf before the
+    pixel data) is read: Image.getexif() may decode the whole image to find more, which would
+    undo the point of checking dimensions first.
+    """
+    raw = image.info.get("exif")
+    if not raw:
+        return 1
+    try:
+        exif = Image.Exif()
+        exif.load(raw)
+        orientation = int(exif.get(ExifTags.Base.Orientation, 1))
+    except Exception:  # PIL raises many types for malformed EXIF
+        return 1
+    return orientation if 1 <= orientation <= 8 else 1
 
 
 def _sniff_format(data: bytes) -> str:

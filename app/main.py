@@ -28,8 +28,10 @@ from app.storage import Storage
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
 DESCRIPTION = """
-Self-hosted vision inference. `POST /v1/images` queues a job; workers detect faces; results
-arrive on `WS /v1/jobs/{id}/events`, on the firehose `WS /v1/ws`, and at `GET /v1/jobs/{id}`.
+Self-hosted vision inference. `POST /v1/images` queues a job; workers find faces (box,
+landmarks, embedding, age/gender), objects (COCO classes, counts) and QR codes, as the job's
+`tasks` ask; results arrive on `WS /v1/jobs/{id}/events`, on the firehose `WS /v1/ws`, and
+at `GET /v1/jobs/{id}`.
 Every /v1 call needs an API key in `X-API-Key` (scopes read / write / admin); a key sees only
 the jobs it created, unless it is an admin key.
 Errors are always `{"error": code, "detail": message}`; 503 `unavailable` means Postgres or

@@ -5,7 +5,21 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Enum, Float, ForeignKey, Index, Integer, String, Text, func
+import numpy as np
+import numpy.typing as npt
+from pgvector.sqlalchemy import Vector
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    func,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -90,3 +104,33 @@ class Detection(Base):
     box: Mapped[list[float]] = mapped_column(ARRAY(Float))  # x1, y1, x2, y2 in image pixels
     landmarks: Mapped[list[list[float]] | None] = mapped_column(JSONB)
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+
+
+class FaceEmbedding(Base):
+    """One face's embedding, stored with the model that made it.
+
+    The vector column has no fixed dimension: the dimension follows the configured embedder
+    (512 for ArcFace, 192 for the MobileFaceNet stand-in), and a deployment may switch packs
+    while old rows remain. `model` and `dim` are stored per row and a CHECK keeps `dim` honest.
+    Similarity queries must filter on `model` (never compare across models); an HNSW index needs
+    a fixed dimension, so the gallery adds per-model partial expression indexes, e.g.
+    `USING hnsw ((embedding::vector(512)) vector_cosine_ops) WHERE model = 'w600k_mbf'`.
+    """
+
+    __tablename__ = "face_embeddings"
+
+    # One embedding per face detection; deleting the detection (or its job) deletes it.
+    detection_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("detections.id", ondelete="CASCADE"), primary_key=True
+    )
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("jobs.id", ondelete="CASCADE"), index=True
+    )
+    model: Mapped[str] = mapped_column(String(64))
+    dim: Mapped[int] = mapped_column(Integer)
+    embedding: Mapped[npt.NDArray[np.float32]] = mapped_column(Vector())
+
+    __table_args__ = (
+        CheckConstraint("vector_dims(embedding) = dim", name="ck_face_embeddings_dim"),
+        Index("ix_face_embeddings_model", "model"),
+    )

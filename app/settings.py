@@ -50,7 +50,7 @@ class DatabaseSettings(BaseModel):
 
 class RedisSettings(BaseModel):
     url: str | None = None  # redis://host:6379/0 or unix:///path/redis.sock ; None → embedded
-    socket_timeout_s: float = 10.0  # must exceed the longest blocking read (WS_READ_BLOCK_MS)
+    socket_timeout_s: float = 10.0  # must exceed the longest blocking read (streams.MAX_BLOCK_MS)
     connect_timeout_s: float = 5.0
 
 
@@ -91,6 +91,10 @@ class WorkerSettings(BaseModel):
     job_timeout_s: float = 60.0
     max_deliveries: int = Field(default=3, ge=1)
     block_ms: int = 1000
+    # onnxruntime inter-op threads per session. Graphs run sequentially (ORT_SEQUENTIAL), so
+    # more than 1 only adds idle threads; kept as a setting for parallel execution experiments.
+    inter_op_threads: int = Field(default=1, ge=1)
+    # Up to batch_size messages are processed together (all their faces embedded in one call).
     batch_size: int = Field(default=4, ge=1)
     # Liveness seen by /health/ready: a worker counts as alive for heartbeat_ttl_s after a beat.
     heartbeat_interval_s: float = 5.0
@@ -100,6 +104,9 @@ class WorkerSettings(BaseModel):
     # Prometheus exporter of each worker process: process i listens on metrics_port + i.
     # None → no exporter. (Each process serves its own registry; no multiprocess dir needed.)
     metrics_port: int | None = None
+    # After the first message arrives, wait this long for more to fill the batch. Small: with
+    # light traffic every job pays it as extra latency.
+    batch_wait_ms: int = Field(default=5, ge=0)
 
 
 class StreamSettings(BaseModel):
@@ -124,10 +131,50 @@ class MaintenanceSettings(BaseModel):
     reconcile_batch: int = 500
 
 
+class ModelSettings(BaseModel):
+    """Which model packs the workers load (see workers/models.py for the manifest)."""
+
+    # buffalo_sc: SCRFD-500M + ArcFace w600k_mbf (512-d). Tests use scrfd_mobilefacenet.
+    face_pack: str = "buffalo_sc"
+    object_pack: str = "yolox_nano"
+    # onnxruntime execution providers in order of preference; unavailable ones are skipped.
+    providers: list[str] = ["CPUExecutionProvider"]
+    # Fetch a missing file from its upstream release (checksum-verified) into data_dir/models.
+    download: bool = True
+    # Fetch from this base URL instead of upstream (an offline mirror): {mirror_url}/{file}.
+    mirror_url: str | None = None
+    download_timeout_s: float = 60.0
+    # Hash every file at worker start; a file that does not match its manifest sha256 is refused.
+    verify_on_start: bool = True
+    # Run each model once on a blank input at start, so the first job does not pay for
+    # onnxruntime's lazy allocations.
+    warm_up: bool = True
+
+
 class FaceSettings(BaseModel):
-    detector_model: str = "det_500m.onnx"
-    input_size: int = 640
+    input_size: int = 640  # SCRFD input (the image is letterboxed to this square)
     score_threshold: float = 0.5
+    nms_threshold: float = 0.4
+    # Age and gender, when the face pack has a genderage model.
+    attributes: bool = True
+    # Faces per embedder call. All faces of a batch go in one call up to this many; more are
+    # split. On a 2-core CPU the stand-in's per-face cost rose with batch size (bench/RESULTS.md);
+    # large batches pay off on GPUs.
+    max_embed_batch: int = Field(default=64, ge=1)
+
+
+class ObjectSettings(BaseModel):
+    score_threshold: float = 0.3
+    nms_threshold: float = 0.45
+    # Keep only these COCO class names (e.g. ["person", "car"]); None keeps all 80.
+    classes: list[str] | None = None
+
+
+class DecodeSettings(BaseModel):
+    # JPEGs at least twice this size on the longer side decode at 1/2, 1/4 or 1/8 scale (libjpeg
+    # DCT scaling: far less work and memory), never below this. The models letterbox to ≤ 640 px,
+    # so detail beyond this only slows decode; boxes are reported in full-resolution pixels.
+    target_side_px: int = Field(default=2048, ge=64)
 
 
 class Settings(BaseSettings):
@@ -150,7 +197,10 @@ class Settings(BaseSettings):
     streams: StreamSettings = StreamSettings()
     retention: RetentionSettings = RetentionSettings()
     maintenance: MaintenanceSettings = MaintenanceSettings()
+    models: ModelSettings = ModelSettings()
     faces: FaceSettings = FaceSettings()
+    objects: ObjectSettings = ObjectSettings()
+    decode: DecodeSettings = DecodeSettings()
 
     @model_validator(mode="after")
     def _auth_off_only_in_dev(self) -> "Settings":
@@ -184,6 +234,11 @@ class Settings(BaseSettings):
             if password is not None and password.lower() in PLACEHOLDER_SECRETS:
                 problems.append(f"{name} uses a placeholder password ({password!r})")
         return problems
+
+    @property
+    def models_cache_dir(self) -> Path:
+        """Where downloaded model files go (LOOKOUT_MODELS_DIR is searched before it)."""
+        return self.data_dir / "models"
 
     def check_startup(self) -> None:
         problems = self.startup_problems()

@@ -30,6 +30,10 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 
 SCHEMA_VERSION = 1
+# The longest one blocking read may wait. Callers that wait longer loop; the Redis client's
+# socket timeout (settings.redis.socket_timeout_s) must exceed this, or a quiet stream would
+# look like a dead connection.
+MAX_BLOCK_MS = 5000
 JOBS = "lookout:jobs"
 GROUP = "detectors"
 DEAD = "lookout:jobs:dead"
@@ -265,6 +269,7 @@ async def read_firehose(
 async def _xread(
     redis: "Redis", key: str, after: StreamId, block_ms: int
 ) -> list[tuple[StreamId, dict[str, Any]]]:
+    block_ms = min(block_ms, MAX_BLOCK_MS)
     response = cast(
         list[tuple[bytes, RawEntries]], await redis.xread({key: after}, block=block_ms, count=100)
     )
@@ -294,7 +299,15 @@ async def claim_stale(redis: "Redis", consumer: str, *, min_idle_ms: int, count:
     return cast(RawEntries, response[1])
 
 
-async def read_new(redis: "Redis", consumer: str, *, count: int, block_ms: int) -> RawEntries:
+async def read_new(
+    redis: "Redis", consumer: str, *, count: int, block_ms: int | None
+) -> RawEntries:
+    """Up to `count` new entries for this consumer; block_ms=None returns at once.
+
+    (Redis reads BLOCK 0 as "forever", so "do not wait" is None, never 0.)
+    """
+    if block_ms is not None:
+        block_ms = min(block_ms, MAX_BLOCK_MS)
     response = cast(
         list[tuple[bytes, RawEntries]],
         await redis.xreadgroup(GROUP, consumer, {JOBS: ">"}, count=count, block=block_ms),

@@ -33,6 +33,7 @@ from app.security import Scope
 from app.settings import (
     DatabaseSettings,
     MaintenanceSettings,
+    ModelSettings,
     RedisSettings,
     Settings,
     WorkerSettings,
@@ -93,6 +94,11 @@ def settings(
         worker=WorkerSettings(processes=1, threads=1, job_timeout_s=30, block_ms=100),
         # Tests run the reconciler and janitor themselves, when they mean to.
         maintenance=MaintenanceSettings(enabled=False),
+        # The test pack (MODELS.md): SCRFD det_500m + the MobileFaceNet stand-in (192-d) +
+        # YOLOX-Nano, all verified copies in LOOKOUT_MODELS_DIR. Never download in tests.
+        models=ModelSettings(
+            face_pack="scrfd_mobilefacenet", object_pack="yolox_nano", download=False
+        ),
     )
 
 

@@ -28,6 +28,7 @@ def start_up(data_dir: Path, port: int, models_dir: Path) -> subprocess.Popen[by
     env.update(
         LOOKOUT_DATA_DIR=str(data_dir),
         LOOKOUT_MODELS_DIR=str(models_dir),
+        LOOKOUT_MODELS__FACE_PACK="scrfd_mobilefacenet",  # the verified test pack; no downloads
         LOOKOUT_API__PORT=str(port),
         LOOKOUT_WORKER__PROCESSES="1",
     )
@@ -117,3 +118,23 @@ def test_keys_are_off_only_for_a_zero_config_server_on_loopback(monkeypatch):
     assert not _zero_config_dev(Settings(_env_file=None, env="local"))  # chose an environment
     assert not _zero_config_dev(Settings(_env_file=None, auth=AuthSettings(enabled=True)))
     assert not _zero_config_dev(Settings(_env_file=None, api=ApiSettings(host="0.0.0.0")))
+
+
+def test_up_with_a_missing_model_says_which_and_starts_nothing(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKOUT_")}
+    env.update(
+        LOOKOUT_DATA_DIR=str(tmp_path / "data"),
+        LOOKOUT_MODELS_DIR=str(tmp_path / "no-models"),
+        LOOKOUT_MODELS__DOWNLOAD="false",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "up"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "det_500m.onnx" in result.stderr and "LOOKOUT_MODELS_DIR" in result.stderr
+    assert not (tmp_path / "data" / "postgres").exists()  # nothing was started

@@ -1,14 +1,18 @@
-"""The consumer loop: XAUTOCLAIM stale entries, XREADGROUP new ones, process, write, publish, ack.
+"""The consumer loop: take a batch, decode it, run it, write, publish, ack — one batch ahead.
+
+Batches: up to `batch_size` entries (stale entries of dead consumers first, then new ones; after
+the first new entry it waits up to `batch_wait_ms` to fill the batch). While a batch is in
+inference (a worker thread), the entries already waiting are taken and decoded (another thread),
+so the next batch is ready when this one ends. Every task's detector runs once per batch: all
+faces of the batch are embedded in one call.
 
 Delivery is at-least-once; effects are exactly-once because the result write locks the job row
-and skips a job that is already finished. The message is acked only after the database write
-and the event publish both succeeded. A failure in Postgres or Redis leaves the message pending:
-after `job_timeout_s` any consumer reclaims it, and after `max_deliveries` it is dead-lettered.
-
-Outages do not kill the loop: while Postgres or Redis is unreachable the consumer logs, backs
-off and tries again; when Redis comes back without its data (no consumer group), it recreates
-the group and the reconciler re-enqueues what was lost. A heartbeat task marks the worker alive
-in Redis (`lookout:workers`) every `heartbeat_interval_s`.
+and skips a job that is already finished. Each entry is acked only after its own database write
+and event publish both succeeded. While Postgres or Redis is unreachable the worker waits and
+retries the entry in hand, in process: an outage does not use up its `max_deliveries`. Any other
+failure leaves the entry pending: after `job_timeout_s` any consumer reclaims it, and after
+`max_deliveries` it is dead-lettered. A bad job (undecodable image, a detector crash on it,
+inference past `job_timeout_s`) fails alone; the worker never dies of it.
 """
 
 import asyncio
@@ -16,10 +20,10 @@ import contextlib
 import os
 import socket
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from redis.asyncio import Redis
@@ -30,12 +34,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app import streams
 from app.errors import is_outage
 from app.jobs.service import event_snapshot, job_detail, owner_field
-from app.models import Detection, Job, JobStatus
+from app.models import Detection, FaceEmbedding, Job, JobStatus
 from app.settings import Settings
 from app.storage import Storage
 from workers.detectors.base import Detector
 from workers.metrics import WorkerMetrics
-from workers.pipeline import BadImage, PipelineResult, run_pipeline
+from workers.pipeline import BadImage, DecodedImage, PipelineResult, decode_image, run_batch
+
+T = TypeVar("T")
 
 log = structlog.get_logger()
 
@@ -48,6 +54,15 @@ class Entry:
     entry_id: streams.StreamId
     fields: streams.Fields | None  # None: the entry was trimmed away while pending
     deliveries: int
+
+
+@dataclass(frozen=True)
+class Work:
+    """A started job whose image is decoded: ready for inference."""
+
+    entry: Entry
+    message: streams.JobMessage
+    image: DecodedImage
 
 
 def consumer_name() -> str:
@@ -73,45 +88,63 @@ class Consumer:
         self.storage = storage
         self.name = name or consumer_name()
         self.metrics = metrics or WorkerMetrics()
+        self._stop = asyncio.Event()
 
     async def run(self, stop: asyncio.Event | None = None, *, burst: bool = False) -> int:
-        """Process messages until `stop` is set (or, in burst mode, the stream is idle).
+        """Process batches until `stop` is set (or, in burst mode, the stream is idle).
 
-        Returns the number of messages handled. The message in hand is always finished first.
+        Returns the number of entries taken. Work in hand (the batch in inference and the one
+        decoded ahead) is always finished first.
         """
-        stop = stop or asyncio.Event()
+        self._stop = stop = stop or asyncio.Event()
         heartbeat = asyncio.create_task(self._heartbeat(stop))
-        handled = 0
+        taken = 0
+        ready: list[Work] = []
         group_ready = False
         try:
-            while not stop.is_set():
-                block_ms = BURST_IDLE_MS if burst else self.settings.worker.block_ms
+            while True:
+                if not ready:
+                    if stop.is_set():
+                        break
+                    block_ms = BURST_IDLE_MS if burst else self.settings.worker.block_ms
+                    try:
+                        if not group_ready:
+                            await streams.ensure_group(self.redis)
+                            group_ready = True
+                        entries = await self.next_entries(block_ms=block_ms)
+                    except ResponseError as exc:
+                        if not streams.is_missing_group(exc):
+                            raise
+                        log.warning("consumer_group_missing")  # Redis lost its data: recreate
+                        group_ready = False
+                        continue
+                    except Exception as exc:
+                        if not is_outage(exc):
+                            raise
+                        log.warning("redis_unavailable", error=repr(exc))
+                        await _sleep_unless(stop, self.settings.worker.retry_backoff_s)
+                        continue
+                    if not entries:
+                        if burst:
+                            break
+                        continue
+                    taken += len(entries)
+                    ready = await self.prepare(entries)
+                    if not ready:
+                        continue
+                current, ready = ready, []
+                inference = asyncio.create_task(self.infer(current))
                 try:
-                    if not group_ready:
-                        await streams.ensure_group(self.redis)
-                        group_ready = True
-                    entries = await self.next_entries(block_ms=block_ms)
-                except ResponseError as exc:
-                    if not streams.is_missing_group(exc):
-                        raise
-                    log.warning("consumer_group_missing")  # Redis lost its data: recreate
-                    group_ready = False
-                    continue
+                    if not stop.is_set():
+                        # Decode what is already waiting while this batch is in inference.
+                        entries = await self.next_entries(block_ms=None)
+                        taken += len(entries)
+                        ready = await self.prepare(entries)
                 except Exception as exc:
-                    if not is_outage(exc):
-                        raise
-                    log.warning("redis_unavailable", error=repr(exc))
-                    await _sleep_unless(stop, self.settings.worker.retry_backoff_s)
-                    continue
-                if not entries and burst:
-                    break
-                if entries:
-                    self.metrics.batch_size.observe(len(entries))
-                for entry in entries:
-                    while not await self.handle(entry):
-                        if not await self._wait_for_dependencies(stop):
-                            return handled  # stopping: the entry stays pending for others
-                    handled += 1
+                    log.warning("prefetch_failed", error=repr(exc))
+                finally:
+                    results = await inference
+                await self.complete(current, results)
         finally:
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
@@ -119,7 +152,7 @@ class Consumer:
                 await streams.forget_worker(self.redis, self.name)
             except Exception as exc:
                 log.warning("heartbeat_forget_failed", error=repr(exc))
-        return handled
+        return taken
 
     async def _heartbeat(self, stop: asyncio.Event) -> None:
         """Beat every interval while running; runs beside inference (which is in a thread)."""
@@ -131,8 +164,8 @@ class Consumer:
                 log.warning("heartbeat_failed", error=repr(exc))
             await _sleep_unless(stop, worker.heartbeat_interval_s)
 
-    async def next_entries(self, *, block_ms: int) -> list[Entry]:
-        """Stale entries of dead consumers first, then new ones."""
+    async def next_entries(self, *, block_ms: int | None) -> list[Entry]:
+        """Stale entries of dead consumers first, then new ones; block_ms=None: no waiting."""
         count = self.settings.worker.batch_size
         min_idle_ms = int(self.settings.worker.job_timeout_s * 1000)
         stale = await streams.claim_stale(
@@ -144,43 +177,135 @@ class Consumer:
                 for entry_id, fields in stale
             ]
         new = await streams.read_new(self.redis, self.name, count=count, block_ms=block_ms)
+        wait_ms = self.settings.worker.batch_wait_ms
+        if block_ms is not None and new and len(new) < count and wait_ms > 0:
+            deadline = asyncio.get_running_loop().time() + wait_ms / 1000
+            while len(new) < count:
+                remaining_ms = int((deadline - asyncio.get_running_loop().time()) * 1000)
+                if remaining_ms < 1:  # BLOCK 0 would mean "forever"
+                    break
+                more = await streams.read_new(
+                    self.redis, self.name, count=count - len(new), block_ms=remaining_ms
+                )
+                if not more:
+                    break
+                new.extend(more)
         return [Entry(entry_id, fields, 1) for entry_id, fields in new]
 
-    async def handle(self, entry: Entry) -> bool:
-        """Process one entry. Never raises: a bad job fails, an I/O error leaves it pending.
+    async def prepare(self, entries: Sequence[Entry]) -> list[Work]:
+        """Start each job and decode its image (in a thread). Never raises.
 
-        False: Postgres or Redis was unreachable and the entry is still pending. The caller
-        waits for them and hands the same entry in again, in process: no redelivery, so an
-        outage does not use up the job's max_deliveries.
+        Entries that need no inference (trimmed, malformed, given up, already finished, bad
+        image) are settled here; an entry that cannot be started stays pending.
         """
-        if entry.fields is None:  # trimmed by MAXLEN; the reconciler re-enqueues its job
-            return await self._safely(streams.ack(self.redis, entry.entry_id))
-        try:
-            message = streams.JobMessage.from_fields(entry.fields)
-        except streams.ProtocolError as exc:
-            log.warning("job_message_invalid", entry_id=entry.entry_id.decode(), error=str(exc))
-            self.metrics.jobs.labels("invalid").inc()
-            return await self._safely(
-                streams.dead_letter(self.redis, entry.entry_id, entry.fields, str(exc))
-            )
-        structlog.contextvars.bind_contextvars(job_id=str(message.job_id))
-        try:
-            await self._handle(entry, message)
-        except Exception as exc:
-            self.metrics.jobs.labels("retry").inc()
-            if is_outage(exc):
-                log.warning("job_waits_for_dependencies", error=repr(exc))
-                return False
-            # A bug, not an outage: leave it pending; redeliveries end in the dead letters.
-            log.exception("job_retry_later", error=repr(exc), deliveries=entry.deliveries)
-        finally:
-            structlog.contextvars.unbind_contextvars("job_id")
-        return True
+        if entries:
+            self.metrics.batch_size.observe(len(entries))
+        started: list[tuple[Entry, streams.JobMessage, bytes]] = []
+        for entry in entries:
+            ready = await self._persist(entry, lambda e=entry: self._start_entry(e))  # type: ignore[misc]
+            if ready is not None:
+                started.append((entry, *ready))
+        if not started:
+            return []
+        settings = self.settings
+        decoded = await asyncio.to_thread(
+            _decode_all,
+            [data for _, _, data in started],
+            max_pixels=settings.api.max_image_pixels,
+            target_side_px=settings.decode.target_side_px,
+        )
+        work = []
+        for (entry, message, _), image in zip(started, decoded, strict=True):
+            if isinstance(image, DecodedImage):
+                work.append(Work(entry, message, image))
+                continue
+            await self._settle(entry, message, image)
+        return work
 
-    async def _wait_for_dependencies(self, stop: asyncio.Event) -> bool:
-        """Block until Postgres and Redis both answer (True) or `stop` is set (False)."""
-        while not stop.is_set():
-            await _sleep_unless(stop, self.settings.worker.retry_backoff_s)
+    async def infer(self, batch: Sequence[Work]) -> list[PipelineResult | Exception]:
+        """Results per job, in order; never raises (a failure becomes every job's outcome).
+
+        Past `job_timeout_s` the batch's jobs fail. The inference thread cannot be interrupted:
+        it finishes in the background and its result is dropped.
+        """
+        timeout_s = self.settings.worker.job_timeout_s
+        model_ms: dict[str, float] = {}
+        try:
+            results = await asyncio.wait_for(
+                asyncio.to_thread(
+                    run_batch,
+                    [w.image for w in batch],
+                    [w.message.tasks for w in batch],
+                    self.detectors,
+                    model_ms,
+                ),
+                timeout=timeout_s,
+            )
+        except TimeoutError:
+            log.warning("batch_timed_out", size=len(batch), timeout_s=timeout_s)
+            return [JobTimeout(f"processing took longer than {timeout_s} s")] * len(batch)
+        except Exception as exc:  # run_batch catches detector errors; this is a last resort
+            log.exception("batch_failed", size=len(batch))
+            return [exc] * len(batch)
+        for model_name, ms in model_ms.items():
+            self.metrics.inference_ms.labels(model_name).observe(ms)
+        return results
+
+    async def complete(
+        self, batch: Sequence[Work], results: Sequence[PipelineResult | Exception]
+    ) -> None:
+        """Write, publish and ack each job of the batch. Never raises."""
+        for work, result in zip(batch, results, strict=True):
+            await self._settle(work.entry, work.message, result, batch_size=len(batch))
+
+    async def _settle(
+        self,
+        entry: Entry,
+        message: streams.JobMessage,
+        outcome: PipelineResult | Exception,
+        *,
+        batch_size: int = 1,
+    ) -> None:
+        """Record a job's result or failure, then ack. Never raises."""
+
+        async def settle() -> None:
+            if isinstance(outcome, PipelineResult):
+                await self._finish(message, outcome, batch_size=batch_size)
+            elif isinstance(outcome, (BadImage, JobTimeout)):
+                await self._fail(message.job_id, str(outcome))
+            else:
+                # A detector crashed on this input: retrying will not help.
+                log.error("job_pipeline_error", error=repr(outcome))
+                await self._fail(message.job_id, f"processing error: {outcome!r}")
+            await streams.ack(self.redis, entry.entry_id, message.job_id)
+
+        with structlog.contextvars.bound_contextvars(job_id=str(message.job_id)):
+            await self._persist(entry, settle)
+
+    async def _persist(self, entry: Entry, step: Callable[[], Awaitable[T]]) -> T | None:
+        """Run a step that talks to Postgres/Redis; never raises.
+
+        Through an outage the step is retried here until it succeeds (or the worker stops):
+        no redelivery, so an outage does not use up the job's max_deliveries. Any other error
+        leaves the entry pending: it is redelivered, and after max_deliveries dead-lettered.
+        None: the step did not complete.
+        """
+        while True:
+            try:
+                return await step()
+            except Exception as exc:
+                self.metrics.jobs.labels("retry").inc()
+                if not is_outage(exc):
+                    log.exception("job_retry_later", error=repr(exc), deliveries=entry.deliveries)
+                    return None
+                log.warning("job_waits_for_dependencies", error=repr(exc))
+                if not await self._wait_for_dependencies():
+                    return None  # stopping: the entry stays pending for another worker
+
+    async def _wait_for_dependencies(self) -> bool:
+        """Block until Postgres and Redis both answer (True) or the worker stops (False)."""
+        while not self._stop.is_set():
+            await _sleep_unless(self._stop, self.settings.worker.retry_backoff_s)
             try:
                 async with self.sessionmaker() as session:
                     await session.execute(text("SELECT 1"))
@@ -193,18 +318,35 @@ class Consumer:
             return True
         return False
 
-    async def _handle(self, entry: Entry, message: streams.JobMessage) -> None:
+    async def _start_entry(self, entry: Entry) -> tuple[streams.JobMessage, bytes] | None:
+        """The message and image bytes of an entry to run, or None when it is settled here."""
+        if entry.fields is None:  # trimmed by MAXLEN; the reconciler re-enqueues its job
+            await streams.ack(self.redis, entry.entry_id)
+            return None
+        try:
+            message = streams.JobMessage.from_fields(entry.fields)
+        except streams.ProtocolError as exc:
+            log.warning("job_message_invalid", entry_id=entry.entry_id.decode(), error=str(exc))
+            self.metrics.jobs.labels("invalid").inc()
+            await streams.dead_letter(self.redis, entry.entry_id, entry.fields, str(exc))
+            return None
+        with structlog.contextvars.bound_contextvars(job_id=str(message.job_id)):
+            return await self._start_message(entry, message)
+
+    async def _start_message(
+        self, entry: Entry, message: streams.JobMessage
+    ) -> tuple[streams.JobMessage, bytes] | None:
+        assert entry.fields is not None
         max_deliveries = self.settings.worker.max_deliveries
         if entry.deliveries > max_deliveries:
             reason = (
                 f"gave up after {max_deliveries} deliveries (the job kept failing or timing out)"
             )
             await self._fail(message.job_id, reason)
-            await streams.dead_letter(self.redis, entry.entry_id, entry.fields or {}, reason)
+            await streams.dead_letter(self.redis, entry.entry_id, entry.fields, reason)
             log.warning("job_dead_lettered", deliveries=entry.deliveries)
             self.metrics.jobs.labels("dead_letter").inc()
-            return
-
+            return None
         if not await self._start(message.job_id):
             # Deleted, or already finished by an earlier delivery: nothing left to do, except
             # the events, if the earlier delivery died between its commit and its publish.
@@ -212,36 +354,14 @@ class Consumer:
             await streams.ack(self.redis, entry.entry_id, message.job_id)
             log.info("job_skipped")
             self.metrics.jobs.labels("skipped").inc()
-            return
-
-        timeout_s = self.settings.worker.job_timeout_s
+            return None
         try:
             data = message.image if message.image is not None else self._load(message)
-            # The thread cannot be interrupted: on timeout it finishes in the background and
-            # its result is dropped; the job fails now rather than holding the queue.
-            result = await asyncio.wait_for(
-                asyncio.to_thread(
-                    run_pipeline,
-                    data,
-                    message.tasks,
-                    self.detectors,
-                    max_pixels=self.settings.api.max_image_pixels,
-                ),
-                timeout=timeout_s,
-            )
         except BadImage as exc:
             await self._fail(message.job_id, str(exc))
-        except TimeoutError:
-            log.warning("job_timed_out", timeout_s=timeout_s)
-            await self._fail(message.job_id, f"processing took longer than {timeout_s} s")
-        except Exception as exc:  # a detector crashed on this input: retrying will not help
-            log.exception("job_pipeline_error")
-            await self._fail(message.job_id, f"processing error: {exc!r}")
-        else:
-            for model, ms in result.model_ms.items():
-                self.metrics.inference_ms.labels(model).observe(ms)
-            await self._finish(message, result)
-        await streams.ack(self.redis, entry.entry_id, message.job_id)
+            await streams.ack(self.redis, entry.entry_id, message.job_id)
+            return None
+        return message, data
 
     async def _republish_if_missing(self, job_id: uuid.UUID) -> None:
         if await streams.has_terminal_event(self.redis, job_id):
@@ -282,7 +402,9 @@ class Consumer:
         await self._publish(streams.make_event("status", job_id, status="running"))
         return True
 
-    async def _finish(self, message: streams.JobMessage, result: PipelineResult) -> None:
+    async def _finish(
+        self, message: streams.JobMessage, result: PipelineResult, *, batch_size: int
+    ) -> None:
         job_id = message.job_id
         processed_key = None
         if message.image_key is not None:  # inline frames are never written to disk
@@ -295,7 +417,8 @@ class Consumer:
                 if job is None and processed_key is not None:
                     self.storage.delete(processed_key)  # deleted while we worked: leave nothing
                 return
-            # Keyed by job id: a redelivery replaces rows rather than adding a second set.
+            # Keyed by job id: a redelivery replaces rows (embeddings cascade) rather than
+            # adding a second set.
             await session.execute(delete(Detection).where(Detection.job_id == job_id))
             rows = [
                 Detection(
@@ -310,7 +433,21 @@ class Consumer:
                 for d in result.detections
             ]
             session.add_all(rows)
+            await session.flush()  # detection ids, for the embeddings
+            embeddings = [
+                FaceEmbedding(
+                    detection_id=row.id,
+                    job_id=job_id,
+                    model=d.embedding.model,
+                    dim=d.embedding.dim,
+                    embedding=d.embedding.vector,
+                )
+                for row, d in zip(rows, result.detections, strict=True)
+                if d.embedding is not None
+            ]
+            session.add_all(embeddings)
             job.status = JobStatus.done
+            job.width, job.height = result.width, result.height  # upright, from the pixels
             job.counts = result.counts
             job.decode_ms = result.decode_ms
             job.inference_ms = result.inference_ms
@@ -329,6 +466,8 @@ class Consumer:
         log.info(
             "job_done",
             detections=len(rows),
+            embeddings=len(embeddings),
+            batch_size=batch_size,
             decode_ms=result.decode_ms,
             inference_ms=result.inference_ms,
         )
@@ -360,18 +499,24 @@ class Consumer:
             firehose_maxlen=self.settings.streams.firehose_maxlen,
         )
 
-    async def _safely(self, step: Coroutine[Any, Any, None]) -> bool:
-        """Run a Redis step; False if Redis was unreachable (the entry stays pending)."""
-        try:
-            await step
-        except Exception as exc:
-            if not is_outage(exc):
-                raise
-            log.warning("redis_unavailable", error=repr(exc))
-            return False
-        return True
+
+class JobTimeout(Exception):
+    """Inference ran past `job_timeout_s`; the job fails."""
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+def _decode_all(
+    blobs: Sequence[bytes], *, max_pixels: int, target_side_px: int
+) -> list[DecodedImage | Exception]:
+    """Decode each image; a failure is returned in its place, never raised."""
+    decoded: list[DecodedImage | Exception] = []
+    for data in blobs:
+        try:
+            decoded.append(decode_image(data, max_pixels=max_pixels, target_side_px=target_side_px))
+        except Exception as exc:  # BadImage, or OpenCV choking on a hostile file
+            decoded.append(exc)
+    return decoded

@@ -16,7 +16,7 @@ class WorkerMetrics:
         r = self.registry
         self.inference_ms = Histogram(
             "lookout_worker_inference_ms",
-            "Model inference time per image, milliseconds",
+            "Model inference time per batch, milliseconds (labelled by model files)",
             ["model"],
             buckets=INFERENCE_BUCKETS_MS,
             registry=r,

@@ -1,4 +1,9 @@
-"""Image bytes → detections, counts and an annotated JPEG. Pure CPU work, no I/O: testable alone."""
+"""Image bytes → detections, counts and an annotated JPEG. Pure CPU work, no I/O: testable alone.
+
+Two stages, so a worker can decode the next batch while this one is in inference:
+`decode_image` (bytes → upright BGR pixels) and `run_batch` (decoded images → results, every
+task's detector called once for the whole batch).
+"""
 
 import time
 from collections import Counter
@@ -7,12 +12,20 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 from app.errors import AppError
 from app.images import inspect_image
 from workers.detectors.base import Detection, Detector, ImageBGR
 
 JPEG_QUALITY = 90
+# libjpeg can decode at 1/2, 1/4 and 1/8 scale (DCT scaling) for much less work than a full
+# decode plus resize. Other formats decode at full size.
+_REDUCED_JPEG_FLAGS = {
+    8: cv2.IMREAD_REDUCED_COLOR_8,
+    4: cv2.IMREAD_REDUCED_COLOR_4,
+    2: cv2.IMREAD_REDUCED_COLOR_2,
+}
 
 
 class BadImage(Exception):
@@ -20,79 +33,250 @@ class BadImage(Exception):
 
 
 @dataclass(frozen=True)
-class PipelineResult:
-    width: int
+class DecodedImage:
+    pixels: ImageBGR  # upright (EXIF orientation applied), 3 channels, maybe reduced
+    width: int  # upright size at full resolution: the frame reported boxes refer to
     height: int
-    detections: list[Detection]
+    decode_ms: float
+
+    @property
+    def scale(self) -> float:
+        """Full-resolution pixels per decoded pixel (1, or about 2, 4 or 8 for large JPEGs)."""
+        return float(self.width / self.pixels.shape[1])
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    width: int  # upright, full resolution
+    height: int
+    detections: list[Detection]  # in full-resolution upright pixels
     counts: dict[str, int]
     decode_ms: float
-    inference_ms: float
-    processed_jpeg: bytes
-    model_ms: dict[str, float]  # inference time per model file
+    inference_ms: float  # wall time of the batch this image ran in
+    processed_jpeg: bytes  # at the decoded resolution
 
 
-def decode_image(data: bytes, *, max_pixels: int) -> ImageBGR:
-    """Header checks first (type, dimensions, truncation), then the real decode."""
+def reduction_for(format_name: str, width: int, height: int, *, target_side_px: int) -> int:
+    """The largest JPEG scale-down that keeps the longer side at least target_side_px."""
+    if format_name != "JPEG":
+        return 1
+    longer = max(width, height)
+    for factor in sorted(_REDUCED_JPEG_FLAGS, reverse=True):
+        if longer / factor >= target_side_px:
+            return factor
+    return 1
+
+
+def apply_orientation(pixels: ImageBGR, orientation: int) -> ImageBGR:
+    """Turn stored pixels upright per the EXIF orientation tag (1..8)."""
+    turned: npt.NDArray[np.generic] = pixels
+    if orientation == 2:
+        turned = cv2.flip(pixels, 1)
+    elif orientation == 3:
+        turned = cv2.rotate(pixels, cv2.ROTATE_180)
+    elif orientation == 4:
+        turned = cv2.flip(pixels, 0)
+    elif orientation == 5:
+        turned = cv2.transpose(pixels)
+    elif orientation == 6:
+        turned = cv2.rotate(pixels, cv2.ROTATE_90_CLOCKWISE)
+    elif orientation == 7:
+        turned = cv2.rotate(cv2.transpose(pixels), cv2.ROTATE_180)
+    elif orientation == 8:
+        turned = cv2.rotate(pixels, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    return np.asarray(turned, dtype=np.uint8)
+
+
+def decode_image(data: bytes, *, max_pixels: int, target_side_px: int) -> DecodedImage:
+    """Header checks first (type, dimensions against max_pixels, truncation), then the decode.
+
+    Large JPEGs decode at reduced scale (see reduction_for); EXIF orientation is applied (by us,
+    for every format, from the header's tag); alpha is dropped and grey becomes 3 channels.
+    """
+    started = time.perf_counter()
     try:
-        inspect_image(data, max_pixels=max_pixels)
+        info = inspect_image(data, max_pixels=max_pixels)
     except AppError as exc:
         raise BadImage(exc.detail) from exc
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise BadImage("the image could not be decoded")
-    return np.ascontiguousarray(image)
-
-
-def run_pipeline(
-    data: bytes, tasks: Sequence[str], detectors: Mapping[str, Detector], *, max_pixels: int
-) -> PipelineResult:
-    started = time.perf_counter()
-    image = decode_image(data, max_pixels=max_pixels)
-    decoded = time.perf_counter()
-    detections: list[Detection] = []
-    model_ms: dict[str, float] = {}
-    for task in tasks:
-        detector = detectors.get(task)
-        if detector is None:
-            raise BadImage(f"this worker has no detector for task {task!r}")
-        before = time.perf_counter()
-        detections.extend(detector.detect(image))
-        model_ms[detector.model] = round((time.perf_counter() - before) * 1000, 3)
-    finished = time.perf_counter()
-    height, width = image.shape[:2]
-    return PipelineResult(
+    factor = reduction_for(info.format, info.width, info.height, target_side_px=target_side_px)
+    # Orientation is applied below, the same way for every format, so OpenCV must not also.
+    flags = _REDUCED_JPEG_FLAGS.get(factor, cv2.IMREAD_COLOR) | cv2.IMREAD_IGNORE_ORIENTATION
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    if pixels is None:
+        raise BadImage(f"the {info.format} image could not be decoded")
+    upright = np.ascontiguousarray(
+        apply_orientation(np.asarray(pixels, np.uint8), info.orientation)
+    )
+    width, height = info.upright_size
+    return DecodedImage(
+        pixels=upright,
         width=width,
         height=height,
-        detections=detections,
-        counts=dict(Counter(d.label or d.kind for d in detections)),
-        decode_ms=round((decoded - started) * 1000, 3),
-        inference_ms=round((finished - decoded) * 1000, 3),
-        processed_jpeg=render(image, detections),
-        model_ms=model_ms,
+        decode_ms=round((time.perf_counter() - started) * 1000, 3),
     )
 
 
+def detect_batch(
+    images: Sequence[ImageBGR],
+    tasks: Sequence[Sequence[str]],
+    detectors: Mapping[str, Detector],
+    model_ms: dict[str, float] | None = None,
+) -> list[list[Detection]]:
+    """Detections per image (in that image's pixels), each task's detector called once.
+
+    `tasks[i]` are the tasks of image i; its detections come in the order of its tasks. With
+    `model_ms`, each detector's time for the batch is recorded there, by its model_name (ms).
+    """
+    per_task: dict[str, dict[int, list[Detection]]] = {}
+    for task in dict.fromkeys(t for image_tasks in tasks for t in image_tasks):
+        detector = detectors.get(task)
+        if detector is None:
+            raise BadImage(f"this worker has no detector for task {task!r}")
+        indices = [i for i, image_tasks in enumerate(tasks) if task in image_tasks]
+        before = time.perf_counter()
+        found = detector.detect([images[i] for i in indices])
+        if model_ms is not None:
+            model_ms[detector.model_name] = round((time.perf_counter() - before) * 1000, 3)
+        per_task[task] = dict(zip(indices, found, strict=True))
+    return [
+        [d for task in image_tasks for d in per_task[task][i]]
+        for i, image_tasks in enumerate(tasks)
+    ]
+
+
+def run_batch(
+    images: Sequence[DecodedImage],
+    tasks: Sequence[Sequence[str]],
+    detectors: Mapping[str, Detector],
+    model_ms: dict[str, float] | None = None,
+) -> list[PipelineResult | Exception]:
+    """Results for a batch; an image whose detection fails gets its exception, alone.
+
+    The batch runs as one; if that raises, each image is retried on its own so that one bad
+    input fails only its own job.
+    """
+    started = time.perf_counter()
+    try:
+        batch = detect_batch([image.pixels for image in images], tasks, detectors, model_ms)
+    except Exception as exc:
+        if len(images) == 1:
+            return [exc]
+        return [
+            _run_alone(image, image_tasks, detectors)
+            for image, image_tasks in zip(images, tasks, strict=True)
+        ]
+    inference_ms = round((time.perf_counter() - started) * 1000, 3)
+    return [
+        _finish_safely(image, detections, inference_ms)
+        for image, detections in zip(images, batch, strict=True)
+    ]
+
+
+def _run_alone(
+    image: DecodedImage, tasks: Sequence[str], detectors: Mapping[str, Detector]
+) -> PipelineResult | Exception:
+    started = time.perf_counter()
+    try:
+        [detections] = detect_batch([image.pixels], [tasks], detectors)
+    except Exception as exc:
+        return exc
+    return _finish_safely(image, detections, round((time.perf_counter() - started) * 1000, 3))
+
+
+def _finish_safely(
+    image: DecodedImage, detections: Sequence[Detection], inference_ms: float
+) -> PipelineResult | Exception:
+    try:
+        return finish(image, detections, inference_ms=inference_ms)
+    except Exception as exc:
+        return exc
+
+
+def finish(
+    image: DecodedImage, detections: Sequence[Detection], *, inference_ms: float
+) -> PipelineResult:
+    """Counts, the annotated JPEG, and detections scaled to full-resolution pixels."""
+    return PipelineResult(
+        width=image.width,
+        height=image.height,
+        detections=[d.scaled(image.scale) for d in detections],
+        counts=dict(Counter(d.label or d.kind for d in detections)),
+        decode_ms=image.decode_ms,
+        inference_ms=inference_ms,
+        processed_jpeg=render(image.pixels, detections),
+    )
+
+
+def run_pipeline(
+    data: bytes,
+    tasks: Sequence[str],
+    detectors: Mapping[str, Detector],
+    *,
+    max_pixels: int,
+    target_side_px: int = 2048,
+) -> PipelineResult:
+    """One image, start to end. Raises BadImage, or what a detector raised."""
+    image = decode_image(data, max_pixels=max_pixels, target_side_px=target_side_px)
+    [result] = run_batch([image], [tasks], detectors)
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+# --- rendering ---------------------------------------------------------------------------------
+
 _COLORS = {"face": (80, 220, 60), "object": (40, 160, 255), "qr": (230, 80, 200)}
+_LANDMARK_COLOR = (0, 0, 255)
+_MAX_CAPTION_CHARS = 48
+
+
+def caption(detection: Detection) -> str:
+    """What is written by a box: identity / gender, age for faces; class; QR payload."""
+    attributes = detection.attributes
+    if detection.kind == "face":
+        parts = []
+        if attributes.get("identity"):
+            parts.append(str(attributes["identity"]))
+        if "gender" in attributes and "age" in attributes:
+            parts.append(f"{attributes['gender'][0].upper()} {attributes['age']}")
+        text = ", ".join(parts) if parts else "face"
+        return f"{text} {detection.score:.2f}"
+    if detection.kind == "qr":
+        payload = str(attributes.get("payload", ""))
+        if len(payload) > _MAX_CAPTION_CHARS:
+            payload = payload[: _MAX_CAPTION_CHARS - 3] + "..."
+        return f"QR: {payload}"
+    return f"{detection.label or detection.kind} {detection.score:.2f}"
 
 
 def render(image: ImageBGR, detections: Sequence[Detection]) -> bytes:
-    """The image with every detection drawn: box, landmarks, label and score. Same size."""
+    """The image with every detection drawn (box or QR outline, key points, caption)."""
     canvas = image.copy()
     thickness = max(1, round(max(canvas.shape[:2]) / 500))
+    font_scale = 0.4 * thickness
     for detection in detections:
         color = _COLORS.get(detection.kind, (255, 255, 255))
         x1, y1, x2, y2 = (round(v) for v in detection.box)
-        cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thickness)
-        for x, y in detection.landmarks or ():
-            cv2.circle(canvas, (round(x), round(y)), thickness + 1, (0, 0, 255), -1)
-        caption = f"{detection.label or detection.kind} {detection.score:.2f}"
+        if detection.kind == "qr" and detection.landmarks:
+            outline = np.array([[round(x), round(y)] for x, y in detection.landmarks], np.int32)
+            cv2.polylines(canvas, [outline], True, color, thickness)
+        else:
+            cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thickness)
+            for x, y in detection.landmarks or ():
+                cv2.circle(canvas, (round(x), round(y)), thickness + 1, _LANDMARK_COLOR, -1)
+        text = caption(detection).encode("ascii", "replace").decode()  # Hershey fonts: ASCII
+        (text_w, text_h), baseline = cv2.getTextSize(
+            text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness
+        )
+        top = max(0, y1 - text_h - baseline - 2)
+        cv2.rectangle(canvas, (x1, top), (x1 + text_w, top + text_h + baseline + 2), color, -1)
         cv2.putText(
             canvas,
-            caption,
-            (x1, max(12, y1 - 4)),
+            text,
+            (x1, top + text_h + 1),
             cv2.FONT_HERSHEY_SIMPLEX,
-            0.4 * thickness,
-            color,
+            font_scale,
+            (0, 0, 0),
             thickness,
             cv2.LINE_AA,
         )

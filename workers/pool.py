@@ -8,6 +8,7 @@ import asyncio
 import multiprocessing
 import os
 import signal
+import sys
 
 import structlog
 
@@ -18,6 +19,7 @@ from app.storage import Storage
 from workers.consumer import Consumer
 from workers.detectors.registry import build_detectors
 from workers.metrics import WorkerMetrics
+from workers.models import ModelError
 
 log = structlog.get_logger()
 
@@ -59,7 +61,11 @@ async def run_worker(
 
 
 def run_worker_process(settings: Settings, burst: bool = False, index: int = 0) -> None:
-    """Entry point of one worker process, with graceful shutdown on SIGTERM/SIGINT."""
+    """Entry point of one worker process, with graceful shutdown on SIGTERM/SIGINT.
+
+    A model that cannot be found or verified ends the process with exit code 2 and one line
+    saying which file and where to put it (no traceback).
+    """
     configure_logging(settings)
 
     async def main() -> None:
@@ -69,11 +75,21 @@ def run_worker_process(settings: Settings, burst: bool = False, index: int = 0) 
             loop.add_signal_handler(sig, stop.set)
         await run_worker(settings, burst=burst, stop=stop, index=index)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except ModelError as exc:
+        log.error("models_unavailable", error=str(exc))
+        print(f"lookout worker: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def serve(settings: Settings, *, processes: int, burst: bool = False) -> int:
     """Run `processes` worker processes until they all exit. Returns a shell exit code."""
+    cores = len(os.sched_getaffinity(0))
+    threads = settings.worker.threads
+    if processes * threads > cores:
+        # More inference threads than cores: they preempt each other and throughput drops.
+        log.warning("workers_oversubscribed", processes=processes, threads=threads, cores=cores)
     if processes == 1:
         run_worker_process(settings, burst)
         return 0

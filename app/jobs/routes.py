@@ -94,7 +94,11 @@ async def upload_image(
     settings: SettingsDep,
     image: Annotated[UploadFile, File(description="JPEG, PNG or WebP")],
     tasks: Annotated[
-        str | None, Form(description="comma-separated; default faces", examples=["faces"])
+        str | None,
+        Form(
+            description="comma-separated, from faces, objects, qr; default faces",
+            examples=["faces,objects,qr"],
+        ),
     ] = None,
     wait: Annotated[
         float | None, Query(ge=0, description="seconds to wait for the result (capped)")

@@ -23,7 +23,8 @@ class ImageOut(BaseModel):
 
 
 class Timings(BaseModel):
-    """Milliseconds. `queue_ms`: accepted → picked up; `total_ms`: accepted → finished."""
+    """Milliseconds. `queue_ms`: accepted → picked up; `total_ms`: accepted → finished;
+    `inference_ms`: the batch this job ran in (shared with the other jobs of the batch)."""
 
     queue_ms: float | None = None
     decode_ms: float | None = None
@@ -37,9 +38,16 @@ class DetectionOut(BaseModel):
     score: float = Field(examples=[0.87])
     box: list[float] = Field(description="x1, y1, x2, y2 in pixels", examples=[[10, 20, 110, 150]])
     landmarks: list[list[float]] | None = Field(
-        default=None, description="five (x, y) points: eyes, nose, mouth corners"
+        default=None,
+        description="key points in pixels: a face's five (eyes, nose, mouth corners), "
+        "a QR code's four corners",
     )
-    attributes: dict[str, Any] = Field(default_factory=dict)
+    attributes: dict[str, Any] = Field(
+        default_factory=dict,
+        description="faces: embedding_model, age, gender (when the pack has genderage); "
+        "QR codes: payload",
+        examples=[{"embedding_model": "w600k_mbf", "age": 31, "gender": "female"}],
+    )
 
 
 class JobSummary(BaseModel):

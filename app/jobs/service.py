@@ -28,7 +28,7 @@ from app.models import Detection, Job, JobStatus
 from app.storage import Storage
 
 # Tasks a job may ask for. The detectors behind each live in workers/detectors/registry.py.
-TASKS = ("faces",)
+TASKS = ("faces", "objects", "qr")
 DEFAULT_TASKS = ("faces",)
 
 
@@ -57,6 +57,7 @@ async def create_job(
     can see the job afterwards.
     """
     job_id = uuid.uuid4()
+    width, height = info.upright_size  # detections refer to the upright image
     image_key = f"{job_id}.{info.extension}"
     # The file goes first: a committed job row never points at a missing image. In a thread:
     # a 20 MB write would otherwise stall every other request on this event loop.
@@ -68,8 +69,8 @@ async def create_job(
         tasks=list(tasks),
         image_key=image_key,
         content_type=info.content_type,
-        width=info.width,
-        height=info.height,
+        width=width,
+        height=height,
         counts={},
         attempts=0,
     )

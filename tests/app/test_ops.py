@@ -69,10 +69,9 @@ async def test_worker_metrics_record_inference_per_model_and_batch_sizes(make_jo
     consumer = make_consumer(batch_size=2)
     await consumer.run(burst=True)
     registry = consumer.metrics.registry
-    assert (
-        registry.get_sample_value("lookout_worker_inference_ms_count", {"model": "det_500m.onnx"})
-        == 3
-    )
+    # One observation per batch (2 + 1 jobs), labelled with the face pack's model files.
+    faces = {"model": "det_500m.onnx+mobilefacenet.onnx"}
+    assert registry.get_sample_value("lookout_worker_inference_ms_count", faces) == 2
     assert registry.get_sample_value("lookout_worker_batch_size_count") == 2  # 2 + 1
     assert registry.get_sample_value("lookout_worker_batch_size_sum") == 3
     assert registry.get_sample_value("lookout_worker_jobs_total", {"outcome": "done"}) == 3

@@ -109,3 +109,28 @@ async def test_firehose_fans_out_and_drops_only_the_slow_subscriber(redis):
     assert received == [0, 1, 2, 3, 4, 5]
     assert slow.dropped
     assert slow.queue.get_nowait() is None and slow.queue.empty()
+
+
+async def test_a_long_wait_outlasts_the_redis_socket_timeout(redis, settings, monkeypatch):
+    """wait_for_job blocks in reads shorter than the socket timeout, then keeps waiting."""
+    from redis.asyncio import Redis
+
+    from app.jobs.service import wait_for_job
+
+    impatient = Redis.from_url(settings.redis.url, socket_timeout=0.5)
+    monkeypatch.setattr(streams, "MAX_BLOCK_MS", 200)  # reads stay under the 0.5 s timeout
+    try:
+        job_id = uuid.uuid4()
+        assert await wait_for_job(impatient, job_id, timeout_s=1.2) is False  # no timeout error
+
+        async def finish_later():
+            await asyncio.sleep(0.8)
+            await streams.publish_job_event(
+                redis, streams.make_event("status", job_id, status="done"), ttl_s=60
+            )
+
+        finisher = asyncio.create_task(finish_later())
+        assert await wait_for_job(impatient, job_id, timeout_s=5) is True
+        await finisher
+    finally:
+        await impatient.aclose()

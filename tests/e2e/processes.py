@@ -42,6 +42,8 @@ def lookout_env(
         LOOKOUT_REDIS__URL=redis_url,
         LOOKOUT_DATA_DIR=str(data_dir),
         LOOKOUT_MODELS_DIR=str(models_dir),
+        LOOKOUT_MODELS__FACE_PACK="scrfd_mobilefacenet",  # the verified test pack; no downloads
+        LOOKOUT_MODELS__DOWNLOAD="false",
         LOOKOUT_WORKER__THREADS="1",
         LOOKOUT_WORKER__BLOCK_MS="200",
         # A killed worker's pending messages are reclaimed after this long.

@@ -166,7 +166,10 @@ async def test_200_malformed_images_get_4xx_or_a_finished_job_and_memory_stays_f
     assert worker_after - worker_before < MAX_GROWTH_BYTES
     assert len(warmup) == 40
     # The worker's own exporter: inference time per model, batch sizes, outcomes.
-    assert 'lookout_worker_inference_ms_count{model="det_500m.onnx"}' in worker_metrics
+    assert (
+        'lookout_worker_inference_ms_count{model="det_500m.onnx+mobilefacenet.onnx"}'
+        in worker_metrics
+    )
     assert "lookout_worker_batch_size_count" in worker_metrics
     failed_line = next(
         line

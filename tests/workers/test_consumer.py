@@ -187,20 +187,27 @@ async def test_inline_frames_never_touch_disk(
     assert not storage.root.exists() or list(storage.root.iterdir()) == []
 
 
-async def test_stop_finishes_the_message_in_hand_then_exits(make_job, make_consumer, sessionmaker):
-    jobs = [await make_job(T1) for _ in range(3)]
+async def test_stop_finishes_the_work_in_hand_then_exits(
+    make_job, make_consumer, sessionmaker, redis
+):
+    jobs = [await make_job(T1) for _ in range(4)]
     consumer = make_consumer(batch_size=1)
     stop = asyncio.Event()
-    original = consumer.handle
+    original = consumer.infer
 
-    async def handle_then_stop(entry):
-        stop.set()  # SIGTERM arrives while the first message is being processed
-        return await original(entry)
+    async def infer_then_stop(batch):
+        stop.set()  # SIGTERM arrives while the first batch is in inference
+        return await original(batch)
 
-    consumer.handle = handle_then_stop
-    assert await consumer.run(stop) == 1
+    consumer.infer = infer_then_stop
+    taken = await consumer.run(stop)
     statuses = [(await load_job(sessionmaker, j.id)).status for j in jobs]
-    assert statuses == [JobStatus.done, JobStatus.queued, JobStatus.queued]
+    # Whatever was taken (the batch in inference, and the one decoded ahead) was finished;
+    # nothing was left half-done, and the rest was never taken.
+    assert 1 <= taken < len(jobs)
+    assert statuses[:taken] == [JobStatus.done] * taken
+    assert statuses[taken:] == [JobStatus.queued] * (len(jobs) - taken)
+    assert await pending_count(redis) == 0
 
 
 async def test_a_wiped_redis_does_not_kill_the_consumer(

@@ -1,21 +1,74 @@
-"""The explicit list of detectors, one per task. No discovery: add a detector here."""
+"""The explicit list of detectors, one per task. No discovery: add a detector here.
+
+The task names are app/jobs/service.py's TASKS; a test keeps the two lists equal.
+"""
+
+import time
+import warnings
+
+import structlog
 
 from app.settings import Settings
 from workers.detectors.base import Detector
-from workers.detectors.face import FaceDetector, FaceDetectorConfig
-from workers.models import resolve_model
+from workers.detectors.face import Embedder, FaceDetector, FaceDetectorConfig, GenderAge
+from workers.detectors.objects import ObjectDetector, ObjectDetectorConfig
+from workers.detectors.onnx import OnnxModel, RuntimeOptions
+from workers.detectors.qr import QrDetector, QrDetectorConfig
+from workers.models import face_pack, object_pack, resolve_pack
+
+log = structlog.get_logger()
+
+
+def build_face_detector(settings: Settings, options: RuntimeOptions) -> FaceDetector:
+    pack = face_pack(settings)
+    paths = resolve_pack(settings, pack)
+    config = FaceDetectorConfig(
+        input_size_px=settings.faces.input_size,
+        score_threshold=settings.faces.score_threshold,
+        nms_threshold=settings.faces.nms_threshold,
+        max_embed_batch=settings.faces.max_embed_batch,
+    )
+    embedder = Embedder(pack.embedder_spec, OnnxModel(paths[pack.embedder.name], options))
+    genderage = None
+    if pack.genderage is not None and settings.faces.attributes:
+        genderage = GenderAge(pack.genderage_spec, OnnxModel(paths[pack.genderage.name], options))
+    return FaceDetector(
+        config, paths[pack.detector.name], embedder, genderage=genderage, options=options
+    )
+
+
+def build_object_detector(settings: Settings, options: RuntimeOptions) -> ObjectDetector:
+    pack = object_pack(settings)
+    paths = resolve_pack(settings, pack)
+    config = ObjectDetectorConfig(
+        input_size_px=pack.input_size_px,
+        pad_value=pack.pad_value,
+        score_threshold=settings.objects.score_threshold,
+        nms_threshold=settings.objects.nms_threshold,
+        classes=settings.objects.classes,
+    )
+    return ObjectDetector(config, paths[pack.model.name], options=options)
 
 
 def build_detectors(settings: Settings) -> dict[str, Detector]:
-    """Load every model once, at worker start. Raises ModelNotFound for a missing file."""
-    face_config = FaceDetectorConfig(
-        model=settings.faces.detector_model,
-        input_size=settings.faces.input_size,
-        score_threshold=settings.faces.score_threshold,
+    """Load every model once, at worker start, and warm it up.
+
+    Raises workers.models.ModelError (missing or wrong file) before any job is taken.
+    """
+    # insightface's norm_crop calls a scikit-image API deprecated in 0.26; the warning would
+    # print again for each job (app.images resets the warning registry on every upload check).
+    warnings.filterwarnings(
+        "ignore", category=FutureWarning, module=r"insightface\.utils\.face_align"
     )
-    threads = settings.worker.threads
-    return {
-        "faces": FaceDetector(
-            face_config, resolve_model(settings, face_config.model), threads=threads
-        ),
+    options = RuntimeOptions.from_settings(settings)
+    detectors: dict[str, Detector] = {
+        "faces": build_face_detector(settings, options),
+        "objects": build_object_detector(settings, options),
+        "qr": QrDetector(QrDetectorConfig()),
     }
+    if settings.models.warm_up:
+        for task, detector in detectors.items():
+            started = time.perf_counter()
+            detector.warm_up()
+            log.info("detector_warm", task=task, ms=round((time.perf_counter() - started) * 1000))
+    return detectors

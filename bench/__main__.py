@@ -1,0 +1,15 @@
+"""`python -m bench` (make bench): run each benchmark below, in order. Add new ones here."""
+
+import sys
+
+from bench import models
+
+BENCHES = [models.main]
+
+
+def main() -> int:
+    return max(bench() for bench in BENCHES)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""Faces with the real SCRFD-500M and MobileFaceNet files; ArcFace and genderage through tiny
+graphs of their exact signatures, checked against insightface's own reference code."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from insightface.model_zoo.arcface_onnx import ArcFaceONNX
+from insightface.model_zoo.attribute import Attribute
+from insightface.utils import face_align
+
+from tests.conftest import SHARED_IMAGES, shared_image
+from tests.workers.detectors.tiny_models import arcface_like, genderage_like
+from workers.detectors.face import Embedder, FaceDetector, FaceDetectorConfig, GenderAge
+from workers.detectors.onnx import OnnxModel, RuntimeOptions
+from workers.models import (
+    ARCFACE_MBF,
+    MOBILEFACENET_SPEC,
+    EmbedderSpec,
+    GenderAgeSpec,
+    ModelError,
+)
+from workers.pipeline import decode_image
+
+OPTIONS = RuntimeOptions(intra_op_threads=1)
+
+
+def pixels(relative: str) -> np.ndarray:
+    return decode_image(shared_image(relative), max_pixels=50_000_000, target_side_px=2048).pixels
+
+
+@pytest.fixture(scope="session")
+def faces(detectors) -> FaceDetector:
+    return detectors["faces"]
+
+
+@pytest.fixture(scope="session")
+def arcface_graph(tmp_path_factory) -> Path:
+    return arcface_like(tmp_path_factory.mktemp("tiny") / "w600k_mbf.onnx")
+
+
+@pytest.fixture(scope="session")
+def genderage_graph(tmp_path_factory) -> Path:
+    return genderage_like(tmp_path_factory.mktemp("tiny") / "genderage.onnx")
+
+
+def test_t1_has_six_faces_each_with_five_landmarks_inside_its_box(faces):
+    [found] = faces.detect([pixels("scenes/t1.jpg")])
+    assert len(found) == 6
+    for face in found:
+        x1, y1, x2, y2 = face.box
+        assert face.kind == "face" and face.score >= 0.5
+        assert len(face.landmarks) == 5
+        assert all(x1 <= x <= x2 and y1 <= y <= y2 for x, y in face.landmarks)
+
+
+def test_every_face_gets_a_unit_embedding_named_after_its_model(faces):
+    [found] = faces.detect([pixels("scenes/t1.jpg")])
+    for face in found:
+        assert face.embedding is not None
+        assert face.embedding.model == "mobilefacenet" == face.attributes["embedding_model"]
+        assert face.embedding.vector.shape == (192,)
+        assert np.linalg.norm(face.embedding.vector) == pytest.approx(1.0, abs=1e-5)
+    # Six different people: no two embeddings alike.
+    vectors = np.stack([f.embedding.vector for f in found])
+    similarity = vectors @ vectors.T
+    assert similarity[~np.eye(6, dtype=bool)].max() < 0.6
+
+
+def test_dog_has_no_faces(faces):
+    assert faces.detect([pixels("scenes/dog.jpg")]) == [[]]
+
+
+def test_a_batch_of_images_gives_the_same_faces_as_one_image_at_a_time(faces):
+    images = [pixels("scenes/t1.jpg"), pixels("scenes/dog.jpg"), pixels("faces/test/obama1.jpg")]
+    together = faces.detect(images)
+    alone = [faces.detect([image])[0] for image in images]
+    assert [len(f) for f in together] == [6, 0, 1]
+    for batch_faces, single_faces in zip(together, alone, strict=True):
+        for a, b in zip(batch_faces, single_faces, strict=True):
+            assert a.box == b.box
+            np.testing.assert_allclose(a.embedding.vector, b.embedding.vector, atol=1e-5)
+
+
+def _labelled_faces(faces) -> list[tuple[str, str, np.ndarray]]:
+    """(split, person, embedding) for every face in ../shared/images/faces.
+
+    Train photos hold one face each (the folder names the person). In obama_and_biden.jpg the
+    two large faces are Biden (left) and Obama (right); the small third face is a child who is
+    not enrolled: a different person from everyone.
+    """
+    labelled = []
+    for path in sorted((SHARED_IMAGES / "faces" / "train").glob("*/*")):
+        [found] = faces.detect([pixels(str(path.relative_to(SHARED_IMAGES)))])
+        assert len(found) == 1, path
+        labelled.append(("train", path.parent.name, found[0].embedding.vector))
+    for name, person in (("obama1.jpg", "obama"), ("alex_lacamoire1.jpg", "alex_lacamoire")):
+        [found] = faces.detect([pixels(f"faces/test/{name}")])
+        assert len(found) == 1
+        labelled.append(("test", person, found[0].embedding.vector))
+    [found] = faces.detect([pixels("faces/test/obama_and_biden.jpg")])
+    assert len(found) == 3
+    by_size = sorted(found, key=lambda f: f.box[2] - f.box[0], reverse=True)
+    biden, obama = sorted(by_size[:2], key=lambda f: f.box[0])
+    labelled += [
+        ("test", "biden", biden.embedding.vector),
+        ("test", "obama", obama.embedding.vector),
+        ("test", "not-enrolled-child", by_size[2].embedding.vector),
+    ]
+    return labelled
+
+
+def test_every_same_person_pair_scores_above_every_different_person_pair(faces):
+    labelled = _labelled_faces(faces)
+    same, different = [], []
+    for split_a, person_a, vector_a in labelled:
+        for split_b, person_b, vector_b in labelled:
+            if split_a == "train" and split_b == "test":
+                (same if person_a == person_b else different).append(float(vector_a @ vector_b))
+    assert len(same) == 7 and len(different) == 38
+    margin = min(same) - max(different)
+    print(
+        f"\nsame-person cosine {min(same):.3f}..{max(same):.3f}; different ≤ "
+        f"{max(different):.3f}; margin {margin:.3f}"
+    )
+    assert margin > 0.2
+
+
+def test_arcface_configuration_matches_insightface_arcface_on_the_same_graph(arcface_graph):
+    """Our Embedder with the ArcFace spec == insightface's ArcFaceONNX preprocessing."""
+    embedder = Embedder(ARCFACE_MBF, OnnxModel(arcface_graph, OPTIONS))
+    reference = ArcFaceONNX(model_file=str(arcface_graph))
+    image = pixels("scenes/t1.jpg")
+    detector = FaceDetector(
+        FaceDetectorConfig(),
+        Path(SHARED_IMAGES.parent / "models" / "det_500m.onnx"),
+        embedder,
+        options=OPTIONS,
+    )
+    [found] = detector.detect([image])
+    assert len(found) == 6
+    crops = [face_align.norm_crop(image, np.array(f.landmarks, np.float32)) for f in found]
+    expected = reference.get_feat(crops)
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    for face, want in zip(found, expected, strict=True):
+        assert face.embedding.model == "w600k_mbf"
+        assert face.embedding.vector.shape == (512,)
+        np.testing.assert_allclose(face.embedding.vector, want, atol=1e-4)
+
+
+def test_the_stand_in_spec_would_give_different_numbers_on_the_arcface_graph(arcface_graph):
+    """The spec matters: the same crop under the wrong mean/scale/order gives another vector."""
+    crop = face_align.norm_crop(
+        pixels("scenes/t1.jpg"),
+        np.array([[600, 330], [650, 330], [625, 360], [605, 385], [645, 385]], np.float32),
+    )
+    right = Embedder(ARCFACE_MBF, OnnxModel(arcface_graph, OPTIONS)).embed([crop])[0]
+    wrong_spec = EmbedderSpec(
+        model="w600k_mbf",
+        input_size_px=112,
+        layout="NCHW",
+        channel_order="BGR",
+        mean=127.5,
+        std=128.0,
+        dim=512,
+    )
+    wrong = Embedder(wrong_spec, OnnxModel(arcface_graph, OPTIONS)).embed([crop])[0]
+    assert float(right @ wrong) < 0.999
+
+
+def test_embedder_refuses_a_spec_that_does_not_fit_the_graph(arcface_graph):
+    with pytest.raises(ModelError, match="NHWC"):
+        Embedder(MOBILEFACENET_SPEC, OnnxModel(arcface_graph, OPTIONS))
+    with pytest.raises(ModelError, match="512-d"):
+        Embedder(
+            EmbedderSpec("x", 112, "NCHW", "RGB", 127.5, 127.5, dim=128),
+            OnnxModel(arcface_graph, OPTIONS),
+        )
+
+
+def test_one_embedder_call_per_batch_and_batched_equals_single(faces):
+    image = pixels("scenes/t1.jpg")
+    crops = [faces.embedder.align(image, landmarks) for _, _, landmarks in faces.find_faces(image)]
+    together = faces.embedder.embed(crops)
+    alone = np.concatenate([faces.embedder.embed([c]) for c in crops])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+class _Face(dict):
+    """What insightface's Attribute.get expects: a dict with a bbox attribute."""
+
+    def __init__(self, bbox):
+        super().__init__()
+        self.bbox = np.asarray(bbox, np.float32)
+
+
+def test_genderage_matches_insightface_attribute_on_the_same_graph(genderage_graph):
+    image = pixels("scenes/t1.jpg")
+    detector = FaceDetector(
+        FaceDetectorConfig(),
+        Path(SHARED_IMAGES.parent / "models" / "det_500m.onnx"),
+        Embedder(
+            MOBILEFACENET_SPEC,
+            OnnxModel(Path(SHARED_IMAGES.parent / "models" / "mobilefacenet.onnx"), OPTIONS),
+        ),
+        genderage=GenderAge(GenderAgeSpec(), OnnxModel(genderage_graph, OPTIONS)),
+        options=OPTIONS,
+    )
+    reference = Attribute(model_file=str(genderage_graph))
+    assert (reference.input_mean, reference.input_std) == (0.0, 1.0)  # as for the real file
+    [found] = detector.detect([image])
+    assert len(found) == 6
+    for face in found:
+        gender, age = reference.get(image, _Face(face.box))
+        assert face.attributes["gender"] == ("male" if gender == 1 else "female")
+        assert face.attributes["age"] == age
+    # The tiny graph's outputs vary with the face: the check above compared real numbers.
+    assert len({face.attributes["age"] for face in found}) > 1

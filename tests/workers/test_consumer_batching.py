@@ -1,0 +1,236 @@
+"""The batched consumer against real Postgres, Redis and models: batches, prefetch, embeddings."""
+
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+from sqlalchemy import delete, select, text
+from sqlalchemy.exc import IntegrityError
+
+from app import streams
+from app.models import FaceEmbedding, Job, JobStatus
+from tests.conftest import SHARED_IMAGES, job_events, shared_image
+from tests.workers.detectors.tiny_models import arcface_like
+from workers.consumer import Consumer, Work
+from workers.detectors.base import Detection, ImageBGR
+from workers.detectors.face import Embedder, FaceDetector, FaceDetectorConfig
+from workers.detectors.onnx import OnnxModel, RuntimeOptions
+from workers.models import ARCFACE_MBF
+
+T1 = shared_image("scenes/t1.jpg")
+DOG = shared_image("scenes/dog.jpg")
+
+
+class RecordingEmbedder(Embedder):
+    """The real embedder, noting how many crops each call got."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.spec, self.model = inner.spec, inner.model
+        self.calls: list[int] = []
+
+    def embed(self, crops):  # type: ignore[no-untyped-def]
+        self.calls.append(len(crops))
+        return super().embed(crops)
+
+
+async def fetch_job(sessionmaker, job_id) -> Job:
+    async with sessionmaker() as session:
+        return await session.get(Job, job_id)
+
+
+async def embedding_stats(engine) -> list[tuple[str, int, int]]:
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            text("SELECT model, dim, count(*) FROM face_embeddings GROUP BY model, dim ORDER BY 1")
+        )
+        return [tuple(row) for row in rows]
+
+
+async def test_a_batch_embeds_all_its_faces_in_one_call_and_stores_them(
+    make_job, make_consumer, detectors, sessionmaker, engine, monkeypatch
+):
+    recorder = RecordingEmbedder(detectors["faces"].embedder)
+    monkeypatch.setattr(detectors["faces"], "embedder", recorder)
+    jobs = [await make_job(T1, tasks=("faces", "objects")) for _ in range(3)]
+    jobs.append(await make_job(DOG, tasks=("faces", "objects")))
+
+    assert await make_consumer(batch_size=4).run(burst=True) == 4
+
+    assert recorder.calls == [18]  # 3 × 6 faces, one call; the dog photo has none
+    for job in jobs[:3]:
+        done = await fetch_job(sessionmaker, job.id)
+        assert done.status == JobStatus.done
+        assert done.counts["face"] == 6 and done.counts["person"] >= 5
+    dog = await fetch_job(sessionmaker, jobs[3].id)
+    assert "face" not in dog.counts and dog.counts["dog"] == 1
+    assert await embedding_stats(engine) == [("mobilefacenet", 192, 18)]
+
+    # pgvector answers similarity queries on the stored rows: the nearest other face to a face
+    # of job 1 is the same face in job 2 or 3 (identical photo), at cosine distance ~0.
+    async with sessionmaker() as session:
+        probe = await session.scalar(
+            select(FaceEmbedding).where(FaceEmbedding.job_id == jobs[0].id).limit(1)
+        )
+        distance = FaceEmbedding.embedding.cosine_distance(probe.embedding)
+        nearest = (
+            await session.execute(
+                select(FaceEmbedding.job_id, distance)
+                .where(FaceEmbedding.model == probe.model)
+                .where(FaceEmbedding.job_id != jobs[0].id)
+                .order_by(distance)
+                .limit(1)
+            )
+        ).one()
+    assert nearest.job_id in {jobs[1].id, jobs[2].id}
+    assert nearest[1] < 1e-4
+    assert np.linalg.norm(probe.embedding) == pytest.approx(1.0, abs=1e-4)
+
+
+class GatedFaces:
+    """The real face detector, whose first call waits until the consumer has decoded the next
+    batch (or 10 s pass): it records whether decoding overlapped inference."""
+
+    task = "faces"
+
+    def __init__(self, inner, decoded_ahead: threading.Event) -> None:
+        self.inner = inner
+        self.decoded_ahead = decoded_ahead
+        self.overlapped: list[bool] = []
+
+    def warm_up(self) -> None:
+        pass
+
+    def detect(self, images: Sequence[ImageBGR]) -> list[list[Detection]]:
+        if not self.overlapped:
+            self.overlapped.append(self.decoded_ahead.wait(timeout=10))
+        return self.inner.detect(images)
+
+
+class TracingConsumer(Consumer):
+    decoded_ahead: threading.Event
+    inferring = False
+
+    async def infer(self, batch: Sequence[Work]):  # type: ignore[no-untyped-def]
+        self.inferring = True
+        try:
+            return await super().infer(batch)
+        finally:
+            self.inferring = False
+
+    async def prepare(self, entries):  # type: ignore[no-untyped-def]
+        work = await super().prepare(entries)
+        if work and self.inferring:
+            self.decoded_ahead.set()
+        return work
+
+
+async def test_the_next_batch_is_decoded_while_this_one_is_in_inference(
+    make_job, settings, detectors, redis, sessionmaker, storage
+):
+    decoded_ahead = threading.Event()
+    gated = GatedFaces(detectors["faces"], decoded_ahead)
+    worker = settings.worker.model_copy(update={"batch_size": 2})
+    consumer = TracingConsumer(
+        settings.model_copy(update={"worker": worker}),
+        {**detectors, "faces": gated},
+        redis,
+        sessionmaker,
+        storage,
+        name="tracing",
+    )
+    consumer.decoded_ahead = decoded_ahead
+    jobs = [await make_job(T1) for _ in range(4)]
+
+    assert await consumer.run(burst=True) == 4
+
+    assert gated.overlapped == [True]
+    for job in jobs:
+        assert (await fetch_job(sessionmaker, job.id)).status == JobStatus.done
+
+
+async def test_a_bad_job_in_a_batch_fails_alone_and_everything_is_acked(
+    make_job, make_consumer, storage, sessionmaker, redis
+):
+    good = await make_job(T1)
+    garbage = await make_job(T1)
+    storage.put(garbage.image_key, b"this is not an image at all")
+    unknown_task = await make_job(T1, tasks=("faces", "x-ray"))
+    also_good = await make_job(DOG, tasks=("objects",))
+
+    assert await make_consumer(batch_size=4).run(burst=True) == 4
+
+    statuses = {
+        job.id: (await fetch_job(sessionmaker, job.id))
+        for job in (good, garbage, unknown_task, also_good)
+    }
+    assert statuses[good.id].status == JobStatus.done
+    assert statuses[also_good.id].status == JobStatus.done
+    assert statuses[garbage.id].status == JobStatus.failed
+    assert "not a JPEG, PNG or WebP" in statuses[garbage.id].error
+    assert statuses[unknown_task.id].status == JobStatus.failed
+    assert "x-ray" in statuses[unknown_task.id].error
+    assert [e["type"] for e in await job_events(redis, garbage.id)][-2:] == ["error", "status"]
+    pending = await redis.xpending(streams.JOBS, streams.GROUP)
+    assert pending["pending"] == 0
+
+
+async def test_a_redelivered_finished_job_keeps_one_set_of_embeddings(
+    make_job, make_consumer, redis, engine
+):
+    job = await make_job(T1)
+    await make_consumer().run(burst=True)
+    message = streams.JobMessage(job_id=job.id, tasks=("faces",), image_key=job.image_key)
+    await streams.enqueue_job(redis, message, maxlen=1000)  # delivered again
+    assert await make_consumer().run(burst=True) == 1
+    assert await embedding_stats(engine) == [("mobilefacenet", 192, 6)]
+
+
+async def test_embeddings_take_the_dimension_and_name_of_the_configured_embedder(
+    make_job,
+    make_consumer,
+    settings,
+    detectors,
+    redis,
+    sessionmaker,
+    storage,
+    engine,
+    tmp_path,
+):
+    """An ArcFace-configured worker (tiny graph, 512-d) and the stand-in (192-d) share the
+    table; every row says which model made it."""
+    arcface = FaceDetector(
+        FaceDetectorConfig(),
+        SHARED_IMAGES.parent / "models" / "det_500m.onnx",
+        Embedder(
+            ARCFACE_MBF, OnnxModel(arcface_like(tmp_path / "w600k_mbf.onnx"), RuntimeOptions())
+        ),
+        options=RuntimeOptions(),
+    )
+    await make_job(T1)
+    await Consumer(
+        settings, {**detectors, "faces": arcface}, redis, sessionmaker, storage, name="arcface"
+    ).run(burst=True)
+    await make_job(T1)
+    await make_consumer().run(burst=True)
+    assert await embedding_stats(engine) == [("mobilefacenet", 192, 6), ("w600k_mbf", 512, 6)]
+
+    # The stored dimension is enforced against the vector itself.
+    async with engine.begin() as connection:
+        with pytest.raises(IntegrityError, match="ck_face_embeddings_dim"):
+            await connection.execute(
+                text("UPDATE face_embeddings SET dim = 512 WHERE model = 'mobilefacenet'")
+            )
+
+
+async def test_deleting_a_job_deletes_its_embeddings(make_job, make_consumer, sessionmaker, engine):
+    job = await make_job(T1)
+    other = await make_job(T1)
+    await make_consumer().run(burst=True)
+    async with sessionmaker.begin() as session:
+        await session.execute(delete(Job).where(Job.id == job.id))
+    async with engine.connect() as connection:
+        owners = (
+            await connection.execute(text("SELECT DISTINCT job_id FROM face_embeddings"))
+        ).all()
+    assert [row[0] for row in owners] == [other.id]
