@@ -1,10 +1,13 @@
-"""`python -m bench` (make bench): run each benchmark below, in order. Add new ones here."""
+"""`python -m bench` (make bench): run each benchmark below, in order. Add new ones here.
+
+Each writes its own section of bench/RESULTS.md.
+"""
 
 import sys
 
-from bench import models
+from bench import fanout, models, plumbing, throughput
 
-BENCHES = [models.main]
+BENCHES = [models.main, throughput.main, plumbing.main, fanout.main]
 
 
 def main() -> int:

@@ -36,16 +36,53 @@ def percentile_ms(samples_s: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(samples_s) * 1000, q))
 
 
-def machine_description() -> str:
-    cpu = "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+def machine() -> list[str]:
+    """Markdown lines describing this machine, for every results section."""
+    import cv2
+    import onnxruntime
+
+    cpu = "unknown"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as info:
+        for line in info:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    return (
-        f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, {platform.system()}"
-    )
+    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return [
+        f"- CPU: {cpu}, {len(os.sched_getaffinity(0))} cores usable, "
+        f"{memory_gib:.0f} GiB RAM, no GPU",
+        f"- {platform.system()} {platform.release()}, Python {platform.python_version()}",
+        f"- onnxruntime {onnxruntime.__version__} (CPUExecutionProvider), "
+        f"OpenCV {cv2.__version__}, numpy {np.__version__}",
+    ]
+
+
+def load_average() -> str:
+    one, five, _ = os.getloadavg()
+    return f"{one:.2f} (1 min) / {five:.2f} (5 min)"
+
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+RESULTS_TITLE = """# Lookout benchmarks
+
+Written by `make bench`; each section by its own script, replaced when that script runs again.
+Ratios measured side by side in one run are the figures to compare: absolute numbers on a
+shared 2-core machine only describe that run.
+"""
+
+
+def write_section(name: str, markdown: str) -> None:
+    """Replace (or append) the section `name` of bench/RESULTS.md, leaving the others alone."""
+    text = RESULTS.read_text() if RESULTS.exists() else RESULTS_TITLE
+    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    block = f"{start}\n{markdown.strip()}\n{end}"
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        text = before + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    RESULTS.write_text(text)
+    print(f"wrote section {name!r} of {RESULTS}")
 
 
 @dataclass
@@ -85,6 +122,8 @@ def stack(
                 "LOOKOUT_API__PORT": str(port),
                 "LOOKOUT_LOG_LEVEL": "WARNING",
                 "LOOKOUT_ENV": "dev",
+                "LOOKOUT_AUTH__ENABLED": "false",  # a dev server on loopback, as `make up`
+                "LOOKOUT_AUTH__RATE_LIMIT_REQUESTS": "0",
                 **(extra_env or {}),
             }
             processes.append(

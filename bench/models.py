@@ -16,7 +16,6 @@ What is measured:
 
 import multiprocessing
 import os
-import platform
 import statistics
 import sys
 import time
@@ -28,6 +27,7 @@ import cv2
 import numpy as np
 
 from app.settings import ModelSettings, Settings, WorkerSettings
+from bench.harness import load_average, machine, write_section
 from workers.detectors.base import Detector
 from workers.detectors.face import Embedder, FaceDetector
 from workers.detectors.onnx import OnnxModel, RuntimeOptions
@@ -37,7 +37,6 @@ from workers.pipeline import decode_image, run_batch
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGES = REPO.parent / "shared" / "images"
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 MAX_PIXELS = 50_000_000
 # Each figure: runs for at least this long after warm-up (and at least MIN_RUNS runs).
 MEASURE_S = 2.0
@@ -317,33 +316,9 @@ def processes_by_threads(rows: list[Row]) -> None:
         report(rows, Row(what, f"{processes} proc × {threads} thread", elapsed, total, "image"))
 
 
-def machine() -> list[str]:
-    import onnxruntime
-
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as info:
-        for line in info:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return [
-        f"- CPU: {cpu}, {len(os.sched_getaffinity(0))} cores usable, "
-        f"{memory_gib:.0f} GiB RAM, no GPU",
-        f"- {platform.system()} {platform.release()}, Python {platform.python_version()}",
-        f"- onnxruntime {onnxruntime.__version__} (CPUExecutionProvider), "
-        f"OpenCV {cv2.__version__}, numpy {np.__version__}",
-    ]
-
-
-def load_average() -> str:
-    one, five, _ = os.getloadavg()
-    return f"{one:.2f} (1 min) / {five:.2f} (5 min)"
-
-
 def write_results(rows: list[Row], started: str, load_before: str) -> None:
     lines = [
-        "# Model runtime benchmarks",
+        "## Model runtime (bench/models.py)",
         "",
         f"Measured {started} by `make bench` (bench/models.py). Each figure: calls repeated",
         f"for {MEASURE_S:.0f} s after two warm-up calls; throughput is computed from the best",
@@ -404,8 +379,7 @@ def write_results(rows: list[Row], started: str, load_before: str) -> None:
             f"{procs[0].setting} {procs[0].items_per_s:.1f} "
             f"({procs[1].items_per_s / procs[0].items_per_s:.2f}×)."
         )
-    RESULTS.write_text("\n".join([*lines, "", "Ratios:", *notes, ""]))
-    print(f"wrote {RESULTS}")
+    write_section("models", "\n".join([*lines, "", "Ratios:", *notes, ""]))
 
 
 def main() -> int:
