@@ -5,6 +5,7 @@ Decode, the processed-image render, Postgres writes, stream events and acks all 
 
 import asyncio
 import signal
+from collections.abc import Sequence
 
 from redis.asyncio import Redis
 
@@ -17,9 +18,13 @@ from workers.detectors.base import Detection, ImageBGR
 
 class NoopDetector:
     task = "faces"
+    model_name = "noop"
 
-    def detect(self, image: ImageBGR) -> list[Detection]:
-        return []
+    def warm_up(self) -> None:
+        pass
+
+    def detect(self, images: Sequence[ImageBGR]) -> list[list[Detection]]:
+        return [[] for _ in images]
 
 
 async def main() -> None:

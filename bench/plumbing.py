@@ -33,7 +33,10 @@ async def _throughput(base_url: str, ws_url: str, jobs: int, concurrency: int) -
         async def collect() -> None:
             nonlocal results_seen
             async for raw in firehose:
-                if json.loads(raw)["type"] in ("result", "error"):
+                event = json.loads(raw)
+                if event["type"] == "error":
+                    raise RuntimeError(f"a job failed, the measurement is void: {event}")
+                if event["type"] == "result":
                     results_seen += 1
                     progress.update()
                     if results_seen == jobs:
@@ -71,7 +74,10 @@ async def _latency(base_url: str, ws_url: str, jobs: int) -> list[float]:
             ).json()
             async with websockets.connect(ws_url + job["links"]["events"]) as events:
                 async for raw in events:
-                    if json.loads(raw)["type"] == "result":
+                    event_type = json.loads(raw)["type"]
+                    if event_type == "error":
+                        raise RuntimeError(f"job {job['id']} failed, the measurement is void")
+                    if event_type == "result":
                         break
             samples.append(time.perf_counter() - started)
     return samples

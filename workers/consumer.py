@@ -193,18 +193,35 @@ class Consumer:
         return [Entry(entry_id, fields, 1) for entry_id, fields in new]
 
     async def prepare(self, entries: Sequence[Entry]) -> list[Work]:
-        """Start each job and decode its image (in a thread). Never raises.
+        """Start the batch's jobs and decode their images (in a thread). Never raises.
 
         Entries that need no inference (trimmed, malformed, given up, already finished, bad
-        image) are settled here; an entry that cannot be started stays pending.
+        image) are settled here; an entry that cannot be started stays pending. The jobs are
+        marked running together: one UPDATE and one MULTI for the batch, not one per job.
         """
         if entries:
             self.metrics.batch_size.observe(len(entries))
-        started: list[tuple[Entry, streams.JobMessage, bytes]] = []
+        runnable: list[tuple[Entry, streams.JobMessage]] = []
         for entry in entries:
-            ready = await self._persist(entry, lambda e=entry: self._start_entry(e))  # type: ignore[misc]
-            if ready is not None:
-                started.append((entry, *ready))
+            message = await self._persist(entry, lambda e=entry: self._admit(e))  # type: ignore[misc]
+            if message is not None:
+                runnable.append((entry, message))
+        if not runnable:
+            return []
+        running = await self._persist(
+            runnable[0][0], lambda: self._start([m.job_id for _, m in runnable])
+        )
+        if running is None:
+            return []  # Postgres/Redis gone and the worker is stopping: all stay pending
+        started: list[tuple[Entry, streams.JobMessage, bytes]] = []
+        for entry, message in runnable:
+            with structlog.contextvars.bound_contextvars(job_id=str(message.job_id)):
+                data = await self._persist(
+                    entry,
+                    lambda e=entry, m=message: self._load_started(e, m, running),  # type: ignore[misc]
+                )
+            if data is not None:
+                started.append((entry, message, data))
         if not started:
             return []
         settings = self.settings
@@ -318,8 +335,8 @@ class Consumer:
             return True
         return False
 
-    async def _start_entry(self, entry: Entry) -> tuple[streams.JobMessage, bytes] | None:
-        """The message and image bytes of an entry to run, or None when it is settled here."""
+    async def _admit(self, entry: Entry) -> streams.JobMessage | None:
+        """The entry's message if its job should run; None when the entry is settled here."""
         if entry.fields is None:  # trimmed by MAXLEN; the reconciler re-enqueues its job
             await streams.ack(self.redis, entry.entry_id)
             return None
@@ -330,24 +347,24 @@ class Consumer:
             self.metrics.jobs.labels("invalid").inc()
             await streams.dead_letter(self.redis, entry.entry_id, entry.fields, str(exc))
             return None
-        with structlog.contextvars.bound_contextvars(job_id=str(message.job_id)):
-            return await self._start_message(entry, message)
-
-    async def _start_message(
-        self, entry: Entry, message: streams.JobMessage
-    ) -> tuple[streams.JobMessage, bytes] | None:
-        assert entry.fields is not None
         max_deliveries = self.settings.worker.max_deliveries
         if entry.deliveries > max_deliveries:
             reason = (
                 f"gave up after {max_deliveries} deliveries (the job kept failing or timing out)"
             )
-            await self._fail(message.job_id, reason)
-            await streams.dead_letter(self.redis, entry.entry_id, entry.fields, reason)
-            log.warning("job_dead_lettered", deliveries=entry.deliveries)
+            with structlog.contextvars.bound_contextvars(job_id=str(message.job_id)):
+                await self._fail(message.job_id, reason)
+                await streams.dead_letter(self.redis, entry.entry_id, entry.fields, reason)
+                log.warning("job_dead_lettered", deliveries=entry.deliveries)
             self.metrics.jobs.labels("dead_letter").inc()
             return None
-        if not await self._start(message.job_id):
+        return message
+
+    async def _load_started(
+        self, entry: Entry, message: streams.JobMessage, running: set[uuid.UUID]
+    ) -> bytes | None:
+        """The image of a job that was just marked running; None when the entry is settled."""
+        if message.job_id not in running:
             # Deleted, or already finished by an earlier delivery: nothing left to do, except
             # the events, if the earlier delivery died between its commit and its publish.
             await self._republish_if_missing(message.job_id)
@@ -356,12 +373,11 @@ class Consumer:
             self.metrics.jobs.labels("skipped").inc()
             return None
         try:
-            data = message.image if message.image is not None else self._load(message)
+            return message.image if message.image is not None else self._load(message)
         except BadImage as exc:
             await self._fail(message.job_id, str(exc))
             await streams.ack(self.redis, entry.entry_id, message.job_id)
             return None
-        return message, data
 
     async def _republish_if_missing(self, job_id: uuid.UUID) -> None:
         if await streams.has_terminal_event(self.redis, job_id):
@@ -384,12 +400,12 @@ class Consumer:
         except FileNotFoundError as exc:
             raise BadImage(f"the stored image {message.image_key} is gone") from exc
 
-    async def _start(self, job_id: uuid.UUID) -> bool:
-        """Mark the job running; False if it no longer exists or is already finished."""
+    async def _start(self, job_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        """Mark the jobs running; the ids of those that exist and are not yet finished."""
         async with self.sessionmaker.begin() as session:
-            started = await session.scalar(
+            rows = await session.scalars(
                 update(Job)
-                .where(Job.id == job_id, Job.status.in_([JobStatus.queued, JobStatus.running]))
+                .where(Job.id.in_(job_ids), Job.status.in_([JobStatus.queued, JobStatus.running]))
                 .values(
                     status=JobStatus.running,
                     attempts=Job.attempts + 1,
@@ -397,10 +413,16 @@ class Consumer:
                 )
                 .returning(Job.id)
             )
-        if started is None:
-            return False
-        await self._publish(streams.make_event("status", job_id, status="running"))
-        return True
+            running = set(rows)
+        if running:
+            await self._publish(
+                *(
+                    streams.make_event("status", job_id, status="running")
+                    for job_id in job_ids
+                    if job_id in running
+                )
+            )
+        return running
 
     async def _finish(
         self, message: streams.JobMessage, result: PipelineResult, *, batch_size: int
