@@ -326,10 +326,16 @@ async def delivery_count(redis: "Redis", entry_id: StreamId) -> int:
 
 async def ack(redis: "Redis", entry_id: StreamId, job_id: uuid.UUID | None = None) -> None:
     """XACK, and drop the job's entry marker: the job no longer needs its message."""
+    await ack_many(redis, [(entry_id, job_id)])
+
+
+async def ack_many(redis: "Redis", entries: Sequence[tuple[StreamId, uuid.UUID | None]]) -> None:
+    """`ack` for several entries in one MULTI."""
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.xack(JOBS, GROUP, entry_id)
-        if job_id is not None:
-            pipe.delete(job_entry_key(job_id))
+        for entry_id, job_id in entries:
+            pipe.xack(JOBS, GROUP, entry_id)
+            if job_id is not None:
+                pipe.delete(job_entry_key(job_id))
         await pipe.execute()
 
 

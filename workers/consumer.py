@@ -271,9 +271,26 @@ class Consumer:
     async def complete(
         self, batch: Sequence[Work], results: Sequence[PipelineResult | Exception]
     ) -> None:
-        """Write, publish and ack each job of the batch. Never raises."""
+        """Write, publish and ack the batch's jobs. Never raises.
+
+        The successful jobs are written in one transaction, their events published in one
+        MULTI and their entries acked in one MULTI; failures are settled one by one.
+        """
+        done = [
+            (w, r) for w, r in zip(batch, results, strict=True) if isinstance(r, PipelineResult)
+        ]
+        if done:
+
+            async def finish_and_ack() -> None:
+                await self._finish([(w.message, r) for w, r in done], batch_size=len(batch))
+                await streams.ack_many(
+                    self.redis, [(w.entry.entry_id, w.message.job_id) for w, _ in done]
+                )
+
+            await self._persist(done[0][0].entry, finish_and_ack)
         for work, result in zip(batch, results, strict=True):
-            await self._settle(work.entry, work.message, result, batch_size=len(batch))
+            if not isinstance(result, PipelineResult):
+                await self._settle(work.entry, work.message, result)
 
     async def _settle(
         self,
@@ -287,7 +304,7 @@ class Consumer:
 
         async def settle() -> None:
             if isinstance(outcome, PipelineResult):
-                await self._finish(message, outcome, batch_size=batch_size)
+                await self._finish([(message, outcome)], batch_size=batch_size)
             elif isinstance(outcome, (BadImage, JobTimeout)):
                 await self._fail(message.job_id, str(outcome))
             else:
@@ -379,19 +396,21 @@ class Consumer:
             await streams.ack(self.redis, entry.entry_id, message.job_id)
             return None
 
-    async def _republish_if_missing(self, job_id: uuid.UUID) -> None:
-        if await streams.has_terminal_event(self.redis, job_id):
-            return
+    async def _republish_if_missing(self, job_id: uuid.UUID) -> bool:
+        """Publish a finished job's final events if its stream lacks them; False: no such job."""
         async with self.sessionmaker() as session:
             job = await session.get(Job, job_id)
-            if job is None or not job.status.finished:
-                return
+            if job is None:
+                return False
+            if not job.status.finished or await streams.has_terminal_event(self.redis, job_id):
+                return True
             rows = await session.scalars(
                 select(Detection).where(Detection.job_id == job_id).order_by(Detection.id)
             )
             detail = job_detail(job, list(rows))
         await self._publish(*event_snapshot(detail, job.owner_id))
-        log.info("job_events_republished")
+        log.info("job_events_republished", job_id=str(job_id))
+        return True
 
     def _load(self, message: streams.JobMessage) -> bytes:
         assert message.image_key is not None
@@ -425,74 +444,93 @@ class Consumer:
         return running
 
     async def _finish(
-        self, message: streams.JobMessage, result: PipelineResult, *, batch_size: int
+        self, items: Sequence[tuple[streams.JobMessage, PipelineResult]], *, batch_size: int
     ) -> None:
-        job_id = message.job_id
-        processed_key = None
-        if message.image_key is not None:  # inline frames are never written to disk
-            processed_key = f"{job_id}.processed.jpg"
-            self.storage.put(processed_key, result.processed_jpeg)
+        """Write the results of several jobs in one transaction, then their events in one MULTI.
+
+        Idempotent: a job that is already finished (an earlier delivery, or an earlier try of
+        this one that committed before an outage) is left as it is and only its missing events
+        are published again.
+        """
+        processed_keys: dict[uuid.UUID, str] = {}
+        for message, result in items:
+            if message.image_key is not None:  # inline frames are never written to disk
+                processed_keys[message.job_id] = f"{message.job_id}.processed.jpg"
+                self.storage.put(processed_keys[message.job_id], result.processed_jpeg)
+        results = {message.job_id: result for message, result in items}  # one per job
+        events: list[dict[str, Any]] = []
         async with self.sessionmaker.begin() as session:
-            job = await session.scalar(select(Job).where(Job.id == job_id).with_for_update())
-            if job is None or job.status.finished:
-                log.info("job_already_finished_or_deleted")
-                if job is None and processed_key is not None:
-                    self.storage.delete(processed_key)  # deleted while we worked: leave nothing
-                return
+            locked = await session.scalars(select(Job).where(Job.id.in_(results)).with_for_update())
+            jobs = {job.id: job for job in locked if not job.status.finished}
+            settled_before = [job_id for job_id in results if job_id not in jobs]
             # Keyed by job id: a redelivery replaces rows (embeddings cascade) rather than
             # adding a second set.
-            await session.execute(delete(Detection).where(Detection.job_id == job_id))
-            rows = [
-                Detection(
-                    job_id=job_id,
-                    kind=d.kind,
-                    label=d.label,
-                    score=d.score,
-                    box=list(d.box),
-                    landmarks=[list(p) for p in d.landmarks] if d.landmarks else None,
-                    attributes=d.attributes,
-                )
-                for d in result.detections
-            ]
-            session.add_all(rows)
+            await session.execute(delete(Detection).where(Detection.job_id.in_(jobs)))
+            rows = {
+                job_id: [
+                    Detection(
+                        job_id=job_id,
+                        kind=d.kind,
+                        label=d.label,
+                        score=d.score,
+                        box=list(d.box),
+                        landmarks=[list(p) for p in d.landmarks] if d.landmarks else None,
+                        attributes=d.attributes,
+                    )
+                    for d in results[job_id].detections
+                ]
+                for job_id in jobs
+            }
+            session.add_all([row for job_rows in rows.values() for row in job_rows])
             await session.flush()  # detection ids, for the embeddings
-            embeddings = [
-                FaceEmbedding(
-                    detection_id=row.id,
-                    job_id=job_id,
-                    model=d.embedding.model,
-                    dim=d.embedding.dim,
-                    embedding=d.embedding.vector,
+            now = datetime.now(UTC)
+            for job_id, job in jobs.items():
+                result = results[job_id]
+                session.add_all(
+                    FaceEmbedding(
+                        detection_id=row.id,
+                        job_id=job_id,
+                        model=d.embedding.model,
+                        dim=d.embedding.dim,
+                        embedding=d.embedding.vector,
+                    )
+                    for row, d in zip(rows[job_id], result.detections, strict=True)
+                    if d.embedding is not None
                 )
-                for row, d in zip(rows, result.detections, strict=True)
-                if d.embedding is not None
-            ]
-            session.add_all(embeddings)
-            job.status = JobStatus.done
-            job.width, job.height = result.width, result.height  # upright, from the pixels
-            job.counts = result.counts
-            job.decode_ms = result.decode_ms
-            job.inference_ms = result.inference_ms
-            job.processed_image_key = processed_key
-            job.finished_at = datetime.now(UTC)
+                job.status = JobStatus.done
+                job.width, job.height = result.width, result.height  # upright, from the pixels
+                job.counts = result.counts
+                job.decode_ms = result.decode_ms
+                job.inference_ms = result.inference_ms
+                job.processed_image_key = processed_keys.get(job_id)
+                job.finished_at = now
             await session.flush()
-            detail = job_detail(job, rows)
-            owner = owner_field(job.owner_id)
-        await self._publish(
-            streams.make_event(
-                "result", job_id, owner_id=owner, job=detail.model_dump(mode="json")
-            ),
-            streams.make_event("status", job_id, status="done"),
-        )
-        self.metrics.jobs.labels("done").inc()
-        log.info(
-            "job_done",
-            detections=len(rows),
-            embeddings=len(embeddings),
-            batch_size=batch_size,
-            decode_ms=result.decode_ms,
-            inference_ms=result.inference_ms,
-        )
+            for job_id, job in jobs.items():
+                detail = job_detail(job, rows[job_id])
+                events.append(
+                    streams.make_event(
+                        "result",
+                        job_id,
+                        owner_id=owner_field(job.owner_id),
+                        job=detail.model_dump(mode="json"),
+                    )
+                )
+                events.append(streams.make_event("status", job_id, status="done"))
+        if events:
+            await self._publish(*events)
+        for job_id in settled_before:
+            if not await self._republish_if_missing(job_id) and job_id in processed_keys:
+                self.storage.delete(processed_keys[job_id])  # deleted while we worked
+        self.metrics.jobs.labels("done").inc(len(jobs))
+        for job_id in jobs:
+            log.info(
+                "job_done",
+                job_id=str(job_id),
+                detections=len(rows[job_id]),
+                batch_size=batch_size,
+                decode_ms=results[job_id].decode_ms,
+                inference_ms=results[job_id].inference_ms,
+            )
 
     async def _fail(self, job_id: uuid.UUID, reason: str) -> None:
         async with self.sessionmaker.begin() as session:
@@ -503,7 +541,8 @@ class Consumer:
                 .returning(Job.owner_id)
             )
             failed = failed_owner.first()
-        if failed is None:
+        if failed is None:  # already finished: an earlier try may have died before publishing
+            await self._republish_if_missing(job_id)
             return
         await self._publish(
             streams.make_event("error", job_id, owner_id=owner_field(failed[0]), error=reason),

@@ -219,3 +219,22 @@ async def test_a_wiped_redis_does_not_kill_the_consumer(
     job = await make_job(T1)  # new work flows again
     assert await consumer.run(burst=True) == 1
     assert (await load_job(sessionmaker, job.id)).status == JobStatus.done
+
+
+async def test_a_retried_finish_after_its_commit_publishes_the_lost_events(
+    make_job, make_consumer, redis, sessionmaker
+):
+    """An outage right after the result commit: the retry must not leave the job silent."""
+    job = await make_job(T1)
+    consumer = make_consumer()
+    [entry] = await consumer.next_entries(block_ms=100)
+    [work] = await consumer.prepare([entry])
+    [result] = await consumer.infer([work])
+    await consumer._finish([(work.message, result)], batch_size=1)
+    await redis.delete(streams.job_events_key(job.id))  # the publish never reached Redis
+
+    await consumer._finish([(work.message, result)], batch_size=1)  # the in-place retry
+    events = await job_events(redis, job.id)
+    assert [e.get("status", e["type"]) for e in events] == ["result", "done"]
+    assert events[0]["job"]["counts"] == {"face": 6}
+    assert await count_detections(sessionmaker, job.id) == 6
