@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -30,6 +30,18 @@ class ApiSettings(BaseModel):
     max_image_pixels: int = 50_000_000
     max_wait_s: float = 30.0  # cap for POST /v1/images?wait=
     page_size_max: int = 100
+    # Behind nginx (nginx/): image routes answer with `X-Accel-Redirect: <prefix><storage key>`
+    # and no body, and nginx's `internal` location with this path serves the file. None: the API
+    # sends the bytes itself. Set it only when such a proxy is in front, or clients get no image.
+    accel_redirect_prefix: str | None = None
+
+    @field_validator("accel_redirect_prefix")
+    @classmethod
+    def _prefix_is_a_directory_path(cls, value: str | None) -> str | None:
+        # A prefix without the trailing slash would make nginx's `alias` match `/prefix..` paths.
+        if value is not None and not (value.startswith("/") and value.endswith("/")):
+            raise ValueError("accel_redirect_prefix must start and end with '/'")
+        return value
 
 
 class WorkerSettings(BaseModel):

@@ -117,10 +117,13 @@ def detectors(settings: Settings) -> dict[str, Detector]:
 
 
 @pytest.fixture(autouse=True)
-async def clean_state(request: pytest.FixtureRequest, settings: Settings) -> AsyncIterator[None]:
-    """Every test starts with empty tables, an empty Redis and an empty image store."""
-    engine: AsyncEngine = request.getfixturevalue("engine")
-    redis_client: Redis = request.getfixturevalue("redis")
+async def clean_state(settings: Settings, engine: AsyncEngine, redis: Redis) -> AsyncIterator[None]:
+    """Every test starts with empty tables, an empty Redis and an empty image store.
+
+    Takes engine and redis as parameters (not getfixturevalue): a synchronous test that is the
+    first to need them would otherwise start async fixtures inside a running event loop.
+    """
+    redis_client = redis
     async with engine.begin() as connection:
         await connection.execute(text("TRUNCATE jobs, detections CASCADE"))
     await redis_client.flushdb()

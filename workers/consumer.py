@@ -12,6 +12,7 @@ import socket
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import structlog
 from redis.asyncio import Redis
@@ -24,6 +25,7 @@ from app.models import Detection, Job, JobStatus
 from app.settings import Settings
 from app.storage import Storage
 from workers.detectors.base import Detector
+from workers.health import Heartbeat
 from workers.pipeline import BadImage, PipelineResult, run_pipeline
 
 log = structlog.get_logger()
@@ -53,6 +55,7 @@ class Consumer:
         storage: Storage,
         *,
         name: str | None = None,
+        heartbeat_dir: Path | None = None,
     ) -> None:
         self.settings = settings
         self.detectors = detectors
@@ -60,6 +63,8 @@ class Consumer:
         self.sessionmaker = sessionmaker
         self.storage = storage
         self.name = name or consumer_name()
+        # Touched each time the loop comes round: the container's health check (workers/health.py).
+        self.heartbeat = Heartbeat(heartbeat_dir, self.name) if heartbeat_dir else None
 
     async def run(self, stop: asyncio.Event | None = None, *, burst: bool = False) -> int:
         """Process messages until `stop` is set (or, in burst mode, the stream is idle).
@@ -69,15 +74,25 @@ class Consumer:
         stop = stop or asyncio.Event()
         await streams.ensure_group(self.redis)
         handled = 0
-        while not stop.is_set():
-            block_ms = BURST_IDLE_MS if burst else self.settings.worker.block_ms
-            entries = await self.next_entries(block_ms=block_ms)
-            if not entries and burst:
-                break
-            for entry in entries:
-                await self.handle(entry)
-                handled += 1
+        try:
+            while not stop.is_set():
+                block_ms = BURST_IDLE_MS if burst else self.settings.worker.block_ms
+                entries = await self.next_entries(block_ms=block_ms)
+                self._beat()
+                if not entries and burst:
+                    break
+                for entry in entries:
+                    await self.handle(entry)
+                    handled += 1
+                    self._beat()
+        finally:
+            if self.heartbeat is not None:
+                self.heartbeat.stop()
         return handled
+
+    def _beat(self) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.beat()
 
     async def next_entries(self, *, block_ms: int) -> list[Entry]:
         """Stale entries of dead consumers first, then new ones."""

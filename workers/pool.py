@@ -18,6 +18,7 @@ from app.settings import Settings
 from app.storage import Storage
 from workers.consumer import Consumer
 from workers.detectors.registry import build_detectors
+from workers.health import heartbeat_dir
 
 log = structlog.get_logger()
 
@@ -33,7 +34,12 @@ async def run_worker(
     redis = Redis.from_url(settings.redis.url, decode_responses=False)
     try:
         consumer = Consumer(
-            settings, detectors, redis, create_sessionmaker(engine), Storage(settings.storage_dir)
+            settings,
+            detectors,
+            redis,
+            create_sessionmaker(engine),
+            Storage(settings.storage_dir),
+            heartbeat_dir=heartbeat_dir(),
         )
         log.info("worker_started", consumer=consumer.name, tasks=sorted(detectors))
         handled = await consumer.run(stop, burst=burst)

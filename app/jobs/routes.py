@@ -114,10 +114,18 @@ async def get_job(job_id: uuid.UUID, session: SessionDep) -> JobDetail:
     responses={**ERRORS, 200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}}}},
     summary="The uploaded image",
 )
-async def get_image(job_id: uuid.UUID, session: SessionDep, storage: StorageDep) -> Response:
+async def get_image(
+    job_id: uuid.UUID, session: SessionDep, storage: StorageDep, settings: SettingsDep
+) -> Response:
+    """The route decides who may see the image; with accel_redirect_prefix set, nginx sends it."""
     job = await service.get_job(session, job_id)
     if job.image_key is None or not storage.exists(job.image_key):
         raise NotFound(f"job {job_id} has no stored image")
+    prefix = settings.api.accel_redirect_prefix
+    if prefix is not None:
+        return Response(
+            media_type=job.content_type, headers={"X-Accel-Redirect": prefix + job.image_key}
+        )
     return Response(storage.get(job.image_key), media_type=job.content_type)
 
 

@@ -20,7 +20,10 @@ def create_session(
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     available = ort.get_available_providers()
-    chosen = [p for p in (providers or ["CPUExecutionProvider"]) if p in available]
+    # Default: CUDA where this onnxruntime build has it (onnxruntime-gpu, Dockerfile.worker's GPU
+    # variant), else CPU. The CPU package never lists CUDA, so CPU machines are unaffected.
+    wanted = providers or ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    chosen = [p for p in wanted if p in available]
     return ort.InferenceSession(
         str(model_path), sess_options=options, providers=chosen or ["CPUExecutionProvider"]
     )
