@@ -8,9 +8,13 @@ export LOOKOUT_MODELS_DIR ?= $(abspath $(CURDIR)/../shared/models)
 # w600k_mbf: without this, `make up` would try to download the production default buffalo_sc.
 export LOOKOUT_MODELS__FACE_PACK ?= scrfd_mobilefacenet
 
-.PHONY: install up test lint check bench clean
+.PHONY: install system-deps up test lint check bench clean
 
-install: $(VENV)/.installed
+install: system-deps $(VENV)/.installed
+
+# Debian's nginx for tests/e2e/test_nginx.py (apt-get when missing; a no-op when present).
+system-deps:
+	./scripts/ensure-system-deps.sh
 
 # insightface goes in with --no-deps: it declares opencv-python (the GUI build), which shares the
 # cv2 module with opencv-python-headless and breaks it. pyproject lists what it really imports.

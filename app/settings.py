@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Environment = Literal["local", "dev", "staging", "prod"]
@@ -69,6 +69,18 @@ class ApiSettings(BaseModel):
     trusted_hosts: list[str] = Field(default_factory=lambda: ["*"])
     # Open WebSockets per API process; one more is closed with 1013 (try again later).
     max_websocket_clients: int = Field(default=1000, ge=1)
+    # Behind nginx (nginx/): image routes answer with `X-Accel-Redirect: <prefix><storage key>`
+    # and no body, and nginx's `internal` location with this path serves the file. None: the API
+    # sends the bytes itself. Set it only when such a proxy is in front, or clients get no image.
+    accel_redirect_prefix: str | None = None
+
+    @field_validator("accel_redirect_prefix")
+    @classmethod
+    def _prefix_is_a_directory_path(cls, value: str | None) -> str | None:
+        # A prefix without the trailing slash would make nginx's `alias` match `/prefix..` paths.
+        if value is not None and not (value.startswith("/") and value.endswith("/")):
+            raise ValueError("accel_redirect_prefix must start and end with '/'")
+        return value
 
 
 class AuthSettings(BaseModel):
@@ -138,7 +150,9 @@ class ModelSettings(BaseModel):
     face_pack: str = "buffalo_sc"
     object_pack: str = "yolox_nano"
     # onnxruntime execution providers in order of preference; unavailable ones are skipped.
-    providers: list[str] = ["CPUExecutionProvider"]
+    # CUDA where this onnxruntime build has it (onnxruntime-gpu: Dockerfile.worker's GPU
+    # variant), else CPU: the CPU package never lists CUDA, so CPU machines are unaffected.
+    providers: list[str] = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     # Fetch a missing file from its upstream release (checksum-verified) into data_dir/models.
     download: bool = True
     # Fetch from this base URL instead of upstream (an offline mirror): {mirror_url}/{file}.

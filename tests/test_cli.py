@@ -13,6 +13,7 @@ import psutil
 import pytest
 
 from tests.conftest import shared_image
+from tests.processes import TEST_PACK_ENV
 
 STARTUP_TIMEOUT_S = 90
 
@@ -28,7 +29,7 @@ def start_up(data_dir: Path, port: int, models_dir: Path) -> subprocess.Popen[by
     env.update(
         LOOKOUT_DATA_DIR=str(data_dir),
         LOOKOUT_MODELS_DIR=str(models_dir),
-        LOOKOUT_MODELS__FACE_PACK="scrfd_mobilefacenet",  # the verified test pack; no downloads
+        **TEST_PACK_ENV,
         LOOKOUT_API__PORT=str(port),
         LOOKOUT_WORKER__PROCESSES="1",
     )

@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
@@ -38,6 +39,7 @@ from app.models import Detection, FaceEmbedding, Job, JobStatus
 from app.settings import Settings
 from app.storage import Storage
 from workers.detectors.base import Detector
+from workers.health import Heartbeat
 from workers.metrics import WorkerMetrics
 from workers.pipeline import BadImage, DecodedImage, PipelineResult, decode_image, run_batch
 
@@ -80,6 +82,7 @@ class Consumer:
         *,
         name: str | None = None,
         metrics: WorkerMetrics | None = None,
+        heartbeat_dir: Path | None = None,
     ) -> None:
         self.settings = settings
         self.detectors = detectors
@@ -89,6 +92,10 @@ class Consumer:
         self.name = name or consumer_name()
         self.metrics = metrics or WorkerMetrics()
         self._stop = asyncio.Event()
+        # Touched each time the loop comes round: the container's liveness check
+        # (workers/health.py) reads it without Redis, so an outage does not restart workers that
+        # are only waiting; cluster-wide readiness uses the Redis heartbeat (_heartbeat).
+        self.heartbeat_file = Heartbeat(heartbeat_dir, self.name) if heartbeat_dir else None
 
     async def run(self, stop: asyncio.Event | None = None, *, burst: bool = False) -> int:
         """Process batches until `stop` is set (or, in burst mode, the stream is idle).
@@ -103,6 +110,7 @@ class Consumer:
         group_ready = False
         try:
             while True:
+                self._beat_file()
                 if not ready:
                     if stop.is_set():
                         break
@@ -133,6 +141,7 @@ class Consumer:
                     if not ready:
                         continue
                 current, ready = ready, []
+                self._beat_file()
                 inference = asyncio.create_task(self.infer(current))
                 try:
                     if not stop.is_set():
@@ -146,6 +155,8 @@ class Consumer:
                     results = await inference
                 await self.complete(current, results)
         finally:
+            if self.heartbeat_file is not None:
+                self.heartbeat_file.stop()
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
             try:
@@ -153,6 +164,10 @@ class Consumer:
             except Exception as exc:
                 log.warning("heartbeat_forget_failed", error=repr(exc))
         return taken
+
+    def _beat_file(self) -> None:
+        if self.heartbeat_file is not None:
+            self.heartbeat_file.beat()
 
     async def _heartbeat(self, stop: asyncio.Event) -> None:
         """Beat every interval while running; runs beside inference (which is in a thread)."""
@@ -339,6 +354,7 @@ class Consumer:
     async def _wait_for_dependencies(self) -> bool:
         """Block until Postgres and Redis both answer (True) or the worker stops (False)."""
         while not self._stop.is_set():
+            self._beat_file()  # waiting on purpose is alive, not hung
             await _sleep_unless(self._stop, self.settings.worker.retry_backoff_s)
             try:
                 async with self.sessionmaker() as session:

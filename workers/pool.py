@@ -18,6 +18,7 @@ from app.settings import Settings
 from app.storage import Storage
 from workers.consumer import Consumer
 from workers.detectors.registry import build_detectors
+from workers.health import heartbeat_dir
 from workers.metrics import WorkerMetrics
 from workers.models import ModelError
 
@@ -50,6 +51,7 @@ async def run_worker(
             create_sessionmaker(engine),
             Storage(settings.storage_dir),
             metrics=metrics,
+            heartbeat_dir=heartbeat_dir(),
         )
         log.info("worker_started", consumer=consumer.name, tasks=sorted(detectors))
         handled = await consumer.run(stop, burst=burst)

@@ -181,14 +181,24 @@ async def get_job(job_id: uuid.UUID, principal: ReadKey, session: SessionDep) ->
     summary="The uploaded image",
 )
 async def get_image(
-    job_id: uuid.UUID, principal: ReadKey, session: SessionDep, storage: StorageDep
+    job_id: uuid.UUID,
+    principal: ReadKey,
+    session: SessionDep,
+    storage: StorageDep,
+    settings: SettingsDep,
 ) -> Response:
+    """The route decides who may see the image; with accel_redirect_prefix set, nginx sends it."""
     job = await service.get_job(session, job_id, principal)
+    if job.image_key is None or not storage.exists(job.image_key):
+        raise NotFound(f"job {job_id} has no stored image (expired or never stored)")
+    prefix = settings.api.accel_redirect_prefix
+    if prefix is not None:
+        return Response(
+            media_type=job.content_type, headers={"X-Accel-Redirect": prefix + job.image_key}
+        )
     try:
-        if job.image_key is None:
-            raise FileNotFoundError(job_id)
         return Response(storage.get(job.image_key), media_type=job.content_type)
-    except FileNotFoundError:
+    except FileNotFoundError:  # swept between the check and the read
         raise NotFound(f"job {job_id} has no stored image (expired or never stored)") from None
 
 

