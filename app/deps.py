@@ -9,6 +9,8 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection
 
+from app.nodes import service as nodes_service
+from app.security import bearer_token
 from app.settings import Settings
 from app.storage import Storage
 
@@ -56,3 +58,21 @@ def get_settings_dep(state: StateDep) -> Settings:
 RedisDep = Annotated[Redis, Depends(get_redis)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+
+async def get_current_node(
+    connection: HTTPConnection, state: StateDep, session: SessionDep
+) -> nodes_service.AuthenticatedNode:
+    """The node behind `Authorization: Bearer <token>`: token verified, node row not revoked.
+
+    Every request checks the row, so a revoked node's tokens fail on its next request.
+    """
+    token = bearer_token(connection.headers.get("authorization"))
+    node = await nodes_service.authenticate(session, token, state.settings)
+    await session.commit()  # last_seen_at, and offline → online, before announcing it
+    if node.came_online:
+        await nodes_service.announce(state.redis, session, node.id, ["online"], state.settings)
+    return node
+
+
+CurrentNode = Annotated[nodes_service.AuthenticatedNode, Depends(get_current_node)]

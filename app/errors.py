@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 class AppError(Exception):
     status: int = 400
     code: str = "bad_request"
+    headers: dict[str, str] | None = None  # extra response headers, e.g. WWW-Authenticate
 
     def __init__(self, detail: str, *, code: str | None = None, status: int | None = None) -> None:
         super().__init__(detail)
@@ -36,6 +37,11 @@ class InvalidInput(AppError):
     code = "invalid_input"
 
 
+class TooManyRequests(AppError):
+    status = 429
+    code = "too_many_requests"
+
+
 class PayloadTooLarge(AppError):
     status = 413
     code = "payload_too_large"
@@ -53,7 +59,9 @@ def error_body(code: str, detail: str, **extra: Any) -> dict[str, Any]:
 def install_error_handlers(app: FastAPI) -> None:
     async def on_app_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, AppError)
-        return JSONResponse(error_body(exc.code, exc.detail), status_code=exc.status)
+        return JSONResponse(
+            error_body(exc.code, exc.detail), status_code=exc.status, headers=exc.headers
+        )
 
     async def on_validation_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)

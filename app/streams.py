@@ -6,8 +6,12 @@ Every message carries `v` (schema version). Redis clients are created with bytes
 - `lookout:jobs` (group `detectors`): one entry per job to run (JobMessage).
 - `lookout:job:{id}`: that job's events (status | result | error), in order; expires
   `job_events_ttl_s` after its last event.
-- `lookout:events`: firehose of finished jobs (result | error), MAXLEN-trimmed.
+- `lookout:events`: firehose of finished jobs (result | error) and of edge node status changes
+  (node), MAXLEN-trimmed. Consumers dispatch on `type` and skip types they do not know.
 - `lookout:jobs:dead`: messages that exceeded max deliveries, with the last error.
+
+Inline images (edge node frames that must not be stored) live in `lookout:jobs` only until the
+job is acked: the entry is deleted with the ack, and a dead-lettered copy never carries them.
 """
 
 import json
@@ -26,6 +30,9 @@ DEAD = "lookout:jobs:dead"
 FIREHOSE = "lookout:events"
 
 EventType = Literal["status", "result", "error"]
+# A node came online, went offline, was revoked, or changed state (active | idle, dark scene).
+NODE_EVENT = "node"
+NodeChange = Literal["online", "offline", "revoked", "state", "dark_scene"]
 StreamId = bytes  # Redis stream entry id, e.g. b"1718000000000-0"
 Fields = dict[bytes, bytes]
 # Entries as Redis returns them; fields are None for an entry trimmed away while pending.
@@ -88,6 +95,20 @@ def make_event(event_type: EventType, job_id: uuid.UUID, **payload: Any) -> dict
     return {"type": event_type, "job_id": str(job_id), "at": time.time(), **payload}
 
 
+def make_node_event(
+    change: NodeChange, node_id: uuid.UUID, *, name: str, **snapshot: Any
+) -> dict[str, Any]:
+    """A firehose event for a node: what changed, and the node's status fields after the change."""
+    return {
+        "type": NODE_EVENT,
+        "change": change,
+        "node_id": str(node_id),
+        "name": name,
+        "at": time.time(),
+        **snapshot,
+    }
+
+
 def is_terminal(event: dict[str, Any]) -> bool:
     """The last event of a job: its final status."""
     return event.get("type") == "status" and event.get("status") in ("done", "failed")
@@ -136,6 +157,12 @@ async def publish_job_event(
         await pipe.execute()
 
 
+async def publish_firehose_event(redis: "Redis", event: dict[str, Any], *, maxlen: int) -> None:
+    """An event for the firehose alone (node status changes)."""
+    fields = cast(dict[Any, Any], _encode_event(event))
+    await redis.xadd(FIREHOSE, fields, maxlen=maxlen, approximate=True)
+
+
 async def read_job_events(
     redis: "Redis", job_id: uuid.UUID, *, after: StreamId = b"0", block_ms: int | None = None
 ) -> list[tuple[StreamId, dict[str, Any]]]:
@@ -165,13 +192,18 @@ async def _xread(
 
 
 async def dead_letter(redis: "Redis", entry_id: StreamId, fields: Fields, reason: str) -> None:
-    """Move a poisoned job message to the dead-letter stream and ack it, atomically."""
+    """Move a poisoned job message to the dead-letter stream and ack it, atomically.
+
+    Inline image bytes are not copied, and their source entry is deleted with the ack.
+    """
     dead_fields: dict[Any, Any] = {k: v for k, v in fields.items() if k != b"image"}
     dead_fields[b"source_id"] = entry_id
     dead_fields[b"error"] = reason.encode()
     async with redis.pipeline(transaction=True) as pipe:
         pipe.xadd(DEAD, dead_fields)
         pipe.xack(JOBS, GROUP, entry_id)
+        if b"image" in fields:
+            pipe.xdel(JOBS, entry_id)
         await pipe.execute()
 
 
@@ -200,5 +232,12 @@ async def delivery_count(redis: "Redis", entry_id: StreamId) -> int:
     return int(pending[0]["times_delivered"]) if pending else 1
 
 
-async def ack(redis: "Redis", entry_id: StreamId) -> None:
-    await redis.xack(JOBS, GROUP, entry_id)
+async def ack(redis: "Redis", entry_id: StreamId, *, delete: bool = False) -> None:
+    """XACK; with `delete`, also XDEL the entry (it carried an inline image), atomically."""
+    if not delete:
+        await redis.xack(JOBS, GROUP, entry_id)
+        return
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.xack(JOBS, GROUP, entry_id)
+        pipe.xdel(JOBS, entry_id)
+        await pipe.execute()

@@ -10,6 +10,7 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,15 @@ from app.images import inspect_image
 from app.jobs.service import create_job, enqueue_job
 from app.main import create_app
 from app.models import Job
-from app.settings import DatabaseSettings, RedisSettings, Settings, WorkerSettings
+from app.nodes.service import register_node
+from app.security import issue_node_token
+from app.settings import (
+    DatabaseSettings,
+    NodeSettings,
+    RedisSettings,
+    Settings,
+    WorkerSettings,
+)
 from app.storage import Storage
 from workers.consumer import Consumer
 from workers.detectors.base import Detector
@@ -120,7 +129,7 @@ def detectors(settings: Settings) -> dict[str, Detector]:
 async def clean_state(engine: AsyncEngine, redis: Redis, settings: Settings) -> None:
     """Every test starts with empty tables, an empty Redis and an empty image store."""
     async with engine.begin() as connection:
-        await connection.execute(text("TRUNCATE jobs, detections CASCADE"))
+        await connection.execute(text("TRUNCATE jobs, detections, nodes CASCADE"))
     await redis.flushdb()
     shutil.rmtree(settings.storage_dir, ignore_errors=True)
 
@@ -201,3 +210,49 @@ def make_job(
 
 async def job_events(redis: Redis, job_id: uuid.UUID) -> list[dict[str, object]]:
     return [event for _, event in await streams.read_job_events(redis, job_id)]
+
+
+@dataclass(frozen=True)
+class RegisteredNode:
+    id: uuid.UUID
+    name: str
+    secret: str
+
+
+@pytest.fixture
+def make_node(sessionmaker: async_sessionmaker[AsyncSession]):  # type: ignore[no-untyped-def]
+    """Register a node the way POST /v1/nodes does (bypassing HTTP); returns id and secret."""
+
+    async def factory(
+        name: str = "cam-1", *, tasks: tuple[str, ...] = ("faces",), store_frames: bool = False
+    ) -> RegisteredNode:
+        async with sessionmaker.begin() as session:
+            node, secret = await register_node(
+                session, name=name, tasks=list(tasks), store_frames=store_frames
+            )
+        return RegisteredNode(node.id, node.name, secret)
+
+    return factory
+
+
+def node_token(settings: Settings, node_id: uuid.UUID) -> str:
+    return issue_node_token(node_id, settings.nodes).token
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+def with_node_settings(settings: Settings, **overrides: object) -> Settings:
+    nodes = NodeSettings.model_validate({**settings.nodes.model_dump(), **overrides})
+    return settings.model_copy(update={"nodes": nodes})
+
+
+@asynccontextmanager
+async def serve_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """An app with its own settings and an HTTP + WebSocket client on it, in this task."""
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        transport = ASGIWebSocketTransport(application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://lookout.test") as http:
+            yield http

@@ -151,9 +151,11 @@ class Consumer:
             log.warning("job_dead_lettered", deliveries=entry.deliveries)
             return
 
+        # An inline image (a node frame that must not be stored) leaves Redis with the ack.
+        inline = message.image is not None
         if not await self._start(message.job_id):
             # Deleted, or already finished by an earlier delivery: nothing left to do.
-            await streams.ack(self.redis, entry.entry_id)
+            await streams.ack(self.redis, entry.entry_id, delete=inline)
             log.info("job_skipped")
             return
 
@@ -173,7 +175,7 @@ class Consumer:
             await self._fail(message.job_id, f"processing error: {exc!r}")
         else:
             await self._finish(message, result)
-        await streams.ack(self.redis, entry.entry_id)
+        await streams.ack(self.redis, entry.entry_id, delete=inline)
 
     def _load(self, message: streams.JobMessage) -> bytes:
         assert message.image_key is not None

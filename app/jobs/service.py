@@ -47,14 +47,23 @@ async def create_job(
     image: bytes,
     info: ImageInfo,
     tasks: tuple[str, ...],
+    node_id: uuid.UUID | None = None,
+    store_image: bool = True,
 ) -> Job:
-    """Store the image, then add the job row (flushed, not committed)."""
+    """Store the image (unless store_image is False), then add the job row (flushed only).
+
+    A job whose image is not stored has image_key None: its bytes must ride inline in the job
+    message (enqueue_job's `inline_image`), and they never reach disk or Postgres.
+    """
     job_id = uuid.uuid4()
-    image_key = f"{job_id}.{info.extension}"
-    # The file goes first: a committed job row never points at a missing image.
-    storage.put(image_key, image)
+    image_key: str | None = None
+    if store_image:
+        image_key = f"{job_id}.{info.extension}"
+        # The file goes first: a committed job row never points at a missing image.
+        storage.put(image_key, image)
     job = Job(
         id=job_id,
+        node_id=node_id,
         status=JobStatus.queued,
         tasks=list(tasks),
         image_key=image_key,
@@ -70,15 +79,27 @@ async def create_job(
     return job
 
 
-async def enqueue_job(redis: Redis, job: Job, *, jobs_maxlen: int, events_ttl_s: int) -> None:
+async def enqueue_job(
+    redis: Redis,
+    job: Job,
+    *,
+    jobs_maxlen: int,
+    events_ttl_s: int,
+    inline_image: bytes | None = None,
+) -> None:
     """Publish `queued` on the job's stream, then hand the job to the workers.
 
     Call only after the job row is committed: a worker that gets the message must find it.
+    A job without a stored image needs its bytes as `inline_image`.
     """
+    if (job.image_key is None) == (inline_image is None):
+        raise ValueError("a job message carries exactly one of a stored image or inline bytes")
     await streams.publish_job_event(
         redis, streams.make_event("status", job.id, status="queued"), ttl_s=events_ttl_s
     )
-    message = streams.JobMessage(job_id=job.id, tasks=tuple(job.tasks), image_key=job.image_key)
+    message = streams.JobMessage(
+        job_id=job.id, tasks=tuple(job.tasks), image_key=job.image_key, image=inline_image
+    )
     await streams.enqueue_job(redis, message, maxlen=jobs_maxlen)
 
 
@@ -165,6 +186,7 @@ def job_summary(job: Job) -> JobSummary:
             total_ms=_ms_between(job.created_at, job.finished_at),
         ),
         links=job_links(job.id),
+        node_id=job.node_id,
     )
 
 

@@ -223,3 +223,37 @@ async def test_a_wiped_redis_does_not_kill_the_consumer(
     job = await make_job(T1)  # the group was recreated: new work flows again
     assert await consumer.run(burst=True) == 1
     assert (await load_job(sessionmaker, job.id)).status == JobStatus.done
+
+
+async def test_inline_frames_leave_the_work_stream_with_their_ack(
+    make_job, make_consumer, redis, sessionmaker, storage
+):
+    """Done or dead-lettered, a message that carried frame bytes is deleted, not just acked."""
+    jobs = []
+    for _ in range(2):
+        job = await make_job(T1, enqueue=False)
+        storage.delete(job.image_key)
+        async with sessionmaker.begin() as session:
+            (await session.get(Job, job.id)).image_key = None
+        await streams.enqueue_job(
+            redis, streams.JobMessage(job_id=job.id, tasks=("faces",), image=T1), maxlen=100
+        )
+        jobs.append(job)
+    # The second message has been delivered too often already: it is dead-lettered.
+    crashing = make_consumer("crashing", batch_size=1)
+    await crashing.next_entries(block_ms=100)
+    await crashing.next_entries(block_ms=100)
+    second = (await redis.xrange(streams.JOBS))[1][0]
+    for _ in range(3):
+        await redis.xclaim(streams.JOBS, streams.GROUP, "crashing", 0, [second])
+    await asyncio.sleep(0.05)
+    assert await make_consumer("rescuer", job_timeout_s=0.01, max_deliveries=3).run(burst=True) == 2
+
+    assert [(await load_job(sessionmaker, j.id)).status for j in jobs] == [
+        JobStatus.done,
+        JobStatus.failed,
+    ]
+    assert await redis.xlen(streams.JOBS) == 0
+    [(_, dead)] = await redis.xrange(streams.DEAD)
+    assert b"image" not in dead
+    assert await pending_count(redis) == 0
