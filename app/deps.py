@@ -10,7 +10,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection
 
 from app.nodes import service as nodes_service
-from app.security import bearer_token
 from app.settings import Settings
 from app.storage import Storage
 
@@ -67,12 +66,9 @@ async def get_current_node(
 
     Every request checks the row, so a revoked node's tokens fail on its next request.
     """
-    token = bearer_token(connection.headers.get("authorization"))
-    node = await nodes_service.authenticate(session, token, state.settings)
-    await session.commit()  # last_seen_at, and offline → online, before announcing it
-    if node.came_online:
-        await nodes_service.announce(state.redis, session, node.id, ["online"], state.settings)
-    return node
+    return await nodes_service.authenticate_request(
+        session, state.redis, connection.headers.get("authorization"), state.settings
+    )
 
 
 CurrentNode = Annotated[nodes_service.AuthenticatedNode, Depends(get_current_node)]

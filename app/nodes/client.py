@@ -372,6 +372,7 @@ class NodeClient:
                 capture.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await capture
+                self.report.frames_replaced = self.mailbox.replaced
         log.info(
             "node_stopped",
             frames_read=self.report.frames_read,
@@ -444,7 +445,6 @@ class NodeClient:
                 jpeg_quality=self.config.jpeg_quality,
             )
             self.mailbox.offer(OutgoingFrame(jpeg=jpeg, chosen_at=now))
-            self.report.frames_replaced = self.mailbox.replaced
 
     # one connection -----------------------------------------------------------------------
 

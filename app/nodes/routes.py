@@ -32,7 +32,6 @@ from app.nodes.schemas import (
     TokenRefresh,
     TokenRequest,
 )
-from app.security import bearer_token
 
 log = structlog.get_logger()
 admin_router = APIRouter(tags=["nodes"])
@@ -247,12 +246,10 @@ async def node_stream(websocket: WebSocket) -> None:
     """
     state = get_state(websocket)
     try:
-        token = bearer_token(websocket.headers.get("authorization"))
         async with state.sessionmaker() as session:
-            node = await service.authenticate(session, token, state.settings)
-            await session.commit()
-            if node.came_online:
-                await service.announce(state.redis, session, node.id, ["online"], state.settings)
+            node = await service.authenticate_request(
+                session, state.redis, websocket.headers.get("authorization"), state.settings
+            )
     except AppError as exc:
         await _deny(websocket, exc)
         return

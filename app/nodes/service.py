@@ -39,6 +39,7 @@ from app.security import (
     NodeClaims,
     NodeForbidden,
     NodeToken,
+    bearer_token,
     generate_node_secret,
     hash_node_secret,
     issue_node_token,
@@ -151,13 +152,14 @@ async def revoke_node(session: AsyncSession, node_id: uuid.UUID) -> bool:
     return True
 
 
-async def frames_last_minute(session: AsyncSession) -> dict[uuid.UUID, int]:
+async def frames_last_minute(
+    session: AsyncSession, node_id: uuid.UUID | None = None
+) -> dict[uuid.UUID, int]:
+    """Frames accepted in the last minute, per node (one node's, if given)."""
     since = func.now() - timedelta(seconds=FRAMES_WINDOW_S)
-    rows = await session.execute(
-        select(Job.node_id, func.count())
-        .where(Job.node_id.is_not(None), Job.created_at > since)
-        .group_by(Job.node_id)
-    )
+    query = select(Job.node_id, func.count()).where(Job.created_at > since).group_by(Job.node_id)
+    query = query.where((Job.node_id == node_id) if node_id else Job.node_id.is_not(None))
+    rows = await session.execute(query)
     return {node_id: count for node_id, count in rows.all() if node_id is not None}
 
 
@@ -179,7 +181,7 @@ async def get_node_out(
     session: AsyncSession, node_id: uuid.UUID, *, offline_after_s: float
 ) -> NodeOut:
     node = await get_node(session, node_id)
-    counts = await frames_last_minute(session)
+    counts = await frames_last_minute(session, node.id)
     return node_out(node, offline_after_s=offline_after_s, frames_per_min=counts.get(node.id, 0))
 
 
@@ -224,6 +226,21 @@ async def exchange_secret(
     if node.revoked_at is not None:
         raise InvalidNodeToken(f"node {node_id} was revoked")
     return issue_node_token(node.id, settings.nodes)
+
+
+async def authenticate_request(
+    session: AsyncSession, redis: Redis, authorization: str | None, settings: Settings
+) -> AuthenticatedNode:
+    """The node behind an `Authorization: Bearer …` header, for HTTP and socket requests alike.
+
+    Commits its last_seen_at (a request's auth is its own commit point) and announces a node
+    that just came online.
+    """
+    node = await authenticate(session, bearer_token(authorization), settings)
+    await session.commit()
+    if node.came_online:
+        await announce(redis, session, node.id, ["online"], settings)
+    return node
 
 
 async def authenticate(session: AsyncSession, token: str, settings: Settings) -> AuthenticatedNode:
@@ -317,11 +334,10 @@ async def announce(
     if not changes:
         return
     node = await get_node(session, node_id)
-    out = node_out(node, offline_after_s=settings.nodes.offline_after_s, frames_per_min=0)
     snapshot = {
-        "online": out.online,
-        "state": out.state,
-        "dark_scene": out.dark_scene,
+        "online": is_online(node, offline_after_s=settings.nodes.offline_after_s),
+        "state": node.state.value if node.state is not None else None,
+        "dark_scene": node.dark_scene,
         "revoked": node.revoked_at is not None,
     }
     for change in changes:
@@ -454,10 +470,10 @@ async def get_own_job(
     session: AsyncSession, node: AuthenticatedNode, job_id: uuid.UUID
 ) -> JobDetail:
     """A job this node sent. Another node's job is 403, not 404: the node learns nothing new."""
-    job = await jobs.get_job(session, job_id)
-    if job.node_id != node.id:
+    detail = await jobs.get_job_detail(session, job_id)
+    if detail.node_id != node.id:
         raise NodeForbidden(f"job {job_id} was not sent by this node")
-    return await jobs.get_job_detail(session, job_id)
+    return detail
 
 
 class FrameRelay:

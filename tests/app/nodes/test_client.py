@@ -1,7 +1,6 @@
 """The node client's parts: the scene gate, the one-frame mailbox, metrics, and reconnecting."""
 
 import asyncio
-import socket
 import uuid
 
 import cv2
@@ -19,6 +18,7 @@ from app.nodes.client import (
 )
 from tests.conftest import shared_image
 from tests.images import decode, write_video
+from tests.test_cli import free_port
 
 T1 = decode(shared_image("scenes/t1.jpg"))
 DOG = decode(shared_image("scenes/dog.jpg"))
@@ -106,12 +106,6 @@ def test_metrics_report_capture_fps_and_median_latency():
     assert metrics.latency_ms_p50() is None
     metrics.latencies_ms.extend([30.0, 10.0, 500.0])
     assert metrics.latency_ms_p50() == 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_with_no_server_the_client_backs_off_and_keeps_trying(tmp_path):
