@@ -8,10 +8,14 @@ lookout migrate   upgrade the database schema to the latest revision
 lookout apikey    create | list | revoke client API keys
 lookout maintain  one reconciler + janitor pass now (the API also runs them on a schedule)
 lookout models    list | pull | verify the model packs (workers/models.py has the manifest)
+lookout nodes register NAME | list | revoke ID
+                  manage edge nodes through the API (--server, default the local API)
+lookout node run  the edge node client: capture, send changed frames, report heartbeats
 """
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import secrets
@@ -19,9 +23,11 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from app.settings import PLACEHOLDER_SECRETS, Settings, get_settings
 
@@ -55,9 +61,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     models = commands.add_parser("models", help="list, download or check model packs")
     models.add_argument("action", choices=["list", "pull", "verify"])
     models.add_argument("packs", nargs="*", help="pack names (default: the configured packs)")
+    _add_node_commands(commands)
     args = parser.parse_args(argv)
 
     settings = get_settings()
+    if args.command == "nodes":
+        server = args.server or f"http://{settings.api.host}:{settings.api.port}"
+        return manage_nodes(args, server)
+    if args.command == "node":
+        from app.logging import configure_logging
+
+        configure_logging(settings)
+        return run_node(args)
     if args.command == "up":
         return up(settings)
     if args.command == "api":
@@ -108,6 +123,186 @@ def models_command(settings: Settings, action: str, pack_names: Sequence[str]) -
         return 1
     print("\n".join(lines))
     return 0 if good else 1
+
+
+def _add_node_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    nodes = commands.add_parser("nodes", help="register, list and revoke edge nodes (admin)")
+    actions = nodes.add_subparsers(dest="action", required=True)
+    server = argparse.ArgumentParser(add_help=False)
+    server.add_argument("--server", help="API base URL (default: the local API from settings)")
+    server.add_argument(
+        "--api-key",
+        help="an admin API key (lookout apikey create … --scopes admin); not needed "
+        "when the server runs with keys off (dev)",
+    )
+    register = actions.add_parser(
+        "register", parents=[server], help="register a node; prints its id and secret"
+    )
+    register.add_argument("name")
+    register.add_argument("--tasks", help="comma-separated tasks its frames run (default faces)")
+    register.add_argument(
+        "--store-frames",
+        action="store_true",
+        help="keep its frames (default: frames are never written to disk or Postgres)",
+    )
+    register.add_argument(
+        "--secret-file", type=Path, help="write the secret to this file (mode 600), not stdout"
+    )
+    register.add_argument("--json", action="store_true", help="print the API response as JSON")
+    listing = actions.add_parser(
+        "list", parents=[server], help="the fleet: online, last seen, fps, latency"
+    )
+    listing.add_argument("--json", action="store_true", help="print the API response as JSON")
+    revoke = actions.add_parser(
+        "revoke", parents=[server], help="revoke a node; its tokens stop working at once"
+    )
+    revoke.add_argument("node_id", type=uuid.UUID)
+
+    node = commands.add_parser("node", help="run on an edge device")
+    node_actions = node.add_subparsers(dest="action", required=True)
+    run = node_actions.add_parser("run", help="capture frames and stream them to the server")
+    run.add_argument("--source", required=True, help="video file, rtsp:// URL or camera index")
+    run.add_argument("--server", required=True, help="API base URL, e.g. http://10.0.0.5:8000")
+    run.add_argument("--node-id", required=True, type=uuid.UUID)
+    run.add_argument("--secret-file", required=True, type=Path)
+    run.add_argument("--max-interval-s", type=float, default=10.0, help="send at least this often")
+    run.add_argument(
+        "--change-fraction", type=float, default=0.02, help="share of pixels that must change"
+    )
+    run.add_argument("--idle-after-s", type=float, default=30.0, help="no change → idle")
+    run.add_argument("--dark-luma", type=float, default=40.0, help="dark-scene threshold, 0–255")
+    run.add_argument("--max-in-flight", type=int, default=4)
+    run.add_argument("--backoff-max-s", type=float, default=10.0, help="longest reconnect wait")
+    run.add_argument("--loop", action="store_true", help="replay a video file forever")
+    run.add_argument(
+        "--no-realtime",
+        action="store_true",
+        help="read a video file as fast as possible instead of at its frame rate",
+    )
+
+
+def manage_nodes(args: argparse.Namespace, server: str) -> int:
+    import httpx
+
+    try:
+        headers = {"X-API-Key": args.api_key} if args.api_key else {}
+        with httpx.Client(base_url=server, timeout=30.0, headers=headers) as http:
+            if args.action == "register":
+                body: dict[str, Any] = {"name": args.name, "store_frames": args.store_frames}
+                if args.tasks:
+                    body["tasks"] = [t.strip() for t in args.tasks.split(",") if t.strip()]
+                response = http.post("/v1/nodes", json=body)
+                if response.status_code != 201:
+                    return _api_error(response)
+                return _print_registered(response.json(), args.secret_file, as_json=args.json)
+            if args.action == "list":
+                response = http.get("/v1/nodes")
+                if response.status_code != 200:
+                    return _api_error(response)
+                _print_fleet(response.json(), as_json=args.json)
+                return 0
+            response = http.delete(f"/v1/nodes/{args.node_id}")
+            if response.status_code != 204:
+                return _api_error(response)
+            print(f"node {args.node_id} revoked; its tokens stop working on its next request")
+            return 0
+    except httpx.TransportError as exc:
+        print(f"lookout: cannot reach {server}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _api_error(response: Any) -> int:
+    try:
+        body = response.json()
+        message = f"{body.get('error')}: {body.get('detail')}"
+    except ValueError:
+        message = response.text[:300]
+    print(f"lookout: the server answered {response.status_code} ({message})", file=sys.stderr)
+    return 1
+
+
+def _print_registered(node: dict[str, Any], secret_file: Path | None, *, as_json: bool) -> int:
+    secret = node["secret"]
+    if secret_file is not None:
+        # Created with mode 600 from the start: the secret is never readable by others.
+        fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secret + "\n")
+        node = {**node, "secret": f"(written to {secret_file})"}
+    if as_json:
+        print(json.dumps(node, indent=2))
+        return 0
+    print(f"node registered: {node['name']}")
+    print(f"  id:     {node['id']}")
+    print(f"  secret: {node['secret']}")
+    if secret_file is None:
+        print("  (shown once: only its hash is stored; keep it in a file readable by the node)")
+    print(f"  policy: tasks={','.join(node['tasks'])} store_frames={node['store_frames']}")
+    return 0
+
+
+def _print_fleet(fleet: dict[str, Any], *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(fleet, indent=2))
+        return
+    columns = ("id", "name", "online", "state", "fps", "p50 ms", "frames/min", "last seen")
+    rows = [
+        (
+            n["id"],
+            n["name"],
+            "yes" if n["online"] else "no",
+            n["state"] or "-",
+            "-" if n["fps"] is None else f"{n['fps']:.1f}",
+            "-" if n["latency_ms_p50"] is None else f"{n['latency_ms_p50']:.0f}",
+            str(n["frames_per_min"]),
+            n["last_seen_at"] or "never",
+        )
+        for n in fleet["items"]
+    ]
+    widths = [max(len(str(r[i])) for r in [columns, *rows]) for i in range(len(columns))]
+    for row in [columns, *rows]:
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    for n in fleet["items"]:
+        if n["last_error"] or n["dark_scene"]:
+            warning = "dark scene; " if n["dark_scene"] else ""
+            print(f"{n['name']}: {warning}{n['last_error'] or ''}".rstrip("; "))
+
+
+def run_node(args: argparse.Namespace) -> int:
+    """The edge node client until Ctrl-C / SIGTERM (or the end of a non-looping video file)."""
+    from app.nodes.client import NodeClient, NodeClientConfig
+
+    try:
+        secret = args.secret_file.read_text().strip()
+    except OSError as exc:
+        sys.exit(f"lookout: cannot read the secret file: {exc}")
+    source = args.source
+    if not source.isdigit() and "://" not in source and not Path(source).is_file():
+        sys.exit(f"lookout: no such video file {source}")
+    config = NodeClientConfig(
+        server=args.server.rstrip("/"),
+        node_id=args.node_id,
+        secret=secret,
+        source=source,
+        max_interval_s=args.max_interval_s,
+        change_fraction=args.change_fraction,
+        idle_after_s=args.idle_after_s,
+        dark_luma=args.dark_luma,
+        max_in_flight=args.max_in_flight,
+        backoff_max_s=args.backoff_max_s,
+        loop=args.loop,
+        realtime=not args.no_realtime,
+    )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await NodeClient(config).run(stop)
+
+    asyncio.run(main())
+    return 0
 
 
 def _require(value: str | None, variable: str) -> str:

@@ -14,6 +14,7 @@ from app.apikeys.service import ANONYMOUS_ADMIN, Principal, authenticate
 from app.errors import Forbidden
 from app.firehose import Firehose
 from app.limits import WebSocketSlots, enforce_rate_limit
+from app.nodes import service as nodes_service
 from app.ops.metrics import ApiMetrics
 from app.security import Scope
 from app.settings import Settings
@@ -130,3 +131,18 @@ async def websocket_principal(
     if not scope.granted_by(principal.scopes):
         raise Forbidden(f"this API key lacks the {scope.value!r} scope")
     return principal
+
+
+async def get_current_node(
+    connection: HTTPConnection, state: StateDep, session: SessionDep
+) -> nodes_service.AuthenticatedNode:
+    """The node behind `Authorization: Bearer <token>`: token verified, node row not revoked.
+
+    Every request checks the row, so a revoked node's tokens fail on its next request.
+    """
+    return await nodes_service.authenticate_request(
+        session, state.redis, connection.headers.get("authorization"), state.settings
+    )
+
+
+CurrentNode = Annotated[nodes_service.AuthenticatedNode, Depends(get_current_node)]

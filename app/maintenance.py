@@ -73,7 +73,7 @@ async def reconcile(
     reenqueued = lost_inline = 0
     for job in lost:
         if job.image_key is None:
-            lost_inline += await _fail_lost_inline(sessionmaker, job.id)
+            lost_inline += await _fail_lost_inline(settings, sessionmaker, redis, job.id)
             continue
         message = streams.JobMessage(job_id=job.id, tasks=tuple(job.tasks), image_key=job.image_key)
         await streams.enqueue_job(redis, message, maxlen=settings.streams.jobs_maxlen)
@@ -83,20 +83,33 @@ async def reconcile(
 
 
 async def _fail_lost_inline(
-    sessionmaker: async_sessionmaker[AsyncSession], job_id: uuid.UUID
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    redis: Redis,
+    job_id: uuid.UUID,
 ) -> int:
+    """A node frame exists only in its message: when Redis lost that, the job can only fail."""
+    reason = "the frame was sent inline and Redis lost it before a worker ran the job"
     async with sessionmaker.begin() as session:
         failed = await session.scalar(
             update(Job)
             .where(Job.id == job_id, Job.status.in_([JobStatus.queued, JobStatus.running]))
-            .values(
-                status=JobStatus.failed,
-                error="the frame was sent inline and Redis lost it before a worker ran the job",
-                finished_at=datetime.now(UTC),
-            )
+            .values(status=JobStatus.failed, error=reason, finished_at=datetime.now(UTC))
             .returning(Job.id)
         )
-    return 0 if failed is None else 1
+    if failed is None:
+        return 0
+    await streams.publish_job_events(
+        redis,
+        [
+            streams.make_event("error", job_id, error=reason),
+            streams.make_event("status", job_id, status="failed"),
+        ],
+        ttl_s=settings.streams.job_events_ttl_s,
+        firehose_maxlen=settings.streams.firehose_maxlen,
+    )
+    log.info("job_failed_frame_lost", job_id=str(job_id))
+    return 1
 
 
 async def expire_jobs(

@@ -9,6 +9,7 @@ import numpy as np
 import numpy.typing as npt
 from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
+    Boolean,
     CheckConstraint,
     DateTime,
     Enum,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -85,8 +87,15 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The edge node that sent the frame; None for uploads (and after a node row is deleted).
+    node_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("nodes.id", ondelete="SET NULL")
+    )
 
-    __table_args__ = (Index("ix_jobs_created_at_id", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_jobs_created_at_id", "created_at", "id"),
+        Index("ix_jobs_node_id_created_at", "node_id", "created_at"),
+    )
     # Fetch server defaults (created_at) with INSERT … RETURNING instead of a second query.
     __mapper_args__ = {"eager_defaults": True}
 
@@ -133,4 +142,61 @@ class FaceEmbedding(Base):
     __table_args__ = (
         CheckConstraint("vector_dims(embedding) = dim", name="ck_face_embeddings_dim"),
         Index("ix_face_embeddings_model", "model"),
+    )
+
+
+class NodeStatus(enum.StrEnum):
+    """The last transition announced on the firehose.
+
+    GET /v1/nodes derives `online` from last_seen_at instead, so it is right between sweeps.
+    """
+
+    online = "online"
+    offline = "offline"
+
+
+class NodeState(enum.StrEnum):
+    """What the node says it is doing: sending frames, or watching an unchanging scene."""
+
+    active = "active"
+    idle = "idle"
+
+
+class Node(Base):
+    """An edge camera node. Revoking sets revoked_at; the row stays so its jobs keep their node."""
+
+    __tablename__ = "nodes"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(100))
+    secret_hash: Mapped[str] = mapped_column(String(255))  # never the secret itself
+    # Policy: the tasks its frames run, and whether its frames may be stored at all.
+    tasks: Mapped[list[str]] = mapped_column(ARRAY(String(32)))
+    store_frames: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status: Mapped[NodeStatus] = mapped_column(
+        Enum(NodeStatus, name="node_status", native_enum=False, length=16),
+        default=NodeStatus.offline,
+    )
+    last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # From the latest heartbeat.
+    last_heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    state: Mapped[NodeState | None] = mapped_column(
+        Enum(NodeState, name="node_state", native_enum=False, length=16)
+    )
+    fps: Mapped[float | None] = mapped_column(Float)
+    latency_ms_p50: Mapped[float | None] = mapped_column(Float)
+    dark_scene: Mapped[bool] = mapped_column(Boolean, default=False)
+    version: Mapped[str | None] = mapped_column(String(64))
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        # A name is unique among the nodes in service; a revoked node's name may be reused.
+        Index(
+            "ux_nodes_name_active",
+            "name",
+            unique=True,
+            postgresql_where=text("revoked_at IS NULL"),
+        ),
     )

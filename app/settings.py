@@ -191,6 +191,30 @@ class DecodeSettings(BaseModel):
     target_side_px: int = Field(default=2048, ge=64)
 
 
+# Accepted only when env is local or dev; the API refuses to start with it anywhere else.
+PLACEHOLDER_NODE_SIGNING_KEY = "dev-only-node-signing-key-not-a-secret"
+
+
+class NodeSettings(BaseModel):
+    """Edge node credentials, heartbeats and frame flow control."""
+
+    # HS256 key for node JWTs (32+ random bytes outside dev) and its id, sent as the `kid` header.
+    signing_key: SecretStr = SecretStr(PLACEHOLDER_NODE_SIGNING_KEY)
+    signing_key_id: str = Field(default="k1", min_length=1, max_length=64)
+    # Rotation: kid → key of earlier keys; tokens they signed verify until they expire.
+    previous_signing_keys: dict[str, SecretStr] = Field(default_factory=dict)
+    token_ttl_s: int = Field(default=900, ge=30)
+    # A node unheard of for this long is offline (a `node` event on the firehose says so).
+    offline_after_s: float = Field(default=30.0, gt=0)
+    max_frame_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    # Per socket: frames accepted whose result has not been sent yet. More are refused.
+    max_in_flight: int = Field(default=4, ge=1)
+    # Per node, over HTTP and WebSocket together: its jobs queued or running. More are refused.
+    max_queued_frames: int = Field(default=16, ge=1)
+    # A socket stops waiting for one frame's result after this long and reports an error.
+    result_timeout_s: float = Field(default=60.0, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LOOKOUT_", env_nested_delimiter="__", env_file=".env", extra="ignore"
@@ -214,6 +238,7 @@ class Settings(BaseSettings):
     models: ModelSettings = ModelSettings()
     faces: FaceSettings = FaceSettings()
     objects: ObjectSettings = ObjectSettings()
+    nodes: NodeSettings = NodeSettings()
     decode: DecodeSettings = DecodeSettings()
 
     @model_validator(mode="after")

@@ -6,7 +6,8 @@ Every message carries `v` (schema version). Redis clients are created with bytes
 - `lookout:jobs` (group `detectors`): one entry per job to run (JobMessage).
 - `lookout:job:{id}`: that job's events (status | result | error), in order; expires
   `job_events_ttl_s` after its last event.
-- `lookout:events`: firehose of finished jobs (result | error), MAXLEN-trimmed.
+- `lookout:events`: firehose of finished jobs (result | error) and of edge node status changes
+  (node), MAXLEN-trimmed. Consumers dispatch on `type` and skip types they do not know.
 - `lookout:jobs:dead`: messages that exceeded max deliveries, with the last error.
 - `lookout:jobs:entry:{id}`: the stream entry id of the job's latest message, set with the XADD
   and deleted with the XACK. The reconciler reads it to tell a job whose message is still in
@@ -15,6 +16,9 @@ Every message carries `v` (schema version). Redis clients are created with bytes
   second the beat expires). /health/ready counts the unexpired ones.
 - `lookout:maintenance:lock`: held by the one API replica running the reconciler + janitor.
 - `lookout:ratelimit:{owner}:{window}`: request counter of one API key in one window.
+
+Inline images (edge node frames that must not be stored) live in `lookout:jobs` only until the
+job is acked: the entry is deleted with the ack, and a dead-lettered copy never carries them.
 """
 
 import json
@@ -45,6 +49,9 @@ MAINTENANCE_LOCK = "lookout:maintenance:lock"
 ENTRY_MARKER_TTL_S = 7 * 24 * 3600
 
 EventType = Literal["status", "result", "error"]
+# A node came online, went offline, was revoked, or changed state (active | idle, dark scene).
+NODE_EVENT = "node"
+NodeChange = Literal["online", "offline", "revoked", "state", "dark_scene"]
 StreamId = bytes  # Redis stream entry id, e.g. b"1718000000000-0"
 Fields = dict[bytes, bytes]
 # Entries as Redis returns them; fields are None for an entry trimmed away while pending.
@@ -116,6 +123,20 @@ class JobMessage:
 
 def make_event(event_type: EventType, job_id: uuid.UUID, **payload: Any) -> dict[str, Any]:
     return {"type": event_type, "job_id": str(job_id), "at": time.time(), **payload}
+
+
+def make_node_event(
+    change: NodeChange, node_id: uuid.UUID, *, name: str, **snapshot: Any
+) -> dict[str, Any]:
+    """A firehose event for a node: what changed, and the node's status fields after the change."""
+    return {
+        "type": NODE_EVENT,
+        "change": change,
+        "node_id": str(node_id),
+        "name": name,
+        "at": time.time(),
+        **snapshot,
+    }
 
 
 def is_terminal(event: dict[str, Any]) -> bool:
@@ -240,6 +261,12 @@ async def has_terminal_event(redis: "Redis", job_id: uuid.UUID) -> bool:
     return bool(last) and is_terminal(_decode_event(last[0][1] or {}))
 
 
+async def publish_firehose_event(redis: "Redis", event: dict[str, Any], *, maxlen: int) -> None:
+    """An event for the firehose alone (node status changes)."""
+    fields = cast(dict[Any, Any], _encode_event(event))
+    await redis.xadd(FIREHOSE, fields, maxlen=maxlen, approximate=True)
+
+
 async def read_job_events(
     redis: "Redis", job_id: uuid.UUID, *, after: StreamId = b"0", block_ms: int | None = None
 ) -> list[tuple[StreamId, dict[str, Any]]]:
@@ -279,7 +306,10 @@ async def _xread(
 
 
 async def dead_letter(redis: "Redis", entry_id: StreamId, fields: Fields, reason: str) -> None:
-    """Move a poisoned job message to the dead-letter stream and ack it, atomically."""
+    """Move a poisoned job message to the dead-letter stream and ack it, atomically.
+
+    Inline image bytes are not copied, and their source entry is deleted with the ack.
+    """
     dead_fields: dict[Any, Any] = {k: v for k, v in fields.items() if k != b"image"}
     dead_fields[b"source_id"] = entry_id
     dead_fields[b"error"] = reason.encode()
@@ -288,6 +318,8 @@ async def dead_letter(redis: "Redis", entry_id: StreamId, fields: Fields, reason
         pipe.xack(JOBS, GROUP, entry_id)
         if b"job_id" in fields:
             pipe.delete(job_entry_key(fields[b"job_id"].decode(errors="replace")))
+        if b"image" in fields:
+            pipe.xdel(JOBS, entry_id)
         await pipe.execute()
 
 
@@ -324,16 +356,26 @@ async def delivery_count(redis: "Redis", entry_id: StreamId) -> int:
     return int(pending[0]["times_delivered"]) if pending else 1
 
 
-async def ack(redis: "Redis", entry_id: StreamId, job_id: uuid.UUID | None = None) -> None:
-    """XACK, and drop the job's entry marker: the job no longer needs its message."""
-    await ack_many(redis, [(entry_id, job_id)])
+async def ack(
+    redis: "Redis", entry_id: StreamId, job_id: uuid.UUID | None = None, *, delete: bool = False
+) -> None:
+    """XACK, and drop the job's entry marker: the job no longer needs its message.
+
+    `delete`: also XDEL the entry, for a message that carried an inline image (a node frame
+    that must not outlive its job in Redis).
+    """
+    await ack_many(redis, [(entry_id, job_id, delete)])
 
 
-async def ack_many(redis: "Redis", entries: Sequence[tuple[StreamId, uuid.UUID | None]]) -> None:
-    """`ack` for several entries in one MULTI."""
+async def ack_many(
+    redis: "Redis", entries: Sequence[tuple[StreamId, uuid.UUID | None, bool]]
+) -> None:
+    """`ack` for several (entry id, job id, delete) in one MULTI."""
     async with redis.pipeline(transaction=True) as pipe:
-        for entry_id, job_id in entries:
+        for entry_id, job_id, delete in entries:
             pipe.xack(JOBS, GROUP, entry_id)
+            if delete:
+                pipe.xdel(JOBS, entry_id)
             if job_id is not None:
                 pipe.delete(job_entry_key(job_id))
         await pipe.execute()

@@ -4,7 +4,9 @@ Benchmarks measure ratios side by side in one run on one machine; absolute numbe
 2-core machine are noisy and only describe this run.
 """
 
+import asyncio
 import contextlib
+import json
 import os
 import platform
 import socket
@@ -18,6 +20,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import websockets
+from tqdm import tqdm
 
 from app.db import migrate
 from app.embedded import start_embedded
@@ -149,3 +153,54 @@ def stack(
                 except subprocess.TimeoutExpired:
                     process.kill()
             services.stop()
+
+
+async def upload_and_collect(
+    base_url: str,
+    ws_url: str,
+    *,
+    image: bytes,
+    content_type: str,
+    jobs: int,
+    concurrency: int,
+    desc: str,
+) -> float:
+    """POST `jobs` copies of `image` (`concurrency` in flight) and wait for every result on the
+    firehose WebSocket; jobs/s from the first upload to the last result.
+
+    A failed job voids the measurement (RuntimeError): failures are cheap and would flatter it.
+    """
+    received = 0
+    everything = asyncio.Event()
+    async with websockets.connect(f"{ws_url}/v1/ws", max_size=None) as firehose:
+
+        async def collect() -> None:
+            nonlocal received
+            async for raw in firehose:
+                event = json.loads(raw)
+                if event["type"] == "error":
+                    raise RuntimeError(f"a job failed, the measurement is void: {event}")
+                if event["type"] == "result":
+                    received += 1
+                    progress.update()
+                    if received == jobs:
+                        everything.set()
+                        return
+
+        limits = httpx.Limits(max_connections=concurrency)
+        async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=120) as client:
+            semaphore = asyncio.Semaphore(concurrency)
+
+            async def upload() -> None:
+                async with semaphore:
+                    files = {"image": ("image", image, content_type)}
+                    (await client.post("/v1/images", files=files)).raise_for_status()
+
+            with tqdm(total=jobs, desc=desc, unit="job") as progress:
+                collector = asyncio.create_task(collect())
+                began = time.perf_counter()
+                await asyncio.gather(*(upload() for _ in range(jobs)))
+                await asyncio.wait_for(everything.wait(), timeout=600)
+                elapsed = time.perf_counter() - began
+                await collector
+    return jobs / elapsed

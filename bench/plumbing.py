@@ -11,7 +11,14 @@ import httpx
 import websockets
 from tqdm import tqdm
 
-from bench.harness import load_average, machine, percentile_ms, stack, write_section
+from bench.harness import (
+    load_average,
+    machine,
+    percentile_ms,
+    stack,
+    upload_and_collect,
+    write_section,
+)
 from tests.images import blank
 
 TINY_PNG = blank(64, 48, ".png")
@@ -23,45 +30,6 @@ class PlumbingResult:
     jobs_per_s: float
     latency_p50_ms: float
     latency_p99_ms: float
-
-
-async def _throughput(base_url: str, ws_url: str, jobs: int, concurrency: int) -> float:
-    results_seen = 0
-    done = asyncio.Event()
-    async with websockets.connect(f"{ws_url}/v1/ws", max_size=None) as firehose:
-
-        async def collect() -> None:
-            nonlocal results_seen
-            async for raw in firehose:
-                event = json.loads(raw)
-                if event["type"] == "error":
-                    raise RuntimeError(f"a job failed, the measurement is void: {event}")
-                if event["type"] == "result":
-                    results_seen += 1
-                    progress.update()
-                    if results_seen == jobs:
-                        done.set()
-                        return
-
-        limits = httpx.Limits(max_connections=concurrency)
-        async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60) as client:
-            semaphore = asyncio.Semaphore(concurrency)
-
-            async def upload() -> None:
-                async with semaphore:
-                    response = await client.post(
-                        "/v1/images", files={"image": ("t.png", TINY_PNG, "image/png")}
-                    )
-                    response.raise_for_status()
-
-            with tqdm(total=jobs, desc="plumbing throughput", unit="job") as progress:
-                collector = asyncio.create_task(collect())
-                started = time.perf_counter()
-                await asyncio.gather(*(upload() for _ in range(jobs)))
-                await asyncio.wait_for(done.wait(), timeout=300)
-                elapsed = time.perf_counter() - started
-                await collector
-    return jobs / elapsed
 
 
 async def _latency(base_url: str, ws_url: str, jobs: int) -> list[float]:
@@ -86,7 +54,17 @@ async def _latency(base_url: str, ws_url: str, jobs: int) -> list[float]:
 def run(*, jobs: int = 1000, latency_jobs: int = 200, concurrency: int = 32) -> PlumbingResult:
     with stack(worker_command=["-m", "bench.noop_worker"]) as running:
         asyncio.run(_latency(running.base_url, running.ws_url, 20))  # warm-up
-        jobs_per_s = asyncio.run(_throughput(running.base_url, running.ws_url, jobs, concurrency))
+        jobs_per_s = asyncio.run(
+            upload_and_collect(
+                running.base_url,
+                running.ws_url,
+                image=TINY_PNG,
+                content_type="image/png",
+                jobs=jobs,
+                concurrency=concurrency,
+                desc="plumbing throughput",
+            )
+        )
         latency = asyncio.run(_latency(running.base_url, running.ws_url, latency_jobs))
     return PlumbingResult(jobs, jobs_per_s, percentile_ms(latency, 50), percentile_ms(latency, 99))
 

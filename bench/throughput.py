@@ -11,7 +11,6 @@ Scaling: end-to-end with 1 vs 2 worker processes, and the ceiling on 0.3 / 2 / 1
 """
 
 import asyncio
-import json
 import multiprocessing
 import os
 import time
@@ -19,12 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
-import httpx
 import numpy as np
-import websockets
 from tqdm import tqdm
 
-from bench.harness import SHARED, load_average, machine, stack, write_section
+from bench.harness import SHARED, load_average, machine, stack, upload_and_collect, write_section
 
 T1 = (SHARED / "images" / "scenes" / "t1.jpg").read_bytes()
 MODELS_DIR = Path(os.environ.get("LOOKOUT_MODELS_DIR", SHARED / "models"))
@@ -138,48 +135,6 @@ def naive(data: bytes, images: int) -> float:
 # ---------------------------------------------------------------- 2. end-to-end
 
 
-async def _end_to_end(
-    base_url: str, ws_url: str, data: bytes, images: int, concurrency: int
-) -> float:
-    received = 0
-    everything = asyncio.Event()
-    async with websockets.connect(f"{ws_url}/v1/ws", max_size=None) as firehose:
-
-        async def collect() -> None:
-            nonlocal received
-            async for raw in firehose:
-                event = json.loads(raw)
-                if event["type"] == "error":
-                    raise RuntimeError(f"a job failed: {event}")
-                if event["type"] == "result":
-                    assert event["job"]["counts"].get("face") or images_are_tiny
-                    received += 1
-                    progress.update()
-                    if received == images:
-                        everything.set()
-                        return
-
-        images_are_tiny = len(data) < 50_000
-        async with httpx.AsyncClient(base_url=base_url, timeout=120) as client:
-            semaphore = asyncio.Semaphore(concurrency)
-
-            async def upload() -> None:
-                async with semaphore:
-                    response = await client.post(
-                        "/v1/images", files={"image": ("i.jpg", data, "image/jpeg")}
-                    )
-                    response.raise_for_status()
-
-            with tqdm(total=images, desc="end-to-end", unit="img") as progress:
-                collector = asyncio.create_task(collect())
-                began = time.perf_counter()
-                await asyncio.gather(*(upload() for _ in range(images)))
-                await asyncio.wait_for(everything.wait(), timeout=600)
-                elapsed = time.perf_counter() - began
-                await collector
-    return images / elapsed
-
-
 def end_to_end(data: bytes, images: int, *, workers: int = CORES, concurrency: int = 16) -> float:
     with stack(
         worker_command=["-m", "app.cli", "worker", "--processes", "1"],
@@ -187,8 +142,22 @@ def end_to_end(data: bytes, images: int, *, workers: int = CORES, concurrency: i
         extra_env=BENCH_ENV,
     ) as running:
         time.sleep(8)  # workers loaded their models
-        asyncio.run(_end_to_end(running.base_url, running.ws_url, data, 8, 8))  # warm-up
-        return asyncio.run(_end_to_end(running.base_url, running.ws_url, data, images, concurrency))
+
+        def measure(jobs: int, in_flight: int, desc: str) -> float:
+            return asyncio.run(
+                upload_and_collect(
+                    running.base_url,
+                    running.ws_url,
+                    image=data,
+                    content_type="image/jpeg",
+                    jobs=jobs,
+                    concurrency=in_flight,
+                    desc=desc,
+                )
+            )
+
+        measure(8, 8, "end-to-end warm-up")
+        return measure(images, concurrency, f"end-to-end, {workers} worker(s)")
 
 
 # ---------------------------------------------------------------- report

@@ -10,6 +10,7 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,11 +30,13 @@ from app.images import inspect_image
 from app.jobs.service import create_job, enqueue_job
 from app.main import create_app
 from app.models import Job
-from app.security import Scope
+from app.nodes.service import register_node
+from app.security import Scope, issue_node_token
 from app.settings import (
     DatabaseSettings,
     MaintenanceSettings,
     ModelSettings,
+    NodeSettings,
     RedisSettings,
     Settings,
     WorkerSettings,
@@ -136,7 +139,7 @@ def detectors(settings: Settings) -> dict[str, Detector]:
 async def clean_state(engine: AsyncEngine, redis: Redis, settings: Settings) -> None:
     """Every test starts with empty tables, an empty Redis and an empty image store."""
     async with engine.begin() as connection:
-        await connection.execute(text("TRUNCATE jobs, detections, api_keys CASCADE"))
+        await connection.execute(text("TRUNCATE jobs, detections, api_keys, nodes CASCADE"))
     await redis.flushdb()
     shutil.rmtree(settings.storage_dir, ignore_errors=True)
 
@@ -247,3 +250,57 @@ def make_job(
 
 async def job_events(redis: Redis, job_id: uuid.UUID) -> list[dict[str, object]]:
     return [event for _, event in await streams.read_job_events(redis, job_id)]
+
+
+@dataclass(frozen=True)
+class RegisteredNode:
+    id: uuid.UUID
+    name: str
+    secret: str
+
+
+@pytest.fixture
+def make_node(sessionmaker: async_sessionmaker[AsyncSession]):  # type: ignore[no-untyped-def]
+    """Register a node the way POST /v1/nodes does (bypassing HTTP); returns id and secret."""
+
+    async def factory(
+        name: str = "cam-1", *, tasks: tuple[str, ...] = ("faces",), store_frames: bool = False
+    ) -> RegisteredNode:
+        async with sessionmaker.begin() as session:
+            node, secret = await register_node(
+                session, name=name, tasks=list(tasks), store_frames=store_frames
+            )
+        return RegisteredNode(node.id, node.name, secret)
+
+    return factory
+
+
+def node_token(settings: Settings, node_id: uuid.UUID) -> str:
+    return issue_node_token(node_id, settings.nodes).token
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+def with_node_settings(settings: Settings, **overrides: object) -> Settings:
+    nodes = NodeSettings.model_validate({**settings.nodes.model_dump(), **overrides})
+    return settings.model_copy(update={"nodes": nodes})
+
+
+@asynccontextmanager
+async def serve_app(
+    settings: Settings, api_key: str | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An app with its own settings and an HTTP + WebSocket client on it, in this task.
+
+    With `api_key`, the client sends it (routes for API keys); node routes use bearer tokens.
+    """
+    application = create_app(settings)
+    headers = {"X-API-Key": api_key} if api_key else {}
+    async with application.router.lifespan_context(application):
+        transport = ASGIWebSocketTransport(application)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://lookout.test", headers=headers
+        ) as http:
+            yield http

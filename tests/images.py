@@ -2,6 +2,8 @@
 
 import struct
 import zlib
+from collections.abc import Sequence
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -35,3 +37,20 @@ def encode(image: np.ndarray, extension: str = ".png") -> bytes:
 
 def blank(width: int = 64, height: int = 48, extension: str = ".png") -> bytes:
     return encode(np.full((height, width, 3), 127, np.uint8), extension)
+
+
+def write_video(path: Path, frames: Sequence[np.ndarray], *, fps: float) -> Path:
+    """An MJPG AVI of the frames (all resized to the first one's size), with OpenCV."""
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+    assert writer.isOpened()
+    for frame in frames:
+        writer.write(cv2.resize(frame, (width, height)))
+    writer.release()
+    return path
+
+
+def decode(data: bytes) -> np.ndarray:
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None
+    return image

@@ -299,7 +299,11 @@ class Consumer:
             async def finish_and_ack() -> None:
                 await self._finish([(w.message, r) for w, r in done], batch_size=len(batch))
                 await streams.ack_many(
-                    self.redis, [(w.entry.entry_id, w.message.job_id) for w, _ in done]
+                    self.redis,
+                    [
+                        (w.entry.entry_id, w.message.job_id, w.message.image is not None)
+                        for w, _ in done
+                    ],
                 )
 
             await self._persist(done[0][0].entry, finish_and_ack)
@@ -326,7 +330,9 @@ class Consumer:
                 # A detector crashed on this input: retrying will not help.
                 log.error("job_pipeline_error", error=repr(outcome))
                 await self._fail(message.job_id, f"processing error: {outcome!r}")
-            await streams.ack(self.redis, entry.entry_id, message.job_id)
+            await streams.ack(
+                self.redis, entry.entry_id, message.job_id, delete=message.image is not None
+            )
 
         with structlog.contextvars.bound_contextvars(job_id=str(message.job_id)):
             await self._persist(entry, settle)
@@ -401,7 +407,9 @@ class Consumer:
             # Deleted, or already finished by an earlier delivery: nothing left to do, except
             # the events, if the earlier delivery died between its commit and its publish.
             await self._republish_if_missing(message.job_id)
-            await streams.ack(self.redis, entry.entry_id, message.job_id)
+            await streams.ack(
+                self.redis, entry.entry_id, message.job_id, delete=message.image is not None
+            )
             log.info("job_skipped")
             self.metrics.jobs.labels("skipped").inc()
             return None
@@ -409,7 +417,9 @@ class Consumer:
             return message.image if message.image is not None else self._load(message)
         except BadImage as exc:
             await self._fail(message.job_id, str(exc))
-            await streams.ack(self.redis, entry.entry_id, message.job_id)
+            await streams.ack(
+                self.redis, entry.entry_id, message.job_id, delete=message.image is not None
+            )
             return None
 
     async def _republish_if_missing(self, job_id: uuid.UUID) -> bool:

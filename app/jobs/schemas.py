@@ -62,6 +62,7 @@ class JobSummary(BaseModel):
     finished_at: datetime | None = None
     timings: Timings
     links: JobLinks
+    node_id: uuid.UUID | None = Field(default=None, description="edge node that sent the frame")
 
 
 class JobDetail(JobSummary):

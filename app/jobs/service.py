@@ -50,21 +50,28 @@ async def create_job(
     info: ImageInfo,
     tasks: tuple[str, ...],
     owner_id: uuid.UUID | None,
+    node_id: uuid.UUID | None = None,
+    store_image: bool = True,
 ) -> Job:
-    """Store the image, then add the job row (flushed, not committed).
+    """Store the image (unless store_image is False), then add the job row (flushed only).
 
-    owner_id: the API key that creates it (None while auth is off); only it, and admin keys,
-    can see the job afterwards.
+    owner_id: the API key that creates it (None while auth is off, and for node frames); only
+    it, and admin keys, can see the job afterwards. A job whose image is not stored has
+    image_key None: its bytes ride inline in the job message (enqueue_job's `inline_image`)
+    and never reach disk or Postgres.
     """
     job_id = uuid.uuid4()
     width, height = info.upright_size  # detections refer to the upright image
-    image_key = f"{job_id}.{info.extension}"
-    # The file goes first: a committed job row never points at a missing image. In a thread:
-    # a 20 MB write would otherwise stall every other request on this event loop.
-    await asyncio.to_thread(storage.put, image_key, image)
+    image_key: str | None = None
+    if store_image:
+        image_key = f"{job_id}.{info.extension}"
+        # The file goes first: a committed job row never points at a missing image. In a
+        # thread: a 20 MB write would otherwise stall every other request on this event loop.
+        await asyncio.to_thread(storage.put, image_key, image)
     job = Job(
         id=job_id,
         owner_id=owner_id,
+        node_id=node_id,
         status=JobStatus.queued,
         tasks=list(tasks),
         image_key=image_key,
@@ -79,12 +86,24 @@ async def create_job(
     return job
 
 
-async def enqueue_job(redis: Redis, job: Job, *, jobs_maxlen: int, events_ttl_s: int) -> None:
+async def enqueue_job(
+    redis: Redis,
+    job: Job,
+    *,
+    jobs_maxlen: int,
+    events_ttl_s: int,
+    inline_image: bytes | None = None,
+) -> None:
     """Publish `queued` on the job's stream, then hand the job to the workers.
 
     Call only after the job row is committed: a worker that gets the message must find it.
+    A job without a stored image needs its bytes as `inline_image`.
     """
-    message = streams.JobMessage(job_id=job.id, tasks=tuple(job.tasks), image_key=job.image_key)
+    if (job.image_key is None) == (inline_image is None):
+        raise ValueError("a job message carries exactly one of a stored image or inline bytes")
+    message = streams.JobMessage(
+        job_id=job.id, tasks=tuple(job.tasks), image_key=job.image_key, image=inline_image
+    )
     queued = streams.make_event("status", job.id, status="queued")
     await streams.enqueue_job(
         redis, message, maxlen=jobs_maxlen, first_event=queued, events_ttl_s=events_ttl_s
@@ -194,6 +213,7 @@ def job_summary(job: Job) -> JobSummary:
             total_ms=_ms_between(job.created_at, job.finished_at),
         ),
         links=job_links(job.id),
+        node_id=job.node_id,
     )
 
 

@@ -238,3 +238,38 @@ async def test_a_retried_finish_after_its_commit_publishes_the_lost_events(
     assert [e.get("status", e["type"]) for e in events] == ["result", "done"]
     assert events[0]["job"]["counts"] == {"face": 6}
     assert await count_detections(sessionmaker, job.id) == 6
+
+
+async def test_inline_frames_leave_the_work_stream_with_their_ack(
+    make_job, make_consumer, redis, sessionmaker, storage
+):
+    """Done or dead-lettered, a message that carried frame bytes is deleted, not just acked."""
+    jobs = []
+    for _ in range(2):
+        job = await make_job(T1, enqueue=False)
+        storage.delete(job.image_key)
+        async with sessionmaker.begin() as session:
+            (await session.get(Job, job.id)).image_key = None
+        await streams.enqueue_job(
+            redis, streams.JobMessage(job_id=job.id, tasks=("faces",), image=T1), maxlen=100
+        )
+        jobs.append(job)
+    # The second message has been delivered too often already: it is dead-lettered.
+    crashing = make_consumer("crashing", batch_size=1)
+    await crashing.next_entries(block_ms=100)
+    await crashing.next_entries(block_ms=100)
+    second = (await redis.xrange(streams.JOBS))[1][0]
+    for _ in range(3):
+        await redis.xclaim(streams.JOBS, streams.GROUP, "crashing", 0, [second])
+    # The job timeout is both the reclaim age and the inference limit: long enough for t1.
+    await asyncio.sleep(1.1)
+    await make_consumer("rescuer", job_timeout_s=1.0, max_deliveries=3).run(burst=True)
+
+    assert [(await load_job(sessionmaker, j.id)).status for j in jobs] == [
+        JobStatus.done,
+        JobStatus.failed,
+    ]
+    assert await redis.xlen(streams.JOBS) == 0
+    [(_, dead)] = await redis.xrange(streams.DEAD)
+    assert b"image" not in dead
+    assert await pending_count(redis) == 0

@@ -1,0 +1,138 @@
+"""API schemas for edge nodes, and the messages of the node socket (WS /v1/nodes/me/stream).
+
+The node client (app/nodes/client.py) imports this module and nothing else from the server.
+"""
+
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from app.timestamps import UtcDatetime
+
+NodeStateName = Literal["active", "idle"]
+
+
+class NodeCreate(BaseModel):
+    name: str = Field(
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]*$",
+        examples=["gate-cam-1"],
+        description="unique among nodes in service",
+    )
+    tasks: list[str] | None = Field(
+        default=None, description="tasks its frames run; default faces", examples=[["faces"]]
+    )
+    store_frames: bool = Field(
+        default=False,
+        description="false: frames are never written to disk or Postgres (results are kept)",
+    )
+
+
+class NodePolicyUpdate(BaseModel):
+    tasks: list[str] | None = None
+    store_frames: bool | None = None
+
+
+class NodeOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    tasks: list[str]
+    store_frames: bool
+    created_at: UtcDatetime
+    revoked_at: UtcDatetime | None = None
+    online: bool = Field(description="heard from within nodes.offline_after_s")
+    last_seen_at: UtcDatetime | None = None
+    last_heartbeat_at: UtcDatetime | None = None
+    state: NodeStateName | None = None
+    fps: float | None = Field(default=None, description="frames captured per second (node)")
+    latency_ms_p50: float | None = Field(
+        default=None, description="median frame → result round trip the node measured"
+    )
+    frames_per_min: int = Field(description="frames the server accepted in the last minute")
+    dark_scene: bool = False
+    version: str | None = None
+    last_error: str | None = None
+
+
+class NodeCreated(NodeOut):
+    secret: str = Field(description="shown once; only its hash is kept")
+
+
+class NodeList(BaseModel):
+    items: list[NodeOut]
+    offline_after_s: float
+
+
+class TokenRequest(BaseModel):
+    node_id: uuid.UUID
+    secret: str = Field(min_length=1, max_length=200)
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 (a scheme name)
+    expires_in: int = Field(description="seconds")
+    expires_at: UtcDatetime
+
+
+class Heartbeat(BaseModel):
+    fps: float = Field(ge=0, description="frames captured per second")
+    latency_ms_p50: float | None = Field(
+        default=None, ge=0, description="median frame → result round trip, milliseconds"
+    )
+    state: NodeStateName
+    dark_scene: bool = False
+    version: str = Field(default="unknown", max_length=64)
+    last_error: str | None = Field(default=None, max_length=2000)
+
+
+class HeartbeatAck(BaseModel):
+    node_id: uuid.UUID
+    next_heartbeat_s: float = Field(description="send the next heartbeat within this")
+    offline_after_s: float
+
+
+# Messages on the node socket. Node → server: binary messages are frames (JPEG, PNG or WebP);
+# text messages are JSON control messages (TokenRefresh). Server → node: JSON, one of these.
+# `seq` is the frame's position on this socket, counting from 1.
+
+
+class TokenRefresh(BaseModel):
+    type: Literal["token"] = "token"
+    token: str
+
+
+class FrameAcceptedMessage(BaseModel):
+    type: Literal["accepted"] = "accepted"
+    seq: int
+    job_id: uuid.UUID
+
+
+class FrameResultMessage(BaseModel):
+    type: Literal["result"] = "result"
+    seq: int
+    job_id: uuid.UUID
+    job: dict[str, Any] = Field(description="the finished job, as GET /v1/jobs/{id} returns it")
+
+
+class FrameErrorMessage(BaseModel):
+    type: Literal["error"] = "error"
+    seq: int
+    job_id: uuid.UUID
+    error: str
+
+
+class FrameRefusedMessage(BaseModel):
+    """The frame was dropped before it became a job: `busy` (too many in flight), or a 4xx code."""
+
+    type: Literal["refused"] = "refused"
+    seq: int
+    reason: str
+    detail: str
+
+
+class TokenAcceptedMessage(BaseModel):
+    type: Literal["token_ok"] = "token_ok"
+    expires_at: UtcDatetime

@@ -1,0 +1,40 @@
+"""HTTP routes for statistics. Parse, call the service; nothing else."""
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from app.deps import SessionDep, require_scope
+from app.security import Scope
+from app.stats import service
+from app.stats.schemas import CountsReport
+
+# Counts across nodes: any key with the read scope.
+router = APIRouter(tags=["stats"], dependencies=[Depends(require_scope(Scope.read))])
+
+
+@router.get(
+    "/v1/stats/counts",
+    response_model=CountsReport,
+    summary="Objects per class per time bucket",
+    responses={
+        404: {"description": "No such node"},
+        422: {"description": "Bad bucket, `from` not before `to`, or too many buckets"},
+    },
+)
+async def counts(
+    session: SessionDep,
+    node_id: Annotated[uuid.UUID | None, Query(description="one node; omit for all jobs")] = None,
+    from_: Annotated[
+        datetime | None,
+        Query(
+            alias="from",
+            description="ISO-8601; no offset means UTC (encode + as %2B); default `to` − 1 day",
+        ),
+    ] = None,
+    to: Annotated[datetime | None, Query(description="ISO-8601, exclusive; default now")] = None,
+    bucket: Annotated[str, Query(description="15m, 1h, 1d …; buckets align to UTC")] = "1h",
+) -> CountsReport:
+    return await service.count_objects(session, node_id=node_id, start=from_, end=to, bucket=bucket)

@@ -1,0 +1,28 @@
+"""API schemas for statistics. Times are UTC, ISO-8601 with an explicit +00:00 offset."""
+
+import uuid
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.timestamps import UtcDatetime
+
+
+class CountBucket(BaseModel):
+    start: UtcDatetime
+    end: UtcDatetime
+    frames: int = Field(description="finished jobs in the bucket, with or without detections")
+    counts: dict[str, int] = Field(description="objects per class (label → n); zeros omitted")
+
+
+class CountsReport(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    node_id: uuid.UUID | None = Field(description="null: every job, uploads included")
+    from_: UtcDatetime = Field(
+        alias="from", description="start of the first bucket: the requested `from`, floored"
+    )
+    to: UtcDatetime = Field(description="exclusive; the last bucket ends here")
+    bucket: str = Field(examples=["1h"])
+    bucket_s: int
+    buckets: list[CountBucket] = Field(description="every bucket from `from` to `to`, in order")
+    totals: dict[str, int]

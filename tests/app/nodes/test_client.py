@@ -1,0 +1,159 @@
+"""The node client's parts: the scene gate, the one-frame mailbox, metrics, and reconnecting."""
+
+import asyncio
+import uuid
+
+import cv2
+import numpy as np
+from httpx_ws.transport import ASGIWebSocketTransport
+
+from app.nodes.client import (
+    LatestFrame,
+    Metrics,
+    NodeClient,
+    NodeClientConfig,
+    OutgoingFrame,
+    SceneGate,
+    thumbnail,
+)
+from tests.conftest import shared_image
+from tests.images import decode, write_video
+from tests.test_cli import free_port
+
+T1 = decode(shared_image("scenes/t1.jpg"))
+DOG = decode(shared_image("scenes/dog.jpg"))
+
+
+def gate(**overrides: float) -> SceneGate:
+    options = {
+        "change_fraction": 0.02,
+        "pixel_delta": 25,
+        "max_interval_s": 10.0,
+        "idle_after_s": 30.0,
+        "dark_luma": 40.0,
+    } | overrides
+    return SceneGate(**options)  # type: ignore[arg-type]
+
+
+def test_the_gate_sends_the_first_frame_then_only_changes():
+    scene = gate()
+    assert scene.observe(thumbnail(T1), 0.0).reason == "first"
+    assert scene.observe(thumbnail(T1), 0.1).send is False
+    assert scene.observe(thumbnail(DOG), 0.2).reason == "change"
+    assert scene.observe(thumbnail(DOG), 0.3).send is False
+
+
+def test_sensor_noise_is_not_a_change_but_a_moving_object_is():
+    scene = gate()
+    scene.observe(thumbnail(T1), 0.0)
+    noise = np.random.default_rng(7).integers(-6, 7, T1.shape)
+    noisy = np.clip(T1.astype(int) + noise, 0, 255).astype(np.uint8)
+    assert scene.observe(thumbnail(noisy), 0.1).send is False
+    moved = T1.copy()
+    cv2.rectangle(moved, (100, 100), (400, 400), (0, 0, 0), -1)  # something walks in
+    assert scene.observe(thumbnail(moved), 0.2).reason == "change"
+
+
+def test_an_unchanging_scene_is_still_sent_every_max_interval():
+    scene = gate(max_interval_s=5)
+    scene.observe(thumbnail(T1), 0.0)
+    assert scene.observe(thumbnail(T1), 4.9).send is False
+    assert scene.observe(thumbnail(T1), 5.0).reason == "interval"
+    assert scene.observe(thumbnail(T1), 9.9).send is False
+
+
+def test_the_gate_goes_idle_without_change_and_wakes_on_change():
+    scene = gate(idle_after_s=30, max_interval_s=1000)
+    assert scene.observe(thumbnail(T1), 0.0).state == "active"
+    assert scene.observe(thumbnail(T1), 29.0).state == "active"
+    went_idle = scene.observe(thumbnail(T1), 30.0)
+    assert (went_idle.state, went_idle.state_changed, went_idle.send) == ("idle", True, False)
+    assert scene.observe(thumbnail(T1), 40.0).state_changed is False
+    woke = scene.observe(thumbnail(DOG), 41.0)
+    assert (woke.state, woke.state_changed, woke.reason) == ("active", True, "change")
+
+
+def test_the_gate_warns_on_dark_scenes():
+    scene = gate()
+    assert scene.observe(thumbnail(T1), 0.0).dark is False
+    night = (T1 * 0.1).astype(np.uint8)
+    dark = scene.observe(thumbnail(night), 1.0)
+    assert (dark.dark, dark.dark_changed) == (True, True)
+    assert scene.observe(thumbnail(night), 2.0).dark_changed is False
+    assert scene.observe(thumbnail(T1), 3.0).dark_changed is True
+
+
+async def test_the_mailbox_keeps_only_the_freshest_frame():
+    mailbox = LatestFrame()
+    for n in range(3):
+        mailbox.offer(OutgoingFrame(jpeg=bytes([n]), chosen_at=n))
+    assert (await mailbox.take()).jpeg == bytes([2])
+    assert mailbox.replaced == 2
+    waiting = asyncio.create_task(mailbox.take())
+    await asyncio.sleep(0)
+    mailbox.offer(OutgoingFrame(jpeg=b"late", chosen_at=9))
+    assert (await waiting).jpeg == b"late"
+    mailbox.close()
+    assert await mailbox.take() is None
+
+
+def test_metrics_report_capture_fps_and_median_latency():
+    metrics = Metrics()
+    for n in range(11):
+        metrics.captured(100 + n * 0.1)
+    assert metrics.fps(101.0) == 10.0
+    assert metrics.fps(200.0) == 0.0  # nothing captured lately
+    assert metrics.latency_ms_p50() is None
+    metrics.latencies_ms.extend([30.0, 10.0, 500.0])
+    assert metrics.latency_ms_p50() == 30.0
+
+
+async def test_with_no_server_the_client_backs_off_and_keeps_trying(tmp_path):
+    video = write_video(tmp_path / "v.avi", [T1] * 4, fps=10)
+    client = NodeClient(
+        NodeClientConfig(
+            server=f"http://127.0.0.1:{free_port()}",  # nothing listens there
+            node_id=uuid.uuid4(),
+            secret="lkn_x",
+            source=str(video),
+            loop=True,
+            backoff_min_s=0.1,
+            backoff_max_s=0.4,
+        )
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(client.run(stop))
+    await asyncio.sleep(2.0)
+    assert not running.done()  # still trying, not crashed
+    stop.set()
+    report = await asyncio.wait_for(running, 10)
+    assert report.connection_failures >= 3
+    assert report.sessions == 0
+    assert report.frames_read > 4  # capture went on (looping) while the server was away
+    assert "ConnectError" in (client.last_error or "")
+
+
+async def test_a_revoked_node_keeps_retrying_without_crashing(app, client, make_node, tmp_path):
+    node = await make_node()
+    assert (await client.delete(f"/v1/nodes/{node.id}")).status_code == 204
+    video = write_video(tmp_path / "v.avi", [T1] * 4, fps=10)
+    node_client = NodeClient(
+        NodeClientConfig(
+            server="http://lookout.test",
+            node_id=node.id,
+            secret=node.secret,
+            source=str(video),
+            loop=True,
+            backoff_min_s=0.1,
+            backoff_max_s=0.2,
+        ),
+        transport=ASGIWebSocketTransport(app),
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(node_client.run(stop))
+    await asyncio.sleep(1.0)
+    stop.set()
+    report = await asyncio.wait_for(running, 10)
+    assert report.sessions == 0
+    assert report.connection_failures >= 2
+    assert "401" in (node_client.last_error or "")
