@@ -14,6 +14,7 @@ from app.db import create_engine, create_redis, create_sessionmaker
 from app.deps import API_KEY_HEADER, AppState
 from app.errors import install_error_handlers
 from app.firehose import Firehose
+from app.gallery.routes import router as gallery_router
 from app.jobs.routes import router as jobs_router
 from app.limits import BodySizeLimit, WebSocketSlots
 from app.logging import configure_logging
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(jobs_router)
+    app.include_router(gallery_router)
     app.include_router(ops_router)
     # Added innermost first: requests pass RequestContext → TrustedHost → CORS → BodySizeLimit.
     app.add_middleware(

@@ -163,6 +163,39 @@ class FaceSettings(BaseModel):
     max_embed_batch: int = Field(default=64, ge=1)
 
 
+class GallerySettings(BaseModel):
+    """Face recognition against enrolled people (app/gallery, workers/gallery.py)."""
+
+    # Cosine similarity at or above which a face is the nearest enrolled person; below, unknown.
+    # Calibrated for the MobileFaceNet stand-in on ../shared/images/faces (tests/app/gallery):
+    # same-person pairs measured 0.70-0.88, different-person pairs at most 0.54, so 0.62 sits
+    # near the middle of the gap. ArcFace (w600k_*) separates wider; recalibrate per model.
+    match_threshold: float = Field(default=0.62, ge=-1, le=1)
+    # An enrollment this similar to a face the person already has is a near-duplicate: reported
+    # and not stored again (the same photo re-encoded measures > 0.99).
+    duplicate_threshold: float = Field(default=0.97, ge=-1, le=1)
+    # Enrollment quality (app/gallery/quality.py). Shorter side of the face box, in pixels.
+    min_face_px: float = 40.0
+    # Variance of the Laplacian of the 112-px aligned grey crop; sharp photos of the shared
+    # faces measure well over 100, a 9-px Gaussian blur of them under 20.
+    min_sharpness: float = 25.0
+    # |nose x - eye midpoint x| / eye distance (0 frontal, ~0.5 and more in profile).
+    max_yaw_ratio: float = 0.45
+    # Angle of the eye line from horizontal, degrees.
+    max_roll_deg: float = 40.0
+    # How long a synchronous gallery call (enroll, identify, verify, search) waits for a worker.
+    wait_s: float = Field(default=30.0, gt=0)
+    max_search_results: int = Field(default=50, ge=1)
+
+
+class ClientSettings(BaseModel):
+    """What `lookout people …` uses to talk to a running API."""
+
+    url: str = "http://127.0.0.1:8000"
+    api_key: SecretStr | None = None  # LOOKOUT_CLIENT__API_KEY
+    timeout_s: float = 120.0
+
+
 class ObjectSettings(BaseModel):
     score_threshold: float = 0.3
     nms_threshold: float = 0.45
@@ -201,6 +234,8 @@ class Settings(BaseSettings):
     faces: FaceSettings = FaceSettings()
     objects: ObjectSettings = ObjectSettings()
     decode: DecodeSettings = DecodeSettings()
+    gallery: GallerySettings = GallerySettings()
+    client: ClientSettings = ClientSettings()
 
     @model_validator(mode="after")
     def _auth_off_only_in_dev(self) -> "Settings":

@@ -136,7 +136,7 @@ def detectors(settings: Settings) -> dict[str, Detector]:
 async def clean_state(engine: AsyncEngine, redis: Redis, settings: Settings) -> None:
     """Every test starts with empty tables, an empty Redis and an empty image store."""
     async with engine.begin() as connection:
-        await connection.execute(text("TRUNCATE jobs, detections, api_keys CASCADE"))
+        await connection.execute(text("TRUNCATE jobs, detections, api_keys, people CASCADE"))
     await redis.flushdb()
     shutil.rmtree(settings.storage_dir, ignore_errors=True)
 
