@@ -167,17 +167,18 @@ class GallerySettings(BaseModel):
     """Face recognition against enrolled people (app/gallery, workers/gallery.py)."""
 
     # Cosine similarity at or above which a face is the nearest enrolled person; below, unknown.
-    # Calibrated for the MobileFaceNet stand-in on ../shared/images/faces (tests/app/gallery):
-    # same-person pairs measured 0.70-0.88, different-person pairs at most 0.54, so 0.62 sits
-    # near the middle of the gap. ArcFace (w600k_*) separates wider; recalibrate per model.
+    # Calibrated for the MobileFaceNet stand-in on ../shared/images/faces: largest face of each
+    # of the 11 single-person photos, same-person pairs 0.700-0.907 (7 pairs), different-person
+    # pairs at most 0.228 (48 pairs); MODELS.md's wider set (178 pairs, crowd faces included)
+    # reaches 0.54. 0.62 sits in the gap 0.54-0.70. Recalibrate for ArcFace (w600k_*).
     match_threshold: float = Field(default=0.62, ge=-1, le=1)
     # An enrollment this similar to a face the person already has is a near-duplicate: reported
     # and not stored again (the same photo re-encoded measures > 0.99).
     duplicate_threshold: float = Field(default=0.97, ge=-1, le=1)
     # Enrollment quality (app/gallery/quality.py). Shorter side of the face box, in pixels.
     min_face_px: float = 40.0
-    # Variance of the Laplacian of the 112-px aligned grey crop; sharp photos of the shared
-    # faces measure well over 100, a 9-px Gaussian blur of them under 20.
+    # Variance of the Laplacian of the 112-px aligned grey crop. The shared training photos
+    # measure 980-4400; no really blurred photo was measured, so this floor is deliberately low.
     min_sharpness: float = 25.0
     # |nose x - eye midpoint x| / eye distance (0 frontal, ~0.5 and more in profile).
     max_yaw_ratio: float = 0.45

@@ -32,13 +32,10 @@ async def identify_faces(
     {"identity": None, "unknown": True, "similarity": best or None}.
     """
     await use_exact_hnsw_filtering(session)
-    owners = dict(
-        (
-            await session.execute(
-                select(Job.id, Job.owner_id).where(Job.id.in_([job_id for job_id, _ in jobs]))
-            )
-        ).tuples()
+    rows = await session.execute(
+        select(Job.id, Job.owner_id).where(Job.id.in_([job_id for job_id, _ in jobs]))
     )
+    owners = {job_id: owner_id for job_id, owner_id in rows.tuples()}
     labelled: list[list[Detection]] = []
     for job_id, detections in jobs:
         out = []

@@ -16,7 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.vectors import distance_expression
 
-Vector = npt.NDArray[np.float32]
+# Loaded rows may hold a numpy array or a plain list, depending on the driver's codec.
+Vector = npt.NDArray[np.float32] | list[float]
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ async def nearest_people(
 ) -> list[PersonMatch]:
     """The enrolled faces nearest to `vector` among the people of `owner_id`, best first, at
     most one row per person."""
-    dim = int(vector.shape[0])
+    dim = len(vector)
     distance = distance_expression("f.embedding", dim)
     rows = await session.execute(
         text(
@@ -87,7 +88,7 @@ async def nearest_face_of_person(
     session: AsyncSession, vector: Vector, *, model: str, person_id: uuid.UUID
 ) -> tuple[uuid.UUID, float] | None:
     """The person's own enrolled face nearest to `vector` (face id, similarity), if any."""
-    dim = int(vector.shape[0])
+    dim = len(vector)
     distance = distance_expression("embedding", dim)
     row = (
         await session.execute(
@@ -113,7 +114,7 @@ async def nearest_past_faces(
     limit: int,
 ) -> list[PastFace]:
     """Faces seen in past jobs (of `owner_id`, or of everyone), nearest first."""
-    dim = int(vector.shape[0])
+    dim = len(vector)
     distance = distance_expression("e.embedding", dim)
     rows = await session.execute(
         text(

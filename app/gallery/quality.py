@@ -22,7 +22,7 @@ class FaceQuality:
     face_px: float  # shorter side of the box
     sharpness: float
     yaw_ratio: float  # |nose x − eye midpoint x| / eye distance, 0 when frontal
-    roll_deg: float  # eye line against horizontal
+    roll_deg: float  # eye line against horizontal, 0..180 (180: upside down)
     problems: tuple[str, ...]  # empty: usable
 
     @property
@@ -45,7 +45,6 @@ def assess_face(
     else:
         yaw_ratio = abs(nx - (lx + rx) / 2) / eye_distance
     roll_deg = abs(math.degrees(math.atan2(ry - ly, rx - lx)))
-    roll_deg = min(roll_deg, 180 - roll_deg) if roll_deg > 90 else roll_deg
     problems = []
     if face_px < thresholds.min_face_px:
         problems.append(
