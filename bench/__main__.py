@@ -2,9 +2,9 @@
 
 import sys
 
-from bench import models
+from bench import gallery, models
 
-BENCHES = [models.main]
+BENCHES = [models.main, lambda: gallery.main([])]
 
 
 def main() -> int:

@@ -229,3 +229,14 @@ async def test_without_a_worker_a_sync_call_ends_with_a_clear_504(client, app):
     assert response.status_code == 504
     assert response.json()["error"] == "worker_timeout"
     assert "workers are running" in response.json()["detail"]
+
+
+async def test_the_cli_import_enrolls_one_folder_per_person(client, worker, engine):
+    from app.gallery.client import enroll_people, people_in
+
+    lines = await enroll_people(client, people_in(TRAIN), show_progress=False)
+    assert len(lines) == 5 and all(line.startswith("ok") for line in lines), lines
+    assert await count(engine, "SELECT count(*) FROM person_faces") == 9
+    again = await enroll_people(client, people_in(TRAIN), show_progress=False)
+    assert "0 enrolled, 2 duplicate(s)" in again[1]  # biden: reused, nothing stored twice
+    assert await count(engine, "SELECT count(*) FROM people") == 5
