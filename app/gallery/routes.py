@@ -7,7 +7,7 @@ ordinary jobs and wait for them (at most gallery.wait_s; then 504 worker_timeout
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Query, Response, UploadFile, status
+from fastapi import APIRouter, File, Path, Query, Response, UploadFile, status
 
 from app.apikeys.service import Principal
 from app.deps import ReadKey, RedisDep, SessionDep, SettingsDep, StorageDep, WriteKey
@@ -29,12 +29,17 @@ from app.settings import Settings
 
 router = APIRouter(tags=["gallery"])
 
-PERSON_ERRORS: dict[int | str, dict[str, Any]] = {
+# Routes with a body (JSON or multipart) answer 400 when it cannot be parsed at all.
+BODY_ERRORS: dict[int | str, dict[str, Any]] = {
     **COMMON_ERRORS,
+    400: _error(400, "The request body cannot be parsed", "http_error"),
+}
+PERSON_ERRORS: dict[int | str, dict[str, Any]] = {
+    **BODY_ERRORS,
     404: _error(404, "No such person (or not one of this key's people)", "not_found"),
 }
 IMAGE_ERRORS: dict[int | str, dict[str, Any]] = {
-    **COMMON_ERRORS,
+    **BODY_ERRORS,
     413: _error(413, "An image over the size limit", "payload_too_large"),
     422: _error(422, "An image is unusable; the detail names it and says why", "unusable_face"),
     504: _error(504, "No worker finished the image(s) in time", "worker_timeout"),
@@ -77,7 +82,7 @@ async def _through_workers(
     "/v1/people",
     status_code=status.HTTP_201_CREATED,
     response_model=PersonDetail,
-    responses=COMMON_ERRORS,
+    responses=BODY_ERRORS,
     summary="Create a person (enroll faces with POST /v1/people/{id}/faces)",
 )
 async def create_person(body: PersonIn, principal: WriteKey, session: SessionDep) -> PersonDetail:
@@ -240,7 +245,11 @@ async def search_faces(
     summary="Enroll a face from a past job to an existing person or a new one",
 )
 async def promote_face(
-    face_id: int, body: PromoteIn, principal: WriteKey, session: SessionDep, settings: SettingsDep
+    face_id: Annotated[int, Path(ge=1, le=2**31 - 1, description="face_id from identify/search")],
+    body: PromoteIn,
+    principal: WriteKey,
+    session: SessionDep,
+    settings: SettingsDep,
 ) -> EnrollOut:
     return await service.promote(
         session, settings, face_id, principal, person_id=body.person_id, name=body.name
