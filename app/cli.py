@@ -58,6 +58,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     revoke = apikey_commands.add_parser("revoke", help="revoke a key by its prefix")
     revoke.add_argument("prefix", help="the 12 characters after lk_ (see `lookout apikey list`)")
     commands.add_parser("maintain", help="run one reconciler + janitor pass now")
+    people = commands.add_parser(
+        "people", help="enroll faces through a running API (LOOKOUT_CLIENT__URL, __API_KEY)"
+    )
+    people_commands = people.add_subparsers(dest="people_command", required=True)
+    enroll = people_commands.add_parser("enroll", help="enroll photos of one person")
+    enroll.add_argument("name")
+    enroll.add_argument("photos", nargs="+", type=Path)
+    import_dir = people_commands.add_parser("import", help="enroll DIR/<person name>/*.jpg")
+    import_dir.add_argument("directory", type=Path)
     models = commands.add_parser("models", help="list, download or check model packs")
     models.add_argument("action", choices=["list", "pull", "verify"])
     models.add_argument("packs", nargs="*", help="pack names (default: the configured packs)")
@@ -101,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(maintain_once(settings))
     if args.command == "models":
         return models_command(settings, args.action, args.packs)
+    if args.command == "people":
+        return asyncio.run(people_command(settings, args))
     parser.error(f"unknown command {args.command}")
     return 2
 
@@ -303,6 +314,25 @@ def run_node(args: argparse.Namespace) -> int:
 
     asyncio.run(main())
     return 0
+
+
+async def people_command(settings: Settings, args: argparse.Namespace) -> int:
+    import httpx
+
+    from app.gallery.client import enroll_people, people_in
+
+    if args.people_command == "enroll":
+        people = {args.name: list(args.photos)}
+    else:
+        people = people_in(args.directory)
+    key = settings.client.api_key
+    headers = {"X-API-Key": key.get_secret_value()} if key is not None else {}
+    async with httpx.AsyncClient(
+        base_url=settings.client.url, headers=headers, timeout=settings.client.timeout_s
+    ) as client:
+        lines = await enroll_people(client, people)
+    print("\n".join(lines))
+    return 0 if all(line.startswith("ok") for line in lines) else 1
 
 
 def _require(value: str | None, variable: str) -> str:

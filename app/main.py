@@ -14,6 +14,7 @@ from app.db import create_engine, create_redis, create_sessionmaker
 from app.deps import API_KEY_HEADER, AppState
 from app.errors import install_error_handlers
 from app.firehose import Firehose
+from app.gallery.routes import router as gallery_router
 from app.jobs.routes import router as jobs_router
 from app.limits import BodySizeLimit, WebSocketSlots
 from app.logging import configure_logging
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(node_router)  # first: /v1/nodes/me must not match /v1/nodes/{node_id}
     app.include_router(nodes_admin_router)
     app.include_router(stats_router)
+    app.include_router(gallery_router)
     app.include_router(ops_router)
     # Added innermost first: requests pass RequestContext → TrustedHost → CORS → BodySizeLimit.
     app.add_middleware(

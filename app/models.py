@@ -200,3 +200,56 @@ class Node(Base):
             postgresql_where=text("revoked_at IS NULL"),
         ),
     )
+
+
+class Person(Base):
+    """A named identity in the gallery. Scoped like jobs: only its owner key (and admin keys)
+    see it; a job identifies faces against the people of the job's owner."""
+
+    __tablename__ = "people"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("api_keys.id", ondelete="SET NULL"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (Index("ix_people_created_at_id", "created_at", "id"),)
+    __mapper_args__ = {"eager_defaults": True}
+
+
+class PersonFace(Base):
+    """One enrolled face of a person: its embedding (with model and dim, like FaceEmbedding),
+    where it came from, and the quality figures it passed with.
+
+    Deleting the person deletes these rows (ON DELETE CASCADE): no embedding outlives its
+    identity. The source job/detection may expire first (retention); the reference is then
+    cleared, the embedding stays. Per-model HNSW indexes: see migration 0005.
+    """
+
+    __tablename__ = "person_faces"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    person_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("people.id", ondelete="CASCADE"), index=True
+    )
+    model: Mapped[str] = mapped_column(String(64))
+    dim: Mapped[int] = mapped_column(Integer)
+    embedding: Mapped[npt.NDArray[np.float32]] = mapped_column(Vector())
+    source_job_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("jobs.id", ondelete="SET NULL")
+    )
+    source_detection_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("detections.id", ondelete="SET NULL")
+    )
+    face_px: Mapped[float] = mapped_column(Float)  # shorter side of the face box, in pixels
+    sharpness: Mapped[float] = mapped_column(Float)  # Laplacian variance of the aligned crop
+    yaw_ratio: Mapped[float] = mapped_column(Float)  # |nose − eye midpoint| / eye distance
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint("vector_dims(embedding) = dim", name="ck_person_faces_dim"),
+        Index("ix_person_faces_model", "model"),
+    )
+    __mapper_args__ = {"eager_defaults": True}

@@ -177,6 +177,40 @@ class FaceSettings(BaseModel):
     max_embed_batch: int = Field(default=64, ge=1)
 
 
+class GallerySettings(BaseModel):
+    """Face recognition against enrolled people (app/gallery, workers/gallery.py)."""
+
+    # Cosine similarity at or above which a face is the nearest enrolled person; below, unknown.
+    # Calibrated for the MobileFaceNet stand-in on ../shared/images/faces: largest face of each
+    # of the 11 single-person photos, same-person pairs 0.700-0.907 (7 pairs), different-person
+    # pairs at most 0.228 (48 pairs); MODELS.md's wider set (178 pairs, crowd faces included)
+    # reaches 0.54. 0.62 sits in the gap 0.54-0.70. Recalibrate for ArcFace (w600k_*).
+    match_threshold: float = Field(default=0.62, ge=-1, le=1)
+    # An enrollment this similar to a face the person already has is a near-duplicate: reported
+    # and not stored again (the same photo re-encoded measures > 0.99).
+    duplicate_threshold: float = Field(default=0.97, ge=-1, le=1)
+    # Enrollment quality (app/gallery/quality.py). Shorter side of the face box, in pixels.
+    min_face_px: float = 40.0
+    # Variance of the Laplacian of the 112-px aligned grey crop. The shared training photos
+    # measure 980-4400; no really blurred photo was measured, so this floor is deliberately low.
+    min_sharpness: float = 25.0
+    # |nose x - eye midpoint x| / eye distance (0 frontal, ~0.5 and more in profile).
+    max_yaw_ratio: float = 0.45
+    # Angle of the eye line from horizontal, degrees.
+    max_roll_deg: float = 40.0
+    # How long a synchronous gallery call (enroll, identify, verify, search) waits for a worker.
+    wait_s: float = Field(default=30.0, gt=0)
+    max_search_results: int = Field(default=50, ge=1)
+
+
+class ClientSettings(BaseModel):
+    """What `lookout people …` uses to talk to a running API."""
+
+    url: str = "http://127.0.0.1:8000"
+    api_key: SecretStr | None = None  # LOOKOUT_CLIENT__API_KEY
+    timeout_s: float = 120.0
+
+
 class ObjectSettings(BaseModel):
     score_threshold: float = 0.3
     nms_threshold: float = 0.45
@@ -240,6 +274,8 @@ class Settings(BaseSettings):
     objects: ObjectSettings = ObjectSettings()
     nodes: NodeSettings = NodeSettings()
     decode: DecodeSettings = DecodeSettings()
+    gallery: GallerySettings = GallerySettings()
+    client: ClientSettings = ClientSettings()
 
     @model_validator(mode="after")
     def _auth_off_only_in_dev(self) -> "Settings":

@@ -5,9 +5,9 @@ Each writes its own section of bench/RESULTS.md.
 
 import sys
 
-from bench import fanout, models, plumbing, throughput
+from bench import fanout, gallery, models, plumbing, throughput
 
-BENCHES = [models.main, throughput.main, plumbing.main, fanout.main]
+BENCHES = [models.main, throughput.main, plumbing.main, fanout.main, lambda: gallery.main([])]
 
 
 def main() -> int:

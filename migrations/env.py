@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.models import Base
 from app.settings import get_settings
+from app.vectors import hnsw_index_names
 
 target_metadata = Base.metadata
 
@@ -19,8 +20,25 @@ def _url() -> str:
     return url
 
 
+def _include_object(
+    obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
+) -> bool:
+    """Leave the per-model HNSW indexes to the migrations that create them.
+
+    They are partial expression indexes (`(embedding::vector(N)) vector_cosine_ops WHERE
+    model = …`) that the ORM does not declare; without this, `alembic check` would report each
+    one as an index to drop.
+    """
+    return not (type_ == "index" and reflected and name in hnsw_index_names())
+
+
 def _run(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        compare_type=True,
+        include_object=_include_object,
+    )
     with context.begin_transaction():
         context.run_migrations()
 

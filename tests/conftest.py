@@ -139,7 +139,7 @@ def detectors(settings: Settings) -> dict[str, Detector]:
 async def clean_state(engine: AsyncEngine, redis: Redis, settings: Settings) -> None:
     """Every test starts with empty tables, an empty Redis and an empty image store."""
     async with engine.begin() as connection:
-        await connection.execute(text("TRUNCATE jobs, detections, api_keys, nodes CASCADE"))
+        await connection.execute(text("TRUNCATE jobs, detections, api_keys, nodes, people CASCADE"))
     await redis.flushdb()
     shutil.rmtree(settings.storage_dir, ignore_errors=True)
 

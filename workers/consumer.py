@@ -39,9 +39,17 @@ from app.models import Detection, FaceEmbedding, Job, JobStatus
 from app.settings import Settings
 from app.storage import Storage
 from workers.detectors.base import Detector
+from workers.gallery import IDENTIFY_TASK, identify_faces
 from workers.health import Heartbeat
 from workers.metrics import WorkerMetrics
-from workers.pipeline import BadImage, DecodedImage, PipelineResult, decode_image, run_batch
+from workers.pipeline import (
+    BadImage,
+    DecodedImage,
+    PipelineResult,
+    decode_image,
+    run_batch,
+    with_detections,
+)
 
 T = TypeVar("T")
 
@@ -291,6 +299,7 @@ class Consumer:
         The successful jobs are written in one transaction, their events published in one
         MULTI and their entries acked in one MULTI; failures are settled one by one.
         """
+        results = await self._identify(batch, results)
         done = [
             (w, r) for w, r in zip(batch, results, strict=True) if isinstance(r, PipelineResult)
         ]
@@ -311,6 +320,41 @@ class Consumer:
             if not isinstance(result, PipelineResult):
                 await self._settle(work.entry, work.message, result)
 
+    async def _identify(
+        self, batch: Sequence[Work], results: Sequence[PipelineResult | Exception]
+    ) -> list[PipelineResult | Exception]:
+        """The gallery step for the batch's `identify` jobs: one read of the gallery per batch.
+
+        The processed image is drawn again with the names. If the gallery cannot be read, the
+        jobs fail with that reason rather than report every face as unknown.
+        """
+        wanted = [
+            i
+            for i, (work, result) in enumerate(zip(batch, results, strict=True))
+            if IDENTIFY_TASK in work.message.tasks and isinstance(result, PipelineResult)
+        ]
+        out = list(results)
+        if not wanted:
+            return out
+        try:
+            async with self.sessionmaker.begin() as session:
+                labelled = await identify_faces(
+                    session,
+                    [(batch[i].message.job_id, _as_result(results[i]).detections) for i in wanted],
+                    match_threshold=self.settings.gallery.match_threshold,
+                )
+            for i, detections in zip(wanted, labelled, strict=True):
+                out[i] = await asyncio.to_thread(
+                    with_detections, batch[i].image, _as_result(results[i]), detections
+                )
+        except Exception as exc:
+            log.exception("gallery_step_failed", error=repr(exc))
+            for i in wanted:
+                out[i] = GalleryUnavailable(
+                    f"identify failed: the gallery could not be read ({exc!r})"
+                )
+        return out
+
     async def _settle(
         self,
         entry: Entry,
@@ -324,7 +368,7 @@ class Consumer:
         async def settle() -> None:
             if isinstance(outcome, PipelineResult):
                 await self._finish([(message, outcome)], batch_size=batch_size)
-            elif isinstance(outcome, (BadImage, JobTimeout)):
+            elif isinstance(outcome, (BadImage, JobTimeout, GalleryUnavailable)):
                 await self._fail(message.job_id, str(outcome))
             else:
                 # A detector crashed on this input: retrying will not help.
@@ -589,6 +633,15 @@ class Consumer:
 
 class JobTimeout(Exception):
     """Inference ran past `job_timeout_s`; the job fails."""
+
+
+class GalleryUnavailable(Exception):
+    """The gallery step could not read the enrolled faces; the identify job fails."""
+
+
+def _as_result(outcome: PipelineResult | Exception) -> PipelineResult:
+    assert isinstance(outcome, PipelineResult)
+    return outcome
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:

@@ -261,6 +261,16 @@ MOBILEFACENET_SPEC = EmbedderSpec(
     dim=192,
 )
 
+# Every embedder the product knows. The gallery's per-model HNSW indexes (migration 0005) and
+# its nearest-neighbour SQL are built from this list: one source of truth for names and dims.
+EMBEDDER_SPECS: tuple[EmbedderSpec, ...] = (ARCFACE_MBF, ARCFACE_R50, MOBILEFACENET_SPEC)
+
+
+def embedder_dims() -> dict[str, int]:
+    """Embedding dimension by model name, for every known embedder."""
+    return {spec.model: spec.dim for spec in EMBEDDER_SPECS}
+
+
 # --- packs -------------------------------------------------------------------------------------
 
 PACKS: dict[str, Pack] = {

@@ -5,6 +5,7 @@ Two stages, so a worker can decode the next batch while this one is in inference
 task's detector called once for the whole batch).
 """
 
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -26,6 +27,11 @@ _REDUCED_JPEG_FLAGS = {
     4: cv2.IMREAD_REDUCED_COLOR_4,
     2: cv2.IMREAD_REDUCED_COLOR_2,
 }
+
+
+# Tasks with no detector of their own: they work on the faces task's detections after inference
+# (identify: the consumer's gallery step, workers/gallery.py). Their jobs also ask for "faces".
+AFTER_INFERENCE_TASKS = frozenset({"identify"})
 
 
 class BadImage(Exception):
@@ -129,6 +135,9 @@ def detect_batch(
     """
     per_task: dict[str, dict[int, list[Detection]]] = {}
     for task in dict.fromkeys(t for image_tasks in tasks for t in image_tasks):
+        if task in AFTER_INFERENCE_TASKS:
+            per_task[task] = {}
+            continue
         detector = detectors.get(task)
         if detector is None:
             raise BadImage(f"this worker has no detector for task {task!r}")
@@ -139,7 +148,7 @@ def detect_batch(
             model_ms[detector.model_name] = round((time.perf_counter() - before) * 1000, 3)
         per_task[task] = dict(zip(indices, found, strict=True))
     return [
-        [d for task in image_tasks for d in per_task[task][i]]
+        [d for task in image_tasks for d in per_task[task].get(i, [])]
         for i, image_tasks in enumerate(tasks)
     ]
 
@@ -207,6 +216,19 @@ def finish(
     )
 
 
+def with_detections(
+    image: DecodedImage, result: PipelineResult, detections: Sequence[Detection]
+) -> PipelineResult:
+    """The result with new detections (full-resolution pixels, e.g. faces given identities) and
+    the processed image drawn again from them."""
+    factor = 1 / image.scale
+    return dataclasses.replace(
+        result,
+        detections=list(detections),
+        processed_jpeg=render(image.pixels, [d.scaled(factor) for d in detections]),
+    )
+
+
 def run_pipeline(
     data: bytes,
     tasks: Sequence[str],
@@ -235,8 +257,13 @@ def caption(detection: Detection) -> str:
     attributes = detection.attributes
     if detection.kind == "face":
         parts = []
-        if attributes.get("identity"):
-            parts.append(str(attributes["identity"]))
+        identity = attributes.get("identity")
+        if isinstance(identity, dict) and identity.get("name"):
+            parts.append(str(identity["name"]))
+        elif identity:
+            parts.append(str(identity))
+        elif attributes.get("unknown"):
+            parts.append("unknown")
         if "gender" in attributes and "age" in attributes:
             parts.append(f"{attributes['gender'][0].upper()} {attributes['age']}")
         text = ", ".join(parts) if parts else "face"

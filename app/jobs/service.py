@@ -27,8 +27,10 @@ from app.jobs.schemas import (
 from app.models import Detection, Job, JobStatus
 from app.storage import Storage
 
-# Tasks a job may ask for. The detectors behind each live in workers/detectors/registry.py.
-TASKS = ("faces", "objects", "qr")
+# Tasks a job may ask for. The detectors behind each live in workers/detectors/registry.py;
+# `identify` has none: it labels the faces task's detections from the gallery (workers/gallery.py)
+# and so always comes with `faces`.
+TASKS = ("faces", "objects", "qr", "identify")
 DEFAULT_TASKS = ("faces",)
 
 
@@ -39,6 +41,8 @@ def parse_tasks(raw: str | None) -> tuple[str, ...]:
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise InvalidInput(f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(TASKS)}")
+    if "identify" in tasks and "faces" not in tasks:
+        tasks = ("faces", *tasks)
     return tasks
 
 

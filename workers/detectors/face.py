@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 from insightface.model_zoo.scrfd import SCRFD
@@ -99,6 +100,15 @@ class Embedder:
     def warm_up(self) -> None:
         size = self.spec.input_size_px
         self.embed([np.zeros((size, size, 3), dtype=np.uint8)])
+
+
+def sharpness(crop: npt.NDArray[np.uint8]) -> float:
+    """Variance of the Laplacian of the grey aligned crop: low means blurred (or featureless).
+
+    Measured on the aligned crop, so it does not depend on how large the face is in the photo.
+    """
+    grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+    return round(float(cv2.Laplacian(grey, cv2.CV_64F).var()), 1)
 
 
 class GenderAge:
@@ -218,7 +228,10 @@ class FaceDetector:
         for faces in found:
             detections = []
             for score, box, landmarks in faces:
-                extra: dict[str, object] = {"embedding_model": self.embedder.spec.model}
+                extra: dict[str, object] = {
+                    "embedding_model": self.embedder.spec.model,
+                    "sharpness": sharpness(crops[index]),
+                }
                 if attributes is not None:
                     extra["gender"], extra["age"] = attributes[index]
                 detections.append(

@@ -1,0 +1,158 @@
+"""Nearest-neighbour SQL on face embeddings, shared by the API (enroll, search, verify) and the
+workers (identify). No FastAPI here; callers own the session and the commit.
+
+Every query filters on one embedding model and uses the indexed expression from app/vectors.py,
+so Postgres can answer from that model's HNSW index. Similarity = 1 − cosine distance.
+"""
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.vectors import distance_expression
+
+# Loaded rows may hold a numpy array or a plain list, depending on the driver's codec.
+Vector = npt.NDArray[np.float32] | list[float]
+
+
+@dataclass(frozen=True)
+class PersonMatch:
+    person_id: uuid.UUID
+    name: str
+    face_id: uuid.UUID  # the enrolled face that matched best
+    similarity: float
+
+
+@dataclass(frozen=True)
+class PastFace:
+    face_id: int  # the detection id of the face (face_embeddings' key)
+    job_id: uuid.UUID
+    created_at: datetime
+    box: list[float]
+    similarity: float
+
+
+async def use_exact_hnsw_filtering(session: AsyncSession) -> None:
+    """With a filter (owner, person) an HNSW scan may stop before it finds a matching row;
+    pgvector ≥ 0.8 can keep scanning (iterative scan) in exact distance order. Lasts for the
+    transaction; on older pgvector the setting is a harmless placeholder."""
+    await session.execute(text("SET LOCAL hnsw.iterative_scan = strict_order"))
+
+
+async def nearest_people(
+    session: AsyncSession,
+    vector: Vector,
+    *,
+    model: str,
+    owner_id: uuid.UUID | None,
+    limit: int = 1,
+) -> list[PersonMatch]:
+    """The enrolled faces nearest to `vector` among the people of `owner_id`, best first, at
+    most one row per person."""
+    dim = len(vector)
+    distance = distance_expression("f.embedding", dim)
+    rows = await session.execute(
+        text(
+            f"""
+            SELECT DISTINCT ON (person_id) person_id, name, face_id, distance FROM (
+                SELECT f.person_id, p.name, f.id AS face_id, {distance} AS distance
+                FROM person_faces f JOIN people p ON p.id = f.person_id
+                WHERE f.model = :model AND p.owner_id IS NOT DISTINCT FROM :owner_id
+                ORDER BY {distance}
+                LIMIT :candidates
+            ) nearest
+            ORDER BY person_id, distance
+            """
+        ),
+        {
+            "query": _literal(vector),
+            "model": model,
+            "owner_id": owner_id,
+            "candidates": max(limit * 10, 10),
+        },
+    )
+    matches = [
+        PersonMatch(row.person_id, row.name, row.face_id, round(1 - float(row.distance), 4))
+        for row in rows
+    ]
+    matches.sort(key=lambda m: -m.similarity)
+    return matches[:limit]
+
+
+async def nearest_face_of_person(
+    session: AsyncSession, vector: Vector, *, model: str, person_id: uuid.UUID
+) -> tuple[uuid.UUID, float] | None:
+    """The person's own enrolled face nearest to `vector` (face id, similarity), if any."""
+    dim = len(vector)
+    distance = distance_expression("embedding", dim)
+    row = (
+        await session.execute(
+            text(
+                f"SELECT id, {distance} AS distance FROM person_faces "
+                f"WHERE model = :model AND person_id = :person_id ORDER BY {distance} LIMIT 1"
+            ),
+            {"query": _literal(vector), "model": model, "person_id": person_id},
+        )
+    ).first()
+    return None if row is None else (row.id, round(1 - float(row.distance), 4))
+
+
+async def nearest_past_faces(
+    session: AsyncSession,
+    vector: Vector,
+    *,
+    model: str,
+    owner_id: uuid.UUID | None,
+    every_owner: bool,
+    since: datetime,
+    exclude_job_ids: list[uuid.UUID],
+    limit: int,
+) -> list[PastFace]:
+    """Faces seen in past jobs (of `owner_id`, or of everyone), nearest first."""
+    dim = len(vector)
+    distance = distance_expression("e.embedding", dim)
+    rows = await session.execute(
+        text(
+            f"""
+            SELECT e.detection_id, e.job_id, j.created_at, d.box, {distance} AS distance
+            FROM face_embeddings e
+            JOIN jobs j ON j.id = e.job_id
+            JOIN detections d ON d.id = e.detection_id
+            WHERE e.model = :model
+              AND (:every_owner OR j.owner_id IS NOT DISTINCT FROM :owner_id)
+              AND j.created_at >= :since
+              AND NOT (e.job_id = ANY(:excluded))
+            ORDER BY {distance}
+            LIMIT :limit
+            """
+        ),
+        {
+            "query": _literal(vector),
+            "model": model,
+            "every_owner": every_owner,
+            "owner_id": owner_id,
+            "since": since,
+            "excluded": exclude_job_ids,
+            "limit": limit,
+        },
+    )
+    return [
+        PastFace(
+            row.detection_id,
+            row.job_id,
+            row.created_at,
+            list(row.box),
+            round(1 - float(row.distance), 4),
+        )
+        for row in rows
+    ]
+
+
+def _literal(vector: Vector) -> str:
+    """pgvector's text form '[x,y,…]': bound as a string and CAST in SQL to vector(dim)."""
+    return "[" + ",".join(f"{float(v):.7g}" for v in vector) + "]"

@@ -1,0 +1,256 @@
+"""HTTP routes for the gallery. Parse, authorize, call the service; nothing else.
+
+Synchronous calls (enroll, identify, verify, face search) send their images to the workers as
+ordinary jobs and wait for them (at most gallery.wait_s; then 504 worker_timeout).
+"""
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Path, Query, Response, UploadFile, status
+
+from app.apikeys.service import Principal
+from app.deps import ReadKey, RedisDep, SessionDep, SettingsDep, StorageDep, WriteKey
+from app.errors import PayloadTooLarge
+from app.gallery import service
+from app.gallery.schemas import (
+    EnrollOut,
+    FaceSearchOut,
+    IdentifyOut,
+    PersonDetail,
+    PersonIn,
+    PersonPage,
+    PersonPatch,
+    PromoteIn,
+    VerifyOut,
+)
+from app.jobs.routes import COMMON_ERRORS, _error
+from app.settings import Settings
+
+router = APIRouter(tags=["gallery"])
+
+# Routes with a body (JSON or multipart) answer 400 when it cannot be parsed at all.
+BODY_ERRORS: dict[int | str, dict[str, Any]] = {
+    **COMMON_ERRORS,
+    400: _error(400, "The request body cannot be parsed", "http_error"),
+}
+PERSON_ERRORS: dict[int | str, dict[str, Any]] = {
+    **BODY_ERRORS,
+    404: _error(404, "No such person (or not one of this key's people)", "not_found"),
+}
+IMAGE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **BODY_ERRORS,
+    413: _error(413, "An image over the size limit", "payload_too_large"),
+    422: _error(422, "An image is unusable; the detail names it and says why", "unusable_face"),
+    504: _error(504, "No worker finished the image(s) in time", "worker_timeout"),
+}
+Images = Annotated[list[UploadFile], File(description="JPEG, PNG or WebP; one face each")]
+Image = Annotated[UploadFile, File(description="JPEG, PNG or WebP")]
+
+
+async def _read(settings: Settings, uploads: list[UploadFile]) -> list[service.Upload]:
+    out = []
+    for index, upload in enumerate(uploads):
+        name = upload.filename or f"image {index + 1}"
+        data = await upload.read(settings.api.max_upload_bytes + 1)
+        if len(data) > settings.api.max_upload_bytes:
+            raise PayloadTooLarge(
+                f"{name} is larger than the limit of {settings.api.max_upload_bytes} bytes"
+            )
+        out.append(service.Upload(name=name, data=data))
+    return out
+
+
+async def _through_workers(
+    session: SessionDep,
+    redis: RedisDep,
+    storage: StorageDep,
+    settings: Settings,
+    principal: Principal,
+    uploads: list[UploadFile],
+    tasks: tuple[str, ...],
+) -> list[service.JobFaces]:
+    images = await _read(settings, uploads)
+    created = await service.create_jobs(
+        session, storage, settings, images, tasks=tasks, owner_id=principal.owner_id
+    )
+    await session.commit()  # before XADD: the worker that gets the message must find the rows
+    return await service.run_jobs(session, redis, settings, images, created)
+
+
+@router.post(
+    "/v1/people",
+    status_code=status.HTTP_201_CREATED,
+    response_model=PersonDetail,
+    responses=BODY_ERRORS,
+    summary="Create a person (enroll faces with POST /v1/people/{id}/faces)",
+)
+async def create_person(body: PersonIn, principal: WriteKey, session: SessionDep) -> PersonDetail:
+    person = await service.create_person(session, body.name, principal.owner_id)
+    return await service.person_detail(session, person)
+
+
+@router.get(
+    "/v1/people",
+    response_model=PersonPage,
+    responses=COMMON_ERRORS,
+    summary="List this key's people (every person for admin keys), newest first",
+)
+async def list_people(
+    principal: ReadKey,
+    session: SessionDep,
+    name: Annotated[str | None, Query(description="case-insensitive part of the name")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> PersonPage:
+    return await service.list_people(session, principal, name=name, limit=limit, cursor=cursor)
+
+
+@router.get(
+    "/v1/people/{person_id}",
+    response_model=PersonDetail,
+    responses=PERSON_ERRORS,
+    summary="A person with their enrolled faces",
+)
+async def get_person(person_id: uuid.UUID, principal: ReadKey, session: SessionDep) -> PersonDetail:
+    return await service.person_detail(
+        session, await service.get_person(session, person_id, principal)
+    )
+
+
+@router.patch(
+    "/v1/people/{person_id}",
+    response_model=PersonDetail,
+    responses=PERSON_ERRORS,
+    summary="Rename a person",
+)
+async def rename_person(
+    person_id: uuid.UUID, body: PersonPatch, principal: WriteKey, session: SessionDep
+) -> PersonDetail:
+    return await service.rename_person(session, person_id, body.name, principal)
+
+
+@router.delete(
+    "/v1/people/{person_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=PERSON_ERRORS,
+    summary="Delete a person and every enrolled embedding of theirs",
+)
+async def delete_person(person_id: uuid.UUID, principal: WriteKey, session: SessionDep) -> Response:
+    await service.delete_person(session, person_id, principal)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/v1/people/{person_id}/faces",
+    response_model=EnrollOut,
+    responses={**IMAGE_ERRORS, 404: PERSON_ERRORS[404]},
+    summary="Enroll photos of a person: exactly one usable face per photo, all or nothing",
+)
+async def enroll_faces(
+    person_id: uuid.UUID,
+    principal: WriteKey,
+    session: SessionDep,
+    redis: RedisDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+    images: Images,
+) -> EnrollOut:
+    person = await service.get_person(session, person_id, principal)
+    results = await _through_workers(
+        session, redis, storage, settings, principal, images, ("faces",)
+    )
+    return await service.enroll(session, settings, person, results)
+
+
+@router.delete(
+    "/v1/people/{person_id}/faces/{face_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=PERSON_ERRORS,
+    summary="Delete one enrolled face",
+)
+async def delete_face(
+    person_id: uuid.UUID, face_id: uuid.UUID, principal: WriteKey, session: SessionDep
+) -> Response:
+    await service.delete_face(session, person_id, face_id, principal)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/v1/identify",
+    response_model=IdentifyOut,
+    responses=IMAGE_ERRORS,
+    summary="Who is in this image? Each face with its best enrolled person, or unknown",
+)
+async def identify(
+    principal: WriteKey,
+    session: SessionDep,
+    redis: RedisDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+    image: Image,
+) -> IdentifyOut:
+    [result] = await _through_workers(
+        session, redis, storage, settings, principal, [image], ("faces", "identify")
+    )
+    return service.identify_result(settings, result)
+
+
+@router.post(
+    "/v1/verify",
+    response_model=VerifyOut,
+    responses=IMAGE_ERRORS,
+    summary="Are the (largest) faces of two images the same person?",
+)
+async def verify(
+    principal: WriteKey,
+    session: SessionDep,
+    redis: RedisDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+    image_a: Image,
+    image_b: Image,
+) -> VerifyOut:
+    results = await _through_workers(
+        session, redis, storage, settings, principal, [image_a, image_b], ("faces",)
+    )
+    return await service.verify(session, settings, results)
+
+
+@router.post(
+    "/v1/faces/search",
+    response_model=FaceSearchOut,
+    responses=IMAGE_ERRORS,
+    summary="Faces seen in past jobs (within retention) most similar to this image's face",
+)
+async def search_faces(
+    principal: WriteKey,
+    session: SessionDep,
+    redis: RedisDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+    image: Image,
+    limit: Annotated[int, Query(ge=1, le=100)] = 10,
+) -> FaceSearchOut:
+    [result] = await _through_workers(
+        session, redis, storage, settings, principal, [image], ("faces",)
+    )
+    return await service.search_faces(session, settings, result, principal, limit=limit)
+
+
+@router.post(
+    "/v1/faces/{face_id}/promote",
+    response_model=EnrollOut,
+    responses={**IMAGE_ERRORS, 404: _error(404, "No such face or person", "not_found")},
+    summary="Enroll a face from a past job to an existing person or a new one",
+)
+async def promote_face(
+    face_id: Annotated[int, Path(ge=1, le=2**31 - 1, description="face_id from identify/search")],
+    body: PromoteIn,
+    principal: WriteKey,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> EnrollOut:
+    return await service.promote(
+        session, settings, face_id, principal, person_id=body.person_id, name=body.name
+    )

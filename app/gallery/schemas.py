@@ -1,0 +1,114 @@
+"""API schemas for the gallery (people, enrollment, identify, verify, face search)."""
+
+import uuid
+from datetime import datetime
+
+from pydantic import BaseModel, Field, model_validator
+
+
+class PersonIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200, examples=["obama"])
+
+
+class PersonPatch(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+
+
+class EnrolledFaceOut(BaseModel):
+    id: uuid.UUID
+    model: str = Field(examples=["w600k_mbf"])
+    source_job_id: uuid.UUID | None = None
+    face_px: float = Field(description="shorter side of the face box, pixels")
+    sharpness: float = Field(description="Laplacian variance of the aligned crop")
+    yaw_ratio: float = Field(description="0 frontal; larger is more turned")
+    created_at: datetime
+
+
+class PersonOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    created_at: datetime
+    face_count: int
+
+
+class PersonDetail(PersonOut):
+    faces: list[EnrolledFaceOut] = Field(default_factory=list)
+
+
+class PersonPage(BaseModel):
+    items: list[PersonOut]
+    next_cursor: str | None = Field(
+        default=None, description="pass as ?cursor= for the next page; null on the last page"
+    )
+
+
+class DuplicateOut(BaseModel):
+    image: str = Field(description="file name of the upload")
+    existing_face_id: uuid.UUID
+    similarity: float
+
+
+class EnrollOut(BaseModel):
+    person: PersonDetail
+    enrolled: list[EnrolledFaceOut] = Field(description="faces stored by this request")
+    duplicates: list[DuplicateOut] = Field(
+        default_factory=list,
+        description="uploads whose face the person already has (near-duplicates, not stored)",
+    )
+
+
+class IdentityOut(BaseModel):
+    person_id: uuid.UUID
+    name: str
+    similarity: float
+
+
+class IdentifiedFace(BaseModel):
+    face_id: int = Field(description="id of the face in this job; see /v1/faces/{id}/promote")
+    box: list[float]
+    score: float
+    identity: IdentityOut | None = None
+    unknown: bool = Field(description="true when no enrolled person is similar enough")
+    similarity: float | None = Field(
+        default=None, description="similarity of the best enrolled face (matched or not)"
+    )
+
+
+class IdentifyOut(BaseModel):
+    job_id: uuid.UUID
+    threshold: float
+    faces: list[IdentifiedFace]
+
+
+class VerifyOut(BaseModel):
+    same_person: bool
+    similarity: float
+    threshold: float
+    job_ids: list[uuid.UUID]
+
+
+class PastFaceOut(BaseModel):
+    face_id: int
+    job_id: uuid.UUID
+    seen_at: datetime = Field(description="when the job was created")
+    box: list[float]
+    similarity: float
+
+
+class FaceSearchOut(BaseModel):
+    job_id: uuid.UUID = Field(description="the job that embedded the query image")
+    query_box: list[float]
+    results: list[PastFaceOut]
+
+
+class PromoteIn(BaseModel):
+    """Exactly one: an existing person's id, or a name for a new person."""
+
+    person_id: uuid.UUID | None = None
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "PromoteIn":
+        if (self.person_id is None) == (self.name is None):
+            raise ValueError("give exactly one of person_id (existing person) or name (new one)")
+        return self

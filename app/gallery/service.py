@@ -1,0 +1,486 @@
+"""Gallery logic: people, enrollment, identify, verify, unknown-face search. No FastAPI here;
+callers own the commit.
+
+Pixels are never decoded in the API: every image goes to the workers as an ordinary job (the
+same stream, the same consumer); the API waits for its result event and then does the SQL.
+"""
+
+import asyncio
+import base64
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from redis.asyncio import Redis
+from sqlalchemy import delete, func, select, text, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.apikeys.service import Principal
+from app.errors import AppError, InvalidInput, NotFound
+from app.gallery import matching
+from app.gallery.quality import QualityThresholds, assess_face
+from app.gallery.schemas import (
+    DuplicateOut,
+    EnrolledFaceOut,
+    EnrollOut,
+    FaceSearchOut,
+    IdentifiedFace,
+    IdentifyOut,
+    IdentityOut,
+    PastFaceOut,
+    PersonDetail,
+    PersonOut,
+    PersonPage,
+    VerifyOut,
+)
+from app.images import inspect_image
+from app.jobs import service as jobs
+from app.models import Detection, FaceEmbedding, Job, JobStatus, Person, PersonFace
+from app.settings import Settings
+from app.storage import Storage
+
+
+class WorkerTimeout(AppError):
+    status = 504
+    code = "worker_timeout"
+
+
+class UnusableFace(InvalidInput):
+    code = "unusable_face"
+
+
+@dataclass(frozen=True)
+class Upload:
+    name: str  # the client's file name, to name the image in errors
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Face:
+    detection: Detection
+    embedding: FaceEmbedding
+
+    @property
+    def area(self) -> float:
+        x1, y1, x2, y2 = self.detection.box
+        return (x2 - x1) * (y2 - y1)
+
+
+@dataclass(frozen=True)
+class JobFaces:
+    upload: Upload
+    job: Job
+    faces: list[Face]
+
+    def largest_face(self) -> Face:
+        if not self.faces:
+            raise UnusableFace(f"{self.upload.name}: no face found in the image")
+        return max(self.faces, key=lambda f: f.area)
+
+
+# --- people ------------------------------------------------------------------------------------
+
+
+def _visible(person: Person | None, viewer: Principal) -> bool:
+    return person is not None and (viewer.sees_every_job or person.owner_id == viewer.owner_id)
+
+
+async def get_person(session: AsyncSession, person_id: uuid.UUID, viewer: Principal) -> Person:
+    """The person if `viewer` may see it; another owner's person is NotFound, like a missing one."""
+    person = await session.get(Person, person_id, populate_existing=True)
+    if person is None or not _visible(person, viewer):
+        raise NotFound(f"no person with id {person_id}")
+    return person
+
+
+async def create_person(session: AsyncSession, name: str, owner_id: uuid.UUID | None) -> Person:
+    person = Person(id=uuid.uuid4(), name=name.strip(), owner_id=owner_id)
+    session.add(person)
+    await session.flush()
+    return person
+
+
+async def rename_person(
+    session: AsyncSession, person_id: uuid.UUID, name: str, viewer: Principal
+) -> PersonDetail:
+    person = await get_person(session, person_id, viewer)
+    person.name = name.strip()
+    await session.flush()
+    return await person_detail(session, person)
+
+
+async def delete_person(session: AsyncSession, person_id: uuid.UUID, viewer: Principal) -> None:
+    """Delete the person; every enrolled embedding of theirs goes with it (ON DELETE CASCADE)."""
+    person = await get_person(session, person_id, viewer)
+    await session.execute(delete(Person).where(Person.id == person.id))
+    await session.flush()
+
+
+async def delete_face(
+    session: AsyncSession, person_id: uuid.UUID, face_id: uuid.UUID, viewer: Principal
+) -> None:
+    await get_person(session, person_id, viewer)
+    deleted = await session.execute(
+        delete(PersonFace)
+        .where(PersonFace.id == face_id, PersonFace.person_id == person_id)
+        .returning(PersonFace.id)
+    )
+    if deleted.first() is None:
+        raise NotFound(f"person {person_id} has no face {face_id}")
+
+
+async def person_detail(session: AsyncSession, person: Person) -> PersonDetail:
+    faces = list(
+        await session.scalars(
+            select(PersonFace)
+            .where(PersonFace.person_id == person.id)
+            .order_by(PersonFace.created_at, PersonFace.id)
+        )
+    )
+    return PersonDetail(
+        id=person.id,
+        name=person.name,
+        created_at=person.created_at,
+        face_count=len(faces),
+        faces=[enrolled_face(f) for f in faces],
+    )
+
+
+def enrolled_face(face: PersonFace) -> EnrolledFaceOut:
+    return EnrolledFaceOut(
+        id=face.id,
+        model=face.model,
+        source_job_id=face.source_job_id,
+        face_px=face.face_px,
+        sharpness=face.sharpness,
+        yaw_ratio=face.yaw_ratio,
+        created_at=face.created_at,
+    )
+
+
+async def list_people(
+    session: AsyncSession,
+    viewer: Principal,
+    *,
+    name: str | None,
+    limit: int,
+    cursor: str | None,
+) -> PersonPage:
+    """Newest first; keyset pagination on (created_at, id). `name`: case-insensitive substring."""
+    face_count = (
+        select(func.count(PersonFace.id))
+        .where(PersonFace.person_id == Person.id)
+        .correlate(Person)
+        .scalar_subquery()
+    )
+    query = (
+        select(Person, face_count)
+        .order_by(Person.created_at.desc(), Person.id.desc())
+        .limit(limit + 1)
+    )
+    if not viewer.sees_every_job:
+        query = query.where(Person.owner_id == viewer.owner_id)
+    if name:
+        escaped = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(Person.name.ilike(f"%{escaped}%", escape="\\"))
+    if cursor is not None:
+        created_at, last_id = _decode_cursor(cursor)
+        query = query.where(tuple_(Person.created_at, Person.id) < tuple_(created_at, last_id))
+    rows = list((await session.execute(query)).tuples())
+    items = [
+        PersonOut(id=p.id, name=p.name, created_at=p.created_at, face_count=count)
+        for p, count in rows[:limit]
+    ]
+    next_cursor = _encode_cursor(rows[limit - 1][0]) if len(rows) > limit else None
+    return PersonPage(items=items, next_cursor=next_cursor)
+
+
+def _encode_cursor(person: Person) -> str:
+    raw = f"{person.created_at.isoformat()}|{person.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created_at, person_id = raw.split("|")
+        return datetime.fromisoformat(created_at), uuid.UUID(person_id)
+    except ValueError as exc:
+        raise InvalidInput("invalid cursor: pass back next_cursor from the previous page") from exc
+
+
+# --- images through the workers ----------------------------------------------------------------
+
+
+async def create_jobs(
+    session: AsyncSession,
+    storage: Storage,
+    settings: Settings,
+    uploads: list[Upload],
+    *,
+    tasks: tuple[str, ...],
+    owner_id: uuid.UUID | None,
+) -> list[Job]:
+    """One job per upload (flushed). Every upload is checked first: a bad one names itself and
+    nothing is created. The caller commits, then calls run_jobs."""
+    infos = []
+    for upload in uploads:
+        try:
+            infos.append(inspect_image(upload.data, max_pixels=settings.api.max_image_pixels))
+        except AppError as exc:
+            raise InvalidInput(f"{upload.name}: {exc.detail}", code=exc.code) from exc
+    return [
+        await jobs.create_job(
+            session, storage, image=upload.data, info=info, tasks=tasks, owner_id=owner_id
+        )
+        for upload, info in zip(uploads, infos, strict=True)
+    ]
+
+
+async def run_jobs(
+    session: AsyncSession,
+    redis: Redis,
+    settings: Settings,
+    uploads: list[Upload],
+    created: list[Job],
+) -> list[JobFaces]:
+    """Enqueue committed jobs, wait (bounded) for all of them, return each one's faces.
+
+    Raises WorkerTimeout when no worker finished them within gallery.wait_s, UnusableFace
+    (naming the image) when a job failed.
+    """
+    for job in created:
+        await jobs.enqueue_job(
+            redis,
+            job,
+            jobs_maxlen=settings.streams.jobs_maxlen,
+            events_ttl_s=settings.streams.job_events_ttl_s,
+        )
+    deadline = time.monotonic() + settings.gallery.wait_s
+    finished = await asyncio.gather(
+        *(
+            jobs.wait_for_job(redis, job.id, timeout_s=max(deadline - time.monotonic(), 0.001))
+            for job in created
+        )
+    )
+    if not all(finished):
+        late = [str(job.id) for job, done in zip(created, finished, strict=True) if not done]
+        raise WorkerTimeout(
+            f"no worker finished job(s) {', '.join(late)} within {settings.gallery.wait_s:g} s; "
+            "check that workers are running (GET /health/ready) and retry"
+        )
+    results = []
+    for upload, job in zip(uploads, created, strict=True):
+        fresh = await session.get(Job, job.id, populate_existing=True)
+        if fresh is None:
+            raise NotFound(f"{upload.name}: job {job.id} was deleted while it ran")
+        if fresh.status != JobStatus.done:
+            raise UnusableFace(
+                f"{upload.name}: {fresh.error or 'the image could not be processed'}"
+            )
+        rows = await session.execute(
+            select(Detection, FaceEmbedding)
+            .join(FaceEmbedding, FaceEmbedding.detection_id == Detection.id)
+            .where(Detection.job_id == job.id)
+            .order_by(Detection.id)
+        )
+        faces = [Face(d, e) for d, e in rows.tuples()]
+        results.append(JobFaces(upload, fresh, faces))
+    return results
+
+
+# --- enrollment --------------------------------------------------------------------------------
+
+
+def thresholds(settings: Settings) -> QualityThresholds:
+    gallery = settings.gallery
+    return QualityThresholds(
+        min_face_px=gallery.min_face_px,
+        min_sharpness=gallery.min_sharpness,
+        max_yaw_ratio=gallery.max_yaw_ratio,
+        max_roll_deg=gallery.max_roll_deg,
+    )
+
+
+async def enroll(
+    session: AsyncSession, settings: Settings, person: Person, results: list[JobFaces]
+) -> EnrollOut:
+    """All or nothing: every image must hold exactly one usable face, else UnusableFace (422)
+    names each bad image and why, and no face is stored. A face the person already has
+    (similarity ≥ gallery.duplicate_threshold) is reported in `duplicates`, not stored again."""
+    problems: list[str] = []
+    accepted = []
+    for result in results:
+        name = result.upload.name
+        if not result.faces:
+            problems.append(f"{name}: no face found")
+            continue
+        if len(result.faces) > 1:
+            problems.append(
+                f"{name}: {len(result.faces)} faces found; enroll photos showing exactly one face"
+            )
+            continue
+        face = result.faces[0]
+        quality = assess_face(
+            face.detection.box,
+            face.detection.landmarks or [],
+            float(face.detection.attributes.get("sharpness", 0.0)),
+            thresholds(settings),
+        )
+        if not quality.usable:
+            problems.append(f"{name}: " + "; ".join(quality.problems))
+            continue
+        accepted.append((result, face, quality))
+    if problems:
+        raise UnusableFace("cannot enroll: " + " | ".join(problems))
+    enrolled: list[PersonFace] = []
+    duplicates: list[DuplicateOut] = []
+    for result, face, quality in accepted:
+        nearest = await matching.nearest_face_of_person(
+            session, face.embedding.embedding, model=face.embedding.model, person_id=person.id
+        )
+        if nearest is not None and nearest[1] >= settings.gallery.duplicate_threshold:
+            duplicates.append(
+                DuplicateOut(
+                    image=result.upload.name, existing_face_id=nearest[0], similarity=nearest[1]
+                )
+            )
+            continue
+        row = PersonFace(
+            id=uuid.uuid4(),
+            person_id=person.id,
+            model=face.embedding.model,
+            dim=face.embedding.dim,
+            embedding=face.embedding.embedding,
+            source_job_id=result.job.id,
+            source_detection_id=face.detection.id,
+            face_px=quality.face_px,
+            sharpness=quality.sharpness,
+            yaw_ratio=quality.yaw_ratio,
+        )
+        session.add(row)
+        await session.flush()  # the next image's duplicate check sees this face
+        enrolled.append(row)
+    return EnrollOut(
+        person=await person_detail(session, person),
+        enrolled=[enrolled_face(f) for f in enrolled],
+        duplicates=duplicates,
+    )
+
+
+async def promote(
+    session: AsyncSession,
+    settings: Settings,
+    face_id: int,
+    viewer: Principal,
+    *,
+    person_id: uuid.UUID | None,
+    name: str | None,
+) -> EnrollOut:
+    """Enroll a face seen in a past job (e.g. an unknown one) to an existing or a new person."""
+    row = (
+        await session.execute(
+            select(Detection, FaceEmbedding, Job)
+            .join(FaceEmbedding, FaceEmbedding.detection_id == Detection.id)
+            .join(Job, Job.id == Detection.job_id)
+            .where(Detection.id == face_id)
+        )
+    ).first()
+    if row is None or not (viewer.sees_every_job or row[2].owner_id == viewer.owner_id):
+        raise NotFound(f"no face with id {face_id}")
+    detection, embedding, job = row
+    if person_id is not None:
+        person = await get_person(session, person_id, viewer)
+    else:
+        assert name is not None
+        person = await create_person(session, name, viewer.owner_id)
+    # A promoted face is enrolled on the same terms as an uploaded one (quality, duplicates).
+    upload = Upload(name=f"face {face_id}", data=b"")
+    return await enroll(
+        session, settings, person, [JobFaces(upload, job, [Face(detection, embedding)])]
+    )
+
+
+# --- identify, verify, search ------------------------------------------------------------------
+
+
+def identify_result(settings: Settings, result: JobFaces) -> IdentifyOut:
+    faces = []
+    for face in result.faces:
+        attributes = face.detection.attributes
+        identity = attributes.get("identity")
+        faces.append(
+            IdentifiedFace(
+                face_id=face.detection.id,
+                box=list(face.detection.box),
+                score=face.detection.score,
+                identity=IdentityOut(**identity) if identity else None,
+                unknown=not identity,
+                similarity=identity["similarity"] if identity else attributes.get("similarity"),
+            )
+        )
+    return IdentifyOut(
+        job_id=result.job.id, threshold=settings.gallery.match_threshold, faces=faces
+    )
+
+
+async def verify(session: AsyncSession, settings: Settings, results: list[JobFaces]) -> VerifyOut:
+    """Largest face of each image; cosine similarity computed by pgvector on the stored rows."""
+    first, second = (r.largest_face() for r in results)
+    if first.embedding.model != second.embedding.model:
+        raise InvalidInput("the two faces were embedded by different models; retry")
+    similarity = await session.scalar(
+        text(
+            "SELECT 1 - (a.embedding <=> b.embedding) FROM face_embeddings a, face_embeddings b "
+            "WHERE a.detection_id = :a AND b.detection_id = :b"
+        ),
+        {"a": first.detection.id, "b": second.detection.id},
+    )
+    value = round(float(similarity or 0.0), 4)
+    threshold = settings.gallery.match_threshold
+    return VerifyOut(
+        same_person=value >= threshold,
+        similarity=value,
+        threshold=threshold,
+        job_ids=[r.job.id for r in results],
+    )
+
+
+async def search_faces(
+    session: AsyncSession,
+    settings: Settings,
+    result: JobFaces,
+    viewer: Principal,
+    *,
+    limit: int,
+) -> FaceSearchOut:
+    """Faces of past jobs most similar to the largest face of the query image, within the job
+    retention window; the query's own job is left out."""
+    face = result.largest_face()
+    await matching.use_exact_hnsw_filtering(session)
+    since = datetime.now(UTC) - timedelta(seconds=settings.retention.job_ttl_s)
+    found = await matching.nearest_past_faces(
+        session,
+        face.embedding.embedding,
+        model=face.embedding.model,
+        owner_id=viewer.owner_id,
+        every_owner=viewer.sees_every_job,
+        since=since,
+        exclude_job_ids=[result.job.id],
+        limit=min(limit, settings.gallery.max_search_results),
+    )
+    return FaceSearchOut(
+        job_id=result.job.id,
+        query_box=list(face.detection.box),
+        results=[
+            PastFaceOut(
+                face_id=f.face_id,
+                job_id=f.job_id,
+                seen_at=f.created_at,
+                box=f.box,
+                similarity=f.similarity,
+            )
+            for f in found
+        ],
+    )

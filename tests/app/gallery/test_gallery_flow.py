@@ -1,0 +1,242 @@
+"""The gallery end to end: API + a real worker (consumer) + Postgres/pgvector + the real models,
+on ../shared/images/faces (enrolled with the MobileFaceNet stand-in)."""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import text
+
+from tests.conftest import SHARED_IMAGES, shared_image
+
+TRAIN = SHARED_IMAGES / "faces" / "train"
+
+
+@pytest.fixture
+async def worker(make_consumer) -> AsyncIterator[None]:
+    """A consumer running beside the test, as a worker process would in production."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(make_consumer(block_ms=50).run(stop))
+    yield
+    stop.set()
+    await task
+
+
+def files(*paths):  # type: ignore[no-untyped-def]
+    return [("images", (p.name, p.read_bytes(), "image/jpeg")) for p in paths]
+
+
+async def enroll_training_set(client) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    people = {}
+    for folder in sorted(TRAIN.iterdir()):
+        person = (await client.post("/v1/people", json={"name": folder.name})).json()
+        response = await client.post(
+            f"/v1/people/{person['id']}/faces", files=files(*sorted(folder.iterdir()))
+        )
+        assert response.status_code == 200, response.text
+        assert len(response.json()["enrolled"]) == len(list(folder.iterdir()))
+        people[folder.name] = person["id"]
+    return people
+
+
+async def count(engine, sql: str, **params) -> int:  # type: ignore[no-untyped-def]
+    async with engine.connect() as connection:
+        return int((await connection.execute(text(sql), params)).scalar_one())
+
+
+async def identify(client, relative: str) -> list[dict]:  # type: ignore[no-untyped-def]
+    image = shared_image(relative)
+    response = await client.post(
+        "/v1/identify", files={"image": (relative.rsplit("/", 1)[-1], image, "image/jpeg")}
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["faces"]
+
+
+def names(faces: list[dict]) -> list[str | None]:
+    return sorted((f["identity"]["name"] if f["identity"] else "unknown") for f in faces)
+
+
+async def test_enrolled_people_are_identified_and_strangers_are_unknown(client, worker, engine):
+    await enroll_training_set(client)
+    assert await count(engine, "SELECT count(*) FROM person_faces") == 9
+    assert (
+        await count(
+            engine, "SELECT count(*) FROM person_faces WHERE model = 'mobilefacenet' AND dim = 192"
+        )
+        == 9
+    )
+
+    obama = await identify(client, "faces/test/obama1.jpg")
+    assert names(obama) == ["obama"] and obama[0]["identity"]["similarity"] >= 0.62
+    assert names(await identify(client, "faces/test/alex_lacamoire1.jpg")) == ["alex_lacamoire"]
+    # SCRFD finds a third, small face in the background of this photo: not enrolled, unknown.
+    assert names(await identify(client, "faces/test/obama_and_biden.jpg")) == [
+        "biden",
+        "obama",
+        "unknown",
+    ]
+    strangers = await identify(client, "scenes/t1.jpg")
+    assert len(strangers) == 6 and all(f["unknown"] and f["identity"] is None for f in strangers)
+
+    # Identity is stored with the job's detections too, like every result.
+    async with engine.connect() as connection:
+        labelled = await connection.execute(
+            text("SELECT attributes->'identity'->>'name' FROM detections WHERE kind = 'face'")
+        )
+        assert {"obama", "biden", "alex_lacamoire"} <= {row[0] for row in labelled}
+
+
+async def test_verify_says_same_for_one_person_and_different_for_two(client, worker):
+    async def verify(a: str, b: str) -> dict:  # type: ignore[type-arg]
+        response = await client.post(
+            "/v1/verify",
+            files={
+                "image_a": ("a.jpg", shared_image(a), "image/jpeg"),
+                "image_b": ("b.jpg", shared_image(b), "image/jpeg"),
+            },
+        )
+        assert response.status_code == 200, response.text
+        return response.json()  # type: ignore[no-any-return]
+
+    same = [
+        ("faces/train/obama/obama.jpg", "faces/test/obama1.jpg"),
+        ("faces/train/biden/biden.jpg", "faces/train/biden/biden2.jpg"),
+        ("faces/train/rose_leslie/img1.jpg", "faces/train/rose_leslie/img2.jpg"),
+    ]
+    different = [
+        ("faces/train/obama/obama.jpg", "faces/train/biden/biden.jpg"),
+        ("faces/train/kit_harington/john1.jpeg", "faces/train/rose_leslie/img1.jpg"),
+        ("faces/train/alex_lacamoire/img1.jpg", "faces/test/obama1.jpg"),
+    ]
+    for a, b in same:
+        result = await verify(a, b)
+        assert result["same_person"] is True, (a, b, result)
+    for a, b in different:
+        result = await verify(a, b)
+        assert result["same_person"] is False, (a, b, result)
+
+
+async def test_bad_enrollments_are_422_naming_the_image_and_store_nothing(client, worker, engine):
+    person = (await client.post("/v1/people", json={"name": "nobody"})).json()
+    url = f"/v1/people/{person['id']}/faces"
+    dog = SHARED_IMAGES / "scenes" / "dog.jpg"
+    two = SHARED_IMAGES / "faces" / "test" / "obama_and_biden.jpg"
+    good = TRAIN / "obama" / "obama.jpg"
+
+    no_face = await client.post(url, files=files(good, dog))
+    assert no_face.status_code == 422
+    assert no_face.json()["error"] == "unusable_face"
+    assert "dog.jpg: no face found" in no_face.json()["detail"]
+
+    several = await client.post(url, files=files(two))
+    assert several.status_code == 422
+    assert "obama_and_biden.jpg: 3 faces found" in several.json()["detail"]
+
+    not_image = await client.post(url, files=[("images", ("notes.txt", b"hello", "text/plain"))])
+    assert not_image.status_code == 422
+    assert not_image.json()["detail"].startswith("notes.txt: not a JPEG, PNG or WebP image")
+
+    assert await count(engine, "SELECT count(*) FROM person_faces") == 0
+
+
+async def test_a_near_duplicate_is_reported_not_stored_twice(client, worker, engine):
+    person = (await client.post("/v1/people", json={"name": "obama"})).json()
+    url = f"/v1/people/{person['id']}/faces"
+    photo = TRAIN / "obama" / "obama.jpg"
+    first = (await client.post(url, files=files(photo))).json()
+    again = (await client.post(url, files=files(photo))).json()
+    assert len(first["enrolled"]) == 1 and again["enrolled"] == []
+    assert again["duplicates"][0]["existing_face_id"] == first["enrolled"][0]["id"]
+    assert again["duplicates"][0]["similarity"] > 0.99
+    assert await count(engine, "SELECT count(*) FROM person_faces") == 1
+
+
+async def test_deleting_a_person_deletes_their_embeddings_and_they_become_unknown(
+    client, worker, engine
+):
+    people = await enroll_training_set(client)
+    obama = people["obama"]
+    assert (
+        await count(
+            engine, "SELECT count(*) FROM person_faces WHERE person_id = :p", p=uuid.UUID(obama)
+        )
+        == 2
+    )
+    assert (await client.delete(f"/v1/people/{obama}")).status_code == 204
+
+    assert (
+        await count(
+            engine, "SELECT count(*) FROM person_faces WHERE person_id = :p", p=uuid.UUID(obama)
+        )
+        == 0
+    )
+    assert await count(engine, "SELECT count(*) FROM person_faces") == 7
+    assert (await client.get(f"/v1/people/{obama}")).status_code == 404
+    # The worker reads the gallery per batch: no restart, the change is seen at once.
+    assert names(await identify(client, "faces/test/obama1.jpg")) == ["unknown"]
+
+
+async def test_an_unknown_face_is_found_in_past_jobs_and_promoted(client, worker):
+    first = await identify(client, "faces/test/obama1.jpg")
+    assert names(first) == ["unknown"]
+
+    search = await client.post(
+        "/v1/faces/search",
+        files={"image": ("q.jpg", shared_image("faces/train/obama/obama.jpg"), "image/jpeg")},
+    )
+    assert search.status_code == 200, search.text
+    best = search.json()["results"][0]
+    assert best["face_id"] == first[0]["face_id"] and best["similarity"] >= 0.62
+
+    promoted = await client.post(f"/v1/faces/{best['face_id']}/promote", json={"name": "obama"})
+    assert promoted.status_code == 200, promoted.text
+    assert promoted.json()["person"]["name"] == "obama"
+    assert names(await identify(client, "faces/train/obama/obama2.jpg")) == ["obama"]
+
+
+async def test_people_are_listed_searched_renamed_and_scoped_to_their_key(client, make_key, app):
+    for name in ("Ada Lovelace", "Alan Turing", "Grace Hopper"):
+        assert (await client.post("/v1/people", json={"name": name})).status_code == 201
+    page = (await client.get("/v1/people", params={"limit": 2})).json()
+    assert len(page["items"]) == 2 and page["next_cursor"]
+    rest = (await client.get("/v1/people", params={"cursor": page["next_cursor"]})).json()
+    assert len(rest["items"]) == 1 and rest["next_cursor"] is None
+    found = (await client.get("/v1/people", params={"name": "TURING"})).json()["items"]
+    assert [p["name"] for p in found] == ["Alan Turing"]
+
+    renamed = await client.patch(f"/v1/people/{found[0]['id']}", json={"name": "A. M. Turing"})
+    assert renamed.json()["name"] == "A. M. Turing"
+
+    from app.security import Scope
+
+    other = await make_key("other", scopes=(Scope.read, Scope.write))
+    headers = {"X-API-Key": other}
+    assert (await client.get(f"/v1/people/{found[0]['id']}", headers=headers)).status_code == 404
+    assert (await client.get("/v1/people", headers=headers)).json()["items"] == []
+
+
+async def test_without_a_worker_a_sync_call_ends_with_a_clear_504(client, app):
+    app.state.lookout.settings.gallery.wait_s = 0.3
+    try:
+        response = await client.post(
+            "/v1/identify",
+            files={"image": ("o.jpg", shared_image("faces/test/obama1.jpg"), "image/jpeg")},
+        )
+    finally:
+        app.state.lookout.settings.gallery.wait_s = 30.0
+    assert response.status_code == 504
+    assert response.json()["error"] == "worker_timeout"
+    assert "workers are running" in response.json()["detail"]
+
+
+async def test_the_cli_import_enrolls_one_folder_per_person(client, worker, engine):
+    from app.gallery.client import enroll_people, people_in
+
+    lines = await enroll_people(client, people_in(TRAIN), show_progress=False)
+    assert len(lines) == 5 and all(line.startswith("ok") for line in lines), lines
+    assert await count(engine, "SELECT count(*) FROM person_faces") == 9
+    again = await enroll_people(client, people_in(TRAIN), show_progress=False)
+    assert "0 enrolled, 2 duplicate(s)" in again[1]  # biden: reused, nothing stored twice
+    assert await count(engine, "SELECT count(*) FROM people") == 5
