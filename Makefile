@@ -11,6 +11,7 @@ export LOOKOUT_MODELS__FACE_PACK ?= scrfd_mobilefacenet
 .PHONY: install up test lint check bench clean
 
 install: $(VENV)/.installed
+	scripts/ensure-browser.sh
 
 # insightface goes in with --no-deps: it declares opencv-python (the GUI build), which shares the
 # cv2 module with opencv-python-headless and breaks it. pyproject lists what it really imports.

@@ -23,6 +23,7 @@ from app.ops.middleware import REQUEST_ID_HEADER, RequestContext
 from app.ops.routes import router as ops_router
 from app.settings import Settings, get_settings
 from app.storage import Storage
+from app.ui import mount_ui
 
 # Room for the multipart envelope around the image part; the image itself is capped in the route.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
@@ -90,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(jobs_router)
     app.include_router(ops_router)
+    mount_ui(app)  # last: a catch-all at / behind every API route
     # Added innermost first: requests pass RequestContext → TrustedHost → CORS → BodySizeLimit.
     app.add_middleware(
         BodySizeLimit, max_body_bytes=settings.api.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
