@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page, async_playwright, expect
 
 from tests.e2e.processes import lookout_env, start_api, start_worker, stopping
 
@@ -30,6 +30,7 @@ OUTPUT_DIR = Path(__file__).resolve().parent / "output"
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 EXPECT_TIMEOUT_MS = 30_000  # the worker shares 2 cores with everything else
+expect.set_options(timeout=EXPECT_TIMEOUT_MS)
 
 
 @pytest.fixture(scope="module")
