@@ -12,9 +12,11 @@ export LOOKOUT_MODELS__FACE_PACK ?= scrfd_mobilefacenet
 
 install: system-deps $(VENV)/.installed
 
-# Debian's nginx for tests/e2e/test_nginx.py (apt-get when missing; a no-op when present).
+# Debian packages the tests drive: nginx (tests/e2e/test_nginx.py) and chromium (tests/ui/);
+# apt-get when missing, a no-op when present.
 system-deps:
 	./scripts/ensure-system-deps.sh
+	./scripts/ensure-browser.sh
 
 # insightface goes in with --no-deps: it declares opencv-python (the GUI build), which shares the
 # cv2 module with opencv-python-headless and breaks it. pyproject lists what it really imports.

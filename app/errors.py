@@ -39,6 +39,20 @@ class ErrorOut(BaseModel):
     )
 
 
+# Every error is rendered by install_error_handlers as ErrorOut (request validation errors too,
+# not FastAPI's default body). /v1 routers are included with these so that the schema says what
+# any of their routes may really send; routes add their own (404, 409, 413 …).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "The request body could not be parsed"},
+    401: {"model": ErrorOut, "description": "Missing, invalid, expired or revoked credentials"},
+    403: {"model": ErrorOut, "description": "The credentials do not allow this"},
+    404: {"model": ErrorOut, "description": "No such resource (or it belongs to someone else)"},
+    422: {"model": ErrorOut, "description": "Invalid request: `fields` lists each invalid field"},
+    429: {"model": ErrorOut, "description": "Rate limit exceeded; see Retry-After"},
+    503: {"model": ErrorOut, "description": "Postgres or Redis is unreachable; see Retry-After"},
+}
+
+
 class AppError(Exception):
     status: int = 400
     code: str = "bad_request"

@@ -12,7 +12,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from app import streams
 from app.db import create_engine, create_redis, create_sessionmaker
 from app.deps import API_KEY_HEADER, AppState
-from app.errors import install_error_handlers
+from app.errors import ERROR_RESPONSES, install_error_handlers
 from app.firehose import Firehose
 from app.gallery.routes import router as gallery_router
 from app.jobs.routes import router as jobs_router
@@ -29,6 +29,7 @@ from app.security import check_node_signing_keys
 from app.settings import Settings, get_settings
 from app.stats.routes import router as stats_router
 from app.storage import Storage
+from app.ui import mount_ui
 
 # Room for the multipart envelope around the image part; the image itself is capped in the route.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
@@ -101,12 +102,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.include_router(jobs_router)
-    app.include_router(node_router)  # first: /v1/nodes/me must not match /v1/nodes/{node_id}
-    app.include_router(nodes_admin_router)
-    app.include_router(stats_router)
-    app.include_router(gallery_router)
+    app.include_router(jobs_router, responses=ERROR_RESPONSES)
+    app.include_router(
+        node_router, responses=ERROR_RESPONSES
+    )  # first: /v1/nodes/me must not match /v1/nodes/{node_id}
+    app.include_router(nodes_admin_router, responses=ERROR_RESPONSES)
+    app.include_router(stats_router, responses=ERROR_RESPONSES)
+    app.include_router(gallery_router, responses=ERROR_RESPONSES)
     app.include_router(ops_router)
+    mount_ui(app)  # last: a catch-all at / behind every API route
     # Added innermost first: requests pass RequestContext → TrustedHost → CORS → BodySizeLimit.
     app.add_middleware(
         BodySizeLimit, max_body_bytes=settings.api.max_upload_bytes + MULTIPART_OVERHEAD_BYTES

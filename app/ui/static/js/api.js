@@ -1,0 +1,198 @@
+// Every call the dashboard makes to the Lookout API lives here, and nowhere else.
+// Jobs (issue 2) are in this branch. People (issue 4) and Nodes (issue 5) are written against
+// the endpoints their issues document; align them here if the merged routes differ.
+
+const KEY_STORAGE = 'lookout.apiKey';
+
+export const auth = {
+  get key() { return localStorage.getItem(KEY_STORAGE) || ''; },
+  set(key) { localStorage.setItem(KEY_STORAGE, key.trim()); },
+  clear() { localStorage.removeItem(KEY_STORAGE); },
+};
+
+/** An API answer other than 2xx: `code` and `detail` come from {"error", "detail"}. */
+export class ApiError extends Error {
+  constructor(status, code, detail, body) {
+    super(detail || code || `HTTP ${status}`);
+    this.status = status;
+    this.code = code;
+    this.detail = detail;
+    this.body = body;
+  }
+}
+
+// Fired on every 401 so the app can ask for a key.
+export const authEvents = new EventTarget();
+
+function headers(extra = {}) {
+  const key = auth.key;
+  return key ? { 'X-API-Key': key, ...extra } : extra;
+}
+
+async function failure(response) {
+  let body = null;
+  try { body = await response.json(); } catch { /* not JSON */ }
+  const detail = body && (typeof body.detail === 'string' ? body.detail : JSON.stringify(body.detail ?? ''));
+  if (response.status === 401) authEvents.dispatchEvent(new Event('unauthorized'));
+  return new ApiError(response.status, body?.error ?? String(response.status), detail, body);
+}
+
+async function request(method, path, { json, form } = {}) {
+  const init = { method, headers: headers() };
+  if (json !== undefined) {
+    init.body = JSON.stringify(json);
+    init.headers['Content-Type'] = 'application/json';
+  } else if (form !== undefined) {
+    init.body = form;
+  }
+  const response = await fetch(path, init);
+  if (!response.ok) throw await failure(response);
+  if (response.status === 204) return null;
+  const type = response.headers.get('content-type') || '';
+  return type.includes('json') ? response.json() : response.blob();
+}
+
+/** GET an image that needs the API key; resolves to an object URL (revoke it when done). */
+export async function imageUrl(path) {
+  const response = await fetch(path, { headers: headers() });
+  if (!response.ok) throw await failure(response);
+  return URL.createObjectURL(await response.blob());
+}
+
+function socketUrl(path) {
+  const url = new URL(path, location.href);
+  url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  if (auth.key) url.searchParams.set('api_key', auth.key);  // browsers cannot set WS headers
+  return url.href;
+}
+
+// ---- jobs (in this branch) ----------------------------------------------------------------
+
+export const jobs = {
+  /** Proves a key: 401/403 reject it. */
+  check: () => request('GET', '/v1/jobs?limit=1'),
+  list: (limit = 20) => request('GET', `/v1/jobs?limit=${limit}`),
+  get: (id) => request('GET', `/v1/jobs/${encodeURIComponent(id)}`),
+  remove: (id) => request('DELETE', `/v1/jobs/${encodeURIComponent(id)}`),
+  imagePath: (id) => `/v1/jobs/${encodeURIComponent(id)}/image`,
+  processedImagePath: (id) => `/v1/jobs/${encodeURIComponent(id)}/processed-image`,
+
+  /**
+   * POST /v1/images with upload progress (fetch has none). Returns {promise, abort};
+   * the promise resolves to the accepted job (202) or rejects with ApiError.
+   */
+  upload(file, tasks, onProgress) {
+    const xhr = new XMLHttpRequest();
+    const promise = new Promise((resolve, reject) => {
+      xhr.open('POST', '/v1/images');
+      for (const [name, value] of Object.entries(headers())) xhr.setRequestHeader(name, value);
+      xhr.responseType = 'json';
+      xhr.upload.onprogress = (e) => e.lengthComputable && onProgress?.(e.loaded / e.total);
+      xhr.onload = () => {
+        if (xhr.status >= 200 && xhr.status < 300) return resolve(xhr.response);
+        const body = xhr.response;
+        if (xhr.status === 401) authEvents.dispatchEvent(new Event('unauthorized'));
+        reject(new ApiError(xhr.status, body?.error, body?.detail, body));
+      };
+      xhr.onerror = () => reject(new ApiError(0, 'network', 'network error'));
+      const form = new FormData();
+      form.append('image', file, file.name);
+      if (tasks) form.append('tasks', tasks);
+      xhr.send(form);
+    });
+    return { promise, abort: () => xhr.abort() };
+  },
+
+  /** WS /v1/jobs/{id}/events: replays then streams; closes after the final status. */
+  events: (id) => new WebSocket(socketUrl(`/v1/jobs/${encodeURIComponent(id)}/events`)),
+};
+
+/** WS /v1/ws: the firehose of `result` / `error` events (and node status events, issue 5). */
+export const firehoseSocket = () => new WebSocket(socketUrl('/v1/ws'));
+
+// ---- people (issue 4) ---------------------------------------------------------------------
+
+const listOf = (body) => (Array.isArray(body) ? body : body?.items ?? []);
+
+export const people = {
+  list: async () => listOf(await request('GET', '/v1/people')),
+  get: (id) => request('GET', `/v1/people/${encodeURIComponent(id)}`),
+  create: (name) => request('POST', '/v1/people', { json: { name } }),
+  rename: (id, name) => request('PATCH', `/v1/people/${encodeURIComponent(id)}`, { json: { name } }),
+  remove: (id) => request('DELETE', `/v1/people/${encodeURIComponent(id)}`),
+  /** multipart `images` (several); 422 carries the reasons per rejected image. */
+  enroll(id, files) {
+    const form = new FormData();
+    for (const file of files) form.append('images', file, file.name);
+    return request('POST', `/v1/people/${encodeURIComponent(id)}/faces`, { form });
+  },
+  removeFace: (personId, faceId) =>
+    request('DELETE', `/v1/people/${encodeURIComponent(personId)}/faces/${encodeURIComponent(faceId)}`),
+  /** Make an unknown face (a detection) a person's: a new person by `name`, or `person_id`. */
+  promote: (faceId, target) => request('POST', `/v1/faces/${encodeURIComponent(faceId)}/promote`, { json: target }),
+  identify(file) {
+    const form = new FormData();
+    form.append('image', file, file.name);
+    return request('POST', '/v1/identify', { form });
+  },
+  facesOf: (person) => person?.faces ?? [],
+  faceCountOf: (person) => person?.face_count ?? person?.faces?.length ?? 0,
+};
+
+/**
+ * Rejected photos from an enrollment error (422), as [{name, reason}], whatever the exact
+ * shape: {rejected: [...]}, {detail: [...]}, or {images: [{filename, accepted, reason}]}.
+ */
+export function rejectionsOf(error) {
+  const body = error?.body ?? {};
+  const lists = [body.rejected, body.images, body.results, Array.isArray(body.detail) ? body.detail : null];
+  const found = [];
+  for (const list of lists) {
+    for (const item of list ?? []) {
+      if (item && item.accepted === true) continue;
+      const name = item.filename ?? item.image ?? item.name ?? (item.index !== undefined ? `#${item.index + 1}` : '');
+      const reason = item.reason ?? item.detail ?? item.msg ?? item.error ?? JSON.stringify(item);
+      found.push({ name, reason });
+    }
+  }
+  return found;
+}
+
+/** Matches from POST /v1/identify as [{name, similarity, person_id}] (null name: unknown). */
+export function identifiedOf(body) {
+  const faces = body?.faces ?? body?.matches ?? body?.results ?? body?.detections ?? (Array.isArray(body) ? body : []);
+  return faces.map((face) => {
+    const identity = face.identity ?? face.attributes?.identity ?? face.match ?? face;
+    return {
+      name: identity?.name ?? null,
+      person_id: identity?.person_id ?? null,
+      similarity: identity?.similarity ?? identity?.score ?? null,
+    };
+  });
+}
+
+// ---- nodes (issue 5) ----------------------------------------------------------------------
+
+export const nodes = {
+  list: async () => listOf(await request('GET', '/v1/nodes')),
+  /** Returns the node with its secret; the secret is never shown again. */
+  register: (name) => request('POST', '/v1/nodes', { json: { name } }),
+  revoke: (id) => request('DELETE', `/v1/nodes/${encodeURIComponent(id)}`),
+};
+
+/** Whether a firehose event is about a node (status change, heartbeat) rather than a job. */
+export const isNodeEvent = (event) => typeof event?.type === 'string' && event.type.startsWith('node');
+
+// ---- reading a job's detections -----------------------------------------------------------
+
+/** {person_id, name, similarity} for a recognised face, null for an unknown one. */
+export function identityOf(detection) {
+  const identity = detection?.attributes?.identity;
+  return identity && identity.name ? identity : null;
+}
+
+/** The id a face detection can be promoted by (issue 4), if the API gave one. */
+export const faceIdOf = (detection) => detection?.attributes?.face_id ?? detection?.face_id ?? detection?.id ?? null;
+
+/** The node that sent a job's frame (issue 5), or null for an upload. */
+export const nodeNameOf = (job) => job?.node?.name ?? job?.node_name ?? job?.source?.node_name ?? null;

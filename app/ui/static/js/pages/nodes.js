@@ -1,0 +1,74 @@
+// Nodes (issue 5): fleet status (online, fps, latency, last seen, dark warnings), updated by
+// polling and by node events on the firehose; register (secret shown once) and revoke.
+import { nodes, isNodeEvent } from '../api.js';
+import { h, errorText, timeElement, ago, formatMs } from '../dom.js';
+
+const POLL_MS = 5000;
+
+export function render(view, { firehose }) {
+  const body = h('tbody', {});
+  const table = h('div', { class: 'table-wrap' }, h('table', { id: 'nodes' },
+    h('thead', {}, h('tr', {}, ['Node', 'Status', 'FPS', 'p50 latency', 'Frames/min', 'Last seen', 'Last error', ''].map((t) => h('th', {}, t)))),
+    body));
+  const listError = h('p', { class: 'error', id: 'nodes-error' });
+  const nameInput = h('input', { id: 'node-name', placeholder: 'Node name', 'aria-label': 'New node’s name' });
+  const registered = h('div', { id: 'registered', 'aria-live': 'polite' });
+
+  view.append(
+    h('h1', {}, 'Nodes'),
+    h('form', { class: 'row', id: 'register-node', onsubmit: register }, nameInput, h('button', { type: 'submit' }, 'Register node')),
+    registered,
+    listError,
+    table);
+
+  async function refresh() {
+    try {
+      const fleet = await nodes.list();
+      listError.textContent = '';
+      body.replaceChildren(...fleet.map(row));
+      if (!fleet.length) body.append(h('tr', {}, h('td', { colspan: 8, class: 'muted' }, 'No nodes registered.')));
+    } catch (error) {
+      listError.textContent = error.status === 404 ? 'This server has no Nodes API (GET /v1/nodes).' : errorText(error);
+    }
+  }
+
+  function row(node) {
+    const online = Boolean(node.online ?? node.status === 'online');
+    const dark = node.dark_warning ?? node.dark ?? null;
+    const status = dark ? 'dark' : online ? 'online' : 'offline';
+    return h('tr', { dataset: { nodeId: node.id, name: node.name, status } },
+      h('td', { class: 'node-name' }, node.name),
+      h('td', { class: `status-${status} node-status` }, status, dark && typeof dark === 'string' ? h('div', { class: 'muted' }, dark) : null),
+      h('td', { class: 'node-fps' }, node.fps ?? '—'),
+      h('td', {}, formatMs(node.p50_latency_ms ?? node.latency_p50_ms ?? null)),
+      h('td', {}, node.frames_per_min ?? node.frames_per_minute ?? '—'),
+      h('td', { class: 'node-last-seen' }, node.last_seen ? [timeElement(node.last_seen), ' ', h('span', { class: 'muted' }, `(${ago(node.last_seen)})`)] : 'never'),
+      h('td', { class: 'error' }, node.last_error ?? ''),
+      h('td', {}, h('button', { type: 'button', class: 'danger revoke', onclick: async () => {
+        try { await nodes.revoke(node.id); await refresh(); } catch (e) { listError.textContent = errorText(e); }
+      } }, 'Revoke')));
+  }
+
+  async function register(event) {
+    event.preventDefault();
+    const name = nameInput.value.trim();
+    if (!name) return;
+    try {
+      const node = await nodes.register(name);
+      nameInput.value = '';
+      registered.replaceChildren(h('div', { class: 'notice warn' },
+        h('p', {}, `Node “${node.name ?? name}” registered (id `, h('code', { class: 'node-id' }, node.id), '). Its secret is shown once — copy it now:'),
+        h('div', { class: 'secret', id: 'node-secret' }, node.secret ?? ''),
+        h('button', { type: 'button', class: 'ghost', onclick: () => registered.replaceChildren() }, 'I have copied it')));
+      await refresh();
+    } catch (error) {
+      registered.replaceChildren(h('p', { class: 'error' }, errorText(error)));
+    }
+  }
+
+  const onEvent = (message) => isNodeEvent(message.detail) && refresh();
+  firehose.addEventListener('event', onEvent);
+  const timer = setInterval(refresh, POLL_MS);
+  refresh();
+  return () => { clearInterval(timer); firehose.removeEventListener('event', onEvent); };
+}

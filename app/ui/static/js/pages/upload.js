@@ -1,0 +1,88 @@
+// Upload: drop (or pick) several images; each shows its progress, then its result when done.
+import { jobs, imageUrl, identityOf } from '../api.js';
+import { h, errorText, formatMs } from '../dom.js';
+import { drawDetections, loadImage } from '../draw.js';
+
+const TASKS = ['faces', 'objects', 'qr'];
+
+export function render(view) {
+  const sockets = new Set();
+  const input = h('input', { type: 'file', id: 'file-input', accept: 'image/jpeg,image/png,image/webp', multiple: true, hidden: true,
+    onchange: () => { send([...input.files]); input.value = ''; } });
+  const zone = h('div', { class: 'dropzone', id: 'dropzone', role: 'button', tabindex: '0',
+    onclick: () => input.click(),
+    onkeydown: (e) => (e.key === 'Enter' || e.key === ' ') && input.click(),
+    ondragover: (e) => { e.preventDefault(); zone.classList.add('over'); },
+    ondragleave: () => zone.classList.remove('over'),
+    ondrop: (e) => { e.preventDefault(); zone.classList.remove('over'); send([...e.dataTransfer.files]); },
+  }, h('strong', {}, 'Drop images here'), h('div', { class: 'muted' }, 'or click to choose — JPEG, PNG or WebP, several at once'));
+  const checks = TASKS.map((task) => h('input', { type: 'checkbox', name: 'task', value: task, checked: task !== 'qr' }));
+  const list = h('div', { class: 'uploads', id: 'uploads' });
+
+  view.append(
+    h('h1', {}, 'Upload'),
+    h('div', { class: 'toolbar' }, h('span', { class: 'muted' }, 'Find:'),
+      TASKS.map((task, i) => h('label', {}, checks[i], task))),
+    zone, input, list);
+
+  function send(files) {
+    const tasks = checks.filter((c) => c.checked).map((c) => c.value).join(',') || 'faces';
+    for (const file of files) list.prepend(uploadRow(file, tasks));
+  }
+
+  function uploadRow(file, tasks) {
+    const progress = h('progress', { max: 1, value: 0 });
+    const state = h('span', { class: 'state' }, 'uploading');
+    const result = h('div', { class: 'result' });
+    const canvas = h('canvas', { width: 96, height: 64 });
+    const row = h('div', { class: 'upload', dataset: { file: file.name, state: 'uploading' } },
+      canvas,
+      h('div', {}, h('div', { class: 'row' }, h('strong', {}, file.name), state), progress, result));
+    const setState = (value, text = value) => { row.dataset.state = value; state.textContent = text; };
+
+    const { promise } = jobs.upload(file, tasks, (fraction) => { progress.value = fraction; });
+    promise.then((job) => {
+      progress.value = 1;
+      row.dataset.jobId = job.id;
+      setState(job.status, job.status);
+      if (job.status === 'done') return show(job);
+      follow(job.id);
+    }, (error) => {
+      setState('rejected', `rejected (${error.status || 'network'})`);
+      result.replaceChildren(h('div', { class: 'error' }, errorText(error)));
+    });
+
+    function follow(id) {
+      const socket = jobs.events(id);
+      sockets.add(socket);
+      socket.onmessage = (message) => {
+        const event = JSON.parse(message.data);
+        if (event.type === 'status') setState(event.status);
+        else if (event.type === 'result') show(event.job);
+        else if (event.type === 'error') {
+          setState('failed');
+          result.replaceChildren(h('div', { class: 'error' }, event.error ?? 'failed'));
+        }
+      };
+      socket.onclose = () => sockets.delete(socket);
+    }
+
+    async function show(job) {
+      setState('done');
+      const detections = job.detections ?? [];
+      const names = detections.map(identityOf).filter(Boolean).map((i) => i.name);
+      const counts = Object.entries(job.counts ?? {}).map(([label, n]) => `${n} ${label}`).join(', ') || 'nothing found';
+      result.replaceChildren(
+        h('div', { class: 'summary' }, counts, names.length ? ` — ${names.join(', ')}` : ''),
+        h('div', { class: 'muted' }, `total ${formatMs(job.timings?.total_ms)} · `, h('a', { href: `#/jobs/${job.id}` }, 'open job')));
+      try {
+        const url = await imageUrl(jobs.imagePath(job.id));
+        drawDetections(canvas, await loadImage(url), job.image, detections, { maxWidth: 192 });
+        URL.revokeObjectURL(url);
+      } catch { drawDetections(canvas, null, job.image, detections, { maxWidth: 192 }); }
+    }
+    return row;
+  }
+
+  return () => { for (const socket of sockets) socket.close(); };
+}

@@ -1,0 +1,116 @@
+"""People (issue 4) and Nodes (issue 5) pages in real Chromium, against their real APIs.
+
+NOT in the default run (pyproject's norecursedirs skips tests/ui_pending): those APIs are built
+on other branches. After both merge, run `pytest tests/ui_pending`, align app/ui/static/js/api.js
+(and `node_token` / `send_heartbeat` below) with the merged routes, then move this file into
+tests/ui so `make test` runs it.
+"""
+
+import httpx
+from playwright.async_api import Page, expect
+
+from tests.conftest import SHARED_IMAGES
+from tests.ui.browser import screenshots
+
+TRAIN = SHARED_IMAGES / "faces" / "train"
+TEST = SHARED_IMAGES / "faces" / "test"
+DOG = SHARED_IMAGES / "scenes" / "dog.jpg"
+
+
+async def test_enroll_a_person_then_identify_shows_the_name(signed_in: Page):
+    page = signed_in
+    await page.click('.tabs a[data-page="people"]')
+    await page.fill("#person-name", "Barack Obama")
+    await page.click('#create-person button[type="submit"]')
+    card = page.locator('.person[data-name="Barack Obama"]')
+    await expect(card).to_be_visible()
+
+    photos = sorted(str(p) for p in (TRAIN / "obama").glob("*.jpg"))
+    await card.locator(".enroll-input").set_input_files(photos)
+    await expect(page.locator('.person[data-name="Barack Obama"] .face-count')).to_have_text(
+        f"{len(photos)} face(s)"
+    )
+
+    await page.set_input_files("#identify-input", str(TEST / "obama1.jpg"))
+    await expect(page.locator("#identify-result .identified-name")).to_have_text("Barack Obama")
+    await screenshots(page, "people-enrolled")
+
+
+async def test_a_photo_without_a_face_is_rejected_with_its_reason(signed_in: Page):
+    page = signed_in
+    await page.click('.tabs a[data-page="people"]')
+    await page.fill("#person-name", "Nobody")
+    await page.click('#create-person button[type="submit"]')
+    card = page.locator('.person[data-name="Nobody"]')
+    await card.locator(".enroll-input").set_input_files([str(DOG)])
+    await expect(card.locator(".rejections li")).to_contain_text("dog.jpg")
+    await expect(card.locator(".face-count")).to_have_text("0 face(s)")
+
+
+async def test_the_job_page_names_a_known_face_and_a_person_can_be_deleted(
+    signed_in: Page, api: httpx.AsyncClient
+):
+    page = signed_in
+    person = (await api.post("/v1/people", json={"name": "Alex Lacamoire"})).json()
+    photos = [
+        ("images", (p.name, p.read_bytes(), "image/jpeg"))
+        for p in (TRAIN / "alex_lacamoire").glob("*.jpg")
+    ]
+    enrolled = await api.post(f"/v1/people/{person['id']}/faces", files=photos)
+    assert enrolled.status_code in (200, 201), enrolled.text
+    job = (
+        await api.post(
+            "/v1/images?wait=30",
+            files={"image": ("alex.jpg", (TEST / "alex_lacamoire1.jpg").read_bytes())},
+        )
+    ).json()
+    await page.goto(f"/#/jobs/{job['id']}")
+    await expect(page.locator("#faces .identity").first).to_have_text("Alex Lacamoire")
+
+    await page.click('.tabs a[data-page="people"]')
+    card = page.locator('.person[data-name="Alex Lacamoire"]')
+    await card.locator(".delete-person").click()
+    await expect(card).to_have_count(0)
+    assert (await api.get(f"/v1/people/{person['id']}")).status_code == 404
+
+
+async def node_token(http: httpx.AsyncClient, node_id: str, secret: str) -> str:
+    """Issue 5: a node trades its id and secret for a JWT. Align with the merged route."""
+    response = await http.post("/v1/nodes/token", json={"node_id": node_id, "secret": secret})
+    assert response.status_code == 200, response.text
+    return str(response.json()["access_token"])
+
+
+async def send_heartbeat(http: httpx.AsyncClient, token: str, *, fps: float) -> None:
+    response = await http.post(
+        "/v1/nodes/me/heartbeat",
+        headers={"Authorization": f"Bearer {token}"},
+        json={"fps": fps, "latency_ms": 42.0, "state": "active", "dark": False, "version": "t"},
+    )
+    assert response.status_code in (200, 202, 204), response.text
+
+
+async def test_a_nodes_heartbeat_shows_on_the_nodes_page(signed_in: Page, lookout_server: str):
+    page = signed_in
+    await page.click('.tabs a[data-page="nodes"]')
+    await page.fill("#node-name", "door-cam")
+    await page.click('#register-node button[type="submit"]')
+    secret = (await page.locator("#node-secret").inner_text()).strip()
+    node_id = (await page.locator("#registered .node-id").inner_text()).strip()
+    assert secret and node_id
+    row = page.locator('#nodes tr[data-name="door-cam"]')
+    await expect(row).to_have_attribute("data-status", "offline")
+
+    async with httpx.AsyncClient(base_url=lookout_server, timeout=30) as http:
+        await send_heartbeat(http, await node_token(http, node_id, secret), fps=12.5)
+    # Live: the firehose's node event (or the page's poll) refreshes the row.
+    await expect(row).to_have_attribute("data-status", "online")
+    await expect(row.locator(".node-fps")).to_have_text("12.5")
+    await expect(row.locator(".node-last-seen time")).to_be_visible()
+    await screenshots(page, "nodes-heartbeat")
+
+    # The secret is shown once: a reload does not show it again; revoke removes the node.
+    await page.reload()
+    await expect(page.locator("#node-secret")).to_have_count(0)
+    await page.locator('#nodes tr[data-name="door-cam"] .revoke').click()
+    await expect(page.locator('#nodes tr[data-name="door-cam"]')).to_have_count(0)
