@@ -1,7 +1,7 @@
 """Fixtures for the dashboard tests: a real API + worker on loopback (against the session's
 Postgres and Redis), Debian's chromium driven by Playwright, a signed-in page, screenshots.
 
-Imported by the conftest.py of tests/ui and tests/ui_pending.
+Imported by tests/ui/conftest.py.
 """
 
 import os

@@ -186,8 +186,7 @@ async def test_job_page_shows_the_annotated_image_faces_timings_and_deletes(
 
 
 async def test_people_and_nodes_pages_render_and_are_screenshotted(signed_in: Page):
-    """Their APIs (issues 4 and 5) are not in this branch: the pages say so instead of failing.
-    tests/ui_pending drives them for real once those APIs are merged."""
+    """Both pages render (and are screenshotted); tests/ui/test_people_and_nodes.py drives them."""
     page = signed_in
     await page.click('.tabs a[data-page="people"]')
     await expect(page.locator("#create-person")).to_be_visible()

@@ -145,6 +145,11 @@ export const people = {
  */
 export function rejectionsOf(error) {
   const body = error?.body ?? {};
+  // The gallery answers {"error": "unusable_face", "detail": "<image>: <why>"}.
+  if (typeof body.detail === 'string' && body.detail.includes(': ')) {
+    const at = body.detail.indexOf(': ');
+    return [{ name: body.detail.slice(0, at), reason: body.detail.slice(at + 2) }];
+  }
   const lists = [body.rejected, body.images, body.results, Array.isArray(body.detail) ? body.detail : null];
   const found = [];
   for (const list of lists) {

@@ -34,15 +34,15 @@ export function render(view, { firehose }) {
 
   function row(node) {
     const online = Boolean(node.online ?? node.status === 'online');
-    const dark = node.dark_warning ?? node.dark ?? null;
+    const dark = node.dark_scene ? 'dark scene' : null;
     const status = dark ? 'dark' : online ? 'online' : 'offline';
     return h('tr', { dataset: { nodeId: node.id, name: node.name, status } },
       h('td', { class: 'node-name' }, node.name),
       h('td', { class: `status-${status} node-status` }, status, dark && typeof dark === 'string' ? h('div', { class: 'muted' }, dark) : null),
       h('td', { class: 'node-fps' }, node.fps ?? '—'),
-      h('td', {}, formatMs(node.p50_latency_ms ?? node.latency_p50_ms ?? null)),
-      h('td', {}, node.frames_per_min ?? node.frames_per_minute ?? '—'),
-      h('td', { class: 'node-last-seen' }, node.last_seen ? [timeElement(node.last_seen), ' ', h('span', { class: 'muted' }, `(${ago(node.last_seen)})`)] : 'never'),
+      h('td', {}, formatMs(node.latency_ms_p50 ?? null)),
+      h('td', {}, node.frames_per_min ?? '—'),
+      h('td', { class: 'node-last-seen' }, node.last_seen_at ? [timeElement(node.last_seen_at), ' ', h('span', { class: 'muted' }, `(${ago(node.last_seen_at)})`)] : 'never'),
       h('td', { class: 'error' }, node.last_error ?? ''),
       h('td', {}, h('button', { type: 'button', class: 'danger revoke', onclick: async () => {
         try { await nodes.revoke(node.id); await refresh(); } catch (e) { listError.textContent = errorText(e); }

@@ -3,7 +3,7 @@ import { jobs, imageUrl, identityOf } from '../api.js';
 import { h, errorText, formatMs } from '../dom.js';
 import { drawDetections, loadImage } from '../draw.js';
 
-const TASKS = ['faces', 'objects', 'qr'];
+const TASKS = ['faces', 'identify', 'objects', 'qr'];
 
 export function render(view) {
   const sockets = new Set();

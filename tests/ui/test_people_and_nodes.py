@@ -1,10 +1,4 @@
-"""People (issue 4) and Nodes (issue 5) pages in real Chromium, against their real APIs.
-
-NOT in the default run (pyproject's norecursedirs skips tests/ui_pending): those APIs are built
-on other branches. After both merge, run `pytest tests/ui_pending`, align app/ui/static/js/api.js
-(and `node_token` / `send_heartbeat` below) with the merged routes, then move this file into
-tests/ui so `make test` runs it.
-"""
+"""People (issue 4) and Nodes (issue 5) pages in real Chromium, against their real APIs."""
 
 import httpx
 from playwright.async_api import Page, expect
@@ -62,6 +56,7 @@ async def test_the_job_page_names_a_known_face_and_a_person_can_be_deleted(
         await api.post(
             "/v1/images?wait=30",
             files={"image": ("alex.jpg", (TEST / "alex_lacamoire1.jpg").read_bytes())},
+            data={"tasks": "faces,identify"},  # identity is a task of its own (issue 4)
         )
     ).json()
     await page.goto(f"/#/jobs/{job['id']}")
