@@ -177,9 +177,10 @@ async def test_a_frame_over_http_becomes_a_job_under_the_node_s_policy(
 async def test_wait_returns_the_frame_s_result_inline(client, settings, make_node, make_consumer):
     node = await make_node()
     headers = jpeg(bearer(node_token(settings, node.id)))
-    worker = asyncio.create_task(make_consumer().run(burst=True))
-    await asyncio.sleep(0.05)
+    stop = asyncio.Event()
+    worker = asyncio.create_task(make_consumer().run(stop))  # a running worker, not a burst
     response = await client.post("/v1/nodes/me/frames?wait=20", content=T1, headers=headers)
+    stop.set()
     await worker
     assert response.status_code == 200, response.text
     assert len(response.json()["detections"]) == 6
