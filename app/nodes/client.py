@@ -319,6 +319,13 @@ class Metrics:
 # --- the client -------------------------------------------------------------------------------
 
 
+def token_refresh_after_s(expires_in_s: float) -> float:
+    """How long after it was fetched a token is refreshed: when 20% of its lifetime (at least
+    30 s) is left, but no later than halfway through, so a short-lived token keeps some slack."""
+    left_s = max(TOKEN_REFRESH_MIN_S, TOKEN_REFRESH_SHARE * expires_in_s)
+    return expires_in_s - min(left_s, expires_in_s / 2)
+
+
 class ServerRefused(Exception):
     """The server answered with an error status (bad credentials, revoked node, …)."""
 
@@ -549,8 +556,12 @@ class NodeClient:
             ack = await self._heartbeat(http)
             interval_s = ack.next_heartbeat_s
             self._urgent_heartbeat.clear()
+            # Wake for the token too: a token shorter-lived than the heartbeat interval would
+            # otherwise expire and drop the socket (4401) before the next heartbeat refreshed it.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._urgent_heartbeat.wait(), interval_s)
+                await asyncio.wait_for(
+                    self._urgent_heartbeat.wait(), min(interval_s, self._token_refresh_in_s())
+                )
 
     async def _heartbeat(self, http: httpx.AsyncClient) -> HeartbeatAck:
         heartbeat = Heartbeat(
@@ -579,11 +590,14 @@ class NodeClient:
         self._token = TokenOut.model_validate_json(response.content)
         self._token_fetched_at = time.monotonic()
 
-    def _token_expiring(self) -> bool:
+    def _token_refresh_in_s(self) -> float:
         if self._token is None:
-            return True
-        left_s = self._token.expires_in - (time.monotonic() - self._token_fetched_at)
-        return left_s < max(TOKEN_REFRESH_MIN_S, TOKEN_REFRESH_SHARE * self._token.expires_in)
+            return 0.0
+        age_s = time.monotonic() - self._token_fetched_at
+        return max(0.0, token_refresh_after_s(self._token.expires_in) - age_s)
+
+    def _token_expiring(self) -> bool:
+        return self._token_refresh_in_s() <= 0.0
 
     def _auth_headers(self) -> dict[str, str]:
         assert self._token is not None

@@ -4,15 +4,13 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 
-from app.deps import SessionDep, require_scope
-from app.security import Scope
+from app.deps import ReadKey, SessionDep
 from app.stats import service
 from app.stats.schemas import CountsReport
 
-# Counts across nodes: any key with the read scope.
-router = APIRouter(tags=["stats"], dependencies=[Depends(require_scope(Scope.read))])
+router = APIRouter(tags=["stats"])
 
 
 @router.get(
@@ -26,6 +24,7 @@ router = APIRouter(tags=["stats"], dependencies=[Depends(require_scope(Scope.rea
 )
 async def counts(
     session: SessionDep,
+    viewer: ReadKey,
     node_id: Annotated[uuid.UUID | None, Query(description="one node; omit for all jobs")] = None,
     from_: Annotated[
         datetime | None,
@@ -37,4 +36,6 @@ async def counts(
     to: Annotated[datetime | None, Query(description="ISO-8601, exclusive; default now")] = None,
     bucket: Annotated[str, Query(description="15m, 1h, 1d …; buckets align to UTC")] = "1h",
 ) -> CountsReport:
-    return await service.count_objects(session, node_id=node_id, start=from_, end=to, bucket=bucket)
+    return await service.count_objects(
+        session, viewer, node_id=node_id, start=from_, end=to, bucket=bucket
+    )

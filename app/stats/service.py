@@ -10,10 +10,11 @@ import uuid
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import BigInteger, DateTime, Interval, cast, func, literal, select, true
+from sqlalchemy import BigInteger, DateTime, Interval, cast, func, literal, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
+from app.apikeys.service import Principal
 from app.errors import InvalidInput, NotFound
 from app.models import Job, JobStatus, Node
 from app.stats.schemas import CountBucket, CountsReport
@@ -46,6 +47,7 @@ def floor_to_bucket(moment: datetime, bucket_s: int) -> datetime:
 
 async def count_objects(
     session: AsyncSession,
+    viewer: Principal,
     *,
     node_id: uuid.UUID | None,
     start: datetime | None,
@@ -57,6 +59,9 @@ async def count_objects(
     `start` is moved back to the start of its bucket, so every bucket is whole except perhaps
     the last, which ends at `end`. Defaults: end now, start one day earlier. Naive times are
     taken as UTC.
+
+    What `viewer` counts: every node's frames (a camera's counts are the point of a read key on a
+    dashboard) and only its own uploads; admin keys count every job.
     """
     bucket_s = parse_bucket(bucket)
     end = as_utc(end) if end is not None else datetime.now(UTC)
@@ -89,6 +94,8 @@ async def count_objects(
     ]
     if node_id is not None:
         conditions.append(Job.node_id == node_id)
+    if not viewer.sees_every_job:
+        conditions.append(or_(Job.node_id.is_not(None), Job.owner_id == viewer.owner_id))
 
     label_counts = (
         func.jsonb_each_text(Job.counts).table_valued("key", "value").alias("label_count")

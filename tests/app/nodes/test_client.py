@@ -15,6 +15,7 @@ from app.nodes.client import (
     OutgoingFrame,
     SceneGate,
     thumbnail,
+    token_refresh_after_s,
 )
 from tests.conftest import shared_image
 from tests.images import decode, write_video
@@ -106,6 +107,12 @@ def test_metrics_report_capture_fps_and_median_latency():
     assert metrics.latency_ms_p50() is None
     metrics.latencies_ms.extend([30.0, 10.0, 500.0])
     assert metrics.latency_ms_p50() == 30.0
+
+
+def test_tokens_are_refreshed_before_they_expire_whatever_their_lifetime():
+    assert token_refresh_after_s(900) == 720  # 20% of the lifetime left
+    assert token_refresh_after_s(120) == 90  # at least 30 s left
+    assert token_refresh_after_s(30) == 15  # a short-lived token: refreshed halfway
 
 
 async def test_with_no_server_the_client_backs_off_and_keeps_trying(tmp_path):

@@ -3,7 +3,10 @@
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from app.models import Job, JobStatus
+from sqlalchemy import select
+
+from app.models import ApiKey, Job, JobStatus
+from app.security import Scope, parse_key
 
 DAY = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -14,6 +17,7 @@ async def add_job(
     at: datetime,
     counts: dict[str, int],
     node_id: uuid.UUID | None = None,
+    owner_id: uuid.UUID | None = None,
     status: JobStatus = JobStatus.done,
 ) -> None:
     async with sessionmaker.begin() as session:
@@ -28,6 +32,7 @@ async def add_job(
                 counts=counts,
                 attempts=1,
                 node_id=node_id,
+                owner_id=owner_id,
                 created_at=at,
             )
         )
@@ -116,3 +121,31 @@ async def test_bad_parameters_get_422_or_404(client):
         response = await client.get(f"/v1/stats/counts?{query}")
         assert response.status_code == expected, (query, response.text)
         assert response.json()["detail"]
+
+
+async def test_a_read_key_counts_every_node_but_only_its_own_uploads(
+    client, make_key, make_node, sessionmaker
+):
+    reader = await make_key("reader", scopes=(Scope.read,))
+    other = await make_key("other", scopes=(Scope.read, Scope.write))
+    ids = {}
+    async with sessionmaker() as session:
+        for token in (reader, other):
+            prefix, _ = parse_key(token)
+            ids[token] = await session.scalar(select(ApiKey.id).where(ApiKey.prefix == prefix))
+    node = await make_node()
+    at = DAY + timedelta(hours=10)
+    await add_job(sessionmaker, at=at, counts={"car": 1}, node_id=node.id)
+    await add_job(sessionmaker, at=at, counts={"dog": 2}, owner_id=ids[reader])
+    await add_job(sessionmaker, at=at, counts={"cat": 4}, owner_id=ids[other])
+    span = {"from": "2026-03-01T10:00:00Z", "to": "2026-03-01T11:00:00Z", "bucket": "1h"}
+
+    async def totals(token: str | None) -> dict[str, int]:
+        """`None`: the client's own admin key."""
+        headers = {"X-API-Key": token} if token is not None else {}
+        response = await client.get("/v1/stats/counts", params=span, headers=headers)
+        assert response.status_code == 200, response.text
+        return response.json()["totals"]
+
+    assert await totals(reader) == {"car": 1, "dog": 2}  # not the other key's cat
+    assert await totals(None) == {"car": 1, "cat": 4, "dog": 2}
