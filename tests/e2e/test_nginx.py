@@ -1,9 +1,10 @@
 """Debian's nginx, configured from nginx/, in front of a real API process and a real worker.
 
 Everything listens on 127.0.0.1; nginx's workers run as `nobody`, not as the images' owner (as
-in compose). Shows: uploads and WebSockets through nginx, image bytes sent by nginx after the
-API's X-Accel-Redirect (and refused when asked for directly), the body limit equal to the API's,
-gzip for JSON, and the TLS server block.
+in compose). Shows: uploads and WebSockets (jobs, firehose, edge nodes) through nginx, image bytes
+sent by nginx after the API's X-Accel-Redirect (and refused when asked for directly), /metrics
+and readiness detail kept off the public side, the body limit equal to the API's, gzip for JSON,
+and the TLS server block.
 """
 
 import asyncio
@@ -237,6 +238,50 @@ async def test_firehose_websocket_through_nginx(stack: Stack, auth: dict[str, st
                     break
     assert event["type"] == "result"
     assert event["job"]["counts"] == {"face": 6}
+
+
+async def test_an_edge_node_streams_frames_over_its_websocket_through_nginx(
+    stack: Stack, auth: dict[str, str]
+) -> None:
+    async with httpx.AsyncClient(headers=auth, base_url=stack.http) as admin:
+        created = await admin.post(
+            "/v1/nodes", json={"name": f"gate-{uuid.uuid4().hex[:8]}", "tasks": ["faces"]}
+        )
+    assert created.status_code == 201, created.text
+    node = created.json()
+    async with httpx.AsyncClient(base_url=stack.http) as client:
+        issued = await client.post(
+            "/v1/nodes/token", json={"node_id": node["id"], "secret": node["secret"]}
+        )
+        assert issued.status_code == 200, issued.text
+        bearer = {"authorization": f"Bearer {issued.json()['access_token']}"}
+        async with aconnect_ws("/v1/nodes/me/stream", client, headers=bearer) as ws:
+            await ws.send_bytes(T1)
+            accepted = await ws.receive_json(timeout=EVENT_TIMEOUT_S)
+            result = await ws.receive_json(timeout=EVENT_TIMEOUT_S)
+    assert (accepted["type"], accepted["seq"]) == ("accepted", 1)
+    assert (result["type"], result["seq"]) == ("result", 1)
+    assert result["job_id"] == accepted["job_id"]
+    assert result["job"]["node_id"] == node["id"]
+    assert result["job"]["counts"] == {"face": 6}
+
+
+async def test_metrics_and_readiness_detail_are_not_served_through_nginx(stack: Stack) -> None:
+    async with httpx.AsyncClient(base_url=stack.api) as api:
+        metrics = await api.get("/metrics")
+        ready = await api.get("/health/ready")
+    assert metrics.status_code == 200 and "# HELP" in metrics.text  # the API has them …
+    assert ready.status_code == 200 and "checks" in ready.json()
+    async with httpx.AsyncClient(base_url=stack.http) as public:
+        # … nginx does not pass them on, however the path is spelled (nginx matches the decoded
+        # path, and uvicorn would decode /%6Detrics to /metrics).
+        for path in ("/metrics", "/metrics/", "/%6Detrics", "/health/ready"):
+            refused = await public.get(path)
+            assert refused.status_code == 404, path
+            assert refused.json()["error"] == "not_found", path
+            assert "# HELP" not in refused.text and "checks" not in refused.text, path
+        live = await public.get("/health/live")  # says only "ok": left reachable
+    assert live.status_code == 200
 
 
 async def test_image_bytes_are_sent_by_nginx_after_the_apis_accel_redirect(
