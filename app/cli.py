@@ -29,7 +29,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from app.settings import PLACEHOLDER_SECRETS, Settings, get_settings
+from app.settings import Settings, get_settings, is_placeholder
 
 # How long children get to drain in-flight work after SIGTERM before they are killed.
 SHUTDOWN_GRACE_S = 30.0
@@ -467,7 +467,7 @@ def up(settings: Settings) -> int:
         # the port; anything else keeps API keys on.
         env["LOOKOUT_ENV"] = "dev"
         env["LOOKOUT_AUTH__ENABLED"] = "false"
-    elif settings.env == "local" and settings.secret_key.get_secret_value() in PLACEHOLDER_SECRETS:
+    elif settings.env == "local" and is_placeholder(settings.secret_key.get_secret_value()):
         # Zero-config: a random secret of this data dir rather than a placeholder.
         env["LOOKOUT_SECRET_KEY"] = _local_secret_key(settings.data_dir)
     stopping = False

@@ -26,7 +26,7 @@ from jose import jwt
 from jose.exceptions import ExpiredSignatureError, JOSEError
 
 from app.errors import AppError
-from app.settings import PLACEHOLDER_NODE_SIGNING_KEY, NodeSettings
+from app.settings import PLACEHOLDER_NODE_SIGNING_KEY, NodeSettings, is_placeholder
 
 KEY_MARK = "lk"
 PREFIX_BYTES = 6  # 12 hex chars
@@ -115,9 +115,9 @@ def check_node_signing_keys(nodes: NodeSettings, *, env: str) -> None:
     keys = {nodes.signing_key_id: nodes.signing_key, **nodes.previous_signing_keys}
     for key_id, key in keys.items():
         value = key.get_secret_value()
-        if value == PLACEHOLDER_NODE_SIGNING_KEY:
+        if value == PLACEHOLDER_NODE_SIGNING_KEY or is_placeholder(value):
             raise RuntimeError(
-                f"node signing key {key_id!r} is the development placeholder; set "
+                f"node signing key {key_id!r} is a placeholder; set "
                 f"LOOKOUT_NODES__SIGNING_KEY to 32+ random bytes (env is {env})"
             )
         if len(value.encode()) < MIN_NODE_SIGNING_KEY_BYTES:

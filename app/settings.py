@@ -34,7 +34,16 @@ PLACEHOLDER_SECRETS = frozenset(
         "example",
     }
 )
+# The examples (.env.example, deploy/k8s/base/secret.yaml) write `change-me-…` values that are
+# long enough to pass a length check: any value containing one of these is a placeholder too.
+PLACEHOLDER_MARKERS = ("change-me", "changeme", "change_me")
 MIN_SECRET_KEY_CHARS = 32
+
+
+def is_placeholder(value: str) -> bool:
+    """True for a secret that only belongs in an example (case-insensitive)."""
+    lowered = value.lower()
+    return lowered in PLACEHOLDER_SECRETS or any(m in lowered for m in PLACEHOLDER_MARKERS)
 
 
 class ConfigError(RuntimeError):
@@ -295,7 +304,7 @@ class Settings(BaseSettings):
             return []
         problems = []
         secret = self.secret_key.get_secret_value()
-        if secret.lower() in PLACEHOLDER_SECRETS or len(secret) < MIN_SECRET_KEY_CHARS:
+        if is_placeholder(secret) or len(secret) < MIN_SECRET_KEY_CHARS:
             problems.append(
                 f"LOOKOUT_SECRET_KEY is a placeholder or shorter than {MIN_SECRET_KEY_CHARS} "
                 "characters; set a long random value (python -c 'import secrets; "
@@ -306,7 +315,7 @@ class Settings(BaseSettings):
             ("LOOKOUT_REDIS__URL", self.redis.url),
         ):
             password = urlsplit(url).password if url else None
-            if password is not None and password.lower() in PLACEHOLDER_SECRETS:
+            if password is not None and is_placeholder(password):
                 problems.append(f"{name} uses a placeholder password ({password!r})")
         return problems
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
+STORED_FILE_MODE = 0o644
 
 
 class StorageKeyError(ValueError):
@@ -30,6 +31,11 @@ class Storage:
         # Write to a temp file then rename: readers never see a half-written image.
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-")
         try:
+            # mkstemp makes 0600; nginx's workers (another user) send these files after the
+            # API's X-Accel-Redirect. World-readable inside the volume: only Lookout's own
+            # containers mount it (a group would not do: nginx's workers drop every group
+            # /etc/group does not give them, compose's group_add included).
+            os.fchmod(fd, STORED_FILE_MODE)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             os.replace(tmp, target)

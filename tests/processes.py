@@ -24,6 +24,8 @@ NGINX_TEMPLATES = REPO / "nginx" / "templates"
 NGINX_TLS_TEMPLATE = REPO / "nginx" / "tls" / "tls.conf.template"
 NGINX_LIMITS_SCRIPT = REPO / "nginx" / "lookout-limits.envsh"
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# Who nginx's worker processes run as (Debian's unprivileged user and group).
+NGINX_WORKER_USER, NGINX_WORKER_GROUP = "nobody", "nogroup"
 
 
 def free_port() -> int:
@@ -112,6 +114,19 @@ def stop(
     return process.returncode
 
 
+def child_uids(pid: int) -> set[int]:
+    """Effective uids of the processes whose parent is `pid` (e.g. nginx's workers)."""
+    uids = set()
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines())
+        except (OSError, ValueError):
+            continue  # gone meanwhile
+        if int(fields["PPid"]) == pid:
+            uids.add(int(fields["Uid"].split()[1]))
+    return uids
+
+
 def wait_until(
     ready: Callable[[], bool],
     *,
@@ -188,9 +203,10 @@ def write_nginx_site(root: Path, values: Mapping[str, str], *, tls: bool) -> Pat
         (conf_d / template.name.removesuffix(".template")).write_text(rendered)
     for temp in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (root / "temp" / temp).mkdir(parents=True)
-    # As root, nginx's workers would switch to `nobody`, who cannot read pytest's private
-    # temporary directories; as another user the directive is ignored.
-    user = "user root;" if os.geteuid() == 0 else ""
+    # As in the nginx image, the workers are not the user who wrote the images (there: uid 101
+    # vs the API's 10001), so a stored file they may not read fails here as it would there.
+    # `root` and every directory above it must be open to `nobody`. Only root can switch users.
+    user = f"user {NGINX_WORKER_USER} {NGINX_WORKER_GROUP};" if os.geteuid() == 0 else ""
     main = root / "nginx.conf"
     main.write_text(
         f"""{user}

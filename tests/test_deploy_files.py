@@ -13,6 +13,7 @@
 import json
 import os
 import re
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +28,8 @@ from pydantic import BaseModel, SecretStr
 
 from app import streams
 from app.main import MULTIPART_OVERHEAD_BYTES
-from app.settings import Settings
+from app.security import check_node_signing_keys
+from app.settings import Settings, is_placeholder
 from tests.processes import (
     NGINX_LIMITS_SCRIPT,
     NGINX_TEMPLATES,
@@ -40,6 +42,19 @@ from tests.processes import (
 COMPOSE = Path(compose.__file__).parent / "docker-compose"  # the Go binary; its wrapper eats rc
 HADOLINT = Path(sys.executable).parent / "hadolint"
 COMPOSE_FILES = ("docker-compose.yml", "docker-compose.gpu.yml", "docker-compose.tls.yml")
+COMPOSE_COMBINATIONS = [
+    ("docker-compose.yml",),
+    ("docker-compose.yml", "docker-compose.gpu.yml"),
+    ("docker-compose.yml", "docker-compose.tls.yml"),
+    COMPOSE_FILES,
+]
+# What `docker compose` refuses to start without (${VAR:?…}); .env.example has placeholders.
+COMPOSE_SECRETS = (
+    "POSTGRES_PASSWORD",
+    "REDIS_PASSWORD",
+    "LOOKOUT_SECRET_KEY",
+    "LOOKOUT_NODES__SIGNING_KEY",
+)
 ENV_EXAMPLE = REPO / ".env.example"
 K8S = REPO / "deploy" / "k8s"
 K8S_VERSIONS = ("1.28.0", kubernetes_validate.latest_version())
@@ -107,6 +122,37 @@ def settings_from(environment: dict[str, str], monkeypatch: pytest.MonkeyPatch) 
     return Settings(_env_file=None)  # type: ignore[call-arg]
 
 
+def startup_refusals(settings: Settings) -> list[str]:
+    """Why a Lookout process with these settings would refuse to start; empty: it starts.
+
+    The API (create_app) runs both checks, the workers the first.
+    """
+    refusals = []
+    checks = (
+        settings.check_startup,
+        lambda: check_node_signing_keys(settings.nodes, env=settings.env),
+    )
+    for check in checks:
+        try:
+            check()
+        except RuntimeError as refused:  # ConfigError is one
+            refusals.append(str(refused))
+    return refusals
+
+
+def refuses_every_placeholder(refusals: list[str]) -> bool:
+    text = " ".join(refusals)
+    return all(
+        problem in text
+        for problem in (
+            "LOOKOUT_SECRET_KEY is a placeholder",
+            "LOOKOUT_DATABASE__URL uses a placeholder password",
+            "LOOKOUT_REDIS__URL uses a placeholder password",
+            "node signing key 'k1' is a placeholder",
+        )
+    )
+
+
 def run_compose(*files: str, env_file: Path = ENV_EXAMPLE) -> subprocess.CompletedProcess[str]:
     args = [str(COMPOSE), "--project-directory", str(REPO), "--env-file", str(env_file)]
     for name in files:
@@ -116,8 +162,8 @@ def run_compose(*files: str, env_file: Path = ENV_EXAMPLE) -> subprocess.Complet
     )
 
 
-def compose_model(*files: str) -> dict[str, Any]:
-    result = run_compose(*files)
+def compose_model(*files: str, env_file: Path = ENV_EXAMPLE) -> dict[str, Any]:
+    result = run_compose(*files, env_file=env_file)
     assert result.returncode == 0, result.stderr
     model: dict[str, Any] = json.loads(result.stdout)
     return model
@@ -171,15 +217,15 @@ def dockerignore_allows(relative: str) -> bool:
 # ── docker compose ──────────────────────────────────────────────────────────────────────────────
 
 
-@pytest.mark.parametrize(
-    "files",
-    [
-        ("docker-compose.yml",),
-        ("docker-compose.yml", "docker-compose.gpu.yml"),
-        ("docker-compose.yml", "docker-compose.tls.yml"),
-        COMPOSE_FILES,
-    ],
-)
+@pytest.fixture(scope="module")
+def filled_env_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """.env as an operator leaves it: every secret compose asks for set to a random value."""
+    path = tmp_path_factory.mktemp("compose") / "filled.env"
+    path.write_text("".join(f"{name}={secrets.token_hex(24)}\n" for name in COMPOSE_SECRETS))
+    return path
+
+
+@pytest.mark.parametrize("files", COMPOSE_COMBINATIONS)
 def test_compose_files_are_valid_for_docker_compose(files):
     model = compose_model(*files)
     assert set(model["services"]) == {"postgres", "redis", "migrate", "api", "worker", "nginx"}
@@ -194,16 +240,21 @@ def test_the_compose_validator_rejects_an_unknown_key(tmp_path):
     assert "stop_grace_periods" in result.stderr
 
 
-@pytest.mark.parametrize(
-    ("given", "missing"),
-    [("REDIS_PASSWORD", "POSTGRES_PASSWORD"), ("POSTGRES_PASSWORD", "REDIS_PASSWORD")],
-)
-def test_compose_refuses_to_start_without_the_passwords(tmp_path, given, missing):
+@pytest.mark.parametrize("missing", COMPOSE_SECRETS)
+def test_compose_refuses_to_start_without_each_secret(tmp_path, missing):
     env_file = tmp_path / "partial.env"
-    env_file.write_text(f"{given}=secret\n")
+    env_file.write_text(
+        "".join(f"{n}={secrets.token_hex(24)}\n" for n in COMPOSE_SECRETS if n != missing)
+    )
     result = run_compose("docker-compose.yml", env_file=env_file)
     assert result.returncode != 0
     assert f"set {missing} in .env" in result.stderr
+
+
+def test_env_example_holds_a_placeholder_for_every_compose_secret():
+    documented = env_example()
+    for name in COMPOSE_SECRETS:
+        assert is_placeholder(documented[name]), f".env.example: {name} must read change-me…"
 
 
 def test_every_variable_the_compose_files_use_is_in_env_example():
@@ -231,6 +282,8 @@ def test_every_setting_is_in_env_example_with_its_default():
         f"not settings: {sorted(set(documented) - set(defaults))}"
     )
     for variable, default in defaults.items():
+        if variable in COMPOSE_SECRETS:
+            continue  # a placeholder to replace, not the default (see the test above)
         if default is not FACTORY_DEFAULT:
             assert documented[variable] == as_env_text(default), variable
 
@@ -251,16 +304,55 @@ def test_env_example_explains_every_variable():
         )
 
 
-@pytest.mark.parametrize("service", ["migrate", "api", "worker"])
-def test_lookout_containers_get_valid_settings(service, monkeypatch):
-    environment = compose_model(*COMPOSE_FILES)["services"][service]["environment"]
-    lookout = {k: v for k, v in environment.items() if k.startswith("LOOKOUT_")}
+def compose_lookout_environment(service: str, env_file: Path) -> dict[str, str]:
+    environment = compose_model(*COMPOSE_FILES, env_file=env_file)["services"][service]
+    lookout = {k: v for k, v in environment["environment"].items() if k.startswith("LOOKOUT_")}
     assert set(lookout) <= set(setting_defaults()), set(lookout) - set(setting_defaults())
-    settings = settings_from(lookout, monkeypatch)
+    return lookout
+
+
+@pytest.mark.parametrize("service", ["migrate", "api", "worker"])
+def test_lookout_containers_get_valid_settings(service, filled_env_file, monkeypatch):
+    settings = settings_from(compose_lookout_environment(service, filled_env_file), monkeypatch)
     assert settings.env == "prod"
     assert settings.database.url and settings.database.url.startswith("postgresql+asyncpg://")
     assert settings.redis.url and settings.redis.url.startswith("redis://")
     assert str(settings.storage_dir) == IMAGES_DIR
+    # With the secrets filled in, the API's and the workers' startup checks pass: a secret the
+    # compose file does not hand to the containers would leave its placeholder default here.
+    assert startup_refusals(settings) == []
+
+
+@pytest.mark.parametrize("service", ["api", "worker"])
+def test_lookout_containers_refuse_env_examples_placeholders(service, monkeypatch):
+    settings = settings_from(compose_lookout_environment(service, ENV_EXAMPLE), monkeypatch)
+    assert refuses_every_placeholder(startup_refusals(settings))
+
+
+@pytest.mark.parametrize("files", COMPOSE_COMBINATIONS)
+def test_no_mount_point_lies_inside_a_read_only_mount(files):
+    """The engine creates a missing mount point in the container; inside a read-only mount it
+    cannot, and the container does not start (a file mounted into a read-only directory)."""
+    for name, service in compose_model(*files)["services"].items():
+        volumes = service.get("volumes", [])
+        read_only = [v["target"].rstrip("/") + "/" for v in volumes if v.get("read_only")]
+        for volume in volumes:
+            inside = [r for r in read_only if volume["target"].startswith(r)]
+            assert not inside, f"{name}: {volume['target']} is inside read-only {inside}"
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_nginx_gets_every_template_in_the_images_template_dir(tls):
+    files = ("docker-compose.yml", "docker-compose.tls.yml") if tls else ("docker-compose.yml",)
+    nginx = compose_model(*files)["services"]["nginx"]
+    templates = [*NGINX_TEMPLATES.glob("*.template"), *([NGINX_TLS_TEMPLATE] if tls else [])]
+    # The nginx image renders /etc/nginx/templates/*.template into conf.d/ at start.
+    mounted = {
+        Path(v["source"]): v["target"]
+        for v in nginx["volumes"]
+        if v["target"].startswith("/etc/nginx/templates")
+    }
+    assert mounted == {t: f"/etc/nginx/templates/{t.name}" for t in templates}
 
 
 def test_compose_files_reference_files_that_exist():
@@ -284,6 +376,24 @@ def test_the_gpu_override_builds_the_cuda_worker_and_reserves_a_gpu():
     assert devices[0]["capabilities"] == ["gpu"]
     args = [a for k, a in dockerfile_instructions(REPO / "Dockerfile.worker") if k == "ARG"]
     assert "ONNXRUNTIME=onnxruntime" in args  # the build arg the override sets exists
+
+
+def test_worker_metrics_are_exported_and_scraped():
+    worker = compose_model(*COMPOSE_FILES)["services"]["worker"]
+    assert int(worker["environment"]["LOOKOUT_WORKER__METRICS_PORT"]) > 1024
+
+    template = k8s_object("Deployment", "lookout-worker")["spec"]["template"]
+    container = template["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    first_port = int(env["LOOKOUT_WORKER__METRICS_PORT"])
+    processes = int(env["LOOKOUT_WORKER__PROCESSES"])
+    # Process i listens on first_port + i; each is a declared port, so each is scraped.
+    ports = sorted(p["containerPort"] for p in container["ports"])
+    assert ports == [first_port + i for i in range(processes)]
+    annotations = template["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/path"] == "/metrics"
+    assert "prometheus.io/port" not in annotations  # it would keep only one process's port
 
 
 def test_redis_keeps_an_append_only_file_synced_every_second():
@@ -347,6 +457,24 @@ def test_nginx_templates_get_every_variable_they_use():
     assert used <= provided, used - provided
     for template in templates:  # envsubst would also replace $NAME: keep every use in braces
         assert not re.search(r"\$(NGINX|LOOKOUT)_", template.read_text()), template
+
+
+def test_every_websocket_route_gets_the_upgrade_headers_through_nginx():
+    template = (NGINX_TEMPLATES / "lookout-locations.inc.template").read_text()
+    (pattern,) = [
+        regex
+        for regex, body in re.findall(r"location ~ (\S+) \{([^}]*)\}", template)
+        if "proxy_set_header Upgrade" in body
+    ]
+    routes = [
+        path
+        for source in (REPO / "app").rglob("routes.py")
+        for path in re.findall(r'\.websocket\("([^"]+)"\)', source.read_text())
+    ]
+    assert len(routes) >= 3, routes
+    for route in routes:
+        path = re.sub(r"\{[^}]+\}", "0b3c9e1a-0000-4000-8000-000000000000", route)
+        assert re.search(pattern, path), f"{route} does not match nginx's WebSocket location"
 
 
 @pytest.mark.parametrize("max_upload_bytes", [20 * 1024 * 1024, 1_000_000])
@@ -436,18 +564,31 @@ def test_kustomizations_list_files_that_exist_and_cover_every_manifest():
     assert manifests <= listed, manifests - listed
 
 
-def test_k8s_settings_are_real_and_valid(monkeypatch):
+def k8s_lookout_environment(kind: str, name: str, secret: dict[str, str]) -> dict[str, str]:
+    """A pod's LOOKOUT_* variables: envFrom ConfigMap, then Secret, then its own env."""
     config = k8s_object("ConfigMap", "lookout-config")["data"]
-    secrets = k8s_object("Secret", "lookout-secrets")["stringData"]
-    lookout = {k: v for k, v in {**config, **secrets}.items() if k.startswith("LOOKOUT_")}
-    for deployment in ("lookout-api", "lookout-worker"):
-        container = k8s_object("Deployment", deployment)["spec"]["template"]["spec"]["containers"][
-            0
-        ]
-        lookout |= {e["name"]: e["value"] for e in container.get("env", [])}
-    lookout = {k: v for k, v in lookout.items() if k.startswith("LOOKOUT_")}
+    container = k8s_object(kind, name)["spec"]["template"]["spec"]["containers"][0]
+    own = {e["name"]: e["value"] for e in container.get("env", [])}
+    lookout = {k: v for k, v in {**config, **secret, **own}.items() if k.startswith("LOOKOUT_")}
     assert set(lookout) <= set(setting_defaults()), set(lookout) - set(setting_defaults())
-    settings = settings_from(lookout, monkeypatch)
+    return lookout
+
+
+@pytest.mark.parametrize(
+    ("kind", "name"),
+    [("Deployment", "lookout-api"), ("Deployment", "lookout-worker"), ("Job", "lookout-migrate")],
+)
+def test_k8s_settings_are_real_and_valid(kind, name, monkeypatch):
+    shipped = k8s_object("Secret", "lookout-secrets")["stringData"]
+    # As shipped, the Secret holds placeholders (documented to be replaced) and pods refuse them.
+    settings = settings_from(k8s_lookout_environment(kind, name, shipped), monkeypatch)
+    assert refuses_every_placeholder(startup_refusals(settings))
+    # With each `change-me…` replaced by a real value, as an operator does, they start.
+    real = secrets.token_hex(24)
+    filled = {k: re.sub(r"change-me[A-Za-z0-9-]*", real, v) for k, v in shipped.items()}
+    settings = settings_from(k8s_lookout_environment(kind, name, filled), monkeypatch)
+    assert startup_refusals(settings) == []
+    assert settings.env == "prod"
     assert settings.api.port == API_PORT
     assert str(settings.storage_dir) == IMAGES_DIR
 
@@ -496,6 +637,8 @@ def test_keda_scales_the_worker_deployment_on_the_jobs_stream_lag():
     assert trigger["metadata"]["stream"] == streams.JOBS
     assert trigger["metadata"]["consumerGroup"] == streams.GROUP
     assert int(trigger["metadata"]["lagCount"]) > 0
+    # Never 0 workers: /health/ready needs one, and unready API pods take no jobs to scale on.
+    assert scaled["minReplicaCount"] >= 1
     assert "pendingEntriesCount" not in trigger["metadata"]  # lag, not pending entries
     auth = k8s_object("TriggerAuthentication", trigger["authenticationRef"]["name"])["spec"]
     (secret_ref,) = auth["secretTargetRef"]
@@ -505,6 +648,7 @@ def test_keda_scales_the_worker_deployment_on_the_jobs_stream_lag():
 
 def test_the_hpa_fallback_scales_the_same_deployment():
     hpa = k8s_object("HorizontalPodAutoscaler", "lookout-worker")["spec"]
+    assert hpa["minReplicas"] >= 1
     assert hpa["scaleTargetRef"] == {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

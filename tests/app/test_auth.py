@@ -212,3 +212,31 @@ def test_startup_refuses_placeholder_secrets_outside_dev():
         ).check_startup()
     Settings(env="prod", secret_key="x" * 40).check_startup()  # a real secret passes
     Settings(env="dev").check_startup()  # dev accepts placeholders
+
+
+@pytest.mark.parametrize(
+    "placeholder",
+    # .env.example's and deploy/k8s's own values, and the marker in any case or position.
+    ["change-me-postgres", "change-me-redis", "CHANGE-ME", "xChangeMe", "my_change_me_value"],
+)
+def test_startup_refuses_any_value_marked_change_me(placeholder):
+    real = "x" * 40
+    with pytest.raises(ConfigError, match="LOOKOUT_SECRET_KEY is a placeholder"):
+        Settings(env="prod", secret_key=placeholder.ljust(40, "x")).check_startup()
+    with pytest.raises(ConfigError, match="LOOKOUT_DATABASE__URL uses a placeholder password"):
+        Settings(
+            env="prod",
+            secret_key=real,
+            database={"url": f"postgresql+asyncpg://lookout:{placeholder}@postgres/lookout"},
+        ).check_startup()
+    with pytest.raises(ConfigError, match="LOOKOUT_REDIS__URL uses a placeholder password"):
+        Settings(
+            env="prod", secret_key=real, redis={"url": f"redis://:{placeholder}@redis:6379/0"}
+        ).check_startup()
+    # The same shapes with real passwords start.
+    Settings(
+        env="prod",
+        secret_key=real,
+        database={"url": "postgresql+asyncpg://lookout:Zq81mWp4r7@postgres/lookout"},
+        redis={"url": "redis://:Hh3kT9xv0b@redis:6379/0"},
+    ).check_startup()

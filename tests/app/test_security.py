@@ -46,6 +46,14 @@ def test_the_placeholder_or_a_short_key_is_refused_outside_dev(env):
     check_node_signing_keys(NodeSettings(signing_key=GOOD_KEY), env=env)  # a real key is fine
 
 
+@pytest.mark.parametrize(
+    "key", ["change-me-node-signing-key-32-random-bytes", "x" * 32 + "CHANGEME"]
+)
+def test_a_long_key_marked_change_me_is_a_placeholder(key):
+    with pytest.raises(RuntimeError, match="placeholder"):
+        check_node_signing_keys(NodeSettings(signing_key=SecretStr(key)), env="prod")
+
+
 def test_the_api_does_not_start_in_prod_with_the_placeholder_key():
     good_secret = "s" * 48  # the generic secret is fine: the node key is what is refused
     with pytest.raises(RuntimeError, match="LOOKOUT_NODES__SIGNING_KEY"):

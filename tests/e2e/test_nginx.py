@@ -1,8 +1,10 @@
 """Debian's nginx, configured from nginx/, in front of a real API process and a real worker.
 
-Everything listens on 127.0.0.1. Shows: uploads and WebSockets through nginx, image bytes sent
-by nginx after the API's X-Accel-Redirect (and refused when asked for directly), the body limit
-equal to the API's, gzip for JSON, and the TLS server block.
+Everything listens on 127.0.0.1; nginx's workers run as `nobody`, not as the images' owner (as
+in compose). Shows: uploads and WebSockets (jobs, firehose, edge nodes) through nginx, image bytes
+sent by nginx after the API's X-Accel-Redirect (and refused when asked for directly), /metrics
+and readiness detail kept off the public side, the body limit equal to the API's, gzip for JSON,
+and the TLS server block.
 """
 
 import asyncio
@@ -10,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -26,6 +29,7 @@ from app.main import MULTIPART_OVERHEAD_BYTES
 from app.settings import Settings
 from tests.conftest import shared_image
 from tests.processes import (
+    child_uids,
     free_port,
     http_ok,
     lookout_env,
@@ -55,6 +59,7 @@ class Stack:
     https: str  # nginx, TLS server block
     images_dir: Path
     nginx_dir: Path
+    nginx_pid: int
 
 
 @pytest.fixture(autouse=True)
@@ -74,18 +79,37 @@ async def reset_once(settings: Settings, engine: AsyncEngine, redis: Redis) -> N
 
 
 @pytest.fixture(scope="module")
+def open_dir() -> Iterator[Path]:
+    """A directory nginx's workers (`nobody`, see write_nginx_site) may enter; pytest's own
+    temporary directories are private to their owner."""
+    path = Path(tempfile.mkdtemp(prefix="lookout-nginx-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
 def stack(
-    settings: Settings, reset_once: None, tmp_path_factory: pytest.TempPathFactory
+    settings: Settings,
+    reset_once: None,
+    tmp_path_factory: pytest.TempPathFactory,
+    open_dir: Path,
 ) -> Iterator[Stack]:
     logs = tmp_path_factory.mktemp("stack-logs")
     worker_tmp = tmp_path_factory.mktemp("worker-tmp")  # its own TMPDIR: its heartbeat files
     api_port, http_port, https_port = free_port(), free_port(), free_port()
+    # The image store, as Dockerfile.api makes /data/images: open to enter, files its own.
+    data_dir = open_dir / "data"
+    images_dir = data_dir / "images"
+    images_dir.mkdir(parents=True)
+    for directory in (data_dir, images_dir):
+        directory.chmod(0o755)
     env = lookout_env(
         settings,
+        LOOKOUT_DATA_DIR=str(data_dir),
         LOOKOUT_API__ACCEL_REDIRECT_PREFIX=ACCEL_PREFIX,
         LOOKOUT_API__MAX_UPLOAD_BYTES=str(MAX_UPLOAD_BYTES),
     )
-    settings.storage_dir.mkdir(parents=True, exist_ok=True)
     processes: list[tuple[str, subprocess.Popen[bytes]]] = []
     try:
         api = start_python(
@@ -101,7 +125,9 @@ def stack(
         )
         processes.append(("worker", worker))
 
-        nginx_dir = tmp_path_factory.mktemp("nginx")
+        nginx_dir = open_dir / "nginx"
+        nginx_dir.mkdir()
+        nginx_dir.chmod(0o755)
         self_signed_certificate(nginx_dir / "certs")
         main = write_nginx_site(
             nginx_dir,
@@ -109,7 +135,7 @@ def stack(
                 "NGINX_API_UPSTREAM": f"127.0.0.1:{api_port}",
                 "NGINX_HTTP_LISTEN": f"127.0.0.1:{http_port}",
                 "NGINX_HTTPS_LISTEN": f"127.0.0.1:{https_port}",
-                "NGINX_IMAGES_DIR": str(settings.storage_dir.resolve()),
+                "NGINX_IMAGES_DIR": str(images_dir.resolve()),
                 "NGINX_MAX_BODY_BYTES": nginx_body_limit(MAX_UPLOAD_BYTES),
                 "LOOKOUT_API__ACCEL_REDIRECT_PREFIX": ACCEL_PREFIX,
             },
@@ -148,8 +174,9 @@ def stack(
             api=api_url,
             http=f"http://127.0.0.1:{http_port}",
             https=f"https://127.0.0.1:{https_port}",
-            images_dir=settings.storage_dir,
+            images_dir=images_dir,
             nginx_dir=nginx_dir,
+            nginx_pid=nginx.pid,
         )
     finally:
         codes = {name: stop(process) for name, process in reversed(processes)}
@@ -213,6 +240,50 @@ async def test_firehose_websocket_through_nginx(stack: Stack, auth: dict[str, st
     assert event["job"]["counts"] == {"face": 6}
 
 
+async def test_an_edge_node_streams_frames_over_its_websocket_through_nginx(
+    stack: Stack, auth: dict[str, str]
+) -> None:
+    async with httpx.AsyncClient(headers=auth, base_url=stack.http) as admin:
+        created = await admin.post(
+            "/v1/nodes", json={"name": f"gate-{uuid.uuid4().hex[:8]}", "tasks": ["faces"]}
+        )
+    assert created.status_code == 201, created.text
+    node = created.json()
+    async with httpx.AsyncClient(base_url=stack.http) as client:
+        issued = await client.post(
+            "/v1/nodes/token", json={"node_id": node["id"], "secret": node["secret"]}
+        )
+        assert issued.status_code == 200, issued.text
+        bearer = {"authorization": f"Bearer {issued.json()['access_token']}"}
+        async with aconnect_ws("/v1/nodes/me/stream", client, headers=bearer) as ws:
+            await ws.send_bytes(T1)
+            accepted = await ws.receive_json(timeout=EVENT_TIMEOUT_S)
+            result = await ws.receive_json(timeout=EVENT_TIMEOUT_S)
+    assert (accepted["type"], accepted["seq"]) == ("accepted", 1)
+    assert (result["type"], result["seq"]) == ("result", 1)
+    assert result["job_id"] == accepted["job_id"]
+    assert result["job"]["node_id"] == node["id"]
+    assert result["job"]["counts"] == {"face": 6}
+
+
+async def test_metrics_and_readiness_detail_are_not_served_through_nginx(stack: Stack) -> None:
+    async with httpx.AsyncClient(base_url=stack.api) as api:
+        metrics = await api.get("/metrics")
+        ready = await api.get("/health/ready")
+    assert metrics.status_code == 200 and "# HELP" in metrics.text  # the API has them …
+    assert ready.status_code == 200 and "checks" in ready.json()
+    async with httpx.AsyncClient(base_url=stack.http) as public:
+        # … nginx does not pass them on, however the path is spelled (nginx matches the decoded
+        # path, and uvicorn would decode /%6Detrics to /metrics).
+        for path in ("/metrics", "/metrics/", "/%6Detrics", "/health/ready"):
+            refused = await public.get(path)
+            assert refused.status_code == 404, path
+            assert refused.json()["error"] == "not_found", path
+            assert "# HELP" not in refused.text and "checks" not in refused.text, path
+        live = await public.get("/health/live")  # says only "ok": left reachable
+    assert live.status_code == 200
+
+
 async def test_image_bytes_are_sent_by_nginx_after_the_apis_accel_redirect(
     stack: Stack, auth: dict[str, str]
 ) -> None:
@@ -231,6 +302,10 @@ async def test_image_bytes_are_sent_by_nginx_after_the_apis_accel_redirect(
     assert through_nginx.headers["content-type"] == "image/jpeg"
     assert through_nginx.headers["cache-control"] == "private, max-age=3600"
     assert "x-accel-redirect" not in through_nginx.headers
+    # nginx's workers do not own the file (in compose: uid 101, the API 10001), so it was sent
+    # because the API stored it readable for them, not because nginx ran as its owner.
+    workers = child_uids(stack.nginx_pid)
+    assert workers and (stack.images_dir / key).stat().st_uid not in workers, workers
 
 
 async def test_the_internal_image_location_is_refused_from_outside(

@@ -1,0 +1,21 @@
+"""The image bucket on disk: atomic writes, files that nginx's workers (another user) can read."""
+
+import os
+import stat
+
+from app.storage import Storage
+
+
+def test_stored_images_are_readable_by_other_users_whatever_the_umask(tmp_path):
+    storage = Storage(tmp_path / "images")
+    previous = os.umask(0o077)  # the most private umask a container could run with
+    try:
+        storage.put("a.jpg", b"jpeg bytes")
+    finally:
+        os.umask(previous)
+    mode = stat.S_IMODE(storage.path("a.jpg").stat().st_mode)
+    # nginx sends these after the API's X-Accel-Redirect as its own user (docker-compose.yml):
+    # others may read, only the owner may write.
+    assert mode == 0o644, oct(mode)
+    assert storage.get("a.jpg") == b"jpeg bytes"
+    assert [p.name for p in storage.root.iterdir()] == ["a.jpg"]  # no temporary file left
