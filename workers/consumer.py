@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import streams
 from app.errors import is_outage
-from app.jobs.service import event_snapshot, job_detail, owner_field
+from app.jobs.service import JOB_NODE_NAME, event_snapshot, job_detail, node_name, owner_field
 from app.models import Detection, FaceEmbedding, Job, JobStatus
 from app.settings import Settings
 from app.storage import Storage
@@ -477,7 +477,7 @@ class Consumer:
             rows = await session.scalars(
                 select(Detection).where(Detection.job_id == job_id).order_by(Detection.id)
             )
-            detail = job_detail(job, list(rows))
+            detail = job_detail(job, list(rows), node_name=await node_name(session, job))
         await self._publish(*event_snapshot(detail, job.owner_id))
         log.info("job_events_republished", job_id=str(job_id))
         return True
@@ -530,8 +530,15 @@ class Consumer:
         results = {message.job_id: result for message, result in items}  # one per job
         events: list[dict[str, Any]] = []
         async with self.sessionmaker.begin() as session:
-            locked = await session.scalars(select(Job).where(Job.id.in_(results)).with_for_update())
-            jobs = {job.id: job for job in locked if not job.status.finished}
+            locked = await session.execute(
+                select(Job, JOB_NODE_NAME).where(Job.id.in_(results)).with_for_update()
+            )
+            node_names: dict[uuid.UUID, str | None] = {}  # for the result events
+            jobs: dict[uuid.UUID, Job] = {}
+            for job, name in locked:
+                node_names[job.id] = name
+                if not job.status.finished:
+                    jobs[job.id] = job
             settled_before = [job_id for job_id in results if job_id not in jobs]
             # Keyed by job id: a redelivery replaces rows (embeddings cascade) rather than
             # adding a second set.
@@ -576,7 +583,7 @@ class Consumer:
                 job.finished_at = now
             await session.flush()
             for job_id, job in jobs.items():
-                detail = job_detail(job, rows[job_id])
+                detail = job_detail(job, rows[job_id], node_name=node_names[job_id])
                 events.append(
                     streams.make_event(
                         "result",

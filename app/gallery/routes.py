@@ -25,6 +25,7 @@ from app.gallery.schemas import (
     VerifyOut,
 )
 from app.jobs.routes import COMMON_ERRORS, _error
+from app.models import Job
 from app.settings import Settings
 
 router = APIRouter(tags=["gallery"])
@@ -61,6 +62,22 @@ async def _read(settings: Settings, uploads: list[UploadFile]) -> list[service.U
     return out
 
 
+async def _start_jobs(
+    session: SessionDep,
+    storage: StorageDep,
+    settings: Settings,
+    principal: Principal,
+    uploads: list[UploadFile],
+    tasks: tuple[str, ...],
+) -> tuple[list[service.Upload], list[Job]]:
+    images = await _read(settings, uploads)
+    created = await service.create_jobs(
+        session, storage, settings, images, tasks=tasks, owner_id=principal.owner_id
+    )
+    await session.commit()  # before XADD: the worker that gets the message must find the rows
+    return images, created
+
+
 async def _through_workers(
     session: SessionDep,
     redis: RedisDep,
@@ -70,11 +87,7 @@ async def _through_workers(
     uploads: list[UploadFile],
     tasks: tuple[str, ...],
 ) -> list[service.JobFaces]:
-    images = await _read(settings, uploads)
-    created = await service.create_jobs(
-        session, storage, settings, images, tasks=tasks, owner_id=principal.owner_id
-    )
-    await session.commit()  # before XADD: the worker that gets the message must find the rows
+    images, created = await _start_jobs(session, storage, settings, principal, uploads, tasks)
     return await service.run_jobs(session, redis, settings, images, created)
 
 
@@ -157,10 +170,22 @@ async def enroll_faces(
     images: Images,
 ) -> EnrollOut:
     person = await service.get_person(session, person_id, principal)
-    results = await _through_workers(
-        session, redis, storage, settings, principal, images, ("faces",)
-    )
-    return await service.enroll(session, settings, person, results)
+    uploads, created = await _start_jobs(session, storage, settings, principal, images, ("faces",))
+    job_ids = [job.id for job in created]  # read now: a rollback expires the rows
+    try:
+        results = await service.run_jobs(session, redis, settings, uploads, created)
+        enrolled = await service.enroll(session, settings, person, results, link_source=False)
+    except BaseException:
+        # A refused (or unfinished) enrollment keeps nothing of the photos either: no job,
+        # image or embedding. Committed here: the request's own commit will not happen.
+        await session.rollback()
+        await service.discard_jobs(session, storage, job_ids)
+        await session.commit()
+        raise
+    # The photos' jobs go in the same commit that stores the faces copied from them: the
+    # person's embeddings then exist only in person_faces, and go with the person.
+    await service.discard_jobs(session, storage, job_ids)
+    return enrolled
 
 
 @router.delete(

@@ -3,6 +3,8 @@ callers own the commit.
 
 Pixels are never decoded in the API: every image goes to the workers as an ordinary job (the
 same stream, the same consumer); the API waits for its result event and then does the SQL.
+An enrollment's jobs are deleted once it is over (discard_jobs), accepted or refused: a
+person's embeddings live only in person_faces.
 """
 
 import asyncio
@@ -111,7 +113,12 @@ async def rename_person(
 
 
 async def delete_person(session: AsyncSession, person_id: uuid.UUID, viewer: Principal) -> None:
-    """Delete the person; every enrolled embedding of theirs goes with it (ON DELETE CASCADE)."""
+    """Delete the person; every enrolled embedding of theirs goes with it (ON DELETE CASCADE).
+
+    person_faces holds the only copy of an uploaded photo's embedding: its enrollment job was
+    discarded once the face was copied (discard_jobs). A face promoted from a past job leaves
+    that job as it was: the job is its owner's result, kept until retention or DELETE
+    /v1/jobs/{id}, like any other job."""
     person = await get_person(session, person_id, viewer)
     await session.execute(delete(Person).where(Person.id == person.id))
     await session.flush()
@@ -120,6 +127,7 @@ async def delete_person(session: AsyncSession, person_id: uuid.UUID, viewer: Pri
 async def delete_face(
     session: AsyncSession, person_id: uuid.UUID, face_id: uuid.UUID, viewer: Principal
 ) -> None:
+    """Delete one enrolled face, and with it its embedding (see delete_person)."""
     await get_person(session, person_id, viewer)
     deleted = await session.execute(
         delete(PersonFace)
@@ -290,6 +298,21 @@ async def run_jobs(
     return results
 
 
+async def discard_jobs(session: AsyncSession, storage: Storage, job_ids: list[uuid.UUID]) -> None:
+    """Delete jobs that existed only to run a gallery call (enrollment): their rows, and with
+    them their detections and face embeddings (ON DELETE CASCADE), and their stored images.
+
+    Safe while a worker still has one: it skips a job whose row is gone, and removes the
+    processed image it may have written for it."""
+    deleted = await session.execute(
+        delete(Job).where(Job.id.in_(job_ids)).returning(Job.image_key, Job.processed_image_key)
+    )
+    keys = [key for row in deleted.all() for key in row if key is not None]
+    await session.flush()
+    for key in keys:
+        storage.delete(key)
+
+
 # --- enrollment --------------------------------------------------------------------------------
 
 
@@ -304,11 +327,19 @@ def thresholds(settings: Settings) -> QualityThresholds:
 
 
 async def enroll(
-    session: AsyncSession, settings: Settings, person: Person, results: list[JobFaces]
+    session: AsyncSession,
+    settings: Settings,
+    person: Person,
+    results: list[JobFaces],
+    *,
+    link_source: bool,
 ) -> EnrollOut:
     """All or nothing: every image must hold exactly one usable face, else UnusableFace (422)
     names each bad image and why, and no face is stored. A face the person already has
-    (similarity ≥ gallery.duplicate_threshold) is reported in `duplicates`, not stored again."""
+    (similarity ≥ gallery.duplicate_threshold) is reported in `duplicates`, not stored again.
+
+    link_source: record the job and detection each face came from. False for uploaded photos,
+    whose jobs the caller discards (discard_jobs) once their embeddings are copied here."""
     problems: list[str] = []
     accepted = []
     for result in results:
@@ -353,8 +384,8 @@ async def enroll(
             model=face.embedding.model,
             dim=face.embedding.dim,
             embedding=face.embedding.embedding,
-            source_job_id=result.job.id,
-            source_detection_id=face.detection.id,
+            source_job_id=result.job.id if link_source else None,
+            source_detection_id=face.detection.id if link_source else None,
             face_px=quality.face_px,
             sharpness=quality.sharpness,
             yaw_ratio=quality.yaw_ratio,
@@ -398,7 +429,11 @@ async def promote(
     # A promoted face is enrolled on the same terms as an uploaded one (quality, duplicates).
     upload = Upload(name=f"face {face_id}", data=b"")
     return await enroll(
-        session, settings, person, [JobFaces(upload, job, [Face(detection, embedding)])]
+        session,
+        settings,
+        person,
+        [JobFaces(upload, job, [Face(detection, embedding)])],
+        link_source=True,  # the past job stays: it is its owner's result
     )
 
 

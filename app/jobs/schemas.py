@@ -33,6 +33,11 @@ class Timings(BaseModel):
 
 
 class DetectionOut(BaseModel):
+    id: int = Field(
+        description="the detection's id; a face's id is the face_id of "
+        "POST /v1/faces/{face_id}/promote",
+        examples=[42],
+    )
     kind: str = Field(examples=["face"])
     label: str | None = Field(default=None, examples=["face"])
     score: float = Field(examples=[0.87])
@@ -63,6 +68,9 @@ class JobSummary(BaseModel):
     timings: Timings
     links: JobLinks
     node_id: uuid.UUID | None = Field(default=None, description="edge node that sent the frame")
+    node_name: str | None = Field(
+        default=None, description="that node's name; null for uploads", examples=["gate-cam"]
+    )
 
 
 class JobDetail(JobSummary):

@@ -24,7 +24,7 @@ from app.jobs.schemas import (
     JobSummary,
     Timings,
 )
-from app.models import Detection, Job, JobStatus
+from app.models import Detection, Job, JobStatus, Node
 from app.storage import Storage
 
 # Tasks a job may ask for. The detectors behind each live in workers/detectors/registry.py;
@@ -32,6 +32,10 @@ from app.storage import Storage
 # and so always comes with `faces`.
 TASKS = ("faces", "objects", "qr", "identify")
 DEFAULT_TASKS = ("faces",)
+
+# The name of the job's node, as a column of a query on Job: the list and the worker's locking
+# query get it without a second round trip (a scalar subquery, so FOR UPDATE locks only jobs).
+JOB_NODE_NAME = select(Node.name).where(Node.id == Job.node_id).correlate(Job).scalar_subquery()
 
 
 def parse_tasks(raw: str | None) -> tuple[str, ...]:
@@ -129,7 +133,14 @@ async def get_job_detail(session: AsyncSession, job_id: uuid.UUID, viewer: Princ
     rows = await session.scalars(
         select(Detection).where(Detection.job_id == job_id).order_by(Detection.id)
     )
-    return job_detail(job, list(rows))
+    return job_detail(job, list(rows), node_name=await node_name(session, job))
+
+
+async def node_name(session: AsyncSession, job: Job) -> str | None:
+    """The name of the node that sent the job's frame; None for uploads."""
+    if job.node_id is None:
+        return None
+    return await session.scalar(select(Node.name).where(Node.id == job.node_id))
 
 
 async def wait_for_job(redis: Redis, job_id: uuid.UUID, *, timeout_s: float) -> bool:
@@ -156,7 +167,9 @@ async def list_jobs(
 ) -> JobPage:
     """The viewer's jobs, newest first; keyset pagination on (created_at, id) so pages never
     skip or repeat."""
-    query = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+    query = (
+        select(Job, JOB_NODE_NAME).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+    )
     if not viewer.sees_every_job:
         query = query.where(Job.owner_id == viewer.owner_id)
     if status is not None:
@@ -164,9 +177,12 @@ async def list_jobs(
     if cursor is not None:
         created_at, last_id = _decode_cursor(cursor)
         query = query.where(tuple_(Job.created_at, Job.id) < tuple_(created_at, last_id))
-    jobs = list(await session.scalars(query))
-    next_cursor = _encode_cursor(jobs[limit - 1]) if len(jobs) > limit else None
-    return JobPage(items=[job_summary(j) for j in jobs[:limit]], next_cursor=next_cursor)
+    rows = (await session.execute(query)).all()
+    next_cursor = _encode_cursor(rows[limit - 1][0]) if len(rows) > limit else None
+    return JobPage(
+        items=[job_summary(job, node_name=name) for job, name in rows[:limit]],
+        next_cursor=next_cursor,
+    )
 
 
 async def delete_job(
@@ -199,7 +215,9 @@ def job_links(job_id: uuid.UUID) -> JobLinks:
     )
 
 
-def job_summary(job: Job) -> JobSummary:
+def job_summary(job: Job, *, node_name: str | None = None) -> JobSummary:
+    """node_name: the name of job.node_id's node (node_name() or JOB_NODE_NAME); None for
+    uploads."""
     return JobSummary(
         id=job.id,
         status=job.status,
@@ -218,14 +236,16 @@ def job_summary(job: Job) -> JobSummary:
         ),
         links=job_links(job.id),
         node_id=job.node_id,
+        node_name=node_name,
     )
 
 
-def job_detail(job: Job, detections: list[Detection]) -> JobDetail:
+def job_detail(job: Job, detections: list[Detection], *, node_name: str | None = None) -> JobDetail:
     return JobDetail(
-        **job_summary(job).model_dump(),
+        **job_summary(job, node_name=node_name).model_dump(),
         detections=[
             DetectionOut(
+                id=d.id,
                 kind=d.kind,
                 label=d.label,
                 score=d.score,

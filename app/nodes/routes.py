@@ -220,7 +220,7 @@ async def send_frame(
     ):
         detail = await service.get_own_job(session, node, job.id)
         return JSONResponse(detail.model_dump(mode="json"), status_code=status.HTTP_200_OK)
-    return jobs.job_summary(job)
+    return jobs.job_summary(job, node_name=node.name)
 
 
 async def _read_body(request: Request, *, limit_bytes: int) -> bytes:

@@ -37,7 +37,8 @@ async def test_a_photo_without_a_face_is_rejected_with_its_reason(signed_in: Pag
     await page.click('#create-person button[type="submit"]')
     card = page.locator('.person[data-name="Nobody"]')
     await card.locator(".enroll-input").set_input_files([str(DOG)])
-    await expect(card.locator(".rejections li")).to_contain_text("dog.jpg")
+    await expect(card.locator(".rejections li")).to_have_text("dog.jpg: no face found")
+    await expect(card.locator(".rejections li strong")).to_have_text("dog.jpg")
     await expect(card.locator(".face-count")).to_have_text("0 face(s)")
 
 
@@ -67,6 +68,33 @@ async def test_the_job_page_names_a_known_face_and_a_person_can_be_deleted(
     await card.locator(".delete-person").click()
     await expect(card).to_have_count(0)
     assert (await api.get(f"/v1/people/{person['id']}")).status_code == 404
+
+
+async def test_an_unknown_face_is_promoted_to_a_new_person_from_its_job_page(
+    signed_in: Page, api: httpx.AsyncClient
+):
+    page = signed_in
+    job = (
+        await api.post(
+            "/v1/images?wait=30",
+            files={"image": ("obama.jpg", (TEST / "obama1.jpg").read_bytes())},
+            data={"tasks": "faces,identify"},
+        )
+    ).json()
+    assert job["status"] == "done", job
+    await page.goto(f"/#/jobs/{job['id']}")
+    row = page.locator("#faces tbody tr")
+    await expect(row.locator(".identity")).to_have_text("unknown")
+
+    await row.get_by_role("button", name="Promote…").click()
+    await row.get_by_label("New person’s name").fill("Barack Obama")
+    await row.get_by_role("button", name="Promote", exact=True).click()
+    await expect(row).to_contain_text("Promoted to Barack Obama")
+
+    found = (await api.get("/v1/people", params={"name": "Barack Obama"})).json()["items"]
+    assert [p["face_count"] for p in found] == [1]
+    person = (await api.get(f"/v1/people/{found[0]['id']}")).json()
+    assert person["faces"][0]["source_job_id"] == job["id"]
 
 
 async def node_token(http: httpx.AsyncClient, node_id: str, secret: str) -> str:
@@ -109,3 +137,25 @@ async def test_a_nodes_heartbeat_shows_on_the_nodes_page(signed_in: Page, lookou
     await expect(page.locator("#node-secret")).to_have_count(0)
     await page.locator('#nodes tr[data-name="door-cam"] .revoke').click()
     await expect(page.locator('#nodes tr[data-name="door-cam"]')).to_have_count(0)
+
+
+async def test_a_node_s_frame_shows_under_the_node_s_name(
+    signed_in: Page, api: httpx.AsyncClient, lookout_server: str
+):
+    page = signed_in
+    node = (await api.post("/v1/nodes", json={"name": "porch-cam"})).json()
+    async with httpx.AsyncClient(base_url=lookout_server, timeout=30) as http:
+        token = await node_token(http, node["id"], node["secret"])
+        sent = await http.post(
+            "/v1/nodes/me/frames",
+            content=(TEST / "obama1.jpg").read_bytes(),
+            headers={"Authorization": f"Bearer {token}", "content-type": "image/jpeg"},
+        )
+    assert sent.status_code == 202, sent.text
+
+    job_id = sent.json()["id"]
+    card = page.locator(f'#feed [data-job-id="{job_id}"]')
+    await expect(card.locator(".source")).to_have_text("porch-cam")
+    await expect(page.locator('#node-filter option[value="porch-cam"]')).to_be_attached()
+    await card.locator("a.thumb").click()
+    await expect(page.locator("#timings dt:text-is('Source') + dd")).to_have_text("porch-cam")

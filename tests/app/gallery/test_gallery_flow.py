@@ -45,13 +45,30 @@ async def count(engine, sql: str, **params) -> int:  # type: ignore[no-untyped-d
         return int((await connection.execute(text(sql), params)).scalar_one())
 
 
-async def identify(client, relative: str) -> list[dict]:  # type: ignore[no-untyped-def]
+async def identify(client, relative: str, **kwargs) -> list[dict]:  # type: ignore[no-untyped-def]
     image = shared_image(relative)
     response = await client.post(
-        "/v1/identify", files={"image": (relative.rsplit("/", 1)[-1], image, "image/jpeg")}
+        "/v1/identify",
+        files={"image": (relative.rsplit("/", 1)[-1], image, "image/jpeg")},
+        **kwargs,
     )
     assert response.status_code == 200, response.text
     return response.json()["faces"]
+
+
+async def search(client, relative: str) -> list[dict]:  # type: ignore[no-untyped-def]
+    response = await client.post(
+        "/v1/faces/search", files={"image": ("q.jpg", shared_image(relative), "image/jpeg")}
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["results"]  # type: ignore[no-any-return]
+
+
+async def assert_no_job_data(engine, storage) -> None:  # type: ignore[no-untyped-def]
+    """Nothing of any job is left: no row, detection, job face embedding or stored image."""
+    for table in ("jobs", "detections", "face_embeddings"):
+        assert await count(engine, f"SELECT count(*) FROM {table}") == 0, table
+    assert not storage.root.exists() or list(storage.root.iterdir()) == []
 
 
 def names(faces: list[dict]) -> list[str | None]:
@@ -118,7 +135,9 @@ async def test_verify_says_same_for_one_person_and_different_for_two(client, wor
         assert result["same_person"] is False, (a, b, result)
 
 
-async def test_bad_enrollments_are_422_naming_the_image_and_store_nothing(client, worker, engine):
+async def test_bad_enrollments_are_422_naming_the_image_and_store_nothing(
+    client, worker, engine, storage
+):
     person = (await client.post("/v1/people", json={"name": "nobody"})).json()
     url = f"/v1/people/{person['id']}/faces"
     dog = SHARED_IMAGES / "scenes" / "dog.jpg"
@@ -139,6 +158,8 @@ async def test_bad_enrollments_are_422_naming_the_image_and_store_nothing(client
     assert not_image.json()["detail"].startswith("notes.txt: not a JPEG, PNG or WebP image")
 
     assert await count(engine, "SELECT count(*) FROM person_faces") == 0
+    # The refused photos went through the workers as jobs; those jobs are gone too.
+    await assert_no_job_data(engine, storage)
 
 
 async def test_a_near_duplicate_is_reported_not_stored_twice(client, worker, engine):
@@ -154,10 +175,14 @@ async def test_a_near_duplicate_is_reported_not_stored_twice(client, worker, eng
 
 
 async def test_deleting_a_person_deletes_their_embeddings_and_they_become_unknown(
-    client, worker, engine
+    client, worker, engine, storage
 ):
     people = await enroll_training_set(client)
     obama = people["obama"]
+    # The enrollment jobs are gone once their faces are copied: person_faces holds the only
+    # copy of each embedding, with no link to a job.
+    await assert_no_job_data(engine, storage)
+    assert await count(engine, "SELECT count(*) FROM person_faces WHERE source_job_id IS NULL") == 9
     assert (
         await count(
             engine, "SELECT count(*) FROM person_faces WHERE person_id = :p", p=uuid.UUID(obama)
@@ -174,8 +199,33 @@ async def test_deleting_a_person_deletes_their_embeddings_and_they_become_unknow
     )
     assert await count(engine, "SELECT count(*) FROM person_faces") == 7
     assert (await client.get(f"/v1/people/{obama}")).status_code == 404
+    await assert_no_job_data(engine, storage)
+    # No past face is found: the enrollment photos never became searchable job faces.
+    assert await search(client, "faces/train/obama/obama.jpg") == []
     # The worker reads the gallery per batch: no restart, the change is seen at once.
     assert names(await identify(client, "faces/test/obama1.jpg")) == ["unknown"]
+
+
+async def test_deleting_an_enrolled_face_deletes_its_embedding(client, worker, engine):
+    person = (await client.post("/v1/people", json={"name": "obama"})).json()
+    enrolled = await client.post(
+        f"/v1/people/{person['id']}/faces", files=files(*sorted((TRAIN / "obama").iterdir()))
+    )
+    first, second = (face["id"] for face in enrolled.json()["enrolled"])
+    url = f"/v1/people/{person['id']}/faces/{first}"
+
+    assert (await client.delete(url)).status_code == 204
+    detail = (await client.get(f"/v1/people/{person['id']}")).json()
+    assert detail["face_count"] == 1 and [f["id"] for f in detail["faces"]] == [second]
+    assert await count(engine, "SELECT count(*) FROM person_faces WHERE id = :f", f=first) == 0
+    assert await count(engine, "SELECT count(*) FROM face_embeddings") == 0  # no job copy
+
+    again = await client.delete(url)
+    assert again.status_code == 404 and again.json()["error"] == "not_found"
+    other = (await client.post("/v1/people", json={"name": "someone else"})).json()
+    wrong_person = await client.delete(f"/v1/people/{other['id']}/faces/{second}")
+    assert wrong_person.status_code == 404
+    assert await count(engine, "SELECT count(*) FROM person_faces") == 1
 
 
 async def test_an_unknown_face_is_found_in_past_jobs_and_promoted(client, worker):
@@ -194,6 +244,51 @@ async def test_an_unknown_face_is_found_in_past_jobs_and_promoted(client, worker
     assert promoted.status_code == 200, promoted.text
     assert promoted.json()["person"]["name"] == "obama"
     assert names(await identify(client, "faces/train/obama/obama2.jpg")) == ["obama"]
+
+
+async def test_an_unknown_face_is_promoted_into_an_existing_person(client, worker, engine):
+    person = (await client.post("/v1/people", json={"name": "obama"})).json()
+    seen = await client.post(
+        "/v1/identify", files={"image": ("o.jpg", shared_image("faces/test/obama1.jpg"))}
+    )
+    [face] = seen.json()["faces"]
+    assert face["unknown"]  # the person has no face yet
+
+    promoted = await client.post(
+        f"/v1/faces/{face['face_id']}/promote", json={"person_id": person["id"]}
+    )
+    assert promoted.status_code == 200, promoted.text
+    body = promoted.json()
+    assert body["person"]["id"] == person["id"] and body["person"]["face_count"] == 1
+    # A promoted face keeps its link to the past job it came from.
+    assert body["enrolled"][0]["source_job_id"] == seen.json()["job_id"]
+    assert await count(engine, "SELECT count(*) FROM people") == 1  # no new person
+    assert names(await identify(client, "faces/train/obama/obama2.jpg")) == ["obama"]
+
+    # Deleting the person deletes their faces; the past job is its owner's, and stays until
+    # retention or DELETE /v1/jobs/{id} (README, Face recognition).
+    assert (await client.delete(f"/v1/people/{person['id']}")).status_code == 204
+    assert await count(engine, "SELECT count(*) FROM person_faces") == 0
+    assert (await client.get(f"/v1/jobs/{seen.json()['job_id']}")).status_code == 200
+
+
+async def test_promoting_into_a_missing_or_another_key_s_person_is_404(
+    client, worker, make_key, engine
+):
+    from app.security import Scope
+
+    mine = {"X-API-Key": await make_key("mine", scopes=(Scope.read, Scope.write))}
+    theirs = {"X-API-Key": await make_key("theirs", scopes=(Scope.read, Scope.write))}
+    [face] = await identify(client, "faces/test/obama1.jpg", headers=mine)
+    their_person = (await client.post("/v1/people", json={"name": "x"}, headers=theirs)).json()
+
+    for person_id in (str(uuid.uuid4()), their_person["id"]):
+        response = await client.post(
+            f"/v1/faces/{face['face_id']}/promote", json={"person_id": person_id}, headers=mine
+        )
+        assert response.status_code == 404, response.text
+        assert response.json() == {"error": "not_found", "detail": f"no person with id {person_id}"}
+    assert await count(engine, "SELECT count(*) FROM person_faces") == 0
 
 
 async def test_people_are_listed_searched_renamed_and_scoped_to_their_key(client, make_key, app):
@@ -240,3 +335,16 @@ async def test_the_cli_import_enrolls_one_folder_per_person(client, worker, engi
     again = await enroll_people(client, people_in(TRAIN), show_progress=False)
     assert "0 enrolled, 2 duplicate(s)" in again[1]  # biden: reused, nothing stored twice
     assert await count(engine, "SELECT count(*) FROM people") == 5
+
+
+async def test_an_enrollment_no_worker_finished_leaves_no_job_behind(client, app, engine, storage):
+    person = (await client.post("/v1/people", json={"name": "obama"})).json()
+    app.state.lookout.settings.gallery.wait_s = 0.3
+    try:
+        response = await client.post(
+            f"/v1/people/{person['id']}/faces", files=files(TRAIN / "obama" / "obama.jpg")
+        )
+    finally:
+        app.state.lookout.settings.gallery.wait_s = 30.0
+    assert response.status_code == 504, response.text
+    await assert_no_job_data(engine, storage)

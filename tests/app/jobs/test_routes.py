@@ -1,5 +1,6 @@
 """The jobs API contract: bad input is refused with a clear 4xx and nothing is stored."""
 
+import json
 import uuid
 
 import pytest
@@ -163,6 +164,27 @@ async def test_job_list_filters_by_status(client, make_consumer):
     assert [j["id"] for j in waiting] == [queued["id"]]
 
 
+async def test_each_detection_carries_its_id(client, make_consumer, engine, redis):
+    job = (await client.post("/v1/images", files={"image": ("t1.jpg", T1, "image/jpeg")})).json()
+    await make_consumer().run(burst=True)
+    detail = (await client.get(f"/v1/jobs/{job['id']}")).json()
+    async with engine.connect() as connection:
+        ids = list(
+            await connection.scalars(
+                text("SELECT id FROM detections WHERE job_id = :job ORDER BY id"),
+                {"job": uuid.UUID(job["id"])},
+            )
+        )
+    assert len(ids) == 6 and [d["id"] for d in detail["detections"]] == ids
+    # The same ids in the firehose's result event: the Live and Job pages promote faces by them.
+    [result] = [e for e in await firehose_events(redis) if e["type"] == "result"]
+    assert [d["id"] for d in result["job"]["detections"]] == ids
+
+
+async def firehose_events(redis) -> list[dict]:  # type: ignore[type-arg]
+    return [json.loads(fields[b"data"]) for _, fields in await redis.xrange(streams.FIREHOSE)]
+
+
 async def test_bad_cursor_and_status_are_422(client):
     assert (await client.get("/v1/jobs", params={"cursor": "@@@"})).status_code == 422
     assert (await client.get("/v1/jobs", params={"status": "sleeping"})).status_code == 422
@@ -174,3 +196,6 @@ async def test_docs_and_openapi_render_with_examples(client):
     assert "/v1/images" in spec["paths"]
     detection = spec["components"]["schemas"]["DetectionOut"]
     assert detection["properties"]["box"]["examples"] == [[10, 20, 110, 150]]
+    assert "id" in detection["required"]
+    summary = spec["components"]["schemas"]["JobSummary"]["properties"]
+    assert {"type": "null"} in summary["node_name"]["anyOf"]

@@ -174,6 +174,30 @@ async def test_a_frame_over_http_becomes_a_job_under_the_node_s_policy(
     assert (await client.get(stored["links"]["image"])).content == T1
 
 
+async def test_a_node_s_jobs_carry_its_name_and_uploads_none(
+    client, settings, make_node, make_consumer, redis
+):
+    node = await make_node("gate-cam")
+    headers = jpeg(bearer(node_token(settings, node.id)))
+    frame = (await client.post("/v1/nodes/me/frames", content=T1, headers=headers)).json()
+    assert frame["node_name"] == "gate-cam"
+    upload = (await client.post("/v1/images", files={"image": ("t1.jpg", T1)})).json()
+    await make_consumer().run(burst=True)
+
+    assert (await client.get(f"/v1/jobs/{frame['id']}")).json()["node_name"] == "gate-cam"
+    listed = (await client.get("/v1/jobs")).json()["items"]
+    assert {j["id"]: j["node_name"] for j in listed} == {
+        frame["id"]: "gate-cam",
+        upload["id"]: None,
+    }
+    entries = await redis.xrange(streams.FIREHOSE)
+    events = [json.loads(fields[b"data"]) for _, fields in entries]
+    assert {e["job_id"]: e["job"]["node_name"] for e in events if e["type"] == "result"} == {
+        frame["id"]: "gate-cam",
+        upload["id"]: None,
+    }
+
+
 async def test_wait_returns_the_frame_s_result_inline(client, settings, make_node, make_consumer):
     node = await make_node()
     headers = jpeg(bearer(node_token(settings, node.id)))

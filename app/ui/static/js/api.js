@@ -139,28 +139,21 @@ export const people = {
   faceCountOf: (person) => person?.face_count ?? person?.faces?.length ?? 0,
 };
 
+const ENROLL_REFUSED = 'cannot enroll: ';
+
 /**
- * Rejected photos from an enrollment error (422), as [{name, reason}], whatever the exact
- * shape: {rejected: [...]}, {detail: [...]}, or {images: [{filename, accepted, reason}]}.
+ * Rejected photos from an enrollment error, as [{name, reason}]. The gallery answers 422
+ * {"error": "unusable_face", "detail": "cannot enroll: a.jpg: no face found | b.jpg: …"}, and
+ * a photo refused before it reaches a worker (not an image, too large) "<photo>: <why>".
  */
 export function rejectionsOf(error) {
-  const body = error?.body ?? {};
-  // The gallery answers {"error": "unusable_face", "detail": "<image>: <why>"}.
-  if (typeof body.detail === 'string' && body.detail.includes(': ')) {
-    const at = body.detail.indexOf(': ');
-    return [{ name: body.detail.slice(0, at), reason: body.detail.slice(at + 2) }];
-  }
-  const lists = [body.rejected, body.images, body.results, Array.isArray(body.detail) ? body.detail : null];
-  const found = [];
-  for (const list of lists) {
-    for (const item of list ?? []) {
-      if (item && item.accepted === true) continue;
-      const name = item.filename ?? item.image ?? item.name ?? (item.index !== undefined ? `#${item.index + 1}` : '');
-      const reason = item.reason ?? item.detail ?? item.msg ?? item.error ?? JSON.stringify(item);
-      found.push({ name, reason });
-    }
-  }
-  return found;
+  const detail = error?.body?.detail;
+  if (typeof detail !== 'string') return [];
+  const refused = detail.startsWith(ENROLL_REFUSED) ? detail.slice(ENROLL_REFUSED.length).split(' | ') : [detail];
+  return refused.filter((item) => item.includes(': ')).map((item) => {
+    const at = item.indexOf(': ');
+    return { name: item.slice(0, at), reason: item.slice(at + 2) };
+  });
 }
 
 /** Matches from POST /v1/identify as [{name, similarity, person_id}] (null name: unknown). */
@@ -196,8 +189,8 @@ export function identityOf(detection) {
   return identity && identity.name ? identity : null;
 }
 
-/** The id a face detection can be promoted by (issue 4), if the API gave one. */
-export const faceIdOf = (detection) => detection?.attributes?.face_id ?? detection?.face_id ?? detection?.id ?? null;
+/** The id a face detection is promoted by: its `id` (the face_id of POST /v1/faces/{id}/promote). */
+export const faceIdOf = (detection) => detection.id;
 
-/** The node that sent a job's frame (issue 5), or null for an upload. */
-export const nodeNameOf = (job) => job?.node?.name ?? job?.node_name ?? job?.source?.node_name ?? null;
+/** The name of the node that sent a job's frame (`node_name`), or null for an upload. */
+export const nodeNameOf = (job) => job.node_name ?? null;
