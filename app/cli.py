@@ -401,18 +401,25 @@ async def apikey_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def maintain_once(settings: Settings) -> int:
-    from app.db import create_engine, create_redis, create_sessionmaker
+    from app.db import create_engine, create_frames_redis, create_redis, create_sessionmaker
     from app.maintenance import run_maintenance
     from app.storage import Storage
 
     _require(settings.database.url, "LOOKOUT_DATABASE__URL")
     engine = create_engine(settings.database)
     redis = create_redis(settings.redis)
+    frames_redis = create_frames_redis(settings.redis, redis)
     try:
         report = await run_maintenance(
-            settings, create_sessionmaker(engine), redis, Storage(settings.storage_dir)
+            settings,
+            create_sessionmaker(engine),
+            redis,
+            Storage(settings.storage_dir),
+            frames_redis=frames_redis,
         )
     finally:
+        if frames_redis is not redis:
+            await frames_redis.aclose()
         await redis.aclose()
         await engine.dispose()
     print(report)

@@ -38,8 +38,20 @@ def create_engine(database: DatabaseSettings) -> AsyncEngine:
 def create_redis(redis: RedisSettings) -> Redis:
     if redis.url is None:
         raise RuntimeError("no Redis URL: set LOOKOUT_REDIS__URL or run `lookout up`")
+    return _redis_client(redis.url, redis)
+
+
+def create_frames_redis(redis: RedisSettings, main: Redis) -> Redis:
+    """The client of the frames Redis (node frames); `main` itself when no frames URL is set.
+
+    Close it only if it is not `main`.
+    """
+    return main if redis.frames_url is None else _redis_client(redis.frames_url, redis)
+
+
+def _redis_client(url: str, redis: RedisSettings) -> Redis:
     return Redis.from_url(
-        redis.url,
+        url,
         decode_responses=False,
         socket_timeout=redis.socket_timeout_s,
         socket_connect_timeout=redis.connect_timeout_s,

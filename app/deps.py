@@ -31,6 +31,7 @@ class AppState:
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     redis: Redis
+    frames_redis: Redis  # node frames (app/streams.py); the same client as redis when unset
     storage: Storage
     firehose: Firehose
     metrics: ApiMetrics
@@ -60,6 +61,10 @@ def get_redis(state: StateDep) -> Redis:
     return state.redis
 
 
+def get_frames_redis(state: StateDep) -> Redis:
+    return state.frames_redis
+
+
 def get_storage(state: StateDep) -> Storage:
     return state.storage
 
@@ -69,6 +74,7 @@ def get_settings_dep(state: StateDep) -> Settings:
 
 
 RedisDep = Annotated[Redis, Depends(get_redis)]
+FramesRedisDep = Annotated[Redis, Depends(get_frames_redis)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 

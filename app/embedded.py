@@ -71,10 +71,10 @@ def start_embedded(data_dir: Path) -> EmbeddedServices:
             "700",
             "--dir",
             str(redis_dir),
-            # No persistence: edge-node frames ride inline in stream entries, and they must
-            # never touch disk; an AOF or RDB file would hold them. Postgres is the source of
-            # truth: after a restart the reconciler re-enqueues what Redis forgot (and fails
-            # jobs whose only copy of a frame was in Redis).
+            # No persistence: with no frames URL set this Redis also holds edge-node frames
+            # (app/streams.py), and they must never touch disk; an AOF or RDB file would hold
+            # them. Postgres is the source of truth: after a restart the reconciler re-enqueues
+            # what Redis forgot (and fails jobs whose only copy of a frame was in Redis).
             "--appendonly",
             "no",
             "--save",

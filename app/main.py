@@ -10,7 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from app import streams
-from app.db import create_engine, create_redis, create_sessionmaker
+from app.db import create_engine, create_frames_redis, create_redis, create_sessionmaker
 from app.deps import API_KEY_HEADER, AppState
 from app.errors import ERROR_RESPONSES, install_error_handlers
 from app.firehose import Firehose
@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.database)
         redis = create_redis(settings.redis)
+        frames_redis = create_frames_redis(settings.redis, redis)
         sessionmaker = create_sessionmaker(engine)
         storage = Storage(settings.storage_dir)
         firehose = Firehose(redis, max_queued_per_client=settings.api.ws_max_queued_events)
@@ -71,13 +72,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             engine=engine,
             sessionmaker=sessionmaker,
             redis=redis,
+            frames_redis=frames_redis,
             storage=storage,
             firehose=firehose,
             metrics=metrics,
             websocket_slots=websocket_slots,
         )
         maintenance = (
-            asyncio.create_task(maintenance_loop(settings, sessionmaker, redis, storage))
+            asyncio.create_task(
+                maintenance_loop(settings, sessionmaker, redis, storage, frames_redis=frames_redis)
+            )
             if settings.maintenance.enabled
             else None
         )
@@ -92,6 +96,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
+            if frames_redis is not redis:
+                await frames_redis.aclose()
             await redis.aclose()
             await engine.dispose()
 

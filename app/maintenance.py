@@ -11,8 +11,9 @@ Reconciler: Postgres is the source of truth. A job that is queued/running there 
 the grace period, so the API is not between its INSERT and its XADD) must have a live message
 in `lookout:jobs`; if its entry marker or the entry itself is gone (Redis lost its data, the
 entry was MAXLEN-trimmed, or the API died before the XADD) the job is enqueued again. A job
-whose message is still in the stream is never enqueued twice. Inline frames (no stored image)
-cannot be re-sent; such jobs fail with a clear error.
+whose message is still in the stream is never enqueued twice. A node frame that was not stored
+is sent again only while the frames Redis still has its bytes; once they are gone (expired, or
+that Redis lost them) the job fails with a clear error.
 
 Janitor: images past their TTL and, oldest first, beyond the total size cap; finished jobs past
 their retention (their detections cascade, their images go with them).
@@ -44,7 +45,7 @@ JOB_DELETE_BATCH = 1000
 @dataclass(frozen=True)
 class MaintenanceReport:
     reenqueued: int
-    lost_inline: int
+    lost_frames: int
     images_expired: int
     images_evicted: int
     bytes_freed: int
@@ -52,9 +53,16 @@ class MaintenanceReport:
 
 
 async def reconcile(
-    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], redis: Redis
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    redis: Redis,
+    *,
+    frames_redis: Redis | None = None,
 ) -> tuple[int, int]:
-    """Re-enqueue unfinished jobs Redis no longer has. Returns (re-enqueued, failed inline)."""
+    """Re-enqueue unfinished jobs Redis no longer has. Returns (re-enqueued, failed: frame gone).
+
+    `frames_redis`: where node frames are (None: the main Redis).
+    """
     cutoff = datetime.now(UTC) - timedelta(seconds=settings.maintenance.reconcile_grace_s)
     async with sessionmaker() as session:
         jobs = list(
@@ -70,26 +78,37 @@ async def reconcile(
     await streams.ensure_group(redis)  # after a wipe, so the group starts before our entries
     live = await streams.jobs_with_live_entry(redis, [job.id for job in jobs])
     lost = [job for job in jobs if job.id not in live]
-    reenqueued = lost_inline = 0
+    frames = await streams.frames_present(
+        frames_redis if frames_redis is not None else redis,
+        [streams.frame_key(job.id) for job in lost if job.image_key is None],
+    )
+    reenqueued = lost_frames = 0
     for job in lost:
-        if job.image_key is None:
-            lost_inline += await _fail_lost_inline(settings, sessionmaker, redis, job.id)
+        if job.image_key is not None:
+            message = streams.JobMessage(job.id, tuple(job.tasks), image_key=job.image_key)
+        elif streams.frame_key(job.id) in frames:
+            message = streams.JobMessage.for_frame(job.id, tuple(job.tasks))
+        else:
+            lost_frames += await _fail_lost_frame(settings, sessionmaker, redis, job.id)
             continue
-        message = streams.JobMessage(job_id=job.id, tasks=tuple(job.tasks), image_key=job.image_key)
         await streams.enqueue_job(redis, message, maxlen=settings.streams.jobs_maxlen)
         reenqueued += 1
         log.info("job_reenqueued", job_id=str(job.id), status=job.status.value)
-    return reenqueued, lost_inline
+    return reenqueued, lost_frames
 
 
-async def _fail_lost_inline(
+async def _fail_lost_frame(
     settings: Settings,
     sessionmaker: async_sessionmaker[AsyncSession],
     redis: Redis,
     job_id: uuid.UUID,
 ) -> int:
-    """A node frame exists only in its message: when Redis lost that, the job can only fail."""
-    reason = "the frame was sent inline and Redis lost it before a worker ran the job"
+    """A node frame that was not stored exists only in the frames Redis: without it, the job
+    can only fail."""
+    reason = (
+        "the node frame is gone from the frames Redis (it waited past its TTL, or Redis lost it) "
+        "and its job was not in the work queue"
+    )
     async with sessionmaker.begin() as session:
         failed = await session.scalar(
             update(Job)
@@ -144,9 +163,13 @@ async def run_maintenance(
     sessionmaker: async_sessionmaker[AsyncSession],
     redis: Redis,
     storage: Storage,
+    *,
+    frames_redis: Redis | None = None,
 ) -> MaintenanceReport:
     """One pass: reconcile, expire jobs, sweep images. Each step is idempotent."""
-    reenqueued, lost_inline = await reconcile(settings, sessionmaker, redis)
+    reenqueued, lost_frames = await reconcile(
+        settings, sessionmaker, redis, frames_redis=frames_redis
+    )
     jobs_deleted = await expire_jobs(settings, sessionmaker, storage)
     swept = await asyncio.to_thread(
         sweep,
@@ -156,13 +179,13 @@ async def run_maintenance(
     )
     report = MaintenanceReport(
         reenqueued=reenqueued,
-        lost_inline=lost_inline,
+        lost_frames=lost_frames,
         images_expired=len(swept.expired),
         images_evicted=len(swept.evicted),
         bytes_freed=swept.bytes_freed,
         jobs_deleted=jobs_deleted,
     )
-    if any((reenqueued, lost_inline, swept.expired, swept.evicted, jobs_deleted)):
+    if any((reenqueued, lost_frames, swept.expired, swept.evicted, jobs_deleted)):
         log.info("maintenance_done", **report.__dict__)
     return report
 
@@ -172,6 +195,8 @@ async def maintenance_loop(
     sessionmaker: async_sessionmaker[AsyncSession],
     redis: Redis,
     storage: Storage,
+    *,
+    frames_redis: Redis | None = None,
 ) -> None:
     """Run a pass every interval_s in whichever process holds the lock; never raises.
 
@@ -185,7 +210,9 @@ async def maintenance_loop(
             if await streams.try_lock(
                 redis, streams.MAINTENANCE_LOCK, owner=owner, ttl_s=interval_s * 0.9
             ):
-                await run_maintenance(settings, sessionmaker, redis, storage)
+                await run_maintenance(
+                    settings, sessionmaker, redis, storage, frames_redis=frames_redis
+                )
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # an outage: try again next interval

@@ -73,7 +73,7 @@ class Job(Base):
         default=JobStatus.queued,
     )
     tasks: Mapped[list[str]] = mapped_column(ARRAY(String(32)))
-    # Storage key of the upload; None when the image rode inline and was never stored.
+    # Storage key of the upload; None for a node frame that was never stored.
     image_key: Mapped[str | None] = mapped_column(String(255))
     processed_image_key: Mapped[str | None] = mapped_column(String(255))
     content_type: Mapped[str] = mapped_column(String(64))

@@ -59,6 +59,10 @@ class DatabaseSettings(BaseModel):
 
 class RedisSettings(BaseModel):
     url: str | None = None  # redis://host:6379/0 or unix:///path/redis.sock ; None → embedded
+    # A Redis that never persists (no AOF, no RDB) for node frames that must not touch disk
+    # (app/streams.py). None → the main Redis holds them: right only when it keeps nothing on
+    # disk either (`lookout up`'s embedded one); production's AOF would write every frame.
+    frames_url: str | None = None
     socket_timeout_s: float = 10.0  # must exceed the longest blocking read (streams.MAX_BLOCK_MS)
     connect_timeout_s: float = 5.0
 
@@ -313,6 +317,7 @@ class Settings(BaseSettings):
         for name, url in (
             ("LOOKOUT_DATABASE__URL", self.database.url),
             ("LOOKOUT_REDIS__URL", self.redis.url),
+            ("LOOKOUT_REDIS__FRAMES_URL", self.redis.frames_url),
         ):
             password = urlsplit(url).password if url else None
             if password is not None and is_placeholder(password):

@@ -1,7 +1,7 @@
 """THE wire protocol between API and workers: stream names, message schemas, publish/read helpers.
 
 Every message carries `v` (schema version). Redis clients are created with bytes responses
-(decode_responses=False) because job messages may carry inline image bytes.
+(decode_responses=False): stream fields and node frames are bytes.
 
 - `lookout:jobs` (group `detectors`): one entry per job to run (JobMessage).
 - `lookout:job:{id}`: that job's events (status | result | error), in order; expires
@@ -16,9 +16,13 @@ Every message carries `v` (schema version). Redis clients are created with bytes
   second the beat expires). /health/ready counts the unexpired ones.
 - `lookout:maintenance:lock`: held by the one API replica running the reconciler + janitor.
 - `lookout:ratelimit:{owner}:{window}`: request counter of one API key in one window.
+- `lookout:frame:{job_id}` (in the *frames* Redis): the bytes of a node frame that must not be
+  stored (`store_frames` false). The job message names it in `frame_key`; it is deleted when
+  the job ends (done, failed, skipped or dead-lettered) and expires after `frame_ttl_ms` anyway.
 
-Inline images (edge node frames that must not be stored) live in `lookout:jobs` only until the
-job is acked: the entry is deleted with the ack, and a dead-lettered copy never carries them.
+The frames Redis (settings.redis.frames_url) keeps nothing on disk; the main Redis may (AOF in
+production, for the work in flight), so frame bytes never go into anything written to it. Where
+no frames URL is set the main Redis holds the frames too (`lookout up`: no persistence at all).
 """
 
 import json
@@ -33,7 +37,8 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 
-SCHEMA_VERSION = 1
+# 2: node frames moved out of the message (v1 `image`, inline bytes) into `frame_key`.
+SCHEMA_VERSION = 2
 # The longest one blocking read may wait. Callers that wait longer loop; the Redis client's
 # socket timeout (settings.redis.socket_timeout_s) must exceed this, or a quiet stream would
 # look like a dead connection.
@@ -74,13 +79,31 @@ def rate_limit_key(owner: str, window: int) -> str:
     return f"lookout:ratelimit:{owner}:{window}"
 
 
+def frame_key(job_id: uuid.UUID | str) -> str:
+    return f"lookout:frame:{job_id}"
+
+
+def frame_ttl_ms(*, job_timeout_s: float, max_deliveries: int) -> int:
+    """How long a node frame is kept for its job: past this it is gone, and so is the job.
+
+    Each delivery (max_deliveries, then one more that dead-letters it) may run job_timeout_s
+    and then sit job_timeout_s before another worker reclaims it. A frame still queued after
+    that fails its job: a live frame that old has no one waiting for it.
+    """
+    return int(2 * job_timeout_s * (max_deliveries + 1) * 1000)
+
+
 @dataclass(frozen=True)
 class JobMessage:
     job_id: uuid.UUID
     tasks: tuple[str, ...]
     image_key: str | None = None  # where storage holds the image …
-    image: bytes | None = None  # … or the bytes inline, for frames that must not touch disk
+    frame_key: str | None = None  # … or where the frames Redis holds a node frame's bytes
     enqueued_at: float = field(default_factory=time.time)  # epoch seconds
+
+    @classmethod
+    def for_frame(cls, job_id: uuid.UUID, tasks: tuple[str, ...]) -> "JobMessage":
+        return cls(job_id=job_id, tasks=tasks, frame_key=frame_key(job_id))
 
     def to_fields(self) -> dict[str, str | bytes]:
         fields: dict[str, str | bytes] = {
@@ -91,8 +114,8 @@ class JobMessage:
         }
         if self.image_key is not None:
             fields["image_key"] = self.image_key
-        if self.image is not None:
-            fields["image"] = self.image
+        if self.frame_key is not None:
+            fields["frame_key"] = self.frame_key
         return fields
 
     @classmethod
@@ -105,14 +128,18 @@ class JobMessage:
             tasks = tuple(t for t in fields[b"tasks"].decode().split(",") if t)
             enqueued_at = float(fields[b"enqueued_at"])
             image_key = fields.get(b"image_key")
-            image = fields.get(b"image")
-            if (image_key is None) == (image is None):
-                raise ProtocolError("job message needs exactly one of image_key, image")
+            frame = fields.get(b"frame_key")
+            if (image_key is None) == (frame is None):
+                raise ProtocolError("job message needs exactly one of image_key, frame_key")
+            # Workers delete the frame key when the job ends: it may only ever name this
+            # job's frame, never another key.
+            if frame is not None and frame.decode() != frame_key(job_id):
+                raise ProtocolError(f"frame_key {frame!r} is not the frame of job {job_id}")
             return cls(
                 job_id=job_id,
                 tasks=tasks,
                 image_key=image_key.decode() if image_key is not None else None,
-                image=image,
+                frame_key=frame.decode() if frame is not None else None,
                 enqueued_at=enqueued_at,
             )
         except (KeyError, ValueError, UnicodeDecodeError) as exc:
@@ -172,6 +199,11 @@ return id
 """
 
 
+def _elsewhere(redis: "Redis", frames_redis: "Redis | None") -> "Redis | None":
+    """The frames Redis when it is a server of its own; None when the main Redis holds frames."""
+    return None if frames_redis is None or frames_redis is redis else frames_redis
+
+
 async def enqueue_job(
     redis: "Redis",
     message: JobMessage,
@@ -179,16 +211,31 @@ async def enqueue_job(
     maxlen: int,
     first_event: dict[str, Any] | None = None,
     events_ttl_s: int = 3600,
+    frame: bytes | None = None,
+    frame_ttl_ms: int | None = None,
+    frames_redis: "Redis | None" = None,
 ) -> StreamId:
     """XADD the message and record its entry id under the job's marker, atomically.
 
     With `first_event` (the job's `queued` status), that event goes on the job's stream in the
     same MULTI: one round trip, and no worker can report `running` before `queued`.
+
+    With `frame`, the node frame's bytes are SET (PX frame_ttl_ms) under the message's
+    frame_key in `frames_redis` (None: the main Redis) first: a message never names a frame
+    that is not there yet. Without it, a message with a frame_key names a frame already there
+    (the reconciler sending a lost message again).
     """
+    if frame is not None and (message.frame_key is None or frame_ttl_ms is None):
+        raise ValueError("a frame needs a message with a frame_key and a frame_ttl_ms")
     flat: list[str | bytes] = []
     for name, value in message.to_fields().items():
         flat.extend((name, value))
+    separate = _elsewhere(redis, frames_redis)
+    if frame is not None and separate is not None:
+        await separate.set(cast(str, message.frame_key), frame, px=frame_ttl_ms)
     async with redis.pipeline(transaction=True) as pipe:
+        if frame is not None and separate is None:
+            pipe.set(cast(str, message.frame_key), frame, px=frame_ttl_ms)
         if first_event is not None:
             _append_events(
                 pipe, [first_event], ttl_s=events_ttl_s, firehose_maxlen=None, wanted=None
@@ -305,21 +352,41 @@ async def _xread(
     return [(entry_id, _decode_event(fields or {})) for entry_id, fields in response[0][1]]
 
 
-async def dead_letter(redis: "Redis", entry_id: StreamId, fields: Fields, reason: str) -> None:
+# A field of schema version 1 that held a node frame's bytes inline. Such a message left over
+# from before the upgrade is dead-lettered (wrong version): its bytes are neither copied nor
+# left behind in the work stream.
+_V1_INLINE_IMAGE = b"image"
+
+
+async def dead_letter(
+    redis: "Redis",
+    entry_id: StreamId,
+    fields: Fields,
+    reason: str,
+    *,
+    frame_key: str | None = None,
+    frames_redis: "Redis | None" = None,
+) -> None:
     """Move a poisoned job message to the dead-letter stream and ack it, atomically.
 
-    Inline image bytes are not copied, and their source entry is deleted with the ack.
+    `frame_key`: the job's frame, deleted with it (pass it when the job has been given up on).
+    The dead letter holds the message's fields, never frame bytes.
     """
-    dead_fields: dict[Any, Any] = {k: v for k, v in fields.items() if k != b"image"}
+    dead_fields: dict[Any, Any] = {k: v for k, v in fields.items() if k != _V1_INLINE_IMAGE}
     dead_fields[b"source_id"] = entry_id
     dead_fields[b"error"] = reason.encode()
+    separate = _elsewhere(redis, frames_redis)
+    if frame_key is not None and separate is not None:
+        await separate.delete(frame_key)
     async with redis.pipeline(transaction=True) as pipe:
         pipe.xadd(DEAD, dead_fields)
         pipe.xack(JOBS, GROUP, entry_id)
         if b"job_id" in fields:
             pipe.delete(job_entry_key(fields[b"job_id"].decode(errors="replace")))
-        if b"image" in fields:
+        if _V1_INLINE_IMAGE in fields:
             pipe.xdel(JOBS, entry_id)
+        if frame_key is not None and separate is None:
+            pipe.delete(frame_key)
         await pipe.execute()
 
 
@@ -357,28 +424,62 @@ async def delivery_count(redis: "Redis", entry_id: StreamId) -> int:
 
 
 async def ack(
-    redis: "Redis", entry_id: StreamId, job_id: uuid.UUID | None = None, *, delete: bool = False
+    redis: "Redis",
+    entry_id: StreamId,
+    job_id: uuid.UUID | None = None,
+    *,
+    frame_key: str | None = None,
+    frames_redis: "Redis | None" = None,
 ) -> None:
     """XACK, and drop the job's entry marker: the job no longer needs its message.
 
-    `delete`: also XDEL the entry, for a message that carried an inline image (a node frame
-    that must not outlive its job in Redis).
+    `frame_key`: the job's node frame, deleted too (from `frames_redis`; None: the main Redis).
     """
-    await ack_many(redis, [(entry_id, job_id, delete)])
+    await ack_many(redis, [(entry_id, job_id, frame_key)], frames_redis=frames_redis)
 
 
 async def ack_many(
-    redis: "Redis", entries: Sequence[tuple[StreamId, uuid.UUID | None, bool]]
+    redis: "Redis",
+    entries: Sequence[tuple[StreamId, uuid.UUID | None, str | None]],
+    *,
+    frames_redis: "Redis | None" = None,
 ) -> None:
-    """`ack` for several (entry id, job id, delete) in one MULTI."""
+    """`ack` for several (entry id, job id, frame key) in one MULTI.
+
+    Call it once the job's outcome is in Postgres: a frame in a Redis of its own is deleted
+    first (a redelivery after a failed ack then finds the job finished and never needs it);
+    in the main Redis it goes in the same MULTI.
+    """
+    frame_keys = [key for _, _, key in entries if key is not None]
+    separate = _elsewhere(redis, frames_redis)
+    if frame_keys and separate is not None:
+        await separate.delete(*frame_keys)
     async with redis.pipeline(transaction=True) as pipe:
-        for entry_id, job_id, delete in entries:
+        for entry_id, job_id, _ in entries:
             pipe.xack(JOBS, GROUP, entry_id)
-            if delete:
-                pipe.xdel(JOBS, entry_id)
             if job_id is not None:
                 pipe.delete(job_entry_key(job_id))
+        if frame_keys and separate is None:
+            pipe.delete(*frame_keys)
         await pipe.execute()
+
+
+async def get_frames(frames_redis: "Redis", keys: Sequence[str]) -> list[bytes | None]:
+    """The bytes of these node frames, in order, in one MGET; None for a frame that is gone."""
+    if not keys:
+        return []
+    return cast(list[bytes | None], await frames_redis.mget(list(keys)))
+
+
+async def frames_present(frames_redis: "Redis", keys: Sequence[str]) -> set[str]:
+    """Which of these node frames are still there (not expired, not lost)."""
+    if not keys:
+        return set()
+    async with frames_redis.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.exists(key)
+        found = cast(list[int], await pipe.execute())
+    return {key for key, exists in zip(keys, found, strict=True) if exists}
 
 
 def is_missing_group(exc: ResponseError) -> bool:

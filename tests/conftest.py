@@ -125,6 +125,31 @@ async def redis(settings: Settings) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
+def separate_frames_url(settings: Settings) -> str:
+    """A frames Redis apart from the main one: another database of the test server, so its
+    own keyspace and its own clients (a frame written to the wrong Redis is not found there)."""
+    assert settings.redis.url is not None
+    return f"{settings.redis.url}?db=1"  # the query's db wins over a redis:// URL's path
+
+
+@pytest.fixture
+async def separate_frames_redis(settings: Settings) -> AsyncIterator[Redis]:
+    client = Redis.from_url(separate_frames_url(settings), decode_responses=False)
+    await client.flushdb()
+    yield client
+    await client.flushdb()
+    await client.aclose()
+
+
+@pytest.fixture(params=["main", "separate"])
+def frames_redis(request: pytest.FixtureRequest, redis: Redis) -> Redis:
+    """Node frames in the main Redis (`lookout up`) or in a Redis of their own (production)."""
+    if request.param == "main":
+        return redis
+    separate: Redis = request.getfixturevalue("separate_frames_redis")
+    return separate
+
+
 @pytest.fixture(scope="session")
 def storage(settings: Settings) -> Storage:
     return Storage(settings.storage_dir)
@@ -206,7 +231,10 @@ def make_consumer(
     sessionmaker: async_sessionmaker[AsyncSession],
     storage: Storage,
 ):  # type: ignore[no-untyped-def]
-    def factory(name: str = "test-worker", **worker_overrides: object) -> Consumer:
+    def factory(
+        name: str = "test-worker", *, frames_redis: Redis | None = None, **worker_overrides: object
+    ) -> Consumer:
+        """`frames_redis`: where node frames are (None: the main Redis, as in `lookout up`)."""
         worker = settings.worker.model_copy(update=worker_overrides)
         return Consumer(
             settings.model_copy(update={"worker": worker}),
@@ -214,6 +242,7 @@ def make_consumer(
             redis,
             sessionmaker,
             storage,
+            frames_redis=frames_redis,
             name=name,
         )
 
@@ -227,7 +256,11 @@ def make_job(
     sessionmaker: async_sessionmaker[AsyncSession],
     storage: Storage,
 ):  # type: ignore[no-untyped-def]
-    """Create and enqueue a job the way the API does (bypassing HTTP)."""
+    """Create and enqueue a job the way the API does (bypassing HTTP).
+
+    `node_frame`: as the frame of a node that does not store frames (no file; the bytes go to
+    `frames_redis`, None: the main Redis).
+    """
 
     async def factory(
         image: bytes,
@@ -235,14 +268,30 @@ def make_job(
         tasks: tuple[str, ...] = ("faces",),
         enqueue: bool = True,
         owner_id: uuid.UUID | None = None,
+        node_frame: bool = False,
+        frames_redis: Redis | None = None,
     ) -> Job:
         info = inspect_image(image, max_pixels=settings.api.max_image_pixels)
         async with sessionmaker.begin() as session:
             job = await create_job(
-                session, storage, image=image, info=info, tasks=tasks, owner_id=owner_id
+                session,
+                storage,
+                image=image,
+                info=info,
+                tasks=tasks,
+                owner_id=owner_id,
+                store_image=not node_frame,
             )
         if enqueue:
-            await enqueue_job(redis, job, jobs_maxlen=1000, events_ttl_s=60)
+            await enqueue_job(
+                redis,
+                job,
+                jobs_maxlen=1000,
+                events_ttl_s=60,
+                frame=image if node_frame else None,
+                frame_ttl_ms=60_000,
+                frames_redis=frames_redis,
+            )
         return job
 
     return factory

@@ -18,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import compose
 import kubernetes_validate
@@ -228,7 +229,15 @@ def filled_env_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("files", COMPOSE_COMBINATIONS)
 def test_compose_files_are_valid_for_docker_compose(files):
     model = compose_model(*files)
-    assert set(model["services"]) == {"postgres", "redis", "migrate", "api", "worker", "nginx"}
+    assert set(model["services"]) == {
+        "postgres",
+        "redis",
+        "redis-frames",
+        "migrate",
+        "api",
+        "worker",
+        "nginx",
+    }
 
 
 def test_the_compose_validator_rejects_an_unknown_key(tmp_path):
@@ -317,6 +326,8 @@ def test_lookout_containers_get_valid_settings(service, filled_env_file, monkeyp
     assert settings.env == "prod"
     assert settings.database.url and settings.database.url.startswith("postgresql+asyncpg://")
     assert settings.redis.url and settings.redis.url.startswith("redis://")
+    if service != "migrate":  # it never talks to Redis
+        assert settings.redis.frames_url and settings.redis.frames_url.startswith("redis://")
     assert str(settings.storage_dir) == IMAGES_DIR
     # With the secrets filled in, the API's and the workers' startup checks pass: a secret the
     # compose file does not hand to the containers would leave its placeholder default here.
@@ -401,6 +412,27 @@ def test_redis_keeps_an_append_only_file_synced_every_second():
     assert "--appendonly yes" in command
     assert "--appendfsync everysec" in command
     assert "--maxmemory-policy noeviction" in command
+
+
+def test_node_frames_go_to_a_redis_that_never_persists():
+    """Frames must not touch disk: not in the main Redis (whose AOF would write them), but in
+    one with no AOF, no RDB snapshots and no volume, which the API and the workers both use."""
+    services = compose_model(*COMPOSE_FILES)["services"]
+    frames = services["redis-frames"]
+    assert frames["image"] == services["redis"]["image"]
+    command = " ".join(frames["command"])
+    assert "--appendonly no" in command
+    assert "--save ''" in command
+    assert "--appendonly yes" not in command and "appendfsync" not in command
+    assert not frames.get("volumes")  # nothing of it outlives the container
+    assert frames["tmpfs"] == ["/data"]  # its working dir (where a SAVE would go) is memory
+    assert "redis-cli ping" in " ".join(frames["healthcheck"]["test"])
+    for name in ("api", "worker"):
+        environment = services[name]["environment"]
+        frames_url = urlsplit(environment["LOOKOUT_REDIS__FRAMES_URL"])
+        main_url = urlsplit(environment["LOOKOUT_REDIS__URL"])
+        assert (frames_url.hostname, main_url.hostname) == ("redis-frames", "redis")
+        assert services[name]["depends_on"]["redis-frames"]["condition"] == "service_healthy"
 
 
 def test_workers_can_be_scaled():
@@ -591,6 +623,9 @@ def test_k8s_settings_are_real_and_valid(kind, name, monkeypatch):
     assert settings.env == "prod"
     assert settings.api.port == API_PORT
     assert str(settings.storage_dir) == IMAGES_DIR
+    # Node frames in a Redis of their own: the work queue's may persist.
+    assert settings.redis.frames_url and settings.redis.url
+    assert urlsplit(settings.redis.frames_url).hostname != urlsplit(settings.redis.url).hostname
 
 
 def test_pods_use_the_config_the_health_endpoints_and_the_image_store():

@@ -12,7 +12,11 @@ and event publish both succeeded. While Postgres or Redis is unreachable the wor
 retries the entry in hand, in process: an outage does not use up its `max_deliveries`. Any other
 failure leaves the entry pending: after `job_timeout_s` any consumer reclaims it, and after
 `max_deliveries` it is dead-lettered. A bad job (undecodable image, a detector crash on it,
-inference past `job_timeout_s`) fails alone; the worker never dies of it.
+inference past `job_timeout_s`, a node frame that expired) fails alone; the worker never dies
+of it.
+
+Node frames that must not be stored are read from the frames Redis (one MGET per batch) and
+deleted from it with the job's ack or dead letter, whatever the outcome.
 """
 
 import asyncio
@@ -24,7 +28,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import structlog
 from redis.asyncio import Redis
@@ -88,13 +92,16 @@ class Consumer:
         sessionmaker: async_sessionmaker[AsyncSession],
         storage: Storage,
         *,
+        frames_redis: Redis | None = None,
         name: str | None = None,
         metrics: WorkerMetrics | None = None,
         heartbeat_dir: Path | None = None,
     ) -> None:
+        """`frames_redis`: where node frames are (db.create_frames_redis); None: `redis`."""
         self.settings = settings
         self.detectors = detectors
         self.redis = redis
+        self.frames_redis = frames_redis if frames_redis is not None else redis
         self.sessionmaker = sessionmaker
         self.storage = storage
         self.name = name or consumer_name()
@@ -236,12 +243,18 @@ class Consumer:
         )
         if running is None:
             return []  # Postgres/Redis gone and the worker is stopping: all stay pending
+        frames = await self._persist(
+            runnable[0][0],
+            lambda: self._fetch_frames([m for _, m in runnable if m.job_id in running]),
+        )
+        if frames is None:
+            return []  # as above
         started: list[tuple[Entry, streams.JobMessage, bytes]] = []
         for entry, message in runnable:
             with structlog.contextvars.bound_contextvars(job_id=str(message.job_id)):
                 data = await self._persist(
                     entry,
-                    lambda e=entry, m=message: self._load_started(e, m, running),  # type: ignore[misc]
+                    lambda e=entry, m=message: self._load_started(e, m, running, frames),  # type: ignore[misc]
                 )
             if data is not None:
                 started.append((entry, message, data))
@@ -309,10 +322,8 @@ class Consumer:
                 await self._finish([(w.message, r) for w, r in done], batch_size=len(batch))
                 await streams.ack_many(
                     self.redis,
-                    [
-                        (w.entry.entry_id, w.message.job_id, w.message.image is not None)
-                        for w, _ in done
-                    ],
+                    [(w.entry.entry_id, w.message.job_id, w.message.frame_key) for w, _ in done],
+                    frames_redis=self.frames_redis,
                 )
 
             await self._persist(done[0][0].entry, finish_and_ack)
@@ -374,9 +385,7 @@ class Consumer:
                 # A detector crashed on this input: retrying will not help.
                 log.error("job_pipeline_error", error=repr(outcome))
                 await self._fail(message.job_id, f"processing error: {outcome!r}")
-            await streams.ack(
-                self.redis, entry.entry_id, message.job_id, delete=message.image is not None
-            )
+            await self._ack(entry, message)
 
         with structlog.contextvars.bound_contextvars(job_id=str(message.job_id)):
             await self._persist(entry, settle)
@@ -402,7 +411,8 @@ class Consumer:
                     return None  # stopping: the entry stays pending for another worker
 
     async def _wait_for_dependencies(self) -> bool:
-        """Block until Postgres and Redis both answer (True) or the worker stops (False)."""
+        """Block until Postgres and Redis (both, with a frames Redis) answer (True) or the
+        worker stops (False)."""
         while not self._stop.is_set():
             self._beat_file()  # waiting on purpose is alive, not hung
             await _sleep_unless(self._stop, self.settings.worker.retry_backoff_s)
@@ -410,6 +420,8 @@ class Consumer:
                 async with self.sessionmaker() as session:
                     await session.execute(text("SELECT 1"))
                 await self.redis.ping()
+                if self.frames_redis is not self.redis:
+                    await self.frames_redis.ping()
             except Exception as exc:
                 if not is_outage(exc):
                     raise
@@ -437,34 +449,72 @@ class Consumer:
             )
             with structlog.contextvars.bound_contextvars(job_id=str(message.job_id)):
                 await self._fail(message.job_id, reason)
-                await streams.dead_letter(self.redis, entry.entry_id, entry.fields, reason)
+                await streams.dead_letter(
+                    self.redis,
+                    entry.entry_id,
+                    entry.fields,
+                    reason,
+                    frame_key=message.frame_key,
+                    frames_redis=self.frames_redis,
+                )
                 log.warning("job_dead_lettered", deliveries=entry.deliveries)
             self.metrics.jobs.labels("dead_letter").inc()
             return None
         return message
 
+    async def _ack(self, entry: Entry, message: streams.JobMessage) -> None:
+        """Ack a job's entry once its outcome is recorded; its node frame goes with it."""
+        await streams.ack(
+            self.redis,
+            entry.entry_id,
+            message.job_id,
+            frame_key=message.frame_key,
+            frames_redis=self.frames_redis,
+        )
+
+    async def _fetch_frames(
+        self, messages: Sequence[streams.JobMessage]
+    ) -> dict[uuid.UUID, bytes | None]:
+        """The node frames of these jobs, in one round trip; None for a frame that is gone."""
+        wanted = [m for m in messages if m.frame_key is not None]
+        frames = await streams.get_frames(
+            self.frames_redis, [cast(str, m.frame_key) for m in wanted]
+        )
+        return {m.job_id: frame for m, frame in zip(wanted, frames, strict=True)}
+
     async def _load_started(
-        self, entry: Entry, message: streams.JobMessage, running: set[uuid.UUID]
+        self,
+        entry: Entry,
+        message: streams.JobMessage,
+        running: set[uuid.UUID],
+        frames: dict[uuid.UUID, bytes | None],
     ) -> bytes | None:
         """The image of a job that was just marked running; None when the entry is settled."""
         if message.job_id not in running:
             # Deleted, or already finished by an earlier delivery: nothing left to do, except
             # the events, if the earlier delivery died between its commit and its publish.
             await self._republish_if_missing(message.job_id)
-            await streams.ack(
-                self.redis, entry.entry_id, message.job_id, delete=message.image is not None
-            )
+            await self._ack(entry, message)
             log.info("job_skipped")
             self.metrics.jobs.labels("skipped").inc()
             return None
         try:
-            return message.image if message.image is not None else self._load(message)
+            if message.frame_key is not None:
+                return self._frame(message, frames)
+            return self._load(message)
         except BadImage as exc:
             await self._fail(message.job_id, str(exc))
-            await streams.ack(
-                self.redis, entry.entry_id, message.job_id, delete=message.image is not None
-            )
+            await self._ack(entry, message)
             return None
+
+    def _frame(self, message: streams.JobMessage, frames: dict[uuid.UUID, bytes | None]) -> bytes:
+        frame = frames.get(message.job_id)
+        if frame is None:
+            raise BadImage(
+                "the node frame is gone from the frames Redis (it waited past its TTL, or Redis "
+                "lost it) before a worker could run the job"
+            )
+        return frame
 
     async def _republish_if_missing(self, job_id: uuid.UUID) -> bool:
         """Publish a finished job's final events if its stream lacks them; False: no such job."""
@@ -524,7 +574,7 @@ class Consumer:
         """
         processed_keys: dict[uuid.UUID, str] = {}
         for message, result in items:
-            if message.image_key is not None:  # inline frames are never written to disk
+            if message.image_key is not None:  # unstored node frames are never written to disk
                 processed_keys[message.job_id] = f"{message.job_id}.processed.jpg"
                 self.storage.put(processed_keys[message.job_id], result.processed_jpeg)
         results = {message.job_id: result for message, result in items}  # one per job

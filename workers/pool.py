@@ -12,7 +12,7 @@ import sys
 
 import structlog
 
-from app.db import create_engine, create_redis, create_sessionmaker
+from app.db import create_engine, create_frames_redis, create_redis, create_sessionmaker
 from app.logging import configure_logging
 from app.settings import Settings
 from app.storage import Storage
@@ -40,6 +40,7 @@ async def run_worker(
     detectors = build_detectors(settings)
     engine = create_engine(settings.database)
     redis = create_redis(settings.redis)
+    frames_redis = create_frames_redis(settings.redis, redis)
     metrics = WorkerMetrics()
     if settings.worker.metrics_port is not None:
         metrics.serve(settings.worker.metrics_port + index)
@@ -50,6 +51,7 @@ async def run_worker(
             redis,
             create_sessionmaker(engine),
             Storage(settings.storage_dir),
+            frames_redis=frames_redis,
             metrics=metrics,
             heartbeat_dir=heartbeat_dir(),
         )
@@ -58,6 +60,8 @@ async def run_worker(
         log.info("worker_stopped", consumer=consumer.name, handled=handled)
         return handled
     finally:
+        if frames_redis is not redis:
+            await frames_redis.aclose()
         await redis.aclose()
         await engine.dispose()
 

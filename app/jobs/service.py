@@ -65,7 +65,7 @@ async def create_job(
 
     owner_id: the API key that creates it (None while auth is off, and for node frames); only
     it, and admin keys, can see the job afterwards. A job whose image is not stored has
-    image_key None: its bytes ride inline in the job message (enqueue_job's `inline_image`)
+    image_key None: its bytes go to the frames Redis with its message (enqueue_job's `frame`)
     and never reach disk or Postgres.
     """
     job_id = uuid.uuid4()
@@ -100,21 +100,32 @@ async def enqueue_job(
     *,
     jobs_maxlen: int,
     events_ttl_s: int,
-    inline_image: bytes | None = None,
+    frame: bytes | None = None,
+    frame_ttl_ms: int | None = None,
+    frames_redis: Redis | None = None,
 ) -> None:
     """Publish `queued` on the job's stream, then hand the job to the workers.
 
     Call only after the job row is committed: a worker that gets the message must find it.
-    A job without a stored image needs its bytes as `inline_image`.
+    A job without a stored image needs its bytes as `frame`: they are kept for frame_ttl_ms in
+    `frames_redis` (None: the main Redis), and the message names them.
     """
-    if (job.image_key is None) == (inline_image is None):
-        raise ValueError("a job message carries exactly one of a stored image or inline bytes")
-    message = streams.JobMessage(
-        job_id=job.id, tasks=tuple(job.tasks), image_key=job.image_key, image=inline_image
-    )
+    if (job.image_key is None) == (frame is None):
+        raise ValueError("a job has exactly one of a stored image or frame bytes")
+    if job.image_key is not None:
+        message = streams.JobMessage(job_id=job.id, tasks=tuple(job.tasks), image_key=job.image_key)
+    else:
+        message = streams.JobMessage.for_frame(job.id, tuple(job.tasks))
     queued = streams.make_event("status", job.id, status="queued")
     await streams.enqueue_job(
-        redis, message, maxlen=jobs_maxlen, first_event=queued, events_ttl_s=events_ttl_s
+        redis,
+        message,
+        maxlen=jobs_maxlen,
+        first_event=queued,
+        events_ttl_s=events_ttl_s,
+        frame=frame,
+        frame_ttl_ms=frame_ttl_ms,
+        frames_redis=frames_redis,
     )
 
 

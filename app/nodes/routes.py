@@ -17,6 +17,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from app.deps import (
     CurrentNode,
+    FramesRedisDep,
     RedisDep,
     SessionDep,
     SettingsDep,
@@ -203,6 +204,7 @@ async def send_frame(
     node: CurrentNode,
     session: SessionDep,
     redis: RedisDep,
+    frames_redis: FramesRedisDep,
     storage: StorageDep,
     settings: SettingsDep,
     wait: Annotated[
@@ -214,7 +216,9 @@ async def send_frame(
     frame = await _read_body(request, limit_bytes=settings.nodes.max_frame_bytes)
     job = await service.accept_frame(session, storage, node, frame, settings)
     await session.commit()  # before XADD: the worker that gets the message must find the row
-    await service.enqueue_frame(redis, get_state(request).sessionmaker, job, frame, settings)
+    await service.enqueue_frame(
+        redis, frames_redis, get_state(request).sessionmaker, job, frame, settings
+    )
     if wait and await jobs.wait_for_job(
         redis, job.id, timeout_s=min(wait, settings.api.max_wait_s)
     ):
@@ -269,6 +273,7 @@ async def node_stream(websocket: WebSocket) -> None:
         settings=state.settings,
         sessionmaker=state.sessionmaker,
         redis=state.redis,
+        frames_redis=state.frames_redis,
         storage=state.storage,
     )
     log.info("node_stream_opened", node_id=str(node.id))

@@ -5,6 +5,7 @@ change they announce is committed.
 """
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Sequence
@@ -405,7 +406,7 @@ async def accept_frame(
     """Turn a frame into a job row under the node's policy (flushed, not committed).
 
     With store_frames false the row has image_key None and nothing is written to storage:
-    the bytes go to the worker inline (enqueue_frame) and nowhere else.
+    the bytes go to the worker through the frames Redis (enqueue_frame) and nowhere else.
     """
     if len(frame) > settings.nodes.max_frame_bytes:
         raise PayloadTooLarge(
@@ -435,26 +436,39 @@ async def accept_frame(
 
 async def enqueue_frame(
     redis: Redis,
+    frames_redis: Redis,
     sessionmaker: async_sessionmaker[AsyncSession],
     job: Job,
     frame: bytes,
     settings: Settings,
 ) -> None:
-    """Hand a committed frame job to the workers, its bytes inline unless they were stored.
+    """Hand a committed frame job to the workers; unless the frame was stored, its bytes go to
+    the frames Redis for as long as the job may take (streams.frame_ttl_ms).
 
-    If Redis refuses, the job is marked failed (an inline frame cannot be re-enqueued later:
-    its bytes exist nowhere else) and NodeUnavailable (503) is raised.
+    If Redis refuses, the job is marked failed (a frame that was not stored cannot be
+    re-enqueued later: its bytes exist nowhere else) and NodeUnavailable (503) is raised.
     """
+    unstored = job.image_key is None
     try:
         await jobs.enqueue_job(
             redis,
             job,
             jobs_maxlen=settings.streams.jobs_maxlen,
             events_ttl_s=settings.streams.job_events_ttl_s,
-            inline_image=frame if job.image_key is None else None,
+            frame=frame if unstored else None,
+            frame_ttl_ms=streams.frame_ttl_ms(
+                job_timeout_s=settings.worker.job_timeout_s,
+                max_deliveries=settings.worker.max_deliveries,
+            ),
+            frames_redis=frames_redis,
         )
     except (RedisError, OSError) as exc:
         log.warning("frame_enqueue_failed", job_id=str(job.id), error=repr(exc))
+        if unstored:
+            # The frame may be in the frames Redis with no message naming it: do not leave it
+            # there for its whole TTL (if this fails too, the TTL is the backstop).
+            with contextlib.suppress(RedisError, OSError):
+                await frames_redis.delete(streams.frame_key(job.id))
         async with sessionmaker.begin() as session:
             await session.execute(
                 update(Job)
@@ -504,6 +518,7 @@ class FrameRelay:
         settings: Settings,
         sessionmaker: async_sessionmaker[AsyncSession],
         redis: Redis,
+        frames_redis: Redis,
         storage: Storage,
     ) -> None:
         self.node = node
@@ -511,6 +526,7 @@ class FrameRelay:
         self.settings = settings
         self.sessionmaker = sessionmaker
         self.redis = redis
+        self.frames_redis = frames_redis
         self.storage = storage
         self.outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.frames = 0
@@ -542,7 +558,9 @@ class FrameRelay:
                 await session.commit()
                 if node.came_online:
                     await announce(self.redis, session, node.id, ["online"], self.settings)
-            await enqueue_frame(self.redis, self.sessionmaker, job, frame, self.settings)
+            await enqueue_frame(
+                self.redis, self.frames_redis, self.sessionmaker, job, frame, self.settings
+            )
         except InvalidNodeToken:
             raise
         except AppError as exc:

@@ -85,6 +85,38 @@ async def test_a_trimmed_entry_is_enqueued_again(settings, make_job, sessionmake
     assert await stream_job_ids(redis) == [str(job.id)]
 
 
+async def test_a_lost_node_frame_job_is_sent_again_while_its_frame_is_there(
+    settings, make_job, make_consumer, sessionmaker, redis, frames_redis
+):
+    job = await make_job(T1, node_frame=True, frames_redis=frames_redis)
+    await redis.xtrim(streams.JOBS, maxlen=0)  # the message is lost; the frame is not
+    reconciled = await reconcile(no_grace(settings), sessionmaker, redis, frames_redis=frames_redis)
+    assert reconciled == (1, 0)
+    [(_, fields)] = await redis.xrange(streams.JOBS)
+    assert streams.JobMessage.from_fields(fields).frame_key == streams.frame_key(job.id)
+    assert await make_consumer(frames_redis=frames_redis).run(burst=True) == 1
+    async with sessionmaker() as session:
+        assert (await session.get(Job, job.id)).status == JobStatus.done
+    assert await frames_redis.exists(streams.frame_key(job.id)) == 0
+
+
+async def test_a_lost_node_frame_job_whose_frame_is_gone_fails_with_the_reason(
+    settings, make_job, sessionmaker, redis, frames_redis
+):
+    job = await make_job(T1, node_frame=True, frames_redis=frames_redis)
+    await redis.xtrim(streams.JOBS, maxlen=0)
+    await frames_redis.delete(streams.frame_key(job.id))  # expired, or its Redis restarted
+    reconciled = await reconcile(no_grace(settings), sessionmaker, redis, frames_redis=frames_redis)
+    assert reconciled == (0, 1)
+    assert await redis.xlen(streams.JOBS) == 0  # nothing to send: no message names a lost frame
+    async with sessionmaker() as session:
+        failed = await session.get(Job, job.id)
+    assert failed.status == JobStatus.failed
+    assert "frame is gone" in failed.error
+    events = [e for _, e in await streams.read_job_events(redis, job.id)]
+    assert [e.get("status", e["type"]) for e in events] == ["queued", "error", "failed"]
+
+
 async def test_a_redelivered_finished_job_gets_its_missing_events(
     make_job, make_consumer, sessionmaker, redis
 ):

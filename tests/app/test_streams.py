@@ -8,23 +8,30 @@ import pytest
 from app import streams
 
 
+def as_read(message: streams.JobMessage) -> dict[bytes, bytes]:
+    """The message's fields as a stream read returns them."""
+    return {k.encode(): v.encode() for k, v in message.to_fields().items()}
+
+
 def test_job_message_round_trips_with_a_storage_key():
     message = streams.JobMessage(job_id=uuid.uuid4(), tasks=("faces",), image_key="abc.jpg")
-    fields = {
-        k.encode(): v if isinstance(v, bytes) else v.encode()
-        for k, v in message.to_fields().items()
-    }
-    assert fields[b"v"] == b"1"
+    fields = as_read(message)
+    assert fields[b"v"] == b"2"
     assert streams.JobMessage.from_fields(fields) == message
 
 
-def test_job_message_round_trips_with_inline_bytes():
-    message = streams.JobMessage(job_id=uuid.uuid4(), tasks=("faces",), image=b"\xff\xd8\xff\x00")
-    fields = {
-        k.encode(): v if isinstance(v, bytes) else v.encode()
-        for k, v in message.to_fields().items()
-    }
-    assert streams.JobMessage.from_fields(fields).image == b"\xff\xd8\xff\x00"
+def test_a_node_frame_message_names_the_frame_and_carries_no_bytes():
+    job_id = uuid.uuid4()
+    message = streams.JobMessage.for_frame(job_id, ("faces", "objects"))
+    fields = as_read(message)
+    assert set(fields) == {b"v", b"job_id", b"tasks", b"enqueued_at", b"frame_key"}
+    assert fields[b"frame_key"] == f"lookout:frame:{job_id}".encode()
+    assert streams.JobMessage.from_fields(fields) == message
+
+
+def test_a_frame_is_kept_through_every_delivery_and_reclaim():
+    # 4 deliveries (3 + the one that dead-letters), each up to 60 s running + 60 s to reclaim.
+    assert streams.frame_ttl_ms(job_timeout_s=60, max_deliveries=3) == 480_000
 
 
 @pytest.mark.parametrize(
@@ -32,17 +39,27 @@ def test_job_message_round_trips_with_inline_bytes():
     [
         (
             {
-                b"v": b"2",
+                b"v": b"3",
                 b"job_id": str(uuid.uuid4()).encode(),
                 b"tasks": b"faces",
                 b"image_key": b"k",
                 b"enqueued_at": b"1",
             },
-            "version 2",
+            "version 3",
+        ),
+        (  # left in the stream by the previous release: the frame's bytes inline
+            {
+                b"v": b"1",
+                b"job_id": str(uuid.uuid4()).encode(),
+                b"tasks": b"faces",
+                b"image": b"\xff\xd8\xff\x00",
+                b"enqueued_at": b"1",
+            },
+            "unsupported job message version 1",
         ),
         (
             {
-                b"v": b"1",
+                b"v": b"2",
                 b"job_id": b"nope",
                 b"tasks": b"faces",
                 b"image_key": b"k",
@@ -52,19 +69,104 @@ def test_job_message_round_trips_with_inline_bytes():
         ),
         (
             {
-                b"v": b"1",
+                b"v": b"2",
                 b"job_id": str(uuid.uuid4()).encode(),
                 b"tasks": b"faces",
                 b"enqueued_at": b"1",
             },
             "exactly one",
         ),
-        ({b"v": b"1"}, "malformed"),
+        (
+            {
+                b"v": b"2",
+                b"job_id": str(uuid.uuid4()).encode(),
+                b"tasks": b"faces",
+                b"image_key": b"k",
+                b"frame_key": b"lookout:frame:x",
+                b"enqueued_at": b"1",
+            },
+            "exactly one",
+        ),
+        (  # a worker deletes the frame key when the job ends: it must be this job's frame
+            {
+                b"v": b"2",
+                b"job_id": str(uuid.uuid4()).encode(),
+                b"tasks": b"faces",
+                b"frame_key": b"lookout:jobs",
+                b"enqueued_at": b"1",
+            },
+            "not the frame of job",
+        ),
+        ({b"v": b"2"}, "malformed"),
     ],
 )
 def test_malformed_job_messages_raise_protocol_error(fields, reason):
     with pytest.raises(streams.ProtocolError, match=reason):
         streams.JobMessage.from_fields(fields)
+
+
+async def test_a_frame_goes_to_the_frames_redis_with_a_ttl_and_its_message_to_the_stream(
+    redis, frames_redis
+):
+    message = streams.JobMessage.for_frame(uuid.uuid4(), ("faces",))
+    await streams.enqueue_job(
+        redis,
+        message,
+        maxlen=100,
+        frame=b"frame-bytes",
+        frame_ttl_ms=5000,
+        frames_redis=frames_redis,
+    )
+    assert await frames_redis.get(message.frame_key) == b"frame-bytes"
+    assert 0 < await frames_redis.pttl(message.frame_key) <= 5000
+    [(_, fields)] = await redis.xrange(streams.JOBS)
+    assert b"frame-bytes" not in b"".join(fields.values())
+    assert streams.JobMessage.from_fields(fields).frame_key == message.frame_key
+
+
+async def test_ack_and_dead_letter_delete_the_frame_of_the_job(redis, frames_redis):
+    await streams.ensure_group(redis)
+    messages = [streams.JobMessage.for_frame(uuid.uuid4(), ("faces",)) for _ in range(3)]
+    for message in messages:
+        await streams.enqueue_job(
+            redis, message, maxlen=100, frame=b"f", frame_ttl_ms=60_000, frames_redis=frames_redis
+        )
+    read = await streams.read_new(redis, "w", count=3, block_ms=None)
+    done, also_done, dead = [(entry_id, m) for (entry_id, _), m in zip(read, messages)]
+    await streams.ack_many(
+        redis,
+        [(entry_id, m.job_id, m.frame_key) for entry_id, m in (done, also_done)],
+        frames_redis=frames_redis,
+    )
+    assert await frames_redis.get(dead[1].frame_key) == b"f"  # only the ended jobs' frames
+    await streams.dead_letter(
+        redis,
+        dead[0],
+        read[2][1],
+        "gave up",
+        frame_key=dead[1].frame_key,
+        frames_redis=frames_redis,
+    )
+    assert await frames_redis.keys("lookout:frame:*") == []
+    assert (await redis.xpending(streams.JOBS, streams.GROUP))["pending"] == 0
+    [(_, letter)] = await redis.xrange(streams.DEAD)
+    assert letter[b"frame_key"] == dead[1].frame_key.encode()  # the name, not the bytes
+
+
+async def test_a_version_1_message_with_inline_bytes_leaves_no_bytes_behind(redis):
+    """A message of the previous release is dead-lettered: its bytes are neither copied into
+    the dead letter nor left in the work stream."""
+    await streams.ensure_group(redis)
+    job_id = str(uuid.uuid4())
+    await redis.xadd(
+        streams.JOBS,
+        {"v": "1", "job_id": job_id, "tasks": "faces", "image": b"old-frame", "enqueued_at": "1"},
+    )
+    [(entry_id, fields)] = await streams.read_new(redis, "w", count=1, block_ms=None)
+    await streams.dead_letter(redis, entry_id, fields, "unsupported job message version 1")
+    assert await redis.xlen(streams.JOBS) == 0
+    [(_, letter)] = await redis.xrange(streams.DEAD)
+    assert b"image" not in letter and letter[b"job_id"] == job_id.encode()
 
 
 async def test_reading_after_the_firehose_tail_sees_entries_added_before_the_read(redis):

@@ -147,7 +147,7 @@ async def test_garbage_pixels_behind_a_valid_header_fail_the_job(
 
 
 async def test_a_malformed_message_is_dead_lettered(make_consumer, redis):
-    await redis.xadd(streams.JOBS, {"v": "1", "job_id": "not-a-uuid"})
+    await redis.xadd(streams.JOBS, {"v": "2", "job_id": "not-a-uuid"})
     await redis.xadd(streams.JOBS, {"v": "99", "job_id": str(uuid.uuid4()), "tasks": "faces"})
     assert await make_consumer().run(burst=True) == 2
     dead = await redis.xrange(streams.DEAD)
@@ -168,23 +168,47 @@ async def test_a_deleted_job_is_acked_and_skipped(
     assert await count_detections(sessionmaker, job.id) == 0
 
 
-async def test_inline_frames_never_touch_disk(
-    make_job, make_consumer, redis, sessionmaker, storage
+async def test_node_frames_never_touch_disk(
+    make_job, make_consumer, frames_redis, sessionmaker, storage
 ):
-    job = await make_job(T1, enqueue=False)
-    storage.delete(job.image_key)
-    async with sessionmaker.begin() as session:
-        row = await session.get(Job, job.id)
-        row.image_key = None
-    await streams.enqueue_job(
-        redis, streams.JobMessage(job_id=job.id, tasks=("faces",), image=T1), maxlen=100
-    )
-    assert await make_consumer().run(burst=True) == 1
+    job = await make_job(T1, node_frame=True, frames_redis=frames_redis)
+    assert job.image_key is None
+    assert await make_consumer(frames_redis=frames_redis).run(burst=True) == 1
     finished = await load_job(sessionmaker, job.id)
     assert finished.status == JobStatus.done
     assert finished.processed_image_key is None
     assert await count_detections(sessionmaker, job.id) == 6
     assert not storage.root.exists() or list(storage.root.iterdir()) == []
+    assert await frames_redis.exists(streams.frame_key(job.id)) == 0
+
+
+async def test_an_expired_frame_fails_its_job_and_the_worker_goes_on(
+    make_job, make_consumer, frames_redis, redis, sessionmaker
+):
+    gone = await make_job(T1, node_frame=True, frames_redis=frames_redis)
+    await frames_redis.delete(streams.frame_key(gone.id))  # its TTL ran out while it waited
+    fine = await make_job(T1, node_frame=True, frames_redis=frames_redis)
+
+    assert await make_consumer(frames_redis=frames_redis).run(burst=True) == 2
+    failed = await load_job(sessionmaker, gone.id)
+    assert failed.status == JobStatus.failed
+    assert "frame is gone" in failed.error
+    assert (await load_job(sessionmaker, fine.id)).status == JobStatus.done
+    events = await job_events(redis, gone.id)
+    assert [e.get("status", e["type"]) for e in events] == ["queued", "running", "error", "failed"]
+    assert await pending_count(redis) == 0
+
+
+async def test_a_batch_reads_all_its_frames_in_one_round_trip(
+    make_job, make_consumer, frames_redis, sessionmaker
+):
+    jobs = [await make_job(T1, node_frame=True, frames_redis=frames_redis) for _ in range(3)]
+    await frames_redis.config_resetstat()
+    assert await make_consumer(frames_redis=frames_redis, batch_size=4).run(burst=True) == 3
+    assert {(await load_job(sessionmaker, j.id)).status for j in jobs} == {JobStatus.done}
+    calls = await frames_redis.info("commandstats")
+    assert calls["cmdstat_mget"]["calls"] == 1
+    assert "cmdstat_get" not in calls
 
 
 async def test_stop_finishes_the_work_in_hand_then_exits(
@@ -240,20 +264,11 @@ async def test_a_retried_finish_after_its_commit_publishes_the_lost_events(
     assert await count_detections(sessionmaker, job.id) == 6
 
 
-async def test_inline_frames_leave_the_work_stream_with_their_ack(
-    make_job, make_consumer, redis, sessionmaker, storage
+async def test_node_frames_are_deleted_when_their_jobs_end(
+    make_job, make_consumer, redis, frames_redis, sessionmaker
 ):
-    """Done or dead-lettered, a message that carried frame bytes is deleted, not just acked."""
-    jobs = []
-    for _ in range(2):
-        job = await make_job(T1, enqueue=False)
-        storage.delete(job.image_key)
-        async with sessionmaker.begin() as session:
-            (await session.get(Job, job.id)).image_key = None
-        await streams.enqueue_job(
-            redis, streams.JobMessage(job_id=job.id, tasks=("faces",), image=T1), maxlen=100
-        )
-        jobs.append(job)
+    """Done or dead-lettered, a job leaves no frame behind, and nothing carries its bytes."""
+    jobs = [await make_job(T1, node_frame=True, frames_redis=frames_redis) for _ in range(2)]
     # The second message has been delivered too often already: it is dead-lettered.
     crashing = make_consumer("crashing", batch_size=1)
     await crashing.next_entries(block_ms=100)
@@ -263,13 +278,18 @@ async def test_inline_frames_leave_the_work_stream_with_their_ack(
         await redis.xclaim(streams.JOBS, streams.GROUP, "crashing", 0, [second])
     # The job timeout is both the reclaim age and the inference limit: long enough for t1.
     await asyncio.sleep(1.1)
-    await make_consumer("rescuer", job_timeout_s=1.0, max_deliveries=3).run(burst=True)
+    rescuer = make_consumer(
+        "rescuer", frames_redis=frames_redis, job_timeout_s=1.0, max_deliveries=3
+    )
+    await rescuer.run(burst=True)
 
     assert [(await load_job(sessionmaker, j.id)).status for j in jobs] == [
         JobStatus.done,
         JobStatus.failed,
     ]
-    assert await redis.xlen(streams.JOBS) == 0
+    assert await frames_redis.keys("lookout:frame:*") == []
     [(_, dead)] = await redis.xrange(streams.DEAD)
-    assert b"image" not in dead
+    assert dead[b"frame_key"] == streams.frame_key(jobs[1].id).encode()
+    for _, fields in [*await redis.xrange(streams.JOBS), *await redis.xrange(streams.DEAD)]:
+        assert T1[3000:3048] not in b"".join(fields.values())
     assert await pending_count(redis) == 0
