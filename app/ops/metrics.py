@@ -28,7 +28,9 @@ class ApiMetrics:
             registry=r,
         )
         self.websocket_clients = Gauge(
-            "lookout_websocket_clients", "Open WebSocket connections of this process", registry=r
+            "lookout_websocket_clients",
+            "Open WebSocket connections of this process (app.limits.WebSocketLimit counts them)",
+            registry=r,
         )
         self.jobs = Gauge("lookout_jobs", "Jobs in Postgres by status", ["status"], registry=r)
         self.stream_length = Gauge(

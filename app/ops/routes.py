@@ -55,5 +55,4 @@ async def ready(state: StateDep) -> Any:
 )
 async def metrics(state: StateDep) -> Response:
     await service.refresh_metrics(state.metrics, state.engine, state.redis)
-    state.metrics.websocket_clients.set(state.websocket_slots.in_use)
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
