@@ -8,26 +8,38 @@ export LOOKOUT_MODELS_DIR ?= $(abspath $(CURDIR)/../shared/models)
 # w600k_mbf: without this, `make up` would try to download the production default buffalo_sc.
 export LOOKOUT_MODELS__FACE_PACK ?= scrfd_mobilefacenet
 
-.PHONY: install system-deps up test lint check bench clean
+# Two installs, one stamp each: the runtime (all `make up` needs) and, on top of it, the dev
+# tools and the system packages the tests drive. The dev stamp depends on the runtime one, so a
+# changed pyproject.toml redoes both, and `make up` after `make test` installs nothing.
+RUNTIME_STAMP := $(VENV)/.installed-runtime
+DEV_STAMP := $(VENV)/.installed-dev
 
-install: system-deps $(VENV)/.installed
+.PHONY: install install-runtime system-deps up test lint check bench clean
+
+install: system-deps $(DEV_STAMP)
+
+install-runtime: $(RUNTIME_STAMP)
 
 # Debian packages the tests drive: nginx (tests/e2e/test_nginx.py) and chromium (tests/ui/);
-# apt-get when missing, a no-op when present.
+# apt-get when missing, a no-op when present. Not needed to run Lookout.
 system-deps:
 	./scripts/ensure-system-deps.sh
 	./scripts/ensure-browser.sh
 
 # insightface goes in with --no-deps: it declares opencv-python (the GUI build), which shares the
 # cv2 module with opencv-python-headless and breaks it. pyproject lists what it really imports.
-$(VENV)/.installed: pyproject.toml
+$(RUNTIME_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e .
 	$(BIN)/pip install --quiet --no-deps 'insightface==2.1'
 	touch $@
 
-up: install
+$(DEV_STAMP): $(RUNTIME_STAMP)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+up: install-runtime
 	$(BIN)/lookout up
 
 test: install

@@ -13,7 +13,7 @@ from starlette.requests import HTTPConnection
 from app.apikeys.service import ANONYMOUS_ADMIN, Principal, authenticate
 from app.errors import Forbidden
 from app.firehose import Firehose
-from app.limits import WebSocketSlots, enforce_rate_limit
+from app.limits import enforce_rate_limit
 from app.nodes import service as nodes_service
 from app.ops.metrics import ApiMetrics
 from app.security import Scope
@@ -35,7 +35,6 @@ class AppState:
     storage: Storage
     firehose: Firehose
     metrics: ApiMetrics
-    websocket_slots: WebSocketSlots
 
 
 def get_state(connection: HTTPConnection) -> AppState:

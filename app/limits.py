@@ -4,8 +4,10 @@ import json
 import time
 from typing import TYPE_CHECKING, cast
 
+from prometheus_client import Gauge
 from redis.asyncio import Redis
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from app import streams
 from app.errors import RateLimited, error_body
@@ -37,21 +39,44 @@ async def enforce_rate_limit(redis: Redis, principal: "Principal", auth: AuthSet
         )
 
 
-class WebSocketSlots:
-    """Open WebSockets of this process, capped. Single event loop: no lock needed."""
+# RFC 6455 "try again later": the client should reconnect after a while.
+WS_CLOSE_TRY_AGAIN_LATER = 1013
 
-    def __init__(self, limit: int) -> None:
+
+class WebSocketLimit:
+    """At most `limit` open WebSockets in this process, on every WebSocket route; `clients` counts.
+
+    A middleware, so that every WebSocket route (job events, firehose, node stream, any added
+    later) holds a slot from before its handler runs until it returns, however it ends. Over the
+    limit the socket is accepted, then closed with 1013: a browser cannot read why a handshake
+    was refused. Single event loop: no lock needed.
+    """
+
+    def __init__(self, app: ASGIApp, *, limit: int, clients: Gauge) -> None:
+        self.app = app
         self.limit = limit
-        self.in_use = 0
+        self.clients = clients
+        self.open = 0
 
-    def try_acquire(self) -> bool:
-        if self.in_use >= self.limit:
-            return False
-        self.in_use += 1
-        return True
-
-    def release(self) -> None:
-        self.in_use = max(0, self.in_use - 1)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            await self.app(scope, receive, send)
+            return
+        if self.open >= self.limit:
+            websocket = WebSocket(scope, receive, send)
+            await websocket.accept()
+            await websocket.close(
+                code=WS_CLOSE_TRY_AGAIN_LATER,
+                reason=f"the server holds its maximum of {self.limit} WebSockets",
+            )
+            return
+        self.open += 1
+        self.clients.inc()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.open -= 1
+            self.clients.dec()
 
 
 class BodySizeLimit:

@@ -16,7 +16,7 @@ from app.errors import ERROR_RESPONSES, install_error_handlers
 from app.firehose import Firehose
 from app.gallery.routes import router as gallery_router
 from app.jobs.routes import router as jobs_router
-from app.limits import BodySizeLimit, WebSocketSlots
+from app.limits import BodySizeLimit, WebSocketLimit
 from app.logging import configure_logging
 from app.maintenance import maintenance_loop
 from app.nodes.routes import admin_router as nodes_admin_router
@@ -55,7 +55,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     check_node_signing_keys(settings.nodes, env=settings.env)
     configure_logging(settings)
     metrics = ApiMetrics()
-    websocket_slots = WebSocketSlots(settings.api.max_websocket_clients)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -76,7 +75,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             storage=storage,
             firehose=firehose,
             metrics=metrics,
-            websocket_slots=websocket_slots,
         )
         maintenance = (
             asyncio.create_task(
@@ -117,9 +115,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(gallery_router, responses=ERROR_RESPONSES)
     app.include_router(ops_router)
     mount_ui(app)  # last: a catch-all at / behind every API route
-    # Added innermost first: requests pass RequestContext → TrustedHost → CORS → BodySizeLimit.
+    # Added innermost first: requests pass RequestContext → TrustedHost → CORS → WebSocketLimit
+    # → BodySizeLimit.
     app.add_middleware(
         BodySizeLimit, max_body_bytes=settings.api.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
+    )
+    app.add_middleware(
+        WebSocketLimit,
+        limit=settings.api.max_websocket_clients,
+        clients=metrics.websocket_clients,
     )
     if settings.api.cors_origins:
         app.add_middleware(

@@ -15,8 +15,9 @@ whose message is still in the stream is never enqueued twice. A node frame that 
 is sent again only while the frames Redis still has its bytes; once they are gone (expired, or
 that Redis lost them) the job fails with a clear error.
 
-Janitor: images past their TTL and, oldest first, beyond the total size cap; finished jobs past
-their retention (their detections cascade, their images go with them).
+Janitor: images past their TTL and, oldest first, beyond the total size cap, except those that
+queued/running jobs still need (a worker would fail the job without its image); finished jobs
+past their retention (their detections cascade, their images go with them).
 """
 
 import asyncio
@@ -158,6 +159,17 @@ async def expire_jobs(
             return deleted
 
 
+async def images_in_use(sessionmaker: async_sessionmaker[AsyncSession]) -> set[str]:
+    """Storage keys of the images that queued/running jobs still need."""
+    async with sessionmaker() as session:
+        keys = await session.scalars(
+            select(Job.image_key).where(
+                Job.status.in_([JobStatus.queued, JobStatus.running]), Job.image_key.is_not(None)
+            )
+        )
+        return {key for key in keys if key is not None}
+
+
 async def run_maintenance(
     settings: Settings,
     sessionmaker: async_sessionmaker[AsyncSession],
@@ -176,6 +188,9 @@ async def run_maintenance(
         storage,
         max_age_s=settings.retention.image_ttl_s,
         max_total_bytes=settings.retention.storage_max_bytes,
+        keep=await images_in_use(sessionmaker),
+        # An upload is stored before its job row commits; within this window the API is done.
+        grace_s=settings.maintenance.reconcile_grace_s,
     )
     report = MaintenanceReport(
         reenqueued=reenqueued,

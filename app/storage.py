@@ -4,6 +4,7 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,10 +67,20 @@ class SweepResult:
 STALE_TEMP_S = 3600
 
 
-def sweep(storage: Storage, *, max_age_s: float, max_total_bytes: int) -> SweepResult:
+def sweep(
+    storage: Storage,
+    *,
+    max_age_s: float,
+    max_total_bytes: int,
+    keep: Collection[str] = frozenset(),
+    grace_s: float = 0.0,
+) -> SweepResult:
     """Delete images older than max_age_s, then the oldest ones until the total fits the cap.
 
-    Age is the file's mtime (when it was stored). Synchronous file I/O: run it in a thread.
+    Age is the file's mtime (when it was stored). `keep`: keys never deleted (the caller knows
+    which images unfinished jobs still need); they count towards the total. Files younger than
+    `grace_s` are never evicted either: a job row may not be committed yet for a fresh upload.
+    The total can therefore stay over the cap. Synchronous file I/O: run it in a thread.
     """
     now = time.time()
     if not storage.root.is_dir():
@@ -91,16 +102,18 @@ def sweep(storage: Storage, *, max_age_s: float, max_total_bytes: int) -> SweepR
     expired, evicted, freed = [], [], 0
     kept = []
     for mtime, size, path in files:
-        if now - mtime > max_age_s:
+        if now - mtime > max_age_s and path.name not in keep:
             path.unlink(missing_ok=True)
             expired.append(path.name)
             freed += size
         else:
-            kept.append((size, path))
-    total = sum(size for size, _ in kept)
-    for size, path in kept:  # oldest first
+            kept.append((mtime, size, path))
+    total = sum(size for _, size, _ in kept)
+    for mtime, size, path in kept:  # oldest first
         if total <= max_total_bytes:
             break
+        if path.name in keep or now - mtime < grace_s:
+            continue
         path.unlink(missing_ok=True)
         evicted.append(path.name)
         total -= size

@@ -36,15 +36,15 @@ from app.errors import (
 from app.images import inspect_image
 from app.jobs import service
 from app.jobs.schemas import JobDetail, JobPage
+from app.limits import WS_CLOSE_TRY_AGAIN_LATER
 from app.models import JobStatus
 from app.security import Scope
 
 log = structlog.get_logger()
 router = APIRouter(tags=["jobs"])
 
-# WebSocket close codes: 4000 + the HTTP status they stand for; 1013 = try again later.
+# WebSocket close codes: 4000 + the HTTP status they stand for.
 WS_CLOSE_NOT_FOUND = 4404
-WS_CLOSE_TRY_AGAIN_LATER = 1013
 WS_CLOSE_UNAVAILABLE = 4503
 # How long one blocking stream read lasts before the handler checks on the client again.
 WS_READ_BLOCK_MS = 5000
@@ -313,18 +313,12 @@ async def _with_websocket(
     scope: Scope,
     serve: Callable[[Principal], Coroutine[Any, Any, None]],
 ) -> None:
-    """Accept, authenticate, hold one of the process's WebSocket slots while serving.
+    """Accept, authenticate, serve (app.limits.WebSocketLimit has already counted the socket).
 
     Errors are reported as close codes (4000 + HTTP status) with the error detail as reason:
     a browser cannot read the body of a refused handshake.
     """
     await websocket.accept()
-    if not state.websocket_slots.try_acquire():
-        await websocket.close(
-            code=WS_CLOSE_TRY_AGAIN_LATER,
-            reason=f"the server holds its maximum of {state.websocket_slots.limit} WebSockets",
-        )
-        return
     try:
         try:
             principal = await websocket_principal(state, websocket, scope)
@@ -338,8 +332,6 @@ async def _with_websocket(
         log.warning("dependency_unavailable", error=repr(exc))
         with contextlib.suppress(Exception):  # the client may be gone already
             await websocket.close(code=WS_CLOSE_UNAVAILABLE, reason=outage_detail(exc)[:120])
-    finally:
-        state.websocket_slots.release()
 
 
 async def _serve_until_disconnect(

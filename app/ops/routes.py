@@ -4,7 +4,7 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
 from app.deps import StateDep
@@ -55,5 +55,4 @@ async def ready(state: StateDep) -> Any:
 )
 async def metrics(state: StateDep) -> Response:
     await service.refresh_metrics(state.metrics, state.engine, state.redis)
-    state.metrics.websocket_clients.set(state.websocket_slots.in_use)
-    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -166,11 +166,35 @@ def test_sweep_expires_old_images_then_evicts_oldest_over_the_cap(storage):
     assert sorted(p.name for p in storage.root.iterdir()) == ["b.jpg", "c.jpg"]
 
 
-async def test_one_maintenance_pass_does_it_all(settings, make_job, sessionmaker, redis, storage):
-    await make_job(T1, enqueue=False)
+def test_sweep_never_deletes_kept_images_nor_evicts_fresh_ones(storage):
+    now = time.time()
+    for name, age_s in [("queued.jpg", 5000), ("a.jpg", 100), ("b.jpg", 50), ("new.jpg", 1)]:
+        storage.put(name, b"x" * 1000)
+        os.utime(storage.path(name), (now - age_s, now - age_s))
+    result = sweep(storage, max_age_s=1000, max_total_bytes=1000, keep={"queued.jpg"}, grace_s=10)
+    assert result.expired == []  # queued.jpg is past the TTL, but its job still needs it
+    assert result.evicted == ["a.jpg", "b.jpg"]
+    assert result.bytes_kept == 2000  # over the cap: nothing left may go
+    assert sorted(p.name for p in storage.root.iterdir()) == ["new.jpg", "queued.jpg"]
+
+
+async def test_one_maintenance_pass_does_it_all(
+    settings, make_job, make_consumer, sessionmaker, redis, storage
+):
+    finished = await make_job(T1)
+    await make_consumer().run(burst=True)
+    lost = await make_job(T1, enqueue=False)
     tight = no_grace(settings).model_copy(
         update={"retention": RetentionSettings(storage_max_bytes=1)}
     )
     report = await run_maintenance(tight, sessionmaker, redis, storage)
     assert report.reenqueued == 1
-    assert report.images_evicted == 1
+    # The finished job's images go over the cap; the re-enqueued job keeps its image …
+    assert report.images_evicted == 2
+    assert [p.name for p in storage.root.iterdir()] == [f"{lost.id}.jpg"]
+    assert not storage.exists(finished.image_key)
+    # … so a worker can still run it.
+    assert await make_consumer().run(burst=True) == 1
+    async with sessionmaker() as session:
+        job = await session.get(Job, lost.id)
+        assert job is not None and job.status == JobStatus.done

@@ -147,7 +147,8 @@ def wait_until(
 
 @dataclass
 class RedisServer:
-    """A redis-server of the test's own (Unix socket, AOF everysec like the embedded one)."""
+    """A redis-server of the test's own (Unix socket, AOF everysec: unlike the embedded one, it
+    keeps its data over a restart, as a production Redis with persistence does)."""
 
     directory: Path
     process: subprocess.Popen[bytes] | None = field(default=None)

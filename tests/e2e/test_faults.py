@@ -4,6 +4,7 @@ stopped. The API (uvicorn) and workers are `lookout` subprocesses; uploads go ov
 import asyncio
 import collections
 import json
+import socket
 import time
 
 import cv2
@@ -129,8 +130,25 @@ async def test_kill_9_one_of_two_workers_mid_run_loses_and_duplicates_nothing(
             return (await status_counts(engine)).get("done", 0) >= 40
 
         await wait_for(some_done, what="40 jobs done", timeout_s=120)
+        # A worker consumes as `<host>-<pid>` (its one process: --processes 1).
+        doomed_consumer = f"{socket.gethostname()}-{doomed.popen.pid}"
+        assert doomed_consumer in await streams.live_workers(redis)
         doomed.kill9()
+        # What it had claimed and not acked: the batch in inference and the one read ahead.
+        # The survivor takes an entry only after job_timeout_s (3 s) idle; the batch read ahead
+        # is younger than that, so reading right after the kill is not a race.
+        in_hand = await redis.xpending_range(
+            streams.JOBS, streams.GROUP, min="-", max="+", count=100, consumername=doomed_consumer
+        )
         done_at_kill = (await status_counts(engine)).get("done", 0)
+        assert in_hand, "the worker was killed holding no job: the test proved nothing"
+        in_hand_jobs = [
+            fields[b"job_id"].decode()
+            for entry in in_hand
+            for _, fields in await redis.xrange(
+                streams.JOBS, min=entry["message_id"], max=entry["message_id"]
+            )
+        ]
 
         async def all_done() -> bool:
             return (await status_counts(engine)).get("done", 0) == 200
@@ -147,11 +165,23 @@ async def test_kill_9_one_of_two_workers_mid_run_loses_and_duplicates_nothing(
     results = await firehose_results_per_job(redis)
     assert set(results) == set(job_ids)
     assert set(results.values()) == {1}, "a job's result was published twice"
+    # The survivor reclaimed them (XAUTOCLAIM) and acked them: the dead consumer holds nothing.
+    assert (
+        await redis.xpending_range(
+            streams.JOBS, streams.GROUP, min="-", max="+", count=100, consumername=doomed_consumer
+        )
+        == []
+    )
     async with engine.connect() as connection:
         retried = (
-            await connection.execute(text("SELECT count(*) FROM jobs WHERE attempts > 1"))
+            await connection.execute(
+                text("SELECT count(*) FROM jobs WHERE attempts > 1 AND id::text = ANY(:ids)"),
+                {"ids": in_hand_jobs},
+            )
         ).scalar()
-    print(f"jobs started more than once (the killed worker's in-flight job): {retried}")
+    print(f"the killed worker held {len(in_hand)} jobs; {retried} were started again")
+    # At least the batch in inference had been started (marked running) by the killed worker.
+    assert retried >= 1
 
 
 @pytest.mark.timeout(300)

@@ -1,14 +1,24 @@
 """Upload → stream → worker → Postgres → WebSocket, with the real parts and the real model."""
 
 import asyncio
+import time
 
 import cv2
 import numpy as np
-from httpx_ws import aconnect_ws
+import pytest
+from httpx_ws import WebSocketDisconnect, aconnect_ws
 
-from tests.conftest import shared_image
+from app import streams
+from tests.conftest import serve_app, shared_image
 
 T1 = shared_image("scenes/t1.jpg")
+
+
+async def assert_closed_normally(ws) -> None:  # type: ignore[no-untyped-def]
+    """The job has ended: the server closes the socket (1000) instead of sending more."""
+    with pytest.raises(WebSocketDisconnect) as closed:
+        await ws.receive_json(timeout=10)
+    assert closed.value.code == 1000
 
 
 async def test_t1_upload_streams_events_and_stores_six_faces(client, make_consumer, storage):
@@ -24,6 +34,7 @@ async def test_t1_upload_streams_events_and_stores_six_faces(client, make_consum
         handled = await make_consumer().run(burst=True)  # the worker runs while we listen
         assert handled == 1
         events = [await ws.receive_json() for _ in range(3)]
+        await assert_closed_normally(ws)
 
     assert [(e["type"], e.get("status")) for e in events] == [
         ("status", "running"),
@@ -63,7 +74,21 @@ async def test_events_replay_after_the_job_finished(client, make_consumer):
     await make_consumer().run(burst=True)
     async with aconnect_ws(job["links"]["events"], client) as ws:
         events = [await ws.receive_json() for _ in range(4)]
+        await assert_closed_normally(ws)
     assert [e.get("status", e["type"]) for e in events] == ["queued", "running", "result", "done"]
+
+
+async def test_events_come_from_postgres_once_the_event_stream_expired(
+    client, make_consumer, redis
+):
+    job = (await client.post("/v1/images", files={"image": ("t1.jpg", T1, "image/jpeg")})).json()
+    await make_consumer().run(burst=True)
+    await redis.delete(streams.job_events_key(job["id"]))  # past job_events_ttl_s
+    async with aconnect_ws(job["links"]["events"], client) as ws:
+        events = [await ws.receive_json() for _ in range(2)]
+        await assert_closed_normally(ws)
+    assert [e.get("status", e["type"]) for e in events] == ["result", "done"]
+    assert events[0]["job"]["counts"] == {"face": 6}
 
 
 async def test_wait_returns_the_finished_job_inline(client, make_consumer):
@@ -86,6 +111,25 @@ async def test_wait_times_out_with_202_when_no_worker_runs(client):
     )
     assert response.status_code == 202
     assert response.json()["status"] == "queued"
+
+
+async def test_wait_is_capped_at_max_wait_s(settings, api_key):
+    """?wait= longer than api.max_wait_s waits max_wait_s, then answers 202 with the job queued."""
+    capped = settings.model_copy(
+        update={"api": settings.api.model_copy(update={"max_wait_s": 0.5})}
+    )
+    async with serve_app(capped, api_key) as client:
+        started = time.monotonic()
+        async with asyncio.timeout(60):  # uncapped, it would wait an hour
+            response = await client.post(
+                "/v1/images?wait=3600", files={"image": ("t1.jpg", T1, "image/jpeg")}
+            )
+        waited_s = time.monotonic() - started
+        assert response.status_code == 202, response.text
+        assert response.json()["status"] == "queued"
+        assert waited_s >= 0.5  # it did wait, up to the cap
+        job = (await client.get(f"/v1/jobs/{response.json()['id']}")).json()
+        assert job["status"] == "queued"
 
 
 async def test_firehose_streams_every_finished_job(client, make_consumer):

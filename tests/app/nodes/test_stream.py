@@ -245,3 +245,31 @@ async def test_a_node_that_stops_reading_does_not_hold_up_another(
     finally:
         stop_worker.set()
         await worker
+
+
+async def test_a_node_socket_holds_one_of_the_servers_websocket_slots(settings, api_key, make_node):
+    from tests.app.test_auth import ws_close_code
+
+    node = await make_node()
+    node_auth = bearer(node_token(settings, node.id))
+    one_socket = settings.model_copy(
+        update={"api": settings.api.model_copy(update={"max_websocket_clients": 1})}
+    )
+
+    async def open_sockets(client) -> str:
+        text = (await client.get("/metrics")).text
+        return next(line for line in text.splitlines() if line.startswith("lookout_websocket_"))
+
+    async with serve_app(one_socket, api_key) as client:
+        async with aconnect_ws("/v1/nodes/me/stream", client, headers=node_auth):
+            assert await open_sockets(client) == "lookout_websocket_clients 1.0"
+            assert await ws_close_code(client, "/v1/ws") == 1013
+            assert await ws_close_code(client, "/v1/nodes/me/stream", headers=node_auth) == 1013
+        for _ in range(100):  # the handler returns once it has seen the client leave
+            if await open_sockets(client) == "lookout_websocket_clients 0.0":
+                break
+            await asyncio.sleep(0.02)
+        assert await open_sockets(client) == "lookout_websocket_clients 0.0"
+        # The other way round: a firehose client holds the slot, a node is turned away.
+        async with aconnect_ws("/v1/ws", client):
+            assert await ws_close_code(client, "/v1/nodes/me/stream", headers=node_auth) == 1013
