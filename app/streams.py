@@ -56,6 +56,9 @@ StreamId = bytes  # Redis stream entry id, e.g. b"1718000000000-0"
 Fields = dict[bytes, bytes]
 # Entries as Redis returns them; fields are None for an entry trimmed away while pending.
 RawEntries = list[tuple[StreamId, Fields | None]]
+# What acking one entry takes (see `ack`): its id, its job (whose entry marker goes), and
+# whether to XDEL it (it carried an inline image).
+AckEntry = tuple[StreamId, uuid.UUID | None, bool]
 
 
 class ProtocolError(ValueError):
@@ -226,15 +229,18 @@ async def publish_job_events(
     ttl_s: int,
     firehose_maxlen: int | None = None,
     firehose_types: Iterable[EventType] | None = ("result", "error"),
+    acks: Sequence[AckEntry] = (),
 ) -> None:
     """Append several events in one MULTI: readers see all of them or none.
 
     With a firehose maxlen, events whose type is in `firehose_types` (all when None) are also
-    appended to the firehose.
+    appended to the firehose. `acks` (as for `ack_many`) are done in the same MULTI, after the
+    events: an entry is acked exactly when its job's events are published, one round trip.
     """
     wanted = set(firehose_types) if firehose_types is not None else None
     async with redis.pipeline(transaction=True) as pipe:
         _append_events(pipe, events, ttl_s=ttl_s, firehose_maxlen=firehose_maxlen, wanted=wanted)
+        _append_acks(pipe, acks)
         await pipe.execute()
 
 
@@ -367,18 +373,20 @@ async def ack(
     await ack_many(redis, [(entry_id, job_id, delete)])
 
 
-async def ack_many(
-    redis: "Redis", entries: Sequence[tuple[StreamId, uuid.UUID | None, bool]]
-) -> None:
+async def ack_many(redis: "Redis", entries: Sequence[AckEntry]) -> None:
     """`ack` for several (entry id, job id, delete) in one MULTI."""
     async with redis.pipeline(transaction=True) as pipe:
-        for entry_id, job_id, delete in entries:
-            pipe.xack(JOBS, GROUP, entry_id)
-            if delete:
-                pipe.xdel(JOBS, entry_id)
-            if job_id is not None:
-                pipe.delete(job_entry_key(job_id))
+        _append_acks(pipe, entries)
         await pipe.execute()
+
+
+def _append_acks(pipe: "Pipeline", entries: Sequence[AckEntry]) -> None:
+    for entry_id, job_id, delete in entries:
+        pipe.xack(JOBS, GROUP, entry_id)
+        if delete:
+            pipe.xdel(JOBS, entry_id)
+        if job_id is not None:
+            pipe.delete(job_entry_key(job_id))
 
 
 def is_missing_group(exc: ResponseError) -> bool:
