@@ -81,6 +81,13 @@ def start_embedded(data_dir: Path) -> EmbeddedServices:
             "",
             "--daemonize",
             "no",
+            # Redis 6.2 notices a timed-out blocking read (XREAD/XREADGROUP BLOCK) only when its
+            # event loop next wakes, on a quiet server its tick: at the default hz 10 a BLOCK 5
+            # returns after up to 100 ms. New entries wake readers at once either way; hz 100
+            # keeps the timeouts (burst-mode idle checks, WebSocket tails noticing a stop)
+            # within about 10 ms.
+            "--hz",
+            "100",
             "--loglevel",
             "warning",
             "--logfile",

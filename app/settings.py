@@ -129,8 +129,8 @@ class WorkerSettings(BaseModel):
     # Prometheus exporter of each worker process: process i listens on metrics_port + i.
     # None → no exporter. (Each process serves its own registry; no multiprocess dir needed.)
     metrics_port: int | None = None
-    # After the first message arrives, wait this long for more to fill the batch. Small: with
-    # light traffic every job pays it as extra latency.
+    # When a read finds a queue (several messages, fewer than batch_size), wait this long for
+    # more to fill the batch. A lone message never waits (workers/consumer.py, next_entries).
     batch_wait_ms: int = Field(default=5, ge=0)
 
 

@@ -61,6 +61,9 @@ StreamId = bytes  # Redis stream entry id, e.g. b"1718000000000-0"
 Fields = dict[bytes, bytes]
 # Entries as Redis returns them; fields are None for an entry trimmed away while pending.
 RawEntries = list[tuple[StreamId, Fields | None]]
+# What acking one entry takes (see `ack`): its id, its job (whose entry marker goes), and its
+# node frame's key (the frame goes too), if any.
+AckEntry = tuple[StreamId, uuid.UUID | None, str | None]
 
 
 class ProtocolError(ValueError):
@@ -273,15 +276,20 @@ async def publish_job_events(
     ttl_s: int,
     firehose_maxlen: int | None = None,
     firehose_types: Iterable[EventType] | None = ("result", "error"),
+    acks: Sequence[AckEntry] = (),
+    frames_redis: "Redis | None" = None,
 ) -> None:
     """Append several events in one MULTI: readers see all of them or none.
 
     With a firehose maxlen, events whose type is in `firehose_types` (all when None) are also
-    appended to the firehose.
+    appended to the firehose. `acks` (as for `ack_many`) are done in the same MULTI, after the
+    events: an entry is acked exactly when its job's events are published, one round trip.
     """
     wanted = set(firehose_types) if firehose_types is not None else None
+    in_pipe = await _delete_separate_frames(redis, acks, frames_redis)
     async with redis.pipeline(transaction=True) as pipe:
         _append_events(pipe, events, ttl_s=ttl_s, firehose_maxlen=firehose_maxlen, wanted=wanted)
+        _append_acks(pipe, acks, delete_frames=in_pipe)
         await pipe.execute()
 
 
@@ -439,10 +447,7 @@ async def ack(
 
 
 async def ack_many(
-    redis: "Redis",
-    entries: Sequence[tuple[StreamId, uuid.UUID | None, str | None]],
-    *,
-    frames_redis: "Redis | None" = None,
+    redis: "Redis", entries: Sequence[AckEntry], *, frames_redis: "Redis | None" = None
 ) -> None:
     """`ack` for several (entry id, job id, frame key) in one MULTI.
 
@@ -450,18 +455,31 @@ async def ack_many(
     first (a redelivery after a failed ack then finds the job finished and never needs it);
     in the main Redis it goes in the same MULTI.
     """
-    frame_keys = [key for _, _, key in entries if key is not None]
+    in_pipe = await _delete_separate_frames(redis, entries, frames_redis)
+    async with redis.pipeline(transaction=True) as pipe:
+        _append_acks(pipe, entries, delete_frames=in_pipe)
+        await pipe.execute()
+
+
+async def _delete_separate_frames(
+    redis: "Redis", entries: Sequence[AckEntry], frames_redis: "Redis | None"
+) -> bool:
+    """Delete the entries' frames now if they live in a Redis of their own; True when they are
+    in the main Redis instead, for the caller's MULTI to delete."""
     separate = _elsewhere(redis, frames_redis)
+    frame_keys = [key for _, _, key in entries if key is not None]
     if frame_keys and separate is not None:
         await separate.delete(*frame_keys)
-    async with redis.pipeline(transaction=True) as pipe:
-        for entry_id, job_id, _ in entries:
-            pipe.xack(JOBS, GROUP, entry_id)
-            if job_id is not None:
-                pipe.delete(job_entry_key(job_id))
-        if frame_keys and separate is None:
-            pipe.delete(*frame_keys)
-        await pipe.execute()
+    return separate is None
+
+
+def _append_acks(pipe: "Pipeline", entries: Sequence[AckEntry], *, delete_frames: bool) -> None:
+    for entry_id, job_id, frame_key in entries:
+        pipe.xack(JOBS, GROUP, entry_id)
+        if job_id is not None:
+            pipe.delete(job_entry_key(job_id))
+        if frame_key is not None and delete_frames:
+            pipe.delete(frame_key)
 
 
 async def get_frames(frames_redis: "Redis", keys: Sequence[str]) -> list[bytes | None]:

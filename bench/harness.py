@@ -9,14 +9,16 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -28,6 +30,7 @@ from app.embedded import start_embedded
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
+CORES = len(os.sched_getaffinity(0))
 
 
 def free_port() -> int:
@@ -40,8 +43,46 @@ def percentile_ms(samples_s: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(samples_s) * 1000, q))
 
 
-def machine() -> list[str]:
-    """Markdown lines describing this machine, for every results section."""
+# onnxruntime execution providers for the models the benchmarks run, in order of preference:
+# LOOKOUT_BENCH_PROVIDERS (comma-separated) or a script's --providers. CPU unless asked: on a GPU
+# machine (onnxruntime-gpu) `LOOKOUT_BENCH_PROVIDERS=CUDAExecutionProvider,CPUExecutionProvider`.
+DEFAULT_PROVIDERS = "CPUExecutionProvider"
+
+
+def bench_providers(arg: str | None = None) -> list[str]:
+    """The providers asked for (--providers, else LOOKOUT_BENCH_PROVIDERS, else CPU)."""
+    wanted = arg or os.environ.get("LOOKOUT_BENCH_PROVIDERS") or DEFAULT_PROVIDERS
+    return [p.strip() for p in wanted.split(",") if p.strip()]
+
+
+def effective_providers(providers: Sequence[str]) -> list[str]:
+    """What the worker's sessions will use: the asked-for ones this onnxruntime build has
+    (workers/detectors/onnx.py makes the same choice), CPU as the floor."""
+    import onnxruntime
+
+    available = set(onnxruntime.get_available_providers())
+    return [p for p in providers if p in available] or ["CPUExecutionProvider"]
+
+
+def gpus() -> list[str]:
+    """NVIDIA GPUs as nvidia-smi names them; empty where there is none (or no driver)."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        listed = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in listed.splitlines() if line.strip()]
+
+
+def machine(providers: Sequence[str] | None = None) -> list[str]:
+    """Markdown lines describing this machine (and, given `providers`, what models ran on)."""
     import cv2
     import onnxruntime
 
@@ -52,11 +93,16 @@ def machine() -> list[str]:
                 cpu = line.split(":", 1)[1].strip()
                 break
     memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    found = gpus()
+    ran_on = (
+        f"; these figures ran on {', '.join(effective_providers(providers))}" if providers else ""
+    )
     return [
-        f"- CPU: {cpu}, {len(os.sched_getaffinity(0))} cores usable, "
-        f"{memory_gib:.0f} GiB RAM, no GPU",
+        f"- CPU: {cpu}, {CORES} cores usable, {memory_gib:.0f} GiB RAM",
+        f"- GPU: {'; '.join(found) if found else 'none found (no nvidia-smi, or no device)'}",
         f"- {platform.system()} {platform.release()}, Python {platform.python_version()}",
-        f"- onnxruntime {onnxruntime.__version__} (CPUExecutionProvider), "
+        f"- onnxruntime {onnxruntime.__version__} (available: "
+        f"{', '.join(onnxruntime.get_available_providers())}{ran_on}), "
         f"OpenCV {cv2.__version__}, numpy {np.__version__}",
     ]
 
@@ -66,7 +112,10 @@ def load_average() -> str:
     return f"{one:.2f} (1 min) / {five:.2f} (5 min)"
 
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+# Where RESULTS.md and the plots go: bench/, or LOOKOUT_BENCH_OUT for a trial run that must not
+# replace the published figures.
+OUT_DIR = Path(os.environ.get("LOOKOUT_BENCH_OUT") or Path(__file__).resolve().parent)
+RESULTS = OUT_DIR / "RESULTS.md"
 RESULTS_TITLE = """# Lookout benchmarks
 
 Written by `make bench`; each section by its own script, replaced when that script runs again.
@@ -85,8 +134,45 @@ def write_section(name: str, markdown: str) -> None:
         text = before + block + rest.split(end, 1)[1]
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(text)
     print(f"wrote section {name!r} of {RESULTS}")
+
+
+def save_plot(
+    name: str, title: str, draw: Callable[[Any], None], *, size: tuple[float, float] = (7.0, 3.5)
+) -> str:
+    """Draw a figure (draw(figure)) into OUT_DIR/name.png; the markdown line that embeds it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure = plt.figure(figsize=size)
+    draw(figure)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    path = OUT_DIR / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    print(f"wrote {path}")
+    return f"![{title}]({name}.png)"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A target from the benchmark issue; `cell` says whether a figure met it."""
+
+    text: str  # as the issue states it, e.g. "≥ 1,000"
+    threshold: float
+    at_least: bool  # True: the figure must be ≥ threshold; False: ≤ threshold
+
+    def met(self, value: float) -> bool:
+        return value >= self.threshold if self.at_least else value <= self.threshold
+
+    def cell(self, value: float) -> str:
+        return f"{self.text}: met" if self.met(value) else f"{self.text}: **missed**"
 
 
 @dataclass
@@ -153,6 +239,28 @@ def stack(
                 except subprocess.TimeoutExpired:
                     process.kill()
             services.stop()
+
+
+def wait_for_workers(running: Stack, count: int, timeout_s: float = 300) -> None:
+    """Return once `count` workers beat: a worker beats only after loading and warming its
+    models (workers/pool.py), so the measurement starts with all of them ready."""
+    from redis.asyncio import Redis
+
+    from app import streams
+
+    async def live() -> int:
+        redis = Redis.from_url(running.env["LOOKOUT_REDIS__URL"])
+        try:
+            return len(await streams.live_workers(redis))
+        finally:
+            await redis.aclose()
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if asyncio.run(live()) >= count:
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"{count} workers did not start in {timeout_s:.0f} s")
 
 
 async def upload_and_collect(

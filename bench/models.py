@@ -1,8 +1,9 @@
 """Model runtime throughput on this machine: raw model runs, packs on real photos, batching.
 
-Run with `make bench` (all benches) or `python -m bench.models`. Prints each figure as it is
-measured and writes bench/RESULTS.md (a table, with the machine described). Needs
-LOOKOUT_MODELS_DIR pointing at the verified models (../shared/models) and ../shared/images.
+Run with `make bench` (all benches) or `python -m bench.models [--providers P,Q]`. Prints each
+figure as it is measured and writes bench/RESULTS.md (a table and a plot, with the machine
+described). Needs LOOKOUT_MODELS_DIR pointing at the verified models (../shared/models) and
+../shared/images.
 
 What is measured:
 - raw: onnxruntime session.run on a fixed, preprocessed input (no decode, no pre/post-processing),
@@ -11,9 +12,12 @@ What is measured:
 - packs: each detector end to end on real photos (letterbox, run, decode/NMS, alignment);
 - pipeline: decode + faces + objects + QR + render, batch of 1 vs run_batch of 8 images;
 - processes × threads: the full faces+objects pipeline in 1 process × 2 threads against
-  2 processes × 1 thread (what the worker defaults to), on all cores at once.
+  2 processes × 1 thread (what the worker defaults to), on all cores at once;
+- embedding margin: the embedder's cosine similarity on every (train, test) pair of faces in
+  ../shared/images/faces: the lowest same-person score against the highest different-person one.
 """
 
+import argparse
 import multiprocessing
 import os
 import statistics
@@ -25,9 +29,17 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from app.settings import ModelSettings, Settings, WorkerSettings
-from bench.harness import load_average, machine, write_section
+from bench.harness import (
+    bench_providers,
+    load_average,
+    machine,
+    save_plot,
+    write_section,
+)
+from tests.labelled_faces import PairScores, labelled_faces, pair_scores
 from workers.detectors.base import Detector
 from workers.detectors.face import Embedder, FaceDetector
 from workers.detectors.onnx import OnnxModel, RuntimeOptions
@@ -41,6 +53,9 @@ MAX_PIXELS = 50_000_000
 # Each figure: runs for at least this long after warm-up (and at least MIN_RUNS runs).
 MEASURE_S = 2.0
 MIN_RUNS = 5
+# onnxruntime providers for every model here: main sets them from --providers or
+# LOOKOUT_BENCH_PROVIDERS (bench/harness.py).
+PROVIDERS: list[str] = ["CPUExecutionProvider"]
 
 
 @dataclass(frozen=True)
@@ -85,7 +100,9 @@ def settings_for(threads: int) -> Settings:
         models_dir=models_dir,
         data_dir=REPO / ".lookout" / "bench",
         worker=WorkerSettings(threads=threads),
-        models=ModelSettings(face_pack="scrfd_mobilefacenet", object_pack="yolox_nano"),
+        models=ModelSettings(
+            face_pack="scrfd_mobilefacenet", object_pack="yolox_nano", providers=PROVIDERS
+        ),
     )
 
 
@@ -106,10 +123,9 @@ def t1_with_qr() -> np.ndarray:
 
 def report(rows: list[Row], row: Row) -> None:
     rows.append(row)
-    print(
+    tqdm.write(
         f"{row.what:<44} {row.setting:<20} best {row.timing.best_ms:8.2f} ms "
-        f"(median {row.timing.median_ms:8.2f})  {row.items_per_s:7.1f} {row.unit}/s",
-        flush=True,
+        f"(median {row.timing.median_ms:8.2f})  {row.items_per_s:7.1f} {row.unit}/s"
     )
 
 
@@ -122,11 +138,11 @@ def raw_models(rows: list[Row], models_dir: Path) -> None:
     rng = np.random.default_rng(0)
     crops = [rng.integers(0, 255, (112, 112, 3), dtype=np.uint8) for _ in range(8)]
     for threads in (1, 2):
-        options = RuntimeOptions(intra_op_threads=threads)
+        options = RuntimeOptions(intra_op_threads=threads, providers=tuple(PROVIDERS))
         for name, shape in shapes.items():
             path = models_dir / name
             if not path.is_file():
-                print(f"skip {name}: not in {models_dir}")
+                tqdm.write(f"skip {name}: not in {models_dir}")
                 continue
             model = OnnxModel(path, options)
             blob = rng.uniform(-1, 1, shape).astype(np.float32)
@@ -282,7 +298,10 @@ def decoding(rows: list[Row]) -> None:
     )
 
 
-def _process_worker(threads: int, images: int, ready: "multiprocessing.Queue[float]") -> None:
+def _process_worker(
+    threads: int, images: int, providers: list[str], ready: "multiprocessing.Queue[float]"
+) -> None:
+    PROVIDERS[:] = providers  # a spawned process starts from the module's defaults
     detectors = build_detectors(settings_for(threads))
     data = (IMAGES / "scenes" / "t1.jpg").read_bytes()
     decoded = decode_image(data, max_pixels=MAX_PIXELS, target_side_px=2048)
@@ -301,7 +320,9 @@ def processes_by_threads(rows: list[Row]) -> None:
     for processes, threads in ((1, 2), (2, 1)):
         queue: multiprocessing.Queue[float] = context.Queue()
         children = [
-            context.Process(target=_process_worker, args=(threads, images_per_process, queue))
+            context.Process(
+                target=_process_worker, args=(threads, images_per_process, PROVIDERS, queue)
+            )
             for _ in range(processes)
         ]
         for child in children:
@@ -316,16 +337,26 @@ def processes_by_threads(rows: list[Row]) -> None:
         report(rows, Row(what, f"{processes} proc × {threads} thread", elapsed, total, "image"))
 
 
-def write_results(rows: list[Row], started: str, load_before: str) -> None:
+def embedding_margin(detectors: dict[str, Detector]) -> tuple[str, PairScores]:
+    """The embedder's name and its scores on every (train, test) pair of labelled faces."""
+    faces = detectors["faces"]
+    assert isinstance(faces, FaceDetector)
+    return faces.embedder.spec.model, pair_scores(labelled_faces(faces))
+
+
+def write_results(
+    rows: list[Row], margin: tuple[str, PairScores], started: str, load_before: str
+) -> None:
+    model, scores = margin
     lines = [
         "## Model runtime (bench/models.py)",
         "",
         f"Measured {started} by `make bench` (bench/models.py). Each figure: calls repeated",
-        f"for {MEASURE_S:.0f} s after two warm-up calls; throughput is computed from the best",
+        f"for {MEASURE_S:g} s after two warm-up calls; throughput is computed from the best",
         "(fastest) call, the median is shown beside it. Not a timed test.",
         "",
         "Machine:",
-        *machine(),
+        *machine(PROVIDERS),
         f"- Load average before the run {load_before}, after {load_average()}: other work on",
         "  the machine slows the median most; the best-of figures are the more repeatable.",
         "",
@@ -379,24 +410,78 @@ def write_results(rows: list[Row], started: str, load_before: str) -> None:
             f"{procs[0].setting} {procs[0].items_per_s:.1f} "
             f"({procs[1].items_per_s / procs[0].items_per_s:.2f}×)."
         )
-    write_section("models", "\n".join([*lines, "", "Ratios:", *notes, ""]))
+    margin_lines = [
+        "Embedding margin (issue 3): the embedder's cosine similarity for every pair of a train",
+        "photo and a test face in ../shared/images/faces (same pairing as",
+        "tests/workers/detectors/test_face.py, from tests/labelled_faces.py). A positive margin",
+        "means one threshold separates every same-person pair from every different-person pair.",
+        "",
+        "| embedder | same-person pairs | lowest same-person | different-person pairs "
+        "| highest different-person | margin |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| {model} | {len(scores.same)} | {min(scores.same):.3f} | {len(scores.different)} "
+        f"| {max(scores.different):.3f} | {scores.margin:.3f} |",
+    ]
+    plot = save_plot(
+        "models",
+        "Model runtime: throughput of each figure (best call)",
+        lambda figure: _draw(figure, rows),
+        size=(10.0, 1.5 + 0.22 * len(rows)),
+    )
+    write_section(
+        "models", "\n".join([*lines, "", plot, "", "Ratios:", *notes, "", *margin_lines, ""])
+    )
 
 
-def main() -> int:
+def _draw(figure, rows: list[Row]) -> None:  # type: ignore[no-untyped-def]
+    axis = figure.add_subplot()
+    colours = {"run": "#8172b2", "face": "#c44e52", "image": "#4c72b0"}
+    labels = [f"{r.what.strip()} · {r.setting}" for r in rows]
+    axis.barh(labels, [r.items_per_s for r in rows], color=[colours[r.unit] for r in rows])
+    axis.set_xscale("log")
+    axis.set_xlabel("items/s, log scale (purple: raw runs, red: faces, blue: images)")
+    axis.tick_params(axis="y", labelsize=7)
+    axis.invert_yaxis()
+
+
+def main(argv: list[str] | None = None) -> int:
+    global MEASURE_S
+    parser = argparse.ArgumentParser(prog="python -m bench.models", description=__doc__)
+    parser.add_argument("--providers", help="onnxruntime providers, comma-separated")
+    parser.add_argument("--measure-s", type=float, default=MEASURE_S, help="seconds per figure")
+    args = parser.parse_args(argv)
+    PROVIDERS[:] = bench_providers(args.providers)
+    MEASURE_S = args.measure_s
     started = time.strftime("%Y-%m-%d %H:%M %Z")
     load_before = load_average()
     rows: list[Row] = []
     settings = settings_for(1)
     assert settings.models_dir is not None
-    print("\n".join(machine()))
-    raw_models(rows, settings.models_dir)
-    for threads in (1, 2):
+    models_dir = settings.models_dir
+    print("\n".join(machine(PROVIDERS)))
+    margins: list[tuple[str, PairScores]] = []
+
+    def by_threads(threads: int) -> None:
         detectors = build_detectors(settings_for(threads))
         packs(rows, detectors, f"{threads} thread(s)")
         pipelines(rows, detectors, f"{threads} thread(s)")
-    decoding(rows)
-    processes_by_threads(rows)
-    write_results(rows, started, load_before)
+        if threads == 1:
+            margins.append(embedding_margin(detectors))
+
+    phases: list[tuple[str, Callable[[], None]]] = [
+        ("raw models", lambda: raw_models(rows, models_dir)),
+        ("packs + pipelines + embedding margin, 1 thread", lambda: by_threads(1)),
+        ("packs + pipelines, 2 threads", lambda: by_threads(2)),
+        ("decoding", lambda: decoding(rows)),
+        ("processes × threads", lambda: processes_by_threads(rows)),
+    ]
+    with tqdm(phases, desc="models", unit="phase") as progress:
+        for name, phase in progress:
+            progress.set_postfix_str(name)
+            phase()
+    write_results(rows, margins[0], started, load_before)
+    model, scores = margins[0]
+    print(f"embedding margin ({model}): {scores.margin:.3f}")
     return 0
 
 

@@ -1,7 +1,7 @@
 """The consumer loop: take a batch, decode it, run it, write, publish, ack — one batch ahead.
 
-Batches: up to `batch_size` entries (stale entries of dead consumers first, then new ones; after
-the first new entry it waits up to `batch_wait_ms` to fill the batch). While a batch is in
+Batches: up to `batch_size` entries (stale entries of dead consumers first, then new ones; a
+lone new entry runs at once, a partial batch waits `batch_wait_ms` for more). While a batch is in
 inference (a worker thread), the entries already waiting are taken and decoded (another thread),
 so the next batch is ready when this one ends. Every task's detector runs once per batch: all
 faces of the batch are embedded in one call.
@@ -61,6 +61,9 @@ log = structlog.get_logger()
 
 # In burst mode, how long the stream must stay empty before the consumer stops.
 BURST_IDLE_MS = 200
+# Entries of dead consumers are looked for at most this often (and at least every
+# job_timeout_s), unless the last look found some.
+STALE_CLAIM_INTERVAL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,7 @@ class Consumer:
         self.name = name or consumer_name()
         self.metrics = metrics or WorkerMetrics()
         self._stop = asyncio.Event()
+        self._next_claim_at = 0.0  # event loop time of the next look for stale entries
         # Touched each time the loop comes round: the container's liveness check
         # (workers/health.py) reads it without Redis, so an outage does not restart workers that
         # are only waiting; cluster-wide readiness uses the Redis heartbeat (_heartbeat).
@@ -197,29 +201,35 @@ class Consumer:
     async def next_entries(self, *, block_ms: int | None) -> list[Entry]:
         """Stale entries of dead consumers first, then new ones; block_ms=None: no waiting."""
         count = self.settings.worker.batch_size
-        min_idle_ms = int(self.settings.worker.job_timeout_s * 1000)
-        stale = await streams.claim_stale(
-            self.redis, self.name, min_idle_ms=min_idle_ms, count=count
-        )
-        if stale:
-            return [
-                Entry(entry_id, fields, await streams.delivery_count(self.redis, entry_id))
-                for entry_id, fields in stale
-            ]
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._next_claim_at:
+            min_idle_ms = int(self.settings.worker.job_timeout_s * 1000)
+            stale = await streams.claim_stale(
+                self.redis, self.name, min_idle_ms=min_idle_ms, count=count
+            )
+            if stale:  # claim again next time: there may be more
+                return [
+                    Entry(entry_id, fields, await streams.delivery_count(self.redis, entry_id))
+                    for entry_id, fields in stale
+                ]
+            # An entry turns stale only after job_timeout_s of silence, so looking once a
+            # second (sooner for short timeouts) finds it nearly as early, for one round trip
+            # a second instead of one per batch.
+            interval_s = min(STALE_CLAIM_INTERVAL_S, self.settings.worker.job_timeout_s)
+            self._next_claim_at = loop.time() + interval_s
         new = await streams.read_new(self.redis, self.name, count=count, block_ms=block_ms)
         wait_ms = self.settings.worker.batch_wait_ms
-        if block_ms is not None and new and len(new) < count and wait_ms > 0:
-            deadline = asyncio.get_running_loop().time() + wait_ms / 1000
-            while len(new) < count:
-                remaining_ms = int((deadline - asyncio.get_running_loop().time()) * 1000)
-                if remaining_ms < 1:  # BLOCK 0 would mean "forever"
-                    break
-                more = await streams.read_new(
-                    self.redis, self.name, count=count - len(new), block_ms=remaining_ms
-                )
-                if not more:
-                    break
-                new.extend(more)
+        # Filling the batch never uses a blocking read: Redis 6.2 notices a timed-out BLOCK only
+        # when its event loop next wakes, on a quiet server its tick (every 100 ms at the default
+        # hz 10), so a 5 ms wait cost up to 100 ms. A lone entry (a blocked read woken by one
+        # XADD) runs at once; only a read that found a queue (several entries, not a full batch)
+        # waits batch_wait_ms for the rest to arrive, then takes what is there. Under load the
+        # batches fill anyway: the next one is read while this one is in inference.
+        if block_ms is not None and 1 < len(new) < count and wait_ms > 0:
+            await _sleep_unless(self._stop, wait_ms / 1000)
+            new += await streams.read_new(
+                self.redis, self.name, count=count - len(new), block_ms=None
+            )
         return [Entry(entry_id, fields, 1) for entry_id, fields in new]
 
     async def prepare(self, entries: Sequence[Entry]) -> list[Work]:
@@ -309,8 +319,8 @@ class Consumer:
     ) -> None:
         """Write, publish and ack the batch's jobs. Never raises.
 
-        The successful jobs are written in one transaction, their events published in one
-        MULTI and their entries acked in one MULTI; failures are settled one by one.
+        The successful jobs are written in one transaction, then their events published and
+        their entries acked in one MULTI; failures are settled one by one.
         """
         results = await self._identify(batch, results)
         done = [
@@ -319,11 +329,12 @@ class Consumer:
         if done:
 
             async def finish_and_ack() -> None:
-                await self._finish([(w.message, r) for w, r in done], batch_size=len(batch))
-                await streams.ack_many(
-                    self.redis,
-                    [(w.entry.entry_id, w.message.job_id, w.message.frame_key) for w, _ in done],
-                    frames_redis=self.frames_redis,
+                await self._finish(
+                    [(w.message, r) for w, r in done],
+                    batch_size=len(batch),
+                    acks=[
+                        (w.entry.entry_id, w.message.job_id, w.message.frame_key) for w, _ in done
+                    ],
                 )
 
             await self._persist(done[0][0].entry, finish_and_ack)
@@ -564,13 +575,18 @@ class Consumer:
         return running
 
     async def _finish(
-        self, items: Sequence[tuple[streams.JobMessage, PipelineResult]], *, batch_size: int
+        self,
+        items: Sequence[tuple[streams.JobMessage, PipelineResult]],
+        *,
+        batch_size: int,
+        acks: Sequence[streams.AckEntry] = (),
     ) -> None:
         """Write the results of several jobs in one transaction, then their events in one MULTI.
 
         Idempotent: a job that is already finished (an earlier delivery, or an earlier try of
         this one that committed before an outage) is left as it is and only its missing events
-        are published again.
+        are published again. `acks` (entries of these jobs) are acked only after their job's
+        events are published: in the events' MULTI, or after the republish.
         """
         processed_keys: dict[uuid.UUID, str] = {}
         for message, result in items:
@@ -644,10 +660,12 @@ class Consumer:
                 )
                 events.append(streams.make_event("status", job_id, status="done"))
         if events:
-            await self._publish(*events)
+            await self._publish(*events, acks=[a for a in acks if a[1] in jobs])
         for job_id in settled_before:
             if not await self._republish_if_missing(job_id) and job_id in processed_keys:
                 self.storage.delete(processed_keys[job_id])  # deleted while we worked
+        if late_acks := [a for a in acks if a[1] not in jobs]:
+            await streams.ack_many(self.redis, late_acks, frames_redis=self.frames_redis)
         self.metrics.jobs.labels("done").inc(len(jobs))
         for job_id in jobs:
             log.info(
@@ -678,13 +696,18 @@ class Consumer:
         self.metrics.jobs.labels("failed").inc()
         log.info("job_failed", reason=reason)
 
-    async def _publish(self, *events: dict[str, Any]) -> None:
-        """All of a step's events in one MULTI; result/error events also go to the firehose."""
+    async def _publish(
+        self, *events: dict[str, Any], acks: Sequence[streams.AckEntry] = ()
+    ) -> None:
+        """All of a step's events (and `acks`) in one MULTI; result/error events also go to the
+        firehose."""
         await streams.publish_job_events(
             self.redis,
             events,
             ttl_s=self.settings.streams.job_events_ttl_s,
             firehose_maxlen=self.settings.streams.firehose_maxlen,
+            acks=acks,
+            frames_redis=self.frames_redis,
         )
 
 

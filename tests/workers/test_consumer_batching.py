@@ -1,6 +1,8 @@
 """The batched consumer against real Postgres, Redis and models: batches, prefetch, embeddings."""
 
+import asyncio
 import threading
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -12,6 +14,7 @@ from app import streams
 from app.models import FaceEmbedding, Job, JobStatus
 from tests.conftest import SHARED_IMAGES, job_events, shared_image
 from tests.workers.detectors.tiny_models import arcface_like
+from tests.workers.test_consumer_resilience import wait_for_status
 from workers.consumer import Consumer, Work
 from workers.detectors.base import Detection, ImageBGR
 from workers.detectors.face import Embedder, FaceDetector, FaceDetectorConfig
@@ -234,3 +237,76 @@ async def test_deleting_a_job_deletes_its_embeddings(make_job, make_consumer, se
             await connection.execute(text("SELECT DISTINCT job_id FROM face_embeddings"))
         ).all()
     assert [row[0] for row in owners] == [other.id]
+
+
+class BatchRecorder:
+    """The real face detector, noting the size of every batch it is given."""
+
+    task = "faces"
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.model_name = inner.model_name
+        self.batches: list[int] = []
+
+    def warm_up(self) -> None:
+        pass
+
+    def detect(self, images: Sequence[ImageBGR]) -> list[list[Detection]]:
+        self.batches.append(len(images))
+        return self.inner.detect(images)
+
+
+def waiting_consumer(settings, detectors, redis, sessionmaker, storage, recorder) -> Consumer:
+    """Batches of up to 8 with a long fill wait: any wait for a batch to fill is plain to see."""
+    worker = settings.worker.model_copy(update={"batch_size": 8, "batch_wait_ms": 2000})
+    return Consumer(
+        settings.model_copy(update={"worker": worker}),
+        {**detectors, "faces": recorder},
+        redis,
+        sessionmaker,
+        storage,
+        name="batcher",
+    )
+
+
+async def test_a_lone_job_runs_at_once_without_waiting_for_its_batch_to_fill(
+    make_job, settings, detectors, redis, sessionmaker, storage
+):
+    recorder = BatchRecorder(detectors["faces"])
+    consumer = waiting_consumer(settings, detectors, redis, sessionmaker, storage, recorder)
+    stop = asyncio.Event()
+    worker = asyncio.create_task(consumer.run(stop))
+    try:
+        began = time.monotonic()
+        job = await make_job(T1)
+        await wait_for_status(sessionmaker, job.id, JobStatus.done)
+        elapsed_s = time.monotonic() - began
+    finally:
+        stop.set()
+        await worker
+    assert recorder.batches == [1]
+    assert elapsed_s < 1.5  # well under batch_wait_ms (2 s): the job did not wait for company
+
+
+async def test_a_read_that_finds_a_queue_waits_for_the_batch_to_fill(
+    make_job, settings, detectors, redis, sessionmaker, storage
+):
+    recorder = BatchRecorder(detectors["faces"])
+    consumer = waiting_consumer(settings, detectors, redis, sessionmaker, storage, recorder)
+    queued = [await make_job(T1) for _ in range(2)]
+
+    async def enqueue_once_both_are_taken() -> Job:
+        for _ in range(1000):
+            if (await redis.xpending(streams.JOBS, streams.GROUP))["pending"] == 2:
+                return await make_job(T1)  # the consumer has read both and waits for more
+            await asyncio.sleep(0.01)
+        raise AssertionError("the consumer never read the two queued jobs")
+
+    late = asyncio.create_task(enqueue_once_both_are_taken())
+    assert await consumer.run(burst=True) == 3
+    jobs = [*queued, await late]
+
+    assert recorder.batches == [3]  # the latecomer joined the two that were queued
+    for job in jobs:
+        assert (await fetch_job(sessionmaker, job.id)).status == JobStatus.done

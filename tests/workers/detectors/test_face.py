@@ -10,6 +10,7 @@ from insightface.model_zoo.attribute import Attribute
 from insightface.utils import face_align
 
 from tests.conftest import SHARED_IMAGES, shared_image
+from tests.labelled_faces import labelled_faces, pair_scores
 from tests.workers.detectors.tiny_models import arcface_like, genderage_like
 from workers.detectors.face import Embedder, FaceDetector, FaceDetectorConfig, GenderAge
 from workers.detectors.onnx import OnnxModel, RuntimeOptions
@@ -82,48 +83,14 @@ def test_a_batch_of_images_gives_the_same_faces_as_one_image_at_a_time(faces):
             np.testing.assert_allclose(a.embedding.vector, b.embedding.vector, atol=1e-5)
 
 
-def _labelled_faces(faces) -> list[tuple[str, str, np.ndarray]]:
-    """(split, person, embedding) for every face in ../shared/images/faces.
-
-    Train photos hold one face each (the folder names the person). In obama_and_biden.jpg the
-    two large faces are Biden (left) and Obama (right); the small third face is a child who is
-    not enrolled: a different person from everyone.
-    """
-    labelled = []
-    for path in sorted((SHARED_IMAGES / "faces" / "train").glob("*/*")):
-        [found] = faces.detect([pixels(str(path.relative_to(SHARED_IMAGES)))])
-        assert len(found) == 1, path
-        labelled.append(("train", path.parent.name, found[0].embedding.vector))
-    for name, person in (("obama1.jpg", "obama"), ("alex_lacamoire1.jpg", "alex_lacamoire")):
-        [found] = faces.detect([pixels(f"faces/test/{name}")])
-        assert len(found) == 1
-        labelled.append(("test", person, found[0].embedding.vector))
-    [found] = faces.detect([pixels("faces/test/obama_and_biden.jpg")])
-    assert len(found) == 3
-    by_size = sorted(found, key=lambda f: f.box[2] - f.box[0], reverse=True)
-    biden, obama = sorted(by_size[:2], key=lambda f: f.box[0])
-    labelled += [
-        ("test", "biden", biden.embedding.vector),
-        ("test", "obama", obama.embedding.vector),
-        ("test", "not-enrolled-child", by_size[2].embedding.vector),
-    ]
-    return labelled
-
-
 def test_every_same_person_pair_scores_above_every_different_person_pair(faces):
-    labelled = _labelled_faces(faces)
-    same, different = [], []
-    for split_a, person_a, vector_a in labelled:
-        for split_b, person_b, vector_b in labelled:
-            if split_a == "train" and split_b == "test":
-                (same if person_a == person_b else different).append(float(vector_a @ vector_b))
-    assert len(same) == 7 and len(different) == 38
-    margin = min(same) - max(different)
+    scores = pair_scores(labelled_faces(faces))
+    assert len(scores.same) == 7 and len(scores.different) == 38
     print(
-        f"\nsame-person cosine {min(same):.3f}..{max(same):.3f}; different ≤ "
-        f"{max(different):.3f}; margin {margin:.3f}"
+        f"\nsame-person cosine {min(scores.same):.3f}..{max(scores.same):.3f}; different ≤ "
+        f"{max(scores.different):.3f}; margin {scores.margin:.3f}"
     )
-    assert margin > 0.2
+    assert scores.margin > 0.2
 
 
 def test_arcface_configuration_matches_insightface_arcface_on_the_same_graph(arcface_graph):
