@@ -327,10 +327,16 @@ async def people_command(settings: Settings, args: argparse.Namespace) -> int:
         people = people_in(args.directory)
     key = settings.client.api_key
     headers = {"X-API-Key": key.get_secret_value()} if key is not None else {}
-    async with httpx.AsyncClient(
-        base_url=settings.client.url, headers=headers, timeout=settings.client.timeout_s
-    ) as client:
-        lines = await enroll_people(client, people)
+    try:
+        async with httpx.AsyncClient(
+            base_url=settings.client.url, headers=headers, timeout=settings.client.timeout_s
+        ) as client:
+            lines = await enroll_people(client, people)
+    except httpx.TransportError as exc:
+        print(f"lookout: cannot reach {settings.client.url}: {exc}", file=sys.stderr)
+        return 1
+    except httpx.HTTPStatusError as exc:
+        return _api_error(exc.response)
     print("\n".join(lines))
     return 0 if all(line.startswith("ok") for line in lines) else 1
 

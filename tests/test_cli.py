@@ -139,3 +139,21 @@ def test_up_with_a_missing_model_says_which_and_starts_nothing(tmp_path):
     assert result.returncode == 2
     assert "det_500m.onnx" in result.stderr and "LOOKOUT_MODELS_DIR" in result.stderr
     assert not (tmp_path / "data" / "postgres").exists()  # nothing was started
+
+
+def test_people_enroll_with_no_server_says_so_without_a_traceback(tmp_path):
+    photo = tmp_path / "obama.jpg"
+    photo.write_bytes(shared_image("faces/train/obama/obama.jpg"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKOUT_")}
+    env["LOOKOUT_CLIENT__URL"] = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "people", "enroll", "obama", str(photo)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "cannot reach http://127.0.0.1:" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -49,8 +49,9 @@ async def enroll_people(
 
 
 async def _person_named(client: httpx.AsyncClient, name: str) -> str:
-    page = (await client.get("/v1/people", params={"name": name, "limit": 100})).json()
-    for person in page.get("items", []):
+    found = await client.get("/v1/people", params={"name": name, "limit": 100})
+    found.raise_for_status()
+    for person in found.json()["items"]:
         if person["name"] == name:
             return str(person["id"])
     created = await client.post("/v1/people", json={"name": name})

@@ -2,16 +2,20 @@
 
 import uuid
 from datetime import datetime
+from typing import Annotated
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, StringConstraints, model_validator
+
+# Surrounding spaces are dropped before the length check: a name of spaces alone is refused.
+PersonName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
 
 class PersonIn(BaseModel):
-    name: str = Field(min_length=1, max_length=200, examples=["obama"])
+    name: PersonName = Field(examples=["obama"])
 
 
 class PersonPatch(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: PersonName
 
 
 class EnrolledFaceOut(BaseModel):
@@ -105,7 +109,7 @@ class PromoteIn(BaseModel):
     """Exactly one: an existing person's id, or a name for a new person."""
 
     person_id: uuid.UUID | None = None
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: PersonName | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "PromoteIn":

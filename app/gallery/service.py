@@ -97,7 +97,7 @@ async def get_person(session: AsyncSession, person_id: uuid.UUID, viewer: Princi
 
 
 async def create_person(session: AsyncSession, name: str, owner_id: uuid.UUID | None) -> Person:
-    person = Person(id=uuid.uuid4(), name=name.strip(), owner_id=owner_id)
+    person = Person(id=uuid.uuid4(), name=name, owner_id=owner_id)
     session.add(person)
     await session.flush()
     return person
@@ -107,7 +107,7 @@ async def rename_person(
     session: AsyncSession, person_id: uuid.UUID, name: str, viewer: Principal
 ) -> PersonDetail:
     person = await get_person(session, person_id, viewer)
-    person.name = name.strip()
+    person.name = name
     await session.flush()
     return await person_detail(session, person)
 

@@ -7,6 +7,7 @@ Imported by tests/ui/conftest.py.
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -75,7 +76,9 @@ async def ui_key(make_key) -> str:  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 async def page(browser: Browser, lookout_server: str) -> AsyncIterator[Page]:
-    """A fresh desktop-sized page (1280×800) in Tokyo time, en-GB, that records every request."""
+    """A fresh desktop-sized page (1280×800) in Tokyo time, en-GB. Every test that uses it
+    fails on a JavaScript error or on a request to any host but Lookout's (no CDN, no fetch
+    from elsewhere)."""
     context = await browser.new_context(
         viewport=DESKTOP, base_url=lookout_server, timezone_id="Asia/Tokyo", locale="en-GB"
     )
@@ -83,13 +86,15 @@ async def page(browser: Browser, lookout_server: str) -> AsyncIterator[Page]:
     new_page = await context.new_page()
     requested: list[str] = []
     new_page.on("request", lambda request: requested.append(request.url))
-    new_page.requested = requested  # type: ignore[attr-defined]
     errors: list[str] = []
     new_page.on("pageerror", lambda error: errors.append(str(error)))
     new_page.errors = errors  # type: ignore[attr-defined]
     yield new_page
     await context.close()
     assert errors == [], f"JavaScript errors on the page: {errors}"
+    own = urlsplit(lookout_server).netloc
+    foreign = [url for url in requested if urlsplit(url).netloc not in (own, "")]
+    assert foreign == [], f"the page fetched from elsewhere: {foreign}"
 
 
 async def sign_in(page: Page, key: str) -> None:

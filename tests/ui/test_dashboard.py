@@ -4,7 +4,6 @@ sign-in, Live, Upload, Job). Screenshots land in tests/ui/output/."""
 import base64
 import re
 from datetime import datetime
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -39,9 +38,7 @@ def test_the_ui_ships_no_reference_to_another_host():
             assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", text), path
 
 
-async def test_sign_in_refuses_a_wrong_key_then_keeps_a_good_one(
-    page: Page, ui_key, lookout_server
-):
+async def test_sign_in_refuses_a_wrong_key_then_keeps_a_good_one(page: Page, ui_key):
     await page.goto("/")
     await expect(page.locator("#login")).to_be_visible()
     await page.fill("#login-key", "lk_wrong_key")
@@ -57,10 +54,6 @@ async def test_sign_in_refuses_a_wrong_key_then_keeps_a_good_one(
     await page.reload()  # the stored key is used without asking again
     await expect(page.locator('#stream-state[data-state="open"]')).to_be_attached()
     await expect(page.locator("#login")).to_be_hidden()
-
-    own = urlsplit(lookout_server).netloc
-    foreign = [url for url in page.requested if urlsplit(url).netloc not in (own, "")]  # type: ignore[attr-defined]
-    assert foreign == [], f"the page fetched from elsewhere: {foreign}"
 
 
 async def test_live_shows_an_uploaded_t1_with_six_faces_in_the_browsers_time_zone(

@@ -312,6 +312,17 @@ async def test_people_are_listed_searched_renamed_and_scoped_to_their_key(client
     assert (await client.get("/v1/people", headers=headers)).json()["items"] == []
 
 
+async def test_names_are_trimmed_and_a_blank_name_is_refused(client):
+    created = await client.post("/v1/people", json={"name": "  Ada Lovelace "})
+    assert created.status_code == 201 and created.json()["name"] == "Ada Lovelace"
+    for blank in ("", "   "):
+        refused = await client.post("/v1/people", json={"name": blank})
+        assert refused.status_code == 422, refused.text
+        renamed = await client.patch(f"/v1/people/{created.json()['id']}", json={"name": blank})
+        assert renamed.status_code == 422, renamed.text
+    assert [p["name"] for p in (await client.get("/v1/people")).json()["items"]] == ["Ada Lovelace"]
+
+
 async def test_without_a_worker_a_sync_call_ends_with_a_clear_504(client, app):
     app.state.lookout.settings.gallery.wait_s = 0.3
     try:
