@@ -36,6 +36,7 @@ QUERIES = 200
 NOISE = 0.35  # per-vector noise norm relative to the unit vector: similarity to source ≈ 0.94
 INSERT_CHUNK = 5000
 SIZES = (1_000, 100_000, 1_000_000)
+BUILD_MEMORY = "3GB"
 # The largest gallery `make bench` measures unless LOOKOUT_BENCH_GALLERY_MAX says otherwise.
 DEFAULT_MAX = 100_000
 
