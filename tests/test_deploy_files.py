@@ -329,6 +329,8 @@ def test_lookout_containers_get_valid_settings(service, filled_env_file, monkeyp
     if service != "migrate":  # it never talks to Redis
         assert settings.redis.frames_url and settings.redis.frames_url.startswith("redis://")
     assert str(settings.storage_dir) == IMAGES_DIR
+    if service == "worker":  # the mounted, verified model files or a clear start-up error
+        assert settings.models.download is False
     # With the secrets filled in, the API's and the workers' startup checks pass: a secret the
     # compose file does not hand to the containers would leave its placeholder default here.
     assert startup_refusals(settings) == []
@@ -626,6 +628,7 @@ def test_k8s_settings_are_real_and_valid(kind, name, monkeypatch):
     # Node frames in a Redis of their own: the work queue's may persist.
     assert settings.redis.frames_url and settings.redis.url
     assert urlsplit(settings.redis.frames_url).hostname != urlsplit(settings.redis.url).hostname
+    assert settings.models.download is False  # the mounted, verified model files only
 
 
 def test_pods_use_the_config_the_health_endpoints_and_the_image_store():
