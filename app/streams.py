@@ -286,7 +286,7 @@ async def publish_job_events(
     events: an entry is acked exactly when its job's events are published, one round trip.
     """
     wanted = set(firehose_types) if firehose_types is not None else None
-    in_pipe = await _delete_separate_frames(redis, acks, frames_redis)
+    in_pipe = await _delete_separate_frames(redis, _frame_keys(acks), frames_redis)
     async with redis.pipeline(transaction=True) as pipe:
         _append_events(pipe, events, ttl_s=ttl_s, firehose_maxlen=firehose_maxlen, wanted=wanted)
         _append_acks(pipe, acks, delete_frames=in_pipe)
@@ -383,9 +383,8 @@ async def dead_letter(
     dead_fields: dict[Any, Any] = {k: v for k, v in fields.items() if k != _V1_INLINE_IMAGE}
     dead_fields[b"source_id"] = entry_id
     dead_fields[b"error"] = reason.encode()
-    separate = _elsewhere(redis, frames_redis)
-    if frame_key is not None and separate is not None:
-        await separate.delete(frame_key)
+    frame_keys = [frame_key] if frame_key is not None else []
+    frames_in_pipe = await _delete_separate_frames(redis, frame_keys, frames_redis)
     async with redis.pipeline(transaction=True) as pipe:
         pipe.xadd(DEAD, dead_fields)
         pipe.xack(JOBS, GROUP, entry_id)
@@ -393,8 +392,8 @@ async def dead_letter(
             pipe.delete(job_entry_key(fields[b"job_id"].decode(errors="replace")))
         if _V1_INLINE_IMAGE in fields:
             pipe.xdel(JOBS, entry_id)
-        if frame_key is not None and separate is None:
-            pipe.delete(frame_key)
+        if frame_keys and frames_in_pipe:
+            pipe.delete(*frame_keys)
         await pipe.execute()
 
 
@@ -455,19 +454,22 @@ async def ack_many(
     first (a redelivery after a failed ack then finds the job finished and never needs it);
     in the main Redis it goes in the same MULTI.
     """
-    in_pipe = await _delete_separate_frames(redis, entries, frames_redis)
+    in_pipe = await _delete_separate_frames(redis, _frame_keys(entries), frames_redis)
     async with redis.pipeline(transaction=True) as pipe:
         _append_acks(pipe, entries, delete_frames=in_pipe)
         await pipe.execute()
 
 
+def _frame_keys(entries: Sequence[AckEntry]) -> list[str]:
+    return [key for _, _, key in entries if key is not None]
+
+
 async def _delete_separate_frames(
-    redis: "Redis", entries: Sequence[AckEntry], frames_redis: "Redis | None"
+    redis: "Redis", frame_keys: Sequence[str], frames_redis: "Redis | None"
 ) -> bool:
-    """Delete the entries' frames now if they live in a Redis of their own; True when they are
-    in the main Redis instead, for the caller's MULTI to delete."""
+    """Delete these frames now if they live in a Redis of their own; True when they are in the
+    main Redis instead, for the caller's MULTI to delete."""
     separate = _elsewhere(redis, frames_redis)
-    frame_keys = [key for _, _, key in entries if key is not None]
     if frame_keys and separate is not None:
         await separate.delete(*frame_keys)
     return separate is None
