@@ -150,4 +150,19 @@ async def get_current_node(
     )
 
 
+async def get_heartbeating_node(
+    connection: HTTPConnection, state: StateDep, session: SessionDep
+) -> nodes_service.AuthenticatedNode:
+    """As get_current_node, but a node that just came online is announced by the heartbeat
+    route, after its figures are committed: the event then shows the node as it reported."""
+    return await nodes_service.authenticate_request(
+        session,
+        state.redis,
+        connection.headers.get("authorization"),
+        state.settings,
+        announce_online=False,
+    )
+
+
 CurrentNode = Annotated[nodes_service.AuthenticatedNode, Depends(get_current_node)]
+HeartbeatingNode = Annotated[nodes_service.AuthenticatedNode, Depends(get_heartbeating_node)]

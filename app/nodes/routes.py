@@ -18,6 +18,7 @@ from starlette.websockets import WebSocketDisconnect
 from app.deps import (
     CurrentNode,
     FramesRedisDep,
+    HeartbeatingNode,
     RedisDep,
     SessionDep,
     SettingsDep,
@@ -160,12 +161,14 @@ async def get_me(node: CurrentNode, session: SessionDep, settings: SettingsDep) 
 )
 async def heartbeat(
     body: Heartbeat,
-    node: CurrentNode,
+    node: HeartbeatingNode,
     session: SessionDep,
     redis: RedisDep,
     settings: SettingsDep,
 ) -> HeartbeatAck:
     changes = await service.record_heartbeat(session, node, body)
+    if node.came_online:
+        changes = ["online", *changes]
     await session.commit()
     await service.announce(redis, session, node.id, changes, settings)
     offline_after_s = settings.nodes.offline_after_s

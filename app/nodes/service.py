@@ -231,16 +231,22 @@ async def exchange_secret(
 
 
 async def authenticate_request(
-    session: AsyncSession, redis: Redis, authorization: str | None, settings: Settings
+    session: AsyncSession,
+    redis: Redis,
+    authorization: str | None,
+    settings: Settings,
+    *,
+    announce_online: bool = True,
 ) -> AuthenticatedNode:
     """The node behind an `Authorization: Bearer …` header, for HTTP and socket requests alike.
 
     Commits its last_seen_at (a request's auth is its own commit point) and announces a node
-    that just came online.
+    that just came online, unless `announce_online` is False: then the caller announces it
+    (`came_online`) once it has committed what the request brings.
     """
     node = await authenticate(session, bearer_token(authorization), settings)
     await session.commit()
-    if node.came_online:
+    if node.came_online and announce_online:
         await announce(redis, session, node.id, ["online"], settings)
     return node
 

@@ -1,5 +1,7 @@
 """People (issue 4) and Nodes (issue 5) pages in real Chromium, against their real APIs."""
 
+from datetime import UTC, datetime, timedelta
+
 import httpx
 from playwright.async_api import Page, expect
 
@@ -104,17 +106,26 @@ async def node_token(http: httpx.AsyncClient, node_id: str, secret: str) -> str:
     return str(response.json()["access_token"])
 
 
-async def send_heartbeat(http: httpx.AsyncClient, token: str, *, fps: float) -> None:
+async def send_heartbeat(
+    http: httpx.AsyncClient, token: str, *, fps: float, dark_scene: bool = False
+) -> None:
     response = await http.post(
         "/v1/nodes/me/heartbeat",
         headers={"Authorization": f"Bearer {token}"},
-        json={"fps": fps, "latency_ms": 42.0, "state": "active", "dark": False, "version": "t"},
+        json={
+            "fps": fps,
+            "latency_ms_p50": 42.0,
+            "state": "active",
+            "dark_scene": dark_scene,
+            "version": "t",
+        },
     )
-    assert response.status_code in (200, 202, 204), response.text
+    assert response.status_code == 200, response.text
 
 
-async def test_a_nodes_heartbeat_shows_on_the_nodes_page(signed_in: Page, lookout_server: str):
+async def test_a_nodes_heartbeat_shows_live_on_the_nodes_page(signed_in: Page, lookout_server: str):
     page = signed_in
+    await page.clock.install()  # before the Nodes page starts its poll timer
     await page.click('.tabs a[data-page="nodes"]')
     await page.fill("#node-name", "door-cam")
     await page.click('#register-node button[type="submit"]')
@@ -124,12 +135,21 @@ async def test_a_nodes_heartbeat_shows_on_the_nodes_page(signed_in: Page, lookou
     row = page.locator('#nodes tr[data-name="door-cam"]')
     await expect(row).to_have_attribute("data-status", "offline")
 
+    # From here the page's clock stands still: its 5 s poll never fires, so only the firehose's
+    # node event can refresh the row.
+    await page.clock.pause_at(datetime.now(UTC) + timedelta(seconds=1))
     async with httpx.AsyncClient(base_url=lookout_server, timeout=30) as http:
-        await send_heartbeat(http, await node_token(http, node_id, secret), fps=12.5)
-    # Live: the firehose's node event (or the page's poll) refreshes the row.
-    await expect(row).to_have_attribute("data-status", "online")
-    await expect(row.locator(".node-fps")).to_have_text("12.5")
-    await expect(row.locator(".node-last-seen time")).to_be_visible()
+        token = await node_token(http, node_id, secret)
+        await send_heartbeat(http, token, fps=12.5)
+        await expect(row).to_have_attribute("data-status", "online")
+        await expect(row.locator(".node-fps")).to_have_text("12.5")
+        await expect(row.locator(".node-latency")).to_have_text("42 ms")
+        await expect(row.locator(".node-last-seen time")).to_be_visible()
+        await expect(row.locator(".node-dark")).to_have_count(0)
+        # A dark scene is flagged beside the status, which stays online.
+        await send_heartbeat(http, token, fps=12.5, dark_scene=True)
+        await expect(row.locator(".node-dark")).to_have_text("dark scene")
+        await expect(row).to_have_attribute("data-status", "online")
     await screenshots(page, "nodes-heartbeat")
 
     # The secret is shown once: a reload does not show it again; revoke removes the node.

@@ -111,12 +111,24 @@ async def test_heartbeats_fill_the_fleet_view_and_changes_go_on_the_firehose(
     }
     events = await node_events(redis)
     assert [(e["change"], e["state"], e["dark_scene"]) for e in events] == [
-        ("online", None, False),  # the first request of a node that was offline
+        ("online", "active", False),  # the first heartbeat of a node that was offline
         ("state", "idle", True),
         ("dark_scene", "idle", True),
         ("dark_scene", "idle", False),
     ]
     assert all(e["node_id"] == str(node.id) and e["name"] == node.name for e in events)
+
+
+async def test_a_node_brought_online_by_a_heartbeat_is_announced_with_its_figures(
+    client, settings, make_node, redis
+):
+    headers = bearer(node_token(settings, (await make_node()).id))
+    beat = {"fps": 3, "state": "idle"}
+    assert (await client.post("/v1/nodes/me/heartbeat", json=beat, headers=headers)).is_success
+    # One event, sent once the heartbeat was stored: a dashboard that refreshes on it sees
+    # the figures the node just reported, not the row from before them.
+    [event] = await node_events(redis)
+    assert (event["change"], event["online"], event["state"]) == ("online", True, "idle")
 
 
 async def test_heartbeats_are_validated(client, settings, make_node):

@@ -33,14 +33,14 @@ export function render(view, { firehose }) {
   }
 
   function row(node) {
-    const online = Boolean(node.online ?? node.status === 'online');
-    const dark = node.dark_scene ? 'dark scene' : null;
-    const status = dark ? 'dark' : online ? 'online' : 'offline';
-    return h('tr', { dataset: { nodeId: node.id, name: node.name, status } },
+    const status = node.online ? 'online' : 'offline';
+    // A dark scene is a warning beside the status, never instead of it.
+    return h('tr', { dataset: { nodeId: node.id, name: node.name, status, dark: String(node.dark_scene) } },
       h('td', { class: 'node-name' }, node.name),
-      h('td', { class: `status-${status} node-status` }, status, dark && typeof dark === 'string' ? h('div', { class: 'muted' }, dark) : null),
+      h('td', { class: `status-${status} node-status` }, status,
+        node.dark_scene ? h('div', { class: 'warn node-dark' }, 'dark scene') : null),
       h('td', { class: 'node-fps' }, node.fps ?? '—'),
-      h('td', {}, formatMs(node.latency_ms_p50 ?? null)),
+      h('td', { class: 'node-latency' }, formatMs(node.latency_ms_p50 ?? null)),
       h('td', {}, node.frames_per_min ?? '—'),
       h('td', { class: 'node-last-seen' }, node.last_seen_at ? [timeElement(node.last_seen_at), ' ', h('span', { class: 'muted' }, `(${ago(node.last_seen_at)})`)] : 'never'),
       h('td', { class: 'error' }, node.last_error ?? ''),
