@@ -5,10 +5,12 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
+import cv2
 import pytest
 from sqlalchemy import text
 
 from tests.conftest import SHARED_IMAGES, shared_image
+from tests.images import decode, encode
 
 TRAIN = SHARED_IMAGES / "faces" / "train"
 
@@ -159,6 +161,33 @@ async def test_bad_enrollments_are_422_naming_the_image_and_store_nothing(
 
     assert await count(engine, "SELECT count(*) FROM person_faces") == 0
     # The refused photos went through the workers as jobs; those jobs are gone too.
+    await assert_no_job_data(engine, storage)
+
+
+async def test_small_blurred_and_tilted_faces_are_refused_with_the_reason(
+    client, worker, engine, storage
+):
+    """The quality figures the worker measures reach the enrollment check: each photo below is
+    the same good photo, made too small, blurred or turned on its side."""
+    person = (await client.post("/v1/people", json={"name": "obama"})).json()
+    good = decode((TRAIN / "obama" / "obama.jpg").read_bytes())
+    height, width = good.shape[:2]
+    small = cv2.resize(good, (width // 8, height // 8), interpolation=cv2.INTER_AREA)
+    blurred = cv2.GaussianBlur(good, (0, 0), sigmaX=6)
+    tilted = cv2.rotate(good, cv2.ROTATE_90_CLOCKWISE)
+    for photo, reason in (
+        (small, "face too small"),
+        (blurred, "face too blurry"),
+        (tilted, "extreme pose: head tilted"),
+    ):
+        response = await client.post(
+            f"/v1/people/{person['id']}/faces",
+            files=[("images", ("photo.jpg", encode(photo, ".jpg"), "image/jpeg"))],
+        )
+        assert response.status_code == 422, response.text
+        detail = response.json()["detail"]
+        assert detail.startswith("cannot enroll: photo.jpg: ") and reason in detail, detail
+    assert await count(engine, "SELECT count(*) FROM person_faces") == 0
     await assert_no_job_data(engine, storage)
 
 
