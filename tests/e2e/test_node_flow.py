@@ -2,6 +2,7 @@
 
 import asyncio
 import base64
+from collections import Counter
 
 import cv2
 import pytest
@@ -36,7 +37,7 @@ def video_frames() -> list:
 async def test_a_node_streams_a_video_and_results_fleet_and_counts_agree(
     app, client, make_node, make_consumer, sessionmaker, tmp_path
 ):
-    node = await make_node("door-cam")
+    node = await make_node("door-cam", tasks=("faces", "objects"))
     video = write_video(tmp_path / "door.avi", video_frames(), fps=10)
     stop_worker = asyncio.Event()
     worker = asyncio.create_task(make_consumer().run(stop_worker))
@@ -62,7 +63,12 @@ async def test_a_node_streams_a_video_and_results_fleet_and_counts_agree(
     assert report.frames_sent == 3
     assert (report.results, report.errors, report.refused) == (3, 0, 0)
     assert report.connection_failures == 0
-    assert [r.counts for r in report.recent] == [{"face": 6}, {}, {"face": 6}]
+    t1_counts, dog_counts, t1_again = (r.counts for r in report.recent)
+    # Both t1 scenes: 6 faces and the people; borderline objects (a cup) may differ between
+    # the two, which the video codec compressed differently.
+    for counts in (t1_counts, t1_again):
+        assert counts["face"] == 6 and counts["person"] >= 5, counts
+    assert "face" not in dog_counts and dog_counts.get("dog", 0) >= 1
     assert all(r.latency_ms > 0 for r in report.recent)
 
     fleet = (await client.get("/v1/nodes")).json()
@@ -80,12 +86,19 @@ async def test_a_node_streams_a_video_and_results_fleet_and_counts_agree(
     stats = await client.get("/v1/stats/counts", params={"node_id": str(node.id), "bucket": "1h"})
     assert stats.status_code == 200, stats.text
     body = stats.json()
-    assert body["totals"] == {"face": 12} == dict(report.counts)
+    # Every class of every frame adds up, the same from the report, its buckets, the jobs and
+    # what the node saw come back.
+    sent = Counter(t1_counts) + Counter(dog_counts) + Counter(t1_again)
+    assert body["totals"] == dict(sent) == dict(report.counts)
+    assert body["totals"]["face"] == 12 and body["totals"]["dog"] >= 1
     assert sum(b["frames"] for b in body["buckets"]) == 3
-    assert sum(b["counts"].get("face", 0) for b in body["buckets"]) == 12
+    bucketed: Counter[str] = Counter()
+    for bucket in body["buckets"]:
+        bucketed.update(bucket["counts"])
+    assert bucketed == sent
     async with sessionmaker() as session:
         jobs = list(await session.scalars(select(Job).where(Job.node_id == node.id)))
-    assert sum(j.counts.get("face", 0) for j in jobs) == 12
+    assert sum((Counter(j.counts) for j in jobs), Counter()) == sent
     assert {j.status for j in jobs} == {JobStatus.done}
 
 
