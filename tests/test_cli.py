@@ -121,20 +121,26 @@ def test_keys_are_off_only_for_a_zero_config_server_on_loopback(monkeypatch):
     assert not _zero_config_dev(Settings(_env_file=None, api=ApiSettings(host="0.0.0.0")))
 
 
-def test_up_with_a_missing_model_says_which_and_starts_nothing(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKOUT_")}
-    env.update(
-        LOOKOUT_DATA_DIR=str(tmp_path / "data"),
-        LOOKOUT_MODELS_DIR=str(tmp_path / "no-models"),
-        LOOKOUT_MODELS__DOWNLOAD="false",
-    )
-    result = subprocess.run(
-        [sys.executable, "-m", "app.cli", "up"],
+def run_lookout(*args: str, cwd: Path, **settings: str) -> "subprocess.CompletedProcess[str]":
+    """`lookout ARGS` in `cwd` with only these LOOKOUT_ settings (none from this environment)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKOUT_")} | settings
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
         env=env,
-        cwd=tmp_path,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=60,
+    )
+
+
+def test_up_with_a_missing_model_says_which_and_starts_nothing(tmp_path):
+    result = run_lookout(
+        "up",
+        cwd=tmp_path,
+        LOOKOUT_DATA_DIR=str(tmp_path / "data"),
+        LOOKOUT_MODELS_DIR=str(tmp_path / "no-models"),
+        LOOKOUT_MODELS__DOWNLOAD="false",
     )
     assert result.returncode == 2
     assert "det_500m.onnx" in result.stderr and "LOOKOUT_MODELS_DIR" in result.stderr
@@ -144,15 +150,13 @@ def test_up_with_a_missing_model_says_which_and_starts_nothing(tmp_path):
 def test_people_enroll_with_no_server_says_so_without_a_traceback(tmp_path):
     photo = tmp_path / "obama.jpg"
     photo.write_bytes(shared_image("faces/train/obama/obama.jpg"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKOUT_")}
-    env["LOOKOUT_CLIENT__URL"] = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    result = subprocess.run(
-        [sys.executable, "-m", "app.cli", "people", "enroll", "obama", str(photo)],
-        env=env,
+    result = run_lookout(
+        "people",
+        "enroll",
+        "obama",
+        str(photo),
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
+        LOOKOUT_CLIENT__URL=f"http://127.0.0.1:{free_port()}",  # nothing listens there
     )
     assert result.returncode == 1
     assert "cannot reach http://127.0.0.1:" in result.stderr
