@@ -407,7 +407,13 @@ async def apikey_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def maintain_once(settings: Settings) -> int:
-    from app.db import create_engine, create_frames_redis, create_redis, create_sessionmaker
+    from app.db import (
+        close_redis,
+        create_engine,
+        create_frames_redis,
+        create_redis,
+        create_sessionmaker,
+    )
     from app.maintenance import run_maintenance
     from app.storage import Storage
 
@@ -424,9 +430,7 @@ async def maintain_once(settings: Settings) -> int:
             frames_redis=frames_redis,
         )
     finally:
-        if frames_redis is not redis:
-            await frames_redis.aclose()
-        await redis.aclose()
+        await close_redis(redis, frames_redis)
         await engine.dispose()
     print(report)
     return 0

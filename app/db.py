@@ -44,9 +44,16 @@ def create_redis(redis: RedisSettings) -> Redis:
 def create_frames_redis(redis: RedisSettings, main: Redis) -> Redis:
     """The client of the frames Redis (node frames); `main` itself when no frames URL is set.
 
-    Close it only if it is not `main`.
+    Close the two with close_redis.
     """
     return main if redis.frames_url is None else _redis_client(redis.frames_url, redis)
+
+
+async def close_redis(redis: Redis, frames_redis: Redis) -> None:
+    """Close the main client and the frames client, which may be the same one."""
+    if frames_redis is not redis:
+        await frames_redis.aclose()
+    await redis.aclose()
 
 
 def _redis_client(url: str, redis: RedisSettings) -> Redis:

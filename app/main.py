@@ -10,7 +10,13 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from app import streams
-from app.db import create_engine, create_frames_redis, create_redis, create_sessionmaker
+from app.db import (
+    close_redis,
+    create_engine,
+    create_frames_redis,
+    create_redis,
+    create_sessionmaker,
+)
 from app.deps import API_KEY_HEADER, AppState
 from app.errors import ERROR_RESPONSES, install_error_handlers
 from app.firehose import Firehose
@@ -94,9 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
-            if frames_redis is not redis:
-                await frames_redis.aclose()
-            await redis.aclose()
+            await close_redis(redis, frames_redis)
             await engine.dispose()
 
     app = FastAPI(

@@ -85,13 +85,10 @@ async def reconcile(
     )
     reenqueued = lost_frames = 0
     for job in lost:
-        if job.image_key is not None:
-            message = streams.JobMessage(job.id, tuple(job.tasks), image_key=job.image_key)
-        elif streams.frame_key(job.id) in frames:
-            message = streams.JobMessage.for_frame(job.id, tuple(job.tasks))
-        else:
+        if job.image_key is None and streams.frame_key(job.id) not in frames:
             lost_frames += await _fail_lost_frame(settings, sessionmaker, redis, job.id)
             continue
+        message = streams.JobMessage.for_job(job.id, tuple(job.tasks), job.image_key)
         await streams.enqueue_job(redis, message, maxlen=settings.streams.jobs_maxlen)
         reenqueued += 1
         log.info("job_reenqueued", job_id=str(job.id), status=job.status.value)

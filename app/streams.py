@@ -105,6 +105,15 @@ class JobMessage:
     enqueued_at: float = field(default_factory=time.time)  # epoch seconds
 
     @classmethod
+    def for_job(
+        cls, job_id: uuid.UUID, tasks: tuple[str, ...], image_key: str | None
+    ) -> "JobMessage":
+        """The message of a job: its stored image, or (image_key None) its node frame."""
+        if image_key is not None:
+            return cls(job_id=job_id, tasks=tasks, image_key=image_key)
+        return cls.for_frame(job_id, tasks)
+
+    @classmethod
     def for_frame(cls, job_id: uuid.UUID, tasks: tuple[str, ...]) -> "JobMessage":
         return cls(job_id=job_id, tasks=tasks, frame_key=frame_key(job_id))
 

@@ -12,7 +12,13 @@ import sys
 
 import structlog
 
-from app.db import create_engine, create_frames_redis, create_redis, create_sessionmaker
+from app.db import (
+    close_redis,
+    create_engine,
+    create_frames_redis,
+    create_redis,
+    create_sessionmaker,
+)
 from app.logging import configure_logging
 from app.settings import Settings
 from app.storage import Storage
@@ -60,9 +66,7 @@ async def run_worker(
         log.info("worker_stopped", consumer=consumer.name, handled=handled)
         return handled
     finally:
-        if frames_redis is not redis:
-            await frames_redis.aclose()
-        await redis.aclose()
+        await close_redis(redis, frames_redis)
         await engine.dispose()
 
 

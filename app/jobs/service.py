@@ -112,10 +112,7 @@ async def enqueue_job(
     """
     if (job.image_key is None) == (frame is None):
         raise ValueError("a job has exactly one of a stored image or frame bytes")
-    if job.image_key is not None:
-        message = streams.JobMessage(job_id=job.id, tasks=tuple(job.tasks), image_key=job.image_key)
-    else:
-        message = streams.JobMessage.for_frame(job.id, tuple(job.tasks))
+    message = streams.JobMessage.for_job(job.id, tuple(job.tasks), job.image_key)
     queued = streams.make_event("status", job.id, status="queued")
     await streams.enqueue_job(
         redis,
