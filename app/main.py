@@ -20,6 +20,7 @@ from app.db import (
 from app.deps import API_KEY_HEADER, AppState
 from app.errors import ERROR_RESPONSES, install_error_handlers
 from app.firehose import Firehose
+from app.gallery.clusters import cluster_loop
 from app.gallery.routes import router as gallery_router
 from app.jobs.routes import router as jobs_router
 from app.limits import BodySizeLimit, WebSocketLimit
@@ -90,6 +91,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             else None
         )
         sweeper = asyncio.create_task(sweep_offline_nodes(sessionmaker, redis, settings))
+        clusters = (
+            asyncio.create_task(cluster_loop(settings, sessionmaker))
+            if settings.clusters.enabled
+            else None
+        )
         try:
             yield
         finally:
@@ -97,6 +103,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if maintenance is not None:
                 maintenance.cancel()
                 await asyncio.gather(maintenance, return_exceptions=True)
+            if clusters is not None:
+                clusters.cancel()
+                await asyncio.gather(clusters, return_exceptions=True)
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper

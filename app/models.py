@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     func,
@@ -173,6 +174,10 @@ class Node(Base):
     # Policy: the tasks its frames run, and whether its frames may be stored at all.
     tasks: Mapped[list[str]] = mapped_column(ARRAY(String(32)))
     store_frames: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Whether the aligned face crops (thumbnails) of its frames may be kept (issue 16).
+    store_face_crops: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=text("false")
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     status: Mapped[NodeStatus] = mapped_column(
@@ -202,9 +207,18 @@ class Node(Base):
     )
 
 
+# The owner of rows created while keys were off (owner_id NULL), in unique indexes: NULLs are
+# all distinct in Postgres, so the index compares COALESCE(owner_id, NO_OWNER) instead.
+NO_OWNER = "00000000-0000-0000-0000-000000000000"
+
+
 class Person(Base):
-    """A named identity in the gallery. Scoped like jobs: only its owner key (and admin keys)
-    see it; a job identifies faces against the people of the job's owner."""
+    """An identity in the gallery. Scoped like jobs: only its owner key (and admin keys)
+    see it; a job identifies faces against the named people of the job's owner.
+
+    `name` NULL: an unnamed person, a cluster of unknown faces (app/gallery/clusters.py); naming
+    it enrolls its faces. Names are unique per owner, case-insensitively.
+    """
 
     __tablename__ = "people"
 
@@ -212,10 +226,21 @@ class Person(Base):
     owner_id: Mapped[uuid.UUID | None] = mapped_column(
         UUID(as_uuid=True), ForeignKey("api_keys.id", ondelete="SET NULL"), index=True
     )
-    name: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str | None] = mapped_column(String(200))
+    # An ignored cluster: hidden from ?named=false; its faces stay (so they do not cluster again).
+    ignored_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
-    __table_args__ = (Index("ix_people_created_at_id", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_people_created_at_id", "created_at", "id"),
+        Index(
+            "ux_people_owner_name",
+            text(f"COALESCE(owner_id, '{NO_OWNER}'::uuid)"),
+            text("lower(name)"),
+            unique=True,
+            postgresql_where=text("name IS NOT NULL"),
+        ),
+    )
     __mapper_args__ = {"eager_defaults": True}
 
 
@@ -246,10 +271,75 @@ class PersonFace(Base):
     face_px: Mapped[float] = mapped_column(Float)  # shorter side of the face box, in pixels
     sharpness: Mapped[float] = mapped_column(Float)  # Laplacian variance of the aligned crop
     yaw_ratio: Mapped[float] = mapped_column(Float)  # |nose − eye midpoint| / eye distance
+    # The embedder's aligned 112×112 input as JPEG: the face's thumbnail, and what a later
+    # re-embedding (another model) starts from. None where the source kept no crop.
+    crop_jpeg: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     __table_args__ = (
         CheckConstraint("vector_dims(embedding) = dim", name="ck_person_faces_dim"),
         Index("ix_person_faces_model", "model"),
+        # A face of a past job is promoted (enrolled) once.
+        Index(
+            "ux_person_faces_source_detection",
+            "source_detection_id",
+            unique=True,
+            postgresql_where=text("source_detection_id IS NOT NULL"),
+        ),
     )
     __mapper_args__ = {"eager_defaults": True}
+
+
+class FaceCrop(Base):
+    """The aligned crop (JPEG) of a face seen in a job: its thumbnail. Kept for uploads, and for
+    node frames only where the node's policy allows (store_face_crops). Goes with the detection
+    (and so with its job) by ON DELETE CASCADE."""
+
+    __tablename__ = "face_crops"
+
+    detection_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("detections.id", ondelete="CASCADE"), primary_key=True
+    )
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("jobs.id", ondelete="CASCADE"), index=True
+    )
+    jpeg: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class UnknownFace(Base):
+    """A face that got no identity, once the clustering pass has seen it: its cluster (an
+    unnamed or named person) or none (not yet dense enough: noise, looked at again as new faces
+    arrive near it). A copy of the embedding is kept here so that neighbour queries search only
+    the owner's unknown faces, on this table's own per-model HNSW index.
+
+    `manual`: placed by a person (moved, "not this person"); the clustering never moves it.
+    Goes with the detection/job (CASCADE) and with its person (CASCADE).
+    """
+
+    __tablename__ = "unknown_faces"
+
+    detection_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("detections.id", ondelete="CASCADE"), primary_key=True
+    )
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("jobs.id", ondelete="CASCADE"), index=True
+    )
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("api_keys.id", ondelete="SET NULL")
+    )
+    person_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("people.id", ondelete="CASCADE"), index=True
+    )
+    manual: Mapped[bool] = mapped_column(Boolean, default=False)
+    model: Mapped[str] = mapped_column(String(64))
+    dim: Mapped[int] = mapped_column(Integer)
+    embedding: Mapped[npt.NDArray[np.float32]] = mapped_column(Vector())
+    node_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("nodes.id", ondelete="SET NULL")
+    )
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        CheckConstraint("vector_dims(embedding) = dim", name="ck_unknown_faces_dim"),
+        Index("ix_unknown_faces_owner_model", "owner_id", "model"),
+    )

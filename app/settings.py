@@ -216,6 +216,33 @@ class GallerySettings(BaseModel):
     max_search_results: int = Field(default=50, ge=1)
 
 
+class ClusterSettings(BaseModel):
+    """Unknown faces grouped into unnamed people (app/gallery/clusters.py), per owner and model.
+
+    Incremental DBSCAN: a face is a *core* when at least `core_faces` unknown faces (itself
+    included) lie within `min_similarity` of it; a core face founds or joins a cluster with
+    every unclustered face around it, and merges the unnamed clusters it bridges. A non-core
+    face within reach of a clustered one joins that cluster (a border face); otherwise it waits
+    (noise) until new faces arrive near it.
+    """
+
+    # The pass runs in the API lifespan (one replica at a time: a Redis lock), every interval.
+    enabled: bool = True
+    interval_s: float = Field(default=10.0, gt=0)
+    # Neighbour radius as cosine similarity. Default: the gallery's match threshold (0.62), so
+    # a face clusters with the faces that would identify it. Recalibrate with it.
+    min_similarity: float = Field(default=0.62, ge=-1, le=1)
+    # Faces (itself included) within min_similarity that make a face a core (DBSCAN minPts);
+    # a new cluster therefore starts with at least this many faces.
+    core_faces: int = Field(default=3, ge=2)
+    # An unnamed person with fewer faces (after moves and deletions) is not listed.
+    min_person_faces: int = Field(default=2, ge=1)
+    # Neighbours looked at per face (the k of the HNSW query).
+    max_neighbours: int = Field(default=32, ge=2)
+    # Unknown faces taken per transaction; a pass runs batches until none are left.
+    batch_size: int = Field(default=500, ge=1)
+
+
 class ClientSettings(BaseModel):
     """What `lookout people …` uses to talk to a running API."""
 
@@ -288,6 +315,7 @@ class Settings(BaseSettings):
     nodes: NodeSettings = NodeSettings()
     decode: DecodeSettings = DecodeSettings()
     gallery: GallerySettings = GallerySettings()
+    clusters: ClusterSettings = ClusterSettings()
     client: ClientSettings = ClientSettings()
 
     @model_validator(mode="after")

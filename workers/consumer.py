@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import streams
 from app.errors import is_outage
+from app.gallery.crops import record_face_crops
 from app.jobs.service import JOB_NODE_NAME, event_snapshot, job_detail, node_name, owner_field
 from app.models import Detection, FaceEmbedding, Job, JobStatus
 from app.settings import Settings
@@ -647,6 +648,17 @@ class Consumer:
                 job.inference_ms = result.inference_ms
                 job.processed_image_key = processed_keys.get(job_id)
                 job.finished_at = now
+            await record_face_crops(
+                session,
+                list(jobs.values()),
+                {
+                    job_id: [
+                        (row.id, d.crop_jpeg)
+                        for row, d in zip(rows[job_id], results[job_id].detections, strict=True)
+                    ]
+                    for job_id in jobs
+                },
+            )
             await session.flush()
             for job_id, job in jobs.items():
                 detail = job_detail(job, rows[job_id], node_name=node_names[job_id])

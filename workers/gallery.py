@@ -29,7 +29,8 @@ async def identify_faces(
 
     A face's attributes gain {"identity": {"person_id", "name", "similarity"}} when its nearest
     enrolled face (same model, same owner) is at least `match_threshold` similar, else
-    {"identity": None, "unknown": True, "similarity": best or None}.
+    {"identity": None, "unknown": True, "similarity": best or None}; and in both cases the
+    reason: "threshold" (the one that applied) and "runner_up" (the next best person, or None).
     """
     await use_exact_hnsw_filtering(session)
     rows = await session.execute(
@@ -48,9 +49,21 @@ async def identify_faces(
                 detection.embedding.vector,
                 model=detection.embedding.model,
                 owner_id=owners.get(job_id),
+                limit=2,
             )
             best = matches[0] if matches else None
+            second = matches[1] if len(matches) > 1 else None
             attributes = dict(detection.attributes)
+            attributes["threshold"] = match_threshold
+            attributes["runner_up"] = (
+                {
+                    "person_id": str(second.person_id),
+                    "name": second.name,
+                    "similarity": second.similarity,
+                }
+                if second is not None
+                else None
+            )
             if best is not None and best.similarity >= match_threshold:
                 attributes["identity"] = {
                     "person_id": str(best.person_id),

@@ -52,8 +52,8 @@ async def nearest_people(
     owner_id: uuid.UUID | None,
     limit: int = 1,
 ) -> list[PersonMatch]:
-    """The enrolled faces nearest to `vector` among the people of `owner_id`, best first, at
-    most one row per person."""
+    """The enrolled faces nearest to `vector` among the named people of `owner_id`, best
+    first, at most one row per person."""
     dim = len(vector)
     distance = distance_expression("f.embedding", dim)
     rows = await session.execute(
@@ -63,6 +63,7 @@ async def nearest_people(
                 SELECT f.person_id, p.name, f.id AS face_id, {distance} AS distance
                 FROM person_faces f JOIN people p ON p.id = f.person_id
                 WHERE f.model = :model AND p.owner_id IS NOT DISTINCT FROM :owner_id
+                  AND p.name IS NOT NULL
                 ORDER BY {distance}
                 LIMIT :candidates
             ) nearest

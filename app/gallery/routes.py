@@ -12,11 +12,14 @@ from fastapi import APIRouter, File, Path, Query, Response, UploadFile, status
 from app.apikeys.service import Principal
 from app.deps import ReadKey, RedisDep, SessionDep, SettingsDep, StorageDep, WriteKey
 from app.errors import PayloadTooLarge
-from app.gallery import service
+from app.gallery import people, service
 from app.gallery.schemas import (
     EnrollOut,
     FaceSearchOut,
     IdentifyOut,
+    MergeIn,
+    MovedOut,
+    MoveIn,
     PersonDetail,
     PersonIn,
     PersonPage,
@@ -45,6 +48,20 @@ IMAGE_ERRORS: dict[int | str, dict[str, Any]] = {
     422: _error(422, "An image is unusable; the detail names it and says why", "unusable_face"),
     504: _error(504, "No worker finished the image(s) in time", "worker_timeout"),
 }
+CONFLICT_ERRORS: dict[int | str, dict[str, Any]] = {
+    **PERSON_ERRORS,
+    409: _error(409, "Another of this key's people has that name", "conflict"),
+}
+FACE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **BODY_ERRORS,
+    404: _error(404, "No such face or person (or not this key's)", "not_found"),
+}
+THUMBNAIL: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/jpeg": {}}, "description": "the aligned face crop"}
+}
+FaceId = Annotated[
+    int, Path(ge=1, le=2**31 - 1, description="face_id from identify/search/a person's sightings")
+]
 Images = Annotated[list[UploadFile], File(description="JPEG, PNG or WebP; one face each")]
 Image = Annotated[UploadFile, File(description="JPEG, PNG or WebP")]
 
@@ -95,7 +112,7 @@ async def _through_workers(
     "/v1/people",
     status_code=status.HTTP_201_CREATED,
     response_model=PersonDetail,
-    responses=BODY_ERRORS,
+    responses={**BODY_ERRORS, 409: CONFLICT_ERRORS[409]},
     summary="Create a person (enroll faces with POST /v1/people/{id}/faces)",
 )
 async def create_person(body: PersonIn, principal: WriteKey, session: SessionDep) -> PersonDetail:
@@ -107,23 +124,30 @@ async def create_person(body: PersonIn, principal: WriteKey, session: SessionDep
     "/v1/people",
     response_model=PersonPage,
     responses=COMMON_ERRORS,
-    summary="List this key's people (every person for admin keys), newest first",
+    summary="List this key's people with their faces: named newest first, or unnamed "
+    "(clusters of unknown faces) biggest first",
 )
 async def list_people(
     principal: ReadKey,
     session: SessionDep,
+    named: Annotated[
+        bool, Query(description="false: unnamed people (clusters of unknown faces)")
+    ] = True,
+    ignored: Annotated[bool, Query(description="with named=false: the ignored clusters")] = False,
     name: Annotated[str | None, Query(description="case-insensitive part of the name")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> PersonPage:
-    return await service.list_people(session, principal, name=name, limit=limit, cursor=cursor)
+    return await people.list_people(
+        session, principal, named=named, ignored=ignored, name=name, limit=limit, cursor=cursor
+    )
 
 
 @router.get(
     "/v1/people/{person_id}",
     response_model=PersonDetail,
     responses=PERSON_ERRORS,
-    summary="A person with their enrolled faces",
+    summary="A person with their enrolled faces and sightings (thumbnails, sources, last seen)",
 )
 async def get_person(person_id: uuid.UUID, principal: ReadKey, session: SessionDep) -> PersonDetail:
     return await service.person_detail(
@@ -134,13 +158,35 @@ async def get_person(person_id: uuid.UUID, principal: ReadKey, session: SessionD
 @router.patch(
     "/v1/people/{person_id}",
     response_model=PersonDetail,
-    responses=PERSON_ERRORS,
-    summary="Rename a person",
+    responses=CONFLICT_ERRORS,
+    summary="Rename a person; name an unnamed one (its faces join the gallery); ignore one",
 )
-async def rename_person(
-    person_id: uuid.UUID, body: PersonPatch, principal: WriteKey, session: SessionDep
+async def update_person(
+    person_id: uuid.UUID,
+    body: PersonPatch,
+    principal: WriteKey,
+    session: SessionDep,
+    settings: SettingsDep,
 ) -> PersonDetail:
-    return await service.rename_person(session, person_id, body.name, principal)
+    return await people.update_person(
+        session, settings, person_id, principal, name=body.name, ignored=body.ignored
+    )
+
+
+@router.post(
+    "/v1/people/{person_id}/merge",
+    response_model=PersonDetail,
+    responses=PERSON_ERRORS,
+    summary="Merge people into this one (their faces move here; they are deleted)",
+)
+async def merge_people(
+    person_id: uuid.UUID,
+    body: MergeIn,
+    principal: WriteKey,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> PersonDetail:
+    return await people.merge_people(session, settings, person_id, body.person_ids, principal)
 
 
 @router.delete(
@@ -202,6 +248,72 @@ async def delete_face(
 
 
 @router.post(
+    "/v1/people/{person_id}/faces/{face_id}/move",
+    response_model=PersonDetail,
+    responses=PERSON_ERRORS,
+    summary="Move an enrolled face to another person, or (person_id null) out of this one",
+)
+async def move_enrolled_face(
+    person_id: uuid.UUID,
+    face_id: uuid.UUID,
+    body: MoveIn,
+    principal: WriteKey,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> PersonDetail:
+    return await people.move_enrolled_face(
+        session, settings, person_id, face_id, body.person_id, principal
+    )
+
+
+@router.get(
+    "/v1/people/{person_id}/faces/{face_id}/thumbnail",
+    response_class=Response,
+    responses={**THUMBNAIL, **PERSON_ERRORS},
+    summary="An enrolled face's aligned crop (JPEG)",
+)
+async def enrolled_thumbnail(
+    person_id: uuid.UUID, face_id: uuid.UUID, principal: ReadKey, session: SessionDep
+) -> Response:
+    jpeg = await people.enrolled_thumbnail(session, person_id, face_id, principal)
+    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private"})
+
+
+@router.get(
+    "/v1/faces/{face_id}/thumbnail",
+    response_class=Response,
+    responses={**THUMBNAIL, **FACE_ERRORS},
+    summary="A face's aligned crop (JPEG); 404 where none was kept (node policy)",
+)
+async def face_thumbnail(face_id: FaceId, principal: ReadKey, session: SessionDep) -> Response:
+    jpeg = await people.sighting_thumbnail(session, face_id, principal)
+    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private"})
+
+
+@router.post(
+    "/v1/faces/{face_id}/move",
+    response_model=MovedOut,
+    responses=FACE_ERRORS,
+    summary="Place a face with a person, or (person_id null) back to unknown: not this person",
+)
+async def move_face(
+    face_id: FaceId, body: MoveIn, principal: WriteKey, session: SessionDep, settings: SettingsDep
+) -> MovedOut:
+    return await people.move_face(session, settings, face_id, body.person_id, principal)
+
+
+@router.delete(
+    "/v1/faces/{face_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=FACE_ERRORS,
+    summary="Forget a face: its embeddings, crop and cluster membership (its box stays)",
+)
+async def delete_face_of_job(face_id: FaceId, principal: WriteKey, session: SessionDep) -> Response:
+    await people.delete_sighting(session, face_id, principal)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
     "/v1/identify",
     response_model=IdentifyOut,
     responses=IMAGE_ERRORS,
@@ -256,17 +368,27 @@ async def search_faces(
     settings: SettingsDep,
     image: Image,
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
+    min_similarity: Annotated[
+        float | None,
+        Query(ge=-1, le=1, description="only faces at least this similar; default the threshold"),
+    ] = None,
 ) -> FaceSearchOut:
     [result] = await _through_workers(
         session, redis, storage, settings, principal, [image], ("faces",)
     )
-    return await service.search_faces(session, settings, result, principal, limit=limit)
+    return await service.search_faces(
+        session, settings, result, principal, limit=limit, min_similarity=min_similarity
+    )
 
 
 @router.post(
     "/v1/faces/{face_id}/promote",
     response_model=EnrollOut,
-    responses={**IMAGE_ERRORS, 404: _error(404, "No such face or person", "not_found")},
+    responses={
+        **IMAGE_ERRORS,
+        404: _error(404, "No such face or person", "not_found"),
+        409: _error(409, "The face is already enrolled, or the name is taken", "conflict"),
+    },
     summary="Enroll a face from a past job to an existing person or a new one",
 )
 async def promote_face(

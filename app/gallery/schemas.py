@@ -15,7 +15,18 @@ class PersonIn(BaseModel):
 
 
 class PersonPatch(BaseModel):
-    name: PersonName
+    """Rename (or name an unnamed person: its faces join the gallery), or ignore a cluster."""
+
+    name: PersonName | None = None
+    ignored: bool | None = Field(
+        default=None, description="true: hide this unnamed person from ?named=false"
+    )
+
+    @model_validator(mode="after")
+    def _something(self) -> "PersonPatch":
+        if self.name is None and self.ignored is None:
+            raise ValueError("give name, ignored, or both")
+        return self
 
 
 class EnrolledFaceOut(BaseModel):
@@ -26,17 +37,72 @@ class EnrolledFaceOut(BaseModel):
     sharpness: float = Field(description="Laplacian variance of the aligned crop")
     yaw_ratio: float = Field(description="0 frontal; larger is more turned")
     created_at: datetime
+    source_face_id: int | None = Field(
+        default=None, description="the face (of a past job) it was enrolled from, if any"
+    )
+    thumbnail_url: str | None = Field(
+        default=None, description="the aligned face crop (JPEG); null where none was kept"
+    )
+
+
+class SightingOut(BaseModel):
+    """A face of a past job that got no identity, placed with this person by the clustering
+    (or by hand)."""
+
+    face_id: int = Field(description="the face's id in its job (detections)")
+    job_id: uuid.UUID
+    seen_at: datetime
+    node_id: uuid.UUID | None = Field(default=None, description="null: an upload")
+    manual: bool = Field(description="placed by hand; the clustering never moves it")
+    enrolled: bool = Field(description="also in the gallery (identifies later sightings)")
+    thumbnail_url: str | None = Field(
+        default=None, description="null: no crop kept (a node whose policy keeps none)"
+    )
+
+
+class SourceCount(BaseModel):
+    node_id: uuid.UUID | None = Field(description="null: uploads")
+    node_name: str | None = None
+    faces: int
 
 
 class PersonOut(BaseModel):
     id: uuid.UUID
-    name: str
+    name: str | None = Field(description="null: an unnamed person (a cluster of unknown faces)")
+    named: bool
+    ignored: bool = False
     created_at: datetime
-    face_count: int
+    face_count: int = Field(description="enrolled faces (the gallery)")
+    faces: list[EnrolledFaceOut] = Field(default_factory=list)
+    sighting_count: int = Field(default=0, description="unknown faces placed with this person")
+    sightings: list[SightingOut] = Field(
+        default_factory=list, description="newest first; in lists, at most `sightings` of them"
+    )
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    sources: list[SourceCount] = Field(default_factory=list)
 
 
 class PersonDetail(PersonOut):
-    faces: list[EnrolledFaceOut] = Field(default_factory=list)
+    pass
+
+
+class MergeIn(BaseModel):
+    person_ids: list[uuid.UUID] = Field(
+        min_length=1, max_length=100, description="people merged into this one, then deleted"
+    )
+
+
+class MoveIn(BaseModel):
+    person_id: uuid.UUID | None = Field(
+        description="the person the face belongs to; null: not this person (back to unknown)"
+    )
+
+
+class MovedOut(BaseModel):
+    face_id: int
+    person_id: uuid.UUID | None
+    enrolled: bool = Field(description="the face joined the target person's gallery")
 
 
 class PersonPage(BaseModel):
@@ -67,6 +133,12 @@ class IdentityOut(BaseModel):
     similarity: float
 
 
+class RunnerUpOut(BaseModel):
+    person_id: uuid.UUID
+    name: str
+    similarity: float
+
+
 class IdentifiedFace(BaseModel):
     face_id: int = Field(description="id of the face in this job; see /v1/faces/{id}/promote")
     box: list[float]
@@ -75,6 +147,12 @@ class IdentifiedFace(BaseModel):
     unknown: bool = Field(description="true when no enrolled person is similar enough")
     similarity: float | None = Field(
         default=None, description="similarity of the best enrolled face (matched or not)"
+    )
+    threshold: float | None = Field(
+        default=None, description="the match threshold that applied to this face"
+    )
+    runner_up: RunnerUpOut | None = Field(
+        default=None, description="the next best person (at most one face per person)"
     )
 
 
@@ -102,6 +180,8 @@ class PastFaceOut(BaseModel):
 class FaceSearchOut(BaseModel):
     job_id: uuid.UUID = Field(description="the job that embedded the query image")
     query_box: list[float]
+    min_similarity: float = Field(description="only faces at least this similar are listed")
+    threshold: float = Field(description="the gallery's match threshold")
     results: list[PastFaceOut]
 
 

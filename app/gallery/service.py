@@ -8,23 +8,21 @@ person's embeddings live only in person_faces.
 """
 
 import asyncio
-import base64
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from redis.asyncio import Redis
-from sqlalchemy import delete, func, select, text, tuple_
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.apikeys.service import Principal
-from app.errors import AppError, InvalidInput, NotFound
-from app.gallery import matching
-from app.gallery.quality import QualityThresholds, assess_face
+from app.errors import AppError, Conflict, InvalidInput, NotFound
+from app.gallery import matching, people
+from app.gallery.quality import assess_face
 from app.gallery.schemas import (
     DuplicateOut,
-    EnrolledFaceOut,
     EnrollOut,
     FaceSearchOut,
     IdentifiedFace,
@@ -32,13 +30,21 @@ from app.gallery.schemas import (
     IdentityOut,
     PastFaceOut,
     PersonDetail,
-    PersonOut,
-    PersonPage,
+    RunnerUpOut,
     VerifyOut,
 )
 from app.images import inspect_image
 from app.jobs import service as jobs
-from app.models import Detection, FaceEmbedding, Job, JobStatus, Person, PersonFace
+from app.models import (
+    Detection,
+    FaceCrop,
+    FaceEmbedding,
+    Job,
+    JobStatus,
+    Person,
+    PersonFace,
+    UnknownFace,
+)
 from app.settings import Settings
 from app.storage import Storage
 
@@ -83,139 +89,23 @@ class JobFaces:
 
 # --- people ------------------------------------------------------------------------------------
 
-
-def _visible(person: Person | None, viewer: Principal) -> bool:
-    return person is not None and (viewer.sees_every_job or person.owner_id == viewer.owner_id)
-
-
-async def get_person(session: AsyncSession, person_id: uuid.UUID, viewer: Principal) -> Person:
-    """The person if `viewer` may see it; another owner's person is NotFound, like a missing one."""
-    person = await session.get(Person, person_id, populate_existing=True)
-    if person is None or not _visible(person, viewer):
-        raise NotFound(f"no person with id {person_id}")
-    return person
+get_person = people.get_person
+delete_person = people.delete_person
+delete_face = people.delete_enrolled_face
+enrolled_face = people.enrolled_face
+thresholds = people.thresholds
 
 
 async def create_person(session: AsyncSession, name: str, owner_id: uuid.UUID | None) -> Person:
+    """A named person; 409 when the owner already has one of that name (case-insensitive)."""
     person = Person(id=uuid.uuid4(), name=name, owner_id=owner_id)
     session.add(person)
-    await session.flush()
+    await people.flush_name(session, name)
     return person
 
 
-async def rename_person(
-    session: AsyncSession, person_id: uuid.UUID, name: str, viewer: Principal
-) -> PersonDetail:
-    person = await get_person(session, person_id, viewer)
-    person.name = name
-    await session.flush()
-    return await person_detail(session, person)
-
-
-async def delete_person(session: AsyncSession, person_id: uuid.UUID, viewer: Principal) -> None:
-    """Delete the person; every enrolled embedding of theirs goes with it (ON DELETE CASCADE).
-
-    person_faces holds the only copy of an uploaded photo's embedding: its enrollment job was
-    discarded once the face was copied (discard_jobs). A face promoted from a past job leaves
-    that job as it was: the job is its owner's result, kept until retention or DELETE
-    /v1/jobs/{id}, like any other job."""
-    person = await get_person(session, person_id, viewer)
-    await session.execute(delete(Person).where(Person.id == person.id))
-    await session.flush()
-
-
-async def delete_face(
-    session: AsyncSession, person_id: uuid.UUID, face_id: uuid.UUID, viewer: Principal
-) -> None:
-    """Delete one enrolled face, and with it its embedding (see delete_person)."""
-    await get_person(session, person_id, viewer)
-    deleted = await session.execute(
-        delete(PersonFace)
-        .where(PersonFace.id == face_id, PersonFace.person_id == person_id)
-        .returning(PersonFace.id)
-    )
-    if deleted.first() is None:
-        raise NotFound(f"person {person_id} has no face {face_id}")
-
-
 async def person_detail(session: AsyncSession, person: Person) -> PersonDetail:
-    faces = list(
-        await session.scalars(
-            select(PersonFace)
-            .where(PersonFace.person_id == person.id)
-            .order_by(PersonFace.created_at, PersonFace.id)
-        )
-    )
-    return PersonDetail(
-        id=person.id,
-        name=person.name,
-        created_at=person.created_at,
-        face_count=len(faces),
-        faces=[enrolled_face(f) for f in faces],
-    )
-
-
-def enrolled_face(face: PersonFace) -> EnrolledFaceOut:
-    return EnrolledFaceOut(
-        id=face.id,
-        model=face.model,
-        source_job_id=face.source_job_id,
-        face_px=face.face_px,
-        sharpness=face.sharpness,
-        yaw_ratio=face.yaw_ratio,
-        created_at=face.created_at,
-    )
-
-
-async def list_people(
-    session: AsyncSession,
-    viewer: Principal,
-    *,
-    name: str | None,
-    limit: int,
-    cursor: str | None,
-) -> PersonPage:
-    """Newest first; keyset pagination on (created_at, id). `name`: case-insensitive substring."""
-    face_count = (
-        select(func.count(PersonFace.id))
-        .where(PersonFace.person_id == Person.id)
-        .correlate(Person)
-        .scalar_subquery()
-    )
-    query = (
-        select(Person, face_count)
-        .order_by(Person.created_at.desc(), Person.id.desc())
-        .limit(limit + 1)
-    )
-    if not viewer.sees_every_job:
-        query = query.where(Person.owner_id == viewer.owner_id)
-    if name:
-        escaped = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        query = query.where(Person.name.ilike(f"%{escaped}%", escape="\\"))
-    if cursor is not None:
-        created_at, last_id = _decode_cursor(cursor)
-        query = query.where(tuple_(Person.created_at, Person.id) < tuple_(created_at, last_id))
-    rows = list((await session.execute(query)).tuples())
-    items = [
-        PersonOut(id=p.id, name=p.name, created_at=p.created_at, face_count=count)
-        for p, count in rows[:limit]
-    ]
-    next_cursor = _encode_cursor(rows[limit - 1][0]) if len(rows) > limit else None
-    return PersonPage(items=items, next_cursor=next_cursor)
-
-
-def _encode_cursor(person: Person) -> str:
-    raw = f"{person.created_at.isoformat()}|{person.id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created_at, person_id = raw.split("|")
-        return datetime.fromisoformat(created_at), uuid.UUID(person_id)
-    except ValueError as exc:
-        raise InvalidInput("invalid cursor: pass back next_cursor from the previous page") from exc
+    return await people.person_out(session, person)
 
 
 # --- images through the workers ----------------------------------------------------------------
@@ -316,16 +206,6 @@ async def discard_jobs(session: AsyncSession, storage: Storage, job_ids: list[uu
 # --- enrollment --------------------------------------------------------------------------------
 
 
-def thresholds(settings: Settings) -> QualityThresholds:
-    gallery = settings.gallery
-    return QualityThresholds(
-        min_face_px=gallery.min_face_px,
-        min_sharpness=gallery.min_sharpness,
-        max_yaw_ratio=gallery.max_yaw_ratio,
-        max_roll_deg=gallery.max_roll_deg,
-    )
-
-
 async def enroll(
     session: AsyncSession,
     settings: Settings,
@@ -378,8 +258,12 @@ async def enroll(
                 )
             )
             continue
+        crop = await session.scalar(
+            select(FaceCrop.jpeg).where(FaceCrop.detection_id == face.detection.id)
+        )
         row = PersonFace(
             id=uuid.uuid4(),
+            crop_jpeg=crop,
             person_id=person.id,
             model=face.embedding.model,
             dim=face.embedding.dim,
@@ -421,6 +305,14 @@ async def promote(
     if row is None or not (viewer.sees_every_job or row[2].owner_id == viewer.owner_id):
         raise NotFound(f"no face with id {face_id}")
     detection, embedding, job = row
+    promoted_to = await session.scalar(
+        select(PersonFace.person_id).where(PersonFace.source_detection_id == face_id)
+    )
+    if promoted_to is not None:
+        raise Conflict(
+            f"face {face_id} is already enrolled (person {promoted_to}); move it instead "
+            f"(POST /v1/faces/{face_id}/move)"
+        )
     if person_id is not None:
         person = await get_person(session, person_id, viewer)
     else:
@@ -428,13 +320,20 @@ async def promote(
         person = await create_person(session, name, viewer.owner_id)
     # A promoted face is enrolled on the same terms as an uploaded one (quality, duplicates).
     upload = Upload(name=f"face {face_id}", data=b"")
-    return await enroll(
+    enrolled = await enroll(
         session,
         settings,
         person,
         [JobFaces(upload, job, [Face(detection, embedding)])],
         link_source=True,  # the past job stays: it is its owner's result
     )
+    # Placed by hand: the clustering leaves it with this person from now on.
+    await session.execute(
+        update(UnknownFace)
+        .where(UnknownFace.detection_id == face_id)
+        .values(person_id=person.id, manual=True)
+    )
+    return enrolled
 
 
 # --- identify, verify, search ------------------------------------------------------------------
@@ -445,6 +344,7 @@ def identify_result(settings: Settings, result: JobFaces) -> IdentifyOut:
     for face in result.faces:
         attributes = face.detection.attributes
         identity = attributes.get("identity")
+        runner_up = attributes.get("runner_up")
         faces.append(
             IdentifiedFace(
                 face_id=face.detection.id,
@@ -453,6 +353,8 @@ def identify_result(settings: Settings, result: JobFaces) -> IdentifyOut:
                 identity=IdentityOut(**identity) if identity else None,
                 unknown=not identity,
                 similarity=identity["similarity"] if identity else attributes.get("similarity"),
+                threshold=attributes.get("threshold", settings.gallery.match_threshold),
+                runner_up=RunnerUpOut(**runner_up) if runner_up else None,
             )
         )
     return IdentifyOut(
@@ -489,9 +391,12 @@ async def search_faces(
     viewer: Principal,
     *,
     limit: int,
+    min_similarity: float | None = None,
 ) -> FaceSearchOut:
     """Faces of past jobs most similar to the largest face of the query image, within the job
-    retention window; the query's own job is left out."""
+    retention window and at least `min_similarity` similar (default: the match threshold);
+    the query's own job is left out."""
+    floor = settings.gallery.match_threshold if min_similarity is None else min_similarity
     face = result.largest_face()
     await matching.use_exact_hnsw_filtering(session)
     since = datetime.now(UTC) - timedelta(seconds=settings.retention.job_ttl_s)
@@ -508,6 +413,8 @@ async def search_faces(
     return FaceSearchOut(
         job_id=result.job.id,
         query_box=list(face.detection.box),
+        min_similarity=floor,
+        threshold=settings.gallery.match_threshold,
         results=[
             PastFaceOut(
                 face_id=f.face_id,
@@ -517,5 +424,6 @@ async def search_faces(
                 similarity=f.similarity,
             )
             for f in found
+            if f.similarity >= floor
         ],
     )

@@ -73,7 +73,11 @@ async def register_node(
     body: NodeCreate, session: SessionDep, settings: SettingsDep
 ) -> NodeCreated:
     node, secret = await service.register_node(
-        session, name=body.name, tasks=body.tasks, store_frames=body.store_frames
+        session,
+        name=body.name,
+        tasks=body.tasks,
+        store_frames=body.store_frames,
+        store_face_crops=body.store_face_crops,
     )
     out = service.node_out(node, offline_after_s=settings.nodes.offline_after_s, frames_per_min=0)
     log.info("node_registered", node_id=str(node.id), name=node.name)
@@ -105,7 +109,13 @@ async def get_node(node_id: uuid.UUID, session: SessionDep, settings: SettingsDe
 async def update_node(
     node_id: uuid.UUID, body: NodePolicyUpdate, session: SessionDep, settings: SettingsDep
 ) -> NodeOut:
-    await service.update_policy(session, node_id, tasks=body.tasks, store_frames=body.store_frames)
+    await service.update_policy(
+        session,
+        node_id,
+        tasks=body.tasks,
+        store_frames=body.store_frames,
+        store_face_crops=body.store_face_crops,
+    )
     return await service.get_node_out(
         session, node_id, offline_after_s=settings.nodes.offline_after_s
     )

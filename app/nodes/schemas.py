@@ -28,11 +28,16 @@ class NodeCreate(BaseModel):
         default=False,
         description="false: frames are never written to disk or Postgres (results are kept)",
     )
+    store_face_crops: bool = Field(
+        default=False,
+        description="true: keep each face's aligned crop (thumbnail) from its frames",
+    )
 
 
 class NodePolicyUpdate(BaseModel):
     tasks: list[str] | None = None
     store_frames: bool | None = None
+    store_face_crops: bool | None = None
 
 
 class NodeOut(BaseModel):
@@ -40,6 +45,7 @@ class NodeOut(BaseModel):
     name: str
     tasks: list[str]
     store_frames: bool
+    store_face_crops: bool = False
     created_at: UtcDatetime
     revoked_at: UtcDatetime | None = None
     online: bool = Field(description="heard from within nodes.offline_after_s")

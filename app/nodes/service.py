@@ -89,7 +89,12 @@ class NodeUnavailable(AppError):
 
 
 async def register_node(
-    session: AsyncSession, *, name: str, tasks: Sequence[str] | None, store_frames: bool
+    session: AsyncSession,
+    *,
+    name: str,
+    tasks: Sequence[str] | None,
+    store_frames: bool,
+    store_face_crops: bool = False,
 ) -> tuple[Node, str]:
     """Add a node; returns it with its secret, which exists nowhere else afterwards."""
     secret = generate_node_secret()
@@ -98,6 +103,7 @@ async def register_node(
         secret_hash=hash_node_secret(secret),
         tasks=list(_parse_tasks(tasks)),
         store_frames=store_frames,
+        store_face_crops=store_face_crops,
         status=NodeStatus.offline,
         dark_scene=False,
     )
@@ -127,6 +133,7 @@ async def update_policy(
     *,
     tasks: Sequence[str] | None,
     store_frames: bool | None,
+    store_face_crops: bool | None = None,
 ) -> Node:
     """Change what the node's frames run and whether they are stored; applies to its next frame."""
     node = await get_node(session, node_id)
@@ -136,6 +143,8 @@ async def update_policy(
         node.tasks = list(_parse_tasks(tasks))
     if store_frames is not None:
         node.store_frames = store_frames
+    if store_face_crops is not None:
+        node.store_face_crops = store_face_crops
     await session.flush()
     return node
 
@@ -200,6 +209,7 @@ def node_out(node: Node, *, offline_after_s: float, frames_per_min: int) -> Node
         name=node.name,
         tasks=list(node.tasks),
         store_frames=node.store_frames,
+        store_face_crops=node.store_face_crops,
         created_at=node.created_at,
         revoked_at=node.revoked_at,
         online=is_online(node, offline_after_s=offline_after_s),

@@ -36,6 +36,9 @@ class Detection:
     landmarks: tuple[Point, ...] | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
     embedding: Embedding | None = None
+    # A face's aligned crop (the embedder's input) as JPEG: its thumbnail. Kept only where the
+    # job's privacy allows (app/gallery/crops.py); never drawn, never sent in events.
+    crop_jpeg: bytes | None = field(default=None, repr=False)
 
     def scaled(self, factor: float) -> "Detection":
         """The same detection with every coordinate multiplied by `factor`."""
@@ -55,6 +58,7 @@ class Detection:
             landmarks=landmarks,
             attributes=self.attributes,
             embedding=self.embedding,
+            crop_jpeg=self.crop_jpeg,
         )
 
 

@@ -1,0 +1,332 @@
+"""Unknown faces grouped into unnamed people: an incremental DBSCAN over each owner's faces
+that got no identity, per embedding model (settings: ClusterSettings).
+
+A pass takes the faces it has not seen yet (a face embedding whose job is done, with no
+identity, not promoted, not yet in unknown_faces), copies them into unknown_faces (noise at
+first), finds each one's neighbours within `min_similarity` with one pgvector query per batch
+(HNSW on unknown_faces, per owner and model), then in order:
+
+- a *core* face (at least `core_faces` faces within reach, itself included) founds a cluster
+  (a new unnamed person) or joins the nearest one around it (a named one first); every
+  unclustered neighbour joins with it; the other unnamed clusters it reaches are merged in
+  (a bridge). Named people and ignored clusters are never merged automatically.
+- a non-core face joins the cluster of its nearest clustered neighbour (a border face); if it
+  has none, an old noise neighbour that its arrival made core is expanded instead; else it
+  stays noise, to be reached later by a core face.
+
+Idempotent and restart-safe: the state is the rows (a face is taken once: the INSERT skips
+faces already there); each batch is one transaction under a Postgres advisory lock, so passes
+in several API processes never interleave. Faces placed by hand (`manual`) are never moved;
+a face moved to "unknown" by hand is left out of everyone's neighbourhood.
+"""
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import structlog
+from sqlalchemy import delete, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.models import Person, PersonFace, UnknownFace
+from app.settings import ClusterSettings, Settings
+from app.vectors import vector_expression
+
+log = structlog.get_logger()
+
+# pg_advisory_xact_lock key: one clustering batch at a time in the whole deployment.
+CLUSTER_LOCK_KEY = 0x6C6B_636C  # "lkcl"
+
+# New unknown faces, copied in detection order; the RETURNING rows are this batch.
+_TAKE_NEW = text(
+    """
+    INSERT INTO unknown_faces
+        (detection_id, job_id, owner_id, person_id, manual, model, dim, embedding, node_id,
+         seen_at)
+    SELECT e.detection_id, e.job_id, j.owner_id, NULL, false, e.model, e.dim, e.embedding,
+           j.node_id, j.created_at
+    FROM face_embeddings e
+    JOIN jobs j ON j.id = e.job_id
+    JOIN detections d ON d.id = e.detection_id
+    WHERE j.status = 'done'
+      AND COALESCE(d.attributes -> 'identity', 'null'::jsonb) = 'null'::jsonb
+      AND NOT EXISTS (SELECT 1 FROM unknown_faces u WHERE u.detection_id = e.detection_id)
+      AND NOT EXISTS (SELECT 1 FROM person_faces f WHERE f.source_detection_id = e.detection_id)
+    ORDER BY e.detection_id
+    LIMIT :batch
+    ON CONFLICT (detection_id) DO NOTHING
+    RETURNING detection_id, owner_id, model, dim
+    """
+)
+
+
+def _neighbours_sql(dim: int) -> str:
+    """Each given face's unknown neighbours (same owner and model) within :max_distance,
+    nearest first, at most :k; hand-made "unknown" faces are nobody's neighbours."""
+    column = vector_expression("u.embedding", dim)
+    query = vector_expression("q.embedding", dim)
+    # dim is an int and the names are constants: nothing from input reaches the text.
+    return f"""
+        SELECT q.detection_id AS face, n.detection_id AS neighbour, n.person_id, n.manual,
+               n.distance
+        FROM unknown_faces q
+        CROSS JOIN LATERAL (
+            SELECT u.detection_id, u.person_id, u.manual, {column} <=> {query} AS distance
+            FROM unknown_faces u
+            WHERE u.model = q.model
+              AND u.owner_id IS NOT DISTINCT FROM q.owner_id
+              AND u.detection_id <> q.detection_id
+              AND NOT (u.manual AND u.person_id IS NULL)
+            ORDER BY {column} <=> {query}
+            LIMIT :k
+        ) n
+        WHERE q.detection_id = ANY(:faces) AND n.distance <= :max_distance
+        ORDER BY q.detection_id, n.distance
+    """  # noqa: S608
+
+
+@dataclass(frozen=True)
+class ClusterReport:
+    faces_seen: int  # new unknown faces taken by this pass
+    clustered: int  # of them, placed in a cluster by this pass
+    people_created: int
+    people_merged: int
+    empty_people_deleted: int
+    seconds: float
+
+
+@dataclass
+class Neighbour:
+    face: int
+    person_id: uuid.UUID | None
+    manual: bool
+
+
+@dataclass
+class _Batch:
+    """What one batch knows and changes, applied in one go at its end."""
+
+    owner_id: uuid.UUID | None
+    settings: ClusterSettings
+    neighbours: dict[int, list[Neighbour]]
+    person_at_start: dict[int, uuid.UUID | None] = field(default_factory=dict)
+    manual: set[int] = field(default_factory=set)
+    assigned: dict[int, uuid.UUID] = field(default_factory=dict)
+    merged_into: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)
+    created: list[uuid.UUID] = field(default_factory=list)
+    people: dict[uuid.UUID, tuple[bool, bool]] = field(default_factory=dict)  # named, ignored
+
+    def resolve(self, person_id: uuid.UUID) -> uuid.UUID:
+        while person_id in self.merged_into:
+            person_id = self.merged_into[person_id]
+        return person_id
+
+    def person_of(self, face: int) -> uuid.UUID | None:
+        person_id = self.assigned.get(face, self.person_at_start.get(face))
+        return None if person_id is None else self.resolve(person_id)
+
+    def note(self, neighbours: list[Neighbour]) -> None:
+        for n in neighbours:
+            self.person_at_start.setdefault(n.face, n.person_id)
+            if n.manual:
+                self.manual.add(n.face)
+
+    def expand(self, face: int, neighbours: list[Neighbour]) -> bool:
+        """Place a core `face` and its unclustered neighbours; merge the clusters it bridges."""
+        clusters = list(dict.fromkeys(p for n in neighbours if (p := self.person_of(n.face))))
+        if clusters:
+            named = [p for p in clusters if self.people[p][0]]
+            target = named[0] if named else clusters[0]
+            for other in clusters:
+                if other != target and not any(self.people[other]):
+                    self.merged_into[other] = target
+        else:
+            target = uuid.uuid4()
+            self.created.append(target)
+            self.people[target] = (False, False)
+        if self.person_of(face) is None and face not in self.manual:
+            self.assigned[face] = target
+        for n in neighbours:
+            if self.person_of(n.face) is None and n.face not in self.manual:
+                self.assigned[n.face] = target
+        return True
+
+
+async def _load_people(session: AsyncSession, batch: _Batch) -> None:
+    wanted = {p for p in batch.person_at_start.values() if p is not None} - batch.people.keys()
+    if wanted:
+        rows = await session.execute(
+            select(Person.id, Person.name, Person.ignored_at).where(Person.id.in_(wanted))
+        )
+        for person_id, name, ignored_at in rows.tuples():
+            batch.people[person_id] = (name is not None, ignored_at is not None)
+
+
+async def _neighbours(
+    session: AsyncSession, settings: ClusterSettings, faces: list[int], dim: int
+) -> dict[int, list[Neighbour]]:
+    rows = await session.execute(
+        text(_neighbours_sql(dim)),
+        {
+            "faces": faces,
+            "k": settings.max_neighbours,
+            "max_distance": 1 - settings.min_similarity,
+        },
+    )
+    found: dict[int, list[Neighbour]] = {face: [] for face in faces}
+    for row in rows:
+        found[row.face].append(Neighbour(row.neighbour, row.person_id, row.manual))
+    return found
+
+
+async def cluster_batch(session: AsyncSession, settings: ClusterSettings) -> tuple[int, int, int]:
+    """Take and place one batch of new unknown faces. Returns (taken, clustered, merged).
+
+    Takes nothing (0, 0, 0) when another process holds the lock; the caller owns the
+    transaction, which must be the batch's alone (the lock lasts until it ends)."""
+    locked = await session.scalar(
+        text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": CLUSTER_LOCK_KEY}
+    )
+    if not locked:
+        return 0, 0, 0
+    await session.execute(text("SET LOCAL hnsw.iterative_scan = strict_order"))
+    await session.execute(
+        text(f"SET LOCAL hnsw.ef_search = {max(40, int(settings.max_neighbours) * 2)}")
+    )
+    taken = list(await session.execute(_TAKE_NEW, {"batch": settings.batch_size}))
+    if not taken:
+        return 0, 0, 0
+    groups: dict[tuple[uuid.UUID | None, str, int], list[int]] = {}
+    for row in taken:
+        groups.setdefault((row.owner_id, row.model, row.dim), []).append(row.detection_id)
+    clustered = merged = 0
+    for (owner_id, _model, dim), faces in groups.items():
+        faces.sort()
+        batch = _Batch(owner_id, settings, await _neighbours(session, settings, faces, dim))
+        for face in faces:
+            batch.person_at_start[face] = None
+        for neighbours in batch.neighbours.values():
+            batch.note(neighbours)
+        await _load_people(session, batch)
+        for face in faces:
+            await _place(session, batch, face, dim)
+        clustered += sum(1 for face in faces if batch.person_of(face) is not None)
+        merged += len(batch.merged_into)
+        await _apply(session, batch)
+    return len(taken), clustered, merged
+
+
+async def _place(session: AsyncSession, batch: _Batch, face: int, dim: int) -> None:
+    neighbours = batch.neighbours[face]
+    if len(neighbours) + 1 >= batch.settings.core_faces:
+        batch.expand(face, neighbours)
+        return
+    if batch.person_of(face) is not None:
+        return  # reached already by an earlier core face of this batch
+    for n in neighbours:  # nearest first: a border face joins its nearest cluster
+        person_id = batch.person_of(n.face)
+        if person_id is not None:
+            batch.assigned[face] = person_id
+            return
+    # Its arrival may have made an older noise face a core: look at those (outside the batch;
+    # the batch's own faces get their turn in this loop).
+    older = [n.face for n in neighbours if n.face not in batch.neighbours]
+    if not older:
+        return
+    around = await _neighbours(session, batch.settings, older, dim)
+    for neighbours_of_older in around.values():
+        batch.note(neighbours_of_older)
+    await _load_people(session, batch)
+    for old_face, neighbours_of_older in around.items():
+        if len(neighbours_of_older) + 1 >= batch.settings.core_faces:
+            batch.expand(old_face, neighbours_of_older)
+            if batch.person_of(face) is not None:
+                return
+
+
+async def _apply(session: AsyncSession, batch: _Batch) -> None:
+    if batch.created:
+        session.add_all(Person(id=p, owner_id=batch.owner_id, name=None) for p in batch.created)
+        await session.flush()
+    for source in batch.merged_into:
+        target = batch.resolve(source)
+        await session.execute(
+            update(UnknownFace).where(UnknownFace.person_id == source).values(person_id=target)
+        )
+        await session.execute(
+            update(PersonFace).where(PersonFace.person_id == source).values(person_id=target)
+        )
+    if batch.merged_into:
+        await session.execute(delete(Person).where(Person.id.in_(list(batch.merged_into))))
+    changes = [
+        {"detection_id": face, "person_id": batch.resolve(person_id)}
+        for face, person_id in batch.assigned.items()
+    ]
+    if changes:
+        await session.execute(update(UnknownFace), changes)
+
+
+async def delete_empty_unnamed(session: AsyncSession) -> int:
+    """Unnamed people left without faces (their jobs expired or were deleted)."""
+    result = await session.execute(
+        text(
+            """
+            DELETE FROM people p WHERE p.name IS NULL
+              AND NOT EXISTS (SELECT 1 FROM unknown_faces u WHERE u.person_id = p.id)
+              AND NOT EXISTS (SELECT 1 FROM person_faces f WHERE f.person_id = p.id)
+            RETURNING p.id
+            """
+        )
+    )
+    return len(result.all())
+
+
+async def cluster_pass(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> ClusterReport:
+    """Place every unknown face not seen yet, batch by batch (one transaction each)."""
+    started = time.perf_counter()
+    seen = clustered = merged = 0
+    created_before = await _count_unnamed(sessionmaker)
+    while True:
+        async with sessionmaker.begin() as session:
+            taken, placed, merges = await cluster_batch(session, settings.clusters)
+        seen += taken
+        clustered += placed
+        merged += merges
+        if taken < settings.clusters.batch_size:
+            break
+    async with sessionmaker.begin() as session:
+        emptied = await delete_empty_unnamed(session)
+    created = await _count_unnamed(sessionmaker) - created_before + merged + emptied
+    report = ClusterReport(
+        faces_seen=seen,
+        clustered=clustered,
+        people_created=max(created, 0),
+        people_merged=merged,
+        empty_people_deleted=emptied,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    if seen or emptied:
+        log.info("clusters_updated", **report.__dict__)
+    return report
+
+
+async def _count_unnamed(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
+    async with sessionmaker() as session:
+        count = await session.scalar(text("SELECT count(*) FROM people WHERE name IS NULL"))
+        return int(count or 0)
+
+
+async def cluster_loop(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    """A pass every clusters.interval_s, in the API lifespan; never raises. Every API process
+    runs it: the advisory lock lets one of them work at a time, the others find nothing."""
+    while True:
+        try:
+            await cluster_pass(settings, sessionmaker)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # an outage: try again next interval
+            log.warning("clusters_failed", error=repr(exc))
+        await asyncio.sleep(settings.clusters.interval_s)

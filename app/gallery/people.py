@@ -1,0 +1,542 @@
+"""People as the API shows them, and the corrections an operator makes (issue 16): name an
+unnamed person, merge people, move a face to another person or back to unknown, delete a face,
+ignore a cluster, thumbnails. No FastAPI here; callers own the commit.
+
+Two kinds of face belong to a person:
+- enrolled faces (person_faces): the gallery; identify matches against these.
+- sightings (unknown_faces): faces of past jobs that got no identity, placed with the person
+  by the clustering or by hand. A named person's sightings that pass the enrollment quality
+  checks are enrolled too (source_detection_id links them; each face once).
+
+Privacy: deleting a face or a person deletes the face's embeddings (the job's and the
+gallery's copies), its crop and its cluster membership; the job keeps only the box.
+"""
+
+import base64
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.apikeys.service import Principal
+from app.errors import Conflict, InvalidInput, NotFound
+from app.gallery import matching
+from app.gallery.quality import QualityThresholds, assess_face
+from app.gallery.schemas import (
+    EnrolledFaceOut,
+    MovedOut,
+    PersonDetail,
+    PersonOut,
+    PersonPage,
+    SightingOut,
+    SourceCount,
+)
+from app.models import (
+    Detection,
+    FaceCrop,
+    FaceEmbedding,
+    Job,
+    Node,
+    Person,
+    PersonFace,
+    UnknownFace,
+)
+from app.settings import Settings
+
+# Sightings shown per person in a list (the detail shows up to MAX_DETAIL_SIGHTINGS).
+LIST_SIGHTINGS = 12
+MAX_DETAIL_SIGHTINGS = 500
+
+
+def _visible(person: Person | None, viewer: Principal) -> bool:
+    return person is not None and (viewer.sees_every_job or person.owner_id == viewer.owner_id)
+
+
+async def get_person(session: AsyncSession, person_id: uuid.UUID, viewer: Principal) -> Person:
+    """The person if `viewer` may see it; another owner's person is NotFound, like a missing one."""
+    person = await session.get(Person, person_id, populate_existing=True)
+    if person is None or not _visible(person, viewer):
+        raise NotFound(f"no person with id {person_id}")
+    return person
+
+
+def name_taken(name: str) -> Conflict:
+    return Conflict(f"a person named {name!r} already exists; pick another name or merge")
+
+
+async def flush_name(session: AsyncSession, name: str) -> None:
+    """Flush a new or changed name; a clash with another of the owner's people is 409."""
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError as exc:
+        if "ux_people_owner_name" in str(exc.orig):
+            raise name_taken(name) from exc
+        raise
+
+
+# --- how a person looks in the API -------------------------------------------------------------
+
+
+def enrolled_face(face: PersonFace) -> EnrolledFaceOut:
+    return EnrolledFaceOut(
+        id=face.id,
+        model=face.model,
+        source_job_id=face.source_job_id,
+        source_face_id=face.source_detection_id,
+        face_px=face.face_px,
+        sharpness=face.sharpness,
+        yaw_ratio=face.yaw_ratio,
+        created_at=face.created_at,
+        thumbnail_url=f"/v1/people/{face.person_id}/faces/{face.id}/thumbnail",
+    )
+
+
+async def person_out(
+    session: AsyncSession, person: Person, *, sightings_limit: int = MAX_DETAIL_SIGHTINGS
+) -> PersonDetail:
+    enrolled = list(
+        await session.execute(
+            select(PersonFace, PersonFace.crop_jpeg.is_not(None))
+            .where(PersonFace.person_id == person.id)
+            .order_by(PersonFace.created_at, PersonFace.id)
+        )
+    )
+    enrolled_sources = {f.source_detection_id for f, _ in enrolled if f.source_detection_id}
+    stats = (
+        await session.execute(
+            select(func.count(), func.min(UnknownFace.seen_at), func.max(UnknownFace.seen_at))
+            .select_from(UnknownFace)
+            .where(UnknownFace.person_id == person.id)
+        )
+    ).one()
+    sources = await session.execute(
+        select(UnknownFace.node_id, Node.name, func.count())
+        .select_from(UnknownFace)
+        .outerjoin(Node, Node.id == UnknownFace.node_id)
+        .where(UnknownFace.person_id == person.id)
+        .group_by(UnknownFace.node_id, Node.name)
+        .order_by(func.count().desc())
+    )
+    has_crop = select(FaceCrop.detection_id).where(
+        FaceCrop.detection_id == UnknownFace.detection_id
+    )
+    sightings = await session.execute(
+        select(UnknownFace, has_crop.exists())
+        .where(UnknownFace.person_id == person.id)
+        .order_by(UnknownFace.seen_at.desc(), UnknownFace.detection_id.desc())
+        .limit(sightings_limit)
+    )
+    thumbnails = {f.id: crop for f, crop in enrolled}
+    faces = []
+    for face, _ in enrolled:
+        out = enrolled_face(face)
+        if not thumbnails[face.id]:
+            out.thumbnail_url = None
+        faces.append(out)
+    return PersonDetail(
+        id=person.id,
+        name=person.name,
+        named=person.name is not None,
+        ignored=person.ignored_at is not None,
+        created_at=person.created_at,
+        face_count=len(faces),
+        faces=faces,
+        sighting_count=int(stats[0]),
+        first_seen=stats[1],
+        last_seen=stats[2],
+        sources=[
+            SourceCount(node_id=node_id, node_name=node_name, faces=count)
+            for node_id, node_name, count in sources.tuples()
+        ],
+        sightings=[
+            SightingOut(
+                face_id=u.detection_id,
+                job_id=u.job_id,
+                seen_at=u.seen_at,
+                node_id=u.node_id,
+                manual=u.manual,
+                enrolled=u.detection_id in enrolled_sources,
+                thumbnail_url=f"/v1/faces/{u.detection_id}/thumbnail" if crop else None,
+            )
+            for u, crop in sightings.tuples()
+        ],
+    )
+
+
+async def list_people(
+    session: AsyncSession,
+    viewer: Principal,
+    *,
+    named: bool,
+    ignored: bool,
+    name: str | None,
+    limit: int,
+    cursor: str | None,
+) -> PersonPage:
+    """Named people newest first (keyset on created_at, id); unnamed people biggest first
+    (most sightings, then newest; the cursor is an offset, as sizes change between pages).
+    `name`: case-insensitive substring (named people only). Each item carries its enrolled
+    faces and its newest sightings."""
+    query = select(Person)
+    if not viewer.sees_every_job:
+        query = query.where(Person.owner_id == viewer.owner_id)
+    if named:
+        query = query.where(Person.name.is_not(None)).order_by(
+            Person.created_at.desc(), Person.id.desc()
+        )
+        if name:
+            escaped = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            query = query.where(Person.name.ilike(f"%{escaped}%", escape="\\"))
+        if cursor is not None:
+            created_at, last_id = _decode_cursor(cursor)
+            query = query.where(
+                func.row(Person.created_at, Person.id) < func.row(created_at, last_id)
+            )
+        offset = 0
+    else:
+        size = (
+            select(func.count())
+            .select_from(UnknownFace)
+            .where(UnknownFace.person_id == Person.id)
+            .correlate(Person)
+            .scalar_subquery()
+        )
+        query = query.where(Person.name.is_(None))
+        query = query.where(
+            Person.ignored_at.is_not(None) if ignored else Person.ignored_at.is_(None)
+        )
+        query = query.order_by(size.desc(), Person.created_at.desc(), Person.id.desc())
+        offset = _decode_offset(cursor) if cursor is not None else 0
+        query = query.offset(offset)
+    people = list(await session.scalars(query.limit(limit + 1)))
+    items: list[PersonOut] = [
+        await person_out(session, p, sightings_limit=LIST_SIGHTINGS) for p in people[:limit]
+    ]
+    next_cursor = None
+    if len(people) > limit:
+        next_cursor = _encode_cursor(people[limit - 1]) if named else _encode_offset(offset + limit)
+    return PersonPage(items=items, next_cursor=next_cursor)
+
+
+def _encode_cursor(person: Person) -> str:
+    raw = f"{person.created_at.isoformat()}|{person.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created_at, person_id = raw.split("|")
+        return datetime.fromisoformat(created_at), uuid.UUID(person_id)
+    except ValueError as exc:
+        raise InvalidInput("invalid cursor: pass back next_cursor from the previous page") from exc
+
+
+def _encode_offset(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"offset|{offset}".encode()).decode().rstrip("=")
+
+
+def _decode_offset(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        label, offset = raw.split("|")
+        if label != "offset" or int(offset) < 0:
+            raise ValueError(raw)
+        return int(offset)
+    except ValueError as exc:
+        raise InvalidInput("invalid cursor: pass back next_cursor from the previous page") from exc
+
+
+# --- enrolling sightings -------------------------------------------------------------------------
+
+
+def thresholds(settings: Settings) -> QualityThresholds:
+    gallery = settings.gallery
+    return QualityThresholds(
+        min_face_px=gallery.min_face_px,
+        min_sharpness=gallery.min_sharpness,
+        max_yaw_ratio=gallery.max_yaw_ratio,
+        max_roll_deg=gallery.max_roll_deg,
+    )
+
+
+async def enroll_sightings(
+    session: AsyncSession, settings: Settings, person: Person, face_ids: Sequence[int] | None
+) -> int:
+    """Enroll the person's sightings (all, or `face_ids`) that pass the enrollment quality
+    checks and are not enrolled yet; near-duplicates of a face the person has are skipped.
+    Returns how many joined the gallery. Only named people have a gallery."""
+    if person.name is None:
+        return 0
+    query = (
+        select(UnknownFace, Detection, FaceCrop.jpeg)
+        .join(Detection, Detection.id == UnknownFace.detection_id)
+        .outerjoin(FaceCrop, FaceCrop.detection_id == UnknownFace.detection_id)
+        .where(
+            UnknownFace.person_id == person.id,
+            ~select(PersonFace.id)
+            .where(PersonFace.source_detection_id == UnknownFace.detection_id)
+            .exists(),
+        )
+        .order_by(UnknownFace.detection_id)
+    )
+    if face_ids is not None:
+        query = query.where(UnknownFace.detection_id.in_(list(face_ids)))
+    enrolled = 0
+    for unknown, detection, jpeg in (await session.execute(query)).tuples():
+        quality = assess_face(
+            detection.box,
+            detection.landmarks or [],
+            float(detection.attributes.get("sharpness", 0.0)),
+            thresholds(settings),
+        )
+        if not quality.usable:
+            continue
+        nearest = await matching.nearest_face_of_person(
+            session, unknown.embedding, model=unknown.model, person_id=person.id
+        )
+        if nearest is not None and nearest[1] >= settings.gallery.duplicate_threshold:
+            continue
+        session.add(
+            PersonFace(
+                id=uuid.uuid4(),
+                person_id=person.id,
+                model=unknown.model,
+                dim=unknown.dim,
+                embedding=unknown.embedding,
+                source_job_id=unknown.job_id,
+                source_detection_id=unknown.detection_id,
+                face_px=quality.face_px,
+                sharpness=quality.sharpness,
+                yaw_ratio=quality.yaw_ratio,
+                crop_jpeg=jpeg,
+            )
+        )
+        await session.flush()  # the next face's duplicate check sees this one
+        enrolled += 1
+    return enrolled
+
+
+# --- corrections -------------------------------------------------------------------------------
+
+
+async def update_person(
+    session: AsyncSession,
+    settings: Settings,
+    person_id: uuid.UUID,
+    viewer: Principal,
+    *,
+    name: str | None,
+    ignored: bool | None,
+) -> PersonDetail:
+    """Rename; name an unnamed person (its sightings join the gallery); ignore a cluster."""
+    person = await get_person(session, person_id, viewer)
+    if ignored is not None:
+        person.ignored_at = func.now() if ignored else None
+    if name is not None:
+        was_unnamed = person.name is None
+        person.name = name
+        await flush_name(session, name)
+        if was_unnamed:
+            person.ignored_at = None
+            await session.flush()
+            await enroll_sightings(session, settings, person, None)
+    await session.flush()
+    await session.refresh(person)
+    return await person_out(session, person)
+
+
+async def merge_people(
+    session: AsyncSession,
+    settings: Settings,
+    target_id: uuid.UUID,
+    source_ids: Sequence[uuid.UUID],
+    viewer: Principal,
+) -> PersonDetail:
+    """Move every face (enrolled and sightings) of `source_ids` to the target, then delete them.
+    A named target enrolls the sightings it receives (quality checks apply)."""
+    target = await get_person(session, target_id, viewer)
+    sources = [await get_person(session, s, viewer) for s in dict.fromkeys(source_ids)]
+    if any(s.id == target.id for s in sources):
+        raise InvalidInput("a person cannot be merged into itself")
+    if any(s.owner_id != target.owner_id for s in sources):
+        raise InvalidInput("people of different API keys cannot be merged")
+    if target.name is None and any(s.name is not None for s in sources):
+        raise InvalidInput("merge the unnamed person into the named one, not the other way")
+    ids = [s.id for s in sources]
+    moved = list(
+        await session.scalars(
+            update(UnknownFace)
+            .where(UnknownFace.person_id.in_(ids))
+            .values(person_id=target.id)
+            .returning(UnknownFace.detection_id)
+        )
+    )
+    await session.execute(
+        update(PersonFace).where(PersonFace.person_id.in_(ids)).values(person_id=target.id)
+    )
+    await session.execute(delete(Person).where(Person.id.in_(ids)))
+    await session.flush()
+    await enroll_sightings(session, settings, target, moved)
+    return await person_out(session, target)
+
+
+async def _sighting(session: AsyncSession, face_id: int, viewer: Principal) -> tuple[Job, int]:
+    """The job of face `face_id` if the viewer may see it (NotFound otherwise)."""
+    row = (
+        await session.execute(
+            select(Job, Detection.id)
+            .join(Detection, Detection.job_id == Job.id)
+            .where(Detection.id == face_id, Detection.kind == "face")
+        )
+    ).first()
+    if row is None or not (viewer.sees_every_job or row[0].owner_id == viewer.owner_id):
+        raise NotFound(f"no face with id {face_id}")
+    return row[0], row[1]
+
+
+async def move_face(
+    session: AsyncSession,
+    settings: Settings,
+    face_id: int,
+    person_id: uuid.UUID | None,
+    viewer: Principal,
+) -> MovedOut:
+    """Place a face of a past job with `person_id`, or back to unknown (None: "not this
+    person"); the clustering never moves it again. Its gallery copy, if any, goes; a named
+    target enrolls it (quality checks apply)."""
+    job, _ = await _sighting(session, face_id, viewer)
+    target = await get_person(session, person_id, viewer) if person_id is not None else None
+    if target is not None and target.owner_id != job.owner_id:
+        raise InvalidInput("the face and the person belong to different API keys")
+    unknown = await session.get(UnknownFace, face_id)
+    if unknown is None:
+        embedding = await session.get(FaceEmbedding, face_id)
+        if embedding is None:
+            raise InvalidInput(f"face {face_id} has no embedding (deleted): it cannot be moved")
+        unknown = UnknownFace(
+            detection_id=face_id,
+            job_id=job.id,
+            owner_id=job.owner_id,
+            model=embedding.model,
+            dim=embedding.dim,
+            embedding=embedding.embedding,
+            node_id=job.node_id,
+            seen_at=job.created_at,
+        )
+        session.add(unknown)
+    unknown.person_id = target.id if target is not None else None
+    unknown.manual = True
+    await session.execute(delete(PersonFace).where(PersonFace.source_detection_id == face_id))
+    await session.flush()
+    enrolled = 0
+    if target is not None:
+        enrolled = await enroll_sightings(session, settings, target, [face_id])
+    return MovedOut(face_id=face_id, person_id=unknown.person_id, enrolled=enrolled > 0)
+
+
+async def move_enrolled_face(
+    session: AsyncSession,
+    settings: Settings,
+    person_id: uuid.UUID,
+    face_id: uuid.UUID,
+    target_id: uuid.UUID | None,
+    viewer: Principal,
+) -> PersonDetail:
+    """Move an enrolled face: one from a past job moves as that face does (move_face); an
+    uploaded photo's face goes to another named person, or (None) is deleted."""
+    person = await get_person(session, person_id, viewer)
+    face = await session.get(PersonFace, face_id)
+    if face is None or face.person_id != person.id:
+        raise NotFound(f"person {person_id} has no face {face_id}")
+    if face.source_detection_id is not None:
+        await move_face(session, settings, face.source_detection_id, target_id, viewer)
+    elif target_id is None:
+        await session.delete(face)
+    else:
+        target = await get_person(session, target_id, viewer)
+        if target.name is None or target.owner_id != person.owner_id:
+            raise InvalidInput("an enrolled photo moves only to a named person of the same key")
+        face.person_id = target.id
+    await session.flush()
+    return await person_out(session, person)
+
+
+async def forget_faces(session: AsyncSession, face_ids: Sequence[int]) -> None:
+    """Delete what identifies these faces of past jobs: their embeddings (the job's, the
+    gallery copies, the clustering's), their crops. Their boxes stay in their jobs."""
+    ids = list(face_ids)
+    if not ids:
+        return
+    await session.execute(delete(PersonFace).where(PersonFace.source_detection_id.in_(ids)))
+    await session.execute(delete(UnknownFace).where(UnknownFace.detection_id.in_(ids)))
+    await session.execute(delete(FaceCrop).where(FaceCrop.detection_id.in_(ids)))
+    await session.execute(delete(FaceEmbedding).where(FaceEmbedding.detection_id.in_(ids)))
+    await session.flush()
+
+
+async def delete_sighting(session: AsyncSession, face_id: int, viewer: Principal) -> None:
+    await _sighting(session, face_id, viewer)
+    await forget_faces(session, [face_id])
+
+
+async def delete_person(session: AsyncSession, person_id: uuid.UUID, viewer: Principal) -> None:
+    """Delete the person with everything that identifies its faces: enrolled embeddings and
+    crops (CASCADE), and its sightings' and promoted faces' embeddings, crops and cluster
+    membership (forget_faces), so none of them clusters again as a new unnamed person."""
+    person = await get_person(session, person_id, viewer)
+    sightings = await session.scalars(
+        select(UnknownFace.detection_id).where(UnknownFace.person_id == person.id)
+    )
+    promoted = await session.scalars(
+        select(PersonFace.source_detection_id).where(
+            PersonFace.person_id == person.id, PersonFace.source_detection_id.is_not(None)
+        )
+    )
+    await forget_faces(session, sorted({*sightings, *(p for p in promoted if p is not None)}))
+    await session.execute(delete(Person).where(Person.id == person.id))
+    await session.flush()
+
+
+async def delete_enrolled_face(
+    session: AsyncSession, person_id: uuid.UUID, face_id: uuid.UUID, viewer: Principal
+) -> None:
+    """Delete one enrolled face; one promoted from a past job is forgotten there too."""
+    await get_person(session, person_id, viewer)
+    deleted = (
+        await session.execute(
+            delete(PersonFace)
+            .where(PersonFace.id == face_id, PersonFace.person_id == person_id)
+            .returning(PersonFace.source_detection_id)
+        )
+    ).first()
+    if deleted is None:
+        raise NotFound(f"person {person_id} has no face {face_id}")
+    if deleted[0] is not None:
+        await forget_faces(session, [deleted[0]])
+
+
+async def sighting_thumbnail(session: AsyncSession, face_id: int, viewer: Principal) -> bytes:
+    await _sighting(session, face_id, viewer)
+    jpeg = await session.scalar(select(FaceCrop.jpeg).where(FaceCrop.detection_id == face_id))
+    if jpeg is None:
+        raise NotFound(f"face {face_id} has no thumbnail (none kept, or it was deleted)")
+    return bytes(jpeg)
+
+
+async def enrolled_thumbnail(
+    session: AsyncSession, person_id: uuid.UUID, face_id: uuid.UUID, viewer: Principal
+) -> bytes:
+    await get_person(session, person_id, viewer)
+    jpeg = await session.scalar(
+        select(PersonFace.crop_jpeg).where(
+            PersonFace.id == face_id, PersonFace.person_id == person_id
+        )
+    )
+    if jpeg is None:
+        raise NotFound(f"person {person_id} has no face {face_id} with a thumbnail")
+    return bytes(jpeg)
