@@ -33,6 +33,7 @@ from app.models import Job
 from app.nodes.service import register_node
 from app.security import Scope, issue_node_token
 from app.settings import (
+    ClusterSettings,
     DatabaseSettings,
     MaintenanceSettings,
     ModelSettings,
@@ -97,6 +98,8 @@ def settings(
         worker=WorkerSettings(processes=1, threads=1, job_timeout_s=30, block_ms=100),
         # Tests run the reconciler and janitor themselves, when they mean to.
         maintenance=MaintenanceSettings(enabled=False),
+        # Likewise the clustering of unknown faces (tests call cluster_pass).
+        clusters=ClusterSettings(enabled=False),
         # The test pack (MODELS.md): SCRFD det_500m + the MobileFaceNet stand-in (192-d) +
         # YOLOX-Nano, all verified copies in LOOKOUT_MODELS_DIR. Never download in tests.
         models=ModelSettings(
