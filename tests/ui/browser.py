@@ -44,6 +44,7 @@ def lookout_server(servers, models_dir, tmp_path_factory) -> Iterator[str]:  # t
         data_dir=data_dir,
         models_dir=models_dir,
         LOOKOUT_MAINTENANCE__ENABLED="false",
+        LOOKOUT_CLUSTERS__INTERVAL_S="1",  # unknown faces group within a second (issue 16)
     )
     log_dir = data_dir / "logs"
     api, base_url = start_api(env, log_dir)

@@ -135,6 +135,19 @@ export const people = {
     form.append('image', file, file.name);
     return request('POST', '/v1/identify', { form });
   },
+  // ---- unknown faces (issue 16) ----
+  /** Unnamed people (clusters of unknown faces), biggest first. */
+  unnamed: async () => listOf(await request('GET', '/v1/people?named=false&limit=100')),
+  name: (id, name) => request('PATCH', `/v1/people/${encodeURIComponent(id)}`, { json: { name } }),
+  ignore: (id) => request('PATCH', `/v1/people/${encodeURIComponent(id)}`, { json: { ignored: true } }),
+  merge: (intoId, personIds) =>
+    request('POST', `/v1/people/${encodeURIComponent(intoId)}/merge`, { json: { person_ids: personIds } }),
+  /** A face of a past job (a sighting) to a person, or (null) back to unknown. */
+  moveFace: (faceId, personId) =>
+    request('POST', `/v1/faces/${encodeURIComponent(faceId)}/move`, { json: { person_id: personId } }),
+  moveEnrolled: (personId, faceId, targetId) =>
+    request('POST', `/v1/people/${encodeURIComponent(personId)}/faces/${encodeURIComponent(faceId)}/move`, { json: { person_id: targetId } }),
+  forgetFace: (faceId) => request('DELETE', `/v1/faces/${encodeURIComponent(faceId)}`),
   facesOf: (person) => person?.faces ?? [],
   faceCountOf: (person) => person?.face_count ?? person?.faces?.length ?? 0,
 };

@@ -1,7 +1,17 @@
 // People (issue 4): list, create, enroll photos (with the reasons for rejected ones), delete a
-// face or a person, identify a photo. Promoting an unknown face is on the Job page.
-import { people, rejectionsOf, identifiedOf } from '../api.js';
+// face or a person, identify a photo. Promoting an unknown face is on the Job page. Issue 16:
+// each face as its thumbnail, deleted (×) or moved to another person or back to unknown.
+import { people, rejectionsOf, identifiedOf, imageUrl } from '../api.js';
 import { h, errorText, percent } from '../dom.js';
+
+/** A face's thumbnail (fetched with the API key), or a "no picture" box. */
+export function thumbnail(url, label) {
+  if (!url) return h('span', { class: 'thumb no-picture', title: 'No picture kept (node policy)' }, 'no picture');
+  const img = h('img', { class: 'thumb', alt: label, width: 56, height: 56 });
+  imageUrl(url).then((src) => { img.src = src; img.addEventListener('load', () => URL.revokeObjectURL(src), { once: true }); },
+    () => { img.alt = `${label} (unavailable)`; });
+  return img;
+}
 
 export function render(view) {
   const list = h('div', { class: 'people', id: 'people' });
@@ -24,7 +34,7 @@ export function render(view) {
     try {
       const all = await people.list();
       listError.textContent = '';
-      list.replaceChildren(...all.map(personCard));
+      list.replaceChildren(...all.map((person) => personCard(person, all)));
       if (!all.length) list.append(h('p', { class: 'muted' }, 'Nobody enrolled yet.'));
     } catch (error) {
       listError.textContent = error.status === 404 ? 'This server has no People API (GET /v1/people).' : errorText(error);
@@ -39,7 +49,24 @@ export function render(view) {
     catch (error) { createError.textContent = errorText(error); }
   }
 
-  function personCard(person) {
+  function faceTile(person, face, everyone, report) {
+    const others = everyone.filter((p) => p.id !== person.id);
+    const move = h('select', { class: 'move-face', 'aria-label': 'Move this face', onchange: async () => {
+      if (!move.value) return;
+      const target = move.value === 'unknown' ? null : move.value;
+      try { await people.moveEnrolled(person.id, face.id, target); await refresh(); } catch (e) { report.textContent = errorText(e); move.value = ''; }
+    } },
+    h('option', { value: '' }, 'Move…'),
+    h('option', { value: 'unknown' }, 'Not this person'),
+    others.map((p) => h('option', { value: p.id }, `To ${p.name}`)));
+    return h('div', { class: 'face-tile', dataset: { faceId: face.id, sourceFaceId: face.source_face_id ?? '' } },
+      thumbnail(face.thumbnail_url, `face of ${person.name}`),
+      h('button', { type: 'button', class: 'ghost delete-face', title: `Delete face ${String(face.id).slice(0, 8)}`, 'aria-label': 'Delete face',
+        onclick: async () => { try { await people.removeFace(person.id, face.id); await refresh(); } catch (e) { report.textContent = errorText(e); } } }, '× delete'),
+      move);
+  }
+
+  function personCard(person, everyone) {
     const faces = people.facesOf(person);
     const report = h('div', { class: 'enroll-report', 'aria-live': 'polite' });
     const enrollInput = h('input', { type: 'file', multiple: true, accept: 'image/*', class: 'enroll-input',
@@ -60,10 +87,8 @@ export function render(view) {
       h('div', { class: 'row' },
         h('strong', { class: 'person-name' }, person.name),
         h('span', { class: 'muted face-count' }, `${people.faceCountOf(person)} face(s)`)),
-      faces.length ? h('div', { class: 'faces' }, faces.map((face) => h('span', { class: 'chip face-id' },
-        `face ${String(face.id).slice(0, 8)}`,
-        h('button', { type: 'button', class: 'ghost', title: 'Delete this face', 'aria-label': 'Delete face',
-          onclick: async () => { try { await people.removeFace(person.id, face.id); await refresh(); } catch (e) { report.textContent = errorText(e); } } }, '×')))) : null,
+      faces.length ? h('div', { class: 'faces' }, faces.map((face) => faceTile(person, face, everyone, report))) : null,
+      person.sighting_count ? h('span', { class: 'muted sightings' }, `seen ${person.sighting_count} time(s) among unknown faces`) : null,
       h('label', {}, 'Enroll photos', enrollInput),
       report,
       h('div', { class: 'row' }, h('button', { type: 'button', class: 'danger delete-person', onclick: async () => {
