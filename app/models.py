@@ -309,8 +309,8 @@ class FaceCrop(Base):
 class UnknownFace(Base):
     """A face that got no identity, once the clustering pass has seen it: its cluster (an
     unnamed or named person) or none (not yet dense enough: noise, looked at again as new faces
-    arrive near it). A copy of the embedding is kept here so that neighbour queries search only
-    the owner's unknown faces, on this table's own per-model HNSW index.
+    arrive near it). Its embedding stays where the worker wrote it (face_embeddings, whose
+    per-model HNSW index serves the clustering's neighbour queries): no second copy.
 
     `manual`: placed by a person (moved, "not this person"); the clustering never moves it.
     Goes with the detection/job (CASCADE) and with its person (CASCADE).
@@ -332,14 +332,9 @@ class UnknownFace(Base):
     )
     manual: Mapped[bool] = mapped_column(Boolean, default=False)
     model: Mapped[str] = mapped_column(String(64))
-    dim: Mapped[int] = mapped_column(Integer)
-    embedding: Mapped[npt.NDArray[np.float32]] = mapped_column(Vector())
     node_id: Mapped[uuid.UUID | None] = mapped_column(
         UUID(as_uuid=True), ForeignKey("nodes.id", ondelete="SET NULL")
     )
     seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
-    __table_args__ = (
-        CheckConstraint("vector_dims(embedding) = dim", name="ck_unknown_faces_dim"),
-        Index("ix_unknown_faces_owner_model", "owner_id", "model"),
-    )
+    __table_args__ = (Index("ix_unknown_faces_owner_model", "owner_id", "model"),)

@@ -12,8 +12,6 @@ from workers.models import EMBEDDER_SPECS, embedder_dims
 
 # Tables holding searchable face embeddings (column `embedding`, `model`, `dim`).
 EMBEDDING_TABLES = ("face_embeddings", "person_faces")
-# Unknown faces' copies for the clustering's neighbour queries (migration 0006).
-CLUSTER_TABLE = "unknown_faces"
 _SAFE_NAME = re.compile(r"^[a-z0-9_]+$")
 
 
@@ -46,5 +44,4 @@ def hnsw_index_statements(table: str) -> list[str]:
 
 
 def hnsw_index_names() -> set[str]:
-    tables = (*EMBEDDING_TABLES, CLUSTER_TABLE)
-    return {hnsw_index_name(t, m) for t in tables for m in embedder_dims()}
+    return {hnsw_index_name(t, m) for t in EMBEDDING_TABLES for m in embedder_dims()}

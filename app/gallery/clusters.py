@@ -4,7 +4,8 @@ that got no identity, per embedding model (settings: ClusterSettings).
 A pass takes the faces it has not seen yet (a face embedding whose job is done, with no
 identity, not promoted, not yet in unknown_faces), copies them into unknown_faces (noise at
 first), finds each one's neighbours within `min_similarity` with one pgvector query per batch
-(HNSW on unknown_faces, per owner and model), then in order:
+(the model's HNSW index on face_embeddings, filtered to the owner's unknown faces), then in
+order:
 
 - a *core* face (at least `core_faces` faces within reach, itself included) founds a cluster
   (a new unnamed person) or joins the nearest one around it (a named one first); every
@@ -29,7 +30,7 @@ import structlog
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.models import Person, PersonFace, UnknownFace
+from app.models import FaceEmbedding, Person, PersonFace, UnknownFace
 from app.settings import ClusterSettings, Settings
 from app.vectors import vector_expression
 
@@ -42,10 +43,8 @@ CLUSTER_LOCK_KEY = 0x6C6B_636C  # "lkcl"
 _TAKE_NEW = text(
     """
     INSERT INTO unknown_faces
-        (detection_id, job_id, owner_id, person_id, manual, model, dim, embedding, node_id,
-         seen_at)
-    SELECT e.detection_id, e.job_id, j.owner_id, NULL, false, e.model, e.dim, e.embedding,
-           j.node_id, j.created_at
+        (detection_id, job_id, owner_id, person_id, manual, model, node_id, seen_at)
+    SELECT e.detection_id, e.job_id, j.owner_id, NULL, false, e.model, j.node_id, j.created_at
     FROM face_embeddings e
     JOIN jobs j ON j.id = e.job_id
     JOIN detections d ON d.id = e.detection_id
@@ -56,33 +55,43 @@ _TAKE_NEW = text(
     ORDER BY e.detection_id
     LIMIT :batch
     ON CONFLICT (detection_id) DO NOTHING
-    RETURNING detection_id, owner_id, model, dim
+    RETURNING detection_id, owner_id, model
     """
 )
 
 
+# Each face's search looks at this many times max_neighbours of the model's nearest faces,
+# then keeps the owner's unknown ones (see _neighbours_sql).
+POOL_FACTOR = 4
+
+
 def _neighbours_sql(dim: int) -> str:
-    """Each given face's unknown neighbours (same owner and model) within :max_distance,
-    nearest first, at most :k; hand-made "unknown" faces are nobody's neighbours."""
-    column = vector_expression("u.embedding", dim)
+    """Each given face's unknown neighbours (same owner, model :model) within :max_distance;
+    hand-made "unknown" faces are nobody's neighbours.
+
+    The inner query is the model's HNSW scan of face_embeddings (its ORDER BY repeats the
+    indexed expression, `model = :model` the partial index's predicate) for the :pool nearest
+    faces; the owner's unknown faces are kept from those. A filter inside the scan would let
+    the planner trade the index for a sequential scan (it misjudges the owner filter)."""
+    column = vector_expression("e.embedding", dim)
     query = vector_expression("q.embedding", dim)
-    # dim is an int and the names are constants: nothing from input reaches the text.
     return f"""
-        SELECT q.detection_id AS face, n.detection_id AS neighbour, n.person_id, n.manual,
-               n.distance
-        FROM unknown_faces q
+        SELECT q.detection_id AS face, u.detection_id AS neighbour, u.person_id, u.manual,
+               c.distance
+        FROM face_embeddings q
         CROSS JOIN LATERAL (
-            SELECT u.detection_id, u.person_id, u.manual, {column} <=> {query} AS distance
-            FROM unknown_faces u
-            WHERE u.model = q.model
-              AND u.owner_id IS NOT DISTINCT FROM q.owner_id
-              AND u.detection_id <> q.detection_id
-              AND NOT (u.manual AND u.person_id IS NULL)
+            SELECT e.detection_id, {column} <=> {query} AS distance
+            FROM face_embeddings e
+            WHERE e.model = :model
             ORDER BY {column} <=> {query}
-            LIMIT :k
-        ) n
-        WHERE q.detection_id = ANY(:faces) AND n.distance <= :max_distance
-        ORDER BY q.detection_id, n.distance
+            LIMIT :pool
+        ) c
+        JOIN unknown_faces u ON u.detection_id = c.detection_id
+        WHERE q.detection_id = ANY(:faces)
+          AND c.detection_id <> q.detection_id
+          AND c.distance <= :max_distance
+          AND u.owner_id IS NOT DISTINCT FROM :owner_id
+          AND NOT (u.manual AND u.person_id IS NULL)
     """  # noqa: S608
 
 
@@ -163,21 +172,37 @@ async def _load_people(session: AsyncSession, batch: _Batch) -> None:
             batch.people[person_id] = (name is not None, ignored_at is not None)
 
 
+@dataclass(frozen=True)
+class Group:
+    """Faces of one owner and one embedding model: they are only ever compared together."""
+
+    owner_id: uuid.UUID | None
+    model: str
+    dim: int
+
+
 async def _neighbours(
-    session: AsyncSession, settings: ClusterSettings, faces: list[int], dim: int
+    session: AsyncSession, settings: ClusterSettings, group: Group, faces: list[int]
 ) -> dict[int, list[Neighbour]]:
+    """Nearest first (relaxed-order scans are sorted here)."""
     rows = await session.execute(
-        text(_neighbours_sql(dim)),
+        text(_neighbours_sql(group.dim)),
         {
             "faces": faces,
-            "k": settings.max_neighbours,
+            "model": group.model,
+            "owner_id": group.owner_id,
+            "pool": settings.max_neighbours * POOL_FACTOR,
             "max_distance": 1 - settings.min_similarity,
         },
     )
-    found: dict[int, list[Neighbour]] = {face: [] for face in faces}
+    found: dict[int, list[tuple[float, Neighbour]]] = {face: [] for face in faces}
     for row in rows:
-        found[row.face].append(Neighbour(row.neighbour, row.person_id, row.manual))
-    return found
+        found[row.face].append(
+            (float(row.distance), Neighbour(row.neighbour, row.person_id, row.manual))
+        )
+    return {
+        face: [n for _, n in sorted(near, key=lambda pair: pair[0])] for face, near in found.items()
+    }
 
 
 async def cluster_batch(session: AsyncSession, settings: ClusterSettings) -> tuple[int, int, int]:
@@ -190,34 +215,44 @@ async def cluster_batch(session: AsyncSession, settings: ClusterSettings) -> tup
     )
     if not locked:
         return 0, 0, 0
-    await session.execute(text("SET LOCAL hnsw.iterative_scan = strict_order"))
+    # Relaxed order: the scan may return a few neighbours out of order; they are sorted here.
+    await session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
     await session.execute(
         text(f"SET LOCAL hnsw.ef_search = {max(40, int(settings.max_neighbours) * 2)}")
     )
     taken = list(await session.execute(_TAKE_NEW, {"batch": settings.batch_size}))
     if not taken:
         return 0, 0, 0
-    groups: dict[tuple[uuid.UUID | None, str, int], list[int]] = {}
+    dims = {
+        detection_id: dim
+        for detection_id, dim in await session.execute(
+            select(FaceEmbedding.detection_id, FaceEmbedding.dim).where(
+                FaceEmbedding.detection_id.in_([row.detection_id for row in taken])
+            )
+        )
+    }
+    groups: dict[Group, list[int]] = {}
     for row in taken:
-        groups.setdefault((row.owner_id, row.model, row.dim), []).append(row.detection_id)
+        group = Group(row.owner_id, row.model, dims[row.detection_id])
+        groups.setdefault(group, []).append(row.detection_id)
     clustered = merged = 0
-    for (owner_id, _model, dim), faces in groups.items():
+    for group, faces in groups.items():
         faces.sort()
-        batch = _Batch(owner_id, settings, await _neighbours(session, settings, faces, dim))
+        batch = _Batch(group.owner_id, settings, await _neighbours(session, settings, group, faces))
         for face in faces:
             batch.person_at_start[face] = None
         for neighbours in batch.neighbours.values():
             batch.note(neighbours)
         await _load_people(session, batch)
         for face in faces:
-            await _place(session, batch, face, dim)
+            await _place(session, batch, group, face)
         clustered += sum(1 for face in faces if batch.person_of(face) is not None)
         merged += len(batch.merged_into)
         await _apply(session, batch)
     return len(taken), clustered, merged
 
 
-async def _place(session: AsyncSession, batch: _Batch, face: int, dim: int) -> None:
+async def _place(session: AsyncSession, batch: _Batch, group: Group, face: int) -> None:
     neighbours = batch.neighbours[face]
     if len(neighbours) + 1 >= batch.settings.core_faces:
         batch.expand(face, neighbours)
@@ -234,7 +269,7 @@ async def _place(session: AsyncSession, batch: _Batch, face: int, dim: int) -> N
     older = [n.face for n in neighbours if n.face not in batch.neighbours]
     if not older:
         return
-    around = await _neighbours(session, batch.settings, older, dim)
+    around = await _neighbours(session, batch.settings, group, older)
     for neighbours_of_older in around.values():
         batch.note(neighbours_of_older)
     await _load_people(session, batch)
@@ -259,12 +294,16 @@ async def _apply(session: AsyncSession, batch: _Batch) -> None:
         )
     if batch.merged_into:
         await session.execute(delete(Person).where(Person.id.in_(list(batch.merged_into))))
-    changes = [
-        {"detection_id": face, "person_id": batch.resolve(person_id)}
-        for face, person_id in batch.assigned.items()
-    ]
-    if changes:
-        await session.execute(update(UnknownFace), changes)
+    if batch.assigned:
+        faces = list(batch.assigned)
+        await session.execute(
+            text(
+                "UPDATE unknown_faces u SET person_id = c.person_id FROM unnest("
+                "CAST(:faces AS int[]), CAST(:people AS uuid[])) AS c(detection_id, person_id) "
+                "WHERE u.detection_id = c.detection_id AND NOT u.manual"
+            ),
+            {"faces": faces, "people": [batch.resolve(batch.assigned[f]) for f in faces]},
+        )
 
 
 async def delete_empty_unnamed(session: AsyncSession) -> int:

@@ -273,8 +273,9 @@ async def enroll_sightings(
     if person.name is None:
         return 0
     query = (
-        select(UnknownFace, Detection, FaceCrop.jpeg)
+        select(UnknownFace, Detection, FaceEmbedding, FaceCrop.jpeg)
         .join(Detection, Detection.id == UnknownFace.detection_id)
+        .join(FaceEmbedding, FaceEmbedding.detection_id == UnknownFace.detection_id)
         .outerjoin(FaceCrop, FaceCrop.detection_id == UnknownFace.detection_id)
         .where(
             UnknownFace.person_id == person.id,
@@ -287,7 +288,7 @@ async def enroll_sightings(
     if face_ids is not None:
         query = query.where(UnknownFace.detection_id.in_(list(face_ids)))
     enrolled = 0
-    for unknown, detection, jpeg in (await session.execute(query)).tuples():
+    for unknown, detection, embedding, jpeg in (await session.execute(query)).tuples():
         quality = assess_face(
             detection.box,
             detection.landmarks or [],
@@ -297,7 +298,7 @@ async def enroll_sightings(
         if not quality.usable:
             continue
         nearest = await matching.nearest_face_of_person(
-            session, unknown.embedding, model=unknown.model, person_id=person.id
+            session, embedding.embedding, model=embedding.model, person_id=person.id
         )
         if nearest is not None and nearest[1] >= settings.gallery.duplicate_threshold:
             continue
@@ -305,9 +306,9 @@ async def enroll_sightings(
             PersonFace(
                 id=uuid.uuid4(),
                 person_id=person.id,
-                model=unknown.model,
-                dim=unknown.dim,
-                embedding=unknown.embedding,
+                model=embedding.model,
+                dim=embedding.dim,
+                embedding=embedding.embedding,
                 source_job_id=unknown.job_id,
                 source_detection_id=unknown.detection_id,
                 face_px=quality.face_px,
@@ -423,8 +424,6 @@ async def move_face(
             job_id=job.id,
             owner_id=job.owner_id,
             model=embedding.model,
-            dim=embedding.dim,
-            embedding=embedding.embedding,
             node_id=job.node_id,
             seen_at=job.created_at,
         )

@@ -7,13 +7,11 @@ Create Date: 2026-12-03
 
 from collections.abc import Sequence
 
-import pgvector.sqlalchemy
 import sqlalchemy as sa
 from alembic import op
 
-from app.models import NO_OWNER
-from app.vectors import CLUSTER_TABLE, hnsw_index_name, hnsw_index_statements
-from workers.models import embedder_dims
+# The owner of rows created while keys were off, in the unique index (app/models.py NO_OWNER).
+NO_OWNER = "00000000-0000-0000-0000-000000000000"
 
 revision: str = "0006"
 down_revision: str | None = "0005"
@@ -90,11 +88,8 @@ def upgrade() -> None:
         sa.Column("person_id", sa.UUID(), nullable=True),
         sa.Column("manual", sa.Boolean(), nullable=False),
         sa.Column("model", sa.String(length=64), nullable=False),
-        sa.Column("dim", sa.Integer(), nullable=False),
-        sa.Column("embedding", pgvector.sqlalchemy.vector.VECTOR(), nullable=False),
         sa.Column("node_id", sa.UUID(), nullable=True),
         sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False),
-        sa.CheckConstraint("vector_dims(embedding) = dim", name="ck_unknown_faces_dim"),
         sa.ForeignKeyConstraint(["detection_id"], ["detections.id"], ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["job_id"], ["jobs.id"], ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["owner_id"], ["api_keys.id"], ondelete="SET NULL"),
@@ -105,13 +100,9 @@ def upgrade() -> None:
     op.create_index("ix_unknown_faces_job_id", "unknown_faces", ["job_id"])
     op.create_index("ix_unknown_faces_person_id", "unknown_faces", ["person_id"])
     op.create_index("ix_unknown_faces_owner_model", "unknown_faces", ["owner_id", "model"])
-    for statement in hnsw_index_statements(CLUSTER_TABLE):
-        op.execute(statement)
 
 
 def downgrade() -> None:
-    for model in embedder_dims():
-        op.execute(f"DROP INDEX IF EXISTS {hnsw_index_name(CLUSTER_TABLE, model)}")
     op.drop_index("ix_unknown_faces_owner_model", table_name="unknown_faces")
     op.drop_index("ix_unknown_faces_person_id", table_name="unknown_faces")
     op.drop_index("ix_unknown_faces_job_id", table_name="unknown_faces")
