@@ -30,9 +30,10 @@ import structlog
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.gallery.matching import literal
 from app.models import FaceEmbedding, Person, PersonFace, UnknownFace
 from app.settings import ClusterSettings, Settings
-from app.vectors import vector_expression
+from app.vectors import distance_expression
 
 log = structlog.get_logger()
 
@@ -65,33 +66,34 @@ _TAKE_NEW = text(
 POOL_FACTOR = 4
 
 
-def _neighbours_sql(dim: int) -> str:
-    """Each given face's unknown neighbours (same owner, model :model) within :max_distance;
+def _neighbours_sql(dim: int, *, owned: bool) -> str:
+    """One face's unknown neighbours (same owner, model :model) within :max_distance;
     hand-made "unknown" faces are nobody's neighbours.
 
-    The inner query is the model's HNSW scan of face_embeddings (its ORDER BY repeats the
-    indexed expression, `model = :model` the partial index's predicate) for the :pool nearest
-    faces; the owner's unknown faces are kept from those. A filter inside the scan would let
-    the planner trade the index for a sequential scan (it misjudges the owner filter)."""
-    column = vector_expression("e.embedding", dim)
-    query = vector_expression("q.embedding", dim)
+    The inner query is the nearest-face query the gallery uses (the indexed expression against
+    a bound vector, `model = :model` for the partial index): an HNSW scan of face_embeddings
+    for the :pool nearest faces, from which the owner's unknown faces are kept. With the
+    owner filter inside the scan the planner may trade the index for a sequential scan.
+    `owned` False: the faces of jobs created while keys were off (owner NULL); spelled out
+    rather than IS NOT DISTINCT FROM, which the planner misjudges (it then scans the table)."""
+    distance = distance_expression("e.embedding", dim)
+    owner = "u.owner_id = :owner_id" if owned else "u.owner_id IS NULL"
     return f"""
-        SELECT q.detection_id AS face, u.detection_id AS neighbour, u.person_id, u.manual,
-               c.distance
-        FROM face_embeddings q
-        CROSS JOIN LATERAL (
-            SELECT e.detection_id, {column} <=> {query} AS distance
+        SELECT u.detection_id AS neighbour, u.person_id, u.manual, c.distance
+        FROM (
+            SELECT e.detection_id, {distance} AS distance
             FROM face_embeddings e
             WHERE e.model = :model
-            ORDER BY {column} <=> {query}
+            ORDER BY {distance}
             LIMIT :pool
         ) c
         JOIN unknown_faces u ON u.detection_id = c.detection_id
-        WHERE q.detection_id = ANY(:faces)
-          AND c.detection_id <> q.detection_id
+        WHERE c.detection_id <> :face
           AND c.distance <= :max_distance
-          AND u.owner_id IS NOT DISTINCT FROM :owner_id
+          AND {owner}
           AND NOT (u.manual AND u.person_id IS NULL)
+        ORDER BY c.distance
+        LIMIT :k
     """  # noqa: S608
 
 
@@ -184,25 +186,29 @@ class Group:
 async def _neighbours(
     session: AsyncSession, settings: ClusterSettings, group: Group, faces: list[int]
 ) -> dict[int, list[Neighbour]]:
-    """Nearest first (relaxed-order scans are sorted here)."""
-    rows = await session.execute(
-        text(_neighbours_sql(group.dim)),
-        {
-            "faces": faces,
-            "model": group.model,
-            "owner_id": group.owner_id,
-            "pool": settings.max_neighbours * POOL_FACTOR,
-            "max_distance": 1 - settings.min_similarity,
-        },
-    )
-    found: dict[int, list[tuple[float, Neighbour]]] = {face: [] for face in faces}
-    for row in rows:
-        found[row.face].append(
-            (float(row.distance), Neighbour(row.neighbour, row.person_id, row.manual))
+    """Each face's neighbours, nearest first: one index search per face."""
+    vectors = await session.execute(
+        select(FaceEmbedding.detection_id, FaceEmbedding.embedding).where(
+            FaceEmbedding.detection_id.in_(faces)
         )
-    return {
-        face: [n for _, n in sorted(near, key=lambda pair: pair[0])] for face, near in found.items()
-    }
+    )
+    sql = text(_neighbours_sql(group.dim, owned=group.owner_id is not None))
+    found: dict[int, list[Neighbour]] = {face: [] for face in faces}
+    for face, vector in vectors:
+        rows = await session.execute(
+            sql,
+            {
+                "query": literal(vector),
+                "face": face,
+                "model": group.model,
+                "owner_id": group.owner_id,
+                "pool": settings.max_neighbours * POOL_FACTOR,
+                "k": settings.max_neighbours,
+                "max_distance": 1 - settings.min_similarity,
+            },
+        )
+        found[face] = [Neighbour(r.neighbour, r.person_id, r.manual) for r in rows]
+    return found
 
 
 async def cluster_batch(session: AsyncSession, settings: ClusterSettings) -> tuple[int, int, int]:
@@ -215,11 +221,9 @@ async def cluster_batch(session: AsyncSession, settings: ClusterSettings) -> tup
     )
     if not locked:
         return 0, 0, 0
-    # Relaxed order: the scan may return a few neighbours out of order; they are sorted here.
-    await session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
-    await session.execute(
-        text(f"SET LOCAL hnsw.ef_search = {max(40, int(settings.max_neighbours) * 2)}")
-    )
+    # ef_search at least the pool, so one index scan returns all of it.
+    pool = int(settings.max_neighbours) * POOL_FACTOR
+    await session.execute(text(f"SET LOCAL hnsw.ef_search = {max(40, min(pool, 1000))}"))
     taken = list(await session.execute(_TAKE_NEW, {"batch": settings.batch_size}))
     if not taken:
         return 0, 0, 0

@@ -71,7 +71,7 @@ async def nearest_people(
             """
         ),
         {
-            "query": _literal(vector),
+            "query": literal(vector),
             "model": model,
             "owner_id": owner_id,
             "candidates": max(limit * 10, 10),
@@ -97,7 +97,7 @@ async def nearest_face_of_person(
                 f"SELECT id, {distance} AS distance FROM person_faces "
                 f"WHERE model = :model AND person_id = :person_id ORDER BY {distance} LIMIT 1"
             ),
-            {"query": _literal(vector), "model": model, "person_id": person_id},
+            {"query": literal(vector), "model": model, "person_id": person_id},
         )
     ).first()
     return None if row is None else (row.id, round(1 - float(row.distance), 4))
@@ -133,7 +133,7 @@ async def nearest_past_faces(
             """
         ),
         {
-            "query": _literal(vector),
+            "query": literal(vector),
             "model": model,
             "every_owner": every_owner,
             "owner_id": owner_id,
@@ -154,6 +154,6 @@ async def nearest_past_faces(
     ]
 
 
-def _literal(vector: Vector) -> str:
+def literal(vector: Vector) -> str:
     """pgvector's text form '[x,y,…]': bound as a string and CAST in SQL to vector(dim)."""
     return "[" + ",".join(f"{float(v):.7g}" for v in vector) + "]"
