@@ -3,14 +3,15 @@
 Each writes its own section of bench/RESULTS.md, with its plot beside it. Environment:
 LOOKOUT_BENCH_PROVIDERS (onnxruntime providers, e.g. CUDAExecutionProvider,CPUExecutionProvider
 on a GPU machine), LOOKOUT_BENCH_GALLERY_MAX (largest gallery; 1000000 adds the 1M row),
-LOOKOUT_BENCH_OUT (write RESULTS.md and the plots elsewhere, for a trial run).
+LOOKOUT_BENCH_OUT (write RESULTS.md and the plots elsewhere, for a trial run),
+LOOKOUT_BENCH_CLUSTER_FACES (synthetic unknown faces the clustering pass runs over; 100,000).
 """
 
 import sys
 
-from bench import fanout, gallery, models, plumbing, throughput
+from bench import clusters, fanout, gallery, models, plumbing, throughput
 
-BENCHES = [models.main, throughput.main, plumbing.main, fanout.main, gallery.main]
+BENCHES = [models.main, throughput.main, plumbing.main, fanout.main, gallery.main, clusters.main]
 
 
 def main() -> int:

@@ -1,7 +1,7 @@
 """Clustering of unknown faces (app/gallery/clusters.py): quality on the shared faces, and the
 time of a pass over many synthetic unknown faces.
 
-`python -m bench.clusters [SIZE]` (default 100,000). Starts an embedded Postgres with pgvector
+`python -m bench.clusters [SIZE]` (default LOOKOUT_BENCH_CLUSTER_FACES, else 100,000). Starts an embedded Postgres with pgvector
 in a temp dir and migrates it (the product's tables and HNSW indexes), then:
 
 1. Quality: every face of ../shared/images/faces (train and test; SCRFD + the MobileFaceNet
@@ -260,7 +260,9 @@ def write_results(results: dict[str, object], measured: str, load_before: str) -
 
 def main(argv: list[str] | None = None) -> int:
     args = argv if argv is not None else sys.argv[1:]
-    size = int(args[0]) if args else DEFAULT_SIZE
+    size = (
+        int(args[0]) if args else int(os.environ.get("LOOKOUT_BENCH_CLUSTER_FACES") or DEFAULT_SIZE)
+    )
     measured = time.strftime("%Y-%m-%d %H:%M %Z")
     load_before = load_average()
     with tempfile.TemporaryDirectory(prefix="lookout-bench-clusters-") as tmp:
