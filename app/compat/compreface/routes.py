@@ -179,6 +179,7 @@ StatusFlag = Annotated[
 
 
 def _options(
+    settings: Settings,
     limit: int,
     det_prob_threshold: float | None,
     face_plugins: str | None,
@@ -187,7 +188,7 @@ def _options(
 ) -> service.Options:
     return service.Options(
         limit=limit,
-        det_prob_threshold=det_prob_threshold,
+        det_prob_threshold=service.detector_threshold(det_prob_threshold, settings.compreface),
         plugins=service.parse_plugins(face_plugins),
         status=status_,
         prediction_count=count,
@@ -311,7 +312,9 @@ async def recognize(
     status_: StatusFlag = False,
     detect_faces: Annotated[bool, Query(description="accepted; faces are always detected")] = True,
 ) -> RecognizeOut:
-    options = _options(limit, det_prob_threshold, face_plugins, status_, prediction_count)
+    options = _options(
+        state.settings, limit, det_prob_threshold, face_plugins, status_, prediction_count
+    )
     [result] = await _through_workers(
         request,
         session,
@@ -344,7 +347,7 @@ async def detect(
     face_plugins: Plugins = None,
     status_: StatusFlag = False,
 ) -> DetectOut:
-    options = _options(limit, det_prob_threshold, face_plugins, status_)
+    options = _options(state.settings, limit, det_prob_threshold, face_plugins, status_)
     [result] = await _through_workers(
         request, session, redis, storage, state.settings, principal, ("file",), ("faces",)
     )
@@ -370,7 +373,7 @@ async def verify(
     face_plugins: Plugins = None,
     status_: StatusFlag = False,
 ) -> VerificationOut:
-    options = _options(limit, det_prob_threshold, face_plugins, status_)
+    options = _options(state.settings, limit, det_prob_threshold, face_plugins, status_)
     source, target = await _through_workers(
         request,
         session,
@@ -467,7 +470,12 @@ async def add_example(
     try:
         [result] = await gallery.run_jobs(session, redis, settings, uploads, created)
         example = await service.add_example(
-            session, settings, principal.owner_id, name, result, det_prob_threshold
+            session,
+            settings,
+            principal.owner_id,
+            name,
+            result,
+            service.detector_threshold(det_prob_threshold, settings.compreface),
         )
     except BaseException:
         # As native enrollment: a refused example keeps nothing (no job, image, embedding or
@@ -552,7 +560,7 @@ async def verify_with_example(
     face_plugins: Plugins = None,
     status_: StatusFlag = False,
 ) -> FaceVerifyOut:
-    options = _options(limit, det_prob_threshold, face_plugins, status_)
+    options = _options(state.settings, limit, det_prob_threshold, face_plugins, status_)
     await service.get_example(session, image_id, principal.owner_id)  # 404 before any job
     [result] = await _through_workers(
         request, session, redis, storage, state.settings, principal, ("file",), ("faces",)

@@ -56,7 +56,7 @@ from app.errors import AppError, Forbidden, PayloadTooLarge, RateLimited, Unavai
 from app.gallery import matching
 from app.gallery import service as gallery
 from app.models import Job, Person, PersonFace
-from app.settings import Settings
+from app.settings import CompreFaceSettings, Settings
 from app.vectors import calibrated_similarity, models_of_dim
 
 # face_plugins Lookout can answer; others (mask, pose) are ignored, as an absent plugin would be.
@@ -190,6 +190,14 @@ def parse_plugins(raw: str | None) -> frozenset[str]:
     ignored (Double Take sends `face_plugins=undefined` when none is configured)."""
     names = {part.strip().lower() for part in (raw or "").split(",")}
     return frozenset(names & PLUGINS)
+
+
+def detector_threshold(requested: float | None, settings: CompreFaceSettings) -> float | None:
+    """det_prob_threshold on Lookout's detector scale: CompreFace's detector scores a clear face
+    ~0.99, SCRFD 0.76-0.89, so a threshold above max_det_prob_threshold is lowered to it."""
+    if requested is None:
+        return None
+    return min(requested, settings.max_det_prob_threshold)
 
 
 def decode_base64(value: object, field: str) -> bytes:
