@@ -109,6 +109,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         "28 no face found, 31 more than one face, 33 missing parameter, 34 missing file, "
         "36 bad embedding, 43 subject exists",
         403: "1: the API key lacks the scope",
+        413: "21: an image (or the body) over the size limit",
         404: "10 unknown API key, 42 subject not found, 44 image (face example) not found",
         429: "0: rate limit exceeded; see Retry-After",
         503: "41: Postgres or Redis unreachable; see Retry-After",

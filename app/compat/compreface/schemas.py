@@ -5,7 +5,7 @@ status) are left out of a response when not asked for, as CompreFace does."""
 import uuid
 from typing import Annotated
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 SubjectName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
@@ -73,6 +73,30 @@ class DetectOut(BaseModel):
 
 
 class RecognizeOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "result": [
+                        {
+                            "box": {
+                                "probability": 0.79581,
+                                "x_max": 752,
+                                "y_max": 438,
+                                "x_min": 398,
+                                "y_min": 0,
+                            },
+                            "subjects": [
+                                {"subject": "obama", "similarity": 0.96398},
+                                {"subject": "biden", "similarity": 0.00641},
+                            ],
+                        }
+                    ]
+                }
+            ]
+        }
+    )
+
     result: list[RecognizedFace]
     plugins_versions: dict[str, str] | None = Field(default=None, description="status=true")
 
@@ -89,6 +113,40 @@ class VerificationResult(BaseModel):
 
 
 class VerificationOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "result": [
+                        {
+                            "source_image_face": {
+                                "box": {
+                                    "probability": 0.86,
+                                    "x_max": 330,
+                                    "y_max": 380,
+                                    "x_min": 120,
+                                    "y_min": 90,
+                                }
+                            },
+                            "face_matches": [
+                                {
+                                    "box": {
+                                        "probability": 0.885,
+                                        "x_max": 520,
+                                        "y_max": 300,
+                                        "x_min": 342,
+                                        "y_min": 80,
+                                    },
+                                    "similarity": 0.93711,
+                                }
+                            ],
+                        }
+                    ]
+                }
+            ]
+        }
+    )
+
     result: list[VerificationResult]
 
 
