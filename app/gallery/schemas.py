@@ -115,7 +115,7 @@ class PersonPage(BaseModel):
 class DuplicateOut(BaseModel):
     image: str = Field(description="file name of the upload")
     existing_face_id: uuid.UUID
-    similarity: float
+    similarity: float = Field(description="RAW cosine to the existing face (≥ duplicate_threshold)")
 
 
 class EnrollOut(BaseModel):
@@ -127,10 +127,13 @@ class EnrollOut(BaseModel):
     )
 
 
+CALIBRATED = "calibrated similarity in (0, 1): same person ≥ ~0.6, strangers < ~0.4 (README)"
+
+
 class IdentityOut(BaseModel):
     person_id: uuid.UUID
     name: str
-    similarity: float
+    similarity: float = Field(description=CALIBRATED)
 
 
 class RunnerUpOut(BaseModel):
@@ -146,7 +149,8 @@ class IdentifiedFace(BaseModel):
     identity: IdentityOut | None = None
     unknown: bool = Field(description="true when no enrolled person is similar enough")
     similarity: float | None = Field(
-        default=None, description="similarity of the best enrolled face (matched or not)"
+        default=None,
+        description="calibrated similarity of the best enrolled face (matched or not)",
     )
     threshold: float | None = Field(
         default=None, description="the match threshold that applied to this face"
@@ -158,14 +162,14 @@ class IdentifiedFace(BaseModel):
 
 class IdentifyOut(BaseModel):
     job_id: uuid.UUID
-    threshold: float
+    threshold: float = Field(description="gallery.match_threshold, on the calibrated scale")
     faces: list[IdentifiedFace]
 
 
 class VerifyOut(BaseModel):
     same_person: bool
-    similarity: float
-    threshold: float
+    similarity: float = Field(description=CALIBRATED)
+    threshold: float = Field(description="gallery.match_threshold, on the calibrated scale")
     job_ids: list[uuid.UUID]
 
 
@@ -174,7 +178,7 @@ class PastFaceOut(BaseModel):
     job_id: uuid.UUID
     seen_at: datetime = Field(description="when the job was created")
     box: list[float]
-    similarity: float
+    similarity: float = Field(description=CALIBRATED)
 
 
 class FaceSearchOut(BaseModel):
