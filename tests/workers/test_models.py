@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import models_command
+from app.cli.admin import models_command
 from app.settings import ModelSettings, Settings
 from workers.models import (
     DET_500M,
