@@ -23,6 +23,7 @@ from app.errors import AppError
 from app.maintenance import run_maintenance
 from app.settings import Settings
 from app.storage import Storage
+from clients.gallery import enroll_people, people_in
 
 
 def models_command(settings: Settings, action: str, pack_names: Sequence[str]) -> int:
@@ -46,8 +47,6 @@ def models_command(settings: Settings, action: str, pack_names: Sequence[str]) -
 
 
 async def people_command(settings: Settings, args: argparse.Namespace) -> int:
-    from app.gallery.client import enroll_people, people_in
-
     if args.people_command == "enroll":
         people = {args.name: list(args.photos)}
     else:

@@ -104,7 +104,7 @@ def _print_fleet(fleet: dict[str, Any], *, as_json: bool) -> None:
 def run_node(args: argparse.Namespace) -> int:
     """The edge node client until Ctrl-C / SIGTERM (or the end of a non-looping video file)."""
     # Imported here: OpenCV loads only where frames are captured.
-    from app.nodes.client import NodeClient, NodeClientConfig
+    from clients.node import NodeClient, NodeClientConfig
 
     try:
         secret = args.secret_file.read_text().strip()

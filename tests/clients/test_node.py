@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 from httpx_ws.transport import ASGIWebSocketTransport
 
-from app.nodes.client import (
+from clients.node import (
     LatestFrame,
     Metrics,
     NodeClient,
