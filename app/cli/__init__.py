@@ -15,17 +15,18 @@ lookout node run  the edge node client: capture, send changed frames, report hea
 
 The arguments of every command are declared here; what runs them lives in one module per
 audience: `server` (up, api, worker, migrate), `admin` (apikey, maintain, models, people), `node`
-(nodes, node run). Each subcommand names its function as "module:function" (`run(settings,
-args) -> exit code`), and only that module is imported: `lookout nodes list` does not load
-SQLAlchemy, `lookout migrate` does not load httpx.
+(nodes, node run). Each subcommand names its function as "package.module:function"
+(`run(settings, args) -> exit code`), and only that module is imported: `lookout nodes list`
+does not load SQLAlchemy, `lookout migrate` does not load httpx. `worker` and `models` run in
+workers/cli.py, named the same way: app/ never imports workers/.
 """
 
 import argparse
-import importlib
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from app.cli.common import load
 from app.settings import Settings, get_settings
 
 Handler = Callable[[Settings, argparse.Namespace], int]
@@ -33,8 +34,7 @@ Handler = Callable[[Settings, argparse.Namespace], int]
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    module, function = args.run.split(":")
-    handler: Handler = getattr(importlib.import_module(f"app.cli.{module}"), function)
+    handler: Handler = load(args.run)
     return handler(get_settings(), args)
 
 
@@ -52,24 +52,24 @@ def _server_commands(commands: "argparse._SubParsersAction[argparse.ArgumentPars
     up_command = commands.add_parser(
         "up", help="start everything locally (embedded Postgres/Redis if no URLs)"
     )
-    up_command.set_defaults(run="server:run_up")
+    up_command.set_defaults(run="app.cli.server:run_up")
     api = commands.add_parser("api", help="run the HTTP API")
     api.add_argument("--host")
     api.add_argument("--port", type=int)
-    api.set_defaults(run="server:run_api_command")
+    api.set_defaults(run="app.cli.server:run_api_command")
     worker = commands.add_parser("worker", help="run detector workers")
     worker.add_argument("--processes", type=int, help="worker processes (default from settings)")
     worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
-    worker.set_defaults(run="server:run_worker")
+    worker.set_defaults(run="workers.cli:run_worker")
     commands.add_parser("migrate", help="upgrade the database schema").set_defaults(
-        run="server:migrate_command"
+        run="app.cli.server:migrate_command"
     )
 
 
 def _admin_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """apikey, maintain, people, models (app/cli/admin.py)."""
     apikey = commands.add_parser("apikey", help="manage client API keys")
-    apikey.set_defaults(run="admin:run_apikey")
+    apikey.set_defaults(run="app.cli.admin:run_apikey")
     apikey_commands = apikey.add_subparsers(dest="apikey_command", required=True)
     create = apikey_commands.add_parser("create", help="create a key; prints it once")
     create.add_argument("name", help="who or what uses the key")
@@ -81,12 +81,12 @@ def _admin_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParse
     revoke = apikey_commands.add_parser("revoke", help="revoke a key by its prefix")
     revoke.add_argument("prefix", help="the 12 characters after lk_ (see `lookout apikey list`)")
     commands.add_parser("maintain", help="run one reconciler + janitor pass now").set_defaults(
-        run="admin:run_maintain"
+        run="app.cli.admin:run_maintain"
     )
     people = commands.add_parser(
         "people", help="enroll faces through a running API (LOOKOUT_CLIENT__URL, __API_KEY)"
     )
-    people.set_defaults(run="admin:run_people")
+    people.set_defaults(run="app.cli.admin:run_people")
     people_commands = people.add_subparsers(dest="people_command", required=True)
     enroll = people_commands.add_parser("enroll", help="enroll photos of one person")
     enroll.add_argument("name")
@@ -96,7 +96,7 @@ def _admin_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParse
     models = commands.add_parser("models", help="list, download or check model packs")
     models.add_argument("action", choices=["list", "pull", "verify"])
     models.add_argument("packs", nargs="*", help="pack names (default: the configured packs)")
-    models.set_defaults(run="admin:run_models")
+    models.set_defaults(run="workers.cli:run_models")
 
 
 def _node_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -132,10 +132,10 @@ def _node_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser
         "revoke", parents=[server], help="revoke a node; its tokens stop working at once"
     )
     revoke.add_argument("node_id", type=uuid.UUID)
-    nodes.set_defaults(run="node:run_nodes")
+    nodes.set_defaults(run="app.cli.node:run_nodes")
 
     node = commands.add_parser("node", help="run on an edge device")
-    node.set_defaults(run="node:run_node_command")
+    node.set_defaults(run="app.cli.node:run_node_command")
     node_actions = node.add_subparsers(dest="action", required=True)
     run = node_actions.add_parser("run", help="capture frames and stream them to the server")
     run.add_argument("--source", required=True, help="video file, rtsp:// URL or camera index")

@@ -5,7 +5,6 @@ import asyncio
 import re
 import sys
 import time
-from collections.abc import Sequence
 from datetime import timedelta
 
 import httpx
@@ -24,26 +23,6 @@ from app.maintenance import run_maintenance
 from app.settings import Settings
 from app.storage import Storage
 from clients.gallery import enroll_people, people_in
-
-
-def models_command(settings: Settings, action: str, pack_names: Sequence[str]) -> int:
-    """`lookout models list|pull|verify [PACK …]`; exit 1 when a file is missing or wrong."""
-    from workers import models
-
-    try:
-        if action == "list":
-            lines = models.list_packs(settings)
-            good = True
-        elif action == "pull":
-            lines = models.pull_packs(settings, models.packs_named(settings, pack_names))
-            good = True
-        else:
-            good, lines = models.verify_packs(settings, models.packs_named(settings, pack_names))
-    except models.ModelError as exc:
-        print(f"lookout: {exc}", file=sys.stderr)
-        return 1
-    print("\n".join(lines))
-    return 0 if good else 1
 
 
 async def people_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -157,7 +136,3 @@ def run_maintain(settings: Settings, _args: argparse.Namespace) -> int:
 
 def run_people(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(people_command(settings, args))
-
-
-def run_models(settings: Settings, args: argparse.Namespace) -> int:
-    return models_command(settings, args.action, args.packs)

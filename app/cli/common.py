@@ -1,7 +1,20 @@
-"""What the `lookout` commands share: required settings, API error messages."""
+"""What the `lookout` commands share: loading a command's function, required settings, API
+error messages."""
 
+import importlib
 import sys
 from typing import Any
+
+
+def load(target: str) -> Any:
+    """The function named "package.module:function", imported now (and only now).
+
+    Commands name their function this way so that a command loads only its own module, and so
+    that `lookout worker` and `lookout models` reach workers/cli.py without app/ importing
+    workers/ (as a console-script entry point names its function).
+    """
+    module, function = target.split(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def require(value: str | None, variable: str) -> str:

@@ -10,20 +10,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from app.cli.common import require
+from app.cli.common import load, require
 from app.db import migrate
 from app.logging import configure_logging
 from app.settings import Settings, is_placeholder
 
 # How long children get to drain in-flight work after SIGTERM before they are killed.
 SHUTDOWN_GRACE_S = 30.0
-
-
-def run_worker(settings: Settings, args: argparse.Namespace) -> int:
-    # Imported here: onnxruntime and the detectors load only in the process that runs them.
-    from workers.pool import serve
-
-    return serve(settings, processes=args.processes or settings.worker.processes, burst=args.burst)
 
 
 def migrate_command(settings: Settings, _args: argparse.Namespace) -> int:
@@ -57,7 +50,8 @@ def up(settings: Settings) -> int:
 
     # Models first: a missing file is one clear message before anything starts, rather than
     # an API that accepts jobs no worker can run.
-    if not _models_ready(settings):
+    models_ready: Callable[[Settings], bool] = load("workers.cli:models_ready")
+    if not models_ready(settings):
         return 2
     embedded: EmbeddedServices | None = None
     env = dict(os.environ)
@@ -93,18 +87,6 @@ def up(settings: Settings) -> int:
         _stop_children(children)
         if embedded is not None:
             embedded.stop()
-
-
-def _models_ready(settings: Settings) -> bool:
-    from workers import models
-
-    try:
-        for pack in models.configured_packs(settings):
-            models.resolve_pack(settings, pack)
-    except models.ModelError as exc:
-        print(f"lookout: {exc}", file=sys.stderr)
-        return False
-    return True
 
 
 def _auth_env(settings: Settings) -> dict[str, str]:

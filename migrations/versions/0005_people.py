@@ -11,8 +11,8 @@ import pgvector.sqlalchemy
 import sqlalchemy as sa
 from alembic import op
 
+from app.embedders import embedder_dims
 from app.vectors import EMBEDDING_TABLES, hnsw_index_name, hnsw_index_statements
-from workers.models import embedder_dims
 
 revision: str = "0005"
 down_revision: str | None = "0004"
