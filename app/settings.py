@@ -157,7 +157,7 @@ class MaintenanceSettings(BaseModel):
 
 
 class ModelSettings(BaseModel):
-    """Which model packs the workers load (see workers/models.py for the manifest)."""
+    """Which model packs the workers load (see workers/models/catalog.py for the manifest)."""
 
     # buffalo_sc: SCRFD-500M + ArcFace w600k_mbf (512-d). Tests use scrfd_mobilefacenet.
     face_pack: str = "buffalo_sc"

@@ -65,7 +65,7 @@ def upgrade() -> None:
     op.create_index("ix_person_faces_model", "person_faces", ["model"])
     # HNSW needs a fixed dimension; the columns have none (the dimension follows the embedder).
     # One partial expression index per known embedder and table; queries repeat the expression
-    # (app/vectors.py). The embedders known at this revision are those of workers/models.py;
+    # (app/vectors.py). The embedders known at this revision are those of app/embedders.py;
     # a later embedder needs a migration of its own that runs these statements again.
     for table in EMBEDDING_TABLES:
         for statement in hnsw_index_statements(table):
