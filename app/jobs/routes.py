@@ -34,6 +34,7 @@ from app.errors import (
     outage_detail,
 )
 from app.images import inspect_image
+from app.jobs import events as event_shapes
 from app.jobs import service
 from app.jobs.schemas import JobDetail, JobPage
 from app.limits import WS_CLOSE_TRY_AGAIN_LATER
@@ -260,7 +261,7 @@ async def job_events(websocket: WebSocket, job_id: uuid.UUID) -> None:
         async def send_events() -> None:
             events = await streams.read_job_events(state.redis, job_id)
             if not events and job.status.finished:  # the event stream expired: use Postgres
-                for event in service.event_snapshot(job):
+                for event in event_shapes.snapshot(job):
                     await websocket.send_json(event)
                 return
             after = b"0"

@@ -1,11 +1,11 @@
-"""Job logic shared by the API and workers. No FastAPI here; callers own the commit."""
+"""Job logic of the API: create, enqueue, read, list, delete. No FastAPI here; callers own the
+commit. Recording outcomes is app/jobs/results.py; the shape of events is app/jobs/events.py."""
 
 import asyncio
 import base64
 import time
 import uuid
 from datetime import datetime
-from typing import Any
 
 from redis.asyncio import Redis
 from sqlalchemy import delete, select, tuple_
@@ -15,6 +15,7 @@ from app import streams
 from app.apikeys.service import Principal
 from app.errors import InvalidInput, NotFound
 from app.images import ImageInfo
+from app.jobs import events as job_events
 from app.jobs.schemas import (
     DetectionOut,
     ImageOut,
@@ -113,7 +114,7 @@ async def enqueue_job(
     if (job.image_key is None) == (frame is None):
         raise ValueError("a job has exactly one of a stored image or frame bytes")
     message = streams.JobMessage.for_job(job.id, tuple(job.tasks), job.image_key)
-    queued = streams.make_event("status", job.id, status="queued")
+    queued = job_events.status(job.id, "queued")
     await streams.enqueue_job(
         redis,
         message,
@@ -284,22 +285,3 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         return datetime.fromisoformat(created_at), uuid.UUID(job_id)
     except ValueError as exc:
         raise InvalidInput("invalid cursor: pass back next_cursor from the previous page") from exc
-
-
-def owner_field(owner_id: uuid.UUID | None) -> str | None:
-    """How result/error events name the job's owner (the firehose filters on it)."""
-    return None if owner_id is None else str(owner_id)
-
-
-def event_snapshot(job: JobDetail, owner_id: uuid.UUID | None = None) -> list[dict[str, Any]]:
-    """Events describing a job's current state, for when its event stream has expired."""
-    events = []
-    owner = owner_field(owner_id)
-    if job.status == JobStatus.done:
-        events.append(
-            streams.make_event("result", job.id, owner_id=owner, job=job.model_dump(mode="json"))
-        )
-    elif job.status == JobStatus.failed:
-        events.append(streams.make_event("error", job.id, owner_id=owner, error=job.error))
-    events.append(streams.make_event("status", job.id, status=job.status.value))
-    return events
