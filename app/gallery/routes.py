@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Path, Query, Response, UploadFile, status
 
 from app.apikeys.service import Principal
+from app.commits import commit, discard_pending
 from app.deps import ReadKey, RedisDep, SessionDep, SettingsDep, StorageDep, WriteKey
 from app.errors import PayloadTooLarge
 from app.gallery import service
@@ -24,6 +25,7 @@ from app.gallery.schemas import (
     PromoteIn,
     VerifyOut,
 )
+from app.jobs import service as jobs
 from app.jobs.routes import COMMON_ERRORS, _error
 from app.models import Job
 from app.settings import Settings
@@ -62,19 +64,22 @@ async def _read(settings: Settings, uploads: list[UploadFile]) -> list[service.U
     return out
 
 
-async def _start_jobs(
+async def _create_jobs(
     session: SessionDep,
+    redis: RedisDep,
     storage: StorageDep,
     settings: Settings,
     principal: Principal,
     uploads: list[UploadFile],
     tasks: tuple[str, ...],
 ) -> tuple[list[service.Upload], list[Job]]:
+    """The images' jobs, queued for the workers at the next commit."""
     images = await _read(settings, uploads)
     created = await service.create_jobs(
         session, storage, settings, images, tasks=tasks, owner_id=principal.owner_id
     )
-    await session.commit()  # before XADD: the worker that gets the message must find the rows
+    for job in created:
+        jobs.enqueue_after_commit(session, redis, job, settings)
     return images, created
 
 
@@ -87,7 +92,11 @@ async def _through_workers(
     uploads: list[UploadFile],
     tasks: tuple[str, ...],
 ) -> list[service.JobFaces]:
-    images, created = await _start_jobs(session, storage, settings, principal, uploads, tasks)
+    images, created = await _create_jobs(
+        session, redis, storage, settings, principal, uploads, tasks
+    )
+    # The commit point, reached now: the workers must find the rows, and the route waits.
+    await commit(session)
     return await service.run_jobs(session, redis, settings, images, created)
 
 
@@ -170,17 +179,22 @@ async def enroll_faces(
     images: Images,
 ) -> EnrollOut:
     person = await service.get_person(session, person_id, principal)
-    uploads, created = await _start_jobs(session, storage, settings, principal, images, ("faces",))
+    uploads, created = await _create_jobs(
+        session, redis, storage, settings, principal, images, ("faces",)
+    )
     job_ids = [job.id for job in created]  # read now: a rollback expires the rows
     try:
+        # The commit point, reached now: the workers must find the rows, and the route waits.
+        await commit(session)
         results = await service.run_jobs(session, redis, settings, uploads, created)
         enrolled = await service.enroll(session, settings, person, results, link_source=False)
     except BaseException:
         # A refused (or unfinished) enrollment keeps nothing of the photos either: no job,
         # image or embedding. Committed here: the request's own commit will not happen.
         await session.rollback()
+        discard_pending(session)
         await service.discard_jobs(session, storage, job_ids)
-        await session.commit()
+        await commit(session)
         raise
     # The photos' jobs go in the same commit that stores the faces copied from them: the
     # person's embeddings then exist only in person_faces, and go with the person.

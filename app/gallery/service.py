@@ -231,7 +231,8 @@ async def create_jobs(
     owner_id: uuid.UUID | None,
 ) -> list[Job]:
     """One job per upload (flushed). Every upload is checked first: a bad one names itself and
-    nothing is created. The caller commits, then calls run_jobs."""
+    nothing is created. The caller queues them (jobs.enqueue_after_commit), commits, then calls
+    run_jobs."""
     infos = []
     for upload in uploads:
         try:
@@ -253,18 +254,11 @@ async def run_jobs(
     uploads: list[Upload],
     created: list[Job],
 ) -> list[JobFaces]:
-    """Enqueue committed jobs, wait (bounded) for all of them, return each one's faces.
+    """Wait (bounded) for committed, enqueued jobs; return each one's faces.
 
     Raises WorkerTimeout when no worker finished them within gallery.wait_s, UnusableFace
     (naming the image) when a job failed.
     """
-    for job in created:
-        await jobs.enqueue_job(
-            redis,
-            job,
-            jobs_maxlen=settings.streams.jobs_maxlen,
-            events_ttl_s=settings.streams.job_events_ttl_s,
-        )
     deadline = time.monotonic() + settings.gallery.wait_s
     finished = await asyncio.gather(
         *(

@@ -13,6 +13,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from app import streams
 from app.apikeys.service import Principal
+from app.commits import commit
 from app.deps import (
     AppState,
     ReadKey,
@@ -119,23 +120,9 @@ async def upload_image(
         tasks=service.parse_tasks(tasks),
         owner_id=principal.owner_id,
     )
-    await session.commit()  # before XADD: the worker that gets the message must find the row
-    try:
-        await service.enqueue_job(
-            redis,
-            job,
-            jobs_maxlen=settings.streams.jobs_maxlen,
-            events_ttl_s=settings.streams.job_events_ttl_s,
-        )
-    except Exception:
-        # Not accepted: take the job back so it does not run behind the client's back. If that
-        # fails too (Postgres down as well), the reconciler runs it later; it is still listed.
-        try:
-            await service.withdraw_job(session, storage, job)
-            await session.commit()
-        except Exception as exc:
-            log.warning("job_withdraw_failed", job_id=str(job.id), error=repr(exc))
-        raise
+    service.enqueue_after_commit(session, redis, job, settings, withdraw_from=storage)
+    # The commit point, reached now: the job is queued before the route waits for it.
+    await commit(session)
     structlog.contextvars.bind_contextvars(job_id=str(job.id))
     log.info("job_queued", bytes=len(data), tasks=job.tasks)
     if wait and await service.wait_for_job(

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import streams
 from app.apikeys.service import Principal
+from app.commits import after_commit
 from app.errors import InvalidInput, NotFound
 from app.images import ImageInfo
 from app.jobs import events as job_events
@@ -26,6 +27,7 @@ from app.jobs.schemas import (
     Timings,
 )
 from app.models import Detection, Job, JobStatus, Node
+from app.settings import Settings
 from app.storage import Storage
 
 # Tasks a job may ask for. The detectors behind each live in workers/detectors/registry.py;
@@ -124,6 +126,58 @@ async def enqueue_job(
         frame=frame,
         frame_ttl_ms=frame_ttl_ms,
         frames_redis=frames_redis,
+    )
+
+
+async def enqueue(
+    redis: Redis,
+    job: Job,
+    settings: Settings,
+    *,
+    frame: bytes | None = None,
+    frames_redis: Redis | None = None,
+) -> None:
+    """enqueue_job with the limits from settings: the one place API code hands a job over."""
+    await enqueue_job(
+        redis,
+        job,
+        jobs_maxlen=settings.streams.jobs_maxlen,
+        events_ttl_s=settings.streams.job_events_ttl_s,
+        frame=frame,
+        frame_ttl_ms=streams.frame_ttl_ms(
+            job_timeout_s=settings.worker.job_timeout_s,
+            max_deliveries=settings.worker.max_deliveries,
+        )
+        if frame is not None
+        else None,
+        frames_redis=frames_redis,
+    )
+
+
+def enqueue_after_commit(
+    session: AsyncSession,
+    redis: Redis,
+    job: Job,
+    settings: Settings,
+    *,
+    withdraw_from: Storage | None = None,
+) -> None:
+    """Hand the job to the workers once the session has committed its row (app/commits.py).
+
+    `withdraw_from`: if the enqueue fails, withdraw the job (row and image) rather than leave
+    it to the reconciler, which would run it behind the back of a client that got an error.
+    """
+
+    async def withdraw(session: AsyncSession) -> None:
+        assert withdraw_from is not None
+        await withdraw_job(session, withdraw_from, job)
+
+    after_commit(
+        session,
+        lambda: enqueue(redis, job, settings),
+        undo=withdraw if withdraw_from is not None else None,
+        undo_name="job_withdraw",
+        job_id=str(job.id),
     )
 
 

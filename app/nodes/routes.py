@@ -15,10 +15,9 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect
 
+from app.commits import after_commit, commit
 from app.deps import (
-    CurrentNode,
     FramesRedisDep,
-    HeartbeatingNode,
     RedisDep,
     SessionDep,
     SettingsDep,
@@ -30,6 +29,7 @@ from app.errors import AppError, InvalidInput, PayloadTooLarge, error_body
 from app.jobs import service as jobs
 from app.jobs.schemas import JobDetail, JobSummary
 from app.nodes import service
+from app.nodes.deps import CurrentNode, HeartbeatingNode, authenticate_request
 from app.nodes.schemas import (
     Heartbeat,
     HeartbeatAck,
@@ -120,8 +120,7 @@ async def revoke_node(
     node_id: uuid.UUID, session: SessionDep, redis: RedisDep, settings: SettingsDep
 ) -> Response:
     if await service.revoke_node(session, node_id):
-        await session.commit()
-        await service.announce(redis, session, node_id, ["revoked"], settings)
+        service.announce_after_commit(session, redis, node_id, ["revoked"], settings)
         log.info("node_revoked", node_id=str(node_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -169,8 +168,7 @@ async def heartbeat(
     changes = await service.record_heartbeat(session, node, body)
     if node.came_online:
         changes = ["online", *changes]
-    await session.commit()
-    await service.announce(redis, session, node.id, changes, settings)
+    service.announce_after_commit(session, redis, node.id, changes, settings)
     offline_after_s = settings.nodes.offline_after_s
     return HeartbeatAck(
         node_id=node.id,
@@ -218,10 +216,13 @@ async def send_frame(
     # of a node that does not store frames must never touch the disk.
     frame = await _read_body(request, limit_bytes=settings.nodes.max_frame_bytes)
     job = await service.accept_frame(session, storage, node, frame, settings)
-    await session.commit()  # before XADD: the worker that gets the message must find the row
-    await service.enqueue_frame(
-        redis, frames_redis, get_state(request).sessionmaker, job, frame, settings
+    sessionmaker = get_state(request).sessionmaker
+    after_commit(
+        session,
+        lambda: service.enqueue_frame(redis, frames_redis, sessionmaker, job, frame, settings),
     )
+    # The commit point, reached now: the job is queued before the route waits for it.
+    await commit(session)
     if wait and await jobs.wait_for_job(
         redis, job.id, timeout_s=min(wait, settings.api.max_wait_s)
     ):
@@ -264,7 +265,7 @@ async def node_stream(websocket: WebSocket) -> None:
     state = get_state(websocket)
     try:
         async with state.sessionmaker() as session:
-            node = await service.authenticate_request(
+            node = await authenticate_request(
                 session, state.redis, websocket.headers.get("authorization"), state.settings
             )
     except AppError as exc:

@@ -1,7 +1,7 @@
 """Edge node logic: credentials, fleet status, frames → jobs, and the per-socket frame relay.
 
-No FastAPI here. Callers own the commit; node status events go on the firehose only after the
-change they announce is committed.
+No FastAPI here, and no commit: node status events go on the firehose only after the change they
+announce is committed (announce_after_commit, app/commits.py).
 """
 
 import asyncio
@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import streams
 from app.apikeys.service import ANONYMOUS_ADMIN
+from app.commits import after_commit, commit
 from app.errors import AppError, Conflict, NotFound, PayloadTooLarge, TooManyRequests
 from app.images import inspect_image
 from app.jobs import service as jobs
@@ -41,7 +42,6 @@ from app.security import (
     NodeClaims,
     NodeForbidden,
     NodeToken,
-    bearer_token,
     generate_node_secret,
     hash_node_secret,
     issue_node_token,
@@ -230,27 +230,6 @@ async def exchange_secret(
     return issue_node_token(node.id, settings.nodes)
 
 
-async def authenticate_request(
-    session: AsyncSession,
-    redis: Redis,
-    authorization: str | None,
-    settings: Settings,
-    *,
-    announce_online: bool = True,
-) -> AuthenticatedNode:
-    """The node behind an `Authorization: Bearer …` header, for HTTP and socket requests alike.
-
-    Commits its last_seen_at (a request's auth is its own commit point) and announces a node
-    that just came online, unless `announce_online` is False: then the caller announces it
-    (`came_online`) once it has committed what the request brings.
-    """
-    node = await authenticate(session, bearer_token(authorization), settings)
-    await session.commit()
-    if node.came_online and announce_online:
-        await announce(redis, session, node.id, ["online"], settings)
-    return node
-
-
 async def authenticate(session: AsyncSession, token: str, settings: Settings) -> AuthenticatedNode:
     """Verify the token, then check the node row (revocation) and note that the node was seen."""
     return await authenticate_claims(session, verify_node_token(token, settings.nodes))
@@ -360,6 +339,18 @@ async def announce(
             log.warning("node_event_lost", node_id=str(node.id), change=change, error=repr(exc))
 
 
+def announce_after_commit(
+    session: AsyncSession,
+    redis: Redis,
+    node_id: uuid.UUID,
+    changes: Sequence[streams.NodeChange],
+    settings: Settings,
+) -> None:
+    """Announce node changes once the session has committed them (app/commits.py)."""
+    if changes:
+        after_commit(session, lambda: announce(redis, session, node_id, changes, settings))
+
+
 async def mark_offline_nodes(session: AsyncSession, *, offline_after_s: float) -> list[uuid.UUID]:
     """Nodes unheard of for offline_after_s become offline; returns those that just did.
 
@@ -391,9 +382,9 @@ async def sweep_offline_nodes(
                 went_offline = await mark_offline_nodes(
                     session, offline_after_s=settings.nodes.offline_after_s
                 )
-                await session.commit()
                 for node_id in went_offline:
-                    await announce(redis, session, node_id, ["offline"], settings)
+                    announce_after_commit(session, redis, node_id, ["offline"], settings)
+                await commit(session)
         except Exception as exc:  # Postgres or Redis away: try again next round, never die
             log.warning("node_sweep_failed", error=repr(exc))
         await asyncio.sleep(interval_s)
@@ -456,17 +447,8 @@ async def enqueue_frame(
     """
     unstored = job.image_key is None
     try:
-        await jobs.enqueue_job(
-            redis,
-            job,
-            jobs_maxlen=settings.streams.jobs_maxlen,
-            events_ttl_s=settings.streams.job_events_ttl_s,
-            frame=frame if unstored else None,
-            frame_ttl_ms=streams.frame_ttl_ms(
-                job_timeout_s=settings.worker.job_timeout_s,
-                max_deliveries=settings.worker.max_deliveries,
-            ),
-            frames_redis=frames_redis,
+        await jobs.enqueue(
+            redis, job, settings, frame=frame if unstored else None, frames_redis=frames_redis
         )
     except (RedisError, OSError) as exc:
         log.warning("frame_enqueue_failed", job_id=str(job.id), error=repr(exc))
@@ -561,9 +543,9 @@ class FrameRelay:
             async with self.sessionmaker() as session:
                 node = await authenticate_claims(session, self.claims)
                 job = await accept_frame(session, self.storage, node, frame, self.settings)
-                await session.commit()
                 if node.came_online:
-                    await announce(self.redis, session, node.id, ["online"], self.settings)
+                    announce_after_commit(session, self.redis, node.id, ["online"], self.settings)
+                await commit(session)
             await enqueue_frame(
                 self.redis, self.frames_redis, self.sessionmaker, job, frame, self.settings
             )
