@@ -117,7 +117,6 @@ def require_scope(scope: Scope) -> Callable[[Principal], Awaitable[Principal]]:
 
 ReadKey = Annotated[Principal, Depends(require_scope(Scope.read))]
 WriteKey = Annotated[Principal, Depends(require_scope(Scope.write))]
-AdminKey = Annotated[Principal, Depends(require_scope(Scope.admin))]
 
 
 async def websocket_principal(

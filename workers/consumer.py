@@ -111,6 +111,7 @@ class Consumer:
         self.metrics = metrics or WorkerMetrics()
         self._stop = asyncio.Event()
         self._next_claim_at = 0.0  # event loop time of the next look for stale entries
+        self._group_ready = False  # the consumer group is known to exist
         # Touched each time the loop comes round: the container's liveness check
         # (workers/health.py) reads it without Redis, so an outage does not restart workers that
         # are only waiting; cluster-wide readiness uses the Redis heartbeat (_heartbeat).
@@ -123,66 +124,88 @@ class Consumer:
         decoded ahead) is always finished first.
         """
         self._stop = stop = stop or asyncio.Event()
+        self._group_ready = False
         heartbeat = asyncio.create_task(self._heartbeat(stop))
+        try:
+            return await self._loop(stop, burst=burst)
+        finally:
+            await self._shut_down(heartbeat)
+
+    async def _loop(self, stop: asyncio.Event, *, burst: bool) -> int:
         taken = 0
         ready: list[Work] = []
-        group_ready = False
-        try:
-            while True:
-                self._beat_file()
-                if not ready:
-                    if stop.is_set():
+        while True:
+            self._beat_file()
+            if not ready:
+                if stop.is_set():
+                    break
+                block_ms = BURST_IDLE_MS if burst else self.settings.worker.block_ms
+                entries = await self._take(block_ms=block_ms)
+                if entries is None:
+                    continue  # Redis lost the group or is away for a moment: try again
+                if not entries:
+                    if burst:
                         break
-                    block_ms = BURST_IDLE_MS if burst else self.settings.worker.block_ms
-                    try:
-                        if not group_ready:
-                            await streams.ensure_group(self.redis)
-                            group_ready = True
-                        entries = await self.next_entries(block_ms=block_ms)
-                    except ResponseError as exc:
-                        if not streams.is_missing_group(exc):
-                            raise
-                        log.warning("consumer_group_missing")  # Redis lost its data: recreate
-                        group_ready = False
-                        continue
-                    except Exception as exc:
-                        if not is_outage(exc):
-                            raise
-                        log.warning("redis_unavailable", error=repr(exc))
-                        await _sleep_unless(stop, self.settings.worker.retry_backoff_s)
-                        continue
-                    if not entries:
-                        if burst:
-                            break
-                        continue
-                    taken += len(entries)
-                    ready = await self.prepare(entries)
-                    if not ready:
-                        continue
-                current, ready = ready, []
-                self._beat_file()
-                inference = asyncio.create_task(self.infer(current))
-                try:
-                    if not stop.is_set():
-                        # Decode what is already waiting while this batch is in inference.
-                        entries = await self.next_entries(block_ms=None)
-                        taken += len(entries)
-                        ready = await self.prepare(entries)
-                except Exception as exc:
-                    log.warning("prefetch_failed", error=repr(exc))
-                finally:
-                    results = await inference
-                await self.complete(current, results)
-        finally:
-            if self.heartbeat_file is not None:
-                self.heartbeat_file.stop()
-            heartbeat.cancel()
-            await asyncio.gather(heartbeat, return_exceptions=True)
-            try:
-                await streams.forget_worker(self.redis, self.name)
-            except Exception as exc:
-                log.warning("heartbeat_forget_failed", error=repr(exc))
+                    continue
+                taken += len(entries)
+                ready = await self.prepare(entries)
+                if not ready:
+                    continue
+            current = ready
+            self._beat_file()
+            prefetched, ready = await self._run_batch(current, stop)
+            taken += prefetched
         return taken
+
+    async def _take(self, *, block_ms: int) -> list[Entry] | None:
+        """The next entries ([] when there are none); None after a Redis hiccup."""
+        try:
+            if not self._group_ready:
+                await streams.ensure_group(self.redis)
+                self._group_ready = True
+            return await self.next_entries(block_ms=block_ms)
+        except ResponseError as exc:
+            if not streams.is_missing_group(exc):
+                raise
+            log.warning("consumer_group_missing")  # Redis lost its data: recreate
+            self._group_ready = False
+            return None
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            log.warning("redis_unavailable", error=repr(exc))
+            await _sleep_unless(self._stop, self.settings.worker.retry_backoff_s)
+            return None
+
+    async def _run_batch(self, current: list[Work], stop: asyncio.Event) -> tuple[int, list[Work]]:
+        """Infer, write and ack `current`; meanwhile take and decode what is already waiting.
+
+        Returns (entries taken meanwhile, the work decoded ahead)."""
+        inference = asyncio.create_task(self.infer(current))
+        taken = 0
+        ready: list[Work] = []
+        try:
+            if not stop.is_set():
+                # Decode what is already waiting while this batch is in inference.
+                entries = await self.next_entries(block_ms=None)
+                taken = len(entries)
+                ready = await self.prepare(entries)
+        except Exception as exc:
+            log.warning("prefetch_failed", error=repr(exc))
+        finally:
+            results = await inference
+        await self.complete(current, results)
+        return taken, ready
+
+    async def _shut_down(self, heartbeat: asyncio.Task[None]) -> None:
+        if self.heartbeat_file is not None:
+            self.heartbeat_file.stop()
+        heartbeat.cancel()
+        await asyncio.gather(heartbeat, return_exceptions=True)
+        try:
+            await streams.forget_worker(self.redis, self.name)
+        except Exception as exc:
+            log.warning("heartbeat_forget_failed", error=repr(exc))
 
     def _beat_file(self) -> None:
         if self.heartbeat_file is not None:
@@ -571,7 +594,8 @@ class Consumer:
         only after their job's events are published: in the events' MULTI, or after the
         republish.
         """
-        processed_keys = self._store_processed(items)
+        # In a thread, as the API writes its uploads: a disk write never stalls the loop.
+        processed_keys = await asyncio.to_thread(self._store_processed, items)
         outcomes = {message.job_id: result for message, result in items}  # one per job
         async with self.sessionmaker.begin() as session:
             recorded = await results.record_results(

@@ -12,7 +12,7 @@ from fastapi import APIRouter, File, Path, Query, Response, UploadFile, status
 from app.apikeys.service import Principal
 from app.commits import commit, discard_pending
 from app.deps import ReadKey, RedisDep, SessionDep, SettingsDep, StorageDep, WriteKey
-from app.errors import PayloadTooLarge
+from app.errors import COMMON_ERRORS, PayloadTooLarge, error_doc
 from app.gallery import service
 from app.gallery.schemas import (
     EnrollOut,
@@ -26,7 +26,6 @@ from app.gallery.schemas import (
     VerifyOut,
 )
 from app.jobs import service as jobs
-from app.jobs.routes import COMMON_ERRORS, _error
 from app.models import Job
 from app.settings import Settings
 
@@ -35,17 +34,17 @@ router = APIRouter(tags=["gallery"])
 # Routes with a body (JSON or multipart) answer 400 when it cannot be parsed at all.
 BODY_ERRORS: dict[int | str, dict[str, Any]] = {
     **COMMON_ERRORS,
-    400: _error(400, "The request body cannot be parsed", "http_error"),
+    400: error_doc("The request body cannot be parsed", "http_error"),
 }
 PERSON_ERRORS: dict[int | str, dict[str, Any]] = {
     **BODY_ERRORS,
-    404: _error(404, "No such person (or not one of this key's people)", "not_found"),
+    404: error_doc("No such person (or not one of this key's people)", "not_found"),
 }
 IMAGE_ERRORS: dict[int | str, dict[str, Any]] = {
     **BODY_ERRORS,
-    413: _error(413, "An image over the size limit", "payload_too_large"),
-    422: _error(422, "An image is unusable; the detail names it and says why", "unusable_face"),
-    504: _error(504, "No worker finished the image(s) in time", "worker_timeout"),
+    413: error_doc("An image over the size limit", "payload_too_large"),
+    422: error_doc("An image is unusable; the detail names it and says why", "unusable_face"),
+    504: error_doc("No worker finished the image(s) in time", "worker_timeout"),
 }
 Images = Annotated[list[UploadFile], File(description="JPEG, PNG or WebP; one face each")]
 Image = Annotated[UploadFile, File(description="JPEG, PNG or WebP")]
@@ -280,7 +279,7 @@ async def search_faces(
 @router.post(
     "/v1/faces/{face_id}/promote",
     response_model=EnrollOut,
-    responses={**IMAGE_ERRORS, 404: _error(404, "No such face or person", "not_found")},
+    responses={**IMAGE_ERRORS, 404: error_doc("No such face or person", "not_found")},
     summary="Enroll a face from a past job to an existing person or a new one",
 )
 async def promote_face(

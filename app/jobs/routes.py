@@ -26,11 +26,12 @@ from app.deps import (
     websocket_principal,
 )
 from app.errors import (
+    COMMON_ERRORS,
     AppError,
     Conflict,
-    ErrorOut,
     NotFound,
     PayloadTooLarge,
+    error_doc,
     is_outage,
     outage_detail,
 )
@@ -52,25 +53,9 @@ WS_CLOSE_UNAVAILABLE = 4503
 WS_READ_BLOCK_MS = 5000
 
 
-def _error(status_code: int, description: str, code: str) -> dict[str, Any]:
-    return {
-        "model": ErrorOut,
-        "description": description,
-        "content": {"application/json": {"example": {"error": code, "detail": "…"}}},
-    }
-
-
-# Every /v1 route can answer these.
-COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
-    422: _error(422, "Invalid request parameters", "invalid_request"),
-    401: _error(401, "Missing, malformed, unknown, revoked or expired API key", "unauthorized"),
-    403: _error(403, "The API key lacks the scope this route needs", "forbidden"),
-    429: _error(429, "Rate limit of the API key exceeded; see Retry-After", "rate_limited"),
-    503: _error(503, "Postgres or Redis is unreachable; see Retry-After", "unavailable"),
-}
 ERRORS: dict[int | str, dict[str, Any]] = {
     **COMMON_ERRORS,
-    404: _error(404, "No such job (or not one of this key's jobs)", "not_found"),
+    404: error_doc("No such job (or not one of this key's jobs)", "not_found"),
 }
 
 
@@ -83,9 +68,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         **COMMON_ERRORS,
         200: {"description": "With ?wait=, the job finished in time: full result inline"},
         202: {"description": "Accepted; follow links.events or poll links.self"},
-        413: _error(413, "Body or image dimensions over the limit", "payload_too_large"),
-        415: _error(415, "Not a JPEG, PNG or WebP image", "unsupported_image_type"),
-        422: _error(422, "Corrupt or truncated image, or unknown task", "invalid_image"),
+        413: error_doc("Body or image dimensions over the limit", "payload_too_large"),
+        415: error_doc("Not a JPEG, PNG or WebP image", "unsupported_image_type"),
+        422: error_doc("Corrupt or truncated image, or unknown task", "invalid_image"),
     },
 )
 async def upload_image(
@@ -136,7 +121,7 @@ async def upload_image(
 @router.get(
     "/v1/jobs",
     response_model=JobPage,
-    responses={**COMMON_ERRORS, 422: _error(422, "Invalid cursor", "invalid_input")},
+    responses={**COMMON_ERRORS, 422: error_doc("Invalid cursor", "invalid_input")},
     summary="List this key's jobs (every job for admin keys), newest first",
 )
 async def list_jobs(
@@ -196,7 +181,7 @@ async def get_image(
     responses={
         **ERRORS,
         200: {"content": {"image/jpeg": {}}},
-        409: _error(409, "Job not finished", "conflict"),
+        409: error_doc("Job not finished", "conflict"),
     },
     summary="JPEG with boxes, landmarks and labels drawn",
 )

@@ -2,7 +2,6 @@
 commit. Recording outcomes is app/jobs/results.py; the shape of events is app/jobs/events.py."""
 
 import asyncio
-import base64
 import time
 import uuid
 from datetime import datetime
@@ -27,6 +26,7 @@ from app.jobs.schemas import (
     Timings,
 )
 from app.models import Detection, Job, JobStatus, Node
+from app.pagination import decode_cursor, encode_cursor
 from app.settings import Settings
 from app.storage import Storage
 
@@ -238,10 +238,10 @@ async def list_jobs(
     if status is not None:
         query = query.where(Job.status == status)
     if cursor is not None:
-        created_at, last_id = _decode_cursor(cursor)
+        created_at, last_id = decode_cursor(cursor)
         query = query.where(tuple_(Job.created_at, Job.id) < tuple_(created_at, last_id))
     rows = (await session.execute(query)).all()
-    next_cursor = _encode_cursor(rows[limit - 1][0]) if len(rows) > limit else None
+    next_cursor = encode_cursor(rows[limit - 1][0]) if len(rows) > limit else None
     return JobPage(
         items=[job_summary(job, node_name=name) for job, name in rows[:limit]],
         next_cursor=next_cursor,
@@ -325,17 +325,3 @@ def _ms_between(start: datetime | None, end: datetime | None) -> float | None:
     if start is None or end is None:
         return None
     return round((end - start).total_seconds() * 1000, 3)
-
-
-def _encode_cursor(job: Job) -> str:
-    raw = f"{job.created_at.isoformat()}|{job.id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created_at, job_id = raw.split("|")
-        return datetime.fromisoformat(created_at), uuid.UUID(job_id)
-    except ValueError as exc:
-        raise InvalidInput("invalid cursor: pass back next_cursor from the previous page") from exc

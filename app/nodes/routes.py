@@ -30,6 +30,7 @@ from app.jobs import service as jobs
 from app.jobs.schemas import JobDetail, JobSummary
 from app.nodes import service
 from app.nodes.deps import CurrentNode, HeartbeatingNode, authenticate_request
+from app.nodes.relay import FrameRelay
 from app.nodes.schemas import (
     Heartbeat,
     HeartbeatAck,
@@ -260,7 +261,7 @@ async def node_stream(websocket: WebSocket) -> None:
     the server supports denial responses, else closed with code 4401 before accepting. After
     accepting: a revoked node or expired token closes with 4401 at its next frame; a refreshed
     token (`{"type": "token", "token": …}`) for another node closes with 4403. Messages and
-    backpressure: app/nodes/schemas.py and service.FrameRelay.
+    backpressure: app/nodes/schemas.py and relay.py FrameRelay.
     """
     state = get_state(websocket)
     try:
@@ -272,7 +273,7 @@ async def node_stream(websocket: WebSocket) -> None:
         await _deny(websocket, exc)
         return
     await websocket.accept()
-    relay = service.FrameRelay(
+    relay = FrameRelay(
         node,
         settings=state.settings,
         sessionmaker=state.sessionmaker,
@@ -281,39 +282,7 @@ async def node_stream(websocket: WebSocket) -> None:
         storage=state.storage,
     )
     log.info("node_stream_opened", node_id=str(node.id))
-
-    async def receive_frames() -> None:
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            if message.get("bytes") is not None:
-                await relay.submit(message["bytes"])
-            elif message.get("text") is not None:
-                try:
-                    refresh = TokenRefresh.model_validate_json(message["text"])
-                except ValidationError as exc:
-                    raise InvalidInput(
-                        'control messages are {"type": "token", "token": "…"}'
-                    ) from exc
-                relay.refresh_token(refresh.token)
-
-    async def send_answers() -> None:
-        while True:
-            answer = await relay.outbox.get()
-            await websocket.send_json(answer)
-            relay.answered(answer)
-
-    receiver = asyncio.create_task(receive_frames())
-    sender = asyncio.create_task(send_answers())
-    try:
-        await asyncio.wait({receiver, sender}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (receiver, sender):
-            task.cancel()
-        await asyncio.gather(receiver, sender, return_exceptions=True)
-        await relay.close()
-    error = None if receiver.cancelled() else receiver.exception()
+    error = await _relay_until_closed(websocket, relay)
     log.info(
         "node_stream_closed",
         node_id=str(node.id),
@@ -326,6 +295,42 @@ async def node_stream(websocket: WebSocket) -> None:
     elif error is not None and not isinstance(error, WebSocketDisconnect):
         await _close_quietly(websocket, 1011, "internal error")
         raise error
+
+
+async def _relay_until_closed(websocket: WebSocket, relay: FrameRelay) -> BaseException | None:
+    """Frames in, answers out, until either side stops; what stopped the frames, if anything."""
+    receiver = asyncio.create_task(_receive_frames(websocket, relay))
+    sender = asyncio.create_task(_send_answers(websocket, relay))
+    try:
+        await asyncio.wait({receiver, sender}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (receiver, sender):
+            task.cancel()
+        await asyncio.gather(receiver, sender, return_exceptions=True)
+        await relay.close()
+    return None if receiver.cancelled() else receiver.exception()
+
+
+async def _receive_frames(websocket: WebSocket, relay: FrameRelay) -> None:
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        if message.get("bytes") is not None:
+            await relay.submit(message["bytes"])
+        elif message.get("text") is not None:
+            try:
+                refresh = TokenRefresh.model_validate_json(message["text"])
+            except ValidationError as exc:
+                raise InvalidInput('control messages are {"type": "token", "token": "…"}') from exc
+            relay.refresh_token(refresh.token)
+
+
+async def _send_answers(websocket: WebSocket, relay: FrameRelay) -> None:
+    while True:
+        answer = await relay.outbox.get()
+        await websocket.send_json(answer)
+        relay.answered(answer)
 
 
 async def _deny(websocket: WebSocket, exc: AppError) -> None:
