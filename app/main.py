@@ -10,6 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from app import streams
+from app.compat.compreface.routes import router as compreface_router
 from app.db import (
     close_redis,
     create_engine,
@@ -140,6 +141,7 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(stats_router, responses=ERROR_RESPONSES)
     app.include_router(gallery_router, responses=ERROR_RESPONSES)
     app.include_router(ops_router)
+    app.include_router(compreface_router)  # CompreFace's /api/v1, its own error shape
     mount_ui(app)  # last: a catch-all at / behind every API route
 
 
