@@ -15,7 +15,10 @@ face.py and detection.py, server/server.go):
   call: replacing would keep only the last). A photo with no face is skipped, as DeepStack did;
   none at all is 400 "no face detected". The largest face of a photo is the one enrolled (as
   DeepStack took one face per photo), on the gallery's quality terms (size, blur, pose).
-- recognize: a face whose best similarity is below min_confidence is `unknown` with confidence 0.
+- recognize and match report the gallery's similarity, calibrated per embedding model
+  (app/calibration.py: same person ≥ ~0.6, strangers < ~0.4, whatever the model), where
+  DeepStack reported (cosine + 1) / 2 of its own embedder. A face whose similarity is below
+  min_confidence is `unknown` with confidence 0.
 - delete: an unknown userid is a 400 here (DeepStack answered success for anything).
 """
 
@@ -50,15 +53,6 @@ FACE_DETECTOR_CONFIDENCE = 0.55
 FACE_TASKS = ("faces",)
 RECOGNIZE_TASKS = ("faces", "identify")  # the job's own record names the faces too
 OBJECT_TASKS = ("objects",)
-
-
-def reported_similarity(model: str, cosine: float) -> float:
-    """The similarity DeepStack's clients see (recognize's confidence, match's similarity).
-
-    The gallery's own similarity (cosine of the two embeddings); a client thresholds it with
-    fixed numbers (min_confidence 0.67, Double Take's 0.60 / 0.40)."""
-    del model
-    return round(float(cosine), 4)
 
 
 # --- jobs --------------------------------------------------------------------------------------
@@ -176,10 +170,8 @@ async def recognize(
             session, embedding.embedding, model=embedding.model, owner_id=owner.owner_id, limit=1
         )
         userid, confidence = UNKNOWN_USERID, 0.0
-        if nearest:
-            similarity = reported_similarity(embedding.model, nearest[0].similarity)
-            if similarity >= min_confidence:
-                userid, confidence = nearest[0].name, similarity
+        if nearest and nearest[0].similarity >= min_confidence:
+            userid, confidence = nearest[0].name, nearest[0].similarity
         predictions.append(
             RecognizedFace(
                 confidence=confidence, userid=userid, **_box(face.detection.box, result.job)
@@ -192,13 +184,11 @@ async def recognize(
 async def match(
     session: AsyncSession, settings: Settings, results: list[gallery.JobFaces]
 ) -> float:
-    """Similarity of the largest face of each of two images (the gallery's verify)."""
+    """Calibrated similarity of the largest face of each of two images (the gallery's verify)."""
     if any(not _detected(r) for r in results):
         raise DeepStackError("no face found")
     kept = [gallery.JobFaces(r.upload, r.job, _detected(r)) for r in results]
-    verdict = await gallery.verify(session, settings, kept)
-    model = kept[0].largest_face().embedding.model
-    return reported_similarity(model, verdict.similarity)
+    return (await gallery.verify(session, settings, kept)).similarity
 
 
 # --- the gallery as DeepStack's userids ----------------------------------------------------------
