@@ -26,16 +26,16 @@ import uuid
 from collections.abc import Sequence
 
 from redis.asyncio import Redis
-from sqlalchemy import delete, exists, select
+from sqlalchemy import ColumnElement, delete, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.apikeys.service import Principal
 from app.compat.deepstack.errors import DeepStackError
 from app.compat.deepstack.schemas import (
     UNKNOWN_USERID,
-    FacePrediction,
-    ObjectPrediction,
-    RecognizedFace,
+    DeepStackFacePrediction,
+    DeepStackObjectPrediction,
+    DeepStackRecognizedFace,
 )
 from app.gallery import matching
 from app.gallery import service as gallery
@@ -125,7 +125,7 @@ def _box(box: Sequence[float], job: Job) -> dict[str, int]:
 
 async def object_predictions(
     session: AsyncSession, job: Job, *, min_confidence: float
-) -> list[ObjectPrediction]:
+) -> list[DeepStackObjectPrediction]:
     """COCO objects of a finished job at or above min_confidence, highest first."""
     rows = await session.scalars(
         select(Detection)
@@ -133,7 +133,7 @@ async def object_predictions(
         .order_by(Detection.score.desc(), Detection.id)
     )
     return [
-        ObjectPrediction(
+        DeepStackObjectPrediction(
             confidence=round(d.score, 4), label=d.label or "object", **_box(d.box, job)
         )
         for d in rows
@@ -141,10 +141,14 @@ async def object_predictions(
     ]
 
 
-def face_predictions(result: gallery.JobFaces, *, min_confidence: float) -> list[FacePrediction]:
+def face_predictions(
+    result: gallery.JobFaces, *, min_confidence: float
+) -> list[DeepStackFacePrediction]:
     faces = sorted(result.faces, key=lambda f: -f.detection.score)
     return [
-        FacePrediction(confidence=round(f.detection.score, 4), **_box(f.detection.box, result.job))
+        DeepStackFacePrediction(
+            confidence=round(f.detection.score, 4), **_box(f.detection.box, result.job)
+        )
         for f in faces
         if f.detection.score >= min_confidence
     ]
@@ -159,7 +163,7 @@ def _detected(result: gallery.JobFaces) -> list[gallery.Face]:
 
 async def recognize(
     session: AsyncSession, owner: Principal, result: gallery.JobFaces, *, min_confidence: float
-) -> list[RecognizedFace]:
+) -> list[DeepStackRecognizedFace]:
     """Each face with the caller's nearest enrolled person, or `unknown` (confidence 0) when
     the similarity is below min_confidence; highest confidence first."""
     await matching.use_exact_hnsw_filtering(session)
@@ -173,7 +177,7 @@ async def recognize(
         if nearest and nearest[0].similarity >= min_confidence:
             userid, confidence = nearest[0].name, nearest[0].similarity
         predictions.append(
-            RecognizedFace(
+            DeepStackRecognizedFace(
                 confidence=confidence, userid=userid, **_box(face.detection.box, result.job)
             )
         )
@@ -194,7 +198,7 @@ async def match(
 # --- the gallery as DeepStack's userids ----------------------------------------------------------
 
 
-def _owned_by(owner: Principal):  # type: ignore[no-untyped-def]
+def _owned_by(owner: Principal) -> ColumnElement[bool]:
     """People of the calling key: the gallery its recognize calls match against (as a job's
     identify step does), whoever the key is; admin keys too."""
     return Person.owner_id.is_not_distinct_from(owner.owner_id)
