@@ -217,6 +217,15 @@ class GallerySettings(BaseModel):
     max_search_results: int = Field(default=50, ge=1)
 
 
+class CompreFaceSettings(BaseModel):
+    """The CompreFace-compatible API (app/compat/compreface)."""
+
+    # Clients send det_prob_threshold on CompreFace's detector scale, where a clear face scores
+    # ~0.99 (Double Take sends 0.8 by default). SCRFD-500M scores clear faces lower: 0.76-0.89
+    # on ../shared/images. A requested threshold above this is lowered to it.
+    max_det_prob_threshold: float = Field(default=0.7, ge=0, le=1)
+
+
 class ClientSettings(BaseModel):
     """What `lookout people …` uses to talk to a running API."""
 
@@ -289,6 +298,7 @@ class Settings(BaseSettings):
     nodes: NodeSettings = NodeSettings()
     decode: DecodeSettings = DecodeSettings()
     gallery: GallerySettings = GallerySettings()
+    compreface: CompreFaceSettings = CompreFaceSettings()
     client: ClientSettings = ClientSettings()
 
     @model_validator(mode="after")

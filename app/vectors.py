@@ -59,3 +59,8 @@ def similarity_calibration(model: str) -> SimilarityCalibration:
 def calibrated_similarity(cosine: float, model: str) -> float:
     """The similarity every API reports for a raw cosine between two `model` embeddings."""
     return similarity_calibration(model).similarity(cosine)
+
+
+def models_of_dim(dim: int) -> list[str]:
+    """The known embedding models that make `dim`-dimensional vectors."""
+    return [spec.model for spec in EMBEDDER_SPECS if spec.dim == dim]
