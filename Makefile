@@ -39,6 +39,7 @@ $(RUNTIME_STAMP): pyproject.toml
 # dev extra installs a requests-toolbelt that works (pyproject.toml).
 $(DEV_STAMP): $(RUNTIME_STAMP)
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps 'deepstack-sdk==0.2.1'  # declares opencv-python: see pyproject
 	$(BIN)/pip install --quiet --no-deps 'compreface-sdk==0.6.0'
 	touch $@
 
