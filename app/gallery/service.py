@@ -210,6 +210,7 @@ async def list_people(
 
 async def create_jobs(
     session: AsyncSession,
+    redis: Redis,
     storage: Storage,
     settings: Settings,
     uploads: list[Upload],
@@ -217,21 +218,24 @@ async def create_jobs(
     tasks: tuple[str, ...],
     owner_id: uuid.UUID | None,
 ) -> list[Job]:
-    """One job per upload (flushed). Every upload is checked first: a bad one names itself and
-    nothing is created. The caller queues them (jobs.enqueue_after_commit), commits, then calls
-    run_jobs."""
+    """One job per upload (flushed), each queued for the workers at the next commit. Every
+    upload is checked first: a bad one names itself and nothing is created. The caller commits
+    (app.commits.commit), then calls run_jobs."""
     infos = []
     for upload in uploads:
         try:
             infos.append(inspect_image(upload.data, max_pixels=settings.api.max_image_pixels))
         except AppError as exc:
             raise InvalidInput(f"{upload.name}: {exc.detail}", code=exc.code) from exc
-    return [
+    created = [
         await jobs.create_job(
             session, storage, image=upload.data, info=info, tasks=tasks, owner_id=owner_id
         )
         for upload, info in zip(uploads, infos, strict=True)
     ]
+    for job in created:
+        jobs.enqueue_after_commit(session, redis, job, settings)
+    return created
 
 
 async def run_jobs(

@@ -52,7 +52,6 @@ from app.errors import (
     outage_detail,
 )
 from app.gallery import service as gallery
-from app.jobs import service as jobs
 from app.limits import enforce_rate_limit
 from app.security import Scope
 from app.settings import Settings
@@ -272,10 +271,8 @@ async def _start(
 ) -> tuple[list[gallery.Upload], list[Any]]:
     uploads = await _read_images(request, settings, fields)
     created = await gallery.create_jobs(
-        session, storage, settings, uploads, tasks=tasks, owner_id=principal.owner_id
+        session, redis, storage, settings, uploads, tasks=tasks, owner_id=principal.owner_id
     )
-    for job in created:
-        jobs.enqueue_after_commit(session, redis, job, settings)
     # The commit point, reached now: the workers must find the rows, and the route waits.
     await commit(session)
     return uploads, created

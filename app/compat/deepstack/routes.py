@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from app.apikeys.service import Principal
+from app.commits import commit, discard_pending
 from app.compat.deepstack import service
 from app.compat.deepstack.envelope import (
     API_KEY_FIELD,
@@ -86,9 +87,10 @@ async def _run(
     tasks: tuple[str, ...],
 ) -> list[JobFaces]:
     created = await service.start_jobs(
-        session, storage, settings, images, tasks=tasks, owner=caller
+        session, redis, storage, settings, images, tasks=tasks, owner=caller
     )
-    await session.commit()  # before XADD: the worker that gets the message must find the rows
+    # The commit point, reached now: the workers must find the rows, and the route waits.
+    await commit(session)
     return await service.run_jobs(session, redis, settings, images, created)
 
 
@@ -221,18 +223,19 @@ async def register(
     userid = form.userid()
     images = [await read_upload(settings, field, upload) for field, upload in form.files]
     created = await service.start_jobs(
-        session, storage, settings, images, tasks=service.FACE_TASKS, owner=caller
+        session, redis, storage, settings, images, tasks=service.FACE_TASKS, owner=caller
     )
     job_ids = [job.id for job in created]  # read now: a rollback expires the rows
-    await session.commit()
+    await commit(session)
     try:
         results = await service.run_jobs(session, redis, settings, images, created)
         message = await service.register(session, settings, caller, userid, results)
     except BaseException:
         # Refused (or unfinished): nothing of the photos stays, and no new person either.
         await session.rollback()
+        discard_pending(session)
         await service.discard_jobs(session, storage, job_ids)
-        await session.commit()
+        await commit(session)
         raise
     await service.discard_jobs(session, storage, job_ids)
     return DeepStackRegisterOut(message=message, duration=duration_s(request))

@@ -60,6 +60,7 @@ OBJECT_TASKS = ("objects",)
 
 async def start_jobs(
     session: AsyncSession,
+    redis: Redis,
     storage: Storage,
     settings: Settings,
     uploads: Sequence[gallery.Upload],
@@ -67,10 +68,11 @@ async def start_jobs(
     tasks: tuple[str, ...],
     owner: Principal,
 ) -> list[Job]:
-    """One job per image (flushed, not committed): every image is checked first, and a bad one
-    (not an image, corrupt, too many pixels) names itself with nothing created."""
+    """One job per image (flushed, queued for the next commit): every image is checked first,
+    and a bad one (not an image, corrupt, too many pixels) names itself with nothing created."""
     return await gallery.create_jobs(
         session,
+        redis,
         storage,
         settings,
         list(uploads),
