@@ -371,6 +371,13 @@ class TesseractConfig(BaseModel):
     page_segmentation_mode: int = Field(default=3, ge=0, le=13)
     score_threshold: float = Field(default=0.5, ge=0, le=1)
     threads: int = Field(default=1, ge=1)  # OMP_THREAD_LIMIT of the tesseract process
+    # Tesseract binarises with one global threshold, which loses text in unevenly lit photos
+    # (page.png's dark left side): the image goes in grey, enlarged `upscale`× when its longer
+    # side is under upscale_below_px, and thresholded locally (Gaussian, block_px neighbourhood).
+    upscale: int = Field(default=2, ge=1, le=4)
+    upscale_below_px: int = 1600
+    block_px: int = Field(default=31, ge=3)
+    block_offset: float = 10.0
     timeout_s: float = Field(default=60.0, gt=0)
 
 
@@ -417,8 +424,28 @@ class TesseractEngine:
     def warm_up(self) -> None:
         self.read(np.full((32, 32, 3), 255, dtype=np.uint8))
 
+    def binarize(self, image: ImageBGR) -> tuple[npt.NDArray[np.uint8], int]:
+        """The image as Tesseract reads it best (see TesseractConfig.upscale) and its scale."""
+        grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        scale = self.config.upscale if max(grey.shape) < self.config.upscale_below_px else 1
+        if scale > 1:
+            grey = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+        block = self.config.block_px * scale | 1  # odd, as OpenCV requires
+        binary = cv2.adaptiveThreshold(
+            grey,
+            255,
+            cv2.ADAPTIVE_THRESH_GAUSSIAN_C,
+            cv2.THRESH_BINARY,
+            block,
+            self.config.block_offset,
+        )
+        return np.asarray(binary, dtype=np.uint8), scale
+
     def read(self, image: ImageBGR) -> list[TextRegion]:
-        ok, png = cv2.imencode(".png", image)
+        if min(image.shape[:2]) < 2:
+            return []
+        binary, scale = self.binarize(image)
+        ok, png = cv2.imencode(".png", binary)
         if not ok:
             raise RuntimeError("PNG encoding failed")
         tsv = self._run(
@@ -433,11 +460,11 @@ class TesseractEngine:
             ],
             png.tobytes(),
         )
-        return self.parse_tsv(tsv.decode(errors="replace"))
+        return self.parse_tsv(tsv.decode(errors="replace"), scale=scale)
 
-    def parse_tsv(self, tsv: str) -> list[TextRegion]:
+    def parse_tsv(self, tsv: str, *, scale: float = 1) -> list[TextRegion]:
         """Words (level 5) grouped by (block, paragraph, line); a line's score is its words'
-        mean confidence / 100."""
+        mean confidence / 100. Coordinates are divided by `scale`."""
         lines: dict[tuple[str, str, str], list[tuple[str, float, tuple[int, int, int, int]]]] = {}
         for row in tsv.splitlines()[1:]:
             fields = row.split("\t")
@@ -455,10 +482,10 @@ class TesseractEngine:
             score = sum(s for _, s, _ in words) / len(words)
             if score < self.config.score_threshold:
                 continue
-            x1 = min(b[0] for _, _, b in words)
-            y1 = min(b[1] for _, _, b in words)
-            x2 = max(b[2] for _, _, b in words)
-            y2 = max(b[3] for _, _, b in words)
+            x1 = min(b[0] for _, _, b in words) / scale
+            y1 = min(b[1] for _, _, b in words) / scale
+            x2 = max(b[2] for _, _, b in words) / scale
+            y2 = max(b[3] for _, _, b in words) / scale
             regions.append(
                 TextRegion(
                     text=" ".join(t for t, _, _ in words),
