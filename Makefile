@@ -39,6 +39,7 @@ $(RUNTIME_STAMP): pyproject.toml
 
 $(DEV_STAMP): $(RUNTIME_STAMP)
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps 'deepstack-sdk==0.2.1'  # declares opencv-python: see pyproject
 	touch $@
 
 up: install-runtime

@@ -10,6 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from app import streams
+from app.compat.deepstack.routes import router as deepstack_router
 from app.db import (
     close_redis,
     create_engine,
@@ -118,6 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(stats_router, responses=ERROR_RESPONSES)
     app.include_router(gallery_router, responses=ERROR_RESPONSES)
     app.include_router(ops_router)
+    app.include_router(deepstack_router)  # errors in DeepStack's own envelope, not ErrorOut
     mount_ui(app)  # last: a catch-all at / behind every API route
     # Added innermost first: requests pass RequestContext → TrustedHost → CORS → WebSocketLimit
     # → BodySizeLimit.

@@ -1,0 +1,378 @@
+"""HTTP routes of the DeepStack / CodeProject.AI vision API. Parse, authorize, call the service.
+
+Multipart (or url-encoded) form posts, as DeepStack's server took them; the key comes in the
+`api_key` field or Lookout's X-API-Key header. Every answer is JSON with a Content-Length, and
+every error is DeepStack's `{success: false, error, duration}` (envelope.DeepStackRoute).
+"""
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from app.apikeys.service import Principal
+from app.compat.deepstack import service
+from app.compat.deepstack.envelope import (
+    API_KEY_FIELD,
+    DeepStackRoute,
+    FormDep,
+    ReadCaller,
+    WriteCaller,
+    duration_s,
+    error_responses,
+    read_image,
+    read_upload,
+)
+from app.compat.deepstack.errors import DeepStackError
+from app.compat.deepstack.schemas import (
+    DeleteOut,
+    DetectionOut,
+    FaceDetectionOut,
+    FaceListOut,
+    MatchOut,
+    RecognitionOut,
+    RegisterOut,
+)
+from app.deps import RedisDep, SessionDep, SettingsDep, StorageDep
+from app.gallery.service import JobFaces, Upload
+from app.settings import Settings
+
+router = APIRouter(tags=["DeepStack / CodeProject.AI"], route_class=DeepStackRoute)
+
+IMAGE_ERRORS = error_responses(400, 401, 403, 413, 429, 503, 504)
+GALLERY_ERRORS = error_responses(400, 401, 403, 429, 503)
+
+_KEY = {
+    "type": "string",
+    "description": "a Lookout API key (or send it in X-API-Key)",
+    "example": "lk_0e9bbddf145e_…",
+}
+_IMAGE = {"type": "string", "format": "binary", "description": "JPEG, PNG or WebP"}
+
+
+def _min_confidence(default: float, what: str) -> dict[str, Any]:
+    return {
+        "type": "number",
+        "maximum": 1,
+        "default": default,
+        "description": f"keep {what} at or above this (default {default}, as DeepStack)",
+    }
+
+
+def _form(
+    properties: dict[str, Any],
+    required: list[str],
+    *,
+    any_files: bool = False,
+    body_required: bool = True,
+) -> dict[str, Any]:
+    """openapi_extra for a form body (the route reads the form itself, DeepStack-style)."""
+    schema: dict[str, Any] = {"type": "object", "properties": properties, "required": required}
+    if any_files:
+        schema["additionalProperties"] = _IMAGE
+    media = {"schema": schema}
+    content = {"multipart/form-data": media}
+    if not any(p.get("format") == "binary" for p in properties.values()) and not any_files:
+        content["application/x-www-form-urlencoded"] = media
+    return {"requestBody": {"required": body_required, "content": content}}
+
+
+def _ok(example: dict[str, Any], description: str) -> dict[int | str, dict[str, Any]]:
+    return {
+        200: {"description": description, "content": {"application/json": {"example": example}}}
+    }
+
+
+async def _run(
+    session: SessionDep,
+    redis: RedisDep,
+    storage: StorageDep,
+    settings: Settings,
+    caller: Principal,
+    images: list[Upload],
+    tasks: tuple[str, ...],
+) -> list[JobFaces]:
+    created = await service.start_jobs(
+        session, storage, settings, images, tasks=tasks, owner=caller
+    )
+    await session.commit()  # before XADD: the worker that gets the message must find the rows
+    return await service.run_jobs(session, redis, settings, images, created)
+
+
+@router.post(
+    "/v1/vision/detection",
+    response_model=DetectionOut,
+    responses={
+        **_ok(
+            {
+                "success": True,
+                "predictions": [
+                    {
+                        "confidence": 0.91,
+                        "label": "dog",
+                        "y_min": 221,
+                        "x_min": 131,
+                        "y_max": 541,
+                        "x_max": 311,
+                    },
+                    {
+                        "confidence": 0.62,
+                        "label": "bicycle",
+                        "y_min": 128,
+                        "x_min": 120,
+                        "y_max": 420,
+                        "x_max": 570,
+                    },
+                ],
+                "duration": 0.21,
+            },
+            "COCO objects, highest confidence first",
+        ),
+        **IMAGE_ERRORS,
+    },
+    summary="DeepStack object detection (Frigate's `deepstack` detector, Blue Iris, HA)",
+    description="Runs the image as a job with task `objects` (listed in /v1/jobs, on the "
+    "firehose) and answers its COCO objects at or above `min_confidence`, in integer pixels.",
+    openapi_extra=_form(
+        {"image": _IMAGE, "min_confidence": _min_confidence(0.4, "objects"), API_KEY_FIELD: _KEY},
+        ["image"],
+    ),
+)
+async def detection(
+    request: Request,
+    caller: WriteCaller,
+    form: FormDep,
+    session: SessionDep,
+    redis: RedisDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+) -> DetectionOut:
+    image = await read_image(settings, form)
+    min_confidence = form.min_confidence(service.OBJECT_MIN_CONFIDENCE)
+    [result] = await _run(session, redis, storage, settings, caller, [image], service.OBJECT_TASKS)
+    predictions = await service.object_predictions(
+        session, result.job, min_confidence=min_confidence
+    )
+    return DetectionOut(predictions=predictions, duration=duration_s(request))
+
+
+_FACE_DETECT: dict[str, Any] = {
+    "response_model": FaceDetectionOut,
+    "responses": {
+        **_ok(
+            {
+                "success": True,
+                "predictions": [
+                    {"confidence": 0.87, "y_min": 154, "x_min": 1615, "y_max": 682, "x_max": 1983}
+                ],
+                "duration": 0.12,
+            },
+            "Faces, highest confidence first",
+        ),
+        **IMAGE_ERRORS,
+    },
+    "summary": "DeepStack face detection",
+    "openapi_extra": _form(
+        {"image": _IMAGE, "min_confidence": _min_confidence(0.55, "faces"), API_KEY_FIELD: _KEY},
+        ["image"],
+    ),
+}
+
+
+# DeepStack's route is `/v1/vision/face/` (gin redirects the bare path); clients post to both.
+@router.post("/v1/vision/face/", include_in_schema=False, **_FACE_DETECT)
+@router.post("/v1/vision/face", **_FACE_DETECT)
+async def face_detection(
+    request: Request,
+    caller: WriteCaller,
+    form: FormDep,
+    session: SessionDep,
+    redis: RedisDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+) -> FaceDetectionOut:
+    image = await read_image(settings, form)
+    min_confidence = form.min_confidence(service.FACE_MIN_CONFIDENCE)
+    [result] = await _run(session, redis, storage, settings, caller, [image], service.FACE_TASKS)
+    return FaceDetectionOut(
+        predictions=service.face_predictions(result, min_confidence=min_confidence),
+        duration=duration_s(request),
+    )
+
+
+@router.post(
+    "/v1/vision/face/recognize",
+    response_model=RecognitionOut,
+    responses={
+        **_ok(
+            {
+                "success": True,
+                "predictions": [
+                    {
+                        "confidence": 0.83,
+                        "userid": "obama",
+                        "y_min": 61,
+                        "x_min": 202,
+                        "y_max": 159,
+                        "x_max": 281,
+                    },
+                    {
+                        "confidence": 0,
+                        "userid": "unknown",
+                        "y_min": 237,
+                        "x_min": 869,
+                        "y_max": 732,
+                        "x_max": 1214,
+                    },
+                ],
+                "duration": 0.16,
+            },
+            "Each face with its person, or `unknown` (confidence 0); highest confidence first",
+        ),
+        **IMAGE_ERRORS,
+    },
+    summary="DeepStack face recognition against this key's people",
+    description="Runs the image as a job (tasks `faces,identify`); each face is matched "
+    "against the people of the calling key (the same people as /v1/people). A face whose "
+    "similarity is below `min_confidence` is `unknown` with confidence 0.",
+    openapi_extra=_form(
+        {
+            "image": _IMAGE,
+            "min_confidence": _min_confidence(0.67, "matches"),
+            API_KEY_FIELD: _KEY,
+        },
+        ["image"],
+    ),
+)
+async def recognize(
+    request: Request,
+    caller: WriteCaller,
+    form: FormDep,
+    session: SessionDep,
+    redis: RedisDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+) -> RecognitionOut:
+    image = await read_image(settings, form)
+    min_confidence = form.min_confidence(service.RECOGNIZE_MIN_CONFIDENCE)
+    [result] = await _run(
+        session, redis, storage, settings, caller, [image], service.RECOGNIZE_TASKS
+    )
+    predictions = await service.recognize(session, caller, result, min_confidence=min_confidence)
+    return RecognitionOut(predictions=predictions, duration=duration_s(request))
+
+
+@router.post(
+    "/v1/vision/face/register",
+    response_model=RegisterOut,
+    responses={
+        **_ok({"success": True, "message": "face added", "duration": 0.4}, "Faces enrolled"),
+        **IMAGE_ERRORS,
+    },
+    summary="DeepStack face registration: ADDS the photos' faces to the person `userid`",
+    description="`userid` plus any number of image files under any field names. Each photo's "
+    "largest face is enrolled to the calling key's person named `userid` (created when "
+    "missing: `face added`; else `face updated`), on the gallery's quality terms. Unlike "
+    "DeepStack, which replaced a userid's faces, faces are added. Photos without a face are "
+    "skipped; none at all is 400 `no face detected`. The photos are not kept.",
+    openapi_extra=_form(
+        {"userid": {"type": "string", "example": "obama"}, "image": _IMAGE, API_KEY_FIELD: _KEY},
+        ["userid"],
+        any_files=True,
+    ),
+)
+async def register(
+    request: Request,
+    caller: WriteCaller,
+    form: FormDep,
+    session: SessionDep,
+    redis: RedisDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+) -> RegisterOut:
+    if not form.files:
+        raise DeepStackError("No valid image file found")
+    userid = form.userid()
+    images = [await read_upload(settings, form, upload) for upload in form.files]
+    created = await service.start_jobs(
+        session, storage, settings, images, tasks=service.FACE_TASKS, owner=caller
+    )
+    job_ids = [job.id for job in created]  # read now: a rollback expires the rows
+    await session.commit()
+    try:
+        results = await service.run_jobs(session, redis, settings, images, created)
+        message = await service.register(session, settings, caller, userid, results)
+    except BaseException:
+        # Refused (or unfinished): nothing of the photos stays, and no new person either.
+        await session.rollback()
+        await service.discard_jobs(session, storage, job_ids)
+        await session.commit()
+        raise
+    await service.discard_jobs(session, storage, job_ids)
+    return RegisterOut(message=message, duration=duration_s(request))
+
+
+@router.post(
+    "/v1/vision/face/list",
+    response_model=FaceListOut,
+    responses={
+        **_ok({"success": True, "faces": ["biden", "obama"], "duration": 0.003}, "Userids"),
+        **GALLERY_ERRORS,
+    },
+    summary="DeepStack: the userids (people with faces) of this key",
+    openapi_extra=_form({API_KEY_FIELD: _KEY}, [], body_required=False),
+)
+async def list_faces(
+    request: Request, caller: ReadCaller, form: FormDep, session: SessionDep
+) -> FaceListOut:
+    del form  # read by the key dependency; list takes nothing else
+    faces = await service.list_userids(session, caller)
+    return FaceListOut(faces=faces, duration=duration_s(request))
+
+
+@router.post(
+    "/v1/vision/face/delete",
+    response_model=DeleteOut,
+    responses={**_ok({"success": True, "duration": 0.01}, "Deleted"), **GALLERY_ERRORS},
+    summary="DeepStack: delete the person `userid` of this key and all their faces",
+    description="400 when the key has no such userid (DeepStack answered success for any).",
+    openapi_extra=_form(
+        {"userid": {"type": "string", "example": "obama"}, API_KEY_FIELD: _KEY}, ["userid"]
+    ),
+)
+async def delete_face(
+    request: Request, caller: WriteCaller, form: FormDep, session: SessionDep
+) -> DeleteOut:
+    await service.delete_userid(session, caller, form.userid())
+    return DeleteOut(duration=duration_s(request))
+
+
+@router.post(
+    "/v1/vision/face/match",
+    response_model=MatchOut,
+    responses={
+        **_ok({"success": True, "similarity": 0.91, "duration": 0.3}, "Similarity"),
+        **IMAGE_ERRORS,
+    },
+    summary="DeepStack: similarity of the largest faces of two images",
+    openapi_extra=_form({API_KEY_FIELD: _KEY}, [], any_files=True),
+)
+async def match(
+    request: Request,
+    caller: WriteCaller,
+    form: FormDep,
+    session: SessionDep,
+    redis: RedisDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+) -> MatchOut:
+    # middlewares.CheckFaceMatch's three refusals, in its words.
+    if not form.files:
+        raise DeepStackError("No valid image file found")
+    if len(form.files) == 1:
+        raise DeepStackError("expected two image files, only one found")
+    if len(form.files) > 2:
+        raise DeepStackError("only two images allowed")
+    images = [await read_upload(settings, form, upload) for upload in form.files]
+    results = await _run(session, redis, storage, settings, caller, images, service.FACE_TASKS)
+    similarity = await service.match(session, settings, results)
+    return MatchOut(similarity=similarity, duration=duration_s(request))
