@@ -92,3 +92,20 @@ def plate_on_vehicle(
     alpha = (mask.astype(np.float32) / 255)[:, :, None]
     blended = scene.astype(np.float32) * (1 - alpha) + warped.astype(np.float32) * alpha
     return blended.round().astype(np.uint8)
+
+
+# A plate composited on the pickup in ../shared/images/scenes/dog.jpg (car/truck box about
+# (466, 78)-(692, 171)), on its front wing, seen at an angle. Read back as "KX51RTA".
+PLATE_TEXT = "KX51 RTA"
+PLATE_READ = "KX51RTA"
+PLATE_CORNERS_ON_DOG = [(612, 136), (682, 131), (683, 152), (613, 157)]
+
+
+def dog_with_plate(shared_images: Path) -> np.ndarray:
+    scene = cv2.imread(str(shared_images / "scenes" / "dog.jpg"), cv2.IMREAD_COLOR)
+    assert scene is not None
+    return plate_on_vehicle(scene, PLATE_TEXT, PLATE_CORNERS_ON_DOG)
+
+
+def dog_with_plate_jpeg(shared_images: Path) -> bytes:
+    return encode(dog_with_plate(shared_images), ".jpg")

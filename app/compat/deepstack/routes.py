@@ -24,6 +24,7 @@ from app.compat.deepstack.envelope import (
 )
 from app.compat.deepstack.errors import DeepStackError
 from app.compat.deepstack.schemas import (
+    AlprOut,
     DeleteOut,
     DetectionOut,
     FaceDetectionOut,
@@ -376,3 +377,72 @@ async def match(
     results = await _run(session, redis, storage, settings, caller, images, service.FACE_TASKS)
     similarity = await service.match(session, settings, results)
     return MatchOut(similarity=similarity, duration=duration_s(request))
+
+
+@router.post(
+    "/v1/vision/alpr",
+    response_model=AlprOut,
+    responses={
+        **_ok(
+            {
+                "success": True,
+                "predictions": [
+                    {
+                        "confidence": 0.99,
+                        "label": "Plate: KX51RTA",
+                        "plate": "KX51RTA",
+                        "y_min": 136,
+                        "x_min": 623,
+                        "y_max": 153,
+                        "x_max": 673,
+                    }
+                ],
+                "message": "Found Plate: KX51RTA",
+                "processMs": 2410,
+                "inferenceMs": 2302,
+                "duration": 2.41,
+            },
+            "Plates read on vehicles, highest confidence first",
+        ),
+        **IMAGE_ERRORS,
+    },
+    summary="CodeProject.AI licence plate reader (Blue Iris's ALPR)",
+    description="Runs the image as a job with task `plates` (vehicles from the object "
+    "detector, text read inside each; listed in /v1/jobs, counted per plate in /v1/stats) and "
+    "answers CodeProject.AI's ALPR module's body. The image is the file field `upload` "
+    "(`image`, or the first file, also taken).",
+    openapi_extra=_form(
+        {
+            "upload": _IMAGE,
+            "min_confidence": _min_confidence(service.PLATE_MIN_CONFIDENCE, "plates"),
+            API_KEY_FIELD: _KEY,
+        },
+        ["upload"],
+    ),
+)
+async def alpr(
+    request: Request,
+    caller: WriteCaller,
+    form: FormDep,
+    session: SessionDep,
+    redis: RedisDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+) -> AlprOut:
+    upload = form.file("upload") or form.file("image") or next(iter(form.files), None)
+    if upload is None:
+        raise DeepStackError("No valid image file found")
+    image = await read_upload(settings, form, upload)
+    min_confidence = form.min_confidence(service.PLATE_MIN_CONFIDENCE)
+    [result] = await _run(session, redis, storage, settings, caller, [image], service.PLATE_TASKS)
+    predictions = await service.plate_predictions(
+        session, result.job, min_confidence=min_confidence
+    )
+    took_s = duration_s(request)
+    return AlprOut(
+        predictions=predictions,
+        message=service.plates_message(predictions),
+        processMs=round(took_s * 1000),
+        inferenceMs=round(result.job.inference_ms or 0),
+        duration=took_s,
+    )

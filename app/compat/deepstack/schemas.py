@@ -83,3 +83,24 @@ class MatchOut(BaseModel):
     success: bool = True
     similarity: float = Field(description="similarity of the two faces", examples=[0.91])
     duration: float = 0.0
+
+
+class PlatePrediction(BaseModel):
+    """CodeProject.AI's ALPR module (codeproject/CodeProject.AI-ALPR, ALPR.py): one plate."""
+
+    confidence: float = Field(description="the plate string's recognition confidence")
+    label: str = Field(description="'Plate: ' + plate", examples=["Plate: KX51RTA"])
+    plate: str = Field(description="upper-case letters and digits", examples=["KX51RTA"])
+    y_min: int
+    x_min: int
+    y_max: int
+    x_max: int
+
+
+class AlprOut(BaseModel):
+    success: bool = True
+    predictions: list[PlatePrediction] = Field(description="highest confidence first")
+    message: str = Field(examples=["Found Plate: KX51RTA"])
+    processMs: int = Field(description="milliseconds the API spent")  # CodeProject.AI's name
+    inferenceMs: int = Field(description="milliseconds of the job's inference")
+    duration: float = 0.0
