@@ -31,5 +31,5 @@ def test_tasks_are_faces_objects_qr_text_and_plates():
     assert parse_tasks("qr, faces,objects,qr") == ("qr", "faces", "objects")
     assert parse_tasks("text,plates") == ("text", "plates")
     assert parse_tasks(None) == parse_tasks(" ") == DEFAULT_TASKS == ("faces",)
-    with pytest.raises(InvalidInput, match="unknown task.*choose from .*text, plates"):
+    with pytest.raises(InvalidInput, match=r"unknown task.*choose from .*text, plates"):
         parse_tasks("faces,ocr")
