@@ -4,17 +4,21 @@ sign-in, Live, Upload, Job). Screenshots land in tests/ui/output/."""
 import base64
 import re
 from datetime import datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import httpx
+import skimage
 from playwright.async_api import Page, expect
 
 from app.ui import STATIC_DIR
 from tests.conftest import SHARED_IMAGES, shared_image
+from tests.images import PLATE_READ, dog_with_plate_jpeg
 from tests.ui.browser import screenshots
 
 T1 = SHARED_IMAGES / "scenes" / "t1.jpg"
 DOG = SHARED_IMAGES / "scenes" / "dog.jpg"
+PAGE = Path(skimage.__file__).parent / "data" / "page.png"
 
 
 def test_the_ui_is_served_at_root_and_the_api_docs_still_are(lookout_server):
@@ -187,3 +191,35 @@ async def test_people_and_nodes_pages_render_and_are_screenshotted(signed_in: Pa
     await page.click('.tabs a[data-page="nodes"]')
     await expect(page.locator("#register-node")).to_be_visible()
     await screenshots(page, "nodes")
+
+
+async def test_job_page_lists_the_text_in_reading_order_and_the_plates(
+    signed_in: Page, api: httpx.AsyncClient
+):
+    page = signed_in
+    text_job = await api.post(
+        "/v1/images?wait=60",
+        files={"image": ("page.png", PAGE.read_bytes(), "image/png")},
+        data={"tasks": "text"},
+    )
+    assert text_job.status_code == 200, text_job.text
+    job = text_job.json()
+    await page.goto(f"/#/jobs/{job['id']}")
+    await expect(page.locator("#full-text")).to_have_text(job["text"])
+    assert job["text"].startswith("Region-based segmentation\n")
+    await expect(page.locator("#text-regions tbody tr")).to_have_count(len(job["detections"]))
+    await expect(page.locator("#text-regions tbody tr").first).to_contain_text(
+        "Region-based segmentation"
+    )
+    await screenshots(page, "job-text")
+
+    plate_job = await api.post(
+        "/v1/images?wait=60",
+        files={"image": ("dog.jpg", dog_with_plate_jpeg(SHARED_IMAGES), "image/jpeg")},
+        data={"tasks": "objects,plates"},
+    )
+    assert plate_job.status_code == 200, plate_job.text
+    await page.goto(f"/#/jobs/{plate_job.json()['id']}")
+    await expect(page.locator("#plates tbody tr")).to_have_count(1)
+    await expect(page.locator("#plates tbody tr").first).to_contain_text(PLATE_READ)
+    await screenshots(page, "job-plates")
