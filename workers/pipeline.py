@@ -321,11 +321,12 @@ def render(image: ImageBGR, detections: Sequence[Detection]) -> bytes:
             text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness
         )
         top = max(0, y1 - text_h - baseline - 2)
-        cv2.rectangle(canvas, (x1, top), (x1 + text_w, top + text_h + baseline + 2), color, -1)
+        left = max(0, min(x1, canvas.shape[1] - text_w))  # a caption near the edge stays whole
+        cv2.rectangle(canvas, (left, top), (left + text_w, top + text_h + baseline + 2), color, -1)
         cv2.putText(
             canvas,
             text,
-            (x1, top + text_h + 1),
+            (left, top + text_h + 1),
             cv2.FONT_HERSHEY_SIMPLEX,
             font_scale,
             (0, 0, 0),
