@@ -41,6 +41,7 @@ from app.jobs import service as jobs
 from app.models import Detection, FaceEmbedding, Job, JobStatus, Person, PersonFace
 from app.settings import Settings
 from app.storage import Storage
+from app.vectors import calibrated_similarity
 
 
 class WorkerTimeout(AppError):
@@ -336,7 +337,7 @@ async def enroll(
 ) -> EnrollOut:
     """All or nothing: every image must hold exactly one usable face, else UnusableFace (422)
     names each bad image and why, and no face is stored. A face the person already has
-    (similarity ≥ gallery.duplicate_threshold) is reported in `duplicates`, not stored again.
+    (raw cosine ≥ gallery.duplicate_threshold) is reported in `duplicates`, not stored again.
 
     link_source: record the job and detection each face came from. False for uploaded photos,
     whose jobs the caller discards (discard_jobs) once their embeddings are copied here."""
@@ -461,7 +462,8 @@ def identify_result(settings: Settings, result: JobFaces) -> IdentifyOut:
 
 
 async def verify(session: AsyncSession, settings: Settings, results: list[JobFaces]) -> VerifyOut:
-    """Largest face of each image; cosine similarity computed by pgvector on the stored rows."""
+    """Largest face of each image; cosine computed by pgvector on the stored rows, reported
+    calibrated for the model (app/calibration.py) and compared with match_threshold."""
     first, second = (r.largest_face() for r in results)
     if first.embedding.model != second.embedding.model:
         raise InvalidInput("the two faces were embedded by different models; retry")
@@ -472,7 +474,7 @@ async def verify(session: AsyncSession, settings: Settings, results: list[JobFac
         ),
         {"a": first.detection.id, "b": second.detection.id},
     )
-    value = round(float(similarity or 0.0), 4)
+    value = calibrated_similarity(float(similarity or 0.0), first.embedding.model)
     threshold = settings.gallery.match_threshold
     return VerifyOut(
         same_person=value >= threshold,

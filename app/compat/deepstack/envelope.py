@@ -44,8 +44,6 @@ log = structlog.get_logger()
 
 # The form field DeepStack reads its key from (middlewares.CheckApiKey: c.PostForm("api_key")).
 API_KEY_FIELD = "api_key"
-# request.state attribute: when the route began, for `duration`.
-_STARTED = "deepstack_started_s"
 # Multipart limits: register takes "any number" of photos, but not without bound.
 MAX_FORM_FILES = 32
 MAX_FORM_FIELDS = 64
@@ -64,14 +62,10 @@ _WORDS_FOR_CODE = {
 }
 
 
-def started(request: Request) -> None:
-    request.state.__setattr__(_STARTED, time.perf_counter())
-
-
 def duration_s(request: Request) -> float:
     """Seconds since the route began, for the `duration` field (DeepStack's server declared it
     and always sent 0; here it is the real time the API took)."""
-    began = getattr(request.state, _STARTED, None)
+    began = getattr(request.state, "deepstack_started_s", None)
     return 0.0 if began is None else round(time.perf_counter() - began, 4)
 
 
@@ -114,7 +108,7 @@ class DeepStackRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def in_envelope(request: Request) -> Response:
-            started(request)
+            request.state.deepstack_started_s = time.perf_counter()
             try:
                 return await handler(request)
             except Exception as exc:
@@ -138,17 +132,13 @@ class DeepStackForm:
     c.PostForm reads it: `face/list` needs nothing but a key."""
 
     fields: dict[str, str]
-    files: list[UploadFile]
-    field_of: dict[int, str]  # id(file) → its form field
+    files: list[tuple[str, UploadFile]]  # (form field, file), in the order sent
 
     def text(self, name: str) -> str:
         return self.fields.get(name, "").strip()
 
     def file(self, name: str) -> UploadFile | None:
-        for upload in self.files:
-            if self.field_of[id(upload)] == name:
-                return upload
-        return None
+        return next((upload for field, upload in self.files if field == name), None)
 
     def min_confidence(self, default: float) -> float:
         """`min_confidence` as middlewares.CheckConfidence parses it: absent or empty is the
@@ -180,24 +170,21 @@ async def read_form(request: Request) -> DeepStackForm:
     """Parse the body once (Starlette caches it on the request); chunked bodies are fine."""
     form = await request.form(max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS)
     fields: dict[str, str] = {}
-    files: list[UploadFile] = []
-    field_of: dict[int, str] = {}
+    files: list[tuple[str, UploadFile]] = []
     for key, value in form.multi_items():
         if isinstance(value, UploadFile):
-            files.append(value)
-            field_of[id(value)] = key
+            files.append((key, value))
         else:
             fields.setdefault(key, value)
-    return DeepStackForm(fields, files, field_of)
+    return DeepStackForm(fields, files)
 
 
 FormDep = Annotated[DeepStackForm, Depends(read_form)]
 
 
-async def read_upload(settings: Settings, form: DeepStackForm, upload: UploadFile) -> Upload:
+async def read_upload(settings: Settings, field: str, upload: UploadFile) -> Upload:
     """The bytes of one file part (named by its file name, else its field), refused past the
     upload limit."""
-    field = form.field_of[id(upload)]
     name = upload.filename or field
     data = await upload.read(settings.api.max_upload_bytes + 1)
     if len(data) > settings.api.max_upload_bytes:
@@ -212,7 +199,7 @@ async def read_image(settings: Settings, form: DeepStackForm) -> Upload:
     upload = form.file("image")
     if upload is None:
         raise DeepStackError("No valid image file found")
-    return await read_upload(settings, form, upload)
+    return await read_upload(settings, "image", upload)
 
 
 # --- the caller --------------------------------------------------------------------------------

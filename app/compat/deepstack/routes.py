@@ -24,14 +24,14 @@ from app.compat.deepstack.envelope import (
 )
 from app.compat.deepstack.errors import DeepStackError
 from app.compat.deepstack.schemas import (
-    AlprOut,
-    DeleteOut,
-    DetectionOut,
-    FaceDetectionOut,
-    FaceListOut,
-    MatchOut,
-    RecognitionOut,
-    RegisterOut,
+    CodeProjectAlprOut,
+    DeepStackDeleteOut,
+    DeepStackDetectionOut,
+    DeepStackFaceDetectionOut,
+    DeepStackFaceListOut,
+    DeepStackMatchOut,
+    DeepStackRecognitionOut,
+    DeepStackRegisterOut,
 )
 from app.deps import RedisDep, SessionDep, SettingsDep, StorageDep
 from app.gallery.service import JobFaces, Upload
@@ -77,12 +77,6 @@ def _form(
     return {"requestBody": {"required": body_required, "content": content}}
 
 
-def _ok(example: dict[str, Any], description: str) -> dict[int | str, dict[str, Any]]:
-    return {
-        200: {"description": description, "content": {"application/json": {"example": example}}}
-    }
-
-
 async def _run(
     session: SessionDep,
     redis: RedisDep,
@@ -101,35 +95,8 @@ async def _run(
 
 @router.post(
     "/v1/vision/detection",
-    response_model=DetectionOut,
-    responses={
-        **_ok(
-            {
-                "success": True,
-                "predictions": [
-                    {
-                        "confidence": 0.91,
-                        "label": "dog",
-                        "y_min": 221,
-                        "x_min": 131,
-                        "y_max": 541,
-                        "x_max": 311,
-                    },
-                    {
-                        "confidence": 0.62,
-                        "label": "bicycle",
-                        "y_min": 128,
-                        "x_min": 120,
-                        "y_max": 420,
-                        "x_max": 570,
-                    },
-                ],
-                "duration": 0.21,
-            },
-            "COCO objects, highest confidence first",
-        ),
-        **IMAGE_ERRORS,
-    },
+    response_model=DeepStackDetectionOut,
+    responses=IMAGE_ERRORS,
     summary="DeepStack object detection (Frigate's `deepstack` detector, Blue Iris, HA)",
     description="Runs the image as a job with task `objects` (listed in /v1/jobs, on the "
     "firehose) and answers its COCO objects at or above `min_confidence`, in integer pixels.",
@@ -146,29 +113,19 @@ async def detection(
     redis: RedisDep,
     storage: StorageDep,
     settings: SettingsDep,
-) -> DetectionOut:
+) -> DeepStackDetectionOut:
     image = await read_image(settings, form)
     min_confidence = form.min_confidence(service.OBJECT_MIN_CONFIDENCE)
     [result] = await _run(session, redis, storage, settings, caller, [image], service.OBJECT_TASKS)
     predictions = await service.object_predictions(
         session, result.job, min_confidence=min_confidence
     )
-    return DetectionOut(predictions=predictions, duration=duration_s(request))
+    return DeepStackDetectionOut(predictions=predictions, duration=duration_s(request))
 
 
 _FACE_DETECT: dict[str, Any] = {
-    "response_model": FaceDetectionOut,
+    "response_model": DeepStackFaceDetectionOut,
     "responses": {
-        **_ok(
-            {
-                "success": True,
-                "predictions": [
-                    {"confidence": 0.87, "y_min": 154, "x_min": 1615, "y_max": 682, "x_max": 1983}
-                ],
-                "duration": 0.12,
-            },
-            "Faces, highest confidence first",
-        ),
         **IMAGE_ERRORS,
     },
     "summary": "DeepStack face detection",
@@ -190,11 +147,11 @@ async def face_detection(
     redis: RedisDep,
     storage: StorageDep,
     settings: SettingsDep,
-) -> FaceDetectionOut:
+) -> DeepStackFaceDetectionOut:
     image = await read_image(settings, form)
     min_confidence = form.min_confidence(service.FACE_MIN_CONFIDENCE)
     [result] = await _run(session, redis, storage, settings, caller, [image], service.FACE_TASKS)
-    return FaceDetectionOut(
+    return DeepStackFaceDetectionOut(
         predictions=service.face_predictions(result, min_confidence=min_confidence),
         duration=duration_s(request),
     )
@@ -202,35 +159,8 @@ async def face_detection(
 
 @router.post(
     "/v1/vision/face/recognize",
-    response_model=RecognitionOut,
-    responses={
-        **_ok(
-            {
-                "success": True,
-                "predictions": [
-                    {
-                        "confidence": 0.83,
-                        "userid": "obama",
-                        "y_min": 61,
-                        "x_min": 202,
-                        "y_max": 159,
-                        "x_max": 281,
-                    },
-                    {
-                        "confidence": 0,
-                        "userid": "unknown",
-                        "y_min": 237,
-                        "x_min": 869,
-                        "y_max": 732,
-                        "x_max": 1214,
-                    },
-                ],
-                "duration": 0.16,
-            },
-            "Each face with its person, or `unknown` (confidence 0); highest confidence first",
-        ),
-        **IMAGE_ERRORS,
-    },
+    response_model=DeepStackRecognitionOut,
+    responses=IMAGE_ERRORS,
     summary="DeepStack face recognition against this key's people",
     description="Runs the image as a job (tasks `faces,identify`); each face is matched "
     "against the people of the calling key (the same people as /v1/people). A face whose "
@@ -252,23 +182,20 @@ async def recognize(
     redis: RedisDep,
     storage: StorageDep,
     settings: SettingsDep,
-) -> RecognitionOut:
+) -> DeepStackRecognitionOut:
     image = await read_image(settings, form)
     min_confidence = form.min_confidence(service.RECOGNIZE_MIN_CONFIDENCE)
     [result] = await _run(
         session, redis, storage, settings, caller, [image], service.RECOGNIZE_TASKS
     )
     predictions = await service.recognize(session, caller, result, min_confidence=min_confidence)
-    return RecognitionOut(predictions=predictions, duration=duration_s(request))
+    return DeepStackRecognitionOut(predictions=predictions, duration=duration_s(request))
 
 
 @router.post(
     "/v1/vision/face/register",
-    response_model=RegisterOut,
-    responses={
-        **_ok({"success": True, "message": "face added", "duration": 0.4}, "Faces enrolled"),
-        **IMAGE_ERRORS,
-    },
+    response_model=DeepStackRegisterOut,
+    responses=IMAGE_ERRORS,
     summary="DeepStack face registration: ADDS the photos' faces to the person `userid`",
     description="`userid` plus any number of image files under any field names. Each photo's "
     "largest face is enrolled to the calling key's person named `userid` (created when "
@@ -289,11 +216,11 @@ async def register(
     redis: RedisDep,
     storage: StorageDep,
     settings: SettingsDep,
-) -> RegisterOut:
+) -> DeepStackRegisterOut:
     if not form.files:
         raise DeepStackError("No valid image file found")
     userid = form.userid()
-    images = [await read_upload(settings, form, upload) for upload in form.files]
+    images = [await read_upload(settings, field, upload) for field, upload in form.files]
     created = await service.start_jobs(
         session, storage, settings, images, tasks=service.FACE_TASKS, owner=caller
     )
@@ -309,31 +236,27 @@ async def register(
         await session.commit()
         raise
     await service.discard_jobs(session, storage, job_ids)
-    return RegisterOut(message=message, duration=duration_s(request))
+    return DeepStackRegisterOut(message=message, duration=duration_s(request))
 
 
 @router.post(
     "/v1/vision/face/list",
-    response_model=FaceListOut,
-    responses={
-        **_ok({"success": True, "faces": ["biden", "obama"], "duration": 0.003}, "Userids"),
-        **GALLERY_ERRORS,
-    },
+    response_model=DeepStackFaceListOut,
+    responses=GALLERY_ERRORS,
     summary="DeepStack: the userids (people with faces) of this key",
     openapi_extra=_form({API_KEY_FIELD: _KEY}, [], body_required=False),
 )
 async def list_faces(
-    request: Request, caller: ReadCaller, form: FormDep, session: SessionDep
-) -> FaceListOut:
-    del form  # read by the key dependency; list takes nothing else
+    request: Request, caller: ReadCaller, session: SessionDep
+) -> DeepStackFaceListOut:
     faces = await service.list_userids(session, caller)
-    return FaceListOut(faces=faces, duration=duration_s(request))
+    return DeepStackFaceListOut(faces=faces, duration=duration_s(request))
 
 
 @router.post(
     "/v1/vision/face/delete",
-    response_model=DeleteOut,
-    responses={**_ok({"success": True, "duration": 0.01}, "Deleted"), **GALLERY_ERRORS},
+    response_model=DeepStackDeleteOut,
+    responses=GALLERY_ERRORS,
     summary="DeepStack: delete the person `userid` of this key and all their faces",
     description="400 when the key has no such userid (DeepStack answered success for any).",
     openapi_extra=_form(
@@ -342,18 +265,15 @@ async def list_faces(
 )
 async def delete_face(
     request: Request, caller: WriteCaller, form: FormDep, session: SessionDep
-) -> DeleteOut:
+) -> DeepStackDeleteOut:
     await service.delete_userid(session, caller, form.userid())
-    return DeleteOut(duration=duration_s(request))
+    return DeepStackDeleteOut(duration=duration_s(request))
 
 
 @router.post(
     "/v1/vision/face/match",
-    response_model=MatchOut,
-    responses={
-        **_ok({"success": True, "similarity": 0.91, "duration": 0.3}, "Similarity"),
-        **IMAGE_ERRORS,
-    },
+    response_model=DeepStackMatchOut,
+    responses=IMAGE_ERRORS,
     summary="DeepStack: similarity of the largest faces of two images",
     openapi_extra=_form({API_KEY_FIELD: _KEY}, [], any_files=True),
 )
@@ -365,7 +285,7 @@ async def match(
     redis: RedisDep,
     storage: StorageDep,
     settings: SettingsDep,
-) -> MatchOut:
+) -> DeepStackMatchOut:
     # middlewares.CheckFaceMatch's three refusals, in its words.
     if not form.files:
         raise DeepStackError("No valid image file found")
@@ -373,39 +293,16 @@ async def match(
         raise DeepStackError("expected two image files, only one found")
     if len(form.files) > 2:
         raise DeepStackError("only two images allowed")
-    images = [await read_upload(settings, form, upload) for upload in form.files]
+    images = [await read_upload(settings, field, upload) for field, upload in form.files]
     results = await _run(session, redis, storage, settings, caller, images, service.FACE_TASKS)
     similarity = await service.match(session, settings, results)
-    return MatchOut(similarity=similarity, duration=duration_s(request))
+    return DeepStackMatchOut(similarity=similarity, duration=duration_s(request))
 
 
 @router.post(
     "/v1/vision/alpr",
-    response_model=AlprOut,
-    responses={
-        **_ok(
-            {
-                "success": True,
-                "predictions": [
-                    {
-                        "confidence": 0.99,
-                        "label": "Plate: KX51RTA",
-                        "plate": "KX51RTA",
-                        "y_min": 136,
-                        "x_min": 623,
-                        "y_max": 153,
-                        "x_max": 673,
-                    }
-                ],
-                "message": "Found Plate: KX51RTA",
-                "processMs": 2410,
-                "inferenceMs": 2302,
-                "duration": 2.41,
-            },
-            "Plates read on vehicles, highest confidence first",
-        ),
-        **IMAGE_ERRORS,
-    },
+    response_model=CodeProjectAlprOut,
+    responses=IMAGE_ERRORS,
     summary="CodeProject.AI licence plate reader (Blue Iris's ALPR)",
     description="Runs the image as a job with task `plates` (vehicles from the object "
     "detector, text read inside each; listed in /v1/jobs, counted per plate in /v1/stats) and "
@@ -428,18 +325,20 @@ async def alpr(
     redis: RedisDep,
     storage: StorageDep,
     settings: SettingsDep,
-) -> AlprOut:
-    upload = form.file("upload") or form.file("image") or next(iter(form.files), None)
-    if upload is None:
+) -> CodeProjectAlprOut:
+    # CodeProject.AI's modules take the request's first image, whatever its field: `upload`
+    # (Blue Iris), `image` (DeepStack's name), else the first file part.
+    named = [(f, u) for f, u in form.files if f in ("upload", "image")]
+    if not (chosen := next(iter(named or form.files), None)):
         raise DeepStackError("No valid image file found")
-    image = await read_upload(settings, form, upload)
+    image = await read_upload(settings, *chosen)
     min_confidence = form.min_confidence(service.PLATE_MIN_CONFIDENCE)
     [result] = await _run(session, redis, storage, settings, caller, [image], service.PLATE_TASKS)
     predictions = await service.plate_predictions(
         session, result.job, min_confidence=min_confidence
     )
     took_s = duration_s(request)
-    return AlprOut(
+    return CodeProjectAlprOut(
         predictions=predictions,
         message=service.plates_message(predictions),
         processMs=round(took_s * 1000),

@@ -2,7 +2,7 @@
 (johnolafenwa/DeepStack server/response/response.go): boxes in integer pixels of the image as
 sent, confidences in [0, 1], `duration` in seconds."""
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 UNKNOWN_USERID = "unknown"
 
@@ -13,7 +13,7 @@ class DeepStackErrorOut(BaseModel):
     duration: float = Field(default=0.0, description="seconds the API spent on the request")
 
 
-class ObjectPrediction(BaseModel):
+class DeepStackObjectPrediction(BaseModel):
     confidence: float = Field(examples=[0.91])
     label: str = Field(description="COCO class name", examples=["person"])
     y_min: int
@@ -22,7 +22,7 @@ class ObjectPrediction(BaseModel):
     x_max: int
 
 
-class FacePrediction(BaseModel):
+class DeepStackFacePrediction(BaseModel):
     confidence: float = Field(examples=[0.87])
     y_min: int
     x_min: int
@@ -30,7 +30,7 @@ class FacePrediction(BaseModel):
     x_max: int
 
 
-class RecognizedFace(BaseModel):
+class DeepStackRecognizedFace(BaseModel):
     confidence: float = Field(
         description="similarity to the person (0 for unknown)", examples=[0.83]
     )
@@ -41,25 +41,109 @@ class RecognizedFace(BaseModel):
     x_max: int
 
 
-class DetectionOut(BaseModel):
+class DeepStackDetectionOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "success": True,
+                    "predictions": [
+                        {
+                            "confidence": 0.91,
+                            "label": "dog",
+                            "y_min": 221,
+                            "x_min": 131,
+                            "y_max": 541,
+                            "x_max": 311,
+                        },
+                        {
+                            "confidence": 0.62,
+                            "label": "bicycle",
+                            "y_min": 128,
+                            "x_min": 120,
+                            "y_max": 420,
+                            "x_max": 570,
+                        },
+                    ],
+                    "duration": 0.21,
+                }
+            ]
+        }
+    )
+
     success: bool = True
-    predictions: list[ObjectPrediction] = Field(description="highest confidence first")
+    predictions: list[DeepStackObjectPrediction] = Field(description="highest confidence first")
     duration: float = 0.0
 
 
-class FaceDetectionOut(BaseModel):
+class DeepStackFaceDetectionOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "success": True,
+                    "predictions": [
+                        {
+                            "confidence": 0.87,
+                            "y_min": 154,
+                            "x_min": 1615,
+                            "y_max": 682,
+                            "x_max": 1983,
+                        }
+                    ],
+                    "duration": 0.12,
+                }
+            ]
+        }
+    )
+
     success: bool = True
-    predictions: list[FacePrediction] = Field(description="highest confidence first")
+    predictions: list[DeepStackFacePrediction] = Field(description="highest confidence first")
     duration: float = 0.0
 
 
-class RecognitionOut(BaseModel):
+class DeepStackRecognitionOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "success": True,
+                    "predictions": [
+                        {
+                            "confidence": 0.83,
+                            "userid": "obama",
+                            "y_min": 61,
+                            "x_min": 202,
+                            "y_max": 159,
+                            "x_max": 281,
+                        },
+                        {
+                            "confidence": 0,
+                            "userid": "unknown",
+                            "y_min": 237,
+                            "x_min": 869,
+                            "y_max": 732,
+                            "x_max": 1214,
+                        },
+                    ],
+                    "duration": 0.16,
+                }
+            ]
+        }
+    )
+
     success: bool = True
-    predictions: list[RecognizedFace] = Field(description="highest confidence first")
+    predictions: list[DeepStackRecognizedFace] = Field(description="highest confidence first")
     duration: float = 0.0
 
 
-class RegisterOut(BaseModel):
+class DeepStackRegisterOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"success": True, "message": "face added", "duration": 0.4}]
+        }
+    )
+
     success: bool = True
     message: str = Field(
         description="`face added` for a new userid, `face updated` for one that existed",
@@ -68,24 +152,36 @@ class RegisterOut(BaseModel):
     duration: float = 0.0
 
 
-class FaceListOut(BaseModel):
+class DeepStackFaceListOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"success": True, "faces": ["biden", "obama"], "duration": 0.003}]
+        }
+    )
+
     success: bool = True
     faces: list[str] = Field(description="every registered userid", examples=[["obama", "biden"]])
     duration: float = 0.0
 
 
-class DeleteOut(BaseModel):
+class DeepStackDeleteOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"success": True, "duration": 0.01}]})
+
     success: bool = True
     duration: float = 0.0
 
 
-class MatchOut(BaseModel):
+class DeepStackMatchOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"success": True, "similarity": 0.91, "duration": 0.3}]}
+    )
+
     success: bool = True
     similarity: float = Field(description="similarity of the two faces", examples=[0.91])
     duration: float = 0.0
 
 
-class PlatePrediction(BaseModel):
+class CodeProjectPlatePrediction(BaseModel):
     """CodeProject.AI's ALPR module (codeproject/CodeProject.AI-ALPR, ALPR.py): one plate."""
 
     confidence: float = Field(description="the plate string's recognition confidence")
@@ -97,9 +193,34 @@ class PlatePrediction(BaseModel):
     x_max: int
 
 
-class AlprOut(BaseModel):
+class CodeProjectAlprOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "success": True,
+                    "predictions": [
+                        {
+                            "confidence": 0.99,
+                            "label": "Plate: KX51RTA",
+                            "plate": "KX51RTA",
+                            "y_min": 136,
+                            "x_min": 623,
+                            "y_max": 153,
+                            "x_max": 673,
+                        }
+                    ],
+                    "message": "Found Plate: KX51RTA",
+                    "processMs": 2410,
+                    "inferenceMs": 2302,
+                    "duration": 2.41,
+                }
+            ]
+        }
+    )
+
     success: bool = True
-    predictions: list[PlatePrediction] = Field(description="highest confidence first")
+    predictions: list[CodeProjectPlatePrediction] = Field(description="highest confidence first")
     message: str = Field(examples=["Found Plate: KX51RTA"])
     processMs: int = Field(description="milliseconds the API spent")  # CodeProject.AI's name
     inferenceMs: int = Field(description="milliseconds of the job's inference")

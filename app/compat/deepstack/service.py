@@ -15,7 +15,10 @@ face.py and detection.py, server/server.go):
   call: replacing would keep only the last). A photo with no face is skipped, as DeepStack did;
   none at all is 400 "no face detected". The largest face of a photo is the one enrolled (as
   DeepStack took one face per photo), on the gallery's quality terms (size, blur, pose).
-- recognize: a face whose best similarity is below min_confidence is `unknown` with confidence 0.
+- recognize and match report the gallery's similarity, calibrated per embedding model
+  (app/calibration.py: same person ≥ ~0.6, strangers < ~0.4, whatever the model), where
+  DeepStack reported (cosine + 1) / 2 of its own embedder. A face whose similarity is below
+  min_confidence is `unknown` with confidence 0.
 - delete: an unknown userid is a 400 here (DeepStack answered success for anything).
 """
 
@@ -23,17 +26,17 @@ import uuid
 from collections.abc import Sequence
 
 from redis.asyncio import Redis
-from sqlalchemy import delete, exists, select
+from sqlalchemy import ColumnElement, delete, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.apikeys.service import Principal
 from app.compat.deepstack.errors import DeepStackError
 from app.compat.deepstack.schemas import (
     UNKNOWN_USERID,
-    FacePrediction,
-    ObjectPrediction,
-    PlatePrediction,
-    RecognizedFace,
+    CodeProjectPlatePrediction,
+    DeepStackFacePrediction,
+    DeepStackObjectPrediction,
+    DeepStackRecognizedFace,
 )
 from app.gallery import matching
 from app.gallery import service as gallery
@@ -51,15 +54,6 @@ FACE_DETECTOR_CONFIDENCE = 0.55
 FACE_TASKS = ("faces",)
 RECOGNIZE_TASKS = ("faces", "identify")  # the job's own record names the faces too
 OBJECT_TASKS = ("objects",)
-
-
-def reported_similarity(model: str, cosine: float) -> float:
-    """The similarity DeepStack's clients see (recognize's confidence, match's similarity).
-
-    The gallery's own similarity (cosine of the two embeddings); a client thresholds it with
-    fixed numbers (min_confidence 0.67, Double Take's 0.60 / 0.40)."""
-    del model
-    return round(float(cosine), 4)
 
 
 # --- jobs --------------------------------------------------------------------------------------
@@ -132,7 +126,7 @@ def _box(box: Sequence[float], job: Job) -> dict[str, int]:
 
 async def object_predictions(
     session: AsyncSession, job: Job, *, min_confidence: float
-) -> list[ObjectPrediction]:
+) -> list[DeepStackObjectPrediction]:
     """COCO objects of a finished job at or above min_confidence, highest first."""
     rows = await session.scalars(
         select(Detection)
@@ -140,7 +134,7 @@ async def object_predictions(
         .order_by(Detection.score.desc(), Detection.id)
     )
     return [
-        ObjectPrediction(
+        DeepStackObjectPrediction(
             confidence=round(d.score, 4), label=d.label or "object", **_box(d.box, job)
         )
         for d in rows
@@ -148,10 +142,14 @@ async def object_predictions(
     ]
 
 
-def face_predictions(result: gallery.JobFaces, *, min_confidence: float) -> list[FacePrediction]:
+def face_predictions(
+    result: gallery.JobFaces, *, min_confidence: float
+) -> list[DeepStackFacePrediction]:
     faces = sorted(result.faces, key=lambda f: -f.detection.score)
     return [
-        FacePrediction(confidence=round(f.detection.score, 4), **_box(f.detection.box, result.job))
+        DeepStackFacePrediction(
+            confidence=round(f.detection.score, 4), **_box(f.detection.box, result.job)
+        )
         for f in faces
         if f.detection.score >= min_confidence
     ]
@@ -166,7 +164,7 @@ def _detected(result: gallery.JobFaces) -> list[gallery.Face]:
 
 async def recognize(
     session: AsyncSession, owner: Principal, result: gallery.JobFaces, *, min_confidence: float
-) -> list[RecognizedFace]:
+) -> list[DeepStackRecognizedFace]:
     """Each face with the caller's nearest enrolled person, or `unknown` (confidence 0) when
     the similarity is below min_confidence; highest confidence first."""
     await matching.use_exact_hnsw_filtering(session)
@@ -177,12 +175,10 @@ async def recognize(
             session, embedding.embedding, model=embedding.model, owner_id=owner.owner_id, limit=1
         )
         userid, confidence = UNKNOWN_USERID, 0.0
-        if nearest:
-            similarity = reported_similarity(embedding.model, nearest[0].similarity)
-            if similarity >= min_confidence:
-                userid, confidence = nearest[0].name, similarity
+        if nearest and nearest[0].similarity >= min_confidence:
+            userid, confidence = nearest[0].name, nearest[0].similarity
         predictions.append(
-            RecognizedFace(
+            DeepStackRecognizedFace(
                 confidence=confidence, userid=userid, **_box(face.detection.box, result.job)
             )
         )
@@ -193,19 +189,17 @@ async def recognize(
 async def match(
     session: AsyncSession, settings: Settings, results: list[gallery.JobFaces]
 ) -> float:
-    """Similarity of the largest face of each of two images (the gallery's verify)."""
+    """Calibrated similarity of the largest face of each of two images (the gallery's verify)."""
     if any(not _detected(r) for r in results):
         raise DeepStackError("no face found")
     kept = [gallery.JobFaces(r.upload, r.job, _detected(r)) for r in results]
-    verdict = await gallery.verify(session, settings, kept)
-    model = kept[0].largest_face().embedding.model
-    return reported_similarity(model, verdict.similarity)
+    return (await gallery.verify(session, settings, kept)).similarity
 
 
 # --- the gallery as DeepStack's userids ----------------------------------------------------------
 
 
-def _owned_by(owner: Principal):  # type: ignore[no-untyped-def]
+def _owned_by(owner: Principal) -> ColumnElement[bool]:
     """People of the calling key: the gallery its recognize calls match against (as a job's
     identify step does), whoever the key is; admin keys too."""
     return Person.owner_id.is_not_distinct_from(owner.owner_id)
@@ -272,7 +266,7 @@ PLATE_MIN_CONFIDENCE = 0.0
 
 async def plate_predictions(
     session: AsyncSession, job: Job, *, min_confidence: float
-) -> list[PlatePrediction]:
+) -> list[CodeProjectPlatePrediction]:
     """The plates of a finished `plates` job, highest confidence first: each plate's own box
     (not its vehicle's), as CodeProject.AI's module reports it."""
     rows = await session.scalars(
@@ -286,7 +280,7 @@ async def plate_predictions(
             continue
         plate = str(d.attributes.get("plate", ""))
         predictions.append(
-            PlatePrediction(
+            CodeProjectPlatePrediction(
                 confidence=round(d.score, 4),
                 label=f"Plate: {plate}",
                 plate=plate,
@@ -296,7 +290,7 @@ async def plate_predictions(
     return predictions
 
 
-def plates_message(predictions: Sequence[PlatePrediction]) -> str:
+def plates_message(predictions: Sequence[CodeProjectPlatePrediction]) -> str:
     """The module's `message`: the first three plates' labels, "..." after more."""
     if not predictions:
         return "No plates found"

@@ -35,7 +35,9 @@ class LiveLookout:
         return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
 
 
-@pytest.fixture(scope="session")
+# Package scope: the worker process must be gone before other tests run their own consumer
+# on the same stream (it would take their jobs, whose images it cannot see).
+@pytest.fixture(scope="package")
 def live(servers, models_dir, tmp_path_factory) -> Iterator[LiveLookout]:  # type: ignore[no-untyped-def]
     data_dir = tmp_path_factory.mktemp("deepstack-live")
     env = lookout_env(
