@@ -162,6 +162,9 @@ class ModelSettings(BaseModel):
     # buffalo_sc: SCRFD-500M + ArcFace w600k_mbf (512-d). Tests use scrfd_mobilefacenet.
     face_pack: str = "buffalo_sc"
     object_pack: str = "yolox_nano"
+    # PP-OCR files from the rapidocr-onnxruntime wheel (text.engine=ppocr): ppocr_v4 or
+    # ppocr_v4_upright (no angle classifier). `lookout models list` shows every pack.
+    text_pack: str = "ppocr_v4"
     # onnxruntime execution providers in order of preference; unavailable ones are skipped.
     # CUDA where this onnxruntime build has it (onnxruntime-gpu: Dockerfile.worker's GPU
     # variant), else CPU: the CPU package never lists CUDA, so CPU machines are unaffected.
@@ -241,6 +244,33 @@ class ObjectSettings(BaseModel):
     classes: list[str] | None = None
 
 
+class TextSettings(BaseModel):
+    """The `text` and `plates` tasks (workers/detectors/text.py)."""
+
+    # ppocr: the models.text_pack ONNX files; tesseract: Debian's tesseract-ocr, installed
+    # separately (a worker set to it refuses to start without the binary).
+    engine: Literal["ppocr", "tesseract"] = "ppocr"
+    # A region is kept when its string's recognition confidence reaches this (0..1).
+    score_threshold: float = Field(default=0.5, ge=0, le=1)
+    # PP-OCR detector input: longer side at most max_side_px; small images are enlarged
+    # until the shorter side reaches min_side_px.
+    max_side_px: int = Field(default=960, ge=64)
+    min_side_px: int = Field(default=640, ge=32)
+    box_threshold: float = Field(default=0.5, ge=0, le=1)
+    tesseract_command: str = "tesseract"
+    tesseract_languages: str = "eng"  # e.g. eng+deu (each needs tesseract-ocr-<lang>)
+    tesseract_psm: int = Field(default=3, ge=0, le=13)  # page segmentation mode
+
+
+class PlateSettings(BaseModel):
+    """The `plates` task: text read inside vehicles found by the object detector."""
+
+    vehicle_classes: list[str] = ["car", "truck", "bus", "motorcycle"]
+    # Full match on the string upper-cased with all but A-Z and 0-9 removed. Default: 4-10
+    # letters and digits, at least one digit.
+    pattern: str = r"(?=.*[0-9])[A-Z0-9]{4,10}"
+
+
 class DecodeSettings(BaseModel):
     # JPEGs at least twice this size on the longer side decode at 1/2, 1/4 or 1/8 scale (libjpeg
     # DCT scaling: far less work and memory), never below this. The models letterbox to ≤ 640 px,
@@ -295,6 +325,8 @@ class Settings(BaseSettings):
     models: ModelSettings = ModelSettings()
     faces: FaceSettings = FaceSettings()
     objects: ObjectSettings = ObjectSettings()
+    text: TextSettings = TextSettings()
+    plates: PlateSettings = PlateSettings()
     nodes: NodeSettings = NodeSettings()
     decode: DecodeSettings = DecodeSettings()
     gallery: GallerySettings = GallerySettings()

@@ -209,11 +209,19 @@ def finish(
         width=image.width,
         height=image.height,
         detections=[d.scaled(image.scale) for d in detections],
-        counts=dict(Counter(d.label or d.kind for d in detections)),
+        counts=dict(Counter(count_key(d) for d in detections)),
         decode_ms=image.decode_ms,
         inference_ms=inference_ms,
         processed_jpeg=render(image.pixels, detections),
     )
+
+
+def count_key(detection: Detection) -> str:
+    """What a detection counts as in the job's counts (and so in /v1/stats): its label, and for
+    a plate `plate:<string>`, so that each plate is counted on its own."""
+    if detection.kind == "plate" and detection.attributes.get("plate"):
+        return f"plate:{detection.attributes['plate']}"
+    return detection.label or detection.kind
 
 
 def with_detections(
@@ -247,13 +255,22 @@ def run_pipeline(
 
 # --- rendering ---------------------------------------------------------------------------------
 
-_COLORS = {"face": (80, 220, 60), "object": (40, 160, 255), "qr": (230, 80, 200)}
+_COLORS = {
+    "face": (80, 220, 60),
+    "object": (40, 160, 255),
+    "qr": (230, 80, 200),
+    "text": (180, 60, 240),
+    "plate": (0, 210, 250),
+}
+# Kinds whose landmarks are the corners of a polygon, drawn as its outline.
+_OUTLINED = frozenset({"qr", "text", "plate"})
 _LANDMARK_COLOR = (0, 0, 255)
 _MAX_CAPTION_CHARS = 48
 
 
 def caption(detection: Detection) -> str:
-    """What is written by a box: identity / gender, age for faces; class; QR payload."""
+    """What is written by a box: identity / gender, age for faces; class; QR payload; the text
+    read; the plate."""
     attributes = detection.attributes
     if detection.kind == "face":
         parts = []
@@ -269,22 +286,30 @@ def caption(detection: Detection) -> str:
         text = ", ".join(parts) if parts else "face"
         return f"{text} {detection.score:.2f}"
     if detection.kind == "qr":
-        payload = str(attributes.get("payload", ""))
-        if len(payload) > _MAX_CAPTION_CHARS:
-            payload = payload[: _MAX_CAPTION_CHARS - 3] + "..."
-        return f"QR: {payload}"
+        return f"QR: {_shortened(str(attributes.get('payload', '')))}"
+    if detection.kind == "text":
+        return _shortened(str(attributes.get("text", "")))
+    if detection.kind == "plate":
+        return f"PLATE {attributes.get('plate', '')}"
     return f"{detection.label or detection.kind} {detection.score:.2f}"
 
 
+def _shortened(text: str) -> str:
+    if len(text) > _MAX_CAPTION_CHARS:
+        return text[: _MAX_CAPTION_CHARS - 3] + "..."
+    return text
+
+
 def render(image: ImageBGR, detections: Sequence[Detection]) -> bytes:
-    """The image with every detection drawn (box or QR outline, key points, caption)."""
+    """The image with every detection drawn (a box, or the outline of a QR code, text region or
+    plate; key points; caption)."""
     canvas = image.copy()
     thickness = max(1, round(max(canvas.shape[:2]) / 500))
     font_scale = 0.4 * thickness
     for detection in detections:
         color = _COLORS.get(detection.kind, (255, 255, 255))
         x1, y1, x2, y2 = (round(v) for v in detection.box)
-        if detection.kind == "qr" and detection.landmarks:
+        if detection.kind in _OUTLINED and detection.landmarks:
             outline = np.array([[round(x), round(y)] for x, y in detection.landmarks], np.int32)
             cv2.polylines(canvas, [outline], True, color, thickness)
         else:
@@ -296,11 +321,12 @@ def render(image: ImageBGR, detections: Sequence[Detection]) -> bytes:
             text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness
         )
         top = max(0, y1 - text_h - baseline - 2)
-        cv2.rectangle(canvas, (x1, top), (x1 + text_w, top + text_h + baseline + 2), color, -1)
+        left = max(0, min(x1, canvas.shape[1] - text_w))  # a caption near the edge stays whole
+        cv2.rectangle(canvas, (left, top), (left + text_w, top + text_h + baseline + 2), color, -1)
         cv2.putText(
             canvas,
             text,
-            (x1, top + text_h + 1),
+            (left, top + text_h + 1),
             cv2.FONT_HERSHEY_SIMPLEX,
             font_scale,
             (0, 0, 0),

@@ -83,7 +83,8 @@ async def upload_image(
     tasks: Annotated[
         str | None,
         Form(
-            description="comma-separated, from faces, objects, qr; default faces",
+            description="comma-separated, from faces, objects, qr, text, plates, identify; "
+            "default faces",
             examples=["faces,objects,qr"],
         ),
     ] = None,

@@ -38,19 +38,21 @@ class DetectionOut(BaseModel):
         "POST /v1/faces/{face_id}/promote",
         examples=[42],
     )
-    kind: str = Field(examples=["face"])
+    kind: str = Field(description="face, object, qr, text or plate", examples=["face"])
     label: str | None = Field(default=None, examples=["face"])
     score: float = Field(examples=[0.87])
     box: list[float] = Field(description="x1, y1, x2, y2 in pixels", examples=[[10, 20, 110, 150]])
     landmarks: list[list[float]] | None = Field(
         default=None,
         description="key points in pixels: a face's five (eyes, nose, mouth corners), "
-        "a QR code's four corners",
+        "a QR code's, a text region's or a plate's four corners (top-left, top-right, "
+        "bottom-right, bottom-left)",
     )
     attributes: dict[str, Any] = Field(
         default_factory=dict,
         description="faces: embedding_model, age, gender (when the pack has genderage); "
-        "QR codes: payload",
+        "QR codes: payload; text: text, line (0-based, reading order); plates: plate "
+        "(upper-case letters and digits), text (as read), vehicle {label, score, box}",
         examples=[{"embedding_model": "w600k_mbf", "age": 31, "gender": "female"}],
     )
 
@@ -75,6 +77,12 @@ class JobSummary(BaseModel):
 
 class JobDetail(JobSummary):
     detections: list[DetectionOut] = Field(default_factory=list)
+    text: str | None = Field(
+        default=None,
+        description="tasks=text: the text found, in reading order (a line's regions joined by "
+        "spaces, lines by newlines; empty when there is none); null for jobs without the task",
+        examples=["Region-based segmentation\nLet us first determine markers of the coins"],
+    )
 
 
 class JobPage(BaseModel):

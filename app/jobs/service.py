@@ -32,8 +32,9 @@ from app.storage import Storage
 
 # Tasks a job may ask for. The detectors behind each live in workers/detectors/registry.py;
 # `identify` has none: it labels the faces task's detections from the gallery (workers/gallery.py)
-# and so always comes with `faces`.
-TASKS = ("faces", "objects", "qr", "identify")
+# and so always comes with `faces`. `text`: text regions and the full text (OCR); `plates`:
+# licence plates read inside the vehicles the object detector finds.
+TASKS = ("faces", "objects", "qr", "text", "plates", "identify")
 DEFAULT_TASKS = ("faces",)
 
 # The name of the job's node, as a column of a query on Job: the list and the worker's locking
@@ -303,9 +304,23 @@ def job_summary(job: Job, *, node_name: str | None = None) -> JobSummary:
     )
 
 
+def full_text(detections: list[Detection]) -> str:
+    """The strings of the `text` detections (stored in reading order): a line's regions joined
+    by spaces, lines by newlines."""
+    lines: dict[int, list[str]] = {}
+    for detection in detections:
+        if detection.kind == "text":
+            line = int(detection.attributes.get("line", 0))
+            lines.setdefault(line, []).append(str(detection.attributes.get("text", "")))
+    return "\n".join(" ".join(lines[n]) for n in sorted(lines))
+
+
 def job_detail(job: Job, detections: list[Detection], *, node_name: str | None = None) -> JobDetail:
     return JobDetail(
         **job_summary(job, node_name=node_name).model_dump(),
+        text=full_text(detections)
+        if "text" in job.tasks and job.status == JobStatus.done
+        else None,
         detections=[
             DetectionOut(
                 id=d.id,

@@ -77,6 +77,11 @@ class OnnxModel:
         ]
 
     @property
+    def metadata(self) -> dict[str, str]:
+        """The model's custom metadata (e.g. a PP-OCR recogniser's character dictionary)."""
+        return dict(self.session.get_modelmeta().custom_metadata_map)
+
+    @property
     def fixed_batch(self) -> int | None:
         """The batch size baked into the graph (1 for most exports), or None when dynamic."""
         batch = self.input_shape[0] if self.input_shape else None

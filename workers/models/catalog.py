@@ -43,6 +43,9 @@ class ModelFile:
     url: str | None
     archive_member: str | None = None
     size_bytes: int | None = None  # when known: a cheap first check before hashing
+    # Shipped inside an installed Python distribution: (distribution name, path in it). Found
+    # there when it is in neither LOOKOUT_MODELS_DIR nor the cache; never downloaded.
+    wheel: tuple[str, str] | None = None
 
     @property
     def source_name(self) -> str:
@@ -110,7 +113,25 @@ class ObjectPack:
         return (self.model,)
 
 
-Pack = FacePack | ObjectPack
+@dataclass(frozen=True)
+class TextPack:
+    """PP-OCR: DB text detector, CTC recogniser (its character dictionary is in the model's
+    metadata), optional 0/180° angle classifier. Preprocessing: workers/detectors/text.py."""
+
+    name: str
+    description: str
+    detector: ModelFile
+    recognizer: ModelFile
+    classifier: ModelFile | None = None
+    kind: Literal["text"] = "text"
+
+    @property
+    def files(self) -> tuple[ModelFile, ...]:
+        optional = (self.classifier,) if self.classifier is not None else ()
+        return (self.detector, self.recognizer, *optional)
+
+
+Pack = FacePack | ObjectPack | TextPack
 
 # --- files -------------------------------------------------------------------------------------
 
@@ -189,6 +210,36 @@ YOLOX_S = ModelFile(
     size_bytes=35_858_002,
 )
 
+# PP-OCR ONNX exports shipped in the rapidocr-onnxruntime wheel (Apache-2.0), installed with
+# --no-deps (Makefile `install`): only its model files are used, never its code.
+RAPIDOCR_WHEEL = "rapidocr-onnxruntime"
+RAPIDOCR_VERSION = "1.4.4"
+RAPIDOCR_LICENSE = "Apache-2.0 (PaddleOCR models, RapidOCR ONNX exports)"
+PPOCR_V4_DET = ModelFile(
+    name="ch_PP-OCRv4_det_infer.onnx",
+    sha256="d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9",
+    license=RAPIDOCR_LICENSE,
+    url=None,
+    size_bytes=4_745_517,
+    wheel=(RAPIDOCR_WHEEL, "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx"),
+)
+PPOCR_V4_REC = ModelFile(
+    name="ch_PP-OCRv4_rec_infer.onnx",
+    sha256="48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b",
+    license=RAPIDOCR_LICENSE,
+    url=None,
+    size_bytes=10_857_958,
+    wheel=(RAPIDOCR_WHEEL, "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx"),
+)
+PPOCR_MOBILE_V2_CLS = ModelFile(
+    name="ch_ppocr_mobile_v2.0_cls_infer.onnx",
+    sha256="e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c",
+    license=RAPIDOCR_LICENSE,
+    url=None,
+    size_bytes=585_532,
+    wheel=(RAPIDOCR_WHEEL, "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx"),
+)
+
 # --- preprocessing: app/embedders.py (the API and the migrations need the embedders too) -------
 
 # --- packs -------------------------------------------------------------------------------------
@@ -237,6 +288,21 @@ PACKS: dict[str, Pack] = {
             model=YOLOX_S,
             input_size_px=640,
         ),
+        TextPack(
+            name="ppocr_v4",
+            description="PP-OCRv4 det + rec (Chinese and Latin script, 6623 characters) + "
+            "angle classifier; from the rapidocr-onnxruntime wheel; default",
+            detector=PPOCR_V4_DET,
+            recognizer=PPOCR_V4_REC,
+            classifier=PPOCR_MOBILE_V2_CLS,
+        ),
+        TextPack(
+            name="ppocr_v4_upright",
+            description="PP-OCRv4 det + rec without the angle classifier (text known to be "
+            "upright: cameras, plates)",
+            detector=PPOCR_V4_DET,
+            recognizer=PPOCR_V4_REC,
+        ),
     )
 }
 
@@ -262,8 +328,18 @@ def object_pack(settings: Settings) -> ObjectPack:
     return pack
 
 
+def text_pack(settings: Settings) -> TextPack:
+    pack = get_pack(settings.models.text_pack)
+    if not isinstance(pack, TextPack):
+        raise ModelError(f"LOOKOUT_MODELS__TEXT_PACK={pack.name} is not a text pack")
+    return pack
+
+
 def configured_packs(settings: Settings) -> list[Pack]:
-    return [face_pack(settings), object_pack(settings)]
+    packs: list[Pack] = [face_pack(settings), object_pack(settings)]
+    if settings.text.engine == "ppocr":
+        packs.append(text_pack(settings))
+    return packs
 
 
 def packs_named(settings: Settings, names: Sequence[str]) -> list[Pack]:

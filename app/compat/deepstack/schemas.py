@@ -179,3 +179,49 @@ class DeepStackMatchOut(BaseModel):
     success: bool = True
     similarity: float = Field(description="similarity of the two faces", examples=[0.91])
     duration: float = 0.0
+
+
+class CodeProjectPlatePrediction(BaseModel):
+    """CodeProject.AI's ALPR module (codeproject/CodeProject.AI-ALPR, ALPR.py): one plate."""
+
+    confidence: float = Field(description="the plate string's recognition confidence")
+    label: str = Field(description="'Plate: ' + plate", examples=["Plate: KX51RTA"])
+    plate: str = Field(description="upper-case letters and digits", examples=["KX51RTA"])
+    y_min: int
+    x_min: int
+    y_max: int
+    x_max: int
+
+
+class CodeProjectAlprOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "success": True,
+                    "predictions": [
+                        {
+                            "confidence": 0.99,
+                            "label": "Plate: KX51RTA",
+                            "plate": "KX51RTA",
+                            "y_min": 136,
+                            "x_min": 623,
+                            "y_max": 153,
+                            "x_max": 673,
+                        }
+                    ],
+                    "message": "Found Plate: KX51RTA",
+                    "processMs": 2410,
+                    "inferenceMs": 2302,
+                    "duration": 2.41,
+                }
+            ]
+        }
+    )
+
+    success: bool = True
+    predictions: list[CodeProjectPlatePrediction] = Field(description="highest confidence first")
+    message: str = Field(examples=["Found Plate: KX51RTA"])
+    processMs: int = Field(description="milliseconds the API spent")  # CodeProject.AI's name
+    inferenceMs: int = Field(description="milliseconds of the job's inference")
+    duration: float = 0.0

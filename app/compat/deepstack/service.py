@@ -33,6 +33,7 @@ from app.apikeys.service import Principal
 from app.compat.deepstack.errors import DeepStackError
 from app.compat.deepstack.schemas import (
     UNKNOWN_USERID,
+    CodeProjectPlatePrediction,
     DeepStackFacePrediction,
     DeepStackObjectPrediction,
     DeepStackRecognizedFace,
@@ -255,3 +256,45 @@ async def delete_userid(session: AsyncSession, owner: Principal, userid: str) ->
     if not deleted.all():
         raise DeepStackError(f"userid {userid!r} is not registered")
     await session.flush()
+
+
+# --- CodeProject.AI's licence plate reader ------------------------------------------------------
+
+PLATE_TASKS = ("plates",)
+# CodeProject.AI's ALPR answers every plate it reads; Lookout's text engine already drops strings
+# read with less than text.score_threshold.
+PLATE_MIN_CONFIDENCE = 0.0
+
+
+async def plate_predictions(
+    session: AsyncSession, job: Job, *, min_confidence: float
+) -> list[CodeProjectPlatePrediction]:
+    """The plates of a finished `plates` job, highest confidence first: each plate's own box
+    (not its vehicle's), as CodeProject.AI's module reports it."""
+    rows = await session.scalars(
+        select(Detection)
+        .where(Detection.job_id == job.id, Detection.kind == "plate")
+        .order_by(Detection.score.desc(), Detection.id)
+    )
+    predictions = []
+    for d in rows:
+        if d.score < min_confidence:
+            continue
+        plate = str(d.attributes.get("plate", ""))
+        predictions.append(
+            CodeProjectPlatePrediction(
+                confidence=round(d.score, 4),
+                label=f"Plate: {plate}",
+                plate=plate,
+                **_box(d.box, job),
+            )
+        )
+    return predictions
+
+
+def plates_message(predictions: Sequence[CodeProjectPlatePrediction]) -> str:
+    """The module's `message`: the first three plates' labels, "..." after more."""
+    if not predictions:
+        return "No plates found"
+    labels = ", ".join(p.label for p in predictions[:3])
+    return f"Found {labels}" + ("..." if len(predictions) > 3 else "")

@@ -59,6 +59,14 @@ async def test_names_are_unique_among_nodes_in_service(client):
     assert (await client.post("/v1/nodes", json={"name": "cam"})).status_code == 201
 
 
+async def test_a_node_policy_may_ask_for_text_and_plates(client):
+    node = (await client.post("/v1/nodes", json={"name": "gate", "tasks": ["plates"]})).json()
+    assert node["tasks"] == ["plates"]
+    changed = await client.patch(f"/v1/nodes/{node['id']}", json={"tasks": ["text", "objects"]})
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["tasks"] == ["text", "objects"]
+
+
 async def test_registration_refuses_unknown_tasks_and_bad_names(client):
     unknown = await client.post("/v1/nodes", json={"name": "cam", "tasks": ["faces", "ufo"]})
     assert unknown.status_code == 422
