@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,31 @@ SHUTDOWN_GRACE_S = 30.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Every error a user can cause is one line on stderr, never a traceback:
+    a missing file, a bad setting, a refused request (exit 1)."""
+    from pydantic import ValidationError
+
+    from app.errors import AppError
+
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:
+        return 130
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'settings'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        print(f"lookout: invalid settings: {problems}", file=sys.stderr)
+    except AppError as exc:
+        print(f"lookout: {exc.detail}", file=sys.stderr)
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"lookout: {exc.strerror or exc}{where and ':' + where}", file=sys.stderr)
+    return 1
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="lookout", description="Lookout vision inference gateway")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("up", help="start everything locally (embedded Postgres/Redis if no URLs)")
@@ -45,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker = commands.add_parser("worker", help="run detector workers")
     worker.add_argument("--processes", type=int, help="worker processes (default from settings)")
     worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+    worker.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
     commands.add_parser("migrate", help="upgrade the database schema")
     apikey = commands.add_parser("apikey", help="manage client API keys")
     apikey_commands = apikey.add_subparsers(dest="apikey_command", required=True)
@@ -74,9 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     settings = get_settings()
+    if args.command in ("apikey", "maintain", "migrate", "nodes", "people"):
+        settings = with_local_stack(settings)
     if args.command == "nodes":
-        server = args.server or f"http://{settings.api.host}:{settings.api.port}"
-        return manage_nodes(args, server)
+        return manage_nodes(args, settings)
     if args.command == "node":
         from app.logging import configure_logging
 
@@ -90,7 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from workers.pool import serve
 
         return serve(
-            settings, processes=args.processes or settings.worker.processes, burst=args.burst
+            settings,
+            processes=args.processes or settings.worker.processes,
+            burst=args.burst,
+            index=args.index,
         )
     if args.command == "migrate":
         from app.db import migrate
@@ -99,13 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("database schema is up to date")
         return 0
     if args.command == "apikey":
-        from app.errors import AppError
-
-        try:
-            return asyncio.run(apikey_command(settings, args))
-        except AppError as exc:
-            print(f"lookout: {exc.detail}", file=sys.stderr)
-            return 1
+        return asyncio.run(apikey_command(settings, args))
     if args.command == "maintain":
         return asyncio.run(maintain_once(settings))
     if args.command == "models":
@@ -140,11 +164,15 @@ def _add_node_commands(commands: "argparse._SubParsersAction[argparse.ArgumentPa
     nodes = commands.add_parser("nodes", help="register, list and revoke edge nodes (admin)")
     actions = nodes.add_subparsers(dest="action", required=True)
     server = argparse.ArgumentParser(add_help=False)
-    server.add_argument("--server", help="API base URL (default: the local API from settings)")
+    server.add_argument(
+        "--server",
+        help="API base URL (default: LOOKOUT_CLIENT__URL, else the `lookout up` of this data "
+        "dir, else http://127.0.0.1:8000)",
+    )
     server.add_argument(
         "--api-key",
-        help="an admin API key (lookout apikey create … --scopes admin); not needed "
-        "when the server runs with keys off (dev)",
+        help="an admin API key (lookout apikey create … --scopes admin; default "
+        "LOOKOUT_CLIENT__API_KEY); not needed when the server runs with keys off (dev)",
     )
     register = actions.add_parser(
         "register", parents=[server], help="register a node; prints its id and secret"
@@ -192,12 +220,42 @@ def _add_node_commands(commands: "argparse._SubParsersAction[argparse.ArgumentPa
     )
 
 
-def manage_nodes(args: argparse.Namespace, server: str) -> int:
+def with_local_stack(settings: Settings) -> Settings:
+    """Fill in what the user did not set from the `lookout up` running on this data dir (its
+    lock file records its URLs): admin commands in a second terminal find the embedded
+    Postgres and Redis, client commands its API."""
+    from app.embedded import running_stack
+
+    stack = running_stack(settings.data_dir)
+    if stack is None:
+        return settings
+    updates: dict[str, Any] = {}
+    if settings.database.url is None and stack.get("database_url"):
+        updates["database"] = settings.database.model_copy(update={"url": stack["database_url"]})
+    if settings.redis.url is None and stack.get("redis_url"):
+        updates["redis"] = settings.redis.model_copy(update={"url": stack["redis_url"]})
+    if "url" not in settings.client.model_fields_set and stack.get("api_url"):
+        updates["client"] = settings.client.model_copy(update={"url": stack["api_url"]})
+    return settings.model_copy(update=updates)
+
+
+def client_headers(settings: Settings, api_key: str | None = None) -> dict[str, str]:
+    """The one client config of every remote command: LOOKOUT_CLIENT__API_KEY, or --api-key."""
+    key = api_key or (
+        settings.client.api_key.get_secret_value() if settings.client.api_key else None
+    )
+    return {"X-API-Key": key} if key else {}
+
+
+def manage_nodes(args: argparse.Namespace, settings: Settings) -> int:
     import httpx
 
+    server = args.server or settings.client.url
     try:
-        headers = {"X-API-Key": args.api_key} if args.api_key else {}
-        with httpx.Client(base_url=server, timeout=30.0, headers=headers) as http:
+        headers = client_headers(settings, args.api_key)
+        with httpx.Client(
+            base_url=server, timeout=settings.client.timeout_s, headers=headers
+        ) as http:
             if args.action == "register":
                 body: dict[str, Any] = {"name": args.name, "store_frames": args.store_frames}
                 if args.tasks:
@@ -281,7 +339,7 @@ def _print_fleet(fleet: dict[str, Any], *, as_json: bool) -> None:
 
 def run_node(args: argparse.Namespace) -> int:
     """The edge node client until Ctrl-C / SIGTERM (or the end of a non-looping video file)."""
-    from app.nodes.client import NodeClient, NodeClientConfig
+    from app.nodes.client import AuthRefused, NodeClient, NodeClientConfig
 
     try:
         secret = args.secret_file.read_text().strip()
@@ -312,7 +370,12 @@ def run_node(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         await NodeClient(config).run(stop)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except AuthRefused as exc:
+        # Final: a wrong secret or a revoked node does not heal by retrying.
+        print(f"lookout: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -324,9 +387,15 @@ async def people_command(settings: Settings, args: argparse.Namespace) -> int:
     if args.people_command == "enroll":
         people = {args.name: list(args.photos)}
     else:
+        if not args.directory.is_dir():
+            print(f"lookout: no such directory: {args.directory}", file=sys.stderr)
+            return 1
         people = people_in(args.directory)
-    key = settings.client.api_key
-    headers = {"X-API-Key": key.get_secret_value()} if key is not None else {}
+    missing = [str(p) for photos in people.values() for p in photos if not p.is_file()]
+    if missing:
+        print(f"lookout: no such photo: {', '.join(missing)}", file=sys.stderr)
+        return 1
+    headers = client_headers(settings)
     try:
         async with httpx.AsyncClient(
             base_url=settings.client.url, headers=headers, timeout=settings.client.timeout_s
@@ -343,7 +412,10 @@ async def people_command(settings: Settings, args: argparse.Namespace) -> int:
 
 def _require(value: str | None, variable: str) -> str:
     if value is None:
-        sys.exit(f"lookout: {variable} is not set (or use `lookout up` for embedded servers)")
+        sys.exit(
+            f"lookout: {variable} is not set and no `lookout up` is running on this data dir "
+            "(LOOKOUT_DATA_DIR); start one, or set the variable"
+        )
     return value
 
 
@@ -457,10 +529,19 @@ def run_api(settings: Settings, *, host: str | None, port: int | None) -> int:
 
 
 def up(settings: Settings) -> int:
-    """Supervise embedded servers (if needed), migrations, the API and the workers."""
+    """Embedded servers (if needed), migrations, the API and the workers, supervised.
+
+    The data dir is locked first: a second `up` on it stops with the first one's pid. A part
+    that dies is restarted with backoff (app/supervisor.py); one that keeps dying stops it all.
+    Ctrl-C stops in order: the API, then the workers (drained), then Redis, then Postgres.
+    """
     from app.db import migrate
-    from app.embedded import EmbeddedServices, start_embedded
+    from app.embedded import DataDirBusy, DataDirLock, EmbeddedServices, start_embedded
+    from app.logging import configure_logging
+    from app.supervisor import GiveUp, Part, Supervisor
     from workers import models
+
+    configure_logging(settings)
 
     # Models first: a missing file is one clear message before anything starts, rather than
     # an API that accepts jobs no worker can run.
@@ -470,23 +551,14 @@ def up(settings: Settings) -> int:
     except models.ModelError as exc:
         print(f"lookout: {exc}", file=sys.stderr)
         return 2
+    try:
+        lock = DataDirLock(settings.data_dir)
+    except DataDirBusy as exc:
+        print(f"lookout: {exc}", file=sys.stderr)
+        return 1
     embedded: EmbeddedServices | None = None
-    env = dict(os.environ)
-    if settings.database.url is None or settings.redis.url is None:
-        embedded = start_embedded(settings.data_dir)
-        if settings.database.url is None:
-            env["LOOKOUT_DATABASE__URL"] = embedded.database_url
-        if settings.redis.url is None:
-            env["LOOKOUT_REDIS__URL"] = embedded.redis_url
-    if _zero_config_dev(settings):
-        # `make up` + curl with no key, as the quickstart promises: a dev server on loopback.
-        # Only when the user chose neither an environment nor auth, and nothing else can reach
-        # the port; anything else keeps API keys on.
-        env["LOOKOUT_ENV"] = "dev"
-        env["LOOKOUT_AUTH__ENABLED"] = "false"
-    elif settings.env == "local" and is_placeholder(settings.secret_key.get_secret_value()):
-        # Zero-config: a random secret of this data dir rather than a placeholder.
-        env["LOOKOUT_SECRET_KEY"] = _local_secret_key(settings.data_dir)
+    supervisor = Supervisor()
+    worker_names = [f"worker-{i}" for i in range(settings.worker.processes)]
     stopping = False
 
     def request_stop(_signum: int, _frame: object) -> None:
@@ -495,37 +567,121 @@ def up(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    children: list[subprocess.Popen[bytes]] = []
     exit_code = 0
     try:
-        migrate(env["LOOKOUT_DATABASE__URL"])
-        # Children ignore the terminal's Ctrl-C (own session); we stop them in order below.
-        names = ("api", "worker")
-        for name in names:
-            children.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "app.cli", name], env=env, start_new_session=True
-                )
+        busy = _port_in_use(settings.api.host, settings.api.port)
+        if busy:
+            print(
+                f"lookout: port {settings.api.port} on {settings.api.host} is in use ({busy}); "
+                "stop what uses it or set LOOKOUT_API__PORT",
+                file=sys.stderr,
             )
+            return 1
+        env = dict(os.environ)
+        if settings.database.url is None or settings.redis.url is None:
+            embedded = start_embedded(settings.data_dir)
+            if settings.database.url is None:
+                env["LOOKOUT_DATABASE__URL"] = embedded.database_url
+            if settings.redis.url is None:
+                env["LOOKOUT_REDIS__URL"] = embedded.redis_url
+        keys_off = _zero_config_dev(settings)
+        if keys_off:
+            # `make up` + curl with no key, as the quickstart promises: a dev server on loopback.
+            # Only when the user chose neither an environment nor auth, and nothing else can
+            # reach the port; anything else keeps API keys on.
+            env["LOOKOUT_ENV"] = "dev"
+            env["LOOKOUT_AUTH__ENABLED"] = "false"
+        elif settings.env == "local" and is_placeholder(settings.secret_key.get_secret_value()):
+            # Zero-config: a random secret of this data dir rather than a placeholder.
+            env["LOOKOUT_SECRET_KEY"] = _local_secret_key(settings.data_dir)
+        # /health/ready reports a degraded pool when fewer than these are alive.
+        env["LOOKOUT_WORKER__EXPECTED"] = str(len(worker_names))
+        migrate(env["LOOKOUT_DATABASE__URL"])
+        if embedded is not None and settings.redis.url is None:
+            supervisor.adopt(
+                Part("redis", start=embedded.start_redis, stop=embedded.stop_redis),
+                embedded.redis_process,
+            )
+        # Children ignore the terminal's Ctrl-C (own session); we stop them in order below.
+        supervisor.add(Part("api", start=_child_starter(["api"], env), grace_s=SHUTDOWN_GRACE_S))
+        for index, name in enumerate(worker_names):
+            command = ["worker", "--processes", "1", "--index", str(index)]
+            supervisor.add(Part(name, start=_child_starter(command, env), grace_s=SHUTDOWN_GRACE_S))
         base = f"http://{settings.api.host}:{settings.api.port}"
-        print(f"Lookout is up: {base}  (docs {base}/docs, firehose ws{base[4:]}/v1/ws)", flush=True)
-        print(f"Database: {env['LOOKOUT_DATABASE__URL']}", flush=True)
-        if env.get("LOOKOUT_AUTH__ENABLED") == "false":
-            print("Dev mode on loopback: API keys are off (set LOOKOUT_ENV to require them).")
-        print("Ctrl-C stops everything. API keys: `lookout apikey create NAME`.", flush=True)
+        lock.record(
+            {
+                "api_url": base,
+                "database_url": env["LOOKOUT_DATABASE__URL"],
+                "redis_url": env["LOOKOUT_REDIS__URL"],
+            }
+        )
+        print("Starting Lookout: Postgres, Redis, the API and the workers…", flush=True)
+        announced = False
+        next_probe = 0.0
         while not stopping:
-            exited = [(n, c) for n, c in zip(names, children, strict=True) if c.poll() is not None]
-            if exited:
-                name, child = exited[0]
-                print(f"lookout: the {name} process exited ({child.returncode}); stopping")
-                exit_code = 1
-                break
+            supervisor.poll()
+            if not announced and time.monotonic() >= next_probe:
+                next_probe = time.monotonic() + 0.5
+                if _ready(base):
+                    announced = True
+                    _print_banner(base, env, keys_off=keys_off)
             time.sleep(0.2)
+    except GiveUp as exc:
+        print(f"lookout: {exc}", file=sys.stderr, flush=True)
+        exit_code = 1
     finally:
-        _stop_children(children)
+        # API first (no new work), then workers (they finish what they hold), then Redis.
+        supervisor.stop([["api"], worker_names, ["redis"]])
         if embedded is not None:
             embedded.stop()
+        lock.release()
     return exit_code
+
+
+def _child_starter(
+    command: list[str], env: dict[str, str]
+) -> Callable[[], subprocess.Popen[bytes]]:
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "app.cli", *command], env=env, start_new_session=True
+        )
+
+    return start
+
+
+def _port_in_use(host: str, port: int) -> str | None:
+    """Why the API could not listen on host:port, or None when it can."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
+def _ready(base: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{base}/health/ready", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _print_banner(base: str, env: dict[str, str], *, keys_off: bool) -> None:
+    print(f"Lookout is up: {base}  (docs {base}/docs, firehose ws{base[4:]}/v1/ws)", flush=True)
+    print(f"Database: {env['LOOKOUT_DATABASE__URL']}", flush=True)
+    if keys_off:
+        print(
+            "WARNING: dev mode on loopback, API keys are OFF: any request is accepted, with or "
+            "without X-API-Key. To require keys: LOOKOUT_ENV=local lookout up",
+            flush=True,
+        )
+    print("Ctrl-C stops everything. API keys: `lookout apikey create NAME`.", flush=True)
 
 
 def _zero_config_dev(settings: Settings) -> bool:
@@ -541,19 +697,6 @@ def _local_secret_key(data_dir: Path) -> str:
         path.write_text(secrets.token_urlsafe(48))
         path.chmod(0o600)
     return path.read_text().strip()
-
-
-def _stop_children(children: list[subprocess.Popen[bytes]]) -> None:
-    for child in children:
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + SHUTDOWN_GRACE_S
-    for child in children:
-        try:
-            child.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
 
 
 if __name__ == "__main__":

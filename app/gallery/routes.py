@@ -42,6 +42,7 @@ PERSON_ERRORS: dict[int | str, dict[str, Any]] = {
 IMAGE_ERRORS: dict[int | str, dict[str, Any]] = {
     **BODY_ERRORS,
     413: _error(413, "An image over the size limit", "payload_too_large"),
+    415: _error(415, "Not a JPEG, PNG or WebP image", "unsupported_image_type"),
     422: _error(422, "An image is unusable; the detail names it and says why", "unusable_face"),
     504: _error(504, "No worker finished the image(s) in time", "worker_timeout"),
 }

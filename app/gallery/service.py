@@ -237,7 +237,11 @@ async def create_jobs(
         try:
             infos.append(inspect_image(upload.data, max_pixels=settings.api.max_image_pixels))
         except AppError as exc:
-            raise InvalidInput(f"{upload.name}: {exc.detail}", code=exc.code) from exc
+            # The same status and code as /v1/images for the same file (415 for a file that is
+            # not an image, 422 for a corrupt one, 413 for too many pixels), naming the upload.
+            raise AppError(
+                f"{upload.name}: {exc.detail}", code=exc.code, status=exc.status
+            ) from exc
     return [
         await jobs.create_job(
             session, storage, image=upload.data, info=info, tasks=tasks, owner_id=owner_id

@@ -330,6 +330,18 @@ class ServerRefused(Exception):
     """The server answered with an error status (bad credentials, revoked node, …)."""
 
 
+class AuthRefused(ServerRefused):
+    """The server refused the node's credentials (wrong secret, unknown or revoked node).
+
+    Final: trying again cannot help, so the client stops instead of reconnecting forever.
+    """
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"the server refused this node's credentials ({status}): {detail}")
+        self.status = status
+        self.detail = detail
+
+
 class NodeClient:
     def __init__(
         self, config: NodeClientConfig, *, transport: httpx.AsyncBaseTransport | None = None
@@ -352,7 +364,11 @@ class NodeClient:
         self._token_fetched_at = 0.0
 
     async def run(self, stop: asyncio.Event | None = None) -> NodeReport:
-        """Capture and stream until `stop` is set or a file source ends. Never raises for I/O."""
+        """Capture and stream until `stop` is set or a file source ends.
+
+        Never raises for I/O (the server down or restarting: reconnect with backoff); raises
+        AuthRefused when the server refuses the node's credentials, which no retry can fix.
+        """
         stop = stop or asyncio.Event()
         backoff_s = self.config.backoff_min_s
         async with httpx.AsyncClient(
@@ -364,7 +380,11 @@ class NodeClient:
                     connected_at = time.monotonic()
                     try:
                         await self._session(http, stop)
-                    except Exception as exc:  # the server is down, restarting or refusing us
+                    except AuthRefused as exc:
+                        self.last_error = str(exc)
+                        log.error("node_refused", status=exc.status, detail=exc.detail)
+                        raise
+                    except Exception as exc:  # the server is down or restarting
                         self.report.connection_failures += 1
                         self.last_error = _describe(exc)
                         if time.monotonic() - connected_at > 2 * self.config.backoff_max_s:
@@ -586,6 +606,8 @@ class NodeClient:
             "/v1/nodes/token",
             json={"node_id": str(self.config.node_id), "secret": self.config.secret},
         )
+        if response.status_code in (401, 403):
+            raise AuthRefused(response.status_code, _error_detail(response))
         _raise_for_status(response)
         self._token = TokenOut.model_validate_json(response.content)
         self._token_fetched_at = time.monotonic()
@@ -610,6 +632,14 @@ def _raise_for_status(response: httpx.Response) -> None:
             f"{response.request.method} {response.request.url.path} → "
             f"{response.status_code} {response.text[:300]}"
         )
+
+
+def _error_detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+        return str(body.get("detail") or body)[:300]
+    except ValueError:
+        return response.text[:300]
 
 
 def _describe(exc: BaseException) -> str:
