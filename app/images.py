@@ -93,13 +93,56 @@ def inspect_image(data: bytes, *, max_pixels: int) -> ImageInfo:
 _INFLATE_STEP = 1 << 20
 
 
+# Channels per PNG colour type (grey, RGB, palette, grey+alpha, RGBA).
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+# Adam7 passes: (x start, y start, x step, y step).
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def _png_rows(header: bytes) -> list[tuple[int, int]]:
+    """(row count, bytes per row including its filter byte) of each pass of the image."""
+    width, height, bit_depth, colour_type, _, _, interlace = struct.unpack(">IIBBBBB", header)
+    bits = bit_depth * _PNG_CHANNELS.get(colour_type, 4)
+    passes = _ADAM7 if interlace == 1 else ((0, 0, 1, 1),)
+    rows = []
+    for x0, y0, dx, dy in passes:
+        pass_width = max(0, (width - x0 + dx - 1) // dx)
+        pass_height = max(0, (height - y0 + dy - 1) // dy)
+        if pass_width and pass_height:
+            rows.append((pass_height, 1 + (pass_width * bits + 7) // 8))
+    return rows
+
+
 def _check_png_body(data: bytes) -> None:
-    """Every chunk's CRC, and the IDAT zlib stream inflates to its end. Raises InvalidImage."""
-    pos = 8
+    """Every chunk's CRC; the IDAT zlib stream inflates to its end, to exactly the bytes the
+    header's dimensions need, and every row starts with a valid filter type (0–4). The inflated
+    bytes are looked at in steps and dropped: no pixels are kept or unfiltered."""
+    rows = _png_rows(data[16:29])
+    expected = sum(count * stride for count, stride in rows)
+    boundaries = iter([(n, stride) for n, stride in rows])
+    row_count, stride = next(boundaries, (0, 1))
+    next_row_at = 0  # offset of the next filter byte in the inflated stream
+    pass_end = row_count * stride
+    inflated = 0
     inflater = zlib.decompressobj()
     saw_data = False
+
+    def take(out: bytes) -> None:
+        nonlocal inflated, next_row_at, pass_end, stride
+        end = inflated + len(out)
+        while next_row_at < end and next_row_at < expected:
+            if out[next_row_at - inflated] > 4:
+                raise InvalidImage("the PNG pixel data is corrupt (a row has no valid filter)")
+            next_row_at += stride
+            if next_row_at >= pass_end:
+                count, stride = next(boundaries, (0, 1))
+                next_row_at = pass_end
+                pass_end += count * stride
+        inflated = end
+
+    pos = 8
     try:
-        while pos + 8 <= len(data):
+        while pos + 12 <= len(data):
             (length,) = struct.unpack_from(">I", data, pos)
             chunk_type = data[pos + 4 : pos + 8]
             body = data[pos + 8 : pos + 8 + length]
@@ -110,19 +153,20 @@ def _check_png_body(data: bytes) -> None:
             if chunk_type == b"IDAT":
                 saw_data = True
                 pending = body
-                while pending:
-                    inflater.decompress(pending, _INFLATE_STEP)
+                while pending and not inflater.eof:
+                    take(inflater.decompress(pending, _INFLATE_STEP))
                     pending = inflater.unconsumed_tail
+                    if inflated > expected:
+                        break
             if chunk_type == b"IEND":
                 break
             pos += 12 + length
-        if saw_data and not inflater.eof:
-            while inflater.unconsumed_tail:
-                inflater.decompress(inflater.unconsumed_tail, _INFLATE_STEP)
     except zlib.error as exc:
         raise InvalidImage(f"the PNG pixel data is corrupt ({exc})") from exc
-    if not saw_data or not inflater.eof:
-        raise InvalidImage("the PNG pixel data is corrupt (its compressed stream is incomplete)")
+    if not saw_data or not inflater.eof or inflated != expected:
+        raise InvalidImage(
+            f"the PNG pixel data is corrupt ({inflated} bytes where its size needs {expected})"
+        )
 
 
 def _check_webp_body(data: bytes) -> None:

@@ -35,7 +35,6 @@ def up_env(data_dir: Path, port: int, models_dir: Path) -> dict[str, str]:
         LOOKOUT_WORKER__RETRY_BACKOFF_S="0.3",
         LOOKOUT_MAINTENANCE__INTERVAL_S="1",
         LOOKOUT_MAINTENANCE__RECONCILE_GRACE_S="2",
-        LOOKOUT_AUTH__RATE_LIMIT_REQUESTS="0",
     )
     return env
 
