@@ -85,7 +85,7 @@ class JobFaces:
 
 
 def _visible(person: Person | None, viewer: Principal) -> bool:
-    return person is not None and (viewer.sees_every_job or person.owner_id == viewer.owner_id)
+    return person is not None and (viewer.sees_every_person or person.owner_id == viewer.owner_id)
 
 
 async def get_person(session: AsyncSession, person_id: uuid.UUID, viewer: Principal) -> Person:
@@ -187,8 +187,8 @@ async def list_people(
         .order_by(Person.created_at.desc(), Person.id.desc())
         .limit(limit + 1)
     )
-    if not viewer.sees_every_job:
-        query = query.where(Person.owner_id == viewer.owner_id)
+    if not viewer.sees_every_person:
+        query = query.where(Person.owner_id.is_not_distinct_from(viewer.owner_id))
     if name:
         escaped = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         query = query.where(Person.name.ilike(f"%{escaped}%", escape="\\"))

@@ -94,7 +94,10 @@ async def test_the_same_bad_file_gets_the_same_answer_on_every_image_route(
         "faces/search": client.post("/v1/faces/search", files={"image": ("f", body, "image/jpeg")}),
         "verify": client.post(
             "/v1/verify",
-            files=[("image_a", ("f", body, "image/jpeg")), ("image_b", ("t1.jpg", T1, "image/jpeg"))],
+            files=[
+                ("image_a", ("f", body, "image/jpeg")),
+                ("image_b", ("t1.jpg", T1, "image/jpeg")),
+            ],
         ),
         "enroll": client.post(
             f"/v1/people/{person['id']}/faces", files={"images": ("f", body, "image/jpeg")}

@@ -12,9 +12,7 @@ from tests.images import blank, write_video
 
 
 @pytest.mark.timeout(120)
-def test_node_run_with_a_wrong_secret_exits_non_zero_with_the_reason(
-    servers, models_dir, tmp_path
-):
+def test_node_run_with_a_wrong_secret_exits_non_zero_with_the_reason(servers, models_dir, tmp_path):
     env = lookout_env(
         database_url=servers.database_url,
         redis_url=servers.redis_url,

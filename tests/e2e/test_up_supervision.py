@@ -157,7 +157,7 @@ def test_up_locks_its_data_dir_restarts_what_dies_and_stops_in_order(tmp_path, m
         # finishes (the reconciler re-enqueues what the new, empty Redis never saw).
         image = shared_image("scenes/t1.jpg")
         accepted = []
-        for _ in range(8):
+        for _ in range(16):
             response = httpx.post(
                 f"{base_url}/v1/images",
                 files={"image": ("t1.jpg", image, "image/jpeg")},
@@ -166,6 +166,7 @@ def test_up_locks_its_data_dir_restarts_what_dies_and_stops_in_order(tmp_path, m
             assert response.status_code == 202, response.text
             accepted.append(response.json()["id"])
         redis.kill()
+        killed_at = len(log_path.read_text())
         wait_for(
             lambda: bool(re.search(r"part_restarted.*part=redis", log_path.read_text())),
             "Redis restarted",
@@ -192,6 +193,9 @@ def test_up_locks_its_data_dir_restarts_what_dies_and_stops_in_order(tmp_path, m
             up,
             log_path,
         )
+        # Jobs the new, empty Redis never saw came back through the reconciler: the kill
+        # really lost queued work, and none of it stayed lost.
+        assert "job_reenqueued" in log_path.read_text()[killed_at:]
         new_redis = children_named(up, "redis-server")
         assert len(new_redis) == 1 and new_redis[0].pid != redis.pid
 

@@ -388,3 +388,36 @@ async def test_an_enrollment_no_worker_finished_leaves_no_job_behind(client, app
         app.state.lookout.settings.gallery.wait_s = 30.0
     assert response.status_code == 504, response.text
     await assert_no_job_data(engine, storage)
+
+
+async def test_keys_off_is_one_gallery_listed_enrolled_and_identified_alike(
+    settings, client, worker
+):
+    """Dev mode (keys off) is one anonymous owner: it sees only the people made with keys off,
+    enrolls only into them, and identify finds whom it enrolled. A key's people stay its own."""
+    from app.settings import AuthSettings
+    from tests.conftest import serve_app
+
+    keyed = (await client.post("/v1/people", json={"name": "keyed"})).json()  # an admin key's
+    keys_off = settings.model_copy(update={"auth": AuthSettings(enabled=False), "env": "dev"})
+    async with serve_app(keys_off) as anonymous:
+        listed = (await anonymous.get("/v1/people")).json()["items"]
+        assert [p["name"] for p in listed] == []
+        assert (await anonymous.get(f"/v1/people/{keyed['id']}")).status_code == 404
+        refused = await anonymous.post(
+            f"/v1/people/{keyed['id']}/faces", files=files(TRAIN / "obama" / "obama.jpg")
+        )
+        assert refused.status_code == 404
+
+        person = (await anonymous.post("/v1/people", json={"name": "barack"})).json()
+        enrolled = await anonymous.post(
+            f"/v1/people/{person['id']}/faces", files=files(*sorted((TRAIN / "obama").iterdir()))
+        )
+        assert enrolled.status_code == 200, enrolled.text
+        assert [p["name"] for p in (await anonymous.get("/v1/people")).json()["items"]] == [
+            "barack"
+        ]
+        assert names(await identify(anonymous, "faces/test/obama1.jpg")) == ["barack"]
+    # The admin key still sees every key's people, the anonymous one included.
+    everyone = {p["name"] for p in (await client.get("/v1/people")).json()["items"]}
+    assert everyone == {"keyed", "barack"}
