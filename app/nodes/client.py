@@ -16,9 +16,10 @@ import statistics
 import time
 import uuid
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import cv2
 import httpx
@@ -28,6 +29,8 @@ from httpx_ws import AsyncWebSocketSession, aconnect_ws
 from numpy.typing import NDArray
 
 from app.nodes.schemas import Heartbeat, HeartbeatAck, TokenOut, TokenRefresh
+
+_T = TypeVar("_T")
 
 log = structlog.get_logger()
 
@@ -371,6 +374,7 @@ class NodeClient:
         """
         stop = stop or asyncio.Event()
         backoff_s = self.config.backoff_min_s
+        refusal: AuthRefused | None = None
         async with httpx.AsyncClient(
             base_url=self.config.server, transport=self.transport, timeout=10.0
         ) as http:
@@ -383,7 +387,8 @@ class NodeClient:
                     except AuthRefused as exc:
                         self.last_error = str(exc)
                         log.error("node_refused", status=exc.status, detail=exc.detail)
-                        raise
+                        refusal = exc  # raised once the client is closed, not through it
+                        break
                     except Exception as exc:  # the server is down or restarting
                         self.report.connection_failures += 1
                         self.last_error = _describe(exc)
@@ -400,6 +405,8 @@ class NodeClient:
                 with contextlib.suppress(asyncio.CancelledError):
                     await capture
                 self.report.frames_replaced = self.mailbox.replaced
+        if refusal is not None:
+            raise refusal
         log.info(
             "node_stopped",
             frames_read=self.report.frames_read,
@@ -422,7 +429,7 @@ class NodeClient:
         try:
             while not stop.is_set():
                 try:
-                    await asyncio.to_thread(source.open)
+                    await _finish_in_thread(source.open)
                     backoff_s = config.backoff_min_s
                     period_s = 1 / source.fps if config.realtime and source.fps else 0.0
                     next_due = time.monotonic()
@@ -432,7 +439,7 @@ class NodeClient:
                             self.gate.state == "active"
                             or now - last_examined >= config.idle_sample_s
                         )
-                        frame = await asyncio.to_thread(source.read, decode=examine)
+                        frame = await _finish_in_thread(source.read, decode=examine)
                         now = time.monotonic()
                         self.report.frames_read += 1
                         self.metrics.captured(now)
@@ -647,6 +654,18 @@ def _describe(exc: BaseException) -> str:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     return f"{type(exc).__name__}: {exc}"[:500]
+
+
+async def _finish_in_thread(function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    """asyncio.to_thread, except that a cancelled caller still waits for the thread: the
+    capture source is released right after, and OpenCV crashes (SIGSEGV) when a VideoCapture
+    is released while another thread reads from it."""
+    call = asyncio.ensure_future(asyncio.to_thread(function, *args, **kwargs))
+    try:
+        return await asyncio.shield(call)
+    except asyncio.CancelledError:
+        await asyncio.gather(call, return_exceptions=True)
+        raise
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:

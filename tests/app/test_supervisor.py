@@ -106,7 +106,8 @@ def test_the_data_dir_lock_names_the_running_pid_and_dies_with_its_holder(tmp_pa
             sys.executable,
             "-c",
             "import sys, time; from pathlib import Path; from app.embedded import DataDirLock; "
-            f"held = DataDirLock(Path({str(data_dir)!r})); print('locked', flush=True); time.sleep(60)",
+            f"held = DataDirLock(Path({str(data_dir)!r})); "
+            "print('locked', flush=True); time.sleep(60)",
         ],
         stdout=subprocess.PIPE,
     )

@@ -156,7 +156,8 @@ async def test_bad_enrollments_are_422_naming_the_image_and_store_nothing(
     assert "obama_and_biden.jpg: 3 faces found" in several.json()["detail"]
 
     not_image = await client.post(url, files=[("images", ("notes.txt", b"hello", "text/plain"))])
-    assert not_image.status_code == 422
+    assert not_image.status_code == 415  # as on /v1/images: one answer for one bad file
+    assert not_image.json()["error"] == "unsupported_image_type"
     assert not_image.json()["detail"].startswith("notes.txt: not a JPEG, PNG or WebP image")
 
     assert await count(engine, "SELECT count(*) FROM person_faces") == 0
