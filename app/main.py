@@ -18,6 +18,7 @@ from app.db import (
     create_sessionmaker,
 )
 from app.deps import API_KEY_HEADER, AppState
+from app.docs_pages import mount_docs
 from app.errors import ERROR_RESPONSES, install_error_handlers
 from app.firehose import Firehose
 from app.gallery.routes import router as gallery_router
@@ -108,8 +109,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served by mount_docs from local assets, not a CDN
+        redoc_url=None,
     )
     install_error_handlers(app)
+    mount_docs(app)
     app.include_router(jobs_router, responses=ERROR_RESPONSES)
     app.include_router(
         node_router, responses=ERROR_RESPONSES
