@@ -12,12 +12,12 @@ from PIL import Image, ImageOps
 from tests.conftest import shared_image
 from workers.detectors.base import Detection
 from workers.pipeline import (
-    class_color,
-    draw,
     BadImage,
     apply_orientation,
     caption,
+    class_color,
     decode_image,
+    draw,
     reduction_for,
     render,
     run_batch,

@@ -91,6 +91,19 @@ async def test_times_with_offsets_are_read_in_utc_and_buckets_align_to_utc(clien
     body = response.json()
     assert [(b["start"], b["counts"]) for b in body["buckets"]] == [
         ("2026-03-01T00:00:00+00:00", {"dog": 1}),
+    ]
+    filled = await client.get(
+        "/v1/stats/counts",
+        params={
+            "from": "2026-03-02T01:00:00+02:00",
+            "to": "2026-03-02T02:00:00",
+            "bucket": "1d",
+            "fill": "true",
+        },
+    )
+    body = filled.json()
+    assert [(b["start"], b["counts"]) for b in body["buckets"]] == [
+        ("2026-03-01T00:00:00+00:00", {"dog": 1}),
         ("2026-03-02T00:00:00+00:00", {}),
     ]
     # A naive `to` is UTC; the last bucket is cut short there.
@@ -105,7 +118,10 @@ async def test_without_a_node_every_job_counts(client, make_node, sessionmaker):
     body = (await client.get("/v1/stats/counts", params={"bucket": "15m"})).json()
     assert body["node_id"] is None
     assert body["totals"] == {"face": 5}
-    assert len(body["buckets"]) in (96, 97)  # one day of 15-minute buckets
+    assert len(body["buckets"]) == 1  # the empty buckets of the day are left out
+    assert body["buckets"][0]["frames"] == 2
+    filled = await client.get("/v1/stats/counts", params={"bucket": "15m", "fill": "true"})
+    assert len(filled.json()["buckets"]) in (96, 97)  # one day of 15-minute buckets
 
 
 async def test_bad_parameters_get_422_or_404(client):
