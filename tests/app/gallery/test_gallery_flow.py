@@ -422,3 +422,16 @@ async def test_keys_off_is_one_gallery_listed_enrolled_and_identified_alike(
     # The admin key still sees every key's people, the anonymous one included.
     everyone = {p["name"] for p in (await client.get("/v1/people")).json()["items"]}
     assert everyone == {"keyed", "barack"}
+
+
+async def test_a_refused_cli_enrollment_leaves_no_empty_person(client, worker, engine):
+    from app.gallery.client import enroll_people
+
+    dog = SHARED_IMAGES / "scenes" / "dog.jpg"
+    lines = await enroll_people(client, {"rex": [dog]}, show_progress=False)
+    assert lines[0].startswith("error rex:") and "dog.jpg: no face found" in lines[0], lines
+    assert await count(engine, "SELECT count(*) FROM people") == 0
+    # A person who was there before keeps existing after a refused photo.
+    await client.post("/v1/people", json={"name": "rex"})
+    await enroll_people(client, {"rex": [dog]}, show_progress=False)
+    assert await count(engine, "SELECT count(*) FROM people WHERE name = 'rex'") == 1
