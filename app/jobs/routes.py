@@ -149,7 +149,7 @@ async def upload_image(
 @router.get(
     "/v1/jobs",
     response_model=JobPage,
-    responses={**COMMON_ERRORS, 422: _error(422, "Invalid cursor", "invalid_input")},
+    responses={**COMMON_ERRORS, 422: _error(422, "Invalid cursor", "invalid_request")},
     summary="List this key's jobs (every job for admin keys), newest first",
 )
 async def list_jobs(

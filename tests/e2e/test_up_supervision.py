@@ -102,6 +102,21 @@ def test_up_locks_its_data_dir_restarts_what_dies_and_stops_in_order(tmp_path, m
         body = ready_body(base_url)
         assert body is not None and body["ready"], body
 
+        banner = log_path.read_text()
+        assert "API keys are OFF" in banner and "LOOKOUT_ENV=local lookout up" in banner
+        # An admin command in a second terminal finds the embedded stack by itself.
+        admin_env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKOUT_")}
+        created = subprocess.run(
+            [sys.executable, "-m", "app.cli", "apikey", "create", "second-terminal"],
+            env={**admin_env, "LOOKOUT_DATA_DIR": str(data_dir)},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert created.returncode == 0, created.stderr
+        assert created.stdout.startswith("lk_")
+
         # 1. A second copy on the same data dir (another port) is refused, and the first lives.
         second = subprocess.run(
             [sys.executable, "-m", "app.cli", "up"],
