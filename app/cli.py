@@ -314,7 +314,17 @@ def _print_fleet(fleet: dict[str, Any], *, as_json: bool) -> None:
     if as_json:
         print(json.dumps(fleet, indent=2))
         return
-    columns = ("id", "name", "online", "state", "fps", "p50 ms", "frames/min", "last seen")
+    columns = (
+        "id",
+        "name",
+        "online",
+        "state",
+        "capture fps",
+        "send fps",
+        "p50 ms",
+        "frames/min",
+        "last seen",
+    )
     rows = [
         (
             n["id"],
@@ -322,6 +332,7 @@ def _print_fleet(fleet: dict[str, Any], *, as_json: bool) -> None:
             "yes" if n["online"] else "no",
             n["state"] or "-",
             "-" if n["fps"] is None else f"{n['fps']:.1f}",
+            f"{n.get('send_fps', 0):.2f}",
             "-" if n["latency_ms_p50"] is None else f"{n['latency_ms_p50']:.0f}",
             str(n["frames_per_min"]),
             n["last_seen_at"] or "never",

@@ -514,8 +514,10 @@ class NodeClient:
                 error = None if task.cancelled() else task.exception()
                 if error is not None:
                     raise error
-            # The sender finished: the file ended and its last frames were answered.
-            await self._heartbeat(http)
+            # Stopped (Ctrl-C, SIGTERM): say goodbye, so the node shows offline now rather than
+            # offline_after_s later. Or the sender finished (the file ended and its last frames
+            # were answered): report the final figures.
+            await self._heartbeat(http, goodbye=stop.is_set())
 
     async def _send_frames(
         self, ws: AsyncWebSocketSession, in_flight: dict[int, float], slot_free: asyncio.Event
@@ -590,8 +592,9 @@ class NodeClient:
                     self._urgent_heartbeat.wait(), min(interval_s, self._token_refresh_in_s())
                 )
 
-    async def _heartbeat(self, http: httpx.AsyncClient) -> HeartbeatAck:
+    async def _heartbeat(self, http: httpx.AsyncClient, *, goodbye: bool = False) -> HeartbeatAck:
         heartbeat = Heartbeat(
+            goodbye=goodbye,
             fps=self.metrics.fps(time.monotonic()),
             latency_ms_p50=self.metrics.latency_ms_p50(),
             state="active" if self.gate.state == "active" else "idle",
