@@ -97,7 +97,8 @@ async def upload_image(
     tasks: Annotated[
         str | None,
         Form(
-            description="comma-separated, from faces, objects, qr; default faces",
+            description="comma-separated, from faces, objects, qr, identify (faces matched "
+            "against this key's people; implies faces); default faces",
             examples=["faces,objects,qr"],
         ),
     ] = None,

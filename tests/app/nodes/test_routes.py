@@ -34,7 +34,7 @@ async def test_registration_shows_the_secret_once_and_stores_only_its_hash(clien
     assert node["tasks"] == ["faces"]
     assert node["store_frames"] is False
     assert node["online"] is False
-    assert node["created_at"].endswith("+00:00")
+    assert node["created_at"].endswith("Z")
 
     listed = (await client.get("/v1/nodes")).json()["items"]
     assert [n["id"] for n in listed] == [node["id"]]
