@@ -187,11 +187,21 @@ async def get_node_out(
     return node_out(node, offline_after_s=offline_after_s, frames_per_min=counts.get(node.id, 0))
 
 
+def _said_goodbye(node: Node) -> bool:
+    """The node's last word was a goodbye heartbeat (state cleared, status offline), and no
+    request of its since (any request sets the status online again)."""
+    return (
+        node.status == NodeStatus.offline
+        and node.state is None
+        and node.last_heartbeat_at is not None
+    )
+
+
 def is_online(node: Node, *, offline_after_s: float, now: datetime | None = None) -> bool:
     """Seen within offline_after_s, and not offline by a goodbye heartbeat or a sweep since."""
     if node.revoked_at is not None or node.last_seen_at is None:
         return False
-    if node.status == NodeStatus.offline:  # every request of an offline node sets it online
+    if _said_goodbye(node):
         return False
     now = now or datetime.now(UTC)
     return now - node.last_seen_at < timedelta(seconds=offline_after_s)
@@ -336,8 +346,11 @@ async def record_heartbeat(
     row.last_heartbeat_at = datetime.now(UTC)
     if heartbeat.goodbye:
         # The client stops cleanly: offline now, not offline_after_s from now. Its next request
-        # brings it back online (_mark_seen).
+        # brings it back online (_mark_seen); its next heartbeat sets a state again.
         row.status = NodeStatus.offline
+        row.state = None
+        if "state" in changes:
+            changes.remove("state")
         changes.append("offline")
     await session.flush()
     return changes
