@@ -107,7 +107,7 @@ class AuthSettings(BaseModel):
 
 
 class WorkerSettings(BaseModel):
-    # One single-threaded process per core measured fastest (ARCHITECTURE.md, Models).
+    # One single-threaded process per core measured fastest (docs/architecture.md, Models).
     processes: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     # onnxruntime intra-op threads per process; processes × threads should not exceed cores.
     threads: int = Field(default=1, ge=1)
@@ -160,7 +160,7 @@ class MaintenanceSettings(BaseModel):
 
 
 class ModelSettings(BaseModel):
-    """Which model packs the workers load (see workers/models.py for the manifest)."""
+    """Which model packs the workers load (see workers/models/catalog.py for the manifest)."""
 
     # buffalo_sc: SCRFD-500M + ArcFace w600k_mbf (512-d). Tests use scrfd_mobilefacenet.
     face_pack: str = "buffalo_sc"

@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from app.embedders import MOBILEFACENET_SPEC
 from app.settings import ModelSettings, Settings, WorkerSettings
 from bench.harness import (
     bench_providers,
@@ -44,7 +45,6 @@ from workers.detectors.base import Detector
 from workers.detectors.face import Embedder, FaceDetector
 from workers.detectors.onnx import OnnxModel, RuntimeOptions
 from workers.detectors.registry import build_detectors
-from workers.models import MOBILEFACENET_SPEC
 from workers.pipeline import decode_image, run_batch
 
 REPO = Path(__file__).resolve().parent.parent

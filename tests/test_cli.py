@@ -110,7 +110,7 @@ def test_up_serves_the_quickstart_stops_cleanly_and_reuses_its_data(tmp_path, mo
 
 
 def test_keys_are_off_only_for_a_zero_config_server_on_loopback(monkeypatch):
-    from app.cli import _zero_config_dev
+    from app.cli.server import _zero_config_dev
     from app.settings import ApiSettings, AuthSettings, Settings
 
     for variable in ("LOOKOUT_ENV", "LOOKOUT_AUTH__ENABLED", "LOOKOUT_API__HOST"):

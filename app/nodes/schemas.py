@@ -1,6 +1,6 @@
 """API schemas for edge nodes, and the messages of the node socket (WS /v1/nodes/me/stream).
 
-The node client (app/nodes/client.py) imports this module and nothing else from the server.
+The node client (clients/node.py) imports this module and nothing else from the server.
 """
 
 import uuid

@@ -72,59 +72,15 @@ async def count_objects(
     start = as_utc(start) if start is not None else end - DEFAULT_SPAN
     if start >= end:
         raise InvalidInput("`from` must be earlier than `to`")
-    first = floor_to_bucket(start, bucket_s)
     span = timedelta(seconds=bucket_s)
-    bucket_starts = []
-    moment = first
-    while moment < end:
-        bucket_starts.append(moment)
-        moment += span
-        if len(bucket_starts) > MAX_BUCKETS:
-            raise InvalidInput(
-                f"that is more than {MAX_BUCKETS} buckets; use a larger bucket or a shorter span"
-            )
+    bucket_starts = _bucket_starts(floor_to_bucket(start, bucket_s), end, span)
     if node_id is not None and await session.get(Node, node_id) is None:
         raise NotFound(f"no node with id {node_id}")
-
-    bucket_start = func.date_bin(
-        literal(span, Interval()),
-        Job.created_at,
-        literal(BUCKET_ORIGIN, DateTime(timezone=True)),
-    ).label("bucket_start")
-    conditions: list[ColumnElement[bool]] = [
-        Job.status == JobStatus.done,
-        Job.created_at >= first,
-        Job.created_at < end,
-    ]
-    if node_id is not None:
-        conditions.append(Job.node_id == node_id)
-    if not viewer.sees_every_job:
-        conditions.append(or_(Job.node_id.is_not(None), Job.owner_id == viewer.owner_id))
-
-    label_counts = (
-        func.jsonb_each_text(Job.counts).table_valued("key", "value").alias("label_count")
-    )
-    per_label = await session.execute(
-        select(bucket_start, label_counts.c.key, func.sum(cast(label_counts.c.value, BigInteger)))
-        .select_from(Job)
-        .join(label_counts, true())
-        .where(*conditions)
-        .group_by(bucket_start, label_counts.c.key)
-    )
-    per_bucket = await session.execute(
-        select(bucket_start, func.count()).where(*conditions).group_by(bucket_start)
-    )
-
-    counts: dict[datetime, dict[str, int]] = defaultdict(dict)
-    totals: dict[str, int] = defaultdict(int)
-    for moment, label, n in per_label.all():
-        if n:
-            counts[as_utc(moment)][label] = int(n)
-            totals[label] += int(n)
-    frames = {as_utc(moment): int(n) for moment, n in per_bucket.all()}
+    conditions = _counted_jobs(viewer, node_id, bucket_starts[0], end)
+    counts, totals, frames = await _count(session, span, conditions)
     return CountsReport(
         node_id=node_id,
-        from_=first,
+        from_=bucket_starts[0],
         to=end,
         bucket=bucket,
         bucket_s=bucket_s,
@@ -140,3 +96,65 @@ async def count_objects(
         ],
         totals=dict(sorted(totals.items())),
     )
+
+
+def _bucket_starts(first: datetime, end: datetime, span: timedelta) -> list[datetime]:
+    """The starts of the buckets from `first` until `end`; 4xx past MAX_BUCKETS."""
+    bucket_starts = []
+    moment = first
+    while moment < end:
+        bucket_starts.append(moment)
+        moment += span
+        if len(bucket_starts) > MAX_BUCKETS:
+            raise InvalidInput(
+                f"that is more than {MAX_BUCKETS} buckets; use a larger bucket or a shorter span"
+            )
+    return bucket_starts
+
+
+def _counted_jobs(
+    viewer: Principal, node_id: uuid.UUID | None, first: datetime, end: datetime
+) -> list[ColumnElement[bool]]:
+    """The finished jobs of the span that `viewer` counts (of one node, if given)."""
+    conditions: list[ColumnElement[bool]] = [
+        Job.status == JobStatus.done,
+        Job.created_at >= first,
+        Job.created_at < end,
+    ]
+    if node_id is not None:
+        conditions.append(Job.node_id == node_id)
+    if not viewer.sees_every_job:
+        conditions.append(or_(Job.node_id.is_not(None), Job.owner_id == viewer.owner_id))
+    return conditions
+
+
+async def _count(
+    session: AsyncSession, span: timedelta, conditions: list[ColumnElement[bool]]
+) -> tuple[dict[datetime, dict[str, int]], dict[str, int], dict[datetime, int]]:
+    """(label counts per bucket start, label totals, jobs per bucket start)."""
+    bucket_start = func.date_bin(
+        literal(span, Interval()),
+        Job.created_at,
+        literal(BUCKET_ORIGIN, DateTime(timezone=True)),
+    ).label("bucket_start")
+    label_counts = (
+        func.jsonb_each_text(Job.counts).table_valued("key", "value").alias("label_count")
+    )
+    per_label = await session.execute(
+        select(bucket_start, label_counts.c.key, func.sum(cast(label_counts.c.value, BigInteger)))
+        .select_from(Job)
+        .join(label_counts, true())
+        .where(*conditions)
+        .group_by(bucket_start, label_counts.c.key)
+    )
+    per_bucket = await session.execute(
+        select(bucket_start, func.count()).where(*conditions).group_by(bucket_start)
+    )
+    counts: dict[datetime, dict[str, int]] = defaultdict(dict)
+    totals: dict[str, int] = defaultdict(int)
+    for moment, label, n in per_label.all():
+        if n:
+            counts[as_utc(moment)][label] = int(n)
+            totals[label] += int(n)
+    frames = {as_utc(moment): int(n) for moment, n in per_bucket.all()}
+    return counts, totals, frames

@@ -14,8 +14,8 @@ from sqlalchemy import select, text
 from app import streams
 from app.db import create_frames_redis, create_redis
 from app.models import Job, JobStatus
-from app.nodes.client import NodeClient, NodeClientConfig
 from app.settings import RedisSettings
+from clients.node import NodeClient, NodeClientConfig
 from tests.conftest import bearer, node_token, separate_frames_url, serve_app, shared_image
 from tests.e2e.processes import RedisServer
 from tests.images import decode, write_video

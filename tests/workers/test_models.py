@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import models_command
 from app.settings import ModelSettings, Settings
+from workers.cli import models_command
 from workers.models import (
     DET_500M,
     MOBILEFACENET,

@@ -368,7 +368,7 @@ async def test_without_a_worker_a_sync_call_ends_with_a_clear_504(client, app):
 
 
 async def test_the_cli_import_enrolls_one_folder_per_person(client, worker, engine):
-    from app.gallery.client import enroll_people, people_in
+    from clients.gallery import enroll_people, people_in
 
     lines = await enroll_people(client, people_in(TRAIN), show_progress=False)
     assert len(lines) == 5 and all(line.startswith("ok") for line in lines), lines
@@ -425,7 +425,7 @@ async def test_keys_off_is_one_gallery_listed_enrolled_and_identified_alike(
 
 
 async def test_a_refused_cli_enrollment_leaves_no_empty_person(client, worker, engine):
-    from app.gallery.client import enroll_people
+    from clients.gallery import enroll_people
 
     dog = SHARED_IMAGES / "scenes" / "dog.jpg"
     lines = await enroll_people(client, {"rex": [dog]}, show_progress=False)

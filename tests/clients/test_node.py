@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from httpx_ws.transport import ASGIWebSocketTransport
 
-from app.nodes.client import (
+from clients.node import (
     AuthRefused,
     LatestFrame,
     Metrics,

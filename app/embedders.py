@@ -1,0 +1,66 @@
+"""Face embedders: each model's name, crop preprocessing and embedding dimension.
+
+Shared by the API (the gallery's nearest-neighbour SQL, app/vectors.py), the migrations (one
+HNSW index per embedder, 0005) and the workers (the model packs in workers/models/ name one of
+these; workers/detectors/face.py runs it). It lives in app/ because app/ never imports workers/.
+"""
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class EmbedderSpec:
+    """How one face-embedding model wants its aligned crop; both ArcFace and the stand-in fit.
+
+    Images are BGR uint8; the crop is aligned with insightface's norm_crop to the ArcFace
+    five-point template at input_size_px, converted to `channel_order`, then (x - mean) / std.
+    """
+
+    model: str  # stored with every embedding; embeddings are never compared across models
+    input_size_px: int
+    layout: Literal["NCHW", "NHWC"]
+    channel_order: Literal["RGB", "BGR"]
+    mean: float
+    std: float
+    dim: int
+
+
+# insightface ArcFace exports (w600k_*): NCHW, RGB, (x - 127.5) / 127.5, 512-d.
+ARCFACE_MBF = EmbedderSpec(
+    model="w600k_mbf",
+    input_size_px=112,
+    layout="NCHW",
+    channel_order="RGB",
+    mean=127.5,
+    std=127.5,
+    dim=512,
+)
+ARCFACE_R50 = EmbedderSpec(
+    model="w600k_r50",
+    input_size_px=112,
+    layout="NCHW",
+    channel_order="RGB",
+    mean=127.5,
+    std=127.5,
+    dim=512,
+)
+# The stand-in: NHWC, RGB, (x - 127.5) / 128, 192-d (verified in MODELS.md).
+MOBILEFACENET_SPEC = EmbedderSpec(
+    model="mobilefacenet",
+    input_size_px=112,
+    layout="NHWC",
+    channel_order="RGB",
+    mean=127.5,
+    std=128.0,
+    dim=192,
+)
+
+# Every embedder the product knows. The gallery's per-model HNSW indexes (migration 0005) and
+# its nearest-neighbour SQL are built from this list: one source of truth for names and dims.
+EMBEDDER_SPECS: tuple[EmbedderSpec, ...] = (ARCFACE_MBF, ARCFACE_R50, MOBILEFACENET_SPEC)
+
+
+def embedder_dims() -> dict[str, int]:
+    """Embedding dimension by model name, for every known embedder."""
+    return {spec.model: spec.dim for spec in EMBEDDER_SPECS}
