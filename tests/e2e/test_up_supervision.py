@@ -220,6 +220,9 @@ def test_up_locks_its_data_dir_restarts_what_dies_and_stops_in_order(tmp_path, m
         assert up.wait(timeout=90) == 0, log_path.read_text()[-3000:]
     finally:
         if up.poll() is None:
+            # Redis and the other parts have sessions of their own: kill them by pid too.
+            for child in psutil.Process(up.pid).children(recursive=True):
+                child.kill()
             os.killpg(up.pid, signal.SIGKILL)
             up.wait()
     shutdown = log_path.read_text()[marker:]
