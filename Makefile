@@ -35,8 +35,12 @@ $(RUNTIME_STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --no-deps 'insightface==2.1'
 	touch $@
 
+# compreface-sdk with --no-deps: it pins requests-toolbelt==0.9.1, broken under urllib3 2; the
+# dev extra installs a requests-toolbelt that works (pyproject.toml).
 $(DEV_STAMP): $(RUNTIME_STAMP)
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps 'deepstack-sdk==0.2.1'  # declares opencv-python: see pyproject
+	$(BIN)/pip install --quiet --no-deps 'compreface-sdk==0.6.0'
 	touch $@
 
 up: install-runtime

@@ -10,6 +10,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from app import streams
+from app.compat.compreface.routes import router as compreface_router
+from app.compat.deepstack.routes import router as deepstack_router
 from app.db import (
     close_redis,
     create_engine,
@@ -144,6 +146,8 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(stats_router, responses=ERROR_RESPONSES)
     app.include_router(gallery_router, responses=ERROR_RESPONSES)
     app.include_router(ops_router)
+    app.include_router(deepstack_router)  # errors in DeepStack's own envelope, not ErrorOut
+    app.include_router(compreface_router)  # CompreFace's /api/v1, its own error shape
     mount_ui(app)  # last: a catch-all at / behind every API route
 
 

@@ -196,14 +196,15 @@ class FaceSettings(BaseModel):
 class GallerySettings(BaseModel):
     """Face recognition against enrolled people (app/gallery, workers/gallery.py)."""
 
-    # Cosine similarity at or above which a face is the nearest enrolled person; below, unknown.
-    # Calibrated for the MobileFaceNet stand-in on ../shared/images/faces: largest face of each
-    # of the 11 single-person photos, same-person pairs 0.700-0.907 (7 pairs), different-person
-    # pairs at most 0.228 (48 pairs); MODELS.md's wider set (178 pairs, crowd faces included)
-    # reaches 0.54. 0.62 sits in the gap 0.54-0.70. Recalibrate for ArcFace (w600k_*).
-    match_threshold: float = Field(default=0.62, ge=-1, le=1)
-    # An enrollment this similar to a face the person already has is a near-duplicate: reported
-    # and not stored again (the same photo re-encoded measures > 0.99).
+    # Calibrated similarity (app/calibration.py: the same scale for every embedding model, the
+    # one every API reports) at or above which a face is the nearest enrolled person; below,
+    # unknown. 0.60 is Double Take's default match and, for the MobileFaceNet stand-in, raw
+    # cosine 0.619 (the former raw threshold 0.62, in the gap between different-person pairs
+    # ≤ 0.54 and same-person pairs ≥ 0.70 on ../shared/images). README: "Similarity".
+    match_threshold: float = Field(default=0.60, ge=0, le=1)
+    # An enrollment whose RAW cosine to a face the person already has is at least this is a
+    # near-duplicate: reported and not stored again (the same photo re-encoded measures > 0.99).
+    # Raw, not calibrated: it compares photos, and the calibrated scale saturates near 1.
     duplicate_threshold: float = Field(default=0.97, ge=-1, le=1)
     # Enrollment quality (app/gallery/quality.py). Shorter side of the face box, in pixels.
     min_face_px: float = 40.0
@@ -217,6 +218,15 @@ class GallerySettings(BaseModel):
     # How long a synchronous gallery call (enroll, identify, verify, search) waits for a worker.
     wait_s: float = Field(default=30.0, gt=0)
     max_search_results: int = Field(default=50, ge=1)
+
+
+class CompreFaceSettings(BaseModel):
+    """The CompreFace-compatible API (app/compat/compreface)."""
+
+    # Clients send det_prob_threshold on CompreFace's detector scale, where a clear face scores
+    # ~0.99 (Double Take sends 0.8 by default). SCRFD-500M scores clear faces lower: 0.76-0.89
+    # on ../shared/images. A requested threshold above this is lowered to it.
+    max_det_prob_threshold: float = Field(default=0.7, ge=0, le=1)
 
 
 class ClientSettings(BaseModel):
@@ -291,6 +301,7 @@ class Settings(BaseSettings):
     nodes: NodeSettings = NodeSettings()
     decode: DecodeSettings = DecodeSettings()
     gallery: GallerySettings = GallerySettings()
+    compreface: CompreFaceSettings = CompreFaceSettings()
     client: ClientSettings = ClientSettings()
 
     @model_validator(mode="after")

@@ -25,7 +25,6 @@ from app.gallery.schemas import (
     PromoteIn,
     VerifyOut,
 )
-from app.jobs import service as jobs
 from app.models import Job
 from app.settings import Settings
 
@@ -76,10 +75,8 @@ async def _create_jobs(
     """The images' jobs, queued for the workers at the next commit."""
     images = await _read(settings, uploads)
     created = await service.create_jobs(
-        session, storage, settings, images, tasks=tasks, owner_id=principal.owner_id
+        session, redis, storage, settings, images, tasks=tasks, owner_id=principal.owner_id
     )
-    for job in created:
-        jobs.enqueue_after_commit(session, redis, job, settings)
     return images, created
 
 

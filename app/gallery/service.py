@@ -41,6 +41,7 @@ from app.models import Detection, FaceEmbedding, Job, JobStatus, Person, PersonF
 from app.pagination import decode_cursor, encode_cursor
 from app.settings import Settings
 from app.storage import Storage
+from app.vectors import calibrated_similarity
 
 
 class WorkerTimeout(AppError):
@@ -209,6 +210,7 @@ async def list_people(
 
 async def create_jobs(
     session: AsyncSession,
+    redis: Redis,
     storage: Storage,
     settings: Settings,
     uploads: list[Upload],
@@ -216,9 +218,9 @@ async def create_jobs(
     tasks: tuple[str, ...],
     owner_id: uuid.UUID | None,
 ) -> list[Job]:
-    """One job per upload (flushed). Every upload is checked first: a bad one names itself and
-    nothing is created. The caller queues them (jobs.enqueue_after_commit), commits, then calls
-    run_jobs."""
+    """One job per upload (flushed), each queued for the workers at the next commit. Every
+    upload is checked first: a bad one names itself and nothing is created. The caller commits
+    (app.commits.commit), then calls run_jobs."""
     infos = []
     for upload in uploads:
         try:
@@ -229,12 +231,15 @@ async def create_jobs(
             raise AppError(
                 f"{upload.name}: {exc.detail}", code=exc.code, status=exc.status
             ) from exc
-    return [
+    created = [
         await jobs.create_job(
             session, storage, image=upload.data, info=info, tasks=tasks, owner_id=owner_id
         )
         for upload, info in zip(uploads, infos, strict=True)
     ]
+    for job in created:
+        jobs.enqueue_after_commit(session, redis, job, settings)
+    return created
 
 
 async def run_jobs(
@@ -320,7 +325,7 @@ async def enroll(
 ) -> EnrollOut:
     """All or nothing: every image must hold exactly one usable face, else UnusableFace (422)
     names each bad image and why, and no face is stored. A face the person already has
-    (similarity ≥ gallery.duplicate_threshold) is reported in `duplicates`, not stored again.
+    (raw cosine ≥ gallery.duplicate_threshold) is reported in `duplicates`, not stored again.
 
     link_source: record the job and detection each face came from. False for uploaded photos,
     whose jobs the caller discards (discard_jobs) once their embeddings are copied here."""
@@ -458,7 +463,8 @@ def identify_result(settings: Settings, result: JobFaces) -> IdentifyOut:
 
 
 async def verify(session: AsyncSession, settings: Settings, results: list[JobFaces]) -> VerifyOut:
-    """Largest face of each image; cosine similarity computed by pgvector on the stored rows."""
+    """Largest face of each image; cosine computed by pgvector on the stored rows, reported
+    calibrated for the model (app/calibration.py) and compared with match_threshold."""
     first, second = (r.largest_face() for r in results)
     if first.embedding.model != second.embedding.model:
         raise InvalidInput("the two faces were embedded by different models; retry")
@@ -469,7 +475,7 @@ async def verify(session: AsyncSession, settings: Settings, results: list[JobFac
         ),
         {"a": first.detection.id, "b": second.detection.id},
     )
-    value = round(float(similarity or 0.0), 4)
+    value = calibrated_similarity(float(similarity or 0.0), first.embedding.model)
     threshold = settings.gallery.match_threshold
     return VerifyOut(
         same_person=value >= threshold,

@@ -88,7 +88,7 @@ async def test_enrolled_people_are_identified_and_strangers_are_unknown(client, 
     )
 
     obama = await identify(client, "faces/test/obama1.jpg")
-    assert names(obama) == ["obama"] and obama[0]["identity"]["similarity"] >= 0.62
+    assert names(obama) == ["obama"] and obama[0]["identity"]["similarity"] >= 0.60
     assert names(await identify(client, "faces/test/alex_lacamoire1.jpg")) == ["alex_lacamoire"]
     # SCRFD finds a third, small face in the background of this photo: not enrolled, unknown.
     assert names(await identify(client, "faces/test/obama_and_biden.jpg")) == [
@@ -268,7 +268,7 @@ async def test_an_unknown_face_is_found_in_past_jobs_and_promoted(client, worker
     )
     assert search.status_code == 200, search.text
     best = search.json()["results"][0]
-    assert best["face_id"] == first[0]["face_id"] and best["similarity"] >= 0.62
+    assert best["face_id"] == first[0]["face_id"] and best["similarity"] >= 0.60
 
     promoted = await client.post(f"/v1/faces/{best['face_id']}/promote", json={"name": "obama"})
     assert promoted.status_code == 200, promoted.text
