@@ -128,8 +128,10 @@ class Conflict(AppError):
 
 
 class InvalidInput(AppError):
+    # The same code as a request that fails validation: one code for one kind of error (a bad
+    # parameter or field), whether FastAPI or a service noticed it.
     status = 422
-    code = "invalid_input"
+    code = "invalid_request"
 
 
 class TooManyRequests(AppError):

@@ -20,6 +20,7 @@ from app.db import (
     create_sessionmaker,
 )
 from app.deps import API_KEY_HEADER, AppState
+from app.docs_pages import mount_docs
 from app.errors import ERROR_RESPONSES, install_error_handlers
 from app.firehose import Firehose
 from app.gallery.routes import router as gallery_router
@@ -70,8 +71,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=_lifespan(settings, metrics),
+        docs_url=None,  # served by mount_docs from local assets, not a CDN
+        redoc_url=None,
     )
     install_error_handlers(app)
+    mount_docs(app)
     _include_routers(app)
     _add_middleware(app, settings, metrics)
     return app

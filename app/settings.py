@@ -124,6 +124,9 @@ class WorkerSettings(BaseModel):
     # Liveness seen by /health/ready: a worker counts as alive for heartbeat_ttl_s after a beat.
     heartbeat_interval_s: float = 5.0
     heartbeat_ttl_s: float = 15.0
+    # How many worker processes should be alive (`lookout up` sets it); fewer alive makes
+    # /health/ready report "degraded". None: any live worker is full strength.
+    expected: int | None = Field(default=None, ge=1)
     # Pause before retrying after Postgres or Redis went away.
     retry_backoff_s: float = 1.0
     # Prometheus exporter of each worker process: process i listens on metrics_port + i.

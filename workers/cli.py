@@ -17,7 +17,12 @@ def run_worker(settings: Settings, args: argparse.Namespace) -> int:
     # Imported here: onnxruntime and the detectors load only in the process that runs them.
     from workers.pool import serve
 
-    return serve(settings, processes=args.processes or settings.worker.processes, burst=args.burst)
+    return serve(
+        settings,
+        processes=args.processes or settings.worker.processes,
+        burst=args.burst,
+        index=args.index,
+    )
 
 
 def run_models(settings: Settings, args: argparse.Namespace) -> int:

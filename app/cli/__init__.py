@@ -22,9 +22,11 @@ workers/cli.py, named the same way: app/ never imports workers/.
 """
 
 import argparse
+import sys
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from app.cli.common import load
 from app.settings import Settings, get_settings
@@ -33,9 +35,60 @@ Handler = Callable[[Settings, argparse.Namespace], int]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    handler: Handler = load(args.run)
-    return handler(get_settings(), args)
+    """Run one command. Every error a user can cause is one line on stderr, never a traceback:
+    a missing file, a bad setting, a refused request (exit 1)."""
+    from pydantic import ValidationError
+
+    from app.errors import AppError
+
+    try:
+        args = build_parser().parse_args(argv)
+        handler: Handler = load(args.run)
+        settings = get_settings()
+        if args.command in ("apikey", "maintain", "migrate", "nodes", "people"):
+            settings = with_local_stack(settings)
+        return handler(settings, args)
+    except KeyboardInterrupt:
+        return 130
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'settings'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        print(f"lookout: invalid settings: {problems}", file=sys.stderr)
+    except AppError as exc:
+        print(f"lookout: {exc.detail}", file=sys.stderr)
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"lookout: {exc.strerror or exc}{where and ':' + where}", file=sys.stderr)
+    return 1
+
+
+def with_local_stack(settings: Settings) -> Settings:
+    """Fill in what the user did not set from the `lookout up` running on this data dir (its
+    lock file records its URLs): admin commands in a second terminal find the embedded
+    Postgres and Redis, client commands its API."""
+    from app.embedded import running_stack
+
+    stack = running_stack(settings.data_dir)
+    if stack is None:
+        return settings
+    updates: dict[str, Any] = {}
+    if settings.database.url is None and stack.get("database_url"):
+        updates["database"] = settings.database.model_copy(update={"url": stack["database_url"]})
+    if settings.redis.url is None and stack.get("redis_url"):
+        updates["redis"] = settings.redis.model_copy(update={"url": stack["redis_url"]})
+    if "url" not in settings.client.model_fields_set and stack.get("api_url"):
+        updates["client"] = settings.client.model_copy(update={"url": stack["api_url"]})
+    return settings.model_copy(update=updates)
+
+
+def client_headers(settings: Settings, api_key: str | None = None) -> dict[str, str]:
+    """The one client config of every remote command: LOOKOUT_CLIENT__API_KEY, or --api-key."""
+    key = api_key or (
+        settings.client.api_key.get_secret_value() if settings.client.api_key else None
+    )
+    return {"X-API-Key": key} if key else {}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +113,7 @@ def _server_commands(commands: "argparse._SubParsersAction[argparse.ArgumentPars
     worker = commands.add_parser("worker", help="run detector workers")
     worker.add_argument("--processes", type=int, help="worker processes (default from settings)")
     worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+    worker.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
     worker.set_defaults(run="workers.cli:run_worker")
     commands.add_parser("migrate", help="upgrade the database schema").set_defaults(
         run="app.cli.server:migrate_command"

@@ -29,7 +29,14 @@ async def people_command(settings: Settings, args: argparse.Namespace) -> int:
     if args.people_command == "enroll":
         people = {args.name: list(args.photos)}
     else:
+        if not args.directory.is_dir():
+            print(f"lookout: no such directory: {args.directory}", file=sys.stderr)
+            return 1
         people = people_in(args.directory)
+    missing = [str(p) for photos in people.values() for p in photos if not p.is_file()]
+    if missing:
+        print(f"lookout: no such photo: {', '.join(missing)}", file=sys.stderr)
+        return 1
     key = settings.client.api_key
     headers = {"X-API-Key": key.get_secret_value()} if key is not None else {}
     try:

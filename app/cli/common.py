@@ -19,7 +19,10 @@ def load(target: str) -> Any:
 
 def require(value: str | None, variable: str) -> str:
     if value is None:
-        sys.exit(f"lookout: {variable} is not set (or use `lookout up` for embedded servers)")
+        sys.exit(
+            f"lookout: {variable} is not set and no `lookout up` is running on this data dir "
+            "(LOOKOUT_DATA_DIR); start one, or set the variable"
+        )
     return value
 
 

@@ -17,8 +17,9 @@ from app.settings import Settings
 
 
 def run_nodes(settings: Settings, args: argparse.Namespace) -> int:
-    server = args.server or f"http://{settings.api.host}:{settings.api.port}"
-    return manage_nodes(args, server)
+    # One client config for every remote command: --server, else LOOKOUT_CLIENT__URL (or the
+    # `lookout up` of this data dir, filled in by app.cli.main).
+    return manage_nodes(args, args.server or settings.client.url, settings)
 
 
 def run_node_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -26,10 +27,15 @@ def run_node_command(settings: Settings, args: argparse.Namespace) -> int:
     return run_node(args)
 
 
-def manage_nodes(args: argparse.Namespace, server: str) -> int:
+def manage_nodes(args: argparse.Namespace, server: str, settings: Settings) -> int:
     try:
-        headers = {"X-API-Key": args.api_key} if args.api_key else {}
-        with httpx.Client(base_url=server, timeout=30.0, headers=headers) as http:
+        key = args.api_key or (
+            settings.client.api_key.get_secret_value() if settings.client.api_key else None
+        )
+        headers = {"X-API-Key": key} if key else {}
+        with httpx.Client(
+            base_url=server, timeout=settings.client.timeout_s, headers=headers
+        ) as http:
             if args.action == "register":
                 body: dict[str, Any] = {"name": args.name, "store_frames": args.store_frames}
                 if args.tasks:
@@ -78,7 +84,17 @@ def _print_fleet(fleet: dict[str, Any], *, as_json: bool) -> None:
     if as_json:
         print(json.dumps(fleet, indent=2))
         return
-    columns = ("id", "name", "online", "state", "fps", "p50 ms", "frames/min", "last seen")
+    columns = (
+        "id",
+        "name",
+        "online",
+        "state",
+        "capture fps",
+        "send fps",
+        "p50 ms",
+        "frames/min",
+        "last seen",
+    )
     rows = [
         (
             n["id"],
@@ -86,6 +102,7 @@ def _print_fleet(fleet: dict[str, Any], *, as_json: bool) -> None:
             "yes" if n["online"] else "no",
             n["state"] or "-",
             "-" if n["fps"] is None else f"{n['fps']:.1f}",
+            f"{n.get('send_fps', 0):.2f}",
             "-" if n["latency_ms_p50"] is None else f"{n['latency_ms_p50']:.0f}",
             str(n["frames_per_min"]),
             n["last_seen_at"] or "never",
@@ -104,7 +121,7 @@ def _print_fleet(fleet: dict[str, Any], *, as_json: bool) -> None:
 def run_node(args: argparse.Namespace) -> int:
     """The edge node client until Ctrl-C / SIGTERM (or the end of a non-looping video file)."""
     # Imported here: OpenCV loads only where frames are captured.
-    from clients.node import NodeClient, NodeClientConfig
+    from clients.node import AuthRefused, NodeClient, NodeClientConfig
 
     try:
         secret = args.secret_file.read_text().strip()
@@ -135,5 +152,10 @@ def run_node(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         await NodeClient(config).run(stop)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except AuthRefused as exc:
+        # Final: a wrong secret or a revoked node does not heal by retrying.
+        print(f"lookout: {exc}", file=sys.stderr)
+        return 1
     return 0

@@ -44,24 +44,31 @@ def run_api(settings: Settings, *, host: str | None, port: int | None) -> int:
 
 
 def up(settings: Settings) -> int:
-    """Supervise embedded servers (if needed), migrations, the API and the workers."""
+    """Embedded servers (if needed), migrations, the API and the workers, supervised.
+
+    The data dir is locked first: a second `up` on it stops with the first one's pid. A part
+    that dies is restarted with backoff (app/supervisor.py); one that keeps dying stops it all.
+    Ctrl-C stops in order: the API, then the workers (drained), then Redis, then Postgres.
+    """
     # Imported here: the API and worker processes that `up` starts load this module too.
-    from app.embedded import EmbeddedServices, start_embedded
+    from app.embedded import DataDirBusy, DataDirLock, EmbeddedServices, start_embedded
+    from app.supervisor import GiveUp, Part, Supervisor
+
+    configure_logging(settings)
 
     # Models first: a missing file is one clear message before anything starts, rather than
     # an API that accepts jobs no worker can run.
     models_ready: Callable[[Settings], bool] = load("workers.cli:models_ready")
     if not models_ready(settings):
         return 2
+    try:
+        lock = DataDirLock(settings.data_dir)
+    except DataDirBusy as exc:
+        print(f"lookout: {exc}", file=sys.stderr)
+        return 1
     embedded: EmbeddedServices | None = None
-    env = dict(os.environ)
-    if settings.database.url is None or settings.redis.url is None:
-        embedded = start_embedded(settings.data_dir)
-        if settings.database.url is None:
-            env["LOOKOUT_DATABASE__URL"] = embedded.database_url
-        if settings.redis.url is None:
-            env["LOOKOUT_REDIS__URL"] = embedded.redis_url
-    env.update(_auth_env(settings))
+    supervisor = Supervisor()
+    worker_names = [f"worker-{i}" for i in range(settings.worker.processes)]
     stopping = False
 
     def request_stop(_signum: int, _frame: object) -> None:
@@ -70,23 +77,113 @@ def up(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    children: list[subprocess.Popen[bytes]] = []
+    exit_code = 0
     try:
-        migrate(env["LOOKOUT_DATABASE__URL"])
-        # Children ignore the terminal's Ctrl-C (own session); we stop them in order below.
-        names = ("api", "worker")
-        for name in names:
-            children.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "app.cli", name], env=env, start_new_session=True
-                )
+        busy = _port_in_use(settings.api.host, settings.api.port)
+        if busy:
+            print(
+                f"lookout: port {settings.api.port} on {settings.api.host} is in use ({busy}); "
+                "stop what uses it or set LOOKOUT_API__PORT",
+                file=sys.stderr,
             )
-        _print_banner(settings, env)
-        return _supervise(names, children, lambda: stopping)
+            return 1
+        env = dict(os.environ)
+        if settings.database.url is None or settings.redis.url is None:
+            embedded = start_embedded(settings.data_dir)
+            if settings.database.url is None:
+                env["LOOKOUT_DATABASE__URL"] = embedded.database_url
+            if settings.redis.url is None:
+                env["LOOKOUT_REDIS__URL"] = embedded.redis_url
+        keys_off = _zero_config_dev(settings)
+        env.update(_auth_env(settings))
+        # /health/ready reports a degraded pool when fewer than these are alive.
+        env["LOOKOUT_WORKER__EXPECTED"] = str(len(worker_names))
+        migrate(env["LOOKOUT_DATABASE__URL"])
+        if embedded is not None and settings.redis.url is None:
+            supervisor.adopt(
+                Part("redis", start=embedded.start_redis, stop=embedded.stop_redis),
+                embedded.redis_process,
+            )
+        # Children ignore the terminal's Ctrl-C (own session); we stop them in order below.
+        supervisor.add(Part("api", start=_child_starter(["api"], env), grace_s=SHUTDOWN_GRACE_S))
+        for index, name in enumerate(worker_names):
+            command = ["worker", "--processes", "1", "--index", str(index)]
+            supervisor.add(Part(name, start=_child_starter(command, env), grace_s=SHUTDOWN_GRACE_S))
+        base = f"http://{settings.api.host}:{settings.api.port}"
+        lock.record(
+            {
+                "api_url": base,
+                "database_url": env["LOOKOUT_DATABASE__URL"],
+                "redis_url": env["LOOKOUT_REDIS__URL"],
+            }
+        )
+        print("Starting Lookout: Postgres, Redis, the API and the workers…", flush=True)
+        announced = False
+        next_probe = 0.0
+        while not stopping:
+            supervisor.poll()
+            if not announced and time.monotonic() >= next_probe:
+                next_probe = time.monotonic() + 0.5
+                if _ready(base):
+                    announced = True
+                    _print_banner(base, env, keys_off=keys_off)
+            time.sleep(0.2)
+    except GiveUp as exc:
+        print(f"lookout: {exc}", file=sys.stderr, flush=True)
+        exit_code = 1
     finally:
-        _stop_children(children)
+        # API first (no new work), then workers (they finish what they hold), then Redis.
+        supervisor.stop([["api"], worker_names, ["redis"]])
         if embedded is not None:
             embedded.stop()
+        lock.release()
+    return exit_code
+
+
+def _child_starter(
+    command: list[str], env: dict[str, str]
+) -> Callable[[], subprocess.Popen[bytes]]:
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "app.cli", *command], env=env, start_new_session=True
+        )
+
+    return start
+
+
+def _port_in_use(host: str, port: int) -> str | None:
+    """Why the API could not listen on host:port, or None when it can."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
+def _ready(base: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{base}/health/ready", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _print_banner(base: str, env: dict[str, str], *, keys_off: bool) -> None:
+    print(f"Lookout is up: {base}  (docs {base}/docs, firehose ws{base[4:]}/v1/ws)", flush=True)
+    print(f"Database: {env['LOOKOUT_DATABASE__URL']}", flush=True)
+    if keys_off:
+        print(
+            "WARNING: dev mode on loopback, API keys are OFF: any request is accepted, with or "
+            "without X-API-Key. To require keys: LOOKOUT_ENV=local lookout up",
+            flush=True,
+        )
+    print("Ctrl-C stops everything. API keys: `lookout apikey create NAME`.", flush=True)
 
 
 def _auth_env(settings: Settings) -> dict[str, str]:
@@ -102,31 +199,6 @@ def _auth_env(settings: Settings) -> dict[str, str]:
     return {}
 
 
-def _print_banner(settings: Settings, env: dict[str, str]) -> None:
-    base = f"http://{settings.api.host}:{settings.api.port}"
-    print(f"Lookout is up: {base}  (docs {base}/docs, firehose ws{base[4:]}/v1/ws)", flush=True)
-    print(f"Database: {env['LOOKOUT_DATABASE__URL']}", flush=True)
-    if env.get("LOOKOUT_AUTH__ENABLED") == "false":
-        print("Dev mode on loopback: API keys are off (set LOOKOUT_ENV to require them).")
-    print("Ctrl-C stops everything. API keys: `lookout apikey create NAME`.", flush=True)
-
-
-def _supervise(
-    names: tuple[str, ...],
-    children: list[subprocess.Popen[bytes]],
-    stopping: Callable[[], bool],
-) -> int:
-    """Wait until asked to stop (0) or until a child exits (1)."""
-    while not stopping():
-        exited = [(n, c) for n, c in zip(names, children, strict=True) if c.poll() is not None]
-        if exited:
-            name, child = exited[0]
-            print(f"lookout: the {name} process exited ({child.returncode}); stopping")
-            return 1
-        time.sleep(0.2)
-    return 0
-
-
 def _zero_config_dev(settings: Settings) -> bool:
     chosen = settings.model_fields_set
     loopback = settings.api.host in ("127.0.0.1", "localhost", "::1")
@@ -140,19 +212,6 @@ def _local_secret_key(data_dir: Path) -> str:
         path.write_text(secrets.token_urlsafe(48))
         path.chmod(0o600)
     return path.read_text().strip()
-
-
-def _stop_children(children: list[subprocess.Popen[bytes]]) -> None:
-    for child in children:
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + SHUTDOWN_GRACE_S
-    for child in children:
-        try:
-            child.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
 
 
 def run_up(settings: Settings, _args: argparse.Namespace) -> int:

@@ -42,6 +42,7 @@ PERSON_ERRORS: dict[int | str, dict[str, Any]] = {
 IMAGE_ERRORS: dict[int | str, dict[str, Any]] = {
     **BODY_ERRORS,
     413: error_doc("An image over the size limit", "payload_too_large"),
+    415: error_doc("Not a JPEG, PNG or WebP image", "unsupported_image_type"),
     422: error_doc("An image is unusable; the detail names it and says why", "unusable_face"),
     504: error_doc("No worker finished the image(s) in time", "worker_timeout"),
 }

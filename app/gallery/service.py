@@ -86,7 +86,7 @@ class JobFaces:
 
 
 def _visible(person: Person | None, viewer: Principal) -> bool:
-    return person is not None and (viewer.sees_every_job or person.owner_id == viewer.owner_id)
+    return person is not None and (viewer.sees_every_person or person.owner_id == viewer.owner_id)
 
 
 async def get_person(session: AsyncSession, person_id: uuid.UUID, viewer: Principal) -> Person:
@@ -188,8 +188,8 @@ async def list_people(
         .order_by(Person.created_at.desc(), Person.id.desc())
         .limit(limit + 1)
     )
-    if not viewer.sees_every_job:
-        query = query.where(Person.owner_id == viewer.owner_id)
+    if not viewer.sees_every_person:
+        query = query.where(Person.owner_id.is_not_distinct_from(viewer.owner_id))
     if name:
         escaped = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         query = query.where(Person.name.ilike(f"%{escaped}%", escape="\\"))
@@ -226,7 +226,11 @@ async def create_jobs(
         try:
             infos.append(inspect_image(upload.data, max_pixels=settings.api.max_image_pixels))
         except AppError as exc:
-            raise InvalidInput(f"{upload.name}: {exc.detail}", code=exc.code) from exc
+            # The same status and code as /v1/images for the same file (415 for a file that is
+            # not an image, 422 for a corrupt one, 413 for too many pixels), naming the upload.
+            raise AppError(
+                f"{upload.name}: {exc.detail}", code=exc.code, status=exc.status
+            ) from exc
     created = [
         await jobs.create_job(
             session, storage, image=upload.data, info=info, tasks=tasks, owner_id=owner_id

@@ -48,6 +48,7 @@ router = APIRouter(tags=["jobs"])
 
 # WebSocket close codes: 4000 + the HTTP status they stand for.
 WS_CLOSE_NOT_FOUND = 4404
+WS_CLOSE_INVALID = 4422  # a malformed path parameter, as REST's 422
 WS_CLOSE_UNAVAILABLE = 4503
 # How long one blocking stream read lasts before the handler checks on the client again.
 WS_READ_BLOCK_MS = 5000
@@ -83,8 +84,8 @@ async def upload_image(
     tasks: Annotated[
         str | None,
         Form(
-            description="comma-separated, from faces, objects, qr, text, plates, identify; "
-            "default faces",
+            description="comma-separated, from faces, objects, qr, text, plates, identify "
+            "(faces matched against this key's people; implies faces); default faces",
             examples=["faces,objects,qr"],
         ),
     ] = None,
@@ -122,7 +123,7 @@ async def upload_image(
 @router.get(
     "/v1/jobs",
     response_model=JobPage,
-    responses={**COMMON_ERRORS, 422: error_doc("Invalid cursor", "invalid_input")},
+    responses={**COMMON_ERRORS, 422: error_doc("Invalid cursor", "invalid_request")},
     summary="List this key's jobs (every job for admin keys), newest first",
 )
 async def list_jobs(
@@ -214,25 +215,35 @@ async def delete_job(
 
 
 @router.websocket("/v1/jobs/{job_id}/events")
-async def job_events(websocket: WebSocket, job_id: uuid.UUID) -> None:
+async def job_events(websocket: WebSocket, job_id: str) -> None:
     """Replay the job's events so far, stream new ones, close (1000) after the final status.
 
-    Needs a read key (X-API-Key header or ?api_key=). Closes with 4401/4403 for a bad key,
-    4404 for an unknown job (or another key's), 1013 when the server has no WebSocket slot left,
-    4503 when Postgres or Redis is unreachable.
+    Needs a read key (X-API-Key header or ?api_key=). Closes with 4422 for a job id that is not
+    a UUID, 4401/4403 for a bad key, 4404 for an unknown job (or another key's), 1013 when the
+    server has no WebSocket slot left, 4503 when Postgres or Redis is unreachable.
     """
     state = get_state(websocket)
+    try:
+        # Parsed here, not by the path converter: a refused handshake (HTTP 403) would read as
+        # an authentication failure, and a browser cannot see why.
+        parsed_id = uuid.UUID(job_id)
+    except ValueError:
+        await websocket.accept()
+        await websocket.close(
+            code=WS_CLOSE_INVALID, reason=f"job_id is not a UUID: {job_id[:60]!r}"[:120]
+        )
+        return
 
     async def serve(principal: Principal) -> None:
         async with state.sessionmaker() as session:
             try:
-                job = await service.get_job_detail(session, job_id, principal)
+                job = await service.get_job_detail(session, parsed_id, principal)
             except NotFound as exc:
                 await websocket.close(code=WS_CLOSE_NOT_FOUND, reason=exc.detail)
                 return
 
         async def send_events() -> None:
-            events = await streams.read_job_events(state.redis, job_id)
+            events = await streams.read_job_events(state.redis, parsed_id)
             if not events and job.status.finished:  # the event stream expired: use Postgres
                 for event in event_shapes.snapshot(job):
                     await websocket.send_json(event)
@@ -245,7 +256,7 @@ async def job_events(websocket: WebSocket, job_id: uuid.UUID) -> None:
                     if streams.is_terminal(event):
                         return
                 events = await streams.read_job_events(
-                    state.redis, job_id, after=after, block_ms=WS_READ_BLOCK_MS
+                    state.redis, parsed_id, after=after, block_ms=WS_READ_BLOCK_MS
                 )
 
         await _serve_until_disconnect(websocket, send_events)

@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_serializer
 
 from app.models import JobStatus
 
@@ -55,6 +55,19 @@ class DetectionOut(BaseModel):
         "(upper-case letters and digits), text (as read), vehicle {label, score, box}",
         examples=[{"embedding_model": "w600k_mbf", "age": 31, "gender": "female"}],
     )
+
+    @field_serializer("box")
+    def _round_box(self, box: list[float]) -> list[float]:
+        # A tenth of a pixel is finer than any detector's accuracy; more digits are noise.
+        return [round(v, 1) for v in box]
+
+    @field_serializer("landmarks")
+    def _round_landmarks(self, landmarks: list[list[float]] | None) -> list[list[float]] | None:
+        return None if landmarks is None else [[round(v, 1) for v in p] for p in landmarks]
+
+    @field_serializer("score")
+    def _round_score(self, score: float) -> float:
+        return round(score, 4)
 
 
 class JobSummary(BaseModel):

@@ -176,14 +176,30 @@ async def get_node_out(
     return node_out(node, offline_after_s=offline_after_s, frames_per_min=counts.get(node.id, 0))
 
 
+def _said_goodbye(node: Node) -> bool:
+    """The node's last word was a goodbye heartbeat (state cleared, status offline), and no
+    request of its since (any request sets the status online again)."""
+    return (
+        node.status == NodeStatus.offline
+        and node.state is None
+        and node.last_heartbeat_at is not None
+    )
+
+
 def is_online(node: Node, *, offline_after_s: float, now: datetime | None = None) -> bool:
+    """Seen within offline_after_s, and not offline by a goodbye heartbeat or a sweep since."""
     if node.revoked_at is not None or node.last_seen_at is None:
+        return False
+    if _said_goodbye(node):
         return False
     now = now or datetime.now(UTC)
     return now - node.last_seen_at < timedelta(seconds=offline_after_s)
 
 
 def node_out(node: Node, *, offline_after_s: float, frames_per_min: int) -> NodeOut:
+    online = is_online(node, offline_after_s=offline_after_s)
+    # An offline node's last figures (fps, latency, state, dark scene) describe a camera that is
+    # no longer reporting: shown as unknown rather than as if current.
     return NodeOut(
         id=node.id,
         name=node.name,
@@ -191,14 +207,15 @@ def node_out(node: Node, *, offline_after_s: float, frames_per_min: int) -> Node
         store_frames=node.store_frames,
         created_at=node.created_at,
         revoked_at=node.revoked_at,
-        online=is_online(node, offline_after_s=offline_after_s),
+        online=online,
         last_seen_at=node.last_seen_at,
         last_heartbeat_at=node.last_heartbeat_at,
-        state=node.state.value if node.state is not None else None,
-        fps=node.fps,
-        latency_ms_p50=node.latency_ms_p50,
+        state=node.state.value if online and node.state is not None else None,
+        fps=node.fps if online else None,
+        send_fps=round(frames_per_min / 60, 2),
+        latency_ms_p50=node.latency_ms_p50 if online else None,
         frames_per_min=frames_per_min,
-        dark_scene=node.dark_scene,
+        dark_scene=node.dark_scene and online,
         version=node.version,
         last_error=node.last_error,
     )
@@ -295,6 +312,14 @@ async def record_heartbeat(
     row.version = heartbeat.version
     row.last_error = heartbeat.last_error
     row.last_heartbeat_at = datetime.now(UTC)
+    if heartbeat.goodbye:
+        # The client stops cleanly: offline now, not offline_after_s from now. Its next request
+        # brings it back online (_mark_seen); its next heartbeat sets a state again.
+        row.status = NodeStatus.offline
+        row.state = None
+        if "state" in changes:
+            changes.remove("state")
+        changes.append("offline")
     await session.flush()
     return changes
 

@@ -1,4 +1,4 @@
-"""API schemas for statistics. Times are UTC, ISO-8601 with an explicit +00:00 offset."""
+"""API schemas for statistics. Times are RFC 3339 in UTC (`Z`)."""
 
 import uuid
 

@@ -53,8 +53,12 @@ async def count_objects(
     start: datetime | None,
     end: datetime | None,
     bucket: str,
+    fill: bool = False,
 ) -> CountsReport:
     """Objects per class per bucket over finished jobs created in [start, end).
+
+    Buckets without a finished job are left out unless `fill` (then every bucket of the span
+    is listed, empty ones with frames 0).
 
     `start` is moved back to the start of its bucket, so every bucket is whole except perhaps
     the last, which ends at `end`. Defaults: end now, start one day earlier. Naive times are
@@ -88,6 +92,7 @@ async def count_objects(
                 counts=dict(sorted(counts.get(moment, {}).items())),
             )
             for moment in bucket_starts
+            if fill or frames.get(moment, 0)
         ],
         totals=dict(sorted(totals.items())),
     )

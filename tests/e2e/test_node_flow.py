@@ -81,7 +81,7 @@ async def test_a_node_streams_a_video_and_results_fleet_and_counts_agree(
     assert status["state"] == "active"
     assert status["version"].startswith("lookout-node/")
     assert status["last_error"] is None
-    assert status["last_seen_at"].endswith("+00:00")
+    assert status["last_seen_at"].endswith("Z")
 
     stats = await client.get("/v1/stats/counts", params={"node_id": str(node.id), "bucket": "1h"})
     assert stats.status_code == 200, stats.text
