@@ -9,11 +9,15 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.cli.common import load, require
 from app.db import migrate
 from app.logging import configure_logging
 from app.settings import Settings, is_placeholder
+
+if TYPE_CHECKING:
+    from app.embedded import EmbeddedServices
 
 # How long children get to drain in-flight work after SIGTERM before they are killed.
 SHUTDOWN_GRACE_S = 30.0
@@ -45,22 +49,13 @@ def run_api(settings: Settings, *, host: str | None, port: int | None) -> int:
 
 def up(settings: Settings) -> int:
     """Supervise embedded servers (if needed), migrations, the API and the workers."""
-    # Imported here: the API and worker processes that `up` starts load this module too.
-    from app.embedded import EmbeddedServices, start_embedded
-
     # Models first: a missing file is one clear message before anything starts, rather than
     # an API that accepts jobs no worker can run.
     models_ready: Callable[[Settings], bool] = load("workers.cli:models_ready")
     if not models_ready(settings):
         return 2
-    embedded: EmbeddedServices | None = None
     env = dict(os.environ)
-    if settings.database.url is None or settings.redis.url is None:
-        embedded = start_embedded(settings.data_dir)
-        if settings.database.url is None:
-            env["LOOKOUT_DATABASE__URL"] = embedded.database_url
-        if settings.redis.url is None:
-            env["LOOKOUT_REDIS__URL"] = embedded.redis_url
+    embedded = _start_embedded_if_needed(settings, env)
     env.update(_auth_env(settings))
     stopping = False
 
@@ -73,20 +68,36 @@ def up(settings: Settings) -> int:
     children: list[subprocess.Popen[bytes]] = []
     try:
         migrate(env["LOOKOUT_DATABASE__URL"])
-        # Children ignore the terminal's Ctrl-C (own session); we stop them in order below.
         names = ("api", "worker")
-        for name in names:
-            children.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "app.cli", name], env=env, start_new_session=True
-                )
-            )
+        children.extend(_start_child(name, env) for name in names)
         _print_banner(settings, env)
         return _supervise(names, children, lambda: stopping)
     finally:
         _stop_children(children)
         if embedded is not None:
             embedded.stop()
+
+
+def _start_embedded_if_needed(settings: Settings, env: dict[str, str]) -> "EmbeddedServices | None":
+    """Embedded Postgres and Redis for what has no URL; their URLs go into `env`."""
+    # Imported here: the API and worker processes that `up` starts load this module too.
+    from app.embedded import start_embedded
+
+    if settings.database.url is not None and settings.redis.url is not None:
+        return None
+    embedded = start_embedded(settings.data_dir)
+    if settings.database.url is None:
+        env["LOOKOUT_DATABASE__URL"] = embedded.database_url
+    if settings.redis.url is None:
+        env["LOOKOUT_REDIS__URL"] = embedded.redis_url
+    return embedded
+
+
+def _start_child(name: str, env: dict[str, str]) -> "subprocess.Popen[bytes]":
+    # Children ignore the terminal's Ctrl-C (own session); `up` stops them in order.
+    return subprocess.Popen(
+        [sys.executable, "-m", "app.cli", name], env=env, start_new_session=True
+    )
 
 
 def _auth_env(settings: Settings) -> dict[str, str]:
