@@ -43,6 +43,7 @@ from app.nodes.schemas import (
     TokenRefresh,
     TokenRequest,
 )
+from app.nodes.service import AuthenticatedNode
 from app.security import Scope
 
 log = structlog.get_logger()
@@ -283,6 +284,13 @@ async def node_stream(websocket: WebSocket) -> None:
     )
     log.info("node_stream_opened", node_id=str(node.id))
     error = await _relay_until_closed(websocket, relay)
+    await _close_stream(websocket, node, relay, error)
+
+
+async def _close_stream(
+    websocket: WebSocket, node: AuthenticatedNode, relay: FrameRelay, error: BaseException | None
+) -> None:
+    """Log the socket's end; close it with the code its error stands for (re-raised if a bug)."""
     log.info(
         "node_stream_closed",
         node_id=str(node.id),
