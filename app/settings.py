@@ -107,7 +107,7 @@ class AuthSettings(BaseModel):
 
 
 class WorkerSettings(BaseModel):
-    # One single-threaded process per core measured fastest (ARCHITECTURE.md, Models).
+    # One single-threaded process per core measured fastest (docs/architecture.md, Models).
     processes: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     # onnxruntime intra-op threads per process; processes × threads should not exceed cores.
     threads: int = Field(default=1, ge=1)
@@ -124,6 +124,9 @@ class WorkerSettings(BaseModel):
     # Liveness seen by /health/ready: a worker counts as alive for heartbeat_ttl_s after a beat.
     heartbeat_interval_s: float = 5.0
     heartbeat_ttl_s: float = 15.0
+    # How many worker processes should be alive (`lookout up` sets it); fewer alive makes
+    # /health/ready report "degraded". None: any live worker is full strength.
+    expected: int | None = Field(default=None, ge=1)
     # Pause before retrying after Postgres or Redis went away.
     retry_backoff_s: float = 1.0
     # Prometheus exporter of each worker process: process i listens on metrics_port + i.
@@ -157,11 +160,14 @@ class MaintenanceSettings(BaseModel):
 
 
 class ModelSettings(BaseModel):
-    """Which model packs the workers load (see workers/models.py for the manifest)."""
+    """Which model packs the workers load (see workers/models/catalog.py for the manifest)."""
 
     # buffalo_sc: SCRFD-500M + ArcFace w600k_mbf (512-d). Tests use scrfd_mobilefacenet.
     face_pack: str = "buffalo_sc"
     object_pack: str = "yolox_nano"
+    # PP-OCR files from the rapidocr-onnxruntime wheel (text.engine=ppocr): ppocr_v4 or
+    # ppocr_v4_upright (no angle classifier). `lookout models list` shows every pack.
+    text_pack: str = "ppocr_v4"
     # onnxruntime execution providers in order of preference; unavailable ones are skipped.
     # CUDA where this onnxruntime build has it (onnxruntime-gpu: Dockerfile.worker's GPU
     # variant), else CPU: the CPU package never lists CUDA, so CPU machines are unaffected.
@@ -268,6 +274,33 @@ class ObjectSettings(BaseModel):
     classes: list[str] | None = None
 
 
+class TextSettings(BaseModel):
+    """The `text` and `plates` tasks (workers/detectors/text.py)."""
+
+    # ppocr: the models.text_pack ONNX files; tesseract: Debian's tesseract-ocr, installed
+    # separately (a worker set to it refuses to start without the binary).
+    engine: Literal["ppocr", "tesseract"] = "ppocr"
+    # A region is kept when its string's recognition confidence reaches this (0..1).
+    score_threshold: float = Field(default=0.5, ge=0, le=1)
+    # PP-OCR detector input: longer side at most max_side_px; small images are enlarged
+    # until the shorter side reaches min_side_px.
+    max_side_px: int = Field(default=960, ge=64)
+    min_side_px: int = Field(default=640, ge=32)
+    box_threshold: float = Field(default=0.5, ge=0, le=1)
+    tesseract_command: str = "tesseract"
+    tesseract_languages: str = "eng"  # e.g. eng+deu (each needs tesseract-ocr-<lang>)
+    tesseract_psm: int = Field(default=3, ge=0, le=13)  # page segmentation mode
+
+
+class PlateSettings(BaseModel):
+    """The `plates` task: text read inside vehicles found by the object detector."""
+
+    vehicle_classes: list[str] = ["car", "truck", "bus", "motorcycle"]
+    # Full match on the string upper-cased with all but A-Z and 0-9 removed. Default: 4-10
+    # letters and digits, at least one digit.
+    pattern: str = r"(?=.*[0-9])[A-Z0-9]{4,10}"
+
+
 class DecodeSettings(BaseModel):
     # JPEGs at least twice this size on the longer side decode at 1/2, 1/4 or 1/8 scale (libjpeg
     # DCT scaling: far less work and memory), never below this. The models letterbox to ≤ 640 px,
@@ -322,6 +355,8 @@ class Settings(BaseSettings):
     models: ModelSettings = ModelSettings()
     faces: FaceSettings = FaceSettings()
     objects: ObjectSettings = ObjectSettings()
+    text: TextSettings = TextSettings()
+    plates: PlateSettings = PlateSettings()
     nodes: NodeSettings = NodeSettings()
     decode: DecodeSettings = DecodeSettings()
     gallery: GallerySettings = GallerySettings()

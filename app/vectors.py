@@ -9,7 +9,7 @@ so every similarity query is built here, from the same pieces.
 import re
 
 from app.calibration import SimilarityCalibration
-from workers.models import EMBEDDER_SPECS, embedder_dims
+from app.embedders import EMBEDDER_SPECS, embedder_dims
 
 # Tables holding searchable face embeddings (column `embedding`, `model`, `dim`).
 EMBEDDING_TABLES = ("face_embeddings", "person_faces")
@@ -31,7 +31,7 @@ def distance_expression(column: str, dim: int, parameter: str = "query") -> str:
 
 
 def hnsw_index_statements(table: str) -> list[str]:
-    """CREATE INDEX statements, one per known embedder (names and dims from workers/models)."""
+    """CREATE INDEX statements, one per known embedder (names and dims from app/embedders.py)."""
     statements = []
     for spec in EMBEDDER_SPECS:
         if not _SAFE_NAME.match(spec.model):

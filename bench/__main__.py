@@ -9,9 +9,17 @@ LOOKOUT_BENCH_CLUSTER_FACES (synthetic unknown faces the clustering pass runs ov
 
 import sys
 
-from bench import clusters, fanout, gallery, models, plumbing, throughput
+from bench import clusters, deepstack, fanout, gallery, models, plumbing, throughput
 
-BENCHES = [models.main, throughput.main, plumbing.main, fanout.main, gallery.main, clusters.main]
+BENCHES = [
+    models.main,
+    throughput.main,
+    plumbing.main,
+    fanout.main,
+    gallery.main,
+    deepstack.main,
+    clusters.main,
+]
 
 
 def main() -> int:

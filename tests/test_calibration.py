@@ -5,9 +5,9 @@ import math
 import pytest
 
 from app.calibration import SimilarityCalibration, fit_calibration
+from app.embedders import EMBEDDER_SPECS
 from tests.labelled_faces import calibration_pairs, labelled_faces, scene_strangers
 from workers.detectors.face import FaceDetector
-from workers.models import EMBEDDER_SPECS
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ gallery's copies), its crop and its cluster membership; the job keeps only the b
 import base64
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -44,6 +43,7 @@ from app.models import (
     PersonFace,
     UnknownFace,
 )
+from app.pagination import decode_cursor, encode_cursor
 from app.settings import Settings
 
 # Sightings shown per person in a list (the detail shows up to MAX_DETAIL_SIGHTINGS).
@@ -52,7 +52,7 @@ MAX_DETAIL_SIGHTINGS = 500
 
 
 def _visible(person: Person | None, viewer: Principal) -> bool:
-    return person is not None and (viewer.sees_every_job or person.owner_id == viewer.owner_id)
+    return person is not None and (viewer.sees_every_person or person.owner_id == viewer.owner_id)
 
 
 async def get_person(session: AsyncSession, person_id: uuid.UUID, viewer: Principal) -> Person:
@@ -182,8 +182,8 @@ async def list_people(
     `name`: case-insensitive substring (named people only). Each item carries its enrolled
     faces and its newest sightings."""
     query = select(Person)
-    if not viewer.sees_every_job:
-        query = query.where(Person.owner_id == viewer.owner_id)
+    if not viewer.sees_every_person:
+        query = query.where(Person.owner_id.is_not_distinct_from(viewer.owner_id))
     if named:
         query = query.where(Person.name.is_not(None)).order_by(
             Person.created_at.desc(), Person.id.desc()
@@ -192,7 +192,7 @@ async def list_people(
             escaped = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             query = query.where(Person.name.ilike(f"%{escaped}%", escape="\\"))
         if cursor is not None:
-            created_at, last_id = _decode_cursor(cursor)
+            created_at, last_id = decode_cursor(cursor)
             query = query.where(
                 func.row(Person.created_at, Person.id) < func.row(created_at, last_id)
             )
@@ -218,22 +218,8 @@ async def list_people(
     ]
     next_cursor = None
     if len(people) > limit:
-        next_cursor = _encode_cursor(people[limit - 1]) if named else _encode_offset(offset + limit)
+        next_cursor = encode_cursor(people[limit - 1]) if named else _encode_offset(offset + limit)
     return PersonPage(items=items, next_cursor=next_cursor)
-
-
-def _encode_cursor(person: Person) -> str:
-    raw = f"{person.created_at.isoformat()}|{person.id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created_at, person_id = raw.split("|")
-        return datetime.fromisoformat(created_at), uuid.UUID(person_id)
-    except ValueError as exc:
-        raise InvalidInput("invalid cursor: pass back next_cursor from the previous page") from exc
 
 
 def _encode_offset(offset: int) -> str:

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.apikeys.service import Principal
 from app.errors import AppError, Conflict, InvalidInput, NotFound
 from app.gallery import matching, people
-from app.gallery.quality import assess_face
+from app.gallery.quality import FaceQuality, assess_face
 from app.gallery.schemas import (
     DuplicateOut,
     EnrollOut,
@@ -114,6 +114,7 @@ async def person_detail(session: AsyncSession, person: Person) -> PersonDetail:
 
 async def create_jobs(
     session: AsyncSession,
+    redis: Redis,
     storage: Storage,
     settings: Settings,
     uploads: list[Upload],
@@ -121,20 +122,28 @@ async def create_jobs(
     tasks: tuple[str, ...],
     owner_id: uuid.UUID | None,
 ) -> list[Job]:
-    """One job per upload (flushed). Every upload is checked first: a bad one names itself and
-    nothing is created. The caller commits, then calls run_jobs."""
+    """One job per upload (flushed), each queued for the workers at the next commit. Every
+    upload is checked first: a bad one names itself and nothing is created. The caller commits
+    (app.commits.commit), then calls run_jobs."""
     infos = []
     for upload in uploads:
         try:
             infos.append(inspect_image(upload.data, max_pixels=settings.api.max_image_pixels))
         except AppError as exc:
-            raise InvalidInput(f"{upload.name}: {exc.detail}", code=exc.code) from exc
-    return [
+            # The same status and code as /v1/images for the same file (415 for a file that is
+            # not an image, 422 for a corrupt one, 413 for too many pixels), naming the upload.
+            raise AppError(
+                f"{upload.name}: {exc.detail}", code=exc.code, status=exc.status
+            ) from exc
+    created = [
         await jobs.create_job(
             session, storage, image=upload.data, info=info, tasks=tasks, owner_id=owner_id
         )
         for upload, info in zip(uploads, infos, strict=True)
     ]
+    for job in created:
+        jobs.enqueue_after_commit(session, redis, job, settings)
+    return created
 
 
 async def run_jobs(
@@ -144,18 +153,11 @@ async def run_jobs(
     uploads: list[Upload],
     created: list[Job],
 ) -> list[JobFaces]:
-    """Enqueue committed jobs, wait (bounded) for all of them, return each one's faces.
+    """Wait (bounded) for committed, enqueued jobs; return each one's faces.
 
     Raises WorkerTimeout when no worker finished them within gallery.wait_s, UnusableFace
     (naming the image) when a job failed.
     """
-    for job in created:
-        await jobs.enqueue_job(
-            redis,
-            job,
-            jobs_maxlen=settings.streams.jobs_maxlen,
-            events_ttl_s=settings.streams.job_events_ttl_s,
-        )
     deadline = time.monotonic() + settings.gallery.wait_s
     finished = await asyncio.gather(
         *(
@@ -221,6 +223,37 @@ async def enroll(
 
     link_source: record the job and detection each face came from. False for uploaded photos,
     whose jobs the caller discards (discard_jobs) once their embeddings are copied here."""
+    enrolled: list[PersonFace] = []
+    duplicates: list[DuplicateOut] = []
+    for result, face, quality in _usable_faces(settings, results):
+        nearest = await matching.nearest_face_of_person(
+            session, face.embedding.embedding, model=face.embedding.model, person_id=person.id
+        )
+        if nearest is not None and nearest[1] >= settings.gallery.duplicate_threshold:
+            duplicates.append(
+                DuplicateOut(
+                    image=result.upload.name, existing_face_id=nearest[0], similarity=nearest[1]
+                )
+            )
+            continue
+        crop = await session.scalar(
+            select(FaceCrop.jpeg).where(FaceCrop.detection_id == face.detection.id)
+        )
+        row = _person_face(person, result, face, quality, crop, link_source=link_source)
+        session.add(row)
+        await session.flush()  # the next image's duplicate check sees this face
+        enrolled.append(row)
+    return EnrollOut(
+        person=await person_detail(session, person),
+        enrolled=[enrolled_face(f) for f in enrolled],
+        duplicates=duplicates,
+    )
+
+
+def _usable_faces(
+    settings: Settings, results: list[JobFaces]
+) -> list[tuple[JobFaces, Face, FaceQuality]]:
+    """The one face of each image with its quality; UnusableFace naming every bad image."""
     problems: list[str] = []
     accepted = []
     for result in results:
@@ -246,42 +279,30 @@ async def enroll(
         accepted.append((result, face, quality))
     if problems:
         raise UnusableFace("cannot enroll: " + " | ".join(problems))
-    enrolled: list[PersonFace] = []
-    duplicates: list[DuplicateOut] = []
-    for result, face, quality in accepted:
-        nearest = await matching.nearest_face_of_person(
-            session, face.embedding.embedding, model=face.embedding.model, person_id=person.id
-        )
-        if nearest is not None and nearest[1] >= settings.gallery.duplicate_threshold:
-            duplicates.append(
-                DuplicateOut(
-                    image=result.upload.name, existing_face_id=nearest[0], similarity=nearest[1]
-                )
-            )
-            continue
-        crop = await session.scalar(
-            select(FaceCrop.jpeg).where(FaceCrop.detection_id == face.detection.id)
-        )
-        row = PersonFace(
-            id=uuid.uuid4(),
-            crop_jpeg=crop,
-            person_id=person.id,
-            model=face.embedding.model,
-            dim=face.embedding.dim,
-            embedding=face.embedding.embedding,
-            source_job_id=result.job.id if link_source else None,
-            source_detection_id=face.detection.id if link_source else None,
-            face_px=quality.face_px,
-            sharpness=quality.sharpness,
-            yaw_ratio=quality.yaw_ratio,
-        )
-        session.add(row)
-        await session.flush()  # the next image's duplicate check sees this face
-        enrolled.append(row)
-    return EnrollOut(
-        person=await person_detail(session, person),
-        enrolled=[enrolled_face(f) for f in enrolled],
-        duplicates=duplicates,
+    return accepted
+
+
+def _person_face(
+    person: Person,
+    result: JobFaces,
+    face: Face,
+    quality: FaceQuality,
+    crop: bytes | None,
+    *,
+    link_source: bool,
+) -> PersonFace:
+    return PersonFace(
+        id=uuid.uuid4(),
+        crop_jpeg=crop,
+        person_id=person.id,
+        model=face.embedding.model,
+        dim=face.embedding.dim,
+        embedding=face.embedding.embedding,
+        source_job_id=result.job.id if link_source else None,
+        source_detection_id=face.detection.id if link_source else None,
+        face_px=quality.face_px,
+        sharpness=quality.sharpness,
+        yaw_ratio=quality.yaw_ratio,
     )
 
 

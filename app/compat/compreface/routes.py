@@ -21,6 +21,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.apikeys.service import ANONYMOUS_ADMIN, Principal, authenticate
+from app.commits import commit, discard_pending
 from app.compat.compreface import service
 from app.compat.compreface.schemas import (
     CompreFaceErrorOut,
@@ -261,6 +262,7 @@ async def _read_images(
 async def _start(
     request: Request,
     session: SessionDep,
+    redis: RedisDep,
     storage: StorageDep,
     settings: Settings,
     principal: Principal,
@@ -269,9 +271,10 @@ async def _start(
 ) -> tuple[list[gallery.Upload], list[Any]]:
     uploads = await _read_images(request, settings, fields)
     created = await gallery.create_jobs(
-        session, storage, settings, uploads, tasks=tasks, owner_id=principal.owner_id
+        session, redis, storage, settings, uploads, tasks=tasks, owner_id=principal.owner_id
     )
-    await session.commit()  # before XADD: the worker that gets the message must find the rows
+    # The commit point, reached now: the workers must find the rows, and the route waits.
+    await commit(session)
     return uploads, created
 
 
@@ -285,7 +288,9 @@ async def _through_workers(
     fields: tuple[str, ...],
     tasks: tuple[str, ...],
 ) -> list[gallery.JobFaces]:
-    uploads, created = await _start(request, session, storage, settings, principal, fields, tasks)
+    uploads, created = await _start(
+        request, session, redis, storage, settings, principal, fields, tasks
+    )
     return await gallery.run_jobs(session, redis, settings, uploads, created)
 
 
@@ -465,7 +470,7 @@ async def add_example(
     name = service.subject_param(subject)
     settings = state.settings
     uploads, created = await _start(
-        request, session, storage, settings, principal, ("file",), ("faces",)
+        request, session, redis, storage, settings, principal, ("file",), ("faces",)
     )
     job_ids = [job.id for job in created]  # read now: a rollback expires the rows
     try:
@@ -482,8 +487,9 @@ async def add_example(
         # As native enrollment: a refused example keeps nothing (no job, image, embedding or
         # new subject). Committed here: the request's own commit will not happen.
         await session.rollback()
+        discard_pending(session)
         await gallery.discard_jobs(session, storage, job_ids)
-        await session.commit()
+        await commit(session)
         raise
     await gallery.discard_jobs(session, storage, job_ids)
     return example

@@ -52,7 +52,7 @@ from app.compat.compreface.schemas import (
     VerificationResult,
     VerifiedFace,
 )
-from app.errors import AppError, Forbidden, PayloadTooLarge, RateLimited, Unavailable
+from app.errors import AppError, Forbidden, PayloadTooLarge, RateLimited
 from app.gallery import matching
 from app.gallery import service as gallery
 from app.models import Job, Person, PersonFace
@@ -138,7 +138,7 @@ def translate(exc: AppError) -> CompreFaceError:
         return CompreFaceError(Code.UNDEFINED, exc.detail, status=429, headers=exc.headers)
     if isinstance(exc, Forbidden):
         return CompreFaceError(Code.APP_ACCESS_DENIED, exc.detail)
-    if isinstance(exc, gallery.WorkerTimeout | Unavailable):
+    if isinstance(exc, gallery.WorkerTimeout):
         return CompreFaceError(
             Code.FACES_SERVICE_EXCEPTION, exc.detail, status=exc.status, headers=exc.headers
         )
