@@ -4,6 +4,7 @@ lookout up        everything locally: embedded Postgres + Redis when no URLs are
                   migrations, the API and the workers; Ctrl-C stops it all cleanly
 lookout api       the HTTP API alone (uvicorn)
 lookout worker    detector worker processes
+lookout events    webhook deliveries and the MQTT bridge (outbound events)
 lookout migrate   upgrade the database schema to the latest revision
 lookout apikey    create | list | revoke client API keys
 lookout maintain  one reconciler + janitor pass now (the API also runs them on a schedule)
@@ -45,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker = commands.add_parser("worker", help="run detector workers")
     worker.add_argument("--processes", type=int, help="worker processes (default from settings)")
     worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+    commands.add_parser("events", help="deliver webhooks and publish to MQTT")
     commands.add_parser("migrate", help="upgrade the database schema")
     apikey = commands.add_parser("apikey", help="manage client API keys")
     apikey_commands = apikey.add_subparsers(dest="apikey_command", required=True)
@@ -92,6 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(
             settings, processes=args.processes or settings.worker.processes, burst=args.burst
         )
+    if args.command == "events":
+        from app.events_out.runner import run_events
+
+        return run_events(settings)
     if args.command == "migrate":
         from app.db import migrate
 
@@ -500,7 +506,7 @@ def up(settings: Settings) -> int:
     try:
         migrate(env["LOOKOUT_DATABASE__URL"])
         # Children ignore the terminal's Ctrl-C (own session); we stop them in order below.
-        names = ("api", "worker")
+        names = ("api", "worker", "events")
         for name in names:
             children.append(
                 subprocess.Popen(

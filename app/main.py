@@ -19,6 +19,7 @@ from app.db import (
 )
 from app.deps import API_KEY_HEADER, AppState
 from app.errors import ERROR_RESPONSES, install_error_handlers
+from app.events_out.routes import router as events_out_router
 from app.firehose import Firehose
 from app.gallery.routes import router as gallery_router
 from app.jobs.routes import router as jobs_router
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         firehose = Firehose(redis, max_queued_per_client=settings.api.ws_max_queued_events)
         with contextlib.suppress(Exception):  # Redis may be down at boot; workers create it too
             await streams.ensure_group(redis)
+            await streams.ensure_firehose_groups(redis)  # events wait for `lookout events`
         app.state.lookout = AppState(
             settings=settings,
             engine=engine,
@@ -117,6 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(nodes_admin_router, responses=ERROR_RESPONSES)
     app.include_router(stats_router, responses=ERROR_RESPONSES)
     app.include_router(gallery_router, responses=ERROR_RESPONSES)
+    app.include_router(events_out_router, responses=ERROR_RESPONSES)
     app.include_router(ops_router)
     mount_ui(app)  # last: a catch-all at / behind every API route
     # Added innermost first: requests pass RequestContext → TrustedHost → CORS → WebSocketLimit
@@ -133,7 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.api.cors_origins,
-            allow_methods=["GET", "POST", "DELETE"],
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=[API_KEY_HEADER, "Content-Type", REQUEST_ID_HEADER],
             expose_headers=["Retry-After", REQUEST_ID_HEADER],
         )
