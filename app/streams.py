@@ -699,6 +699,6 @@ async def claim_stale_firehose(
     """Move firehose entries a dead consumer of `group` left unacked to `consumer`; they are
     then read with its own pending entries. Returns how many were claimed."""
     response = await redis.xautoclaim(
-        FIREHOSE, group, consumer, min_idle_ms, start_id="0-0", count=count, justid=True
+        FIREHOSE, group, consumer, min_idle_ms, start_id="0-0", count=count
     )
-    return len(response[1])
+    return len(cast(RawEntries, response[1]))

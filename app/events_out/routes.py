@@ -91,7 +91,9 @@ async def update_webhook(
     summary="Delete a webhook and its deliveries",
     responses=NOT_FOUND,
 )
-async def delete_webhook(principal: WriteKey, session: SessionDep, webhook_id: uuid.UUID) -> Any:
+async def delete_webhook(
+    principal: WriteKey, session: SessionDep, webhook_id: uuid.UUID
+) -> Response:
     await service.delete_webhook(session, principal, webhook_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
