@@ -1,6 +1,5 @@
 """Webhooks: the API, the SSRF guard, and signed at-least-once deliveries to a real receiver."""
 
-import asyncio
 
 import pytest
 from standardwebhooks import Webhook as StandardWebhook
@@ -169,7 +168,7 @@ async def test_a_face_upload_is_delivered_signed_to_the_receiver(
     assert all(d["status"] == "delivered" and d["last_status_code"] == 204 for d in deliveries)
     # A forged body fails the reference verifier.
     tampered = receiver.received[0].body.replace(b'"v":1', b'"v":2')
-    with pytest.raises(Exception, match="(?i)signature"):
+    with pytest.raises(Exception, match=r"(?i)signature"):
         verifier.verify(tampered, receiver.received[0].headers)
 
 
