@@ -38,7 +38,7 @@ from urllib.parse import unquote, urlsplit
 import aiomqtt
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -218,10 +218,12 @@ class MqttBridge:
         await self.refresh(client)
         consume = asyncio.create_task(self._consume(client, stop))
         refresh = asyncio.create_task(self._refresh_loop(client, stop))
-        done, pending = await asyncio.wait({consume, refresh}, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        try:
+            done, _ = await asyncio.wait({consume, refresh}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (consume, refresh):
+                task.cancel()
+            await asyncio.gather(consume, refresh, return_exceptions=True)
         for task in done:
             task.result()  # an MqttError ends this connection; run() reconnects
 
@@ -242,14 +244,22 @@ class MqttBridge:
         )
         own_pending = True
         while not stop.is_set():
-            entries = await streams.read_firehose_group(
-                self.redis,
-                group,
-                self.consumer,
-                count=self.settings.events.read_count,
-                block_ms=None if own_pending else 1000,
-                pending=own_pending,
-            )
+            try:
+                entries = await streams.read_firehose_group(
+                    self.redis,
+                    group,
+                    self.consumer,
+                    count=self.settings.events.read_count,
+                    block_ms=None if own_pending else 1000,
+                    pending=own_pending,
+                )
+            except ResponseError as exc:
+                if not streams.is_missing_group(exc):
+                    raise
+                # Redis lost the group (wiped or restarted empty): start again from now.
+                await streams.ensure_firehose_groups(self.redis, [group])
+                own_pending = True
+                continue
             if own_pending and not entries:
                 own_pending = False
                 continue

@@ -1,6 +1,5 @@
 """Webhooks: the API, the SSRF guard, and signed at-least-once deliveries to a real receiver."""
 
-
 import pytest
 from standardwebhooks import Webhook as StandardWebhook
 
