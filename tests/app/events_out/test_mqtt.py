@@ -4,7 +4,6 @@ import asyncio
 import contextlib
 import json
 import re
-import uuid
 from dataclasses import dataclass, field
 
 import aiomqtt
@@ -78,13 +77,14 @@ class Subscriber:
     """What Home Assistant would see: a persistent-session QoS 1 subscriber to both trees."""
 
     port: int
+    identifier: str = "ha-test"
     messages: list[tuple[str, bytes, bool]] = field(default_factory=list)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 async with aiomqtt.Client(
-                    "127.0.0.1", self.port, identifier="ha-test", clean_session=False
+                    "127.0.0.1", self.port, identifier=self.identifier, clean_session=False
                 ) as client:
                     await client.subscribe("lookout/#", qos=1)
                     await client.subscribe("homeassistant/#", qos=1)
@@ -123,8 +123,9 @@ async def running(*coroutines_of_stop):
     try:
         yield stop
     finally:
-        stop.set()
-        for task in tasks:
+        stop.set()  # the bridge says goodbye (offline, retained); the subscriber just listens
+        _, pending = await asyncio.wait(tasks, timeout=5)
+        for task in pending:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
@@ -228,9 +229,15 @@ async def test_a_node_face_gives_the_events_states_and_discovery_home_assistant_
     seen_at = by_entity[("sensor", f"lookout_person_{obama.id}_seen_at")]
     assert seen_at["device_class"] == "timestamp"
     assert seen_at["value_template"] == "{{ value_json.time }}"
-    retained = {t for t, _, retain in subscriber.messages if retain}
-    assert set(configs) <= retained or True  # retained flags arrive only on a new subscription
-    assert all(t.startswith("homeassistant/") for t in configs)
+    # A Home Assistant that starts later still finds every config (retained), and the bridge's
+    # availability says it is gone now that it stopped.
+    late = Subscriber(broker.port, identifier="ha-late")
+    async with running(late.run):
+        await wait_for(lambda: set(configs) <= late.topics())
+        await wait_for(lambda: late.on("lookout/status"))
+    retained = {t for t, _, retain in late.messages if retain}
+    assert set(configs) <= retained
+    assert late.on("lookout/status") == [b"offline"]
 
 
 async def test_events_published_while_the_broker_restarts_all_arrive_in_order(
