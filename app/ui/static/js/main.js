@@ -1,4 +1,4 @@
-// Hash router (#/live, #/upload, #/jobs/ID, #/people, #/nodes), sign-in, the shared firehose.
+// Hash router (#/live, #/upload, #/jobs/ID, #/people, #/nodes, #/events), sign-in, the shared firehose.
 import { auth, authEvents, jobs, ApiError } from './api.js';
 import { Firehose } from './stream.js';
 import { errorText } from './dom.js';
@@ -7,8 +7,9 @@ import * as upload from './pages/upload.js';
 import * as job from './pages/job.js';
 import * as people from './pages/people.js';
 import * as nodes from './pages/nodes.js';
+import * as events from './pages/events.js';
 
-const PAGES = { live, upload, jobs: job, people, nodes };
+const PAGES = { live, upload, jobs: job, people, nodes, events };
 
 const view = document.getElementById('view');
 const dialog = document.getElementById('login');
