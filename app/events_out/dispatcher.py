@@ -50,6 +50,8 @@ STALE_CLAIM_MS = 60_000
 # Finished deliveries beyond events.keep_deliveries per webhook are pruned this often.
 PRUNE_INTERVAL_S = 300.0
 RETRY_S = 1.0
+# Pending deliveries of one webhook read per query (then sent one by one, in order).
+HEAD_BATCH = 50
 
 
 def consumer_name() -> str:
@@ -230,26 +232,49 @@ class WebhookDispatcher:
                 log.warning("webhook_drain_failed", webhook_id=str(webhook_id), error=repr(exc))
 
     async def _deliver_head(self, webhook_id: uuid.UUID) -> bool:
-        """Attempt the oldest pending delivery if it is due; True if it succeeded."""
+        """Attempt the oldest pending deliveries, in order, while they succeed (up to
+        HEAD_BATCH per query); True if the queue may hold more to send now."""
         async with self.sessionmaker() as session:
             webhook = await session.get(Webhook, webhook_id)
-            head = await session.scalar(
-                select(WebhookDelivery)
-                .where(
-                    WebhookDelivery.webhook_id == webhook_id,
-                    WebhookDelivery.status == DeliveryStatus.pending,
+            heads = list(
+                await session.scalars(
+                    select(WebhookDelivery)
+                    .where(
+                        WebhookDelivery.webhook_id == webhook_id,
+                        WebhookDelivery.status == DeliveryStatus.pending,
+                    )
+                    .order_by(WebhookDelivery.seq)
+                    .limit(HEAD_BATCH)
                 )
-                .order_by(WebhookDelivery.seq)
-                .limit(1)
             )
-            if webhook is None or head is None:
-                return False
-            now = datetime.now(UTC)
-            if head.next_attempt_at > now:
+            if webhook is None or not heads:
                 return False
             url, secret = webhook.url, webhook.secret
-            delivery_id, event_id = head.id, head.event_id
-            payload, attempts, queued_at = head.payload, head.attempts, head.created_at
+            batch = [
+                (h.id, h.event_id, h.payload, h.attempts, h.created_at, h.next_attempt_at)
+                for h in heads
+            ]
+        for delivery_id, event_id, payload, attempts, queued_at, due_at in batch:
+            if due_at > datetime.now(UTC):
+                return False
+            if not await self._attempt_one(
+                webhook_id, url, secret, delivery_id, event_id, payload, attempts, queued_at
+            ):
+                return False
+        return len(batch) == HEAD_BATCH
+
+    async def _attempt_one(
+        self,
+        webhook_id: uuid.UUID,
+        url: str,
+        secret: str,
+        delivery_id: uuid.UUID,
+        event_id: str,
+        payload: dict[str, Any],
+        attempts: int,
+        queued_at: datetime,
+    ) -> bool:
+        """One attempt, recorded; True when the queue may go on (delivered, or dead-lettered)."""
         status_code, error = await self.attempt(url, secret, event_id, payload)
         attempts += 1
         now = datetime.now(UTC)
