@@ -247,8 +247,8 @@ class WebhookDispatcher:
                     .limit(HEAD_BATCH)
                 )
             )
-            if webhook is None or not heads:
-                return False
+            if webhook is None or not webhook.enabled or not heads:
+                return False  # a disabled webhook keeps its queue until it is enabled again
             url, secret = webhook.url, webhook.secret
             batch = [
                 (h.id, h.event_id, h.payload, h.attempts, h.created_at, h.next_attempt_at)
@@ -357,7 +357,7 @@ class WebhookDispatcher:
             return None, f"{type(exc).__name__}: {exc}"[:500]
         if 200 <= response.status_code < 300:
             return response.status_code, None
-        if response.is_redirect:
+        if 300 <= response.status_code < 400:
             return response.status_code, "the receiver redirected; redirects are not followed"
         return response.status_code, f"the receiver answered {response.status_code}"
 

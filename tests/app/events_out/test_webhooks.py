@@ -4,7 +4,7 @@ import pytest
 from standardwebhooks import Webhook as StandardWebhook
 
 from app import streams
-from app.events_out.dispatcher import backoff_s
+from app.events_out.dispatcher import WebhookDispatcher, backoff_s
 from app.security import Scope
 from tests.app.events_out.helpers import (
     enroll_from_job,
@@ -254,3 +254,39 @@ def test_backoff_grows_exponentially_with_jitter_and_is_capped():
         waits = [backoff_s(attempts, base_s=5.0, max_s=600.0) for _ in range(200)]
         assert all(full / 2 <= w <= full for w in waits)
         assert max(waits) - min(waits) > full / 10  # jittered, not one fixed value
+
+
+async def test_the_address_is_checked_again_at_delivery_time(settings, sessionmaker, redis):
+    """A target that was allowed when saved but resolves to a refused address now (DNS
+    rebinding, or the operator narrowed the allowed networks) is not contacted."""
+    receiver = Receiver()
+    receiver.start()
+    try:
+        strict = WebhookDispatcher(settings, sessionmaker, redis)  # no allowed networks
+        status_code, error = await strict.attempt(
+            receiver.url, "whsec_" + "A" * 32, "evt_1-0_0", {"v": 1}
+        )
+        assert status_code is None
+        assert "loopback" in error
+        assert receiver.received == []
+        allowed = WebhookDispatcher(events_settings(settings), sessionmaker, redis)
+        assert await allowed.attempt(receiver.url, "whsec_" + "A" * 32, "evt_1-0_0", {"v": 1}) == (
+            204,
+            None,
+        )
+        assert len(receiver.received) == 1
+        await strict.http.aclose()
+        await allowed.http.aclose()
+    finally:
+        receiver.stop()
+
+
+async def test_redirects_are_not_followed(settings, sessionmaker, redis, receiver):
+    receiver.status = 307
+    receiver.start()
+    dispatcher = WebhookDispatcher(events_settings(settings), sessionmaker, redis)
+    status_code, error = await dispatcher.attempt(receiver.url, "whsec_" + "A" * 32, "e", {})
+    await dispatcher.http.aclose()
+    assert status_code == 307
+    assert "redirects are not followed" in error
+    assert len(receiver.received) == 1
