@@ -11,10 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection
 
 from app.apikeys.service import ANONYMOUS_ADMIN, Principal, authenticate
+from app.commits import commit
 from app.errors import Forbidden
 from app.firehose import Firehose
 from app.limits import enforce_rate_limit
-from app.nodes import service as nodes_service
 from app.ops.metrics import ApiMetrics
 from app.security import Scope
 from app.settings import Settings
@@ -46,10 +46,11 @@ StateDep = Annotated[AppState, Depends(get_state)]
 
 
 async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
-    """The one commit point of a request: commit when the route returns, roll back on error."""
+    """The one commit point of a request: when the route returns, commit, then run the work
+    queued for after the commit (app/commits.py: XADDs, node events); roll back on error."""
     async with state.sessionmaker() as session:
         yield session
-        await session.commit()
+        await commit(session)
 
 
 # scope="function": commit before the response is sent, so a failed commit is the client's error
@@ -116,7 +117,6 @@ def require_scope(scope: Scope) -> Callable[[Principal], Awaitable[Principal]]:
 
 ReadKey = Annotated[Principal, Depends(require_scope(Scope.read))]
 WriteKey = Annotated[Principal, Depends(require_scope(Scope.write))]
-AdminKey = Annotated[Principal, Depends(require_scope(Scope.admin))]
 
 
 async def websocket_principal(
@@ -136,33 +136,3 @@ async def websocket_principal(
     if not scope.granted_by(principal.scopes):
         raise Forbidden(f"this API key lacks the {scope.value!r} scope")
     return principal
-
-
-async def get_current_node(
-    connection: HTTPConnection, state: StateDep, session: SessionDep
-) -> nodes_service.AuthenticatedNode:
-    """The node behind `Authorization: Bearer <token>`: token verified, node row not revoked.
-
-    Every request checks the row, so a revoked node's tokens fail on its next request.
-    """
-    return await nodes_service.authenticate_request(
-        session, state.redis, connection.headers.get("authorization"), state.settings
-    )
-
-
-async def get_heartbeating_node(
-    connection: HTTPConnection, state: StateDep, session: SessionDep
-) -> nodes_service.AuthenticatedNode:
-    """As get_current_node, but a node that just came online is announced by the heartbeat
-    route, after its figures are committed: the event then shows the node as it reported."""
-    return await nodes_service.authenticate_request(
-        session,
-        state.redis,
-        connection.headers.get("authorization"),
-        state.settings,
-        announce_online=False,
-    )
-
-
-CurrentNode = Annotated[nodes_service.AuthenticatedNode, Depends(get_current_node)]
-HeartbeatingNode = Annotated[nodes_service.AuthenticatedNode, Depends(get_heartbeating_node)]

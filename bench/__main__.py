@@ -8,7 +8,7 @@ LOOKOUT_BENCH_OUT (write RESULTS.md and the plots elsewhere, for a trial run).
 
 import sys
 
-from bench import events_out, fanout, gallery, models, plumbing, throughput
+from bench import deepstack, events_out, fanout, gallery, models, plumbing, throughput
 
 BENCHES = [
     models.main,
@@ -16,6 +16,7 @@ BENCHES = [
     plumbing.main,
     fanout.main,
     gallery.main,
+    deepstack.main,
     events_out.main,
 ]
 

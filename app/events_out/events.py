@@ -26,6 +26,7 @@ EventType = Literal[
     "face.unknown",
     "object.detected",
     "text.read",
+    "plate.read",
     "node.online",
     "node.offline",
     "node.dark",
@@ -39,12 +40,31 @@ def event_id(entry_id: streams.StreamId, index: int) -> str:
     return f"evt_{entry_id.decode()}_{index}"
 
 
-def rfc3339(epoch_s: float) -> str:
-    return (
-        datetime.fromtimestamp(epoch_s, UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
+def rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def event_time(at: Any) -> str:
+    """A firehose entry's `at` as the event's `time`: an RFC 3339 UTC string (what the API and
+    workers write, app/timestamps.py), or epoch seconds (entries from before that change).
+    Missing or unreadable: now."""
+    moment: datetime | None = None
+    if isinstance(at, str):
+        try:
+            moment = datetime.fromisoformat(at)
+        except ValueError:
+            try:
+                moment = datetime.fromtimestamp(float(at), UTC)
+            except (ValueError, OverflowError, OSError):
+                moment = None
+        if moment is not None and moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+    elif isinstance(at, int | float) and not isinstance(at, bool):
+        try:
+            moment = datetime.fromtimestamp(at, UTC)
+        except (ValueError, OverflowError, OSError):
+            moment = None
+    return rfc3339(moment or datetime.now(UTC))
 
 
 def _links(base: str, job_id: str | None, node_id: str | None) -> dict[str, str]:
@@ -64,7 +84,7 @@ def from_firehose(
     """The outbound events of one firehose entry (none for types no subscriber can want)."""
     base = (public_url or "").rstrip("/")
     kind = entry.get("type")
-    at = float(entry.get("at") or 0.0)
+    time = event_time(entry.get("at"))
     owner = entry.get("owner_id")
     bodies: list[tuple[str, dict[str, Any]]] = []
     job_ref: dict[str, Any] | None = None
@@ -88,7 +108,7 @@ def from_firehose(
                 "v": EVENT_VERSION,
                 "id": event_id(entry_id, index),
                 "type": event_type,
-                "time": rfc3339(at),
+                "time": time,
                 "owner_id": owner,
                 "job": job_ref,
                 "node": node_ref,
@@ -130,6 +150,7 @@ def _result_bodies(
     ]
     objects: Counter[str] = Counter()
     texts: list[dict[str, Any]] = []
+    plates: list[tuple[str, dict[str, Any]]] = []
     for detection in detections:
         attributes = detection.get("attributes") or {}
         kind = detection.get("kind")
@@ -163,16 +184,37 @@ def _result_bodies(
                 )
         elif kind == "object" and detection.get("label"):
             objects[str(detection["label"])] += 1
-        elif kind == "text":
-            text = attributes.get("text", detection.get("label"))
+        elif kind == "text":  # workers/detectors/text.py: attributes text, line
+            text = attributes.get("text")
             if text:
                 texts.append(
-                    {"text": text, "score": detection.get("score"), "box": detection.get("box")}
+                    {
+                        "text": text,
+                        "line": attributes.get("line"),
+                        "score": detection.get("score"),
+                        "box": detection.get("box"),
+                    }
                 )
+        elif kind == "plate" and attributes.get("plate"):  # attributes plate, text, vehicle
+            plates.append(
+                (
+                    "plate.read",
+                    {
+                        "plate": attributes["plate"],
+                        "text": attributes.get("text"),
+                        "score": detection.get("score"),
+                        "box": detection.get("box"),
+                        "vehicle": attributes.get("vehicle"),
+                        "detection_id": detection.get("id"),
+                        "source": source,
+                    },
+                )
+            )
     for label, count in sorted(objects.items()):
         bodies.append(("object.detected", {"label": label, "count": count, "source": source}))
     if texts:
         bodies.append(("text.read", {"texts": texts, "source": source}))
+    bodies.extend(plates)  # one per plate
     return bodies
 
 

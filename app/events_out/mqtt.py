@@ -198,7 +198,7 @@ class MqttBridge:
 
     async def _set_status(self, *, connected: bool, error: str | None) -> None:
         if connected != self.status.connected:
-            self.status.since = events.rfc3339(time.time())
+            self.status.since = events.event_time(time.time())
         self.status.connected = connected
         if error is not None:
             self.status.last_error = error

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response, status
 
 from app.deps import ReadKey, RedisDep, SessionDep, SettingsDep, WriteKey
+from app.errors import error_doc
 from app.events_out import service
 from app.events_out.schemas import (
     EVENT_EXAMPLE,
@@ -24,13 +25,14 @@ from app.models import DeliveryStatus
 router = APIRouter(tags=["webhooks"])
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: {"description": "No such webhook (or not one of this key's)"}
+    404: error_doc("No such webhook (or not one of this key's)", "not_found")
 }
 REFUSED: dict[int | str, dict[str, Any]] = {
-    422: {
-        "description": "Invalid body, or a target that resolves to a loopback, private, "
-        "link-local or metadata address (`webhook_target_refused`)"
-    }
+    422: error_doc(
+        "Invalid body, or a target that resolves to a loopback, private, link-local or "
+        "metadata address",
+        "webhook_target_refused",
+    )
 }
 
 
@@ -124,7 +126,7 @@ async def list_deliveries(
     status_code=status.HTTP_202_ACCEPTED,
     response_model=DeliveryOut,
     summary="Send a dead (or delivered) delivery again, with fresh retries",
-    responses={**NOT_FOUND, 422: {"description": "The delivery is still pending"}},
+    responses={**NOT_FOUND, 422: error_doc("The delivery is still pending", "invalid_request")},
 )
 async def redeliver(
     principal: WriteKey, session: SessionDep, webhook_id: uuid.UUID, delivery_id: uuid.UUID

@@ -48,7 +48,9 @@ class OutboundEventOut(BaseModel):
         description="job.done: counts, timings, source · job.failed: error · face.identified: "
         "person {id, name}, similarity, box, source · face.unknown: cluster_id (null until "
         "clustered), box, source · object.detected: label, count, source · text.read: texts "
-        "[{text, score, box}], source · node.*: online, state, dark_scene, change"
+        "[{text, line, score, box}], source · plate.read: plate (normalised), text (as read), "
+        "score, box, vehicle {label, score, box}, detection_id, source · node.*: online, "
+        "state, dark_scene, change"
     )
     links: dict[str, str]
 

@@ -35,7 +35,10 @@ async def counts(
     ] = None,
     to: Annotated[datetime | None, Query(description="ISO-8601, exclusive; default now")] = None,
     bucket: Annotated[str, Query(description="15m, 1h, 1d …; buckets align to UTC")] = "1h",
+    fill: Annotated[
+        bool, Query(description="list every bucket of the span, empty ones too (frames 0)")
+    ] = False,
 ) -> CountsReport:
     return await service.count_objects(
-        session, viewer, node_id=node_id, start=from_, end=to, bucket=bucket
+        session, viewer, node_id=node_id, start=from_, end=to, bucket=bucket, fill=fill
     )

@@ -14,7 +14,7 @@ def result_entry(detections: list[dict], *, node: bool = True) -> dict:
     return {
         "type": "result",
         "job_id": JOB,
-        "at": 1764797400.25,
+        "at": "2025-12-03T21:30:00.250000Z",  # app/timestamps.py: RFC 3339, UTC
         "owner_id": "owner-1",
         "job": {
             "id": JOB,
@@ -56,7 +56,19 @@ def test_a_result_gives_done_identified_unknown_objects_and_text_events():
                 "label": "text",
                 "score": 0.9,
                 "box": [2, 2, 8, 4],
-                "attributes": {"text": "EXIT"},
+                "attributes": {"text": "EXIT", "line": 0},
+            },
+            {  # workers/detectors/text.py PlateDetector
+                "id": 7,
+                "kind": "plate",
+                "label": "plate",
+                "score": 0.8,
+                "box": [3, 3, 7, 4],
+                "attributes": {
+                    "plate": "AB123CD",
+                    "text": "AB-123-CD",
+                    "vehicle": {"label": "car", "score": 0.7, "box": [1, 1, 5, 5]},
+                },
             },
         ]
     )
@@ -69,6 +81,7 @@ def test_a_result_gives_done_identified_unknown_objects_and_text_events():
         "object.detected",
         "object.detected",
         "text.read",
+        "plate.read",
     ]
     assert {e["type"] for e in events} <= set(EVENT_TYPES)
     assert len({e["id"] for e in events}) == len(events)  # unique, and stable:
@@ -89,7 +102,25 @@ def test_a_result_gives_done_identified_unknown_objects_and_text_events():
         ("car", 2),
         ("person", 1),
     ]
-    assert events[5]["data"]["texts"][0]["text"] == "EXIT"
+    assert events[5]["data"]["texts"] == [
+        {"text": "EXIT", "line": 0, "score": 0.9, "box": [2, 2, 8, 4]}
+    ]
+    plate = events[6]["data"]
+    assert (plate["plate"], plate["text"], plate["vehicle"]["label"]) == (
+        "AB123CD",
+        "AB-123-CD",
+        "car",
+    )
+
+
+def test_event_time_reads_rfc3339_and_legacy_epoch_at():
+    legacy = dict(result_entry([]), at=1764797400.25)
+    assert from_firehose(b"1-0", legacy)[0]["time"] == "2025-12-03T21:30:00.250Z"
+    offset = dict(result_entry([]), at="2025-12-03T22:30:00.25+01:00")
+    assert from_firehose(b"1-0", offset)[0]["time"] == "2025-12-03T21:30:00.250Z"
+    live = streams.make_event("error", uuid.UUID(JOB), error="boom")  # what main writes now
+    assert live["at"].endswith("Z")
+    assert from_firehose(b"1-0", live)[0]["time"][:19] == live["at"][:19]
 
 
 def test_an_unknown_face_without_clustering_has_a_null_cluster():

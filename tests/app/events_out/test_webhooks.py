@@ -23,6 +23,7 @@ ALL_TYPES = [
     "face.unknown",
     "object.detected",
     "text.read",
+    "plate.read",
     "node.online",
     "node.offline",
     "node.dark",
