@@ -22,6 +22,7 @@ from app.db import (
 from app.deps import API_KEY_HEADER, AppState
 from app.docs_pages import mount_docs
 from app.errors import ERROR_RESPONSES, install_error_handlers
+from app.events_out.routes import router as events_out_router
 from app.firehose import Firehose
 from app.gallery.clusters import cluster_loop
 from app.gallery.routes import router as gallery_router
@@ -134,6 +135,7 @@ async def _open_state(settings: Settings, metrics: ApiMetrics) -> AppState:
     redis = create_redis(settings.redis)
     with contextlib.suppress(Exception):  # Redis may be down at boot; workers create it too
         await streams.ensure_group(redis)
+        await streams.ensure_firehose_groups(redis)  # events wait for `lookout events`
     return AppState(
         settings=settings,
         engine=engine,
@@ -154,6 +156,7 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(nodes_admin_router, responses=ERROR_RESPONSES)
     app.include_router(stats_router, responses=ERROR_RESPONSES)
     app.include_router(gallery_router, responses=ERROR_RESPONSES)
+    app.include_router(events_out_router, responses=ERROR_RESPONSES)
     app.include_router(ops_router)
     app.include_router(deepstack_router)  # errors in DeepStack's own envelope, not ErrorOut
     app.include_router(compreface_router)  # CompreFace's /api/v1, its own error shape
@@ -175,7 +178,7 @@ def _add_middleware(app: FastAPI, settings: Settings, metrics: ApiMetrics) -> No
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.api.cors_origins,
-            allow_methods=["GET", "POST", "DELETE"],
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=[API_KEY_HEADER, "Content-Type", REQUEST_ID_HEADER],
             expose_headers=["Retry-After", REQUEST_ID_HEADER],
         )

@@ -9,12 +9,14 @@ import numpy as np
 import numpy.typing as npt
 from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
     Enum,
     Float,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     LargeBinary,
@@ -338,3 +340,69 @@ class UnknownFace(Base):
     seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (Index("ix_unknown_faces_owner_model", "owner_id", "model"),)
+
+
+class DeliveryStatus(enum.StrEnum):
+    pending = "pending"  # waiting for its first attempt or its next retry
+    delivered = "delivered"  # the receiver answered 2xx
+    dead = "dead"  # retried for events.retry_window_s without success: the dead letter
+
+
+class Webhook(Base):
+    """A subscription of one API key: events of these types, passing these filters, are POSTed
+    to url, signed with secret (Standard Webhooks). The secret is shown once, at creation."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    # The API key that created it; None while auth was off (dev). Sees what that key sees.
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("api_keys.id", ondelete="CASCADE"), index=True
+    )
+    # An admin key's webhook (or one made with auth off) receives every owner's events.
+    sees_all: Mapped[bool] = mapped_column(Boolean, default=False)
+    url: Mapped[str] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(String(200))
+    event_types: Mapped[list[str]] = mapped_column(ARRAY(String(32)))
+    # Filters; empty lists match everything.
+    node_ids: Mapped[list[str]] = mapped_column(ARRAY(String(36)), default=list)
+    labels: Mapped[list[str]] = mapped_column(ARRAY(String(64)), default=list)
+    people: Mapped[list[str]] = mapped_column(ARRAY(String(200)), default=list)
+    secret: Mapped[str] = mapped_column(String(64))  # whsec_…: needed to sign, so kept
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    __mapper_args__ = {"eager_defaults": True}
+
+
+class WebhookDelivery(Base):
+    """One event for one webhook. Delivered in `seq` order per webhook, at least once."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True), unique=True)
+    webhook_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("webhooks.id", ondelete="CASCADE")
+    )
+    event_id: Mapped[str] = mapped_column(String(80))  # the webhook-id header; stable on retries
+    event_type: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    status: Mapped[DeliveryStatus] = mapped_column(
+        Enum(DeliveryStatus, name="delivery_status", native_enum=False, length=16),
+        default=DeliveryStatus.pending,
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    next_attempt_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ux_webhook_deliveries_event", "webhook_id", "event_id", unique=True),
+        Index("ix_webhook_deliveries_due", "webhook_id", "status", "seq"),
+    )
+    __mapper_args__ = {"eager_defaults": True}

@@ -308,6 +308,48 @@ class DecodeSettings(BaseModel):
     target_side_px: int = Field(default=2048, ge=64)
 
 
+class EventsSettings(BaseModel):
+    """Outbound events: webhooks (app/events_out), delivered by `lookout events`."""
+
+    # Base URL put in front of event links (e.g. https://lookout.example); None: links are paths.
+    public_url: str | None = None
+    # A delivery attempt waits this long for the receiver's answer.
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    # Retries: exponential backoff from retry_base_s, capped at retry_max_backoff_s, each wait
+    # jittered down to half; after retry_window_s from the event a delivery is dead-lettered.
+    retry_base_s: float = Field(default=5.0, gt=0)
+    retry_max_backoff_s: float = Field(default=3600.0, gt=0)
+    retry_window_s: float = Field(default=24 * 3600.0, gt=0)
+    # SSRF guard: targets resolving to loopback, link-local, private or metadata addresses are
+    # refused, except addresses inside these networks (e.g. ["127.0.0.1/32", "10.0.0.0/8"]).
+    allowed_networks: list[str] = Field(default_factory=list)
+    # How often the dispatcher looks for due retries (new events wake it at once).
+    poll_interval_s: float = Field(default=1.0, gt=0)
+    # Webhooks delivered at the same time (each webhook's deliveries go one by one, in order).
+    max_concurrent_webhooks: int = Field(default=32, ge=1)
+    # Firehose entries read per batch by each consumer group.
+    read_count: int = Field(default=100, ge=1)
+    # Deliveries kept per webhook after they end (delivered or dead); older ones are pruned.
+    keep_deliveries: int = Field(default=1000, ge=10)
+
+
+class MqttSettings(BaseModel):
+    """Events published to an MQTT broker (optional), with Home Assistant discovery."""
+
+    # mqtt://user:pass@host:1883 (mqtts:// for TLS); None: no MQTT.
+    url: str | None = None
+    topic_prefix: str = "lookout"
+    client_id: str = "lookout"
+    discovery: bool = True  # Home Assistant MQTT discovery configs (retained)
+    discovery_prefix: str = "homeassistant"
+    keepalive_s: int = Field(default=30, ge=5)
+    # Reconnect waits double from reconnect_min_s up to reconnect_max_s.
+    reconnect_min_s: float = Field(default=1.0, gt=0)
+    reconnect_max_s: float = Field(default=60.0, gt=0)
+    # Node status (online, fps) and discovery are refreshed this often.
+    status_interval_s: float = Field(default=30.0, gt=0)
+
+
 # Accepted only when env is local or dev; the API refuses to start with it anywhere else.
 PLACEHOLDER_NODE_SIGNING_KEY = "dev-only-node-signing-key-not-a-secret"
 
@@ -363,6 +405,8 @@ class Settings(BaseSettings):
     clusters: ClusterSettings = ClusterSettings()
     compreface: CompreFaceSettings = CompreFaceSettings()
     client: ClientSettings = ClientSettings()
+    events: EventsSettings = EventsSettings()
+    mqtt: MqttSettings = MqttSettings()
 
     @model_validator(mode="after")
     def _auth_off_only_in_dev(self) -> "Settings":

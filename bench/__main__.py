@@ -9,7 +9,7 @@ LOOKOUT_BENCH_CLUSTER_FACES (synthetic unknown faces the clustering pass runs ov
 
 import sys
 
-from bench import clusters, deepstack, fanout, gallery, models, plumbing, throughput
+from bench import clusters, deepstack, events_out, fanout, gallery, models, plumbing, throughput
 
 BENCHES = [
     models.main,
@@ -19,6 +19,7 @@ BENCHES = [
     gallery.main,
     deepstack.main,
     clusters.main,
+    events_out.main,
 ]
 
 

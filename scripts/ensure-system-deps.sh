@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # System packages the test suite needs, installed from Debian when missing. Idempotent: on a
 # machine that has them this does nothing. tests/e2e/test_nginx.py runs Debian's nginx in front
-# of the API, with a throwaway TLS certificate made by openssl. tests/workers/detectors/test_text.py
+# of the API, with a throwaway TLS certificate made by openssl; tests/app/events_out starts
+# Debian's mosquitto as the MQTT broker. tests/workers/detectors/test_text.py
 # runs the optional tesseract text engine (Lookout itself does not need it: PP-OCR is the default).
 set -euo pipefail
 
 missing=()
 [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+[ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 command -v tesseract >/dev/null 2>&1 || missing+=(tesseract-ocr tesseract-ocr-eng)
 if [ "${#missing[@]}" -eq 0 ]; then
     exit 0
@@ -29,7 +31,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 echo "ensure-system-deps: installing ${missing[*]} from Debian" >&2
-# Keep the nginx package's own service from starting on port 80: the tests run their own nginx.
+# Keep the nginx (and mosquitto) packages' own services from starting: the tests run their own.
 # policy-rc.d is Debian's switch for that; add one only if there is none, and remove it after.
 POLICY=/usr/sbin/policy-rc.d
 added_policy=""

@@ -236,6 +236,7 @@ def test_compose_files_are_valid_for_docker_compose(files):
         "migrate",
         "api",
         "worker",
+        "events",
         "nginx",
     }
 
@@ -320,13 +321,13 @@ def compose_lookout_environment(service: str, env_file: Path) -> dict[str, str]:
     return lookout
 
 
-@pytest.mark.parametrize("service", ["migrate", "api", "worker"])
+@pytest.mark.parametrize("service", ["migrate", "api", "worker", "events"])
 def test_lookout_containers_get_valid_settings(service, filled_env_file, monkeypatch):
     settings = settings_from(compose_lookout_environment(service, filled_env_file), monkeypatch)
     assert settings.env == "prod"
     assert settings.database.url and settings.database.url.startswith("postgresql+asyncpg://")
     assert settings.redis.url and settings.redis.url.startswith("redis://")
-    if service != "migrate":  # it never talks to Redis
+    if service not in ("migrate", "events"):  # migrate: no Redis; events: no node frames
         assert settings.redis.frames_url and settings.redis.frames_url.startswith("redis://")
     assert str(settings.storage_dir) == IMAGES_DIR
     if service == "worker":  # the mounted, verified model files or a clear start-up error
@@ -610,7 +611,12 @@ def k8s_lookout_environment(kind: str, name: str, secret: dict[str, str]) -> dic
 
 @pytest.mark.parametrize(
     ("kind", "name"),
-    [("Deployment", "lookout-api"), ("Deployment", "lookout-worker"), ("Job", "lookout-migrate")],
+    [
+        ("Deployment", "lookout-api"),
+        ("Deployment", "lookout-worker"),
+        ("Deployment", "lookout-events"),
+        ("Job", "lookout-migrate"),
+    ],
 )
 def test_k8s_settings_are_real_and_valid(kind, name, monkeypatch):
     shipped = k8s_object("Secret", "lookout-secrets")["stringData"]

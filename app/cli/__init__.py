@@ -4,6 +4,7 @@ lookout up        everything locally: embedded Postgres + Redis when no URLs are
                   migrations, the API and the workers; Ctrl-C stops it all cleanly
 lookout api       the HTTP API alone (uvicorn)
 lookout worker    detector worker processes
+lookout events    webhook deliveries and the MQTT bridge (outbound events)
 lookout migrate   upgrade the database schema to the latest revision
 lookout apikey    create | list | revoke client API keys
 lookout maintain  one reconciler + janitor pass now (the API also runs them on a schedule)
@@ -14,11 +15,11 @@ lookout nodes register NAME | list | revoke ID
 lookout node run  the edge node client: capture, send changed frames, report heartbeats
 
 The arguments of every command are declared here; what runs them lives in one module per
-audience: `server` (up, api, worker, migrate), `admin` (apikey, maintain, models, people), `node`
-(nodes, node run). Each subcommand names its function as "package.module:function"
-(`run(settings, args) -> exit code`), and only that module is imported: `lookout nodes list`
-does not load SQLAlchemy, `lookout migrate` does not load httpx. `worker` and `models` run in
-workers/cli.py, named the same way: app/ never imports workers/.
+audience: `server` (up, api, worker, events, migrate), `admin` (apikey, maintain, models,
+people), `node` (nodes, node run). Each subcommand names its function as
+"package.module:function" (`run(settings, args) -> exit code`), and only that module is imported:
+`lookout nodes list` does not load SQLAlchemy, `lookout migrate` does not load httpx. `worker`
+and `models` run in workers/cli.py, named the same way: app/ never imports workers/.
 """
 
 import argparse
@@ -101,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _server_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    """up, api, worker, migrate (app/cli/server.py)."""
+    """up, api, worker, events, migrate (app/cli/server.py)."""
     up_command = commands.add_parser(
         "up", help="start everything locally (embedded Postgres/Redis if no URLs)"
     )
@@ -115,6 +116,9 @@ def _server_commands(commands: "argparse._SubParsersAction[argparse.ArgumentPars
     worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
     worker.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
     worker.set_defaults(run="workers.cli:run_worker")
+    commands.add_parser("events", help="deliver webhooks and publish to MQTT").set_defaults(
+        run="app.cli.server:run_events_command"
+    )
     commands.add_parser("migrate", help="upgrade the database schema").set_defaults(
         run="app.cli.server:migrate_command"
     )

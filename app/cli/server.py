@@ -1,4 +1,4 @@
-"""`lookout up | api | worker | migrate`: run Lookout's processes."""
+"""`lookout up | api | worker | events | migrate`: run Lookout's processes."""
 
 import argparse
 import os
@@ -48,7 +48,8 @@ def up(settings: Settings) -> int:
 
     The data dir is locked first: a second `up` on it stops with the first one's pid. A part
     that dies is restarted with backoff (app/supervisor.py); one that keeps dying stops it all.
-    Ctrl-C stops in order: the API, then the workers (drained), then Redis, then Postgres.
+    Ctrl-C stops in order: the API, then the workers (drained), then the outbound events
+    process (`lookout events`), then Redis, then Postgres.
     """
     # Imported here: the API and worker processes that `up` starts load this module too.
     from app.embedded import DataDirBusy, DataDirLock, EmbeddedServices, start_embedded
@@ -109,6 +110,10 @@ def up(settings: Settings) -> int:
         for index, name in enumerate(worker_names):
             command = ["worker", "--processes", "1", "--index", str(index)]
             supervisor.add(Part(name, start=_child_starter(command, env), grace_s=SHUTDOWN_GRACE_S))
+        # Webhooks and MQTT: reads the firehose in its own consumer group (app/events_out/).
+        supervisor.add(
+            Part("events", start=_child_starter(["events"], env), grace_s=SHUTDOWN_GRACE_S)
+        )
         base = f"http://{settings.api.host}:{settings.api.port}"
         lock.record(
             {
@@ -132,8 +137,9 @@ def up(settings: Settings) -> int:
         print(f"lookout: {exc}", file=sys.stderr, flush=True)
         exit_code = 1
     finally:
-        # API first (no new work), then workers (they finish what they hold), then Redis.
-        supervisor.stop([["api"], worker_names, ["redis"]])
+        # API first (no new work), then workers (they finish what they hold), then the events
+        # process (it reads what the workers published), then Redis.
+        supervisor.stop([["api"], worker_names, ["events"], ["redis"]])
         if embedded is not None:
             embedded.stop()
         lock.release()
@@ -216,6 +222,12 @@ def _local_secret_key(data_dir: Path) -> str:
 
 def run_up(settings: Settings, _args: argparse.Namespace) -> int:
     return up(settings)
+
+
+def run_events_command(settings: Settings, _args: argparse.Namespace) -> int:
+    from app.events_out.runner import run_events
+
+    return run_events(settings)
 
 
 def run_api_command(settings: Settings, args: argparse.Namespace) -> int:

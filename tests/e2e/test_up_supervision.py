@@ -229,6 +229,7 @@ def test_up_locks_its_data_dir_restarts_what_dies_and_stops_in_order(tmp_path, m
     stopped = re.findall(r"part_stopped\s+part=(\S+)", shutdown)
     assert stopped[0] == "api" and stopped[-1] == "redis", shutdown
     assert sorted(stopped[1:3]) == ["worker-0", "worker-1"], shutdown
+    assert stopped[3] == "events", shutdown  # outbound events: after the workers, before Redis
     # Redis was still there while the workers drained.
     assert "redis_unavailable" not in shutdown, shutdown
     assert "embedded_stopped" in shutdown

@@ -207,3 +207,16 @@ export const faceIdOf = (detection) => detection.id;
 
 /** The name of the node that sent a job's frame (`node_name`), or null for an upload. */
 export const nodeNameOf = (job) => job.node_name ?? null;
+
+// ---- outbound events: webhooks and MQTT (issue 17) ----------------------------------------
+
+export const webhooks = {
+  list: async () => (await request('GET', '/v1/webhooks')).items,
+  /** Returns the webhook with its signing secret; the secret is never shown again. */
+  create: (body) => request('POST', '/v1/webhooks', { json: body }),
+  update: (id, body) => request('PATCH', `/v1/webhooks/${encodeURIComponent(id)}`, { json: body }),
+  remove: (id) => request('DELETE', `/v1/webhooks/${encodeURIComponent(id)}`),
+  deliveries: async (id) => (await request('GET', `/v1/webhooks/${encodeURIComponent(id)}/deliveries?limit=50`)).items,
+  redeliver: (id, deliveryId) => request('POST', `/v1/webhooks/${encodeURIComponent(id)}/deliveries/${encodeURIComponent(deliveryId)}/redeliver`),
+  status: () => request('GET', '/v1/events/status'),
+};

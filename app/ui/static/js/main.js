@@ -1,4 +1,5 @@
-// Hash router (#/live, #/upload, #/jobs/ID, #/people, #/unknown, #/nodes), sign-in, the shared firehose.
+// Hash router (#/live, #/upload, #/jobs/ID, #/people, #/unknown, #/nodes, #/events), sign-in,
+// the shared firehose.
 import { auth, authEvents, jobs, ApiError } from './api.js';
 import { Firehose } from './stream.js';
 import { errorText } from './dom.js';
@@ -8,8 +9,9 @@ import * as job from './pages/job.js';
 import * as people from './pages/people.js';
 import * as unknown from './pages/unknown.js';
 import * as nodes from './pages/nodes.js';
+import * as events from './pages/events.js';
 
-const PAGES = { live, upload, jobs: job, people, unknown, nodes };
+const PAGES = { live, upload, jobs: job, people, unknown, nodes, events };
 
 const view = document.getElementById('view');
 const dialog = document.getElementById('login');

@@ -1,0 +1,1 @@
+"""Outbound events: webhooks and MQTT, fed by their own consumer groups on the firehose."""

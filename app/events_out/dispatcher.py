@@ -1,0 +1,411 @@
+"""Webhook dispatcher: the firehose's `webhooks` consumer group → signed POSTs, at least once.
+
+Two loops in `lookout events`:
+
+- ingest: XREADGROUP firehose entries (its own unacked ones first, after a restart), turn each
+  into outbound events (events.py), and INSERT one delivery row per matching webhook (keyed by
+  webhook and event id: reading an entry twice stores nothing twice). XACK after the commit.
+  Postgres then holds every delivery until it succeeds or is dead-lettered.
+- deliver: for each webhook with a due delivery, one task (and, across replicas, one holder of
+  the webhook's Redis lock) sends its pending deliveries one by one in `seq` order. A failure
+  stops that webhook's queue until the retry (exponential backoff, jittered), so a receiver
+  that is down gets everything in order once it is back. After `retry_window_s` a failing
+  delivery becomes `dead` (the dead letter) and the queue moves on.
+
+Every request goes to the address the SSRF guard just checked (never re-resolved by the HTTP
+client), redirects are not followed.
+"""
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app import streams
+from app.events_out import events, signing, ssrf
+from app.models import DeliveryStatus, Webhook, WebhookDelivery
+from app.settings import Settings
+
+log = structlog.get_logger()
+
+USER_AGENT = "Lookout-Webhooks/1"
+# A consumer's unacked firehose entries are taken over by another after this long.
+STALE_CLAIM_MS = 60_000
+# Finished deliveries beyond events.keep_deliveries per webhook are pruned this often.
+PRUNE_INTERVAL_S = 300.0
+RETRY_S = 1.0
+# Pending deliveries of one webhook read per query (then sent one by one, in order).
+HEAD_BATCH = 50
+
+
+def consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def backoff_s(attempts: int, *, base_s: float, max_s: float) -> float:
+    """Wait before retry number `attempts` (≥ 1): base·2^(attempts−1), capped, jittered to
+    between half and all of it (so receivers coming back are not hit by every sender at once)."""
+    wait = min(max_s, base_s * 2 ** min(attempts - 1, 30))
+    return random.uniform(wait / 2, wait)
+
+
+class WebhookDispatcher:
+    def __init__(
+        self,
+        settings: Settings,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        redis: Redis,
+        *,
+        http: httpx.AsyncClient | None = None,
+        consumer: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.sessionmaker = sessionmaker
+        self.redis = redis
+        self.consumer = consumer or consumer_name()
+        self.http = http or httpx.AsyncClient(follow_redirects=False, trust_env=False)
+        self._own_http = http is None
+        self.allowed = ssrf.parse_networks(settings.events.allowed_networks)
+        self.wake = asyncio.Event()
+        self.draining: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self.semaphore = asyncio.Semaphore(settings.events.max_concurrent_webhooks)
+        self.delivered = 0  # successful POSTs, for the benchmark and the logs
+
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            await asyncio.gather(self.ingest_loop(stop), self.deliver_loop(stop))
+        finally:
+            for task in self.draining.values():
+                task.cancel()
+            await asyncio.gather(*self.draining.values(), return_exceptions=True)
+            if self._own_http:
+                await self.http.aclose()
+
+    # --- ingest --------------------------------------------------------------------------
+
+    async def ingest_loop(self, stop: asyncio.Event) -> None:
+        own_pending = True  # after a (re)start: what this consumer read but never acked
+        while not stop.is_set():
+            try:
+                if own_pending:
+                    await streams.ensure_firehose_groups(self.redis, [streams.WEBHOOKS_GROUP])
+                    await streams.claim_stale_firehose(
+                        self.redis,
+                        streams.WEBHOOKS_GROUP,
+                        self.consumer,
+                        min_idle_ms=STALE_CLAIM_MS,
+                        count=self.settings.events.read_count,
+                    )
+                entries = await streams.read_firehose_group(
+                    self.redis,
+                    streams.WEBHOOKS_GROUP,
+                    self.consumer,
+                    count=self.settings.events.read_count,
+                    block_ms=None if own_pending else 1000,
+                    pending=own_pending,
+                )
+                if own_pending and not entries:
+                    own_pending = False
+                    continue
+                if entries:
+                    await self.ingest(entries)
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, SQLAlchemyError, OSError) as exc:
+                if isinstance(exc, ResponseError) and not streams.is_missing_group(exc):
+                    log.error("webhook_ingest_failed", error=repr(exc))
+                else:
+                    log.warning("webhook_ingest_retry", error=repr(exc))
+                own_pending = True
+                await _sleep_or_stop(stop, RETRY_S)
+
+    async def ingest(
+        self, entries: Sequence[tuple[streams.StreamId, dict[str, Any] | None]]
+    ) -> int:
+        """Store the deliveries of these firehose entries, then ack them. Returns rows added."""
+        outbound: list[events.OutboundEvent] = []
+        for entry_id, entry in entries:
+            if entry is not None:
+                outbound.extend(
+                    events.from_firehose(
+                        entry_id, entry, public_url=self.settings.events.public_url
+                    )
+                )
+        added = 0
+        if outbound:
+            async with self.sessionmaker.begin() as session:
+                webhooks = list(await session.scalars(select(Webhook).where(Webhook.enabled)))
+                rows = [
+                    {
+                        "webhook_id": webhook.id,
+                        "event_id": event["id"],
+                        "event_type": event["type"],
+                        "payload": event,
+                    }
+                    for event in outbound
+                    for webhook in webhooks
+                    if _wants(webhook, event)
+                ]
+                if rows:
+                    result = await session.execute(
+                        insert(WebhookDelivery)
+                        .values(rows)
+                        .on_conflict_do_nothing(index_elements=["webhook_id", "event_id"])
+                        .returning(WebhookDelivery.id)
+                    )
+                    added = len(result.all())
+        await streams.ack_firehose(
+            self.redis, streams.WEBHOOKS_GROUP, [entry_id for entry_id, _ in entries]
+        )
+        if added:
+            self.wake.set()
+        return added
+
+    # --- deliver -------------------------------------------------------------------------
+
+    async def deliver_loop(self, stop: asyncio.Event) -> None:
+        last_prune = time.monotonic()
+        while not stop.is_set():
+            self.wake.clear()
+            try:
+                for webhook_id in await self.due_webhooks():
+                    task = self.draining.get(webhook_id)
+                    if task is None or task.done():
+                        self.draining[webhook_id] = asyncio.create_task(self.drain(webhook_id))
+                if time.monotonic() - last_prune > PRUNE_INTERVAL_S:
+                    last_prune = time.monotonic()
+                    await self.prune()
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, SQLAlchemyError, OSError) as exc:
+                log.warning("webhook_deliver_retry", error=repr(exc))
+            self.draining = {k: t for k, t in self.draining.items() if not t.done()}
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), self.settings.events.poll_interval_s)
+
+    async def due_webhooks(self) -> list[uuid.UUID]:
+        async with self.sessionmaker() as session:
+            rows = await session.scalars(
+                select(WebhookDelivery.webhook_id)
+                .where(
+                    WebhookDelivery.status == DeliveryStatus.pending,
+                    WebhookDelivery.next_attempt_at <= func.now(),
+                )
+                .distinct()
+            )
+            return list(rows)
+
+    async def drain(self, webhook_id: uuid.UUID) -> None:
+        """Send this webhook's due deliveries in order until its queue is empty or one fails."""
+        lock_ttl_s = self.settings.events.webhook_timeout_s * 2 + 30
+        lock = streams.webhook_lock_key(webhook_id)
+        async with self.semaphore:
+            try:
+                if not await streams.try_lock(
+                    self.redis, lock, owner=self.consumer, ttl_s=lock_ttl_s
+                ):
+                    return  # another dispatcher is on it
+                try:
+                    while await self._deliver_head(webhook_id):
+                        await self.redis.pexpire(lock, int(lock_ttl_s * 1000))
+                finally:
+                    await _release(self.redis, lock, self.consumer)
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, SQLAlchemyError, OSError) as exc:
+                log.warning("webhook_drain_failed", webhook_id=str(webhook_id), error=repr(exc))
+
+    async def _deliver_head(self, webhook_id: uuid.UUID) -> bool:
+        """Attempt the oldest pending deliveries, in order, while they succeed (up to
+        HEAD_BATCH per query); True if the queue may hold more to send now."""
+        async with self.sessionmaker() as session:
+            webhook = await session.get(Webhook, webhook_id)
+            heads = list(
+                await session.scalars(
+                    select(WebhookDelivery)
+                    .where(
+                        WebhookDelivery.webhook_id == webhook_id,
+                        WebhookDelivery.status == DeliveryStatus.pending,
+                    )
+                    .order_by(WebhookDelivery.seq)
+                    .limit(HEAD_BATCH)
+                )
+            )
+            if webhook is None or not webhook.enabled or not heads:
+                return False  # a disabled webhook keeps its queue until it is enabled again
+            url, secret = webhook.url, webhook.secret
+            batch = [
+                (h.id, h.event_id, h.payload, h.attempts, h.created_at, h.next_attempt_at)
+                for h in heads
+            ]
+        for delivery_id, event_id, payload, attempts, queued_at, due_at in batch:
+            if due_at > datetime.now(UTC):
+                return False
+            if not await self._attempt_one(
+                webhook_id, url, secret, delivery_id, event_id, payload, attempts, queued_at
+            ):
+                return False
+        return len(batch) == HEAD_BATCH
+
+    async def _attempt_one(
+        self,
+        webhook_id: uuid.UUID,
+        url: str,
+        secret: str,
+        delivery_id: uuid.UUID,
+        event_id: str,
+        payload: dict[str, Any],
+        attempts: int,
+        queued_at: datetime,
+    ) -> bool:
+        """One attempt, recorded; True when the queue may go on (delivered, or dead-lettered)."""
+        status_code, error = await self.attempt(url, secret, event_id, payload)
+        attempts += 1
+        now = datetime.now(UTC)
+        values: dict[str, Any] = {
+            "attempts": attempts,
+            "last_status_code": status_code,
+            "last_error": error,
+            "last_attempt_at": now,
+        }
+        ok = error is None
+        if ok:
+            values |= {"status": DeliveryStatus.delivered, "delivered_at": now}
+        else:
+            wait_s = backoff_s(
+                attempts,
+                base_s=self.settings.events.retry_base_s,
+                max_s=self.settings.events.retry_max_backoff_s,
+            )
+            retry_at = now + timedelta(seconds=wait_s)
+            if (retry_at - queued_at).total_seconds() > self.settings.events.retry_window_s:
+                values["status"] = DeliveryStatus.dead
+                log.warning(
+                    "webhook_dead_letter",
+                    webhook_id=str(webhook_id),
+                    event_id=event_id,
+                    attempts=attempts,
+                    error=error,
+                )
+            else:
+                values["next_attempt_at"] = retry_at
+        async with self.sessionmaker.begin() as session:
+            await session.execute(
+                update(WebhookDelivery).where(WebhookDelivery.id == delivery_id).values(**values)
+            )
+        if ok:
+            self.delivered += 1
+        else:
+            log.info(
+                "webhook_attempt_failed",
+                webhook_id=str(webhook_id),
+                event_id=event_id,
+                attempts=attempts,
+                status_code=status_code,
+                error=error,
+            )
+        # A dead letter frees the queue: go on with the next one.
+        return ok or values.get("status") == DeliveryStatus.dead
+
+    async def attempt(
+        self, url: str, secret: str, event_id: str, payload: dict[str, Any]
+    ) -> tuple[int | None, str | None]:
+        """One signed POST. Returns (status code, error): error None means delivered."""
+        try:
+            target = await ssrf.resolve_target(url, self.allowed)
+        except ssrf.TargetRefused as exc:
+            return None, str(exc)
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        headers = {
+            "content-type": "application/json",
+            "user-agent": USER_AGENT,
+            **signing.headers(secret, message_id=event_id, timestamp_s=int(time.time()), body=body),
+        }
+        request_url = httpx.URL(url)
+        extensions: dict[str, Any] = {}
+        if request_url.host != str(target.address):
+            # Connect to the checked address; the Host header and TLS SNI keep the name.
+            headers["host"] = request_url.netloc.decode("ascii")
+            if target.scheme == "https":
+                extensions["sni_hostname"] = target.host
+            request_url = request_url.copy_with(host=str(target.address))
+        try:
+            response = await self.http.post(
+                request_url,
+                content=body,
+                headers=headers,
+                timeout=self.settings.events.webhook_timeout_s,
+                extensions=extensions,
+            )
+        except httpx.HTTPError as exc:
+            return None, f"{type(exc).__name__}: {exc}"[:500]
+        if 200 <= response.status_code < 300:
+            return response.status_code, None
+        if 300 <= response.status_code < 400:
+            return response.status_code, "the receiver redirected; redirects are not followed"
+        return response.status_code, f"the receiver answered {response.status_code}"
+
+    async def prune(self) -> None:
+        """Keep the newest `keep_deliveries` finished deliveries of each webhook."""
+        keep = self.settings.events.keep_deliveries
+        ranked = (
+            select(
+                WebhookDelivery.id,
+                func.row_number()
+                .over(partition_by=WebhookDelivery.webhook_id, order_by=WebhookDelivery.seq.desc())
+                .label("rank"),
+            )
+            .where(WebhookDelivery.status != DeliveryStatus.pending)
+            .subquery()
+        )
+        async with self.sessionmaker.begin() as session:
+            await session.execute(
+                delete(WebhookDelivery).where(
+                    WebhookDelivery.id.in_(select(ranked.c.id).where(ranked.c.rank > keep))
+                )
+            )
+
+
+def _wants(webhook: Webhook, event: events.OutboundEvent) -> bool:
+    return events.visible_to(
+        event,
+        owner_id=str(webhook.owner_id) if webhook.owner_id is not None else None,
+        sees_all=webhook.sees_all,
+    ) and events.matches(
+        event,
+        event_types=list(webhook.event_types),
+        node_ids=list(webhook.node_ids),
+        labels=list(webhook.labels),
+        people=list(webhook.people),
+    )
+
+
+_RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+async def _release(redis: Redis, key: str, owner: str) -> None:
+    await redis.eval(_RELEASE_SCRIPT, 1, key, owner)
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)

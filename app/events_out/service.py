@@ -1,0 +1,253 @@
+"""Webhooks: create, list, change, delete; their deliveries; redelivery. No FastAPI here.
+
+A key sees and manages its own webhooks; an admin key (or auth off) sees every one.
+"""
+
+import json
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app import streams
+from app.apikeys.service import Principal
+from app.errors import AppError, InvalidInput, NotFound
+from app.events_out import signing, ssrf
+from app.events_out.events import EVENT_TYPES
+from app.events_out.schemas import (
+    DeliveryOut,
+    DeliveryPage,
+    EventsStatus,
+    MqttStatus,
+    WebhookFilters,
+    WebhookIn,
+    WebhookLinks,
+    WebhookOut,
+    WebhookPatch,
+)
+from app.models import DeliveryStatus, Webhook, WebhookDelivery
+
+
+class TargetRefused(AppError):
+    status = 422
+    code = "webhook_target_refused"
+
+
+async def check_target(url: str, allowed_networks: Sequence[str]) -> None:
+    try:
+        await ssrf.resolve_target(url, ssrf.parse_networks(allowed_networks))
+    except ssrf.TargetRefused as exc:
+        raise TargetRefused(f"webhook target {url!r} refused: {exc}") from exc
+
+
+def webhook_out(webhook: Webhook) -> WebhookOut:
+    return WebhookOut(
+        id=webhook.id,
+        url=webhook.url,
+        description=webhook.description,
+        event_types=list(webhook.event_types),
+        filters=WebhookFilters(
+            node_ids=[uuid.UUID(n) for n in webhook.node_ids],
+            labels=list(webhook.labels),
+            people=list(webhook.people),
+        ),
+        enabled=webhook.enabled,
+        created_at=webhook.created_at,
+        links=WebhookLinks(
+            self=f"/v1/webhooks/{webhook.id}", deliveries=f"/v1/webhooks/{webhook.id}/deliveries"
+        ),
+    )
+
+
+def _apply_filters(webhook: Webhook, filters: WebhookFilters) -> None:
+    webhook.node_ids = [str(n) for n in dict.fromkeys(filters.node_ids)]
+    webhook.labels = list(dict.fromkeys(label.strip() for label in filters.labels if label.strip()))
+    webhook.people = list(dict.fromkeys(p.strip() for p in filters.people if p.strip()))
+
+
+async def create_webhook(
+    session: AsyncSession,
+    principal: Principal,
+    body: WebhookIn,
+    *,
+    allowed_networks: Sequence[str],
+) -> tuple[Webhook, str]:
+    """The new webhook and its secret (returned this once; kept to sign deliveries)."""
+    await check_target(body.url, allowed_networks)
+    secret = signing.new_secret()
+    webhook = Webhook(
+        owner_id=principal.owner_id,
+        sees_all=principal.sees_every_job,
+        url=body.url,
+        description=body.description,
+        event_types=list(dict.fromkeys(body.event_types)),
+        secret=secret,
+        enabled=body.enabled,
+    )
+    _apply_filters(webhook, body.filters)
+    session.add(webhook)
+    await session.flush()
+    return webhook, secret
+
+
+async def list_webhooks(session: AsyncSession, principal: Principal) -> list[Webhook]:
+    query = select(Webhook).order_by(Webhook.created_at, Webhook.id)
+    if not principal.sees_every_job:
+        query = query.where(Webhook.owner_id == principal.owner_id)
+    return list(await session.scalars(query))
+
+
+async def get_webhook(
+    session: AsyncSession, principal: Principal, webhook_id: uuid.UUID
+) -> Webhook:
+    webhook = await session.get(Webhook, webhook_id)
+    if webhook is None or (not principal.sees_every_job and webhook.owner_id != principal.owner_id):
+        raise NotFound(f"no webhook {webhook_id}")
+    return webhook
+
+
+async def update_webhook(
+    session: AsyncSession,
+    principal: Principal,
+    webhook_id: uuid.UUID,
+    patch: WebhookPatch,
+    *,
+    allowed_networks: Sequence[str],
+) -> Webhook:
+    webhook = await get_webhook(session, principal, webhook_id)
+    if patch.url is not None and patch.url != webhook.url:
+        await check_target(patch.url, allowed_networks)
+        webhook.url = patch.url
+    if patch.event_types is not None:
+        webhook.event_types = list(dict.fromkeys(patch.event_types))
+    if "description" in patch.model_fields_set:
+        webhook.description = patch.description
+    if patch.filters is not None:
+        _apply_filters(webhook, patch.filters)
+    if patch.enabled is not None:
+        webhook.enabled = patch.enabled
+    await session.flush()
+    return webhook
+
+
+async def delete_webhook(
+    session: AsyncSession, principal: Principal, webhook_id: uuid.UUID
+) -> None:
+    """Its deliveries go with it (ON DELETE CASCADE), pending ones included."""
+    webhook = await get_webhook(session, principal, webhook_id)
+    await session.delete(webhook)
+    await session.flush()
+
+
+def delivery_out(delivery: WebhookDelivery) -> DeliveryOut:
+    return DeliveryOut(
+        id=delivery.id,
+        seq=delivery.seq,
+        event_id=delivery.event_id,
+        event_type=delivery.event_type,
+        status=delivery.status,
+        attempts=delivery.attempts,
+        last_status_code=delivery.last_status_code,
+        last_error=delivery.last_error,
+        created_at=delivery.created_at,
+        next_attempt_at=(
+            delivery.next_attempt_at if delivery.status == DeliveryStatus.pending else None
+        ),
+        last_attempt_at=delivery.last_attempt_at,
+        delivered_at=delivery.delivered_at,
+        payload=delivery.payload,
+    )
+
+
+async def list_deliveries(
+    session: AsyncSession,
+    principal: Principal,
+    webhook_id: uuid.UUID,
+    *,
+    status: DeliveryStatus | None,
+    limit: int,
+    before: int | None,
+) -> DeliveryPage:
+    """Newest first."""
+    await get_webhook(session, principal, webhook_id)
+    query = (
+        select(WebhookDelivery)
+        .where(WebhookDelivery.webhook_id == webhook_id)
+        .order_by(WebhookDelivery.seq.desc())
+        .limit(limit + 1)
+    )
+    if status is not None:
+        query = query.where(WebhookDelivery.status == status)
+    if before is not None:
+        query = query.where(WebhookDelivery.seq < before)
+    rows = list(await session.scalars(query))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return DeliveryPage(
+        items=[delivery_out(r) for r in rows], next_cursor=rows[-1].seq if more else None
+    )
+
+
+async def redeliver(
+    session: AsyncSession, principal: Principal, webhook_id: uuid.UUID, delivery_id: uuid.UUID
+) -> WebhookDelivery:
+    """Queue a delivery again (dead or delivered): attempts and the retry window start over.
+
+    It keeps its place (seq): being older than what is pending, it goes out next.
+    """
+    await get_webhook(session, principal, webhook_id)
+    delivery = await session.get(WebhookDelivery, delivery_id)
+    if delivery is None or delivery.webhook_id != webhook_id:
+        raise NotFound(f"no delivery {delivery_id} for webhook {webhook_id}")
+    if delivery.status == DeliveryStatus.pending:
+        raise InvalidInput("the delivery is still pending: it will be attempted again")
+    now = datetime.now(UTC)
+    delivery.status = DeliveryStatus.pending
+    delivery.attempts = 0
+    delivery.created_at = now
+    delivery.next_attempt_at = now
+    delivery.delivered_at = None
+    await session.flush()
+    return delivery
+
+
+async def delivery_counts(session: AsyncSession, principal: Principal) -> dict[str, int]:
+    query: Any = (
+        select(WebhookDelivery.status, func.count())
+        .join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
+        .where(WebhookDelivery.status != DeliveryStatus.delivered)
+        .group_by(WebhookDelivery.status)
+    )
+    webhooks: Any = select(func.count()).select_from(Webhook)
+    if not principal.sees_every_job:
+        query = query.where(Webhook.owner_id == principal.owner_id)
+        webhooks = webhooks.where(Webhook.owner_id == principal.owner_id)
+    counts = {str(status): int(n) for status, n in (await session.execute(query)).all()}
+    counts["webhooks"] = int(await session.scalar(webhooks) or 0)
+    return counts
+
+
+async def events_status(
+    session: AsyncSession, redis: Any, principal: Principal, *, mqtt_configured: bool
+) -> EventsStatus:
+    """Webhook queue figures for this key, and the MQTT bridge's state (from Redis)."""
+    counts = await delivery_counts(session, principal)
+    webhook_lag = await streams.firehose_group_lag(redis, streams.WEBHOOKS_GROUP)
+    mqtt = MqttStatus(configured=mqtt_configured)
+    raw = await redis.get(streams.MQTT_STATUS)
+    if raw:
+        mqtt = MqttStatus.model_validate({**json.loads(raw), "configured": mqtt_configured})
+    mqtt_lag = await streams.firehose_group_lag(redis, streams.MQTT_GROUP)
+    if mqtt_lag is not None and mqtt_configured:
+        mqtt.pending, mqtt.lag = mqtt_lag
+    return EventsStatus(
+        event_types=list(EVENT_TYPES),
+        webhooks=counts.get("webhooks", 0),
+        deliveries_pending=counts.get(DeliveryStatus.pending.value, 0),
+        deliveries_dead=counts.get(DeliveryStatus.dead.value, 0),
+        dispatcher_lag=webhook_lag[1] if webhook_lag is not None else None,
+        mqtt=mqtt,
+    )

@@ -1,0 +1,109 @@
+"""SSRF guard for webhook targets.
+
+A target whose host resolves to a loopback, link-local (cloud metadata at 169.254.169.254
+included), private, shared, reserved, multicast or unspecified address is refused, unless the
+address is inside one of the operator's `events.allowed_networks`. The check runs when a
+webhook is saved and again at every delivery, where the request then goes to the very address
+that was checked (DNS rebinding cannot swap it in between).
+"""
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Well-known metadata endpoints that are not all caught by the categories above.
+METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200")
+)
+
+
+class TargetRefused(ValueError):
+    """The URL may not be used as a webhook target; the message says why."""
+
+
+@dataclass(frozen=True)
+class ResolvedTarget:
+    url: str
+    scheme: str
+    host: str
+    port: int
+    address: IpAddress
+
+
+def parse_networks(raw: Sequence[str]) -> list[IpNetwork]:
+    return [ipaddress.ip_network(n, strict=False) for n in raw]
+
+
+def _forbidden_kind(address: IpAddress) -> str | None:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return _forbidden_kind(address.ipv4_mapped)
+    if address in METADATA_ADDRESSES:
+        return "a cloud metadata address"
+    if address.is_loopback:
+        return "a loopback address"
+    if address.is_link_local:
+        return "a link-local address"
+    if address.is_unspecified:
+        return "an unspecified address"
+    if address.is_multicast:
+        return "a multicast address"
+    if address.is_private or address.is_reserved or not address.is_global:
+        return "a private or reserved address"
+    return None
+
+
+def check_address(address: IpAddress, allowed: Sequence[IpNetwork]) -> None:
+    kind = _forbidden_kind(address)
+    if kind is None or any(address in network for network in allowed):
+        return
+    raise TargetRefused(
+        f"the target resolves to {address}, {kind}; webhooks may only reach public addresses "
+        "(an operator can allow networks with LOOKOUT_EVENTS__ALLOWED_NETWORKS)"
+    )
+
+
+def check_url_shape(url: str) -> tuple[str, str, int]:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise TargetRefused("the target URL must start with http:// or https://")
+    if not parts.hostname:
+        raise TargetRefused("the target URL has no host")
+    if parts.username or parts.password:
+        raise TargetRefused("the target URL must not carry credentials")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:
+        raise TargetRefused(f"the target URL has an invalid port: {exc}") from exc
+    return parts.scheme, parts.hostname, port
+
+
+async def resolve_target(url: str, allowed: Sequence[IpNetwork]) -> ResolvedTarget:
+    """Resolve the URL's host; every address it resolves to must pass (raises TargetRefused)."""
+    scheme, host, port = check_url_shape(url)
+    try:
+        literal: IpAddress | None = ipaddress.ip_address(host)
+    except ValueError:
+        literal = None
+    if literal is not None:
+        addresses: list[IpAddress] = [literal]
+    else:
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                host, port, type=socket.SOCK_STREAM
+            )
+        except (socket.gaierror, UnicodeError) as exc:
+            raise TargetRefused(f"the target host {host!r} does not resolve: {exc}") from exc
+        addresses = list(
+            dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos)
+        )
+        if not addresses:
+            raise TargetRefused(f"the target host {host!r} does not resolve")
+    for address in addresses:
+        check_address(address, allowed)
+    return ResolvedTarget(url=url, scheme=scheme, host=host, port=port, address=addresses[0])

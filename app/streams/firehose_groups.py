@@ -1,0 +1,110 @@
+"""Firehose consumer groups (app/events_out): each outbound path reads `lookout:events` through
+a group of its own, so it resumes where it stopped after a restart, and a slow receiver never
+slows a job (ARCHITECTURE.md).
+
+- groups `webhooks` and `mqtt` on `lookout:events`;
+- `lookout:webhooks:lock:{id}`: held by the one dispatcher delivering that webhook's queue;
+- `lookout:mqtt:status`: the MQTT bridge's connection state (JSON), read by the API.
+"""
+
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from app.streams.events import decode_event
+from app.streams.keys import FIREHOSE, MAX_BLOCK_MS, ProtocolError, RawEntries, StreamId
+from app.streams.queue import LAG_COUNT_CAP
+
+WEBHOOKS_GROUP = "webhooks"
+MQTT_GROUP = "mqtt"
+FIREHOSE_GROUPS = (WEBHOOKS_GROUP, MQTT_GROUP)
+
+
+def webhook_lock_key(webhook_id: uuid.UUID | str) -> str:
+    """Held by the one dispatcher delivering this webhook's queue (keeps its order)."""
+    return f"lookout:webhooks:lock:{webhook_id}"
+
+
+async def ensure_firehose_groups(redis: "Redis", groups: Iterable[str] = FIREHOSE_GROUPS) -> None:
+    """Create the firehose consumer groups at the stream's current end; idempotent.
+
+    The API creates them at start too, so events published while `lookout events` is down are
+    waiting for it (as long as MAXLEN has not trimmed them).
+    """
+    for group in groups:
+        try:
+            await redis.xgroup_create(FIREHOSE, group, id="$", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+
+async def read_firehose_group(
+    redis: "Redis", group: str, consumer: str, *, count: int, block_ms: int | None, pending: bool
+) -> list[tuple[StreamId, dict[str, Any] | None]]:
+    """Firehose entries for this consumer: its own unacked ones (pending=True, from the start)
+    or new ones. An entry that is not a valid event (or was trimmed) comes back as None."""
+    if block_ms is not None:
+        block_ms = min(block_ms, MAX_BLOCK_MS)
+    response = cast(
+        list[tuple[bytes, RawEntries]],
+        await redis.xreadgroup(
+            group, consumer, {FIREHOSE: "0" if pending else ">"}, count=count, block=block_ms
+        ),
+    )
+    entries = response[0][1] if response else []
+    decoded: list[tuple[StreamId, dict[str, Any] | None]] = []
+    for entry_id, fields in entries:
+        try:
+            decoded.append((entry_id, decode_event(fields) if fields else None))
+        except (ProtocolError, ValueError, KeyError):
+            decoded.append((entry_id, None))
+    return decoded
+
+
+async def ack_firehose(redis: "Redis", group: str, entry_ids: Sequence[StreamId]) -> None:
+    if entry_ids:
+        await redis.xack(FIREHOSE, group, *entry_ids)
+
+
+async def firehose_group_lag(redis: "Redis", group: str) -> tuple[int, int] | None:
+    """(pending, lag) of a firehose group; None when the group does not exist."""
+    try:
+        groups: list[dict[str, Any]] = await redis.xinfo_groups(FIREHOSE)
+    except ResponseError:
+        return None
+    found = next((g for g in groups if _name(g.get("name")) == group), None)
+    if found is None:
+        return None
+    lag = found.get("lag")
+    if lag is None:
+        last = _name(found.get("last-delivered-id")) or "0-0"
+        entries = cast(
+            RawEntries, await redis.xrange(FIREHOSE, min=f"({last}", count=LAG_COUNT_CAP)
+        )
+        lag = len(entries)
+    return int(found.get("pending", 0)), int(lag)
+
+
+# The MQTT bridge's connection state (JSON), refreshed while it runs; read by GET /v1/events/status.
+MQTT_STATUS = "lookout:mqtt:status"
+
+
+async def claim_stale_firehose(
+    redis: "Redis", group: str, consumer: str, *, min_idle_ms: int, count: int
+) -> int:
+    """Move firehose entries a dead consumer of `group` left unacked to `consumer`; they are
+    then read with its own pending entries. Returns how many were claimed."""
+    response = await redis.xautoclaim(
+        FIREHOSE, group, consumer, min_idle_ms, start_id="0-0", count=count
+    )
+    return len(cast(RawEntries, response[1]))
+
+
+def _name(value: object) -> str | None:
+    if isinstance(value, bytes):
+        return value.decode()
+    return None if value is None else str(value)

@@ -1,0 +1,223 @@
+"""Outbound events: webhook deliveries per second with 10 subscribers, and what the outbound
+path adds to a job's own latency (it should add nothing: it reads the firehose through its own
+consumer group, after the job is done).
+
+1. Throughput: `lookout events` running, 10 webhooks on one loopback receiver (uvicorn, 204),
+   N firehose entries published with the workers' own publish function; deliveries/s from the
+   first publish to the last receipt (N × 10 signed POSTs).
+2. Job latency: jobs through the API (`?wait=`) with a no-inference worker, `timings.total_ms`
+   (accepted → finished) side by side: without `lookout events` and without webhooks, then
+   with both and 10 webhooks subscribed to every job event.
+
+`python -m bench.events_out [--events N] [--jobs N]`.
+"""
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import uvicorn
+from redis.asyncio import Redis
+
+from app import streams
+from bench.harness import free_port, load_average, machine, stack, write_section
+
+SUBSCRIBERS = 10
+IMAGE = Path(__file__).resolve().parent.parent.parent / "shared/images/faces/train/obama/obama.jpg"
+
+
+class Receiver:
+    """Counts POSTs per path and records receipt times; answers 204."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.count = 0
+        self.received_at: list[float] = []
+        self.lock = threading.Lock()
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=self.port, log_level="warning", interface="asgi3"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    async def app(self, scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        with self.lock:
+            self.count += 1
+            self.received_at.append(time.time())
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    def __enter__(self) -> "Receiver":
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@dataclass
+class Result:
+    events: int
+    deliveries: int
+    delivered: int
+    deliveries_per_s: float
+    job_ms_without: list[float]
+    job_ms_with: list[float]
+
+
+def _start_events(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "app.cli", "events"], env=env)
+
+
+def _subscribe(base_url: str, receiver: Receiver) -> None:
+    for i in range(SUBSCRIBERS):
+        response = httpx.post(
+            f"{base_url}/v1/webhooks",
+            json={"url": f"http://127.0.0.1:{receiver.port}/hook/{i}", "event_types": ["job.done"]},
+        )
+        response.raise_for_status()
+
+
+def _job_latencies(base_url: str, jobs: int) -> list[float]:
+    image = IMAGE.read_bytes()
+    totals = []
+    with httpx.Client(base_url=base_url, timeout=60) as client:
+        for _ in range(jobs):
+            response = client.post("/v1/images?wait=30", files={"image": ("a.jpg", image)})
+            response.raise_for_status()
+            totals.append(float(response.json()["timings"]["total_ms"]))
+    return totals
+
+
+async def _publish(redis_url: str, events: int) -> float:
+    redis = Redis.from_url(redis_url)
+    began = time.time()
+    try:
+        for _ in range(events):
+            job_id = uuid.uuid4()
+            event = streams.make_event(
+                "result",
+                job_id,
+                owner_id=None,
+                job={
+                    "id": str(job_id),
+                    "status": "done",
+                    "tasks": ["faces"],
+                    "counts": {},
+                    "detections": [],
+                },
+            )
+            await streams.publish_job_event(redis, event, ttl_s=60, firehose_maxlen=100_000)
+    finally:
+        await redis.aclose()
+    return began
+
+
+def run(*, events: int, jobs: int) -> Result:
+    extra = {"LOOKOUT_EVENTS__ALLOWED_NETWORKS": '["127.0.0.1/32"]'}
+    with stack(worker_command=["-m", "bench.noop_worker"], extra_env=extra) as running:
+        _job_latencies(running.base_url, 3)  # warm up
+        without = _job_latencies(running.base_url, jobs)
+        with Receiver() as receiver:
+            _subscribe(running.base_url, receiver)
+            dispatcher = _start_events(running.env)
+            try:
+                time.sleep(2)  # the dispatcher is reading
+                with_events = _job_latencies(running.base_url, jobs)
+                deadline = time.time() + 60
+                while receiver.count < jobs * SUBSCRIBERS and time.time() < deadline:
+                    time.sleep(0.1)
+                before = receiver.count
+                began = asyncio.run(_publish(running.env["LOOKOUT_REDIS__URL"], events))
+                expected = before + events * SUBSCRIBERS
+                deadline = time.time() + 300
+                while receiver.count < expected and time.time() < deadline:
+                    time.sleep(0.1)
+                delivered = receiver.count - before
+                last = receiver.received_at[-1]
+            finally:
+                dispatcher.terminate()
+                dispatcher.wait(30)
+    return Result(
+        events=events,
+        deliveries=events * SUBSCRIBERS,
+        delivered=delivered,
+        deliveries_per_s=delivered / (last - began),
+        job_ms_without=without,
+        job_ms_with=with_events,
+    )
+
+
+def report(result: Result, load_before: str, measured: str) -> None:
+    def p50(values: list[float]) -> float:
+        return statistics.median(values)
+
+    ratio = p50(result.job_ms_with) / p50(result.job_ms_without)
+    write_section(
+        "events_out",
+        "\n".join(
+            [
+                "## Outbound events: webhooks (bench/events_out.py)",
+                "",
+                f"Measured {measured}. One API, one no-inference worker (bench/noop_worker.py),",
+                f"`lookout events`, {SUBSCRIBERS} webhooks on one loopback receiver (uvicorn, 204).",
+                f"Throughput: {result.events} firehose entries published back to back, each a",
+                f"`job.done` for every webhook: {result.deliveries} signed POSTs, counted from the",
+                "first publish to the last receipt. Job latency: `timings.total_ms` of",
+                f"{len(result.job_ms_without)} sequential uploads, side by side, without then with",
+                "the outbound path running and subscribed.",
+                "",
+                *machine(),
+                f"- Load average before {load_before}, after {load_average()}",
+                "",
+                "| measurement | value |",
+                "|---|---:|",
+                f"| deliveries | {result.delivered} of {result.deliveries} |",
+                f"| webhook deliveries per second ({SUBSCRIBERS} subscribers) | "
+                f"{result.deliveries_per_s:.0f} |",
+                f"| events per second out (each to {SUBSCRIBERS} subscribers) | "
+                f"{result.deliveries_per_s / SUBSCRIBERS:.0f} |",
+                f"| job total ms p50, no outbound path | {p50(result.job_ms_without):.1f} |",
+                f"| job total ms p50, `lookout events` + {SUBSCRIBERS} webhooks | "
+                f"{p50(result.job_ms_with):.1f} |",
+                f"| ratio with / without | {ratio:.2f} |",
+                "",
+                "The outbound path is not a step of the job (its own consumer group reads the",
+                "firehose after the job is done): `total_ms` ends when the worker commits the",
+                "result. A ratio above 1 is CPU the dispatcher and the receiver take from the API",
+                "and the worker on the same cores while they run, not waiting on deliveries.",
+            ]
+        ),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.events_out", description=__doc__)
+    parser.add_argument("--events", type=int, default=300)
+    parser.add_argument("--jobs", type=int, default=30)
+    args = parser.parse_args(argv)
+    measured = time.strftime("%Y-%m-%d %H:%M %Z")
+    load_before = load_average()
+    result = run(events=args.events, jobs=args.jobs)
+    report(result, load_before, measured)
+    print(result.deliveries_per_s, result.delivered)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,270 @@
+"""MQTT bridge against a real mosquitto: events, node states and Home Assistant discovery."""
+
+import asyncio
+import contextlib
+import json
+import re
+from dataclasses import dataclass, field
+
+import aiomqtt
+import pytest
+
+from app import streams
+from app.events_out.mqtt import MqttBridge
+from app.images import inspect_image
+from app.jobs.service import create_job, enqueue_job
+from app.settings import MqttSettings
+from tests.app.events_out.broker import MOSQUITTO, Mosquitto
+from tests.app.events_out.helpers import enroll_from_job, wait_for
+from tests.conftest import serve_app, shared_image
+
+OBAMA = "faces/train/obama/obama.jpg"
+
+# Home Assistant's MQTT discovery rules (home-assistant/core, homeassistant/components/mqtt/):
+# the topic pattern of discovery.py, and the configuration keys of abbreviations.py (the full
+# names that its abbreviations stand for; only those are read from a discovery payload).
+HA_TOPIC = re.compile(
+    r"(?P<prefix_topic>\w+)/(?P<component>\w+)/"
+    r"(?:(?P<node_id>[a-zA-Z0-9_-]+)/)?(?P<object_id>[a-zA-Z0-9_-]+)/config"
+)
+HA_CONFIG_KEYS = {
+    "availability",
+    "availability_mode",
+    "availability_topic",
+    "availability_template",
+    "device",
+    "device_class",
+    "enabled_by_default",
+    "entity_category",
+    "expire_after",
+    "force_update",
+    "icon",
+    "json_attributes_template",
+    "json_attributes_topic",
+    "name",
+    "object_id",
+    "off_delay",
+    "payload_available",
+    "payload_not_available",
+    "payload_off",
+    "payload_on",
+    "qos",
+    "state_class",
+    "state_topic",
+    "unique_id",
+    "unit_of_measurement",
+    "value_template",
+}
+HA_DEVICE_KEYS = {
+    "connections",
+    "configuration_url",
+    "identifiers",
+    "name",
+    "manufacturer",
+    "model",
+    "sw_version",
+    "suggested_area",
+}
+# Device classes Home Assistant defines for these platforms (the ones used here among them).
+HA_DEVICE_CLASSES = {
+    "binary_sensor": {"occupancy", "connectivity", "motion", "presence", "problem"},
+    "sensor": {"timestamp", "duration"},
+}
+
+
+@dataclass
+class Subscriber:
+    """What Home Assistant would see: a persistent-session QoS 1 subscriber to both trees."""
+
+    port: int
+    identifier: str = "ha-test"
+    messages: list[tuple[str, bytes, bool]] = field(default_factory=list)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                async with aiomqtt.Client(
+                    "127.0.0.1", self.port, identifier=self.identifier, clean_session=False
+                ) as client:
+                    await client.subscribe("lookout/#", qos=1)
+                    await client.subscribe("homeassistant/#", qos=1)
+                    async for message in client.messages:
+                        payload = message.payload if isinstance(message.payload, bytes) else b""
+                        self.messages.append((str(message.topic), payload, message.retain))
+            except aiomqtt.MqttError:
+                await asyncio.sleep(0.1)
+
+    def on(self, topic: str) -> list[bytes]:
+        return [payload for t, payload, _ in self.messages if t == topic]
+
+    def topics(self) -> set[str]:
+        return {t for t, _, _ in self.messages}
+
+
+@pytest.fixture
+def broker(tmp_path):
+    if not MOSQUITTO.is_file():
+        pytest.fail("mosquitto is missing: run scripts/ensure-system-deps.sh")
+    broker = Mosquitto(tmp_path)
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(autouse=True)
+async def firehose_groups(redis, clean_state):
+    await streams.ensure_firehose_groups(redis)
+
+
+@contextlib.asynccontextmanager
+async def running(*coroutines_of_stop):
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(make(stop)) for make in coroutines_of_stop]
+    try:
+        yield stop
+    finally:
+        stop.set()  # the bridge says goodbye (offline, retained); the subscriber just listens
+        _, pending = await asyncio.wait(tasks, timeout=5)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def mqtt_settings(settings, broker):
+    mqtt = MqttSettings(
+        url=broker.url, reconnect_min_s=0.2, reconnect_max_s=1.0, status_interval_s=60.0
+    )
+    return settings.model_copy(update={"mqtt": mqtt})
+
+
+async def node_frame_job(settings, sessionmaker, storage, redis, node_id, tasks):
+    image = shared_image(OBAMA)
+    info = inspect_image(image, max_pixels=settings.api.max_image_pixels)
+    async with sessionmaker.begin() as session:
+        job = await create_job(
+            session,
+            storage,
+            image=image,
+            info=info,
+            tasks=tasks,
+            owner_id=None,
+            node_id=node_id,
+            store_image=False,
+        )
+    await enqueue_job(
+        redis, job, jobs_maxlen=1000, events_ttl_s=60, frame=image, frame_ttl_ms=60_000
+    )
+    return job
+
+
+async def test_a_node_face_gives_the_events_states_and_discovery_home_assistant_reads(
+    settings, redis, sessionmaker, storage, make_job, make_node, make_consumer, broker, api_key
+):
+    enrolment = await make_job(shared_image(OBAMA), tasks=("faces",))
+    await make_consumer().run(burst=True)
+    obama = await enroll_from_job(sessionmaker, enrolment.id, "obama")
+    node = await make_node("gate-cam", tasks=("faces", "identify", "objects"))
+    configured = mqtt_settings(settings, broker)
+    subscriber = Subscriber(broker.port)
+    bridge = MqttBridge(configured, sessionmaker, redis, consumer="test-bridge")
+    async with running(subscriber.run, bridge.run):
+        await wait_for(lambda: subscriber.on("lookout/status") == [b"online"])
+        job = await node_frame_job(
+            settings, sessionmaker, storage, redis, node.id, ("faces", "identify", "objects")
+        )
+        await make_consumer().run(burst=True)
+        node_topic = f"lookout/node/{node.id}"
+        await wait_for(lambda: subscriber.on(f"{node_topic}/count/person"))
+        async with serve_app(configured, api_key) as http:
+            status = (await http.get("/v1/events/status")).json()["mqtt"]
+        assert status["configured"] and status["connected"]
+        assert status["broker"] == f"127.0.0.1:{broker.port}"
+        assert status["published"] > 0
+
+    events = [json.loads(p) for p in subscriber.on("lookout/events/face/identified")]
+    assert [e["data"]["person"]["name"] for e in events] == ["obama"]
+    assert events[0]["job"]["id"] == str(job.id)
+    assert events[0]["node"] == {"id": str(node.id), "name": "gate-cam"}
+    done = [json.loads(p) for p in subscriber.on(f"{node_topic}/events/job/done")]
+    assert [e["job"]["id"] for e in done] == [str(job.id)]
+    assert subscriber.on(f"{node_topic}/person") == [b"ON"]
+    assert subscriber.on(f"{node_topic}/unknown_face") == [b"OFF"]
+    assert subscriber.on(f"{node_topic}/count/person") == [b"1"]
+    seen = json.loads(subscriber.on(f"lookout/person/{obama.id}/seen")[-1])
+    assert seen["name"] == "obama" and seen["node_id"] == str(node.id)
+    assert seen["time"].endswith("Z")
+    node_status = json.loads(subscriber.on(f"{node_topic}/status")[-1])
+    assert node_status["name"] == "gate-cam"
+    assert set(node_status) >= {"online", "fps", "state"}
+
+    configs = {
+        t: json.loads(p) for t, p, _ in subscriber.messages if t.startswith("homeassistant/") and p
+    }
+    by_entity = {}
+    for topic, config in configs.items():
+        match = HA_TOPIC.fullmatch(topic)
+        assert match, topic
+        component = match["component"]
+        assert component in HA_DEVICE_CLASSES, topic
+        assert set(config) <= HA_CONFIG_KEYS, set(config) - HA_CONFIG_KEYS
+        assert set(config["device"]) <= HA_DEVICE_KEYS
+        assert config["device"]["identifiers"] and config["unique_id"]
+        if "device_class" in config:
+            assert config["device_class"] in HA_DEVICE_CLASSES[component], config
+        assert config["availability_topic"] == "lookout/status"
+        # The state this entity reads was published (and HA would read it from there).
+        assert subscriber.on(config["state_topic"]), config["state_topic"]
+        by_entity[(component, config["unique_id"])] = config
+    assert len({c["unique_id"] for c in configs.values()}) == len(configs)
+    node_key = f"lookout_{node.id}"
+    expected = {
+        ("binary_sensor", f"{node_key}_person"),
+        ("binary_sensor", f"{node_key}_unknown_face"),
+        ("binary_sensor", f"{node_key}_online"),
+        ("sensor", f"{node_key}_fps"),
+        ("sensor", f"{node_key}_count_person"),
+        ("sensor", f"lookout_person_{obama.id}_seen_at"),
+    }
+    assert expected <= set(by_entity)
+    seen_at = by_entity[("sensor", f"lookout_person_{obama.id}_seen_at")]
+    assert seen_at["device_class"] == "timestamp"
+    assert seen_at["value_template"] == "{{ value_json.time }}"
+    # A Home Assistant that starts later still finds every config (retained), and the bridge's
+    # availability says it is gone now that it stopped.
+    late = Subscriber(broker.port, identifier="ha-late")
+    async with running(late.run):
+        await wait_for(lambda: set(configs) <= late.topics())
+        await wait_for(lambda: late.on("lookout/status"))
+    retained = {t for t, _, retain in late.messages if retain}
+    assert set(configs) <= retained
+    assert late.on("lookout/status") == [b"offline"]
+
+
+async def test_events_published_while_the_broker_restarts_all_arrive_in_order(
+    settings, redis, sessionmaker, storage, make_node, make_consumer, broker
+):
+    node = await make_node("yard-cam", tasks=("faces",))
+    configured = mqtt_settings(settings, broker)
+    subscriber = Subscriber(broker.port)
+    bridge = MqttBridge(configured, sessionmaker, redis, consumer="test-bridge")
+    done_topic = f"lookout/node/{node.id}/events/job/done"
+    async with running(subscriber.run, bridge.run):
+        await wait_for(lambda: subscriber.on("lookout/status") == [b"online"])
+        first = await node_frame_job(settings, sessionmaker, storage, redis, node.id, ("faces",))
+        await make_consumer().run(burst=True)
+        await wait_for(lambda: subscriber.on(done_topic))
+        broker.stop()
+        jobs = [first]
+        for _ in range(3):  # the broker is down: these wait in the firehose, unacked
+            jobs.append(
+                await node_frame_job(settings, sessionmaker, storage, redis, node.id, ("faces",))
+            )
+            await make_consumer().run(burst=True)
+        await wait_for(lambda: not bridge.status.connected)
+        lag = await streams.firehose_group_lag(redis, streams.MQTT_GROUP)
+        assert lag is not None and sum(lag) >= 1  # buffered, not lost
+        broker.start()
+        await wait_for(lambda: len(subscriber.on(done_topic)) >= 4, timeout_s=40)
+    received = [json.loads(p)["job"]["id"] for p in subscriber.on(done_topic)]
+    assert list(dict.fromkeys(received)) == [str(j.id) for j in jobs]  # none lost, in order
+    assert await streams.firehose_group_lag(redis, streams.MQTT_GROUP) == (0, 0)

@@ -1,0 +1,293 @@
+"""Webhooks: the API, the SSRF guard, and signed at-least-once deliveries to a real receiver."""
+
+import pytest
+from standardwebhooks import Webhook as StandardWebhook
+
+from app import streams
+from app.events_out.dispatcher import WebhookDispatcher, backoff_s
+from app.security import Scope
+from tests.app.events_out.helpers import (
+    enroll_from_job,
+    events_settings,
+    running_dispatcher,
+    wait_for,
+)
+from tests.app.events_out.receiver import Receiver
+from tests.conftest import serve_app, shared_image
+
+OBAMA = "faces/train/obama/obama.jpg"
+ALL_TYPES = [
+    "job.done",
+    "job.failed",
+    "face.identified",
+    "face.unknown",
+    "object.detected",
+    "text.read",
+    "plate.read",
+    "node.online",
+    "node.offline",
+    "node.dark",
+]
+
+
+@pytest.fixture
+async def receiver():
+    receiver = Receiver()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture(autouse=True)
+async def firehose_groups(redis, clean_state):
+    """As the API does at start: the groups exist before any event is published."""
+    await streams.ensure_firehose_groups(redis)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8000/hook",
+        "http://localhost/hook",
+        "http://10.1.2.3/hook",
+        "http://192.168.1.20:8123/api/webhook/x",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/hook",
+        "http://[::ffff:127.0.0.1]/hook",
+        "http://0.0.0.0/hook",
+    ],
+)
+async def test_targets_on_private_addresses_are_refused(settings, api_key, url):
+    async with serve_app(settings, api_key) as http:  # no allowed networks: the default
+        response = await http.post("/v1/webhooks", json={"url": url, "event_types": ["job.done"]})
+        assert response.status_code == 422, response.text
+        body = response.json()
+        assert body["error"] == "webhook_target_refused"
+        assert "LOOKOUT_EVENTS__ALLOWED_NETWORKS" in body["detail"]
+        assert (await http.get("/v1/webhooks")).json()["items"] == []
+
+
+async def test_bad_urls_and_event_types_are_refused(settings, api_key):
+    async with serve_app(events_settings(settings), api_key) as http:
+        for body in (
+            {"url": "ftp://127.0.0.1/x", "event_types": ["job.done"]},
+            {"url": "http://127.0.0.1/x", "event_types": ["job.exploded"]},
+            {"url": "http://127.0.0.1/x", "event_types": []},
+            {"url": "http://user:pw@127.0.0.1/x", "event_types": ["job.done"]},
+        ):
+            response = await http.post("/v1/webhooks", json=body)
+            assert response.status_code == 422, (body, response.text)
+        assert (await http.get("/v1/webhooks")).json()["items"] == []
+
+
+async def test_create_list_change_delete_and_the_secret_is_shown_once(settings, make_key):
+    writer = await make_key("writer", scopes=(Scope.read, Scope.write))
+    other = await make_key("other", scopes=(Scope.read, Scope.write))
+    async with serve_app(events_settings(settings), writer) as http:
+        created = await http.post(
+            "/v1/webhooks",
+            json={
+                "url": "http://127.0.0.1:9/hook",
+                "event_types": ["face.unknown", "object.detected"],
+                "description": "door",
+                "filters": {"labels": ["person"], "people": ["obama"]},
+            },
+        )
+        assert created.status_code == 201, created.text
+        hook = created.json()
+        assert hook["secret"].startswith("whsec_")
+        fetched = (await http.get(f"/v1/webhooks/{hook['id']}")).json()
+        assert "secret" not in fetched
+        assert fetched["filters"] == {"node_ids": [], "labels": ["person"], "people": ["obama"]}
+        assert [h["id"] for h in (await http.get("/v1/webhooks")).json()["items"]] == [hook["id"]]
+        patched = await http.patch(
+            f"/v1/webhooks/{hook['id']}", json={"event_types": ["job.failed"], "enabled": False}
+        )
+        assert patched.status_code == 200
+        assert patched.json()["event_types"] == ["job.failed"]
+        assert patched.json()["enabled"] is False
+        refused = await http.patch(
+            f"/v1/webhooks/{hook['id']}", json={"url": "http://10.0.0.1/hook"}
+        )
+        assert refused.status_code == 422
+        assert (
+            (await http.get(f"/v1/webhooks/{hook['id']}"))
+            .json()["url"]
+            .startswith("http://127.0.0.1")
+        )
+    async with serve_app(events_settings(settings), other) as http:  # another key: not found
+        assert (await http.get(f"/v1/webhooks/{hook['id']}")).status_code == 404
+        assert (await http.delete(f"/v1/webhooks/{hook['id']}")).status_code == 404
+        assert (await http.get("/v1/webhooks")).json()["items"] == []
+    async with serve_app(events_settings(settings), writer) as http:
+        assert (await http.delete(f"/v1/webhooks/{hook['id']}")).status_code == 204
+        assert (await http.get(f"/v1/webhooks/{hook['id']}")).status_code == 404
+
+
+async def test_a_face_upload_is_delivered_signed_to_the_receiver(
+    settings, api_key, redis, sessionmaker, make_job, make_consumer, receiver
+):
+    receiver.start()
+    hook_settings = events_settings(settings)
+    enrolment = await make_job(shared_image(OBAMA), tasks=("faces",))
+    await make_consumer().run(burst=True)
+    obama = await enroll_from_job(sessionmaker, enrolment.id, "obama")
+    async with serve_app(hook_settings, api_key) as http:
+        hook = (
+            await http.post("/v1/webhooks", json={"url": receiver.url, "event_types": ALL_TYPES})
+        ).json()
+        async with running_dispatcher(hook_settings, sessionmaker, redis):
+            job = await make_job(shared_image(OBAMA), tasks=("faces", "identify", "objects"))
+            await make_consumer().run(burst=True)
+
+            def of_job():
+                return [
+                    e for e in receiver.events() if (e.get("job") or {}).get("id") == str(job.id)
+                ]
+
+            await wait_for(lambda: {"job.done", "face.identified"} <= {e["type"] for e in of_job()})
+        deliveries = (await http.get(f"/v1/webhooks/{hook['id']}/deliveries")).json()["items"]
+    verifier = StandardWebhook(hook["secret"])
+    for received in receiver.received:
+        assert received.headers["content-type"] == "application/json"
+        verified = verifier.verify(received.body, received.headers)  # raises if forged
+        assert verified["id"] == received.headers["webhook-id"]
+    events = {e["type"]: e for e in of_job()}
+    identified = events["face.identified"]
+    assert identified["data"]["person"] == {"id": str(obama.id), "name": "obama"}
+    assert identified["data"]["similarity"] > 0.9  # the very face that was enrolled
+    assert identified["data"]["source"] == {"kind": "upload", "job_id": str(job.id)}
+    assert identified["links"]["job"] == f"/v1/jobs/{job.id}"
+    assert identified["time"].endswith("Z")
+    assert events["job.done"]["data"]["counts"]["face"] == 1
+    objects = {
+        e["data"]["label"]: e["data"]["count"] for e in of_job() if e["type"] == "object.detected"
+    }
+    counts = events["job.done"]["data"]["counts"]
+    assert objects == {label: n for label, n in counts.items() if label != "face"}
+    assert objects.get("person") == 1
+    assert all(d["status"] == "delivered" and d["last_status_code"] == 204 for d in deliveries)
+    # A forged body fails the reference verifier.
+    tampered = receiver.received[0].body.replace(b'"v":1', b'"v":2')
+    with pytest.raises(Exception, match=r"(?i)signature"):
+        verifier.verify(tampered, receiver.received[0].headers)
+
+
+async def test_a_receiver_that_was_down_gets_every_event_in_order(
+    settings, api_key, redis, sessionmaker, make_job, make_consumer, receiver
+):
+    hook_settings = events_settings(settings)
+    async with serve_app(hook_settings, api_key) as http:
+        hook = (
+            await http.post("/v1/webhooks", json={"url": receiver.url, "event_types": ["job.done"]})
+        ).json()
+        async with running_dispatcher(hook_settings, sessionmaker, redis):
+            jobs = []
+            for _ in range(4):  # one at a time: their events reach the firehose in this order
+                jobs.append(await make_job(shared_image(OBAMA), tasks=("faces",)))
+                await make_consumer().run(burst=True)
+
+            async def retried_while_down():
+                page = (await http.get(f"/v1/webhooks/{hook['id']}/deliveries")).json()
+                return len(page["items"]) == 4 and max(d["attempts"] for d in page["items"]) >= 3
+
+            await wait_for(retried_while_down)
+            page = (await http.get(f"/v1/webhooks/{hook['id']}/deliveries")).json()
+            assert {d["status"] for d in page["items"]} == {"pending"}
+            assert all(d["last_error"] for d in page["items"] if d["attempts"])
+            receiver.start()  # back up
+            await wait_for(lambda: len({e["id"] for e in receiver.events()}) == 4)
+        page = (await http.get(f"/v1/webhooks/{hook['id']}/deliveries")).json()
+    assert {d["status"] for d in page["items"]} == {"delivered"}
+    in_order = [e["job"]["id"] for e in receiver.events()]
+    first_seen = list(dict.fromkeys(in_order))
+    assert first_seen == [str(j.id) for j in jobs]  # none lost, order kept
+    assert in_order == first_seen  # and each delivered exactly as often as it was acked: once
+
+
+async def test_a_receiver_answering_500_is_retried_then_dead_lettered_and_can_be_redelivered(
+    settings, api_key, redis, sessionmaker, make_job, make_consumer, receiver
+):
+    receiver.status = 500
+    receiver.start()
+    hook_settings = events_settings(settings, retry_window_s=1.5)
+    async with serve_app(hook_settings, api_key) as http:
+        hook = (
+            await http.post("/v1/webhooks", json={"url": receiver.url, "event_types": ["job.done"]})
+        ).json()
+        deliveries = f"/v1/webhooks/{hook['id']}/deliveries"
+        async with running_dispatcher(hook_settings, sessionmaker, redis):
+            await make_job(shared_image(OBAMA), tasks=("faces",))
+            await make_consumer().run(burst=True)
+
+            async def dead():
+                items = (await http.get(deliveries, params={"status": "dead"})).json()["items"]
+                return items
+
+            await wait_for(dead)
+            [letter] = (await http.get(deliveries, params={"status": "dead"})).json()["items"]
+            assert letter["attempts"] >= 3
+            assert letter["last_status_code"] == 500
+            assert "500" in letter["last_error"]
+            assert letter["next_attempt_at"] is None
+            assert len(receiver.received) == letter["attempts"]
+            ids = {r.headers["webhook-id"] for r in receiver.received}
+            assert ids == {letter["event_id"]}  # the same event each time
+            stamps = [int(r.headers["webhook-timestamp"]) for r in receiver.received]
+            assert stamps == sorted(stamps)
+            status = (await http.get("/v1/events/status")).json()
+            assert status["deliveries_dead"] == 1
+
+            receiver.status = 200
+            again = await http.post(f"{deliveries}/{letter['id']}/redeliver")
+            assert again.status_code == 202
+            assert again.json()["status"] == "pending"
+
+            async def delivered():
+                items = (await http.get(deliveries)).json()["items"]
+                return items[0]["status"] == "delivered"
+
+            await wait_for(delivered)
+            assert (await http.post(f"{deliveries}/{letter['id']}/redeliver")).status_code == 202
+
+
+def test_backoff_grows_exponentially_with_jitter_and_is_capped():
+    for attempts, full in ((1, 5.0), (2, 10.0), (3, 20.0), (10, 600.0)):
+        waits = [backoff_s(attempts, base_s=5.0, max_s=600.0) for _ in range(200)]
+        assert all(full / 2 <= w <= full for w in waits)
+        assert max(waits) - min(waits) > full / 10  # jittered, not one fixed value
+
+
+async def test_the_address_is_checked_again_at_delivery_time(settings, sessionmaker, redis):
+    """A target that was allowed when saved but resolves to a refused address now (DNS
+    rebinding, or the operator narrowed the allowed networks) is not contacted."""
+    receiver = Receiver()
+    receiver.start()
+    try:
+        strict = WebhookDispatcher(settings, sessionmaker, redis)  # no allowed networks
+        status_code, error = await strict.attempt(
+            receiver.url, "whsec_" + "A" * 32, "evt_1-0_0", {"v": 1}
+        )
+        assert status_code is None
+        assert "loopback" in error
+        assert receiver.received == []
+        allowed = WebhookDispatcher(events_settings(settings), sessionmaker, redis)
+        assert await allowed.attempt(receiver.url, "whsec_" + "A" * 32, "evt_1-0_0", {"v": 1}) == (
+            204,
+            None,
+        )
+        assert len(receiver.received) == 1
+        await strict.http.aclose()
+        await allowed.http.aclose()
+    finally:
+        receiver.stop()
+
+
+async def test_redirects_are_not_followed(settings, sessionmaker, redis, receiver):
+    receiver.status = 307
+    receiver.start()
+    dispatcher = WebhookDispatcher(events_settings(settings), sessionmaker, redis)
+    status_code, error = await dispatcher.attempt(receiver.url, "whsec_" + "A" * 32, "e", {})
+    await dispatcher.http.aclose()
+    assert status_code == 307
+    assert "redirects are not followed" in error
+    assert len(receiver.received) == 1
