@@ -29,7 +29,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from app.settings import Settings, get_settings, is_placeholder
+from app.settings import PLACEHOLDER_NODE_SIGNING_KEY, Settings, get_settings, is_placeholder
 
 # How long children get to drain in-flight work after SIGTERM before they are killed.
 SHUTDOWN_GRACE_S = 30.0
@@ -365,23 +365,26 @@ async def apikey_command(settings: Settings, args: argparse.Namespace) -> int:
     _require(settings.database.url, "LOOKOUT_DATABASE__URL")
     engine = create_engine(settings.database)
     try:
-        async with create_sessionmaker(engine).begin() as session:
-            if args.apikey_command == "create":
-                expires_in = parse_duration(args.expires_in) if args.expires_in else None
+        if args.apikey_command == "create":
+            expires_in = parse_duration(args.expires_in) if args.expires_in else None
+            # Committed before it is printed: a key shown to someone is a key that exists.
+            async with create_sessionmaker(engine).begin() as session:
                 key, token = await service.create_key(
                     session,
                     name=args.name,
                     scopes=service.parse_scopes(args.scopes),
                     expires_in=expires_in,
                 )
-                print(token)
-                expiry = key.expires_at.isoformat() if key.expires_at else "never"
-                print(
-                    f"created key {key.prefix} ({args.name}; scopes {','.join(key.scopes)}; "
-                    f"expires {expiry}). The key is shown only this once.",
-                    file=sys.stderr,
-                )
-            elif args.apikey_command == "list":
+            print(token, flush=True)
+            expiry = key.expires_at.isoformat() if key.expires_at else "never"
+            print(
+                f"created key {key.prefix} ({args.name}; scopes {','.join(key.scopes)}; "
+                f"expires {expiry}). The key is shown only this once.",
+                file=sys.stderr,
+            )
+            return 0
+        async with create_sessionmaker(engine).begin() as session:
+            if args.apikey_command == "list":
                 print("PREFIX        NAME                 SCOPES             STATE    LAST USED")
                 for key in await service.list_keys(session):
                     state = (
@@ -484,9 +487,8 @@ def up(settings: Settings) -> int:
         # the port; anything else keeps API keys on.
         env["LOOKOUT_ENV"] = "dev"
         env["LOOKOUT_AUTH__ENABLED"] = "false"
-    elif settings.env == "local" and is_placeholder(settings.secret_key.get_secret_value()):
-        # Zero-config: a random secret of this data dir rather than a placeholder.
-        env["LOOKOUT_SECRET_KEY"] = _local_secret_key(settings.data_dir)
+    else:
+        env.update(local_secrets_env(settings))
     stopping = False
 
     def request_stop(_signum: int, _frame: object) -> None:
@@ -534,8 +536,29 @@ def _zero_config_dev(settings: Settings) -> bool:
     return loopback and "env" not in chosen and "auth" not in chosen
 
 
-def _local_secret_key(data_dir: Path) -> str:
-    path = data_dir / "secret_key"
+def local_secrets_env(settings: Settings) -> dict[str, str]:
+    """Variables that replace placeholder secrets with random ones kept in the data dir.
+
+    Only for local/dev, where `lookout up` is the whole deployment; staging and prod must set
+    their own (startup refuses placeholders there). The node signing key is never left at the
+    public placeholder: anyone could sign node tokens with it.
+    """
+    if settings.env not in ("local", "dev"):
+        return {}
+    env = {}
+    if settings.env == "local" and is_placeholder(settings.secret_key.get_secret_value()):
+        # Zero-config: a random secret of this data dir rather than a placeholder.
+        env["LOOKOUT_SECRET_KEY"] = _local_secret_key(settings.data_dir)
+    if settings.nodes.signing_key.get_secret_value() == PLACEHOLDER_NODE_SIGNING_KEY:
+        env["LOOKOUT_NODES__SIGNING_KEY"] = _local_secret_key(
+            settings.data_dir, name="node_signing_key"
+        )
+    return env
+
+
+def _local_secret_key(data_dir: Path, name: str = "secret_key") -> str:
+    """A random secret kept in the data dir (mode 0600), made on first use."""
+    path = data_dir / name
     if not path.is_file():
         data_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(secrets.token_urlsafe(48))

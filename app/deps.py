@@ -1,5 +1,6 @@
 """Annotated dependency aliases. Resources live on app.state.lookout, built by the lifespan."""
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
@@ -11,13 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection
 
 from app.apikeys.service import ANONYMOUS_ADMIN, Principal, authenticate
-from app.errors import Forbidden
+from app.errors import AppError, Forbidden
 from app.firehose import Firehose
 from app.limits import enforce_rate_limit
 from app.nodes import service as nodes_service
 from app.ops.metrics import ApiMetrics
 from app.security import Scope
 from app.settings import Settings
+from app.socket_auth import guard_credentials
 from app.storage import Storage
 
 API_KEY_HEADER = "X-API-Key"
@@ -128,14 +130,43 @@ async def websocket_principal(
     """
     if not state.settings.auth.enabled:
         return ANONYMOUS_ADMIN
-    token = connection.headers.get(API_KEY_HEADER) or connection.query_params.get(API_KEY_QUERY)
     async with state.sessionmaker.begin() as session:
         principal = await authenticate(
-            session, token, last_used_resolution_s=state.settings.auth.last_used_resolution_s
+            session,
+            websocket_token(connection),
+            last_used_resolution_s=state.settings.auth.last_used_resolution_s,
         )
     if not scope.granted_by(principal.scopes):
         raise Forbidden(f"this API key lacks the {scope.value!r} scope")
     return principal
+
+
+def websocket_token(connection: HTTPConnection) -> str | None:
+    return connection.headers.get(API_KEY_HEADER) or connection.query_params.get(API_KEY_QUERY)
+
+
+async def guard_websocket_key(
+    state: AppState, connection: HTTPConnection, principal: Principal
+) -> AppError:
+    """Returns (401) once the socket's key is revoked or expired; see app/socket_auth.py.
+
+    Never returns while auth is off (no key to re-check).
+    """
+    if not state.settings.auth.enabled or principal.owner_id is None:
+        await asyncio.Event().wait()
+    token = websocket_token(connection)
+
+    async def check() -> None:
+        async with state.sessionmaker.begin() as session:
+            await authenticate(
+                session, token, last_used_resolution_s=state.settings.auth.last_used_resolution_s
+            )
+
+    return await guard_credentials(
+        check,
+        interval_s=state.settings.auth.websocket_recheck_s,
+        expires_at=lambda: principal.expires_at,
+    )
 
 
 async def get_current_node(

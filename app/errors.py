@@ -4,6 +4,7 @@ A dependency outage (Postgres or Redis unreachable) is not a bug: it renders as 
 {"error": "unavailable"} with Retry-After, never as a 500.
 """
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,7 +17,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 log = structlog.get_logger()
 
@@ -173,11 +176,22 @@ def outage_detail(exc: BaseException) -> str:
     return f"{which} is unreachable; the request was not completed, retry later"
 
 
+# "<_io.BytesIO object at 0x7f…>", "<class 'str'>": a Python repr tells a client nothing it can
+# act on and something about the server it should not learn.
+_PYTHON_REPR = re.compile(r"<[^<>]*\b(?:object at 0x[0-9a-fA-F]+|class '[^']*')[^<>]*>")
+
+
+def without_python_reprs(text: str) -> str:
+    return _PYTHON_REPR.sub("the input", text)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def on_app_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, AppError)
         return JSONResponse(
-            error_body(exc.code, exc.detail), status_code=exc.status, headers=exc.headers
+            error_body(exc.code, without_python_reprs(exc.detail)),
+            status_code=exc.status,
+            headers=exc.headers,
         )
 
     async def on_outage(_: Request, exc: Exception) -> JSONResponse:
@@ -193,20 +207,60 @@ def install_error_handlers(app: FastAPI) -> None:
         errors = exc.errors()
         first = errors[0] if errors else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
-        detail = f"{where}: {first.get('msg', 'invalid request')}"
-        fields = [{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in errors]
+        detail = without_python_reprs(f"{where}: {first.get('msg', 'invalid request')}")
+        fields = [
+            {"loc": list(e.get("loc", ())), "msg": without_python_reprs(str(e.get("msg")))}
+            for e in errors
+        ]
         return JSONResponse(error_body("invalid_request", detail, fields=fields), status_code=422)
 
-    async def on_http_error(_: Request, exc: Exception) -> JSONResponse:
+    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         # Starlette's own 404/405 for unknown routes, rendered in the same shape.
         assert isinstance(exc, StarletteHTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405 and "allow" not in {h.lower() for h in headers}:
+            headers["Allow"] = ", ".join(_allowed_methods(app, request.scope))
         return JSONResponse(
-            error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
+            error_body(code, str(exc.detail)), status_code=exc.status_code, headers=headers
+        )
+
+    async def on_concurrent_change(_: Request, exc: Exception) -> JSONResponse:
+        # Two requests changed the same row at once and this one lost (e.g. PATCH racing a
+        # DELETE): nothing was written; the client may re-read and retry.
+        log.info("concurrent_change", error=repr(exc))
+        return JSONResponse(
+            error_body(
+                "conflict",
+                "the resource was changed or deleted by another request meanwhile; re-read it",
+            ),
+            status_code=409,
+        )
+
+    async def on_unhandled(request: Request, exc: Exception) -> JSONResponse:
+        # A bug, not bad input: logged in full; the client gets the error shape, not a
+        # plain-text 500 or a dropped connection, and the request id to quote.
+        log.error("unhandled_error", path=request.url.path, exc_info=exc)
+        return JSONResponse(
+            error_body("internal", "an unexpected error occurred; it has been logged"),
+            status_code=500,
         )
 
     app.add_exception_handler(AppError, on_app_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(StaleDataError, on_concurrent_change)
+    app.add_exception_handler(Exception, on_unhandled)
     for outage in OUTAGE_ERRORS + _asyncpg_outage_errors():
         app.add_exception_handler(outage, on_outage)
+
+
+def _allowed_methods(app: FastAPI, scope: Any) -> list[str]:
+    """Methods of the routes whose path matches (what a 405 must list in `Allow`)."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        for method in getattr(route, "methods", None) or ():
+            match, _ = route.matches({**scope, "type": "http", "method": method})
+            if match == Match.FULL:
+                methods.add(method)
+    return sorted(methods)

@@ -21,6 +21,7 @@ from app.deps import API_KEY_HEADER, AppState
 from app.errors import ERROR_RESPONSES, install_error_handlers
 from app.firehose import Firehose
 from app.gallery.routes import router as gallery_router
+from app.headers import SecurityHeaders
 from app.jobs.routes import router as jobs_router
 from app.limits import BodySizeLimit, WebSocketLimit
 from app.logging import configure_logging
@@ -58,7 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Raises ConfigError when the settings are unfit to serve (see Settings.startup_problems)."""
     settings = settings or get_settings()
     settings.check_startup()
-    check_node_signing_keys(settings.nodes, env=settings.env)
+    check_node_signing_keys(settings.nodes, env=settings.env, auth_enabled=settings.auth.enabled)
     configure_logging(settings)
     metrics = ApiMetrics()
 
@@ -138,5 +139,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["Retry-After", REQUEST_ID_HEADER],
         )
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.api.trusted_hosts)
+    app.add_middleware(SecurityHeaders)  # on every answer, refusals of the layers inside too
     app.add_middleware(RequestContext, metrics=metrics)
     return app

@@ -104,6 +104,9 @@ class AuthSettings(BaseModel):
     rate_limit_window_s: int = Field(default=60, ge=1)
     # last_used_at is written at most this often per key (it costs a row update).
     last_used_resolution_s: int = 60
+    # Open WebSockets (firehose, job events, node streams) re-check their key or node token this
+    # often and close with 4401 once it is revoked; an expiry closes them at the expiry itself.
+    websocket_recheck_s: float = Field(default=5.0, gt=0)
 
 
 class WorkerSettings(BaseModel):

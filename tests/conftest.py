@@ -42,6 +42,7 @@ from app.settings import (
     WorkerSettings,
 )
 from app.storage import Storage
+from tests.processes import TEST_NODE_SIGNING_KEY
 from workers.consumer import Consumer
 from workers.detectors.base import Detector
 from workers.detectors.registry import build_detectors
@@ -97,6 +98,7 @@ def settings(
         worker=WorkerSettings(processes=1, threads=1, job_timeout_s=30, block_ms=100),
         # Tests run the reconciler and janitor themselves, when they mean to.
         maintenance=MaintenanceSettings(enabled=False),
+        nodes=NodeSettings(signing_key=TEST_NODE_SIGNING_KEY),
         # The test pack (MODELS.md): SCRFD det_500m + the MobileFaceNet stand-in (192-d) +
         # YOLOX-Nano, all verified copies in LOOKOUT_MODELS_DIR. Never download in tests.
         models=ModelSettings(

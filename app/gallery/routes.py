@@ -26,6 +26,7 @@ from app.gallery.schemas import (
 )
 from app.jobs.routes import COMMON_ERRORS, _error
 from app.models import Job
+from app.schema_types import StorableText
 from app.settings import Settings
 
 router = APIRouter(tags=["gallery"])
@@ -112,9 +113,13 @@ async def create_person(body: PersonIn, principal: WriteKey, session: SessionDep
 async def list_people(
     principal: ReadKey,
     session: SessionDep,
-    name: Annotated[str | None, Query(description="case-insensitive part of the name")] = None,
+    name: Annotated[
+        StorableText | None, Query(description="case-insensitive part of the name")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    cursor: Annotated[
+        StorableText | None, Query(description="next_cursor of the previous page")
+    ] = None,
 ) -> PersonPage:
     return await service.list_people(session, principal, name=name, limit=limit, cursor=cursor)
 

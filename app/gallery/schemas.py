@@ -6,8 +6,12 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field, StringConstraints, model_validator
 
+from app.schema_types import StorableText
+
 # Surrounding spaces are dropped before the length check: a name of spaces alone is refused.
-PersonName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+PersonName = Annotated[
+    StorableText, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)
+]
 
 
 class PersonIn(BaseModel):

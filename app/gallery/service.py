@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from redis.asyncio import Redis
-from sqlalchemy import delete, func, select, text, tuple_
+from sqlalchemy import delete, func, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.apikeys.service import Principal
 from app.errors import AppError, InvalidInput, NotFound
@@ -107,8 +108,14 @@ async def rename_person(
     session: AsyncSession, person_id: uuid.UUID, name: str, viewer: Principal
 ) -> PersonDetail:
     person = await get_person(session, person_id, viewer)
-    person.name = name
-    await session.flush()
+    # One conditional UPDATE rather than an ORM flush: a DELETE that commits in between makes
+    # this a 404, where the flush would raise StaleDataError (a 500).
+    renamed = await session.execute(
+        update(Person).where(Person.id == person.id).values(name=name).returning(Person.id)
+    )
+    if renamed.first() is None:
+        raise NotFound(f"person {person_id} was deleted")
+    set_committed_value(person, "name", name)  # already written by the UPDATE
     return await person_detail(session, person)
 
 

@@ -43,6 +43,7 @@ from app.nodes.schemas import (
     TokenRequest,
 )
 from app.security import Scope
+from app.socket_auth import guard_credentials
 
 log = structlog.get_logger()
 # Registering, listing, changing and revoking nodes is for admin API keys only.
@@ -303,16 +304,33 @@ async def node_stream(websocket: WebSocket) -> None:
             await websocket.send_json(answer)
             relay.answered(answer)
 
+    async def check_credentials() -> None:
+        async with state.sessionmaker() as session:
+            await service.check_in_service(session, relay.claims)
+
     receiver = asyncio.create_task(receive_frames())
     sender = asyncio.create_task(send_answers())
+    # Revoked node or expired token (not refreshed in time) → 4401 without waiting for a frame.
+    guard = asyncio.create_task(
+        guard_credentials(
+            check_credentials,
+            interval_s=state.settings.auth.websocket_recheck_s,
+            expires_at=lambda: relay.claims.expires_at,
+        )
+    )
+    tasks = (receiver, sender, guard)
     try:
-        await asyncio.wait({receiver, sender}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(set(tasks), return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (receiver, sender):
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(receiver, sender, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await relay.close()
-    error = None if receiver.cancelled() else receiver.exception()
+    error: BaseException | None = None
+    if guard.done() and not guard.cancelled():
+        error = guard.exception() or guard.result()
+    if error is None and not receiver.cancelled():
+        error = receiver.exception()
     log.info(
         "node_stream_closed",
         node_id=str(node.id),

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from app.schema_types import StorableText
 from app.timestamps import UtcDatetime
 
 NodeStateName = Literal["active", "idle"]
@@ -67,7 +68,7 @@ class NodeList(BaseModel):
 
 class TokenRequest(BaseModel):
     node_id: uuid.UUID
-    secret: str = Field(min_length=1, max_length=200)
+    secret: StorableText = Field(min_length=1, max_length=200)
 
 
 class TokenOut(BaseModel):
@@ -84,8 +85,8 @@ class Heartbeat(BaseModel):
     )
     state: NodeStateName
     dark_scene: bool = False
-    version: str = Field(default="unknown", max_length=64)
-    last_error: str | None = Field(default=None, max_length=2000)
+    version: StorableText = Field(default="unknown", max_length=64)
+    last_error: StorableText | None = Field(default=None, max_length=2000)
 
 
 class HeartbeatAck(BaseModel):

@@ -280,6 +280,15 @@ async def authenticate_claims(session: AsyncSession, claims: NodeClaims) -> Auth
     )
 
 
+async def check_in_service(session: AsyncSession, claims: NodeClaims) -> None:
+    """InvalidNodeToken if the token has expired or its node was revoked (open sockets)."""
+    if claims.expires_at <= datetime.now(UTC):
+        raise InvalidNodeToken("the token has expired; get a new one at POST /v1/nodes/token")
+    revoked_at = await session.scalar(select(Node.revoked_at).where(Node.id == claims.node_id))
+    if revoked_at is not None:
+        raise InvalidNodeToken(f"node {claims.node_id} was revoked")
+
+
 async def _mark_seen(session: AsyncSession, node: Node) -> bool:
     """Update last_seen_at (at most every SEEN_RESOLUTION_S); True if the node just came online.
 

@@ -11,6 +11,7 @@ from httpx_ws import WebSocketDisconnect, aconnect_ws
 from jose import jwt
 
 from app.security import NODE_TOKEN_AUDIENCE, NODE_TOKEN_ISSUER, issue_node_token
+from app.settings import PLACEHOLDER_NODE_SIGNING_KEY
 from tests.conftest import bearer, node_token, serve_app, shared_image, with_node_settings
 
 T1 = shared_image("scenes/t1.jpg")
@@ -68,6 +69,21 @@ def bad_tokens(settings, node_id: uuid.UUID) -> dict[str, str | None]:
         "no sub": "Bearer " + sign(claims(node_id, sub=None), key),
         "wrong audience": "Bearer " + sign(claims(node_id, aud="lookout:admin"), key),
         "unknown node": "Bearer " + sign(claims(uuid.uuid4()), key),
+        # Forgeries the attack used: the public placeholder key, a far exp, a future iat.
+        "public placeholder key": "Bearer " + sign(claims(node_id), PLACEHOLDER_NODE_SIGNING_KEY),
+        "ten years of life": "Bearer "
+        + sign(claims(node_id, exp=int(time.time()) + 10 * 365 * 86400), key),
+        "issued in the future": "Bearer "
+        + sign(claims(node_id, iat=int(time.time()) + 3600, exp=int(time.time()) + 3900), key),
+        "one second over the TTL": "Bearer "
+        + sign(
+            claims(
+                node_id,
+                iat=int(time.time()),
+                exp=int(time.time()) + settings.nodes.token_ttl_s + 1,
+            ),
+            key,
+        ),
     }
 
 
