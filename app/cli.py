@@ -443,6 +443,7 @@ def run_api(settings: Settings, *, host: str | None, port: int | None) -> int:
     import uvicorn
 
     from app.logging import configure_logging
+    from app.server import protocol_class
 
     configure_logging(settings)
     uvicorn.run(
@@ -455,6 +456,7 @@ def run_api(settings: Settings, *, host: str | None, port: int | None) -> int:
         # RequestContext logs every request (with its request id); uvicorn's would repeat it.
         access_log=False,
         log_config=None,  # keep our structlog setup: JSON lines in production
+        http=protocol_class(settings.api.header_timeout_s),  # slow request heads are cut off
     )
     return 0
 

@@ -19,7 +19,6 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 
 log = structlog.get_logger()
 
@@ -195,6 +194,14 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     async def on_outage(_: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, PoolTimeoutError):
+            # Every pooled connection is in use: a burst, not an outage. Say so.
+            log.warning("database_pool_exhausted", error=repr(exc))
+            return JSONResponse(
+                error_body("busy", "all database connections are in use; retry shortly"),
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
         log.warning("dependency_unavailable", error=repr(exc))
         return JSONResponse(
             error_body("unavailable", outage_detail(exc)),
@@ -217,10 +224,14 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         # Starlette's own 404/405 for unknown routes, rendered in the same shape.
         assert isinstance(exc, StarletteHTTPException)
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {404: "not_found", 405: "method_not_allowed", 408: "request_timeout"}.get(
+            exc.status_code, "http_error"
+        )
         headers = dict(exc.headers or {})
-        if exc.status_code == 405 and "allow" not in {h.lower() for h in headers}:
-            headers["Allow"] = ", ".join(_allowed_methods(app, request.scope))
+        if exc.status_code == 405 and (allowed := _allowed_methods(app, request.scope)):
+            # The API route's methods, not those of the dashboard's catch-all mount at /.
+            headers = {k: v for k, v in headers.items() if k.lower() != "allow"}
+            headers["Allow"] = ", ".join(allowed)
         return JSONResponse(
             error_body(code, str(exc.detail)), status_code=exc.status_code, headers=headers
         )
@@ -238,6 +249,8 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     async def on_unhandled(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, StarletteHTTPException):  # raised by a middleware, outside routing
+            return await on_http_error(request, exc)
         # A bug, not bad input: logged in full; the client gets the error shape, not a
         # plain-text 500 or a dropped connection, and the request id to quote.
         log.error("unhandled_error", path=request.url.path, exc_info=exc)
@@ -256,11 +269,18 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def _allowed_methods(app: FastAPI, scope: Any) -> list[str]:
-    """Methods of the routes whose path matches (what a 405 must list in `Allow`)."""
+    """Methods the API documents for this path (what a 405 must list in `Allow`).
+
+    Read from the OpenAPI document: it lists every route with its methods, however routers
+    are nested, and it is what clients are told.
+    """
+    path = scope.get("path", "")
     methods: set[str] = set()
-    for route in app.router.routes:
-        for method in getattr(route, "methods", None) or ():
-            match, _ = route.matches({**scope, "type": "http", "method": method})
-            if match == Match.FULL:
-                methods.add(method)
+    for template, operations in app.openapi().get("paths", {}).items():
+        pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, path):
+            methods.update(m.upper() for m in operations if m.upper() in _HTTP_METHODS)
     return sorted(methods)
+
+
+_HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

@@ -23,7 +23,7 @@ from app.firehose import Firehose
 from app.gallery.routes import router as gallery_router
 from app.headers import SecurityHeaders
 from app.jobs.routes import router as jobs_router
-from app.limits import BodySizeLimit, WebSocketLimit
+from app.limits import BodyReadTimeout, BodySizeLimit, UploadAdmission, WebSocketLimit
 from app.logging import configure_logging
 from app.maintenance import maintenance_loop
 from app.nodes.routes import admin_router as nodes_admin_router
@@ -120,10 +120,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(gallery_router, responses=ERROR_RESPONSES)
     app.include_router(ops_router)
     mount_ui(app)  # last: a catch-all at / behind every API route
-    # Added innermost first: requests pass RequestContext → TrustedHost → CORS → WebSocketLimit
-    # → BodySizeLimit.
+    # Added innermost first: requests pass RequestContext → SecurityHeaders → TrustedHost → CORS
+    # → WebSocketLimit → UploadAdmission → BodyReadTimeout → BodySizeLimit.
     app.add_middleware(
         BodySizeLimit, max_body_bytes=settings.api.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
+    )
+    app.add_middleware(BodyReadTimeout, timeout_s=settings.api.body_read_timeout_s)
+    # Outside the body readers: a request waits for its slot before a byte of it is read.
+    app.add_middleware(
+        UploadAdmission,
+        limit=settings.api.max_concurrent_uploads,
+        wait_s=settings.api.upload_wait_s,
     )
     app.add_middleware(
         WebSocketLimit,
