@@ -205,3 +205,47 @@ def test_a_burst_of_uploads_is_told_busy_and_memory_comes_back(api, api_key):
     # At most MAX_UPLOADS bodies (and their copies) were ever held at once.
     print(f"API RSS before {before_mb:.0f} MB, after the burst {after_mb:.0f} MB")
     assert after_mb - before_mb < 120, (before_mb, after_mb)
+
+
+async def test_gunicorn_s_logs_are_redacted_too(settings, tmp_path, api_key):
+    """deploy/gunicorn.conf.py with its access log switched on by an operator."""
+    port = free_port()
+    log_path = tmp_path / "gunicorn.log"
+    process = start_python(
+        [
+            "gunicorn",
+            "--config",
+            "deploy/gunicorn.conf.py",
+            "--workers",
+            "1",
+            "--access-logfile",
+            "-",
+            "app.main:create_app()",
+        ],
+        env=lookout_env(
+            settings,
+            LOOKOUT_LOG_LEVEL="INFO",
+            LOOKOUT_API__HOST="127.0.0.1",
+            LOOKOUT_API__PORT=str(port),
+        ),
+        log_path=log_path,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until(
+            http_ok(f"{base}/health/live"),
+            timeout_s=60,
+            what="gunicorn",
+            process=process,
+            log_path=log_path,
+        )
+        async with httpx.AsyncClient(base_url=base) as http:
+            await http.get(f"/v1/jobs?api_key={api_key}")
+            async with aconnect_ws(f"/v1/ws?api_key={api_key}", http):
+                pass
+        await asyncio.sleep(0.5)
+    finally:
+        stop(process)
+    logs = log_path.read_text()
+    assert "/v1/jobs?api_key=" in logs and "/v1/ws?api_key=" in logs
+    assert parse_key(api_key)[1] not in logs
