@@ -220,7 +220,7 @@ async def test_a_long_wait_outlasts_the_redis_socket_timeout(redis, settings, mo
     from app.jobs.service import wait_for_job
 
     impatient = Redis.from_url(settings.redis.url, socket_timeout=0.5)
-    monkeypatch.setattr(streams, "MAX_BLOCK_MS", 200)  # reads stay under the 0.5 s timeout
+    monkeypatch.setattr(streams.keys, "MAX_BLOCK_MS", 200)  # reads stay under the 0.5 s timeout
     try:
         job_id = uuid.uuid4()
         assert await wait_for_job(impatient, job_id, timeout_s=1.2) is False  # no timeout error

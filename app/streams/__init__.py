@@ -1,0 +1,143 @@
+"""THE wire protocol between API and workers: stream names, message schemas, publish/read helpers.
+
+One package, one module per concern: `keys` (names, schema version, entry types), `queue` (job
+messages and the work queue), `events` (job and node events), `frames` (node frame bytes),
+`acks` (what acking an entry takes), `presence` (worker heartbeats, locks). The names below
+are re-exported so that `from app import streams; streams.X` reads as one protocol.
+
+Every message carries `v` (schema version). Redis clients are created with bytes responses
+(decode_responses=False): stream fields and node frames are bytes.
+
+- `lookout:jobs` (group `detectors`): one entry per job to run (JobMessage).
+- `lookout:job:{id}`: that job's events (status | result | error), in order; expires
+  `job_events_ttl_s` after its last event.
+- `lookout:events`: firehose of finished jobs (result | error) and of edge node status changes
+  (node), MAXLEN-trimmed. Consumers dispatch on `type` and skip types they do not know.
+- `lookout:jobs:dead`: messages that exceeded max deliveries, with the last error.
+- `lookout:jobs:entry:{id}`: the stream entry id of the job's latest message, set with the XADD
+  and deleted with the XACK. The reconciler reads it to tell a job whose message is still in
+  the stream from one that Redis lost.
+- `lookout:workers`: sorted set of worker heartbeats (member: consumer name, score: the epoch
+  second the beat expires). /health/ready counts the unexpired ones.
+- `lookout:maintenance:lock`: held by the one API replica running the reconciler + janitor.
+- `lookout:ratelimit:{owner}:{window}`: request counter of one API key in one window.
+- `lookout:frame:{job_id}` (in the *frames* Redis): the bytes of a node frame that must not be
+  stored (`store_frames` false). The job message names it in `frame_key`; it is deleted when
+  the job ends (done, failed, skipped or dead-lettered) and expires after `frame_ttl_ms` anyway.
+
+The frames Redis (settings.redis.frames_url) keeps nothing on disk; the main Redis may (AOF in
+production, for the work in flight), so frame bytes never go into anything written to it. Where
+no frames URL is set the main Redis holds the frames too (`lookout up`: no persistence at all).
+"""
+
+from app.streams.events import (
+    NODE_EVENT,
+    EventType,
+    NodeChange,
+    firehose_tail,
+    has_terminal_event,
+    is_terminal,
+    make_event,
+    make_node_event,
+    publish_firehose_event,
+    publish_job_event,
+    publish_job_events,
+    read_firehose,
+    read_job_events,
+)
+from app.streams.frames import frames_present, get_frames
+from app.streams.keys import (
+    DEAD,
+    ENTRY_MARKER_TTL_S,
+    FIREHOSE,
+    GROUP,
+    JOBS,
+    MAINTENANCE_LOCK,
+    MAX_BLOCK_MS,
+    SCHEMA_VERSION,
+    WORKERS,
+    AckEntry,
+    Fields,
+    ProtocolError,
+    RawEntries,
+    StreamId,
+    frame_key,
+    frame_ttl_ms,
+    job_entry_key,
+    job_events_key,
+    rate_limit_key,
+    retry_after_s,
+)
+from app.streams.presence import beat, forget_worker, live_workers, try_lock
+from app.streams.queue import (
+    LAG_COUNT_CAP,
+    JobMessage,
+    QueueStats,
+    ack,
+    ack_many,
+    claim_stale,
+    dead_letter,
+    delivery_count,
+    enqueue_job,
+    ensure_group,
+    is_missing_group,
+    jobs_with_live_entry,
+    queue_stats,
+    read_new,
+)
+
+__all__ = [
+    "DEAD",
+    "ENTRY_MARKER_TTL_S",
+    "FIREHOSE",
+    "GROUP",
+    "JOBS",
+    "LAG_COUNT_CAP",
+    "MAINTENANCE_LOCK",
+    "MAX_BLOCK_MS",
+    "NODE_EVENT",
+    "SCHEMA_VERSION",
+    "WORKERS",
+    "AckEntry",
+    "EventType",
+    "Fields",
+    "JobMessage",
+    "NodeChange",
+    "ProtocolError",
+    "QueueStats",
+    "RawEntries",
+    "StreamId",
+    "ack",
+    "ack_many",
+    "beat",
+    "claim_stale",
+    "dead_letter",
+    "delivery_count",
+    "enqueue_job",
+    "ensure_group",
+    "firehose_tail",
+    "forget_worker",
+    "frame_key",
+    "frame_ttl_ms",
+    "frames_present",
+    "get_frames",
+    "has_terminal_event",
+    "is_missing_group",
+    "is_terminal",
+    "job_entry_key",
+    "job_events_key",
+    "jobs_with_live_entry",
+    "live_workers",
+    "make_event",
+    "make_node_event",
+    "publish_firehose_event",
+    "publish_job_event",
+    "publish_job_events",
+    "queue_stats",
+    "rate_limit_key",
+    "read_firehose",
+    "read_job_events",
+    "read_new",
+    "retry_after_s",
+    "try_lock",
+]
