@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Security
-from fastapi.security import APIKeyHeader
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection
@@ -169,8 +169,18 @@ async def guard_websocket_key(
     )
 
 
+# Documents the node token in OpenAPI (the routes read the header themselves, for one 401 shape).
+node_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="NodeToken",
+    bearerFormat="JWT",
+    description="a node's short-lived JWT from POST /v1/nodes/token",
+)
+NodeBearerDoc = Annotated[HTTPAuthorizationCredentials | None, Security(node_bearer)]
+
+
 async def get_current_node(
-    connection: HTTPConnection, state: StateDep, session: SessionDep
+    connection: HTTPConnection, state: StateDep, session: SessionDep, _doc: NodeBearerDoc
 ) -> nodes_service.AuthenticatedNode:
     """The node behind `Authorization: Bearer <token>`: token verified, node row not revoked.
 
@@ -182,7 +192,7 @@ async def get_current_node(
 
 
 async def get_heartbeating_node(
-    connection: HTTPConnection, state: StateDep, session: SessionDep
+    connection: HTTPConnection, state: StateDep, session: SessionDep, _doc: NodeBearerDoc
 ) -> nodes_service.AuthenticatedNode:
     """As get_current_node, but a node that just came online is announced by the heartbeat
     route, after its figures are committed: the event then shows the node as it reported."""

@@ -49,9 +49,18 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "Missing, invalid, expired or revoked credentials"},
     403: {"model": ErrorOut, "description": "The credentials do not allow this"},
     404: {"model": ErrorOut, "description": "No such resource (or it belongs to someone else)"},
+    408: {"model": ErrorOut, "description": "The request body stalled (slow client)"},
+    409: {
+        "model": ErrorOut,
+        "description": "Conflicts with the resource's state, or with a concurrent change",
+    },
     422: {"model": ErrorOut, "description": "Invalid request: `fields` lists each invalid field"},
     429: {"model": ErrorOut, "description": "Rate limit exceeded; see Retry-After"},
-    503: {"model": ErrorOut, "description": "Postgres or Redis is unreachable; see Retry-After"},
+    503: {
+        "model": ErrorOut,
+        "description": "`unavailable`: Postgres or Redis is unreachable; `busy`: too many uploads "
+        "at once. See Retry-After",
+    },
 }
 
 

@@ -98,12 +98,16 @@ async def upload_image(
     tasks: Annotated[
         str | None,
         Form(
-            description="comma-separated, from faces, objects, qr; default faces",
+            description=f"comma-separated, from {', '.join(service.TASKS)}; default faces",
             examples=["faces,objects,qr"],
+            # The task names, in the schema, from the one list the service checks against
+            # (which answers a wrong name with the list to choose from).
+            json_schema_extra={"pattern": service.tasks_pattern()},
         ),
     ] = None,
     wait: Annotated[
-        float | None, Query(ge=0, description="seconds to wait for the result (capped)")
+        float | None,
+        Query(ge=0, allow_inf_nan=False, description="seconds to wait for the result (capped)"),
     ] = None,
 ) -> Any:
     data = await image.read(settings.api.max_upload_bytes + 1)

@@ -212,7 +212,8 @@ async def send_frame(
     storage: StorageDep,
     settings: SettingsDep,
     wait: Annotated[
-        float | None, Query(ge=0, description="seconds to wait for the result (capped)")
+        float | None,
+        Query(ge=0, allow_inf_nan=False, description="seconds to wait for the result (capped)"),
     ] = None,
 ) -> Any:
     # A raw body, not multipart: multipart spools big parts to temporary files, and a frame
@@ -245,7 +246,7 @@ async def _read_body(request: Request, *, limit_bytes: int) -> bytes:
 @node_router.get(
     "/v1/nodes/me/jobs/{job_id}",
     response_model=JobDetail,
-    responses={**NODE_AUTH_ERRORS, 403: {"description": "Another node's job"}},
+    responses={**NODE_AUTH_ERRORS, 404: {"description": "No such job, or another node's"}},
     summary="The result of a frame this node sent",
 )
 async def get_own_job(job_id: uuid.UUID, node: CurrentNode, session: SessionDep) -> JobDetail:

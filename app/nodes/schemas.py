@@ -6,7 +6,7 @@ The node client (app/nodes/client.py) imports this module and nothing else from 
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 
 from app.schema_types import StorableText
 from app.timestamps import UtcDatetime
@@ -25,7 +25,7 @@ class NodeCreate(BaseModel):
     tasks: list[str] | None = Field(
         default=None, description="tasks its frames run; default faces", examples=[["faces"]]
     )
-    store_frames: bool = Field(
+    store_frames: StrictBool = Field(
         default=False,
         description="false: frames are never written to disk or Postgres (results are kept)",
     )
@@ -33,7 +33,7 @@ class NodeCreate(BaseModel):
 
 class NodePolicyUpdate(BaseModel):
     tasks: list[str] | None = None
-    store_frames: bool | None = None
+    store_frames: StrictBool | None = None
 
 
 class NodeOut(BaseModel):
@@ -79,12 +79,15 @@ class TokenOut(BaseModel):
 
 
 class Heartbeat(BaseModel):
-    fps: float = Field(ge=0, description="frames captured per second")
+    fps: float = Field(ge=0, allow_inf_nan=False, description="frames captured per second")
     latency_ms_p50: float | None = Field(
-        default=None, ge=0, description="median frame → result round trip, milliseconds"
+        default=None,
+        ge=0,
+        allow_inf_nan=False,
+        description="median frame → result round trip, milliseconds",
     )
     state: NodeStateName
-    dark_scene: bool = False
+    dark_scene: StrictBool = False
     version: StorableText = Field(default="unknown", max_length=64)
     last_error: StorableText | None = Field(default=None, max_length=2000)
 

@@ -500,11 +500,12 @@ async def enqueue_frame(
 async def get_own_job(
     session: AsyncSession, node: AuthenticatedNode, job_id: uuid.UUID
 ) -> JobDetail:
-    """A job this node sent. Another node's job is 403, not 404: the node learns nothing new."""
+    """A job this node sent. Another node's job is 404 exactly as an unknown id is: a node must
+    not learn which ids exist."""
     # Authorized here by node, not by API key: read it as the system, then check the node.
     detail = await jobs.get_job_detail(session, job_id, ANONYMOUS_ADMIN)
     if detail.node_id != node.id:
-        raise NodeForbidden(f"job {job_id} was not sent by this node")
+        raise NotFound(f"no job with id {job_id}")
     return detail
 
 

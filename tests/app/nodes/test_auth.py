@@ -1,4 +1,5 @@
-"""Node credentials: every bad token is refused (401), every time; another node's job is 403."""
+"""Node credentials: every bad token is refused (401), every time; another node's job is 404
+(as an unknown one: its existence is not revealed)."""
 
 import base64
 import json
@@ -160,10 +161,15 @@ async def test_node_a_cannot_read_node_b_s_frames(client, settings, make_node):
     )
     job_id = sent_by_b.json()["id"]
     as_a = bearer(node_token(settings, node_a.id))
+    unknown = await client.get(f"/v1/nodes/me/jobs/{uuid.uuid4()}", headers=as_a)
     for _ in range(2):
         response = await client.get(f"/v1/nodes/me/jobs/{job_id}", headers=as_a)
-        assert response.status_code == 403
-        assert response.json()["error"] == "forbidden"
+        assert response.status_code == 404
+        assert response.json()["error"] == "not_found"
+        # Word for word what an unknown id gets, but for the id itself.
+        assert response.json()["detail"].replace(job_id, "?") == unknown.json()["detail"].replace(
+            unknown.url.path.rsplit("/", 1)[1], "?"
+        )
     as_b = bearer(node_token(settings, node_b.id))
     assert (await client.get(f"/v1/nodes/me/jobs/{job_id}", headers=as_b)).status_code == 200
 
