@@ -4,14 +4,18 @@ The node client (app/nodes/client.py) imports this module and nothing else from 
 """
 
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StrictBool
+from pydantic import BaseModel, Field, StrictBool, WithJsonSchema
 
+from app.jobs.service import TASKS
 from app.schema_types import StorableText
 from app.timestamps import UtcDatetime
 
 NodeStateName = Literal["active", "idle"]
+# Documented as an enum of the one list the service checks against (which answers an unknown
+# name with the list to choose from).
+TaskName = Annotated[str, WithJsonSchema({"type": "string", "enum": list(TASKS)})]
 
 
 class NodeCreate(BaseModel):
@@ -22,7 +26,7 @@ class NodeCreate(BaseModel):
         examples=["gate-cam-1"],
         description="unique among nodes in service",
     )
-    tasks: list[str] | None = Field(
+    tasks: list[TaskName] | None = Field(
         default=None, description="tasks its frames run; default faces", examples=[["faces"]]
     )
     store_frames: StrictBool = Field(
@@ -32,7 +36,7 @@ class NodeCreate(BaseModel):
 
 
 class NodePolicyUpdate(BaseModel):
-    tasks: list[str] | None = None
+    tasks: list[TaskName] | None = None
     store_frames: StrictBool | None = None
 
 
