@@ -12,9 +12,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection
 
 from app.apikeys.service import ANONYMOUS_ADMIN, Principal, authenticate
-from app.errors import AppError, Forbidden
+from app.errors import AppError, Forbidden, Unauthorized
 from app.firehose import Firehose
-from app.limits import enforce_rate_limit
+from app.limits import (
+    FAILED_AUTH,
+    WEBSOCKET_CONNECTS,
+    check_client_limit,
+    count_client_event,
+    enforce_rate_limit,
+)
 from app.nodes import service as nodes_service
 from app.ops.metrics import ApiMetrics
 from app.security import Scope
@@ -88,6 +94,7 @@ api_key_header = APIKeyHeader(
 
 
 async def get_principal(
+    connection: HTTPConnection,
     state: StateDep,
     session: SessionDep,
     token: Annotated[str | None, Security(api_key_header)],
@@ -95,11 +102,39 @@ async def get_principal(
     """Authenticate the X-API-Key header and charge the key's rate limit (HTTP routes)."""
     if not state.settings.auth.enabled:
         return ANONYMOUS_ADMIN
-    principal = await authenticate(
-        session, token, last_used_resolution_s=state.settings.auth.last_used_resolution_s
-    )
+    principal = await authenticate_client(state, session, token, client_address(connection))
     await enforce_rate_limit(state.redis, principal, state.settings.auth)
     return principal
+
+
+def client_address(connection: HTTPConnection) -> str | None:
+    return connection.client.host if connection.client else None
+
+
+async def authenticate_client(
+    state: AppState, session: AsyncSession, token: str | None, client: str | None
+) -> Principal:
+    """authenticate(), refused with 429 for an address past its failed-authentication limit
+    (guessing keys costs a lookup each); a failure is counted against the address."""
+    auth = state.settings.auth
+    await check_client_limit(
+        state.redis,
+        FAILED_AUTH,
+        client,
+        limit=auth.failed_auth_per_client,
+        window_s=auth.rate_limit_window_s,
+        charge=False,
+    )
+    try:
+        return await authenticate(
+            session, token, last_used_resolution_s=auth.last_used_resolution_s
+        )
+    except Unauthorized:
+        if auth.failed_auth_per_client:
+            await count_client_event(
+                state.redis, FAILED_AUTH, client, window_s=auth.rate_limit_window_s
+            )
+        raise
 
 
 ApiKeyDep = Annotated[Principal, Depends(get_principal)]
@@ -126,16 +161,23 @@ async def websocket_principal(
 ) -> Principal:
     """Authenticate a WebSocket from its header or ?api_key=; raises Unauthorized/Forbidden.
 
-    WebSockets hold their connection for long, so they are not charged to the rate limit.
+    WebSockets hold their connection for long, so they are not charged to the key's rate limit;
+    connects are counted per client address instead (429 → close 4429).
     """
     if not state.settings.auth.enabled:
         return ANONYMOUS_ADMIN
+    auth = state.settings.auth
+    client = client_address(connection)
+    await check_client_limit(
+        state.redis,
+        WEBSOCKET_CONNECTS,
+        client,
+        limit=auth.websocket_connects_per_client,
+        window_s=auth.rate_limit_window_s,
+        charge=True,
+    )
     async with state.sessionmaker.begin() as session:
-        principal = await authenticate(
-            session,
-            websocket_token(connection),
-            last_used_resolution_s=state.settings.auth.last_used_resolution_s,
-        )
+        principal = await authenticate_client(state, session, websocket_token(connection), client)
     if not scope.granted_by(principal.scopes):
         raise Forbidden(f"this API key lacks the {scope.value!r} scope")
     return principal

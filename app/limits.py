@@ -51,6 +51,55 @@ async def enforce_rate_limit(redis: Redis, principal: "Principal", auth: AuthSet
         )
 
 
+FAILED_AUTH = "failed_auth"
+WEBSOCKET_CONNECTS = "ws_connects"
+
+
+async def check_client_limit(
+    redis: Redis, kind: str, client: str | None, *, limit: int, window_s: int, charge: bool
+) -> None:
+    """RateLimited when `client` has reached `limit` of `kind` in the current window.
+
+    `charge`: count this call too (a WebSocket connect); else only look (failed authentications
+    are counted by `count_client_event` once they have failed). Fails open without Redis.
+    """
+    if limit == 0 or client is None:
+        return
+    key = streams.client_limit_key(kind, client, int(time.time() // window_s))
+    try:
+        if charge:
+            async with redis.pipeline(transaction=True) as pipe:
+                pipe.incr(key)
+                pipe.expire(key, window_s + 1)
+                count, _ = await pipe.execute()
+            over = cast(int, count) > limit
+        else:
+            over = int(await redis.get(key) or 0) >= limit
+    except (RedisError, OSError) as exc:
+        log.warning("client_limit_unavailable", kind=kind, error=repr(exc))
+        return
+    if over:
+        what = "failed authentications" if kind == FAILED_AUTH else "WebSocket connects"
+        raise RateLimited(
+            f"too many {what} from this address ({limit} per {window_s} s)",
+            retry_after_s=streams.retry_after_s(window_s),
+        )
+
+
+async def count_client_event(redis: Redis, kind: str, client: str | None, *, window_s: int) -> None:
+    """Count one event (a failed authentication) against `client`'s window; fails open."""
+    if client is None:
+        return
+    key = streams.client_limit_key(kind, client, int(time.time() // window_s))
+    try:
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, window_s + 1)
+            await pipe.execute()
+    except (RedisError, OSError) as exc:
+        log.warning("client_limit_unavailable", kind=kind, error=repr(exc))
+
+
 # RFC 6455 "try again later": the client should reconnect after a while.
 WS_CLOSE_TRY_AGAIN_LATER = 1013
 

@@ -114,6 +114,11 @@ class AuthSettings(BaseModel):
     rate_limit_window_s: int = Field(default=60, ge=1)
     # last_used_at is written at most this often per key (it costs a row update).
     last_used_resolution_s: int = 60
+    # Per client address and rate_limit_window_s (Redis, shared by replicas; 0 turns it off):
+    # failed API-key authentications, beyond which its requests get 429 (sockets close 4429)
+    # until the window ends, and WebSocket connects, beyond which one more is refused alike.
+    failed_auth_per_client: int = Field(default=30, ge=0)
+    websocket_connects_per_client: int = Field(default=120, ge=0)
     # Open WebSockets (firehose, job events, node streams) re-check their key or node token this
     # often and close with 4401 once it is revoked; an expiry closes them at the expiry itself.
     websocket_recheck_s: float = Field(default=5.0, gt=0)

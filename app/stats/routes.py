@@ -36,7 +36,13 @@ async def counts(
     to: Annotated[
         BoundedDatetime | None, Query(description="ISO-8601, exclusive; default now")
     ] = None,
-    bucket: Annotated[str, Query(description="15m, 1h, 1d …; buckets align to UTC")] = "1h",
+    bucket: Annotated[
+        str,
+        Query(
+            description="15m, 1h, 1d …; buckets align to UTC",
+            json_schema_extra={"pattern": r"^[1-9][0-9]{0,4}[mhd]$"},
+        ),
+    ] = "1h",
 ) -> CountsReport:
     return await service.count_objects(
         session, viewer, node_id=node_id, start=from_, end=to, bucket=bucket

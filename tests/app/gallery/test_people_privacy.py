@@ -1,5 +1,4 @@
-"""People are private to the key that created them; admin keys manage everyone's (README, Auth).
-"""
+"""People are private to the key that created them; admin keys manage everyone's (README, Auth)."""
 
 from app.security import Scope
 
