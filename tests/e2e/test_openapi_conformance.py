@@ -15,6 +15,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import CHECKS, positive_data_acceptance
 
+from app.jobs.service import TASKS
 from tests.e2e.processes import lookout_env, start_api, start_worker, stopping, wait_until
 
 MAX_EXAMPLES = 6
@@ -43,6 +44,9 @@ def live_api(servers, models_dir, tmp_path_factory):
         yield base_url
 
 
+# The run itself takes ~35 s alone; starting the API and a worker (module setup, counted in
+# this test's time) takes up to a minute more on a shared two-core machine.
+@pytest.mark.timeout(300)
 def test_api_conforms_to_its_openapi_schema(live_api, api_key):
     schema = schemathesis.openapi.from_url(f"{live_api}/openapi.json")
     # Unknown query parameters are ignored, as HTTP APIs do (cache-busters, tracking tags);
@@ -109,4 +113,12 @@ def test_the_schema_documents_the_api_key_and_error_statuses(live_api):
     document = httpx.get(f"{live_api}/openapi.json").json()
     assert document["components"]["securitySchemes"]["APIKeyHeader"]["name"] == "X-API-Key"
     upload = document["paths"]["/v1/images"]["post"]["responses"]
-    assert {"401", "403", "413", "415", "422", "429", "503"} <= set(upload)
+    assert {"401", "403", "408", "409", "413", "415", "422", "429", "503"} <= set(upload)
+    node_token = document["components"]["securitySchemes"]["NodeToken"]
+    assert (node_token["type"], node_token["scheme"]) == ("http", "bearer")
+    me = document["paths"]["/v1/nodes/me"]["get"]
+    assert {"NodeToken": []} in me["security"]
+    register = document["components"]["schemas"]["NodeCreate"]["properties"]
+    task_enum = register["tasks"]["anyOf"][0]["items"]["enum"]
+    assert task_enum == list(TASKS)  # the one list the service checks against
+    assert register["store_frames"]["type"] == "boolean"
