@@ -20,7 +20,8 @@ install: system-deps $(DEV_STAMP)
 
 install-runtime: $(RUNTIME_STAMP)
 
-# Debian packages the tests drive: nginx (tests/e2e/test_nginx.py) and chromium (tests/ui/);
+# Debian packages the tests drive: nginx (tests/e2e/test_nginx.py), tesseract-ocr (the optional
+# text engine, tests/workers/detectors/test_text.py) and chromium (tests/ui/);
 # apt-get when missing, a no-op when present. Not needed to run Lookout.
 system-deps:
 	./scripts/ensure-system-deps.sh
@@ -28,15 +29,20 @@ system-deps:
 
 # insightface goes in with --no-deps: it declares opencv-python (the GUI build), which shares the
 # cv2 module with opencv-python-headless and breaks it. pyproject lists what it really imports.
+# rapidocr-onnxruntime too (same opencv-python): only the PP-OCR model files in it are used.
 $(RUNTIME_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e .
-	$(BIN)/pip install --quiet --no-deps 'insightface==2.1'
+	$(BIN)/pip install --quiet --no-deps 'insightface==2.1' 'rapidocr-onnxruntime==1.4.4'
 	touch $@
 
+# compreface-sdk with --no-deps: it pins requests-toolbelt==0.9.1, broken under urllib3 2; the
+# dev extra installs a requests-toolbelt that works (pyproject.toml).
 $(DEV_STAMP): $(RUNTIME_STAMP)
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps 'deepstack-sdk==0.2.1'  # declares opencv-python: see pyproject
+	$(BIN)/pip install --quiet --no-deps 'compreface-sdk==0.6.0'
 	touch $@
 
 up: install-runtime

@@ -6,12 +6,13 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Security
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyHeader
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection
 
 from app.apikeys.service import ANONYMOUS_ADMIN, Principal, authenticate
+from app.commits import commit
 from app.errors import AppError, Forbidden, Unauthorized
 from app.firehose import Firehose
 from app.limits import (
@@ -21,7 +22,6 @@ from app.limits import (
     count_client_event,
     enforce_rate_limit,
 )
-from app.nodes import service as nodes_service
 from app.ops.metrics import ApiMetrics
 from app.security import Scope
 from app.settings import Settings
@@ -54,10 +54,11 @@ StateDep = Annotated[AppState, Depends(get_state)]
 
 
 async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
-    """The one commit point of a request: commit when the route returns, roll back on error."""
+    """The one commit point of a request: when the route returns, commit, then run the work
+    queued for after the commit (app/commits.py: XADDs, node events); roll back on error."""
     async with state.sessionmaker() as session:
         yield session
-        await session.commit()
+        await commit(session)
 
 
 # scope="function": commit before the response is sent, so a failed commit is the client's error
@@ -153,7 +154,6 @@ def require_scope(scope: Scope) -> Callable[[Principal], Awaitable[Principal]]:
 
 ReadKey = Annotated[Principal, Depends(require_scope(Scope.read))]
 WriteKey = Annotated[Principal, Depends(require_scope(Scope.write))]
-AdminKey = Annotated[Principal, Depends(require_scope(Scope.admin))]
 
 
 async def websocket_principal(
@@ -209,43 +209,3 @@ async def guard_websocket_key(
         interval_s=state.settings.auth.websocket_recheck_s,
         expires_at=lambda: principal.expires_at,
     )
-
-
-# Documents the node token in OpenAPI (the routes read the header themselves, for one 401 shape).
-node_bearer = HTTPBearer(
-    auto_error=False,
-    scheme_name="NodeToken",
-    bearerFormat="JWT",
-    description="a node's short-lived JWT from POST /v1/nodes/token",
-)
-NodeBearerDoc = Annotated[HTTPAuthorizationCredentials | None, Security(node_bearer)]
-
-
-async def get_current_node(
-    connection: HTTPConnection, state: StateDep, session: SessionDep, _doc: NodeBearerDoc
-) -> nodes_service.AuthenticatedNode:
-    """The node behind `Authorization: Bearer <token>`: token verified, node row not revoked.
-
-    Every request checks the row, so a revoked node's tokens fail on its next request.
-    """
-    return await nodes_service.authenticate_request(
-        session, state.redis, connection.headers.get("authorization"), state.settings
-    )
-
-
-async def get_heartbeating_node(
-    connection: HTTPConnection, state: StateDep, session: SessionDep, _doc: NodeBearerDoc
-) -> nodes_service.AuthenticatedNode:
-    """As get_current_node, but a node that just came online is announced by the heartbeat
-    route, after its figures are committed: the event then shows the node as it reported."""
-    return await nodes_service.authenticate_request(
-        session,
-        state.redis,
-        connection.headers.get("authorization"),
-        state.settings,
-        announce_online=False,
-    )
-
-
-CurrentNode = Annotated[nodes_service.AuthenticatedNode, Depends(get_current_node)]
-HeartbeatingNode = Annotated[nodes_service.AuthenticatedNode, Depends(get_heartbeating_node)]

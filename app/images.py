@@ -1,13 +1,19 @@
-"""Image checks from the header alone: format, dimensions, completeness. No pixel decode.
+"""Image checks: format, dimensions, completeness, and a body that decodes. One check, one
+answer for every entry point (uploads, gallery calls, node frames): a file that is not an image
+is 415 `unsupported_image_type` everywhere, a corrupt one 422 `invalid_image`.
 
-The API runs these on every upload (cheap, no CPU-heavy work in the API process); workers run
-them again before decoding. A decompression bomb (small file, huge dimensions) is rejected here
-because the dimensions come from the header, before anything is allocated.
+The API runs these on every upload; workers run them again before decoding. Dimensions come from
+the header first, so a decompression bomb (small file, huge dimensions) is rejected before
+anything is allocated. The body check is cheap: a PNG's chunks are CRC-checked and its zlib
+stream inflated (no unfiltering, no pixels kept); a WebP is decoded by libwebp, which is fast
+and the only way to know that its bitstream is whole. A JPEG's entropy data is left to the
+worker: libjpeg decodes a damaged scan with grey blocks rather than failing.
 """
 
 import io
 import struct
 import warnings
+import zlib
 from dataclasses import dataclass
 
 from PIL import ExifTags, Image
@@ -76,7 +82,107 @@ def inspect_image(data: bytes, *, max_pixels: int) -> ImageInfo:
         raise ImageTooLarge(
             f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
         )
+    if image_format == "PNG":
+        _check_png_body(data)
+    elif image_format == "WEBP":
+        _check_webp_body(data)
     return ImageInfo(image_format, width, height, orientation)
+
+
+# Inflate in steps of this many bytes: memory stays bounded whatever the stream claims.
+_INFLATE_STEP = 1 << 20
+
+
+# Channels per PNG colour type (grey, RGB, palette, grey+alpha, RGBA).
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+# Adam7 passes: (x start, y start, x step, y step).
+_ADAM7 = (
+    (0, 0, 8, 8),
+    (4, 0, 8, 8),
+    (0, 4, 4, 8),
+    (2, 0, 4, 4),
+    (0, 2, 2, 4),
+    (1, 0, 2, 2),
+    (0, 1, 1, 2),
+)
+
+
+def _png_rows(header: bytes) -> list[tuple[int, int]]:
+    """(row count, bytes per row including its filter byte) of each pass of the image."""
+    width, height, bit_depth, colour_type, _, _, interlace = struct.unpack(">IIBBBBB", header)
+    bits = bit_depth * _PNG_CHANNELS.get(colour_type, 4)
+    passes = _ADAM7 if interlace == 1 else ((0, 0, 1, 1),)
+    rows = []
+    for x0, y0, dx, dy in passes:
+        pass_width = max(0, (width - x0 + dx - 1) // dx)
+        pass_height = max(0, (height - y0 + dy - 1) // dy)
+        if pass_width and pass_height:
+            rows.append((pass_height, 1 + (pass_width * bits + 7) // 8))
+    return rows
+
+
+def _check_png_body(data: bytes) -> None:
+    """Every chunk's CRC; the IDAT zlib stream inflates to its end, to exactly the bytes the
+    header's dimensions need, and every row starts with a valid filter type (0–4). The inflated
+    bytes are looked at in steps and dropped: no pixels are kept or unfiltered."""
+    rows = _png_rows(data[16:29])
+    expected = sum(count * stride for count, stride in rows)
+    boundaries = iter([(n, stride) for n, stride in rows])
+    row_count, stride = next(boundaries, (0, 1))
+    next_row_at = 0  # offset of the next filter byte in the inflated stream
+    pass_end = row_count * stride
+    inflated = 0
+    inflater = zlib.decompressobj()
+    saw_data = False
+
+    def take(out: bytes) -> None:
+        nonlocal inflated, next_row_at, pass_end, stride
+        end = inflated + len(out)
+        while next_row_at < end and next_row_at < expected:
+            if out[next_row_at - inflated] > 4:
+                raise InvalidImage("the PNG pixel data is corrupt (a row has no valid filter)")
+            next_row_at += stride
+            if next_row_at >= pass_end:
+                count, stride = next(boundaries, (0, 1))
+                next_row_at = pass_end
+                pass_end += count * stride
+        inflated = end
+
+    pos = 8
+    try:
+        while pos + 12 <= len(data):
+            (length,) = struct.unpack_from(">I", data, pos)
+            chunk_type = data[pos + 4 : pos + 8]
+            body = data[pos + 8 : pos + 8 + length]
+            (crc,) = struct.unpack_from(">I", data, pos + 8 + length)
+            if zlib.crc32(chunk_type + body) != crc:
+                name = chunk_type.decode("latin-1")
+                raise InvalidImage(f"the PNG data is corrupt (bad checksum in a {name} chunk)")
+            if chunk_type == b"IDAT":
+                saw_data = True
+                pending = body
+                while pending and not inflater.eof:
+                    take(inflater.decompress(pending, _INFLATE_STEP))
+                    pending = inflater.unconsumed_tail
+                    if inflated > expected:
+                        break
+            if chunk_type == b"IEND":
+                break
+            pos += 12 + length
+    except zlib.error as exc:
+        raise InvalidImage(f"the PNG pixel data is corrupt ({exc})") from exc
+    if not saw_data or not inflater.eof or inflated != expected:
+        raise InvalidImage(
+            f"the PNG pixel data is corrupt ({inflated} bytes where its size needs {expected})"
+        )
+
+
+def _check_webp_body(data: bytes) -> None:
+    try:
+        with Image.open(io.BytesIO(data), formats=["WEBP"]) as image:
+            image.load()
+    except Exception as exc:  # PIL raises OSError and others for a damaged bitstream
+        raise InvalidImage(f"the WEBP image data is corrupt: {exc}") from exc
 
 
 def _exif_orientation(image: Image.Image) -> int:

@@ -2,14 +2,16 @@
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from app import streams
+from app.compat.compreface.routes import router as compreface_router
+from app.compat.deepstack.routes import router as deepstack_router
 from app.db import (
     close_redis,
     create_engine,
@@ -18,6 +20,7 @@ from app.db import (
     create_sessionmaker,
 )
 from app.deps import API_KEY_HEADER, AppState
+from app.docs_pages import mount_docs
 from app.errors import ERROR_RESPONSES, install_error_handlers
 from app.firehose import Firehose
 from app.gallery.routes import router as gallery_router
@@ -37,6 +40,8 @@ from app.settings import Settings, get_settings
 from app.stats.routes import router as stats_router
 from app.storage import Storage
 from app.ui import mount_ui
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 # Room for the multipart envelope around the image part; the image itself is capped in the route.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
@@ -62,55 +67,78 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     check_node_signing_keys(settings.nodes, env=settings.env, auth_enabled=settings.auth.enabled)
     configure_logging(settings)
     metrics = ApiMetrics()
+    app = FastAPI(
+        title="Lookout",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=_lifespan(settings, metrics),
+        docs_url=None,  # served by mount_docs from local assets, not a CDN
+        redoc_url=None,
+    )
+    install_error_handlers(app)
+    mount_docs(app)
+    _include_routers(app)
+    _add_middleware(app, settings, metrics)
+    return app
+
+
+def _lifespan(settings: Settings, metrics: ApiMetrics) -> Lifespan:
+    """Open the shared resources, run the background loops; close them all at shutdown."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings.database)
-        redis = create_redis(settings.redis)
-        frames_redis = create_frames_redis(settings.redis, redis)
-        sessionmaker = create_sessionmaker(engine)
-        storage = Storage(settings.storage_dir)
-        firehose = Firehose(redis, max_queued_per_client=settings.api.ws_max_queued_events)
-        with contextlib.suppress(Exception):  # Redis may be down at boot; workers create it too
-            await streams.ensure_group(redis)
-        app.state.lookout = AppState(
-            settings=settings,
-            engine=engine,
-            sessionmaker=sessionmaker,
-            redis=redis,
-            frames_redis=frames_redis,
-            storage=storage,
-            firehose=firehose,
-            metrics=metrics,
-        )
+        state = await _open_state(settings, metrics)
+        app.state.lookout = state
         maintenance = (
             asyncio.create_task(
-                maintenance_loop(settings, sessionmaker, redis, storage, frames_redis=frames_redis)
+                maintenance_loop(
+                    settings,
+                    state.sessionmaker,
+                    state.redis,
+                    state.storage,
+                    frames_redis=state.frames_redis,
+                )
             )
             if settings.maintenance.enabled
             else None
         )
-        sweeper = asyncio.create_task(sweep_offline_nodes(sessionmaker, redis, settings))
+        sweeper = asyncio.create_task(
+            sweep_offline_nodes(state.sessionmaker, state.redis, settings)
+        )
         try:
             yield
         finally:
-            await firehose.close()
+            await state.firehose.close()
             if maintenance is not None:
                 maintenance.cancel()
                 await asyncio.gather(maintenance, return_exceptions=True)
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
-            await close_redis(redis, frames_redis)
-            await engine.dispose()
+            await close_redis(state.redis, state.frames_redis)
+            await state.engine.dispose()
 
-    app = FastAPI(
-        title="Lookout",
-        version="0.1.0",
-        description=DESCRIPTION,
-        lifespan=lifespan,
+    return lifespan
+
+
+async def _open_state(settings: Settings, metrics: ApiMetrics) -> AppState:
+    engine = create_engine(settings.database)
+    redis = create_redis(settings.redis)
+    with contextlib.suppress(Exception):  # Redis may be down at boot; workers create it too
+        await streams.ensure_group(redis)
+    return AppState(
+        settings=settings,
+        engine=engine,
+        sessionmaker=create_sessionmaker(engine),
+        redis=redis,
+        frames_redis=create_frames_redis(settings.redis, redis),
+        storage=Storage(settings.storage_dir),
+        firehose=Firehose(redis, max_queued_per_client=settings.api.ws_max_queued_events),
+        metrics=metrics,
     )
-    install_error_handlers(app)
+
+
+def _include_routers(app: FastAPI) -> None:
     app.include_router(jobs_router, responses=ERROR_RESPONSES)
     app.include_router(
         node_router, responses=ERROR_RESPONSES
@@ -119,7 +147,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(stats_router, responses=ERROR_RESPONSES)
     app.include_router(gallery_router, responses=ERROR_RESPONSES)
     app.include_router(ops_router)
+    app.include_router(deepstack_router)  # errors in DeepStack's own envelope, not ErrorOut
+    app.include_router(compreface_router)  # CompreFace's /api/v1, its own error shape
     mount_ui(app)  # last: a catch-all at / behind every API route
+
+
+def _add_middleware(app: FastAPI, settings: Settings, metrics: ApiMetrics) -> None:
     # Added innermost first: requests pass RequestContext → SecurityHeaders → TrustedHost → CORS
     # → WebSocketLimit → UploadAdmission → BodyReadTimeout → BodySizeLimit.
     app.add_middleware(
@@ -148,4 +181,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.api.trusted_hosts)
     app.add_middleware(SecurityHeaders)  # on every answer, refusals of the layers inside too
     app.add_middleware(RequestContext, metrics=metrics)
-    return app

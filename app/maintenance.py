@@ -29,10 +29,11 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 from redis.asyncio import Redis
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import streams
+from app.jobs import results
 from app.models import Job, JobStatus
 from app.settings import Settings
 from app.storage import Storage, sweep
@@ -108,20 +109,12 @@ async def _fail_lost_frame(
         "and its job was not in the work queue"
     )
     async with sessionmaker.begin() as session:
-        failed = await session.scalar(
-            update(Job)
-            .where(Job.id == job_id, Job.status.in_([JobStatus.queued, JobStatus.running]))
-            .values(status=JobStatus.failed, error=reason, finished_at=datetime.now(UTC))
-            .returning(Job.id)
-        )
-    if failed is None:
+        failure = await results.record_failure(session, job_id, reason)
+    if failure is None:
         return 0
     await streams.publish_job_events(
         redis,
-        [
-            streams.make_event("error", job_id, error=reason),
-            streams.make_event("status", job_id, status="failed"),
-        ],
+        failure,
         ttl_s=settings.streams.job_events_ttl_s,
         firehose_maxlen=settings.streams.firehose_maxlen,
     )

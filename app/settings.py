@@ -125,7 +125,7 @@ class AuthSettings(BaseModel):
 
 
 class WorkerSettings(BaseModel):
-    # One single-threaded process per core measured fastest (ARCHITECTURE.md, Models).
+    # One single-threaded process per core measured fastest (docs/architecture.md, Models).
     processes: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     # onnxruntime intra-op threads per process; processes × threads should not exceed cores.
     threads: int = Field(default=1, ge=1)
@@ -142,6 +142,9 @@ class WorkerSettings(BaseModel):
     # Liveness seen by /health/ready: a worker counts as alive for heartbeat_ttl_s after a beat.
     heartbeat_interval_s: float = 5.0
     heartbeat_ttl_s: float = 15.0
+    # How many worker processes should be alive (`lookout up` sets it); fewer alive makes
+    # /health/ready report "degraded". None: any live worker is full strength.
+    expected: int | None = Field(default=None, ge=1)
     # Pause before retrying after Postgres or Redis went away.
     retry_backoff_s: float = 1.0
     # Prometheus exporter of each worker process: process i listens on metrics_port + i.
@@ -175,11 +178,14 @@ class MaintenanceSettings(BaseModel):
 
 
 class ModelSettings(BaseModel):
-    """Which model packs the workers load (see workers/models.py for the manifest)."""
+    """Which model packs the workers load (see workers/models/catalog.py for the manifest)."""
 
     # buffalo_sc: SCRFD-500M + ArcFace w600k_mbf (512-d). Tests use scrfd_mobilefacenet.
     face_pack: str = "buffalo_sc"
     object_pack: str = "yolox_nano"
+    # PP-OCR files from the rapidocr-onnxruntime wheel (text.engine=ppocr): ppocr_v4 or
+    # ppocr_v4_upright (no angle classifier). `lookout models list` shows every pack.
+    text_pack: str = "ppocr_v4"
     # onnxruntime execution providers in order of preference; unavailable ones are skipped.
     # CUDA where this onnxruntime build has it (onnxruntime-gpu: Dockerfile.worker's GPU
     # variant), else CPU: the CPU package never lists CUDA, so CPU machines are unaffected.
@@ -211,14 +217,15 @@ class FaceSettings(BaseModel):
 class GallerySettings(BaseModel):
     """Face recognition against enrolled people (app/gallery, workers/gallery.py)."""
 
-    # Cosine similarity at or above which a face is the nearest enrolled person; below, unknown.
-    # Calibrated for the MobileFaceNet stand-in on ../shared/images/faces: largest face of each
-    # of the 11 single-person photos, same-person pairs 0.700-0.907 (7 pairs), different-person
-    # pairs at most 0.228 (48 pairs); MODELS.md's wider set (178 pairs, crowd faces included)
-    # reaches 0.54. 0.62 sits in the gap 0.54-0.70. Recalibrate for ArcFace (w600k_*).
-    match_threshold: float = Field(default=0.62, ge=-1, le=1)
-    # An enrollment this similar to a face the person already has is a near-duplicate: reported
-    # and not stored again (the same photo re-encoded measures > 0.99).
+    # Calibrated similarity (app/calibration.py: the same scale for every embedding model, the
+    # one every API reports) at or above which a face is the nearest enrolled person; below,
+    # unknown. 0.60 is Double Take's default match and, for the MobileFaceNet stand-in, raw
+    # cosine 0.619 (the former raw threshold 0.62, in the gap between different-person pairs
+    # ≤ 0.54 and same-person pairs ≥ 0.70 on ../shared/images). README: "Similarity".
+    match_threshold: float = Field(default=0.60, ge=0, le=1)
+    # An enrollment whose RAW cosine to a face the person already has is at least this is a
+    # near-duplicate: reported and not stored again (the same photo re-encoded measures > 0.99).
+    # Raw, not calibrated: it compares photos, and the calibrated scale saturates near 1.
     duplicate_threshold: float = Field(default=0.97, ge=-1, le=1)
     # Enrollment quality (app/gallery/quality.py). Shorter side of the face box, in pixels.
     min_face_px: float = 40.0
@@ -234,6 +241,15 @@ class GallerySettings(BaseModel):
     max_search_results: int = Field(default=50, ge=1)
 
 
+class CompreFaceSettings(BaseModel):
+    """The CompreFace-compatible API (app/compat/compreface)."""
+
+    # Clients send det_prob_threshold on CompreFace's detector scale, where a clear face scores
+    # ~0.99 (Double Take sends 0.8 by default). SCRFD-500M scores clear faces lower: 0.76-0.89
+    # on ../shared/images. A requested threshold above this is lowered to it.
+    max_det_prob_threshold: float = Field(default=0.7, ge=0, le=1)
+
+
 class ClientSettings(BaseModel):
     """What `lookout people …` uses to talk to a running API."""
 
@@ -247,6 +263,33 @@ class ObjectSettings(BaseModel):
     nms_threshold: float = 0.45
     # Keep only these COCO class names (e.g. ["person", "car"]); None keeps all 80.
     classes: list[str] | None = None
+
+
+class TextSettings(BaseModel):
+    """The `text` and `plates` tasks (workers/detectors/text.py)."""
+
+    # ppocr: the models.text_pack ONNX files; tesseract: Debian's tesseract-ocr, installed
+    # separately (a worker set to it refuses to start without the binary).
+    engine: Literal["ppocr", "tesseract"] = "ppocr"
+    # A region is kept when its string's recognition confidence reaches this (0..1).
+    score_threshold: float = Field(default=0.5, ge=0, le=1)
+    # PP-OCR detector input: longer side at most max_side_px; small images are enlarged
+    # until the shorter side reaches min_side_px.
+    max_side_px: int = Field(default=960, ge=64)
+    min_side_px: int = Field(default=640, ge=32)
+    box_threshold: float = Field(default=0.5, ge=0, le=1)
+    tesseract_command: str = "tesseract"
+    tesseract_languages: str = "eng"  # e.g. eng+deu (each needs tesseract-ocr-<lang>)
+    tesseract_psm: int = Field(default=3, ge=0, le=13)  # page segmentation mode
+
+
+class PlateSettings(BaseModel):
+    """The `plates` task: text read inside vehicles found by the object detector."""
+
+    vehicle_classes: list[str] = ["car", "truck", "bus", "motorcycle"]
+    # Full match on the string upper-cased with all but A-Z and 0-9 removed. Default: 4-10
+    # letters and digits, at least one digit.
+    pattern: str = r"(?=.*[0-9])[A-Z0-9]{4,10}"
 
 
 class DecodeSettings(BaseModel):
@@ -303,9 +346,12 @@ class Settings(BaseSettings):
     models: ModelSettings = ModelSettings()
     faces: FaceSettings = FaceSettings()
     objects: ObjectSettings = ObjectSettings()
+    text: TextSettings = TextSettings()
+    plates: PlateSettings = PlateSettings()
     nodes: NodeSettings = NodeSettings()
     decode: DecodeSettings = DecodeSettings()
     gallery: GallerySettings = GallerySettings()
+    compreface: CompreFaceSettings = CompreFaceSettings()
     client: ClientSettings = ClientSettings()
 
     @model_validator(mode="after")

@@ -1,4 +1,5 @@
-"""Times on the wire: UTC, ISO-8601 with an explicit offset (`2026-11-26T10:00:00+00:00`)."""
+"""Times on the wire: one format everywhere, RFC 3339 in UTC with `Z` (`2026-11-26T10:00:00Z`):
+jobs, nodes, stats, tokens and event `at` alike."""
 
 from datetime import UTC, datetime
 from typing import Annotated
@@ -13,7 +14,16 @@ def as_utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
+def rfc3339(moment: datetime) -> str:
+    """`2026-11-26T10:00:00.123456Z`: UTC, `Z` rather than `+00:00` (as pydantic writes UTC)."""
+    return as_utc(moment).isoformat().replace("+00:00", "Z")
+
+
+def now_rfc3339() -> str:
+    return rfc3339(datetime.now(UTC))
+
+
 UtcDatetime = Annotated[
     datetime,
-    PlainSerializer(lambda moment: as_utc(moment).isoformat(), return_type=str, when_used="json"),
+    PlainSerializer(rfc3339, return_type=str, when_used="json"),
 ]

@@ -8,7 +8,8 @@ so every similarity query is built here, from the same pieces.
 
 import re
 
-from workers.models import EMBEDDER_SPECS, embedder_dims
+from app.calibration import SimilarityCalibration
+from app.embedders import EMBEDDER_SPECS, embedder_dims
 
 # Tables holding searchable face embeddings (column `embedding`, `model`, `dim`).
 EMBEDDING_TABLES = ("face_embeddings", "person_faces")
@@ -30,7 +31,7 @@ def distance_expression(column: str, dim: int, parameter: str = "query") -> str:
 
 
 def hnsw_index_statements(table: str) -> list[str]:
-    """CREATE INDEX statements, one per known embedder (names and dims from workers/models)."""
+    """CREATE INDEX statements, one per known embedder (names and dims from app/embedders.py)."""
     statements = []
     for spec in EMBEDDER_SPECS:
         if not _SAFE_NAME.match(spec.model):
@@ -45,3 +46,21 @@ def hnsw_index_statements(table: str) -> list[str]:
 
 def hnsw_index_names() -> set[str]:
     return {hnsw_index_name(t, m) for t in EMBEDDING_TABLES for m in embedder_dims()}
+
+
+def similarity_calibration(model: str) -> SimilarityCalibration:
+    """The calibration of the embedder whose vectors are stored under `model`."""
+    for spec in EMBEDDER_SPECS:
+        if spec.model == model:
+            return spec.calibration
+    raise ValueError(f"no embedder spec named {model!r}")
+
+
+def calibrated_similarity(cosine: float, model: str) -> float:
+    """The similarity every API reports for a raw cosine between two `model` embeddings."""
+    return similarity_calibration(model).similarity(cosine)
+
+
+def models_of_dim(dim: int) -> list[str]:
+    """The known embedding models that make `dim`-dimensional vectors."""
+    return [spec.model for spec in EMBEDDER_SPECS if spec.dim == dim]

@@ -8,9 +8,9 @@ LOOKOUT_BENCH_OUT (write RESULTS.md and the plots elsewhere, for a trial run).
 
 import sys
 
-from bench import fanout, gallery, models, plumbing, throughput
+from bench import deepstack, fanout, gallery, models, plumbing, throughput
 
-BENCHES = [models.main, throughput.main, plumbing.main, fanout.main, gallery.main]
+BENCHES = [models.main, throughput.main, plumbing.main, fanout.main, gallery.main, deepstack.main]
 
 
 def main() -> int:

@@ -57,11 +57,10 @@ def bench_providers(arg: str | None = None) -> list[str]:
 
 def effective_providers(providers: Sequence[str]) -> list[str]:
     """What the worker's sessions will use: the asked-for ones this onnxruntime build has
-    (workers/detectors/onnx.py makes the same choice), CPU as the floor."""
-    import onnxruntime
+    (workers/detectors/onnx.py choose_providers), CPU as the floor."""
+    from workers.detectors.onnx import choose_providers
 
-    available = set(onnxruntime.get_available_providers())
-    return [p for p in providers if p in available] or ["CPUExecutionProvider"]
+    return choose_providers(providers)
 
 
 def gpus() -> list[str]:
@@ -86,6 +85,8 @@ def machine(providers: Sequence[str] | None = None) -> list[str]:
     import cv2
     import onnxruntime
 
+    from workers.detectors.onnx import available_providers
+
     cpu = "unknown"
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as info:
         for line in info:
@@ -102,7 +103,7 @@ def machine(providers: Sequence[str] | None = None) -> list[str]:
         f"- GPU: {'; '.join(found) if found else 'none found (no nvidia-smi, or no device)'}",
         f"- {platform.system()} {platform.release()}, Python {platform.python_version()}",
         f"- onnxruntime {onnxruntime.__version__} (available: "
-        f"{', '.join(onnxruntime.get_available_providers())}{ran_on}), "
+        f"{', '.join(available_providers())}{ran_on}), "
         f"OpenCV {cv2.__version__}, numpy {np.__version__}",
     ]
 

@@ -10,6 +10,9 @@ What is measured:
   1 and 2 intra-op threads;
 - embedder batch 1 vs 8: per-face throughput of one call per face against one call per 8 faces;
 - packs: each detector end to end on real photos (letterbox, run, decode/NMS, alignment);
+- text: the `text` task (PP-OCR det + angle cls + rec, pack ppocr_v4 from the rapidocr wheel)
+  on skimage's page.png and on t1.jpg, the same through Tesseract where it is installed, and the
+  `plates` task (YOLOX vehicles, then PP-OCR in each) on dog.jpg with a composited plate;
 - pipeline: decode + faces + objects + QR + render, batch of 1 vs run_batch of 8 images;
 - processes × threads: the full faces+objects pipeline in 1 process × 2 threads against
   2 processes × 1 thread (what the worker defaults to), on all cores at once;
@@ -29,8 +32,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import skimage
 from tqdm import tqdm
 
+from app.embedders import MOBILEFACENET_SPEC
 from app.settings import ModelSettings, Settings, WorkerSettings
 from bench.harness import (
     bench_providers,
@@ -39,12 +44,13 @@ from bench.harness import (
     save_plot,
     write_section,
 )
+from tests.images import dog_with_plate
 from tests.labelled_faces import PairScores, labelled_faces, pair_scores
 from workers.detectors.base import Detector
 from workers.detectors.face import Embedder, FaceDetector
 from workers.detectors.onnx import OnnxModel, RuntimeOptions
 from workers.detectors.registry import build_detectors
-from workers.models import MOBILEFACENET_SPEC
+from workers.detectors.text import TesseractConfig, TesseractEngine, TextDetector
 from workers.pipeline import decode_image, run_batch
 
 REPO = Path(__file__).resolve().parent.parent
@@ -241,6 +247,58 @@ def packs(rows: list[Row], detectors: dict[str, Detector], setting: str) -> None
     )
 
 
+def text(rows: list[Row], detectors: dict[str, Detector], setting: str, threads: int) -> None:
+    page = decode_image(
+        (Path(skimage.__file__).parent / "data" / "page.png").read_bytes(),
+        max_pixels=MAX_PIXELS,
+        target_side_px=2048,
+    ).pixels
+    t1 = image("scenes/t1.jpg")
+    reader = detectors["text"]
+    regions = len(reader.detect([page])[0])
+    for name, picture, what in (
+        ("page.png 384×191", page, f"{regions} lines"),
+        ("t1.jpg 1280×886", t1, "no text"),
+    ):
+        report(
+            rows,
+            Row(
+                f"text ppocr_v4 (det+cls+rec) on {name}, {what}",
+                setting,
+                measure(lambda p=picture: reader.detect([p])),
+                1,
+                "image",
+            ),
+        )
+    try:
+        tesseract = TextDetector(TesseractEngine(TesseractConfig(threads=threads)))
+    except RuntimeError as exc:
+        tqdm.write(f"skip tesseract: {exc}")
+    else:
+        report(
+            rows,
+            Row(
+                "text tesseract (eng) on page.png 384×191",
+                setting,
+                measure(lambda: tesseract.detect([page])),
+                1,
+                "image",
+            ),
+        )
+    plates = detectors["plates"]
+    scene = dog_with_plate(IMAGES)
+    report(
+        rows,
+        Row(
+            "plates (yolox_nano + ppocr_v4) on dog + a plate",
+            setting,
+            measure(lambda: plates.detect([scene])),
+            1,
+            "image",
+        ),
+    )
+
+
 def pipelines(rows: list[Row], detectors: dict[str, Detector], setting: str) -> None:
     data = (IMAGES / "scenes" / "t1.jpg").read_bytes()
     tasks = ("faces", "objects", "qr")
@@ -363,7 +421,9 @@ def write_results(
         "Models: the verified files in ../shared/models. The production ArcFace (w600k_mbf,",
         "512-d) and genderage weights are not on this machine, so the embedder rows use the",
         "192-d MobileFaceNet stand-in through the same Embedder code path (one configuration of",
-        "it); ArcFace's own speed is not measured here.",
+        "it); ArcFace's own speed is not measured here. Text: PP-OCRv4 det + rec and the",
+        "mobile angle classifier, the ONNX files of the rapidocr-onnxruntime 1.4.4 wheel (pack",
+        "ppocr_v4), through the same onnxruntime sessions and thread settings.",
         "",
         "| what | setting | best ms per call | median ms | throughput (best) |",
         "|---|---|---:|---:|---:|",
@@ -402,6 +462,25 @@ def write_results(
                 f"- Face pack on 8×t1 (48 faces), {setting}: embedding them one per call runs "
                 f"at {whole.ms_per_call / chunked.ms_per_call:.2f}× the throughput of one "
                 "48-face call."
+            )
+    for threads in (1, 2):
+        setting = f"{threads} thread(s)"
+        ppocr = next(
+            (
+                r
+                for r in rows
+                if r.what.startswith("text ppocr_v4")
+                and "page.png" in r.what
+                and r.setting == setting
+            ),
+            None,
+        )
+        tesseract = by_name.get(("text tesseract (eng) on page.png 384×191", setting))
+        if ppocr and tesseract:
+            notes.append(
+                f"- Text on page.png, {setting}: PP-OCR takes {ppocr.ms_per_call:.0f} ms, "
+                f"Tesseract {tesseract.ms_per_call:.0f} ms "
+                f"({ppocr.ms_per_call / tesseract.ms_per_call:.2f}× Tesseract's time)."
             )
     procs = [r for r in rows if r.what.startswith("pipeline faces+objects")]
     if len(procs) == 2:
@@ -464,6 +543,7 @@ def main(argv: list[str] | None = None) -> int:
     def by_threads(threads: int) -> None:
         detectors = build_detectors(settings_for(threads))
         packs(rows, detectors, f"{threads} thread(s)")
+        text(rows, detectors, f"{threads} thread(s)", threads)
         pipelines(rows, detectors, f"{threads} thread(s)")
         if threads == 1:
             margins.append(embedding_margin(detectors))

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # System packages the test suite needs, installed from Debian when missing. Idempotent: on a
 # machine that has them this does nothing. tests/e2e/test_nginx.py runs Debian's nginx in front
-# of the API, with a throwaway TLS certificate made by openssl.
+# of the API, with a throwaway TLS certificate made by openssl. tests/workers/detectors/test_text.py
+# runs the optional tesseract text engine (Lookout itself does not need it: PP-OCR is the default).
 set -euo pipefail
 
 missing=()
 [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v tesseract >/dev/null 2>&1 || missing+=(tesseract-ocr tesseract-ocr-eng)
 if [ "${#missing[@]}" -eq 0 ]; then
     exit 0
 fi

@@ -54,3 +54,58 @@ def decode(data: bytes) -> np.ndarray:
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     assert image is not None
     return image
+
+
+def plate_on_vehicle(
+    scene: np.ndarray,
+    plate: str,
+    corners: Sequence[tuple[float, float]],
+) -> np.ndarray:
+    """`scene` with a licence plate composited in perspective.
+
+    The plate is rendered flat with PIL (black characters on a white plate with a dark rim),
+    then warped with cv2 so its corners land on `corners` (top-left, top-right, bottom-right,
+    bottom-left, scene pixels), as a plate on a vehicle seen at an angle would.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    width, height = 520, 110
+    flat = Image.new("RGB", (width, height), (250, 250, 245))
+    draw = ImageDraw.Draw(flat)
+    draw.rectangle((0, 0, width - 1, height - 1), outline=(30, 30, 30), width=6)
+    font = ImageFont.load_default(size=78)
+    left, top, right, bottom = draw.textbbox((0, 0), plate, font=font)
+    draw.text(
+        ((width - (right - left)) / 2 - left, (height - (bottom - top)) / 2 - top),
+        plate,
+        fill=(15, 15, 15),
+        font=font,
+    )
+    source = np.array(flat)[:, :, ::-1].copy()  # RGB → BGR
+    source_corners = np.array([[0, 0], [width, 0], [width, height], [0, height]], dtype=np.float32)
+    matrix = cv2.getPerspectiveTransform(source_corners, np.array(corners, dtype=np.float32))
+    scene_h, scene_w = scene.shape[:2]
+    warped = cv2.warpPerspective(source, matrix, (scene_w, scene_h), flags=cv2.INTER_AREA)
+    mask = cv2.warpPerspective(
+        np.full((height, width), 255, np.uint8), matrix, (scene_w, scene_h), flags=cv2.INTER_AREA
+    )
+    alpha = (mask.astype(np.float32) / 255)[:, :, None]
+    blended = scene.astype(np.float32) * (1 - alpha) + warped.astype(np.float32) * alpha
+    return blended.round().astype(np.uint8)
+
+
+# A plate composited on the pickup in ../shared/images/scenes/dog.jpg (car/truck box about
+# (466, 78)-(692, 171)), on its front wing, seen at an angle. Read back as "KX51RTA".
+PLATE_TEXT = "KX51 RTA"
+PLATE_READ = "KX51RTA"
+PLATE_CORNERS_ON_DOG = [(612, 136), (682, 131), (683, 152), (613, 157)]
+
+
+def dog_with_plate(shared_images: Path) -> np.ndarray:
+    scene = cv2.imread(str(shared_images / "scenes" / "dog.jpg"), cv2.IMREAD_COLOR)
+    assert scene is not None
+    return plate_on_vehicle(scene, PLATE_TEXT, PLATE_CORNERS_ON_DOG)
+
+
+def dog_with_plate_jpeg(shared_images: Path) -> bytes:
+    return encode(dog_with_plate(shared_images), ".jpg")

@@ -2,6 +2,9 @@
 
 Shared by the embedder test (tests/workers/detectors/test_face.py: every same-person pair
 scores above every different-person pair) and bench/models.py, which reports the margin.
+The similarity calibration (app/calibration.py) is fitted on every pair of these faces and of
+the six strangers of scenes/t1.jpg (calibration_pairs; tests/test_calibration.py,
+bench/calibration.py).
 """
 
 from dataclasses import dataclass
@@ -14,6 +17,7 @@ from workers.detectors.face import FaceDetector
 from workers.pipeline import decode_image
 
 FACES = Path(__file__).resolve().parent.parent.parent / "shared" / "images" / "faces"
+SCENES = FACES.parent / "scenes"
 
 
 @dataclass(frozen=True)
@@ -36,9 +40,9 @@ class PairScores:
         return min(self.same) - max(self.different)
 
 
-def _faces_in(faces: FaceDetector, relative: str) -> list[Detection]:
+def _faces_in(faces: FaceDetector, relative: str, folder: Path = FACES) -> list[Detection]:
     image = decode_image(
-        (FACES / relative).read_bytes(), max_pixels=50_000_000, target_side_px=2048
+        (folder / relative).read_bytes(), max_pixels=50_000_000, target_side_px=2048
     )
     [found] = faces.detect([image.pixels])
     return found
@@ -78,4 +82,26 @@ def pair_scores(labelled: list[LabelledFace]) -> PairScores:
         for test in (f for f in labelled if f.split == "test"):
             score = float(train.embedding @ test.embedding)
             (same if train.person == test.person else different).append(score)
+    return PairScores(same, different)
+
+
+def scene_strangers(faces: FaceDetector) -> list[LabelledFace]:
+    """The six people of scenes/t1.jpg, each a stranger to everyone else (test split)."""
+    found = _faces_in(faces, "t1.jpg", SCENES)
+    assert len(found) == 6
+    return [
+        LabelledFace("test", f"t1-stranger-{index}", face.embedding.vector)
+        for index, face in enumerate(sorted(found, key=lambda f: f.box[0]))
+    ]
+
+
+def calibration_pairs(faces: FaceDetector) -> PairScores:
+    """Cosine similarities of EVERY pair of labelled faces and scene strangers (train and test
+    alike): with the MobileFaceNet stand-in, 12 same-person pairs and 178 different ones."""
+    labelled = labelled_faces(faces) + scene_strangers(faces)
+    same, different = [], []
+    for index, first in enumerate(labelled):
+        for second in labelled[index + 1 :]:
+            score = float(first.embedding @ second.embedding)
+            (same if first.person == second.person else different).append(score)
     return PairScores(same, different)

@@ -110,7 +110,7 @@ def test_up_serves_the_quickstart_stops_cleanly_and_reuses_its_data(tmp_path, mo
 
 
 def test_keys_are_off_only_for_a_zero_config_server_on_loopback(monkeypatch):
-    from app.cli import _zero_config_dev
+    from app.cli.server import _zero_config_dev
     from app.settings import ApiSettings, AuthSettings, Settings
 
     for variable in ("LOOKOUT_ENV", "LOOKOUT_AUTH__ENABLED", "LOOKOUT_API__HOST"):
@@ -161,3 +161,30 @@ def test_people_enroll_with_no_server_says_so_without_a_traceback(tmp_path):
     assert result.returncode == 1
     assert "cannot reach http://127.0.0.1:" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_people_enroll_with_a_missing_photo_is_one_line_naming_it(tmp_path):
+    result = run_lookout(
+        "people",
+        "enroll",
+        "obama",
+        "missing.jpg",
+        cwd=tmp_path,
+        LOOKOUT_CLIENT__URL=f"http://127.0.0.1:{free_port()}",
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == "lookout: no such photo: missing.jpg"
+
+
+def test_a_bad_setting_is_one_line_naming_it(tmp_path):
+    result = run_lookout("apikey", "list", cwd=tmp_path, LOOKOUT_API__PORT="eighty")
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("lookout: invalid settings: api.port")
+
+
+def test_admin_commands_without_a_database_or_a_running_stack_say_so(tmp_path):
+    result = run_lookout("apikey", "list", cwd=tmp_path, LOOKOUT_DATA_DIR=str(tmp_path / "d"))
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "LOOKOUT_DATABASE__URL is not set and no `lookout up` is running" in result.stderr

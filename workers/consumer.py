@@ -26,20 +26,20 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import streams
 from app.errors import is_outage
-from app.jobs.service import JOB_NODE_NAME, event_snapshot, job_detail, node_name, owner_field
-from app.models import Detection, FaceEmbedding, Job, JobStatus
+from app.jobs import events as job_events
+from app.jobs import results
+from app.models import Job
 from app.settings import Settings
 from app.storage import Storage
 from workers.detectors.base import Detector
@@ -111,6 +111,7 @@ class Consumer:
         self.metrics = metrics or WorkerMetrics()
         self._stop = asyncio.Event()
         self._next_claim_at = 0.0  # event loop time of the next look for stale entries
+        self._group_ready = False  # the consumer group is known to exist
         # Touched each time the loop comes round: the container's liveness check
         # (workers/health.py) reads it without Redis, so an outage does not restart workers that
         # are only waiting; cluster-wide readiness uses the Redis heartbeat (_heartbeat).
@@ -123,66 +124,88 @@ class Consumer:
         decoded ahead) is always finished first.
         """
         self._stop = stop = stop or asyncio.Event()
+        self._group_ready = False
         heartbeat = asyncio.create_task(self._heartbeat(stop))
+        try:
+            return await self._loop(stop, burst=burst)
+        finally:
+            await self._shut_down(heartbeat)
+
+    async def _loop(self, stop: asyncio.Event, *, burst: bool) -> int:
         taken = 0
         ready: list[Work] = []
-        group_ready = False
-        try:
-            while True:
-                self._beat_file()
-                if not ready:
-                    if stop.is_set():
+        while True:
+            self._beat_file()
+            if not ready:
+                if stop.is_set():
+                    break
+                block_ms = BURST_IDLE_MS if burst else self.settings.worker.block_ms
+                entries = await self._take(block_ms=block_ms)
+                if entries is None:
+                    continue  # Redis lost the group or is away for a moment: try again
+                if not entries:
+                    if burst:
                         break
-                    block_ms = BURST_IDLE_MS if burst else self.settings.worker.block_ms
-                    try:
-                        if not group_ready:
-                            await streams.ensure_group(self.redis)
-                            group_ready = True
-                        entries = await self.next_entries(block_ms=block_ms)
-                    except ResponseError as exc:
-                        if not streams.is_missing_group(exc):
-                            raise
-                        log.warning("consumer_group_missing")  # Redis lost its data: recreate
-                        group_ready = False
-                        continue
-                    except Exception as exc:
-                        if not is_outage(exc):
-                            raise
-                        log.warning("redis_unavailable", error=repr(exc))
-                        await _sleep_unless(stop, self.settings.worker.retry_backoff_s)
-                        continue
-                    if not entries:
-                        if burst:
-                            break
-                        continue
-                    taken += len(entries)
-                    ready = await self.prepare(entries)
-                    if not ready:
-                        continue
-                current, ready = ready, []
-                self._beat_file()
-                inference = asyncio.create_task(self.infer(current))
-                try:
-                    if not stop.is_set():
-                        # Decode what is already waiting while this batch is in inference.
-                        entries = await self.next_entries(block_ms=None)
-                        taken += len(entries)
-                        ready = await self.prepare(entries)
-                except Exception as exc:
-                    log.warning("prefetch_failed", error=repr(exc))
-                finally:
-                    results = await inference
-                await self.complete(current, results)
-        finally:
-            if self.heartbeat_file is not None:
-                self.heartbeat_file.stop()
-            heartbeat.cancel()
-            await asyncio.gather(heartbeat, return_exceptions=True)
-            try:
-                await streams.forget_worker(self.redis, self.name)
-            except Exception as exc:
-                log.warning("heartbeat_forget_failed", error=repr(exc))
+                    continue
+                taken += len(entries)
+                ready = await self.prepare(entries)
+                if not ready:
+                    continue
+            current = ready
+            self._beat_file()
+            prefetched, ready = await self._run_batch(current, stop)
+            taken += prefetched
         return taken
+
+    async def _take(self, *, block_ms: int) -> list[Entry] | None:
+        """The next entries ([] when there are none); None after a Redis hiccup."""
+        try:
+            if not self._group_ready:
+                await streams.ensure_group(self.redis)
+                self._group_ready = True
+            return await self.next_entries(block_ms=block_ms)
+        except ResponseError as exc:
+            if not streams.is_missing_group(exc):
+                raise
+            log.warning("consumer_group_missing")  # Redis lost its data: recreate
+            self._group_ready = False
+            return None
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            log.warning("redis_unavailable", error=repr(exc))
+            await _sleep_unless(self._stop, self.settings.worker.retry_backoff_s)
+            return None
+
+    async def _run_batch(self, current: list[Work], stop: asyncio.Event) -> tuple[int, list[Work]]:
+        """Infer, write and ack `current`; meanwhile take and decode what is already waiting.
+
+        Returns (entries taken meanwhile, the work decoded ahead)."""
+        inference = asyncio.create_task(self.infer(current))
+        taken = 0
+        ready: list[Work] = []
+        try:
+            if not stop.is_set():
+                # Decode what is already waiting while this batch is in inference.
+                entries = await self.next_entries(block_ms=None)
+                taken = len(entries)
+                ready = await self.prepare(entries)
+        except Exception as exc:
+            log.warning("prefetch_failed", error=repr(exc))
+        finally:
+            results = await inference
+        await self.complete(current, results)
+        return taken, ready
+
+    async def _shut_down(self, heartbeat: asyncio.Task[None]) -> None:
+        if self.heartbeat_file is not None:
+            self.heartbeat_file.stop()
+        heartbeat.cancel()
+        await asyncio.gather(heartbeat, return_exceptions=True)
+        try:
+            await streams.forget_worker(self.redis, self.name)
+        except Exception as exc:
+            log.warning("heartbeat_forget_failed", error=repr(exc))
 
     def _beat_file(self) -> None:
         if self.heartbeat_file is not None:
@@ -535,11 +558,8 @@ class Consumer:
                 return False
             if not job.status.finished or await streams.has_terminal_event(self.redis, job_id):
                 return True
-            rows = await session.scalars(
-                select(Detection).where(Detection.job_id == job_id).order_by(Detection.id)
-            )
-            detail = job_detail(job, list(rows), node_name=await node_name(session, job))
-        await self._publish(*event_snapshot(detail, job.owner_id))
+            final = await results.final_events(session, job)
+        await self._publish(*final)
         log.info("job_events_republished", job_id=str(job_id))
         return True
 
@@ -553,24 +573,10 @@ class Consumer:
     async def _start(self, job_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
         """Mark the jobs running; the ids of those that exist and are not yet finished."""
         async with self.sessionmaker.begin() as session:
-            rows = await session.scalars(
-                update(Job)
-                .where(Job.id.in_(job_ids), Job.status.in_([JobStatus.queued, JobStatus.running]))
-                .values(
-                    status=JobStatus.running,
-                    attempts=Job.attempts + 1,
-                    started_at=datetime.now(UTC),
-                )
-                .returning(Job.id)
-            )
-            running = set(rows)
+            running = await results.mark_running(session, job_ids)
         if running:
             await self._publish(
-                *(
-                    streams.make_event("status", job_id, status="running")
-                    for job_id in job_ids
-                    if job_id in running
-                )
+                *(job_events.status(job_id, "running") for job_id in job_ids if job_id in running)
             )
         return running
 
@@ -581,118 +587,57 @@ class Consumer:
         batch_size: int,
         acks: Sequence[streams.AckEntry] = (),
     ) -> None:
-        """Write the results of several jobs in one transaction, then their events in one MULTI.
+        """Record the results of several jobs in one transaction, then their events in one MULTI.
 
-        Idempotent: a job that is already finished (an earlier delivery, or an earlier try of
-        this one that committed before an outage) is left as it is and only its missing events
-        are published again. `acks` (entries of these jobs) are acked only after their job's
-        events are published: in the events' MULTI, or after the republish.
+        Idempotent (app/jobs/results.py): a job that is already finished is left as it is and
+        only its missing events are published again. `acks` (entries of these jobs) are acked
+        only after their job's events are published: in the events' MULTI, or after the
+        republish.
         """
+        # In a thread, as the API writes its uploads: a disk write never stalls the loop.
+        processed_keys = await asyncio.to_thread(self._store_processed, items)
+        outcomes = {message.job_id: result for message, result in items}  # one per job
+        async with self.sessionmaker.begin() as session:
+            recorded = await results.record_results(
+                session, outcomes, processed_keys=processed_keys
+            )
+        finished = recorded.finished
+        if recorded.events:
+            await self._publish(*recorded.events, acks=[a for a in acks if a[1] in finished])
+        for job_id in recorded.settled_before:
+            if not await self._republish_if_missing(job_id) and job_id in processed_keys:
+                self.storage.delete(processed_keys[job_id])  # deleted while we worked
+        if late_acks := [a for a in acks if a[1] not in finished]:
+            await streams.ack_many(self.redis, late_acks, frames_redis=self.frames_redis)
+        self.metrics.jobs.labels("done").inc(len(finished))
+        for job_id, detections in finished.items():
+            log.info(
+                "job_done",
+                job_id=str(job_id),
+                detections=detections,
+                batch_size=batch_size,
+                decode_ms=outcomes[job_id].decode_ms,
+                inference_ms=outcomes[job_id].inference_ms,
+            )
+
+    def _store_processed(
+        self, items: Sequence[tuple[streams.JobMessage, PipelineResult]]
+    ) -> dict[uuid.UUID, str]:
+        """Store the processed images of stored uploads; their keys by job id."""
         processed_keys: dict[uuid.UUID, str] = {}
         for message, result in items:
             if message.image_key is not None:  # unstored node frames are never written to disk
                 processed_keys[message.job_id] = f"{message.job_id}.processed.jpg"
                 self.storage.put(processed_keys[message.job_id], result.processed_jpeg)
-        results = {message.job_id: result for message, result in items}  # one per job
-        events: list[dict[str, Any]] = []
-        async with self.sessionmaker.begin() as session:
-            locked = await session.execute(
-                select(Job, JOB_NODE_NAME).where(Job.id.in_(results)).with_for_update()
-            )
-            node_names: dict[uuid.UUID, str | None] = {}  # for the result events
-            jobs: dict[uuid.UUID, Job] = {}
-            for job, name in locked:
-                node_names[job.id] = name
-                if not job.status.finished:
-                    jobs[job.id] = job
-            settled_before = [job_id for job_id in results if job_id not in jobs]
-            # Keyed by job id: a redelivery replaces rows (embeddings cascade) rather than
-            # adding a second set.
-            await session.execute(delete(Detection).where(Detection.job_id.in_(jobs)))
-            rows = {
-                job_id: [
-                    Detection(
-                        job_id=job_id,
-                        kind=d.kind,
-                        label=d.label,
-                        score=d.score,
-                        box=list(d.box),
-                        landmarks=[list(p) for p in d.landmarks] if d.landmarks else None,
-                        attributes=d.attributes,
-                    )
-                    for d in results[job_id].detections
-                ]
-                for job_id in jobs
-            }
-            session.add_all([row for job_rows in rows.values() for row in job_rows])
-            await session.flush()  # detection ids, for the embeddings
-            now = datetime.now(UTC)
-            for job_id, job in jobs.items():
-                result = results[job_id]
-                session.add_all(
-                    FaceEmbedding(
-                        detection_id=row.id,
-                        job_id=job_id,
-                        model=d.embedding.model,
-                        dim=d.embedding.dim,
-                        embedding=d.embedding.vector,
-                    )
-                    for row, d in zip(rows[job_id], result.detections, strict=True)
-                    if d.embedding is not None
-                )
-                job.status = JobStatus.done
-                job.width, job.height = result.width, result.height  # upright, from the pixels
-                job.counts = result.counts
-                job.decode_ms = result.decode_ms
-                job.inference_ms = result.inference_ms
-                job.processed_image_key = processed_keys.get(job_id)
-                job.finished_at = now
-            await session.flush()
-            for job_id, job in jobs.items():
-                detail = job_detail(job, rows[job_id], node_name=node_names[job_id])
-                events.append(
-                    streams.make_event(
-                        "result",
-                        job_id,
-                        owner_id=owner_field(job.owner_id),
-                        job=detail.model_dump(mode="json"),
-                    )
-                )
-                events.append(streams.make_event("status", job_id, status="done"))
-        if events:
-            await self._publish(*events, acks=[a for a in acks if a[1] in jobs])
-        for job_id in settled_before:
-            if not await self._republish_if_missing(job_id) and job_id in processed_keys:
-                self.storage.delete(processed_keys[job_id])  # deleted while we worked
-        if late_acks := [a for a in acks if a[1] not in jobs]:
-            await streams.ack_many(self.redis, late_acks, frames_redis=self.frames_redis)
-        self.metrics.jobs.labels("done").inc(len(jobs))
-        for job_id in jobs:
-            log.info(
-                "job_done",
-                job_id=str(job_id),
-                detections=len(rows[job_id]),
-                batch_size=batch_size,
-                decode_ms=results[job_id].decode_ms,
-                inference_ms=results[job_id].inference_ms,
-            )
+        return processed_keys
 
     async def _fail(self, job_id: uuid.UUID, reason: str) -> None:
         async with self.sessionmaker.begin() as session:
-            failed_owner = await session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status.in_([JobStatus.queued, JobStatus.running]))
-                .values(status=JobStatus.failed, error=reason, finished_at=datetime.now(UTC))
-                .returning(Job.owner_id)
-            )
-            failed = failed_owner.first()
-        if failed is None:  # already finished: an earlier try may have died before publishing
+            failure = await results.record_failure(session, job_id, reason)
+        if failure is None:  # already finished: an earlier try may have died before publishing
             await self._republish_if_missing(job_id)
             return
-        await self._publish(
-            streams.make_event("error", job_id, owner_id=owner_field(failed[0]), error=reason),
-            streams.make_event("status", job_id, status="failed"),
-        )
+        await self._publish(*failure)
         self.metrics.jobs.labels("failed").inc()
         log.info("job_failed", reason=reason)
 

@@ -28,7 +28,8 @@ async def identify_faces(
     """For each (job id, detections): the detections, faces with an identity attribute.
 
     A face's attributes gain {"identity": {"person_id", "name", "similarity"}} when its nearest
-    enrolled face (same model, same owner) is at least `match_threshold` similar, else
+    enrolled face (same model, same owner) is at least `match_threshold` similar (calibrated
+    similarity, app/calibration.py), else
     {"identity": None, "unknown": True, "similarity": best or None}.
     """
     await use_exact_hnsw_filtering(session)

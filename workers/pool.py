@@ -93,20 +93,25 @@ def run_worker_process(settings: Settings, burst: bool = False, index: int = 0) 
         raise SystemExit(2) from None
 
 
-def serve(settings: Settings, *, processes: int, burst: bool = False) -> int:
-    """Run `processes` worker processes until they all exit. Returns a shell exit code."""
+def serve(settings: Settings, *, processes: int, burst: bool = False, index: int = 0) -> int:
+    """Run `processes` worker processes until they all exit. Returns a shell exit code.
+
+    `index`: the first process's place in the pool (`lookout up` runs one per child).
+    """
     cores = len(os.sched_getaffinity(0))
     threads = settings.worker.threads
     if processes * threads > cores:
         # More inference threads than cores: they preempt each other and throughput drops.
         log.warning("workers_oversubscribed", processes=processes, threads=threads, cores=cores)
     if processes == 1:
-        run_worker_process(settings, burst)
+        run_worker_process(settings, burst, index)
         return 0
     # spawn, not fork: onnxruntime and asyncio state must not be copied from the parent.
     context = multiprocessing.get_context("spawn")
     children = [
-        context.Process(target=run_worker_process, args=(settings, burst, i), name=f"worker-{i}")
+        context.Process(
+            target=run_worker_process, args=(settings, burst, index + i), name=f"worker-{i}"
+        )
         for i in range(processes)
     ]
     for child in children:

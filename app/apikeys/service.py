@@ -29,6 +29,13 @@ class Principal:
     def sees_every_job(self) -> bool:
         return self.is_admin or self.owner_id is None
 
+    @property
+    def sees_every_person(self) -> bool:
+        """An admin key sees every key's people. With keys off (owner_id None) the caller is
+        the one anonymous owner: it lists, enrolls into and identifies among the same people,
+        those created with keys off, never a key's private gallery."""
+        return self.is_admin and self.owner_id is not None
+
 
 ANONYMOUS_ADMIN = Principal(owner_id=None, scopes=frozenset(Scope))
 

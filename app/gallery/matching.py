@@ -2,7 +2,9 @@
 workers (identify). No FastAPI here; callers own the session and the commit.
 
 Every query filters on one embedding model and uses the indexed expression from app/vectors.py,
-so Postgres can answer from that model's HNSW index. Similarity = 1 − cosine distance.
+so Postgres can answer from that model's HNSW index. Cosine = 1 − cosine distance; the
+`similarity` returned is the model's calibrated similarity of it (app/calibration.py), which
+orders results the same way.
 """
 
 import uuid
@@ -14,7 +16,7 @@ import numpy.typing as npt
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.vectors import distance_expression
+from app.vectors import calibrated_similarity, distance_expression
 
 # Loaded rows may hold a numpy array or a plain list, depending on the driver's codec.
 Vector = npt.NDArray[np.float32] | list[float]
@@ -25,7 +27,8 @@ class PersonMatch:
     person_id: uuid.UUID
     name: str
     face_id: uuid.UUID  # the enrolled face that matched best
-    similarity: float
+    similarity: float  # calibrated (app/calibration.py)
+    cosine: float  # raw
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,7 @@ class PastFace:
     job_id: uuid.UUID
     created_at: datetime
     box: list[float]
-    similarity: float
+    similarity: float  # calibrated (app/calibration.py)
 
 
 async def use_exact_hnsw_filtering(session: AsyncSession) -> None:
@@ -77,7 +80,13 @@ async def nearest_people(
         },
     )
     matches = [
-        PersonMatch(row.person_id, row.name, row.face_id, round(1 - float(row.distance), 4))
+        PersonMatch(
+            row.person_id,
+            row.name,
+            row.face_id,
+            calibrated_similarity(1 - float(row.distance), model),
+            round(1 - float(row.distance), 4),
+        )
         for row in rows
     ]
     matches.sort(key=lambda m: -m.similarity)
@@ -87,7 +96,8 @@ async def nearest_people(
 async def nearest_face_of_person(
     session: AsyncSession, vector: Vector, *, model: str, person_id: uuid.UUID
 ) -> tuple[uuid.UUID, float] | None:
-    """The person's own enrolled face nearest to `vector` (face id, similarity), if any."""
+    """The person's own enrolled face nearest to `vector` (face id, RAW cosine), if any: the
+    near-duplicate check compares photos, not identities, so it stays on the cosine scale."""
     dim = len(vector)
     distance = distance_expression("embedding", dim)
     row = (
@@ -147,7 +157,7 @@ async def nearest_past_faces(
             row.job_id,
             row.created_at,
             list(row.box),
-            round(1 - float(row.distance), 4),
+            calibrated_similarity(1 - float(row.distance), model),
         )
         for row in rows
     ]

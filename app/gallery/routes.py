@@ -10,8 +10,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Path, Query, Response, UploadFile, status
 
 from app.apikeys.service import Principal
+from app.commits import commit, discard_pending
 from app.deps import ReadKey, RedisDep, SessionDep, SettingsDep, StorageDep, WriteKey
-from app.errors import PayloadTooLarge
+from app.errors import COMMON_ERRORS, PayloadTooLarge, error_doc
 from app.gallery import service
 from app.gallery.schemas import (
     EnrollOut,
@@ -24,7 +25,6 @@ from app.gallery.schemas import (
     PromoteIn,
     VerifyOut,
 )
-from app.jobs.routes import COMMON_ERRORS, _error
 from app.models import Job
 from app.schema_types import StorableText
 from app.settings import Settings
@@ -34,17 +34,18 @@ router = APIRouter(tags=["gallery"])
 # Routes with a body (JSON or multipart) answer 400 when it cannot be parsed at all.
 BODY_ERRORS: dict[int | str, dict[str, Any]] = {
     **COMMON_ERRORS,
-    400: _error(400, "The request body cannot be parsed", "http_error"),
+    400: error_doc("The request body cannot be parsed", "http_error"),
 }
 PERSON_ERRORS: dict[int | str, dict[str, Any]] = {
     **BODY_ERRORS,
-    404: _error(404, "No such person (or not one of this key's people)", "not_found"),
+    404: error_doc("No such person (or not one of this key's people)", "not_found"),
 }
 IMAGE_ERRORS: dict[int | str, dict[str, Any]] = {
     **BODY_ERRORS,
-    413: _error(413, "An image over the size limit", "payload_too_large"),
-    422: _error(422, "An image is unusable; the detail names it and says why", "unusable_face"),
-    504: _error(504, "No worker finished the image(s) in time", "worker_timeout"),
+    413: error_doc("An image over the size limit", "payload_too_large"),
+    415: error_doc("Not a JPEG, PNG or WebP image", "unsupported_image_type"),
+    422: error_doc("An image is unusable; the detail names it and says why", "unusable_face"),
+    504: error_doc("No worker finished the image(s) in time", "worker_timeout"),
 }
 Images = Annotated[list[UploadFile], File(description="JPEG, PNG or WebP; one face each")]
 Image = Annotated[UploadFile, File(description="JPEG, PNG or WebP")]
@@ -63,19 +64,20 @@ async def _read(settings: Settings, uploads: list[UploadFile]) -> list[service.U
     return out
 
 
-async def _start_jobs(
+async def _create_jobs(
     session: SessionDep,
+    redis: RedisDep,
     storage: StorageDep,
     settings: Settings,
     principal: Principal,
     uploads: list[UploadFile],
     tasks: tuple[str, ...],
 ) -> tuple[list[service.Upload], list[Job]]:
+    """The images' jobs, queued for the workers at the next commit."""
     images = await _read(settings, uploads)
     created = await service.create_jobs(
-        session, storage, settings, images, tasks=tasks, owner_id=principal.owner_id
+        session, redis, storage, settings, images, tasks=tasks, owner_id=principal.owner_id
     )
-    await session.commit()  # before XADD: the worker that gets the message must find the rows
     return images, created
 
 
@@ -88,7 +90,11 @@ async def _through_workers(
     uploads: list[UploadFile],
     tasks: tuple[str, ...],
 ) -> list[service.JobFaces]:
-    images, created = await _start_jobs(session, storage, settings, principal, uploads, tasks)
+    images, created = await _create_jobs(
+        session, redis, storage, settings, principal, uploads, tasks
+    )
+    # The commit point, reached now: the workers must find the rows, and the route waits.
+    await commit(session)
     return await service.run_jobs(session, redis, settings, images, created)
 
 
@@ -175,17 +181,22 @@ async def enroll_faces(
     images: Images,
 ) -> EnrollOut:
     person = await service.get_person(session, person_id, principal)
-    uploads, created = await _start_jobs(session, storage, settings, principal, images, ("faces",))
+    uploads, created = await _create_jobs(
+        session, redis, storage, settings, principal, images, ("faces",)
+    )
     job_ids = [job.id for job in created]  # read now: a rollback expires the rows
     try:
+        # The commit point, reached now: the workers must find the rows, and the route waits.
+        await commit(session)
         results = await service.run_jobs(session, redis, settings, uploads, created)
         enrolled = await service.enroll(session, settings, person, results, link_source=False)
     except BaseException:
         # A refused (or unfinished) enrollment keeps nothing of the photos either: no job,
         # image or embedding. Committed here: the request's own commit will not happen.
         await session.rollback()
+        discard_pending(session)
         await service.discard_jobs(session, storage, job_ids)
-        await session.commit()
+        await commit(session)
         raise
     # The photos' jobs go in the same commit that stores the faces copied from them: the
     # person's embeddings then exist only in person_faces, and go with the person.
@@ -271,7 +282,7 @@ async def search_faces(
 @router.post(
     "/v1/faces/{face_id}/promote",
     response_model=EnrollOut,
-    responses={**IMAGE_ERRORS, 404: _error(404, "No such face or person", "not_found")},
+    responses={**IMAGE_ERRORS, 404: error_doc("No such face or person", "not_found")},
     summary="Enroll a face from a past job to an existing person or a new one",
 )
 async def promote_face(

@@ -55,7 +55,7 @@ class PersonPage(BaseModel):
 class DuplicateOut(BaseModel):
     image: str = Field(description="file name of the upload")
     existing_face_id: uuid.UUID
-    similarity: float
+    similarity: float = Field(description="RAW cosine to the existing face (≥ duplicate_threshold)")
 
 
 class EnrollOut(BaseModel):
@@ -67,10 +67,13 @@ class EnrollOut(BaseModel):
     )
 
 
+CALIBRATED = "calibrated similarity in (0, 1): same person ≥ ~0.6, strangers < ~0.4 (README)"
+
+
 class IdentityOut(BaseModel):
     person_id: uuid.UUID
     name: str
-    similarity: float
+    similarity: float = Field(description=CALIBRATED)
 
 
 class IdentifiedFace(BaseModel):
@@ -80,20 +83,21 @@ class IdentifiedFace(BaseModel):
     identity: IdentityOut | None = None
     unknown: bool = Field(description="true when no enrolled person is similar enough")
     similarity: float | None = Field(
-        default=None, description="similarity of the best enrolled face (matched or not)"
+        default=None,
+        description="calibrated similarity of the best enrolled face (matched or not)",
     )
 
 
 class IdentifyOut(BaseModel):
     job_id: uuid.UUID
-    threshold: float
+    threshold: float = Field(description="gallery.match_threshold, on the calibrated scale")
     faces: list[IdentifiedFace]
 
 
 class VerifyOut(BaseModel):
     same_person: bool
-    similarity: float
-    threshold: float
+    similarity: float = Field(description=CALIBRATED)
+    threshold: float = Field(description="gallery.match_threshold, on the calibrated scale")
     job_ids: list[uuid.UUID]
 
 
@@ -102,7 +106,7 @@ class PastFaceOut(BaseModel):
     job_id: uuid.UUID
     seen_at: datetime = Field(description="when the job was created")
     box: list[float]
-    similarity: float
+    similarity: float = Field(description=CALIBRATED)
 
 
 class FaceSearchOut(BaseModel):

@@ -8,7 +8,6 @@ person's embeddings live only in person_faces.
 """
 
 import asyncio
-import base64
 import time
 import uuid
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from app.apikeys.service import Principal
 from app.errors import AppError, InvalidInput, NotFound
 from app.gallery import matching
-from app.gallery.quality import QualityThresholds, assess_face
+from app.gallery.quality import FaceQuality, QualityThresholds, assess_face
 from app.gallery.schemas import (
     DuplicateOut,
     EnrolledFaceOut,
@@ -40,8 +39,10 @@ from app.gallery.schemas import (
 from app.images import inspect_image
 from app.jobs import service as jobs
 from app.models import Detection, FaceEmbedding, Job, JobStatus, Person, PersonFace
+from app.pagination import decode_cursor, encode_cursor
 from app.settings import Settings
 from app.storage import Storage
+from app.vectors import calibrated_similarity
 
 
 class WorkerTimeout(AppError):
@@ -86,7 +87,7 @@ class JobFaces:
 
 
 def _visible(person: Person | None, viewer: Principal) -> bool:
-    return person is not None and (viewer.sees_every_job or person.owner_id == viewer.owner_id)
+    return person is not None and (viewer.sees_every_person or person.owner_id == viewer.owner_id)
 
 
 async def get_person(session: AsyncSession, person_id: uuid.UUID, viewer: Principal) -> Person:
@@ -194,35 +195,21 @@ async def list_people(
         .order_by(Person.created_at.desc(), Person.id.desc())
         .limit(limit + 1)
     )
-    if not viewer.sees_every_job:
-        query = query.where(Person.owner_id == viewer.owner_id)
+    if not viewer.sees_every_person:
+        query = query.where(Person.owner_id.is_not_distinct_from(viewer.owner_id))
     if name:
         escaped = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         query = query.where(Person.name.ilike(f"%{escaped}%", escape="\\"))
     if cursor is not None:
-        created_at, last_id = _decode_cursor(cursor)
+        created_at, last_id = decode_cursor(cursor)
         query = query.where(tuple_(Person.created_at, Person.id) < tuple_(created_at, last_id))
     rows = list((await session.execute(query)).tuples())
     items = [
         PersonOut(id=p.id, name=p.name, created_at=p.created_at, face_count=count)
         for p, count in rows[:limit]
     ]
-    next_cursor = _encode_cursor(rows[limit - 1][0]) if len(rows) > limit else None
+    next_cursor = encode_cursor(rows[limit - 1][0]) if len(rows) > limit else None
     return PersonPage(items=items, next_cursor=next_cursor)
-
-
-def _encode_cursor(person: Person) -> str:
-    raw = f"{person.created_at.isoformat()}|{person.id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created_at, person_id = raw.split("|")
-        return datetime.fromisoformat(created_at), uuid.UUID(person_id)
-    except ValueError as exc:
-        raise InvalidInput("invalid cursor: pass back next_cursor from the previous page") from exc
 
 
 # --- images through the workers ----------------------------------------------------------------
@@ -230,6 +217,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 async def create_jobs(
     session: AsyncSession,
+    redis: Redis,
     storage: Storage,
     settings: Settings,
     uploads: list[Upload],
@@ -237,20 +225,28 @@ async def create_jobs(
     tasks: tuple[str, ...],
     owner_id: uuid.UUID | None,
 ) -> list[Job]:
-    """One job per upload (flushed). Every upload is checked first: a bad one names itself and
-    nothing is created. The caller commits, then calls run_jobs."""
+    """One job per upload (flushed), each queued for the workers at the next commit. Every
+    upload is checked first: a bad one names itself and nothing is created. The caller commits
+    (app.commits.commit), then calls run_jobs."""
     infos = []
     for upload in uploads:
         try:
             infos.append(inspect_image(upload.data, max_pixels=settings.api.max_image_pixels))
         except AppError as exc:
-            raise InvalidInput(f"{upload.name}: {exc.detail}", code=exc.code) from exc
-    return [
+            # The same status and code as /v1/images for the same file (415 for a file that is
+            # not an image, 422 for a corrupt one, 413 for too many pixels), naming the upload.
+            raise AppError(
+                f"{upload.name}: {exc.detail}", code=exc.code, status=exc.status
+            ) from exc
+    created = [
         await jobs.create_job(
             session, storage, image=upload.data, info=info, tasks=tasks, owner_id=owner_id
         )
         for upload, info in zip(uploads, infos, strict=True)
     ]
+    for job in created:
+        jobs.enqueue_after_commit(session, redis, job, settings)
+    return created
 
 
 async def run_jobs(
@@ -260,18 +256,11 @@ async def run_jobs(
     uploads: list[Upload],
     created: list[Job],
 ) -> list[JobFaces]:
-    """Enqueue committed jobs, wait (bounded) for all of them, return each one's faces.
+    """Wait (bounded) for committed, enqueued jobs; return each one's faces.
 
     Raises WorkerTimeout when no worker finished them within gallery.wait_s, UnusableFace
     (naming the image) when a job failed.
     """
-    for job in created:
-        await jobs.enqueue_job(
-            redis,
-            job,
-            jobs_maxlen=settings.streams.jobs_maxlen,
-            events_ttl_s=settings.streams.job_events_ttl_s,
-        )
     deadline = time.monotonic() + settings.gallery.wait_s
     finished = await asyncio.gather(
         *(
@@ -343,10 +332,38 @@ async def enroll(
 ) -> EnrollOut:
     """All or nothing: every image must hold exactly one usable face, else UnusableFace (422)
     names each bad image and why, and no face is stored. A face the person already has
-    (similarity ≥ gallery.duplicate_threshold) is reported in `duplicates`, not stored again.
+    (raw cosine ≥ gallery.duplicate_threshold) is reported in `duplicates`, not stored again.
 
     link_source: record the job and detection each face came from. False for uploaded photos,
     whose jobs the caller discards (discard_jobs) once their embeddings are copied here."""
+    enrolled: list[PersonFace] = []
+    duplicates: list[DuplicateOut] = []
+    for result, face, quality in _usable_faces(settings, results):
+        nearest = await matching.nearest_face_of_person(
+            session, face.embedding.embedding, model=face.embedding.model, person_id=person.id
+        )
+        if nearest is not None and nearest[1] >= settings.gallery.duplicate_threshold:
+            duplicates.append(
+                DuplicateOut(
+                    image=result.upload.name, existing_face_id=nearest[0], similarity=nearest[1]
+                )
+            )
+            continue
+        row = _person_face(person, result, face, quality, link_source=link_source)
+        session.add(row)
+        await session.flush()  # the next image's duplicate check sees this face
+        enrolled.append(row)
+    return EnrollOut(
+        person=await person_detail(session, person),
+        enrolled=[enrolled_face(f) for f in enrolled],
+        duplicates=duplicates,
+    )
+
+
+def _usable_faces(
+    settings: Settings, results: list[JobFaces]
+) -> list[tuple[JobFaces, Face, FaceQuality]]:
+    """The one face of each image with its quality; UnusableFace naming every bad image."""
     problems: list[str] = []
     accepted = []
     for result in results:
@@ -372,38 +389,23 @@ async def enroll(
         accepted.append((result, face, quality))
     if problems:
         raise UnusableFace("cannot enroll: " + " | ".join(problems))
-    enrolled: list[PersonFace] = []
-    duplicates: list[DuplicateOut] = []
-    for result, face, quality in accepted:
-        nearest = await matching.nearest_face_of_person(
-            session, face.embedding.embedding, model=face.embedding.model, person_id=person.id
-        )
-        if nearest is not None and nearest[1] >= settings.gallery.duplicate_threshold:
-            duplicates.append(
-                DuplicateOut(
-                    image=result.upload.name, existing_face_id=nearest[0], similarity=nearest[1]
-                )
-            )
-            continue
-        row = PersonFace(
-            id=uuid.uuid4(),
-            person_id=person.id,
-            model=face.embedding.model,
-            dim=face.embedding.dim,
-            embedding=face.embedding.embedding,
-            source_job_id=result.job.id if link_source else None,
-            source_detection_id=face.detection.id if link_source else None,
-            face_px=quality.face_px,
-            sharpness=quality.sharpness,
-            yaw_ratio=quality.yaw_ratio,
-        )
-        session.add(row)
-        await session.flush()  # the next image's duplicate check sees this face
-        enrolled.append(row)
-    return EnrollOut(
-        person=await person_detail(session, person),
-        enrolled=[enrolled_face(f) for f in enrolled],
-        duplicates=duplicates,
+    return accepted
+
+
+def _person_face(
+    person: Person, result: JobFaces, face: Face, quality: FaceQuality, *, link_source: bool
+) -> PersonFace:
+    return PersonFace(
+        id=uuid.uuid4(),
+        person_id=person.id,
+        model=face.embedding.model,
+        dim=face.embedding.dim,
+        embedding=face.embedding.embedding,
+        source_job_id=result.job.id if link_source else None,
+        source_detection_id=face.detection.id if link_source else None,
+        face_px=quality.face_px,
+        sharpness=quality.sharpness,
+        yaw_ratio=quality.yaw_ratio,
     )
 
 
@@ -468,7 +470,8 @@ def identify_result(settings: Settings, result: JobFaces) -> IdentifyOut:
 
 
 async def verify(session: AsyncSession, settings: Settings, results: list[JobFaces]) -> VerifyOut:
-    """Largest face of each image; cosine similarity computed by pgvector on the stored rows."""
+    """Largest face of each image; cosine computed by pgvector on the stored rows, reported
+    calibrated for the model (app/calibration.py) and compared with match_threshold."""
     first, second = (r.largest_face() for r in results)
     if first.embedding.model != second.embedding.model:
         raise InvalidInput("the two faces were embedded by different models; retry")
@@ -479,7 +482,7 @@ async def verify(session: AsyncSession, settings: Settings, results: list[JobFac
         ),
         {"a": first.detection.id, "b": second.detection.id},
     )
-    value = round(float(similarity or 0.0), 4)
+    value = calibrated_similarity(float(similarity or 0.0), first.embedding.model)
     threshold = settings.gallery.match_threshold
     return VerifyOut(
         same_person=value >= threshold,

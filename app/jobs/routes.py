@@ -13,6 +13,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from app import streams
 from app.apikeys.service import Principal
+from app.commits import commit
 from app.deps import (
     AppState,
     ReadKey,
@@ -26,15 +27,17 @@ from app.deps import (
     websocket_principal,
 )
 from app.errors import (
+    COMMON_ERRORS,
     AppError,
     Conflict,
-    ErrorOut,
     NotFound,
     PayloadTooLarge,
+    error_doc,
     is_outage,
     outage_detail,
 )
 from app.images import inspect_image
+from app.jobs import events as event_shapes
 from app.jobs import service
 from app.jobs.schemas import JobDetail, JobPage
 from app.limits import WS_CLOSE_TRY_AGAIN_LATER
@@ -47,30 +50,15 @@ router = APIRouter(tags=["jobs"])
 
 # WebSocket close codes: 4000 + the HTTP status they stand for.
 WS_CLOSE_NOT_FOUND = 4404
+WS_CLOSE_INVALID = 4422  # a malformed path parameter, as REST's 422
 WS_CLOSE_UNAVAILABLE = 4503
 # How long one blocking stream read lasts before the handler checks on the client again.
 WS_READ_BLOCK_MS = 5000
 
 
-def _error(status_code: int, description: str, code: str) -> dict[str, Any]:
-    return {
-        "model": ErrorOut,
-        "description": description,
-        "content": {"application/json": {"example": {"error": code, "detail": "…"}}},
-    }
-
-
-# Every /v1 route can answer these.
-COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
-    422: _error(422, "Invalid request parameters", "invalid_request"),
-    401: _error(401, "Missing, malformed, unknown, revoked or expired API key", "unauthorized"),
-    403: _error(403, "The API key lacks the scope this route needs", "forbidden"),
-    429: _error(429, "Rate limit of the API key exceeded; see Retry-After", "rate_limited"),
-    503: _error(503, "Postgres or Redis is unreachable; see Retry-After", "unavailable"),
-}
 ERRORS: dict[int | str, dict[str, Any]] = {
     **COMMON_ERRORS,
-    404: _error(404, "No such job (or not one of this key's jobs)", "not_found"),
+    404: error_doc("No such job (or not one of this key's jobs)", "not_found"),
 }
 
 
@@ -83,9 +71,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         **COMMON_ERRORS,
         200: {"description": "With ?wait=, the job finished in time: full result inline"},
         202: {"description": "Accepted; follow links.events or poll links.self"},
-        413: _error(413, "Body or image dimensions over the limit", "payload_too_large"),
-        415: _error(415, "Not a JPEG, PNG or WebP image", "unsupported_image_type"),
-        422: _error(422, "Corrupt or truncated image, or unknown task", "invalid_image"),
+        413: error_doc("Body or image dimensions over the limit", "payload_too_large"),
+        415: error_doc("Not a JPEG, PNG or WebP image", "unsupported_image_type"),
+        422: error_doc("Corrupt or truncated image, or unknown task", "invalid_image"),
     },
 )
 async def upload_image(
@@ -98,7 +86,8 @@ async def upload_image(
     tasks: Annotated[
         str | None,
         Form(
-            description=f"comma-separated, from {', '.join(service.TASKS)}; default faces",
+            description=f"comma-separated, from {', '.join(service.TASKS)} (identify: faces "
+            "matched against this key's people; implies faces); default faces",
             examples=["faces,objects,qr"],
             # The task names, in the schema, from the one list the service checks against
             # (which answers a wrong name with the list to choose from).
@@ -124,23 +113,9 @@ async def upload_image(
         tasks=service.parse_tasks(tasks),
         owner_id=principal.owner_id,
     )
-    await session.commit()  # before XADD: the worker that gets the message must find the row
-    try:
-        await service.enqueue_job(
-            redis,
-            job,
-            jobs_maxlen=settings.streams.jobs_maxlen,
-            events_ttl_s=settings.streams.job_events_ttl_s,
-        )
-    except Exception:
-        # Not accepted: take the job back so it does not run behind the client's back. If that
-        # fails too (Postgres down as well), the reconciler runs it later; it is still listed.
-        try:
-            await service.withdraw_job(session, storage, job)
-            await session.commit()
-        except Exception as exc:
-            log.warning("job_withdraw_failed", job_id=str(job.id), error=repr(exc))
-        raise
+    service.enqueue_after_commit(session, redis, job, settings, withdraw_from=storage)
+    # The commit point, reached now: the job is queued before the route waits for it.
+    await commit(session)
     structlog.contextvars.bind_contextvars(job_id=str(job.id))
     log.info("job_queued", bytes=len(data), tasks=job.tasks)
     if wait and await service.wait_for_job(
@@ -154,7 +129,7 @@ async def upload_image(
 @router.get(
     "/v1/jobs",
     response_model=JobPage,
-    responses={**COMMON_ERRORS, 422: _error(422, "Invalid cursor", "invalid_input")},
+    responses={**COMMON_ERRORS, 422: error_doc("Invalid cursor", "invalid_request")},
     summary="List this key's jobs (every job for admin keys), newest first",
 )
 async def list_jobs(
@@ -216,7 +191,7 @@ async def get_image(
     responses={
         **ERRORS,
         200: {"content": {"image/jpeg": {}}},
-        409: _error(409, "Job not finished", "conflict"),
+        409: error_doc("Job not finished", "conflict"),
     },
     summary="JPEG with boxes, landmarks and labels drawn",
 )
@@ -248,27 +223,37 @@ async def delete_job(
 
 
 @router.websocket("/v1/jobs/{job_id}/events")
-async def job_events(websocket: WebSocket, job_id: uuid.UUID) -> None:
+async def job_events(websocket: WebSocket, job_id: str) -> None:
     """Replay the job's events so far, stream new ones, close (1000) after the final status.
 
-    Needs a read key (X-API-Key header or ?api_key=). Closes with 4401/4403 for a bad key,
-    4404 for an unknown job (or another key's), 1013 when the server has no WebSocket slot left,
-    4503 when Postgres or Redis is unreachable.
+    Needs a read key (X-API-Key header or ?api_key=). Closes with 4422 for a job id that is not
+    a UUID, 4401/4403 for a bad key, 4404 for an unknown job (or another key's), 1013 when the
+    server has no WebSocket slot left, 4503 when Postgres or Redis is unreachable.
     """
     state = get_state(websocket)
+    try:
+        # Parsed here, not by the path converter: a refused handshake (HTTP 403) would read as
+        # an authentication failure, and a browser cannot see why.
+        parsed_id = uuid.UUID(job_id)
+    except ValueError:
+        await websocket.accept()
+        await websocket.close(
+            code=WS_CLOSE_INVALID, reason=f"job_id is not a UUID: {job_id[:60]!r}"[:120]
+        )
+        return
 
     async def serve(principal: Principal) -> None:
         async with state.sessionmaker() as session:
             try:
-                job = await service.get_job_detail(session, job_id, principal)
+                job = await service.get_job_detail(session, parsed_id, principal)
             except NotFound as exc:
                 await websocket.close(code=WS_CLOSE_NOT_FOUND, reason=exc.detail)
                 return
 
         async def send_events() -> None:
-            events = await streams.read_job_events(state.redis, job_id)
+            events = await streams.read_job_events(state.redis, parsed_id)
             if not events and job.status.finished:  # the event stream expired: use Postgres
-                for event in service.event_snapshot(job):
+                for event in event_shapes.snapshot(job):
                     await websocket.send_json(event)
                 return
             after = b"0"
@@ -279,7 +264,7 @@ async def job_events(websocket: WebSocket, job_id: uuid.UUID) -> None:
                     if streams.is_terminal(event):
                         return
                 events = await streams.read_job_events(
-                    state.redis, job_id, after=after, block_ms=WS_READ_BLOCK_MS
+                    state.redis, parsed_id, after=after, block_ms=WS_READ_BLOCK_MS
                 )
 
         await _serve_until_disconnect(websocket, send_events)

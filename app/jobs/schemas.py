@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_serializer
 
 from app.models import JobStatus
 
@@ -38,21 +38,36 @@ class DetectionOut(BaseModel):
         "POST /v1/faces/{face_id}/promote",
         examples=[42],
     )
-    kind: str = Field(examples=["face"])
+    kind: str = Field(description="face, object, qr, text or plate", examples=["face"])
     label: str | None = Field(default=None, examples=["face"])
     score: float = Field(examples=[0.87])
     box: list[float] = Field(description="x1, y1, x2, y2 in pixels", examples=[[10, 20, 110, 150]])
     landmarks: list[list[float]] | None = Field(
         default=None,
         description="key points in pixels: a face's five (eyes, nose, mouth corners), "
-        "a QR code's four corners",
+        "a QR code's, a text region's or a plate's four corners (top-left, top-right, "
+        "bottom-right, bottom-left)",
     )
     attributes: dict[str, Any] = Field(
         default_factory=dict,
         description="faces: embedding_model, age, gender (when the pack has genderage); "
-        "QR codes: payload",
+        "QR codes: payload; text: text, line (0-based, reading order); plates: plate "
+        "(upper-case letters and digits), text (as read), vehicle {label, score, box}",
         examples=[{"embedding_model": "w600k_mbf", "age": 31, "gender": "female"}],
     )
+
+    @field_serializer("box")
+    def _round_box(self, box: list[float]) -> list[float]:
+        # A tenth of a pixel is finer than any detector's accuracy; more digits are noise.
+        return [round(v, 1) for v in box]
+
+    @field_serializer("landmarks")
+    def _round_landmarks(self, landmarks: list[list[float]] | None) -> list[list[float]] | None:
+        return None if landmarks is None else [[round(v, 1) for v in p] for p in landmarks]
+
+    @field_serializer("score")
+    def _round_score(self, score: float) -> float:
+        return round(score, 4)
 
 
 class JobSummary(BaseModel):
@@ -75,6 +90,12 @@ class JobSummary(BaseModel):
 
 class JobDetail(JobSummary):
     detections: list[DetectionOut] = Field(default_factory=list)
+    text: str | None = Field(
+        default=None,
+        description="tasks=text: the text found, in reading order (a line's regions joined by "
+        "spaces, lines by newlines; empty when there is none); null for jobs without the task",
+        examples=["Region-based segmentation\nLet us first determine markers of the coins"],
+    )
 
 
 class JobPage(BaseModel):

@@ -1,12 +1,11 @@
-"""Job logic shared by the API and workers. No FastAPI here; callers own the commit."""
+"""Job logic of the API: create, enqueue, read, list, delete. No FastAPI here; callers own the
+commit. Recording outcomes is app/jobs/results.py; the shape of events is app/jobs/events.py."""
 
 import asyncio
-import base64
 import re
 import time
 import uuid
 from datetime import datetime
-from typing import Any
 
 from redis.asyncio import Redis
 from sqlalchemy import delete, select, tuple_
@@ -14,8 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import streams
 from app.apikeys.service import Principal
+from app.commits import after_commit
 from app.errors import InvalidInput, NotFound
 from app.images import ImageInfo
+from app.jobs import events as job_events
 from app.jobs.schemas import (
     DetectionOut,
     ImageOut,
@@ -26,12 +27,15 @@ from app.jobs.schemas import (
     Timings,
 )
 from app.models import Detection, Job, JobStatus, Node
+from app.pagination import decode_cursor, encode_cursor
+from app.settings import Settings
 from app.storage import Storage
 
 # Tasks a job may ask for. The detectors behind each live in workers/detectors/registry.py;
 # `identify` has none: it labels the faces task's detections from the gallery (workers/gallery.py)
-# and so always comes with `faces`.
-TASKS = ("faces", "objects", "qr", "identify")
+# and so always comes with `faces`. `text`: text regions and the full text (OCR); `plates`:
+# licence plates read inside the vehicles the object detector finds.
+TASKS = ("faces", "objects", "qr", "text", "plates", "identify")
 DEFAULT_TASKS = ("faces",)
 
 # The name of the job's node, as a column of a query on Job: the list and the worker's locking
@@ -120,7 +124,7 @@ async def enqueue_job(
     if (job.image_key is None) == (frame is None):
         raise ValueError("a job has exactly one of a stored image or frame bytes")
     message = streams.JobMessage.for_job(job.id, tuple(job.tasks), job.image_key)
-    queued = streams.make_event("status", job.id, status="queued")
+    queued = job_events.status(job.id, "queued")
     await streams.enqueue_job(
         redis,
         message,
@@ -130,6 +134,58 @@ async def enqueue_job(
         frame=frame,
         frame_ttl_ms=frame_ttl_ms,
         frames_redis=frames_redis,
+    )
+
+
+async def enqueue(
+    redis: Redis,
+    job: Job,
+    settings: Settings,
+    *,
+    frame: bytes | None = None,
+    frames_redis: Redis | None = None,
+) -> None:
+    """enqueue_job with the limits from settings: the one place API code hands a job over."""
+    await enqueue_job(
+        redis,
+        job,
+        jobs_maxlen=settings.streams.jobs_maxlen,
+        events_ttl_s=settings.streams.job_events_ttl_s,
+        frame=frame,
+        frame_ttl_ms=streams.frame_ttl_ms(
+            job_timeout_s=settings.worker.job_timeout_s,
+            max_deliveries=settings.worker.max_deliveries,
+        )
+        if frame is not None
+        else None,
+        frames_redis=frames_redis,
+    )
+
+
+def enqueue_after_commit(
+    session: AsyncSession,
+    redis: Redis,
+    job: Job,
+    settings: Settings,
+    *,
+    withdraw_from: Storage | None = None,
+) -> None:
+    """Hand the job to the workers once the session has committed its row (app/commits.py).
+
+    `withdraw_from`: if the enqueue fails, withdraw the job (row and image) rather than leave
+    it to the reconciler, which would run it behind the back of a client that got an error.
+    """
+
+    async def withdraw(session: AsyncSession) -> None:
+        assert withdraw_from is not None
+        await withdraw_job(session, withdraw_from, job)
+
+    after_commit(
+        session,
+        lambda: enqueue(redis, job, settings),
+        undo=withdraw if withdraw_from is not None else None,
+        undo_name="job_withdraw",
+        job_id=str(job.id),
     )
 
 
@@ -190,10 +246,10 @@ async def list_jobs(
     if status is not None:
         query = query.where(Job.status == status)
     if cursor is not None:
-        created_at, last_id = _decode_cursor(cursor)
+        created_at, last_id = decode_cursor(cursor)
         query = query.where(tuple_(Job.created_at, Job.id) < tuple_(created_at, last_id))
     rows = (await session.execute(query)).all()
-    next_cursor = _encode_cursor(rows[limit - 1][0]) if len(rows) > limit else None
+    next_cursor = encode_cursor(rows[limit - 1][0]) if len(rows) > limit else None
     return JobPage(
         items=[job_summary(job, node_name=name) for job, name in rows[:limit]],
         next_cursor=next_cursor,
@@ -255,9 +311,23 @@ def job_summary(job: Job, *, node_name: str | None = None) -> JobSummary:
     )
 
 
+def full_text(detections: list[Detection]) -> str:
+    """The strings of the `text` detections (stored in reading order): a line's regions joined
+    by spaces, lines by newlines."""
+    lines: dict[int, list[str]] = {}
+    for detection in detections:
+        if detection.kind == "text":
+            line = int(detection.attributes.get("line", 0))
+            lines.setdefault(line, []).append(str(detection.attributes.get("text", "")))
+    return "\n".join(" ".join(lines[n]) for n in sorted(lines))
+
+
 def job_detail(job: Job, detections: list[Detection], *, node_name: str | None = None) -> JobDetail:
     return JobDetail(
         **job_summary(job, node_name=node_name).model_dump(),
+        text=full_text(detections)
+        if "text" in job.tasks and job.status == JobStatus.done
+        else None,
         detections=[
             DetectionOut(
                 id=d.id,
@@ -277,36 +347,3 @@ def _ms_between(start: datetime | None, end: datetime | None) -> float | None:
     if start is None or end is None:
         return None
     return round((end - start).total_seconds() * 1000, 3)
-
-
-def _encode_cursor(job: Job) -> str:
-    raw = f"{job.created_at.isoformat()}|{job.id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created_at, job_id = raw.split("|")
-        return datetime.fromisoformat(created_at), uuid.UUID(job_id)
-    except ValueError as exc:
-        raise InvalidInput("invalid cursor: pass back next_cursor from the previous page") from exc
-
-
-def owner_field(owner_id: uuid.UUID | None) -> str | None:
-    """How result/error events name the job's owner (the firehose filters on it)."""
-    return None if owner_id is None else str(owner_id)
-
-
-def event_snapshot(job: JobDetail, owner_id: uuid.UUID | None = None) -> list[dict[str, Any]]:
-    """Events describing a job's current state, for when its event stream has expired."""
-    events = []
-    owner = owner_field(owner_id)
-    if job.status == JobStatus.done:
-        events.append(
-            streams.make_event("result", job.id, owner_id=owner, job=job.model_dump(mode="json"))
-        )
-    elif job.status == JobStatus.failed:
-        events.append(streams.make_event("error", job.id, owner_id=owner, error=job.error))
-    events.append(streams.make_event("status", job.id, status=job.status.value))
-    return events

@@ -15,10 +15,10 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect
 
+from app.commits import after_commit, commit
 from app.deps import (
-    CurrentNode,
+    AppState,
     FramesRedisDep,
-    HeartbeatingNode,
     RedisDep,
     SessionDep,
     SettingsDep,
@@ -30,6 +30,8 @@ from app.errors import AppError, InvalidInput, PayloadTooLarge, error_body
 from app.jobs import service as jobs
 from app.jobs.schemas import JobDetail, JobSummary
 from app.nodes import service
+from app.nodes.deps import CurrentNode, HeartbeatingNode, authenticate_request
+from app.nodes.relay import FrameRelay
 from app.nodes.schemas import (
     Heartbeat,
     HeartbeatAck,
@@ -42,6 +44,7 @@ from app.nodes.schemas import (
     TokenRefresh,
     TokenRequest,
 )
+from app.nodes.service import AuthenticatedNode
 from app.security import Scope
 from app.socket_auth import guard_credentials
 
@@ -121,8 +124,7 @@ async def revoke_node(
     node_id: uuid.UUID, session: SessionDep, redis: RedisDep, settings: SettingsDep
 ) -> Response:
     if await service.revoke_node(session, node_id):
-        await session.commit()
-        await service.announce(redis, session, node_id, ["revoked"], settings)
+        service.announce_after_commit(session, redis, node_id, ["revoked"], settings)
         log.info("node_revoked", node_id=str(node_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -170,8 +172,7 @@ async def heartbeat(
     changes = await service.record_heartbeat(session, node, body)
     if node.came_online:
         changes = ["online", *changes]
-    await session.commit()
-    await service.announce(redis, session, node.id, changes, settings)
+    service.announce_after_commit(session, redis, node.id, changes, settings)
     offline_after_s = settings.nodes.offline_after_s
     return HeartbeatAck(
         node_id=node.id,
@@ -220,10 +221,13 @@ async def send_frame(
     # of a node that does not store frames must never touch the disk.
     frame = await _read_body(request, limit_bytes=settings.nodes.max_frame_bytes)
     job = await service.accept_frame(session, storage, node, frame, settings)
-    await session.commit()  # before XADD: the worker that gets the message must find the row
-    await service.enqueue_frame(
-        redis, frames_redis, get_state(request).sessionmaker, job, frame, settings
+    sessionmaker = get_state(request).sessionmaker
+    after_commit(
+        session,
+        lambda: service.enqueue_frame(redis, frames_redis, sessionmaker, job, frame, settings),
     )
+    # The commit point, reached now: the job is queued before the route waits for it.
+    await commit(session)
     if wait and await jobs.wait_for_job(
         redis, job.id, timeout_s=min(wait, settings.api.max_wait_s)
     ):
@@ -259,21 +263,22 @@ async def node_stream(websocket: WebSocket) -> None:
 
     Auth: `Authorization: Bearer <token>` on the upgrade request; refused with HTTP 401 where
     the server supports denial responses, else closed with code 4401 before accepting. After
-    accepting: a revoked node or expired token closes with 4401 at its next frame; a refreshed
+    accepting: a revoked node or expired token closes with 4401 within
+    auth.websocket_recheck_s (at the token's expiry at the latest); a refreshed
     token (`{"type": "token", "token": …}`) for another node closes with 4403. Messages and
-    backpressure: app/nodes/schemas.py and service.FrameRelay.
+    backpressure: app/nodes/schemas.py and relay.py FrameRelay.
     """
     state = get_state(websocket)
     try:
         async with state.sessionmaker() as session:
-            node = await service.authenticate_request(
+            node = await authenticate_request(
                 session, state.redis, websocket.headers.get("authorization"), state.settings
             )
     except AppError as exc:
         await _deny(websocket, exc)
         return
     await websocket.accept()
-    relay = service.FrameRelay(
+    relay = FrameRelay(
         node,
         settings=state.settings,
         sessionmaker=state.sessionmaker,
@@ -282,35 +287,40 @@ async def node_stream(websocket: WebSocket) -> None:
         storage=state.storage,
     )
     log.info("node_stream_opened", node_id=str(node.id))
+    error = await _relay_until_closed(websocket, relay, state)
+    await _close_stream(websocket, node, relay, error)
 
-    async def receive_frames() -> None:
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            if message.get("bytes") is not None:
-                await relay.submit(message["bytes"])
-            elif message.get("text") is not None:
-                try:
-                    refresh = TokenRefresh.model_validate_json(message["text"])
-                except ValidationError as exc:
-                    raise InvalidInput(
-                        'control messages are {"type": "token", "token": "…"}'
-                    ) from exc
-                relay.refresh_token(refresh.token)
 
-    async def send_answers() -> None:
-        while True:
-            answer = await relay.outbox.get()
-            await websocket.send_json(answer)
-            relay.answered(answer)
+async def _close_stream(
+    websocket: WebSocket, node: AuthenticatedNode, relay: FrameRelay, error: BaseException | None
+) -> None:
+    """Log the socket's end; close it with the code its error stands for (re-raised if a bug)."""
+    log.info(
+        "node_stream_closed",
+        node_id=str(node.id),
+        frames=relay.frames,
+        dropped_notices=relay.dropped_notices,
+        error=repr(error) if error else None,
+    )
+    if isinstance(error, AppError):
+        await _close_quietly(websocket, 4000 + error.status, error.detail)
+    elif error is not None and not isinstance(error, WebSocketDisconnect):
+        await _close_quietly(websocket, 1011, "internal error")
+        raise error
+
+
+async def _relay_until_closed(
+    websocket: WebSocket, relay: FrameRelay, state: AppState
+) -> BaseException | None:
+    """Frames in, answers out, until either side stops or the credentials lapse; what stopped
+    the frames, if anything (the guard's 401 for a revoked node or an expired token)."""
 
     async def check_credentials() -> None:
         async with state.sessionmaker() as session:
             await service.check_in_service(session, relay.claims)
 
-    receiver = asyncio.create_task(receive_frames())
-    sender = asyncio.create_task(send_answers())
+    receiver = asyncio.create_task(_receive_frames(websocket, relay))
+    sender = asyncio.create_task(_send_answers(websocket, relay))
     # Revoked node or expired token (not refreshed in time) → 4401 without waiting for a frame.
     guard = asyncio.create_task(
         guard_credentials(
@@ -332,18 +342,29 @@ async def node_stream(websocket: WebSocket) -> None:
         error = guard.exception() or guard.result()
     if error is None and not receiver.cancelled():
         error = receiver.exception()
-    log.info(
-        "node_stream_closed",
-        node_id=str(node.id),
-        frames=relay.frames,
-        dropped_notices=relay.dropped_notices,
-        error=repr(error) if error else None,
-    )
-    if isinstance(error, AppError):
-        await _close_quietly(websocket, 4000 + error.status, error.detail)
-    elif error is not None and not isinstance(error, WebSocketDisconnect):
-        await _close_quietly(websocket, 1011, "internal error")
-        raise error
+    return error
+
+
+async def _receive_frames(websocket: WebSocket, relay: FrameRelay) -> None:
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        if message.get("bytes") is not None:
+            await relay.submit(message["bytes"])
+        elif message.get("text") is not None:
+            try:
+                refresh = TokenRefresh.model_validate_json(message["text"])
+            except ValidationError as exc:
+                raise InvalidInput('control messages are {"type": "token", "token": "…"}') from exc
+            relay.refresh_token(refresh.token)
+
+
+async def _send_answers(websocket: WebSocket, relay: FrameRelay) -> None:
+    while True:
+        answer = await relay.outbox.get()
+        await websocket.send_json(answer)
+        relay.answered(answer)
 
 
 async def _deny(websocket: WebSocket, exc: AppError) -> None:

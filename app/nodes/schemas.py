@@ -1,6 +1,6 @@
 """API schemas for edge nodes, and the messages of the node socket (WS /v1/nodes/me/stream).
 
-The node client (app/nodes/client.py) imports this module and nothing else from the server.
+The node client (clients/node.py) imports this module and nothing else from the server.
 """
 
 import uuid
@@ -51,7 +51,12 @@ class NodeOut(BaseModel):
     last_seen_at: UtcDatetime | None = None
     last_heartbeat_at: UtcDatetime | None = None
     state: NodeStateName | None = None
-    fps: float | None = Field(default=None, description="frames captured per second (node)")
+    fps: float | None = Field(
+        default=None, description="frames captured per second, as the node last reported"
+    )
+    send_fps: float = Field(
+        description="frames the server accepted per second over the last minute (sent rate)"
+    )
     latency_ms_p50: float | None = Field(
         default=None, description="median frame → result round trip the node measured"
     )
@@ -94,6 +99,11 @@ class Heartbeat(BaseModel):
     dark_scene: StrictBool = False
     version: StorableText = Field(default="unknown", max_length=64)
     last_error: StorableText | None = Field(default=None, max_length=2000)
+    goodbye: StrictBool = Field(
+        default=False,
+        description="the client is stopping cleanly: the node is offline now, not in "
+        "offline_after_s",
+    )
 
 
 class HeartbeatAck(BaseModel):

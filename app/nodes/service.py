@@ -1,47 +1,39 @@
-"""Edge node logic: credentials, fleet status, frames → jobs, and the per-socket frame relay.
+"""Edge node logic: credentials, fleet status, frames → jobs (the per-socket relay: relay.py).
 
-No FastAPI here. Callers own the commit; node status events go on the firehose only after the
-change they announce is committed.
+No FastAPI here, and no commit: node status events go on the firehose only after the change they
+announce is committed (announce_after_commit, app/commits.py).
 """
 
 import asyncio
 import contextlib
-import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import streams
 from app.apikeys.service import ANONYMOUS_ADMIN
+from app.commits import after_commit, commit
 from app.errors import AppError, Conflict, NotFound, PayloadTooLarge, TooManyRequests
 from app.images import inspect_image
 from app.jobs import service as jobs
 from app.jobs.schemas import JobDetail
 from app.models import Job, JobStatus, Node, NodeState, NodeStatus
 from app.nodes.schemas import (
-    FrameAcceptedMessage,
-    FrameErrorMessage,
-    FrameRefusedMessage,
-    FrameResultMessage,
     Heartbeat,
     NodeOut,
-    TokenAcceptedMessage,
 )
 from app.security import (
     InvalidNodeToken,
     NodeClaims,
-    NodeForbidden,
     NodeToken,
-    bearer_token,
     generate_node_secret,
     hash_node_secret,
     issue_node_token,
@@ -58,10 +50,6 @@ log = structlog.get_logger()
 SEEN_RESOLUTION_S = 1.0
 # Window of GET /v1/nodes' frames_per_min.
 FRAMES_WINDOW_S = 60
-# Longest single blocking read while a socket waits for one frame's result.
-RESULT_READ_BLOCK_MS = 5000
-# Room in a socket's outbox for notices (refusals, token_ok) beyond the answers it owes.
-NOTICE_SLACK = 8
 
 
 @dataclass(frozen=True)
@@ -187,14 +175,30 @@ async def get_node_out(
     return node_out(node, offline_after_s=offline_after_s, frames_per_min=counts.get(node.id, 0))
 
 
+def _said_goodbye(node: Node) -> bool:
+    """The node's last word was a goodbye heartbeat (state cleared, status offline), and no
+    request of its since (any request sets the status online again)."""
+    return (
+        node.status == NodeStatus.offline
+        and node.state is None
+        and node.last_heartbeat_at is not None
+    )
+
+
 def is_online(node: Node, *, offline_after_s: float, now: datetime | None = None) -> bool:
+    """Seen within offline_after_s, and not offline by a goodbye heartbeat or a sweep since."""
     if node.revoked_at is not None or node.last_seen_at is None:
+        return False
+    if _said_goodbye(node):
         return False
     now = now or datetime.now(UTC)
     return now - node.last_seen_at < timedelta(seconds=offline_after_s)
 
 
 def node_out(node: Node, *, offline_after_s: float, frames_per_min: int) -> NodeOut:
+    online = is_online(node, offline_after_s=offline_after_s)
+    # An offline node's last figures (fps, latency, state, dark scene) describe a camera that is
+    # no longer reporting: shown as unknown rather than as if current.
     return NodeOut(
         id=node.id,
         name=node.name,
@@ -202,14 +206,15 @@ def node_out(node: Node, *, offline_after_s: float, frames_per_min: int) -> Node
         store_frames=node.store_frames,
         created_at=node.created_at,
         revoked_at=node.revoked_at,
-        online=is_online(node, offline_after_s=offline_after_s),
+        online=online,
         last_seen_at=node.last_seen_at,
         last_heartbeat_at=node.last_heartbeat_at,
-        state=node.state.value if node.state is not None else None,
-        fps=node.fps,
-        latency_ms_p50=node.latency_ms_p50,
+        state=node.state.value if online and node.state is not None else None,
+        fps=node.fps if online else None,
+        send_fps=round(frames_per_min / 60, 2),
+        latency_ms_p50=node.latency_ms_p50 if online else None,
         frames_per_min=frames_per_min,
-        dark_scene=node.dark_scene,
+        dark_scene=node.dark_scene and online,
         version=node.version,
         last_error=node.last_error,
     )
@@ -228,27 +233,6 @@ async def exchange_secret(
     if node.revoked_at is not None:
         raise InvalidNodeToken(f"node {node_id} was revoked")
     return issue_node_token(node.id, settings.nodes)
-
-
-async def authenticate_request(
-    session: AsyncSession,
-    redis: Redis,
-    authorization: str | None,
-    settings: Settings,
-    *,
-    announce_online: bool = True,
-) -> AuthenticatedNode:
-    """The node behind an `Authorization: Bearer …` header, for HTTP and socket requests alike.
-
-    Commits its last_seen_at (a request's auth is its own commit point) and announces a node
-    that just came online, unless `announce_online` is False: then the caller announces it
-    (`came_online`) once it has committed what the request brings.
-    """
-    node = await authenticate(session, bearer_token(authorization), settings)
-    await session.commit()
-    if node.came_online and announce_online:
-        await announce(redis, session, node.id, ["online"], settings)
-    return node
 
 
 async def authenticate(session: AsyncSession, token: str, settings: Settings) -> AuthenticatedNode:
@@ -336,6 +320,14 @@ async def record_heartbeat(
     row.version = heartbeat.version
     row.last_error = heartbeat.last_error
     row.last_heartbeat_at = datetime.now(UTC)
+    if heartbeat.goodbye:
+        # The client stops cleanly: offline now, not offline_after_s from now. Its next request
+        # brings it back online (_mark_seen); its next heartbeat sets a state again.
+        row.status = NodeStatus.offline
+        row.state = None
+        if "state" in changes:
+            changes.remove("state")
+        changes.append("offline")
     await session.flush()
     return changes
 
@@ -369,6 +361,18 @@ async def announce(
             log.warning("node_event_lost", node_id=str(node.id), change=change, error=repr(exc))
 
 
+def announce_after_commit(
+    session: AsyncSession,
+    redis: Redis,
+    node_id: uuid.UUID,
+    changes: Sequence[streams.NodeChange],
+    settings: Settings,
+) -> None:
+    """Announce node changes once the session has committed them (app/commits.py)."""
+    if changes:
+        after_commit(session, lambda: announce(redis, session, node_id, changes, settings))
+
+
 async def mark_offline_nodes(session: AsyncSession, *, offline_after_s: float) -> list[uuid.UUID]:
     """Nodes unheard of for offline_after_s become offline; returns those that just did.
 
@@ -400,9 +404,9 @@ async def sweep_offline_nodes(
                 went_offline = await mark_offline_nodes(
                     session, offline_after_s=settings.nodes.offline_after_s
                 )
-                await session.commit()
                 for node_id in went_offline:
-                    await announce(redis, session, node_id, ["offline"], settings)
+                    announce_after_commit(session, redis, node_id, ["offline"], settings)
+                await commit(session)
         except Exception as exc:  # Postgres or Redis away: try again next round, never die
             log.warning("node_sweep_failed", error=repr(exc))
         await asyncio.sleep(interval_s)
@@ -465,17 +469,8 @@ async def enqueue_frame(
     """
     unstored = job.image_key is None
     try:
-        await jobs.enqueue_job(
-            redis,
-            job,
-            jobs_maxlen=settings.streams.jobs_maxlen,
-            events_ttl_s=settings.streams.job_events_ttl_s,
-            frame=frame if unstored else None,
-            frame_ttl_ms=streams.frame_ttl_ms(
-                job_timeout_s=settings.worker.job_timeout_s,
-                max_deliveries=settings.worker.max_deliveries,
-            ),
-            frames_redis=frames_redis,
+        await jobs.enqueue(
+            redis, job, settings, frame=frame if unstored else None, frames_redis=frames_redis
         )
     except (RedisError, OSError) as exc:
         log.warning("frame_enqueue_failed", job_id=str(job.id), error=repr(exc))
@@ -507,144 +502,3 @@ async def get_own_job(
     if detail.node_id != node.id:
         raise NotFound(f"no job with id {job_id}")
     return detail
-
-
-class FrameRelay:
-    """One node socket: frames in, a job per frame, results out on the same socket.
-
-    Backpressure, per socket, so that a slow node never holds up another one:
-    - At most `max_in_flight` frames may be accepted and not yet answered. A frame beyond that
-      is refused at once (`refused`, reason `busy`) and dropped: a camera sends a fresher frame
-      later rather than queueing stale ones. A frame counts as answered once its result has
-      been written to the socket, so a node that stops reading stops getting frames accepted,
-      instead of piling results up in the server.
-    - The outbox therefore holds at most 2 × max_in_flight answers (accepted + result per
-      frame) plus NOTICE_SLACK notices; a notice that does not fit is dropped (the node is not
-      reading anyway) and counted.
-    - A node's jobs queued or running are capped (max_queued_frames) across its sockets and
-      HTTP, so one node cannot flood the work queue all nodes share.
-    Each socket waits for its own results on its own Redis reads; nothing is shared between
-    sockets but the connection pool.
-    """
-
-    def __init__(
-        self,
-        node: AuthenticatedNode,
-        *,
-        settings: Settings,
-        sessionmaker: async_sessionmaker[AsyncSession],
-        redis: Redis,
-        frames_redis: Redis,
-        storage: Storage,
-    ) -> None:
-        self.node = node
-        self.claims = node.claims
-        self.settings = settings
-        self.sessionmaker = sessionmaker
-        self.redis = redis
-        self.frames_redis = frames_redis
-        self.storage = storage
-        self.outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.frames = 0
-        self.in_flight = 0
-        self.dropped_notices = 0
-        self._waiters: set[asyncio.Task[None]] = set()
-
-    @property
-    def max_in_flight(self) -> int:
-        return self.settings.nodes.max_in_flight
-
-    async def submit(self, frame: bytes) -> None:
-        """Accept or refuse one frame. Raises InvalidNodeToken when the socket must close."""
-        self.frames += 1
-        seq = self.frames
-        if self.in_flight >= self.max_in_flight:
-            self._notice(
-                FrameRefusedMessage(
-                    seq=seq,
-                    reason="busy",
-                    detail=f"{self.in_flight} frames in flight (the limit); frame dropped",
-                )
-            )
-            return
-        try:
-            async with self.sessionmaker() as session:
-                node = await authenticate_claims(session, self.claims)
-                job = await accept_frame(session, self.storage, node, frame, self.settings)
-                await session.commit()
-                if node.came_online:
-                    await announce(self.redis, session, node.id, ["online"], self.settings)
-            await enqueue_frame(
-                self.redis, self.frames_redis, self.sessionmaker, job, frame, self.settings
-            )
-        except InvalidNodeToken:
-            raise
-        except AppError as exc:
-            self._notice(FrameRefusedMessage(seq=seq, reason=exc.code, detail=exc.detail))
-            return
-        except (SQLAlchemyError, OSError) as exc:  # Postgres away: refuse, keep the socket
-            log.warning("frame_not_accepted", node_id=str(self.node.id), error=repr(exc))
-            self._notice(
-                FrameRefusedMessage(
-                    seq=seq, reason=NodeUnavailable.code, detail="the database is unavailable"
-                )
-            )
-            return
-        self.in_flight += 1
-        self.outbox.put_nowait(FrameAcceptedMessage(seq=seq, job_id=job.id).model_dump(mode="json"))
-        waiter = asyncio.create_task(self._forward_result(seq, job.id))
-        self._waiters.add(waiter)
-        waiter.add_done_callback(self._waiters.discard)
-
-    def refresh_token(self, token: str) -> None:
-        """Swap in a fresh token for the same node (sent before the old one expires)."""
-        claims = verify_node_token(token, self.settings.nodes)
-        if claims.node_id != self.node.id:
-            raise NodeForbidden("the new token belongs to another node")
-        self.claims = claims
-        self._notice(TokenAcceptedMessage(expires_at=claims.expires_at))
-
-    def answered(self, message: dict[str, Any]) -> None:
-        """The socket wrote `message`; a result or error frees its frame's slot."""
-        if message.get("type") in ("result", "error") and "seq" in message:
-            self.in_flight -= 1
-
-    async def close(self) -> None:
-        for waiter in self._waiters:
-            waiter.cancel()
-        await asyncio.gather(*self._waiters, return_exceptions=True)
-
-    def _notice(self, message: TokenAcceptedMessage | FrameRefusedMessage) -> None:
-        if self.outbox.qsize() >= 2 * self.max_in_flight + NOTICE_SLACK:
-            self.dropped_notices += 1
-            return
-        self.outbox.put_nowait(message.model_dump(mode="json"))
-
-    async def _forward_result(self, seq: int, job_id: uuid.UUID) -> None:
-        """Tail the job's events until its result or error; give up after result_timeout_s."""
-        answer: FrameResultMessage | FrameErrorMessage | None = None
-        deadline = time.monotonic() + self.settings.nodes.result_timeout_s
-        after = b"0"
-        try:
-            while answer is None and (remaining_s := deadline - time.monotonic()) > 0:
-                block_ms = max(1, min(RESULT_READ_BLOCK_MS, int(remaining_s * 1000)))
-                for entry_id, event in await streams.read_job_events(
-                    self.redis, job_id, after=after, block_ms=block_ms
-                ):
-                    after = entry_id
-                    if event["type"] == "result":
-                        answer = FrameResultMessage(seq=seq, job_id=job_id, job=event["job"])
-                        break
-                    if event["type"] == "error":
-                        answer = FrameErrorMessage(
-                            seq=seq, job_id=job_id, error=str(event["error"])
-                        )
-                        break
-        except (RedisError, OSError) as exc:
-            answer = FrameErrorMessage(seq=seq, job_id=job_id, error=f"results unavailable: {exc}")
-        if answer is None:
-            timeout_s = self.settings.nodes.result_timeout_s
-            answer = FrameErrorMessage(
-                seq=seq, job_id=job_id, error=f"no result within {timeout_s:g} s"
-            )
-        self.outbox.put_nowait(answer.model_dump(mode="json"))

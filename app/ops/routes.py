@@ -1,6 +1,6 @@
 """Probes and metrics. Unauthenticated by design: keep them off the public proxy (nginx/)."""
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
@@ -24,6 +24,9 @@ class CheckOut(BaseModel):
 
 class Ready(BaseModel):
     ready: bool
+    # "ok"; "degraded": ready, below full strength (fewer workers alive than expected);
+    # "unavailable": not ready.
+    status: Literal["ok", "degraded", "unavailable"]
     checks: dict[str, CheckOut]
 
 
@@ -39,9 +42,13 @@ async def live() -> Live:
     responses={503: {"model": Ready, "description": "Not ready: see checks"}},
 )
 async def ready(state: StateDep) -> Any:
-    checks = await service.readiness(state.engine, state.redis)
+    checks = await service.readiness(
+        state.engine, state.redis, expected_workers=state.settings.worker.expected
+    )
+    status = service.overall_status(checks)
     body = Ready(
-        ready=all(c.ok for c in checks.values()),
+        ready=status != "unavailable",
+        status=status,
         checks={name: CheckOut(ok=c.ok, detail=c.detail) for name, c in checks.items()},
     )
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)

@@ -23,6 +23,7 @@ CHECK_TIMEOUT_S = 2.0
 class Check:
     ok: bool
     detail: str
+    degraded: bool = False  # working, below full strength (e.g. 1 of 2 workers alive)
 
 
 async def check_postgres(engine: AsyncEngine) -> Check:
@@ -47,7 +48,7 @@ async def check_redis(redis: Redis) -> Check:
     return Check(True, "ok")
 
 
-async def check_workers(redis: Redis) -> Check:
+async def check_workers(redis: Redis, expected: int | None = None) -> Check:
     try:
         async with asyncio.timeout(CHECK_TIMEOUT_S):
             alive = await streams.live_workers(redis)
@@ -57,12 +58,23 @@ async def check_workers(redis: Redis) -> Check:
         return Check(False, "unknown: Redis is unreachable")
     if not alive:
         return Check(False, "no worker heartbeat: jobs would queue but never run")
+    if expected is not None:
+        return Check(True, f"{len(alive)} of {expected} alive", degraded=len(alive) < expected)
     return Check(True, f"{len(alive)} alive")
 
 
-async def readiness(engine: AsyncEngine, redis: Redis) -> dict[str, Check]:
+def overall_status(checks: dict[str, Check]) -> str:
+    """ "ok", "degraded" (serving below full strength) or "unavailable" (not ready)."""
+    if not all(c.ok for c in checks.values()):
+        return "unavailable"
+    return "degraded" if any(c.degraded for c in checks.values()) else "ok"
+
+
+async def readiness(
+    engine: AsyncEngine, redis: Redis, *, expected_workers: int | None = None
+) -> dict[str, Check]:
     postgres, redis_check, workers = await asyncio.gather(
-        check_postgres(engine), check_redis(redis), check_workers(redis)
+        check_postgres(engine), check_redis(redis), check_workers(redis, expected_workers)
     )
     return {"postgres": postgres, "redis": redis_check, "workers": workers}
 

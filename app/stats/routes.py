@@ -43,7 +43,10 @@ async def counts(
             json_schema_extra={"pattern": r"^[1-9][0-9]{0,4}[mhd]$"},
         ),
     ] = "1h",
+    fill: Annotated[
+        bool, Query(description="list every bucket of the span, empty ones too (frames 0)")
+    ] = False,
 ) -> CountsReport:
     return await service.count_objects(
-        session, viewer, node_id=node_id, start=from_, end=to, bucket=bucket
+        session, viewer, node_id=node_id, start=from_, end=to, bucket=bucket, fill=fill
     )

@@ -1,4 +1,4 @@
-"""API schemas for statistics. Times are UTC, ISO-8601 with an explicit +00:00 offset."""
+"""API schemas for statistics. Times are RFC 3339 in UTC (`Z`)."""
 
 import uuid
 
@@ -11,7 +11,11 @@ class CountBucket(BaseModel):
     start: UtcDatetime
     end: UtcDatetime
     frames: int = Field(description="finished jobs in the bucket, with or without detections")
-    counts: dict[str, int] = Field(description="objects per class (label → n); zeros omitted")
+    counts: dict[str, int] = Field(
+        description="detections per label (label → n): COCO classes, face, qr, text, and each "
+        "licence plate read as `plate:<string>`; zeros omitted",
+        examples=[{"car": 3, "person": 2, "plate:KX51RTA": 1}],
+    )
 
 
 class CountsReport(BaseModel):

@@ -53,8 +53,12 @@ async def count_objects(
     start: datetime | None,
     end: datetime | None,
     bucket: str,
+    fill: bool = False,
 ) -> CountsReport:
     """Objects per class per bucket over finished jobs created in [start, end).
+
+    Buckets without a finished job are left out unless `fill` (then every bucket of the span
+    is listed, empty ones with frames 0).
 
     `start` is moved back to the start of its bucket, so every bucket is whole except perhaps
     the last, which ends at `end`. Defaults: end now, start one day earlier. Naive times are
@@ -68,8 +72,34 @@ async def count_objects(
     start = as_utc(start) if start is not None else end - DEFAULT_SPAN
     if start >= end:
         raise InvalidInput("`from` must be earlier than `to`")
-    first = floor_to_bucket(start, bucket_s)
     span = timedelta(seconds=bucket_s)
+    bucket_starts = _bucket_starts(floor_to_bucket(start, bucket_s), end, span)
+    if node_id is not None and await session.get(Node, node_id) is None:
+        raise NotFound(f"no node with id {node_id}")
+    conditions = _counted_jobs(viewer, node_id, bucket_starts[0], end)
+    counts, totals, frames = await _count(session, span, conditions)
+    return CountsReport(
+        node_id=node_id,
+        from_=bucket_starts[0],
+        to=end,
+        bucket=bucket,
+        bucket_s=bucket_s,
+        buckets=[
+            CountBucket(
+                start=moment,
+                end=min(moment + span, end),
+                frames=frames.get(moment, 0),
+                counts=dict(sorted(counts.get(moment, {}).items())),
+            )
+            for moment in bucket_starts
+            if fill or frames.get(moment, 0)
+        ],
+        totals=dict(sorted(totals.items())),
+    )
+
+
+def _bucket_starts(first: datetime, end: datetime, span: timedelta) -> list[datetime]:
+    """The starts of the buckets from `first` until `end`; 4xx past MAX_BUCKETS."""
     bucket_starts = []
     moment = first
     while moment < end:
@@ -79,14 +109,13 @@ async def count_objects(
             raise InvalidInput(
                 f"that is more than {MAX_BUCKETS} buckets; use a larger bucket or a shorter span"
             )
-    if node_id is not None and await session.get(Node, node_id) is None:
-        raise NotFound(f"no node with id {node_id}")
+    return bucket_starts
 
-    bucket_start = func.date_bin(
-        literal(span, Interval()),
-        Job.created_at,
-        literal(BUCKET_ORIGIN, DateTime(timezone=True)),
-    ).label("bucket_start")
+
+def _counted_jobs(
+    viewer: Principal, node_id: uuid.UUID | None, first: datetime, end: datetime
+) -> list[ColumnElement[bool]]:
+    """The finished jobs of the span that `viewer` counts (of one node, if given)."""
     conditions: list[ColumnElement[bool]] = [
         Job.status == JobStatus.done,
         Job.created_at >= first,
@@ -96,7 +125,18 @@ async def count_objects(
         conditions.append(Job.node_id == node_id)
     if not viewer.sees_every_job:
         conditions.append(or_(Job.node_id.is_not(None), Job.owner_id == viewer.owner_id))
+    return conditions
 
+
+async def _count(
+    session: AsyncSession, span: timedelta, conditions: list[ColumnElement[bool]]
+) -> tuple[dict[datetime, dict[str, int]], dict[str, int], dict[datetime, int]]:
+    """(label counts per bucket start, label totals, jobs per bucket start)."""
+    bucket_start = func.date_bin(
+        literal(span, Interval()),
+        Job.created_at,
+        literal(BUCKET_ORIGIN, DateTime(timezone=True)),
+    ).label("bucket_start")
     label_counts = (
         func.jsonb_each_text(Job.counts).table_valued("key", "value").alias("label_count")
     )
@@ -110,7 +150,6 @@ async def count_objects(
     per_bucket = await session.execute(
         select(bucket_start, func.count()).where(*conditions).group_by(bucket_start)
     )
-
     counts: dict[datetime, dict[str, int]] = defaultdict(dict)
     totals: dict[str, int] = defaultdict(int)
     for moment, label, n in per_label.all():
@@ -118,20 +157,4 @@ async def count_objects(
             counts[as_utc(moment)][label] = int(n)
             totals[label] += int(n)
     frames = {as_utc(moment): int(n) for moment, n in per_bucket.all()}
-    return CountsReport(
-        node_id=node_id,
-        from_=first,
-        to=end,
-        bucket=bucket,
-        bucket_s=bucket_s,
-        buckets=[
-            CountBucket(
-                start=moment,
-                end=min(moment + span, end),
-                frames=frames.get(moment, 0),
-                counts=dict(sorted(counts.get(moment, {}).items())),
-            )
-            for moment in bucket_starts
-        ],
-        totals=dict(sorted(totals.items())),
-    )
+    return counts, totals, frames

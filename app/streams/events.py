@@ -1,7 +1,6 @@
 """Job events (status | result | error) and node events: their shape on the wire, publish, read."""
 
 import json
-import time
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal, cast
@@ -21,6 +20,7 @@ from app.streams.keys import (
     StreamId,
     job_events_key,
 )
+from app.timestamps import now_rfc3339
 
 EventType = Literal["status", "result", "error"]
 # A node came online, went offline, was revoked, or changed state (active | idle, dark scene).
@@ -29,7 +29,7 @@ NodeChange = Literal["online", "offline", "revoked", "state", "dark_scene"]
 
 
 def make_event(event_type: EventType, job_id: uuid.UUID, **payload: Any) -> dict[str, Any]:
-    return {"type": event_type, "job_id": str(job_id), "at": time.time(), **payload}
+    return {"type": event_type, "job_id": str(job_id), "at": now_rfc3339(), **payload}
 
 
 def make_node_event(
@@ -41,7 +41,7 @@ def make_node_event(
         "change": change,
         "node_id": str(node_id),
         "name": name,
-        "at": time.time(),
+        "at": now_rfc3339(),
         **snapshot,
     }
 

@@ -11,8 +11,8 @@ import pgvector.sqlalchemy
 import sqlalchemy as sa
 from alembic import op
 
+from app.embedders import embedder_dims
 from app.vectors import EMBEDDING_TABLES, hnsw_index_name, hnsw_index_statements
-from workers.models import embedder_dims
 
 revision: str = "0005"
 down_revision: str | None = "0004"
@@ -65,7 +65,7 @@ def upgrade() -> None:
     op.create_index("ix_person_faces_model", "person_faces", ["model"])
     # HNSW needs a fixed dimension; the columns have none (the dimension follows the embedder).
     # One partial expression index per known embedder and table; queries repeat the expression
-    # (app/vectors.py). The embedders known at this revision are those of workers/models.py;
+    # (app/vectors.py). The embedders known at this revision are those of app/embedders.py;
     # a later embedder needs a migration of its own that runs these statements again.
     for table in EMBEDDING_TABLES:
         for statement in hnsw_index_statements(table):

@@ -7,7 +7,7 @@ import pytest
 from jose import jwt
 from pydantic import SecretStr
 
-from app.cli import local_secrets_env
+from app.cli.server import local_secrets_env
 from app.main import create_app
 from app.security import (
     NODE_TOKEN_AUDIENCE,

@@ -27,8 +27,9 @@ def test_model_settings_come_from_nested_environment_variables(monkeypatch):
     assert settings.models_cache_dir == settings.data_dir / "models"
 
 
-def test_tasks_are_faces_objects_and_qr():
+def test_tasks_are_faces_objects_qr_text_and_plates():
     assert parse_tasks("qr, faces,objects,qr") == ("qr", "faces", "objects")
+    assert parse_tasks("text,plates") == ("text", "plates")
     assert parse_tasks(None) == parse_tasks(" ") == DEFAULT_TASKS == ("faces",)
-    with pytest.raises(InvalidInput, match="unknown task"):
-        parse_tasks("faces,plates")
+    with pytest.raises(InvalidInput, match=r"unknown task.*choose from .*text, plates"):
+        parse_tasks("faces,ocr")

@@ -14,8 +14,8 @@ from sqlalchemy import select, text
 from app import streams
 from app.db import create_frames_redis, create_redis
 from app.models import Job, JobStatus
-from app.nodes.client import NodeClient, NodeClientConfig
 from app.settings import RedisSettings
+from clients.node import NodeClient, NodeClientConfig
 from tests.conftest import bearer, node_token, separate_frames_url, serve_app, shared_image
 from tests.e2e.processes import RedisServer
 from tests.images import decode, write_video
@@ -81,7 +81,7 @@ async def test_a_node_streams_a_video_and_results_fleet_and_counts_agree(
     assert status["state"] == "active"
     assert status["version"].startswith("lookout-node/")
     assert status["last_error"] is None
-    assert status["last_seen_at"].endswith("+00:00")
+    assert status["last_seen_at"].endswith("Z")
 
     stats = await client.get("/v1/stats/counts", params={"node_id": str(node.id), "bucket": "1h"})
     assert stats.status_code == 200, stats.text

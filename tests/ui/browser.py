@@ -44,6 +44,9 @@ def lookout_server(servers, models_dir, tmp_path_factory) -> Iterator[str]:  # t
         data_dir=data_dir,
         models_dir=models_dir,
         LOOKOUT_MAINTENANCE__ENABLED="false",
+        # No test here kills a worker, and reading a page of text takes seconds on a busy 2-core
+        # machine: the fault tests' 3 s job timeout would fail such jobs.
+        LOOKOUT_WORKER__JOB_TIMEOUT_S="60",
     )
     log_dir = data_dir / "logs"
     api, base_url = start_api(env, log_dir)

@@ -1,20 +1,26 @@
 """The dashboard in real headless Chromium against a real API + worker (the parts in this branch:
 sign-in, Live, Upload, Job). Screenshots land in tests/ui/output/."""
 
+import asyncio
 import base64
 import re
+import time
 from datetime import datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import httpx
+import skimage
 from playwright.async_api import Page, expect
 
 from app.ui import STATIC_DIR
 from tests.conftest import SHARED_IMAGES, shared_image
+from tests.images import PLATE_READ, dog_with_plate_jpeg
 from tests.ui.browser import screenshots
 
 T1 = SHARED_IMAGES / "scenes" / "t1.jpg"
 DOG = SHARED_IMAGES / "scenes" / "dog.jpg"
+PAGE = Path(skimage.__file__).parent / "data" / "page.png"
 
 
 def test_the_ui_is_served_at_root_and_the_api_docs_still_are(lookout_server):
@@ -187,3 +193,42 @@ async def test_people_and_nodes_pages_render_and_are_screenshotted(signed_in: Pa
     await page.click('.tabs a[data-page="nodes"]')
     await expect(page.locator("#register-node")).to_be_visible()
     await screenshots(page, "nodes")
+
+
+async def finished_job(api: httpx.AsyncClient, image: tuple[str, bytes, str], tasks: str) -> dict:  # type: ignore[type-arg]
+    """Upload, then poll until the job ends: OCR on a busy 2-core machine can take longer
+    than ?wait= allows (LOOKOUT_API__MAX_WAIT_S)."""
+    response = await api.post("/v1/images", files={"image": image}, data={"tasks": tasks})
+    assert response.status_code == 202, response.text
+    job_id = response.json()["id"]
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        job = (await api.get(f"/v1/jobs/{job_id}")).json()
+        if job["status"] in ("done", "failed"):
+            assert job["status"] == "done", job
+            return job  # type: ignore[no-any-return]
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"job {job_id} did not finish in 180 s")
+
+
+async def test_job_page_lists_the_text_in_reading_order_and_the_plates(
+    signed_in: Page, api: httpx.AsyncClient
+):
+    page = signed_in
+    job = await finished_job(api, ("page.png", PAGE.read_bytes(), "image/png"), "text")
+    assert job["text"].startswith("Region-based segmentation\n")
+    await page.goto(f"/#/jobs/{job['id']}")
+    await expect(page.locator("#full-text")).to_have_text(job["text"])
+    await expect(page.locator("#text-regions tbody tr")).to_have_count(len(job["detections"]))
+    await expect(page.locator("#text-regions tbody tr").first).to_contain_text(
+        "Region-based segmentation"
+    )
+    await screenshots(page, "job-text")
+
+    plate_job = await finished_job(
+        api, ("dog.jpg", dog_with_plate_jpeg(SHARED_IMAGES), "image/jpeg"), "objects,plates"
+    )
+    await page.goto(f"/#/jobs/{plate_job['id']}")
+    await expect(page.locator("#plates tbody tr")).to_have_count(1)
+    await expect(page.locator("#plates tbody tr").first).to_contain_text(PLATE_READ)
+    await screenshots(page, "job-plates")

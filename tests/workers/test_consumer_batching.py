@@ -10,6 +10,7 @@ from sqlalchemy import delete, select, text
 from sqlalchemy.exc import IntegrityError
 
 from app import streams
+from app.embedders import ARCFACE_MBF
 from app.models import FaceEmbedding, Job, JobStatus
 from tests.conftest import SHARED_IMAGES, job_events, shared_image
 from tests.workers.detectors.tiny_models import arcface_like
@@ -17,7 +18,6 @@ from workers.consumer import Consumer, Work
 from workers.detectors.base import Detection, ImageBGR
 from workers.detectors.face import Embedder, FaceDetector, FaceDetectorConfig
 from workers.detectors.onnx import OnnxModel, RuntimeOptions
-from workers.models import ARCFACE_MBF
 
 T1 = shared_image("scenes/t1.jpg")
 DOG = shared_image("scenes/dog.jpg")

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import models_command
 from app.settings import ModelSettings, Settings
+from workers.cli import models_command
 from workers.models import (
     DET_500M,
     MOBILEFACENET,
@@ -29,6 +29,7 @@ from workers.models import (
     ModelFile,
     ModelNotFound,
     ObjectPack,
+    TextPack,
     download_models,
     resolve_files,
     resolve_model,
@@ -107,7 +108,9 @@ def test_every_pack_pins_sha256_license_and_upstream_source():
         for model in pack.files:
             assert SHA256.match(model.sha256), model.name
             assert model.license
-            if model is not MOBILEFACENET:  # the stand-in has no public release (MODELS.md)
+            if model.wheel is not None:  # shipped in a wheel the install step puts in
+                assert model.url is None and model.wheel[0] == "rapidocr-onnxruntime"
+            elif model is not MOBILEFACENET:  # the stand-in has no public release (MODELS.md)
                 assert model.url is not None and model.url.startswith("https://github.com/")
     buffalo_sc = PACKS["buffalo_sc"]
     assert isinstance(buffalo_sc, FacePack)
@@ -117,6 +120,40 @@ def test_every_pack_pins_sha256_license_and_upstream_source():
     assert isinstance(buffalo_l, FacePack) and buffalo_l.genderage is not None
     assert {"det_10g.onnx", "genderage.onnx", "2d106det.onnx"} <= {f.name for f in buffalo_l.files}
     assert isinstance(PACKS["yolox_s"], ObjectPack) and PACKS["yolox_s"].input_size_px == 640
+
+
+def test_the_text_pack_comes_verified_from_the_installed_wheel(settings, tmp_path):
+    """No LOOKOUT_MODELS_DIR, an empty cache, downloads off: the wheel's own copies are used,
+    each checked against its sha256."""
+    local = offline_settings(settings, tmp_path, download=False, verify_on_start=True)
+    pack = PACKS["ppocr_v4"]
+    assert isinstance(pack, TextPack) and pack.classifier is not None
+    resolved = resolve_pack(local, pack)
+    assert set(resolved) == {
+        "ch_PP-OCRv4_det_infer.onnx",
+        "ch_PP-OCRv4_rec_infer.onnx",
+        "ch_ppocr_mobile_v2.0_cls_infer.onnx",
+    }
+    for path in resolved.values():
+        assert path.parent.name == "models" and path.parent.parent.name == "rapidocr_onnxruntime"
+    assert [f.name for f in PACKS["ppocr_v4_upright"].files] == [
+        "ch_PP-OCRv4_det_infer.onnx",
+        "ch_PP-OCRv4_rec_infer.onnx",
+    ]
+    assert cache_files(local) == []  # nothing copied or downloaded
+
+
+def test_a_wheel_file_that_is_not_installed_says_which_wheel_to_install(settings, tmp_path):
+    local = offline_settings(settings, tmp_path)
+    absent = ModelFile(
+        name="ch_PP-OCRv4_det_infer.onnx",
+        sha256="0" * 64,
+        license="Apache-2.0",
+        url=None,
+        wheel=("rapidocr-onnxruntime", "rapidocr_onnxruntime/models/no_such_file.onnx"),
+    )
+    with pytest.raises(ModelNotFound, match=r"pip install --no-deps rapidocr-onnxruntime==1\.4\.4"):
+        resolve_model(local, absent)
 
 
 def test_production_defaults_are_buffalo_sc_and_yolox_nano():
@@ -300,4 +337,6 @@ def test_lookout_models_command_line(settings, tmp_path):
         [lookout, "models", "verify"], env=env, capture_output=True, text=True
     )
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert verified.stdout.count("ok ") == 3
+    # The face and object packs' 3 files, and the text pack's 3 from the rapidocr wheel.
+    assert verified.stdout.count("ok ") == 6
+    assert "* ppocr_v4" in listed.stdout

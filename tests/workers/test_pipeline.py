@@ -15,7 +15,9 @@ from workers.pipeline import (
     BadImage,
     apply_orientation,
     caption,
+    class_color,
     decode_image,
+    draw,
     reduction_for,
     render,
     run_batch,
@@ -213,3 +215,56 @@ def test_render_draws_faces_objects_and_qr_outlines():
     for x, y in ((20, 80), (120, 80), (200, 80), (50, 85)):  # box edges, outline, a landmark
         assert drawn[y, x].max() > 60, (x, y)
     assert drawn[160:, :].max() < 40  # nothing drawn where nothing was found
+
+
+def test_a_known_face_is_captioned_with_its_similarity_not_the_detection_score():
+    face = Detection(
+        kind="face",
+        label="face",
+        score=0.91,
+        box=(0, 0, 10, 10),
+        attributes={"identity": {"person_id": "p", "name": "obama", "similarity": 0.734}},
+    )
+    assert caption(face) == "obama 0.73"
+
+
+def test_captions_on_a_real_image_stay_inside_the_frame_and_never_overlap():
+    """t1.jpg with crowded detections: faces side by side with long names, one box at the
+    right edge, one at the top, objects of several classes. Every caption is inside the frame,
+    none covers another, and each object class has its own colour."""
+    image = cv2.imdecode(np.frombuffer(T1, np.uint8), cv2.IMREAD_COLOR)
+    height, width = image.shape[:2]
+    identity = {"person_id": "p", "similarity": 0.81}
+    detections = [
+        Detection(
+            kind="face",
+            label="face",
+            score=0.9,
+            box=(x, 300, x + 60, 380),
+            attributes={"identity": {**identity, "name": f"person number {i} with a long name"}},
+        )
+        for i, x in enumerate(range(100, 700, 70))
+    ]
+    detections += [
+        Detection(kind="face", label="face", score=0.8, box=(width - 40, 500, width - 2, 560)),
+        Detection(kind="face", label="face", score=0.7, box=(600, 0, 660, 50)),
+        Detection(kind="object", label="person", score=0.9, box=(90, 280, 400, 800)),
+        Detection(kind="object", label="dog", score=0.8, box=(95, 285, 380, 700)),
+        Detection(kind="object", label="chair", score=0.7, box=(width - 300, 400, width, 700)),
+    ]
+    canvas = image.copy()
+    labels = draw(canvas, detections)
+    assert len(labels) == len(detections)
+    for label in labels:
+        assert 0 <= label.left < label.right <= width, label
+        assert 0 <= label.top < label.bottom <= height, label
+    overlapping = [
+        (a.text, b.text) for i, a in enumerate(labels) for b in labels[i + 1 :] if a.overlaps(b)
+    ]
+    assert overlapping == []
+    colors = {d.label: class_color(d) for d in detections if d.kind == "object"}
+    assert len(set(colors.values())) == 3, colors
+    # The caption really is drawn in its class colour (its left edge, clear of the text).
+    for detection, label in zip(detections, labels, strict=True):
+        drawn = canvas[label.top + 1, label.left]
+        assert np.abs(drawn.astype(int) - class_color(detection)).max() <= 2, label

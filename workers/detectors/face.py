@@ -17,9 +17,10 @@ from insightface.model_zoo.scrfd import SCRFD
 from insightface.utils import face_align
 from pydantic import BaseModel, Field
 
+from app.embedders import EmbedderSpec
 from workers.detectors.base import Detection, Embedding, ImageBGR
 from workers.detectors.onnx import OnnxModel, RuntimeOptions, Tensor, create_session
-from workers.models import EmbedderSpec, GenderAgeSpec, ModelError
+from workers.models import GenderAgeSpec, ModelError
 
 Landmarks5 = npt.NDArray[np.float32]  # 5 × 2: eyes, nose, mouth corners (x, y)
 

@@ -1,8 +1,8 @@
 """Objects: YOLOX (official ONNX exports), COCO-80 classes, per-class NMS.
 
-Preprocessing and output layout are in workers/models.py (ObjectPack). The decode follows the
-YOLOX demo: per anchor (dx, dy, log w, log h) in grid units over strides 8/16/32, objectness
-and class scores already sigmoid; score = objectness × best class score.
+Preprocessing and output layout are in workers/models/catalog.py (ObjectPack). The decode
+follows the YOLOX demo: per anchor (dx, dy, log w, log h) in grid units over strides 8/16/32,
+objectness and class scores already sigmoid; score = objectness × best class score.
 """
 
 from collections.abc import Sequence

@@ -1,8 +1,8 @@
 """The only module that imports onnxruntime: sessions with explicit threads and providers.
 
 Thread counts come from settings: worker processes × intra-op threads should not exceed the
-cores (ARCHITECTURE.md measured one single-threaded process per core fastest). Spinning is off:
-idle onnxruntime threads would otherwise busy-wait and steal the other processes' cores.
+cores (docs/architecture.md: one single-threaded process per core measured fastest). Spinning
+is off: idle onnxruntime threads would otherwise busy-wait and steal the other processes' cores.
 """
 
 from collections.abc import Sequence
@@ -40,6 +40,13 @@ def available_providers() -> list[str]:
     return list(ort.get_available_providers())
 
 
+def choose_providers(wanted: Sequence[str]) -> list[str]:
+    """The wanted providers this onnxruntime build has, in order (CUDA where present, a
+    provider the build lacks skipped); CPU is the floor."""
+    available = set(available_providers())
+    return [p for p in wanted if p in available] or ["CPUExecutionProvider"]
+
+
 def create_session(model_path: Path, options: RuntimeOptions) -> ort.InferenceSession:
     """A session pinned to the configured threads and the first available providers."""
     session_options = ort.SessionOptions()
@@ -48,9 +55,7 @@ def create_session(model_path: Path, options: RuntimeOptions) -> ort.InferenceSe
     session_options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session_options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    available = set(ort.get_available_providers())
-    # CUDA where present: a provider this onnxruntime build lacks is skipped, CPU is the floor.
-    chosen = [p for p in options.providers if p in available] or ["CPUExecutionProvider"]
+    chosen = choose_providers(options.providers)
     session = ort.InferenceSession(str(model_path), sess_options=session_options, providers=chosen)
     log.debug("onnx_session", model=model_path.name, providers=session.get_providers())
     return session
@@ -70,6 +75,11 @@ class OnnxModel:
         self.output_shapes: list[tuple[int | str | None, ...]] = [
             tuple(o.shape) for o in self.session.get_outputs()
         ]
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """The model's custom metadata (e.g. a PP-OCR recogniser's character dictionary)."""
+        return dict(self.session.get_modelmeta().custom_metadata_map)
 
     @property
     def fixed_batch(self) -> int | None:

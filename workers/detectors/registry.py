@@ -14,7 +14,17 @@ from workers.detectors.face import Embedder, FaceDetector, FaceDetectorConfig, G
 from workers.detectors.objects import ObjectDetector, ObjectDetectorConfig
 from workers.detectors.onnx import OnnxModel, RuntimeOptions
 from workers.detectors.qr import QrDetector, QrDetectorConfig
-from workers.models import face_pack, object_pack, resolve_pack
+from workers.detectors.text import (
+    PlateDetector,
+    PlateDetectorConfig,
+    PpOcrConfig,
+    PpOcrEngine,
+    TesseractConfig,
+    TesseractEngine,
+    TextDetector,
+    TextEngine,
+)
+from workers.models import face_pack, object_pack, resolve_pack, text_pack
 
 log = structlog.get_logger()
 
@@ -50,6 +60,43 @@ def build_object_detector(settings: Settings, options: RuntimeOptions) -> Object
     return ObjectDetector(config, paths[pack.model.name], options=options)
 
 
+def build_text_engine(settings: Settings, options: RuntimeOptions) -> TextEngine:
+    """PP-OCR on the text pack, or the tesseract binary (TextEngineUnavailable without it)."""
+    text = settings.text
+    if text.engine == "tesseract":
+        return TesseractEngine(
+            TesseractConfig(
+                command=text.tesseract_command,
+                languages=text.tesseract_languages,
+                page_segmentation_mode=text.tesseract_psm,
+                score_threshold=text.score_threshold,
+                threads=options.intra_op_threads,
+            )
+        )
+    pack = text_pack(settings)
+    paths = resolve_pack(settings, pack)
+    recognizer = OnnxModel(paths[pack.recognizer.name], options)
+    dictionary = recognizer.metadata.get("character")
+    if dictionary is None:
+        raise ValueError(f"{pack.recognizer.name} has no character dictionary in its metadata")
+    config = PpOcrConfig(
+        max_side_px=text.max_side_px,
+        min_side_px=text.min_side_px,
+        box_threshold=text.box_threshold,
+        score_threshold=text.score_threshold,
+        angle_classifier=pack.classifier is not None,
+    )
+    return PpOcrEngine(
+        config,
+        detector=OnnxModel(paths[pack.detector.name], options),
+        recognizer=recognizer,
+        classifier=(
+            OnnxModel(paths[pack.classifier.name], options) if pack.classifier is not None else None
+        ),
+        characters=dictionary.splitlines(),
+    )
+
+
 def build_detectors(settings: Settings) -> dict[str, Detector]:
     """Load every model once, at worker start, and warm it up.
 
@@ -61,10 +108,22 @@ def build_detectors(settings: Settings) -> dict[str, Detector]:
         "ignore", category=FutureWarning, module=r"insightface\.utils\.face_align"
     )
     options = RuntimeOptions.from_settings(settings)
+    faces = build_face_detector(settings, options)
+    objects = build_object_detector(settings, options)
+    text_engine = build_text_engine(settings, options)
     detectors: dict[str, Detector] = {
-        "faces": build_face_detector(settings, options),
-        "objects": build_object_detector(settings, options),
+        "faces": faces,
+        "objects": objects,
         "qr": QrDetector(QrDetectorConfig()),
+        "text": TextDetector(text_engine),
+        # The same object model and OCR sessions as the two tasks above: no second copy.
+        "plates": PlateDetector(
+            PlateDetectorConfig(
+                vehicle_classes=settings.plates.vehicle_classes, pattern=settings.plates.pattern
+            ),
+            vehicles=objects,
+            engine=text_engine,
+        ),
     }
     if settings.models.warm_up:
         for task, detector in detectors.items():

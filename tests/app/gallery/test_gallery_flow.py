@@ -88,7 +88,7 @@ async def test_enrolled_people_are_identified_and_strangers_are_unknown(client, 
     )
 
     obama = await identify(client, "faces/test/obama1.jpg")
-    assert names(obama) == ["obama"] and obama[0]["identity"]["similarity"] >= 0.62
+    assert names(obama) == ["obama"] and obama[0]["identity"]["similarity"] >= 0.60
     assert names(await identify(client, "faces/test/alex_lacamoire1.jpg")) == ["alex_lacamoire"]
     # SCRFD finds a third, small face in the background of this photo: not enrolled, unknown.
     assert names(await identify(client, "faces/test/obama_and_biden.jpg")) == [
@@ -156,7 +156,8 @@ async def test_bad_enrollments_are_422_naming_the_image_and_store_nothing(
     assert "obama_and_biden.jpg: 3 faces found" in several.json()["detail"]
 
     not_image = await client.post(url, files=[("images", ("notes.txt", b"hello", "text/plain"))])
-    assert not_image.status_code == 422
+    assert not_image.status_code == 415  # as on /v1/images: one answer for one bad file
+    assert not_image.json()["error"] == "unsupported_image_type"
     assert not_image.json()["detail"].startswith("notes.txt: not a JPEG, PNG or WebP image")
 
     assert await count(engine, "SELECT count(*) FROM person_faces") == 0
@@ -267,7 +268,7 @@ async def test_an_unknown_face_is_found_in_past_jobs_and_promoted(client, worker
     )
     assert search.status_code == 200, search.text
     best = search.json()["results"][0]
-    assert best["face_id"] == first[0]["face_id"] and best["similarity"] >= 0.62
+    assert best["face_id"] == first[0]["face_id"] and best["similarity"] >= 0.60
 
     promoted = await client.post(f"/v1/faces/{best['face_id']}/promote", json={"name": "obama"})
     assert promoted.status_code == 200, promoted.text
@@ -367,7 +368,7 @@ async def test_without_a_worker_a_sync_call_ends_with_a_clear_504(client, app):
 
 
 async def test_the_cli_import_enrolls_one_folder_per_person(client, worker, engine):
-    from app.gallery.client import enroll_people, people_in
+    from clients.gallery import enroll_people, people_in
 
     lines = await enroll_people(client, people_in(TRAIN), show_progress=False)
     assert len(lines) == 5 and all(line.startswith("ok") for line in lines), lines
@@ -388,3 +389,49 @@ async def test_an_enrollment_no_worker_finished_leaves_no_job_behind(client, app
         app.state.lookout.settings.gallery.wait_s = 30.0
     assert response.status_code == 504, response.text
     await assert_no_job_data(engine, storage)
+
+
+async def test_keys_off_is_one_gallery_listed_enrolled_and_identified_alike(
+    settings, client, worker
+):
+    """Dev mode (keys off) is one anonymous owner: it sees only the people made with keys off,
+    enrolls only into them, and identify finds whom it enrolled. A key's people stay its own."""
+    from app.settings import AuthSettings
+    from tests.conftest import serve_app
+
+    keyed = (await client.post("/v1/people", json={"name": "keyed"})).json()  # an admin key's
+    keys_off = settings.model_copy(update={"auth": AuthSettings(enabled=False), "env": "dev"})
+    async with serve_app(keys_off) as anonymous:
+        listed = (await anonymous.get("/v1/people")).json()["items"]
+        assert [p["name"] for p in listed] == []
+        assert (await anonymous.get(f"/v1/people/{keyed['id']}")).status_code == 404
+        refused = await anonymous.post(
+            f"/v1/people/{keyed['id']}/faces", files=files(TRAIN / "obama" / "obama.jpg")
+        )
+        assert refused.status_code == 404
+
+        person = (await anonymous.post("/v1/people", json={"name": "barack"})).json()
+        enrolled = await anonymous.post(
+            f"/v1/people/{person['id']}/faces", files=files(*sorted((TRAIN / "obama").iterdir()))
+        )
+        assert enrolled.status_code == 200, enrolled.text
+        assert [p["name"] for p in (await anonymous.get("/v1/people")).json()["items"]] == [
+            "barack"
+        ]
+        assert names(await identify(anonymous, "faces/test/obama1.jpg")) == ["barack"]
+    # The admin key still sees every key's people, the anonymous one included.
+    everyone = {p["name"] for p in (await client.get("/v1/people")).json()["items"]}
+    assert everyone == {"keyed", "barack"}
+
+
+async def test_a_refused_cli_enrollment_leaves_no_empty_person(client, worker, engine):
+    from clients.gallery import enroll_people
+
+    dog = SHARED_IMAGES / "scenes" / "dog.jpg"
+    lines = await enroll_people(client, {"rex": [dog]}, show_progress=False)
+    assert lines[0].startswith("error rex:") and "dog.jpg: no face found" in lines[0], lines
+    assert await count(engine, "SELECT count(*) FROM people") == 0
+    # A person who was there before keeps existing after a refused photo.
+    await client.post("/v1/people", json={"name": "rex"})
+    await enroll_people(client, {"rex": [dog]}, show_progress=False)
+    assert await count(engine, "SELECT count(*) FROM people WHERE name = 'rex'") == 1

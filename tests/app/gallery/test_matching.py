@@ -52,7 +52,7 @@ async def test_identify_is_answered_from_the_models_hnsw_index(engine, sessionma
             )
         finally:
             event.remove(engine.sync_engine, "before_cursor_execute", remember)
-        assert [m.person_id for m in matches] == [ada.id] and matches[0].similarity > 0.999
+        assert [m.person_id for m in matches] == [ada.id] and matches[0].cosine > 0.999
 
         # The very statement identify ran, planned with sequential scans ruled out: only an index
         # whose expression and model predicate match the query can serve it.

@@ -245,7 +245,7 @@ async def test_an_exchanged_token_carries_the_required_claims(client, settings, 
     body = response.json()
     assert body["token_type"] == "bearer"
     assert body["expires_in"] == settings.nodes.token_ttl_s
-    assert body["expires_at"].endswith("+00:00")
+    assert body["expires_at"].endswith("Z")
     header = jwt.get_unverified_header(body["access_token"])
     payload = jwt.get_unverified_claims(body["access_token"])
     assert header == {**header, "alg": "HS256", "kid": settings.nodes.signing_key_id}

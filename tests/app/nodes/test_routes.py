@@ -34,7 +34,7 @@ async def test_registration_shows_the_secret_once_and_stores_only_its_hash(clien
     assert node["tasks"] == ["faces"]
     assert node["store_frames"] is False
     assert node["online"] is False
-    assert node["created_at"].endswith("+00:00")
+    assert node["created_at"].endswith("Z")
 
     listed = (await client.get("/v1/nodes")).json()["items"]
     assert [n["id"] for n in listed] == [node["id"]]
@@ -57,6 +57,14 @@ async def test_names_are_unique_among_nodes_in_service(client):
     assert duplicate.json()["error"] == "conflict"
     assert (await client.delete(f"/v1/nodes/{first['id']}")).status_code == 204
     assert (await client.post("/v1/nodes", json={"name": "cam"})).status_code == 201
+
+
+async def test_a_node_policy_may_ask_for_text_and_plates(client):
+    node = (await client.post("/v1/nodes", json={"name": "gate", "tasks": ["plates"]})).json()
+    assert node["tasks"] == ["plates"]
+    changed = await client.patch(f"/v1/nodes/{node['id']}", json={"tasks": ["text", "objects"]})
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["tasks"] == ["text", "objects"]
 
 
 async def test_registration_refuses_unknown_tasks_and_bad_names(client):
@@ -162,6 +170,34 @@ async def test_a_silent_node_goes_offline_and_that_is_announced(
         await client.post("/v1/nodes/me/heartbeat", json=beat, headers=headers)
         changes = [e["change"] for e in await node_events(redis)]
         assert changes[:3] == ["online", "offline", "online"]
+
+
+async def test_a_goodbye_heartbeat_takes_the_node_offline_now_with_no_stale_figures(
+    settings, make_node, redis, api_key
+):
+    node = await make_node()
+    async with serve_app(settings, api_key) as client:  # offline_after_s: the default 30 s
+        headers = bearer(node_token(settings, node.id))
+        beat = {"fps": 12.5, "latency_ms_p50": 80, "state": "active", "dark_scene": True}
+        assert (await client.post("/v1/nodes/me/heartbeat", json=beat, headers=headers)).is_success
+        [status] = (await client.get("/v1/nodes")).json()["items"]
+        assert (status["online"], status["fps"], status["dark_scene"]) == (True, 12.5, True)
+        assert status["send_fps"] == 0.0  # capture rate and send rate side by side
+
+        goodbye = {**beat, "goodbye": True}
+        assert (
+            await client.post("/v1/nodes/me/heartbeat", json=goodbye, headers=headers)
+        ).is_success
+        [status] = (await client.get("/v1/nodes")).json()["items"]
+        assert status["online"] is False
+        assert (status["fps"], status["latency_ms_p50"], status["state"]) == (None, None, None)
+        assert status["dark_scene"] is False
+        assert status["last_seen_at"] is not None
+        assert [e["change"] for e in await node_events(redis)][-1] == "offline"
+        # Back again: online with its figures.
+        await client.post("/v1/nodes/me/heartbeat", json=beat, headers=headers)
+        [status] = (await client.get("/v1/nodes")).json()["items"]
+        assert (status["online"], status["fps"]) == (True, 12.5)
 
 
 async def test_a_frame_over_http_becomes_a_job_under_the_node_s_policy(

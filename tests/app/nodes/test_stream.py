@@ -95,7 +95,7 @@ async def test_a_refreshed_token_keeps_the_socket_going(client, settings, make_n
         await ws.send_text(json.dumps({"type": "token", "token": node_token(settings, node.id)}))
         answer = await ws.receive_json()
         assert answer["type"] == "token_ok"
-        assert answer["expires_at"].endswith("+00:00")
+        assert answer["expires_at"].endswith("Z")
         await ws.send_text("{}")  # not a control message
         with pytest.raises(WebSocketDisconnect) as closed:
             await ws.receive_json()

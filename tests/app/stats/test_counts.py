@@ -70,13 +70,13 @@ async def test_counts_add_up_per_class_and_bucket_for_any_labels(client, make_no
     )
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["from"] == "2026-03-01T10:00:00+00:00"  # the first bucket's start
-    assert body["to"] == "2026-03-01T13:00:00+00:00"
+    assert body["from"] == "2026-03-01T10:00:00Z"  # the first bucket's start
+    assert body["to"] == "2026-03-01T13:00:00Z"
     assert body["bucket_s"] == 3600
     assert [(b["start"], b["end"], b["frames"], b["counts"]) for b in body["buckets"]] == [
-        ("2026-03-01T10:00:00+00:00", "2026-03-01T11:00:00+00:00", 2, {"car": 2, "person": 4}),
-        ("2026-03-01T11:00:00+00:00", "2026-03-01T12:00:00+00:00", 1, {}),
-        ("2026-03-01T12:00:00+00:00", "2026-03-01T13:00:00+00:00", 1, {"face": 6}),
+        ("2026-03-01T10:00:00Z", "2026-03-01T11:00:00Z", 2, {"car": 2, "person": 4}),
+        ("2026-03-01T11:00:00Z", "2026-03-01T12:00:00Z", 1, {}),
+        ("2026-03-01T12:00:00Z", "2026-03-01T13:00:00Z", 1, {"face": 6}),
     ]
     assert body["totals"] == {"car": 2, "face": 6, "person": 4}
 
@@ -90,11 +90,24 @@ async def test_times_with_offsets_are_read_in_utc_and_buckets_align_to_utc(clien
     )
     body = response.json()
     assert [(b["start"], b["counts"]) for b in body["buckets"]] == [
-        ("2026-03-01T00:00:00+00:00", {"dog": 1}),
-        ("2026-03-02T00:00:00+00:00", {}),
+        ("2026-03-01T00:00:00Z", {"dog": 1}),
+    ]
+    filled = await client.get(
+        "/v1/stats/counts",
+        params={
+            "from": "2026-03-02T01:00:00+02:00",
+            "to": "2026-03-02T02:00:00",
+            "bucket": "1d",
+            "fill": "true",
+        },
+    )
+    body = filled.json()
+    assert [(b["start"], b["counts"]) for b in body["buckets"]] == [
+        ("2026-03-01T00:00:00Z", {"dog": 1}),
+        ("2026-03-02T00:00:00Z", {}),
     ]
     # A naive `to` is UTC; the last bucket is cut short there.
-    assert body["buckets"][-1]["end"] == body["to"] == "2026-03-02T02:00:00+00:00"
+    assert body["buckets"][-1]["end"] == body["to"] == "2026-03-02T02:00:00Z"
 
 
 async def test_without_a_node_every_job_counts(client, make_node, sessionmaker):
@@ -105,7 +118,10 @@ async def test_without_a_node_every_job_counts(client, make_node, sessionmaker):
     body = (await client.get("/v1/stats/counts", params={"bucket": "15m"})).json()
     assert body["node_id"] is None
     assert body["totals"] == {"face": 5}
-    assert len(body["buckets"]) in (96, 97)  # one day of 15-minute buckets
+    assert len(body["buckets"]) == 1  # the empty buckets of the day are left out
+    assert body["buckets"][0]["frames"] == 2
+    filled = await client.get("/v1/stats/counts", params={"bucket": "15m", "fill": "true"})
+    assert len(filled.json()["buckets"]) in (96, 97)  # one day of 15-minute buckets
 
 
 async def test_bad_parameters_get_422_or_404(client):

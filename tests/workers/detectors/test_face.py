@@ -1,6 +1,7 @@
 """Faces with the real SCRFD-500M and MobileFaceNet files; ArcFace and genderage through tiny
 graphs of their exact signatures, checked against insightface's own reference code."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -9,18 +10,13 @@ from insightface.model_zoo.arcface_onnx import ArcFaceONNX
 from insightface.model_zoo.attribute import Attribute
 from insightface.utils import face_align
 
+from app.embedders import ARCFACE_MBF, MOBILEFACENET_SPEC
 from tests.conftest import SHARED_IMAGES, shared_image
 from tests.labelled_faces import labelled_faces, pair_scores
 from tests.workers.detectors.tiny_models import arcface_like, genderage_like
 from workers.detectors.face import Embedder, FaceDetector, FaceDetectorConfig, GenderAge
 from workers.detectors.onnx import OnnxModel, RuntimeOptions
-from workers.models import (
-    ARCFACE_MBF,
-    MOBILEFACENET_SPEC,
-    EmbedderSpec,
-    GenderAgeSpec,
-    ModelError,
-)
+from workers.models import GenderAgeSpec, ModelError
 from workers.pipeline import decode_image
 
 OPTIONS = RuntimeOptions(intra_op_threads=1)
@@ -122,15 +118,7 @@ def test_the_stand_in_spec_would_give_different_numbers_on_the_arcface_graph(arc
         np.array([[600, 330], [650, 330], [625, 360], [605, 385], [645, 385]], np.float32),
     )
     right = Embedder(ARCFACE_MBF, OnnxModel(arcface_graph, OPTIONS)).embed([crop])[0]
-    wrong_spec = EmbedderSpec(
-        model="w600k_mbf",
-        input_size_px=112,
-        layout="NCHW",
-        channel_order="BGR",
-        mean=127.5,
-        std=128.0,
-        dim=512,
-    )
+    wrong_spec = dataclasses.replace(ARCFACE_MBF, channel_order="BGR", std=128.0)
     wrong = Embedder(wrong_spec, OnnxModel(arcface_graph, OPTIONS)).embed([crop])[0]
     assert float(right @ wrong) < 0.999
 
@@ -140,7 +128,7 @@ def test_embedder_refuses_a_spec_that_does_not_fit_the_graph(arcface_graph):
         Embedder(MOBILEFACENET_SPEC, OnnxModel(arcface_graph, OPTIONS))
     with pytest.raises(ModelError, match="512-d"):
         Embedder(
-            EmbedderSpec("x", 112, "NCHW", "RGB", 127.5, 127.5, dim=128),
+            dataclasses.replace(ARCFACE_MBF, model="x", dim=128),
             OnnxModel(arcface_graph, OPTIONS),
         )
 

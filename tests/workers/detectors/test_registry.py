@@ -11,7 +11,11 @@ from workers.pipeline import AFTER_INFERENCE_TASKS
 
 
 def test_the_registry_has_exactly_the_tasks_the_api_accepts(detectors):
-    assert set(detectors) == set(TASKS) - AFTER_INFERENCE_TASKS == {"faces", "objects", "qr"}
+    assert (
+        set(detectors)
+        == set(TASKS) - AFTER_INFERENCE_TASKS
+        == {"faces", "objects", "qr", "text", "plates"}
+    )
     assert all(detector.task == task for task, detector in detectors.items())
 
 

@@ -1,11 +1,15 @@
 // Boxes, landmarks and labels drawn on a canvas over the image (or a dark frame if none).
 import { identityOf } from './api.js';
 
-const COLORS = { face: '#38bdf8', object: '#f59e0b', qr: '#a78bfa' };
+const COLORS = { face: '#38bdf8', object: '#f59e0b', qr: '#a78bfa', text: '#f472b6', plate: '#facc15' };
+// Kinds whose landmarks are a polygon (corners) rather than key points.
+const OUTLINED = new Set(['qr', 'text', 'plate']);
 
 export function labelOf(detection) {
   if (detection.kind === 'face') return identityOf(detection)?.name ?? 'face';
   if (detection.kind === 'qr') return `QR ${detection.attributes?.payload ?? ''}`.trim();
+  if (detection.kind === 'text') return detection.attributes?.text ?? 'text';
+  if (detection.kind === 'plate') return `Plate ${detection.attributes?.plate ?? ''}`.trim();
   return detection.label ?? detection.kind;
 }
 
@@ -28,7 +32,15 @@ export function drawDetections(canvas, image, { width, height }, detections, { m
     const color = COLORS[detection.kind] ?? '#e2e8f0';
     const [x1, y1, x2, y2] = detection.box.map((v) => v * scale);
     g.strokeStyle = color;
-    g.strokeRect(x1, y1, x2 - x1, y2 - y1);
+    const corners = detection.landmarks ?? [];
+    if (OUTLINED.has(detection.kind) && corners.length >= 3) {
+      g.beginPath();
+      corners.forEach(([x, y], i) => (i ? g.lineTo(x * scale, y * scale) : g.moveTo(x * scale, y * scale)));
+      g.closePath();
+      g.stroke();
+    } else {
+      g.strokeRect(x1, y1, x2 - x1, y2 - y1);
+    }
     if (detection.kind === 'face') {
       g.fillStyle = color;
       for (const [x, y] of detection.landmarks ?? []) g.fillRect(x * scale - line, y * scale - line, line * 2, line * 2);

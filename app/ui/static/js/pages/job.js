@@ -1,4 +1,5 @@
-// Job: the annotated image, faces (identity, similarity, age, gender), objects, QR, timings.
+// Job: the annotated image, faces (identity, similarity, age, gender), objects, QR, text,
+// plates, timings.
 import { jobs, people, imageUrl, identityOf, faceIdOf, nodeNameOf } from '../api.js';
 import { h, timeElement, formatMs, percent, errorText } from '../dom.js';
 import { drawDetections, loadImage } from '../draw.js';
@@ -50,6 +51,9 @@ export function render(view, { params: [id] }) {
     const faces = detections.filter((d) => d.kind === 'face');
     const objects = detections.filter((d) => d.kind === 'object');
     const codes = detections.filter((d) => d.kind === 'qr');
+    const texts = detections.filter((d) => d.kind === 'text');
+    const plates = detections.filter((d) => d.kind === 'plate');
+    const asked = job.tasks ?? [];
     const source = nodeNameOf(job);
     const deleteArea = h('div', { class: 'row', id: 'delete-area' });
     const deleteButton = h('button', { type: 'button', class: 'danger', id: 'delete-job', onclick: askDelete }, 'Delete job');
@@ -91,7 +95,38 @@ export function render(view, { params: [id] }) {
         h('h2', {}, `Objects (${objects.length})`),
         objects.length ? objectsTable(objects) : h('p', { class: 'muted' }, 'No objects.'),
         h('h2', {}, `QR codes (${codes.length})`),
-        codes.length ? h('ul', { id: 'qr-codes' }, codes.map((c) => h('li', {}, h('code', {}, c.attributes?.payload ?? '')))) : h('p', { class: 'muted' }, 'No QR codes.')));
+        codes.length ? h('ul', { id: 'qr-codes' }, codes.map((c) => h('li', {}, h('code', {}, c.attributes?.payload ?? '')))) : h('p', { class: 'muted' }, 'No QR codes.'),
+        asked.includes('text') || texts.length ? textSection(job, texts) : null,
+        asked.includes('plates') || plates.length ? platesSection(plates) : null));
+  }
+
+  function textSection(job, texts) {
+    return h('div', { id: 'text-section' },
+      h('h2', {}, `Text (${texts.length} regions)`),
+      texts.length
+        ? [h('pre', { id: 'full-text', class: 'full-text' }, job.text ?? texts.map((t) => t.attributes?.text ?? '').join('\n')),
+          h('div', { class: 'table-wrap' }, h('table', { id: 'text-regions' },
+            h('thead', {}, h('tr', {}, ['Line', 'Text', 'Confidence', 'Polygon'].map((t) => h('th', {}, t)))),
+            h('tbody', {}, texts.map((t) => h('tr', {},
+              h('td', {}, (t.attributes?.line ?? 0) + 1),
+              h('td', {}, t.attributes?.text ?? ''),
+              h('td', {}, t.score.toFixed(2)),
+              h('td', {}, (t.landmarks ?? []).map((p) => p.map(Math.round).join(',')).join(' ')))))))]
+        : h('p', { class: 'muted' }, 'No text.'));
+  }
+
+  function platesSection(plates) {
+    return h('div', { id: 'plates-section' },
+      h('h2', {}, `Plates (${plates.length})`),
+      plates.length
+        ? h('div', { class: 'table-wrap' }, h('table', { id: 'plates' },
+          h('thead', {}, h('tr', {}, ['Plate', 'Confidence', 'Vehicle', 'Vehicle box'].map((t) => h('th', {}, t)))),
+          h('tbody', {}, plates.map((p) => h('tr', {},
+            h('td', {}, h('code', {}, p.attributes?.plate ?? '')),
+            h('td', {}, p.score.toFixed(2)),
+            h('td', {}, p.attributes?.vehicle?.label ?? ''),
+            h('td', {}, (p.attributes?.vehicle?.box ?? []).map(Math.round).join(', ')))))))
+        : h('p', { class: 'muted' }, 'No plates.'));
   }
 
   function facesTable(faces) {

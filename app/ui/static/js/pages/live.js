@@ -60,7 +60,7 @@ export function render(view, { firehose }) {
     const source = sourceOf(job);
     noteSource(source);
     feed.querySelector(`[data-job-id="${job.id}"]`)?.remove();  // a redelivered result
-    const card = renderCard(event, source);
+    const card = renderCard({ ...event, job }, source);  // an error event has no job of its own
     card.hidden = Boolean(nodeFilter) && source !== nodeFilter;
     feed.prepend(card);
     while (feed.children.length > MAX_CARDS) feed.lastElementChild.remove();

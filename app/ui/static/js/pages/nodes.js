@@ -8,15 +8,16 @@ const POLL_MS = 5000;
 export function render(view, { firehose }) {
   const body = h('tbody', {});
   const table = h('div', { class: 'table-wrap' }, h('table', { id: 'nodes' },
-    h('thead', {}, h('tr', {}, ['Node', 'Status', 'FPS', 'p50 latency', 'Frames/min', 'Last seen', 'Last error', ''].map((t) => h('th', {}, t)))),
+    h('thead', {}, h('tr', {}, ['Node', 'Status', 'Capture fps', 'Send fps', 'p50 latency', 'Frames/min', 'Last seen', 'Last error', ''].map((t) => h('th', {}, t)))),
     body));
   const listError = h('p', { class: 'error', id: 'nodes-error' });
   const nameInput = h('input', { id: 'node-name', placeholder: 'Node name', 'aria-label': 'New node’s name' });
   const registered = h('div', { id: 'registered', 'aria-live': 'polite' });
 
+  const form = h('form', { class: 'row', id: 'register-node', onsubmit: register }, nameInput, h('button', { type: 'submit' }, 'Register node'));
   view.append(
     h('h1', {}, 'Nodes'),
-    h('form', { class: 'row', id: 'register-node', onsubmit: register }, nameInput, h('button', { type: 'submit' }, 'Register node')),
+    form,
     registered,
     listError,
     table);
@@ -26,8 +27,16 @@ export function render(view, { firehose }) {
       const fleet = await nodes.list();
       listError.textContent = '';
       body.replaceChildren(...fleet.map(row));
-      if (!fleet.length) body.append(h('tr', {}, h('td', { colspan: 8, class: 'muted' }, 'No nodes registered.')));
+      if (!fleet.length) body.append(h('tr', {}, h('td', { colspan: 9, class: 'muted' }, 'No nodes registered.')));
     } catch (error) {
+      if (error.status === 403) {
+        // Nodes are managed with an admin key: a read/write key gets no form it cannot use.
+        form.remove();
+        table.remove();
+        listError.className = 'muted';
+        listError.textContent = 'Managing nodes needs an admin key.';
+        return;
+      }
       listError.textContent = error.status === 404 ? 'This server has no Nodes API (GET /v1/nodes).' : errorText(error);
     }
   }
@@ -40,6 +49,7 @@ export function render(view, { firehose }) {
       h('td', { class: `status-${status} node-status` }, status,
         node.dark_scene ? h('div', { class: 'warn node-dark' }, 'dark scene') : null),
       h('td', { class: 'node-fps' }, node.fps ?? '—'),
+      h('td', { class: 'node-send-fps' }, node.send_fps ?? '—'),
       h('td', { class: 'node-latency' }, formatMs(node.latency_ms_p50 ?? null)),
       h('td', {}, node.frames_per_min ?? '—'),
       h('td', { class: 'node-last-seen' }, node.last_seen_at ? [timeElement(node.last_seen_at), ' ', h('span', { class: 'muted' }, `(${ago(node.last_seen_at)})`)] : 'never'),

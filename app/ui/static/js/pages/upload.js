@@ -3,7 +3,8 @@ import { jobs, imageUrl, identityOf } from '../api.js';
 import { h, errorText, formatMs } from '../dom.js';
 import { drawDetections, loadImage } from '../draw.js';
 
-const TASKS = ['faces', 'identify', 'objects', 'qr'];
+const TASKS = ['faces', 'identify', 'objects', 'qr', 'text', 'plates'];
+const CHECKED = new Set(['faces', 'identify', 'objects']);
 
 export function render(view) {
   const sockets = new Set();
@@ -16,7 +17,7 @@ export function render(view) {
     ondragleave: () => zone.classList.remove('over'),
     ondrop: (e) => { e.preventDefault(); zone.classList.remove('over'); send([...e.dataTransfer.files]); },
   }, h('strong', {}, 'Drop images here'), h('div', { class: 'muted' }, 'or click to choose — JPEG, PNG or WebP, several at once'));
-  const checks = TASKS.map((task) => h('input', { type: 'checkbox', name: 'task', value: task, checked: task !== 'qr' }));
+  const checks = TASKS.map((task) => h('input', { type: 'checkbox', name: 'task', value: task, checked: CHECKED.has(task) }));
   const list = h('div', { class: 'uploads', id: 'uploads' });
 
   view.append(

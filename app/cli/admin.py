@@ -1,0 +1,148 @@
+"""`lookout apikey | maintain | models | people`: administer a Lookout installation."""
+
+import argparse
+import asyncio
+import re
+import sys
+import time
+from datetime import timedelta
+
+import httpx
+
+from app.apikeys import service
+from app.cli.common import api_error, require
+from app.db import (
+    close_redis,
+    create_engine,
+    create_frames_redis,
+    create_redis,
+    create_sessionmaker,
+)
+from app.errors import AppError
+from app.maintenance import run_maintenance
+from app.settings import Settings
+from app.storage import Storage
+from clients.gallery import enroll_people, people_in
+
+
+async def people_command(settings: Settings, args: argparse.Namespace) -> int:
+    if args.people_command == "enroll":
+        people = {args.name: list(args.photos)}
+    else:
+        if not args.directory.is_dir():
+            print(f"lookout: no such directory: {args.directory}", file=sys.stderr)
+            return 1
+        people = people_in(args.directory)
+    missing = [str(p) for photos in people.values() for p in photos if not p.is_file()]
+    if missing:
+        print(f"lookout: no such photo: {', '.join(missing)}", file=sys.stderr)
+        return 1
+    key = settings.client.api_key
+    headers = {"X-API-Key": key.get_secret_value()} if key is not None else {}
+    try:
+        async with httpx.AsyncClient(
+            base_url=settings.client.url, headers=headers, timeout=settings.client.timeout_s
+        ) as client:
+            lines = await enroll_people(client, people)
+    except httpx.TransportError as exc:
+        print(f"lookout: cannot reach {settings.client.url}: {exc}", file=sys.stderr)
+        return 1
+    except httpx.HTTPStatusError as exc:
+        return api_error(exc.response)
+    print("\n".join(lines))
+    return 0 if all(line.startswith("ok") for line in lines) else 1
+
+
+_DURATION = re.compile(r"^(\d+)([dhms])$")
+_DURATION_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+
+
+def parse_duration(text: str) -> timedelta:
+    match = _DURATION.match(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: use e.g. 90d, 12h, 30m")
+    return timedelta(**{_DURATION_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def run_apikey(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        return asyncio.run(apikey_command(settings, args))
+    except AppError as exc:
+        print(f"lookout: {exc.detail}", file=sys.stderr)
+        return 1
+
+
+async def apikey_command(settings: Settings, args: argparse.Namespace) -> int:
+    require(settings.database.url, "LOOKOUT_DATABASE__URL")
+    engine = create_engine(settings.database)
+    try:
+        if args.apikey_command == "create":
+            expires_in = parse_duration(args.expires_in) if args.expires_in else None
+            # Committed before it is printed: a key shown to someone is a key that exists.
+            async with create_sessionmaker(engine).begin() as session:
+                key, token = await service.create_key(
+                    session,
+                    name=args.name,
+                    scopes=service.parse_scopes(args.scopes),
+                    expires_in=expires_in,
+                )
+            print(token, flush=True)
+            expiry = key.expires_at.isoformat() if key.expires_at else "never"
+            print(
+                f"created key {key.prefix} ({args.name}; scopes {','.join(key.scopes)}; "
+                f"expires {expiry}). The key is shown only this once.",
+                file=sys.stderr,
+            )
+            return 0
+        async with create_sessionmaker(engine).begin() as session:
+            if args.apikey_command == "list":
+                print("PREFIX        NAME                 SCOPES             STATE    LAST USED")
+                for key in await service.list_keys(session):
+                    state = (
+                        "revoked"
+                        if key.revoked_at
+                        else "expired"
+                        if key.expires_at and key.expires_at.timestamp() <= time.time()
+                        else "active"
+                    )
+                    last = (
+                        key.last_used_at.isoformat(timespec="seconds") if key.last_used_at else "-"
+                    )
+                    print(
+                        f"{key.prefix:<13} {key.name[:20]:<20} {','.join(key.scopes):<18} "
+                        f"{state:<8} {last}"
+                    )
+            else:
+                key = await service.revoke_key(session, args.prefix)
+                print(f"revoked key {key.prefix} ({key.name})")
+    finally:
+        await engine.dispose()
+    return 0
+
+
+async def maintain_once(settings: Settings) -> int:
+    require(settings.database.url, "LOOKOUT_DATABASE__URL")
+    engine = create_engine(settings.database)
+    redis = create_redis(settings.redis)
+    frames_redis = create_frames_redis(settings.redis, redis)
+    try:
+        report = await run_maintenance(
+            settings,
+            create_sessionmaker(engine),
+            redis,
+            Storage(settings.storage_dir),
+            frames_redis=frames_redis,
+        )
+    finally:
+        await close_redis(redis, frames_redis)
+        await engine.dispose()
+    print(report)
+    return 0
+
+
+def run_maintain(settings: Settings, _args: argparse.Namespace) -> int:
+    return asyncio.run(maintain_once(settings))
+
+
+def run_people(settings: Settings, args: argparse.Namespace) -> int:
+    return asyncio.run(people_command(settings, args))

@@ -1,0 +1,243 @@
+"""`lookout up | api | worker | migrate`: run Lookout's processes."""
+
+import argparse
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from app.cli.common import load, require
+from app.db import migrate
+from app.logging import configure_logging
+from app.settings import PLACEHOLDER_NODE_SIGNING_KEY, Settings, is_placeholder
+
+# How long children get to drain in-flight work after SIGTERM before they are killed.
+SHUTDOWN_GRACE_S = 30.0
+
+
+def migrate_command(settings: Settings, _args: argparse.Namespace) -> int:
+    migrate(require(settings.database.url, "LOOKOUT_DATABASE__URL"))
+    print("database schema is up to date")
+    return 0
+
+
+def run_api(settings: Settings, *, host: str | None, port: int | None) -> int:
+    import uvicorn  # only the API process needs the server
+
+    from app.server import protocol_class
+
+    configure_logging(settings)
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=host or settings.api.host,
+        port=port or settings.api.port,
+        log_level=settings.log_level.lower(),
+        proxy_headers=True,
+        # RequestContext logs every request (with its request id); uvicorn's would repeat it.
+        access_log=False,
+        log_config=None,  # keep our structlog setup: JSON lines in production
+        http=protocol_class(settings.api.header_timeout_s),  # slow request heads are cut off
+    )
+    return 0
+
+
+def up(settings: Settings) -> int:
+    """Embedded servers (if needed), migrations, the API and the workers, supervised.
+
+    The data dir is locked first: a second `up` on it stops with the first one's pid. A part
+    that dies is restarted with backoff (app/supervisor.py); one that keeps dying stops it all.
+    Ctrl-C stops in order: the API, then the workers (drained), then Redis, then Postgres.
+    """
+    # Imported here: the API and worker processes that `up` starts load this module too.
+    from app.embedded import DataDirBusy, DataDirLock, EmbeddedServices, start_embedded
+    from app.supervisor import GiveUp, Part, Supervisor
+
+    configure_logging(settings)
+
+    # Models first: a missing file is one clear message before anything starts, rather than
+    # an API that accepts jobs no worker can run.
+    models_ready: Callable[[Settings], bool] = load("workers.cli:models_ready")
+    if not models_ready(settings):
+        return 2
+    try:
+        lock = DataDirLock(settings.data_dir)
+    except DataDirBusy as exc:
+        print(f"lookout: {exc}", file=sys.stderr)
+        return 1
+    embedded: EmbeddedServices | None = None
+    supervisor = Supervisor()
+    worker_names = [f"worker-{i}" for i in range(settings.worker.processes)]
+    stopping = False
+
+    def request_stop(_signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    exit_code = 0
+    try:
+        busy = _port_in_use(settings.api.host, settings.api.port)
+        if busy:
+            print(
+                f"lookout: port {settings.api.port} on {settings.api.host} is in use ({busy}); "
+                "stop what uses it or set LOOKOUT_API__PORT",
+                file=sys.stderr,
+            )
+            return 1
+        env = dict(os.environ)
+        if settings.database.url is None or settings.redis.url is None:
+            embedded = start_embedded(settings.data_dir)
+            if settings.database.url is None:
+                env["LOOKOUT_DATABASE__URL"] = embedded.database_url
+            if settings.redis.url is None:
+                env["LOOKOUT_REDIS__URL"] = embedded.redis_url
+        keys_off = _zero_config_dev(settings)
+        env.update(_auth_env(settings))
+        # /health/ready reports a degraded pool when fewer than these are alive.
+        env["LOOKOUT_WORKER__EXPECTED"] = str(len(worker_names))
+        migrate(env["LOOKOUT_DATABASE__URL"])
+        if embedded is not None and settings.redis.url is None:
+            supervisor.adopt(
+                Part("redis", start=embedded.start_redis, stop=embedded.stop_redis),
+                embedded.redis_process,
+            )
+        # Children ignore the terminal's Ctrl-C (own session); we stop them in order below.
+        supervisor.add(Part("api", start=_child_starter(["api"], env), grace_s=SHUTDOWN_GRACE_S))
+        for index, name in enumerate(worker_names):
+            command = ["worker", "--processes", "1", "--index", str(index)]
+            supervisor.add(Part(name, start=_child_starter(command, env), grace_s=SHUTDOWN_GRACE_S))
+        base = f"http://{settings.api.host}:{settings.api.port}"
+        lock.record(
+            {
+                "api_url": base,
+                "database_url": env["LOOKOUT_DATABASE__URL"],
+                "redis_url": env["LOOKOUT_REDIS__URL"],
+            }
+        )
+        print("Starting Lookout: Postgres, Redis, the API and the workers…", flush=True)
+        announced = False
+        next_probe = 0.0
+        while not stopping:
+            supervisor.poll()
+            if not announced and time.monotonic() >= next_probe:
+                next_probe = time.monotonic() + 0.5
+                if _ready(base):
+                    announced = True
+                    _print_banner(base, env, keys_off=keys_off)
+            time.sleep(0.2)
+    except GiveUp as exc:
+        print(f"lookout: {exc}", file=sys.stderr, flush=True)
+        exit_code = 1
+    finally:
+        # API first (no new work), then workers (they finish what they hold), then Redis.
+        supervisor.stop([["api"], worker_names, ["redis"]])
+        if embedded is not None:
+            embedded.stop()
+        lock.release()
+    return exit_code
+
+
+def _child_starter(
+    command: list[str], env: dict[str, str]
+) -> Callable[[], subprocess.Popen[bytes]]:
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "app.cli", *command], env=env, start_new_session=True
+        )
+
+    return start
+
+
+def _port_in_use(host: str, port: int) -> str | None:
+    """Why the API could not listen on host:port, or None when it can."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
+def _ready(base: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{base}/health/ready", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _print_banner(base: str, env: dict[str, str], *, keys_off: bool) -> None:
+    print(f"Lookout is up: {base}  (docs {base}/docs, firehose ws{base[4:]}/v1/ws)", flush=True)
+    print(f"Database: {env['LOOKOUT_DATABASE__URL']}", flush=True)
+    if keys_off:
+        print(
+            "WARNING: dev mode on loopback, API keys are OFF: any request is accepted, with or "
+            "without X-API-Key. To require keys: LOOKOUT_ENV=local lookout up",
+            flush=True,
+        )
+    print("Ctrl-C stops everything. API keys: `lookout apikey create NAME`.", flush=True)
+
+
+def _auth_env(settings: Settings) -> dict[str, str]:
+    """What `up` sets for its children about keys: dev mode, or local secrets of the data dir."""
+    if _zero_config_dev(settings):
+        # `make up` + curl with no key, as the quickstart promises: a dev server on loopback.
+        # Only when the user chose neither an environment nor auth, and nothing else can reach
+        # the port; anything else keeps API keys on.
+        return {"LOOKOUT_ENV": "dev", "LOOKOUT_AUTH__ENABLED": "false"}
+    return local_secrets_env(settings)
+
+
+def local_secrets_env(settings: Settings) -> dict[str, str]:
+    """Variables that replace placeholder secrets with random ones kept in the data dir.
+
+    Only for local/dev, where `lookout up` is the whole deployment; staging and prod must set
+    their own (startup refuses placeholders there). The node signing key is never left at the
+    public placeholder: anyone could sign node tokens with it.
+    """
+    if settings.env not in ("local", "dev"):
+        return {}
+    env = {}
+    if settings.env == "local" and is_placeholder(settings.secret_key.get_secret_value()):
+        # Zero-config: a random secret of this data dir rather than a placeholder.
+        env["LOOKOUT_SECRET_KEY"] = _local_secret_key(settings.data_dir)
+    if settings.nodes.signing_key.get_secret_value() == PLACEHOLDER_NODE_SIGNING_KEY:
+        env["LOOKOUT_NODES__SIGNING_KEY"] = _local_secret_key(
+            settings.data_dir, name="node_signing_key"
+        )
+    return env
+
+
+def _zero_config_dev(settings: Settings) -> bool:
+    chosen = settings.model_fields_set
+    loopback = settings.api.host in ("127.0.0.1", "localhost", "::1")
+    return loopback and "env" not in chosen and "auth" not in chosen
+
+
+def _local_secret_key(data_dir: Path, name: str = "secret_key") -> str:
+    """A random secret kept in the data dir (mode 0600), made on first use."""
+    path = data_dir / name
+    if not path.is_file():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def run_up(settings: Settings, _args: argparse.Namespace) -> int:
+    return up(settings)
+
+
+def run_api_command(settings: Settings, args: argparse.Namespace) -> int:
+    return run_api(settings, host=args.host, port=args.port)

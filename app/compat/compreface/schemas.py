@@ -1,0 +1,212 @@
+"""CompreFace's JSON shapes (docs/Rest-API-description.md of exadel-inc/CompreFace, and its
+Java DTOs): field names and nesting as CompreFace sends them. Optional parts (plugins,
+status) are left out of a response when not asked for, as CompreFace does."""
+
+import uuid
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+SubjectName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+SIMILARITY = (
+    "Lookout's calibrated similarity (0-1, the same scale for every embedding model): the same "
+    "person scores above ~0.6, a stranger below ~0.4 (README: Similarity)"
+)
+
+
+class CompreFaceErrorOut(BaseModel):
+    """Every error of /api/v1: CompreFace's own body and code numbers."""
+
+    message: str = Field(examples=["No face is found in the given image"])
+    code: int = Field(examples=[28], description="CompreFace's error code (28 no face, 42 …)")
+
+
+class Box(BaseModel):
+    probability: float = Field(description="detector score of the face")
+    x_max: int
+    y_max: int
+    x_min: int
+    y_min: int
+
+
+class Age(BaseModel):
+    probability: float | None = None
+    high: int
+    low: int
+
+
+class Gender(BaseModel):
+    probability: float | None = None
+    value: str = Field(examples=["female"])
+
+
+class FaceOut(BaseModel):
+    """One face; plugin fields appear only when asked for with face_plugins (and available)."""
+
+    age: Age | None = None
+    gender: Gender | None = None
+    embedding: list[float] | None = Field(default=None, description="face_plugins=calculator")
+    box: Box
+    landmarks: list[list[int]] | None = Field(default=None, description="face_plugins=landmarks")
+    execution_time: dict[str, float] | None = Field(default=None, description="status=true")
+
+
+class SubjectSimilarity(BaseModel):
+    subject: str
+    similarity: float = Field(description=SIMILARITY)
+
+
+class RecognizedFace(FaceOut):
+    subjects: list[SubjectSimilarity] = Field(
+        description="the nearest distinct subjects, best first (at most prediction_count)"
+    )
+
+
+class VerifiedFace(FaceOut):
+    similarity: float = Field(description=SIMILARITY)
+
+
+class DetectOut(BaseModel):
+    result: list[FaceOut]
+    plugins_versions: dict[str, str] | None = Field(default=None, description="status=true")
+
+
+class RecognizeOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "result": [
+                        {
+                            "box": {
+                                "probability": 0.79581,
+                                "x_max": 752,
+                                "y_max": 438,
+                                "x_min": 398,
+                                "y_min": 0,
+                            },
+                            "subjects": [
+                                {"subject": "obama", "similarity": 0.96398},
+                                {"subject": "biden", "similarity": 0.00641},
+                            ],
+                        }
+                    ]
+                }
+            ]
+        }
+    )
+
+    result: list[RecognizedFace]
+    plugins_versions: dict[str, str] | None = Field(default=None, description="status=true")
+
+
+class FaceVerifyOut(BaseModel):
+    result: list[VerifiedFace]
+    plugins_versions: dict[str, str] | None = Field(default=None, description="status=true")
+
+
+class VerificationResult(BaseModel):
+    source_image_face: FaceOut
+    face_matches: list[VerifiedFace]
+    plugins_versions: dict[str, str] | None = Field(default=None, description="status=true")
+
+
+class VerificationOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "result": [
+                        {
+                            "source_image_face": {
+                                "box": {
+                                    "probability": 0.86,
+                                    "x_max": 330,
+                                    "y_max": 380,
+                                    "x_min": 120,
+                                    "y_min": 90,
+                                }
+                            },
+                            "face_matches": [
+                                {
+                                    "box": {
+                                        "probability": 0.885,
+                                        "x_max": 520,
+                                        "y_max": 300,
+                                        "x_min": 342,
+                                        "y_min": 80,
+                                    },
+                                    "similarity": 0.93711,
+                                }
+                            ],
+                        }
+                    ]
+                }
+            ]
+        }
+    )
+
+    result: list[VerificationResult]
+
+
+class SubjectIn(BaseModel):
+    subject: SubjectName = Field(examples=["obama"])
+
+
+class SubjectOut(BaseModel):
+    subject: str
+
+
+class SubjectList(BaseModel):
+    subjects: list[str]
+
+
+class Updated(BaseModel):
+    updated: bool
+
+
+class Deleted(BaseModel):
+    deleted: int
+
+
+class Example(BaseModel):
+    """A face example: a face enrolled in Lookout's gallery (image_id = the enrolled face id)."""
+
+    image_id: uuid.UUID
+    subject: str
+
+
+class ExamplePage(BaseModel):
+    faces: list[Example]
+    page_number: int
+    page_size: int
+    total_pages: int
+    total_elements: int
+
+
+class EmbeddingsIn(BaseModel):
+    embeddings: list[list[float]] = Field(min_length=1)
+
+
+class EmbeddingsVerifyIn(BaseModel):
+    source: list[float] = Field(min_length=1)
+    targets: list[list[float]] = Field(min_length=1)
+
+
+class EmbeddingRecognition(BaseModel):
+    embedding: list[float]
+    similarities: list[SubjectSimilarity]
+
+
+class EmbeddingRecognizeOut(BaseModel):
+    result: list[EmbeddingRecognition]
+
+
+class EmbeddingSimilarity(BaseModel):
+    embedding: list[float]
+    similarity: float = Field(description=SIMILARITY)
+
+
+class EmbeddingVerifyOut(BaseModel):
+    result: list[EmbeddingSimilarity]

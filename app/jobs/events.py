@@ -1,0 +1,58 @@
+"""The shape of a job's events, in one place: what the API, the workers and the reconciler put
+on a job's stream (and the firehose). The wire format of any event is app/streams/events.py;
+this module says which events a job's life produces and what each carries.
+
+- `queued` / `running` / `done` / `failed`: {"type": "status", "status": …}
+- a finished job: {"type": "result", "owner_id", "job": JobDetail}, then status done
+- a failed job: {"type": "error", "owner_id", "error": reason}, then status failed
+`owner_id` (a string, or null for jobs of no key) is what the firehose filters on.
+"""
+
+import uuid
+from typing import Any
+
+from app import streams
+from app.jobs.schemas import JobDetail
+from app.models import JobStatus
+
+Event = dict[str, Any]
+
+
+def owner_field(owner_id: uuid.UUID | None) -> str | None:
+    """How result/error events name the job's owner (the firehose filters on it)."""
+    return None if owner_id is None else str(owner_id)
+
+
+def status(job_id: uuid.UUID, value: str) -> Event:
+    return streams.make_event("status", job_id, status=value)
+
+
+def result(detail: JobDetail, owner_id: uuid.UUID | None) -> Event:
+    return streams.make_event(
+        "result", detail.id, owner_id=owner_field(owner_id), job=detail.model_dump(mode="json")
+    )
+
+
+def error(job_id: uuid.UUID, owner_id: uuid.UUID | None, reason: str | None) -> Event:
+    return streams.make_event("error", job_id, owner_id=owner_field(owner_id), error=reason)
+
+
+def done(detail: JobDetail, owner_id: uuid.UUID | None) -> list[Event]:
+    """The events of a job that has just finished: its result, then its final status."""
+    return [result(detail, owner_id), status(detail.id, "done")]
+
+
+def failed(job_id: uuid.UUID, owner_id: uuid.UUID | None, reason: str) -> list[Event]:
+    """The events of a job that has just failed: why, then its final status."""
+    return [error(job_id, owner_id, reason), status(job_id, "failed")]
+
+
+def snapshot(job: JobDetail, owner_id: uuid.UUID | None = None) -> list[Event]:
+    """Events describing a job's current state, for when its event stream has expired."""
+    events = []
+    if job.status == JobStatus.done:
+        events.append(result(job, owner_id))
+    elif job.status == JobStatus.failed:
+        events.append(error(job.id, owner_id, job.error))
+    events.append(status(job.id, job.status.value))
+    return events

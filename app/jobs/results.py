@@ -1,0 +1,208 @@
+"""Recording what happened to jobs, in Postgres: started, finished with results, failed.
+
+The one home of the SQL that writes a job's outcome, shared by the workers (every job) and the
+reconciler (a node frame lost before any worker ran it). Each function works in the caller's
+session and transaction and returns the events to publish once it has committed (their shape is
+app/jobs/events.py); publishing and acking are the caller's.
+
+Writes are idempotent, keyed by job id: only a job that is not finished yet changes (the row is
+locked first), and a redelivered result replaces the job's detections rather than adding more.
+"""
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.jobs import events as job_events
+from app.jobs.service import JOB_NODE_NAME, job_detail, node_name
+from app.models import Detection, FaceEmbedding, Job, JobStatus
+
+UNFINISHED = (JobStatus.queued, JobStatus.running)
+
+
+class FoundEmbedding(Protocol):
+    """A face embedding as the detectors produce it (workers/detectors/base.py Embedding)."""
+
+    @property
+    def model(self) -> str: ...
+    @property
+    def dim(self) -> int: ...
+    @property
+    def vector(self) -> npt.NDArray[np.float32]: ...
+
+
+class FoundDetection(Protocol):
+    """One detection of a job (workers/detectors/base.py Detection)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def label(self) -> str | None: ...
+    @property
+    def score(self) -> float: ...
+    @property
+    def box(self) -> Sequence[float]: ...
+    @property
+    def landmarks(self) -> Sequence[Sequence[float]] | None: ...
+    @property
+    def attributes(self) -> dict[str, Any]: ...
+    @property
+    def embedding(self) -> FoundEmbedding | None: ...
+
+
+class Outcome(Protocol):
+    """What a job's run found (workers/pipeline.py PipelineResult)."""
+
+    @property
+    def width(self) -> int: ...
+    @property
+    def height(self) -> int: ...
+    @property
+    def detections(self) -> Sequence[FoundDetection]: ...
+    @property
+    def counts(self) -> dict[str, int]: ...
+    @property
+    def decode_ms(self) -> float: ...
+    @property
+    def inference_ms(self) -> float: ...
+
+
+@dataclass
+class Recorded:
+    """What `record_results` wrote: the events to publish after the commit, in order."""
+
+    events: list[job_events.Event] = field(default_factory=list)
+    # The jobs finished by this write, with their number of detections.
+    finished: dict[uuid.UUID, int] = field(default_factory=dict)
+    # The jobs that were already finished (or are gone): nothing of theirs was written.
+    settled_before: list[uuid.UUID] = field(default_factory=list)
+
+
+async def mark_running(session: AsyncSession, job_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    """Mark the jobs running; the ids of those that exist and are not yet finished."""
+    rows = await session.scalars(
+        update(Job)
+        .where(Job.id.in_(job_ids), Job.status.in_(UNFINISHED))
+        .values(status=JobStatus.running, attempts=Job.attempts + 1, started_at=datetime.now(UTC))
+        .returning(Job.id)
+    )
+    return set(rows)
+
+
+async def record_results(
+    session: AsyncSession,
+    outcomes: Mapping[uuid.UUID, Outcome],
+    *,
+    processed_keys: Mapping[uuid.UUID, str],
+) -> Recorded:
+    """Write the results of several jobs (one outcome per job id) in the caller's transaction.
+
+    A job that is already finished (an earlier delivery, or an earlier try of this one that
+    committed before an outage) is left as it is and listed in `settled_before`.
+    """
+    jobs, node_names = await _lock_unfinished(session, outcomes)
+    # Keyed by job id: a redelivery replaces rows (embeddings cascade) rather than adding a
+    # second set.
+    await session.execute(delete(Detection).where(Detection.job_id.in_(jobs)))
+    rows = {job_id: _detection_rows(job_id, outcomes[job_id]) for job_id in jobs}
+    session.add_all([row for job_rows in rows.values() for row in job_rows])
+    await session.flush()  # detection ids, for the embeddings
+    now = datetime.now(UTC)
+    for job_id, job in jobs.items():
+        outcome = outcomes[job_id]
+        session.add_all(_embedding_rows(job_id, rows[job_id], outcome))
+        _mark_done(job, outcome, processed_key=processed_keys.get(job_id), now=now)
+    await session.flush()
+    recorded = Recorded(settled_before=[job_id for job_id in outcomes if job_id not in jobs])
+    for job_id, job in jobs.items():
+        detail = job_detail(job, rows[job_id], node_name=node_names[job_id])
+        recorded.events.extend(job_events.done(detail, job.owner_id))
+        recorded.finished[job_id] = len(rows[job_id])
+    return recorded
+
+
+async def record_failure(
+    session: AsyncSession, job_id: uuid.UUID, reason: str
+) -> list[job_events.Event] | None:
+    """Fail the job with `reason`; its events, or None when it was already finished (or gone)."""
+    failed = await session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_(UNFINISHED))
+        .values(status=JobStatus.failed, error=reason, finished_at=datetime.now(UTC))
+        .returning(Job.owner_id)
+    )
+    owner = failed.first()
+    return None if owner is None else job_events.failed(job_id, owner[0], reason)
+
+
+async def final_events(session: AsyncSession, job: Job) -> list[job_events.Event]:
+    """The events that describe a finished job as it is now (to publish them again)."""
+    rows = await session.scalars(
+        select(Detection).where(Detection.job_id == job.id).order_by(Detection.id)
+    )
+    detail = job_detail(job, list(rows), node_name=await node_name(session, job))
+    return job_events.snapshot(detail, job.owner_id)
+
+
+async def _lock_unfinished(
+    session: AsyncSession, job_ids: Mapping[uuid.UUID, object]
+) -> tuple[dict[uuid.UUID, Job], dict[uuid.UUID, str | None]]:
+    """Lock the jobs' rows: (the unfinished jobs by id, every found job's node name)."""
+    locked = await session.execute(
+        select(Job, JOB_NODE_NAME).where(Job.id.in_(job_ids)).with_for_update()
+    )
+    jobs: dict[uuid.UUID, Job] = {}
+    node_names: dict[uuid.UUID, str | None] = {}  # for the result events
+    for job, name in locked:
+        node_names[job.id] = name
+        if not job.status.finished:
+            jobs[job.id] = job
+    return jobs, node_names
+
+
+def _detection_rows(job_id: uuid.UUID, outcome: Outcome) -> list[Detection]:
+    return [
+        Detection(
+            job_id=job_id,
+            kind=d.kind,
+            label=d.label,
+            score=d.score,
+            box=list(d.box),
+            landmarks=[list(p) for p in d.landmarks] if d.landmarks else None,
+            attributes=d.attributes,
+        )
+        for d in outcome.detections
+    ]
+
+
+def _embedding_rows(
+    job_id: uuid.UUID, rows: Sequence[Detection], outcome: Outcome
+) -> list[FaceEmbedding]:
+    return [
+        FaceEmbedding(
+            detection_id=row.id,
+            job_id=job_id,
+            model=d.embedding.model,
+            dim=d.embedding.dim,
+            embedding=d.embedding.vector,
+        )
+        for row, d in zip(rows, outcome.detections, strict=True)
+        if d.embedding is not None
+    ]
+
+
+def _mark_done(job: Job, outcome: Outcome, *, processed_key: str | None, now: datetime) -> None:
+    job.status = JobStatus.done
+    job.width, job.height = outcome.width, outcome.height  # upright, from the pixels
+    job.counts = outcome.counts
+    job.decode_ms = outcome.decode_ms
+    job.inference_ms = outcome.inference_ms
+    job.processed_image_key = processed_key
+    job.finished_at = now

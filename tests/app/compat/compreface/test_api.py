@@ -1,0 +1,367 @@
+"""CompreFace's /api/v1 over Lookout: the API in-process, a real worker (consumer), Postgres +
+pgvector, the real models, the shared faces. Response shapes and error codes are CompreFace's
+(docs/Rest-API-description.md, java/common/.../CommonExceptionCode.java of exadel-inc/CompreFace).
+"""
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import text
+
+from app import streams
+from app.security import Scope
+from tests.conftest import SHARED_IMAGES, shared_image
+
+TRAIN = SHARED_IMAGES / "faces" / "train"
+API = "/api/v1"
+
+
+@pytest.fixture
+async def worker(make_consumer) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(make_consumer(block_ms=50).run(stop))
+    yield
+    stop.set()
+    await task
+
+
+def jpeg(relative: str, field: str = "file") -> dict:  # type: ignore[type-arg]
+    return {field: (relative.rsplit("/", 1)[-1], shared_image(relative), "image/jpeg")}
+
+
+async def count(engine, sql: str) -> int:  # type: ignore[no-untyped-def]
+    async with engine.connect() as connection:
+        return int((await connection.execute(text(sql))).scalar_one())
+
+
+async def stored_rows(engine) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    return {
+        table: await count(engine, f"SELECT count(*) FROM {table}")
+        for table in ("people", "person_faces", "jobs", "detections", "face_embeddings")
+    }
+
+
+async def enroll_training_set(client) -> dict[str, list[str]]:  # type: ignore[no-untyped-def]
+    """Every train photo added as a face example of its folder's subject; image ids by subject."""
+    examples: dict[str, list[str]] = {}
+    for folder in sorted(TRAIN.iterdir()):
+        for photo in sorted(folder.iterdir()):
+            response = await client.post(
+                f"{API}/recognition/faces",
+                params={"subject": folder.name},
+                files={"file": (photo.name, photo.read_bytes(), "image/jpeg")},
+            )
+            assert response.status_code == 201, response.text
+            assert response.json()["subject"] == folder.name
+            examples.setdefault(folder.name, []).append(response.json()["image_id"])
+    return examples
+
+
+def assert_error(response, status: int, code: int) -> dict:  # type: ignore[no-untyped-def, type-arg]
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"message", "code"} and body["code"] == code, body
+    assert response.headers["content-type"] == "application/json"
+    assert int(response.headers["content-length"]) == len(response.content)
+    return body  # type: ignore[no-any-return]
+
+
+async def test_enrolled_subjects_are_recognized_above_060_and_strangers_below_040(
+    client, worker, engine
+):
+    examples = await enroll_training_set(client)
+    assert sum(len(ids) for ids in examples.values()) == 9
+    # A subject IS a Lookout person: the same five in /v1/people, with their faces.
+    people = (await client.get("/v1/people")).json()["items"]
+    assert sorted(p["name"] for p in people) == sorted(examples)
+    assert {p["name"]: p["face_count"] for p in people} == {k: len(v) for k, v in examples.items()}
+
+    async def recognize(relative: str, **params) -> list[dict]:  # type: ignore[no-untyped-def, type-arg]
+        response = await client.post(
+            f"{API}/recognition/recognize", params=params, files=jpeg(relative)
+        )
+        assert response.status_code == 200, response.text
+        assert int(response.headers["content-length"]) == len(response.content)
+        return response.json()["result"]  # type: ignore[no-any-return]
+
+    [obama] = await recognize("faces/test/obama1.jpg")
+    assert obama["subjects"][0]["subject"] == "obama" and obama["subjects"][0]["similarity"] > 0.6
+    [alex] = await recognize("faces/test/alex_lacamoire1.jpg")
+    assert alex["subjects"][0]["subject"] == "alex_lacamoire"
+    assert alex["subjects"][0]["similarity"] > 0.6
+
+    # Three faces, biggest first: Biden and Obama (either order by size), then the child,
+    # who is not enrolled: every subject below 0.40.
+    faces = await recognize("faces/test/obama_and_biden.jpg", prediction_count=5)
+    assert len(faces) == 3
+    assert {f["subjects"][0]["subject"] for f in faces[:2]} == {"biden", "obama"}
+    assert all(f["subjects"][0]["similarity"] > 0.6 for f in faces[:2])
+    assert faces[2]["subjects"][0]["similarity"] < 0.4
+    for face in faces:
+        # Distinct subjects (obama and biden have two examples each), best first.
+        names = [s["subject"] for s in face["subjects"]]
+        assert sorted(names) == sorted(examples)
+        similarities = [s["similarity"] for s in face["subjects"]]
+        assert similarities == sorted(similarities, reverse=True)
+        assert set(face) == {"box", "subjects"}  # no plugin asked for, no status
+        box = face["box"]
+        assert all(isinstance(box[k], int) for k in ("x_min", "y_min", "x_max", "y_max"))
+        assert 0 < box["probability"] <= 1
+
+    strangers = await recognize("scenes/t1.jpg", det_prob_threshold=0.5)
+    assert len(strangers) == 6
+    assert all(s["subjects"][0]["similarity"] < 0.4 for s in strangers)
+
+    # limit: the biggest faces only; det_prob_threshold leaves out weaker detections.
+    assert len(await recognize("scenes/t1.jpg", limit=2)) == 2
+
+    # Each recognition ran as a job like any other: in /v1/jobs and on the firehose.
+    jobs = (await client.get("/v1/jobs")).json()["items"]
+    assert len(jobs) == 5 and all(j["status"] == "done" for j in jobs)
+    results = [
+        json.loads(fields[b"data"])
+        for _, fields in await streams_entries(client)
+        if json.loads(fields[b"data"])["type"] == "result"
+    ]
+    # (the examples' jobs are there too: they ran, then were deleted with their images)
+    assert {j["id"] for j in jobs} <= {r["job"]["id"] for r in results}
+
+
+async def streams_entries(client):  # type: ignore[no-untyped-def]
+    redis = client._transport.app.state.lookout.redis
+    return await redis.xrange(streams.FIREHOSE)
+
+
+async def test_plugins_status_detection_and_embeddings(client, worker):
+    examples = await enroll_training_set(client)
+    response = await client.post(
+        f"{API}/detection/detect",
+        params={"face_plugins": "landmarks,calculator,age,gender,mask", "status": "True"},
+        files=jpeg("faces/test/obama1.jpg"),
+    )
+    assert response.status_code == 200, response.text
+    [face] = response.json()["result"]
+    assert len(face["landmarks"]) == 5 and all(len(p) == 2 for p in face["landmarks"])
+    assert len(face["embedding"]) == 192  # the stand-in's embedding
+    assert "age" not in face and "gender" not in face  # the test pack has no genderage model
+    assert face["execution_time"]["detector"] > 0
+    assert response.json()["plugins_versions"]["calculator"] == "mobilefacenet"
+
+    # The embedding from the calculator plugin is recognized like the image was.
+    response = await client.post(
+        f"{API}/recognition/embeddings/recognize",
+        params={"prediction_count": 2},
+        json={"embeddings": [face["embedding"]]},
+    )
+    assert response.status_code == 200, response.text
+    [result] = response.json()["result"]
+    assert result["embedding"] == face["embedding"]
+    assert result["similarities"][0]["subject"] == "obama"
+    assert len(result["similarities"]) == 2 and result["similarities"][0]["similarity"] > 0.6
+
+    obama_example, biden_example = examples["obama"][0], examples["biden"][0]
+    for image_id, same in ((obama_example, True), (biden_example, False)):
+        response = await client.post(
+            f"{API}/recognition/embeddings/faces/{image_id}/verify",
+            json={"embeddings": [face["embedding"]]},
+        )
+        assert response.status_code == 200, response.text
+        similarity = response.json()["result"][0]["similarity"]
+        assert (similarity > 0.6) if same else (similarity < 0.4)
+
+        response = await client.post(
+            f"{API}/recognition/faces/{image_id}/verify", files=jpeg("faces/test/obama1.jpg")
+        )
+        assert response.status_code == 200, response.text
+        [verified] = response.json()["result"]
+        assert (verified["similarity"] > 0.6) if same else (verified["similarity"] < 0.4)
+
+    response = await client.post(
+        f"{API}/verification/embeddings/verify",
+        json={"source": face["embedding"], "targets": [face["embedding"]]},
+    )
+    assert response.json()["result"][0]["similarity"] > 0.95
+
+
+async def test_verification_of_two_images_and_base64_bodies(client, worker):
+    obama = base64.b64encode(shared_image("faces/train/obama/obama.jpg")).decode()
+    response = await client.post(
+        f"{API}/verification/verify",
+        json={
+            "source_image": obama,
+            "target_image": "data:image/jpeg;base64,"
+            + base64.b64encode(shared_image("faces/test/obama_and_biden.jpg")).decode(),
+        },
+    )
+    assert response.status_code == 200, response.text
+    [result] = response.json()["result"]
+    assert set(result) == {"source_image_face", "face_matches"}
+    matches = result["face_matches"]
+    assert len(matches) == 3
+    assert sorted(m["similarity"] > 0.6 for m in matches) == [False, False, True]
+
+    # The source must hold exactly one face.
+    response = await client.post(
+        f"{API}/verification/verify",
+        files={
+            **jpeg("faces/test/obama_and_biden.jpg", "source_image"),
+            **jpeg("faces/test/obama1.jpg", "target_image"),
+        },
+    )
+    assert_error(response, 400, 31)
+
+    # A base64 example is added like a multipart one.
+    response = await client.post(
+        f"{API}/recognition/faces", params={"subject": "Obama"}, json={"file": obama}
+    )
+    assert response.status_code == 201, response.text
+
+
+async def test_subjects_crud_and_face_examples(client, worker, engine):
+    assert (await client.post(f"{API}/recognition/subjects", json={"subject": "ada"})).json() == {
+        "subject": "ada"
+    }
+    assert_error(await client.post(f"{API}/recognition/subjects", json={"subject": "ADA"}), 400, 43)
+    assert_error(await client.post(f"{API}/recognition/subjects", json={"subject": " "}), 400, 26)
+    assert (await client.get(f"{API}/recognition/subjects")).json() == {"subjects": ["ada"]}
+    assert (await client.get(f"{API}/recognition/subjects/")).json() == {"subjects": ["ada"]}
+    # The same person natively.
+    [ada] = (await client.get("/v1/people")).json()["items"]
+    assert ada["name"] == "ada" and ada["face_count"] == 0
+
+    examples = await enroll_training_set(client)
+    page = (await client.get(f"{API}/recognition/faces", params={"size": 4, "page": 1})).json()
+    assert (
+        page["page_number"],
+        page["page_size"],
+        page["total_pages"],
+        page["total_elements"],
+    ) == (
+        1,
+        4,
+        3,
+        9,
+    )
+    assert len(page["faces"]) == 4
+    obama = (await client.get(f"{API}/recognition/faces", params={"subject": "OBAMA"})).json()
+    assert sorted(f["image_id"] for f in obama["faces"]) == sorted(examples["obama"])
+
+    # Rename; renaming onto an existing subject merges the two.
+    assert (
+        await client.put(f"{API}/recognition/subjects/ada", json={"subject": "ada l."})
+    ).json() == {"updated": True}
+    assert (
+        await client.put(f"{API}/recognition/subjects/biden", json={"subject": "obama"})
+    ).json() == {"updated": True}
+    merged = (await client.get(f"{API}/recognition/faces", params={"subject": "obama"})).json()
+    assert merged["total_elements"] == 4
+    assert "biden" not in (await client.get(f"{API}/recognition/subjects")).json()["subjects"]
+    assert_error(
+        await client.put(f"{API}/recognition/subjects/nobody", json={"subject": "x"}), 404, 42
+    )
+
+    # Delete one example, several (unknown ids ignored), a subject's, a subject, everything.
+    first, second = examples["rose_leslie"]
+    deleted = (await client.delete(f"{API}/recognition/faces/{first}")).json()
+    assert deleted == {"image_id": first, "subject": "rose_leslie"}
+    assert_error(await client.delete(f"{API}/recognition/faces/{first}"), 404, 44)
+    unknown = "6b135f5b-a365-4522-b1f1-4c9ac2dd0728"
+    response = await client.post(f"{API}/recognition/faces/delete", json=[second, unknown])
+    assert response.json() == [{"image_id": second, "subject": "rose_leslie"}]
+    response = await client.delete(f"{API}/recognition/faces", params={"subject": "kit_harington"})
+    assert response.json() == {"deleted": 2}
+    assert (
+        await client.delete(f"{API}/recognition/faces", params={"subject": "nobody"})
+    ).json() == {"deleted": 0}
+    assert (await client.delete(f"{API}/recognition/subjects/obama")).json() == {"subject": "obama"}
+    assert_error(await client.delete(f"{API}/recognition/subjects/obama"), 404, 42)
+    remaining = (await client.get(f"{API}/recognition/subjects")).json()["subjects"]
+    assert sorted(remaining) == ["ada l.", "alex_lacamoire", "rose_leslie"]
+    assert (await client.delete(f"{API}/recognition/subjects")).json() == {"deleted": 3}
+    assert (await stored_rows(engine))["people"] == 0
+
+
+async def test_bad_requests_get_compreface_errors_and_store_nothing(
+    client, worker, engine, make_key
+):
+    await client.post(f"{API}/recognition/subjects", json={"subject": "ada"})
+    before = await stored_rows(engine)
+    recognize = f"{API}/recognition/recognize"
+
+    assert_error(await client.post(recognize, files={"file": ("x.jpg", b"not an image")}), 400, 21)
+    assert_error(await client.post(recognize, files={"file": ("x.jpg", b"")}), 400, 21)
+    assert_error(await client.post(recognize, files={"other": ("x.jpg", b"abc")}), 400, 34)
+    assert_error(await client.post(recognize, json={"file": "@@not base64@@"}), 400, 21)
+    assert_error(await client.post(recognize, json={"image": "abc"}), 400, 5)
+    assert_error(await client.post(recognize, content=b"plain text"), 400, 34)
+    assert_error(
+        await client.post(recognize, params={"limit": -1}, files=jpeg("scenes/t1.jpg")), 400, 26
+    )
+    assert_error(
+        await client.post(recognize, params={"prediction_count": 0}, files=jpeg("scenes/t1.jpg")),
+        400,
+        26,
+    )
+    assert_error(
+        await client.post(recognize, params={"limit": "many"}, files=jpeg("scenes/t1.jpg")), 400, 26
+    )
+    faces = f"{API}/recognition/faces"
+    assert_error(await client.post(faces, files=jpeg("faces/test/obama1.jpg")), 400, 33)
+    assert_error(
+        await client.post(faces, params={"subject": ""}, files=jpeg("faces/test/obama1.jpg")),
+        400,
+        26,
+    )
+    assert await stored_rows(engine) == before
+
+    # Refused examples keep nothing, not even their new subject: no face, two faces.
+    assert_error(
+        await client.post(faces, params={"subject": "dog"}, files=jpeg("scenes/dog.jpg")), 400, 28
+    )
+    assert_error(
+        await client.post(
+            faces, params={"subject": "pair"}, files=jpeg("faces/test/obama_and_biden.jpg")
+        ),
+        400,
+        31,
+    )
+    assert await stored_rows(engine) == before
+    # No face to recognize: code 28, which Double Take reads as "no faces".
+    assert_error(await client.post(recognize, files=jpeg("scenes/dog.jpg")), 400, 28)
+    # det_prob_threshold is on CompreFace's detector scale: above compreface.max_det_prob_threshold
+    # (0.7; SCRFD scores clear faces 0.76-0.89) it is lowered to it, so 0.99 still finds faces.
+    response = await client.post(
+        recognize, params={"det_prob_threshold": 0.99}, files=jpeg("scenes/t1.jpg")
+    )
+    assert response.status_code == 200 and len(response.json()["result"]) == 6
+
+    unknown = "6b135f5b-a365-4522-b1f1-4c9ac2dd0728"
+    assert_error(
+        await client.post(f"{faces}/{unknown}/verify", files=jpeg("faces/test/obama1.jpg")), 404, 44
+    )
+    assert_error(await client.delete(f"{API}/recognition/subjects/nobody"), 404, 42)
+    assert_error(
+        await client.post(f"{API}/recognition/embeddings/recognize", json={"embeddings": [[1, 2]]}),
+        400,
+        36,
+    )
+    assert_error(await client.post(f"{API}/recognition/embeddings/recognize", json={}), 400, 5)
+
+    # Keys: none, unknown, too weak a scope.
+    headers = {"x-api-key": ""}
+    assert_error(await client.get(f"{API}/recognition/subjects", headers=headers), 400, 20)
+    headers = {"x-api-key": "lk_nope_nope"}
+    assert_error(await client.get(f"{API}/recognition/subjects", headers=headers), 404, 10)
+    reader = await make_key("reader", scopes=(Scope.read,))
+    headers = {"x-api-key": reader}
+    assert (await client.get(f"{API}/recognition/subjects", headers=headers)).json() == {
+        "subjects": []  # people are private to the key that created them
+    }
+    assert_error(
+        await client.post(f"{API}/recognition/subjects", json={"subject": "x"}, headers=headers),
+        403,
+        1,
+    )
