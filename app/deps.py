@@ -1,5 +1,6 @@
 """Annotated dependency aliases. Resources live on app.state.lookout, built by the lifespan."""
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
@@ -12,12 +13,19 @@ from starlette.requests import HTTPConnection
 
 from app.apikeys.service import ANONYMOUS_ADMIN, Principal, authenticate
 from app.commits import commit
-from app.errors import Forbidden
+from app.errors import AppError, Forbidden, Unauthorized
 from app.firehose import Firehose
-from app.limits import enforce_rate_limit
+from app.limits import (
+    FAILED_AUTH,
+    WEBSOCKET_CONNECTS,
+    check_client_limit,
+    count_client_event,
+    enforce_rate_limit,
+)
 from app.ops.metrics import ApiMetrics
 from app.security import Scope
 from app.settings import Settings
+from app.socket_auth import guard_credentials
 from app.storage import Storage
 
 API_KEY_HEADER = "X-API-Key"
@@ -87,6 +95,7 @@ api_key_header = APIKeyHeader(
 
 
 async def get_principal(
+    connection: HTTPConnection,
     state: StateDep,
     session: SessionDep,
     token: Annotated[str | None, Security(api_key_header)],
@@ -94,11 +103,39 @@ async def get_principal(
     """Authenticate the X-API-Key header and charge the key's rate limit (HTTP routes)."""
     if not state.settings.auth.enabled:
         return ANONYMOUS_ADMIN
-    principal = await authenticate(
-        session, token, last_used_resolution_s=state.settings.auth.last_used_resolution_s
-    )
+    principal = await authenticate_client(state, session, token, client_address(connection))
     await enforce_rate_limit(state.redis, principal, state.settings.auth)
     return principal
+
+
+def client_address(connection: HTTPConnection) -> str | None:
+    return connection.client.host if connection.client else None
+
+
+async def authenticate_client(
+    state: AppState, session: AsyncSession, token: str | None, client: str | None
+) -> Principal:
+    """authenticate(), refused with 429 for an address past its failed-authentication limit
+    (guessing keys costs a lookup each); a failure is counted against the address."""
+    auth = state.settings.auth
+    await check_client_limit(
+        state.redis,
+        FAILED_AUTH,
+        client,
+        limit=auth.failed_auth_per_client,
+        window_s=auth.rate_limit_window_s,
+        charge=False,
+    )
+    try:
+        return await authenticate(
+            session, token, last_used_resolution_s=auth.last_used_resolution_s
+        )
+    except Unauthorized:
+        if auth.failed_auth_per_client:
+            await count_client_event(
+                state.redis, FAILED_AUTH, client, window_s=auth.rate_limit_window_s
+            )
+        raise
 
 
 ApiKeyDep = Annotated[Principal, Depends(get_principal)]
@@ -124,15 +161,51 @@ async def websocket_principal(
 ) -> Principal:
     """Authenticate a WebSocket from its header or ?api_key=; raises Unauthorized/Forbidden.
 
-    WebSockets hold their connection for long, so they are not charged to the rate limit.
+    WebSockets hold their connection for long, so they are not charged to the key's rate limit;
+    connects are counted per client address instead (429 → close 4429).
     """
     if not state.settings.auth.enabled:
         return ANONYMOUS_ADMIN
-    token = connection.headers.get(API_KEY_HEADER) or connection.query_params.get(API_KEY_QUERY)
+    auth = state.settings.auth
+    client = client_address(connection)
+    await check_client_limit(
+        state.redis,
+        WEBSOCKET_CONNECTS,
+        client,
+        limit=auth.websocket_connects_per_client,
+        window_s=auth.rate_limit_window_s,
+        charge=True,
+    )
     async with state.sessionmaker.begin() as session:
-        principal = await authenticate(
-            session, token, last_used_resolution_s=state.settings.auth.last_used_resolution_s
-        )
+        principal = await authenticate_client(state, session, websocket_token(connection), client)
     if not scope.granted_by(principal.scopes):
         raise Forbidden(f"this API key lacks the {scope.value!r} scope")
     return principal
+
+
+def websocket_token(connection: HTTPConnection) -> str | None:
+    return connection.headers.get(API_KEY_HEADER) or connection.query_params.get(API_KEY_QUERY)
+
+
+async def guard_websocket_key(
+    state: AppState, connection: HTTPConnection, principal: Principal
+) -> AppError:
+    """Returns (401) once the socket's key is revoked or expired; see app/socket_auth.py.
+
+    Never returns while auth is off (no key to re-check).
+    """
+    if not state.settings.auth.enabled or principal.owner_id is None:
+        await asyncio.Event().wait()
+    token = websocket_token(connection)
+
+    async def check() -> None:
+        async with state.sessionmaker.begin() as session:
+            await authenticate(
+                session, token, last_used_resolution_s=state.settings.auth.last_used_resolution_s
+            )
+
+    return await guard_credentials(
+        check,
+        interval_s=state.settings.auth.websocket_recheck_s,
+        expires_at=lambda: principal.expires_at,
+    )

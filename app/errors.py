@@ -4,6 +4,7 @@ A dependency outage (Postgres or Redis unreachable) is not a bug: it renders as 
 {"error": "unavailable"} with Retry-After, never as a 500.
 """
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,6 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = structlog.get_logger()
@@ -47,9 +49,18 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "Missing, invalid, expired or revoked credentials"},
     403: {"model": ErrorOut, "description": "The credentials do not allow this"},
     404: {"model": ErrorOut, "description": "No such resource (or it belongs to someone else)"},
+    408: {"model": ErrorOut, "description": "The request body stalled (slow client)"},
+    409: {
+        "model": ErrorOut,
+        "description": "Conflicts with the resource's state, or with a concurrent change",
+    },
     422: {"model": ErrorOut, "description": "Invalid request: `fields` lists each invalid field"},
     429: {"model": ErrorOut, "description": "Rate limit exceeded; see Retry-After"},
-    503: {"model": ErrorOut, "description": "Postgres or Redis is unreachable; see Retry-After"},
+    503: {
+        "model": ErrorOut,
+        "description": "`unavailable`: Postgres or Redis is unreachable; `busy`: too many uploads "
+        "at once. See Retry-After",
+    },
 }
 
 
@@ -189,14 +200,33 @@ def outage_detail(exc: BaseException) -> str:
     return f"{which} is unreachable; the request was not completed, retry later"
 
 
+# "<_io.BytesIO object at 0x7f…>", "<class 'str'>": a Python repr tells a client nothing it can
+# act on and something about the server it should not learn.
+_PYTHON_REPR = re.compile(r"<[^<>]*\b(?:object at 0x[0-9a-fA-F]+|class '[^']*')[^<>]*>")
+
+
+def without_python_reprs(text: str) -> str:
+    return _PYTHON_REPR.sub("the input", text)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def on_app_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, AppError)
         return JSONResponse(
-            error_body(exc.code, exc.detail), status_code=exc.status, headers=exc.headers
+            error_body(exc.code, without_python_reprs(exc.detail)),
+            status_code=exc.status,
+            headers=exc.headers,
         )
 
     async def on_outage(_: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, PoolTimeoutError):
+            # Every pooled connection is in use: a burst, not an outage. Say so.
+            log.warning("database_pool_exhausted", error=repr(exc))
+            return JSONResponse(
+                error_body("busy", "all database connections are in use; retry shortly"),
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
         log.warning("dependency_unavailable", error=repr(exc))
         return JSONResponse(
             error_body("unavailable", outage_detail(exc)),
@@ -209,20 +239,73 @@ def install_error_handlers(app: FastAPI) -> None:
         errors = exc.errors()
         first = errors[0] if errors else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
-        detail = f"{where}: {first.get('msg', 'invalid request')}"
-        fields = [{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in errors]
+        detail = without_python_reprs(f"{where}: {first.get('msg', 'invalid request')}")
+        fields = [
+            {"loc": list(e.get("loc", ())), "msg": without_python_reprs(str(e.get("msg")))}
+            for e in errors
+        ]
         return JSONResponse(error_body("invalid_request", detail, fields=fields), status_code=422)
 
-    async def on_http_error(_: Request, exc: Exception) -> JSONResponse:
+    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         # Starlette's own 404/405 for unknown routes, rendered in the same shape.
         assert isinstance(exc, StarletteHTTPException)
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {404: "not_found", 405: "method_not_allowed", 408: "request_timeout"}.get(
+            exc.status_code, "http_error"
+        )
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405 and (allowed := _allowed_methods(app, request.scope)):
+            # The API route's methods, not those of the dashboard's catch-all mount at /.
+            headers = {k: v for k, v in headers.items() if k.lower() != "allow"}
+            headers["Allow"] = ", ".join(allowed)
         return JSONResponse(
-            error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
+            error_body(code, str(exc.detail)), status_code=exc.status_code, headers=headers
+        )
+
+    async def on_concurrent_change(_: Request, exc: Exception) -> JSONResponse:
+        # Two requests changed the same row at once and this one lost (e.g. PATCH racing a
+        # DELETE): nothing was written; the client may re-read and retry.
+        log.info("concurrent_change", error=repr(exc))
+        return JSONResponse(
+            error_body(
+                "conflict",
+                "the resource was changed or deleted by another request meanwhile; re-read it",
+            ),
+            status_code=409,
+        )
+
+    async def on_unhandled(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, StarletteHTTPException):  # raised by a middleware, outside routing
+            return await on_http_error(request, exc)
+        # A bug, not bad input: logged in full; the client gets the error shape, not a
+        # plain-text 500 or a dropped connection, and the request id to quote.
+        log.error("unhandled_error", path=request.url.path, exc_info=exc)
+        return JSONResponse(
+            error_body("internal", "an unexpected error occurred; it has been logged"),
+            status_code=500,
         )
 
     app.add_exception_handler(AppError, on_app_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(StaleDataError, on_concurrent_change)
+    app.add_exception_handler(Exception, on_unhandled)
     for outage in OUTAGE_ERRORS + _asyncpg_outage_errors():
         app.add_exception_handler(outage, on_outage)
+
+
+def _allowed_methods(app: FastAPI, scope: Any) -> list[str]:
+    """Methods the API documents for this path (what a 405 must list in `Allow`).
+
+    Read from the OpenAPI document: it lists every route with its methods, however routers
+    are nested, and it is what clients are told.
+    """
+    path = scope.get("path", "")
+    methods: set[str] = set()
+    for template, operations in app.openapi().get("paths", {}).items():
+        pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, path):
+            methods.update(m.upper() for m in operations if m.upper() in _HTTP_METHODS)
+    return sorted(methods)
+
+
+_HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

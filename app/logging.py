@@ -10,6 +10,7 @@ import sys
 
 import structlog
 
+from app import redaction
 from app.settings import Settings
 
 
@@ -25,6 +26,7 @@ def configure_logging(settings: Settings) -> None:
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redaction.redact_event,  # no key, secret or token in any line (app/redaction.py)
     ]
     if as_json:
         shared.append(structlog.processors.dict_tracebacks)
@@ -41,6 +43,7 @@ def configure_logging(settings: Settings) -> None:
         )
     )
     root = logging.getLogger()
+    redaction.install(handler)
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Chatty at INFO about its own bookkeeping (pids, lock files).

@@ -26,8 +26,9 @@ from app.events_out.routes import router as events_out_router
 from app.firehose import Firehose
 from app.gallery.clusters import cluster_loop
 from app.gallery.routes import router as gallery_router
+from app.headers import SecurityHeaders
 from app.jobs.routes import router as jobs_router
-from app.limits import BodySizeLimit, WebSocketLimit
+from app.limits import BodyReadTimeout, BodySizeLimit, UploadAdmission, WebSocketLimit
 from app.logging import configure_logging
 from app.maintenance import maintenance_loop
 from app.nodes.routes import admin_router as nodes_admin_router
@@ -65,7 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Raises ConfigError when the settings are unfit to serve (see Settings.startup_problems)."""
     settings = settings or get_settings()
     settings.check_startup()
-    check_node_signing_keys(settings.nodes, env=settings.env)
+    check_node_signing_keys(settings.nodes, env=settings.env, auth_enabled=settings.auth.enabled)
     configure_logging(settings)
     metrics = ApiMetrics()
     app = FastAPI(
@@ -164,10 +165,17 @@ def _include_routers(app: FastAPI) -> None:
 
 
 def _add_middleware(app: FastAPI, settings: Settings, metrics: ApiMetrics) -> None:
-    # Added innermost first: requests pass RequestContext → TrustedHost → CORS → WebSocketLimit
-    # → BodySizeLimit.
+    # Added innermost first: requests pass RequestContext → SecurityHeaders → TrustedHost → CORS
+    # → WebSocketLimit → UploadAdmission → BodyReadTimeout → BodySizeLimit.
     app.add_middleware(
         BodySizeLimit, max_body_bytes=settings.api.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
+    )
+    app.add_middleware(BodyReadTimeout, timeout_s=settings.api.body_read_timeout_s)
+    # Outside the body readers: a request waits for its slot before a byte of it is read.
+    app.add_middleware(
+        UploadAdmission,
+        limit=settings.api.max_concurrent_uploads,
+        wait_s=settings.api.upload_wait_s,
     )
     app.add_middleware(
         WebSocketLimit,
@@ -183,4 +191,5 @@ def _add_middleware(app: FastAPI, settings: Settings, metrics: ApiMetrics) -> No
             expose_headers=["Retry-After", REQUEST_ID_HEADER],
         )
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.api.trusted_hosts)
+    app.add_middleware(SecurityHeaders)  # on every answer, refusals of the layers inside too
     app.add_middleware(RequestContext, metrics=metrics)

@@ -8,8 +8,10 @@ verification cheap. Digests are compared in constant time.
 Node tokens are HS256 JWTs. The `kid` header names the key that signed them: the current key
 (`settings.nodes.signing_key_id`) signs, and the current plus `previous_signing_keys` verify, so
 keys rotate without cutting nodes off. Verification pins the algorithm, the audience and the
-issuer, and requires exp, iat, sub and jti. Revocation is not in the token: callers check the
-node row on every request (app/nodes/service.py).
+issuer, and requires exp, iat, sub and jti; a token issued in the future (beyond a small clock
+skew) or living longer than `token_ttl_s` is refused, so a leaked or guessed key cannot mint
+long-lived tokens that outlast a TTL change. Revocation is not in the token: callers check the
+node row on every request (app/nodes/service.py) and on open sockets (app/revocation.py).
 """
 
 import enum
@@ -76,6 +78,8 @@ NODE_TOKEN_ISSUER = "lookout"  # noqa: S105 (a name, not a secret)
 NODE_SECRET_PREFIX = "lkn_"  # noqa: S105 (a name, not a secret)
 MIN_NODE_SIGNING_KEY_BYTES = 32
 _REQUIRED_CLAIMS = ("exp", "iat", "sub", "jti")
+# Clocks of the API replicas may differ by this much: a token's iat may lie this far ahead.
+NODE_TOKEN_CLOCK_SKEW_S = 30
 
 
 class InvalidNodeToken(AppError):
@@ -108,9 +112,13 @@ class NodeClaims:
     expires_at: datetime
 
 
-def check_node_signing_keys(nodes: NodeSettings, *, env: str) -> None:
-    """Refuse to serve with a placeholder or short key outside local/dev. Call at startup."""
-    if env in ("local", "dev"):
+def check_node_signing_keys(nodes: NodeSettings, *, env: str, auth_enabled: bool = True) -> None:
+    """Refuse to serve with a placeholder or short key wherever credentials are required.
+
+    Only a dev server with auth off (which checks no credentials at all) may keep the public
+    placeholder; `lookout up` writes a random key into its data dir instead. Call at startup.
+    """
+    if not auth_enabled:
         return
     keys = {nodes.signing_key_id: nodes.signing_key, **nodes.previous_signing_keys}
     for key_id, key in keys.items():
@@ -118,7 +126,8 @@ def check_node_signing_keys(nodes: NodeSettings, *, env: str) -> None:
         if value == PLACEHOLDER_NODE_SIGNING_KEY or is_placeholder(value):
             raise RuntimeError(
                 f"node signing key {key_id!r} is a placeholder; set "
-                f"LOOKOUT_NODES__SIGNING_KEY to 32+ random bytes (env is {env})"
+                f"LOOKOUT_NODES__SIGNING_KEY to 32+ random bytes (env is {env}; "
+                "`lookout up` generates one in its data dir)"
             )
         if len(value.encode()) < MIN_NODE_SIGNING_KEY_BYTES:
             raise RuntimeError(
@@ -185,15 +194,23 @@ def verify_node_token(token: str, nodes: NodeSettings) -> NodeClaims:
     except (JOSEError, ValueError, TypeError) as exc:
         raise InvalidNodeToken(f"invalid token: {exc}") from exc
     try:
-        return NodeClaims(
+        parsed = NodeClaims(
             node_id=uuid.UUID(str(claims["sub"])),
             jti=str(claims["jti"]),
             key_id=key_id,
             issued_at=datetime.fromtimestamp(int(claims["iat"]), UTC),
             expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
         )
-    except (KeyError, ValueError, TypeError) as exc:
+    except (KeyError, ValueError, TypeError, OverflowError, OSError) as exc:
         raise InvalidNodeToken("invalid token claims") from exc
+    skew = timedelta(seconds=NODE_TOKEN_CLOCK_SKEW_S)
+    if parsed.issued_at > datetime.now(UTC) + skew:
+        raise InvalidNodeToken("the token was issued in the future (iat)")
+    if parsed.expires_at - parsed.issued_at > timedelta(seconds=nodes.token_ttl_s):
+        raise InvalidNodeToken(
+            f"the token lives longer than this server's token lifetime ({nodes.token_ttl_s} s)"
+        )
+    return parsed
 
 
 def bearer_token(authorization: str | None) -> str:

@@ -82,6 +82,16 @@ class ApiSettings(BaseModel):
     trusted_hosts: list[str] = Field(default_factory=lambda: ["*"])
     # Open WebSockets per API process; one more is closed with 1013 (try again later).
     max_websocket_clients: int = Field(default=1000, ge=1)
+    # Slow clients: a connection must send a whole request head within header_timeout_s
+    # (app/server.py), and a request body may pause at most body_read_timeout_s between reads
+    # (app/limits.py); else the connection is closed (408 for a body).
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    body_read_timeout_s: float = Field(default=15.0, gt=0)
+    # Admission control: request bodies over 64 KiB (uploads, frames) read at once per API
+    # process. One more waits up to upload_wait_s for a slot, then gets 503 `busy` with
+    # Retry-After: a burst is told to come back, instead of exhausting memory and the DB pool.
+    max_concurrent_uploads: int = Field(default=8, ge=1)
+    upload_wait_s: float = Field(default=2.0, ge=0)
     # Behind nginx (nginx/): image routes answer with `X-Accel-Redirect: <prefix><storage key>`
     # and no body, and nginx's `internal` location with this path serves the file. None: the API
     # sends the bytes itself. Set it only when such a proxy is in front, or clients get no image.
@@ -104,6 +114,14 @@ class AuthSettings(BaseModel):
     rate_limit_window_s: int = Field(default=60, ge=1)
     # last_used_at is written at most this often per key (it costs a row update).
     last_used_resolution_s: int = 60
+    # Per client address and rate_limit_window_s (Redis, shared by replicas; 0 turns it off):
+    # failed API-key authentications, beyond which its requests get 429 (sockets close 4429)
+    # until the window ends, and WebSocket connects, beyond which one more is refused alike.
+    failed_auth_per_client: int = Field(default=30, ge=0)
+    websocket_connects_per_client: int = Field(default=120, ge=0)
+    # Open WebSockets (firehose, job events, node streams) re-check their key or node token this
+    # often and close with 4401 once it is revoked; an expiry closes them at the expiry itself.
+    websocket_recheck_s: float = Field(default=5.0, gt=0)
 
 
 class WorkerSettings(BaseModel):

@@ -56,7 +56,8 @@ if _OWN_METRICS_DIR:
 bind = [f"{_api.host}:{_api.port}"]
 # Async workers: one per CPU serves many connections each; CPU work runs in the workers service.
 workers = int(os.environ.get("WEB_CONCURRENCY") or available_cpus())
-worker_class = "uvicorn_worker.UvicornWorker"
+# uvicorn's worker with a deadline for request heads (slow clients; app/server.py).
+worker_class = "app.server.LookoutUvicornWorker"
 preload_app = True
 # SIGTERM: stop accepting, let in-flight requests (and ?wait= up to max_wait_s) finish. Open
 # WebSockets are closed when this runs out; clients reconnect and replay from the job stream.

@@ -43,6 +43,7 @@ from app.settings import (
     WorkerSettings,
 )
 from app.storage import Storage
+from tests.processes import TEST_NODE_SIGNING_KEY
 from workers.consumer import Consumer
 from workers.detectors.base import Detector
 from workers.detectors.registry import build_detectors
@@ -100,6 +101,7 @@ def settings(
         maintenance=MaintenanceSettings(enabled=False),
         # Likewise the clustering of unknown faces (tests call cluster_pass).
         clusters=ClusterSettings(enabled=False),
+        nodes=NodeSettings(signing_key=TEST_NODE_SIGNING_KEY),
         # The test pack (MODELS.md): SCRFD det_500m + the MobileFaceNet stand-in (192-d) +
         # YOLOX-Nano, all verified copies in LOOKOUT_MODELS_DIR. Never download in tests.
         models=ModelSettings(

@@ -42,6 +42,11 @@ TEST_PACK_ENV = {
 }
 
 
+# Keys are on in the tests' dev servers, so node tokens need a real signing key, never the public
+# placeholder (app/security.check_node_signing_keys).
+TEST_NODE_SIGNING_KEY = "test-node-signing-key-0123456789abcdef0123456789"
+
+
 def child_env(
     *, database_url: str, redis_url: str, data_dir: Path, models_dir: Path, **overrides: str
 ) -> dict[str, str]:
@@ -56,6 +61,7 @@ def child_env(
         LOOKOUT_REDIS__URL=redis_url,
         LOOKOUT_DATA_DIR=str(data_dir),
         LOOKOUT_MODELS_DIR=str(models_dir),
+        LOOKOUT_NODES__SIGNING_KEY=TEST_NODE_SIGNING_KEY,
         **TEST_PACK_ENV,
     )
     env.update(overrides)

@@ -19,6 +19,7 @@ class Principal:
     owner_id: uuid.UUID | None
     scopes: frozenset[Scope]
     key_prefix: str | None = None
+    expires_at: datetime | None = None  # open sockets close at this moment
 
     @property
     def is_admin(self) -> bool:
@@ -116,4 +117,5 @@ async def authenticate(
         owner_id=key.id,
         scopes=frozenset(Scope(s) for s in key.scopes),
         key_prefix=key.prefix,
+        expires_at=key.expires_at,
     )

@@ -76,23 +76,26 @@ async def apikey_command(settings: Settings, args: argparse.Namespace) -> int:
     require(settings.database.url, "LOOKOUT_DATABASE__URL")
     engine = create_engine(settings.database)
     try:
-        async with create_sessionmaker(engine).begin() as session:
-            if args.apikey_command == "create":
-                expires_in = parse_duration(args.expires_in) if args.expires_in else None
+        if args.apikey_command == "create":
+            expires_in = parse_duration(args.expires_in) if args.expires_in else None
+            # Committed before it is printed: a key shown to someone is a key that exists.
+            async with create_sessionmaker(engine).begin() as session:
                 key, token = await service.create_key(
                     session,
                     name=args.name,
                     scopes=service.parse_scopes(args.scopes),
                     expires_in=expires_in,
                 )
-                print(token)
-                expiry = key.expires_at.isoformat() if key.expires_at else "never"
-                print(
-                    f"created key {key.prefix} ({args.name}; scopes {','.join(key.scopes)}; "
-                    f"expires {expiry}). The key is shown only this once.",
-                    file=sys.stderr,
-                )
-            elif args.apikey_command == "list":
+            print(token, flush=True)
+            expiry = key.expires_at.isoformat() if key.expires_at else "never"
+            print(
+                f"created key {key.prefix} ({args.name}; scopes {','.join(key.scopes)}; "
+                f"expires {expiry}). The key is shown only this once.",
+                file=sys.stderr,
+            )
+            return 0
+        async with create_sessionmaker(engine).begin() as session:
+            if args.apikey_command == "list":
                 print("PREFIX        NAME                 SCOPES             STATE    LAST USED")
                 for key in await service.list_keys(session):
                     state = (

@@ -13,7 +13,7 @@ from pathlib import Path
 from app.cli.common import load, require
 from app.db import migrate
 from app.logging import configure_logging
-from app.settings import Settings, is_placeholder
+from app.settings import PLACEHOLDER_NODE_SIGNING_KEY, Settings, is_placeholder
 
 # How long children get to drain in-flight work after SIGTERM before they are killed.
 SHUTDOWN_GRACE_S = 30.0
@@ -28,6 +28,8 @@ def migrate_command(settings: Settings, _args: argparse.Namespace) -> int:
 def run_api(settings: Settings, *, host: str | None, port: int | None) -> int:
     import uvicorn  # only the API process needs the server
 
+    from app.server import protocol_class
+
     configure_logging(settings)
     uvicorn.run(
         "app.main:create_app",
@@ -39,6 +41,7 @@ def run_api(settings: Settings, *, host: str | None, port: int | None) -> int:
         # RequestContext logs every request (with its request id); uvicorn's would repeat it.
         access_log=False,
         log_config=None,  # keep our structlog setup: JSON lines in production
+        http=protocol_class(settings.api.header_timeout_s),  # slow request heads are cut off
     )
     return 0
 
@@ -193,16 +196,33 @@ def _print_banner(base: str, env: dict[str, str], *, keys_off: bool) -> None:
 
 
 def _auth_env(settings: Settings) -> dict[str, str]:
-    """What `up` sets for its children about keys: dev mode, or a local secret key."""
+    """What `up` sets for its children about keys: dev mode, or local secrets of the data dir."""
     if _zero_config_dev(settings):
         # `make up` + curl with no key, as the quickstart promises: a dev server on loopback.
         # Only when the user chose neither an environment nor auth, and nothing else can reach
         # the port; anything else keeps API keys on.
         return {"LOOKOUT_ENV": "dev", "LOOKOUT_AUTH__ENABLED": "false"}
+    return local_secrets_env(settings)
+
+
+def local_secrets_env(settings: Settings) -> dict[str, str]:
+    """Variables that replace placeholder secrets with random ones kept in the data dir.
+
+    Only for local/dev, where `lookout up` is the whole deployment; staging and prod must set
+    their own (startup refuses placeholders there). The node signing key is never left at the
+    public placeholder: anyone could sign node tokens with it.
+    """
+    if settings.env not in ("local", "dev"):
+        return {}
+    env = {}
     if settings.env == "local" and is_placeholder(settings.secret_key.get_secret_value()):
         # Zero-config: a random secret of this data dir rather than a placeholder.
-        return {"LOOKOUT_SECRET_KEY": _local_secret_key(settings.data_dir)}
-    return {}
+        env["LOOKOUT_SECRET_KEY"] = _local_secret_key(settings.data_dir)
+    if settings.nodes.signing_key.get_secret_value() == PLACEHOLDER_NODE_SIGNING_KEY:
+        env["LOOKOUT_NODES__SIGNING_KEY"] = _local_secret_key(
+            settings.data_dir, name="node_signing_key"
+        )
+    return env
 
 
 def _zero_config_dev(settings: Settings) -> bool:
@@ -211,8 +231,9 @@ def _zero_config_dev(settings: Settings) -> bool:
     return loopback and "env" not in chosen and "auth" not in chosen
 
 
-def _local_secret_key(data_dir: Path) -> str:
-    path = data_dir / "secret_key"
+def _local_secret_key(data_dir: Path, name: str = "secret_key") -> str:
+    """A random secret kept in the data dir (mode 0600), made on first use."""
+    path = data_dir / name
     if not path.is_file():
         data_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(secrets.token_urlsafe(48))

@@ -373,7 +373,8 @@ class MqttBridge:
         """Node status topics and every discovery config, from Postgres."""
         async with self.sessionmaker() as session:
             nodes = list(await session.scalars(select(Node).where(Node.revoked_at.is_(None))))
-            people = list(await session.scalars(select(Person)))
+            # Unnamed people (clusters of unknown faces) get no "seen at" sensor until named.
+            people = list(await session.scalars(select(Person).where(Person.name.is_not(None))))
         configs: list[tuple[str, dict[str, Any]]] = []
         for node in nodes:
             node_id = str(node.id)
@@ -395,7 +396,7 @@ class MqttBridge:
             )
             configs.extend(self._node_configs(node_id, node.name))
             configs.extend(self._count_config(node_id, node.name, label) for label in memory.labels)
-        configs.extend(self._person_config(str(p.id), p.name) for p in people)
+        configs.extend(self._person_config(str(p.id), p.name) for p in people if p.name)
         if self.config.discovery:
             wanted = {topic for topic, _ in configs}
             for topic, config in configs:

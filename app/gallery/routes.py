@@ -29,6 +29,7 @@ from app.gallery.schemas import (
     VerifyOut,
 )
 from app.models import Job
+from app.schema_types import StorableText
 from app.settings import Settings
 
 router = APIRouter(tags=["gallery"])
@@ -140,9 +141,13 @@ async def list_people(
         bool, Query(description="false: unnamed people (clusters of unknown faces)")
     ] = True,
     ignored: Annotated[bool, Query(description="with named=false: the ignored clusters")] = False,
-    name: Annotated[str | None, Query(description="case-insensitive part of the name")] = None,
+    name: Annotated[
+        StorableText | None, Query(description="case-insensitive part of the name")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    cursor: Annotated[
+        StorableText | None, Query(description="next_cursor of the previous page")
+    ] = None,
 ) -> PersonPage:
     return await people.list_people(
         session, principal, named=named, ignored=ignored, name=name, limit=limit, cursor=cursor

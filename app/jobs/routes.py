@@ -23,6 +23,7 @@ from app.deps import (
     StorageDep,
     WriteKey,
     get_state,
+    guard_websocket_key,
     websocket_principal,
 )
 from app.errors import (
@@ -41,6 +42,7 @@ from app.jobs import service
 from app.jobs.schemas import JobDetail, JobPage
 from app.limits import WS_CLOSE_TRY_AGAIN_LATER
 from app.models import JobStatus
+from app.schema_types import StorableText
 from app.security import Scope
 
 log = structlog.get_logger()
@@ -84,13 +86,17 @@ async def upload_image(
     tasks: Annotated[
         str | None,
         Form(
-            description="comma-separated, from faces, objects, qr, text, plates, identify "
-            "(faces matched against this key's people; implies faces); default faces",
+            description=f"comma-separated, from {', '.join(service.TASKS)} (identify: faces "
+            "matched against this key's people; implies faces); default faces",
             examples=["faces,objects,qr"],
+            # The task names, in the schema, from the one list the service checks against
+            # (which answers a wrong name with the list to choose from).
+            json_schema_extra={"pattern": service.tasks_pattern()},
         ),
     ] = None,
     wait: Annotated[
-        float | None, Query(ge=0, description="seconds to wait for the result (capped)")
+        float | None,
+        Query(ge=0, allow_inf_nan=False, description="seconds to wait for the result (capped)"),
     ] = None,
 ) -> Any:
     data = await image.read(settings.api.max_upload_bytes + 1)
@@ -132,7 +138,9 @@ async def list_jobs(
     settings: SettingsDep,
     status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    cursor: Annotated[
+        StorableText | None, Query(description="next_cursor of the previous page")
+    ] = None,
 ) -> JobPage:
     return await service.list_jobs(
         session, principal, status=status_filter, limit=limit, cursor=cursor
@@ -310,7 +318,25 @@ async def _with_websocket(
         except AppError as exc:
             await websocket.close(code=4000 + exc.status, reason=exc.detail[:120])
             return
-        await serve(principal)
+        # The key is re-checked for as long as the socket is open: revoked or expired → 4401.
+        serving = asyncio.create_task(serve(principal))
+        guard = asyncio.create_task(guard_websocket_key(state, websocket, principal))
+        try:
+            await asyncio.wait({serving, guard}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (serving, guard):
+                task.cancel()
+            await asyncio.gather(serving, guard, return_exceptions=True)
+        if guard.done() and not guard.cancelled() and guard.exception() is None:
+            revoked = guard.result()
+            log.info("websocket_credentials_invalid", status=revoked.status, detail=revoked.detail)
+            with contextlib.suppress(Exception):  # the client may be gone already
+                await websocket.close(code=4000 + revoked.status, reason=revoked.detail[:120])
+            return
+        if not serving.cancelled() and (error := serving.exception()) is not None:
+            raise error
+        if guard.done() and not guard.cancelled() and (error := guard.exception()) is not None:
+            raise error
     except Exception as exc:
         if not is_outage(exc):
             raise
@@ -335,10 +361,12 @@ async def _serve_until_disconnect(
 
     sender = asyncio.create_task(send_events())
     watcher = asyncio.create_task(until_disconnect())
-    done, pending = await asyncio.wait({sender, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
+    try:
+        done, _ = await asyncio.wait({sender, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:  # also when this handler is cancelled (its key was revoked)
+        for task in (sender, watcher):
+            task.cancel()
+        await asyncio.gather(sender, watcher, return_exceptions=True)
     if sender in done:
         try:
             sender.result()

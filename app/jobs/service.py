@@ -2,6 +2,7 @@
 commit. Recording outcomes is app/jobs/results.py; the shape of events is app/jobs/events.py."""
 
 import asyncio
+import re
 import time
 import uuid
 from datetime import datetime
@@ -40,6 +41,12 @@ DEFAULT_TASKS = ("faces",)
 # The name of the job's node, as a column of a query on Job: the list and the worker's locking
 # query get it without a second round trip (a scalar subquery, so FOR UPDATE locks only jobs).
 JOB_NODE_NAME = select(Node.name).where(Node.id == Job.node_id).correlate(Job).scalar_subquery()
+
+
+def tasks_pattern() -> str:
+    """A regex for a comma-separated list of TASKS (OpenAPI documents the names from it)."""
+    name = "(?:" + "|".join(re.escape(task) for task in TASKS) + ")"
+    return rf"^\s*{name}\s*(?:,\s*{name}\s*)*$"
 
 
 def parse_tasks(raw: str | None) -> tuple[str, ...]:

@@ -6,7 +6,8 @@ offline → online change) is committed even when the request then fails (a refu
 
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import HTTPConnection
@@ -39,8 +40,18 @@ async def authenticate_request(
     return node
 
 
+# Documents the node token in OpenAPI (the routes read the header themselves, for one 401 shape).
+node_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="NodeToken",
+    bearerFormat="JWT",
+    description="a node's short-lived JWT from POST /v1/nodes/token",
+)
+NodeBearerDoc = Annotated[HTTPAuthorizationCredentials | None, Security(node_bearer)]
+
+
 async def get_current_node(
-    connection: HTTPConnection, state: StateDep, session: SessionDep
+    connection: HTTPConnection, state: StateDep, session: SessionDep, _doc: NodeBearerDoc
 ) -> AuthenticatedNode:
     """The node behind `Authorization: Bearer <token>`: token verified, node row not revoked.
 
@@ -52,7 +63,7 @@ async def get_current_node(
 
 
 async def get_heartbeating_node(
-    connection: HTTPConnection, state: StateDep, session: SessionDep
+    connection: HTTPConnection, state: StateDep, session: SessionDep, _doc: NodeBearerDoc
 ) -> AuthenticatedNode:
     """As get_current_node, but a node that just came online is announced by the heartbeat
     route, after its figures are committed: the event then shows the node as it reported."""

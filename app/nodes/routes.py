@@ -17,6 +17,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from app.commits import after_commit, commit
 from app.deps import (
+    AppState,
     FramesRedisDep,
     RedisDep,
     SessionDep,
@@ -45,6 +46,7 @@ from app.nodes.schemas import (
 )
 from app.nodes.service import AuthenticatedNode
 from app.security import Scope
+from app.socket_auth import guard_credentials
 
 log = structlog.get_logger()
 # Registering, listing, changing and revoking nodes is for admin API keys only.
@@ -221,7 +223,8 @@ async def send_frame(
     storage: StorageDep,
     settings: SettingsDep,
     wait: Annotated[
-        float | None, Query(ge=0, description="seconds to wait for the result (capped)")
+        float | None,
+        Query(ge=0, allow_inf_nan=False, description="seconds to wait for the result (capped)"),
     ] = None,
 ) -> Any:
     # A raw body, not multipart: multipart spools big parts to temporary files, and a frame
@@ -257,7 +260,7 @@ async def _read_body(request: Request, *, limit_bytes: int) -> bytes:
 @node_router.get(
     "/v1/nodes/me/jobs/{job_id}",
     response_model=JobDetail,
-    responses={**NODE_AUTH_ERRORS, 403: {"description": "Another node's job"}},
+    responses={**NODE_AUTH_ERRORS, 404: {"description": "No such job, or another node's"}},
     summary="The result of a frame this node sent",
 )
 async def get_own_job(job_id: uuid.UUID, node: CurrentNode, session: SessionDep) -> JobDetail:
@@ -270,7 +273,8 @@ async def node_stream(websocket: WebSocket) -> None:
 
     Auth: `Authorization: Bearer <token>` on the upgrade request; refused with HTTP 401 where
     the server supports denial responses, else closed with code 4401 before accepting. After
-    accepting: a revoked node or expired token closes with 4401 at its next frame; a refreshed
+    accepting: a revoked node or expired token closes with 4401 within
+    auth.websocket_recheck_s (at the token's expiry at the latest); a refreshed
     token (`{"type": "token", "token": …}`) for another node closes with 4403. Messages and
     backpressure: app/nodes/schemas.py and relay.py FrameRelay.
     """
@@ -293,7 +297,7 @@ async def node_stream(websocket: WebSocket) -> None:
         storage=state.storage,
     )
     log.info("node_stream_opened", node_id=str(node.id))
-    error = await _relay_until_closed(websocket, relay)
+    error = await _relay_until_closed(websocket, relay, state)
     await _close_stream(websocket, node, relay, error)
 
 
@@ -315,18 +319,40 @@ async def _close_stream(
         raise error
 
 
-async def _relay_until_closed(websocket: WebSocket, relay: FrameRelay) -> BaseException | None:
-    """Frames in, answers out, until either side stops; what stopped the frames, if anything."""
+async def _relay_until_closed(
+    websocket: WebSocket, relay: FrameRelay, state: AppState
+) -> BaseException | None:
+    """Frames in, answers out, until either side stops or the credentials lapse; what stopped
+    the frames, if anything (the guard's 401 for a revoked node or an expired token)."""
+
+    async def check_credentials() -> None:
+        async with state.sessionmaker() as session:
+            await service.check_in_service(session, relay.claims)
+
     receiver = asyncio.create_task(_receive_frames(websocket, relay))
     sender = asyncio.create_task(_send_answers(websocket, relay))
+    # Revoked node or expired token (not refreshed in time) → 4401 without waiting for a frame.
+    guard = asyncio.create_task(
+        guard_credentials(
+            check_credentials,
+            interval_s=state.settings.auth.websocket_recheck_s,
+            expires_at=lambda: relay.claims.expires_at,
+        )
+    )
+    tasks = (receiver, sender, guard)
     try:
-        await asyncio.wait({receiver, sender}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(set(tasks), return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (receiver, sender):
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(receiver, sender, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await relay.close()
-    return None if receiver.cancelled() else receiver.exception()
+    error: BaseException | None = None
+    if guard.done() and not guard.cancelled():
+        error = guard.exception() or guard.result()
+    if error is None and not receiver.cancelled():
+        error = receiver.exception()
+    return error
 
 
 async def _receive_frames(websocket: WebSocket, relay: FrameRelay) -> None:

@@ -4,13 +4,18 @@ The node client (clients/node.py) imports this module and nothing else from the 
 """
 
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool, WithJsonSchema
 
+from app.jobs.service import TASKS
+from app.schema_types import StorableText
 from app.timestamps import UtcDatetime
 
 NodeStateName = Literal["active", "idle"]
+# Documented as an enum of the one list the service checks against (which answers an unknown
+# name with the list to choose from).
+TaskName = Annotated[str, WithJsonSchema({"type": "string", "enum": list(TASKS)})]
 
 
 class NodeCreate(BaseModel):
@@ -21,10 +26,10 @@ class NodeCreate(BaseModel):
         examples=["gate-cam-1"],
         description="unique among nodes in service",
     )
-    tasks: list[str] | None = Field(
+    tasks: list[TaskName] | None = Field(
         default=None, description="tasks its frames run; default faces", examples=[["faces"]]
     )
-    store_frames: bool = Field(
+    store_frames: StrictBool = Field(
         default=False,
         description="false: frames are never written to disk or Postgres (results are kept)",
     )
@@ -35,9 +40,9 @@ class NodeCreate(BaseModel):
 
 
 class NodePolicyUpdate(BaseModel):
-    tasks: list[str] | None = None
-    store_frames: bool | None = None
-    store_face_crops: bool | None = None
+    tasks: list[TaskName] | None = None
+    store_frames: StrictBool | None = None
+    store_face_crops: StrictBool | None = None
 
 
 class NodeOut(BaseModel):
@@ -78,7 +83,7 @@ class NodeList(BaseModel):
 
 class TokenRequest(BaseModel):
     node_id: uuid.UUID
-    secret: str = Field(min_length=1, max_length=200)
+    secret: StorableText = Field(min_length=1, max_length=200)
 
 
 class TokenOut(BaseModel):
@@ -89,15 +94,18 @@ class TokenOut(BaseModel):
 
 
 class Heartbeat(BaseModel):
-    fps: float = Field(ge=0, description="frames captured per second")
+    fps: float = Field(ge=0, allow_inf_nan=False, description="frames captured per second")
     latency_ms_p50: float | None = Field(
-        default=None, ge=0, description="median frame → result round trip, milliseconds"
+        default=None,
+        ge=0,
+        allow_inf_nan=False,
+        description="median frame → result round trip, milliseconds",
     )
     state: NodeStateName
-    dark_scene: bool = False
-    version: str = Field(default="unknown", max_length=64)
-    last_error: str | None = Field(default=None, max_length=2000)
-    goodbye: bool = Field(
+    dark_scene: StrictBool = False
+    version: StorableText = Field(default="unknown", max_length=64)
+    last_error: StorableText | None = Field(default=None, max_length=2000)
+    goodbye: StrictBool = Field(
         default=False,
         description="the client is stopping cleanly: the node is offline now, not in "
         "offline_after_s",

@@ -33,7 +33,6 @@ from app.nodes.schemas import (
 from app.security import (
     InvalidNodeToken,
     NodeClaims,
-    NodeForbidden,
     NodeToken,
     generate_node_secret,
     hash_node_secret,
@@ -275,6 +274,15 @@ async def authenticate_claims(session: AsyncSession, claims: NodeClaims) -> Auth
     )
 
 
+async def check_in_service(session: AsyncSession, claims: NodeClaims) -> None:
+    """InvalidNodeToken if the token has expired or its node was revoked (open sockets)."""
+    if claims.expires_at <= datetime.now(UTC):
+        raise InvalidNodeToken("the token has expired; get a new one at POST /v1/nodes/token")
+    revoked_at = await session.scalar(select(Node.revoked_at).where(Node.id == claims.node_id))
+    if revoked_at is not None:
+        raise InvalidNodeToken(f"node {claims.node_id} was revoked")
+
+
 async def _mark_seen(session: AsyncSession, node: Node) -> bool:
     """Update last_seen_at (at most every SEEN_RESOLUTION_S); True if the node just came online.
 
@@ -497,9 +505,10 @@ async def enqueue_frame(
 async def get_own_job(
     session: AsyncSession, node: AuthenticatedNode, job_id: uuid.UUID
 ) -> JobDetail:
-    """A job this node sent. Another node's job is 403, not 404: the node learns nothing new."""
+    """A job this node sent. Another node's job is 404 exactly as an unknown id is: a node must
+    not learn which ids exist."""
     # Authorized here by node, not by API key: read it as the system, then check the node.
     detail = await jobs.get_job_detail(session, job_id, ANONYMOUS_ADMIN)
     if detail.node_id != node.id:
-        raise NodeForbidden(f"job {job_id} was not sent by this node")
+        raise NotFound(f"no job with id {job_id}")
     return detail

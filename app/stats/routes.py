@@ -1,12 +1,12 @@
 """HTTP routes for statistics. Parse, call the service; nothing else."""
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 
 from app.deps import ReadKey, SessionDep
+from app.schema_types import BoundedDatetime
 from app.stats import service
 from app.stats.schemas import CountsReport
 
@@ -27,14 +27,22 @@ async def counts(
     viewer: ReadKey,
     node_id: Annotated[uuid.UUID | None, Query(description="one node; omit for all jobs")] = None,
     from_: Annotated[
-        datetime | None,
+        BoundedDatetime | None,
         Query(
             alias="from",
             description="ISO-8601; no offset means UTC (encode + as %2B); default `to` − 1 day",
         ),
     ] = None,
-    to: Annotated[datetime | None, Query(description="ISO-8601, exclusive; default now")] = None,
-    bucket: Annotated[str, Query(description="15m, 1h, 1d …; buckets align to UTC")] = "1h",
+    to: Annotated[
+        BoundedDatetime | None, Query(description="ISO-8601, exclusive; default now")
+    ] = None,
+    bucket: Annotated[
+        str,
+        Query(
+            description="15m, 1h, 1d …; buckets align to UTC",
+            json_schema_extra={"pattern": r"^[1-9][0-9]{0,4}[mhd]$"},
+        ),
+    ] = "1h",
     fill: Annotated[
         bool, Query(description="list every bucket of the span, empty ones too (frames 0)")
     ] = False,

@@ -45,6 +45,11 @@ def rate_limit_key(owner: str, window: int) -> str:
     return f"lookout:ratelimit:{owner}:{window}"
 
 
+def client_limit_key(kind: str, client: str, window: int) -> str:
+    """Per-client-address counters (failed authentications, WebSocket connects) in a window."""
+    return f"lookout:clientlimit:{kind}:{client}:{window}"
+
+
 def frame_key(job_id: uuid.UUID | str) -> str:
     return f"lookout:frame:{job_id}"
 

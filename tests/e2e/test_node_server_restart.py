@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from app.models import Job, JobStatus
 from tests.conftest import shared_image
 from tests.images import decode, write_video
+from tests.processes import TEST_NODE_SIGNING_KEY
 from tests.test_cli import free_port
 
 STEP_TIMEOUT_S = 60
@@ -41,6 +42,7 @@ class Api:
         self.workdir = workdir
         self.env = child_env(
             LOOKOUT_ENV="dev",
+            LOOKOUT_NODES__SIGNING_KEY=TEST_NODE_SIGNING_KEY,
             LOOKOUT_DATA_DIR=str(workdir / "api-data"),
             LOOKOUT_DATABASE__URL=servers.database_url,
             LOOKOUT_REDIS__URL=servers.redis_url,

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 
 from tests.e2e.processes import lookout_env, start_api, start_worker, stopping
 
@@ -93,12 +93,26 @@ async def page(browser: Browser, lookout_server: str) -> AsyncIterator[Page]:
     errors: list[str] = []
     new_page.on("pageerror", lambda error: errors.append(str(error)))
     new_page.errors = errors  # type: ignore[attr-defined]
+    csp_violations = collect_csp_violations(new_page)
     yield new_page
     await context.close()
     assert errors == [], f"JavaScript errors on the page: {errors}"
+    assert csp_violations == [], f"the page broke its Content-Security-Policy: {csp_violations}"
     own = urlsplit(lookout_server).netloc
     foreign = [url for url in requested if urlsplit(url).netloc not in (own, "")]
     assert foreign == [], f"the page fetched from elsewhere: {foreign}"
+
+
+def collect_csp_violations(page: Page) -> list[str]:
+    """Chromium reports every blocked script, style, image or connection on the console."""
+    violations: list[str] = []
+
+    def on_console(message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text:
+            violations.append(message.text)
+
+    page.on("console", on_console)
+    return violations
 
 
 async def sign_in(page: Page, key: str) -> None:

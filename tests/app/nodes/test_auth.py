@@ -1,4 +1,5 @@
-"""Node credentials: every bad token is refused (401), every time; another node's job is 403."""
+"""Node credentials: every bad token is refused (401), every time; another node's job is 404
+(as an unknown one: its existence is not revealed)."""
 
 import base64
 import json
@@ -11,6 +12,7 @@ from httpx_ws import WebSocketDisconnect, aconnect_ws
 from jose import jwt
 
 from app.security import NODE_TOKEN_AUDIENCE, NODE_TOKEN_ISSUER, issue_node_token
+from app.settings import PLACEHOLDER_NODE_SIGNING_KEY
 from tests.conftest import bearer, node_token, serve_app, shared_image, with_node_settings
 
 T1 = shared_image("scenes/t1.jpg")
@@ -68,6 +70,21 @@ def bad_tokens(settings, node_id: uuid.UUID) -> dict[str, str | None]:
         "no sub": "Bearer " + sign(claims(node_id, sub=None), key),
         "wrong audience": "Bearer " + sign(claims(node_id, aud="lookout:admin"), key),
         "unknown node": "Bearer " + sign(claims(uuid.uuid4()), key),
+        # Forgeries the attack used: the public placeholder key, a far exp, a future iat.
+        "public placeholder key": "Bearer " + sign(claims(node_id), PLACEHOLDER_NODE_SIGNING_KEY),
+        "ten years of life": "Bearer "
+        + sign(claims(node_id, exp=int(time.time()) + 10 * 365 * 86400), key),
+        "issued in the future": "Bearer "
+        + sign(claims(node_id, iat=int(time.time()) + 3600, exp=int(time.time()) + 3900), key),
+        "one second over the TTL": "Bearer "
+        + sign(
+            claims(
+                node_id,
+                iat=int(time.time()),
+                exp=int(time.time()) + settings.nodes.token_ttl_s + 1,
+            ),
+            key,
+        ),
     }
 
 
@@ -144,10 +161,15 @@ async def test_node_a_cannot_read_node_b_s_frames(client, settings, make_node):
     )
     job_id = sent_by_b.json()["id"]
     as_a = bearer(node_token(settings, node_a.id))
+    unknown = await client.get(f"/v1/nodes/me/jobs/{uuid.uuid4()}", headers=as_a)
     for _ in range(2):
         response = await client.get(f"/v1/nodes/me/jobs/{job_id}", headers=as_a)
-        assert response.status_code == 403
-        assert response.json()["error"] == "forbidden"
+        assert response.status_code == 404
+        assert response.json()["error"] == "not_found"
+        # Word for word what an unknown id gets, but for the id itself.
+        assert response.json()["detail"].replace(job_id, "?") == unknown.json()["detail"].replace(
+            unknown.url.path.rsplit("/", 1)[1], "?"
+        )
     as_b = bearer(node_token(settings, node_b.id))
     assert (await client.get(f"/v1/nodes/me/jobs/{job_id}", headers=as_b)).status_code == 200
 

@@ -89,7 +89,7 @@ export function render(view, { params: [id] }) {
           h('dt', {}, 'Total'), h('dd', {}, formatMs(job.timings?.total_ms))),
         job.error ? h('p', { class: 'error' }, job.error) : null,
         deleteArea),
-      h('section', { style: 'grid-column: 1 / -1' },
+      h('section', { class: 'wide' },
         h('h2', {}, `Faces (${faces.length})`),
         faces.length ? facesTable(faces) : h('p', { class: 'muted' }, 'No faces.'),
         h('h2', {}, `Objects (${objects.length})`),

@@ -1,0 +1,78 @@
+"""How the API process holds its connections: uvicorn with a request-header deadline.
+
+uvicorn times out idle keep-alive connections but not a client that sends its request line and
+headers a byte at a time (slowloris): such a connection is held for as long as the client
+likes. Here every connection must deliver a complete request head within `header_timeout_s` of
+connecting (or of its previous response), or it is closed. Request bodies have their own
+deadline between reads (app/limits.BodyReadTimeout). `lookout api` runs uvicorn with this
+protocol; gunicorn runs it through `LookoutUvicornWorker` (deploy/gunicorn.conf.py). nginx, when
+in front, applies its own client_header_timeout / client_body_timeout (nginx/).
+"""
+
+import asyncio
+from typing import Any
+
+import structlog
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn_worker import UvicornWorker  # type: ignore[import-untyped]
+
+from app.settings import get_settings
+
+log = structlog.get_logger()
+
+
+class HeaderDeadlineH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol; a connection whose request head is late is closed."""
+
+    header_timeout_s: float = 10.0
+    _header_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_deadline()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm_header_deadline()  # the next request on this keep-alive connection
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_deadline()
+        super().connection_lost(exc)
+
+    def _arm_header_deadline(self) -> None:
+        self._disarm_header_deadline()
+        waiting_after = self.cycle  # a new request head replaces it
+        self._header_deadline = self.loop.call_later(
+            self.header_timeout_s, self._header_deadline_passed, waiting_after
+        )
+
+    def _disarm_header_deadline(self) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
+
+    def _header_deadline_passed(self, waiting_after: Any) -> None:
+        self._header_deadline = None
+        if self.cycle is not waiting_after or self.transport.is_closing():
+            return  # a request head arrived in time
+        if self.transport.get_protocol() is not self:
+            return  # upgraded to a WebSocket: no longer ours
+        log.info("slow_client_closed", client=str(self.client), waited_s=self.header_timeout_s)
+        self.transport.close()
+
+
+def protocol_class(header_timeout_s: float) -> type[HeaderDeadlineH11Protocol]:
+    return type(
+        "LookoutH11Protocol", (HeaderDeadlineH11Protocol,), {"header_timeout_s": header_timeout_s}
+    )
+
+
+class LookoutUvicornWorker(UvicornWorker):  # type: ignore[misc]
+    """gunicorn's uvicorn worker with the header deadline from LOOKOUT_API__HEADER_TIMEOUT_S."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.CONFIG_KWARGS = {
+            **UvicornWorker.CONFIG_KWARGS,
+            "http": protocol_class(get_settings().api.header_timeout_s),
+        }
+        super().__init__(*args, **kwargs)

@@ -1,0 +1,48 @@
+"""Per client address: failed authentications and WebSocket connects are limited (Redis)."""
+
+from httpx_ws import aconnect_ws
+
+from app.security import Scope
+from app.settings import AuthSettings
+from tests.app.test_auth import ws_close_code
+from tests.conftest import serve_app
+
+BAD_KEY = "lk_0123456789ab_" + "x" * 43
+
+
+async def test_guessing_keys_is_cut_off_with_429_for_the_address(settings, make_key):
+    limited = settings.model_copy(update={"auth": AuthSettings(failed_auth_per_client=3)})
+    good = await make_key("good", (Scope.read,))
+    async with serve_app(limited) as http:
+        assert (await http.get("/v1/jobs", headers={"X-API-Key": good})).status_code == 200
+        statuses = [
+            (await http.get("/v1/jobs", headers={"X-API-Key": BAD_KEY})).status_code
+            for _ in range(4)
+        ]
+        assert statuses == [401, 401, 401, 429]
+        blocked = await http.get("/v1/jobs", headers={"X-API-Key": good})
+        assert blocked.status_code == 429  # the address, not the key, is over its limit
+        assert blocked.json()["error"] == "rate_limited"
+        assert 1 <= int(blocked.headers["retry-after"]) <= 60
+        assert await ws_close_code(http, f"/v1/ws?api_key={good}") == 4429
+
+
+async def test_websocket_connects_are_limited_per_address(settings, make_key):
+    limited = settings.model_copy(update={"auth": AuthSettings(websocket_connects_per_client=2)})
+    key = await make_key("sockets", (Scope.read,))
+    async with serve_app(limited) as http:
+        for _ in range(2):
+            async with aconnect_ws(f"/v1/ws?api_key={key}", http):
+                pass
+        assert await ws_close_code(http, f"/v1/ws?api_key={key}") == 4429
+        # Plain HTTP is not a socket connect: still served.
+        assert (await http.get("/v1/jobs", headers={"X-API-Key": key})).status_code == 200
+
+
+async def test_without_limits_many_failures_stay_401(settings):
+    """The control: with the limit off, the tenth bad key is still just a 401."""
+    off = settings.model_copy(update={"auth": AuthSettings(failed_auth_per_client=0)})
+    async with serve_app(off) as http:
+        for _ in range(10):
+            response = await http.get("/v1/jobs", headers={"X-API-Key": BAD_KEY})
+            assert response.status_code == 401
