@@ -31,7 +31,9 @@ DOCS_CSP = "; ".join(
         f"script-src 'self' 'unsafe-inline' {DOCS_CDN}",
         f"style-src 'self' 'unsafe-inline' {DOCS_CDN} https://fonts.googleapis.com",
         "font-src 'self' https://fonts.gstatic.com",
-        "img-src 'self' data: https://fastapi.tiangolo.com https://cdn.redoc.ly",
+        # The pages' assets are served here (app/docs_pages.py); Redoc's footer logo from its
+        # CDN is not wanted offline, so images come from this server only.
+        "img-src 'self' data:",
         "worker-src 'self' blob:",
         "connect-src 'self'",
         "object-src 'none'",

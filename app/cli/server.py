@@ -6,14 +6,20 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.cli.common import load, require
 from app.db import migrate
 from app.logging import configure_logging
 from app.settings import PLACEHOLDER_NODE_SIGNING_KEY, Settings, is_placeholder
+
+if TYPE_CHECKING:
+    from app.embedded import DataDirLock, EmbeddedServices
+    from app.supervisor import Supervisor
 
 # How long children get to drain in-flight work after SIGTERM before they are killed.
 SHUTDOWN_GRACE_S = 30.0
@@ -55,68 +61,22 @@ def up(settings: Settings) -> int:
     process (`lookout events`), then Redis, then Postgres.
     """
     # Imported here: the API and worker processes that `up` starts load this module too.
-    from app.embedded import DataDirBusy, DataDirLock, EmbeddedServices, start_embedded
-    from app.supervisor import GiveUp, Part, Supervisor
+    from app.embedded import EmbeddedServices
+    from app.supervisor import GiveUp, Supervisor
 
     configure_logging(settings)
-
-    # Models first: a missing file is one clear message before anything starts, rather than
-    # an API that accepts jobs no worker can run.
-    models_ready: Callable[[Settings], bool] = load("workers.cli:models_ready")
-    if not models_ready(settings):
-        return 2
-    try:
-        lock = DataDirLock(settings.data_dir)
-    except DataDirBusy as exc:
-        print(f"lookout: {exc}", file=sys.stderr)
-        return 1
+    lock = _preflight(settings)
+    if isinstance(lock, int):
+        return lock
+    stop_requested = threading.Event()
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: stop_requested.set())
+    signal.signal(signal.SIGINT, lambda _signum, _frame: stop_requested.set())
     embedded: EmbeddedServices | None = None
     supervisor = Supervisor()
     worker_names = [f"worker-{i}" for i in range(settings.worker.processes)]
-    stopping = False
-
-    def request_stop(_signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    exit_code = 0
     try:
-        busy = _port_in_use(settings.api.host, settings.api.port)
-        if busy:
-            print(
-                f"lookout: port {settings.api.port} on {settings.api.host} is in use ({busy}); "
-                "stop what uses it or set LOOKOUT_API__PORT",
-                file=sys.stderr,
-            )
-            return 1
-        env = dict(os.environ)
-        if settings.database.url is None or settings.redis.url is None:
-            embedded = start_embedded(settings.data_dir)
-            if settings.database.url is None:
-                env["LOOKOUT_DATABASE__URL"] = embedded.database_url
-            if settings.redis.url is None:
-                env["LOOKOUT_REDIS__URL"] = embedded.redis_url
-        keys_off = _zero_config_dev(settings)
-        env.update(_auth_env(settings))
-        # /health/ready reports a degraded pool when fewer than these are alive.
-        env["LOOKOUT_WORKER__EXPECTED"] = str(len(worker_names))
-        migrate(env["LOOKOUT_DATABASE__URL"])
-        if embedded is not None and settings.redis.url is None:
-            supervisor.adopt(
-                Part("redis", start=embedded.start_redis, stop=embedded.stop_redis),
-                embedded.redis_process,
-            )
-        # Children ignore the terminal's Ctrl-C (own session); we stop them in order below.
-        supervisor.add(Part("api", start=_child_starter(["api"], env), grace_s=SHUTDOWN_GRACE_S))
-        for index, name in enumerate(worker_names):
-            command = ["worker", "--processes", "1", "--index", str(index)]
-            supervisor.add(Part(name, start=_child_starter(command, env), grace_s=SHUTDOWN_GRACE_S))
-        # Webhooks and MQTT: reads the firehose in its own consumer group (app/events_out/).
-        supervisor.add(
-            Part("events", start=_child_starter(["events"], env), grace_s=SHUTDOWN_GRACE_S)
-        )
+        env, embedded = _start_servers(settings, worker_names)
+        _add_parts(supervisor, settings, env, embedded, worker_names)
         base = f"http://{settings.api.host}:{settings.api.port}"
         lock.record(
             {
@@ -125,20 +85,11 @@ def up(settings: Settings) -> int:
                 "redis_url": env["LOOKOUT_REDIS__URL"],
             }
         )
-        print("Starting Lookout: Postgres, Redis, the API and the workers…", flush=True)
-        announced = False
-        next_probe = 0.0
-        while not stopping:
-            supervisor.poll()
-            if not announced and time.monotonic() >= next_probe:
-                next_probe = time.monotonic() + 0.5
-                if _ready(base):
-                    announced = True
-                    _print_banner(base, env, keys_off=keys_off)
-            time.sleep(0.2)
+        _supervise(supervisor, base, env, stop_requested, keys_off=_zero_config_dev(settings))
+        return 0
     except GiveUp as exc:
         print(f"lookout: {exc}", file=sys.stderr, flush=True)
-        exit_code = 1
+        return 1
     finally:
         # API first (no new work), then workers (they finish what they hold), then the events
         # process (it reads what the workers published), then Redis.
@@ -146,7 +97,99 @@ def up(settings: Settings) -> int:
         if embedded is not None:
             embedded.stop()
         lock.release()
-    return exit_code
+
+
+def _preflight(settings: Settings) -> "DataDirLock | int":
+    """The data dir's lock, or the exit code when `up` cannot start: a model is missing (one
+    clear message before anything starts, rather than an API that accepts jobs no worker can
+    run), another `up` holds the data dir, or the API's port is taken."""
+    from app.embedded import DataDirBusy, DataDirLock
+
+    models_ready: Callable[[Settings], bool] = load("workers.cli:models_ready")
+    if not models_ready(settings):
+        return 2
+    try:
+        lock = DataDirLock(settings.data_dir)
+    except DataDirBusy as exc:
+        print(f"lookout: {exc}", file=sys.stderr)
+        return 1
+    busy = _port_in_use(settings.api.host, settings.api.port)
+    if busy:
+        lock.release()
+        print(
+            f"lookout: port {settings.api.port} on {settings.api.host} is in use ({busy}); "
+            "stop what uses it or set LOOKOUT_API__PORT",
+            file=sys.stderr,
+        )
+        return 1
+    return lock
+
+
+def _start_servers(
+    settings: Settings, worker_names: list[str]
+) -> "tuple[dict[str, str], EmbeddedServices | None]":
+    """Embedded Postgres/Redis where no URL is set, migrations; the children's environment."""
+    from app.embedded import start_embedded
+
+    env = dict(os.environ)
+    embedded = None
+    if settings.database.url is None or settings.redis.url is None:
+        embedded = start_embedded(settings.data_dir)
+        if settings.database.url is None:
+            env["LOOKOUT_DATABASE__URL"] = embedded.database_url
+        if settings.redis.url is None:
+            env["LOOKOUT_REDIS__URL"] = embedded.redis_url
+    env.update(_auth_env(settings))
+    # /health/ready reports a degraded pool when fewer than these are alive.
+    env["LOOKOUT_WORKER__EXPECTED"] = str(len(worker_names))
+    migrate(env["LOOKOUT_DATABASE__URL"])
+    return env, embedded
+
+
+def _add_parts(
+    supervisor: "Supervisor",
+    settings: Settings,
+    env: dict[str, str],
+    embedded: "EmbeddedServices | None",
+    worker_names: list[str],
+) -> None:
+    """Every part `up` runs: its Redis (if embedded), the API, the workers, `lookout events`."""
+    from app.supervisor import Part
+
+    if embedded is not None and settings.redis.url is None:
+        supervisor.adopt(
+            Part("redis", start=embedded.start_redis, stop=embedded.stop_redis),
+            embedded.redis_process,
+        )
+    # Children ignore the terminal's Ctrl-C (own session); `up` stops them in order.
+    supervisor.add(Part("api", start=_child_starter(["api"], env), grace_s=SHUTDOWN_GRACE_S))
+    for index, name in enumerate(worker_names):
+        command = ["worker", "--processes", "1", "--index", str(index)]
+        supervisor.add(Part(name, start=_child_starter(command, env), grace_s=SHUTDOWN_GRACE_S))
+    # Webhooks and MQTT: reads the firehose in its own consumer group (app/events_out/).
+    supervisor.add(Part("events", start=_child_starter(["events"], env), grace_s=SHUTDOWN_GRACE_S))
+
+
+def _supervise(
+    supervisor: "Supervisor",
+    base: str,
+    env: dict[str, str],
+    stop_requested: threading.Event,
+    *,
+    keys_off: bool,
+) -> None:
+    """Keep the parts alive until Ctrl-C/SIGTERM; print the banner once the API is ready."""
+    print("Starting Lookout: Postgres, Redis, the API and the workers…", flush=True)
+    announced = False
+    next_probe = 0.0
+    while not stop_requested.is_set():
+        supervisor.poll()
+        if not announced and time.monotonic() >= next_probe:
+            next_probe = time.monotonic() + 0.5
+            if _ready(base):
+                announced = True
+                _print_banner(base, env, keys_off=keys_off)
+        time.sleep(0.2)
 
 
 def _child_starter(

@@ -1,6 +1,8 @@
 """The Unknown page and the People page's faces (issue 16) in real Chromium, against a real
 API + worker whose clustering pass runs every second."""
 
+import asyncio
+
 import httpx
 from playwright.async_api import Page, expect
 
@@ -64,10 +66,16 @@ async def test_unknown_faces_are_named_merged_and_moved_in_the_browser(
     await expect(obama_card.locator("img.thumb")).to_have_count(3)
     await expect(obama_card.locator(".last-seen")).to_contain_text("last seen")
     # Every thumbnail is a real picture (fetched with the key), none broken.
-    await page.wait_for_function(
-        "[...document.querySelectorAll('.cluster img.thumb')]"
-        ".every((i) => i.complete && i.naturalWidth === 112)"
-    )
+    # Polled with evaluate (CDP, not page eval): the page's CSP forbids wait_for_function's eval.
+    for _ in range(100):
+        if await page.evaluate(
+            "[...document.querySelectorAll('.cluster img.thumb')]"
+            ".every((i) => i.complete && i.naturalWidth === 112)"
+        ):
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("a cluster thumbnail did not load as a 112 px picture")
     await screenshots(page, "unknown-clusters")
 
     # Name it: the group leaves the Unknown page, and a later photo is identified by that name.
