@@ -4,7 +4,14 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from app.schema_types import storable_text
 
@@ -22,6 +29,9 @@ class PersonIn(BaseModel):
 
 class PersonPatch(BaseModel):
     """Rename (or name an unnamed person: its faces join the gallery), or ignore a cluster."""
+
+    # The schema says what the validator below enforces: at least one field.
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
 
     name: PersonName | None = None
     ignored: bool | None = Field(

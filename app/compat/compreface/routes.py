@@ -504,7 +504,8 @@ async def list_examples(
     principal: ReadKey,
     session: SessionDep,
     subject: str | None = None,
-    page: Annotated[int, Query(ge=0, description="from 0")] = 0,
+    # Bounded so page × size stays a Postgres bigint OFFSET (a larger one was a 500).
+    page: Annotated[int, Query(ge=0, le=1_000_000, description="from 0")] = 0,
     size: Annotated[int, Query(ge=1, le=service.MAX_PAGE_SIZE)] = service.DEFAULT_PAGE_SIZE,
 ) -> ExamplePage:
     return await service.list_examples(
