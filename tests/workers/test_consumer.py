@@ -83,8 +83,10 @@ async def test_a_message_of_a_dead_consumer_is_reclaimed_and_finished(
     assert await patient.run(burst=True) == 0
     assert (await load_job(sessionmaker, job.id)).status == JobStatus.queued
 
-    await asyncio.sleep(0.3)
-    rescuer = make_consumer("rescuer", job_timeout_s=0.2)
+    # job_timeout_s is also the rescuer's own time limit for the job: 1 s leaves room for
+    # t1.jpg's six faces (0.2-0.4 s here), and the message has been idle longer than that.
+    await asyncio.sleep(1.1)
+    rescuer = make_consumer("rescuer", job_timeout_s=1.0)
     assert await rescuer.run(burst=True) == 1
     finished = await load_job(sessionmaker, job.id)
     assert finished.status == JobStatus.done
