@@ -67,6 +67,10 @@ class Firehose:
         self.subscriptions.discard(subscription)
 
     async def close(self) -> None:
+        # redis-py may absorb a cancel that lands mid-XREAD (it drops the connection and retries
+        # the read), so the loop is also told to end: with no subscriptions it stops after the
+        # current read (READ_BLOCK_MS at most).
+        self.subscriptions.clear()
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):

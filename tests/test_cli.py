@@ -5,6 +5,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -24,38 +25,58 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_up(data_dir: Path, port: int, models_dir: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKOUT_")}
-    env.update(
-        LOOKOUT_DATA_DIR=str(data_dir),
-        LOOKOUT_MODELS_DIR=str(models_dir),
-        **TEST_PACK_ENV,
-        LOOKOUT_API__PORT=str(port),
-        LOOKOUT_WORKER__PROCESSES="1",
-    )
-    return subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "up"],
-        env=env,
-        cwd=data_dir.parent,  # no stray .env file is picked up
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+class Up:
+    """A running `lookout up`: its output is read as it comes, so a test can wait for the banner."""
 
+    def __init__(self, data_dir: Path, port: int, models_dir: Path) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKOUT_")}
+        env.update(
+            LOOKOUT_DATA_DIR=str(data_dir),
+            LOOKOUT_MODELS_DIR=str(models_dir),
+            **TEST_PACK_ENV,
+            LOOKOUT_API__PORT=str(port),
+            LOOKOUT_WORKER__PROCESSES="1",
+        )
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "up"],
+            env=env,
+            cwd=data_dir.parent,  # no stray .env file is picked up
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
-def wait_until_ready(base_url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            output = process.stdout.read().decode() if process.stdout else ""
-            pytest.fail(f"lookout up exited early ({process.returncode}):\n{output}")
-        try:
-            if httpx.get(f"{base_url}/openapi.json", timeout=1).status_code == 200:
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_until_up(self) -> None:
+        """What a user waits for: the banner, printed once the API answers ready."""
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if any(line.startswith("Lookout is up") for line in self.lines):
                 return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    pytest.fail("lookout up did not serve the API in time")
+            if self.process.poll() is not None:
+                self._reader.join(timeout=5)
+                pytest.fail(f"lookout up exited early ({self.process.returncode}):\n{self.output}")
+            time.sleep(0.2)
+        self.process.kill()
+        pytest.fail(f"lookout up did not say it was up in time:\n{self.output}")
+
+    def stop(self, sig: int) -> str:
+        self.process.send_signal(sig)
+        self.process.wait(timeout=60)
+        self._reader.join(timeout=10)
+        assert self.process.returncode == 0, self.output
+        return self.output
 
 
 def processes_using(data_dir: Path) -> list[str]:
@@ -67,20 +88,13 @@ def processes_using(data_dir: Path) -> list[str]:
     return found
 
 
-def stop(process: subprocess.Popen[bytes], sig: int) -> str:
-    process.send_signal(sig)
-    output, _ = process.communicate(timeout=60)
-    assert process.returncode == 0, output.decode()
-    return output.decode()
-
-
 def test_up_serves_the_quickstart_stops_cleanly_and_reuses_its_data(tmp_path, models_dir):
     data_dir = tmp_path / "lookout-data"
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
 
-    process = start_up(data_dir, port, models_dir)
-    wait_until_ready(base_url, process)
+    up = Up(data_dir, port, models_dir)
+    up.wait_until_up()
     # The README's quickstart: curl -F image=@t1.jpg 'localhost:8000/v1/images?wait=10'
     response = httpx.post(
         f"{base_url}/v1/images?wait=30",
@@ -92,20 +106,19 @@ def test_up_serves_the_quickstart_stops_cleanly_and_reuses_its_data(tmp_path, mo
     assert job["status"] == "done"
     assert len(job["detections"]) == 6
 
-    output = stop(process, signal.SIGTERM)
-    assert "Lookout is up" in output
+    up.stop(signal.SIGTERM)
     assert processes_using(data_dir) == []  # no orphaned postgres, redis, api or worker
     assert not (data_dir / "redis" / "redis.sock").exists()
     assert not (data_dir / "postgres" / "postmaster.pid").exists()
 
     # A second `up` finds the same database and images; Ctrl-C (SIGINT) stops it too.
-    process = start_up(data_dir, port, models_dir)
-    wait_until_ready(base_url, process)
+    up = Up(data_dir, port, models_dir)
+    up.wait_until_up()
     again = httpx.get(f"{base_url}/v1/jobs/{job['id']}", timeout=10)
     assert again.status_code == 200
     assert len(again.json()["detections"]) == 6
     assert httpx.get(f"{base_url}{job['links']['image']}", timeout=10).status_code == 200
-    stop(process, signal.SIGINT)
+    up.stop(signal.SIGINT)
     assert processes_using(data_dir) == []
 
 

@@ -24,10 +24,13 @@ def as_key(client: httpx.AsyncClient, token: str | None) -> dict[str, str]:
 
 
 async def ws_close_code(client: httpx.AsyncClient, url: str, **kwargs) -> int:
-    """The close code the server ends the WebSocket with before sending anything."""
+    """The close code the server ends the WebSocket with before sending anything.
+
+    A socket left open fails after 30 s (TimeoutError), not at the test's overall timeout.
+    """
     try:
         async with aconnect_ws(url, client, **kwargs) as ws:
-            await ws.receive_json()
+            await ws.receive_json(timeout=30)
     except BaseException as exc:
         closes = [e for e in _leaves(exc) if isinstance(e, WebSocketDisconnect)]
         if not closes:

@@ -8,10 +8,15 @@ from tests.app.test_auth import ws_close_code
 from tests.conftest import serve_app
 
 BAD_KEY = "lk_0123456789ab_" + "x" * 43
+# The limits count in fixed windows; an hour-long one keeps a slow test's requests in one window
+# (with 60 s, a loaded machine could cross a boundary mid-test and reset the count).
+WINDOW_S = 3600
 
 
 async def test_guessing_keys_is_cut_off_with_429_for_the_address(settings, make_key):
-    limited = settings.model_copy(update={"auth": AuthSettings(failed_auth_per_client=3)})
+    limited = settings.model_copy(
+        update={"auth": AuthSettings(failed_auth_per_client=3, rate_limit_window_s=WINDOW_S)}
+    )
     good = await make_key("good", (Scope.read,))
     async with serve_app(limited) as http:
         assert (await http.get("/v1/jobs", headers={"X-API-Key": good})).status_code == 200
@@ -23,12 +28,14 @@ async def test_guessing_keys_is_cut_off_with_429_for_the_address(settings, make_
         blocked = await http.get("/v1/jobs", headers={"X-API-Key": good})
         assert blocked.status_code == 429  # the address, not the key, is over its limit
         assert blocked.json()["error"] == "rate_limited"
-        assert 1 <= int(blocked.headers["retry-after"]) <= 60
+        assert 1 <= int(blocked.headers["retry-after"]) <= WINDOW_S
         assert await ws_close_code(http, f"/v1/ws?api_key={good}") == 4429
 
 
 async def test_websocket_connects_are_limited_per_address(settings, make_key):
-    limited = settings.model_copy(update={"auth": AuthSettings(websocket_connects_per_client=2)})
+    limited = settings.model_copy(
+        update={"auth": AuthSettings(websocket_connects_per_client=2, rate_limit_window_s=WINDOW_S)}
+    )
     key = await make_key("sockets", (Scope.read,))
     async with serve_app(limited) as http:
         for _ in range(2):
