@@ -64,22 +64,43 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def error_doc(description: str, code: str) -> dict[str, Any]:
-    """A route's documented error response: its description and an example body."""
+def error_doc(description: str, code: str, detail: str) -> dict[str, Any]:
+    """A route's documented error response: its description and an example body, with a detail
+    the API really sends for it."""
     return {
         "model": ErrorOut,
         "description": description,
-        "content": {"application/json": {"example": {"error": code, "detail": "…"}}},
+        "content": {"application/json": {"example": {"error": code, "detail": detail}}},
     }
 
 
 # Every /v1 route of a client key can answer these; routes add their own (404, 409, 413 …).
 COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
-    422: error_doc("Invalid request parameters", "invalid_request"),
-    401: error_doc("Missing, malformed, unknown, revoked or expired API key", "unauthorized"),
-    403: error_doc("The API key lacks the scope this route needs", "forbidden"),
-    429: error_doc("Rate limit of the API key exceeded; see Retry-After", "rate_limited"),
-    503: error_doc("Postgres or Redis is unreachable; see Retry-After", "unavailable"),
+    422: error_doc(
+        "Invalid request parameters",
+        "invalid_request",
+        "query.limit: Input should be less than or equal to 100",
+    ),
+    401: error_doc(
+        "Missing, malformed, unknown, revoked or expired API key",
+        "unauthorized",
+        "missing API key: send it in the X-API-Key header",
+    ),
+    403: error_doc(
+        "The API key lacks the scope this route needs",
+        "forbidden",
+        "this API key lacks the 'write' scope",
+    ),
+    429: error_doc(
+        "Rate limit of the API key exceeded; see Retry-After",
+        "rate_limited",
+        "rate limit of 600 requests per 60 s exceeded for this API key",
+    ),
+    503: error_doc(
+        "Postgres or Redis is unreachable; see Retry-After",
+        "unavailable",
+        "the database is unreachable; the request was not completed, retry later",
+    ),
 }
 
 

@@ -22,6 +22,7 @@ from app.db import (
 from app.deps import API_KEY_HEADER, AppState
 from app.docs_pages import mount_docs
 from app.errors import ERROR_RESPONSES, install_error_handlers
+from app.events_out.routes import event_payloads
 from app.events_out.routes import router as events_out_router
 from app.firehose import Firehose
 from app.gallery.clusters import cluster_loop
@@ -158,6 +159,7 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(stats_router, responses=ERROR_RESPONSES)
     app.include_router(gallery_router, responses=ERROR_RESPONSES)
     app.include_router(events_out_router, responses=ERROR_RESPONSES)
+    app.webhooks.include_router(event_payloads)  # the OpenAPI `webhooks` section: event bodies
     app.include_router(ops_router)
     app.include_router(deepstack_router)  # errors in DeepStack's own envelope, not ErrorOut
     app.include_router(compreface_router)  # CompreFace's /api/v1, its own error shape

@@ -13,6 +13,7 @@ from pydantic import (
     model_validator,
 )
 
+from app import openapi_examples as examples
 from app.schema_types import storable_text
 
 # Surrounding spaces are dropped before the length check: a name of spaces alone is refused.
@@ -83,6 +84,8 @@ class SourceCount(BaseModel):
 
 
 class PersonOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.PERSON]})
+
     id: uuid.UUID
     name: str | None = Field(description="null: an unnamed person (a cluster of unknown faces)")
     named: bool
@@ -116,12 +119,16 @@ class MoveIn(BaseModel):
 
 
 class MovedOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.MOVED]})
+
     face_id: int
     person_id: uuid.UUID | None
     enrolled: bool = Field(description="the face joined the target person's gallery")
 
 
 class PersonPage(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.PERSON_PAGE]})
+
     items: list[PersonOut]
     next_cursor: str | None = Field(
         default=None, description="pass as ?cursor= for the next page; null on the last page"
@@ -135,6 +142,8 @@ class DuplicateOut(BaseModel):
 
 
 class EnrollOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.ENROLLED]})
+
     person: PersonDetail
     enrolled: list[EnrolledFaceOut] = Field(description="faces stored by this request")
     duplicates: list[DuplicateOut] = Field(
@@ -177,12 +186,16 @@ class IdentifiedFace(BaseModel):
 
 
 class IdentifyOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.IDENTIFIED]})
+
     job_id: uuid.UUID
     threshold: float = Field(description="gallery.match_threshold, on the calibrated scale")
     faces: list[IdentifiedFace]
 
 
 class VerifyOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.VERIFIED]})
+
     same_person: bool
     similarity: float = Field(description=CALIBRATED)
     threshold: float = Field(description="gallery.match_threshold, on the calibrated scale")
@@ -198,6 +211,8 @@ class PastFaceOut(BaseModel):
 
 
 class FaceSearchOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.SEARCHED]})
+
     job_id: uuid.UUID = Field(description="the job that embedded the query image")
     query_box: list[float]
     min_similarity: float = Field(description="only faces at least this similar are listed")

@@ -11,6 +11,7 @@ from fastapi import APIRouter, File, Form, Query, Response, UploadFile, WebSocke
 from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from app import openapi_examples as examples
 from app import streams
 from app.apikeys.service import Principal
 from app.commits import commit
@@ -40,6 +41,7 @@ from app.images import inspect_image
 from app.jobs import events as event_shapes
 from app.jobs import service
 from app.jobs.schemas import JobDetail, JobPage
+from app.jobs.tasks import TASKS, tasks_pattern
 from app.limits import WS_CLOSE_TRY_AGAIN_LATER
 from app.models import JobStatus
 from app.schema_types import StorableText
@@ -58,7 +60,11 @@ WS_READ_BLOCK_MS = 5000
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     **COMMON_ERRORS,
-    404: error_doc("No such job (or not one of this key's jobs)", "not_found"),
+    404: error_doc(
+        "No such job (or not one of this key's jobs)",
+        "not_found",
+        "no job with id 092107a2-2956-457e-958f-19da952495df",
+    ),
 }
 
 
@@ -69,11 +75,30 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     summary="Upload an image; returns a job",
     responses={
         **COMMON_ERRORS,
-        200: {"description": "With ?wait=, the job finished in time: full result inline"},
-        202: {"description": "Accepted; follow links.events or poll links.self"},
-        413: error_doc("Body or image dimensions over the limit", "payload_too_large"),
-        415: error_doc("Not a JPEG, PNG or WebP image", "unsupported_image_type"),
-        422: error_doc("Corrupt or truncated image, or unknown task", "invalid_image"),
+        200: {
+            "model": JobDetail,
+            "description": "With ?wait=, the job finished in time: full result inline",
+            "content": {"application/json": {"example": examples.JOB_DONE}},
+        },
+        202: {
+            "description": "Accepted; follow links.events or poll links.self",
+            "content": {"application/json": {"example": examples.JOB_QUEUED}},
+        },
+        413: error_doc(
+            "Body or image dimensions over the limit",
+            "payload_too_large",
+            "image is larger than the limit of 20971520 bytes",
+        ),
+        415: error_doc(
+            "Not a JPEG, PNG or WebP image",
+            "unsupported_image_type",
+            "not a JPEG, PNG or WebP image (unrecognised file signature)",
+        ),
+        422: error_doc(
+            "Corrupt or truncated image, or unknown task",
+            "invalid_image",
+            "the JPEG data is truncated (the file ends early)",
+        ),
     },
 )
 async def upload_image(
@@ -86,12 +111,12 @@ async def upload_image(
     tasks: Annotated[
         str | None,
         Form(
-            description=f"comma-separated, from {', '.join(service.TASKS)} (identify: faces "
+            description=f"comma-separated, from {', '.join(TASKS)} (identify: faces "
             "matched against this key's people; implies faces); default faces",
             examples=["faces,objects,qr"],
             # The task names, in the schema, from the one list the service checks against
             # (which answers a wrong name with the list to choose from).
-            json_schema_extra={"pattern": service.tasks_pattern()},
+            json_schema_extra={"pattern": tasks_pattern()},
         ),
     ] = None,
     wait: Annotated[
@@ -129,7 +154,14 @@ async def upload_image(
 @router.get(
     "/v1/jobs",
     response_model=JobPage,
-    responses={**COMMON_ERRORS, 422: error_doc("Invalid cursor", "invalid_request")},
+    responses={
+        **COMMON_ERRORS,
+        422: error_doc(
+            "Invalid cursor",
+            "invalid_request",
+            "invalid cursor: pass back next_cursor from the previous page",
+        ),
+    },
     summary="List this key's jobs (every job for admin keys), newest first",
 )
 async def list_jobs(
@@ -191,7 +223,12 @@ async def get_image(
     responses={
         **ERRORS,
         200: {"content": {"image/jpeg": {}}},
-        409: error_doc("Job not finished", "conflict"),
+        409: error_doc(
+            "Job not finished",
+            "conflict",
+            "job 092107a2-2956-457e-958f-19da952495df is running; the processed image exists "
+            "once it is done",
+        ),
     },
     summary="JPEG with boxes, landmarks and labels drawn",
 )

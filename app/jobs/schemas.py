@@ -4,8 +4,10 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field, field_serializer
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
+from app import openapi_examples as examples
+from app.jobs.tasks import TaskName
 from app.models import JobStatus
 
 
@@ -71,9 +73,13 @@ class DetectionOut(BaseModel):
 
 
 class JobSummary(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.DOG_JOB_SUMMARY]})
+
     id: uuid.UUID
     status: JobStatus
-    tasks: list[str]
+    tasks: list[TaskName] = Field(
+        description="what the job runs (identify: its faces matched against the gallery)"
+    )
     image: ImageOut
     counts: dict[str, int] = Field(default_factory=dict, examples=[{"face": 6}])
     error: str | None = None
@@ -89,6 +95,8 @@ class JobSummary(BaseModel):
 
 
 class JobDetail(JobSummary):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.JOB_DONE]})
+
     detections: list[DetectionOut] = Field(default_factory=list)
     text: str | None = Field(
         default=None,
@@ -99,6 +107,8 @@ class JobDetail(JobSummary):
 
 
 class JobPage(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.JOB_PAGE]})
+
     items: list[JobSummary]
     next_cursor: str | None = Field(
         default=None, description="pass as ?cursor= for the next page; null on the last page"

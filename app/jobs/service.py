@@ -2,7 +2,6 @@
 commit. Recording outcomes is app/jobs/results.py; the shape of events is app/jobs/events.py."""
 
 import asyncio
-import re
 import time
 import uuid
 from datetime import datetime
@@ -26,27 +25,15 @@ from app.jobs.schemas import (
     JobSummary,
     Timings,
 )
+from app.jobs.tasks import DEFAULT_TASKS, TASKS
 from app.models import Detection, Job, JobStatus, Node
 from app.pagination import decode_cursor, encode_cursor
 from app.settings import Settings
 from app.storage import Storage
 
-# Tasks a job may ask for. The detectors behind each live in workers/detectors/registry.py;
-# `identify` has none: it labels the faces task's detections from the gallery (workers/gallery.py)
-# and so always comes with `faces`. `text`: text regions and the full text (OCR); `plates`:
-# licence plates read inside the vehicles the object detector finds.
-TASKS = ("faces", "objects", "qr", "text", "plates", "identify")
-DEFAULT_TASKS = ("faces",)
-
 # The name of the job's node, as a column of a query on Job: the list and the worker's locking
 # query get it without a second round trip (a scalar subquery, so FOR UPDATE locks only jobs).
 JOB_NODE_NAME = select(Node.name).where(Node.id == Job.node_id).correlate(Job).scalar_subquery()
-
-
-def tasks_pattern() -> str:
-    """A regex for a comma-separated list of TASKS (OpenAPI documents the names from it)."""
-    name = "(?:" + "|".join(re.escape(task) for task in TASKS) + ")"
-    return rf"^\s*{name}\s*(?:,\s*{name}\s*)*$"
 
 
 def parse_tasks(raw: str | None) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect
 
+from app import openapi_examples as examples
 from app.commits import after_commit, commit
 from app.deps import (
     AppState,
@@ -198,7 +199,16 @@ async def heartbeat(
     summary="Send one frame (the raw image bytes as the body)",
     responses={
         **NODE_AUTH_ERRORS,
-        200: {"description": "With ?wait=, the job finished in time: full result inline"},
+        200: {
+            "model": JobDetail,
+            "description": "With ?wait=, the job finished in time: full result inline",
+            "content": {"application/json": {"example": examples.FRAME_JOB_DONE}},
+        },
+        202: {
+            "description": "Accepted: the frame is a job; its result comes on the firehose, or "
+            "from GET /v1/nodes/me/jobs/{job_id}",
+            "content": {"application/json": {"example": examples.FRAME_JOB_QUEUED}},
+        },
         413: {"description": "Frame over nodes.max_frame_bytes or the pixel limit"},
         415: {"description": "Not a JPEG, PNG or WebP image"},
         429: {"description": "Too many of this node's frames are waiting for a worker"},
@@ -260,7 +270,11 @@ async def _read_body(request: Request, *, limit_bytes: int) -> bytes:
 @node_router.get(
     "/v1/nodes/me/jobs/{job_id}",
     response_model=JobDetail,
-    responses={**NODE_AUTH_ERRORS, 404: {"description": "No such job, or another node's"}},
+    responses={
+        **NODE_AUTH_ERRORS,
+        200: {"content": {"application/json": {"example": examples.FRAME_JOB_DONE}}},
+        404: {"description": "No such job, or another node's"},
+    },
     summary="The result of a frame this node sent",
 )
 async def get_own_job(job_id: uuid.UUID, node: CurrentNode, session: SessionDep) -> JobDetail:

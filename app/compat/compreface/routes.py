@@ -20,6 +20,7 @@ from fastapi.routing import APIRoute
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app import openapi_examples as examples
 from app.apikeys.service import ANONYMOUS_ADMIN, Principal, authenticate
 from app.commits import commit, discard_pending
 from app.compat.compreface import service
@@ -527,6 +528,7 @@ async def delete_examples_of(
 @router.post(
     "/recognition/faces/delete",
     response_model=list[Example],
+    responses={200: {"content": {"application/json": {"example": [examples.COMPREFACE_EXAMPLE]}}}},
     summary="Delete several face examples by id (unknown ids are ignored)",
 )
 async def delete_examples(

@@ -46,7 +46,7 @@ GALLERY_ERRORS = error_responses(400, 401, 403, 429, 503)
 _KEY = {
     "type": "string",
     "description": "a Lookout API key (or send it in X-API-Key)",
-    "example": "lk_0e9bbddf145e_…",
+    "example": "lk_7a0e0dd72f49_N6w_3qr7ubqt12qsF6kblhI5VxScqkYPyx5vboB6IHg",
 }
 _IMAGE = {"type": "string", "format": "binary", "description": "JPEG, PNG or WebP"}
 
