@@ -1,5 +1,6 @@
 """API schemas for jobs. Separate from the ORM tables in app/models.py."""
 
+import enum
 import uuid
 from datetime import datetime
 from typing import Any
@@ -7,6 +8,14 @@ from typing import Any
 from pydantic import BaseModel, Field, field_serializer
 
 from app.models import JobStatus
+
+
+class JobSource(enum.StrEnum):
+    """Where a job's image came from: an upload (POST /v1/images, the gallery, the compatible
+    APIs) or an edge node's frame."""
+
+    upload = "upload"
+    node = "node"
 
 
 class JobLinks(BaseModel):
