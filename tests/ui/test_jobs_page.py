@@ -6,6 +6,7 @@ from playwright.async_api import Page, expect
 
 from tests.conftest import SHARED_IMAGES
 from tests.images import blank
+from tests.ui.browser import screenshots
 
 T1 = SHARED_IMAGES / "scenes" / "t1.jpg"
 PAGE_SIZE = 20  # js/pages/jobs.js
@@ -64,6 +65,7 @@ async def test_jobs_sent_with_the_api_are_listed_filtered_and_paged(
     await expect(page.locator(f'#jobs tr[data-job-id="{frame}"] .job-source')).to_have_text(
         "porch-cam"
     )
+    await screenshots(page, "jobs")  # and no sideways scrolling on a phone
 
     # Filters: task, then source, in the hash; the row opens its job, Back restores the list.
     await page.select_option("#job-task-filter", "faces")
