@@ -58,6 +58,17 @@ def job_links(job_id: str) -> Json:
     }
 
 
+# --- API keys --------------------------------------------------------------------------------
+
+API_KEY: Json = {
+    "name": "home-assistant",
+    "prefix": "7a0e0dd72f49",
+    "scopes": ["read", "write"],
+    "expires_at": None,
+    "auth_enabled": True,
+}
+
+
 # --- jobs ------------------------------------------------------------------------------------
 
 

@@ -1,5 +1,6 @@
 """API schemas for jobs. Separate from the ORM tables in app/models.py."""
 
+import enum
 import uuid
 from datetime import datetime
 from typing import Any
@@ -9,6 +10,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_serializer
 from app import openapi_examples as examples
 from app.jobs.tasks import TaskName
 from app.models import JobStatus
+
+
+class JobSource(enum.StrEnum):
+    """Where a job's image came from: an upload (POST /v1/images, the gallery, the compatible
+    APIs) or an edge node's frame."""
+
+    upload = "upload"
+    node = "node"
 
 
 class JobLinks(BaseModel):
