@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_serializer
 
-from app.models import JobStatus
+from app.models import JobPurpose, JobStatus
 
 
 class JobLinks(BaseModel):
@@ -73,6 +73,12 @@ class DetectionOut(BaseModel):
 class JobSummary(BaseModel):
     id: uuid.UUID
     status: JobStatus
+    purpose: JobPurpose = Field(
+        default=JobPurpose.detect,
+        description="the call that made it: detect (uploads, node frames, detection routes; "
+        "counted in stats, found by face search), identify (identify/recognize calls), "
+        "compare (verify, face search, match); see README, Gallery calls",
+    )
     tasks: list[str]
     image: ImageOut
     counts: dict[str, int] = Field(default_factory=dict, examples=[{"face": 6}])
