@@ -206,9 +206,7 @@ def test_recognize_and_match_jobs_are_kept_but_not_counted_or_searched(
     assert detected.json()["success"] is True, detected.text
     with native(live, write_key) as http:
         jobs = http.get("/v1/jobs", params={"limit": 100}).json()["items"]
-        assert sorted(j["purpose"] for j in jobs) == ["compare"] * 4 + ["detect"] + [
-            "identify"
-        ] * 2
+        assert sorted(j["purpose"] for j in jobs) == ["compare"] * 4 + ["detect"] + ["identify"] * 2
         [detection] = [j["id"] for j in jobs if j["purpose"] == "detect"]
         searched = http.post("/v1/faces/search", files={"image": ("o.jpg", portrait)})
         assert [r["job_id"] for r in searched.json()["results"]] == [detection]
