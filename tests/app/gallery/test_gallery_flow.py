@@ -477,3 +477,26 @@ async def test_gallery_calls_keep_marked_jobs_that_face_search_and_stats_leave_o
     jobs = (await client.get("/v1/jobs", params={"limit": 100})).json()["items"]
     purposes = sorted(j["purpose"] for j in jobs)
     assert purposes == ["compare"] * 7 + ["detect"] + ["identify"] * 2, purposes
+
+
+def rounded(values: list[float], digits: int) -> bool:
+    return all(round(v, digits) == v for v in values)
+
+
+async def test_identify_and_search_answer_boxes_to_a_tenth_of_a_pixel(client, worker):
+    """Issue 12: jobs answered boxes to 0.1 px, identify and face search at full float
+    precision (539.7227172851562). One precision everywhere."""
+    seen = await client.post(
+        "/v1/images?wait=30",
+        files={"image": ("obama.jpg", (TRAIN / "obama" / "obama.jpg").read_bytes())},
+    )
+    [detection] = seen.json()["detections"]
+    [face] = await identify(client, "faces/test/obama1.jpg")
+    response = await client.post(
+        "/v1/faces/search", files={"image": ("q.jpg", shared_image("faces/test/obama1.jpg"))}
+    )
+    [found] = response.json()["results"]
+    assert found["box"] == detection["box"]  # the same face, the same numbers as its job
+    for box in (face["box"], found["box"], response.json()["query_box"]):
+        assert len(box) == 4 and rounded(box, 1), box
+    assert rounded([face["score"]], 4)
