@@ -10,6 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from app import streams
+from app.apikeys.routes import router as apikeys_router
 from app.compat.compreface.routes import router as compreface_router
 from app.compat.deepstack.routes import router as deepstack_router
 from app.db import (
@@ -151,6 +152,7 @@ async def _open_state(settings: Settings, metrics: ApiMetrics) -> AppState:
 
 def _include_routers(app: FastAPI) -> None:
     app.include_router(jobs_router, responses=ERROR_RESPONSES)
+    app.include_router(apikeys_router, responses=ERROR_RESPONSES)
     app.include_router(
         node_router, responses=ERROR_RESPONSES
     )  # first: /v1/nodes/me must not match /v1/nodes/{node_id}

@@ -39,7 +39,7 @@ from app.errors import (
 from app.images import inspect_image
 from app.jobs import events as event_shapes
 from app.jobs import service
-from app.jobs.schemas import JobDetail, JobPage
+from app.jobs.schemas import JobDetail, JobPage, JobSource
 from app.limits import WS_CLOSE_TRY_AGAIN_LATER
 from app.models import JobStatus
 from app.schema_types import StorableText
@@ -129,7 +129,10 @@ async def upload_image(
 @router.get(
     "/v1/jobs",
     response_model=JobPage,
-    responses={**COMMON_ERRORS, 422: error_doc("Invalid cursor", "invalid_request")},
+    responses={
+        **COMMON_ERRORS,
+        422: error_doc("Invalid cursor, status, task, source or node_id", "invalid_request"),
+    },
     summary="List this key's jobs (every job for admin keys), newest first",
 )
 async def list_jobs(
@@ -137,13 +140,32 @@ async def list_jobs(
     session: SessionDep,
     settings: SettingsDep,
     status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
+    task: Annotated[
+        str | None,
+        Query(
+            description="only jobs that asked for this task",
+            json_schema_extra={"enum": list(service.TASKS)},
+        ),
+    ] = None,
+    source: Annotated[
+        JobSource | None, Query(description="upload: uploaded images; node: node frames")
+    ] = None,
+    node_id: Annotated[uuid.UUID | None, Query(description="only this node's frames")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[
-        StorableText | None, Query(description="next_cursor of the previous page")
+        StorableText | None,
+        Query(description="next_cursor of the previous page (with the same filters)"),
     ] = None,
 ) -> JobPage:
     return await service.list_jobs(
-        session, principal, status=status_filter, limit=limit, cursor=cursor
+        session,
+        principal,
+        status=status_filter,
+        task=task,
+        source=source,
+        node_id=node_id,
+        limit=limit,
+        cursor=cursor,
     )
 
 

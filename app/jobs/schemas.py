@@ -1,5 +1,6 @@
 """API schemas for jobs. Separate from the ORM tables in app/models.py."""
 
+import enum
 import uuid
 from datetime import datetime
 from typing import Any
@@ -8,6 +9,14 @@ from pydantic import BaseModel, Field
 
 from app.models import JobPurpose, JobStatus
 from app.schema_types import PixelBox, PixelPoints, Score
+
+
+class JobSource(enum.StrEnum):
+    """Where a job's image came from: an upload (POST /v1/images, the gallery, the compatible
+    APIs) or an edge node's frame."""
+
+    upload = "upload"
+    node = "node"
 
 
 class JobLinks(BaseModel):

@@ -23,6 +23,7 @@ from app.jobs.schemas import (
     JobDetail,
     JobLinks,
     JobPage,
+    JobSource,
     JobSummary,
     Timings,
 )
@@ -237,9 +238,15 @@ async def list_jobs(
     status: JobStatus | None,
     limit: int,
     cursor: str | None,
+    task: str | None = None,
+    source: JobSource | None = None,
+    node_id: uuid.UUID | None = None,
 ) -> JobPage:
     """The viewer's jobs, newest first; keyset pagination on (created_at, id) so pages never
-    skip or repeat."""
+    skip or repeat. Filters combine: `task` keeps jobs that asked for it, `source` uploads or
+    node frames, `node_id` one node's frames (revoked nodes' included)."""
+    if task is not None and task not in TASKS:
+        raise InvalidInput(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
     query = (
         select(Job, JOB_NODE_NAME).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
     )
@@ -247,6 +254,14 @@ async def list_jobs(
         query = query.where(Job.owner_id == viewer.owner_id)
     if status is not None:
         query = query.where(Job.status == status)
+    if task is not None:
+        query = query.where(Job.tasks.contains([task]))
+    if source is JobSource.upload:
+        query = query.where(Job.node_id.is_(None))
+    elif source is JobSource.node:
+        query = query.where(Job.node_id.is_not(None))
+    if node_id is not None:
+        query = query.where(Job.node_id == node_id)
     if cursor is not None:
         created_at, last_id = decode_cursor(cursor)
         query = query.where(tuple_(Job.created_at, Job.id) < tuple_(created_at, last_id))
