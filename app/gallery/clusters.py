@@ -30,7 +30,7 @@ import structlog
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.models import FaceEmbedding, Person, PersonFace, UnknownFace
+from app.models import FaceEmbedding, JobPurpose, Person, PersonFace, UnknownFace
 from app.settings import ClusterSettings, Settings
 from app.vectors import vector_expression
 
@@ -38,6 +38,11 @@ log = structlog.get_logger()
 
 # pg_advisory_xact_lock key: one clustering batch at a time in the whole deployment.
 CLUSTER_LOCK_KEY = 0x6C6B_636C  # "lkcl"
+
+# The jobs whose faces are sightings: uploads, node frames, detection calls, and identify
+# calls (Double Take and Frigate send every camera snapshot to DeepStack recognize). Not
+# comparisons (verify, face search, match: photos the caller already holds) nor enrollments.
+SIGHTING_PURPOSES = [JobPurpose.detect.value, JobPurpose.identify.value]
 
 # New unknown faces, copied in detection order; the RETURNING rows are this batch.
 _TAKE_NEW = text(
@@ -49,6 +54,7 @@ _TAKE_NEW = text(
     JOIN jobs j ON j.id = e.job_id
     JOIN detections d ON d.id = e.detection_id
     WHERE j.status = 'done'
+      AND j.purpose = ANY(:sightings)
       AND COALESCE(d.attributes -> 'identity', 'null'::jsonb) = 'null'::jsonb
       AND NOT EXISTS (SELECT 1 FROM unknown_faces u WHERE u.detection_id = e.detection_id)
       AND NOT EXISTS (SELECT 1 FROM person_faces f WHERE f.source_detection_id = e.detection_id)
@@ -224,7 +230,11 @@ async def cluster_batch(session: AsyncSession, settings: ClusterSettings) -> tup
     # ef_search at least the pool, so one index scan returns all of it.
     pool = int(settings.max_neighbours) * POOL_FACTOR
     await session.execute(text(f"SET LOCAL hnsw.ef_search = {max(40, min(pool, 1000))}"))
-    taken = list(await session.execute(_TAKE_NEW, {"batch": settings.batch_size}))
+    taken = list(
+        await session.execute(
+            _TAKE_NEW, {"batch": settings.batch_size, "sightings": SIGHTING_PURPOSES}
+        )
+    )
     if not taken:
         return 0, 0, 0
     dims = {

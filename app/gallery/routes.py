@@ -11,7 +11,7 @@ from fastapi import APIRouter, File, Path, Query, Response, UploadFile, status
 
 from app import openapi_examples as examples
 from app.apikeys.service import Principal
-from app.commits import commit, discard_pending
+from app.commits import commit
 from app.deps import ReadKey, RedisDep, SessionDep, SettingsDep, StorageDep, WriteKey
 from app.errors import COMMON_ERRORS, PayloadTooLarge, error_doc
 from app.gallery import people, service
@@ -29,7 +29,7 @@ from app.gallery.schemas import (
     PromoteIn,
     VerifyOut,
 )
-from app.models import Job
+from app.models import Job, JobPurpose
 from app.schema_types import StorableText
 from app.settings import Settings
 
@@ -117,11 +117,19 @@ async def _create_jobs(
     principal: Principal,
     uploads: list[UploadFile],
     tasks: tuple[str, ...],
+    purpose: JobPurpose,
 ) -> tuple[list[service.Upload], list[Job]]:
     """The images' jobs, queued for the workers at the next commit."""
     images = await _read(settings, uploads)
     created = await service.create_jobs(
-        session, redis, storage, settings, images, tasks=tasks, owner_id=principal.owner_id
+        session,
+        redis,
+        storage,
+        settings,
+        images,
+        tasks=tasks,
+        owner_id=principal.owner_id,
+        purpose=purpose,
     )
     return images, created
 
@@ -134,9 +142,12 @@ async def _through_workers(
     principal: Principal,
     uploads: list[UploadFile],
     tasks: tuple[str, ...],
+    purpose: JobPurpose,
 ) -> list[service.JobFaces]:
+    """Identify, verify, search: their jobs are kept, marked with `purpose` (service module
+    docstring: left out of face search and stats)."""
     images, created = await _create_jobs(
-        session, redis, storage, settings, principal, uploads, tasks
+        session, redis, storage, settings, principal, uploads, tasks, purpose
     )
     # The commit point, reached now: the workers must find the rows, and the route waits.
     await commit(session)
@@ -260,26 +271,15 @@ async def enroll_faces(
 ) -> EnrollOut:
     person = await service.get_person(session, person_id, principal)
     uploads, created = await _create_jobs(
-        session, redis, storage, settings, principal, images, ("faces",)
+        session, redis, storage, settings, principal, images, ("faces",), JobPurpose.enroll
     )
-    job_ids = [job.id for job in created]  # read now: a rollback expires the rows
-    try:
+    # Accepted or refused, nothing of the photos stays: no job, image or job embedding; the
+    # person's embeddings exist only in person_faces, and go with the person.
+    async with service.discarded_when_done(session, storage, created):
         # The commit point, reached now: the workers must find the rows, and the route waits.
         await commit(session)
         results = await service.run_jobs(session, redis, settings, uploads, created)
-        enrolled = await service.enroll(session, settings, person, results, link_source=False)
-    except BaseException:
-        # A refused (or unfinished) enrollment keeps nothing of the photos either: no job,
-        # image or embedding. Committed here: the request's own commit will not happen.
-        await session.rollback()
-        discard_pending(session)
-        await service.discard_jobs(session, storage, job_ids)
-        await commit(session)
-        raise
-    # The photos' jobs go in the same commit that stores the faces copied from them: the
-    # person's embeddings then exist only in person_faces, and go with the person.
-    await service.discard_jobs(session, storage, job_ids)
-    return enrolled
+        return await service.enroll(session, settings, person, results, link_source=False)
 
 
 @router.delete(
@@ -376,7 +376,14 @@ async def identify(
     image: Image,
 ) -> IdentifyOut:
     [result] = await _through_workers(
-        session, redis, storage, settings, principal, [image], ("faces", "identify")
+        session,
+        redis,
+        storage,
+        settings,
+        principal,
+        [image],
+        ("faces", "identify"),
+        JobPurpose.identify,
     )
     return service.identify_result(settings, result)
 
@@ -397,7 +404,14 @@ async def verify(
     image_b: Image,
 ) -> VerifyOut:
     results = await _through_workers(
-        session, redis, storage, settings, principal, [image_a, image_b], ("faces",)
+        session,
+        redis,
+        storage,
+        settings,
+        principal,
+        [image_a, image_b],
+        ("faces",),
+        JobPurpose.compare,
     )
     return await service.verify(session, settings, results)
 
@@ -422,7 +436,7 @@ async def search_faces(
     ] = None,
 ) -> FaceSearchOut:
     [result] = await _through_workers(
-        session, redis, storage, settings, principal, [image], ("faces",)
+        session, redis, storage, settings, principal, [image], ("faces",), JobPurpose.compare
     )
     return await service.search_faces(
         session, settings, result, principal, limit=limit, min_similarity=min_similarity

@@ -14,7 +14,7 @@ from pydantic import (
 )
 
 from app import openapi_examples as examples
-from app.schema_types import storable_text
+from app.schema_types import PixelBox, Score, storable_text
 
 # Surrounding spaces are dropped before the length check: a name of spaces alone is refused.
 PersonName = Annotated[
@@ -169,8 +169,8 @@ class RunnerUpOut(BaseModel):
 
 class IdentifiedFace(BaseModel):
     face_id: int = Field(description="id of the face in this job; see /v1/faces/{id}/promote")
-    box: list[float]
-    score: float
+    box: PixelBox = Field(description="x1, y1, x2, y2 in pixels (0.1 px)")
+    score: Score
     identity: IdentityOut | None = None
     unknown: bool = Field(description="true when no enrolled person is similar enough")
     similarity: float | None = Field(
@@ -206,7 +206,7 @@ class PastFaceOut(BaseModel):
     face_id: int
     job_id: uuid.UUID
     seen_at: datetime = Field(description="when the job was created")
-    box: list[float]
+    box: PixelBox = Field(description="x1, y1, x2, y2 in pixels (0.1 px)")
     similarity: float = Field(description=CALIBRATED)
 
 
@@ -214,7 +214,7 @@ class FaceSearchOut(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [examples.SEARCHED]})
 
     job_id: uuid.UUID = Field(description="the job that embedded the query image")
-    query_box: list[float]
+    query_box: PixelBox = Field(description="the query face: x1, y1, x2, y2 in pixels (0.1 px)")
     min_similarity: float = Field(description="only faces at least this similar are listed")
     threshold: float = Field(description="the gallery's match threshold")
     results: list[PastFaceOut]

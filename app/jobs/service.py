@@ -27,7 +27,7 @@ from app.jobs.schemas import (
     Timings,
 )
 from app.jobs.tasks import DEFAULT_TASKS, TASKS
-from app.models import Detection, Job, JobStatus, Node
+from app.models import Detection, Job, JobPurpose, JobStatus, Node
 from app.pagination import decode_cursor, encode_cursor
 from app.settings import Settings
 from app.storage import Storage
@@ -59,13 +59,14 @@ async def create_job(
     owner_id: uuid.UUID | None,
     node_id: uuid.UUID | None = None,
     store_image: bool = True,
+    purpose: JobPurpose = JobPurpose.detect,
 ) -> Job:
     """Store the image (unless store_image is False), then add the job row (flushed only).
 
     owner_id: the API key that creates it (None while auth is off, and for node frames); only
     it, and admin keys, can see the job afterwards. A job whose image is not stored has
     image_key None: its bytes go to the frames Redis with its message (enqueue_job's `frame`)
-    and never reach disk or Postgres.
+    and never reach disk or Postgres. purpose: which call made it (app.models.JobPurpose).
     """
     job_id = uuid.uuid4()
     width, height = info.upright_size  # detections refer to the upright image
@@ -80,6 +81,7 @@ async def create_job(
         owner_id=owner_id,
         node_id=node_id,
         status=JobStatus.queued,
+        purpose=purpose,
         tasks=list(tasks),
         image_key=image_key,
         content_type=info.content_type,
@@ -294,6 +296,7 @@ def job_summary(job: Job, *, node_name: str | None = None) -> JobSummary:
     return JobSummary(
         id=job.id,
         status=job.status,
+        purpose=job.purpose,
         tasks=list(job.tasks),
         image=ImageOut(width=job.width, height=job.height, content_type=job.content_type),
         counts=dict(job.counts),

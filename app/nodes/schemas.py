@@ -94,12 +94,21 @@ class TokenRequest(BaseModel):
 
 
 class TokenOut(BaseModel):
+    """OAuth 2.0's token response shape (RFC 6749 §5.1), which HTTP clients read as is."""
+
     model_config = ConfigDict(json_schema_extra={"examples": [examples.NODE_TOKEN]})
 
-    access_token: str
-    token_type: Literal["bearer"] = "bearer"  # noqa: S105 (a scheme name)
-    expires_in: int = Field(description="seconds")
-    expires_at: UtcDatetime
+    access_token: str = Field(
+        description="the node's JWT (HS256; kid, sub = node id, iat, exp, jti): send it as "
+        "`Authorization: Bearer <access_token>` on /v1/nodes/me/* (frames, heartbeat, the "
+        "stream socket's upgrade); before expires_at fetch a new one, and hand it to an open "
+        'socket as {"type": "token", "token": …}',
+    )
+    token_type: Literal["bearer"] = Field(
+        default="bearer", description="always bearer: the Authorization scheme to use"
+    )
+    expires_in: int = Field(description="seconds until the token expires")
+    expires_at: UtcDatetime = Field(description="when it expires (RFC 3339, UTC)")
 
 
 class Heartbeat(BaseModel):
