@@ -64,6 +64,14 @@ class JobPurpose(enum.StrEnum):
     enroll = "enroll"
 
 
+# The purposes whose faces and objects are sightings: uploads, node frames, detection calls,
+# and identify calls (Double Take and Frigate send every camera snapshot to DeepStack
+# recognize). Not comparisons (photos the caller already holds) nor enrollments. Only these
+# are clustered (app/gallery/clusters.py) and sent out as face/object/text events
+# (app/events_out/events.py).
+SIGHTING_PURPOSES = (JobPurpose.detect, JobPurpose.identify)
+
+
 class ApiKey(Base):
     """A client credential `lk_<prefix>_<secret>`: only the SHA-256 of the secret is stored.
 

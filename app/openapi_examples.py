@@ -144,6 +144,7 @@ T1_IMAGE: Json = {"width": 1280, "height": 886, "content_type": "image/jpeg"}
 JOB_QUEUED: Json = {
     "id": T1_JOB_ID,
     "status": "queued",
+    "purpose": "detect",
     "tasks": ["faces"],
     "image": T1_IMAGE,
     "counts": {},
@@ -173,6 +174,7 @@ JOB_DONE: Json = {
 DOG_JOB_SUMMARY: Json = {
     "id": DOG_JOB_ID,
     "status": "done",
+    "purpose": "detect",
     "tasks": ["objects"],
     "image": {"width": 768, "height": 576, "content_type": "image/jpeg"},
     "counts": {"bicycle": 1, "car": 1, "dog": 1, "truck": 1},
@@ -207,6 +209,7 @@ FRAME_CREATED_AT = "2026-12-04T04:36:46.797728Z"
 FRAME_JOB_QUEUED: Json = {
     "id": FRAME_JOB_ID,
     "status": "queued",
+    "purpose": "detect",
     "tasks": ["faces", "identify"],
     "image": {"width": 1480, "height": 832, "content_type": "image/jpeg"},
     "counts": {},

@@ -30,7 +30,7 @@ import structlog
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.models import FaceEmbedding, JobPurpose, Person, PersonFace, UnknownFace
+from app.models import SIGHTING_PURPOSES, FaceEmbedding, Person, PersonFace, UnknownFace
 from app.settings import ClusterSettings, Settings
 from app.vectors import vector_expression
 
@@ -39,10 +39,6 @@ log = structlog.get_logger()
 # pg_advisory_xact_lock key: one clustering batch at a time in the whole deployment.
 CLUSTER_LOCK_KEY = 0x6C6B_636C  # "lkcl"
 
-# The jobs whose faces are sightings: uploads, node frames, detection calls, and identify
-# calls (Double Take and Frigate send every camera snapshot to DeepStack recognize). Not
-# comparisons (verify, face search, match: photos the caller already holds) nor enrollments.
-SIGHTING_PURPOSES = [JobPurpose.detect.value, JobPurpose.identify.value]
 
 # New unknown faces, copied in detection order; the RETURNING rows are this batch.
 _TAKE_NEW = text(
@@ -232,7 +228,8 @@ async def cluster_batch(session: AsyncSession, settings: ClusterSettings) -> tup
     await session.execute(text(f"SET LOCAL hnsw.ef_search = {max(40, min(pool, 1000))}"))
     taken = list(
         await session.execute(
-            _TAKE_NEW, {"batch": settings.batch_size, "sightings": SIGHTING_PURPOSES}
+            _TAKE_NEW,
+            {"batch": settings.batch_size, "sightings": [p.value for p in SIGHTING_PURPOSES]},
         )
     )
     if not taken:
