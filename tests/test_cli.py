@@ -108,7 +108,8 @@ def test_up_serves_the_quickstart_stops_cleanly_and_reuses_its_data(tmp_path, mo
     assert job["status"] == "done"
     assert len(job["detections"]) == 6
 
-    up.stop(signal.SIGTERM)
+    output = up.stop(signal.SIGTERM)
+    assert "HTTP Request" not in output  # not a line per readiness poll (httpx's INFO log)
     assert processes_using(data_dir) == []  # no orphaned postgres, redis, api or worker
     assert not (data_dir / "redis" / "redis.sock").exists()
     assert not (data_dir / "postgres" / "postmaster.pid").exists()
