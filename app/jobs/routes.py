@@ -29,7 +29,6 @@ from app.deps import (
 from app.errors import (
     COMMON_ERRORS,
     AppError,
-    Conflict,
     NotFound,
     PayloadTooLarge,
     error_doc,
@@ -196,17 +195,23 @@ async def get_image(
     summary="JPEG with boxes, landmarks and labels drawn",
 )
 async def get_processed_image(
-    job_id: uuid.UUID, principal: ReadKey, session: SessionDep, storage: StorageDep
+    job_id: uuid.UUID,
+    principal: ReadKey,
+    session: SessionDep,
+    storage: StorageDep,
+    settings: SettingsDep,
 ) -> Response:
-    job = await service.get_job(session, job_id, principal)
-    if not job.status.finished:
-        raise Conflict(f"job {job_id} is {job.status}; the processed image exists once it is done")
-    try:
-        if job.processed_image_key is None:
-            raise FileNotFoundError(job_id)
-        return Response(storage.get(job.processed_image_key), media_type="image/jpeg")
-    except FileNotFoundError:
-        raise NotFound(f"job {job_id} has no processed image") from None
+    """Drawn from the stored image and the detections on the first request, then cached.
+    404 for a node frame that was not stored, an upload past its TTL, or a failed job."""
+    jpeg = await service.get_processed_image(
+        session,
+        storage,
+        job_id,
+        principal,
+        max_pixels=settings.api.max_image_pixels,
+        target_side_px=settings.decode.target_side_px,
+    )
+    return Response(jpeg, media_type="image/jpeg")
 
 
 @router.delete(
