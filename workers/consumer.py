@@ -255,7 +255,7 @@ class Consumer:
 
         Entries that need no inference (trimmed, malformed, given up, already finished, bad
         image) are settled here; an entry that cannot be started stays pending. The jobs are
-        marked running together: one UPDATE and one MULTI for the batch, not one per job.
+        marked running together: one UPDATE and one pipeline for the batch, not one per job.
         """
         if entries:
             self.metrics.batch_size.observe(len(entries))
@@ -568,8 +568,11 @@ class Consumer:
         async with self.sessionmaker.begin() as session:
             running = await results.mark_running(session, job_ids)
         if running:
+            # No MULTI: each job's `running` stands alone (queued came before it, its result
+            # comes after it, on the same connection).
             await self._publish(
-                *(job_events.status(job_id, "running") for job_id in job_ids if job_id in running)
+                *(job_events.status(job_id, "running") for job_id in job_ids if job_id in running),
+                atomic=False,
             )
         return running
 
@@ -619,10 +622,10 @@ class Consumer:
         log.info("job_failed", reason=reason)
 
     async def _publish(
-        self, *events: dict[str, Any], acks: Sequence[streams.AckEntry] = ()
+        self, *events: dict[str, Any], acks: Sequence[streams.AckEntry] = (), atomic: bool = True
     ) -> None:
-        """All of a step's events (and `acks`) in one MULTI; result/error events also go to the
-        firehose."""
+        """All of a step's events (and `acks`) in one round trip, in one MULTI unless `atomic`
+        is False; result/error events also go to the firehose."""
         await streams.publish_job_events(
             self.redis,
             events,
@@ -630,6 +633,7 @@ class Consumer:
             firehose_maxlen=self.settings.streams.firehose_maxlen,
             acks=acks,
             frames_redis=self.frames_redis,
+            atomic=atomic,
         )
 
 
