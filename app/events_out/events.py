@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
 from app import streams
+from app.models import SIGHTING_PURPOSES, JobPurpose
 
 EVENT_VERSION = 1
 EventType = Literal[
@@ -157,6 +158,10 @@ def _result_bodies(
             },
         )
     ]
+    if job.get("purpose", JobPurpose.detect) not in SIGHTING_PURPOSES:
+        # A verify or an enrollment photo is not a sighting: "unknown face at the door"
+        # automations must not fire on it. Its job.done still goes out.
+        return bodies
     objects: Counter[str] = Counter()
     texts: list[dict[str, Any]] = []
     plates: list[tuple[str, dict[str, Any]]] = []

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile as StarletteUploadFile
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from app import openapi_examples as examples
 from app import streams
 from app.apikeys.service import Principal
 from app.commits import commit
@@ -41,7 +42,8 @@ from app.errors import (
 from app.images import inspect_image
 from app.jobs import events as event_shapes
 from app.jobs import service
-from app.jobs.schemas import JobDetail, JobPage
+from app.jobs.schemas import JobDetail, JobPage, JobSource
+from app.jobs.tasks import TASKS, tasks_pattern
 from app.limits import WS_CLOSE_TRY_AGAIN_LATER
 from app.models import JobStatus
 from app.schema_types import StorableText
@@ -60,7 +62,11 @@ WS_READ_BLOCK_MS = 5000
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     **COMMON_ERRORS,
-    404: error_doc("No such job (or not one of this key's jobs)", "not_found"),
+    404: error_doc(
+        "No such job (or not one of this key's jobs)",
+        "not_found",
+        "no job with id 092107a2-2956-457e-958f-19da952495df",
+    ),
 }
 
 
@@ -69,7 +75,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 RAW_IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp")
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 TASKS_DESCRIPTION = (
-    f"comma-separated, from {', '.join(service.TASKS)} (identify: faces matched against this "
+    f"comma-separated, from {', '.join(TASKS)} (identify: faces matched against this "
     "key's people; implies faces); default faces"
 )
 # The task names, in the schema, from the one list the service checks against (which answers a
@@ -78,7 +84,7 @@ TASKS_SCHEMA: dict[str, Any] = {
     "type": "string",
     "description": TASKS_DESCRIPTION,
     "examples": ["faces,objects,qr"],
-    "pattern": service.tasks_pattern(),
+    "pattern": tasks_pattern(),
 }
 # Documented by hand: FastAPI describes one body type per route, and this one takes two.
 UPLOAD_BODY: dict[str, Any] = {
@@ -117,16 +123,30 @@ UPLOAD_BODY: dict[str, Any] = {
     summary="Upload an image (multipart, or the raw bytes as the body); returns a job",
     responses={
         **COMMON_ERRORS,
-        200: {"description": "With ?wait=, the job finished in time: full result inline"},
-        202: {"description": "Accepted; follow links.events or poll links.self"},
-        413: error_doc("Body or image dimensions over the limit", "payload_too_large"),
+        200: {
+            "model": JobDetail,
+            "description": "With ?wait=, the job finished in time: full result inline",
+            "content": {"application/json": {"example": examples.JOB_DONE}},
+        },
+        202: {
+            "description": "Accepted; follow links.events or poll links.self",
+            "content": {"application/json": {"example": examples.JOB_QUEUED}},
+        },
+        413: error_doc(
+            "Body or image dimensions over the limit",
+            "payload_too_large",
+            "image is larger than the limit of 20971520 bytes",
+        ),
         415: error_doc(
             "Not a JPEG, PNG or WebP image (unsupported_image_type), or a body that is neither "
             "a form nor an image (unsupported_media_type)",
             "unsupported_image_type",
+            "not a JPEG, PNG or WebP image (unrecognised file signature)",
         ),
         422: error_doc(
-            "Corrupt or truncated image, no `image` field, or unknown task", "invalid_image"
+            "Corrupt or truncated image, no `image` field, or unknown task",
+            "invalid_image",
+            "the JPEG data is truncated (the file ends early)",
         ),
     },
     openapi_extra=UPLOAD_BODY,
@@ -143,7 +163,7 @@ async def upload_image(
         Query(
             description=f"{TASKS_DESCRIPTION}. With a form, its `tasks` field wins",
             examples=["faces,objects,qr"],
-            json_schema_extra={"pattern": service.tasks_pattern()},
+            json_schema_extra={"pattern": tasks_pattern()},
         ),
     ] = None,
     wait: Annotated[
@@ -219,7 +239,14 @@ async def _read_raw_body(request: Request, *, limit_bytes: int) -> bytes:
 @router.get(
     "/v1/jobs",
     response_model=JobPage,
-    responses={**COMMON_ERRORS, 422: error_doc("Invalid cursor", "invalid_request")},
+    responses={
+        **COMMON_ERRORS,
+        422: error_doc(
+            "Invalid cursor, status, task, source or node_id",
+            "invalid_request",
+            "invalid cursor: pass back next_cursor from the previous page",
+        ),
+    },
     summary="List this key's jobs (every job for admin keys), newest first",
 )
 async def list_jobs(
@@ -227,13 +254,32 @@ async def list_jobs(
     session: SessionDep,
     settings: SettingsDep,
     status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
+    task: Annotated[
+        str | None,
+        Query(
+            description="only jobs that asked for this task",
+            json_schema_extra={"enum": list(TASKS)},
+        ),
+    ] = None,
+    source: Annotated[
+        JobSource | None, Query(description="upload: uploaded images; node: node frames")
+    ] = None,
+    node_id: Annotated[uuid.UUID | None, Query(description="only this node's frames")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[
-        StorableText | None, Query(description="next_cursor of the previous page")
+        StorableText | None,
+        Query(description="next_cursor of the previous page (with the same filters)"),
     ] = None,
 ) -> JobPage:
     return await service.list_jobs(
-        session, principal, status=status_filter, limit=limit, cursor=cursor
+        session,
+        principal,
+        status=status_filter,
+        task=task,
+        source=source,
+        node_id=node_id,
+        limit=limit,
+        cursor=cursor,
     )
 
 
@@ -281,7 +327,12 @@ async def get_image(
     responses={
         **ERRORS,
         200: {"content": {"image/jpeg": {}}},
-        409: error_doc("Job not finished", "conflict"),
+        409: error_doc(
+            "Job not finished",
+            "conflict",
+            "job 092107a2-2956-457e-958f-19da952495df is running; the processed image exists "
+            "once it is done",
+        ),
     },
     summary="JPEG with boxes, landmarks and labels drawn",
 )

@@ -2,7 +2,6 @@
 commit. Recording outcomes is app/jobs/results.py; the shape of events is app/jobs/events.py."""
 
 import asyncio
-import re
 import time
 import uuid
 from datetime import datetime
@@ -24,31 +23,20 @@ from app.jobs.schemas import (
     JobDetail,
     JobLinks,
     JobPage,
+    JobSource,
     JobSummary,
     Timings,
 )
-from app.models import Detection, Job, JobStatus, Node
+from app.jobs.tasks import DEFAULT_TASKS, TASKS
+from app.models import Detection, Job, JobPurpose, JobStatus, Node
 from app.pagination import decode_cursor, encode_cursor
 from app.pixels import BadImage
 from app.settings import Settings
 from app.storage import Storage
 
-# Tasks a job may ask for. The detectors behind each live in workers/detectors/registry.py;
-# `identify` has none: it labels the faces task's detections from the gallery (workers/gallery.py)
-# and so always comes with `faces`. `text`: text regions and the full text (OCR); `plates`:
-# licence plates read inside the vehicles the object detector finds.
-TASKS = ("faces", "objects", "qr", "text", "plates", "identify")
-DEFAULT_TASKS = ("faces",)
-
 # The name of the job's node, as a column of a query on Job: the list and the worker's locking
 # query get it without a second round trip (a scalar subquery, so FOR UPDATE locks only jobs).
 JOB_NODE_NAME = select(Node.name).where(Node.id == Job.node_id).correlate(Job).scalar_subquery()
-
-
-def tasks_pattern() -> str:
-    """A regex for a comma-separated list of TASKS (OpenAPI documents the names from it)."""
-    name = "(?:" + "|".join(re.escape(task) for task in TASKS) + ")"
-    return rf"^\s*{name}\s*(?:,\s*{name}\s*)*$"
 
 
 def parse_tasks(raw: str | None) -> tuple[str, ...]:
@@ -73,13 +61,14 @@ async def create_job(
     owner_id: uuid.UUID | None,
     node_id: uuid.UUID | None = None,
     store_image: bool = True,
+    purpose: JobPurpose = JobPurpose.detect,
 ) -> Job:
     """Store the image (unless store_image is False), then add the job row (flushed only).
 
     owner_id: the API key that creates it (None while auth is off, and for node frames); only
     it, and admin keys, can see the job afterwards. A job whose image is not stored has
     image_key None: its bytes go to the frames Redis with its message (enqueue_job's `frame`)
-    and never reach disk or Postgres.
+    and never reach disk or Postgres. purpose: which call made it (app.models.JobPurpose).
     """
     job_id = uuid.uuid4()
     width, height = info.upright_size  # detections refer to the upright image
@@ -94,6 +83,7 @@ async def create_job(
         owner_id=owner_id,
         node_id=node_id,
         status=JobStatus.queued,
+        purpose=purpose,
         tasks=list(tasks),
         image_key=image_key,
         content_type=info.content_type,
@@ -237,9 +227,15 @@ async def list_jobs(
     status: JobStatus | None,
     limit: int,
     cursor: str | None,
+    task: str | None = None,
+    source: JobSource | None = None,
+    node_id: uuid.UUID | None = None,
 ) -> JobPage:
     """The viewer's jobs, newest first; keyset pagination on (created_at, id) so pages never
-    skip or repeat."""
+    skip or repeat. Filters combine: `task` keeps jobs that asked for it, `source` uploads or
+    node frames, `node_id` one node's frames (revoked nodes' included)."""
+    if task is not None and task not in TASKS:
+        raise InvalidInput(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
     query = (
         select(Job, JOB_NODE_NAME).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
     )
@@ -247,6 +243,14 @@ async def list_jobs(
         query = query.where(Job.owner_id == viewer.owner_id)
     if status is not None:
         query = query.where(Job.status == status)
+    if task is not None:
+        query = query.where(Job.tasks.contains([task]))
+    if source is JobSource.upload:
+        query = query.where(Job.node_id.is_(None))
+    elif source is JobSource.node:
+        query = query.where(Job.node_id.is_not(None))
+    if node_id is not None:
+        query = query.where(Job.node_id == node_id)
     if cursor is not None:
         created_at, last_id = decode_cursor(cursor)
         query = query.where(tuple_(Job.created_at, Job.id) < tuple_(created_at, last_id))
@@ -377,6 +381,7 @@ def job_summary(job: Job, *, node_name: str | None = None) -> JobSummary:
     return JobSummary(
         id=job.id,
         status=job.status,
+        purpose=job.purpose,
         tasks=list(job.tasks),
         image=ImageOut(width=job.width, height=job.height, content_type=job.content_type),
         counts=dict(job.counts),

@@ -184,3 +184,24 @@ def test_filters_narrow_by_type_node_label_and_person():
     assert matches(by_type["face.identified"], **{**everything, "people": ["obama"]})
     assert matches(by_type["face.identified"], **{**everything, "people": [PERSON]})
     assert not matches(by_type["face.identified"], **{**everything, "people": ["biden"]})
+
+
+def test_only_sightings_give_face_and_object_events():
+    """A verify or an enrollment photo is not a sighting: an "unknown face at the door"
+    automation must not fire on it (app.models.SIGHTING_PURPOSES); identify calls are."""
+    detections = [
+        face({"person_id": PERSON, "name": "obama", "similarity": 0.81}),
+        face(None, similarity=0.2),
+        {"id": 3, "kind": "object", "label": "person", "score": 0.8, "box": [1, 1, 5, 5]},
+    ]
+    sighting_types = ["job.done", "face.identified", "face.unknown", "object.detected"]
+    for purpose, expected in [
+        ("detect", sighting_types),
+        ("identify", sighting_types),
+        ("compare", ["job.done"]),
+        ("enroll", ["job.done"]),
+    ]:
+        entry = result_entry(detections)
+        entry["job"]["purpose"] = purpose
+        events = from_firehose(b"1764797400250-0", entry, public_url="https://lookout.example/")
+        assert [e["type"] for e in events] == expected, purpose

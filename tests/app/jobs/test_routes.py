@@ -8,7 +8,7 @@ from httpx_ws import WebSocketDisconnect, aconnect_ws
 from sqlalchemy import text
 
 from app import streams
-from tests.conftest import shared_image
+from tests.conftest import bearer, node_token, shared_image
 from tests.images import blank, bomb_png
 
 T1 = shared_image("scenes/t1.jpg")
@@ -238,6 +238,47 @@ async def test_job_list_filters_by_status(client, make_consumer):
     waiting = (await client.get("/v1/jobs", params={"status": "queued"})).json()["items"]
     assert [j["status"] for j in done] == ["done"]
     assert [j["id"] for j in waiting] == [queued["id"]]
+
+
+async def test_job_list_filters_by_task_source_and_node_and_pages_within_them(
+    client, settings, make_node
+):
+    gate, porch = await make_node("gate-cam"), await make_node("porch-cam")
+    frames = {}
+    for node in (gate, porch, gate):
+        headers = {**bearer(node_token(settings, node.id)), "content-type": "image/png"}
+        sent = await client.post("/v1/nodes/me/frames", content=blank(), headers=headers)
+        frames.setdefault(node.name, []).append(sent.json()["id"])
+    png = {"image": ("b.png", blank(), "image/png")}
+    qr = (await client.post("/v1/images", files=png, data={"tasks": "qr"})).json()["id"]
+    faces = (await client.post("/v1/images", files=png, data={"tasks": "faces,qr"})).json()["id"]
+
+    async def listed(**params: str) -> list[str]:
+        return [j["id"] for j in (await client.get("/v1/jobs", params=params)).json()["items"]]
+
+    assert await listed(task="qr") == [faces, qr]
+    assert await listed(task="faces", source="upload") == [faces]
+    assert await listed(source="upload") == [faces, qr]
+    assert set(await listed(source="node")) == {*frames["gate-cam"], *frames["porch-cam"]}
+    assert await listed(node_id=str(gate.id)) == list(reversed(frames["gate-cam"]))
+    assert await listed(node_id=str(gate.id), source="upload") == []
+    # The cursor pages within the filter: one gate frame per page, then the end.
+    first = (await client.get("/v1/jobs", params={"node_id": str(gate.id), "limit": 1})).json()
+    params = {"node_id": str(gate.id), "limit": 1, "cursor": first["next_cursor"]}
+    second = (await client.get("/v1/jobs", params=params)).json()
+    assert [first["items"][0]["id"], second["items"][0]["id"]] == frames["gate-cam"][::-1]
+    assert second["next_cursor"] is None
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [({"task": "ocr"}, "faces, objects"), ({"source": "camera"}, "source"), ({"node_id": "7"}, "")],
+)
+async def test_bad_job_list_filters_are_422_naming_the_choices(client, params, named):
+    response = await client.get("/v1/jobs", params=params)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "invalid_request"
+    assert named in response.text
 
 
 async def test_each_detection_carries_its_id(client, make_consumer, engine, redis):
