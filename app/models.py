@@ -111,6 +111,8 @@ class Job(Base):
     tasks: Mapped[list[str]] = mapped_column(ARRAY(String(32)))
     # Storage key of the upload; None for a node frame that was never stored.
     image_key: Mapped[str | None] = mapped_column(String(255))
+    # Storage key of the processed image, set when it is first drawn (app/jobs/service.py
+    # get_processed_image); None until someone asks for it.
     processed_image_key: Mapped[str | None] = mapped_column(String(255))
     content_type: Mapped[str] = mapped_column(String(64))
     width: Mapped[int] = mapped_column(Integer)

@@ -49,12 +49,13 @@ EMBEDDING_MODEL = "w600k_mbf"
 MATCH_THRESHOLD = 0.6
 
 
-def job_links(job_id: str) -> Json:
+def job_links(job_id: str, *, stored: bool = True) -> Json:
+    """`stored` False: a node frame that was not kept has no pictures (null links)."""
     return {
         "self": f"/v1/jobs/{job_id}",
         "events": f"/v1/jobs/{job_id}/events",
-        "image": f"/v1/jobs/{job_id}/image",
-        "processed_image": f"/v1/jobs/{job_id}/processed-image",
+        "image": f"/v1/jobs/{job_id}/image" if stored else None,
+        "processed_image": f"/v1/jobs/{job_id}/processed-image" if stored else None,
     }
 
 
@@ -218,7 +219,7 @@ FRAME_JOB_QUEUED: Json = {
     "started_at": None,
     "finished_at": None,
     "timings": {"queue_ms": None, "decode_ms": None, "inference_ms": None, "total_ms": None},
-    "links": job_links(FRAME_JOB_ID),
+    "links": job_links(FRAME_JOB_ID, stored=False),  # gate-cam does not store its frames
     "node_id": NODE_ID,
     "node_name": NODE_NAME,
 }

@@ -7,8 +7,9 @@ from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 import structlog
-from fastapi import APIRouter, File, Form, Query, Response, UploadFile, WebSocket, status
+from fastapi import APIRouter, Query, Request, Response, WebSocket, status
 from fastapi.responses import JSONResponse
+from starlette.datastructures import UploadFile as StarletteUploadFile
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from app import openapi_examples as examples
@@ -30,9 +31,10 @@ from app.deps import (
 from app.errors import (
     COMMON_ERRORS,
     AppError,
-    Conflict,
+    InvalidInput,
     NotFound,
     PayloadTooLarge,
+    UnsupportedMediaType,
     error_doc,
     is_outage,
     outage_detail,
@@ -68,11 +70,57 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+# A raw image body (`curl --data-binary @t1.jpg -H 'Content-Type: image/jpeg'`) is the image;
+# a form carries it in its `image` field. The format is read from the bytes either way.
+RAW_IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp")
+FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+TASKS_DESCRIPTION = (
+    f"comma-separated, from {', '.join(TASKS)} (identify: faces matched against this "
+    "key's people; implies faces); default faces"
+)
+# The task names, in the schema, from the one list the service checks against (which answers a
+# wrong name with the list to choose from).
+TASKS_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "description": TASKS_DESCRIPTION,
+    "examples": ["faces,objects,qr"],
+    "pattern": tasks_pattern(),
+}
+# Documented by hand: FastAPI describes one body type per route, and this one takes two.
+UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "multipart/form-data with the image in `image` (and `tasks`), or the "
+        "image itself as the body with its Content-Type (tasks in the query)",
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image"],
+                    "properties": {
+                        "image": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "JPEG, PNG or WebP",
+                        },
+                        "tasks": TASKS_SCHEMA,
+                    },
+                }
+            },
+            **{
+                media: {"schema": {"type": "string", "format": "binary"}}
+                for media in RAW_IMAGE_TYPES
+            },
+        },
+    }
+}
+
+
 @router.post(
     "/v1/images",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobDetail,
-    summary="Upload an image; returns a job",
+    summary="Upload an image (multipart, or the raw bytes as the body); returns a job",
     responses={
         **COMMON_ERRORS,
         200: {
@@ -90,32 +138,31 @@ ERRORS: dict[int | str, dict[str, Any]] = {
             "image is larger than the limit of 20971520 bytes",
         ),
         415: error_doc(
-            "Not a JPEG, PNG or WebP image",
+            "Not a JPEG, PNG or WebP image (unsupported_image_type), or a body that is neither "
+            "a form nor an image (unsupported_media_type)",
             "unsupported_image_type",
             "not a JPEG, PNG or WebP image (unrecognised file signature)",
         ),
         422: error_doc(
-            "Corrupt or truncated image, or unknown task",
+            "Corrupt or truncated image, no `image` field, or unknown task",
             "invalid_image",
             "the JPEG data is truncated (the file ends early)",
         ),
     },
+    openapi_extra=UPLOAD_BODY,
 )
 async def upload_image(
+    request: Request,
     principal: WriteKey,
     session: SessionDep,
     redis: RedisDep,
     storage: StorageDep,
     settings: SettingsDep,
-    image: Annotated[UploadFile, File(description="JPEG, PNG or WebP")],
     tasks: Annotated[
         str | None,
-        Form(
-            description=f"comma-separated, from {', '.join(TASKS)} (identify: faces "
-            "matched against this key's people; implies faces); default faces",
+        Query(
+            description=f"{TASKS_DESCRIPTION}. With a form, its `tasks` field wins",
             examples=["faces,objects,qr"],
-            # The task names, in the schema, from the one list the service checks against
-            # (which answers a wrong name with the list to choose from).
             json_schema_extra={"pattern": tasks_pattern()},
         ),
     ] = None,
@@ -124,18 +171,14 @@ async def upload_image(
         Query(ge=0, allow_inf_nan=False, description="seconds to wait for the result (capped)"),
     ] = None,
 ) -> Any:
-    data = await image.read(settings.api.max_upload_bytes + 1)
-    if len(data) > settings.api.max_upload_bytes:
-        raise PayloadTooLarge(
-            f"image is larger than the limit of {settings.api.max_upload_bytes} bytes"
-        )
+    data, form_tasks = await _read_upload(request, limit_bytes=settings.api.max_upload_bytes)
     info = inspect_image(data, max_pixels=settings.api.max_image_pixels)
     job = await service.create_job(
         session,
         storage,
         image=data,
         info=info,
-        tasks=service.parse_tasks(tasks),
+        tasks=service.parse_tasks(form_tasks if form_tasks is not None else tasks),
         owner_id=principal.owner_id,
     )
     service.enqueue_after_commit(session, redis, job, settings, withdraw_from=storage)
@@ -149,6 +192,48 @@ async def upload_image(
         detail = await service.get_job_detail(session, job.id, principal)
         return JSONResponse(detail.model_dump(mode="json"), status_code=status.HTTP_200_OK)
     return service.job_detail(job, [])
+
+
+async def _read_upload(request: Request, *, limit_bytes: int) -> tuple[bytes, str | None]:
+    """The uploaded image's bytes (at most limit_bytes) and the form's `tasks` field (None for a
+    raw body, or a form without it)."""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type in RAW_IMAGE_TYPES:
+        return await _read_raw_body(request, limit_bytes=limit_bytes), None
+    if media_type not in FORM_TYPES:
+        raise UnsupportedMediaType(
+            f"send the image as multipart/form-data (field 'image') or as the raw body with "
+            f"Content-Type {', '.join(RAW_IMAGE_TYPES)}; got "
+            f"{media_type[:60] or 'no Content-Type'}"
+        )
+    form = await request.form()
+    try:
+        image = form.get("image")
+        tasks = form.get("tasks")
+        if image is None:
+            raise InvalidInput("image: the form has no 'image' field (the image file)")
+        if not isinstance(image, StarletteUploadFile):
+            raise InvalidInput("image: the form's 'image' field must be a file, not text")
+        if tasks is not None and not isinstance(tasks, str):
+            raise InvalidInput("tasks: the form's 'tasks' field must be text, not a file")
+        data = await image.read(limit_bytes + 1)
+    finally:
+        await form.close()
+    if len(data) > limit_bytes:
+        raise PayloadTooLarge(f"image is larger than the limit of {limit_bytes} bytes")
+    return data, tasks
+
+
+async def _read_raw_body(request: Request, *, limit_bytes: int) -> bytes:
+    """The body, refused (413) as soon as it passes limit_bytes: never held whole beyond it."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit_bytes:
+            raise PayloadTooLarge(f"image is larger than the limit of {limit_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 @router.get(
@@ -252,17 +337,23 @@ async def get_image(
     summary="JPEG with boxes, landmarks and labels drawn",
 )
 async def get_processed_image(
-    job_id: uuid.UUID, principal: ReadKey, session: SessionDep, storage: StorageDep
+    job_id: uuid.UUID,
+    principal: ReadKey,
+    session: SessionDep,
+    storage: StorageDep,
+    settings: SettingsDep,
 ) -> Response:
-    job = await service.get_job(session, job_id, principal)
-    if not job.status.finished:
-        raise Conflict(f"job {job_id} is {job.status}; the processed image exists once it is done")
-    try:
-        if job.processed_image_key is None:
-            raise FileNotFoundError(job_id)
-        return Response(storage.get(job.processed_image_key), media_type="image/jpeg")
-    except FileNotFoundError:
-        raise NotFound(f"job {job_id} has no processed image") from None
+    """Drawn from the stored image and the detections on the first request, then cached.
+    404 for a node frame that was not stored, an upload past its TTL, or a failed job."""
+    jpeg = await service.get_processed_image(
+        session,
+        storage,
+        job_id,
+        principal,
+        max_pixels=settings.api.max_image_pixels,
+        target_side_px=settings.decode.target_side_px,
+    )
+    return Response(jpeg, media_type="image/jpeg")
 
 
 @router.delete(

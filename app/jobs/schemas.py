@@ -24,8 +24,13 @@ class JobSource(enum.StrEnum):
 class JobLinks(BaseModel):
     self: str
     events: str = Field(description="WebSocket: replays this job's events, then streams new ones")
-    image: str
-    processed_image: str
+    image: str | None = Field(
+        description="the uploaded image; null for a node frame that was not stored"
+    )
+    processed_image: str | None = Field(
+        description="JPEG with the detections drawn, drawn on the first request (409 until the "
+        "job is done); null for a node frame that was not stored and for a failed job"
+    )
 
 
 class ImageOut(BaseModel):

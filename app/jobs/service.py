@@ -7,13 +7,14 @@ import uuid
 from datetime import datetime
 
 from redis.asyncio import Redis
-from sqlalchemy import delete, select, tuple_
+from sqlalchemy import delete, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import streams
 from app.apikeys.service import Principal
 from app.commits import after_commit
-from app.errors import InvalidInput, NotFound
+from app.drawing import processed_jpeg
+from app.errors import Conflict, InvalidInput, NotFound
 from app.images import ImageInfo
 from app.jobs import events as job_events
 from app.jobs.schemas import (
@@ -29,6 +30,7 @@ from app.jobs.schemas import (
 from app.jobs.tasks import DEFAULT_TASKS, TASKS
 from app.models import Detection, Job, JobPurpose, JobStatus, Node
 from app.pagination import decode_cursor, encode_cursor
+from app.pixels import BadImage
 from app.settings import Settings
 from app.storage import Storage
 
@@ -263,13 +265,91 @@ async def list_jobs(
 async def delete_job(
     session: AsyncSession, storage: Storage, job_id: uuid.UUID, viewer: Principal
 ) -> None:
-    """Delete the job row (its detections cascade) and its stored images."""
-    job = await get_job(session, job_id, viewer)
-    await session.execute(delete(Job).where(Job.id == job_id))
+    """Delete the job row (its detections cascade) and its stored images (the upload and the
+    processed image, if it was ever drawn)."""
+    await get_job(session, job_id, viewer)
+    # The keys as the DELETE finds them: it waits for a processed image being cached right now
+    # (get_processed_image's UPDATE) and then returns its key too.
+    deleted = await session.execute(
+        delete(Job).where(Job.id == job_id).returning(Job.image_key, Job.processed_image_key)
+    )
     await session.flush()
-    for key in (job.image_key, job.processed_image_key):
-        if key is not None:
-            storage.delete(key)
+    for keys in deleted:
+        for key in keys:
+            if key is not None:
+                storage.delete(key)
+
+
+def processed_image_key(job_id: uuid.UUID) -> str:
+    return f"{job_id}.processed.jpg"
+
+
+async def get_processed_image(
+    session: AsyncSession,
+    storage: Storage,
+    job_id: uuid.UUID,
+    viewer: Principal,
+    *,
+    max_pixels: int,
+    target_side_px: int,
+) -> bytes:
+    """The job's picture with its detections drawn (JPEG), upright, at the size the workers
+    decode it (large JPEGs reduced, app/pixels.py).
+
+    Drawn the first time someone asks, from the stored image and the stored detections, then
+    cached in storage under the job (its key on the row, deleted with the job): workers spend
+    no time on pictures nobody looks at. A job without a stored image (a node frame that was
+    not kept, or an upload past its TTL) or that failed has none: NotFound.
+    """
+    job = await get_job(session, job_id, viewer)
+    if not job.status.finished:
+        raise Conflict(f"job {job_id} is {job.status}; the processed image exists once it is done")
+    if job.status != JobStatus.done:
+        raise NotFound(f"job {job_id} failed; it has no processed image")
+    if job.image_key is None:
+        raise NotFound(f"job {job_id} has no processed image (its node frame was not stored)")
+    if job.processed_image_key is not None:
+        try:
+            return await asyncio.to_thread(storage.get, job.processed_image_key)
+        except FileNotFoundError:
+            pass  # swept with the images past their TTL: drawn again while the upload is left
+    try:
+        original = await asyncio.to_thread(storage.get, job.image_key)
+    except FileNotFoundError:
+        raise NotFound(
+            f"job {job_id} has no processed image (its stored image has expired)"
+        ) from None
+    rows = await session.scalars(
+        select(Detection).where(Detection.job_id == job.id).order_by(Detection.id)
+    )
+    detections = list(rows)
+    try:
+        # In a thread: decode and draw are CPU work, and this process serves other requests.
+        jpeg = await asyncio.to_thread(
+            processed_jpeg,
+            original,
+            detections,
+            max_pixels=max_pixels,
+            target_side_px=target_side_px,
+        )
+    except BadImage as exc:  # a worker decoded it, so only a changed limit can get here
+        raise NotFound(f"job {job_id} has no processed image: {exc}") from None
+    key = processed_image_key(job.id)
+    await asyncio.to_thread(storage.put, key, jpeg)
+    # The key goes on the row. A DELETE of the job that is under way makes this UPDATE wait for
+    # its commit and then match nothing: the picture of a deleted job is removed, not left.
+    kept = await session.scalar(
+        update(Job)
+        .where(Job.id == job.id)
+        .values(processed_image_key=key)
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    )
+    if kept is None:
+        storage.delete(key)
+        raise NotFound(f"no job with id {job_id}")
+    job.processed_image_key = key
+    return jpeg
 
 
 async def withdraw_job(session: AsyncSession, storage: Storage, job: Job) -> None:
@@ -280,13 +360,18 @@ async def withdraw_job(session: AsyncSession, storage: Storage, job: Job) -> Non
         storage.delete(job.image_key)
 
 
-def job_links(job_id: uuid.UUID) -> JobLinks:
-    base = f"/v1/jobs/{job_id}"
+def job_links(job: Job) -> JobLinks:
+    """The job's links; the image links are null where there is no picture to show (a node
+    frame that was not stored; the processed image of a failed job)."""
+    base = f"/v1/jobs/{job.id}"
+    stored = job.image_key is not None
     return JobLinks(
         self=base,
         events=f"{base}/events",
-        image=f"{base}/image",
-        processed_image=f"{base}/processed-image",
+        image=f"{base}/image" if stored else None,
+        processed_image=f"{base}/processed-image"
+        if stored and job.status != JobStatus.failed
+        else None,
     )
 
 
@@ -310,7 +395,7 @@ def job_summary(job: Job, *, node_name: str | None = None) -> JobSummary:
             inference_ms=job.inference_ms,
             total_ms=_ms_between(job.created_at, job.finished_at),
         ),
-        links=job_links(job.id),
+        links=job_links(job),
         node_id=job.node_id,
         node_name=node_name,
     )

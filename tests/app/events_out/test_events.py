@@ -113,6 +113,20 @@ def test_a_result_gives_done_identified_unknown_objects_and_text_events():
     )
 
 
+def test_a_node_frame_that_was_not_stored_gets_no_image_links():
+    stored = result_entry([])
+    stored["job"]["links"] = {
+        "image": f"/v1/jobs/{JOB}/image",
+        "processed_image": f"/v1/jobs/{JOB}/processed-image",
+    }
+    unstored = result_entry([])
+    unstored["job"]["links"] = {"image": None, "processed_image": None}
+    [kept] = from_firehose(b"1-0", stored)
+    [private] = from_firehose(b"1-0", unstored)
+    assert sorted(kept["links"]) == ["image", "job", "node", "processed_image"]
+    assert sorted(private["links"]) == ["job", "node"]
+
+
 def test_event_time_reads_rfc3339_and_legacy_epoch_at():
     legacy = dict(result_entry([]), at=1764797400.25)
     assert from_firehose(b"1-0", legacy)[0]["time"] == "2025-12-03T21:30:00.250Z"
