@@ -10,14 +10,23 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Path, Query, Response, UploadFile, status
 
 from app.apikeys.service import Principal
-from app.commits import commit, discard_pending
-from app.deps import ReadKey, RedisDep, SessionDep, SettingsDep, StorageDep, WriteKey
-from app.errors import COMMON_ERRORS, PayloadTooLarge, error_doc
-from app.gallery import people, service
+from app.commits import after_commit, commit, discard_pending
+from app.deps import (
+    ImportsDep,
+    ReadKey,
+    RedisDep,
+    SessionDep,
+    SettingsDep,
+    StorageDep,
+    WriteKey,
+)
+from app.errors import COMMON_ERRORS, InvalidInput, PayloadTooLarge, error_doc
+from app.gallery import imports, people, service
 from app.gallery.schemas import (
     EnrollOut,
     FaceSearchOut,
     IdentifyOut,
+    ImportOut,
     MergeIn,
     MovedOut,
     MoveIn,
@@ -125,6 +134,62 @@ async def _through_workers(
 async def create_person(body: PersonIn, principal: WriteKey, session: SessionDep) -> PersonDetail:
     person = await service.create_person(session, body.name, principal.owner_id)
     return await service.person_detail(session, person)
+
+
+@router.post(
+    "/v1/people/import",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=ImportOut,
+    responses={
+        **BODY_ERRORS,
+        413: error_doc("The request is over the upload size limit", "payload_too_large"),
+        422: error_doc(
+            "Not a zip, no photos, a photo outside a person's folder, too many photos",
+            "invalid_archive",
+        ),
+    },
+    summary="Enroll many people at once: photos laid out as `person name/photo.jpg`, in a zip "
+    "or as files; runs in the background (poll the returned status_url)",
+)
+async def import_people(
+    principal: WriteKey,
+    session: SessionDep,
+    settings: SettingsDep,
+    runner: ImportsDep,
+    archive: Annotated[
+        UploadFile | None, File(description="a zip of folders named after people")
+    ] = None,
+    images: Annotated[
+        list[UploadFile] | None,
+        File(description="photos, each file named `person name/photo.jpg`"),
+    ] = None,
+) -> ImportOut:
+    if (archive is None) == (images is None):
+        raise InvalidInput("send either `archive` (a zip) or `images` (files), not both")
+    if archive is not None:
+        data = await archive.read()
+    else:
+        assert images is not None
+        files = [(f.filename or f"image {i + 1}", await f.read()) for i, f in enumerate(images)]
+        data = imports.archive_from_files(files)
+    row = await imports.create_import(session, settings, data, principal.owner_id)
+    import_id = row.id
+
+    async def start() -> None:
+        runner.submit(import_id)
+
+    after_commit(session, start)
+    return imports.import_out(row)
+
+
+@router.get(
+    "/v1/people/imports/{import_id}",
+    response_model=ImportOut,
+    responses={**COMMON_ERRORS, 404: error_doc("No such import (or not this key's)", "not_found")},
+    summary="A bulk enrollment's progress: counters per batch, refused photos with reasons",
+)
+async def get_import(import_id: uuid.UUID, principal: ReadKey, session: SessionDep) -> ImportOut:
+    return imports.import_out(await imports.get_import(session, import_id, principal))
 
 
 @router.get(
