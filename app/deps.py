@@ -15,6 +15,7 @@ from app.apikeys.service import ANONYMOUS_ADMIN, Principal, authenticate
 from app.commits import commit
 from app.errors import AppError, Forbidden, Unauthorized
 from app.firehose import Firehose
+from app.gallery.imports import ImportRunner
 from app.limits import (
     FAILED_AUTH,
     WEBSOCKET_CONNECTS,
@@ -43,6 +44,7 @@ class AppState:
     storage: Storage
     firehose: Firehose
     metrics: ApiMetrics
+    imports: ImportRunner  # bulk enrollments running in this process (app/gallery/imports.py)
 
 
 def get_state(connection: HTTPConnection) -> AppState:
@@ -84,6 +86,13 @@ def get_settings_dep(state: StateDep) -> Settings:
 RedisDep = Annotated[Redis, Depends(get_redis)]
 FramesRedisDep = Annotated[Redis, Depends(get_frames_redis)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
+
+
+def get_imports(state: StateDep) -> ImportRunner:
+    return state.imports
+
+
+ImportsDep = Annotated[ImportRunner, Depends(get_imports)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 # Declared with auto_error=False so the 401 comes from our error model, not FastAPI's.

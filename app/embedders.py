@@ -76,9 +76,31 @@ MOBILEFACENET_SPEC = EmbedderSpec(
     ),
 )
 
+# A second embedding model from the same file, for model upgrades (`lookout gallery reembed`)
+# on machines with one embedder: the stand-in fed BGR instead of RGB. Its vectors are another
+# space (same-person cosine 0.63-0.87, different ≤ 0.48 on the shared faces), so nothing may be
+# compared across the two, exactly as between two real models. Platt fit as the stand-in's.
+MOBILEFACENET_BGR_SPEC = EmbedderSpec(
+    model="mobilefacenet_bgr",
+    input_size_px=112,
+    layout="NHWC",
+    channel_order="BGR",
+    mean=127.5,
+    std=128.0,
+    dim=192,
+    calibration=SimilarityCalibration(
+        slope=10.899, intercept=-6.005, source="Platt fit on the shared faces (190 pairs)"
+    ),
+)
+
 # Every embedder the product knows. The gallery's per-model HNSW indexes (migration 0005) and
 # its nearest-neighbour SQL are built from this list: one source of truth for names and dims.
-EMBEDDER_SPECS: tuple[EmbedderSpec, ...] = (ARCFACE_MBF, ARCFACE_R50, MOBILEFACENET_SPEC)
+EMBEDDER_SPECS: tuple[EmbedderSpec, ...] = (
+    ARCFACE_MBF,
+    ARCFACE_R50,
+    MOBILEFACENET_SPEC,
+    MOBILEFACENET_BGR_SPEC,
+)
 
 
 def embedder_dims() -> dict[str, int]:

@@ -27,6 +27,7 @@ from app.events_out.routes import event_payloads
 from app.events_out.routes import router as events_out_router
 from app.firehose import Firehose
 from app.gallery.clusters import cluster_loop
+from app.gallery.imports import ImportRunner
 from app.gallery.routes import router as gallery_router
 from app.headers import SecurityHeaders
 from app.jobs.routes import router as jobs_router
@@ -114,9 +115,11 @@ def _lifespan(settings: Settings, metrics: ApiMetrics) -> Lifespan:
             if settings.clusters.enabled
             else None
         )
+        await state.imports.resume()  # imports a stopped API process left unfinished
         try:
             yield
         finally:
+            await state.imports.close()  # each resumes after its last batch at the next start
             await state.firehose.close()
             if maintenance is not None:
                 maintenance.cancel()
@@ -139,15 +142,18 @@ async def _open_state(settings: Settings, metrics: ApiMetrics) -> AppState:
     with contextlib.suppress(Exception):  # Redis may be down at boot; workers create it too
         await streams.ensure_group(redis)
         await streams.ensure_firehose_groups(redis)  # events wait for `lookout events`
+    sessionmaker = create_sessionmaker(engine)
+    storage = Storage(settings.storage_dir)
     return AppState(
         settings=settings,
         engine=engine,
-        sessionmaker=create_sessionmaker(engine),
+        sessionmaker=sessionmaker,
         redis=redis,
         frames_redis=create_frames_redis(settings.redis, redis),
-        storage=Storage(settings.storage_dir),
+        storage=storage,
         firehose=Firehose(redis, max_queued_per_client=settings.api.ws_max_queued_events),
         metrics=metrics,
+        imports=ImportRunner(settings, sessionmaker, redis, storage),
     )
 
 

@@ -311,11 +311,25 @@ class PersonFace(Base):
     # The embedder's aligned 112×112 input as JPEG: the face's thumbnail, and what a later
     # re-embedding (another model) starts from. None where the source kept no crop.
     crop_jpeg: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    # A model upgrade (`lookout gallery reembed`): this row is the face `reembedded_from`
+    # embedded again, from its crop, by another model. Deleting that face deletes this twin;
+    # the upgrade clears the link when it drops the old model's faces.
+    reembedded_from: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("person_faces.id", ondelete="CASCADE")
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     __table_args__ = (
         CheckConstraint("vector_dims(embedding) = dim", name="ck_person_faces_dim"),
         Index("ix_person_faces_model", "model"),
+        # One twin per face and model: a re-embedding run twice (or twice at once) adds none.
+        Index(
+            "ux_person_faces_reembedded_from_model",
+            "reembedded_from",
+            "model",
+            unique=True,
+            postgresql_where=text("reembedded_from IS NOT NULL"),
+        ),
         # A face of a past job is promoted (enrolled) once.
         Index(
             "ux_person_faces_source_detection",
@@ -324,6 +338,46 @@ class PersonFace(Base):
             postgresql_where=text("source_detection_id IS NOT NULL"),
         ),
     )
+    __mapper_args__ = {"eager_defaults": True}
+
+
+class ImportStatus(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    done = "done"
+    failed = "failed"
+
+
+class PeopleImport(Base):
+    """A bulk enrollment (POST /v1/people/import): photos grouped by person name, run through
+    the workers in batches. The photos wait in the image store (archive_key) until it is over;
+    the counters are committed with each batch, so progress survives a restart."""
+
+    __tablename__ = "people_imports"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("api_keys.id", ondelete="SET NULL"), index=True
+    )
+    status: Mapped[ImportStatus] = mapped_column(
+        Enum(ImportStatus, name="import_status", native_enum=False, length=16),
+        default=ImportStatus.queued,
+    )
+    # Photos in the archive; photos handled so far (enrolled, duplicate or refused).
+    total: Mapped[int] = mapped_column(Integer)
+    processed: Mapped[int] = mapped_column(Integer, default=0)
+    enrolled: Mapped[int] = mapped_column(Integer, default=0)
+    duplicates: Mapped[int] = mapped_column(Integer, default=0)
+    refused: Mapped[int] = mapped_column(Integer, default=0)
+    people_created: Mapped[int] = mapped_column(Integer, default=0)
+    # The first refusals: [{"photo": "name/file.jpg", "reason": "…"}].
+    problems: Mapped[list[dict[str, str]]] = mapped_column(JSONB, default=list)
+    error: Mapped[str | None] = mapped_column(Text)  # why a failed import stopped
+    archive_key: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
     __mapper_args__ = {"eager_defaults": True}
 
 

@@ -1,9 +1,16 @@
 """The SQL shape of nearest-neighbour search on the unconstrained `vector` columns.
 
-HNSW needs a fixed dimension, so each known embedder gets a partial expression index
-`USING hnsw ((embedding::vector(DIM)) vector_cosine_ops) WHERE model = 'NAME'` (migration 0005).
-The planner uses it only when a query repeats that expression and filters on the same model,
-so every similarity query is built here, from the same pieces.
+HNSW needs a fixed dimension, so each known embedder gets partial expression indexes:
+- face_embeddings (faces seen in jobs): `USING hnsw ((embedding::vector(DIM))
+  vector_cosine_ops) WHERE model = 'NAME'` (migration 0005);
+- person_faces (the gallery identify searches): the same HNSW graph over the embeddings'
+  binary quantization, `(binary_quantize(embedding::vector(DIM))::bit(DIM)) bit_hamming_ops`
+  (migration 0009). One bit per dimension: 64 bytes a face at 512-d instead of 2 KB, so a
+  million faces build in minutes and the graph fits in memory; identify takes the nearest
+  candidates by Hamming distance from it and re-ranks them by their exact cosine
+  (app/gallery/matching.py). bench/RESULTS.md ("Gallery") measures it against exact search.
+The planner uses an index only when a query repeats its expression and filters on the same
+model, so every similarity query is built here, from the same pieces.
 """
 
 import re
@@ -45,7 +52,53 @@ def hnsw_index_statements(table: str) -> list[str]:
 
 
 def hnsw_index_names() -> set[str]:
-    return {hnsw_index_name(t, m) for t in EMBEDDING_TABLES for m in embedder_dims()}
+    """Every per-model index the migrations create outside the ORM (`alembic check` skips
+    them): the HNSW indexes of 0005 and the gallery's quantized ones (0009)."""
+    return {hnsw_index_name(t, m) for t in EMBEDDING_TABLES for m in embedder_dims()} | {
+        gallery_index_name(m) for m in embedder_dims()
+    }
+
+
+# --- the gallery's index: HNSW over binary-quantized embeddings, exact re-rank -----------------
+
+
+def gallery_index_name(model: str) -> str:
+    return f"ix_person_faces_bq_{model}"
+
+
+def quantized_expression(column: str, dim: int) -> str:
+    """The column's sign bits: the gallery index's expression."""
+    return f"(binary_quantize({vector_expression(column, dim)})::bit({int(dim)}))"
+
+
+def hamming_expression(column: str, dim: int, parameter: str = "query") -> str:
+    """Hamming distance between the column's sign bits and the bound parameter's."""
+    return (
+        f"{quantized_expression(column, dim)} <~> "
+        f"binary_quantize(CAST(:{parameter} AS vector({int(dim)})))::bit({int(dim)})"
+    )
+
+
+def gallery_index_statement(
+    model: str,
+    dim: int,
+    *,
+    m: int,
+    ef_construction: int,
+    name: str | None = None,
+    concurrently: bool = False,
+) -> str:
+    """CREATE INDEX for one model's gallery faces (m, ef_construction: pgvector's HNSW
+    parameters; app/gallery/index.py chooses them by gallery size)."""
+    if not _SAFE_NAME.match(model):
+        raise ValueError(f"embedder name {model!r} cannot be used in an index name")
+    return (
+        f"CREATE INDEX {'CONCURRENTLY ' if concurrently else ''}IF NOT EXISTS "
+        f"{name or gallery_index_name(model)} ON person_faces "
+        f"USING hnsw ({quantized_expression('embedding', dim)} bit_hamming_ops) "
+        f"WITH (m = {int(m)}, ef_construction = {int(ef_construction)}) "
+        f"WHERE model = '{model}'"
+    )
 
 
 def similarity_calibration(model: str) -> SimilarityCalibration:

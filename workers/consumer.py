@@ -209,9 +209,16 @@ class Consumer:
     async def _heartbeat(self, stop: asyncio.Event) -> None:
         """Beat every interval while running; runs beside inference (which is in a thread)."""
         worker = self.settings.worker
+        faces = self.detectors.get("faces")
+        embedder = getattr(faces, "embedder", None)
+        model = embedder.spec.model if embedder is not None else None
         while not stop.is_set():
             try:
                 await streams.beat(self.redis, self.name, ttl_s=worker.heartbeat_ttl_s)
+                if model is not None:
+                    # Which model embeds this worker's faces: a gallery model upgrade
+                    # (`lookout gallery reembed`) waits until every live worker runs the new one.
+                    await streams.announce_model(self.redis, self.name, model)
             except Exception as exc:  # Redis away: /health/ready reports it anyway
                 log.warning("heartbeat_failed", error=repr(exc))
             await _sleep_unless(stop, worker.heartbeat_interval_s)

@@ -10,14 +10,17 @@ lookout apikey    create | list | revoke client API keys
 lookout maintain  one reconciler + janitor pass now (the API also runs them on a schedule)
 lookout models    list | pull | verify the model packs (workers/models/ has the manifest)
 lookout people    enroll | import faces through a running API
+lookout gallery   reindex: rebuild the gallery's index for its size; reembed --model NEW:
+                  move every enrolled face to another embedding model, from its stored crop
 lookout nodes register NAME | list | revoke ID
                   manage edge nodes through the API (--server, default the local API)
 lookout node run  the edge node client: capture, send changed frames, report heartbeats
 
 The arguments of every command are declared here; what runs them lives in one module per
 audience: `server` (up, api, worker, events, migrate), `admin` (apikey, maintain, models,
-people), `node` (nodes, node run). Each subcommand names its function as
-"package.module:function" (`run(settings, args) -> exit code`), and only that module is imported:
+people), `node` (nodes, node run), `gallery` (reindex; reembed runs in workers/cli.py). Each
+subcommand names its function as "package.module:function" (`run(settings, args) -> exit
+code`), and only that module is imported:
 `lookout nodes list` does not load SQLAlchemy, `lookout migrate` does not load httpx. `worker`
 and `models` run in workers/cli.py, named the same way: app/ never imports workers/.
 """
@@ -46,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         handler: Handler = load(args.run)
         settings = get_settings()
-        if args.command in ("apikey", "maintain", "migrate", "nodes", "people"):
+        if args.command in ("apikey", "maintain", "migrate", "nodes", "people", "gallery"):
             settings = with_local_stack(settings)
         return handler(settings, args)
     except KeyboardInterrupt:
@@ -149,6 +152,25 @@ def _admin_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParse
         "import", parents=[client], help="enroll DIR/<person name>/*.jpg"
     )
     import_dir.add_argument("directory", type=Path)
+    gallery = commands.add_parser("gallery", help="the gallery's index and embedding model")
+    gallery_commands = gallery.add_subparsers(dest="gallery_command", required=True)
+    reindex = gallery_commands.add_parser(
+        "reindex", help="rebuild the gallery's index with the parameters for its size"
+    )
+    reindex.add_argument("--model", action="append", help="only this embedding model")
+    reindex.set_defaults(run="app.cli.gallery:run_gallery")
+    reembed = gallery_commands.add_parser(
+        "reembed",
+        help="embed every enrolled face again with another model, from its stored crop; resumable",
+    )
+    reembed.add_argument("--model", required=True, help="the new embedding model's name")
+    reembed.add_argument(
+        "--drop-old",
+        action="store_true",
+        help="drop the old vectors even if no live worker runs the new model yet",
+    )
+    reembed.add_argument("--batch", type=int, default=64, help="faces per transaction")
+    reembed.set_defaults(run="workers.cli:run_reembed")
     models = commands.add_parser("models", help="list, download or check model packs")
     models.add_argument("action", choices=["list", "pull", "verify"])
     models.add_argument("packs", nargs="*", help="pack names (default: the configured packs)")

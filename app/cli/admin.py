@@ -22,7 +22,7 @@ from app.errors import AppError
 from app.maintenance import run_maintenance
 from app.settings import Settings
 from app.storage import Storage
-from clients.gallery import enroll_people, people_in
+from clients.gallery import ImportReport, enroll_people, import_people, people_in
 
 
 async def people_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -32,7 +32,13 @@ async def people_command(settings: Settings, args: argparse.Namespace) -> int:
         if not args.directory.is_dir():
             print(f"lookout: no such directory: {args.directory}", file=sys.stderr)
             return 1
-        people = people_in(args.directory)
+        people = {name: photos for name, photos in people_in(args.directory).items() if photos}
+        if not people:
+            print(
+                f"lookout: no photos in {args.directory}: lay them out as DIR/<person name>/*.jpg",
+                file=sys.stderr,
+            )
+            return 1
     missing = [str(p) for photos in people.values() for p in photos if not p.is_file()]
     if missing:
         print(f"lookout: no such photo: {', '.join(missing)}", file=sys.stderr)
@@ -42,6 +48,8 @@ async def people_command(settings: Settings, args: argparse.Namespace) -> int:
         async with httpx.AsyncClient(
             base_url=config.url, headers=config.headers, timeout=config.timeout_s
         ) as client:
+            if args.people_command == "import":
+                return _import_report(await import_people(client, people))
             lines = await enroll_people(client, people)
     except httpx.TransportError as exc:
         print(f"lookout: cannot reach {config.url}: {exc}", file=sys.stderr)
@@ -50,6 +58,20 @@ async def people_command(settings: Settings, args: argparse.Namespace) -> int:
         return api_error(exc.response)
     print("\n".join(lines))
     return 0 if all(line.startswith("ok") for line in lines) else 1
+
+
+def _import_report(report: ImportReport) -> int:
+    """Print what the import did; exit 1 only when a part of it failed (a refused photo is
+    an answer, listed with its reason)."""
+    print(
+        f"{report.photos} photos: {report.enrolled} enrolled, {report.duplicates} already "
+        f"enrolled (duplicates), {report.refused} refused; {report.people_created} new people"
+    )
+    for problem in report.problems:
+        print(f"refused {problem}")
+    for failure in report.failures:
+        print(f"lookout: part of the import failed: {failure}", file=sys.stderr)
+    return 1 if report.failures else 0
 
 
 _DURATION = re.compile(r"^(\d+)([dhms])$")

@@ -5,6 +5,12 @@ Every query filters on one embedding model and uses the indexed expression from 
 so Postgres can answer from that model's HNSW index. Cosine = 1 − cosine distance; the
 `similarity` returned is the model's calibrated similarity of it (app/calibration.py), which
 orders results the same way.
+
+Identify (nearest_people) runs in two steps inside one statement: the gallery's HNSW index
+over the faces' sign bits hands over the `candidates` nearest faces by Hamming distance (with
+`ef_search` set for the query, and an iterative scan so an owner filter never leaves it short),
+then those faces are re-ranked by their exact cosine and each person keeps their best face.
+Postgres holds every vector; the index only narrows the search.
 """
 
 import uuid
@@ -17,7 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import JobPurpose
-from app.vectors import calibrated_similarity, distance_expression
+from app.vectors import calibrated_similarity, distance_expression, hamming_expression
 
 # Loaded rows may hold a numpy array or a plain list, depending on the driver's codec.
 Vector = npt.NDArray[np.float32] | list[float]
@@ -41,11 +47,55 @@ class PastFace:
     similarity: float  # calibrated (app/calibration.py)
 
 
+@dataclass(frozen=True)
+class SearchTuning:
+    """How hard identify searches the gallery index (bench/gallery.py measures the trade).
+
+    ef_search: pgvector's hnsw.ef_search, the candidate list the graph walk keeps;
+    candidates: faces taken from the index, nearest by Hamming distance, and re-ranked by exact
+    cosine; max_scan_tuples: how far an iterative scan may go when an owner filter rejects
+    what the index finds (pgvector's hnsw.max_scan_tuples), before it gives up.
+    """
+
+    ef_search: int = 100
+    candidates: int = 100
+    max_scan_tuples: int = 20_000
+
+
+# Chosen from bench/RESULTS.md ("Gallery"): top-1 within 0.005 of exact search at 100k faces.
+DEFAULT_TUNING = SearchTuning()
+_TUNED = "lookout_gallery_tuning"  # session.info key: the tuning set in the open transaction
+
+
 async def use_exact_hnsw_filtering(session: AsyncSession) -> None:
     """With a filter (owner, person) an HNSW scan may stop before it finds a matching row;
     pgvector ≥ 0.8 can keep scanning (iterative scan) in exact distance order. Lasts for the
     transaction; on older pgvector the setting is a harmless placeholder."""
     await session.execute(text("SET LOCAL hnsw.iterative_scan = strict_order"))
+
+
+async def _tune(session: AsyncSession, tuning: SearchTuning) -> None:
+    """Set the search parameters for the open transaction, once per transaction (SET LOCAL:
+    a pooled connection never carries them into someone else's query)."""
+    transaction = session.get_transaction()
+    if transaction is not None and session.info.get(_TUNED) == (transaction, tuning):
+        return
+    await session.execute(
+        text(
+            "SELECT set_config('hnsw.iterative_scan', 'strict_order', true), "
+            "set_config('hnsw.ef_search', :ef_search, true), "
+            "set_config('hnsw.max_scan_tuples', :max_scan_tuples, true)"
+        ),
+        {"ef_search": str(tuning.ef_search), "max_scan_tuples": str(tuning.max_scan_tuples)},
+    )
+    session.info[_TUNED] = (session.get_transaction(), tuning)
+
+
+def owner_clause(owner_id: uuid.UUID | None) -> str:
+    """The people of one owner, written so the planner can estimate how many there are: an
+    `owner_id IS NOT DISTINCT FROM :owner` is estimated at about one person whatever the truth,
+    which made Postgres walk every face of the owner instead of the index (bench/RESULTS.md)."""
+    return "p.owner_id IS NULL" if owner_id is None else "p.owner_id = :owner_id"
 
 
 async def nearest_people(
@@ -55,30 +105,32 @@ async def nearest_people(
     model: str,
     owner_id: uuid.UUID | None,
     limit: int = 1,
+    tuning: SearchTuning = DEFAULT_TUNING,
 ) -> list[PersonMatch]:
-    """The enrolled faces nearest to `vector` among the named people of `owner_id`, best
-    first, at most one row per person."""
+    """The named people of `owner_id` nearest to `vector`, best first, each with their best
+    enrolled face (exact cosine), at most `limit` people."""
+    await _tune(session, tuning)
     dim = len(vector)
-    distance = distance_expression("f.embedding", dim)
     rows = await session.execute(
         text(
             f"""
-            SELECT DISTINCT ON (person_id) person_id, name, face_id, distance FROM (
-                SELECT f.person_id, p.name, f.id AS face_id, {distance} AS distance
+            SELECT DISTINCT ON (person_id) person_id, name, face_id,
+                {distance_expression("candidate.embedding", dim)} AS distance
+            FROM (
+                SELECT f.person_id, p.name, f.id AS face_id, f.embedding
                 FROM person_faces f JOIN people p ON p.id = f.person_id
-                WHERE f.model = :model AND p.owner_id IS NOT DISTINCT FROM :owner_id
-                  AND p.name IS NOT NULL
-                ORDER BY {distance}
+                WHERE f.model = :model AND {owner_clause(owner_id)} AND p.name IS NOT NULL
+                ORDER BY {hamming_expression("f.embedding", dim)}
                 LIMIT :candidates
-            ) nearest
+            ) candidate
             ORDER BY person_id, distance
             """
         ),
         {
             "query": literal(vector),
             "model": model,
-            "owner_id": owner_id,
-            "candidates": max(limit * 10, 10),
+            "candidates": max(tuning.candidates, limit),
+            **({"owner_id": owner_id} if owner_id is not None else {}),
         },
     )
     matches = [

@@ -101,7 +101,9 @@ async def person_out(
     enrolled = list(
         await session.execute(
             select(PersonFace, PersonFace.crop_jpeg.is_not(None))
-            .where(PersonFace.person_id == person.id)
+            # A face's twin of a model upgrade in progress (app/gallery/reembed.py) is the same
+            # face: shown once, as the face it was embedded from, until the upgrade drops that.
+            .where(PersonFace.person_id == person.id, PersonFace.reembedded_from.is_(None))
             .order_by(PersonFace.created_at, PersonFace.id)
         )
     )

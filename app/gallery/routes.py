@@ -11,14 +11,23 @@ from fastapi import APIRouter, File, Path, Query, Response, UploadFile, status
 
 from app import openapi_examples as examples
 from app.apikeys.service import Principal
-from app.commits import commit
-from app.deps import ReadKey, RedisDep, SessionDep, SettingsDep, StorageDep, WriteKey
-from app.errors import COMMON_ERRORS, PayloadTooLarge, error_doc
-from app.gallery import people, service
+from app.commits import after_commit, commit
+from app.deps import (
+    ImportsDep,
+    ReadKey,
+    RedisDep,
+    SessionDep,
+    SettingsDep,
+    StorageDep,
+    WriteKey,
+)
+from app.errors import COMMON_ERRORS, InvalidInput, PayloadTooLarge, error_doc
+from app.gallery import imports, people, service
 from app.gallery.schemas import (
     EnrollOut,
     FaceSearchOut,
     IdentifyOut,
+    ImportOut,
     MergeIn,
     MovedOut,
     MoveIn,
@@ -168,6 +177,74 @@ async def _through_workers(
 async def create_person(body: PersonIn, principal: WriteKey, session: SessionDep) -> PersonDetail:
     person = await service.create_person(session, body.name, principal.owner_id)
     return await service.person_detail(session, person)
+
+
+@router.post(
+    "/v1/people/import",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=ImportOut,
+    responses={
+        **BODY_ERRORS,
+        413: error_doc(
+            "The request is over the body size limit",
+            "payload_too_large",
+            "request body is larger than the limit of 104857600 bytes",
+        ),
+        422: error_doc(
+            "Not a zip, no photos, a photo outside a person's folder, too many photos",
+            "invalid_archive",
+            "'obama.jpg' is not in a person's folder: lay photos out as 'person name/photo.jpg'",
+        ),
+    },
+    summary="Enroll many people at once: photos laid out as `person name/photo.jpg`, in a zip "
+    "or as files; runs in the background (poll the returned status_url)",
+)
+async def import_people(
+    principal: WriteKey,
+    session: SessionDep,
+    settings: SettingsDep,
+    runner: ImportsDep,
+    archive: Annotated[
+        UploadFile | None, File(description="a zip of folders named after people")
+    ] = None,
+    images: Annotated[
+        list[UploadFile] | None,
+        File(description="photos, each file named `person name/photo.jpg`"),
+    ] = None,
+) -> ImportOut:
+    if (archive is None) == (images is None):
+        raise InvalidInput("send either `archive` (a zip) or `images` (files), not both")
+    if archive is not None:
+        data = await archive.read()
+    else:
+        assert images is not None
+        files = [(f.filename or f"image {i + 1}", await f.read()) for i, f in enumerate(images)]
+        data = imports.archive_from_files(files)
+    row = await imports.create_import(session, settings, data, principal.owner_id)
+    import_id = row.id
+
+    async def start() -> None:
+        runner.submit(import_id)
+
+    after_commit(session, start)
+    return imports.import_out(row)
+
+
+@router.get(
+    "/v1/people/imports/{import_id}",
+    response_model=ImportOut,
+    responses={
+        **COMMON_ERRORS,
+        404: error_doc(
+            "No such import (or not this key's)",
+            "not_found",
+            "no import with id 6f1c2a9e-3b7d-4e8a-9c1f-2d5b8e7a4c30",
+        ),
+    },
+    summary="A bulk enrollment's progress: counters per batch, refused photos with reasons",
+)
+async def get_import(import_id: uuid.UUID, principal: ReadKey, session: SessionDep) -> ImportOut:
+    return imports.import_out(await imports.get_import(session, import_id, principal))
 
 
 @router.get(

@@ -231,3 +231,30 @@ class PromoteIn(BaseModel):
         if (self.person_id is None) == (self.name is None):
             raise ValueError("give exactly one of person_id (existing person) or name (new one)")
         return self
+
+
+class ImportProblemOut(BaseModel):
+    photo: str = Field(description="the photo's path in the import: person/file.jpg")
+    reason: str
+
+
+class ImportOut(BaseModel):
+    """A bulk enrollment (POST /v1/people/import). Poll it until `status` is done or failed;
+    the counters move once per batch of photos (each batch is one transaction)."""
+
+    id: uuid.UUID
+    status: str = Field(description="queued | running | done | failed")
+    total: int = Field(description="photos in the import")
+    processed: int = Field(description="photos handled so far: enrolled + duplicates + refused")
+    enrolled: int = Field(description="faces added to the gallery")
+    duplicates: int = Field(description="photos whose face the person already had (not stored)")
+    refused: int = Field(description="photos refused (no face, several faces, poor quality…)")
+    people_created: int = Field(description="people created for names not seen before")
+    problems: list[ImportProblemOut] = Field(
+        description="why photos were refused (the first ones, when there are very many)"
+    )
+    error: str | None = Field(default=None, description="why a failed import stopped")
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    status_url: str = Field(description="GET it for progress")

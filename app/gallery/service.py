@@ -195,21 +195,12 @@ async def run_jobs(
         )
     results = []
     for upload, job in zip(uploads, created, strict=True):
-        fresh = await session.get(Job, job.id, populate_existing=True)
-        if fresh is None:
+        found = await job_faces(session, upload, job.id)
+        if isinstance(found, JobGone):
             raise NotFound(f"{upload.name}: job {job.id} was deleted while it ran")
-        if fresh.status != JobStatus.done:
-            raise UnusableFace(
-                f"{upload.name}: {fresh.error or 'the image could not be processed'}"
-            )
-        rows = await session.execute(
-            select(Detection, FaceEmbedding)
-            .join(FaceEmbedding, FaceEmbedding.detection_id == Detection.id)
-            .where(Detection.job_id == job.id)
-            .order_by(Detection.id)
-        )
-        faces = [Face(d, e) for d, e in rows.tuples()]
-        results.append(JobFaces(upload, fresh, faces))
+        if isinstance(found, str):
+            raise UnusableFace(f"{upload.name}: {found}")
+        results.append(found)
     return results
 
 
@@ -236,6 +227,26 @@ async def discarded_when_done(
         await commit(session)
         raise
     await discard_jobs(session, storage, job_ids)
+
+
+class JobGone(str):
+    """job_faces' answer for a job deleted while it ran."""
+
+
+async def job_faces(session: AsyncSession, upload: Upload, job_id: uuid.UUID) -> JobFaces | str:
+    """A finished job's faces; or why there are none to use (a failed job's error)."""
+    fresh = await session.get(Job, job_id, populate_existing=True)
+    if fresh is None:
+        return JobGone(f"job {job_id} was deleted while it ran")
+    if fresh.status != JobStatus.done:
+        return fresh.error or "the image could not be processed"
+    rows = await session.execute(
+        select(Detection, FaceEmbedding)
+        .join(FaceEmbedding, FaceEmbedding.detection_id == Detection.id)
+        .where(Detection.job_id == job_id)
+        .order_by(Detection.id)
+    )
+    return JobFaces(upload, fresh, [Face(d, e) for d, e in rows.tuples()])
 
 
 async def discard_jobs(session: AsyncSession, storage: Storage, job_ids: list[uuid.UUID]) -> None:
@@ -273,28 +284,64 @@ async def enroll(
     enrolled: list[PersonFace] = []
     duplicates: list[DuplicateOut] = []
     for result, face, quality in _usable_faces(settings, results):
-        nearest = await matching.nearest_face_of_person(
-            session, face.embedding.embedding, model=face.embedding.model, person_id=person.id
+        added = await enroll_face(
+            session, settings, person, result, face, quality, link_source=link_source
         )
-        if nearest is not None and nearest[1] >= settings.gallery.duplicate_threshold:
-            duplicates.append(
-                DuplicateOut(
-                    image=result.upload.name, existing_face_id=nearest[0], similarity=nearest[1]
-                )
-            )
-            continue
-        crop = await session.scalar(
-            select(FaceCrop.jpeg).where(FaceCrop.detection_id == face.detection.id)
-        )
-        row = _person_face(person, result, face, quality, crop, link_source=link_source)
-        session.add(row)
-        await session.flush()  # the next image's duplicate check sees this face
-        enrolled.append(row)
+        if isinstance(added, DuplicateOut):
+            duplicates.append(added)
+        else:
+            enrolled.append(added)
     return EnrollOut(
         person=await person_detail(session, person),
         enrolled=[enrolled_face(f) for f in enrolled],
         duplicates=duplicates,
     )
+
+
+async def enroll_face(
+    session: AsyncSession,
+    settings: Settings,
+    person: Person,
+    result: JobFaces,
+    face: Face,
+    quality: FaceQuality,
+    *,
+    link_source: bool,
+) -> PersonFace | DuplicateOut:
+    """Add one usable face (see usable_face) to the person, with its crop; or, when the person
+    already has it (raw cosine ≥ gallery.duplicate_threshold), report the duplicate instead."""
+    nearest = await matching.nearest_face_of_person(
+        session, face.embedding.embedding, model=face.embedding.model, person_id=person.id
+    )
+    if nearest is not None and nearest[1] >= settings.gallery.duplicate_threshold:
+        return DuplicateOut(
+            image=result.upload.name, existing_face_id=nearest[0], similarity=nearest[1]
+        )
+    crop = await session.scalar(
+        select(FaceCrop.jpeg).where(FaceCrop.detection_id == face.detection.id)
+    )
+    row = _person_face(person, result, face, quality, crop, link_source=link_source)
+    session.add(row)
+    await session.flush()  # the next image's duplicate check sees this face
+    return row
+
+
+def usable_face(settings: Settings, result: JobFaces) -> tuple[Face, FaceQuality] | str:
+    """The image's one face and its quality, or why it cannot be enrolled."""
+    if not result.faces:
+        return "no face found"
+    if len(result.faces) > 1:
+        return f"{len(result.faces)} faces found; enroll photos showing exactly one face"
+    face = result.faces[0]
+    quality = assess_face(
+        face.detection.box,
+        face.detection.landmarks or [],
+        float(face.detection.attributes.get("sharpness", 0.0)),
+        thresholds(settings),
+    )
+    if not quality.usable:
+        return "; ".join(quality.problems)
+    return face, quality
 
 
 def _usable_faces(
@@ -304,26 +351,11 @@ def _usable_faces(
     problems: list[str] = []
     accepted = []
     for result in results:
-        name = result.upload.name
-        if not result.faces:
-            problems.append(f"{name}: no face found")
-            continue
-        if len(result.faces) > 1:
-            problems.append(
-                f"{name}: {len(result.faces)} faces found; enroll photos showing exactly one face"
-            )
-            continue
-        face = result.faces[0]
-        quality = assess_face(
-            face.detection.box,
-            face.detection.landmarks or [],
-            float(face.detection.attributes.get("sharpness", 0.0)),
-            thresholds(settings),
-        )
-        if not quality.usable:
-            problems.append(f"{name}: " + "; ".join(quality.problems))
-            continue
-        accepted.append((result, face, quality))
+        usable = usable_face(settings, result)
+        if isinstance(usable, str):
+            problems.append(f"{result.upload.name}: {usable}")
+        else:
+            accepted.append((result, *usable))
     if problems:
         raise UnusableFace("cannot enroll: " + " | ".join(problems))
     return accepted

@@ -15,6 +15,8 @@ GROUP = "detectors"
 DEAD = "lookout:jobs:dead"
 FIREHOSE = "lookout:events"
 WORKERS = "lookout:workers"
+# consumer name → the face embedding model its pack runs (a model upgrade waits for the switch)
+WORKER_MODELS = "lookout:workers:models"
 MAINTENANCE_LOCK = "lookout:maintenance:lock"
 # A job's entry marker outlives any sane queue wait; if it expires the reconciler re-enqueues
 # the job, which is harmless (a second message for a finished job is skipped).
@@ -39,6 +41,11 @@ def job_events_key(job_id: uuid.UUID | str) -> str:
 
 def job_entry_key(job_id: uuid.UUID | str) -> str:
     return f"lookout:jobs:entry:{job_id}"
+
+
+def import_lock_key(import_id: uuid.UUID | str) -> str:
+    """Held by the API process running a bulk import (POST /v1/people/import)."""
+    return f"lookout:import:{import_id}:lock"
 
 
 def rate_limit_key(owner: str, window: int) -> str:

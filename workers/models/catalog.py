@@ -9,7 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from app.embedders import ARCFACE_MBF, ARCFACE_R50, MOBILEFACENET_SPEC, EmbedderSpec
+from app.embedders import (
+    ARCFACE_MBF,
+    ARCFACE_R50,
+    MOBILEFACENET_BGR_SPEC,
+    MOBILEFACENET_SPEC,
+    EmbedderSpec,
+)
 from app.settings import Settings
 
 INSIGHTFACE_LICENSE = "insightface model zoo: non-commercial research use only"
@@ -269,6 +275,13 @@ PACKS: dict[str, Pack] = {
             detector=DET_500M,
             embedder=MOBILEFACENET,
             embedder_spec=MOBILEFACENET_SPEC,
+        ),
+        FacePack(
+            name="scrfd_mobilefacenet_bgr",
+            description="SCRFD-500M + the stand-in fed BGR (another 192-d model); model upgrades",
+            detector=DET_500M,
+            embedder=MOBILEFACENET,
+            embedder_spec=MOBILEFACENET_BGR_SPEC,
         ),
         ObjectPack(
             name="yolox_nano",

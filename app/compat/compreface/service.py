@@ -561,7 +561,8 @@ async def list_examples(
 ) -> ExamplePage:
     """Spring-style pages (page from 0), oldest first. An unknown subject: an empty page."""
     query = select(PersonFace.id, Person.name).join(Person, Person.id == PersonFace.person_id)
-    query = query.where(_owned(owner_id))
+    # A face's twin of a model upgrade in progress (app/gallery/reembed.py) is not an example.
+    query = query.where(_owned(owner_id), PersonFace.reembedded_from.is_(None))
     if subject is not None and subject.strip():
         person = await find_subject(session, owner_id, subject)
         query = query.where(PersonFace.person_id == (person.id if person else None))
@@ -592,7 +593,9 @@ async def delete_examples_of(
     if not people:
         return Deleted(deleted=0)
     count = await session.scalar(
-        select(func.count(PersonFace.id)).where(PersonFace.person_id.in_(people))
+        select(func.count(PersonFace.id)).where(
+            PersonFace.person_id.in_(people), PersonFace.reembedded_from.is_(None)
+        )
     )
     await session.execute(delete(Person).where(Person.id.in_(people)))
     await session.flush()

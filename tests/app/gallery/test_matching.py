@@ -1,13 +1,18 @@
-"""Nearest-face SQL (app/gallery/matching.py) on real pgvector: Postgres can answer it from the
-model's HNSW index, and embeddings of another model are never compared."""
+"""Nearest-face SQL (app/gallery/matching.py) on real pgvector: identify is answered from the
+model's gallery index (HNSW over sign bits), re-ranked by exact cosine, one row per person; an
+owner filter never leaves it short; embeddings of another model are never compared."""
+
+import uuid
 
 import numpy as np
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.gallery.matching import nearest_people
+from app.apikeys.service import create_key
+from app.gallery.matching import SearchTuning, nearest_people
 from app.models import Person, PersonFace
-from app.vectors import hnsw_index_name
+from app.security import Scope
+from app.vectors import gallery_index_name
 
 
 def unit_vectors(seed: int, count: int, dim: int) -> np.ndarray:
@@ -15,52 +20,136 @@ def unit_vectors(seed: int, count: int, dim: int) -> np.ndarray:
     return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
 
 
-async def add_person(session: AsyncSession, name: str, model: str, vectors: np.ndarray) -> Person:
-    person = Person(name=name, owner_id=None)
+def near(vector: np.ndarray, seed: int, count: int, noise: float) -> np.ndarray:
+    """`count` unit vectors around `vector` (cosine to it falls as `noise` grows)."""
+    rows = vector + noise * unit_vectors(seed, count, len(vector))
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+async def add_person(
+    session: AsyncSession,
+    name: str,
+    model: str,
+    vectors: np.ndarray,
+    owner_id: uuid.UUID | None = None,
+) -> tuple[Person, list[PersonFace]]:
+    person = Person(name=name, owner_id=owner_id)
     session.add(person)
     await session.flush()
-    for vector in vectors:
-        session.add(
-            PersonFace(
-                person_id=person.id,
-                model=model,
-                dim=len(vector),
-                embedding=vector,
-                face_px=100.0,
-                sharpness=100.0,
-                yaw_ratio=0.0,
-            )
+    faces = [
+        PersonFace(
+            person_id=person.id,
+            model=model,
+            dim=len(vector),
+            embedding=vector,
+            face_px=100.0,
+            sharpness=100.0,
+            yaw_ratio=0.0,
         )
+        for vector in vectors
+    ]
+    session.add_all(faces)
     await session.flush()
-    return person
+    return person, faces
 
 
-async def test_identify_is_answered_from_the_models_hnsw_index(engine, sessionmaker):
+async def identify_statements(engine, session, run):  # type: ignore[no-untyped-def]
+    """The nearest-neighbour statements `run()` sent, with their parameters."""
+    searches: list[tuple[str, object]] = []
+
+    def remember(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if "<~>" in statement or "<=>" in statement:
+            searches.append((statement, parameters))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", remember)
+    try:
+        result = await run()
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", remember)
+    return result, searches
+
+
+async def plan_of(session: AsyncSession, statement: str, parameters: object) -> str:
+    connection = await session.connection()
+    plan = await connection.exec_driver_sql(f"EXPLAIN {statement}", parameters)
+    return "\n".join(r[0] for r in plan)
+
+
+async def test_identify_is_answered_from_the_models_gallery_index(engine, sessionmaker):
     vectors = unit_vectors(1, 50, 192)
     async with sessionmaker() as session:
-        ada = await add_person(session, "ada", "mobilefacenet", vectors)
-        searches: list[tuple[str, object]] = []
-
-        def remember(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
-            if "<=>" in statement:
-                searches.append((statement, parameters))
-
-        event.listen(engine.sync_engine, "before_cursor_execute", remember)
-        try:
-            matches = await nearest_people(
-                session, vectors[7], model="mobilefacenet", owner_id=None
-            )
-        finally:
-            event.remove(engine.sync_engine, "before_cursor_execute", remember)
+        ada, _ = await add_person(session, "ada", "mobilefacenet", vectors)
+        matches, searches = await identify_statements(
+            engine,
+            session,
+            lambda: nearest_people(session, vectors[7], model="mobilefacenet", owner_id=None),
+        )
         assert [m.person_id for m in matches] == [ada.id] and matches[0].cosine > 0.999
 
         # The very statement identify ran, planned with sequential scans ruled out: only an index
         # whose expression and model predicate match the query can serve it.
         ((statement, parameters),) = searches
         await session.execute(text("SET LOCAL enable_seqscan = off"))
-        connection = await session.connection()
-        plan = await connection.exec_driver_sql(f"EXPLAIN {statement}", parameters)
-        assert hnsw_index_name("person_faces", "mobilefacenet") in "\n".join(r[0] for r in plan)
+        assert gallery_index_name("mobilefacenet") in await plan_of(session, statement, parameters)
+        await session.rollback()
+
+
+async def test_each_person_once_with_their_best_face_and_its_exact_cosine(sessionmaker):
+    query = unit_vectors(5, 1, 192)[0]
+    async with sessionmaker() as session:
+        # Ada's three faces are all nearer than Bob's one; Bob must still come second.
+        ada, ada_faces = await add_person(
+            session, "ada", "mobilefacenet", near(query, 6, 3, noise=0.3)
+        )
+        bob, _ = await add_person(session, "bob", "mobilefacenet", near(query, 7, 1, noise=1.2))
+        await add_person(session, "eve", "mobilefacenet", unit_vectors(8, 20, 192))
+        matches = await nearest_people(
+            session, query, model="mobilefacenet", owner_id=None, limit=2
+        )
+        assert [m.person_id for m in matches] == [ada.id, bob.id]
+        cosines = {f.id: float(query @ f.embedding) for f in ada_faces}
+        best = max(cosines, key=lambda face_id: cosines[face_id])
+        assert matches[0].face_id == best
+        assert matches[0].cosine == round(cosines[best], 4)
+        await session.rollback()
+
+
+async def test_an_owner_is_found_behind_other_owners_nearer_faces(engine, sessionmaker):
+    """Half the gallery is another owner's, and all of its faces are nearer to the query than
+    any of this owner's: the index hands over the other owner's faces first, the owner filter
+    rejects them, and the scan goes on (hnsw.iterative_scan) until this owner's people turn up,
+    instead of answering that nobody matched."""
+    query = unit_vectors(11, 1, 192)[0]
+    async with sessionmaker() as session:
+        key, _ = await create_key(session, name="mine", scopes=[Scope.write])
+        for index in range(30):  # the keys-off owner's people, nearer to the query
+            await add_person(
+                session, f"near {index}", "mobilefacenet", near(query, 100 + index, 5, noise=0.4)
+            )
+        mine = []
+        for index in range(30):  # this key's people: the first one clearly its nearest
+            person, _ = await add_person(
+                session,
+                f"mine {index}",
+                "mobilefacenet",
+                near(query, 200 + index, 5, noise=0.8 if index == 0 else 1.5),
+                owner_id=key.id,
+            )
+            mine.append(person.id)
+        await session.execute(text("ANALYZE person_faces"))
+        await session.execute(text("ANALYZE people"))
+        tight = SearchTuning(ef_search=10, candidates=10)
+        matches, searches = await identify_statements(
+            engine,
+            session,
+            lambda: nearest_people(
+                session, query, model="mobilefacenet", owner_id=key.id, limit=2, tuning=tight
+            ),
+        )
+        assert len(matches) == 2 and matches[0].person_id == mine[0]
+        assert {m.person_id for m in matches} <= set(mine)
+        ((statement, parameters),) = searches
+        assert gallery_index_name("mobilefacenet") in await plan_of(session, statement, parameters)
         await session.rollback()
 
 
@@ -69,7 +158,9 @@ async def test_embeddings_of_another_model_are_never_compared(sessionmaker):
         await add_person(session, "arc", "w600k_mbf", unit_vectors(2, 3, 512))
         query = unit_vectors(3, 1, 192)[0]
         assert await nearest_people(session, query, model="mobilefacenet", owner_id=None) == []
-        stand_in = await add_person(session, "mobile", "mobilefacenet", unit_vectors(4, 1, 192))
+        await add_person(session, "bgr", "mobilefacenet_bgr", unit_vectors(9, 3, 192))
+        assert await nearest_people(session, query, model="mobilefacenet", owner_id=None) == []
+        stand_in, _ = await add_person(session, "mobile", "mobilefacenet", unit_vectors(4, 1, 192))
         found = await nearest_people(session, query, model="mobilefacenet", owner_id=None)
         assert [m.person_id for m in found] == [stand_in.id]
         await session.rollback()

@@ -1,0 +1,230 @@
+"""Bulk enrollment (POST /v1/people/import, `lookout people import`) with a real worker and the
+real models: the shared train folder goes in, then identify names everyone."""
+
+import asyncio
+import io
+import sys
+import uuid
+import zipfile
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import text
+
+from app.gallery.imports import imports_storage
+from tests.app.gallery.test_gallery_flow import TRAIN, count, identify, names
+from tests.conftest import shared_image
+from tests.processes import http_ok, lookout_env, start_python, stop, wait_until
+from tests.test_cli import free_port
+
+TRAIN_PHOTOS = sorted(TRAIN.glob("*/*"))
+
+
+@pytest.fixture
+async def worker(make_consumer) -> AsyncIterator[None]:
+    """A consumer running beside the test, as a worker process would in production."""
+    stop_event = asyncio.Event()
+    task = asyncio.create_task(make_consumer(block_ms=50).run(stop_event))
+    yield
+    stop_event.set()
+    await task
+
+
+def zip_of(entries: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def train_zip() -> bytes:
+    """The shared train folder as a user would zip it: one folder per person, in a top folder."""
+    return zip_of({f"train/{p.parent.name}/{p.name}": p.read_bytes() for p in TRAIN_PHOTOS})
+
+
+async def finished(client, status_url: str, timeout_s: float = 90) -> dict:  # type: ignore[no-untyped-def,type-arg]
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        body = (await client.get(status_url)).json()
+        if body["status"] in ("done", "failed"):
+            return body  # type: ignore[no-any-return]
+        assert asyncio.get_running_loop().time() < deadline, body
+        await asyncio.sleep(0.2)
+
+
+async def assert_everyone_is_identified(client, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    assert names(await identify(client, "faces/test/obama1.jpg", **kwargs)) == ["obama"]
+    assert names(await identify(client, "faces/test/alex_lacamoire1.jpg", **kwargs)) == [
+        "alex_lacamoire"
+    ]
+    assert names(await identify(client, "faces/test/obama_and_biden.jpg", **kwargs)) == [
+        "biden",
+        "obama",
+        "unknown",
+    ]
+
+
+async def test_a_zip_of_the_train_folder_enrolls_everyone_and_identify_names_them(
+    client, worker, engine, storage, settings
+):
+    response = await client.post(
+        "/v1/people/import", files={"archive": ("train.zip", train_zip(), "application/zip")}
+    )
+    assert response.status_code == 202, response.text
+    started = response.json()
+    assert started["status"] == "queued" and started["total"] == len(TRAIN_PHOTOS) == 9
+
+    body = await finished(client, started["status_url"])
+    assert body["status"] == "done", body
+    assert (body["processed"], body["enrolled"], body["refused"]) == (9, 9, 0)
+    assert body["people_created"] == 5 and body["problems"] == []
+    assert await count(engine, "SELECT count(*) FROM people WHERE name IS NOT NULL") == 5
+    assert await count(engine, "SELECT count(*) FROM person_faces WHERE crop_jpeg IS NOT NULL") == 9
+    # The photos' jobs (rows, images) and the archive are gone once it is over.
+    for table in ("jobs", "detections", "face_embeddings"):
+        assert await count(engine, f"SELECT count(*) FROM {table}") == 0, table
+    assert [p for p in storage.root.iterdir() if p != imports_storage(settings).root] == []
+    assert list(imports_storage(settings).root.iterdir()) == []
+
+    await assert_everyone_is_identified(client)
+
+
+async def test_files_named_person_slash_photo_are_one_import_and_bad_photos_are_listed(
+    client, worker, engine
+):
+    files = [
+        ("images", ("obama/obama.jpg", shared_image("faces/train/obama/obama.jpg"), "image/jpeg")),
+        (
+            "images",
+            ("Obama/obama2.jpg", shared_image("faces/train/obama/obama2.jpg"), "image/jpeg"),
+        ),
+        ("images", ("crowd/t1.jpg", shared_image("scenes/t1.jpg"), "image/jpeg")),
+        ("images", ("dog/dog.jpg", shared_image("scenes/dog.jpg"), "image/jpeg")),
+        ("images", ("broken/x.jpg", b"\xff\xd8\xff not really a jpeg", "image/jpeg")),
+    ]
+    response = await client.post("/v1/people/import", files=files)
+    assert response.status_code == 202, response.text
+    body = await finished(client, response.json()["status_url"])
+    assert body["status"] == "done", body
+    assert (body["total"], body["enrolled"], body["refused"]) == (5, 2, 3)
+    # "Obama" and "obama" are one person (names are case-insensitive), created once.
+    assert body["people_created"] == 1
+    reasons = {p["photo"]: p["reason"] for p in body["problems"]}
+    assert set(reasons) == {"crowd/t1.jpg", "dog/dog.jpg", "broken/x.jpg"}
+    assert "6 faces found" in reasons["crowd/t1.jpg"]
+    assert reasons["dog/dog.jpg"] == "no face found"
+    assert await count(engine, "SELECT count(*) FROM people") == 1
+
+    # Importing the same photos again stores nothing twice: they are reported as duplicates.
+    again = await client.post("/v1/people/import", files=files[:2])
+    body = await finished(client, again.json()["status_url"])
+    assert (body["enrolled"], body["duplicates"], body["people_created"]) == (0, 2, 0)
+    assert await count(engine, "SELECT count(*) FROM person_faces") == 2
+
+
+@pytest.mark.parametrize(
+    ("archive", "detail"),
+    [
+        (b"PK\x03\x04 this is not a zip", "not a readable zip"),
+        (zip_of({}), "no photos"),
+        (zip_of({"readme.txt": b"hello"}), "no photos"),
+        (zip_of({"obama.jpg": b"x"}), "not in a person's folder"),
+        (zip_of({"   /a.jpg": b"x"}), "cannot be a person's name"),
+    ],
+)
+async def test_a_bad_archive_is_422_and_leaves_nothing(client, engine, settings, archive, detail):
+    response = await client.post(
+        "/v1/people/import", files={"archive": ("a.zip", archive, "application/zip")}
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "invalid_archive"
+    assert detail in response.json()["detail"]
+    assert await count(engine, "SELECT count(*) FROM people_imports") == 0
+    assert list(imports_storage(settings).root.glob("*")) == []
+
+
+async def test_an_import_needs_an_archive_or_files_and_is_its_owners(client, make_key):
+    neither = await client.post("/v1/people/import", data={"x": "1"})
+    assert neither.status_code == 422
+    flat = await client.post(
+        "/v1/people/import", files={"images": ("obama.jpg", b"x", "image/jpeg")}
+    )
+    assert flat.status_code == 422 and flat.json()["error"] == "invalid_archive"
+    assert (await client.get(f"/v1/people/imports/{uuid.uuid4()}")).status_code == 404
+
+
+async def test_an_interrupted_import_resumes_after_its_last_committed_batch(
+    app, client, worker, engine
+):
+    """The counters commit with each batch: an API that stopped mid-import resumes it at the
+    next start from there, without redoing (or losing) a batch."""
+    runner = app.state.lookout.imports
+    response = await client.post(
+        "/v1/people/import", files={"archive": ("train.zip", train_zip(), "application/zip")}
+    )
+    import_id = response.json()["id"]
+    await runner.close()  # the API stops before it runs (or while it runs) …
+    async with engine.begin() as connection:  # … after, say, its first four photos committed
+        await connection.execute(
+            text(
+                "UPDATE people_imports SET status = 'running', processed = 4, enrolled = 4 "
+                "WHERE id = :id"
+            ),
+            {"id": import_id},
+        )
+    await runner.resume()  # what the next start does
+    await runner.wait()
+    body = (await client.get(f"/v1/people/imports/{import_id}")).json()
+    assert body["status"] == "done" and body["processed"] == 9
+    # The four "already done" are not enrolled again: only the five after them were.
+    assert await count(engine, "SELECT count(*) FROM person_faces") == 5
+
+
+async def test_lookout_people_import_through_a_running_api(
+    settings, client, worker, engine, make_key, tmp_path
+):
+    """The command a user runs: a real API process, the real CLI process, a real worker."""
+    key = await make_key("importer")
+    port = free_port()
+    api = start_python(
+        ["app.cli", "api", "--port", str(port)],
+        env=lookout_env(settings),
+        log_path=tmp_path / "api.log",
+    )
+    try:
+        await asyncio.to_thread(
+            wait_until,
+            http_ok(f"http://127.0.0.1:{port}/health/live"),
+            timeout_s=90,
+            what="lookout api",
+            process=api,
+            log_path=tmp_path / "api.log",
+        )
+        command = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "app.cli",
+            "people",
+            "import",
+            str(TRAIN),
+            env=lookout_env(
+                settings,
+                LOOKOUT_CLIENT__URL=f"http://127.0.0.1:{port}",
+                LOOKOUT_CLIENT__API_KEY=key,
+            ),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(command.communicate(), timeout=120)
+    finally:
+        stop(api)
+    assert command.returncode == 0, (out, err, (tmp_path / "api.log").read_text()[-3000:])
+    assert out.decode().splitlines()[0] == (
+        "9 photos: 9 enrolled, 0 already enrolled (duplicates), 0 refused; 5 new people"
+    )
+    assert "photo/s" in err.decode()  # the progress bar
+    assert await count(engine, "SELECT count(*) FROM person_faces") == 9
+    assert await count(engine, "SELECT count(*) FROM people") == 5
+    # People are their key's: identify as that key.
+    await assert_everyone_is_identified(client, headers={"X-API-Key": key})
