@@ -1029,3 +1029,25 @@ COMPREFACE_EMBEDDING_RECOGNIZED: Json = {
 COMPREFACE_EMBEDDING_VERIFIED: Json = {
     "result": [{"embedding": COMPREFACE_EMBEDDING, "similarity": 0.82757}]
 }
+
+# --- bulk enrollment (POST /v1/people/import, GET /v1/people/imports/{id}) ------------------
+
+IMPORT_ID = "6f1c2a9e-3b7d-4e8a-9c1f-2d5b8e7a4c30"
+
+# A folder of 13 photos of 6 people imported, one refused.
+IMPORT_DONE: Json = {
+    "id": IMPORT_ID,
+    "status": "done",
+    "total": 13,
+    "processed": 13,
+    "enrolled": 12,
+    "duplicates": 0,
+    "refused": 1,
+    "people_created": 6,
+    "problems": [{"photo": "biden/biden_dog.jpg", "reason": "no face found"}],
+    "error": None,
+    "created_at": "2026-12-04T05:40:12.481Z",
+    "started_at": "2026-12-04T05:40:12.502Z",
+    "finished_at": "2026-12-04T05:40:16.913Z",
+    "status_url": f"/v1/people/imports/{IMPORT_ID}",
+}

@@ -242,6 +242,8 @@ class ImportOut(BaseModel):
     """A bulk enrollment (POST /v1/people/import). Poll it until `status` is done or failed;
     the counters move once per batch of photos (each batch is one transaction)."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.IMPORT_DONE]})
+
     id: uuid.UUID
     status: str = Field(description="queued | running | done | failed")
     total: int = Field(description="photos in the import")
