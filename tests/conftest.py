@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from httpx_ws.transport import ASGIWebSocketTransport
 from redis.asyncio import Redis
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app import streams
@@ -165,11 +166,25 @@ def detectors(settings: Settings) -> dict[str, Detector]:
     return build_detectors(settings)
 
 
+async def truncate(engine: AsyncEngine, tables: str) -> None:
+    """TRUNCATE takes its tables' locks one by one, so a stack's background pass (clustering,
+    outbound events) reading them in another order can deadlock it; Postgres then aborts one
+    side, and the reset simply runs again."""
+    for attempt in range(5):
+        try:
+            async with engine.begin() as connection:
+                await connection.execute(text(f"TRUNCATE {tables} CASCADE"))
+            return
+        except DBAPIError as error:
+            if "deadlock detected" not in str(error) or attempt == 4:
+                raise
+            await asyncio.sleep(0.2)
+
+
 @pytest.fixture(autouse=True)
 async def clean_state(engine: AsyncEngine, redis: Redis, settings: Settings) -> None:
     """Every test starts with empty tables, an empty Redis and an empty image store."""
-    async with engine.begin() as connection:
-        await connection.execute(text("TRUNCATE jobs, detections, api_keys, nodes, people CASCADE"))
+    await truncate(engine, "jobs, detections, api_keys, nodes, people")
     await redis.flushdb()
     shutil.rmtree(settings.storage_dir, ignore_errors=True)
 

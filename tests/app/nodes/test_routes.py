@@ -154,9 +154,8 @@ async def test_a_silent_node_goes_offline_and_that_is_announced(
         headers = bearer(node_token(settings, node.id))
         beat = {"fps": 1, "state": "active"}
         assert (await client.post("/v1/nodes/me/heartbeat", json=beat, headers=headers)).is_success
-        fleet = await client.get("/v1/nodes")
-        assert fleet.status_code == 200, fleet.text
-        assert fleet.json()["items"][0]["online"] is True
+        # No "online" read from GET here: on a loaded machine half a second can pass before it
+        # answers. The announced online → offline pair is what shows both states.
         deadline = time.monotonic() + EVENT_TIMEOUT_S
         while time.monotonic() < deadline:
             if [e["change"] for e in await node_events(redis)] == ["online", "offline"]:
