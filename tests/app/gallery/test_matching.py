@@ -164,3 +164,22 @@ async def test_embeddings_of_another_model_are_never_compared(sessionmaker):
         found = await nearest_people(session, query, model="mobilefacenet", owner_id=None)
         assert [m.person_id for m in found] == [stand_in.id]
         await session.rollback()
+
+
+async def test_the_walk_widens_for_a_large_gallery(sessionmaker):
+    """hnsw.ef_search is set per query from the model's gallery size (the index's row estimate):
+    a larger graph needs a wider walk to find a face as often."""
+    tuning = SearchTuning(ef_search=60, ef_search_large=240, large_gallery=30)
+    query = unit_vectors(20, 1, 192)[0]
+    async with sessionmaker() as session:
+        await add_person(session, "few", "mobilefacenet", unit_vectors(21, 20, 192))
+        await session.execute(text("ANALYZE person_faces"))
+        await nearest_people(session, query, model="mobilefacenet", owner_id=None, tuning=tuning)
+        assert await session.scalar(text("SHOW hnsw.ef_search")) == "60"
+        await session.rollback()
+    async with sessionmaker() as session:
+        await add_person(session, "many", "mobilefacenet", unit_vectors(22, 40, 192))
+        await session.execute(text("ANALYZE person_faces"))
+        await nearest_people(session, query, model="mobilefacenet", owner_id=None, tuning=tuning)
+        assert await session.scalar(text("SHOW hnsw.ef_search")) == "240"
+        await session.rollback()
