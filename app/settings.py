@@ -250,9 +250,9 @@ class GallerySettings(BaseModel):
     # batches in flight at once (their photos queued for the workers together).
     import_batch: int = Field(default=16, ge=1, le=500)
     import_batches_in_flight: int = Field(default=2, ge=1, le=16)
-    # Largest import archive (a zip, or the files of one request), and most photos in one.
-    import_max_bytes: int = Field(default=2 * 1024**3, ge=1)
-    import_max_photos: int = Field(default=100_000, ge=1)
+    # Most photos in one import request (whose size api.max_upload_bytes bounds, like every
+    # upload: `lookout people import` sends a large folder as several imports).
+    import_max_photos: int = Field(default=1000, ge=1)
     # Imports one API process runs at a time; later ones wait their turn (queued).
     import_concurrency: int = Field(default=1, ge=1)
 
