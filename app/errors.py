@@ -41,45 +41,98 @@ class ErrorOut(BaseModel):
     )
 
 
+def error_body(code: str, detail: str, **extra: Any) -> dict[str, Any]:
+    return {"error": code, "detail": detail, **extra}
+
+
+def error_doc(description: str, code: str, detail: str, **extra: Any) -> dict[str, Any]:
+    """A route's documented error response: its description and an example body, with a detail
+    the API really sends for it (and `extra` members: a validation error's `fields`)."""
+    return {
+        "model": ErrorOut,
+        "description": description,
+        "content": {"application/json": {"example": error_body(code, detail, **extra)}},
+    }
+
+
 # Every error is rendered by install_error_handlers as ErrorOut (request validation errors too,
 # not FastAPI's default body). /v1 routers are included with these so that the schema says what
 # any of their routes may really send; routes add their own (404, 409, 413 …).
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorOut, "description": "The request body could not be parsed"},
-    401: {"model": ErrorOut, "description": "Missing, invalid, expired or revoked credentials"},
-    403: {"model": ErrorOut, "description": "The credentials do not allow this"},
-    404: {"model": ErrorOut, "description": "No such resource (or it belongs to someone else)"},
-    408: {"model": ErrorOut, "description": "The request body stalled (slow client)"},
-    409: {
-        "model": ErrorOut,
-        "description": "Conflicts with the resource's state, or with a concurrent change",
-    },
-    422: {"model": ErrorOut, "description": "Invalid request: `fields` lists each invalid field"},
-    429: {"model": ErrorOut, "description": "Rate limit exceeded; see Retry-After"},
-    503: {
-        "model": ErrorOut,
-        "description": "`unavailable`: Postgres or Redis is unreachable; `busy`: too many uploads "
-        "at once. See Retry-After",
-    },
+    400: error_doc(
+        "The request body could not be parsed", "http_error", "There was an error parsing the body"
+    ),
+    401: error_doc(
+        "Missing, invalid, expired or revoked credentials",
+        "unauthorized",
+        "missing API key: send it in the X-API-Key header",
+    ),
+    403: error_doc(
+        "The credentials do not allow this", "forbidden", "this API key lacks the 'admin' scope"
+    ),
+    404: error_doc(
+        "No such resource (or it belongs to someone else)",
+        "not_found",
+        "no job with id 092107a2-2956-457e-958f-19da952495df",
+    ),
+    408: error_doc(
+        "The request body stalled (slow client)",
+        "request_timeout",
+        "the request body stalled for more than 15 s",
+    ),
+    409: error_doc(
+        "Conflicts with the resource's state, or with a concurrent change",
+        "conflict",
+        "the resource was changed or deleted by another request meanwhile; re-read it",
+    ),
+    422: error_doc(
+        "Invalid request: `fields` lists each invalid field",
+        "invalid_request",
+        "query.limit: Input should be less than or equal to 100",
+        fields=[{"loc": ["query", "limit"], "msg": "Input should be less than or equal to 100"}],
+    ),
+    429: error_doc(
+        "Rate limit exceeded; see Retry-After",
+        "rate_limited",
+        "rate limit of 600 requests per 60 s exceeded for this API key",
+    ),
+    503: error_doc(
+        "`unavailable`: Postgres or Redis is unreachable; `busy`: too many uploads at once. See "
+        "Retry-After",
+        "unavailable",
+        "the database is unreachable; the request was not completed, retry later",
+    ),
 }
-
-
-def error_doc(description: str, code: str) -> dict[str, Any]:
-    """A route's documented error response: its description and an example body."""
-    return {
-        "model": ErrorOut,
-        "description": description,
-        "content": {"application/json": {"example": {"error": code, "detail": "…"}}},
-    }
 
 
 # Every /v1 route of a client key can answer these; routes add their own (404, 409, 413 …).
 COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
-    422: error_doc("Invalid request parameters", "invalid_request"),
-    401: error_doc("Missing, malformed, unknown, revoked or expired API key", "unauthorized"),
-    403: error_doc("The API key lacks the scope this route needs", "forbidden"),
-    429: error_doc("Rate limit of the API key exceeded; see Retry-After", "rate_limited"),
-    503: error_doc("Postgres or Redis is unreachable; see Retry-After", "unavailable"),
+    422: error_doc(
+        "Invalid request parameters",
+        "invalid_request",
+        "query.limit: Input should be less than or equal to 100",
+        fields=[{"loc": ["query", "limit"], "msg": "Input should be less than or equal to 100"}],
+    ),
+    401: error_doc(
+        "Missing, malformed, unknown, revoked or expired API key",
+        "unauthorized",
+        "missing API key: send it in the X-API-Key header",
+    ),
+    403: error_doc(
+        "The API key lacks the scope this route needs",
+        "forbidden",
+        "this API key lacks the 'write' scope",
+    ),
+    429: error_doc(
+        "Rate limit of the API key exceeded; see Retry-After",
+        "rate_limited",
+        "rate limit of 600 requests per 60 s exceeded for this API key",
+    ),
+    503: error_doc(
+        "Postgres or Redis is unreachable; see Retry-After",
+        "unavailable",
+        "the database is unreachable; the request was not completed, retry later",
+    ),
 }
 
 
@@ -158,10 +211,6 @@ class PayloadTooLarge(AppError):
 class UnsupportedMediaType(AppError):
     status = 415
     code = "unsupported_media_type"
-
-
-def error_body(code: str, detail: str, **extra: Any) -> dict[str, Any]:
-    return {"error": code, "detail": detail, **extra}
 
 
 # Exceptions that mean "Postgres or Redis cannot be reached right now". asyncpg raises OSError

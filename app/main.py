@@ -10,6 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from app import streams
+from app.apikeys.routes import router as apikeys_router
 from app.compat.compreface.routes import router as compreface_router
 from app.compat.deepstack.routes import router as deepstack_router
 from app.db import (
@@ -22,6 +23,7 @@ from app.db import (
 from app.deps import API_KEY_HEADER, AppState
 from app.docs_pages import mount_docs
 from app.errors import ERROR_RESPONSES, install_error_handlers
+from app.events_out.routes import event_payloads
 from app.events_out.routes import router as events_out_router
 from app.firehose import Firehose
 from app.gallery.clusters import cluster_loop
@@ -157,6 +159,7 @@ async def _open_state(settings: Settings, metrics: ApiMetrics) -> AppState:
 
 def _include_routers(app: FastAPI) -> None:
     app.include_router(jobs_router, responses=ERROR_RESPONSES)
+    app.include_router(apikeys_router, responses=ERROR_RESPONSES)
     app.include_router(
         node_router, responses=ERROR_RESPONSES
     )  # first: /v1/nodes/me must not match /v1/nodes/{node_id}
@@ -164,6 +167,7 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(stats_router, responses=ERROR_RESPONSES)
     app.include_router(gallery_router, responses=ERROR_RESPONSES)
     app.include_router(events_out_router, responses=ERROR_RESPONSES)
+    app.webhooks.include_router(event_payloads)  # the OpenAPI `webhooks` section: event bodies
     app.include_router(ops_router)
     app.include_router(deepstack_router)  # errors in DeepStack's own envelope, not ErrorOut
     app.include_router(compreface_router)  # CompreFace's /api/v1, its own error shape

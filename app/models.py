@@ -44,6 +44,34 @@ class JobStatus(enum.StrEnum):
         return self in (JobStatus.done, JobStatus.failed)
 
 
+class JobPurpose(enum.StrEnum):
+    """Why a job was made, which decides where its results count (README, "Gallery calls").
+
+    detect: the caller wants the detections (POST /v1/images, node frames, the DeepStack and
+    CompreFace detection routes): counted in /v1/stats, found by face search, clustered.
+    identify: "who is this?" (/v1/identify, DeepStack and CompreFace recognize). Integrations
+    such as Double Take send every camera snapshot here, so its unknown faces are real
+    sightings and are clustered; but they are not counted in stats nor found by face search,
+    where asking twice about one photo would find the first question at similarity 1.0.
+    compare: verify, face search, DeepStack match, CompreFace verification: a question about
+    photos the caller already holds, not a sighting: kept as history (/v1/jobs), nothing more.
+    enroll: enrollment photos; the job is deleted when the call ends (gallery.discard_jobs).
+    """
+
+    detect = "detect"
+    identify = "identify"
+    compare = "compare"
+    enroll = "enroll"
+
+
+# The purposes whose faces and objects are sightings: uploads, node frames, detection calls,
+# and identify calls (Double Take and Frigate send every camera snapshot to DeepStack
+# recognize). Not comparisons (photos the caller already holds) nor enrollments. Only these
+# are clustered (app/gallery/clusters.py) and sent out as face/object/text events
+# (app/events_out/events.py).
+SIGHTING_PURPOSES = (JobPurpose.detect, JobPurpose.identify)
+
+
 class ApiKey(Base):
     """A client credential `lk_<prefix>_<secret>`: only the SHA-256 of the secret is stored.
 
@@ -75,9 +103,16 @@ class Job(Base):
         Enum(JobStatus, name="job_status", native_enum=False, length=16),
         default=JobStatus.queued,
     )
+    purpose: Mapped[JobPurpose] = mapped_column(
+        Enum(JobPurpose, name="job_purpose", native_enum=False, length=16),
+        default=JobPurpose.detect,
+        server_default=JobPurpose.detect.value,
+    )
     tasks: Mapped[list[str]] = mapped_column(ARRAY(String(32)))
     # Storage key of the upload; None for a node frame that was never stored.
     image_key: Mapped[str | None] = mapped_column(String(255))
+    # Storage key of the processed image, set when it is first drawn (app/jobs/service.py
+    # get_processed_image); None until someone asks for it.
     processed_image_key: Mapped[str | None] = mapped_column(String(255))
     content_type: Mapped[str] = mapped_column(String(64))
     width: Mapped[int] = mapped_column(Integer)

@@ -294,7 +294,8 @@ class CompreFaceSettings(BaseModel):
 
 
 class ClientSettings(BaseModel):
-    """What `lookout people …` uses to talk to a running API."""
+    """What every remote command (`lookout people …`, `lookout nodes …`) uses to talk to a
+    running API; --server / --api-key override it (app.cli.common.client_config)."""
 
     url: str = "http://127.0.0.1:8000"
     api_key: SecretStr | None = None  # LOOKOUT_CLIENT__API_KEY

@@ -27,6 +27,7 @@ import requests
 from PIL import Image
 from tqdm import tqdm
 
+from app.pixels import decode_image
 from bench.harness import (
     CORES,
     SHARED,
@@ -44,7 +45,6 @@ from bench.harness import (
 from bench.models import measure, settings_for
 from workers.detectors.onnx import RuntimeOptions
 from workers.detectors.registry import build_object_detector
-from workers.pipeline import decode_image
 
 MODELS_DIR = Path(os.environ.get("LOOKOUT_MODELS_DIR", SHARED / "models"))
 BUDGET_MS = 100.0  # Frigate's default api_timeout, 0.1 s

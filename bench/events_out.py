@@ -6,10 +6,12 @@ consumer group, after the job is done).
    N firehose entries published with the workers' own publish function; deliveries/s from the
    first publish to the last receipt (N × 10 signed POSTs).
 2. Job latency: jobs through the API (`?wait=`) with a no-inference worker, `timings.total_ms`
-   (accepted → finished) side by side: without `lookout events` and without webhooks, then
-   with both and 10 webhooks subscribed to every job event.
+   (accepted → finished), in interleaved rounds: without `lookout events` and without webhooks,
+   then with both and 10 webhooks subscribed to `job.done` (deliveries drained before the next
+   round), so drift in the machine's load falls on both sides alike. Reported: the ratio of
+   p50s per round, their median and spread.
 
-`python -m bench.events_out [--events N] [--jobs N]`.
+`python -m bench.events_out [--events N] [--jobs N] [--rounds N]`.
 """
 
 import argparse
@@ -76,21 +78,35 @@ class Result:
     deliveries: int
     delivered: int
     deliveries_per_s: float
-    job_ms_without: list[float]
-    job_ms_with: list[float]
+    job_ms_without: list[list[float]]  # per round
+    job_ms_with: list[list[float]]
 
 
 def _start_events(env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "app.cli", "events"], env=env)
 
 
-def _subscribe(base_url: str, receiver: Receiver) -> None:
+def _subscribe(base_url: str, receiver: Receiver) -> list[str]:
+    ids = []
     for i in range(SUBSCRIBERS):
         response = httpx.post(
             f"{base_url}/v1/webhooks",
             json={"url": f"http://127.0.0.1:{receiver.port}/hook/{i}", "event_types": ["job.done"]},
         )
         response.raise_for_status()
+        ids.append(response.json()["id"])
+    return ids
+
+
+def _unsubscribe(base_url: str, ids: list[str]) -> None:
+    for webhook_id in ids:
+        httpx.delete(f"{base_url}/v1/webhooks/{webhook_id}").raise_for_status()
+
+
+def _wait_for(receiver: Receiver, count: int, timeout_s: float) -> None:
+    deadline = time.time() + timeout_s
+    while receiver.count < count and time.time() < deadline:
+        time.sleep(0.1)
 
 
 def _job_latencies(base_url: str, jobs: int) -> list[float]:
@@ -128,31 +144,41 @@ async def _publish(redis_url: str, events: int) -> float:
     return began
 
 
-def run(*, events: int, jobs: int) -> Result:
+def run(*, events: int, jobs: int, rounds: int) -> Result:
     extra = {"LOOKOUT_EVENTS__ALLOWED_NETWORKS": '["127.0.0.1/32"]'}
-    with stack(worker_command=["-m", "bench.noop_worker"], extra_env=extra) as running:
+    with (
+        stack(worker_command=["-m", "bench.noop_worker"], extra_env=extra) as running,
+        Receiver() as receiver,
+    ):
         _job_latencies(running.base_url, 3)  # warm up
-        without = _job_latencies(running.base_url, jobs)
-        with Receiver() as receiver:
-            _subscribe(running.base_url, receiver)
+        without: list[list[float]] = []
+        with_events: list[list[float]] = []
+        for _ in range(rounds):
+            without.append(_job_latencies(running.base_url, jobs))
+            ids = _subscribe(running.base_url, receiver)
             dispatcher = _start_events(running.env)
             try:
                 time.sleep(2)  # the dispatcher is reading
-                with_events = _job_latencies(running.base_url, jobs)
-                deadline = time.time() + 60
-                while receiver.count < jobs * SUBSCRIBERS and time.time() < deadline:
-                    time.sleep(0.1)
-                before = receiver.count
-                began = asyncio.run(_publish(running.env["LOOKOUT_REDIS__URL"], events))
-                expected = before + events * SUBSCRIBERS
-                deadline = time.time() + 300
-                while receiver.count < expected and time.time() < deadline:
-                    time.sleep(0.1)
-                delivered = receiver.count - before
-                last = receiver.received_at[-1]
+                expected = receiver.count + jobs * SUBSCRIBERS
+                with_events.append(_job_latencies(running.base_url, jobs))
+                _wait_for(receiver, expected, 60)  # drained: the next round starts quiet
             finally:
                 dispatcher.terminate()
                 dispatcher.wait(30)
+            _unsubscribe(running.base_url, ids)
+
+        _subscribe(running.base_url, receiver)
+        dispatcher = _start_events(running.env)
+        try:
+            time.sleep(2)
+            before = receiver.count
+            began = asyncio.run(_publish(running.env["LOOKOUT_REDIS__URL"], events))
+            _wait_for(receiver, before + events * SUBSCRIBERS, 300)
+            delivered = receiver.count - before
+            last = receiver.received_at[-1]
+        finally:
+            dispatcher.terminate()
+            dispatcher.wait(30)
     return Result(
         events=events,
         deliveries=events * SUBSCRIBERS,
@@ -167,7 +193,12 @@ def report(result: Result, load_before: str, measured: str) -> None:
     def p50(values: list[float]) -> float:
         return statistics.median(values)
 
-    ratio = p50(result.job_ms_with) / p50(result.job_ms_without)
+    ratios = [
+        p50(with_) / p50(without)
+        for with_, without in zip(result.job_ms_with, result.job_ms_without, strict=True)
+    ]
+    everything_without = [ms for block in result.job_ms_without for ms in block]
+    everything_with = [ms for block in result.job_ms_with for ms in block]
     write_section(
         "events_out",
         "\n".join(
@@ -179,8 +210,10 @@ def report(result: Result, load_before: str, measured: str) -> None:
                 f"Throughput: {result.events} firehose entries published back to back, each a",
                 f"`job.done` for every webhook: {result.deliveries} signed POSTs, counted from the",
                 "first publish to the last receipt. Job latency: `timings.total_ms` of",
-                f"{len(result.job_ms_without)} sequential uploads, side by side, without then with",
-                "the outbound path running and subscribed.",
+                f"sequential uploads in {len(ratios)} interleaved rounds of "
+                f"{len(result.job_ms_without[0])} without, then",
+                f"{len(result.job_ms_with[0])} with the outbound path running and subscribed "
+                "(its deliveries drained before the next round).",
                 "",
                 *machine(),
                 f"- Load average before {load_before}, after {load_average()}",
@@ -192,10 +225,11 @@ def report(result: Result, load_before: str, measured: str) -> None:
                 f"{result.deliveries_per_s:.0f} |",
                 f"| events per second out (each to {SUBSCRIBERS} subscribers) | "
                 f"{result.deliveries_per_s / SUBSCRIBERS:.0f} |",
-                f"| job total ms p50, no outbound path | {p50(result.job_ms_without):.1f} |",
+                f"| job total ms p50, no outbound path | {p50(everything_without):.1f} |",
                 f"| job total ms p50, `lookout events` + {SUBSCRIBERS} webhooks | "
-                f"{p50(result.job_ms_with):.1f} |",
-                f"| ratio with / without | {ratio:.2f} |",
+                f"{p50(everything_with):.1f} |",
+                f"| ratio with / without, median of {len(ratios)} rounds | {p50(ratios):.2f} |",
+                f"| ratio per round (spread) | {', '.join(f'{r:.2f}' for r in ratios)} |",
                 "",
                 "The outbound path is not a step of the job (its own consumer group reads the",
                 "firehose after the job is done): `total_ms` ends when the worker commits the",
@@ -209,11 +243,12 @@ def report(result: Result, load_before: str, measured: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.events_out", description=__doc__)
     parser.add_argument("--events", type=int, default=300)
-    parser.add_argument("--jobs", type=int, default=30)
+    parser.add_argument("--jobs", type=int, default=15, help="per side and round")
+    parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args(argv)
     measured = time.strftime("%Y-%m-%d %H:%M %Z")
     load_before = load_average()
-    result = run(events=args.events, jobs=args.jobs)
+    result = run(events=args.events, jobs=args.jobs, rounds=args.rounds)
     report(result, load_before, measured)
     print(result.deliveries_per_s, result.delivered)
     return 0

@@ -36,6 +36,7 @@ import skimage
 from tqdm import tqdm
 
 from app.embedders import MOBILEFACENET_SPEC
+from app.pixels import decode_image
 from app.settings import ModelSettings, Settings, WorkerSettings
 from bench.harness import (
     bench_providers,
@@ -51,7 +52,7 @@ from workers.detectors.face import Embedder, FaceDetector
 from workers.detectors.onnx import OnnxModel, RuntimeOptions
 from workers.detectors.registry import build_detectors
 from workers.detectors.text import TesseractConfig, TesseractEngine, TextDetector
-from workers.pipeline import decode_image, run_batch
+from workers.pipeline import run_batch
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGES = REPO.parent / "shared" / "images"

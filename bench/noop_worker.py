@@ -1,6 +1,7 @@
 """A worker whose detector finds nothing: measures everything but inference.
 
-Decode, the processed-image render, Postgres writes, stream events and acks all still run.
+Decode, Postgres writes, stream events and acks all still run (workers draw no processed
+image: the API draws it when asked).
 """
 
 import asyncio

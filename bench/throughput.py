@@ -86,9 +86,10 @@ def _ceiling_process(
 ) -> None:
     """Reports ("ready", 0) after warm-up, ("batch", n) per batch, ("elapsed", s) at the end."""
     os.environ.update(env)
+    from app.pixels import decode_image
     from app.settings import Settings
     from workers.detectors.registry import build_detectors
-    from workers.pipeline import decode_image, run_batch
+    from workers.pipeline import run_batch
 
     settings = Settings()
     detectors = build_detectors(settings)

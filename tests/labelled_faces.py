@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from app.pixels import decode_image
 from workers.detectors.base import Detection
 from workers.detectors.face import FaceDetector
-from workers.pipeline import decode_image
 
 FACES = Path(__file__).resolve().parent.parent.parent / "shared" / "images" / "faces"
 SCENES = FACES.parent / "scenes"

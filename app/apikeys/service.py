@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.apikeys.schemas import KeyOut
 from app.errors import InvalidInput, NotFound, Unauthorized
 from app.models import ApiKey
 from app.security import Scope, generate_key, parse_key, secret_matches
@@ -118,4 +119,18 @@ async def authenticate(
         scopes=frozenset(Scope(s) for s in key.scopes),
         key_prefix=key.prefix,
         expires_at=key.expires_at,
+    )
+
+
+async def describe_key(session: AsyncSession, principal: Principal) -> KeyOut:
+    """The caller's own key; with keys off, the anonymous admin (no name, no prefix)."""
+    name = None
+    if principal.owner_id is not None:
+        name = await session.scalar(select(ApiKey.name).where(ApiKey.id == principal.owner_id))
+    return KeyOut(
+        name=name,
+        prefix=principal.key_prefix,
+        scopes=sorted(principal.scopes, key=list(Scope).index),
+        expires_at=principal.expires_at,
+        auth_enabled=principal.owner_id is not None,
     )

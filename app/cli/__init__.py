@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from app.cli.common import load
+from app.cli.common import add_client_arguments, load
 from app.settings import Settings, get_settings
 
 Handler = Callable[[Settings, argparse.Namespace], int]
@@ -85,14 +85,6 @@ def with_local_stack(settings: Settings) -> Settings:
     if "url" not in settings.client.model_fields_set and stack.get("api_url"):
         updates["client"] = settings.client.model_copy(update={"url": stack["api_url"]})
     return settings.model_copy(update=updates)
-
-
-def client_headers(settings: Settings, api_key: str | None = None) -> dict[str, str]:
-    """The one client config of every remote command: LOOKOUT_CLIENT__API_KEY, or --api-key."""
-    key = api_key or (
-        settings.client.api_key.get_secret_value() if settings.client.api_key else None
-    )
-    return {"X-API-Key": key} if key else {}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,10 +141,16 @@ def _admin_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParse
     )
     people.set_defaults(run="app.cli.admin:run_people")
     people_commands = people.add_subparsers(dest="people_command", required=True)
-    enroll = people_commands.add_parser("enroll", help="enroll photos of one person")
+    client = argparse.ArgumentParser(add_help=False)
+    add_client_arguments(client, key_help="an API key with the write scope")
+    enroll = people_commands.add_parser(
+        "enroll", parents=[client], help="enroll photos of one person"
+    )
     enroll.add_argument("name")
     enroll.add_argument("photos", nargs="+", type=Path)
-    import_dir = people_commands.add_parser("import", help="enroll DIR/<person name>/*.jpg")
+    import_dir = people_commands.add_parser(
+        "import", parents=[client], help="enroll DIR/<person name>/*.jpg"
+    )
     import_dir.add_argument("directory", type=Path)
     gallery = commands.add_parser("gallery", help="the gallery's index and embedding model")
     gallery_commands = gallery.add_subparsers(dest="gallery_command", required=True)
@@ -184,10 +182,9 @@ def _node_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser
     nodes = commands.add_parser("nodes", help="register, list and revoke edge nodes (admin)")
     actions = nodes.add_subparsers(dest="action", required=True)
     server = argparse.ArgumentParser(add_help=False)
-    server.add_argument("--server", help="API base URL (default: the local API from settings)")
-    server.add_argument(
-        "--api-key",
-        help="an admin API key (lookout apikey create … --scopes admin); not needed "
+    add_client_arguments(
+        server,
+        key_help="an admin API key (lookout apikey create … --scopes admin); not needed "
         "when the server runs with keys off (dev)",
     )
     register = actions.add_parser(

@@ -10,7 +10,7 @@ from datetime import timedelta
 import httpx
 
 from app.apikeys import service
-from app.cli.common import api_error, require
+from app.cli.common import api_error, client_config, require
 from app.db import (
     close_redis,
     create_engine,
@@ -43,17 +43,16 @@ async def people_command(settings: Settings, args: argparse.Namespace) -> int:
     if missing:
         print(f"lookout: no such photo: {', '.join(missing)}", file=sys.stderr)
         return 1
-    key = settings.client.api_key
-    headers = {"X-API-Key": key.get_secret_value()} if key is not None else {}
+    config = client_config(settings, args)
     try:
         async with httpx.AsyncClient(
-            base_url=settings.client.url, headers=headers, timeout=settings.client.timeout_s
+            base_url=config.url, headers=config.headers, timeout=config.timeout_s
         ) as client:
             if args.people_command == "import":
                 return _import_report(await import_people(client, people))
             lines = await enroll_people(client, people)
     except httpx.TransportError as exc:
-        print(f"lookout: cannot reach {settings.client.url}: {exc}", file=sys.stderr)
+        print(f"lookout: cannot reach {config.url}: {exc}", file=sys.stderr)
         return 1
     except httpx.HTTPStatusError as exc:
         return api_error(exc.response)

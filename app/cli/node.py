@@ -11,15 +11,13 @@ from typing import Any
 
 import httpx
 
-from app.cli.common import api_error
+from app.cli.common import ClientConfig, api_error, client_config
 from app.logging import configure_logging
 from app.settings import Settings
 
 
 def run_nodes(settings: Settings, args: argparse.Namespace) -> int:
-    # One client config for every remote command: --server, else LOOKOUT_CLIENT__URL (or the
-    # `lookout up` of this data dir, filled in by app.cli.main).
-    return manage_nodes(args, args.server or settings.client.url, settings)
+    return manage_nodes(args, client_config(settings, args))
 
 
 def run_node_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -27,14 +25,10 @@ def run_node_command(settings: Settings, args: argparse.Namespace) -> int:
     return run_node(args)
 
 
-def manage_nodes(args: argparse.Namespace, server: str, settings: Settings) -> int:
+def manage_nodes(args: argparse.Namespace, client: ClientConfig) -> int:
     try:
-        key = args.api_key or (
-            settings.client.api_key.get_secret_value() if settings.client.api_key else None
-        )
-        headers = {"X-API-Key": key} if key else {}
         with httpx.Client(
-            base_url=server, timeout=settings.client.timeout_s, headers=headers
+            base_url=client.url, timeout=client.timeout_s, headers=client.headers
         ) as http:
             if args.action == "register":
                 body: dict[str, Any] = {"name": args.name, "store_frames": args.store_frames}
@@ -56,7 +50,7 @@ def manage_nodes(args: argparse.Namespace, server: str, settings: Settings) -> i
             print(f"node {args.node_id} revoked; its tokens stop working on its next request")
             return 0
     except httpx.TransportError as exc:
-        print(f"lookout: cannot reach {server}: {exc}", file=sys.stderr)
+        print(f"lookout: cannot reach {client.url}: {exc}", file=sys.stderr)
         return 1
 
 

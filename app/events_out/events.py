@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
 from app import streams
+from app.models import SIGHTING_PURPOSES, JobPurpose
 
 EVENT_VERSION = 1
 EventType = Literal[
@@ -67,12 +68,19 @@ def event_time(at: Any) -> str:
     return rfc3339(moment or datetime.now(UTC))
 
 
-def _links(base: str, job_id: str | None, node_id: str | None) -> dict[str, str]:
+def _links(
+    base: str, job_id: str | None, node_id: str | None, job: Mapping[str, Any] | None = None
+) -> dict[str, str]:
+    """`job`: the job of a result event, whose own links say which pictures it has (none for a
+    node frame that was not stored)."""
     links: dict[str, str] = {}
+    pictures = (job or {}).get("links") or {}
     if job_id is not None:
         links["job"] = f"{base}/v1/jobs/{job_id}"
-        links["image"] = f"{base}/v1/jobs/{job_id}/image"
-        links["processed_image"] = f"{base}/v1/jobs/{job_id}/processed-image"
+        if pictures.get("image", True) is not None:
+            links["image"] = f"{base}/v1/jobs/{job_id}/image"
+        if pictures.get("processed_image", True) is not None:
+            links["processed_image"] = f"{base}/v1/jobs/{job_id}/processed-image"
     if node_id is not None:
         links["node"] = f"{base}/v1/nodes/{node_id}"
     return links
@@ -87,6 +95,7 @@ def from_firehose(
     time = event_time(entry.get("at"))
     owner = entry.get("owner_id")
     bodies: list[tuple[str, dict[str, Any]]] = []
+    job: dict[str, Any] | None = None
     job_ref: dict[str, Any] | None = None
     node_ref: dict[str, Any] | None = None
     if kind == "result" and isinstance(entry.get("job"), dict):
@@ -117,6 +126,7 @@ def from_firehose(
                     base,
                     job_ref["id"] if job_ref else None,
                     node_ref["id"] if node_ref else None,
+                    job,
                 ),
             }
         )
@@ -148,6 +158,10 @@ def _result_bodies(
             },
         )
     ]
+    if job.get("purpose", JobPurpose.detect) not in SIGHTING_PURPOSES:
+        # A verify or an enrollment photo is not a sighting: "unknown face at the door"
+        # automations must not fire on it. Its job.done still goes out.
+        return bodies
     objects: Counter[str] = Counter()
     texts: list[dict[str, Any]] = []
     plates: list[tuple[str, dict[str, Any]]] = []

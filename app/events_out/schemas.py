@@ -2,40 +2,25 @@
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from app import openapi_examples as examples
 from app.events_out.events import EventType
+from app.jobs.schemas import Timings
+from app.jobs.tasks import TaskName
 from app.models import DeliveryStatus
 
-EVENT_EXAMPLE: dict[str, Any] = {
-    "v": 1,
-    "id": "evt_1764790000000-0_1",
-    "type": "face.identified",
-    "time": "2026-12-03T21:30:00.123Z",
-    "owner_id": "8d1f3c0e-8d3b-4c1e-9b7a-2f0f6f3e9a11",
-    "job": {"id": "0b7e8a52-6f7c-4a0e-8f55-2b8e3c1d9f00", "tasks": ["faces", "identify"]},
-    "node": {"id": "5c2d7e10-1a2b-4c3d-8e9f-0a1b2c3d4e5f", "name": "gate-cam"},
-    "data": {
-        "person": {"id": "a3c1…", "name": "obama"},
-        "similarity": 0.83,
-        "detection_id": 42,
-        "box": [10, 20, 110, 150],
-        "source": {"kind": "node", "node_id": "5c2d7e10-…", "node_name": "gate-cam"},
-    },
-    "links": {
-        "job": "/v1/jobs/0b7e8a52-6f7c-4a0e-8f55-2b8e3c1d9f00",
-        "image": "/v1/jobs/0b7e8a52-6f7c-4a0e-8f55-2b8e3c1d9f00/image",
-        "node": "/v1/nodes/5c2d7e10-1a2b-4c3d-8e9f-0a1b2c3d4e5f",
-    },
-}
+# The body GET /v1/events/schema answers with.
+EVENT_EXAMPLE: dict[str, Any] = examples.EVENT_FACE_IDENTIFIED
 
 
 class OutboundEventOut(BaseModel):
-    """The body POSTed to a webhook and published on MQTT (schema version `v`)."""
+    """The body POSTed to a webhook and published on MQTT (schema version `v`). Each type's
+    `data`, with an example, is under Webhooks in /docs (the OpenAPI `webhooks` section)."""
 
-    model_config = {"json_schema_extra": {"examples": [EVENT_EXAMPLE]}}
+    model_config = ConfigDict(json_schema_extra={"examples": [EVENT_EXAMPLE]})
 
     v: int = Field(description="payload schema version (1)")
     id: str = Field(description="unique per event; also the webhook-id header (dedupe on it)")
@@ -53,6 +38,218 @@ class OutboundEventOut(BaseModel):
         "state, dark_scene, change"
     )
     links: dict[str, str]
+
+
+# --- each event type, field by field -------------------------------------------------------
+# Documentation of what app/events_out/events.py builds (as plain dicts, from firehose entries):
+# the OpenAPI `webhooks` section (app/events_out/routes.py `event_payloads`) shows one
+# operation per type with these bodies. tests/app/test_openapi_examples.py holds the two
+# together: what from_firehose builds validates against them.
+
+
+class EventJob(BaseModel):
+    id: uuid.UUID
+    tasks: list[TaskName] | None = Field(description="the job's tasks; null in job.failed")
+
+
+class EventNode(BaseModel):
+    id: uuid.UUID
+    name: str | None
+
+
+class UploadSource(BaseModel):
+    kind: Literal["upload"]
+    job_id: uuid.UUID
+
+
+class NodeSource(BaseModel):
+    kind: Literal["node"]
+    node_id: uuid.UUID
+    node_name: str | None
+
+
+EventSource = Annotated[
+    UploadSource | NodeSource,
+    Field(discriminator="kind", description="where the image came from: an upload or a node"),
+]
+
+
+class JobDoneData(BaseModel):
+    status: Literal["done"]
+    counts: dict[str, int] = Field(description="detections per label (as the job's counts)")
+    timings: Timings
+    detections: int = Field(description="how many detections the job has")
+    source: EventSource
+
+
+class JobFailedData(BaseModel):
+    error: str | None = Field(description="why the job failed, for a person")
+
+
+class EventPerson(BaseModel):
+    id: uuid.UUID
+    name: str | None
+
+
+class FaceIdentifiedData(BaseModel):
+    person: EventPerson
+    similarity: float = Field(description="calibrated similarity (≥ gallery.match_threshold)")
+    detection_id: int = Field(description="the face's id in the job (its face_id)")
+    box: list[float] = Field(description="x1, y1, x2, y2 in pixels")
+    source: EventSource
+
+
+class FaceUnknownData(BaseModel):
+    cluster_id: str | None = Field(
+        description="the unknown-face cluster, when clustering assigned one before the event; "
+        "null until then (clustering runs after the job: see GET /v1/people?named=false)"
+    )
+    similarity: float | None = Field(
+        description="calibrated similarity of the nearest enrolled face (below the threshold); "
+        "null when nobody is enrolled"
+    )
+    detection_id: int = Field(description="the face's id in the job: POST /v1/faces/{id}/promote")
+    box: list[float] = Field(description="x1, y1, x2, y2 in pixels")
+    source: EventSource
+
+
+class ObjectDetectedData(BaseModel):
+    label: str = Field(description="COCO class name")
+    count: int = Field(description="objects of this class in the job")
+    source: EventSource
+
+
+class TextRegion(BaseModel):
+    text: str
+    line: int | None = Field(description="0-based line, in reading order")
+    score: float
+    box: list[float] = Field(description="x1, y1, x2, y2 in pixels")
+
+
+class TextReadData(BaseModel):
+    texts: list[TextRegion] = Field(description="in reading order")
+    source: EventSource
+
+
+class PlateVehicle(BaseModel):
+    label: str = Field(description="the COCO class of the vehicle (car, truck, bus, motorcycle)")
+    score: float
+    box: list[float]
+
+
+class PlateReadData(BaseModel):
+    plate: str = Field(description="upper-case letters and digits")
+    text: str | None = Field(description="as read")
+    score: float
+    box: list[float] = Field(description="the plate, x1, y1, x2, y2 in pixels")
+    vehicle: PlateVehicle | None
+    detection_id: int
+    source: EventSource
+
+
+class NodeStatusData(BaseModel):
+    online: bool | None
+    state: Literal["active", "idle"] | None = Field(description="as the node last reported")
+    dark_scene: bool | None
+    change: Literal["online", "offline", "revoked", "dark_scene"] = Field(
+        description="what changed: offline and revoked both give node.offline"
+    )
+
+
+class OutboundEvent(BaseModel):
+    """What every event has; each type narrows `type` and `data`."""
+
+    v: Literal[1] = Field(description="payload schema version")
+    id: str = Field(
+        description="unique per event, stable across retries: the webhook-id header (dedupe on it)"
+    )
+    type: str
+    time: datetime = Field(description="when it happened, UTC, RFC 3339")
+    owner_id: uuid.UUID | None = Field(
+        description="the API key that owns the job; null for node events and node frames"
+    )
+    job: EventJob | None = Field(description="null for node events")
+    node: EventNode | None = Field(description="the edge node, for its frames and its events")
+    data: BaseModel
+    links: dict[str, str] = Field(
+        description="job, image, processed_image (events of a job), node (a node's): paths, or "
+        "absolute URLs when events.public_url is set"
+    )
+
+
+class JobDoneEvent(OutboundEvent):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.EVENT_JOB_DONE]})
+    type: Literal["job.done"]
+    data: JobDoneData
+
+
+class JobFailedEvent(OutboundEvent):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.EVENT_JOB_FAILED]})
+    type: Literal["job.failed"]
+    data: JobFailedData
+
+
+class FaceIdentifiedEvent(OutboundEvent):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.EVENT_FACE_IDENTIFIED]})
+    type: Literal["face.identified"]
+    data: FaceIdentifiedData
+
+
+class FaceUnknownEvent(OutboundEvent):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.EVENT_FACE_UNKNOWN]})
+    type: Literal["face.unknown"]
+    data: FaceUnknownData
+
+
+class ObjectDetectedEvent(OutboundEvent):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.EVENT_OBJECT_DETECTED]})
+    type: Literal["object.detected"]
+    data: ObjectDetectedData
+
+
+class TextReadEvent(OutboundEvent):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.EVENT_TEXT_READ]})
+    type: Literal["text.read"]
+    data: TextReadData
+
+
+class PlateReadEvent(OutboundEvent):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.EVENT_PLATE_READ]})
+    type: Literal["plate.read"]
+    data: PlateReadData
+
+
+class NodeOnlineEvent(OutboundEvent):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.EVENT_NODE_ONLINE]})
+    type: Literal["node.online"]
+    data: NodeStatusData
+
+
+class NodeOfflineEvent(OutboundEvent):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.EVENT_NODE_OFFLINE]})
+    type: Literal["node.offline"]
+    data: NodeStatusData
+
+
+class NodeDarkEvent(OutboundEvent):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.EVENT_NODE_DARK]})
+    type: Literal["node.dark"]
+    data: NodeStatusData
+
+
+# Every event type and the model of its body (the webhooks section documents each).
+EVENT_PAYLOADS: dict[str, type[OutboundEvent]] = {
+    "job.done": JobDoneEvent,
+    "job.failed": JobFailedEvent,
+    "face.identified": FaceIdentifiedEvent,
+    "face.unknown": FaceUnknownEvent,
+    "object.detected": ObjectDetectedEvent,
+    "text.read": TextReadEvent,
+    "plate.read": PlateReadEvent,
+    "node.online": NodeOnlineEvent,
+    "node.offline": NodeOfflineEvent,
+    "node.dark": NodeDarkEvent,
+}
 
 
 class WebhookFilters(BaseModel):
@@ -96,6 +293,8 @@ class WebhookLinks(BaseModel):
 
 
 class WebhookOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.WEBHOOK]})
+
     id: uuid.UUID
     url: str
     description: str | None
@@ -107,6 +306,8 @@ class WebhookOut(BaseModel):
 
 
 class WebhookCreated(WebhookOut):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.WEBHOOK_CREATED]})
+
     secret: str = Field(
         description="Standard Webhooks secret (whsec_…) to verify webhook-signature; "
         "shown only in this response",
@@ -115,10 +316,14 @@ class WebhookCreated(WebhookOut):
 
 
 class WebhookPage(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.WEBHOOK_PAGE]})
+
     items: list[WebhookOut]
 
 
 class DeliveryOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.DELIVERY]})
+
     id: uuid.UUID
     seq: int = Field(description="delivery order within the webhook")
     event_id: str
@@ -138,6 +343,8 @@ class DeliveryOut(BaseModel):
 
 
 class DeliveryPage(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.DELIVERY_PAGE]})
+
     items: list[DeliveryOut]
     next_cursor: int | None = Field(
         default=None, description="pass as ?before= for older deliveries; null on the last page"
@@ -156,6 +363,8 @@ class MqttStatus(BaseModel):
 
 
 class EventsStatus(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.EVENTS_STATUS]})
+
     event_types: list[str]
     webhooks: int = Field(description="this key's webhooks")
     deliveries_pending: int

@@ -30,15 +30,15 @@ import structlog
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.gallery.matching import literal
-from app.models import FaceEmbedding, Person, PersonFace, UnknownFace
+from app.models import SIGHTING_PURPOSES, FaceEmbedding, Person, PersonFace, UnknownFace
 from app.settings import ClusterSettings, Settings
-from app.vectors import distance_expression
+from app.vectors import vector_expression
 
 log = structlog.get_logger()
 
 # pg_advisory_xact_lock key: one clustering batch at a time in the whole deployment.
 CLUSTER_LOCK_KEY = 0x6C6B_636C  # "lkcl"
+
 
 # New unknown faces, copied in detection order; the RETURNING rows are this batch.
 _TAKE_NEW = text(
@@ -50,6 +50,7 @@ _TAKE_NEW = text(
     JOIN jobs j ON j.id = e.job_id
     JOIN detections d ON d.id = e.detection_id
     WHERE j.status = 'done'
+      AND j.purpose = ANY(:sightings)
       AND COALESCE(d.attributes -> 'identity', 'null'::jsonb) = 'null'::jsonb
       AND NOT EXISTS (SELECT 1 FROM unknown_faces u WHERE u.detection_id = e.detection_id)
       AND NOT EXISTS (SELECT 1 FROM person_faces f WHERE f.source_detection_id = e.detection_id)
@@ -67,33 +68,41 @@ POOL_FACTOR = 4
 
 
 def _neighbours_sql(dim: int, *, owned: bool) -> str:
-    """One face's unknown neighbours (same owner, model :model) within :max_distance;
-    hand-made "unknown" faces are nobody's neighbours.
+    """Each face of :faces with its unknown neighbours (same owner, model :model) within
+    :max_distance, nearest first; hand-made "unknown" faces are nobody's neighbours.
 
-    The inner query is the nearest-face query the gallery uses (the indexed expression against
-    a bound vector, `model = :model` for the partial index): an HNSW scan of face_embeddings
-    for the :pool nearest faces, from which the owner's unknown faces are kept. With the
-    owner filter inside the scan the planner may trade the index for a sequential scan.
-    `owned` False: the faces of jobs created while keys were off (owner NULL); spelled out
-    rather than IS NOT DISTINCT FROM, which the planner misjudges (it then scans the table)."""
-    distance = distance_expression("e.embedding", dim)
+    One statement for a whole batch: a LATERAL nearest-face query per face, so the batch costs
+    one round trip instead of one per face. The inner query is the nearest-face query the
+    gallery uses (the indexed expression, `model = :model` for the partial index): an HNSW scan
+    of face_embeddings for the :pool nearest faces, from which the owner's unknown faces are
+    kept. With the owner filter inside the scan the planner may trade the index for a
+    sequential scan. `owned` False: the faces of jobs created while keys were off (owner
+    NULL); spelled out rather than IS NOT DISTINCT FROM, which the planner misjudges."""
+    column = vector_expression("e.embedding", dim)
+    query = vector_expression("q.embedding", dim)
     owner = "u.owner_id = :owner_id" if owned else "u.owner_id IS NULL"
     return f"""
-        SELECT u.detection_id AS neighbour, u.person_id, u.manual, c.distance
-        FROM (
-            SELECT e.detection_id, {distance} AS distance
-            FROM face_embeddings e
-            WHERE e.model = :model
-            ORDER BY {distance}
-            LIMIT :pool
-        ) c
-        JOIN unknown_faces u ON u.detection_id = c.detection_id
-        WHERE c.detection_id <> :face
-          AND c.distance <= :max_distance
-          AND {owner}
-          AND NOT (u.manual AND u.person_id IS NULL)
-        ORDER BY c.distance
-        LIMIT :k
+        SELECT q.detection_id AS face, n.neighbour, n.person_id, n.manual
+        FROM face_embeddings q
+        CROSS JOIN LATERAL (
+            SELECT u.detection_id AS neighbour, u.person_id, u.manual, c.distance
+            FROM (
+                SELECT e.detection_id, {column} <=> {query} AS distance
+                FROM face_embeddings e
+                WHERE e.model = :model
+                ORDER BY {column} <=> {query}
+                LIMIT :pool
+            ) c
+            JOIN unknown_faces u ON u.detection_id = c.detection_id
+            WHERE c.detection_id <> q.detection_id
+              AND c.distance <= :max_distance
+              AND {owner}
+              AND NOT (u.manual AND u.person_id IS NULL)
+            ORDER BY c.distance
+            LIMIT :k
+        ) n
+        WHERE q.detection_id = ANY(CAST(:faces AS int[]))
+        ORDER BY q.detection_id, n.distance
     """  # noqa: S608
 
 
@@ -186,28 +195,21 @@ class Group:
 async def _neighbours(
     session: AsyncSession, settings: ClusterSettings, group: Group, faces: list[int]
 ) -> dict[int, list[Neighbour]]:
-    """Each face's neighbours, nearest first: one index search per face."""
-    vectors = await session.execute(
-        select(FaceEmbedding.detection_id, FaceEmbedding.embedding).where(
-            FaceEmbedding.detection_id.in_(faces)
-        )
+    """Each face's neighbours, nearest first: one index search per face, one statement."""
+    rows = await session.execute(
+        text(_neighbours_sql(group.dim, owned=group.owner_id is not None)),
+        {
+            "faces": faces,
+            "model": group.model,
+            "owner_id": group.owner_id,
+            "pool": settings.max_neighbours * POOL_FACTOR,
+            "k": settings.max_neighbours,
+            "max_distance": 1 - settings.min_similarity,
+        },
     )
-    sql = text(_neighbours_sql(group.dim, owned=group.owner_id is not None))
     found: dict[int, list[Neighbour]] = {face: [] for face in faces}
-    for face, vector in vectors:
-        rows = await session.execute(
-            sql,
-            {
-                "query": literal(vector),
-                "face": face,
-                "model": group.model,
-                "owner_id": group.owner_id,
-                "pool": settings.max_neighbours * POOL_FACTOR,
-                "k": settings.max_neighbours,
-                "max_distance": 1 - settings.min_similarity,
-            },
-        )
-        found[face] = [Neighbour(r.neighbour, r.person_id, r.manual) for r in rows]
+    for row in rows:
+        found[row.face].append(Neighbour(row.neighbour, row.person_id, row.manual))
     return found
 
 
@@ -224,7 +226,12 @@ async def cluster_batch(session: AsyncSession, settings: ClusterSettings) -> tup
     # ef_search at least the pool, so one index scan returns all of it.
     pool = int(settings.max_neighbours) * POOL_FACTOR
     await session.execute(text(f"SET LOCAL hnsw.ef_search = {max(40, min(pool, 1000))}"))
-    taken = list(await session.execute(_TAKE_NEW, {"batch": settings.batch_size}))
+    taken = list(
+        await session.execute(
+            _TAKE_NEW,
+            {"batch": settings.batch_size, "sightings": [p.value for p in SIGHTING_PURPOSES]},
+        )
+    )
     if not taken:
         return 0, 0, 0
     dims = {

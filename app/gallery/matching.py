@@ -22,6 +22,7 @@ import numpy.typing as npt
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.models import JobPurpose
 from app.vectors import (
     calibrated_similarity,
     distance_expression,
@@ -194,10 +195,12 @@ async def nearest_past_faces(
     owner_id: uuid.UUID | None,
     every_owner: bool,
     since: datetime,
-    exclude_job_ids: list[uuid.UUID],
     limit: int,
 ) -> list[PastFace]:
-    """Faces seen in past jobs (of `owner_id`, or of everyone), nearest first."""
+    """Faces seen in past jobs (of `owner_id`, or of everyone), nearest first: the faces of
+    uploads, node frames and detection calls (purpose `detect`). Gallery calls' own jobs are
+    left out, the calling search's included: they are questions about a photo, which would
+    come back at similarity 1.0 when the photo is asked about again (app.models.JobPurpose)."""
     dim = len(vector)
     distance = distance_expression("e.embedding", dim)
     rows = await session.execute(
@@ -210,7 +213,7 @@ async def nearest_past_faces(
             WHERE e.model = :model
               AND (:every_owner OR j.owner_id IS NOT DISTINCT FROM :owner_id)
               AND j.created_at >= :since
-              AND NOT (e.job_id = ANY(:excluded))
+              AND j.purpose = :purpose
             ORDER BY {distance}
             LIMIT :limit
             """
@@ -221,7 +224,7 @@ async def nearest_past_faces(
             "every_owner": every_owner,
             "owner_id": owner_id,
             "since": since,
-            "excluded": exclude_job_ids,
+            "purpose": JobPurpose.detect.value,
             "limit": limit,
         },
     )

@@ -9,8 +9,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Path, Query, Response, UploadFile, status
 
+from app import openapi_examples as examples
 from app.apikeys.service import Principal
-from app.commits import after_commit, commit, discard_pending
+from app.commits import after_commit, commit
 from app.deps import (
     ImportsDep,
     ReadKey,
@@ -37,7 +38,7 @@ from app.gallery.schemas import (
     PromoteIn,
     VerifyOut,
 )
-from app.models import Job
+from app.models import Job, JobPurpose
 from app.schema_types import StorableText
 from app.settings import Settings
 
@@ -46,26 +47,53 @@ router = APIRouter(tags=["gallery"])
 # Routes with a body (JSON or multipart) answer 400 when it cannot be parsed at all.
 BODY_ERRORS: dict[int | str, dict[str, Any]] = {
     **COMMON_ERRORS,
-    400: error_doc("The request body cannot be parsed", "http_error"),
+    400: error_doc(
+        "The request body cannot be parsed", "http_error", "There was an error parsing the body"
+    ),
 }
 PERSON_ERRORS: dict[int | str, dict[str, Any]] = {
     **BODY_ERRORS,
-    404: error_doc("No such person (or not one of this key's people)", "not_found"),
+    404: error_doc(
+        "No such person (or not one of this key's people)",
+        "not_found",
+        "no person with id e43d5498-158a-4681-9a3c-1fcc533e9bfd",
+    ),
 }
 IMAGE_ERRORS: dict[int | str, dict[str, Any]] = {
     **BODY_ERRORS,
-    413: error_doc("An image over the size limit", "payload_too_large"),
-    415: error_doc("Not a JPEG, PNG or WebP image", "unsupported_image_type"),
-    422: error_doc("An image is unusable; the detail names it and says why", "unusable_face"),
-    504: error_doc("No worker finished the image(s) in time", "worker_timeout"),
+    413: error_doc(
+        "An image over the size limit",
+        "payload_too_large",
+        "obama2.jpg is larger than the limit of 20971520 bytes",
+    ),
+    415: error_doc(
+        "Not a JPEG, PNG or WebP image",
+        "unsupported_image_type",
+        "not a JPEG, PNG or WebP image (unrecognised file signature)",
+    ),
+    422: error_doc(
+        "An image is unusable; the detail names it and says why",
+        "unusable_face",
+        "dog.jpg: no face found in the image",
+    ),
+    504: error_doc(
+        "No worker finished the image(s) in time",
+        "worker_timeout",
+        "no worker finished job(s) fa899ff3-e7e0-4a03-9499-31739fef5853 within 30 s; check that "
+        "workers are running (GET /health/ready) and retry",
+    ),
 }
 CONFLICT_ERRORS: dict[int | str, dict[str, Any]] = {
     **PERSON_ERRORS,
-    409: error_doc("Another of this key's people has that name", "conflict"),
+    409: error_doc(
+        "Another of this key's people has that name",
+        "conflict",
+        "a person named 'obama' already exists; pick another name or merge",
+    ),
 }
 FACE_ERRORS: dict[int | str, dict[str, Any]] = {
     **BODY_ERRORS,
-    404: error_doc("No such face or person (or not this key's)", "not_found"),
+    404: error_doc("No such face or person (or not this key's)", "not_found", "no face with id 57"),
 }
 THUMBNAIL: dict[int | str, dict[str, Any]] = {
     200: {"content": {"image/jpeg": {}}, "description": "the aligned face crop"}
@@ -98,11 +126,19 @@ async def _create_jobs(
     principal: Principal,
     uploads: list[UploadFile],
     tasks: tuple[str, ...],
+    purpose: JobPurpose,
 ) -> tuple[list[service.Upload], list[Job]]:
     """The images' jobs, queued for the workers at the next commit."""
     images = await _read(settings, uploads)
     created = await service.create_jobs(
-        session, redis, storage, settings, images, tasks=tasks, owner_id=principal.owner_id
+        session,
+        redis,
+        storage,
+        settings,
+        images,
+        tasks=tasks,
+        owner_id=principal.owner_id,
+        purpose=purpose,
     )
     return images, created
 
@@ -115,9 +151,12 @@ async def _through_workers(
     principal: Principal,
     uploads: list[UploadFile],
     tasks: tuple[str, ...],
+    purpose: JobPurpose,
 ) -> list[service.JobFaces]:
+    """Identify, verify, search: their jobs are kept, marked with `purpose` (service module
+    docstring: left out of face search and stats)."""
     images, created = await _create_jobs(
-        session, redis, storage, settings, principal, uploads, tasks
+        session, redis, storage, settings, principal, uploads, tasks, purpose
     )
     # The commit point, reached now: the workers must find the rows, and the route waits.
     await commit(session)
@@ -128,7 +167,11 @@ async def _through_workers(
     "/v1/people",
     status_code=status.HTTP_201_CREATED,
     response_model=PersonDetail,
-    responses={**BODY_ERRORS, 409: CONFLICT_ERRORS[409]},
+    responses={
+        **BODY_ERRORS,
+        201: {"content": {"application/json": {"example": examples.PERSON_NEW}}},
+        409: CONFLICT_ERRORS[409],
+    },
     summary="Create a person (enroll faces with POST /v1/people/{id}/faces)",
 )
 async def create_person(body: PersonIn, principal: WriteKey, session: SessionDep) -> PersonDetail:
@@ -142,10 +185,15 @@ async def create_person(body: PersonIn, principal: WriteKey, session: SessionDep
     response_model=ImportOut,
     responses={
         **BODY_ERRORS,
-        413: error_doc("The request is over the upload size limit", "payload_too_large"),
+        413: error_doc(
+            "The request is over the body size limit",
+            "payload_too_large",
+            "request body is larger than the limit of 104857600 bytes",
+        ),
         422: error_doc(
             "Not a zip, no photos, a photo outside a person's folder, too many photos",
             "invalid_archive",
+            "'obama.jpg' is not in a person's folder: lay photos out as 'person name/photo.jpg'",
         ),
     },
     summary="Enroll many people at once: photos laid out as `person name/photo.jpg`, in a zip "
@@ -185,7 +233,14 @@ async def import_people(
 @router.get(
     "/v1/people/imports/{import_id}",
     response_model=ImportOut,
-    responses={**COMMON_ERRORS, 404: error_doc("No such import (or not this key's)", "not_found")},
+    responses={
+        **COMMON_ERRORS,
+        404: error_doc(
+            "No such import (or not this key's)",
+            "not_found",
+            "no import with id 6f1c2a9e-3b7d-4e8a-9c1f-2d5b8e7a4c30",
+        ),
+    },
     summary="A bulk enrollment's progress: counters per batch, refused photos with reasons",
 )
 async def get_import(import_id: uuid.UUID, principal: ReadKey, session: SessionDep) -> ImportOut:
@@ -293,26 +348,15 @@ async def enroll_faces(
 ) -> EnrollOut:
     person = await service.get_person(session, person_id, principal)
     uploads, created = await _create_jobs(
-        session, redis, storage, settings, principal, images, ("faces",)
+        session, redis, storage, settings, principal, images, ("faces",), JobPurpose.enroll
     )
-    job_ids = [job.id for job in created]  # read now: a rollback expires the rows
-    try:
+    # Accepted or refused, nothing of the photos stays: no job, image or job embedding; the
+    # person's embeddings exist only in person_faces, and go with the person.
+    async with service.discarded_when_done(session, storage, created):
         # The commit point, reached now: the workers must find the rows, and the route waits.
         await commit(session)
         results = await service.run_jobs(session, redis, settings, uploads, created)
-        enrolled = await service.enroll(session, settings, person, results, link_source=False)
-    except BaseException:
-        # A refused (or unfinished) enrollment keeps nothing of the photos either: no job,
-        # image or embedding. Committed here: the request's own commit will not happen.
-        await session.rollback()
-        discard_pending(session)
-        await service.discard_jobs(session, storage, job_ids)
-        await commit(session)
-        raise
-    # The photos' jobs go in the same commit that stores the faces copied from them: the
-    # person's embeddings then exist only in person_faces, and go with the person.
-    await service.discard_jobs(session, storage, job_ids)
-    return enrolled
+        return await service.enroll(session, settings, person, results, link_source=False)
 
 
 @router.delete(
@@ -409,7 +453,14 @@ async def identify(
     image: Image,
 ) -> IdentifyOut:
     [result] = await _through_workers(
-        session, redis, storage, settings, principal, [image], ("faces", "identify")
+        session,
+        redis,
+        storage,
+        settings,
+        principal,
+        [image],
+        ("faces", "identify"),
+        JobPurpose.identify,
     )
     return service.identify_result(settings, result)
 
@@ -430,7 +481,14 @@ async def verify(
     image_b: Image,
 ) -> VerifyOut:
     results = await _through_workers(
-        session, redis, storage, settings, principal, [image_a, image_b], ("faces",)
+        session,
+        redis,
+        storage,
+        settings,
+        principal,
+        [image_a, image_b],
+        ("faces",),
+        JobPurpose.compare,
     )
     return await service.verify(session, settings, results)
 
@@ -455,7 +513,7 @@ async def search_faces(
     ] = None,
 ) -> FaceSearchOut:
     [result] = await _through_workers(
-        session, redis, storage, settings, principal, [image], ("faces",)
+        session, redis, storage, settings, principal, [image], ("faces",), JobPurpose.compare
     )
     return await service.search_faces(
         session, settings, result, principal, limit=limit, min_similarity=min_similarity
@@ -467,8 +525,14 @@ async def search_faces(
     response_model=EnrollOut,
     responses={
         **IMAGE_ERRORS,
-        404: error_doc("No such face or person", "not_found"),
-        409: error_doc("The face is already enrolled, or the name is taken", "conflict"),
+        200: {"content": {"application/json": {"example": examples.PROMOTED}}},
+        404: error_doc("No such face or person", "not_found", "no face with id 57"),
+        409: error_doc(
+            "The face is already enrolled, or the name is taken",
+            "conflict",
+            "face 5 is already enrolled (person f6cb12c2-c9ee-4f15-afee-b8dcb0c915b7); move it "
+            "instead (POST /v1/faces/5/move)",
+        ),
     },
     summary="Enroll a face from a past job to an existing person or a new one",
 )

@@ -13,7 +13,8 @@ from pydantic import (
     model_validator,
 )
 
-from app.schema_types import storable_text
+from app import openapi_examples as examples
+from app.schema_types import PixelBox, Score, storable_text
 
 # Surrounding spaces are dropped before the length check: a name of spaces alone is refused.
 PersonName = Annotated[
@@ -83,6 +84,8 @@ class SourceCount(BaseModel):
 
 
 class PersonOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.PERSON]})
+
     id: uuid.UUID
     name: str | None = Field(description="null: an unnamed person (a cluster of unknown faces)")
     named: bool
@@ -116,12 +119,16 @@ class MoveIn(BaseModel):
 
 
 class MovedOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.MOVED]})
+
     face_id: int
     person_id: uuid.UUID | None
     enrolled: bool = Field(description="the face joined the target person's gallery")
 
 
 class PersonPage(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.PERSON_PAGE]})
+
     items: list[PersonOut]
     next_cursor: str | None = Field(
         default=None, description="pass as ?cursor= for the next page; null on the last page"
@@ -135,6 +142,8 @@ class DuplicateOut(BaseModel):
 
 
 class EnrollOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.ENROLLED]})
+
     person: PersonDetail
     enrolled: list[EnrolledFaceOut] = Field(description="faces stored by this request")
     duplicates: list[DuplicateOut] = Field(
@@ -160,8 +169,8 @@ class RunnerUpOut(BaseModel):
 
 class IdentifiedFace(BaseModel):
     face_id: int = Field(description="id of the face in this job; see /v1/faces/{id}/promote")
-    box: list[float]
-    score: float
+    box: PixelBox = Field(description="x1, y1, x2, y2 in pixels (0.1 px)")
+    score: Score
     identity: IdentityOut | None = None
     unknown: bool = Field(description="true when no enrolled person is similar enough")
     similarity: float | None = Field(
@@ -177,12 +186,16 @@ class IdentifiedFace(BaseModel):
 
 
 class IdentifyOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.IDENTIFIED]})
+
     job_id: uuid.UUID
     threshold: float = Field(description="gallery.match_threshold, on the calibrated scale")
     faces: list[IdentifiedFace]
 
 
 class VerifyOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.VERIFIED]})
+
     same_person: bool
     similarity: float = Field(description=CALIBRATED)
     threshold: float = Field(description="gallery.match_threshold, on the calibrated scale")
@@ -193,13 +206,15 @@ class PastFaceOut(BaseModel):
     face_id: int
     job_id: uuid.UUID
     seen_at: datetime = Field(description="when the job was created")
-    box: list[float]
+    box: PixelBox = Field(description="x1, y1, x2, y2 in pixels (0.1 px)")
     similarity: float = Field(description=CALIBRATED)
 
 
 class FaceSearchOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.SEARCHED]})
+
     job_id: uuid.UUID = Field(description="the job that embedded the query image")
-    query_box: list[float]
+    query_box: PixelBox = Field(description="the query face: x1, y1, x2, y2 in pixels (0.1 px)")
     min_similarity: float = Field(description="only faces at least this similar are listed")
     threshold: float = Field(description="the gallery's match threshold")
     results: list[PastFaceOut]
@@ -226,6 +241,8 @@ class ImportProblemOut(BaseModel):
 class ImportOut(BaseModel):
     """A bulk enrollment (POST /v1/people/import). Poll it until `status` is done or failed;
     the counters move once per batch of photos (each batch is one transaction)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.IMPORT_DONE]})
 
     id: uuid.UUID
     status: str = Field(description="queued | running | done | failed")

@@ -1,15 +1,27 @@
 """Gallery logic: people, enrollment, identify, verify, unknown-face search. No FastAPI here;
-callers own the commit.
+callers own the commit (but for discarded_when_done, below).
 
 Pixels are never decoded in the API: every image goes to the workers as an ordinary job (the
 same stream, the same consumer); the API waits for its result event and then does the SQL.
-An enrollment's jobs are deleted once it is over (discard_jobs), accepted or refused: a
-person's embeddings live only in person_faces.
+
+What becomes of those jobs depends on the call (the job's `purpose`, app.models.JobPurpose):
+- enrollment (native, DeepStack register, CompreFace add example): deleted once the call is
+  over, accepted or refused (discarded_when_done): a person's embeddings live only in
+  person_faces, and enrollment photos are not kept.
+- identify / recognize, and comparisons (verify, face search, match): kept, as every job the
+  caller made is kept (its history in /v1/jobs, the firehose, retention), but marked, so that
+  face search and stats counts leave them out: asking about one photo twice no longer finds
+  the first question at similarity 1.0, nor counts its faces as camera frames. Deleting them
+  instead would also lose what users of the unknown-faces clustering want from identify:
+  Double Take and Frigate integrations send every camera snapshot to DeepStack recognize, and
+  the unknown faces of those snapshots are real sightings (clusters.py takes them).
 """
 
 import asyncio
 import time
 import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -18,6 +30,7 @@ from sqlalchemy import delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.apikeys.service import Principal
+from app.commits import commit, discard_pending
 from app.errors import AppError, Conflict, InvalidInput, NotFound
 from app.gallery import matching, people
 from app.gallery.quality import FaceQuality, assess_face
@@ -40,6 +53,7 @@ from app.models import (
     FaceCrop,
     FaceEmbedding,
     Job,
+    JobPurpose,
     JobStatus,
     Person,
     PersonFace,
@@ -121,10 +135,12 @@ async def create_jobs(
     *,
     tasks: tuple[str, ...],
     owner_id: uuid.UUID | None,
+    purpose: JobPurpose,
 ) -> list[Job]:
     """One job per upload (flushed), each queued for the workers at the next commit. Every
     upload is checked first: a bad one names itself and nothing is created. The caller commits
-    (app.commits.commit), then calls run_jobs."""
+    (app.commits.commit), then calls run_jobs. `purpose` (module docstring) decides where
+    their results count; enrollment jobs go inside discarded_when_done."""
     infos = []
     for upload in uploads:
         try:
@@ -137,7 +153,13 @@ async def create_jobs(
             ) from exc
     created = [
         await jobs.create_job(
-            session, storage, image=upload.data, info=info, tasks=tasks, owner_id=owner_id
+            session,
+            storage,
+            image=upload.data,
+            info=info,
+            tasks=tasks,
+            owner_id=owner_id,
+            purpose=purpose,
         )
         for upload, info in zip(uploads, infos, strict=True)
     ]
@@ -180,6 +202,31 @@ async def run_jobs(
             raise UnusableFace(f"{upload.name}: {found}")
         results.append(found)
     return results
+
+
+@asynccontextmanager
+async def discarded_when_done(
+    session: AsyncSession, storage: Storage, created: Sequence[Job]
+) -> AsyncIterator[None]:
+    """Delete `created` (enrollment jobs) when the block ends, however it ends.
+
+    The block commits the jobs (for the workers), waits for them and copies their faces. On
+    success the deletion is flushed into the block's transaction: the faces copied from the
+    jobs and the jobs' deletion commit together, at the request's commit. On any error (a
+    refusal, a worker timeout, a cancelled request) the block's uncommitted changes are rolled
+    back (a person or subject it created too, so nothing empty is left), the work queued for
+    the commit is dropped, the deletion is committed here, and the error goes on. This is the
+    one commit of this module: the request's own commit will not happen after an error."""
+    job_ids = [job.id for job in created]  # read now: a rollback expires the rows
+    try:
+        yield
+    except BaseException:
+        await session.rollback()
+        discard_pending(session)
+        await discard_jobs(session, storage, job_ids)
+        await commit(session)
+        raise
+    await discard_jobs(session, storage, job_ids)
 
 
 class JobGone(str):
@@ -449,8 +496,9 @@ async def search_faces(
     min_similarity: float | None = None,
 ) -> FaceSearchOut:
     """Faces of past jobs most similar to the largest face of the query image, within the job
-    retention window and at least `min_similarity` similar (default: the match threshold);
-    the query's own job is left out."""
+    retention window and at least `min_similarity` similar (default: the match threshold).
+    Past jobs are uploads, node frames and detection calls: not gallery calls, this one
+    included (matching.nearest_past_faces)."""
     floor = settings.gallery.match_threshold if min_similarity is None else min_similarity
     face = result.largest_face()
     await matching.use_exact_hnsw_filtering(session)
@@ -462,7 +510,6 @@ async def search_faces(
         owner_id=viewer.owner_id,
         every_owner=viewer.sees_every_job,
         since=since,
-        exclude_job_ids=[result.job.id],
         limit=min(limit, settings.gallery.max_search_results),
     )
     return FaceSearchOut(

@@ -102,8 +102,6 @@ async def mark_running(session: AsyncSession, job_ids: Sequence[uuid.UUID]) -> s
 async def record_results(
     session: AsyncSession,
     outcomes: Mapping[uuid.UUID, Outcome],
-    *,
-    processed_keys: Mapping[uuid.UUID, str],
 ) -> Recorded:
     """Write the results of several jobs (one outcome per job id) in the caller's transaction.
 
@@ -121,7 +119,7 @@ async def record_results(
     for job_id, job in jobs.items():
         outcome = outcomes[job_id]
         session.add_all(_embedding_rows(job_id, rows[job_id], outcome))
-        _mark_done(job, outcome, processed_key=processed_keys.get(job_id), now=now)
+        _mark_done(job, outcome, now=now)
     await record_face_crops(
         session,
         list(jobs.values()),
@@ -168,16 +166,25 @@ async def final_events(session: AsyncSession, job: Job) -> list[job_events.Event
 async def _lock_unfinished(
     session: AsyncSession, job_ids: Mapping[uuid.UUID, object]
 ) -> tuple[dict[uuid.UUID, Job], dict[uuid.UUID, str | None]]:
-    """Lock the jobs' rows: (the unfinished jobs by id, every found job's node name)."""
+    """Lock the jobs' rows: (the unfinished jobs by id, every found job's node name).
+
+    The jobs come in the order of `job_ids` (the batch's, the stream's), not the order Postgres
+    returns rows in: their events are published in this order, and a node's results must
+    reach it in the order it sent its frames.
+    """
     locked = await session.execute(
         select(Job, JOB_NODE_NAME).where(Job.id.in_(job_ids)).with_for_update()
     )
-    jobs: dict[uuid.UUID, Job] = {}
+    found: dict[uuid.UUID, Job] = {}
     node_names: dict[uuid.UUID, str | None] = {}  # for the result events
     for job, name in locked:
         node_names[job.id] = name
-        if not job.status.finished:
-            jobs[job.id] = job
+        found[job.id] = job
+    jobs = {
+        job_id: found[job_id]
+        for job_id in job_ids
+        if job_id in found and not found[job_id].status.finished
+    }
     return jobs, node_names
 
 
@@ -212,11 +219,10 @@ def _embedding_rows(
     ]
 
 
-def _mark_done(job: Job, outcome: Outcome, *, processed_key: str | None, now: datetime) -> None:
+def _mark_done(job: Job, outcome: Outcome, *, now: datetime) -> None:
     job.status = JobStatus.done
     job.width, job.height = outcome.width, outcome.height  # upright, from the pixels
     job.counts = outcome.counts
     job.decode_ms = outcome.decode_ms
     job.inference_ms = outcome.inference_ms
-    job.processed_image_key = processed_key
     job.finished_at = now

@@ -7,10 +7,12 @@ from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 import structlog
-from fastapi import APIRouter, File, Form, Query, Response, UploadFile, WebSocket, status
+from fastapi import APIRouter, Query, Request, Response, WebSocket, status
 from fastapi.responses import JSONResponse
+from starlette.datastructures import UploadFile as StarletteUploadFile
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from app import openapi_examples as examples
 from app import streams
 from app.apikeys.service import Principal
 from app.commits import commit
@@ -29,9 +31,10 @@ from app.deps import (
 from app.errors import (
     COMMON_ERRORS,
     AppError,
-    Conflict,
+    InvalidInput,
     NotFound,
     PayloadTooLarge,
+    UnsupportedMediaType,
     error_doc,
     is_outage,
     outage_detail,
@@ -39,7 +42,8 @@ from app.errors import (
 from app.images import inspect_image
 from app.jobs import events as event_shapes
 from app.jobs import service
-from app.jobs.schemas import JobDetail, JobPage
+from app.jobs.schemas import JobDetail, JobPage, JobSource
+from app.jobs.tasks import TASKS, tasks_pattern
 from app.limits import WS_CLOSE_TRY_AGAIN_LATER
 from app.models import JobStatus
 from app.schema_types import StorableText
@@ -58,7 +62,57 @@ WS_READ_BLOCK_MS = 5000
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     **COMMON_ERRORS,
-    404: error_doc("No such job (or not one of this key's jobs)", "not_found"),
+    404: error_doc(
+        "No such job (or not one of this key's jobs)",
+        "not_found",
+        "no job with id 092107a2-2956-457e-958f-19da952495df",
+    ),
+}
+
+
+# A raw image body (`curl --data-binary @t1.jpg -H 'Content-Type: image/jpeg'`) is the image;
+# a form carries it in its `image` field. The format is read from the bytes either way.
+RAW_IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp")
+FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+TASKS_DESCRIPTION = (
+    f"comma-separated, from {', '.join(TASKS)} (identify: faces matched against this "
+    "key's people; implies faces); default faces"
+)
+# The task names, in the schema, from the one list the service checks against (which answers a
+# wrong name with the list to choose from).
+TASKS_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "description": TASKS_DESCRIPTION,
+    "examples": ["faces,objects,qr"],
+    "pattern": tasks_pattern(),
+}
+# Documented by hand: FastAPI describes one body type per route, and this one takes two.
+UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "multipart/form-data with the image in `image` (and `tasks`), or the "
+        "image itself as the body with its Content-Type (tasks in the query)",
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image"],
+                    "properties": {
+                        "image": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "JPEG, PNG or WebP",
+                        },
+                        "tasks": TASKS_SCHEMA,
+                    },
+                }
+            },
+            **{
+                media: {"schema": {"type": "string", "format": "binary"}}
+                for media in RAW_IMAGE_TYPES
+            },
+        },
+    }
 }
 
 
@@ -66,32 +120,50 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     "/v1/images",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobDetail,
-    summary="Upload an image; returns a job",
+    summary="Upload an image (multipart, or the raw bytes as the body); returns a job",
     responses={
         **COMMON_ERRORS,
-        200: {"description": "With ?wait=, the job finished in time: full result inline"},
-        202: {"description": "Accepted; follow links.events or poll links.self"},
-        413: error_doc("Body or image dimensions over the limit", "payload_too_large"),
-        415: error_doc("Not a JPEG, PNG or WebP image", "unsupported_image_type"),
-        422: error_doc("Corrupt or truncated image, or unknown task", "invalid_image"),
+        200: {
+            "model": JobDetail,
+            "description": "With ?wait=, the job finished in time: full result inline",
+            "content": {"application/json": {"example": examples.JOB_DONE}},
+        },
+        202: {
+            "description": "Accepted; follow links.events or poll links.self",
+            "content": {"application/json": {"example": examples.JOB_QUEUED}},
+        },
+        413: error_doc(
+            "Body or image dimensions over the limit",
+            "payload_too_large",
+            "image is larger than the limit of 20971520 bytes",
+        ),
+        415: error_doc(
+            "Not a JPEG, PNG or WebP image (unsupported_image_type), or a body that is neither "
+            "a form nor an image (unsupported_media_type)",
+            "unsupported_image_type",
+            "not a JPEG, PNG or WebP image (unrecognised file signature)",
+        ),
+        422: error_doc(
+            "Corrupt or truncated image, no `image` field, or unknown task",
+            "invalid_image",
+            "the JPEG data is truncated (the file ends early)",
+        ),
     },
+    openapi_extra=UPLOAD_BODY,
 )
 async def upload_image(
+    request: Request,
     principal: WriteKey,
     session: SessionDep,
     redis: RedisDep,
     storage: StorageDep,
     settings: SettingsDep,
-    image: Annotated[UploadFile, File(description="JPEG, PNG or WebP")],
     tasks: Annotated[
         str | None,
-        Form(
-            description=f"comma-separated, from {', '.join(service.TASKS)} (identify: faces "
-            "matched against this key's people; implies faces); default faces",
+        Query(
+            description=f"{TASKS_DESCRIPTION}. With a form, its `tasks` field wins",
             examples=["faces,objects,qr"],
-            # The task names, in the schema, from the one list the service checks against
-            # (which answers a wrong name with the list to choose from).
-            json_schema_extra={"pattern": service.tasks_pattern()},
+            json_schema_extra={"pattern": tasks_pattern()},
         ),
     ] = None,
     wait: Annotated[
@@ -99,18 +171,14 @@ async def upload_image(
         Query(ge=0, allow_inf_nan=False, description="seconds to wait for the result (capped)"),
     ] = None,
 ) -> Any:
-    data = await image.read(settings.api.max_upload_bytes + 1)
-    if len(data) > settings.api.max_upload_bytes:
-        raise PayloadTooLarge(
-            f"image is larger than the limit of {settings.api.max_upload_bytes} bytes"
-        )
+    data, form_tasks = await _read_upload(request, limit_bytes=settings.api.max_upload_bytes)
     info = inspect_image(data, max_pixels=settings.api.max_image_pixels)
     job = await service.create_job(
         session,
         storage,
         image=data,
         info=info,
-        tasks=service.parse_tasks(tasks),
+        tasks=service.parse_tasks(form_tasks if form_tasks is not None else tasks),
         owner_id=principal.owner_id,
     )
     service.enqueue_after_commit(session, redis, job, settings, withdraw_from=storage)
@@ -126,10 +194,59 @@ async def upload_image(
     return service.job_detail(job, [])
 
 
+async def _read_upload(request: Request, *, limit_bytes: int) -> tuple[bytes, str | None]:
+    """The uploaded image's bytes (at most limit_bytes) and the form's `tasks` field (None for a
+    raw body, or a form without it)."""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type in RAW_IMAGE_TYPES:
+        return await _read_raw_body(request, limit_bytes=limit_bytes), None
+    if media_type not in FORM_TYPES:
+        raise UnsupportedMediaType(
+            f"send the image as multipart/form-data (field 'image') or as the raw body with "
+            f"Content-Type {', '.join(RAW_IMAGE_TYPES)}; got "
+            f"{media_type[:60] or 'no Content-Type'}"
+        )
+    form = await request.form()
+    try:
+        image = form.get("image")
+        tasks = form.get("tasks")
+        if image is None:
+            raise InvalidInput("image: the form has no 'image' field (the image file)")
+        if not isinstance(image, StarletteUploadFile):
+            raise InvalidInput("image: the form's 'image' field must be a file, not text")
+        if tasks is not None and not isinstance(tasks, str):
+            raise InvalidInput("tasks: the form's 'tasks' field must be text, not a file")
+        data = await image.read(limit_bytes + 1)
+    finally:
+        await form.close()
+    if len(data) > limit_bytes:
+        raise PayloadTooLarge(f"image is larger than the limit of {limit_bytes} bytes")
+    return data, tasks
+
+
+async def _read_raw_body(request: Request, *, limit_bytes: int) -> bytes:
+    """The body, refused (413) as soon as it passes limit_bytes: never held whole beyond it."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit_bytes:
+            raise PayloadTooLarge(f"image is larger than the limit of {limit_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 @router.get(
     "/v1/jobs",
     response_model=JobPage,
-    responses={**COMMON_ERRORS, 422: error_doc("Invalid cursor", "invalid_request")},
+    responses={
+        **COMMON_ERRORS,
+        422: error_doc(
+            "Invalid cursor, status, task, source or node_id",
+            "invalid_request",
+            "invalid cursor: pass back next_cursor from the previous page",
+        ),
+    },
     summary="List this key's jobs (every job for admin keys), newest first",
 )
 async def list_jobs(
@@ -137,13 +254,32 @@ async def list_jobs(
     session: SessionDep,
     settings: SettingsDep,
     status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
+    task: Annotated[
+        str | None,
+        Query(
+            description="only jobs that asked for this task",
+            json_schema_extra={"enum": list(TASKS)},
+        ),
+    ] = None,
+    source: Annotated[
+        JobSource | None, Query(description="upload: uploaded images; node: node frames")
+    ] = None,
+    node_id: Annotated[uuid.UUID | None, Query(description="only this node's frames")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[
-        StorableText | None, Query(description="next_cursor of the previous page")
+        StorableText | None,
+        Query(description="next_cursor of the previous page (with the same filters)"),
     ] = None,
 ) -> JobPage:
     return await service.list_jobs(
-        session, principal, status=status_filter, limit=limit, cursor=cursor
+        session,
+        principal,
+        status=status_filter,
+        task=task,
+        source=source,
+        node_id=node_id,
+        limit=limit,
+        cursor=cursor,
     )
 
 
@@ -191,22 +327,33 @@ async def get_image(
     responses={
         **ERRORS,
         200: {"content": {"image/jpeg": {}}},
-        409: error_doc("Job not finished", "conflict"),
+        409: error_doc(
+            "Job not finished",
+            "conflict",
+            "job 092107a2-2956-457e-958f-19da952495df is running; the processed image exists "
+            "once it is done",
+        ),
     },
     summary="JPEG with boxes, landmarks and labels drawn",
 )
 async def get_processed_image(
-    job_id: uuid.UUID, principal: ReadKey, session: SessionDep, storage: StorageDep
+    job_id: uuid.UUID,
+    principal: ReadKey,
+    session: SessionDep,
+    storage: StorageDep,
+    settings: SettingsDep,
 ) -> Response:
-    job = await service.get_job(session, job_id, principal)
-    if not job.status.finished:
-        raise Conflict(f"job {job_id} is {job.status}; the processed image exists once it is done")
-    try:
-        if job.processed_image_key is None:
-            raise FileNotFoundError(job_id)
-        return Response(storage.get(job.processed_image_key), media_type="image/jpeg")
-    except FileNotFoundError:
-        raise NotFound(f"job {job_id} has no processed image") from None
+    """Drawn from the stored image and the detections on the first request, then cached.
+    404 for a node frame that was not stored, an upload past its TTL, or a failed job."""
+    jpeg = await service.get_processed_image(
+        session,
+        storage,
+        job_id,
+        principal,
+        max_pixels=settings.api.max_image_pixels,
+        target_side_px=settings.decode.target_side_px,
+    )
+    return Response(jpeg, media_type="image/jpeg")
 
 
 @router.delete(

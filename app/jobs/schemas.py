@@ -1,19 +1,36 @@
 """API schemas for jobs. Separate from the ORM tables in app/models.py."""
 
+import enum
 import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field, field_serializer
+from pydantic import BaseModel, ConfigDict, Field
 
-from app.models import JobStatus
+from app import openapi_examples as examples
+from app.jobs.tasks import TaskName
+from app.models import JobPurpose, JobStatus
+from app.schema_types import PixelBox, PixelPoints, Score
+
+
+class JobSource(enum.StrEnum):
+    """Where a job's image came from: an upload (POST /v1/images, the gallery, the compatible
+    APIs) or an edge node's frame."""
+
+    upload = "upload"
+    node = "node"
 
 
 class JobLinks(BaseModel):
     self: str
     events: str = Field(description="WebSocket: replays this job's events, then streams new ones")
-    image: str
-    processed_image: str
+    image: str | None = Field(
+        description="the uploaded image; null for a node frame that was not stored"
+    )
+    processed_image: str | None = Field(
+        description="JPEG with the detections drawn, drawn on the first request (409 until the "
+        "job is done); null for a node frame that was not stored and for a failed job"
+    )
 
 
 class ImageOut(BaseModel):
@@ -40,9 +57,9 @@ class DetectionOut(BaseModel):
     )
     kind: str = Field(description="face, object, qr, text or plate", examples=["face"])
     label: str | None = Field(default=None, examples=["face"])
-    score: float = Field(examples=[0.87])
-    box: list[float] = Field(description="x1, y1, x2, y2 in pixels", examples=[[10, 20, 110, 150]])
-    landmarks: list[list[float]] | None = Field(
+    score: Score = Field(examples=[0.87])
+    box: PixelBox = Field(description="x1, y1, x2, y2 in pixels", examples=[[10, 20, 110, 150]])
+    landmarks: PixelPoints = Field(
         default=None,
         description="key points in pixels: a face's five (eyes, nose, mouth corners), "
         "a QR code's, a text region's or a plate's four corners (top-left, top-right, "
@@ -56,24 +73,21 @@ class DetectionOut(BaseModel):
         examples=[{"embedding_model": "w600k_mbf", "age": 31, "gender": "female"}],
     )
 
-    @field_serializer("box")
-    def _round_box(self, box: list[float]) -> list[float]:
-        # A tenth of a pixel is finer than any detector's accuracy; more digits are noise.
-        return [round(v, 1) for v in box]
-
-    @field_serializer("landmarks")
-    def _round_landmarks(self, landmarks: list[list[float]] | None) -> list[list[float]] | None:
-        return None if landmarks is None else [[round(v, 1) for v in p] for p in landmarks]
-
-    @field_serializer("score")
-    def _round_score(self, score: float) -> float:
-        return round(score, 4)
-
 
 class JobSummary(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.DOG_JOB_SUMMARY]})
+
     id: uuid.UUID
     status: JobStatus
-    tasks: list[str]
+    purpose: JobPurpose = Field(
+        default=JobPurpose.detect,
+        description="the call that made it: detect (uploads, node frames, detection routes; "
+        "counted in stats, found by face search), identify (identify/recognize calls), "
+        "compare (verify, face search, match); see README, Gallery calls",
+    )
+    tasks: list[TaskName] = Field(
+        description="what the job runs (identify: its faces matched against the gallery)"
+    )
     image: ImageOut
     counts: dict[str, int] = Field(default_factory=dict, examples=[{"face": 6}])
     error: str | None = None
@@ -89,6 +103,8 @@ class JobSummary(BaseModel):
 
 
 class JobDetail(JobSummary):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.JOB_DONE]})
+
     detections: list[DetectionOut] = Field(default_factory=list)
     text: str | None = Field(
         default=None,
@@ -99,6 +115,8 @@ class JobDetail(JobSummary):
 
 
 class JobPage(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.JOB_PAGE]})
+
     items: list[JobSummary]
     next_cursor: str | None = Field(
         default=None, description="pass as ?cursor= for the next page; null on the last page"

@@ -2,19 +2,19 @@
 commit. Recording outcomes is app/jobs/results.py; the shape of events is app/jobs/events.py."""
 
 import asyncio
-import re
 import time
 import uuid
 from datetime import datetime
 
 from redis.asyncio import Redis
-from sqlalchemy import delete, select, tuple_
+from sqlalchemy import delete, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import streams
 from app.apikeys.service import Principal
 from app.commits import after_commit
-from app.errors import InvalidInput, NotFound
+from app.drawing import processed_jpeg
+from app.errors import Conflict, InvalidInput, NotFound
 from app.images import ImageInfo
 from app.jobs import events as job_events
 from app.jobs.schemas import (
@@ -23,30 +23,20 @@ from app.jobs.schemas import (
     JobDetail,
     JobLinks,
     JobPage,
+    JobSource,
     JobSummary,
     Timings,
 )
-from app.models import Detection, Job, JobStatus, Node
+from app.jobs.tasks import DEFAULT_TASKS, TASKS
+from app.models import Detection, Job, JobPurpose, JobStatus, Node
 from app.pagination import decode_cursor, encode_cursor
+from app.pixels import BadImage
 from app.settings import Settings
 from app.storage import Storage
-
-# Tasks a job may ask for. The detectors behind each live in workers/detectors/registry.py;
-# `identify` has none: it labels the faces task's detections from the gallery (workers/gallery.py)
-# and so always comes with `faces`. `text`: text regions and the full text (OCR); `plates`:
-# licence plates read inside the vehicles the object detector finds.
-TASKS = ("faces", "objects", "qr", "text", "plates", "identify")
-DEFAULT_TASKS = ("faces",)
 
 # The name of the job's node, as a column of a query on Job: the list and the worker's locking
 # query get it without a second round trip (a scalar subquery, so FOR UPDATE locks only jobs).
 JOB_NODE_NAME = select(Node.name).where(Node.id == Job.node_id).correlate(Job).scalar_subquery()
-
-
-def tasks_pattern() -> str:
-    """A regex for a comma-separated list of TASKS (OpenAPI documents the names from it)."""
-    name = "(?:" + "|".join(re.escape(task) for task in TASKS) + ")"
-    return rf"^\s*{name}\s*(?:,\s*{name}\s*)*$"
 
 
 def parse_tasks(raw: str | None) -> tuple[str, ...]:
@@ -71,13 +61,14 @@ async def create_job(
     owner_id: uuid.UUID | None,
     node_id: uuid.UUID | None = None,
     store_image: bool = True,
+    purpose: JobPurpose = JobPurpose.detect,
 ) -> Job:
     """Store the image (unless store_image is False), then add the job row (flushed only).
 
     owner_id: the API key that creates it (None while auth is off, and for node frames); only
     it, and admin keys, can see the job afterwards. A job whose image is not stored has
     image_key None: its bytes go to the frames Redis with its message (enqueue_job's `frame`)
-    and never reach disk or Postgres.
+    and never reach disk or Postgres. purpose: which call made it (app.models.JobPurpose).
     """
     job_id = uuid.uuid4()
     width, height = info.upright_size  # detections refer to the upright image
@@ -92,6 +83,7 @@ async def create_job(
         owner_id=owner_id,
         node_id=node_id,
         status=JobStatus.queued,
+        purpose=purpose,
         tasks=list(tasks),
         image_key=image_key,
         content_type=info.content_type,
@@ -235,9 +227,15 @@ async def list_jobs(
     status: JobStatus | None,
     limit: int,
     cursor: str | None,
+    task: str | None = None,
+    source: JobSource | None = None,
+    node_id: uuid.UUID | None = None,
 ) -> JobPage:
     """The viewer's jobs, newest first; keyset pagination on (created_at, id) so pages never
-    skip or repeat."""
+    skip or repeat. Filters combine: `task` keeps jobs that asked for it, `source` uploads or
+    node frames, `node_id` one node's frames (revoked nodes' included)."""
+    if task is not None and task not in TASKS:
+        raise InvalidInput(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
     query = (
         select(Job, JOB_NODE_NAME).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
     )
@@ -245,6 +243,14 @@ async def list_jobs(
         query = query.where(Job.owner_id == viewer.owner_id)
     if status is not None:
         query = query.where(Job.status == status)
+    if task is not None:
+        query = query.where(Job.tasks.contains([task]))
+    if source is JobSource.upload:
+        query = query.where(Job.node_id.is_(None))
+    elif source is JobSource.node:
+        query = query.where(Job.node_id.is_not(None))
+    if node_id is not None:
+        query = query.where(Job.node_id == node_id)
     if cursor is not None:
         created_at, last_id = decode_cursor(cursor)
         query = query.where(tuple_(Job.created_at, Job.id) < tuple_(created_at, last_id))
@@ -259,13 +265,91 @@ async def list_jobs(
 async def delete_job(
     session: AsyncSession, storage: Storage, job_id: uuid.UUID, viewer: Principal
 ) -> None:
-    """Delete the job row (its detections cascade) and its stored images."""
-    job = await get_job(session, job_id, viewer)
-    await session.execute(delete(Job).where(Job.id == job_id))
+    """Delete the job row (its detections cascade) and its stored images (the upload and the
+    processed image, if it was ever drawn)."""
+    await get_job(session, job_id, viewer)
+    # The keys as the DELETE finds them: it waits for a processed image being cached right now
+    # (get_processed_image's UPDATE) and then returns its key too.
+    deleted = await session.execute(
+        delete(Job).where(Job.id == job_id).returning(Job.image_key, Job.processed_image_key)
+    )
     await session.flush()
-    for key in (job.image_key, job.processed_image_key):
-        if key is not None:
-            storage.delete(key)
+    for keys in deleted:
+        for key in keys:
+            if key is not None:
+                storage.delete(key)
+
+
+def processed_image_key(job_id: uuid.UUID) -> str:
+    return f"{job_id}.processed.jpg"
+
+
+async def get_processed_image(
+    session: AsyncSession,
+    storage: Storage,
+    job_id: uuid.UUID,
+    viewer: Principal,
+    *,
+    max_pixels: int,
+    target_side_px: int,
+) -> bytes:
+    """The job's picture with its detections drawn (JPEG), upright, at the size the workers
+    decode it (large JPEGs reduced, app/pixels.py).
+
+    Drawn the first time someone asks, from the stored image and the stored detections, then
+    cached in storage under the job (its key on the row, deleted with the job): workers spend
+    no time on pictures nobody looks at. A job without a stored image (a node frame that was
+    not kept, or an upload past its TTL) or that failed has none: NotFound.
+    """
+    job = await get_job(session, job_id, viewer)
+    if not job.status.finished:
+        raise Conflict(f"job {job_id} is {job.status}; the processed image exists once it is done")
+    if job.status != JobStatus.done:
+        raise NotFound(f"job {job_id} failed; it has no processed image")
+    if job.image_key is None:
+        raise NotFound(f"job {job_id} has no processed image (its node frame was not stored)")
+    if job.processed_image_key is not None:
+        try:
+            return await asyncio.to_thread(storage.get, job.processed_image_key)
+        except FileNotFoundError:
+            pass  # swept with the images past their TTL: drawn again while the upload is left
+    try:
+        original = await asyncio.to_thread(storage.get, job.image_key)
+    except FileNotFoundError:
+        raise NotFound(
+            f"job {job_id} has no processed image (its stored image has expired)"
+        ) from None
+    rows = await session.scalars(
+        select(Detection).where(Detection.job_id == job.id).order_by(Detection.id)
+    )
+    detections = list(rows)
+    try:
+        # In a thread: decode and draw are CPU work, and this process serves other requests.
+        jpeg = await asyncio.to_thread(
+            processed_jpeg,
+            original,
+            detections,
+            max_pixels=max_pixels,
+            target_side_px=target_side_px,
+        )
+    except BadImage as exc:  # a worker decoded it, so only a changed limit can get here
+        raise NotFound(f"job {job_id} has no processed image: {exc}") from None
+    key = processed_image_key(job.id)
+    await asyncio.to_thread(storage.put, key, jpeg)
+    # The key goes on the row. A DELETE of the job that is under way makes this UPDATE wait for
+    # its commit and then match nothing: the picture of a deleted job is removed, not left.
+    kept = await session.scalar(
+        update(Job)
+        .where(Job.id == job.id)
+        .values(processed_image_key=key)
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    )
+    if kept is None:
+        storage.delete(key)
+        raise NotFound(f"no job with id {job_id}")
+    job.processed_image_key = key
+    return jpeg
 
 
 async def withdraw_job(session: AsyncSession, storage: Storage, job: Job) -> None:
@@ -276,13 +360,18 @@ async def withdraw_job(session: AsyncSession, storage: Storage, job: Job) -> Non
         storage.delete(job.image_key)
 
 
-def job_links(job_id: uuid.UUID) -> JobLinks:
-    base = f"/v1/jobs/{job_id}"
+def job_links(job: Job) -> JobLinks:
+    """The job's links; the image links are null where there is no picture to show (a node
+    frame that was not stored; the processed image of a failed job)."""
+    base = f"/v1/jobs/{job.id}"
+    stored = job.image_key is not None
     return JobLinks(
         self=base,
         events=f"{base}/events",
-        image=f"{base}/image",
-        processed_image=f"{base}/processed-image",
+        image=f"{base}/image" if stored else None,
+        processed_image=f"{base}/processed-image"
+        if stored and job.status != JobStatus.failed
+        else None,
     )
 
 
@@ -292,6 +381,7 @@ def job_summary(job: Job, *, node_name: str | None = None) -> JobSummary:
     return JobSummary(
         id=job.id,
         status=job.status,
+        purpose=job.purpose,
         tasks=list(job.tasks),
         image=ImageOut(width=job.width, height=job.height, content_type=job.content_type),
         counts=dict(job.counts),
@@ -305,7 +395,7 @@ def job_summary(job: Job, *, node_name: str | None = None) -> JobSummary:
             inference_ms=job.inference_ms,
             total_ms=_ms_between(job.created_at, job.finished_at),
         ),
-        links=job_links(job.id),
+        links=job_links(job),
         node_id=job.node_id,
         node_name=node_name,
     )

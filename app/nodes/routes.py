@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect
 
+from app import openapi_examples as examples
 from app.commits import after_commit, commit
 from app.deps import (
     AppState,
@@ -26,7 +27,7 @@ from app.deps import (
     get_state,
     require_scope,
 )
-from app.errors import AppError, InvalidInput, PayloadTooLarge, error_body
+from app.errors import AppError, InvalidInput, PayloadTooLarge, error_body, error_doc
 from app.jobs import service as jobs
 from app.jobs.schemas import JobDetail, JobSummary
 from app.nodes import service
@@ -59,7 +60,11 @@ HEARTBEATS_PER_TIMEOUT = 3
 WS_REASON_MAX_CHARS = 120
 
 NODE_AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "No token, or an invalid, expired or revoked one"},
+    401: error_doc(
+        "No token, or an invalid, expired or revoked one",
+        "invalid_token",
+        "the token has expired; get a new one at POST /v1/nodes/token",
+    ),
 }
 
 
@@ -71,7 +76,13 @@ NODE_AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     status_code=status.HTTP_201_CREATED,
     response_model=NodeCreated,
     summary="Register a node; its secret is in this response and nowhere else",
-    responses={409: {"description": "A node in service has this name"}},
+    responses={
+        409: error_doc(
+            "A node in service has this name",
+            "conflict",
+            "a node named 'gate-cam' is already registered",
+        )
+    },
 )
 async def register_node(
     body: NodeCreate, session: SessionDep, settings: SettingsDep
@@ -198,11 +209,36 @@ async def heartbeat(
     summary="Send one frame (the raw image bytes as the body)",
     responses={
         **NODE_AUTH_ERRORS,
-        200: {"description": "With ?wait=, the job finished in time: full result inline"},
-        413: {"description": "Frame over nodes.max_frame_bytes or the pixel limit"},
-        415: {"description": "Not a JPEG, PNG or WebP image"},
-        429: {"description": "Too many of this node's frames are waiting for a worker"},
-        503: {"description": "The work queue is unavailable"},
+        200: {
+            "model": JobDetail,
+            "description": "With ?wait=, the job finished in time: full result inline",
+            "content": {"application/json": {"example": examples.FRAME_JOB_DONE}},
+        },
+        202: {
+            "description": "Accepted: the frame is a job; its result comes on the firehose, or "
+            "from GET /v1/nodes/me/jobs/{job_id}",
+            "content": {"application/json": {"example": examples.FRAME_JOB_QUEUED}},
+        },
+        413: error_doc(
+            "Frame over nodes.max_frame_bytes or the pixel limit",
+            "payload_too_large",
+            "the frame is larger than the limit of 8388608 bytes",
+        ),
+        415: error_doc(
+            "Not a JPEG, PNG or WebP image",
+            "unsupported_image_type",
+            "not a JPEG, PNG or WebP image (unrecognised file signature)",
+        ),
+        429: error_doc(
+            "Too many of this node's frames are waiting for a worker",
+            "frames_backlogged",
+            "16 frames of this node are waiting for a worker; send again later",
+        ),
+        503: error_doc(
+            "The work queue is unavailable",
+            "unavailable",
+            "Redis is unreachable; the request was not completed, retry later",
+        ),
     },
     openapi_extra={
         "requestBody": {
@@ -260,7 +296,15 @@ async def _read_body(request: Request, *, limit_bytes: int) -> bytes:
 @node_router.get(
     "/v1/nodes/me/jobs/{job_id}",
     response_model=JobDetail,
-    responses={**NODE_AUTH_ERRORS, 404: {"description": "No such job, or another node's"}},
+    responses={
+        **NODE_AUTH_ERRORS,
+        200: {"content": {"application/json": {"example": examples.FRAME_JOB_DONE}}},
+        404: error_doc(
+            "No such job, or another node's",
+            "not_found",
+            "no job with id 4a81290d-4cca-470a-915c-f77b5a55a091",
+        ),
+    },
     summary="The result of a frame this node sent",
 )
 async def get_own_job(job_id: uuid.UUID, node: CurrentNode, session: SessionDep) -> JobDetail:

@@ -4,18 +4,16 @@ The node client (clients/node.py) imports this module and nothing else from the 
 """
 
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, StrictBool, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from app.jobs.service import TASKS
+from app import openapi_examples as examples
+from app.jobs.tasks import TaskName
 from app.schema_types import StorableText
 from app.timestamps import UtcDatetime
 
 NodeStateName = Literal["active", "idle"]
-# Documented as an enum of the one list the service checks against (which answers an unknown
-# name with the list to choose from).
-TaskName = Annotated[str, WithJsonSchema({"type": "string", "enum": list(TASKS)})]
 
 
 class NodeCreate(BaseModel):
@@ -27,7 +25,10 @@ class NodeCreate(BaseModel):
         description="unique among nodes in service",
     )
     tasks: list[TaskName] | None = Field(
-        default=None, description="tasks its frames run; default faces", examples=[["faces"]]
+        default=None,
+        description="tasks its frames run; default faces (identify: faces matched against "
+        "the gallery)",
+        examples=[["faces", "identify"]],
     )
     store_frames: StrictBool = Field(
         default=False,
@@ -46,9 +47,11 @@ class NodePolicyUpdate(BaseModel):
 
 
 class NodeOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.NODE]})
+
     id: uuid.UUID
     name: str
-    tasks: list[str]
+    tasks: list[TaskName] = Field(description="tasks its frames run")
     store_frames: bool
     store_face_crops: bool = False
     created_at: UtcDatetime
@@ -73,10 +76,14 @@ class NodeOut(BaseModel):
 
 
 class NodeCreated(NodeOut):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.NODE_CREATED]})
+
     secret: str = Field(description="shown once; only its hash is kept")
 
 
 class NodeList(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.NODE_LIST]})
+
     items: list[NodeOut]
     offline_after_s: float
 
@@ -87,10 +94,21 @@ class TokenRequest(BaseModel):
 
 
 class TokenOut(BaseModel):
-    access_token: str
-    token_type: Literal["bearer"] = "bearer"  # noqa: S105 (a scheme name)
-    expires_in: int = Field(description="seconds")
-    expires_at: UtcDatetime
+    """OAuth 2.0's token response shape (RFC 6749 §5.1), which HTTP clients read as is."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.NODE_TOKEN]})
+
+    access_token: str = Field(
+        description="the node's JWT (HS256; kid, sub = node id, iat, exp, jti): send it as "
+        "`Authorization: Bearer <access_token>` on /v1/nodes/me/* (frames, heartbeat, the "
+        "stream socket's upgrade); before expires_at fetch a new one, and hand it to an open "
+        'socket as {"type": "token", "token": …}',
+    )
+    token_type: Literal["bearer"] = Field(
+        default="bearer", description="always bearer: the Authorization scheme to use"
+    )
+    expires_in: int = Field(description="seconds until the token expires")
+    expires_at: UtcDatetime = Field(description="when it expires (RFC 3339, UTC)")
 
 
 class Heartbeat(BaseModel):
@@ -113,6 +131,8 @@ class Heartbeat(BaseModel):
 
 
 class HeartbeatAck(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.HEARTBEAT_ACK]})
+
     node_id: uuid.UUID
     next_heartbeat_s: float = Field(description="send the next heartbeat within this")
     offline_after_s: float

@@ -5,8 +5,9 @@ from typing import Any, Literal
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
+from app import openapi_examples as examples
 from app.deps import StateDep
 from app.ops import service
 
@@ -14,6 +15,8 @@ router = APIRouter(tags=["ops"])
 
 
 class Live(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.LIVE]})
+
     status: str
 
 
@@ -23,6 +26,8 @@ class CheckOut(BaseModel):
 
 
 class Ready(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.READY]})
+
     ready: bool
     # "ok"; "degraded": ready, below full strength (fewer workers alive than expected);
     # "unavailable": not ready.
@@ -39,7 +44,13 @@ async def live() -> Live:
     "/health/ready",
     response_model=Ready,
     summary="Postgres, Redis and at least one worker are up",
-    responses={503: {"model": Ready, "description": "Not ready: see checks"}},
+    responses={
+        503: {
+            "model": Ready,
+            "description": "Not ready: see checks",
+            "content": {"application/json": {"example": examples.NOT_READY}},
+        }
+    },
 )
 async def ready(state: StateDep) -> Any:
     checks = await service.readiness(

@@ -6,6 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from app.deps import ReadKey, SessionDep
+from app.errors import error_doc
 from app.schema_types import BoundedDatetime
 from app.stats import service
 from app.stats.schemas import CountsReport
@@ -18,8 +19,14 @@ router = APIRouter(tags=["stats"])
     response_model=CountsReport,
     summary="Objects per class per time bucket",
     responses={
-        404: {"description": "No such node"},
-        422: {"description": "Bad bucket, `from` not before `to`, or too many buckets"},
+        404: error_doc(
+            "No such node", "not_found", "no node with id 4130b5fe-818c-405d-aef6-707ed13a7404"
+        ),
+        422: error_doc(
+            "Bad bucket, `from` not before `to`, or too many buckets",
+            "invalid_request",
+            "`from` must be earlier than `to`",
+        ),
     },
 )
 async def counts(

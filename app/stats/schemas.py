@@ -4,6 +4,7 @@ import uuid
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app import openapi_examples as examples
 from app.timestamps import UtcDatetime
 
 
@@ -19,7 +20,9 @@ class CountBucket(BaseModel):
 
 
 class CountsReport(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
+    model_config = ConfigDict(
+        populate_by_name=True, json_schema_extra={"examples": [examples.COUNTS_REPORT]}
+    )
 
     node_id: uuid.UUID | None = Field(description="null: every job, uploads included")
     from_: UtcDatetime = Field(

@@ -16,7 +16,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from app.apikeys.service import Principal
 from app.errors import InvalidInput, NotFound
-from app.models import Job, JobStatus, Node
+from app.models import Job, JobPurpose, JobStatus, Node
 from app.stats.schemas import CountBucket, CountsReport
 from app.timestamps import as_utc
 
@@ -115,9 +115,12 @@ def _bucket_starts(first: datetime, end: datetime, span: timedelta) -> list[date
 def _counted_jobs(
     viewer: Principal, node_id: uuid.UUID | None, first: datetime, end: datetime
 ) -> list[ColumnElement[bool]]:
-    """The finished jobs of the span that `viewer` counts (of one node, if given)."""
+    """The finished detection jobs of the span that `viewer` counts (of one node, if given)."""
     conditions: list[ColumnElement[bool]] = [
         Job.status == JobStatus.done,
+        # What the cameras and uploads saw, not the gallery's questions about a photo
+        # (identify, verify, face search: app.models.JobPurpose).
+        Job.purpose == JobPurpose.detect,
         Job.created_at >= first,
         Job.created_at < end,
     ]

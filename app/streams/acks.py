@@ -12,9 +12,13 @@ def frame_keys_of(entries: Sequence[AckEntry]) -> list[str]:
 
 
 def append_acks(pipe: "Pipeline", entries: Sequence[AckEntry], *, delete_frames: bool) -> None:
-    for entry_id, job_id, frame_key in entries:
-        pipe.xack(JOBS, GROUP, entry_id)
-        if job_id is not None:
-            pipe.delete(job_entry_key(job_id))
-        if frame_key is not None and delete_frames:
-            pipe.delete(frame_key)
+    """Two commands for any number of entries: one XACK of every id, one DEL of every entry
+    marker (and node frame, with delete_frames)."""
+    if not entries:
+        return
+    pipe.xack(JOBS, GROUP, *(entry_id for entry_id, _, _ in entries))
+    doomed = [job_entry_key(job_id) for _, job_id, _ in entries if job_id is not None]
+    if delete_frames:
+        doomed += frame_keys_of(entries)
+    if doomed:
+        pipe.delete(*doomed)

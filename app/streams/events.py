@@ -84,16 +84,22 @@ async def publish_job_events(
     firehose_types: Iterable[EventType] | None = ("result", "error"),
     acks: Sequence[AckEntry] = (),
     frames_redis: "Redis | None" = None,
+    atomic: bool = True,
 ) -> None:
-    """Append several events in one MULTI: readers see all of them or none.
+    """Append several events in one round trip; with `atomic` (the default) in one MULTI:
+    readers see all of them or none.
 
     With a firehose maxlen, events whose type is in `firehose_types` (all when None) are also
     appended to the firehose. `acks` (as for `ack_many`) are done in the same MULTI, after the
     events: an entry is acked exactly when its job's events are published, one round trip.
+    `atomic=False` (no MULTI/EXEC: two commands fewer) is for events that need no such bond,
+    e.g. a batch's `running` statuses; it takes no acks. Each job's events keep their order.
     """
+    if acks and not atomic:
+        raise ValueError("acks go with their events in one MULTI")
     wanted = set(firehose_types) if firehose_types is not None else None
     in_pipe = await delete_separate_frames(redis, frame_keys_of(acks), frames_redis)
-    async with redis.pipeline(transaction=True) as pipe:
+    async with redis.pipeline(transaction=atomic) as pipe:
         append_events(pipe, events, ttl_s=ttl_s, firehose_maxlen=firehose_maxlen, wanted=wanted)
         append_acks(pipe, acks, delete_frames=in_pipe)
         await pipe.execute()
@@ -107,13 +113,18 @@ def append_events(
     firehose_maxlen: int | None,
     wanted: set[EventType] | None,
 ) -> None:
+    """XADD each event to its job's stream (and the firehose, if wanted), then one EXPIRE per
+    job stream, after its last event here: the stream expires ttl_s after its latest event."""
+    keys: dict[str, None] = {}
     for event in events:
         key = job_events_key(event["job_id"])
+        keys[key] = None
         fields = cast(dict[Any, Any], encode_event(event))
         pipe.xadd(key, fields)
-        pipe.expire(key, ttl_s)
         if firehose_maxlen is not None and (wanted is None or event["type"] in wanted):
             pipe.xadd(FIREHOSE, fields, maxlen=firehose_maxlen, approximate=True)
+    for key in keys:
+        pipe.expire(key, ttl_s)
 
 
 async def has_terminal_event(redis: "Redis", job_id: uuid.UUID) -> bool:

@@ -25,7 +25,7 @@ from app.vectors import (
 ADDED_EMBEDDERS = ("mobilefacenet_bgr",)
 
 revision: str = "0009"
-down_revision: str | None = "0007"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

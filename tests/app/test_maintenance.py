@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select, update
 
 from app import streams
+from app.apikeys.service import ANONYMOUS_ADMIN
+from app.jobs.service import get_processed_image
 from app.maintenance import expire_jobs, reconcile, run_maintenance
 from app.models import Job, JobStatus
 from app.settings import MaintenanceSettings, RetentionSettings
@@ -140,6 +142,11 @@ async def test_finished_jobs_past_retention_are_deleted_with_their_images(
 ):
     old, recent = await make_job(T1), await make_job(T1)
     await make_consumer().run(burst=True)
+    for job in (old, recent):  # both processed images asked for, and so drawn and cached
+        async with sessionmaker.begin() as session:
+            await get_processed_image(
+                session, storage, job.id, ANONYMOUS_ADMIN, max_pixels=10**8, target_side_px=2048
+            )
     async with sessionmaker.begin() as session:
         await session.execute(
             update(Job)
@@ -189,8 +196,9 @@ async def test_one_maintenance_pass_does_it_all(
     )
     report = await run_maintenance(tight, sessionmaker, redis, storage)
     assert report.reenqueued == 1
-    # The finished job's images go over the cap; the re-enqueued job keeps its image …
-    assert report.images_evicted == 2
+    # The finished job's image goes over the cap (it has no processed image: nobody asked for
+    # one); the re-enqueued job keeps its image …
+    assert report.images_evicted == 1
     assert [p.name for p in storage.root.iterdir()] == [f"{lost.id}.jpg"]
     assert not storage.exists(finished.image_key)
     # … so a worker can still run it.

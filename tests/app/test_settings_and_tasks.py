@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from app.errors import InvalidInput
-from app.jobs.service import DEFAULT_TASKS, parse_tasks
+from app.jobs.service import parse_tasks
+from app.jobs.tasks import DEFAULT_TASKS
 from app.settings import Settings
 
 

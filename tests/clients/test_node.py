@@ -171,3 +171,41 @@ async def test_an_auth_refusal_is_final_the_client_stops_with_the_reason(
     assert raised.value.status == 401
     assert node_client.report.sessions == 0
     assert node_client.report.connection_failures == 0
+
+
+async def test_a_clean_stop_says_goodbye_and_the_node_is_offline_at_once(
+    app, client, make_node, tmp_path
+):
+    """Issue 12: a node whose client stopped cleanly stayed online for offline_after_s (30 s)
+    with its last figures. Ctrl-C / SIGTERM (the stop event) now ends with a goodbye."""
+    node = await make_node()
+    video = write_video(tmp_path / "v.avi", [T1, DOG] * 2, fps=10)
+    node_client = NodeClient(
+        NodeClientConfig(
+            server="http://lookout.test",
+            node_id=node.id,
+            secret=node.secret,
+            source=str(video),
+            loop=True,
+        ),
+        transport=ASGIWebSocketTransport(app),
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(node_client.run(stop))
+
+    async def fleet_status() -> dict:  # type: ignore[type-arg]
+        [status] = (await client.get("/v1/nodes")).json()["items"]
+        return status  # type: ignore[no-any-return]
+
+    for _ in range(300):  # until its first heartbeat has landed (at most ~30 s)
+        if node_client.report.heartbeats and (await fleet_status())["fps"] is not None:
+            break
+        await asyncio.sleep(0.1)
+    assert (await fleet_status())["online"] is True
+    stop.set()
+    await asyncio.wait_for(running, 30)
+    status = await fleet_status()
+    assert status["online"] is False  # now, not offline_after_s (30 s) later
+    assert status["fps"] is None and status["latency_ms_p50"] is None
+    assert status["state"] is None and status["dark_scene"] is False
+    assert "send_fps" in status  # the send rate beside the capture rate

@@ -216,10 +216,11 @@ async def test_frames_of_a_node_that_does_not_store_them_never_reach_disk_or_pos
         large_objects = await connection.scalar(text("SELECT count(*) FROM pg_largeobject"))
         assert large_objects == 0
 
-    # On disk: only the control node's frame and its annotated copy, nothing else at all.
+    # On disk: only the control node's frame, nothing else at all (its processed image is
+    # drawn when someone asks for it; nobody did).
     [kept_row] = [r for r in rows if r.image_key is not None]
     files = sorted(p.name for p in settings.data_dir.rglob("*") if p.is_file())
-    assert files == sorted([kept_row.image_key, kept_row.processed_image_key])
+    assert files == [kept_row.image_key]
     assert all(str(kept_row.id) in name for name in files)
     # In Redis: the frames were deleted when their jobs ended, and nothing else holds their
     # bytes: not the work stream (its messages name the frames), not the events.

@@ -15,7 +15,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import CHECKS, positive_data_acceptance
 
-from app.jobs.service import TASKS
+from app.jobs.tasks import TASKS
 from tests.e2e.processes import lookout_env, start_api, start_worker, stopping, wait_until
 
 MAX_EXAMPLES = 6

@@ -60,13 +60,41 @@ async def test_t1_upload_streams_events_and_stores_six_faces(client, make_consum
     assert original.headers["content-type"] == "image/jpeg"
     assert original.content == T1
 
+
+async def test_the_processed_image_is_drawn_on_first_request_then_cached(
+    client, make_consumer, storage
+):
+    job = (await client.post("/v1/images", files={"image": ("t1.jpg", T1, "image/jpeg")})).json()
+    await make_consumer().run(burst=True)
+    # The worker drew nothing: only the upload is stored.
+    assert [p.name for p in storage.root.iterdir()] == [f"{job['id']}.jpg"]
+
     processed = await client.get(job["links"]["processed_image"])
     assert processed.status_code == 200
     assert processed.headers["content-type"] == "image/jpeg"
     annotated = cv2.imdecode(np.frombuffer(processed.content, np.uint8), cv2.IMREAD_COLOR)
     source = cv2.imdecode(np.frombuffer(T1, np.uint8), cv2.IMREAD_COLOR)
-    assert annotated is not None and annotated.shape == source.shape
-    assert not np.array_equal(annotated, source)  # something was drawn
+    assert annotated is not None and annotated.shape == source.shape == (886, 1280, 3)
+    # Drawn where the faces are (each box's top edge), left alone far from every detection.
+    faces = (await client.get(job["links"]["self"])).json()["detections"]
+    assert len(faces) == 6
+    difference = np.abs(annotated.astype(int) - source.astype(int)).max(axis=2)
+    for face in faces:
+        x1, y1, x2, _ = (round(v) for v in face["box"])
+        assert np.median(difference[y1, x1:x2]) > 60, face["box"]
+    untouched = np.ones(difference.shape, bool)
+    for face in faces:
+        x1, y1, x2, y2 = (round(v) for v in face["box"])
+        untouched[max(0, y1 - 60) : y2 + 60, max(0, x1 - 20) : x2 + 200] = False  # + caption
+    assert np.median(difference[untouched]) < 8  # JPEG re-encoding noise only
+
+    # Cached: stored under the job, and the next request serves those very bytes.
+    assert sorted(p.name for p in storage.root.iterdir()) == sorted(
+        [f"{job['id']}.jpg", f"{job['id']}.processed.jpg"]
+    )
+    assert storage.get(f"{job['id']}.processed.jpg") == processed.content
+    again = await client.get(job["links"]["processed_image"])
+    assert again.content == processed.content
 
 
 async def test_events_replay_after_the_job_finished(client, make_consumer):
@@ -151,11 +179,13 @@ async def test_delete_removes_the_job_its_image_and_detections(
 
     job = (await client.post("/v1/images", files={"image": ("t1.jpg", T1, "image/jpeg")})).json()
     await make_consumer().run(burst=True)
-    assert len(list(storage.root.iterdir())) == 2  # original + processed
+    assert (await client.get(job["links"]["processed_image"])).status_code == 200
+    assert len(list(storage.root.iterdir())) == 2  # original + the processed image, drawn
 
     assert (await client.delete(f"/v1/jobs/{job['id']}")).status_code == 204
     assert (await client.get(f"/v1/jobs/{job['id']}")).status_code == 404
     assert (await client.get(job["links"]["image"])).status_code == 404
+    assert (await client.get(job["links"]["processed_image"])).status_code == 404
     assert list(storage.root.iterdir()) == []
     async with engine.connect() as connection:
         assert (await connection.execute(text("SELECT count(*) FROM detections"))).scalar() == 0

@@ -1,16 +1,30 @@
 """People (issue 4) and Nodes (issue 5) pages in real Chromium, against their real APIs."""
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import httpx
 from playwright.async_api import Page, expect
 
 from tests.conftest import SHARED_IMAGES
-from tests.ui.browser import screenshots
+from tests.ui.browser import PHONE, screenshots
 
 TRAIN = SHARED_IMAGES / "faces" / "train"
 TEST = SHARED_IMAGES / "faces" / "test"
 DOG = SHARED_IMAGES / "scenes" / "dog.jpg"
+# The label behind a face's name on a drawn image (draw.js COLORS.face, #38bdf8), as RGBA.
+FACE_COLOR = [56, 189, 248, 255]
+
+
+async def enroll(api: httpx.AsyncClient, name: str, folder: str) -> dict:  # type: ignore[type-arg]
+    person = (await api.post("/v1/people", json={"name": name})).json()
+    photos = [
+        ("images", (p.name, p.read_bytes(), "image/jpeg"))
+        for p in sorted((TRAIN / folder).glob("*.jp*g"))
+    ]
+    enrolled = await api.post(f"/v1/people/{person['id']}/faces", files=photos)
+    assert enrolled.status_code in (200, 201), enrolled.text
+    return dict(person)
 
 
 async def test_enroll_a_person_then_identify_shows_the_name(signed_in: Page):
@@ -42,6 +56,76 @@ async def test_a_photo_without_a_face_is_rejected_with_its_reason(signed_in: Pag
     await expect(card.locator(".rejections li")).to_have_text("dog.jpg: no face found")
     await expect(card.locator(".rejections li strong")).to_have_text("dog.jpg")
     await expect(card.locator(".face-count")).to_have_text("0 face(s)")
+
+
+async def test_identify_draws_each_face_s_box_with_its_name_and_similarity(
+    signed_in: Page, api: httpx.AsyncClient
+):
+    page = signed_in
+    await enroll(api, "Joe Biden", "biden")
+    await page.click('.tabs a[data-page="people"]')
+    await page.set_input_files("#identify-input", str(TEST / "obama_and_biden.jpg"))
+    canvas = page.locator("#identify-result canvas#identify-image")
+    await expect(canvas).to_be_visible()
+    # Biden named with his similarity; Obama (not enrolled here) unknown.
+    await expect(canvas).to_have_attribute("aria-label", re.compile(r"face\(s\): .*Joe Biden \d+%"))
+    await expect(canvas).to_have_attribute("aria-label", re.compile(r"unknown"))
+    # The boxes are drawn: each label sits on a solid patch of the face colour, which a photo
+    # alone does not have.
+    solid = await canvas.evaluate(
+        """(canvas, color) => {
+          const { data } = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height);
+          let n = 0;
+          for (let i = 0; i < data.length; i += 4)
+            if (color.every((v, k) => data[i + k] === v)) n += 1;
+          return n;
+        }""",
+        FACE_COLOR,
+    )
+    assert solid > 200, f"only {solid} pixels of the face colour: no labelled boxes drawn"
+    await expect(page.locator("#identify-result .identified-name")).to_have_text("Joe Biden")
+
+
+async def test_a_refused_enrollment_prints_each_reason_once(signed_in: Page):
+    page = signed_in
+    await page.click('.tabs a[data-page="people"]')
+    await page.fill("#person-name", "Dog Owner")
+    await page.click('#create-person button[type="submit"]')
+    card = page.locator('.person[data-name="Dog Owner"]')
+    await card.locator(".enroll-input").set_input_files(
+        [str(DOG), str(TRAIN / "obama" / "obama.jpg")]
+    )
+    report = card.locator(".enroll-report")
+    await expect(report.locator(".rejections li")).to_have_text(["dog.jpg: no face found"])
+    text = await report.inner_text()
+    assert text.count("no face found") == 1, text
+    await expect(report).to_contain_text("Nothing enrolled")
+
+
+async def test_the_people_page_fits_a_phone_with_a_person_s_faces(
+    signed_in: Page, api: httpx.AsyncClient
+):
+    page = signed_in
+    # A name with no place to break a line (a CompreFace subject, a handle) wraps nowhere by itself.
+    handle = "kit_harington_official@winterfell_castle_example_org"
+    await enroll(api, handle, "kit_harington")
+    await enroll(api, "Rose Leslie", "rose_leslie")
+    await page.set_viewport_size(PHONE)
+    await page.click('.tabs a[data-page="people"]')
+    card = page.locator(f'.person[data-name="{handle}"]')
+    await expect(card.locator(".face-tile img")).to_have_count(2)
+    await expect(card.locator(".face-tile img").last).to_have_js_property("complete", True)
+    await assert_fits_a_phone(page, "the People page")
+
+    await page.set_input_files("#identify-input", str(TRAIN / "kit_harington" / "john1.jpeg"))
+    await expect(page.locator("#identify-result .identified-name")).to_have_text(handle)
+    await expect(page.locator("#identify-result canvas")).to_be_visible()
+    await assert_fits_a_phone(page, "the People page after Identify")
+
+
+async def assert_fits_a_phone(page: Page, what: str) -> None:
+    width = await page.evaluate("document.scrollingElement.scrollWidth")
+    assert width <= PHONE["width"], f"{what} is {width}px wide on a {PHONE['width']}px phone"
 
 
 async def test_the_job_page_names_a_known_face_and_a_person_can_be_deleted(

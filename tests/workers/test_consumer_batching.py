@@ -6,13 +6,15 @@ from collections.abc import Sequence
 
 import numpy as np
 import pytest
-from sqlalchemy import delete, select, text
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from app import streams
 from app.embedders import ARCFACE_MBF
 from app.models import FaceEmbedding, Job, JobStatus
+from app.streams.events import decode_event
 from tests.conftest import SHARED_IMAGES, job_events, shared_image
+from tests.images import blank
 from tests.workers.detectors.tiny_models import arcface_like
 from workers.consumer import Consumer, Work
 from workers.detectors.base import Detection, ImageBGR
@@ -174,6 +176,25 @@ async def test_a_bad_job_in_a_batch_fails_alone_and_everything_is_acked(
     assert [e["type"] for e in await job_events(redis, garbage.id)][-2:] == ["error", "status"]
     pending = await redis.xpending(streams.JOBS, streams.GROUP)
     assert pending["pending"] == 0
+
+
+async def test_a_batch_publishes_its_results_in_the_order_of_its_entries(
+    make_job, make_consumer, redis, sessionmaker
+):
+    """A node's results must come back in the order it sent its frames: the batch's events
+    follow the stream's order, not the order Postgres returns the locked rows in."""
+    jobs = [await make_job(blank(64 + i, 48, ".png")) for i in range(8)]
+    # Rows rewritten last to first: a scan now meets them in the reverse of the batch's order.
+    for job in reversed(jobs):
+        async with sessionmaker.begin() as session:
+            await session.execute(update(Job).where(Job.id == job.id).values(attempts=0))
+    assert await make_consumer(batch_size=8).run(burst=True) == 8
+    results = [
+        event["job_id"]
+        for _, fields in await redis.xrange(streams.FIREHOSE)
+        if (event := decode_event(fields))["type"] == "result"
+    ]
+    assert results == [str(job.id) for job in jobs]
 
 
 async def test_a_redelivered_finished_job_keeps_one_set_of_embeddings(

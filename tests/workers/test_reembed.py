@@ -132,9 +132,7 @@ async def test_a_model_upgrade_keeps_every_identification_and_leaves_no_old_vect
 
     # Every identification is still right, now on the new model alone.
     await assert_everyone_is_identified(client)
-    detections = await count(
-        engine, "SELECT count(*) FROM face_embeddings WHERE model = :m", m=NEW
-    )
+    detections = await count(engine, "SELECT count(*) FROM face_embeddings WHERE model = :m", m=NEW)
     assert detections > 0  # the identify jobs above were embedded by the new model
 
 

@@ -11,7 +11,9 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-ImageBGR = npt.NDArray[np.uint8]  # H × W × 3, OpenCV channel order
+# H × W × 3, OpenCV channel order; app/pixels.py decodes into it (re-exported for detectors).
+from app.pixels import ImageBGR as ImageBGR
+
 Point = tuple[float, float]
 
 

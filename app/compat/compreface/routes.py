@@ -20,8 +20,9 @@ from fastapi.routing import APIRoute
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app import openapi_examples as examples
 from app.apikeys.service import ANONYMOUS_ADMIN, Principal, authenticate
-from app.commits import commit, discard_pending
+from app.commits import commit
 from app.compat.compreface import service
 from app.compat.compreface.schemas import (
     CompreFaceErrorOut,
@@ -53,6 +54,7 @@ from app.errors import (
 )
 from app.gallery import service as gallery
 from app.limits import enforce_rate_limit
+from app.models import Job, JobPurpose
 from app.security import Scope
 from app.settings import Settings
 
@@ -259,7 +261,7 @@ async def _read_images(
     return uploads
 
 
-async def _start(
+async def _create_jobs(
     request: Request,
     session: SessionDep,
     redis: RedisDep,
@@ -268,13 +270,20 @@ async def _start(
     principal: Principal,
     fields: tuple[str, ...],
     tasks: tuple[str, ...],
-) -> tuple[list[gallery.Upload], list[Any]]:
+    purpose: JobPurpose,
+) -> tuple[list[gallery.Upload], list[Job]]:
+    """The images' jobs, queued for the workers at the next commit."""
     uploads = await _read_images(request, settings, fields)
     created = await gallery.create_jobs(
-        session, redis, storage, settings, uploads, tasks=tasks, owner_id=principal.owner_id
+        session,
+        redis,
+        storage,
+        settings,
+        uploads,
+        tasks=tasks,
+        owner_id=principal.owner_id,
+        purpose=purpose,
     )
-    # The commit point, reached now: the workers must find the rows, and the route waits.
-    await commit(session)
     return uploads, created
 
 
@@ -287,10 +296,15 @@ async def _through_workers(
     principal: Principal,
     fields: tuple[str, ...],
     tasks: tuple[str, ...],
+    purpose: JobPurpose,
 ) -> list[gallery.JobFaces]:
-    uploads, created = await _start(
-        request, session, redis, storage, settings, principal, fields, tasks
+    """Recognize, detect, verify: their jobs are kept, marked with `purpose` (as the native
+    routes: app.gallery.service's module docstring)."""
+    uploads, created = await _create_jobs(
+        request, session, redis, storage, settings, principal, fields, tasks, purpose
     )
+    # The commit point, reached now: the workers must find the rows, and the route waits.
+    await commit(session)
     return await gallery.run_jobs(session, redis, settings, uploads, created)
 
 
@@ -330,6 +344,7 @@ async def recognize(
         principal,
         ("file",),
         ("faces", "identify"),
+        JobPurpose.identify,
     )
     return await service.recognize(session, result, options, principal.owner_id)
 
@@ -355,7 +370,15 @@ async def detect(
 ) -> DetectOut:
     options = _options(state.settings, limit, det_prob_threshold, face_plugins, status_)
     [result] = await _through_workers(
-        request, session, redis, storage, state.settings, principal, ("file",), ("faces",)
+        request,
+        session,
+        redis,
+        storage,
+        state.settings,
+        principal,
+        ("file",),
+        ("faces",),
+        JobPurpose.detect,
     )
     return service.detect(result, options)
 
@@ -389,6 +412,7 @@ async def verify(
         principal,
         ("source_image", "target_image"),
         ("faces",),
+        JobPurpose.compare,
     )
     return service.verification(source, target, options)
 
@@ -469,13 +493,24 @@ async def add_example(
 ) -> Example:
     name = service.subject_param(subject)
     settings = state.settings
-    uploads, created = await _start(
-        request, session, redis, storage, settings, principal, ("file",), ("faces",)
+    uploads, created = await _create_jobs(
+        request,
+        session,
+        redis,
+        storage,
+        settings,
+        principal,
+        ("file",),
+        ("faces",),
+        JobPurpose.enroll,
     )
-    job_ids = [job.id for job in created]  # read now: a rollback expires the rows
-    try:
+    # As native enrollment: a refused example keeps nothing (no job, image, embedding or new
+    # subject), an accepted one only its gallery face.
+    async with gallery.discarded_when_done(session, storage, created):
+        # The commit point, reached now: the workers must find the rows, and the route waits.
+        await commit(session)
         [result] = await gallery.run_jobs(session, redis, settings, uploads, created)
-        example = await service.add_example(
+        return await service.add_example(
             session,
             settings,
             principal.owner_id,
@@ -483,16 +518,6 @@ async def add_example(
             result,
             service.detector_threshold(det_prob_threshold, settings.compreface),
         )
-    except BaseException:
-        # As native enrollment: a refused example keeps nothing (no job, image, embedding or
-        # new subject). Committed here: the request's own commit will not happen.
-        await session.rollback()
-        discard_pending(session)
-        await gallery.discard_jobs(session, storage, job_ids)
-        await commit(session)
-        raise
-    await gallery.discard_jobs(session, storage, job_ids)
-    return example
 
 
 @router.get(
@@ -527,6 +552,7 @@ async def delete_examples_of(
 @router.post(
     "/recognition/faces/delete",
     response_model=list[Example],
+    responses={200: {"content": {"application/json": {"example": [examples.COMPREFACE_EXAMPLE]}}}},
     summary="Delete several face examples by id (unknown ids are ignored)",
 )
 async def delete_examples(
@@ -571,7 +597,15 @@ async def verify_with_example(
     options = _options(state.settings, limit, det_prob_threshold, face_plugins, status_)
     await service.get_example(session, image_id, principal.owner_id)  # 404 before any job
     [result] = await _through_workers(
-        request, session, redis, storage, state.settings, principal, ("file",), ("faces",)
+        request,
+        session,
+        redis,
+        storage,
+        state.settings,
+        principal,
+        ("file",),
+        ("faces",),
+        JobPurpose.compare,
     )
     return await service.verify_with_example(session, result, image_id, options, principal.owner_id)
 

@@ -7,6 +7,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from app import openapi_examples as examples
+
 SubjectName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
 SIMILARITY = (
@@ -68,40 +70,22 @@ class VerifiedFace(FaceOut):
 
 
 class DetectOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.COMPREFACE_DETECTED]})
+
     result: list[FaceOut]
     plugins_versions: dict[str, str] | None = Field(default=None, description="status=true")
 
 
 class RecognizeOut(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "result": [
-                        {
-                            "box": {
-                                "probability": 0.79581,
-                                "x_max": 752,
-                                "y_max": 438,
-                                "x_min": 398,
-                                "y_min": 0,
-                            },
-                            "subjects": [
-                                {"subject": "obama", "similarity": 0.96398},
-                                {"subject": "biden", "similarity": 0.00641},
-                            ],
-                        }
-                    ]
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.COMPREFACE_RECOGNIZED]})
 
     result: list[RecognizedFace]
     plugins_versions: dict[str, str] | None = Field(default=None, description="status=true")
 
 
 class FaceVerifyOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.COMPREFACE_FACE_VERIFIED]})
+
     result: list[VerifiedFace]
     plugins_versions: dict[str, str] | None = Field(default=None, description="status=true")
 
@@ -113,39 +97,7 @@ class VerificationResult(BaseModel):
 
 
 class VerificationOut(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "result": [
-                        {
-                            "source_image_face": {
-                                "box": {
-                                    "probability": 0.86,
-                                    "x_max": 330,
-                                    "y_max": 380,
-                                    "x_min": 120,
-                                    "y_min": 90,
-                                }
-                            },
-                            "face_matches": [
-                                {
-                                    "box": {
-                                        "probability": 0.885,
-                                        "x_max": 520,
-                                        "y_max": 300,
-                                        "x_min": 342,
-                                        "y_min": 80,
-                                    },
-                                    "similarity": 0.93711,
-                                }
-                            ],
-                        }
-                    ]
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.COMPREFACE_VERIFIED]})
 
     result: list[VerificationResult]
 
@@ -155,22 +107,32 @@ class SubjectIn(BaseModel):
 
 
 class SubjectOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.COMPREFACE_SUBJECT]})
+
     subject: str
 
 
 class SubjectList(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.COMPREFACE_SUBJECTS]})
+
     subjects: list[str]
 
 
 class Updated(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.COMPREFACE_UPDATED]})
+
     updated: bool
 
 
 class Deleted(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.COMPREFACE_DELETED]})
+
     deleted: int
 
 
 class Example(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.COMPREFACE_EXAMPLE]})
+
     """A face example: a face enrolled in Lookout's gallery (image_id = the enrolled face id)."""
 
     image_id: uuid.UUID
@@ -178,6 +140,8 @@ class Example(BaseModel):
 
 
 class ExamplePage(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.COMPREFACE_EXAMPLE_PAGE]})
+
     faces: list[Example]
     page_number: int
     page_size: int
@@ -195,18 +159,26 @@ class EmbeddingsVerifyIn(BaseModel):
 
 
 class EmbeddingRecognition(BaseModel):
-    embedding: list[float]
+    embedding: list[float] = Field(description="the query embedding, as sent")
     similarities: list[SubjectSimilarity]
 
 
 class EmbeddingRecognizeOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [examples.COMPREFACE_EMBEDDING_RECOGNIZED]}
+    )
+
     result: list[EmbeddingRecognition]
 
 
 class EmbeddingSimilarity(BaseModel):
-    embedding: list[float]
+    embedding: list[float] = Field(description="the embedding compared, as sent")
     similarity: float = Field(description=SIMILARITY)
 
 
 class EmbeddingVerifyOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [examples.COMPREFACE_EMBEDDING_VERIFIED]}
+    )
+
     result: list[EmbeddingSimilarity]

@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from app.apikeys.service import Principal
-from app.commits import commit, discard_pending
+from app.commits import commit
 from app.compat.deepstack import service
 from app.compat.deepstack.envelope import (
     API_KEY_FIELD,
@@ -35,7 +35,9 @@ from app.compat.deepstack.schemas import (
     DeepStackRegisterOut,
 )
 from app.deps import RedisDep, SessionDep, SettingsDep, StorageDep
+from app.gallery import service as gallery
 from app.gallery.service import JobFaces, Upload
+from app.models import JobPurpose
 from app.settings import Settings
 
 router = APIRouter(tags=["DeepStack / CodeProject.AI"], route_class=DeepStackRoute)
@@ -46,7 +48,7 @@ GALLERY_ERRORS = error_responses(400, 401, 403, 429, 503)
 _KEY = {
     "type": "string",
     "description": "a Lookout API key (or send it in X-API-Key)",
-    "example": "lk_0e9bbddf145e_…",
+    "example": "lk_7a0e0dd72f49_N6w_3qr7ubqt12qsF6kblhI5VxScqkYPyx5vboB6IHg",
 }
 _IMAGE = {"type": "string", "format": "binary", "description": "JPEG, PNG or WebP"}
 
@@ -86,9 +88,10 @@ async def _run(
     caller: Principal,
     images: list[Upload],
     tasks: tuple[str, ...],
+    purpose: JobPurpose,
 ) -> list[JobFaces]:
     created = await service.start_jobs(
-        session, redis, storage, settings, images, tasks=tasks, owner=caller
+        session, redis, storage, settings, images, tasks=tasks, owner=caller, purpose=purpose
     )
     # The commit point, reached now: the workers must find the rows, and the route waits.
     await commit(session)
@@ -118,7 +121,9 @@ async def detection(
 ) -> DeepStackDetectionOut:
     image = await read_image(settings, form)
     min_confidence = form.min_confidence(service.OBJECT_MIN_CONFIDENCE)
-    [result] = await _run(session, redis, storage, settings, caller, [image], service.OBJECT_TASKS)
+    [result] = await _run(
+        session, redis, storage, settings, caller, [image], service.OBJECT_TASKS, JobPurpose.detect
+    )
     predictions = await service.object_predictions(
         session, result.job, min_confidence=min_confidence
     )
@@ -152,7 +157,9 @@ async def face_detection(
 ) -> DeepStackFaceDetectionOut:
     image = await read_image(settings, form)
     min_confidence = form.min_confidence(service.FACE_MIN_CONFIDENCE)
-    [result] = await _run(session, redis, storage, settings, caller, [image], service.FACE_TASKS)
+    [result] = await _run(
+        session, redis, storage, settings, caller, [image], service.FACE_TASKS, JobPurpose.detect
+    )
     return DeepStackFaceDetectionOut(
         predictions=service.face_predictions(result, min_confidence=min_confidence),
         duration=duration_s(request),
@@ -187,8 +194,17 @@ async def recognize(
 ) -> DeepStackRecognitionOut:
     image = await read_image(settings, form)
     min_confidence = form.min_confidence(service.RECOGNIZE_MIN_CONFIDENCE)
+    # Kept and clustered (Double Take sends every snapshot here), not counted in stats nor
+    # found by face search (app.gallery.service's module docstring).
     [result] = await _run(
-        session, redis, storage, settings, caller, [image], service.RECOGNIZE_TASKS
+        session,
+        redis,
+        storage,
+        settings,
+        caller,
+        [image],
+        service.RECOGNIZE_TASKS,
+        JobPurpose.identify,
     )
     predictions = await service.recognize(session, caller, result, min_confidence=min_confidence)
     return DeepStackRecognitionOut(predictions=predictions, duration=duration_s(request))
@@ -224,21 +240,20 @@ async def register(
     userid = form.userid()
     images = [await read_upload(settings, field, upload) for field, upload in form.files]
     created = await service.start_jobs(
-        session, redis, storage, settings, images, tasks=service.FACE_TASKS, owner=caller
+        session,
+        redis,
+        storage,
+        settings,
+        images,
+        tasks=service.FACE_TASKS,
+        owner=caller,
+        purpose=JobPurpose.enroll,
     )
-    job_ids = [job.id for job in created]  # read now: a rollback expires the rows
-    await commit(session)
-    try:
+    # Refused (or unfinished): nothing of the photos stays, and no new person either.
+    async with gallery.discarded_when_done(session, storage, created):
+        await commit(session)
         results = await service.run_jobs(session, redis, settings, images, created)
         message = await service.register(session, settings, caller, userid, results)
-    except BaseException:
-        # Refused (or unfinished): nothing of the photos stays, and no new person either.
-        await session.rollback()
-        discard_pending(session)
-        await service.discard_jobs(session, storage, job_ids)
-        await commit(session)
-        raise
-    await service.discard_jobs(session, storage, job_ids)
     return DeepStackRegisterOut(message=message, duration=duration_s(request))
 
 
@@ -297,7 +312,9 @@ async def match(
     if len(form.files) > 2:
         raise DeepStackError("only two images allowed")
     images = [await read_upload(settings, field, upload) for field, upload in form.files]
-    results = await _run(session, redis, storage, settings, caller, images, service.FACE_TASKS)
+    results = await _run(
+        session, redis, storage, settings, caller, images, service.FACE_TASKS, JobPurpose.compare
+    )
     similarity = await service.match(session, settings, results)
     return DeepStackMatchOut(similarity=similarity, duration=duration_s(request))
 
@@ -336,7 +353,9 @@ async def alpr(
         raise DeepStackError("No valid image file found")
     image = await read_upload(settings, *chosen)
     min_confidence = form.min_confidence(service.PLATE_MIN_CONFIDENCE)
-    [result] = await _run(session, redis, storage, settings, caller, [image], service.PLATE_TASKS)
+    [result] = await _run(
+        session, redis, storage, settings, caller, [image], service.PLATE_TASKS, JobPurpose.detect
+    )
     predictions = await service.plate_predictions(
         session, result.job, min_confidence=min_confidence
     )

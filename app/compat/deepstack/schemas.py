@@ -4,6 +4,8 @@ sent, confidences in [0, 1], `duration` in seconds."""
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app import openapi_examples as examples
+
 UNKNOWN_USERID = "unknown"
 
 
@@ -42,34 +44,7 @@ class DeepStackRecognizedFace(BaseModel):
 
 
 class DeepStackDetectionOut(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "success": True,
-                    "predictions": [
-                        {
-                            "confidence": 0.91,
-                            "label": "dog",
-                            "y_min": 221,
-                            "x_min": 131,
-                            "y_max": 541,
-                            "x_max": 311,
-                        },
-                        {
-                            "confidence": 0.62,
-                            "label": "bicycle",
-                            "y_min": 128,
-                            "x_min": 120,
-                            "y_max": 420,
-                            "x_max": 570,
-                        },
-                    ],
-                    "duration": 0.21,
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.DEEPSTACK_DETECTION]})
 
     success: bool = True
     predictions: list[DeepStackObjectPrediction] = Field(description="highest confidence first")
@@ -77,25 +52,7 @@ class DeepStackDetectionOut(BaseModel):
 
 
 class DeepStackFaceDetectionOut(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "success": True,
-                    "predictions": [
-                        {
-                            "confidence": 0.87,
-                            "y_min": 154,
-                            "x_min": 1615,
-                            "y_max": 682,
-                            "x_max": 1983,
-                        }
-                    ],
-                    "duration": 0.12,
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.DEEPSTACK_FACES]})
 
     success: bool = True
     predictions: list[DeepStackFacePrediction] = Field(description="highest confidence first")
@@ -103,34 +60,7 @@ class DeepStackFaceDetectionOut(BaseModel):
 
 
 class DeepStackRecognitionOut(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "success": True,
-                    "predictions": [
-                        {
-                            "confidence": 0.83,
-                            "userid": "obama",
-                            "y_min": 61,
-                            "x_min": 202,
-                            "y_max": 159,
-                            "x_max": 281,
-                        },
-                        {
-                            "confidence": 0,
-                            "userid": "unknown",
-                            "y_min": 237,
-                            "x_min": 869,
-                            "y_max": 732,
-                            "x_max": 1214,
-                        },
-                    ],
-                    "duration": 0.16,
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.DEEPSTACK_RECOGNITION]})
 
     success: bool = True
     predictions: list[DeepStackRecognizedFace] = Field(description="highest confidence first")
@@ -138,11 +68,7 @@ class DeepStackRecognitionOut(BaseModel):
 
 
 class DeepStackRegisterOut(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [{"success": True, "message": "face added", "duration": 0.4}]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.DEEPSTACK_REGISTERED]})
 
     success: bool = True
     message: str = Field(
@@ -153,11 +79,7 @@ class DeepStackRegisterOut(BaseModel):
 
 
 class DeepStackFaceListOut(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [{"success": True, "faces": ["biden", "obama"], "duration": 0.003}]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.DEEPSTACK_FACE_LIST]})
 
     success: bool = True
     faces: list[str] = Field(description="every registered userid", examples=[["obama", "biden"]])
@@ -165,16 +87,14 @@ class DeepStackFaceListOut(BaseModel):
 
 
 class DeepStackDeleteOut(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"success": True, "duration": 0.01}]})
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.DEEPSTACK_DELETED]})
 
     success: bool = True
     duration: float = 0.0
 
 
 class DeepStackMatchOut(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={"examples": [{"success": True, "similarity": 0.91, "duration": 0.3}]}
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.DEEPSTACK_MATCH]})
 
     success: bool = True
     similarity: float = Field(description="similarity of the two faces", examples=[0.91])
@@ -194,30 +114,7 @@ class CodeProjectPlatePrediction(BaseModel):
 
 
 class CodeProjectAlprOut(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "success": True,
-                    "predictions": [
-                        {
-                            "confidence": 0.99,
-                            "label": "Plate: KX51RTA",
-                            "plate": "KX51RTA",
-                            "y_min": 136,
-                            "x_min": 623,
-                            "y_max": 153,
-                            "x_max": 673,
-                        }
-                    ],
-                    "message": "Found Plate: KX51RTA",
-                    "processMs": 2410,
-                    "inferenceMs": 2302,
-                    "duration": 2.41,
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.CODEPROJECT_ALPR]})
 
     success: bool = True
     predictions: list[CodeProjectPlatePrediction] = Field(description="highest confidence first")

@@ -22,7 +22,6 @@ face.py and detection.py, server/server.go):
 - delete: an unknown userid is a 400 here (DeepStack answered success for anything).
 """
 
-import uuid
 from collections.abc import Sequence
 
 from redis.asyncio import Redis
@@ -40,7 +39,7 @@ from app.compat.deepstack.schemas import (
 )
 from app.gallery import matching
 from app.gallery import service as gallery
-from app.models import Detection, Job, Person, PersonFace
+from app.models import Detection, Job, JobPurpose, Person, PersonFace
 from app.settings import Settings
 from app.storage import Storage
 
@@ -68,9 +67,12 @@ async def start_jobs(
     *,
     tasks: tuple[str, ...],
     owner: Principal,
+    purpose: JobPurpose,
 ) -> list[Job]:
     """One job per image (flushed, queued for the next commit): every image is checked first,
-    and a bad one (not an image, corrupt, too many pixels) names itself with nothing created."""
+    and a bad one (not an image, corrupt, too many pixels) names itself with nothing created.
+    `purpose` as the native routes: detect for the detection routes, identify for recognize,
+    compare for match, enroll for register (app.gallery.service's module docstring)."""
     return await gallery.create_jobs(
         session,
         redis,
@@ -79,6 +81,7 @@ async def start_jobs(
         list(uploads),
         tasks=tasks,
         owner_id=owner.owner_id,
+        purpose=purpose,
     )
 
 
@@ -101,11 +104,6 @@ async def run_jobs(
         )
     except gallery.UnusableFace as exc:
         raise DeepStackError(f"invalid image: {exc.detail}") from exc
-
-
-async def discard_jobs(session: AsyncSession, storage: Storage, job_ids: list[uuid.UUID]) -> None:
-    """Delete a registration's jobs: enrollment photos are not kept (the gallery's rule)."""
-    await gallery.discard_jobs(session, storage, job_ids)
 
 
 # --- boxes and predictions ---------------------------------------------------------------------

@@ -113,6 +113,20 @@ def test_a_result_gives_done_identified_unknown_objects_and_text_events():
     )
 
 
+def test_a_node_frame_that_was_not_stored_gets_no_image_links():
+    stored = result_entry([])
+    stored["job"]["links"] = {
+        "image": f"/v1/jobs/{JOB}/image",
+        "processed_image": f"/v1/jobs/{JOB}/processed-image",
+    }
+    unstored = result_entry([])
+    unstored["job"]["links"] = {"image": None, "processed_image": None}
+    [kept] = from_firehose(b"1-0", stored)
+    [private] = from_firehose(b"1-0", unstored)
+    assert sorted(kept["links"]) == ["image", "job", "node", "processed_image"]
+    assert sorted(private["links"]) == ["job", "node"]
+
+
 def test_event_time_reads_rfc3339_and_legacy_epoch_at():
     legacy = dict(result_entry([]), at=1764797400.25)
     assert from_firehose(b"1-0", legacy)[0]["time"] == "2025-12-03T21:30:00.250Z"
@@ -170,3 +184,24 @@ def test_filters_narrow_by_type_node_label_and_person():
     assert matches(by_type["face.identified"], **{**everything, "people": ["obama"]})
     assert matches(by_type["face.identified"], **{**everything, "people": [PERSON]})
     assert not matches(by_type["face.identified"], **{**everything, "people": ["biden"]})
+
+
+def test_only_sightings_give_face_and_object_events():
+    """A verify or an enrollment photo is not a sighting: an "unknown face at the door"
+    automation must not fire on it (app.models.SIGHTING_PURPOSES); identify calls are."""
+    detections = [
+        face({"person_id": PERSON, "name": "obama", "similarity": 0.81}),
+        face(None, similarity=0.2),
+        {"id": 3, "kind": "object", "label": "person", "score": 0.8, "box": [1, 1, 5, 5]},
+    ]
+    sighting_types = ["job.done", "face.identified", "face.unknown", "object.detected"]
+    for purpose, expected in [
+        ("detect", sighting_types),
+        ("identify", sighting_types),
+        ("compare", ["job.done"]),
+        ("enroll", ["job.done"]),
+    ]:
+        entry = result_entry(detections)
+        entry["job"]["purpose"] = purpose
+        events = from_firehose(b"1764797400250-0", entry, public_url="https://lookout.example/")
+        assert [e["type"] for e in events] == expected, purpose

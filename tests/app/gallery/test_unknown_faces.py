@@ -259,8 +259,9 @@ async def test_search_answers_only_faces_above_min_similarity(client, worker):
         "/v1/faces/search?min_similarity=-1",
         files={"image": ("q.jpg", (TEST / "obama1.jpg").read_bytes(), "image/jpeg")},
     )
-    # Everyone (Biden too); the first search's own face as well, where gallery calls keep jobs.
-    assert len(loose.json()["results"]) >= 4
+    # Everyone (Biden too), but not the first search's own face: gallery calls are questions
+    # about a photo, not sightings (app.models.JobPurpose).
+    assert len(loose.json()["results"]) == 4
 
 
 async def test_an_ignored_cluster_is_hidden_and_keeps_its_faces(
@@ -281,6 +282,36 @@ async def test_an_ignored_cluster_is_hidden_and_keeps_its_faces(
     await cluster_pass(settings, sessionmaker)
     hidden = (await client.get("/v1/people?named=false&ignored=true")).json()["items"]
     assert hidden[0]["sighting_count"] == 4
+
+
+async def test_identify_calls_are_sightings_but_comparisons_are_not_clustered(
+    client, worker, settings, sessionmaker
+):
+    """Double Take sends every camera snapshot to recognize: the unknown faces of identify
+    calls are clustered. Verify and search compare photos the caller holds: not sightings."""
+    for _ in range(2):
+        for a, b in (BIDEN, OBAMA):
+            verified = await client.post(
+                "/v1/verify",
+                files={
+                    "image_a": ("a.jpg", (SHARED_IMAGES / "faces" / a).read_bytes()),
+                    "image_b": ("b.jpg", (SHARED_IMAGES / "faces" / b).read_bytes()),
+                },
+            )
+            assert verified.status_code == 200, verified.text
+        searched = await client.post(
+            "/v1/faces/search",
+            files={"image": ("q.jpg", (SHARED_IMAGES / "faces" / BIDEN[0]).read_bytes())},
+        )
+        assert searched.status_code == 200, searched.text
+    assert (await cluster_pass(settings, sessionmaker)).faces_seen == 0
+    assert await unnamed(client) == []
+
+    identified = [await identify(client, path) for path in [*OBAMA, BOTH]]
+    report = await cluster_pass(settings, sessionmaker)
+    assert report.faces_seen == sum(len(faces) for faces in identified) == 5
+    [obama] = await unnamed(client)  # his two portraits and his face in obama_and_biden.jpg
+    assert obama["sighting_count"] == 3
 
 
 # --- node policy ---------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from httpx_ws import WebSocketDisconnect, aconnect_ws
 from sqlalchemy import text
 
 from app import streams
-from tests.conftest import shared_image
+from tests.conftest import bearer, node_token, shared_image
 from tests.images import blank, bomb_png
 
 T1 = shared_image("scenes/t1.jpg")
@@ -90,6 +90,82 @@ async def test_unknown_task_is_refused(client, engine, redis, storage):
     await assert_nothing_stored(engine, redis, storage)
 
 
+async def test_a_raw_image_body_is_an_upload_like_a_form(client, make_consumer, storage):
+    """`curl --data-binary @t1.jpg -H 'Content-Type: image/jpeg' '…/v1/images?tasks=…'`."""
+    response = await client.post(
+        "/v1/images?tasks=faces,objects", content=T1, headers={"content-type": "image/jpeg"}
+    )
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["tasks"] == ["faces", "objects"]
+    assert job["image"] == {"width": 1280, "height": 886, "content_type": "image/jpeg"}
+    assert storage.get(f"{job['id']}.jpg") == T1
+    await make_consumer().run(burst=True)
+    done = (await client.get(job["links"]["self"])).json()
+    assert done["status"] == "done" and done["counts"]["face"] == 6
+    for extension, content_type in ((".png", "image/png"), (".webp", "image/webp")):
+        raw = await client.post(
+            "/v1/images", content=blank(extension=extension), headers={"content-type": content_type}
+        )
+        assert raw.status_code == 202, raw.text
+        assert raw.json()["tasks"] == ["faces"]  # the default
+        assert raw.json()["image"]["content_type"] == content_type
+
+
+@pytest.mark.parametrize(
+    ("content_type", "data", "status", "error", "detail"),
+    [
+        ("text/plain", T1, 415, "unsupported_media_type", "multipart/form-data"),
+        ("application/octet-stream", T1, 415, "unsupported_media_type", "image/jpeg"),
+        (None, T1, 415, "unsupported_media_type", "no Content-Type"),
+        ("image/jpeg", b"plain text, not an image", 415, "unsupported_image_type", "not a JPEG"),
+        ("image/jpeg", T1[: len(T1) // 2], 422, "invalid_image", "truncated"),
+        ("image/png", b"", 422, "invalid_image", "empty"),
+        ("image/png", bomb_png(), 413, "image_too_large", "pixels"),
+    ],
+    ids=["text", "octet-stream", "no-type", "not-an-image", "truncated", "empty", "bomb"],
+)
+async def test_bad_raw_bodies_are_refused_and_nothing_is_stored(
+    client, engine, redis, storage, content_type, data, status, error, detail
+):
+    headers = {"content-type": content_type} if content_type else {}  # httpx adds none
+    response = await client.post("/v1/images", content=data, headers=headers)
+    assert response.status_code == status, response.text
+    assert response.json()["error"] == error
+    assert detail in response.json()["detail"]
+    await assert_nothing_stored(engine, redis, storage)
+
+
+async def test_a_raw_body_over_the_byte_limit_is_refused(client, settings, engine, redis, storage):
+    """Under the server's body limit (which leaves room for a form's overhead), over the
+    image limit by one byte."""
+    data = T1 + b"\x00" * (settings.api.max_upload_bytes - len(T1) + 1)
+    response = await client.post("/v1/images", content=data, headers={"content-type": "image/jpeg"})
+    assert response.status_code == 413
+    assert response.json() == {
+        "error": "payload_too_large",
+        "detail": f"image is larger than the limit of {settings.api.max_upload_bytes} bytes",
+    }
+    await assert_nothing_stored(engine, redis, storage)
+
+
+async def test_an_unknown_task_in_the_query_is_refused(client, engine, redis, storage):
+    response = await client.post(
+        "/v1/images?tasks=faces,teleport", content=T1, headers={"content-type": "image/jpeg"}
+    )
+    assert response.status_code == 422
+    assert "teleport" in response.json()["detail"]
+    await assert_nothing_stored(engine, redis, storage)
+
+
+async def test_a_form_s_image_field_must_be_a_file(client, engine, redis, storage):
+    response = await client.post("/v1/images", data={"image": "t1.jpg"})
+    assert response.status_code == 422
+    assert response.json()["error"] == "invalid_request"
+    assert "must be a file" in response.json()["detail"]
+    await assert_nothing_stored(engine, redis, storage)
+
+
 async def test_png_and_webp_uploads_are_accepted(client):
     for extension, content_type in ((".png", "image/png"), (".webp", "image/webp")):
         response = await client.post(
@@ -164,6 +240,47 @@ async def test_job_list_filters_by_status(client, make_consumer):
     assert [j["id"] for j in waiting] == [queued["id"]]
 
 
+async def test_job_list_filters_by_task_source_and_node_and_pages_within_them(
+    client, settings, make_node
+):
+    gate, porch = await make_node("gate-cam"), await make_node("porch-cam")
+    frames = {}
+    for node in (gate, porch, gate):
+        headers = {**bearer(node_token(settings, node.id)), "content-type": "image/png"}
+        sent = await client.post("/v1/nodes/me/frames", content=blank(), headers=headers)
+        frames.setdefault(node.name, []).append(sent.json()["id"])
+    png = {"image": ("b.png", blank(), "image/png")}
+    qr = (await client.post("/v1/images", files=png, data={"tasks": "qr"})).json()["id"]
+    faces = (await client.post("/v1/images", files=png, data={"tasks": "faces,qr"})).json()["id"]
+
+    async def listed(**params: str) -> list[str]:
+        return [j["id"] for j in (await client.get("/v1/jobs", params=params)).json()["items"]]
+
+    assert await listed(task="qr") == [faces, qr]
+    assert await listed(task="faces", source="upload") == [faces]
+    assert await listed(source="upload") == [faces, qr]
+    assert set(await listed(source="node")) == {*frames["gate-cam"], *frames["porch-cam"]}
+    assert await listed(node_id=str(gate.id)) == list(reversed(frames["gate-cam"]))
+    assert await listed(node_id=str(gate.id), source="upload") == []
+    # The cursor pages within the filter: one gate frame per page, then the end.
+    first = (await client.get("/v1/jobs", params={"node_id": str(gate.id), "limit": 1})).json()
+    params = {"node_id": str(gate.id), "limit": 1, "cursor": first["next_cursor"]}
+    second = (await client.get("/v1/jobs", params=params)).json()
+    assert [first["items"][0]["id"], second["items"][0]["id"]] == frames["gate-cam"][::-1]
+    assert second["next_cursor"] is None
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [({"task": "ocr"}, "faces, objects"), ({"source": "camera"}, "source"), ({"node_id": "7"}, "")],
+)
+async def test_bad_job_list_filters_are_422_naming_the_choices(client, params, named):
+    response = await client.get("/v1/jobs", params=params)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "invalid_request"
+    assert named in response.text
+
+
 async def test_each_detection_carries_its_id(client, make_consumer, engine, redis):
     job = (await client.post("/v1/images", files={"image": ("t1.jpg", T1, "image/jpeg")})).json()
     await make_consumer().run(burst=True)
@@ -194,6 +311,17 @@ async def test_docs_and_openapi_render_with_examples(client):
     assert (await client.get("/docs")).status_code == 200
     spec = (await client.get("/openapi.json")).json()
     assert "/v1/images" in spec["paths"]
+    body = spec["paths"]["/v1/images"]["post"]["requestBody"]
+    assert body["required"] is True
+    assert sorted(body["content"]) == [
+        "image/jpeg",
+        "image/png",
+        "image/webp",
+        "multipart/form-data",
+    ]
+    assert body["content"]["multipart/form-data"]["schema"]["required"] == ["image"]
+    upload_parameters = spec["paths"]["/v1/images"]["post"]["parameters"]
+    assert {p["name"] for p in upload_parameters} == {"tasks", "wait"}
     detection = spec["components"]["schemas"]["DetectionOut"]
     assert detection["properties"]["box"]["examples"] == [[10, 20, 110, 150]]
     assert "id" in detection["required"]

@@ -252,3 +252,13 @@ async def test_an_exchanged_token_carries_the_required_claims(client, settings, 
     assert {"exp", "iat", "sub", "jti", "aud", "iss"} <= set(payload)
     assert payload["sub"] == str(node.id)
     assert payload["exp"] - payload["iat"] == settings.nodes.token_ttl_s
+
+
+async def test_the_token_response_is_documented_field_by_field(client):
+    """Issue 12: `access_token` was undocumented: /docs says what each field is and how to
+    send the token."""
+    schema = (await client.get("/openapi.json")).json()["components"]["schemas"]["TokenOut"]
+    fields = schema["properties"]
+    assert set(fields) == {"access_token", "token_type", "expires_in", "expires_at"}
+    assert all(field.get("description") for field in fields.values()), fields
+    assert "Authorization: Bearer" in fields["access_token"]["description"]

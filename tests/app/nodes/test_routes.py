@@ -209,10 +209,18 @@ async def test_a_frame_over_http_becomes_a_job_under_the_node_s_policy(
     assert accepted.status_code == 202, accepted.text
     job = accepted.json()
     assert (job["status"], job["node_id"], job["tasks"]) == ("queued", str(node.id), ["faces"])
+    # Never stored: no picture to show, and the links say so rather than point at a 404.
+    assert (job["links"]["image"], job["links"]["processed_image"]) == (None, None)
     await make_consumer().run(burst=True)
-    own = await client.get(f"/v1/nodes/me/jobs/{job['id']}", headers=headers)
-    assert own.json()["counts"] == {"face": 6}
-    assert (await client.get(job["links"]["image"])).status_code == 404  # never stored
+    own = (await client.get(f"/v1/nodes/me/jobs/{job['id']}", headers=headers)).json()
+    assert own["counts"] == {"face": 6}
+    assert (own["links"]["image"], own["links"]["processed_image"]) == (None, None)
+    listed = (await client.get("/v1/jobs")).json()["items"]
+    assert [(j["links"]["image"], j["links"]["processed_image"]) for j in listed] == [(None, None)]
+    for path in ("image", "processed-image"):  # asked for anyway: a clear 404
+        response = await client.get(f"/v1/jobs/{job['id']}/{path}")
+        assert response.status_code == 404
+        assert "stored" in response.json()["detail"]
     assert not storage.root.exists() or list(storage.root.iterdir()) == []
 
     # The policy changes: this node's frames are now kept.
@@ -220,6 +228,7 @@ async def test_a_frame_over_http_becomes_a_job_under_the_node_s_policy(
     assert patched.json()["store_frames"] is True
     stored = (await client.post("/v1/nodes/me/frames", content=T1, headers=headers)).json()
     assert (await client.get(stored["links"]["image"])).content == T1
+    assert stored["links"]["processed_image"] == f"/v1/jobs/{stored['id']}/processed-image"
 
 
 async def test_a_node_s_jobs_carry_its_name_and_uploads_none(

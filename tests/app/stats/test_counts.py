@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from app.models import ApiKey, Job, JobStatus
+from app.models import ApiKey, Job, JobPurpose, JobStatus
 from app.security import Scope, parse_key
 
 DAY = datetime(2026, 3, 1, tzinfo=UTC)
@@ -19,11 +19,13 @@ async def add_job(
     node_id: uuid.UUID | None = None,
     owner_id: uuid.UUID | None = None,
     status: JobStatus = JobStatus.done,
+    purpose: JobPurpose = JobPurpose.detect,
 ) -> None:
     async with sessionmaker.begin() as session:
         session.add(
             Job(
                 status=status,
+                purpose=purpose,
                 tasks=["faces"],
                 image_key=None,
                 content_type="image/jpeg",
@@ -124,6 +126,18 @@ async def test_without_a_node_every_job_counts(client, make_node, sessionmaker):
     assert len(filled.json()["buckets"]) in (96, 97)  # one day of 15-minute buckets
 
 
+async def test_gallery_calls_are_not_frames(client, sessionmaker):
+    """Issue 12: identify/verify/search jobs counted as frames (`face: 51` from gallery calls).
+    Only detection jobs count: uploads, node frames, the detection routes."""
+    now = datetime.now(UTC) - timedelta(minutes=1)
+    await add_job(sessionmaker, at=now, counts={"face": 1})
+    for purpose in (JobPurpose.identify, JobPurpose.compare, JobPurpose.enroll):
+        await add_job(sessionmaker, at=now, counts={"face": 5}, purpose=purpose)
+    body = (await client.get("/v1/stats/counts", params={"bucket": "1d"})).json()
+    assert body["totals"] == {"face": 1}
+    assert [b["frames"] for b in body["buckets"]] == [1]
+
+
 async def test_bad_parameters_get_422_or_404(client):
     cases = {
         "bucket=1x": 422,
@@ -137,6 +151,8 @@ async def test_bad_parameters_get_422_or_404(client):
         response = await client.get(f"/v1/stats/counts?{query}")
         assert response.status_code == expected, (query, response.text)
         assert response.json()["detail"]
+        # One code per kind of error, whether FastAPI's validation or the service noticed it.
+        assert response.json()["error"] == {422: "invalid_request", 404: "not_found"}[expected]
 
 
 async def test_a_read_key_counts_every_node_but_only_its_own_uploads(

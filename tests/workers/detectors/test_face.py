@@ -11,13 +11,13 @@ from insightface.model_zoo.attribute import Attribute
 from insightface.utils import face_align
 
 from app.embedders import ARCFACE_MBF, MOBILEFACENET_SPEC
+from app.pixels import decode_image
 from tests.conftest import SHARED_IMAGES, shared_image
 from tests.labelled_faces import labelled_faces, pair_scores
 from tests.workers.detectors.tiny_models import arcface_like, genderage_like
 from workers.detectors.face import Embedder, FaceDetector, FaceDetectorConfig, GenderAge
 from workers.detectors.onnx import OnnxModel, RuntimeOptions
 from workers.models import GenderAgeSpec, ModelError
-from workers.pipeline import decode_image
 
 OPTIONS = RuntimeOptions(intra_op_threads=1)
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from app.pixels import decode_image
 from tests.conftest import SHARED_IMAGES, shared_image
 from workers.detectors.objects import (
     COCO_CLASSES,
@@ -15,7 +16,6 @@ from workers.detectors.objects import (
     nms,
 )
 from workers.detectors.onnx import RuntimeOptions
-from workers.pipeline import decode_image
 
 YOLOX_NANO = SHARED_IMAGES.parent / "models" / "yolox_nano.onnx"
 

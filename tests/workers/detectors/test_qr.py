@@ -3,8 +3,8 @@
 import cv2
 import numpy as np
 
+from app.pixels import decode_image
 from tests.conftest import shared_image
-from workers.pipeline import decode_image
 
 
 def qr_patch(payload: str, *, module_px: int) -> np.ndarray:

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import skimage
 
+from app.drawing import processed_jpeg
+from app.pixels import decode_image
 from tests.conftest import SHARED_IMAGES, shared_image
 from tests.images import PLATE_CORNERS_ON_DOG, PLATE_TEXT, dog_with_plate, plate_on_vehicle
 from workers.detectors.onnx import RuntimeOptions
@@ -29,7 +31,7 @@ from workers.detectors.text import (
     reading_order,
     unclip_rect,
 )
-from workers.pipeline import decode_image, run_pipeline
+from workers.pipeline import run_pipeline
 
 PAGE = Path(skimage.__file__).parent / "data" / "page.png"
 
@@ -108,13 +110,21 @@ def test_a_batch_reads_each_image_on_its_own(detectors):
     assert lines_of(first) == lines_of(again)
 
 
-def test_the_pipeline_draws_text_polygons_and_counts_regions(detectors):
+def test_text_regions_are_counted_and_drawn_as_polygons(detectors):
     data = PAGE.read_bytes()
     result = run_pipeline(data, ["text"], detectors, max_pixels=10**8)
     assert result.counts == {"text": len(result.detections)}
     plain = run_pipeline(data, ["qr"], detectors, max_pixels=10**8)
-    drawn = cv2.imdecode(np.frombuffer(result.processed_jpeg, np.uint8), cv2.IMREAD_COLOR)
-    untouched = cv2.imdecode(np.frombuffer(plain.processed_jpeg, np.uint8), cv2.IMREAD_COLOR)
+    drawn, untouched = (
+        cv2.imdecode(
+            np.frombuffer(
+                processed_jpeg(data, found.detections, max_pixels=10**8, target_side_px=2048),
+                np.uint8,
+            ),
+            cv2.IMREAD_COLOR,
+        )
+        for found in (result, plain)
+    )
     # The region colour (BGR 180, 60, 240) appears only where something was drawn.
     magenta = (np.abs(drawn.astype(int) - (180, 60, 240)).sum(axis=2) < 60).sum()
     assert magenta > 500

@@ -1,6 +1,4 @@
 // Every call the dashboard makes to the Lookout API lives here, and nowhere else.
-// Jobs (issue 2) are in this branch. People (issue 4) and Nodes (issue 5) are written against
-// the endpoints their issues document; align them here if the merged routes differ.
 
 const KEY_STORAGE = 'lookout.apiKey';
 
@@ -66,12 +64,21 @@ function socketUrl(path) {
   return url.href;
 }
 
-// ---- jobs (in this branch) ----------------------------------------------------------------
+// ---- jobs ----------------------------------------------------------------------------------
 
 export const jobs = {
   /** Proves a key: 401/403 reject it. */
   check: () => request('GET', '/v1/jobs?limit=1'),
-  list: (limit = 20) => request('GET', `/v1/jobs?limit=${limit}`),
+  /**
+   * One page of GET /v1/jobs, newest first: filters `status`, `task`, `source` (upload|node),
+   * `node_id` (empty ones left out), `cursor` (the previous page's next_cursor). Resolves to
+   * {items, next_cursor}.
+   */
+  list: (filters = {}, limit = 20) => {
+    const query = new URLSearchParams({ limit: String(limit) });
+    for (const [name, value] of Object.entries(filters)) if (value) query.set(name, value);
+    return request('GET', `/v1/jobs?${query}`);
+  },
   get: (id) => request('GET', `/v1/jobs/${encodeURIComponent(id)}`),
   remove: (id) => request('DELETE', `/v1/jobs/${encodeURIComponent(id)}`),
   imagePath: (id) => `/v1/jobs/${encodeURIComponent(id)}/image`,
@@ -110,7 +117,20 @@ export const jobs = {
 /** WS /v1/ws: the firehose of `result` / `error` events (and node status events, issue 5). */
 export const firehoseSocket = () => new WebSocket(socketUrl('/v1/ws'));
 
-// ---- people (issue 4) ---------------------------------------------------------------------
+// ---- the key itself ------------------------------------------------------------------------
+
+export const keys = {
+  /** GET /v1/apikeys/me: {name, prefix, scopes, expires_at, auth_enabled}; any key may ask. */
+  me: () => request('GET', '/v1/apikeys/me'),
+};
+
+/** Whether the key may do `scope` ('read', 'write', 'admin'); null `me`: not known. */
+export function keyMay(me, scope) {
+  if (!me) return null;
+  return me.scopes.includes(scope) || me.scopes.includes('admin');
+}
+
+// ---- people (issue 4) ----------------------------------------------------------------------
 
 const listOf = (body) => (Array.isArray(body) ? body : body?.items ?? []);
 
@@ -169,7 +189,10 @@ export function rejectionsOf(error) {
   });
 }
 
-/** Matches from POST /v1/identify as [{name, similarity, person_id}] (null name: unknown). */
+/**
+ * Faces from POST /v1/identify as [{name, similarity, person_id, box}] (null name: unknown;
+ * box: [x1, y1, x2, y2] in the upright photo's pixels).
+ */
 export function identifiedOf(body) {
   const faces = body?.faces ?? body?.matches ?? body?.results ?? body?.detections ?? (Array.isArray(body) ? body : []);
   return faces.map((face) => {
@@ -178,11 +201,12 @@ export function identifiedOf(body) {
       name: identity?.name ?? null,
       person_id: identity?.person_id ?? null,
       similarity: identity?.similarity ?? identity?.score ?? null,
+      box: face.box ?? null,
     };
   });
 }
 
-// ---- nodes (issue 5) ----------------------------------------------------------------------
+// ---- nodes (issue 5) -----------------------------------------------------------------------
 
 export const nodes = {
   list: async () => listOf(await request('GET', '/v1/nodes')),
@@ -194,7 +218,7 @@ export const nodes = {
 /** Whether a firehose event is about a node (status change, heartbeat) rather than a job. */
 export const isNodeEvent = (event) => typeof event?.type === 'string' && event.type.startsWith('node');
 
-// ---- reading a job's detections -----------------------------------------------------------
+// ---- reading a job's detections ------------------------------------------------------------
 
 /** {person_id, name, similarity} for a recognised face, null for an unknown one. */
 export function identityOf(detection) {
@@ -208,7 +232,7 @@ export const faceIdOf = (detection) => detection.id;
 /** The name of the node that sent a job's frame (`node_name`), or null for an upload. */
 export const nodeNameOf = (job) => job.node_name ?? null;
 
-// ---- outbound events: webhooks and MQTT (issue 17) ----------------------------------------
+// ---- outbound events: webhooks and MQTT (issue 17) -----------------------------------------
 
 export const webhooks = {
   list: async () => (await request('GET', '/v1/webhooks')).items,

@@ -6,6 +6,7 @@ const COLORS = { face: '#38bdf8', object: '#f59e0b', qr: '#a78bfa', text: '#f472
 const OUTLINED = new Set(['qr', 'text', 'plate']);
 
 export function labelOf(detection) {
+  if (detection.caption) return detection.caption;  // a caller's own label (Identify's name and similarity)
   if (detection.kind === 'face') return identityOf(detection)?.name ?? 'face';
   if (detection.kind === 'qr') return `QR ${detection.attributes?.payload ?? ''}`.trim();
   if (detection.kind === 'text') return detection.attributes?.text ?? 'text';

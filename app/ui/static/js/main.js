@@ -1,17 +1,19 @@
-// Hash router (#/live, #/upload, #/jobs/ID, #/people, #/unknown, #/nodes, #/events), sign-in,
-// the shared firehose.
-import { auth, authEvents, jobs, ApiError } from './api.js';
+// Hash router (#/live, #/upload, #/jobs, #/jobs/ID, #/people, #/unknown, #/nodes, #/events;
+// a page's filters ride after '?', as #/jobs?status=failed), sign-in, the key's scopes, the
+// shared firehose.
+import { auth, authEvents, jobs, keys, ApiError } from './api.js';
 import { Firehose } from './stream.js';
 import { errorText } from './dom.js';
 import * as live from './pages/live.js';
 import * as upload from './pages/upload.js';
 import * as job from './pages/job.js';
+import * as jobList from './pages/jobs.js';
 import * as people from './pages/people.js';
 import * as unknown from './pages/unknown.js';
 import * as nodes from './pages/nodes.js';
 import * as events from './pages/events.js';
 
-const PAGES = { live, upload, jobs: job, people, unknown, nodes, events };
+const PAGES = { live, upload, jobs: jobList, people, unknown, nodes, events };
 
 const view = document.getElementById('view');
 const dialog = document.getElementById('login');
@@ -19,17 +21,22 @@ const keyInput = document.getElementById('login-key');
 const loginError = document.getElementById('login-error');
 const firehose = new Firehose(document.getElementById('stream-state'));
 let cleanup = null;
+// The signed-in key ({name, scopes, …} from GET /v1/apikeys/me), so pages offer only what it
+// may do; null when the server could not say.
+let me = null;
 
 function route() {
-  const [name = 'live', ...rest] = location.hash.replace(/^#\/?/, '').split('/');
+  const [path, search = ''] = location.hash.replace(/^#\/?/, '').split('?');
+  const [name = 'live', ...rest] = path.split('/');
   const page = PAGES[name] ? name : 'live';
-  for (const link of document.querySelectorAll('.tabs a')) {
-    link.classList.toggle('active', link.dataset.page === page || (page === 'jobs' && link.dataset.page === 'live'));
-  }
+  for (const link of document.querySelectorAll('.tabs a')) link.classList.toggle('active', link.dataset.page === page);
   if (typeof cleanup === 'function') cleanup();
   view.replaceChildren();
   view.dataset.page = page;
-  cleanup = PAGES[page].render(view, { firehose, params: rest.map(decodeURIComponent) });
+  const params = rest.filter(Boolean).map(decodeURIComponent);
+  // #/jobs lists the jobs; #/jobs/ID is one job.
+  const module = page === 'jobs' && params.length ? job : PAGES[page];
+  cleanup = module.render(view, { firehose, params, query: new URLSearchParams(search), me });
 }
 
 function askForKey(message = '') {
@@ -54,7 +61,8 @@ async function signIn(event) {
   start();
 }
 
-function start() {
+async function start() {
+  try { me = await keys.me(); } catch { me = null; }  // an older server: pages find out by trying
   firehose.connect();
   route();
 }

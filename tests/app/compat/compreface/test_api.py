@@ -220,6 +220,28 @@ async def test_verification_of_two_images_and_base64_bodies(client, worker):
     assert response.status_code == 201, response.text
 
 
+async def test_recognize_and_verify_jobs_are_kept_but_not_counted_or_searched(client, worker):
+    """As the native gallery calls (issue 12): recognize and verify keep their jobs, marked,
+    and face search and stats leave them out; detect is a detection, counted like an upload."""
+    photo = "faces/test/obama1.jpg"
+    calls = [
+        ("recognition/recognize", jpeg(photo)),
+        ("verification/verify", {**jpeg(photo, "source_image"), **jpeg(photo, "target_image")}),
+        ("detection/detect", jpeg(photo)),
+    ]
+    for path, files in calls:
+        response = await client.post(f"{API}/{path}", files=files)
+        assert response.status_code == 200, response.text
+    jobs = (await client.get("/v1/jobs")).json()["items"]
+    assert sorted(j["purpose"] for j in jobs) == ["compare", "compare", "detect", "identify"]
+    [detected] = [j["id"] for j in jobs if j["purpose"] == "detect"]
+
+    searched = await client.post("/v1/faces/search", files={"image": jpeg(photo)["file"]})
+    assert [r["job_id"] for r in searched.json()["results"]] == [detected]
+    stats = (await client.get("/v1/stats/counts", params={"bucket": "1d"})).json()
+    assert stats["totals"] == {"face": 1}
+
+
 async def test_subjects_crud_and_face_examples(client, worker, engine):
     assert (await client.post(f"{API}/recognition/subjects", json={"subject": "ada"})).json() == {
         "subject": "ada"

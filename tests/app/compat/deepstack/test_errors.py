@@ -186,3 +186,29 @@ def test_every_call_is_a_job_on_the_firehose(live: LiveLookout, write_key):
         jobs = http.get("/v1/jobs").json()["items"]
     assert event["type"] == "result" and event["job_id"] == jobs[0]["id"]
     assert event["job"]["counts"]["face"] == len(answer["predictions"]) == 6
+
+
+def test_recognize_and_match_jobs_are_kept_but_not_counted_or_searched(
+    live: LiveLookout, write_key
+):
+    """Issue 12: Double Take's recognize calls (and match) keep their jobs, marked; face search
+    and stats leave them out, so a snapshot asked about twice is not found at 1.0 nor counted
+    as a frame. Face detection is a detection: counted and found, like an upload."""
+    portrait = (TEST_FACES / "obama1.jpg").read_bytes()
+    for _ in range(2):
+        recognized = post(live, RECOGNIZE, write_key, files=image("o.jpg", portrait))
+        assert recognized.json()["success"] is True, recognized.text
+        matched = post(
+            live, MATCH, write_key, files={"a": PORTRAIT["image"], "b": ("o.jpg", portrait)}
+        )
+        assert matched.json()["success"] is True, matched.text
+    detected = post(live, FACE, write_key, files=image("o.jpg", portrait))
+    assert detected.json()["success"] is True, detected.text
+    with native(live, write_key) as http:
+        jobs = http.get("/v1/jobs", params={"limit": 100}).json()["items"]
+        assert sorted(j["purpose"] for j in jobs) == ["compare"] * 4 + ["detect"] + ["identify"] * 2
+        [detection] = [j["id"] for j in jobs if j["purpose"] == "detect"]
+        searched = http.post("/v1/faces/search", files={"image": ("o.jpg", portrait)})
+        assert [r["job_id"] for r in searched.json()["results"]] == [detection]
+        stats = http.get("/v1/stats/counts", params={"bucket": "1d"}).json()
+        assert stats["totals"] == {"face": 1}

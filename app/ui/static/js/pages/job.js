@@ -66,7 +66,7 @@ export function render(view, { params: [id] }) {
         h('button', { type: 'button', class: 'danger', id: 'confirm-delete', onclick: async () => {
           try {
             await jobs.remove(job.id);
-            view.replaceChildren(h('h1', {}, 'Job deleted'), h('p', { id: 'deleted' }, 'The job, its images and detections are gone. ', h('a', { href: '#/live' }, 'Back to Live')));
+            view.replaceChildren(h('h1', {}, 'Job deleted'), h('p', { id: 'deleted' }, 'The job, its images and detections are gone. ', h('a', { href: '#/jobs' }, 'Back to Jobs')));
           } catch (e) { error.textContent = errorText(e); }
         } }, 'Delete'),
         h('button', { type: 'button', class: 'ghost', onclick: () => deleteArea.replaceChildren(deleteButton) }, 'Keep'),

@@ -13,7 +13,8 @@ export function render(view, { firehose }) {
   const nodeNames = new Set();
 
   const feed = h('div', { class: 'feed', id: 'feed', 'aria-live': 'polite' });
-  const empty = h('p', { class: 'muted', id: 'feed-empty' }, 'Waiting for results… upload an image or start a node.');
+  const empty = h('p', { class: 'muted', id: 'feed-empty' }, 'Waiting for results… upload an image or start a node. Earlier jobs are on the ',
+    h('a', { href: '#/jobs' }, 'Jobs'), ' page.');
   const heldNote = h('span', { class: 'muted', id: 'held' });
   const pauseButton = h('button', { type: 'button', id: 'pause', class: 'ghost', onclick: togglePause }, 'Pause');
   const nodeSelect = h('select', { id: 'node-filter', onchange: () => { nodeFilter = nodeSelect.value; applyFilter(); } },

@@ -1,11 +1,17 @@
 // Nodes (issue 5): fleet status (online, fps, latency, last seen, dark warnings), updated by
 // polling and by node events on the firehose; register (secret shown once) and revoke.
-import { nodes, isNodeEvent } from '../api.js';
+import { nodes, isNodeEvent, keyMay } from '../api.js';
 import { h, errorText, timeElement, ago, formatMs } from '../dom.js';
 
 const POLL_MS = 5000;
 
-export function render(view, { firehose }) {
+export function render(view, { firehose, me }) {
+  // Nodes are managed with an admin key: a read/write key gets no form it cannot use, not even
+  // for the moment before the list answers 403.
+  if (keyMay(me, 'admin') === false) {
+    view.append(h('h1', {}, 'Nodes'), h('p', { class: 'muted', id: 'nodes-error' }, 'Managing nodes needs an admin key.'));
+    return undefined;
+  }
   const body = h('tbody', {});
   const table = h('div', { class: 'table-wrap' }, h('table', { id: 'nodes' },
     h('thead', {}, h('tr', {}, ['Node', 'Status', 'Capture fps', 'Send fps', 'p50 latency', 'Frames/min', 'Last seen', 'Last error', ''].map((t) => h('th', {}, t)))),
@@ -30,7 +36,7 @@ export function render(view, { firehose }) {
       if (!fleet.length) body.append(h('tr', {}, h('td', { colspan: 9, class: 'muted' }, 'No nodes registered.')));
     } catch (error) {
       if (error.status === 403) {
-        // Nodes are managed with an admin key: a read/write key gets no form it cannot use.
+        // The key's scopes were not known (or changed): the same answer as above, late.
         form.remove();
         table.remove();
         listError.className = 'muted';

@@ -3,6 +3,7 @@
 // each face as its thumbnail, deleted (×) or moved to another person or back to unknown.
 import { people, rejectionsOf, identifiedOf, imageUrl } from '../api.js';
 import { h, errorText, percent } from '../dom.js';
+import { drawDetections, loadImage } from '../draw.js';
 
 /** A face's thumbnail (fetched with the API key), or a "no picture" box. */
 export function thumbnail(url, label) {
@@ -77,9 +78,13 @@ export function render(view) {
           await people.enroll(person.id, files);
           await refresh();
         } catch (error) {
+          // The API refuses the whole batch when one photo is unusable: say so once, then each
+          // photo's reason (the error's detail is those same reasons, so it is not shown too).
           const rejected = rejectionsOf(error);
-          report.replaceChildren(h('div', { class: 'error' }, errorText(error)),
-            rejected.length ? h('ul', { class: 'rejections' }, rejected.map((r) => h('li', {}, h('strong', {}, r.name), ': ', r.reason))) : null);
+          report.replaceChildren(...(rejected.length
+            ? [h('div', { class: 'error' }, `Nothing enrolled: ${rejected.length} of ${files.length} photo(s) refused.`),
+              h('ul', { class: 'rejections' }, rejected.map((r) => h('li', {}, h('strong', {}, r.name), ': ', r.reason)))]
+            : [h('div', { class: 'error' }, errorText(error))]));
         }
         enrollInput.value = '';
       } });
@@ -102,14 +107,40 @@ export function render(view) {
     identifyResult.replaceChildren(h('span', { class: 'muted' }, 'Identifying…'));
     try {
       const matches = identifiedOf(await people.identify(file));
-      identifyResult.replaceChildren(matches.length
-        ? h('ul', { class: 'identified' }, matches.map((m) => h('li', {}, m.name ? h('strong', { class: 'identified-name' }, m.name) : h('span', { class: 'muted' }, 'unknown'),
-          m.similarity !== null ? ` (${percent(m.similarity)})` : '')))
-        : h('span', { class: 'muted' }, 'No face found.'));
+      identifyResult.replaceChildren(
+        matches.length ? await identifiedFigure(file, matches) : null,
+        matches.length
+          ? h('ul', { class: 'identified' }, matches.map((m) => h('li', {}, m.name ? h('strong', { class: 'identified-name' }, m.name) : h('span', { class: 'muted' }, 'unknown'),
+            m.similarity !== null ? ` (${percent(m.similarity)})` : '')))
+          : h('span', { class: 'muted' }, 'No face found.'));
     } catch (error) {
       identifyResult.replaceChildren(h('span', { class: 'error' }, errorText(error)));
     }
     identifyInput.value = '';
+  }
+
+  /**
+   * The photo, read from the file picked (nothing is fetched back), with each face's box and
+   * its name and similarity. Boxes are in the upright photo's pixels, which is what the browser
+   * shows (it applies EXIF orientation, as the API does).
+   */
+  async function identifiedFigure(file, matches) {
+    const url = URL.createObjectURL(file);
+    try {
+      const image = await loadImage(url);
+      if (!image) return null;  // a format this browser cannot show: the list below still says who
+      const faces = matches.filter((m) => m.box).map((m) => ({
+        kind: 'face', box: m.box, landmarks: [],
+        caption: m.name ? `${m.name} ${percent(m.similarity)}` : 'unknown',
+      }));
+      const canvas = drawDetections(h('canvas', { id: 'identify-image', class: 'identify-image' }), image,
+        { width: image.naturalWidth, height: image.naturalHeight }, faces, { maxWidth: 960 });
+      canvas.setAttribute('role', 'img');
+      canvas.setAttribute('aria-label', `The photo with ${faces.length} face(s): ${faces.map((f) => f.caption).join(', ')}`);
+      return canvas;
+    } finally {
+      URL.revokeObjectURL(url);
+    }
   }
 
   refresh();
