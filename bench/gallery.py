@@ -287,6 +287,7 @@ async def build_index(database_url: str, model: str, faces: int) -> Build:
                     model,
                     memory_mb=gallery_settings().index_build_memory_mb,
                     workers=gallery_settings().index_build_workers,
+                    settings=gallery_settings(),
                 )
             )
             with tqdm(total=faces, desc=f"index {faces:,} faces", unit="face") as bar:

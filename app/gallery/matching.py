@@ -71,9 +71,10 @@ class SearchTuning:
     max_scan_tuples: int = 20_000
 
 
-# Chosen from bench/RESULTS.md ("Gallery"): on face-like data at 100k faces the index put the
-# right person first as often as exact search from ef_search 200 on; fewer candidates than that
-# cost nothing in top-1 and save the exact re-rank's row fetches.
+# Chosen with bench/gallery.py (bench/RESULTS.md, "Gallery"): on face-like 512-d faces the
+# right person came first 99-99.75% of the time at 100k from ef_search 200 (exact: 100%), and
+# a 300k graph needed twice the walk for as much; 50 candidates re-ranked found the same people
+# as 100 or 200 at a fraction of the row fetches.
 DEFAULT_TUNING = SearchTuning()
 _TUNED = "lookout_gallery_tuning"  # session.info key: the tuning set in the open transaction
 

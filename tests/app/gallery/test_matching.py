@@ -115,8 +115,8 @@ async def test_each_person_once_with_their_best_face_and_its_exact_cosine(sessio
 
 
 async def test_an_owner_is_found_behind_other_owners_nearer_faces(engine, sessionmaker):
-    """Half the gallery is another owner's, and all of its faces are nearer to the query than
-    any of this owner's: the index hands over the other owner's faces first, the owner filter
+    """A third of the gallery is another owner's, and all of its faces are nearer to the query
+    than any of this owner's: the index hands over the other owner's faces first, the owner filter
     rejects them, and the scan goes on (hnsw.iterative_scan) until this owner's people turn up,
     instead of answering that nobody matched."""
     query = unit_vectors(11, 1, 192)[0]
@@ -127,7 +127,7 @@ async def test_an_owner_is_found_behind_other_owners_nearer_faces(engine, sessio
                 session, f"near {index}", "mobilefacenet", near(query, 100 + index, 5, noise=0.4)
             )
         mine = []
-        for index in range(30):  # this key's people: the first one clearly its nearest
+        for index in range(60):  # this key's people: the first one clearly its nearest
             person, _ = await add_person(
                 session,
                 f"mine {index}",
