@@ -26,6 +26,7 @@ Writes the "Gallery" section of bench/RESULTS.md. Figures describe this run on t
 import argparse
 import asyncio
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -272,6 +273,17 @@ async def drop_index(connection: asyncpg.Connection, model: str) -> None:
     await connection.execute(f"DROP INDEX IF EXISTS {gallery_index_name(model)}")
 
 
+def build_workers() -> int:
+    """The product's parallel build workers, or none where /dev/shm cannot hold the graph (a
+    parallel build keeps it in shared memory: a container's 64 MB default fails it)."""
+    workers = gallery_settings().index_build_workers
+    try:
+        shm_mb = shutil.disk_usage("/dev/shm").total / 2**20
+    except OSError:
+        return 0
+    return workers if shm_mb > gallery_settings().index_build_memory_mb else 0
+
+
 async def build_index(database_url: str, model: str, faces: int) -> Build:
     """The model's gallery index built as `lookout gallery reindex` builds it (app/gallery/
     index.py: parameters for the gallery's size, CONCURRENTLY, the product's memory setting),
@@ -286,7 +298,7 @@ async def build_index(database_url: str, model: str, faces: int) -> Build:
                     autocommit,
                     model,
                     memory_mb=gallery_settings().index_build_memory_mb,
-                    workers=gallery_settings().index_build_workers,
+                    workers=build_workers(),
                     settings=gallery_settings(),
                 )
             )
@@ -668,7 +680,7 @@ def write_results(rows: list[Row], measured: str, load_before: str) -> None:
         f" face, the latency of the same search in Postgres (a sequential scan, {EXACT_TIMED_QUERIES}"
         " queries).",
         f"Index build: maintenance_work_mem {gallery_settings().index_build_memory_mb} MB, "
-        f"max_parallel_maintenance_workers {gallery_settings().index_build_workers}; m and "
+        f"max_parallel_maintenance_workers {build_workers()}; m and "
         "ef_construction by gallery size (app/gallery/index.py).",
         "",
         *machine(),

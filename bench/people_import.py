@@ -1,7 +1,7 @@
 """Bulk enrollment end to end: `lookout people import` (clients/gallery.py) against a real API and
 worker processes, with the real models, on photos made from the shared faces.
 
-`python -m bench.people_import [PHOTOS]` (default 240). The shared single-face photos
+`python -m bench.people_import [PHOTOS]` (default 600). The shared single-face photos
 (../shared/images/faces: 9 train + 2 test) are varied (mirrored, scaled, brightened, turned a
 few degrees) into PHOTOS different files, each in a folder of its own (so each is a person, and
 none is refused as a near-duplicate), then imported through POST /v1/people/import by the same
@@ -35,7 +35,7 @@ from bench.harness import (
 )
 from clients.gallery import ImportReport, import_people
 
-DEFAULT_PHOTOS = 240
+DEFAULT_PHOTOS = 600
 FACES = SHARED / "images" / "faces"
 MODELS_DIR = SHARED / "models"
 TARGET = Target("≥ 20 faces/s", 20.0, at_least=True)
