@@ -242,17 +242,21 @@ class GallerySettings(BaseModel):
     # Building the gallery's HNSW index (`lookout gallery reindex`, migration 0009): Postgres's
     # maintenance_work_mem for the build, in MiB. The graph must fit in it, or pgvector spills
     # to disk and the build takes several times longer (bench/RESULTS.md, "Gallery"): about
-    # 0.5 GiB per million 512-d faces. docs/deploy.md: Postgres needs as much shared memory.
-    index_build_memory_mb: int = Field(default=1024, ge=64)
+    # 1.5 GiB per million faces at m=32. docs/deploy.md: Postgres needs as much shared memory.
+    index_build_memory_mb: int = Field(default=2048, ge=64)
     # Parallel workers beside the leader for that build (max_parallel_maintenance_workers).
     index_build_workers: int = Field(default=1, ge=0)
+    # The HNSW graph's m and ef_construction for builds; None: chosen by the gallery's size
+    # (app/gallery/index.py). Larger finds the right person more often, and builds slower.
+    index_m: int | None = Field(default=None, ge=2, le=100)
+    index_ef_construction: int | None = Field(default=None, ge=4, le=1000)
     # Bulk enrollment (POST /v1/people/import): photos per batch (one transaction each), and
     # batches in flight at once (their photos queued for the workers together).
     import_batch: int = Field(default=16, ge=1, le=500)
     import_batches_in_flight: int = Field(default=2, ge=1, le=16)
-    # Largest import archive (a zip, or the files of one request), and most photos in one.
-    import_max_bytes: int = Field(default=2 * 1024**3, ge=1)
-    import_max_photos: int = Field(default=100_000, ge=1)
+    # Most photos in one import request (whose size api.max_upload_bytes bounds, like every
+    # upload: `lookout people import` sends a large folder as several imports).
+    import_max_photos: int = Field(default=1000, ge=1)
     # Imports one API process runs at a time; later ones wait their turn (queued).
     import_concurrency: int = Field(default=1, ge=1)
 

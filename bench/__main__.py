@@ -9,7 +9,17 @@ LOOKOUT_BENCH_CLUSTER_FACES (synthetic unknown faces the clustering pass runs ov
 
 import sys
 
-from bench import clusters, deepstack, events_out, fanout, gallery, models, plumbing, throughput
+from bench import (
+    clusters,
+    deepstack,
+    events_out,
+    fanout,
+    gallery,
+    models,
+    people_import,
+    plumbing,
+    throughput,
+)
 
 BENCHES = [
     models.main,
@@ -17,6 +27,7 @@ BENCHES = [
     plumbing.main,
     fanout.main,
     gallery.main,
+    people_import.main,
     deepstack.main,
     clusters.main,
     events_out.main,

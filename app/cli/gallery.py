@@ -50,6 +50,7 @@ async def reindex(settings: Settings, models: list[str]) -> int:
                         model,
                         memory_mb=settings.gallery.index_build_memory_mb,
                         workers=settings.gallery.index_build_workers,
+                        settings=settings.gallery,
                     ),
                 )
                 print(_describe(rebuilt, settings.gallery.index_build_memory_mb))

@@ -15,6 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.embedders import embedder_dims
+from app.settings import GallerySettings
 from app.vectors import gallery_index_name, gallery_index_statement
 
 
@@ -27,23 +28,33 @@ class IndexParameters:
     ef_construction: int
 
 
-# (gallery faces up to, parameters), smallest first; the last applies beyond. Measured with
-# bench/gallery.py (bench/RESULTS.md, "Gallery"): identify re-ranks the index's candidates by
-# exact cosine, so the index only has to put the right person among them; up to 100k faces the
-# defaults already matched exact search, and a larger graph costs build time (≤ 15 min for 1M
-# on 2 cores is the budget) more than it buys recall.
+# (gallery faces up to, parameters), smallest first; the last applies beyond. Chosen with
+# bench/gallery.py on face-like 512-d faces (bench/RESULTS.md, "Gallery"): identify re-ranks the
+# index's candidates by exact cosine, so the graph only has to reach the right person, but a
+# face with no other photo of its person near it is a needle the walk must find among
+# strangers who all look alike to the sign bits. At 100k, m=16/ef_construction=64 put the right
+# person first 99.0% of the time at ef_search 200, m=24/96 99.0-99.75% at 200-400, m=32/128
+# 99.5-100% (building 2.5× as long as 16/64): past 250k faces the graph gets the larger links.
 INDEX_PARAMETERS: tuple[tuple[int, IndexParameters], ...] = (
-    (250_000, IndexParameters(m=16, ef_construction=64)),
-    (2**62, IndexParameters(m=16, ef_construction=80)),
+    (250_000, IndexParameters(m=24, ef_construction=96)),
+    (2**62, IndexParameters(m=32, ef_construction=128)),
 )
 
 
-def index_parameters(faces: int) -> IndexParameters:
-    """The HNSW parameters for a gallery of `faces` faces of one model."""
+def index_parameters(faces: int, settings: GallerySettings | None = None) -> IndexParameters:
+    """The HNSW parameters for a gallery of `faces` faces of one model (the settings'
+    index_m / index_ef_construction, when set, win)."""
+    chosen = INDEX_PARAMETERS[-1][1]
     for up_to, parameters in INDEX_PARAMETERS:
         if faces <= up_to:
-            return parameters
-    return INDEX_PARAMETERS[-1][1]
+            chosen = parameters
+            break
+    if settings is not None:
+        chosen = IndexParameters(
+            m=settings.index_m or chosen.m,
+            ef_construction=settings.index_ef_construction or chosen.ef_construction,
+        )
+    return chosen
 
 
 @dataclass(frozen=True)
@@ -58,7 +69,12 @@ class Rebuild:
 
 
 async def rebuild_index(
-    connection: AsyncConnection, model: str, *, memory_mb: int, workers: int
+    connection: AsyncConnection,
+    model: str,
+    *,
+    memory_mb: int,
+    workers: int,
+    settings: GallerySettings | None = None,
 ) -> Rebuild:
     """Rebuild `model`'s gallery index with the parameters for its current size.
 
@@ -74,7 +90,7 @@ async def rebuild_index(
         )
         or 0
     )
-    parameters = index_parameters(faces)
+    parameters = index_parameters(faces, settings)
     await connection.execute(text(f"SET maintenance_work_mem = '{int(memory_mb)}MB'"))
     await connection.execute(text(f"SET max_parallel_maintenance_workers = {int(workers)}"))
     await connection.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {building}"))

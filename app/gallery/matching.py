@@ -23,7 +23,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import JobPurpose
-from app.vectors import calibrated_similarity, distance_expression, hamming_expression
+from app.vectors import (
+    calibrated_similarity,
+    distance_expression,
+    gallery_index_name,
+    hamming_expression,
+)
 
 # Loaded rows may hold a numpy array or a plain list, depending on the driver's codec.
 Vector = npt.NDArray[np.float32] | list[float]
@@ -51,18 +56,25 @@ class PastFace:
 class SearchTuning:
     """How hard identify searches the gallery index (bench/gallery.py measures the trade).
 
-    ef_search: pgvector's hnsw.ef_search, the candidate list the graph walk keeps;
-    candidates: faces taken from the index, nearest by Hamming distance, and re-ranked by exact
-    cosine; max_scan_tuples: how far an iterative scan may go when an owner filter rejects
-    what the index finds (pgvector's hnsw.max_scan_tuples), before it gives up.
+    ef_search: pgvector's hnsw.ef_search, the candidate list the graph walk keeps, for a
+    model's gallery of up to `large_gallery` faces; ef_search_large beyond (a larger graph
+    needs a wider walk to find a face as often). candidates: faces taken from the index,
+    nearest by Hamming distance, and re-ranked by exact cosine. max_scan_tuples: how far an
+    iterative scan may go when an owner filter rejects what the index finds
+    (hnsw.max_scan_tuples), before it gives up.
     """
 
-    ef_search: int = 100
-    candidates: int = 100
+    ef_search: int = 200
+    ef_search_large: int = 400
+    large_gallery: int = 250_000
+    candidates: int = 50
     max_scan_tuples: int = 20_000
 
 
-# Chosen from bench/RESULTS.md ("Gallery"): top-1 within 0.005 of exact search at 100k faces.
+# Chosen with bench/gallery.py (bench/RESULTS.md, "Gallery"): on face-like 512-d faces the
+# right person came first 99-99.75% of the time at 100k from ef_search 200 (exact: 100%), and
+# a 300k graph needed twice the walk for as much; 50 candidates re-ranked found the same people
+# as 100 or 200 at a fraction of the row fetches.
 DEFAULT_TUNING = SearchTuning()
 _TUNED = "lookout_gallery_tuning"  # session.info key: the tuning set in the open transaction
 
@@ -74,21 +86,31 @@ async def use_exact_hnsw_filtering(session: AsyncSession) -> None:
     await session.execute(text("SET LOCAL hnsw.iterative_scan = strict_order"))
 
 
-async def _tune(session: AsyncSession, tuning: SearchTuning) -> None:
-    """Set the search parameters for the open transaction, once per transaction (SET LOCAL:
-    a pooled connection never carries them into someone else's query)."""
+async def _tune(session: AsyncSession, tuning: SearchTuning, model: str) -> None:
+    """Set the search parameters for the open transaction, once per transaction and model
+    (SET LOCAL: a pooled connection never carries them into someone else's query). The
+    gallery's size is the index's row estimate in the catalog (kept by VACUUM/ANALYZE): one
+    round trip for all of it."""
     transaction = session.get_transaction()
-    if transaction is not None and session.info.get(_TUNED) == (transaction, tuning):
+    if transaction is not None and session.info.get(_TUNED) == (transaction, tuning, model):
         return
     await session.execute(
         text(
             "SELECT set_config('hnsw.iterative_scan', 'strict_order', true), "
-            "set_config('hnsw.ef_search', :ef_search, true), "
+            "set_config('hnsw.ef_search', CASE WHEN coalesce((SELECT reltuples FROM pg_class "
+            "WHERE relname = :index), 0) > :large_gallery THEN :ef_search_large ELSE :ef_search "
+            "END, true), "
             "set_config('hnsw.max_scan_tuples', :max_scan_tuples, true)"
         ),
-        {"ef_search": str(tuning.ef_search), "max_scan_tuples": str(tuning.max_scan_tuples)},
+        {
+            "index": gallery_index_name(model),
+            "large_gallery": tuning.large_gallery,
+            "ef_search": str(tuning.ef_search),
+            "ef_search_large": str(tuning.ef_search_large),
+            "max_scan_tuples": str(tuning.max_scan_tuples),
+        },
     )
-    session.info[_TUNED] = (session.get_transaction(), tuning)
+    session.info[_TUNED] = (session.get_transaction(), tuning, model)
 
 
 def owner_clause(owner_id: uuid.UUID | None) -> str:
@@ -109,7 +131,7 @@ async def nearest_people(
 ) -> list[PersonMatch]:
     """The named people of `owner_id` nearest to `vector`, best first, each with their best
     enrolled face (exact cosine), at most `limit` people."""
-    await _tune(session, tuning)
+    await _tune(session, tuning, model)
     dim = len(vector)
     rows = await session.execute(
         text(

@@ -372,7 +372,7 @@ async def test_without_a_worker_a_sync_call_ends_with_a_clear_504(client, app):
     assert "workers are running" in response.json()["detail"]
 
 
-async def test_the_cli_import_enrolls_one_folder_per_person(client, worker, engine):
+async def test_the_cli_enrolls_one_folder_per_person(client, worker, engine):
     from clients.gallery import enroll_people, people_in
 
     lines = await enroll_people(client, people_in(TRAIN), show_progress=False)
@@ -381,6 +381,25 @@ async def test_the_cli_import_enrolls_one_folder_per_person(client, worker, engi
     again = await enroll_people(client, people_in(TRAIN), show_progress=False)
     assert "0 enrolled, 2 duplicate(s)" in again[1]  # biden: reused, nothing stored twice
     assert await count(engine, "SELECT count(*) FROM people") == 5
+
+
+async def test_the_cli_import_sends_a_folder_in_parts_and_adds_up_their_counts(
+    client, worker, engine
+):
+    """`lookout people import`: a folder larger than one request goes as several imports, one
+    queued ahead of the one running; the report is their sum."""
+    from clients.gallery import import_parts, import_people, people_in
+
+    people = people_in(TRAIN)
+    assert len(import_parts(people, part_bytes=400_000)) >= 4
+    report = await import_people(
+        client, people, part_bytes=400_000, show_progress=False, poll_s=0.1
+    )
+    assert (report.photos, report.enrolled, report.refused, report.people_created) == (9, 9, 0, 5)
+    assert report.failures == [] and report.problems == []
+    again = await import_people(client, people, show_progress=False, poll_s=0.1)
+    assert (again.enrolled, again.duplicates, again.people_created) == (0, 9, 0)
+    assert await count(engine, "SELECT count(*) FROM person_faces") == 9
 
 
 async def test_an_enrollment_no_worker_finished_leaves_no_job_behind(client, app, engine, storage):

@@ -115,8 +115,8 @@ async def test_each_person_once_with_their_best_face_and_its_exact_cosine(sessio
 
 
 async def test_an_owner_is_found_behind_other_owners_nearer_faces(engine, sessionmaker):
-    """Half the gallery is another owner's, and all of its faces are nearer to the query than
-    any of this owner's: the index hands over the other owner's faces first, the owner filter
+    """A third of the gallery is another owner's, and all of its faces are nearer to the query
+    than any of this owner's: the index hands over the other owner's faces first, the owner filter
     rejects them, and the scan goes on (hnsw.iterative_scan) until this owner's people turn up,
     instead of answering that nobody matched."""
     query = unit_vectors(11, 1, 192)[0]
@@ -127,7 +127,7 @@ async def test_an_owner_is_found_behind_other_owners_nearer_faces(engine, sessio
                 session, f"near {index}", "mobilefacenet", near(query, 100 + index, 5, noise=0.4)
             )
         mine = []
-        for index in range(30):  # this key's people: the first one clearly its nearest
+        for index in range(60):  # this key's people: the first one clearly its nearest
             person, _ = await add_person(
                 session,
                 f"mine {index}",
@@ -163,4 +163,23 @@ async def test_embeddings_of_another_model_are_never_compared(sessionmaker):
         stand_in, _ = await add_person(session, "mobile", "mobilefacenet", unit_vectors(4, 1, 192))
         found = await nearest_people(session, query, model="mobilefacenet", owner_id=None)
         assert [m.person_id for m in found] == [stand_in.id]
+        await session.rollback()
+
+
+async def test_the_walk_widens_for_a_large_gallery(sessionmaker):
+    """hnsw.ef_search is set per query from the model's gallery size (the index's row estimate):
+    a larger graph needs a wider walk to find a face as often."""
+    tuning = SearchTuning(ef_search=60, ef_search_large=240, large_gallery=30)
+    query = unit_vectors(20, 1, 192)[0]
+    async with sessionmaker() as session:
+        await add_person(session, "few", "mobilefacenet", unit_vectors(21, 20, 192))
+        await session.execute(text("ANALYZE person_faces"))
+        await nearest_people(session, query, model="mobilefacenet", owner_id=None, tuning=tuning)
+        assert await session.scalar(text("SHOW hnsw.ef_search")) == "60"
+        await session.rollback()
+    async with sessionmaker() as session:
+        await add_person(session, "many", "mobilefacenet", unit_vectors(22, 40, 192))
+        await session.execute(text("ANALYZE person_faces"))
+        await nearest_people(session, query, model="mobilefacenet", owner_id=None, tuning=tuning)
+        assert await session.scalar(text("SHOW hnsw.ef_search")) == "240"
         await session.rollback()
