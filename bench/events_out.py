@@ -16,6 +16,7 @@ consumer group, after the job is done).
 
 import argparse
 import asyncio
+import os
 import statistics
 import subprocess
 import sys
@@ -30,7 +31,7 @@ import uvicorn
 from redis.asyncio import Redis
 
 from app import streams
-from bench.harness import free_port, load_average, machine, stack, write_section
+from bench.harness import Stack, free_port, load_average, machine, stack, write_section
 
 SUBSCRIBERS = 10
 IMAGE = Path(__file__).resolve().parent.parent.parent / "shared/images/faces/train/obama/obama.jpg"
@@ -144,41 +145,55 @@ async def _publish(redis_url: str, events: int) -> float:
     return began
 
 
-def run(*, events: int, jobs: int, rounds: int) -> Result:
+def run(*, events: int, jobs: int, rounds: int, pinned: bool = False) -> Result:
+    """pinned: the job's path (Postgres, Redis, API, worker) on the first CPU and the outbound
+    path (`lookout events`, the receiver, this client) on the second, in both arms alike, so
+    the ratio shows waiting, not two processes sharing a core. Affinity is inherited: the
+    stack is started with this thread on CPU 0, then the thread moves to CPU 1."""
     extra = {"LOOKOUT_EVENTS__ALLOWED_NETWORKS": '["127.0.0.1/32"]'}
-    with (
-        stack(worker_command=["-m", "bench.noop_worker"], extra_env=extra) as running,
-        Receiver() as receiver,
-    ):
-        _job_latencies(running.base_url, 3)  # warm up
-        without: list[list[float]] = []
-        with_events: list[list[float]] = []
-        for _ in range(rounds):
-            without.append(_job_latencies(running.base_url, jobs))
-            ids = _subscribe(running.base_url, receiver)
-            dispatcher = _start_events(running.env)
-            try:
-                time.sleep(2)  # the dispatcher is reading
-                expected = receiver.count + jobs * SUBSCRIBERS
-                with_events.append(_job_latencies(running.base_url, jobs))
-                _wait_for(receiver, expected, 60)  # drained: the next round starts quiet
-            finally:
-                dispatcher.terminate()
-                dispatcher.wait(30)
-            _unsubscribe(running.base_url, ids)
+    cpus = sorted(os.sched_getaffinity(0))
+    if pinned:
+        os.sched_setaffinity(0, {cpus[0]})
+    try:
+        with stack(worker_command=["-m", "bench.noop_worker"], extra_env=extra) as running:
+            if pinned:
+                os.sched_setaffinity(0, {cpus[1]})
+            with Receiver() as receiver:
+                return _measure(running, receiver, events=events, jobs=jobs, rounds=rounds)
+    finally:
+        os.sched_setaffinity(0, set(cpus))
 
-        _subscribe(running.base_url, receiver)
+
+def _measure(running: Stack, receiver: Receiver, *, events: int, jobs: int, rounds: int) -> Result:
+    _job_latencies(running.base_url, 3)  # warm up
+    without: list[list[float]] = []
+    with_events: list[list[float]] = []
+    for _ in range(rounds):
+        without.append(_job_latencies(running.base_url, jobs))
+        ids = _subscribe(running.base_url, receiver)
         dispatcher = _start_events(running.env)
         try:
-            time.sleep(2)
-            before = receiver.count
-            began = asyncio.run(_publish(running.env["LOOKOUT_REDIS__URL"], events))
-            _wait_for(receiver, before + events * SUBSCRIBERS, 300)
-            delivered = receiver.count - before
-            last = receiver.received_at[-1]
+            time.sleep(2)  # the dispatcher is reading
+            expected = receiver.count + jobs * SUBSCRIBERS
+            with_events.append(_job_latencies(running.base_url, jobs))
+            _wait_for(receiver, expected, 60)  # drained: the next round starts quiet
         finally:
             dispatcher.terminate()
             dispatcher.wait(30)
+        _unsubscribe(running.base_url, ids)
+
+    _subscribe(running.base_url, receiver)
+    dispatcher = _start_events(running.env)
+    try:
+        time.sleep(2)
+        before = receiver.count
+        began = asyncio.run(_publish(running.env["LOOKOUT_REDIS__URL"], events))
+        _wait_for(receiver, before + events * SUBSCRIBERS, 300)
+        delivered = receiver.count - before
+        last = receiver.received_at[-1]
+    finally:
+        dispatcher.terminate()
+        dispatcher.wait(30)
     return Result(
         events=events,
         deliveries=events * SUBSCRIBERS,
@@ -189,16 +204,36 @@ def run(*, events: int, jobs: int, rounds: int) -> Result:
     )
 
 
-def report(result: Result, load_before: str, measured: str) -> None:
-    def p50(values: list[float]) -> float:
-        return statistics.median(values)
+def _p50(values: list[float]) -> float:
+    return statistics.median(values)
 
+
+def _latency_rows(label: str, result: Result) -> list[str]:
     ratios = [
-        p50(with_) / p50(without)
+        _p50(with_) / _p50(without)
         for with_, without in zip(result.job_ms_with, result.job_ms_without, strict=True)
     ]
-    everything_without = [ms for block in result.job_ms_without for ms in block]
-    everything_with = [ms for block in result.job_ms_with for ms in block]
+    without = _p50([ms for block in result.job_ms_without for ms in block])
+    with_ = _p50([ms for block in result.job_ms_with for ms in block])
+    spread = ", ".join(f"{r:.2f}" for r in ratios)
+    return [
+        f"| {label} | {without:.1f} | {with_:.1f} | {_p50(ratios):.2f} | {spread} |",
+    ]
+
+
+def report(shared: Result, pinned: Result | None, load_before: str, measured: str) -> None:
+    rounds = len(shared.job_ms_without)
+    jobs = len(shared.job_ms_without[0])
+    latency = [
+        "| cores | job total ms p50, no outbound path | with `lookout events` + "
+        f"{SUBSCRIBERS} webhooks | ratio, median of rounds | ratio per round (spread) |",
+        "|---|---:|---:|---:|---|",
+        *_latency_rows("shared (every process on both cores)", shared),
+    ]
+    if pinned is not None:
+        latency += _latency_rows(
+            "pinned (job path on CPU 0; dispatcher, receiver, client on CPU 1)", pinned
+        )
     write_section(
         "events_out",
         "\n".join(
@@ -207,34 +242,33 @@ def report(result: Result, load_before: str, measured: str) -> None:
                 "",
                 f"Measured {measured}. One API, one no-inference worker (bench/noop_worker.py),",
                 f"`lookout events`, {SUBSCRIBERS} webhooks on one loopback receiver (uvicorn, 204).",
-                f"Throughput: {result.events} firehose entries published back to back, each a",
-                f"`job.done` for every webhook: {result.deliveries} signed POSTs, counted from the",
-                "first publish to the last receipt. Job latency: `timings.total_ms` of",
-                f"sequential uploads in {len(ratios)} interleaved rounds of "
-                f"{len(result.job_ms_without[0])} without, then",
-                f"{len(result.job_ms_with[0])} with the outbound path running and subscribed "
-                "(its deliveries drained before the next round).",
+                f"Throughput: {shared.events} firehose entries published back to back, each a",
+                f"`job.done` for every webhook: {shared.deliveries} signed POSTs, counted from the",
+                "first publish to the last receipt. Job latency: `timings.total_ms` (accepted →",
+                f"result committed) of sequential uploads in {rounds} interleaved rounds of {jobs}",
+                f"without, then {jobs} with the outbound path running and subscribed (its",
+                "deliveries drained before the next round); once with every process free to use",
+                "both cores, once pinned so the outbound path has a core of its own.",
                 "",
                 *machine(),
                 f"- Load average before {load_before}, after {load_average()}",
                 "",
                 "| measurement | value |",
                 "|---|---:|",
-                f"| deliveries | {result.delivered} of {result.deliveries} |",
+                f"| deliveries | {shared.delivered} of {shared.deliveries} |",
                 f"| webhook deliveries per second ({SUBSCRIBERS} subscribers) | "
-                f"{result.deliveries_per_s:.0f} |",
+                f"{shared.deliveries_per_s:.0f} |",
                 f"| events per second out (each to {SUBSCRIBERS} subscribers) | "
-                f"{result.deliveries_per_s / SUBSCRIBERS:.0f} |",
-                f"| job total ms p50, no outbound path | {p50(everything_without):.1f} |",
-                f"| job total ms p50, `lookout events` + {SUBSCRIBERS} webhooks | "
-                f"{p50(everything_with):.1f} |",
-                f"| ratio with / without, median of {len(ratios)} rounds | {p50(ratios):.2f} |",
-                f"| ratio per round (spread) | {', '.join(f'{r:.2f}' for r in ratios)} |",
+                f"{shared.deliveries_per_s / SUBSCRIBERS:.0f} |",
                 "",
-                "The outbound path is not a step of the job (its own consumer group reads the",
-                "firehose after the job is done): `total_ms` ends when the worker commits the",
-                "result. A ratio above 1 is CPU the dispatcher and the receiver take from the API",
-                "and the worker on the same cores while they run, not waiting on deliveries.",
+                *latency,
+                "",
+                "The outbound path is not a step of the job: its own consumer group reads the",
+                "firehose after the worker committed the result, where `total_ms` ends. On shared",
+                "cores a ratio above 1 is CPU the dispatcher and the receiver take from the API and",
+                "the worker while they run; pinned, that CPU is elsewhere and what is left is",
+                "whatever the job would wait for (nothing, if the ratio is ≈ 1). A deployment",
+                "that cares gives `lookout events` its own core or machine (docs/deploy.md).",
             ]
         ),
     )
@@ -248,9 +282,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     measured = time.strftime("%Y-%m-%d %H:%M %Z")
     load_before = load_average()
-    result = run(events=args.events, jobs=args.jobs, rounds=args.rounds)
-    report(result, load_before, measured)
-    print(result.deliveries_per_s, result.delivered)
+    shared = run(events=args.events, jobs=args.jobs, rounds=args.rounds)
+    pinned = None
+    if len(os.sched_getaffinity(0)) >= 2:
+        pinned = run(events=args.events, jobs=args.jobs, rounds=args.rounds, pinned=True)
+    report(shared, pinned, load_before, measured)
+    print(shared.deliveries_per_s, shared.delivered)
     return 0
 
 

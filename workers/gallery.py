@@ -37,7 +37,7 @@ async def identify_faces(
     rows = await session.execute(
         select(Job.id, Job.owner_id).where(Job.id.in_([job_id for job_id, _ in jobs]))
     )
-    owners = {job_id: owner_id for job_id, owner_id in rows.tuples()}
+    owners = {job_id: owner_id for job_id, owner_id in rows}
     labelled: list[list[Detection]] = []
     for job_id, detections in jobs:
         out = []

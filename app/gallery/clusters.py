@@ -179,7 +179,7 @@ async def _load_people(session: AsyncSession, batch: _Batch) -> None:
         rows = await session.execute(
             select(Person.id, Person.name, Person.ignored_at).where(Person.id.in_(wanted))
         )
-        for person_id, name, ignored_at in rows.tuples():
+        for person_id, name, ignored_at in rows:
             batch.people[person_id] = (name is not None, ignored_at is not None)
 
 

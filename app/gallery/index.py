@@ -150,4 +150,4 @@ async def gallery_models(connection: AsyncConnection) -> dict[str, int]:
     rows = await connection.execute(
         text("SELECT model, count(*) FROM person_faces GROUP BY model ORDER BY model")
     )
-    return {str(model): int(count) for model, count in rows.tuples()}
+    return {str(model): int(count) for model, count in rows}

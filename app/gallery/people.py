@@ -152,7 +152,7 @@ async def person_out(
         last_seen=stats[2],
         sources=[
             SourceCount(node_id=node_id, node_name=node_name, faces=count)
-            for node_id, node_name, count in sources.tuples()
+            for node_id, node_name, count in sources
         ],
         sightings=[
             SightingOut(
@@ -164,7 +164,7 @@ async def person_out(
                 enrolled=u.detection_id in enrolled_sources,
                 thumbnail_url=f"/v1/faces/{u.detection_id}/thumbnail" if crop else None,
             )
-            for u, crop in sightings.tuples()
+            for u, crop in sightings
         ],
     )
 
@@ -276,7 +276,7 @@ async def enroll_sightings(
     if face_ids is not None:
         query = query.where(UnknownFace.detection_id.in_(list(face_ids)))
     enrolled = 0
-    for unknown, detection, embedding, jpeg in (await session.execute(query)).tuples():
+    for unknown, detection, embedding, jpeg in await session.execute(query):
         quality = assess_face(
             detection.box,
             detection.landmarks or [],

@@ -246,7 +246,7 @@ async def job_faces(session: AsyncSession, upload: Upload, job_id: uuid.UUID) ->
         .where(Detection.job_id == job_id)
         .order_by(Detection.id)
     )
-    return JobFaces(upload, fresh, [Face(d, e) for d, e in rows.tuples()])
+    return JobFaces(upload, fresh, [Face(d, e) for d, e in rows])
 
 
 async def discard_jobs(session: AsyncSession, storage: Storage, job_ids: list[uuid.UUID]) -> None:

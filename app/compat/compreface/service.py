@@ -571,7 +571,7 @@ async def list_examples(
         query.order_by(PersonFace.created_at, PersonFace.id).offset(page * size).limit(size)
     )
     return ExamplePage(
-        faces=[Example(image_id=face_id, subject=name) for face_id, name in rows.tuples()],
+        faces=[Example(image_id=face_id, subject=name) for face_id, name in rows],
         page_number=page,
         page_size=size,
         total_pages=math.ceil(total / size),
