@@ -32,7 +32,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from app.db import create_sessionmaker, migrate
-from app.embedded import start_embedded
+from app.embedded import shared_buffers_mb, start_embedded
 from app.gallery.clusters import cluster_pass
 from app.settings import ClusterSettings, DatabaseSettings, ModelSettings, Settings
 from bench.harness import load_average, machine, write_section
@@ -95,6 +95,10 @@ async def store_faces(engine: AsyncEngine, vectors: np.ndarray, model: str = MOD
                     "vectors": [literal(v) for v in vectors[start : start + len(chunk)]],
                 },
             )
+    # Statistics for the pass's first statement: planned before autovacuum saw the new rows,
+    # it nested loops over "empty" tables (a first batch ran for minutes at 100k faces).
+    async with engine.begin() as connection:
+        await connection.execute(text("ANALYZE jobs, detections, face_embeddings"))
     return ids
 
 
@@ -230,7 +234,8 @@ def write_results(results: dict[str, object], measured: str, load_before: str) -
     lines = [
         "## Clustering (bench/clusters.py)",
         "",
-        f"Measured {measured}. Embedded Postgres + pgvector; one `cluster_pass` (the product's "
+        f"Measured {measured}. Embedded Postgres + pgvector (shared_buffers "
+        f"{shared_buffers_mb()} MB, app/embedded.py); one `cluster_pass` (the product's "
         f"code, default settings: min_similarity {settings.min_similarity}, core_faces "
         f"{settings.core_faces}, max_neighbours {settings.max_neighbours}, batch_size "
         f"{settings.batch_size}) over faces stored as unknown faces of finished jobs.",

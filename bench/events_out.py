@@ -266,9 +266,11 @@ def report(shared: Result, pinned: Result | None, load_before: str, measured: st
                 "The outbound path is not a step of the job: its own consumer group reads the",
                 "firehose after the worker committed the result, where `total_ms` ends. On shared",
                 "cores a ratio above 1 is CPU the dispatcher and the receiver take from the API and",
-                "the worker while they run; pinned, that CPU is elsewhere and what is left is",
-                "whatever the job would wait for (nothing, if the ratio is ≈ 1). A deployment",
-                "that cares gives `lookout events` its own core or machine (docs/deploy.md).",
+                "the worker while they run. Pinned, the dispatcher's Python is elsewhere, but",
+                "Postgres and Redis serve both paths from CPU 0: per job event the dispatcher",
+                "inserts a delivery row per webhook and updates each after its POST, in",
+                "Postgres backends beside the job's. A ratio above 1 there is that shared",
+                "database work, not the job waiting for a delivery.",
             ]
         ),
     )

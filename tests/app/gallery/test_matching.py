@@ -9,7 +9,7 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.apikeys.service import create_key
-from app.gallery.matching import SearchTuning, nearest_people
+from app.gallery.matching import SearchTuning, nearest_people, use_exact_hnsw_filtering
 from app.models import Person, PersonFace
 from app.security import Scope
 from app.vectors import gallery_index_name
@@ -187,4 +187,42 @@ async def test_the_walk_widens_for_a_large_gallery(sessionmaker):
         await session.execute(text("ANALYZE person_faces"))
         await nearest_people(session, query, model="mobilefacenet", owner_id=None, tuning=tuning)
         assert await session.scalar(text("SHOW hnsw.ef_search")) == "240"
+        await session.rollback()
+
+
+async def test_similarity_searches_are_planned_for_their_own_model(sessionmaker):
+    """Drivers prepare statements, and Postgres may give a prepared statement a generic plan
+    after five runs; a generic plan cannot match the bound model to the partial index's
+    `model = '…'`, so it sorts every face instead. The searches' transactions plan per value."""
+    vectors = unit_vectors(2, 50, 192)
+    async with sessionmaker() as session:
+        await add_person(session, "ada", "mobilefacenet", vectors)
+        await session.execute(text("ANALYZE person_faces"))
+        await session.execute(
+            text(
+                "PREPARE search(text, vector(192)) AS SELECT id FROM person_faces f "
+                "WHERE f.model = $1 ORDER BY "
+                "(binary_quantize(f.embedding::vector(192))::bit(192)) <~> "
+                "binary_quantize($2)::bit(192) LIMIT 5"
+            )
+        )
+        query = "[" + ",".join(f"{v:.7g}" for v in vectors[0]) + "]"
+
+        async def plan() -> str:
+            rows = await session.execute(
+                text(f"EXPLAIN EXECUTE search('mobilefacenet', '{query}')")
+            )
+            return "\n".join(r[0] for r in rows)
+
+        # Only an index can then order the rows (as in the test above).
+        await session.execute(text("SET LOCAL enable_seqscan = off"))
+        await session.execute(text("SET LOCAL enable_sort = off"))
+        await session.execute(text("SET LOCAL plan_cache_mode = force_generic_plan"))
+        assert gallery_index_name("mobilefacenet") not in await plan()  # what could happen
+
+        await use_exact_hnsw_filtering(session)  # what every search transaction runs first
+        assert (await session.execute(text("SHOW plan_cache_mode"))).scalar() == (
+            "force_custom_plan"
+        )
+        assert gallery_index_name("mobilefacenet") in await plan()
         await session.rollback()
