@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-def create_engine(database: DatabaseSettings) -> AsyncEngine:
+def create_engine(database: DatabaseSettings, role: str = "cli") -> AsyncEngine:
+    """`role` names the process in Postgres (application_name `lookout-ROLE`: api, worker,
+    events, cli), so pg_stat_activity and the server's logs tell whose statements they are."""
     if database.url is None:
         raise RuntimeError("no database URL: set LOOKOUT_DATABASE__URL or run `lookout up`")
     # pool_pre_ping: a connection that died with a Postgres restart is replaced, not handed out.
@@ -31,7 +33,10 @@ def create_engine(database: DatabaseSettings) -> AsyncEngine:
         pool_size=database.pool_size,
         pool_pre_ping=True,
         pool_timeout=database.connect_timeout_s,
-        connect_args={"timeout": database.connect_timeout_s},
+        connect_args={
+            "timeout": database.connect_timeout_s,
+            "server_settings": {"application_name": f"lookout-{role}"},
+        },
     )
 
 

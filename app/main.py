@@ -137,7 +137,7 @@ def _lifespan(settings: Settings, metrics: ApiMetrics) -> Lifespan:
 
 
 async def _open_state(settings: Settings, metrics: ApiMetrics) -> AppState:
-    engine = create_engine(settings.database)
+    engine = create_engine(settings.database, "api")
     redis = create_redis(settings.redis)
     with contextlib.suppress(Exception):  # Redis may be down at boot; workers create it too
         await streams.ensure_group(redis)

@@ -16,6 +16,7 @@ consumer group, after the job is done).
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import subprocess
@@ -26,6 +27,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import httpx
 import uvicorn
 from redis.asyncio import Redis
@@ -81,6 +83,44 @@ class Result:
     deliveries_per_s: float
     job_ms_without: list[list[float]]  # per round
     job_ms_with: list[list[float]]
+    backends_pinned: int = 0  # the dispatcher's Postgres backends moved to its CPU (pinned)
+
+
+class BackendPinner:
+    """Keeps the Postgres backends of `lookout events` (application_name lookout-events) on one
+    CPU: they are forked by the postmaster, on the job path's CPU, whenever its pool opens a
+    connection, so they are looked up and moved every 0.2 s while the bench runs."""
+
+    def __init__(self, database_url: str, cpu: int) -> None:
+        self.dsn = database_url.replace("postgresql+asyncpg://", "postgresql://")
+        self.cpu = cpu
+        self.stopping = threading.Event()
+        self.pinned: set[int] = set()
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._loop()), daemon=True)
+
+    async def _loop(self) -> None:
+        connection = await asyncpg.connect(self.dsn)
+        try:
+            while not self.stopping.is_set():
+                rows = await connection.fetch(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = 'lookout-events'"
+                )
+                for row in rows:
+                    if row["pid"] not in self.pinned:
+                        with contextlib.suppress(OSError):  # a backend that just ended
+                            os.sched_setaffinity(row["pid"], {self.cpu})
+                            self.pinned.add(row["pid"])
+                await asyncio.sleep(0.2)
+        finally:
+            await connection.close()
+
+    def __enter__(self) -> "BackendPinner":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        self.thread.join(10)
 
 
 def _start_events(env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -156,10 +196,17 @@ def run(*, events: int, jobs: int, rounds: int, pinned: bool = False) -> Result:
         os.sched_setaffinity(0, {cpus[0]})
     try:
         with stack(worker_command=["-m", "bench.noop_worker"], extra_env=extra) as running:
-            if pinned:
-                os.sched_setaffinity(0, {cpus[1]})
-            with Receiver() as receiver:
-                return _measure(running, receiver, events=events, jobs=jobs, rounds=rounds)
+            if not pinned:
+                with Receiver() as receiver:
+                    return _measure(running, receiver, events=events, jobs=jobs, rounds=rounds)
+            os.sched_setaffinity(0, {cpus[1]})
+            with (
+                Receiver() as receiver,
+                BackendPinner(running.env["LOOKOUT_DATABASE__URL"], cpus[1]) as pinner,
+            ):
+                result = _measure(running, receiver, events=events, jobs=jobs, rounds=rounds)
+            result.backends_pinned = len(pinner.pinned)
+            return result
     finally:
         os.sched_setaffinity(0, set(cpus))
 
@@ -232,7 +279,9 @@ def report(shared: Result, pinned: Result | None, load_before: str, measured: st
     ]
     if pinned is not None:
         latency += _latency_rows(
-            "pinned (job path on CPU 0; dispatcher, receiver, client on CPU 1)", pinned
+            "pinned: API, worker, Postgres, Redis on CPU 0; `lookout events`, its "
+            f"{pinned.backends_pinned} Postgres backends, the receiver, the client on CPU 1",
+            pinned,
         )
     write_section(
         "events_out",
@@ -266,11 +315,11 @@ def report(shared: Result, pinned: Result | None, load_before: str, measured: st
                 "The outbound path is not a step of the job: its own consumer group reads the",
                 "firehose after the worker committed the result, where `total_ms` ends. On shared",
                 "cores a ratio above 1 is CPU the dispatcher and the receiver take from the API and",
-                "the worker while they run. Pinned, the dispatcher's Python is elsewhere, but",
-                "Postgres and Redis serve both paths from CPU 0: per job event the dispatcher",
-                "inserts a delivery row per webhook and updates each after its POST, in",
-                "Postgres backends beside the job's. A ratio above 1 there is that shared",
-                "database work, not the job waiting for a delivery.",
+                "the worker while they run. Pinned, the dispatcher and the Postgres backends",
+                "that run its statements (per job event: a delivery row per webhook inserted,",
+                "each updated after its POST) work on CPU 1; what they still share with the job",
+                "is Redis (the firehose read and acks) and Postgres' WAL and locks. What is left",
+                "of the ratio there is that, or the job waiting for a delivery.",
             ]
         ),
     )

@@ -101,7 +101,7 @@ async def reembed_command(
     from workers.reembed import face_pack_of, run_reembed
 
     model = embedder.spec.model
-    engine = create_engine(settings.database)
+    engine = create_engine(settings.database, "worker")
     redis = create_redis(settings.redis)
     try:
         outcome = await run_reembed(

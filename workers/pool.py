@@ -44,7 +44,7 @@ async def run_worker(
     """
     settings.check_startup()
     detectors = build_detectors(settings)
-    engine = create_engine(settings.database)
+    engine = create_engine(settings.database, "worker")
     redis = create_redis(settings.redis)
     frames_redis = create_frames_redis(settings.redis, redis)
     metrics = WorkerMetrics()

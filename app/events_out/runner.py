@@ -23,7 +23,7 @@ log = structlog.get_logger()
 
 
 async def serve_events(settings: Settings, stop: asyncio.Event) -> None:
-    engine = create_engine(settings.database)
+    engine = create_engine(settings.database, "events")
     redis = create_redis(settings.redis)
     sessionmaker = create_sessionmaker(engine)
     tasks = [WebhookDispatcher(settings, sessionmaker, redis).run(stop)]
