@@ -196,17 +196,25 @@ class Group:
     dim: int
 
 
+def _ef_search(pool: int) -> int:
+    """hnsw.ef_search for a pool: at least the pool, so one walk returns all of it."""
+    return max(40, min(pool, MAX_POOL))
+
+
 async def _neighbours(
     session: AsyncSession, settings: ClusterSettings, group: Group, faces: list[int]
 ) -> dict[int, list[Neighbour]]:
     """Each face's neighbours, nearest first, at most max_neighbours: one index search per
     face, one statement per pool size."""
     k = settings.max_neighbours
-    pool = k * POOL_FACTOR
+    first = pool = k * POOL_FACTOR
     found: dict[int, list[Neighbour]] = {face: [] for face in faces}
     todo = list(faces)
+    widened = False
     while todo:
-        await session.execute(text(f"SET LOCAL hnsw.ef_search = {max(40, min(pool, 1000))}"))
+        if pool > first:  # the first pool's walk is set once per batch (cluster_batch)
+            await session.execute(text(f"SET LOCAL hnsw.ef_search = {_ef_search(pool)}"))
+            widened = True
         rows = await session.execute(
             text(_neighbours_sql(group.dim, pool, owned=group.owner_id is not None)),
             {
@@ -229,6 +237,8 @@ async def _neighbours(
         pool = min(pool * WIDEN, MAX_POOL)
         for face in todo:
             found[face] = []
+    if widened:  # the batch's other searches walk the first pool again
+        await session.execute(text(f"SET LOCAL hnsw.ef_search = {_ef_search(first)}"))
     return found
 
 
@@ -242,7 +252,11 @@ async def cluster_batch(session: AsyncSession, settings: ClusterSettings) -> tup
     )
     if not locked:
         return 0, 0, 0
-    await session.execute(text(f"SELECT {CUSTOM_PLANS}"))  # see _neighbours_sql
+    # Custom plans (see _neighbours_sql) and the first pool's walk, for the whole batch.
+    pool = settings.max_neighbours * POOL_FACTOR
+    await session.execute(
+        text(f"SELECT {CUSTOM_PLANS}, set_config('hnsw.ef_search', '{_ef_search(pool)}', true)")
+    )
     taken = list(
         await session.execute(
             _TAKE_NEW,
