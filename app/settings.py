@@ -153,6 +153,11 @@ class WorkerSettings(BaseModel):
     # When a read finds a queue (several messages, fewer than batch_size), wait this long for
     # more to fill the batch. A lone message never waits (workers/consumer.py, next_entries).
     batch_wait_ms: int = Field(default=5, ge=0)
+    # A batch still in inference this long after it started is marked running (row and
+    # `running` events); one whose results come sooner goes from queued to done, skipping an
+    # UPDATE, a commit and two Redis commands per job that nobody would see for long
+    # (bench/plumbing.py). 0: every batch is marked running before its images are loaded.
+    running_after_ms: int = Field(default=100, ge=0)
 
 
 class StreamSettings(BaseModel):

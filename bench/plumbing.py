@@ -18,10 +18,13 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,6 +35,7 @@ from tqdm import tqdm
 
 from bench.harness import (
     CORES,
+    LeanPoster,
     Stack,
     Target,
     free_port,
@@ -43,6 +47,7 @@ from bench.harness import (
     upload_and_collect,
     write_section,
 )
+from bench.profiling import CpuMeter, Profile, py_spy, record, summary
 from tests.images import blank
 
 TINY_PNG = blank(64, 48, ".png")
@@ -64,6 +69,9 @@ class PlumbingResult:
     commands: dict[str, int]  # by command, over Lookout's rounds
     latency_s: list[float]  # POST → result event, one open firehose socket
     per_socket_latency_s: list[float]  # POST → result event, a new socket per job
+    cpu_ms: dict[str, float]  # CPU ms per job by process, over Lookout's rounds
+    floor_cpu_ms: dict[str, float]  # the same over the floor's rounds
+    profiles: dict[str, Profile]  # py-spy, by process, over one extra (uncounted) round
 
     @property
     def jobs_per_s(self) -> float:
@@ -137,20 +145,11 @@ async def latency_per_job_socket(base_url: str, ws_url: str, jobs: int) -> list[
 async def post_throughput(base_url: str, *, jobs: int, concurrency: int, desc: str) -> float:
     """POST `jobs` uploads (`concurrency` in flight); jobs/s from the first to the last answer.
     For the floor, which has no results to wait for."""
-    limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=120) as client:
-        semaphore = asyncio.Semaphore(concurrency)
-
-        async def upload() -> None:
-            async with semaphore:
-                files = {"image": ("t.png", TINY_PNG, "image/png")}
-                (await client.post("/v1/images", files=files)).raise_for_status()
-                progress.update()
-
-        with tqdm(total=jobs, desc=desc, unit="job") as progress:
-            began = time.perf_counter()
-            await asyncio.gather(*(upload() for _ in range(jobs)))
-            return jobs / (time.perf_counter() - began)
+    poster = LeanPoster(base_url, "/v1/images", image=TINY_PNG, content_type="image/png")
+    with tqdm(total=jobs, desc=desc, unit="job") as progress:
+        began = time.perf_counter()
+        await poster.post_many(jobs, concurrency=concurrency, done=progress.update)
+        return jobs / (time.perf_counter() - began)
 
 
 def start_floor(running: Stack) -> str:
@@ -181,18 +180,31 @@ def command_calls(client: "redis.Redis") -> dict[str, int]:
 
 
 def run(
-    *, jobs: int = 1000, latency_jobs: int = 200, concurrency: int = 32, rounds: int = 2
+    *,
+    jobs: int = 1000,
+    latency_jobs: int = 200,
+    concurrency: int = 32,
+    rounds: int = 2,
+    profile: bool = True,
 ) -> PlumbingResult:
     with stack(worker_command=["-m", "bench.noop_worker"]) as running:
         base_url, ws_url = running.base_url, running.ws_url
         floor_url = start_floor(running)
         counter = redis.Redis.from_url(running.env["LOOKOUT_REDIS__URL"])
+        api, worker, floor = (p.pid for p in running.processes)
+        servers = {"Redis": running.redis_pid}
+        if running.postgres_pid is not None:
+            servers["Postgres"] = running.postgres_pid
+        client = {"this client": os.getpid()}
+        lookout_cpu = CpuMeter({"API": api, "worker": worker, **servers, **client})
+        floor_cpu = CpuMeter({"bare floor": floor, **servers, **client})
         asyncio.run(latency_on_firehose(base_url, ws_url, 20))  # warm-up
         asyncio.run(post_throughput(floor_url, jobs=50, concurrency=concurrency, desc="warm-up"))
         lookout_rounds, floor_rounds = [], []
         commands: dict[str, int] = {}
         for round_number in range(1, rounds + 1):
             counter.config_resetstat()
+            lookout_cpu.start()
             lookout_rounds.append(
                 asyncio.run(
                     upload_and_collect(
@@ -206,8 +218,10 @@ def run(
                     )
                 )
             )
+            lookout_cpu.stop()
             for name, calls in command_calls(counter).items():
                 commands[name] = commands.get(name, 0) + calls
+            floor_cpu.start()
             floor_rounds.append(
                 asyncio.run(
                     post_throughput(
@@ -218,7 +232,13 @@ def run(
                     )
                 )
             )
+            floor_cpu.stop()
         counter.close()
+        profiles = (
+            _profile_round(base_url, ws_url, {"API": api, "worker": worker}, jobs)
+            if (profile)
+            else {}
+        )
         latency = asyncio.run(latency_on_firehose(base_url, ws_url, latency_jobs))
         per_socket = asyncio.run(latency_per_job_socket(base_url, ws_url, latency_jobs))
     return PlumbingResult(
@@ -230,30 +250,105 @@ def run(
         dict(sorted(commands.items(), key=lambda item: -item[1])),
         latency,
         per_socket,
+        lookout_cpu.ms_per(jobs * rounds),
+        floor_cpu.ms_per(jobs * rounds),
+        profiles,
     )
 
 
-# Kept as text because a profile is not re-run by `make bench`; shown only while a target is
-# missed, with its date, so that it is never mistaken for a description of the current run.
-PROFILE_NOTE = """Profiling note (2026-12-02: py-spy on the API and the worker under the throughput
-load, and per-job timestamps at low load, on a shared 2-core machine; re-check when the figures
-move). The latency of 2026-11-25 (p50 27 ms, p99 98 ms) came mostly from the worker's batch-fill
-read: a blocking XREADGROUP of 5 ms, which Redis 6.2 ends only when its event loop wakes, on a
-quiet server at its 100 ms tick. Fixed: a lone job runs at once, the embedded Redis runs at
-hz 100, and Redis commands per job fell from 28 to 23 (XAUTOCLAIM once a second, XACK in the
-events' MULTI). What is left of a job's 16-22 ms (median) at low load: the upload request
-itself, 8-11 ms (multipart, image store, INSERT, XADD); the worker's own steps, 6-9 ms (mark
-running, load, decode, render and store the processed image, write the result); about 3 ms
-from the commit to the event at the client. Throughput is CPU-bound: one API process, one
-worker process, Postgres, Redis and this client share the 2 cores, so 1,000 jobs/s would need
-under 2 ms of CPU per job across all of them. Under load about a sixth of the worker's samples
-are the processed-image write (Storage.put: mkstemp and rename, on the event loop thread) and a
-quarter socket writes to Postgres and Redis; the API's go to the upload route (asyncpg, thread
-hand-offs, the image store). Not done: the image write off the event loop, raw asyncpg instead
-of the ORM on the hot paths, more API processes (gunicorn) where there are more cores.
-Since that profile (2026-12-04, not re-profiled): workers neither render nor write the processed
-image (the API draws it when asked), and a job's Redis commands fell (one EVALSHA to enqueue, one
-EXPIRE per job stream, one XACK and one DEL per batch, running events without a MULTI)."""
+def _profile_round(
+    base_url: str, ws_url: str, pids: dict[str, int], jobs: int
+) -> dict[str, Profile]:
+    """One more throughput round, not counted, with py-spy on the API and the worker."""
+    with tempfile.TemporaryDirectory(prefix="lookout-profile-") as folder:
+        with record(pids, Path(folder)) as outputs:
+            asyncio.run(
+                upload_and_collect(
+                    base_url,
+                    ws_url,
+                    image=TINY_PNG,
+                    content_type="image/png",
+                    jobs=jobs,
+                    concurrency=32,
+                    desc="plumbing throughput, profiled round",
+                )
+            )
+        return {name: summary(path) for name, path in outputs.items()}
+
+
+def cpu_lines(result: PlumbingResult) -> list[str]:
+    """CPU per job by process, Lookout beside the floor, and what that allows on these cores."""
+    names = [*result.cpu_ms, *(n for n in result.floor_cpu_ms if n not in result.cpu_ms)]
+    total, floor_total = sum(result.cpu_ms.values()), sum(result.floor_cpu_ms.values())
+    rows = [
+        f"| {name} | {_ms(result.cpu_ms.get(name))} | {_ms(result.floor_cpu_ms.get(name))} |"
+        for name in names
+    ]
+    return [
+        "CPU per job (user + system, psutil; Postgres with its backends), over the throughput",
+        "rounds: what each process costs, whatever else shared the machine.",
+        "",
+        "| process | Lookout, ms per job | bare floor, ms per job |",
+        "|---|---:|---:|",
+        *rows,
+        f"| **all** | **{total:.2f}** | **{floor_total:.2f}** |",
+        "",
+        f"Throughput here is CPU-bound: at {total:.1f} ms of CPU per job, {CORES} cores carry at "
+        f"most {1000 * CORES / total:.0f} jobs/s ({1000 * CORES / floor_total:.0f} for the floor "
+        f"at {floor_total:.1f} ms); {THROUGHPUT.threshold:.0f} jobs/s needs "
+        f"{1000 * CORES / THROUGHPUT.threshold:.1f} ms per job, all processes together.",
+    ]
+
+
+def _ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def profile_lines(profiles: dict[str, Profile]) -> list[str]:
+    """The py-spy round's summary: per process, where its samples were."""
+    if not profiles:
+        return []
+    lines = [
+        "py-spy (`--nonblocking`, 250 samples/s, on-CPU threads only) on the API and the",
+        "worker over one more throughput round (not counted above). Shares of each process's",
+        "samples: by the package whose code was running, by function (self time), and by the",
+        "innermost Lookout function on the stack (what Lookout code the CPU was spent for).",
+    ]
+    for name, profile in profiles.items():
+        lines += [
+            "",
+            f"**{name}** ({profile.samples:,} samples; another {profile.waiting:.0%} were waits "
+            "for I/O or for a core, left out: the event loop's epoll, idle pool threads):",
+            "",
+        ]
+        lines += ["| package (self) | share | function (self) | share | Lookout step | share |"]
+        lines += ["|---|---:|---|---:|---|---:|"]
+        width = max(len(profile.by_package), len(profile.by_function), len(profile.by_step))
+        for i in range(width):
+            cells = []
+            for column in (profile.by_package, profile.by_function, profile.by_step):
+                label, share = column[i] if i < len(column) else ("", None)
+                cells += [f"`{label}`" if label else "", "" if share is None else f"{share:.0%}"]
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def gap_lines(result: PlumbingResult) -> list[str]:
+    """Why the targets that were missed are missed, from this run's own figures."""
+    rounds = len(result.rounds_jobs_per_s)
+    per_job = {n: c / (result.jobs * rounds) for n, c in result.commands.items()}
+    batched = {n: v for n, v in per_job.items() if v < 0.9}
+    return [
+        "Where the targets are missed, this run says why. **Throughput** is CPU: the table above "
+        "gives every process's CPU per job; the API and the worker are each about as costly as "
+        "the whole floor. **Redis commands**: one job's own are fixed by the event protocol: "
+        "the upload's EVALSHA (its XADD to the work stream, XADD `queued` to the job's stream, "
+        "EXPIRE, SET of the entry marker), the worker's `running` (XADD, EXPIRE), and the "
+        "`result` and `done` events (XADD each to the job's stream, `result` also to the "
+        "firehose, EXPIRE): 11; the rest is per batch "
+        f"({', '.join(f'{n} {v:.2f}' for n, v in sorted(batched.items(), key=lambda i: -i[1])[:6])}"
+        "). Fewer needs fewer events per job, not fewer round trips.",
+    ]
 
 
 def report(result: PlumbingResult, load_before: str, measured: str) -> None:
@@ -306,9 +401,13 @@ def report(result: PlumbingResult, load_before: str, measured: str) -> None:
         f"Redis commands per job by command (the eight most frequent): {top_commands}.",
         "",
         plot,
+        "",
+        *cpu_lines(result),
     ]
+    if result.profiles:
+        lines += ["", *profile_lines(result.profiles)]
     if missed:
-        lines += ["", PROFILE_NOTE]
+        lines += ["", *gap_lines(result)]
     write_section("plumbing", "\n".join(lines))
 
 
@@ -336,11 +435,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rounds", type=int, default=2, help="throughput rounds, Lookout's and the floor's"
     )
+    parser.add_argument(
+        "--no-profile", action="store_true", help="skip the py-spy round (py-spy missing: skipped)"
+    )
     args = parser.parse_args(argv)
+    profile = not args.no_profile and py_spy() is not None
+    if not args.no_profile and not profile:
+        print("py-spy not found: no profile round (make install installs it)")
     measured = time.strftime("%Y-%m-%d %H:%M %Z")
     load_before = load_average()
     print(f"{CORES} cores")
-    result = run(jobs=args.jobs, latency_jobs=args.latency_jobs, rounds=args.rounds)
+    result = run(
+        jobs=args.jobs, latency_jobs=args.latency_jobs, rounds=args.rounds, profile=profile
+    )
     report(result, load_before, measured)
     print(
         f"{result.jobs_per_s:.0f} jobs/s (rounds {result.rounds_jobs_per_s}); bare floor "

@@ -97,7 +97,11 @@ def settings(
         models_dir=models_dir,
         database=DatabaseSettings(url=servers.database_url),
         redis=RedisSettings(url=servers.redis_url),
-        worker=WorkerSettings(processes=1, threads=1, job_timeout_s=30, block_ms=100),
+        # running_after_ms 0: every job is marked running, so tests see every event in a fixed
+        # order; the product's deferred mark has its own tests (tests/workers/test_consumer.py).
+        worker=WorkerSettings(
+            processes=1, threads=1, job_timeout_s=30, block_ms=100, running_after_ms=0
+        ),
         # Tests run the reconciler and janitor themselves, when they mean to.
         maintenance=MaintenanceSettings(enabled=False),
         # Likewise the clustering of unknown faces (tests call cluster_pass).

@@ -27,6 +27,7 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -176,7 +177,11 @@ class Consumer:
         """Infer, write and ack `current`; meanwhile take and decode what is already waiting.
 
         Returns (entries taken meanwhile, the work decoded ahead)."""
+        started_at = datetime.now(UTC)
         inference = asyncio.create_task(self.infer(current))
+        announce = None
+        if self.settings.worker.running_after_ms > 0:
+            announce = asyncio.create_task(self._announce_if_slow(current, inference))
         taken = 0
         ready: list[Work] = []
         try:
@@ -189,8 +194,23 @@ class Consumer:
             log.warning("prefetch_failed", error=repr(exc))
         finally:
             results = await inference
-        await self.complete(current, results)
+            if announce is not None:
+                await announce  # a job's `running` goes before its result
+        await self.complete(current, results, started_at=started_at)
         return taken, ready
+
+    async def _announce_if_slow(
+        self, batch: Sequence[Work], inference: "asyncio.Task[list[PipelineResult | Exception]]"
+    ) -> None:
+        """Mark the batch running once it has been in inference running_after_ms; never
+        raises: the mark is for watchers, the result is written whether or not it was made."""
+        await asyncio.wait({inference}, timeout=self.settings.worker.running_after_ms / 1000)
+        if inference.done():
+            return
+        try:
+            await self._start([w.message.job_id for w in batch])
+        except Exception as exc:
+            log.warning("running_not_marked", error=repr(exc))
 
     async def _shut_down(self, heartbeat: asyncio.Task[None]) -> None:
         if self.heartbeat_file is not None:
@@ -260,9 +280,12 @@ class Consumer:
     async def prepare(self, entries: Sequence[Entry]) -> list[Work]:
         """Start the batch's jobs and decode their images (in a thread). Never raises.
 
-        Entries that need no inference (trimmed, malformed, given up, already finished, bad
-        image) are settled here; an entry that cannot be started stays pending. The jobs are
-        marked running together: one UPDATE and one pipeline for the batch, not one per job.
+        Entries that need no inference (trimmed, malformed, given up, bad image; with
+        running_after_ms 0 also deleted or already finished jobs) are settled here; an entry
+        that cannot be started stays pending. With running_after_ms 0 the jobs are marked
+        running here, together: one UPDATE and one pipeline for the batch, not one per job;
+        otherwise only a batch still in inference after running_after_ms is (`_run_batch`),
+        and a deleted or finished job is found out when its result is written.
         """
         if entries:
             self.metrics.batch_size.observe(len(entries))
@@ -273,9 +296,11 @@ class Consumer:
                 runnable.append((entry, message))
         if not runnable:
             return []
-        running = await self._persist(
-            runnable[0][0], lambda: self._start([m.job_id for _, m in runnable])
-        )
+        running: set[uuid.UUID] | None = {m.job_id for _, m in runnable}
+        if self.settings.worker.running_after_ms == 0:
+            running = await self._persist(
+                runnable[0][0], lambda: self._start([m.job_id for _, m in runnable])
+            )
         if running is None:
             return []  # Postgres/Redis gone and the worker is stopping: all stay pending
         frames = await self._persist(
@@ -340,7 +365,11 @@ class Consumer:
         return results
 
     async def complete(
-        self, batch: Sequence[Work], results: Sequence[PipelineResult | Exception]
+        self,
+        batch: Sequence[Work],
+        results: Sequence[PipelineResult | Exception],
+        *,
+        started_at: datetime | None = None,
     ) -> None:
         """Write, publish and ack the batch's jobs. Never raises.
 
@@ -357,6 +386,7 @@ class Consumer:
                 await self._finish(
                     [(w.message, r) for w, r in done],
                     batch_size=len(batch),
+                    started_at=started_at,
                     acks=[
                         (w.entry.entry_id, w.message.job_id, w.message.frame_key) for w, _ in done
                     ],
@@ -589,6 +619,7 @@ class Consumer:
         *,
         batch_size: int,
         acks: Sequence[streams.AckEntry] = (),
+        started_at: datetime | None = None,
     ) -> None:
         """Record the results of several jobs in one transaction, then their events in one MULTI.
 
@@ -599,7 +630,7 @@ class Consumer:
         """
         outcomes = {message.job_id: result for message, result in items}  # one per job
         async with self.sessionmaker.begin() as session:
-            recorded = await results.record_results(session, outcomes)
+            recorded = await results.record_results(session, outcomes, started_at=started_at)
         finished = recorded.finished
         if recorded.events:
             await self._publish(*recorded.events, acks=[a for a in acks if a[1] in finished])

@@ -102,11 +102,15 @@ async def mark_running(session: AsyncSession, job_ids: Sequence[uuid.UUID]) -> s
 async def record_results(
     session: AsyncSession,
     outcomes: Mapping[uuid.UUID, Outcome],
+    *,
+    started_at: datetime | None = None,
 ) -> Recorded:
     """Write the results of several jobs (one outcome per job id) in the caller's transaction.
 
     A job that is already finished (an earlier delivery, or an earlier try of this one that
-    committed before an outage) is left as it is and listed in `settled_before`.
+    committed before an outage) is left as it is and listed in `settled_before`. A job that
+    was never marked running (its batch ended before the worker's running_after_ms) is
+    recorded as started at `started_at` (default: now), as `mark_running` would have.
     """
     jobs, node_names = await _lock_unfinished(session, outcomes)
     # Keyed by job id: a redelivery replaces rows (embeddings cascade) rather than adding a
@@ -119,7 +123,7 @@ async def record_results(
     for job_id, job in jobs.items():
         outcome = outcomes[job_id]
         session.add_all(_embedding_rows(job_id, rows[job_id], outcome))
-        _mark_done(job, outcome, now=now)
+        _mark_done(job, outcome, now=now, started_at=started_at or now)
     await record_face_crops(
         session,
         list(jobs.values()),
@@ -219,7 +223,10 @@ def _embedding_rows(
     ]
 
 
-def _mark_done(job: Job, outcome: Outcome, *, now: datetime) -> None:
+def _mark_done(job: Job, outcome: Outcome, *, now: datetime, started_at: datetime) -> None:
+    if job.started_at is None:  # not marked running: what mark_running would have written
+        job.started_at = started_at
+        job.attempts += 1
     job.status = JobStatus.done
     job.width, job.height = outcome.width, outcome.height  # upright, from the pixels
     job.counts = outcome.counts

@@ -223,8 +223,11 @@ async def test_upload_and_job_events_websocket_through_nginx(
                 events.append(event)
                 if event["type"] == "status" and event["status"] in ("done", "failed"):
                     break
-    assert [e.get("status", e["type"]) for e in events] == ["queued", "running", "result", "done"]
-    assert events[2]["job"]["counts"] == {"face": 6}
+    statuses = [e.get("status", e["type"]) for e in events]
+    # The worker runs with the product's running_after_ms: `running` comes only when the batch
+    # was still in inference by then, and then right after `queued`.
+    assert statuses in (["queued", "running", "result", "done"], ["queued", "result", "done"])
+    assert events[statuses.index("result")]["job"]["counts"] == {"face": 6}
 
 
 async def test_firehose_websocket_through_nginx(stack: Stack, auth: dict[str, str]) -> None:

@@ -44,12 +44,18 @@ async def pending_count(redis) -> int:
     return (await redis.xpending(streams.JOBS, streams.GROUP))["pending"]
 
 
+# 0: jobs marked running before their images load (a finished job is skipped there); a minute:
+# never marked (the product's deferred mark), so a finished job is found out at the write.
+MARK_FIRST_AND_DEFERRED = pytest.mark.parametrize("running_after_ms", [0, 60_000])
+
+
+@MARK_FIRST_AND_DEFERRED
 async def test_the_same_message_twice_writes_one_set_of_rows(
-    make_job, make_consumer, redis, sessionmaker
+    make_job, make_consumer, redis, sessionmaker, running_after_ms
 ):
     job = await make_job(T1)
     await requeue(redis, job)
-    assert await make_consumer().run(burst=True) == 2
+    assert await make_consumer(running_after_ms=running_after_ms).run(burst=True) == 2
 
     assert await count_detections(sessionmaker, job.id) == 6
     assert (await load_job(sessionmaker, job.id)).status == JobStatus.done
@@ -118,6 +124,42 @@ async def test_after_max_deliveries_the_message_is_dead_lettered_and_the_job_fai
     assert await pending_count(redis) == 0
 
 
+async def test_a_batch_that_ends_before_running_after_ms_goes_from_queued_to_done(
+    make_job, make_consumer, redis, sessionmaker
+):
+    job = await make_job(T1)
+    # A minute: inference is over long before, so the job is never marked running.
+    assert await make_consumer(running_after_ms=60_000).run(burst=True) == 1
+    events = await job_events(redis, job.id)
+    assert [e.get("status", e["type"]) for e in events] == ["queued", "result", "done"]
+    done = await load_job(sessionmaker, job.id)
+    assert done.status == JobStatus.done
+    # What marking it running would have written, written with the result.
+    assert done.attempts == 1
+    assert done.created_at <= done.started_at <= done.finished_at
+
+
+async def test_a_batch_still_in_inference_after_running_after_ms_is_marked_running_first(
+    make_job, make_consumer, redis, sessionmaker
+):
+    job = await make_job(T1)
+    consumer = make_consumer(running_after_ms=20)
+    original = consumer.infer
+
+    async def slow_infer(batch):
+        await asyncio.sleep(0.5)  # still in inference well past running_after_ms
+        return await original(batch)
+
+    consumer.infer = slow_infer
+    assert await consumer.run(burst=True) == 1
+    events = await job_events(redis, job.id)
+    assert [e.get("status", e["type"]) for e in events] == ["queued", "running", "result", "done"]
+    done = await load_job(sessionmaker, job.id)
+    assert done.status == JobStatus.done
+    assert done.attempts == 1  # counted once: by the mark, not again with the result
+    assert done.started_at < done.finished_at
+
+
 async def test_a_bad_image_fails_its_job_and_the_worker_goes_on(
     make_job, make_consumer, redis, sessionmaker, storage
 ):
@@ -159,13 +201,14 @@ async def test_a_malformed_message_is_dead_lettered(make_consumer, redis):
     assert await pending_count(redis) == 0
 
 
+@MARK_FIRST_AND_DEFERRED
 async def test_a_deleted_job_is_acked_and_skipped(
-    make_job, make_consumer, redis, sessionmaker, storage
+    make_job, make_consumer, redis, sessionmaker, storage, running_after_ms
 ):
     job = await make_job(T1)
     async with sessionmaker.begin() as session:
         await session.delete(await session.get(Job, job.id))
-    assert await make_consumer().run(burst=True) == 1
+    assert await make_consumer(running_after_ms=running_after_ms).run(burst=True) == 1
     assert await pending_count(redis) == 0
     assert await count_detections(sessionmaker, job.id) == 0
 
