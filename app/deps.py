@@ -47,9 +47,16 @@ class AppState:
     imports: ImportRunner  # bulk enrollments running in this process (app/gallery/imports.py)
 
 
-def get_state(connection: HTTPConnection) -> AppState:
+# The dependencies that hand out the app's parts are `async def` although they never await:
+# FastAPI runs a plain `def` dependency in its thread pool, a thread hand-off per dependency per
+# request (four on an upload), which cost more than the upload's own work (bench/plumbing.py).
+def app_state(connection: HTTPConnection) -> AppState:
     state: AppState = connection.app.state.lookout
     return state
+
+
+async def get_state(connection: HTTPConnection) -> AppState:
+    return app_state(connection)
 
 
 StateDep = Annotated[AppState, Depends(get_state)]
@@ -67,19 +74,19 @@ async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
-def get_redis(state: StateDep) -> Redis:
+async def get_redis(state: StateDep) -> Redis:
     return state.redis
 
 
-def get_frames_redis(state: StateDep) -> Redis:
+async def get_frames_redis(state: StateDep) -> Redis:
     return state.frames_redis
 
 
-def get_storage(state: StateDep) -> Storage:
+async def get_storage(state: StateDep) -> Storage:
     return state.storage
 
 
-def get_settings_dep(state: StateDep) -> Settings:
+async def get_settings_dep(state: StateDep) -> Settings:
     return state.settings
 
 
@@ -88,7 +95,7 @@ FramesRedisDep = Annotated[Redis, Depends(get_frames_redis)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 
 
-def get_imports(state: StateDep) -> ImportRunner:
+async def get_imports(state: StateDep) -> ImportRunner:
     return state.imports
 
 

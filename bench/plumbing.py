@@ -340,14 +340,16 @@ def gap_lines(result: PlumbingResult) -> list[str]:
     batched = {n: v for n, v in per_job.items() if v < 0.9}
     return [
         "Where the targets are missed, this run says why. **Throughput** is CPU: the table above "
-        "gives every process's CPU per job; the API and the worker are each about as costly as "
-        "the whole floor. **Redis commands**: one job's own are fixed by the event protocol: "
-        "the upload's EVALSHA (its XADD to the work stream, XADD `queued` to the job's stream, "
-        "EXPIRE, SET of the entry marker), the worker's `running` (XADD, EXPIRE), and the "
+        "gives every process's CPU per job, against the floor's. **Redis commands**: one job's "
+        "own are fixed by the event protocol: the upload's EVALSHA (its XADD to the work "
+        "stream, XADD `queued` to the job's stream, EXPIRE, SET of the entry marker: 5), the "
         "`result` and `done` events (XADD each to the job's stream, `result` also to the "
-        "firehose, EXPIRE): 11; the rest is per batch "
+        "firehose, one EXPIRE: 4), and `running` (XADD, EXPIRE) only for a batch still in "
+        "inference after worker.running_after_ms, which a no-op batch never is: 9; the rest is "
+        "per batch or per client "
         f"({', '.join(f'{n} {v:.2f}' for n, v in sorted(batched.items(), key=lambda i: -i[1])[:6])}"
-        "). Fewer needs fewer events per job, not fewer round trips.",
+        "). Fewer needs fewer events per job (e.g. no `queued` event on the job's stream, or "
+        "`result` and `done` as one), a change of the event protocol clients read.",
     ]
 
 

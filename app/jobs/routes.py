@@ -24,7 +24,7 @@ from app.deps import (
     SettingsDep,
     StorageDep,
     WriteKey,
-    get_state,
+    app_state,
     guard_websocket_key,
     websocket_principal,
 )
@@ -377,7 +377,7 @@ async def job_events(websocket: WebSocket, job_id: str) -> None:
     a UUID, 4401/4403 for a bad key, 4404 for an unknown job (or another key's), 1013 when the
     server has no WebSocket slot left, 4503 when Postgres or Redis is unreachable.
     """
-    state = get_state(websocket)
+    state = app_state(websocket)
     try:
         # Parsed here, not by the path converter: a refused handshake (HTTP 403) would read as
         # an authentication failure, and a browser cannot see why.
@@ -426,7 +426,7 @@ async def firehose(websocket: WebSocket) -> None:
     A non-admin key sees only its own jobs' events. A client that falls more than
     `ws_max_queued_events` behind is closed with code 1013 (try again later).
     """
-    state: AppState = get_state(websocket)
+    state: AppState = app_state(websocket)
 
     async def serve(principal: Principal) -> None:
         owner = None if principal.sees_every_job else str(principal.owner_id)

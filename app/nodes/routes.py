@@ -24,7 +24,7 @@ from app.deps import (
     SessionDep,
     SettingsDep,
     StorageDep,
-    get_state,
+    app_state,
     require_scope,
 )
 from app.errors import AppError, InvalidInput, PayloadTooLarge, error_body, error_doc
@@ -267,7 +267,7 @@ async def send_frame(
     # of a node that does not store frames must never touch the disk.
     frame = await _read_body(request, limit_bytes=settings.nodes.max_frame_bytes)
     job = await service.accept_frame(session, storage, node, frame, settings)
-    sessionmaker = get_state(request).sessionmaker
+    sessionmaker = app_state(request).sessionmaker
     after_commit(
         session,
         lambda: service.enqueue_frame(redis, frames_redis, sessionmaker, job, frame, settings),
@@ -322,7 +322,7 @@ async def node_stream(websocket: WebSocket) -> None:
     token (`{"type": "token", "token": …}`) for another node closes with 4403. Messages and
     backpressure: app/nodes/schemas.py and relay.py FrameRelay.
     """
-    state = get_state(websocket)
+    state = app_state(websocket)
     try:
         async with state.sessionmaker() as session:
             node = await authenticate_request(
