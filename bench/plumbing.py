@@ -196,8 +196,9 @@ def run(
         if running.postgres_pid is not None:
             servers["Postgres"] = running.postgres_pid
         client = {"this client": os.getpid()}
-        lookout_cpu = CpuMeter({"API": api, "worker": worker, **servers, **client})
-        floor_cpu = CpuMeter({"bare floor": floor, **servers, **client})
+        alone = frozenset(client)  # its children are the servers measured here
+        lookout_cpu = CpuMeter({"API": api, "worker": worker, **servers, **client}, alone=alone)
+        floor_cpu = CpuMeter({"bare floor": floor, **servers, **client}, alone=alone)
         asyncio.run(latency_on_firehose(base_url, ws_url, 20))  # warm-up
         asyncio.run(post_throughput(floor_url, jobs=50, concurrency=concurrency, desc="warm-up"))
         lookout_rounds, floor_rounds = [], []

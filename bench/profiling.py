@@ -39,19 +39,28 @@ def cpu_seconds(pid: int, *, children: bool = True) -> float:
 
 
 class CpuMeter:
-    """CPU seconds of named processes between `start` and `stop`, added over several spans."""
+    """CPU seconds of named processes between `start` and `stop`, added over several spans.
+    Each with its children (Postgres' backends), except those named in `alone` (the bench's
+    own process, whose children are the very servers measured beside it)."""
 
-    def __init__(self, pids: dict[str, int]) -> None:
+    def __init__(self, pids: dict[str, int], *, alone: frozenset[str] = frozenset()) -> None:
         self.pids = pids
+        self.alone = alone
         self.spent: dict[str, float] = dict.fromkeys(pids, 0.0)
         self._started: dict[str, float] = {}
 
+    def _now(self) -> dict[str, float]:
+        return {
+            name: cpu_seconds(pid, children=name not in self.alone)
+            for name, pid in self.pids.items()
+        }
+
     def start(self) -> None:
-        self._started = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._started = self._now()
 
     def stop(self) -> None:
-        for name, pid in self.pids.items():
-            self.spent[name] += cpu_seconds(pid) - self._started[name]
+        for name, spent in self._now().items():
+            self.spent[name] += spent - self._started[name]
 
     def ms_per(self, count: int) -> dict[str, float]:
         return {name: 1000 * self.spent[name] / count for name in self.pids}
