@@ -274,7 +274,12 @@ def _profile_round(
                     desc="plumbing throughput, profiled round",
                 )
             )
-        return {name: summary(path) for name, path in outputs.items()}
+        # py-spy writes nothing where it may not read other processes (no ptrace permission,
+        # e.g. a container without SYS_PTRACE): then there is no profile, not a failed bench.
+        missing = [name for name, path in outputs.items() if not path.exists()]
+        if missing:
+            print(f"py-spy recorded nothing for {', '.join(missing)}: no profile in this run")
+        return {name: summary(path) for name, path in outputs.items() if path.exists()}
 
 
 def cpu_lines(result: PlumbingResult) -> list[str]:
