@@ -207,16 +207,8 @@ def run(
             counter.config_resetstat()
             lookout_cpu.start()
             lookout_rounds.append(
-                asyncio.run(
-                    upload_and_collect(
-                        base_url,
-                        ws_url,
-                        image=TINY_PNG,
-                        content_type="image/png",
-                        jobs=jobs,
-                        concurrency=concurrency,
-                        desc=f"plumbing throughput, round {round_number}",
-                    )
+                lookout_round(
+                    running, jobs, concurrency, f"plumbing throughput, round {round_number}"
                 )
             )
             lookout_cpu.stop()
@@ -236,8 +228,8 @@ def run(
             floor_cpu.stop()
         counter.close()
         profiles = (
-            _profile_round(base_url, ws_url, {"API": api, "worker": worker}, jobs)
-            if (profile)
+            _profile_round(running, {"API": api, "worker": worker}, jobs, concurrency)
+            if profile
             else {}
         )
         latency = asyncio.run(latency_on_firehose(base_url, ws_url, latency_jobs))
@@ -257,23 +249,28 @@ def run(
     )
 
 
+def lookout_round(running: Stack, jobs: int, concurrency: int, desc: str) -> float:
+    """One throughput round through Lookout: jobs/s from the first upload to the last result."""
+    return asyncio.run(
+        upload_and_collect(
+            running.base_url,
+            running.ws_url,
+            image=TINY_PNG,
+            content_type="image/png",
+            jobs=jobs,
+            concurrency=concurrency,
+            desc=desc,
+        )
+    )
+
+
 def _profile_round(
-    base_url: str, ws_url: str, pids: dict[str, int], jobs: int
+    running: Stack, pids: dict[str, int], jobs: int, concurrency: int
 ) -> dict[str, Profile]:
     """One more throughput round, not counted, with py-spy on the API and the worker."""
     with tempfile.TemporaryDirectory(prefix="lookout-profile-") as folder:
         with record(pids, Path(folder)) as outputs:
-            asyncio.run(
-                upload_and_collect(
-                    base_url,
-                    ws_url,
-                    image=TINY_PNG,
-                    content_type="image/png",
-                    jobs=jobs,
-                    concurrency=32,
-                    desc="plumbing throughput, profiled round",
-                )
-            )
+            lookout_round(running, jobs, concurrency, "plumbing throughput, profiled round")
         # py-spy writes nothing where it may not read other processes (no ptrace permission,
         # e.g. a container without SYS_PTRACE): then there is no profile, not a failed bench.
         missing = [name for name, path in outputs.items() if not path.exists()]
