@@ -46,6 +46,13 @@ from tqdm import tqdm
 from app.db import create_engine, create_sessionmaker, migrate
 from app.embedded import start_embedded
 from app.gallery import matching
+from app.gallery.graph import (
+    DEFAULT_GRAPH_TUNING,
+    FACE_GRAPHS,
+    FaceGraph,
+    build_graph,
+    refresh_graph,
+)
 from app.gallery.index import IndexParameters, rebuild_index
 from app.settings import DatabaseSettings, GallerySettings, get_settings
 from app.vectors import distance_expression, gallery_index_name, similarity_calibration
@@ -69,6 +76,8 @@ STRANGER_QUERIES = 500
 EXACT_TIMED_QUERIES = 30  # exact search timed in Postgres (its answers come from numpy)
 PHOTOS_PER_PERSON = (1, 9)  # uniform, inclusive
 EF_SEARCH_SWEEP = (25, 50, 100, 200, 400, 800)
+# The in-memory graph's walk (app/gallery/graph.py), where it serves identify.
+GRAPH_EF_SWEEP = (100, 200, 400, 600, 800)
 COPY_CHUNK = 50_000
 INSERT_FACES = 1000  # enrolled into the indexed gallery after the build, in batches
 INSERT_BATCH = 50
@@ -82,6 +91,13 @@ def gallery_settings() -> GallerySettings:
 
 def gallery_max() -> int:
     return int(os.environ.get("LOOKOUT_BENCH_GALLERY_MAX") or DEFAULT_MAX)
+
+
+def pgvector_max() -> int:
+    """The largest gallery whose pgvector index is built (LOOKOUT_BENCH_PGVECTOR_MAX; default
+    every one). Past the graph's min_faces identify does not walk pgvector's graph, and its build
+    at 1M takes over half an hour: a run that only measures identify may leave it out."""
+    return int(os.environ.get("LOOKOUT_BENCH_PGVECTOR_MAX") or 2**62)
 
 
 # --- face-like synthetic embeddings -----------------------------------------------------------
@@ -267,6 +283,26 @@ class Build:
     in_memory: bool
     index_mb: float
     parameters: IndexParameters
+
+
+@dataclass
+class GraphBuild:
+    seconds: float
+    megabytes: float
+    faces: int
+
+
+async def timed_graph(database_url: str, model: str, dim: int) -> tuple[FaceGraph, GraphBuild]:
+    """The in-memory graph built as identify builds it (app/gallery/graph.py: every face's sign
+    bits read from Postgres, linked on every core)."""
+    engine = create_engine(DatabaseSettings(url=database_url, pool_size=2))
+    try:
+        started = time.perf_counter()
+        graph = await build_graph(engine, model, dim, None)
+        seconds = time.perf_counter() - started
+    finally:
+        await engine.dispose()
+    return graph, GraphBuild(seconds, graph.index.memory_usage / 2**20, len(graph))
 
 
 async def drop_index(connection: asyncpg.Connection, model: str) -> None:
@@ -465,9 +501,10 @@ class Row:
     faces: int
     people: int
     load_faces_s: float
-    build: Build
+    build: Build | None  # pgvector's index (None: not built in this run)
+    graph: GraphBuild | None  # the in-memory graph, where it serves identify
     insert_faces_s: float
-    uses_index: bool
+    uses_index: bool | None  # pgvector's plan uses its index (None: the graph serves)
     product: Outcome
     exact: Outcome
     sweep: dict[int, Outcome]
@@ -508,6 +545,8 @@ async def measure(database_url: str, faces: int, dim: int) -> Row:
     space = FaceSpace(dim, SPACE_TAU[dim])
     gallery = Gallery.make(space, faces, rng)
     stored = Enrolled()
+    # Where identify takes its candidates at this size (app/gallery/graph.py).
+    by_graph = faces >= DEFAULT_GRAPH_TUNING.min_faces
     connection = await raw_connection(database_url)
     try:
         await drop_index(connection, model)
@@ -515,11 +554,13 @@ async def measure(database_url: str, faces: int, dim: int) -> Row:
         # What autovacuum does after a bulk load; the planner's estimates come from it.
         await connection.execute("VACUUM ANALYZE person_faces")
         await connection.execute("ANALYZE people")
-        build = await build_index(database_url, model, faces)
+        build = await build_index(database_url, model, faces) if faces <= pgvector_max() else None
         inserted = await insert_rate(connection, gallery, model, rng, stored)
+        inserted_at = time.monotonic()
         await connection.execute("ANALYZE person_faces")
     finally:
         await connection.close()
+    graph, graph_build = await timed_graph(database_url, model, dim) if by_graph else (None, None)
 
     who = rng.integers(0, len(gallery.centres), ENROLLED_QUERIES)
     enrolled = space.photos(gallery.centres[who], rng)
@@ -533,8 +574,20 @@ async def measure(database_url: str, faces: int, dim: int) -> Row:
     engine: AsyncEngine = create_engine(DatabaseSettings(url=database_url, pool_size=2))
     sessionmaker = create_sessionmaker(engine)
     try:
-        async with sessionmaker() as session:
-            uses_index = await uses_gallery_index(session, enrolled[0], model)
+        uses_index = None
+        if graph is not None:
+            # Identify serves from the graph from now on, as it would once its build is done.
+            # Faces enrolled within the late-commit window are read from Postgres besides it
+            # (the enrollment just timed): measured once that window has passed.
+            await asyncio.sleep(
+                max(0.0, inserted_at + DEFAULT_GRAPH_TUNING.late_commit_s - time.monotonic())
+            )
+            async with sessionmaker() as session:
+                await refresh_graph(session, graph, model, None)
+            FACE_GRAPHS.put(engine, model, None, graph)
+        else:
+            async with sessionmaker() as session:
+                uses_index = await uses_gallery_index(session, enrolled[0], model)
         product = await run_queries(
             sessionmaker, product_search(model), queries, truth, single, threshold, "identify"
         )
@@ -551,24 +604,38 @@ async def measure(database_url: str, faces: int, dim: int) -> Row:
         )
         exact = exact_outcome(stored, queries, who, threshold, model, single, timed)
         sweep = {}
-        for ef in EF_SEARCH_SWEEP:
-            sweep[ef] = await run_queries(
-                sessionmaker,
-                product_search(
-                    model,
-                    matching.SearchTuning(
-                        ef_search=ef,
-                        ef_search_large=ef,
-                        candidates=min(ef, matching.DEFAULT_TUNING.candidates),
+        if graph is not None:
+            for ef in GRAPH_EF_SWEEP:
+                graph.index.expansion_search = ef
+                sweep[ef] = await run_queries(
+                    sessionmaker,
+                    product_search(model),
+                    enrolled,
+                    truth[:ENROLLED_QUERIES],
+                    single,
+                    threshold,
+                    f"graph ef_search {ef}",
+                )
+        else:
+            for ef in EF_SEARCH_SWEEP:
+                sweep[ef] = await run_queries(
+                    sessionmaker,
+                    product_search(
+                        model,
+                        matching.SearchTuning(
+                            ef_search=ef,
+                            ef_search_large=ef,
+                            candidates=min(ef, matching.DEFAULT_TUNING.candidates),
+                        ),
                     ),
-                ),
-                enrolled,
-                truth[:ENROLLED_QUERIES],
-                single,
-                threshold,
-                f"ef_search {ef}",
-            )
+                    enrolled,
+                    truth[:ENROLLED_QUERIES],
+                    single,
+                    threshold,
+                    f"ef_search {ef}",
+                )
     finally:
+        FACE_GRAPHS.forget()
         await engine.dispose()
     return Row(
         dim=dim,
@@ -576,6 +643,7 @@ async def measure(database_url: str, faces: int, dim: int) -> Row:
         people=len(gallery.centres),
         load_faces_s=faces / load_s,
         build=build,
+        graph=graph_build,
         insert_faces_s=inserted,
         uses_index=uses_index,
         product=product,
@@ -619,6 +687,16 @@ TARGET_P99 = Target("≤ 30 ms", 30.0, at_least=False)
 TARGET_BUILD = {1_000_000: Target("≤ 15 min", 900.0, False), 100_000: Target("≤ 60 s", 60.0, False)}
 
 
+def identify_index(row: Row) -> str:
+    return "in-memory graph" if row.graph is not None else "pgvector HNSW"
+
+
+def identify_build_seconds(row: Row) -> float | None:
+    if row.graph is not None:
+        return row.graph.seconds
+    return row.build.seconds if row.build is not None else None
+
+
 def targets(rows: list[Row]) -> list[str]:
     """The issue's table, filled from the largest 512-d row of this run."""
     largest = max((r for r in rows if r.dim == 512), key=lambda r: r.faces, default=None)
@@ -640,9 +718,11 @@ def targets(rows: list[Row]) -> list[str]:
         f"{TARGET_P99.cell(r.product.p99_ms)} |",
     ]
     for size, target in TARGET_BUILD.items():
+        # The build of the index identify uses at that size: the graph past its min_faces.
         built = [row for row in rows if row.dim == 512 and row.faces == size]
-        cell = target.cell(built[0].build.seconds) if built else f"{target.text}: not measured"
-        value = f"{built[0].build.seconds:.0f} s" if built else "—"
+        seconds = identify_build_seconds(built[0]) if built else None
+        cell = target.cell(seconds) if seconds is not None else f"{target.text}: not measured"
+        value = f"{seconds:.0f} s ({identify_index(built[0])})" if seconds is not None else "—"
         lines.append(f"| index build, {size:,} faces | {value} | {cell} |")
     same = r.product.strangers_accepted == r.exact.strangers_accepted
     lines += [
@@ -657,6 +737,7 @@ def targets(rows: list[Row]) -> list[str]:
 
 def write_results(rows: list[Row], measured: str, load_before: str) -> None:
     tuning = matching.DEFAULT_TUNING
+    graph_tuning = DEFAULT_GRAPH_TUNING
     lines = [
         "## Gallery (bench/gallery.py)",
         "",
@@ -668,11 +749,14 @@ def write_results(rows: list[Row], measured: str, load_before: str) -> None:
         f"bench/gallery.py): people with {PHOTOS_PER_PERSON[0]}-{PHOTOS_PER_PERSON[1]}",
         f"photos each; {ENROLLED_QUERIES:,} queries are new photos of enrolled people, "
         f"{STRANGER_QUERIES:,} are strangers.",
-        "Identify: HNSW over the faces' sign bits (binary_quantize, Hamming) hands over "
-        f"{tuning.candidates} candidates",
-        f"(hnsw.ef_search {tuning.ef_search}, {tuning.ef_search_large} past "
-        f"{tuning.large_gallery:,} faces; iterative scan), re-ranked by exact cosine, best face "
-        "per person.",
+        "Identify: an HNSW graph over the faces' sign bits (binary_quantize, Hamming) hands over "
+        "candidates, re-ranked by exact cosine in Postgres, best face per person. Below "
+        f"{graph_tuning.min_faces:,} faces the graph is pgvector's ({tuning.candidates} candidates,",
+        f"hnsw.ef_search {tuning.ef_search}, {tuning.ef_search_large} past "
+        f"{tuning.large_gallery:,} faces; iterative scan); from there on, an in-memory graph in the"
+        " identifying process (app/gallery/graph.py: usearch, m "
+        f"{graph_tuning.m}, ef_construction {graph_tuning.ef_construction}, ef_search "
+        f"{graph_tuning.ef_search}, {graph_tuning.candidates} candidates), built from Postgres.",
         "**top-1**: the best person identify names is the right one (whatever the threshold);",
         "**strangers accepted**: strangers whose best person reaches the match threshold "
         f"({gallery_settings().match_threshold:.2f} calibrated).",
@@ -687,18 +771,29 @@ def write_results(rows: list[Row], measured: str, load_before: str) -> None:
         f"- Load average before {load_before}, after {load_average()}",
         "",
         *targets(rows),
-        "| dim | faces | people | bulk load faces/s | m / ef_construction | index build s | graph "
-        "in memory | index MB | insert faces/s (indexed) | identify p50 ms | p99 ms | top-1 | "
+        "| dim | faces | people | bulk load faces/s | pgvector m / ef_construction | pgvector "
+        "build s | built in memory | pgvector index MB | insert faces/s (indexed) | identify "
+        "index | graph build s | graph MB | identify p50 ms | p99 ms | top-1 | "
         "top-1, one photo | strangers accepted | exact p50 ms | exact top-1 | exact strangers "
         "accepted |",
-        "|---:|---:|---:|---:|---|---:|:-:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---:|---:|---|---:|:-:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "---:|---:|",
     ]
     for r in rows:
-        lines.append(
-            f"| {r.dim} | {r.faces:,} | {r.people:,} | {r.load_faces_s:,.0f} | "
+        pgvector = (
             f"{r.build.parameters.m} / {r.build.parameters.ef_construction} | "
             f"{r.build.seconds:.1f} | {'yes' if r.build.in_memory else '**no**'} | "
-            f"{r.build.index_mb:.0f} | {r.insert_faces_s:,.0f} | {r.product.p50_ms:.2f} | "
+            f"{r.build.index_mb:.0f}"
+            if r.build is not None
+            else "— | not built | — | —"
+        )
+        graph = (
+            f"{r.graph.seconds:.1f} | {r.graph.megabytes:.0f}" if r.graph is not None else "— | —"
+        )
+        lines.append(
+            f"| {r.dim} | {r.faces:,} | {r.people:,} | {r.load_faces_s:,.0f} | {pgvector} | "
+            f"{r.insert_faces_s:,.0f}{'' if r.build is not None else ' (no pgvector index)'} | "
+            f"{identify_index(r)} | {graph} | {r.product.p50_ms:.2f} | "
             f"{r.product.p99_ms:.2f} | {r.product.top1:.3f} | {r.product.top1_single:.3f} | "
             f"{r.product.strangers_accepted:.3f} | {r.exact.p50_ms:.1f} | {r.exact.top1:.3f} | "
             f"{r.exact.strangers_accepted:.3f} |"
@@ -708,7 +803,7 @@ def write_results(rows: list[Row], measured: str, load_before: str) -> None:
         "The generated faces (pairs of photos; the match threshold as raw cosine for the model):",
         "",
         "| dim | same person: p1 / median / p99 cosine | strangers: sd, 1e-4 tail | "
-        "threshold cosine | plan uses the index |",
+        "threshold cosine | plan uses pgvector's index |",
         "|---:|---|---|---:|:-:|",
     ]
     seen_dims = set()
@@ -717,10 +812,11 @@ def write_results(rows: list[Row], measured: str, load_before: str) -> None:
             continue
         seen_dims.add(r.dim)
         p = r.pairs
+        uses = "graph serves" if r.uses_index is None else "yes" if r.uses_index else "no"
         lines.append(
             f"| {r.dim} | {p['same_p1']:.2f} / {p['same_p50']:.2f} / {p['same_p99']:.2f} | "
             f"{p['stranger_sd']:.3f}, {p['stranger_1e-4']:.2f} | {r.threshold_cosine:.3f} | "
-            f"{'yes' if r.uses_index else 'no'} |"
+            f"{uses} |"
         )
     lines += [
         "",
@@ -731,17 +827,35 @@ def write_results(rows: list[Row], measured: str, load_before: str) -> None:
         "|---:|---:|" + "---|" * len(EF_SEARCH_SWEEP),
     ]
     for r in rows:
+        if r.graph is not None:
+            continue
         cells = [
             f"{o.top1:.3f} / {o.p50_ms:.1f} / {o.p99_ms:.1f}"
             for o in (r.sweep[ef] for ef in EF_SEARCH_SWEEP)
         ]
         lines.append(f"| {r.dim} | {r.faces:,} | " + " | ".join(cells) + " |")
+    graph_rows = [r for r in rows if r.graph is not None]
+    if graph_rows:
+        lines += [
+            "",
+            f"In-memory graph ef_search sweep, {graph_tuning.candidates} candidates (enrolled "
+            "queries; top-1 / p50 ms / p99 ms):",
+            "",
+            "| dim | faces | " + " | ".join(f"ef {ef}" for ef in GRAPH_EF_SWEEP) + " |",
+            "|---:|---:|" + "---|" * len(GRAPH_EF_SWEEP),
+        ]
+        for r in graph_rows:
+            cells = [
+                f"{o.top1:.3f} / {o.p50_ms:.1f} / {o.p99_ms:.1f}"
+                for o in (r.sweep[ef] for ef in GRAPH_EF_SWEEP)
+            ]
+            lines.append(f"| {r.dim} | {r.faces:,} | " + " | ".join(cells) + " |")
     if rows:
         lines += [
             "",
             save_plot(
                 "gallery",
-                "Gallery: right person top-1 vs identify latency, per hnsw.ef_search",
+                "Gallery: right person top-1 vs identify latency, per ef_search",
                 lambda f: _draw(f, rows),
             ),
         ]
@@ -762,12 +876,12 @@ def write_results(rows: list[Row], measured: str, load_before: str) -> None:
 def _draw(figure: Any, rows: list[Row]) -> None:
     axis = figure.add_subplot()
     for r in rows:
-        points = [(r.sweep[ef].p50_ms, r.sweep[ef].top1, ef) for ef in EF_SEARCH_SWEEP]
+        points = [(o.p50_ms, o.top1, ef) for ef, o in r.sweep.items()]
         axis.plot(
             [p[0] for p in points],
             [p[1] for p in points],
-            "-o",
-            label=f"{r.faces:,} faces, {r.dim}-d",
+            "-o" if r.graph is None else "-s",
+            label=f"{r.faces:,} faces, {r.dim}-d ({identify_index(r)})",
         )
         for x, y, ef in points:
             axis.annotate(str(ef), (x, y), fontsize=6, textcoords="offset points", xytext=(2, -8))

@@ -11,17 +11,24 @@ over the faces' sign bits hands over the `candidates` nearest faces by Hamming d
 `ef_search` set for the query, and an iterative scan so an owner filter never leaves it short),
 then those faces are re-ranked by their exact cosine and each person keeps their best face.
 Postgres holds every vector; the index only narrows the search.
+
+A gallery past GraphTuning.min_faces gets an in-memory graph of the same sign bits in each
+process (app/gallery/graph.py): its candidates, and the faces enrolled since its snapshot, are
+re-ranked by exact cosine in Postgres in the same way, so what a deleted face or a filter
+means never depends on the graph.
 """
 
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.gallery.graph import DEFAULT_GRAPH_TUNING, FACE_GRAPHS, FaceGraph, GraphTuning
 from app.models import JobPurpose
 from app.vectors import (
     calibrated_similarity,
@@ -69,6 +76,7 @@ class SearchTuning:
     large_gallery: int = 250_000
     candidates: int = 50
     max_scan_tuples: int = 20_000
+    graph: GraphTuning = DEFAULT_GRAPH_TUNING
 
 
 # Chosen with bench/gallery.py (bench/RESULTS.md, "Gallery"): on face-like 512-d faces the
@@ -141,8 +149,13 @@ async def nearest_people(
 ) -> list[PersonMatch]:
     """The named people of `owner_id` nearest to `vector`, best first, each with their best
     enrolled face (exact cosine), at most `limit` people."""
-    await _tune(session, tuning, model)
     dim = len(vector)
+    graph = await FACE_GRAPHS.for_query(session, model, dim, owner_id, tuning.graph)
+    if graph is not None:
+        return await _nearest_people_from_graph(
+            session, graph, vector, model=model, owner_id=owner_id, limit=limit, tuning=tuning
+        )
+    await _tune(session, tuning, model)
     rows = await session.execute(
         text(
             f"""
@@ -165,6 +178,49 @@ async def nearest_people(
             **({"owner_id": owner_id} if owner_id is not None else {}),
         },
     )
+    return _best_people(rows, model, limit)
+
+
+async def _nearest_people_from_graph(
+    session: AsyncSession,
+    graph: FaceGraph,
+    vector: Vector,
+    *,
+    model: str,
+    owner_id: uuid.UUID | None,
+    limit: int,
+    tuning: SearchTuning,
+) -> list[PersonMatch]:
+    """nearest_people on a gallery with an in-memory graph (app/gallery/graph.py): the graph's
+    candidates plus the faces enrolled since its snapshot, re-ranked by exact cosine with the
+    same filters (the graph holds only this owner's faces, of every name)."""
+    dim = len(vector)
+    candidates = graph.search(vector, max(tuning.graph.candidates, limit))
+    rows = await session.execute(
+        text(
+            f"""
+            SELECT DISTINCT ON (person_id) person_id, name, face_id, distance FROM (
+                SELECT f.person_id, p.name, f.id AS face_id,
+                    {distance_expression("f.embedding", dim)} AS distance
+                FROM person_faces f JOIN people p ON p.id = f.person_id
+                WHERE f.model = :model AND {owner_clause(owner_id)} AND p.name IS NOT NULL
+                  AND (f.id = ANY(:candidates) OR f.created_at >= :fresh_since)
+            ) candidate
+            ORDER BY person_id, distance
+            """
+        ),
+        {
+            "query": literal(vector),
+            "model": model,
+            "candidates": candidates,
+            "fresh_since": graph.fresh_since(),
+            **({"owner_id": owner_id} if owner_id is not None else {}),
+        },
+    )
+    return _best_people(rows, model, limit)
+
+
+def _best_people(rows: Any, model: str, limit: int) -> list[PersonMatch]:
     matches = [
         PersonMatch(
             row.person_id,
