@@ -302,7 +302,7 @@ async def timed_graph(database_url: str, model: str, dim: int) -> tuple[FaceGrap
         seconds = time.perf_counter() - started
     finally:
         await engine.dispose()
-    return graph, GraphBuild(seconds, graph.index.memory_usage / 2**20, len(graph))
+    return graph, GraphBuild(seconds, graph.memory_bytes() / 2**20, len(graph))
 
 
 async def drop_index(connection: asyncpg.Connection, model: str) -> None:
@@ -606,7 +606,7 @@ async def measure(database_url: str, faces: int, dim: int) -> Row:
         sweep = {}
         if graph is not None:
             for ef in GRAPH_EF_SWEEP:
-                graph.index.expansion_search = ef
+                graph.index.hnsw.efSearch = ef
                 sweep[ef] = await run_queries(
                     sessionmaker,
                     product_search(model),
@@ -754,7 +754,7 @@ def write_results(rows: list[Row], measured: str, load_before: str) -> None:
         f"{graph_tuning.min_faces:,} faces the graph is pgvector's ({tuning.candidates} candidates,",
         f"hnsw.ef_search {tuning.ef_search}, {tuning.ef_search_large} past "
         f"{tuning.large_gallery:,} faces; iterative scan); from there on, an in-memory graph in the"
-        " identifying process (app/gallery/graph.py: usearch, m "
+        " identifying process (app/gallery/graph.py: faiss binary HNSW, m "
         f"{graph_tuning.m}, ef_construction {graph_tuning.ef_construction}, ef_search "
         f"{graph_tuning.ef_search}, {graph_tuning.candidates} candidates), built from Postgres.",
         "**top-1**: the best person identify names is the right one (whatever the threshold);",

@@ -1,8 +1,10 @@
 """The gallery step: right after inference, label each face of an `identify` job with the
 nearest enrolled person of the job's owner, or as unknown.
 
-The gallery is read from Postgres for every batch (no cache across batches), so people enrolled
-or deleted a moment ago are seen by the very next batch, with no worker restart.
+The gallery is read from Postgres for every batch, so people enrolled or deleted a moment ago
+are seen by the very next batch, with no worker restart. A large gallery's in-memory graph
+(app/gallery/graph.py) only proposes candidates: Postgres re-ranks and filters them, and adds
+the faces enrolled since the graph was built.
 """
 
 import dataclasses

@@ -4,7 +4,7 @@ process: where identify takes its candidates once a gallery outgrows pgvector's 
 Why: pgvector walks its graph through Postgres's shared buffers, tuple by tuple; at a million
 faces a walk wide enough to find the right person 99% of the time took 52 ms a query (bench/
 RESULTS.md, "Gallery"). The same walk over the same 64-byte sign bits in process memory
-(usearch) takes a few milliseconds.
+(faiss's binary HNSW) takes a few milliseconds.
 
 Postgres stays the source of truth; the graph only proposes face ids:
 - identify (app/gallery/matching.py) re-ranks the proposed faces by their exact cosine *in
@@ -20,7 +20,7 @@ The graph is built lazily, on the first query of a model and owner whose gallery
 `GraphTuning.min_faces` faces; until it is ready (minutes at 1M) identify uses pgvector's graph
 as before. Smaller galleries never build one: pgvector is fast enough there and needs no
 memory in every process. Each process that identifies (API, workers) holds its own graph:
-its 64 bytes and the links of the graph (m=32) per face: 0.66 GB at a million (usearch).
+its 64 bytes and the links of the graph (m=32) per face: about 0.6 GB at a million.
 """
 
 import asyncio
@@ -30,12 +30,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import faiss
 import numpy as np
 import numpy.typing as npt
 import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
-from usearch.index import Index
 
 from app.vectors import quantized_expression
 
@@ -86,8 +86,8 @@ def sign_bits(vector: npt.ArrayLike) -> npt.NDArray[np.uint8]:
 
 @dataclass
 class FaceGraph:
-    """One gallery's graph: usearch HNSW over packed sign bits (Hamming), keys 0..n-1 mapping
-    to face ids.
+    """One gallery's graph: faiss's HNSW over packed sign bits (Hamming); its i-th face is
+    face_ids[i].
 
     `watermark`: a time (Postgres's clock) when the graph held every face committed by then.
     Faces created up to `late_commit_s` before it may still have committed after it, and
@@ -98,7 +98,7 @@ class FaceGraph:
     dim: int
     tuning: GraphTuning
     watermark: datetime | None = None
-    index: Index = field(init=False)
+    index: Any = field(init=False)  # faiss.IndexBinaryHNSW (faiss has no type hints)
     face_ids: list[uuid.UUID] = field(default_factory=list)
     # The faces it holds that were created since fresh_since(): what a refresh, which reads
     # them again, must not add twice.
@@ -106,14 +106,9 @@ class FaceGraph:
     _recent_created: dict[uuid.UUID, datetime] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.index = Index(
-            ndim=self.dim,
-            metric="hamming",
-            dtype="b1",
-            connectivity=self.tuning.m,
-            expansion_add=self.tuning.ef_construction,
-            expansion_search=self.tuning.ef_search,
-        )
+        self.index = faiss.IndexBinaryHNSW(self.dim, self.tuning.m)
+        self.index.hnsw.efConstruction = self.tuning.ef_construction
+        self.index.hnsw.efSearch = self.tuning.ef_search
 
     def __len__(self) -> int:
         return len(self.face_ids)
@@ -123,12 +118,10 @@ class FaceGraph:
         ids: list[uuid.UUID],
         bits: npt.NDArray[np.uint8],
         created: list[datetime],
-        threads: int = 1,
     ) -> None:
         if not ids:
             return
-        keys = np.arange(len(self.face_ids), len(self.face_ids) + len(ids), dtype=np.uint64)
-        self.index.add(keys, bits, threads=threads)
+        self.index.add(np.ascontiguousarray(bits))  # numbered on from ntotal, as face_ids
         self.face_ids.extend(ids)
         since = self.fresh_since()
         for face_id, at in zip(ids, created, strict=True):
@@ -156,8 +149,12 @@ class FaceGraph:
         """The face ids of up to `count` nearest faces by Hamming distance of sign bits."""
         if not self.face_ids:
             return []
-        found = self.index.search(sign_bits(vector), count, threads=1)
-        return [self.face_ids[int(key)] for key in found.keys]
+        _, found = self.index.search(sign_bits(vector)[None, :], count)
+        return [self.face_ids[int(key)] for key in found[0] if key >= 0]
+
+    def memory_bytes(self) -> int:
+        """The sign bits and the graph's links (4 bytes each)."""
+        return int(self.index.ntotal * self.index.code_size + self.index.hnsw.neighbors.size() * 4)
 
 
 def _gallery_filter(owner_id: uuid.UUID | None) -> str:
@@ -209,11 +206,10 @@ async def build_graph(
     dim: int,
     owner_id: uuid.UUID | None,
     tuning: GraphTuning = DEFAULT_GRAPH_TUNING,
-    threads: int = 0,
 ) -> FaceGraph:
     """Read every face of the gallery's sign bits from Postgres (64 bytes a face at 512-d) and
-    link them into a new graph, chunk by chunk (the linking in a thread, on `threads` cores; 0:
-    all of them), so the event loop keeps serving while it builds."""
+    link them into a new graph, chunk by chunk (the linking in a thread, on every core: faiss
+    lets go of the GIL), so the event loop keeps serving while it builds."""
     async with engine.connect() as connection:
         # The transaction's start: what the read below sees was committed by then at least.
         graph = FaceGraph(dim, tuning, watermark=await connection.scalar(text("SELECT now()")))
@@ -222,7 +218,7 @@ async def build_graph(
         )
         async for chunk in result.partitions(LOAD_CHUNK):
             ids, bits, created = _rows_to_arrays(list(chunk), dim)
-            await asyncio.to_thread(graph.add, ids, bits, created, threads)
+            await asyncio.to_thread(graph.add, ids, bits, created)
     return graph
 
 
@@ -261,6 +257,12 @@ class FaceGraphs:
 
     def __init__(self) -> None:
         self._galleries: dict[tuple[str, str, uuid.UUID | None], _Gallery] = {}
+        # Off: identify walks pgvector's graph at every size (settings.gallery.memory_graph).
+        self.enabled = True
+
+    def configure(self, enabled: bool) -> None:
+        """Set at process start from settings.gallery.memory_graph."""
+        self.enabled = enabled
 
     def forget(self) -> None:
         """Drop every graph (tests; a process that switches databases)."""
@@ -293,7 +295,7 @@ class FaceGraphs:
         pgvector's graph instead (a small gallery, or its graph still building). Starts the
         build in the background when a gallery first reaches `tuning.min_faces`."""
         engine = session.bind
-        if not isinstance(engine, AsyncEngine):
+        if not self.enabled or not isinstance(engine, AsyncEngine):
             return None
         gallery = self._gallery(engine, model, owner_id)
         now = time.monotonic()

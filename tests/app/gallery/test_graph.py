@@ -3,6 +3,8 @@ usearch index: identify takes its candidates from the graph and re-ranks them in
 a face enrolled after the graph was built is found by the next query, a deleted person is never
 named, another owner's faces never come up, and a graph full of deleted faces is rebuilt."""
 
+import subprocess
+import sys
 import uuid
 
 import numpy as np
@@ -30,8 +32,10 @@ TUNING = SearchTuning(
 @pytest.fixture(autouse=True)
 def no_graphs_left_over() -> object:
     FACE_GRAPHS.forget()
+    FACE_GRAPHS.configure(True)
     yield
     FACE_GRAPHS.forget()
+    FACE_GRAPHS.configure(True)
 
 
 async def enroll_crowd(
@@ -196,6 +200,24 @@ async def test_a_small_gallery_has_no_graph(sessionmaker):
         assert all(g.building is None for g in FACE_GRAPHS._galleries.values())
 
 
+async def test_a_process_configured_without_graphs_walks_pgvectors(engine, sessionmaker):
+    """settings.gallery.memory_graph false (API pods short of memory): no graph, at any size."""
+    crowd = await enroll_crowd(sessionmaker, 10, seed=9)
+    FACE_GRAPHS.configure(False)
+    async with sessionmaker() as session:
+        assert await FACE_GRAPHS.for_query(session, MODEL, 192, None, TUNING.graph) is None
+        assert not FACE_GRAPHS._galleries
+        person, centre = crowd[0]
+        matches, statements = await identify_statements(
+            engine,
+            session,
+            lambda: nearest_people(session, centre, model=MODEL, owner_id=None, tuning=TUNING),
+        )
+        assert [m.person_id for m in matches] == [person]
+        ((statement, _),) = statements
+        assert "<~>" in statement and "ANY" not in statement  # pgvector's walk
+
+
 async def test_build_reads_the_gallery_from_postgres(engine: AsyncEngine, sessionmaker):
     crowd = await enroll_crowd(sessionmaker, 10, seed=8)
     graph = await build_graph(engine, MODEL, 192, None, TUNING.graph)
@@ -210,3 +232,25 @@ async def test_build_reads_the_gallery_from_postgres(engine: AsyncEngine, sessio
             ).scalars()
         )
     assert len(faces) == 3 and set(graph.search(centre, 3)) == faces
+
+
+def test_the_graph_library_loads_beside_the_models_runtime() -> None:
+    """Workers load the graph library and onnxruntime in one process, in either order. usearch
+    (tried first) crashed the interpreter when onnxruntime was imported after it (a segfault in
+    libstdc++); faiss does not."""
+    for first, second in (
+        ("app.gallery.graph", "onnxruntime"),
+        ("onnxruntime", "app.gallery.graph"),
+    ):
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                f"import {first}, {second}, cv2, onnxruntime; "
+                "print(onnxruntime.get_available_providers())",
+            ],
+            capture_output=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, (first, second, done.returncode, done.stderr[-500:])
+        assert b"CPUExecutionProvider" in done.stdout
