@@ -256,7 +256,7 @@ class GallerySettings(BaseModel):
     index_m: int | None = Field(default=None, ge=2, le=100)
     index_ef_construction: int | None = Field(default=None, ge=4, le=1000)
     # Identify's in-memory graph of a large gallery (app/gallery/graph.py: from 50,000 faces
-    # of one model and owner), built by each process that identifies: about 0.7 GB a process
+    # of one model and owner), built by each process that identifies: about 0.3 GB a process
     # per million faces. false: this process walks pgvector's graph at every size (API pods
     # with many gunicorn workers and little memory). docs/deploy.md, "The gallery at scale".
     memory_graph: bool = True

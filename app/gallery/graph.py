@@ -20,7 +20,7 @@ The graph is built lazily, on the first query of a model and owner whose gallery
 `GraphTuning.min_faces` faces; until it is ready (minutes at 1M) identify uses pgvector's graph
 as before. Smaller galleries never build one: pgvector is fast enough there and needs no
 memory in every process. Each process that identifies (API, workers) holds its own graph:
-its 64 bytes and the links of the graph (m=32) per face: about 0.6 GB at a million.
+a face's 64 bytes and its links (m=32), about 0.3 GB at a million (bench/RESULTS.md).
 """
 
 import asyncio
