@@ -818,38 +818,16 @@ def write_results(rows: list[Row], measured: str, load_before: str) -> None:
             f"{p['stranger_sd']:.3f}, {p['stranger_1e-4']:.2f} | {r.threshold_cosine:.3f} | "
             f"{uses} |"
         )
-    lines += [
-        "",
-        f"hnsw.ef_search sweep, candidates = min(ef_search, {tuning.candidates}) (enrolled "
-        "queries; top-1 / p50 ms / p99 ms):",
-        "",
-        "| dim | faces | " + " | ".join(f"ef {ef}" for ef in EF_SEARCH_SWEEP) + " |",
-        "|---:|---:|" + "---|" * len(EF_SEARCH_SWEEP),
-    ]
-    for r in rows:
-        if r.graph is not None:
-            continue
-        cells = [
-            f"{o.top1:.3f} / {o.p50_ms:.1f} / {o.p99_ms:.1f}"
-            for o in (r.sweep[ef] for ef in EF_SEARCH_SWEEP)
-        ]
-        lines.append(f"| {r.dim} | {r.faces:,} | " + " | ".join(cells) + " |")
-    graph_rows = [r for r in rows if r.graph is not None]
-    if graph_rows:
-        lines += [
-            "",
-            f"In-memory graph ef_search sweep, {graph_tuning.candidates} candidates (enrolled "
-            "queries; top-1 / p50 ms / p99 ms):",
-            "",
-            "| dim | faces | " + " | ".join(f"ef {ef}" for ef in GRAPH_EF_SWEEP) + " |",
-            "|---:|---:|" + "---|" * len(GRAPH_EF_SWEEP),
-        ]
-        for r in graph_rows:
-            cells = [
-                f"{o.top1:.3f} / {o.p50_ms:.1f} / {o.p99_ms:.1f}"
-                for o in (r.sweep[ef] for ef in GRAPH_EF_SWEEP)
-            ]
-            lines.append(f"| {r.dim} | {r.faces:,} | " + " | ".join(cells) + " |")
+    lines += sweep_table(
+        f"hnsw.ef_search sweep, candidates = min(ef_search, {tuning.candidates})",
+        [r for r in rows if r.graph is None],
+        EF_SEARCH_SWEEP,
+    )
+    lines += sweep_table(
+        f"In-memory graph ef_search sweep, {graph_tuning.candidates} candidates",
+        [r for r in rows if r.graph is not None],
+        GRAPH_EF_SWEEP,
+    )
     if rows:
         lines += [
             "",
@@ -871,6 +849,26 @@ def write_results(rows: list[Row], measured: str, load_before: str) -> None:
             "set it to 1000000 for the 1M row, or run `python -m bench.gallery 1000000`.",
         ]
     write_section("gallery", "\n".join(lines))
+
+
+def sweep_table(title: str, rows: list[Row], efs: tuple[int, ...]) -> list[str]:
+    """Top-1 / p50 / p99 per ef_search of `rows` (nothing when there are none)."""
+    if not rows:
+        return []
+    lines = [
+        "",
+        f"{title} (enrolled queries; top-1 / p50 ms / p99 ms):",
+        "",
+        "| dim | faces | " + " | ".join(f"ef {ef}" for ef in efs) + " |",
+        "|---:|---:|" + "---|" * len(efs),
+    ]
+    for r in rows:
+        cells = [
+            f"{r.sweep[ef].top1:.3f} / {r.sweep[ef].p50_ms:.1f} / {r.sweep[ef].p99_ms:.1f}"
+            for ef in efs
+        ]
+        lines.append(f"| {r.dim} | {r.faces:,} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _draw(figure: Any, rows: list[Row]) -> None:

@@ -37,7 +37,7 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
-from app.vectors import quantized_expression
+from app.vectors import owner_clause, quantized_expression
 
 log = structlog.get_logger()
 
@@ -100,10 +100,9 @@ class FaceGraph:
     watermark: datetime | None = None
     index: Any = field(init=False)  # faiss.IndexBinaryHNSW (faiss has no type hints)
     face_ids: list[uuid.UUID] = field(default_factory=list)
-    # The faces it holds that were created since fresh_since(): what a refresh, which reads
-    # them again, must not add twice.
-    recent: set[uuid.UUID] = field(default_factory=set)
-    _recent_created: dict[uuid.UUID, datetime] = field(default_factory=dict)
+    # The faces it holds that were created since fresh_since() (with their created_at): what
+    # a refresh, which reads them again, must not add twice.
+    recent: dict[uuid.UUID, datetime] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.index = faiss.IndexBinaryHNSW(self.dim, self.tuning.m)
@@ -126,8 +125,7 @@ class FaceGraph:
         since = self.fresh_since()
         for face_id, at in zip(ids, created, strict=True):
             if at >= since:
-                self._recent_created[face_id] = at
-                self.recent.add(face_id)
+                self.recent[face_id] = at
 
     def advance(self, to: datetime) -> None:
         """Every face committed by `to` is in the graph now."""
@@ -135,8 +133,7 @@ class FaceGraph:
             return
         self.watermark = to
         since = self.fresh_since()
-        self._recent_created = {i: at for i, at in self._recent_created.items() if at >= since}
-        self.recent = set(self._recent_created)
+        self.recent = {i: at for i, at in self.recent.items() if at >= since}
 
     def fresh_since(self) -> datetime:
         """Faces created at or after this may be missing from the graph: identify reads them
@@ -158,8 +155,7 @@ class FaceGraph:
 
 
 def _gallery_filter(owner_id: uuid.UUID | None) -> str:
-    owner = "p.owner_id IS NULL" if owner_id is None else "p.owner_id = :owner_id"
-    return f"f.model = :model AND {owner}"
+    return f"f.model = :model AND {owner_clause(owner_id)}"
 
 
 def _parameters(model: str, owner_id: uuid.UUID | None, **more: Any) -> dict[str, Any]:

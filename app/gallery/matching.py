@@ -35,6 +35,7 @@ from app.vectors import (
     distance_expression,
     gallery_index_name,
     hamming_expression,
+    owner_clause,
 )
 
 # Loaded rows may hold a numpy array or a plain list, depending on the driver's codec.
@@ -129,13 +130,6 @@ async def _tune(session: AsyncSession, tuning: SearchTuning, model: str) -> None
         },
     )
     session.info[_TUNED] = (session.get_transaction(), tuning, model)
-
-
-def owner_clause(owner_id: uuid.UUID | None) -> str:
-    """The people of one owner, written so the planner can estimate how many there are: an
-    `owner_id IS NOT DISTINCT FROM :owner` is estimated at about one person whatever the truth,
-    which made Postgres walk every face of the owner instead of the index (bench/RESULTS.md)."""
-    return "p.owner_id IS NULL" if owner_id is None else "p.owner_id = :owner_id"
 
 
 async def nearest_people(
