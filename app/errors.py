@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -240,7 +240,25 @@ def _asyncpg_outage_errors() -> tuple[type[Exception], ...]:
 
 
 def is_outage(exc: BaseException) -> bool:
-    return isinstance(exc, OUTAGE_ERRORS + _asyncpg_outage_errors())
+    """Whether `exc` means a dependency is unreachable, not that the work is at fault.
+
+    SQLAlchemy wraps some of asyncpg's connection errors in its generic DBAPIError (a
+    connection closed in the middle of a query: Postgres stopped or restarted), so the wrapped
+    error and its causes are looked at too. Counting such a failure as the job's own used up
+    its deliveries during an outage and dead-lettered it (a CI run of tests/e2e/test_faults.py).
+    """
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    kinds = OUTAGE_ERRORS + _asyncpg_outage_errors()
+    seen: BaseException | None = exc
+    for _ in range(5):  # the wrapper, SQLAlchemy's adapted error, the driver's, their causes
+        if seen is None:
+            return False
+        if isinstance(seen, kinds):
+            return True
+        orig = getattr(seen, "orig", None)
+        seen = orig if isinstance(orig, BaseException) else seen.__cause__
+    return False
 
 
 def outage_detail(exc: BaseException) -> str:
@@ -325,6 +343,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_unhandled(request: Request, exc: Exception) -> JSONResponse:
         if isinstance(exc, StarletteHTTPException):  # raised by a middleware, outside routing
             return await on_http_error(request, exc)
+        if is_outage(exc):  # a driver's connection error wrapped in SQLAlchemy's generic one
+            return await on_outage(request, exc)
         # A bug, not bad input: logged in full; the client gets the error shape, not a
         # plain-text 500 or a dropped connection, and the request id to quote.
         log.error("unhandled_error", path=request.url.path, exc_info=exc)
