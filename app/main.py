@@ -27,8 +27,8 @@ from app.events_out.routes import event_payloads
 from app.events_out.routes import router as events_out_router
 from app.firehose import Firehose
 from app.gallery.clusters import cluster_loop
-from app.gallery.graph import FACE_GRAPHS
 from app.gallery.imports import ImportRunner
+from app.gallery.memory_index import MEMORY_INDEXES
 from app.gallery.routes import router as gallery_router
 from app.headers import SecurityHeaders
 from app.jobs.routes import router as jobs_router
@@ -95,7 +95,7 @@ def _lifespan(settings: Settings, metrics: ApiMetrics) -> Lifespan:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = await _open_state(settings, metrics)
         app.state.lookout = state
-        FACE_GRAPHS.configure(settings.gallery.memory_graph)
+        MEMORY_INDEXES.configure(settings.gallery.memory_index)
         maintenance = (
             asyncio.create_task(
                 maintenance_loop(
@@ -133,7 +133,7 @@ def _lifespan(settings: Settings, metrics: ApiMetrics) -> Lifespan:
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
             await close_redis(state.redis, state.frames_redis)
-            FACE_GRAPHS.forget()  # their builds read through this engine
+            MEMORY_INDEXES.forget()  # their builds read through this engine
             await state.engine.dispose()
 
     return lifespan

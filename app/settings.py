@@ -255,11 +255,11 @@ class GallerySettings(BaseModel):
     # (app/gallery/index.py). Larger finds the right person more often, and builds slower.
     index_m: int | None = Field(default=None, ge=2, le=100)
     index_ef_construction: int | None = Field(default=None, ge=4, le=1000)
-    # Identify's in-memory graph of a large gallery (app/gallery/graph.py: from 50,000 faces
-    # of one model and owner), built by each process that identifies: about 0.3 GB a process
-    # per million faces. false: this process walks pgvector's graph at every size (API pods
-    # with many gunicorn workers and little memory). docs/deploy.md, "The gallery at scale".
-    memory_graph: bool = True
+    # Identify's in-memory index of a large gallery (app/gallery/memory_index.py: from 50,000
+    # faces of one model and owner), built by each process that identifies: about 0.33 GB a
+    # process per million faces. false: this process walks pgvector's graph at every size (API
+    # pods with many gunicorn workers and little memory). docs/deploy.md, "The gallery at scale".
+    memory_index: bool = True
     # Bulk enrollment (POST /v1/people/import): photos per batch (one transaction each), and
     # batches in flight at once (their photos queued for the workers together).
     import_batch: int = Field(default=16, ge=1, le=500)

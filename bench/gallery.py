@@ -18,7 +18,8 @@ and per size:
    the match threshold (LOOKOUT_GALLERY__MATCH_THRESHOLD through the model's calibration).
    The reference is exact search in the same run: every face's true cosine (a sequential
    scan), best face per person.
-4. Sweeps hnsw.ef_search: top-1 against latency, one curve per size (the plot).
+4. Sweeps hnsw.ef_search (pgvector's graph) or the in-memory index's shortlist: top-1 against
+   latency, one curve per size (the plot).
 
 Writes the "Gallery" section of bench/RESULTS.md. Figures describe this run on this machine.
 """
@@ -46,14 +47,14 @@ from tqdm import tqdm
 from app.db import create_engine, create_sessionmaker, migrate
 from app.embedded import start_embedded
 from app.gallery import matching
-from app.gallery.graph import (
-    DEFAULT_GRAPH_TUNING,
-    FACE_GRAPHS,
-    FaceGraph,
-    build_graph,
-    refresh_graph,
-)
 from app.gallery.index import IndexParameters, rebuild_index
+from app.gallery.memory_index import (
+    DEFAULT_MEMORY_INDEX_TUNING,
+    MEMORY_INDEXES,
+    MemoryIndex,
+    build_memory_index,
+    refresh_memory_index,
+)
 from app.settings import DatabaseSettings, GallerySettings, get_settings
 from app.vectors import distance_expression, gallery_index_name, similarity_calibration
 from bench.harness import (
@@ -76,8 +77,8 @@ STRANGER_QUERIES = 500
 EXACT_TIMED_QUERIES = 30  # exact search timed in Postgres (its answers come from numpy)
 PHOTOS_PER_PERSON = (1, 9)  # uniform, inclusive
 EF_SEARCH_SWEEP = (25, 50, 100, 200, 400, 800)
-# The in-memory graph's walk (app/gallery/graph.py), where it serves identify.
-GRAPH_EF_SWEEP = (100, 200, 400, 600, 800)
+# The in-memory index's shortlist (app/gallery/memory_index.py), where it serves identify.
+SHORTLIST_SWEEP = (250, 500, 1000, 2000)
 COPY_CHUNK = 50_000
 INSERT_FACES = 1000  # enrolled into the indexed gallery after the build, in batches
 INSERT_BATCH = 50
@@ -95,7 +96,7 @@ def gallery_max() -> int:
 
 def pgvector_max() -> int:
     """The largest gallery whose pgvector index is built (LOOKOUT_BENCH_PGVECTOR_MAX; default
-    every one). Past the graph's min_faces identify does not walk pgvector's graph, and its build
+    every one). Past the memory index's min_faces identify does not walk pgvector's graph; its build
     at 1M takes over half an hour: a run that only measures identify may leave it out."""
     return int(os.environ.get("LOOKOUT_BENCH_PGVECTOR_MAX") or 2**62)
 
@@ -286,23 +287,25 @@ class Build:
 
 
 @dataclass
-class GraphBuild:
+class MemoryBuild:
     seconds: float
     megabytes: float
     faces: int
 
 
-async def timed_graph(database_url: str, model: str, dim: int) -> tuple[FaceGraph, GraphBuild]:
-    """The in-memory graph built as identify builds it (app/gallery/graph.py: every face's sign
-    bits read from Postgres, linked on every core)."""
+async def timed_memory_index(
+    database_url: str, model: str, dim: int
+) -> tuple[MemoryIndex, MemoryBuild]:
+    """The in-memory index built as identify builds it (app/gallery/memory_index.py: every
+    face's embedding read from Postgres and coded)."""
     engine = create_engine(DatabaseSettings(url=database_url, pool_size=2))
     try:
         started = time.perf_counter()
-        graph = await build_graph(engine, model, dim, None)
+        index = await build_memory_index(engine, model, dim, None)
         seconds = time.perf_counter() - started
     finally:
         await engine.dispose()
-    return graph, GraphBuild(seconds, graph.memory_bytes() / 2**20, len(graph))
+    return index, MemoryBuild(seconds, index.memory_bytes() / 2**20, len(index))
 
 
 async def drop_index(connection: asyncpg.Connection, model: str) -> None:
@@ -502,9 +505,9 @@ class Row:
     people: int
     load_faces_s: float
     build: Build | None  # pgvector's index (None: not built in this run)
-    graph: GraphBuild | None  # the in-memory graph, where it serves identify
+    memory: MemoryBuild | None  # the in-memory index, where it serves identify
     insert_faces_s: float
-    uses_index: bool | None  # pgvector's plan uses its index (None: the graph serves)
+    uses_index: bool | None  # pgvector's plan uses its index (None: the memory index serves)
     product: Outcome
     exact: Outcome
     sweep: dict[int, Outcome]
@@ -545,8 +548,8 @@ async def measure(database_url: str, faces: int, dim: int) -> Row:
     space = FaceSpace(dim, SPACE_TAU[dim])
     gallery = Gallery.make(space, faces, rng)
     stored = Enrolled()
-    # Where identify takes its candidates at this size (app/gallery/graph.py).
-    by_graph = faces >= DEFAULT_GRAPH_TUNING.min_faces
+    # Where identify takes its candidates at this size (app/gallery/memory_index.py).
+    in_memory = faces >= DEFAULT_MEMORY_INDEX_TUNING.min_faces
     connection = await raw_connection(database_url)
     try:
         await drop_index(connection, model)
@@ -560,7 +563,9 @@ async def measure(database_url: str, faces: int, dim: int) -> Row:
         await connection.execute("ANALYZE person_faces")
     finally:
         await connection.close()
-    graph, graph_build = await timed_graph(database_url, model, dim) if by_graph else (None, None)
+    memory, memory_build = (
+        await timed_memory_index(database_url, model, dim) if in_memory else (None, None)
+    )
 
     who = rng.integers(0, len(gallery.centres), ENROLLED_QUERIES)
     enrolled = space.photos(gallery.centres[who], rng)
@@ -575,16 +580,16 @@ async def measure(database_url: str, faces: int, dim: int) -> Row:
     sessionmaker = create_sessionmaker(engine)
     try:
         uses_index = None
-        if graph is not None:
-            # Identify serves from the graph from now on, as it would once its build is done.
+        if memory is not None:
+            # Identify serves from the index from now on, as it would once its build is done.
             # Faces enrolled within the late-commit window are read from Postgres besides it
             # (the enrollment just timed): measured once that window has passed.
             await asyncio.sleep(
-                max(0.0, inserted_at + DEFAULT_GRAPH_TUNING.late_commit_s - time.monotonic())
+                max(0.0, inserted_at + DEFAULT_MEMORY_INDEX_TUNING.late_commit_s - time.monotonic())
             )
             async with sessionmaker() as session:
-                await refresh_graph(session, graph, model, None)
-            FACE_GRAPHS.put(engine, model, None, graph)
+                await refresh_memory_index(session, memory, model, None)
+            MEMORY_INDEXES.put(engine, model, None, memory)
         else:
             async with sessionmaker() as session:
                 uses_index = await uses_gallery_index(session, enrolled[0], model)
@@ -604,17 +609,19 @@ async def measure(database_url: str, faces: int, dim: int) -> Row:
         )
         exact = exact_outcome(stored, queries, who, threshold, model, single, timed)
         sweep = {}
-        if graph is not None:
-            for ef in GRAPH_EF_SWEEP:
-                graph.index.hnsw.efSearch = ef
-                sweep[ef] = await run_queries(
+        if memory is not None:
+            # Every query, strangers too: the shortlist decides which of them are accepted.
+            candidates = DEFAULT_MEMORY_INDEX_TUNING.candidates
+            for shortlist in SHORTLIST_SWEEP:
+                memory.index.k_factor = shortlist / candidates
+                sweep[shortlist] = await run_queries(
                     sessionmaker,
                     product_search(model),
-                    enrolled,
-                    truth[:ENROLLED_QUERIES],
+                    queries,
+                    truth,
                     single,
                     threshold,
-                    f"graph ef_search {ef}",
+                    f"shortlist {shortlist}",
                 )
         else:
             for ef in EF_SEARCH_SWEEP:
@@ -635,7 +642,7 @@ async def measure(database_url: str, faces: int, dim: int) -> Row:
                     f"ef_search {ef}",
                 )
     finally:
-        FACE_GRAPHS.forget()
+        MEMORY_INDEXES.forget()
         await engine.dispose()
     return Row(
         dim=dim,
@@ -643,7 +650,7 @@ async def measure(database_url: str, faces: int, dim: int) -> Row:
         people=len(gallery.centres),
         load_faces_s=faces / load_s,
         build=build,
-        graph=graph_build,
+        memory=memory_build,
         insert_faces_s=inserted,
         uses_index=uses_index,
         product=product,
@@ -688,12 +695,12 @@ TARGET_BUILD = {1_000_000: Target("≤ 15 min", 900.0, False), 100_000: Target("
 
 
 def identify_index(row: Row) -> str:
-    return "in-memory graph" if row.graph is not None else "pgvector HNSW"
+    return "in-memory index" if row.memory is not None else "pgvector HNSW"
 
 
 def identify_build_seconds(row: Row) -> float | None:
-    if row.graph is not None:
-        return row.graph.seconds
+    if row.memory is not None:
+        return row.memory.seconds
     return row.build.seconds if row.build is not None else None
 
 
@@ -718,7 +725,7 @@ def targets(rows: list[Row]) -> list[str]:
         f"{TARGET_P99.cell(r.product.p99_ms)} |",
     ]
     for size, target in TARGET_BUILD.items():
-        # The build of the index identify uses at that size: the graph past its min_faces.
+        # The build of the index identify uses at that size: in memory past its min_faces.
         built = [row for row in rows if row.dim == 512 and row.faces == size]
         seconds = identify_build_seconds(built[0]) if built else None
         cell = target.cell(seconds) if seconds is not None else f"{target.text}: not measured"
@@ -737,7 +744,7 @@ def targets(rows: list[Row]) -> list[str]:
 
 def write_results(rows: list[Row], measured: str, load_before: str) -> None:
     tuning = matching.DEFAULT_TUNING
-    graph_tuning = DEFAULT_GRAPH_TUNING
+    memory_tuning = DEFAULT_MEMORY_INDEX_TUNING
     lines = [
         "## Gallery (bench/gallery.py)",
         "",
@@ -749,14 +756,14 @@ def write_results(rows: list[Row], measured: str, load_before: str) -> None:
         f"bench/gallery.py): people with {PHOTOS_PER_PERSON[0]}-{PHOTOS_PER_PERSON[1]}",
         f"photos each; {ENROLLED_QUERIES:,} queries are new photos of enrolled people, "
         f"{STRANGER_QUERIES:,} are strangers.",
-        "Identify: an HNSW graph over the faces' sign bits (binary_quantize, Hamming) hands over "
-        "candidates, re-ranked by exact cosine in Postgres, best face per person. Below "
-        f"{graph_tuning.min_faces:,} faces the graph is pgvector's ({tuning.candidates} candidates,",
-        f"hnsw.ef_search {tuning.ef_search}, {tuning.ef_search_large} past "
-        f"{tuning.large_gallery:,} faces; iterative scan); from there on, an in-memory graph in the"
-        " identifying process (app/gallery/graph.py: faiss binary HNSW, m "
-        f"{graph_tuning.m}, ef_construction {graph_tuning.ef_construction}, ef_search "
-        f"{graph_tuning.ef_search}, {graph_tuning.candidates} candidates), built from Postgres.",
+        "Identify: the faces' sign bits (Hamming distance) hand over candidates, re-ranked by "
+        "exact cosine in Postgres, best face per person. Below "
+        f"{memory_tuning.min_faces:,} faces from pgvector's HNSW graph ({tuning.candidates} "
+        f"candidates, hnsw.ef_search {tuning.ef_search}, {tuning.ef_search_large} past "
+        f"{tuning.large_gallery:,} faces; iterative scan); from there on, from an in-memory index "
+        "in the identifying process (app/gallery/memory_index.py: a flat scan of every face's "
+        f"sign bits for a shortlist of {memory_tuning.shortlist:,}, re-scored from 4-bit codes to "
+        f"{memory_tuning.candidates} candidates), built from Postgres.",
         "**top-1**: the best person identify names is the right one (whatever the threshold);",
         "**strangers accepted**: strangers whose best person reaches the match threshold "
         f"({gallery_settings().match_threshold:.2f} calibrated).",
@@ -773,7 +780,7 @@ def write_results(rows: list[Row], measured: str, load_before: str) -> None:
         *targets(rows),
         "| dim | faces | people | bulk load faces/s | pgvector m / ef_construction | pgvector "
         "build s | built in memory | pgvector index MB | insert faces/s (indexed) | identify "
-        "index | graph build s | graph MB | identify p50 ms | p99 ms | top-1 | "
+        "index | memory index build s | memory index MB | identify p50 ms | p99 ms | top-1 | "
         "top-1, one photo | strangers accepted | exact p50 ms | exact top-1 | exact strangers "
         "accepted |",
         "|---:|---:|---:|---:|---|---:|:-:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"
@@ -787,13 +794,15 @@ def write_results(rows: list[Row], measured: str, load_before: str) -> None:
             if r.build is not None
             else "— | not built | — | —"
         )
-        graph = (
-            f"{r.graph.seconds:.1f} | {r.graph.megabytes:.0f}" if r.graph is not None else "— | —"
+        memory = (
+            f"{r.memory.seconds:.1f} | {r.memory.megabytes:.0f}"
+            if r.memory is not None
+            else "— | —"
         )
         lines.append(
             f"| {r.dim} | {r.faces:,} | {r.people:,} | {r.load_faces_s:,.0f} | {pgvector} | "
             f"{r.insert_faces_s:,.0f}{'' if r.build is not None else ' (no pgvector index)'} | "
-            f"{identify_index(r)} | {graph} | {r.product.p50_ms:.2f} | "
+            f"{identify_index(r)} | {memory} | {r.product.p50_ms:.2f} | "
             f"{r.product.p99_ms:.2f} | {r.product.top1:.3f} | {r.product.top1_single:.3f} | "
             f"{r.product.strangers_accepted:.3f} | {r.exact.p50_ms:.1f} | {r.exact.top1:.3f} | "
             f"{r.exact.strangers_accepted:.3f} |"
@@ -812,7 +821,7 @@ def write_results(rows: list[Row], measured: str, load_before: str) -> None:
             continue
         seen_dims.add(r.dim)
         p = r.pairs
-        uses = "graph serves" if r.uses_index is None else "yes" if r.uses_index else "no"
+        uses = "memory index serves" if r.uses_index is None else "yes" if r.uses_index else "no"
         lines.append(
             f"| {r.dim} | {p['same_p1']:.2f} / {p['same_p50']:.2f} / {p['same_p99']:.2f} | "
             f"{p['stranger_sd']:.3f}, {p['stranger_1e-4']:.2f} | {r.threshold_cosine:.3f} | "
@@ -820,20 +829,22 @@ def write_results(rows: list[Row], measured: str, load_before: str) -> None:
         )
     lines += sweep_table(
         f"hnsw.ef_search sweep, candidates = min(ef_search, {tuning.candidates})",
-        [r for r in rows if r.graph is None],
+        [r for r in rows if r.memory is None],
+        "ef",
         EF_SEARCH_SWEEP,
     )
     lines += sweep_table(
-        f"In-memory graph ef_search sweep, {graph_tuning.candidates} candidates",
-        [r for r in rows if r.graph is not None],
-        GRAPH_EF_SWEEP,
+        f"In-memory index shortlist sweep, re-scored to {memory_tuning.candidates} candidates",
+        [r for r in rows if r.memory is not None],
+        "shortlist",
+        SHORTLIST_SWEEP,
     )
     if rows:
         lines += [
             "",
             save_plot(
                 "gallery",
-                "Gallery: right person top-1 vs identify latency, per ef_search",
+                "Gallery: right person top-1 vs identify latency, per ef_search or shortlist",
                 lambda f: _draw(f, rows),
             ),
         ]
@@ -851,21 +862,26 @@ def write_results(rows: list[Row], measured: str, load_before: str) -> None:
     write_section("gallery", "\n".join(lines))
 
 
-def sweep_table(title: str, rows: list[Row], efs: tuple[int, ...]) -> list[str]:
-    """Top-1 / p50 / p99 per ef_search of `rows` (nothing when there are none)."""
+def sweep_table(title: str, rows: list[Row], name: str, values: tuple[int, ...]) -> list[str]:
+    """Top-1 / p50 / p99 (and strangers accepted, where strangers were asked) per value of the
+    swept setting (nothing when there are no rows)."""
     if not rows:
         return []
+    strangers = all(r.sweep[v].strangers_accepted is not None for r in rows for v in values)
     lines = [
         "",
-        f"{title} (enrolled queries; top-1 / p50 ms / p99 ms):",
+        f"{title} (top-1 of enrolled queries{' / strangers accepted' if strangers else ''} / "
+        "p50 ms / p99 ms):",
         "",
-        "| dim | faces | " + " | ".join(f"ef {ef}" for ef in efs) + " |",
-        "|---:|---:|" + "---|" * len(efs),
+        "| dim | faces | " + " | ".join(f"{name} {v}" for v in values) + " |",
+        "|---:|---:|" + "---|" * len(values),
     ]
     for r in rows:
         cells = [
-            f"{r.sweep[ef].top1:.3f} / {r.sweep[ef].p50_ms:.1f} / {r.sweep[ef].p99_ms:.1f}"
-            for ef in efs
+            f"{r.sweep[v].top1:.3f}"
+            + (f" / {r.sweep[v].strangers_accepted:.3f}" if strangers else "")
+            + f" / {r.sweep[v].p50_ms:.1f} / {r.sweep[v].p99_ms:.1f}"
+            for v in values
         ]
         lines.append(f"| {r.dim} | {r.faces:,} | " + " | ".join(cells) + " |")
     return lines
@@ -878,7 +894,7 @@ def _draw(figure: Any, rows: list[Row]) -> None:
         axis.plot(
             [p[0] for p in points],
             [p[1] for p in points],
-            "-o" if r.graph is None else "-s",
+            "-o" if r.memory is None else "-s",
             label=f"{r.faces:,} faces, {r.dim}-d ({identify_index(r)})",
         )
         for x, y, ef in points:

@@ -19,7 +19,7 @@ from app.db import (
     create_redis,
     create_sessionmaker,
 )
-from app.gallery.graph import FACE_GRAPHS
+from app.gallery.memory_index import MEMORY_INDEXES
 from app.logging import configure_logging
 from app.settings import Settings
 from app.storage import Storage
@@ -45,7 +45,7 @@ async def run_worker(
     """
     settings.check_startup()
     detectors = build_detectors(settings)
-    FACE_GRAPHS.configure(settings.gallery.memory_graph)
+    MEMORY_INDEXES.configure(settings.gallery.memory_index)
     engine = create_engine(settings.database, "worker")
     redis = create_redis(settings.redis)
     frames_redis = create_frames_redis(settings.redis, redis)
@@ -69,7 +69,7 @@ async def run_worker(
         return handled
     finally:
         await close_redis(redis, frames_redis)
-        FACE_GRAPHS.forget()  # their builds read through this engine
+        MEMORY_INDEXES.forget()  # their builds read through this engine
         await engine.dispose()
 
 

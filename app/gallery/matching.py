@@ -12,10 +12,10 @@ over the faces' sign bits hands over the `candidates` nearest faces by Hamming d
 then those faces are re-ranked by their exact cosine and each person keeps their best face.
 Postgres holds every vector; the index only narrows the search.
 
-A gallery past GraphTuning.min_faces gets an in-memory graph of the same sign bits in each
-process (app/gallery/graph.py): its candidates, and the faces enrolled since its snapshot, are
+A gallery past MemoryIndexTuning.min_faces gets an in-memory index in each process
+(app/gallery/memory_index.py): its candidates, and the faces enrolled since its snapshot, are
 re-ranked by exact cosine in Postgres in the same way, so what a deleted face or a filter
-means never depends on the graph.
+means never depends on the index.
 """
 
 import uuid
@@ -28,7 +28,12 @@ import numpy.typing as npt
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.gallery.graph import DEFAULT_GRAPH_TUNING, FACE_GRAPHS, FaceGraph, GraphTuning
+from app.gallery.memory_index import (
+    DEFAULT_MEMORY_INDEX_TUNING,
+    MEMORY_INDEXES,
+    MemoryIndex,
+    MemoryIndexTuning,
+)
 from app.models import JobPurpose
 from app.vectors import (
     calibrated_similarity,
@@ -77,7 +82,7 @@ class SearchTuning:
     large_gallery: int = 250_000
     candidates: int = 50
     max_scan_tuples: int = 20_000
-    graph: GraphTuning = DEFAULT_GRAPH_TUNING
+    memory: MemoryIndexTuning = DEFAULT_MEMORY_INDEX_TUNING
 
 
 # Chosen with bench/gallery.py (bench/RESULTS.md, "Gallery"): on face-like 512-d faces the
@@ -144,10 +149,10 @@ async def nearest_people(
     """The named people of `owner_id` nearest to `vector`, best first, each with their best
     enrolled face (exact cosine), at most `limit` people."""
     dim = len(vector)
-    graph = await FACE_GRAPHS.for_query(session, model, dim, owner_id, tuning.graph)
-    if graph is not None:
-        return await _nearest_people_from_graph(
-            session, graph, vector, model=model, owner_id=owner_id, limit=limit, tuning=tuning
+    index = await MEMORY_INDEXES.for_query(session, model, dim, owner_id, tuning.memory)
+    if index is not None:
+        return await _nearest_people_from_memory(
+            session, index, vector, model=model, owner_id=owner_id, limit=limit, tuning=tuning
         )
     await _tune(session, tuning, model)
     rows = await session.execute(
@@ -175,9 +180,9 @@ async def nearest_people(
     return _best_people(rows, model, limit)
 
 
-async def _nearest_people_from_graph(
+async def _nearest_people_from_memory(
     session: AsyncSession,
-    graph: FaceGraph,
+    index: MemoryIndex,
     vector: Vector,
     *,
     model: str,
@@ -185,11 +190,11 @@ async def _nearest_people_from_graph(
     limit: int,
     tuning: SearchTuning,
 ) -> list[PersonMatch]:
-    """nearest_people on a gallery with an in-memory graph (app/gallery/graph.py): the graph's
+    """nearest_people on a gallery with an in-memory index (app/gallery/memory_index.py): its
     candidates plus the faces enrolled since its snapshot, re-ranked by exact cosine with the
-    same filters (the graph holds only this owner's faces, of every name)."""
+    same filters (the index holds only this owner's faces, of every name)."""
     dim = len(vector)
-    candidates = graph.search(vector, max(tuning.graph.candidates, limit))
+    candidates = index.search(vector, max(tuning.memory.candidates, limit))
     rows = await session.execute(
         text(
             f"""
@@ -207,7 +212,7 @@ async def _nearest_people_from_graph(
             "query": literal(vector),
             "model": model,
             "candidates": candidates,
-            "fresh_since": graph.fresh_since(),
+            "fresh_since": index.fresh_since(),
             **({"owner_id": owner_id} if owner_id is not None else {}),
         },
     )
