@@ -322,7 +322,7 @@ class PersonFace(Base):
     __table_args__ = (
         CheckConstraint("vector_dims(embedding) = dim", name="ck_person_faces_dim"),
         Index("ix_person_faces_model", "model"),
-        # The faces enrolled since a gallery graph's snapshot (app/gallery/graph.py).
+        # The faces enrolled since a gallery's in-memory snapshot (app/gallery/memory_index.py).
         Index("ix_person_faces_model_created_at", "model", "created_at"),
         # One twin per face and model: a re-embedding run twice (or twice at once) adds none.
         Index(

@@ -2,9 +2,9 @@
 nearest enrolled person of the job's owner, or as unknown.
 
 The gallery is read from Postgres for every batch, so people enrolled or deleted a moment ago
-are seen by the very next batch, with no worker restart. A large gallery's in-memory graph
-(app/gallery/graph.py) only proposes candidates: Postgres re-ranks and filters them, and adds
-the faces enrolled since the graph was built.
+are seen by the very next batch, with no worker restart. A large gallery's in-memory index
+(app/gallery/memory_index.py) only proposes candidates: Postgres re-ranks and filters them, and
+adds the faces enrolled since the index was built.
 """
 
 import dataclasses

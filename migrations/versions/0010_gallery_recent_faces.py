@@ -1,5 +1,5 @@
-"""Faces enrolled since a gallery graph's snapshot are found by (model, created_at)
-(app/gallery/graph.py: identify reads them from Postgres until the graph adds them).
+"""Faces enrolled since a gallery's in-memory snapshot are found by (model, created_at)
+(app/gallery/memory_index.py: identify reads them from Postgres until the index adds them).
 
 Revision ID: 0010
 Revises: 0009
