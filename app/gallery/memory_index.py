@@ -138,11 +138,17 @@ class MemoryIndex:
     ) -> None:
         if not ids:
             return
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        # Unit length, as the query: the codes' L2 distance then orders faces as cosine does
+        # (workers store unit embeddings; this keeps it true of any row).
+        vectors = np.asarray(vectors, dtype=np.float32)
+        vectors = np.ascontiguousarray(
+            vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        )
         if not self.index.is_trained:
             # The 4-bit codes' range per element, from the first faces read (20,000 of a
-            # large gallery); later faces outside it are clipped to it.
-            self.index.train(vectors)
+            # large gallery) and their mirror images: a symmetric range never collapses to a
+            # point, even trained on one face. Later faces outside it are clipped to it.
+            self.index.train(np.concatenate([vectors, -vectors]))
         self.index.add(vectors)  # numbered on from ntotal, as _ids
         for face_id in ids:
             self._ids += face_id.bytes

@@ -7,6 +7,7 @@ rebuilt."""
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -264,6 +265,24 @@ async def test_the_shortlist_is_rescored_by_cosine_not_handed_on_in_hamming_orde
         assert len(index) == 9
         (best,) = await nearest_people(session, query, model=MODEL, owner_id=None, tuning=narrow)
     assert best.person_id == target.id and best.cosine > 0.9
+
+
+def test_codes_trained_on_a_single_face_still_rank_the_faces_added_later() -> None:
+    """A gallery emptied between its count and its build starts an index with one face or
+    none; the 4-bit codes' range is trained on the first faces added, and must not collapse
+    to a point (every later face would then get the same code and the re-score would be
+    arbitrary)."""
+    tuning = MemoryIndexTuning(shortlist=40, candidates=2)
+    index = MemoryIndex(192, tuning)
+    now = datetime.now(UTC)
+    first = unit_vectors(21, 1, 192)
+    index.add([uuid.uuid4()], first, [now])
+    later = unit_vectors(22, 30, 192)
+    ids = [uuid.uuid4() for _ in later]
+    index.add(ids, later * 3.0, [now] * len(ids))  # not unit length: compared by cosine anyway
+    for n in (0, 7, 29):
+        query = near(later[n], 100 + n, 1, noise=0.3)[0]
+        assert index.search(query, 2)[0] == ids[n]
 
 
 async def test_the_build_reads_each_embedding_exactly(engine: AsyncEngine, sessionmaker):
