@@ -25,7 +25,7 @@ import dataclasses
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -387,6 +387,7 @@ class Consumer:
                     [(w.message, r) for w, r in done],
                     batch_size=len(batch),
                     started_at=started_at,
+                    deliveries={w.message.job_id: w.entry.deliveries for w, _ in done},
                     acks=[
                         (w.entry.entry_id, w.message.job_id, w.message.frame_key) for w, _ in done
                     ],
@@ -442,7 +443,11 @@ class Consumer:
 
         async def settle() -> None:
             if isinstance(outcome, PipelineResult):
-                await self._finish([(message, outcome)], batch_size=batch_size)
+                await self._finish(
+                    [(message, outcome)],
+                    batch_size=batch_size,
+                    deliveries={message.job_id: entry.deliveries},
+                )
             elif isinstance(outcome, (BadImage, JobTimeout, GalleryUnavailable)):
                 await self._fail(message.job_id, str(outcome))
             else:
@@ -620,6 +625,7 @@ class Consumer:
         batch_size: int,
         acks: Sequence[streams.AckEntry] = (),
         started_at: datetime | None = None,
+        deliveries: Mapping[uuid.UUID, int] | None = None,
     ) -> None:
         """Record the results of several jobs in one transaction, then their events in one MULTI.
 
@@ -630,7 +636,9 @@ class Consumer:
         """
         outcomes = {message.job_id: result for message, result in items}  # one per job
         async with self.sessionmaker.begin() as session:
-            recorded = await results.record_results(session, outcomes, started_at=started_at)
+            recorded = await results.record_results(
+                session, outcomes, started_at=started_at, deliveries=deliveries
+            )
         finished = recorded.finished
         if recorded.events:
             await self._publish(*recorded.events, acks=[a for a in acks if a[1] in finished])

@@ -104,6 +104,7 @@ async def record_results(
     outcomes: Mapping[uuid.UUID, Outcome],
     *,
     started_at: datetime | None = None,
+    deliveries: Mapping[uuid.UUID, int] | None = None,
 ) -> Recorded:
     """Write the results of several jobs (one outcome per job id) in the caller's transaction.
 
@@ -111,6 +112,7 @@ async def record_results(
     committed before an outage) is left as it is and listed in `settled_before`. A job that
     was never marked running (its batch ended before the worker's running_after_ms) is
     recorded as started at `started_at` (default: now), as `mark_running` would have.
+    `deliveries`: each job's delivery count on the work stream; its attempts are at least that.
     """
     jobs, node_names = await _lock_unfinished(session, outcomes)
     # Keyed by job id: a redelivery replaces rows (embeddings cascade) rather than adding a
@@ -123,7 +125,13 @@ async def record_results(
     for job_id, job in jobs.items():
         outcome = outcomes[job_id]
         session.add_all(_embedding_rows(job_id, rows[job_id], outcome))
-        _mark_done(job, outcome, now=now, started_at=started_at or now)
+        _mark_done(
+            job,
+            outcome,
+            now=now,
+            started_at=started_at or now,
+            deliveries=(deliveries or {}).get(job_id, 0),
+        )
     await record_face_crops(
         session,
         list(jobs.values()),
@@ -223,10 +231,15 @@ def _embedding_rows(
     ]
 
 
-def _mark_done(job: Job, outcome: Outcome, *, now: datetime, started_at: datetime) -> None:
+def _mark_done(
+    job: Job, outcome: Outcome, *, now: datetime, started_at: datetime, deliveries: int
+) -> None:
     if job.started_at is None:  # not marked running: what mark_running would have written
         job.started_at = started_at
         job.attempts += 1
+    # Every delivery is an attempt, also one that died before its running mark (deferred by
+    # worker.running_after_ms) was written: a batch killed in inference leaves no mark.
+    job.attempts = max(job.attempts, deliveries)
     job.status = JobStatus.done
     job.width, job.height = outcome.width, outcome.height  # upright, from the pixels
     job.counts = outcome.counts

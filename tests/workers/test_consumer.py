@@ -139,6 +139,22 @@ async def test_a_batch_that_ends_before_running_after_ms_goes_from_queued_to_don
     assert done.created_at <= done.started_at <= done.finished_at
 
 
+async def test_a_delivery_that_died_before_its_running_mark_still_counts_as_an_attempt(
+    make_job, make_consumer, sessionmaker
+):
+    """The running mark is deferred (running_after_ms): a worker killed in inference before it
+    left no mark. The retry's result counts both deliveries from the stream's delivery count."""
+    job = await make_job(T1)
+    dead = make_consumer("killed-in-inference")
+    assert [e.deliveries for e in await dead.next_entries(block_ms=100)] == [1]  # then "dies"
+    await asyncio.sleep(1.1)  # idle past the rescuer's job_timeout_s: it may take the entry
+    rescuer = make_consumer("rescuer", job_timeout_s=1.0, running_after_ms=60_000)
+    assert await rescuer.run(burst=True) == 1
+    done = await load_job(sessionmaker, job.id)
+    assert done.status == JobStatus.done
+    assert done.attempts == 2
+
+
 async def test_a_batch_still_in_inference_after_running_after_ms_is_marked_running_first(
     make_job, make_consumer, redis, sessionmaker
 ):
