@@ -17,7 +17,7 @@ Two codes per face (faiss IndexRefine):
   threshold, where Hamming order is loose: taking the best 50 by Hamming accepted 15% of
   strangers where exact search accepts 23% at 1M faces; re-scoring 1,000 agreed with exact
   search on 498 of 500.
-320 bytes a face: about 0.33 GB per process at a million.
+320 bytes of codes and 16 of face id a face: about 0.33 GB per process at a million.
 
 Postgres stays the source of truth; the index only proposes face ids:
 - identify (app/gallery/matching.py) re-ranks the proposed faces by their exact cosine *in
@@ -30,8 +30,8 @@ Postgres stays the source of truth; the index only proposes face ids:
   the gallery by `MemoryIndexTuning.rebuild_dead_share` and rebuilds it (beside the live one).
 
 The index is built lazily, on the first query of a model and owner whose gallery has at least
-`MemoryIndexTuning.min_faces` faces; until it is ready (a read of every embedding: about a
-minute at 1M) identify uses pgvector's graph as before. Smaller galleries never build one:
+`MemoryIndexTuning.min_faces` faces; until it is ready (a read of every embedding: about 20 s
+at 1M) identify uses pgvector's graph as before. Smaller galleries never build one:
 pgvector is fast enough there and needs no memory in every process. Each process that
 identifies (API, workers) holds its own.
 """

@@ -44,7 +44,7 @@ TUNING = SearchTuning(
 
 
 @pytest.fixture(autouse=True)
-def no_graphs_left_over() -> object:
+def no_indexes_left_over() -> object:
     MEMORY_INDEXES.forget()
     MEMORY_INDEXES.configure(True)
     yield
