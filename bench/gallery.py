@@ -26,6 +26,7 @@ Writes the "Gallery" section of bench/RESULTS.md. Figures describe this run on t
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import shutil
 import sys
@@ -611,9 +612,8 @@ async def measure(database_url: str, faces: int, dim: int) -> Row:
         sweep = {}
         if memory is not None:
             # Every query, strangers too: the shortlist decides which of them are accepted.
-            candidates = DEFAULT_MEMORY_INDEX_TUNING.candidates
             for shortlist in SHORTLIST_SWEEP:
-                memory.index.k_factor = shortlist / candidates
+                memory.tuning = dataclasses.replace(memory.tuning, shortlist=shortlist)
                 sweep[shortlist] = await run_queries(
                     sessionmaker,
                     product_search(model),

@@ -120,7 +120,6 @@ class MemoryIndex:
         bits = faiss.IndexLSH(self.dim, self.dim, False, False)
         codes = faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_4bit)
         self.index = faiss.IndexRefine(bits, codes)
-        self.index.k_factor = self.tuning.shortlist / self.tuning.candidates
         self._bits, self._codes = bits, codes  # the index points at them; Python owns them
 
     def __len__(self) -> int:
@@ -179,7 +178,11 @@ class MemoryIndex:
             return []
         query = np.asarray(vector, dtype=np.float32)[None, :]
         query = query / max(float(np.linalg.norm(query)), 1e-12)
-        _, found = self.index.search(query, count)
+        # The shortlist as a factor of `count` (faiss's k_factor), read from the tuning per
+        # query: the tuning is the one place it is set.
+        shortlist = faiss.IndexRefineSearchParameters()
+        shortlist.k_factor = max(self.tuning.shortlist / count, 1.0)
+        _, found = self.index.search(query, count, params=shortlist)
         return [self.face_id(int(key)) for key in found[0] if key >= 0]
 
     def memory_bytes(self) -> int:
