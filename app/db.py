@@ -1,10 +1,13 @@
 """Connections (made by the API lifespan or worker start): SQLAlchemy 2 async engine and
 sessions, the Redis client; migrations."""
 
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
+from sqlalchemy import event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -26,18 +29,49 @@ def create_engine(database: DatabaseSettings, role: str = "cli") -> AsyncEngine:
     events, cli), so pg_stat_activity and the server's logs tell whose statements they are."""
     if database.url is None:
         raise RuntimeError("no database URL: set LOOKOUT_DATABASE__URL or run `lookout up`")
-    # pool_pre_ping: a connection that died with a Postgres restart is replaced, not handed out.
     # timeout (asyncpg connect) and pool_timeout: an outage answers 503 fast instead of hanging.
-    return create_async_engine(
+    engine = create_async_engine(
         database.url,
         pool_size=database.pool_size,
-        pool_pre_ping=True,
         pool_timeout=database.connect_timeout_s,
         connect_args={
             "timeout": database.connect_timeout_s,
             "server_settings": {"application_name": f"lookout-{role}"},
         },
     )
+    _ping_idle_connections(engine)
+    return engine
+
+
+# A pooled connection unused this long is pinged before it is handed out again.
+IDLE_PING_AFTER_S = 1.0
+_LAST_USED = "lookout_last_used"
+
+
+def _ping_idle_connections(engine: AsyncEngine) -> None:
+    """Hand out no connection that died while it sat in the pool (a Postgres restart): one
+    unused for IDLE_PING_AFTER_S is pinged first and, if dead, replaced.
+
+    SQLAlchemy's pool_pre_ping pings at every checkout, and asyncpg's ping is three round
+    trips (BEGIN, a query, ROLLBACK): more than the one INSERT of an upload (bench/plumbing.py).
+    A connection used a moment ago is alive or dies with the statement being sent, which
+    invalidates the pool as a failed ping would (is_outage: 503, or the worker waits).
+    """
+
+    @event.listens_for(engine.sync_engine.pool, "checkin")
+    def checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_LAST_USED] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine.pool, "checkout")
+    def checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        last_used = record.info.get(_LAST_USED)
+        if last_used is None or time.monotonic() - last_used < IDLE_PING_AFTER_S:
+            return  # just connected, or used a moment ago
+        try:
+            dbapi_connection.ping()
+        except Exception as exc:
+            # The pool discards the connection and hands out another (a new one).
+            raise DisconnectionError(f"pooled connection is dead: {exc!r}") from exc
 
 
 def create_redis(redis: RedisSettings) -> Redis:

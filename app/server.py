@@ -7,13 +7,16 @@ connecting (or of its previous response), or it is closed. Request bodies have t
 deadline between reads (app/limits.BodyReadTimeout). `lookout api` runs uvicorn with this
 protocol; gunicorn runs it through `LookoutUvicornWorker` (deploy/gunicorn.conf.py). nginx, when
 in front, applies its own client_header_timeout / client_body_timeout (nginx/).
+
+The protocol is uvicorn's httptools one (a C parser), not its pure-Python h11 one: h11 cost the
+API about a tenth of its CPU per upload (bench/RESULTS.md, the hot path).
 """
 
 import asyncio
 from typing import Any
 
 import structlog
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn_worker import UvicornWorker  # type: ignore[import-untyped]
 
 from app.settings import get_settings
@@ -21,8 +24,11 @@ from app.settings import get_settings
 log = structlog.get_logger()
 
 
-class HeaderDeadlineH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol; a connection whose request head is late is closed."""
+class HeaderDeadlineProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol; a connection whose request head is late is closed.
+
+    `cycle` is the protocol's current request: a new one is made once a request head is
+    complete, so an unchanged cycle at the deadline means no head arrived in time."""
 
     header_timeout_s: float = 10.0
     _header_deadline: asyncio.TimerHandle | None = None
@@ -61,9 +67,9 @@ class HeaderDeadlineH11Protocol(H11Protocol):
         self.transport.close()
 
 
-def protocol_class(header_timeout_s: float) -> type[HeaderDeadlineH11Protocol]:
+def protocol_class(header_timeout_s: float) -> type[HeaderDeadlineProtocol]:
     return type(
-        "LookoutH11Protocol", (HeaderDeadlineH11Protocol,), {"header_timeout_s": header_timeout_s}
+        "LookoutHttpProtocol", (HeaderDeadlineProtocol,), {"header_timeout_s": header_timeout_s}
     )
 
 

@@ -8,6 +8,7 @@ import asyncio
 import signal
 from collections.abc import Sequence
 
+import uvloop
 from redis.asyncio import Redis
 
 from app.db import create_engine, create_sessionmaker
@@ -49,4 +50,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    uvloop.run(main())  # the event loop workers/pool.py runs real workers on

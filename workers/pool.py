@@ -11,6 +11,7 @@ import signal
 import sys
 
 import structlog
+import uvloop
 
 from app.db import (
     close_redis,
@@ -89,7 +90,9 @@ def run_worker_process(settings: Settings, burst: bool = False, index: int = 0) 
         await run_worker(settings, burst=burst, stop=stop, index=index)
 
     try:
-        asyncio.run(main())
+        # uvloop, as uvicorn runs the API on: outside inference a worker's time is mostly
+        # round trips to Postgres and Redis, and uvloop's transports are C.
+        uvloop.run(main())
     except ModelError as exc:
         log.error("models_unavailable", error=str(exc))
         print(f"lookout worker: {exc}", file=sys.stderr)

@@ -22,6 +22,8 @@ async def record_face_crops(
 ) -> int:
     """Store the (detection id, JPEG) crops of these just-finished jobs that may be kept;
     returns how many. The caller owns the transaction (the result write's)."""
+    if not any(jpeg is not None for job_crops in crops.values() for _, jpeg in job_crops):
+        return 0  # no face kept a crop: no need to ask the nodes' policies
     node_ids = {job.node_id for job in jobs if job.node_id is not None}
     allowed_nodes: set[uuid.UUID] = set()
     if node_ids:

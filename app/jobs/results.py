@@ -9,6 +9,7 @@ Writes are idempotent, keyed by job id: only a job that is not finished yet chan
 locked first), and a redelivered result replaces the job's detections rather than adding more.
 """
 
+import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +18,8 @@ from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import delete, select, update
+from sqlalchemy import Float, Integer, Text, bindparam, case, cast, column, func, select, update
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.gallery.crops import record_face_crops
@@ -113,37 +115,33 @@ async def record_results(
     was never marked running (its batch ended before the worker's running_after_ms) is
     recorded as started at `started_at` (default: now), as `mark_running` would have.
     `deliveries`: each job's delivery count on the work stream; its attempts are at least that.
+
+    One UPDATE marks every unfinished job done (locking it) and returns it; the detections of
+    those jobs follow. An unfinished job has no detections to replace: they are written only
+    here, in the transaction that finishes their job.
     """
-    jobs, node_names = await _lock_unfinished(session, outcomes)
-    # Keyed by job id: a redelivery replaces rows (embeddings cascade) rather than adding a
-    # second set.
-    await session.execute(delete(Detection).where(Detection.job_id.in_(jobs)))
-    rows = {job_id: _detection_rows(job_id, outcomes[job_id]) for job_id in jobs}
-    session.add_all([row for job_rows in rows.values() for row in job_rows])
-    await session.flush()  # detection ids, for the embeddings
     now = datetime.now(UTC)
-    for job_id, job in jobs.items():
-        outcome = outcomes[job_id]
-        session.add_all(_embedding_rows(job_id, rows[job_id], outcome))
-        _mark_done(
-            job,
-            outcome,
-            now=now,
-            started_at=started_at or now,
-            deliveries=(deliveries or {}).get(job_id, 0),
-        )
-    await record_face_crops(
-        session,
-        list(jobs.values()),
-        {
-            job_id: [
-                (row.id, d.crop_jpeg)
-                for row, d in zip(rows[job_id], outcomes[job_id].detections, strict=True)
-            ]
-            for job_id in jobs
-        },
+    jobs, node_names = await _finish_unfinished(
+        session, outcomes, now=now, started_at=started_at or now, deliveries=deliveries or {}
     )
-    await session.flush()
+    rows = {job_id: _detection_rows(job_id, outcomes[job_id]) for job_id in jobs}
+    if any(rows.values()):
+        session.add_all([row for job_rows in rows.values() for row in job_rows])
+        await session.flush()  # detection ids, for the embeddings and crops
+        for job_id in jobs:
+            session.add_all(_embedding_rows(job_id, rows[job_id], outcomes[job_id]))
+        await record_face_crops(
+            session,
+            list(jobs.values()),
+            {
+                job_id: [
+                    (row.id, d.crop_jpeg)
+                    for row, d in zip(rows[job_id], outcomes[job_id].detections, strict=True)
+                ]
+                for job_id in jobs
+            },
+        )
+        await session.flush()
     recorded = Recorded(settled_before=[job_id for job_id in outcomes if job_id not in jobs])
     for job_id, job in jobs.items():
         detail = job_detail(job, rows[job_id], node_name=node_names[job_id])
@@ -175,29 +173,82 @@ async def final_events(session: AsyncSession, job: Job) -> list[job_events.Event
     return job_events.snapshot(detail, job.owner_id)
 
 
-async def _lock_unfinished(
-    session: AsyncSession, job_ids: Mapping[uuid.UUID, object]
+async def _finish_unfinished(
+    session: AsyncSession,
+    outcomes: Mapping[uuid.UUID, Outcome],
+    *,
+    now: datetime,
+    started_at: datetime,
+    deliveries: Mapping[uuid.UUID, int],
 ) -> tuple[dict[uuid.UUID, Job], dict[uuid.UUID, str | None]]:
-    """Lock the jobs' rows: (the unfinished jobs by id, every found job's node name).
+    """Mark the unfinished ones of these jobs done, in one UPDATE: (those jobs by id, as
+    updated, and their node names).
 
-    The jobs come in the order of `job_ids` (the batch's, the stream's), not the order Postgres
+    The jobs come in the order of `outcomes` (the batch's, the stream's), not the order Postgres
     returns rows in: their events are published in this order, and a node's results must
     reach it in the order it sent its frames.
     """
-    locked = await session.execute(
-        select(Job, JOB_NODE_NAME).where(Job.id.in_(job_ids)).with_for_update()
+    # One statement of one shape whatever the batch's size (arrays, unnested in Postgres):
+    # compiled once by SQLAlchemy and prepared once by asyncpg.
+    batch = (
+        func.unnest(
+            bindparam("ids", type_=ARRAY(UUID(as_uuid=True))),
+            bindparam("widths", type_=ARRAY(Integer)),
+            bindparam("heights", type_=ARRAY(Integer)),
+            bindparam("counts", type_=ARRAY(Text)),
+            bindparam("decode_ms", type_=ARRAY(Float)),
+            bindparam("inference_ms", type_=ARRAY(Float)),
+            bindparam("deliveries", type_=ARRAY(Integer)),
+        )
+        .table_valued(
+            column("id", UUID(as_uuid=True)),
+            column("width", Integer),
+            column("height", Integer),
+            column("counts", Text),
+            column("decode_ms", Float),
+            column("inference_ms", Float),
+            column("deliveries", Integer),
+        )
+        .render_derived(name="batch")
     )
-    found: dict[uuid.UUID, Job] = {}
-    node_names: dict[uuid.UUID, str | None] = {}  # for the result events
-    for job, name in locked:
-        node_names[job.id] = name
-        found[job.id] = job
-    jobs = {
-        job_id: found[job_id]
-        for job_id in job_ids
-        if job_id in found and not found[job_id].status.finished
+    jobs_in_order = list(outcomes)
+    params = {
+        "ids": jobs_in_order,
+        "widths": [outcomes[j].width for j in jobs_in_order],  # upright, from the pixels
+        "heights": [outcomes[j].height for j in jobs_in_order],
+        "counts": [json.dumps(outcomes[j].counts) for j in jobs_in_order],
+        "decode_ms": [outcomes[j].decode_ms for j in jobs_in_order],
+        "inference_ms": [outcomes[j].inference_ms for j in jobs_in_order],
+        "deliveries": [deliveries.get(j, 0) for j in jobs_in_order],
     }
-    return jobs, node_names
+    # SET sees the row as it was: a job never marked running (its mark deferred by
+    # worker.running_after_ms) gets what mark_running would have written. Every delivery is an
+    # attempt, also one that died before its running mark: a batch killed in inference leaves
+    # no mark.
+    never_marked = Job.started_at.is_(None)
+    updated = await session.execute(
+        update(Job)
+        .where(Job.id == batch.c.id, Job.status.in_(UNFINISHED))
+        .values(
+            status=JobStatus.done,
+            width=batch.c.width,
+            height=batch.c.height,
+            counts=cast(batch.c.counts, JSONB),
+            decode_ms=batch.c.decode_ms,
+            inference_ms=batch.c.inference_ms,
+            started_at=func.coalesce(Job.started_at, started_at),
+            attempts=func.greatest(
+                case((never_marked, Job.attempts + 1), else_=Job.attempts), batch.c.deliveries
+            ),
+            finished_at=now,
+        )
+        .returning(Job, JOB_NODE_NAME)
+        .execution_options(synchronize_session=False),
+        params,
+    )
+    found = {job.id: (job, name) for job, name in updated}
+    jobs = {job_id: found[job_id][0] for job_id in outcomes if job_id in found}
+    return jobs, {job_id: found[job_id][1] for job_id in jobs}
 
 
 def _detection_rows(job_id: uuid.UUID, outcome: Outcome) -> list[Detection]:
@@ -229,20 +280,3 @@ def _embedding_rows(
         for row, d in zip(rows, outcome.detections, strict=True)
         if d.embedding is not None
     ]
-
-
-def _mark_done(
-    job: Job, outcome: Outcome, *, now: datetime, started_at: datetime, deliveries: int
-) -> None:
-    if job.started_at is None:  # not marked running: what mark_running would have written
-        job.started_at = started_at
-        job.attempts += 1
-    # Every delivery is an attempt, also one that died before its running mark (deferred by
-    # worker.running_after_ms) was written: a batch killed in inference leaves no mark.
-    job.attempts = max(job.attempts, deliveries)
-    job.status = JobStatus.done
-    job.width, job.height = outcome.width, outcome.height  # upright, from the pixels
-    job.counts = outcome.counts
-    job.decode_ms = outcome.decode_ms
-    job.inference_ms = outcome.inference_ms
-    job.finished_at = now

@@ -185,7 +185,8 @@ async def upload_image(
     # The commit point, reached now: the job is queued before the route waits for it.
     await commit(session)
     structlog.contextvars.bind_contextvars(job_id=str(job.id))
-    log.info("job_queued", bytes=len(data), tasks=job.tasks)
+    # Debug: the request's own log line (app/ops/middleware.py) carries the job id already.
+    log.debug("job_queued", bytes=len(data), tasks=job.tasks)
     if wait and await service.wait_for_job(
         redis, job.id, timeout_s=min(wait, settings.api.max_wait_s)
     ):

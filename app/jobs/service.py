@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 
 from redis.asyncio import Redis
-from sqlalchemy import delete, select, tuple_, update
+from sqlalchemy import delete, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import streams
@@ -68,7 +68,7 @@ async def create_job(
     store_image: bool = True,
     purpose: JobPurpose = JobPurpose.detect,
 ) -> Job:
-    """Store the image (unless store_image is False), then add the job row (flushed only).
+    """Store the image (unless store_image is False), then insert the job row (not committed).
 
     owner_id: the API key that creates it (None while auth is off, and for node frames); only
     it, and admin keys, can see the job afterwards. A job whose image is not stored has
@@ -87,22 +87,28 @@ async def create_job(
             storage.put(image_key, image)
         else:
             await asyncio.to_thread(storage.put, image_key, image)
-    job = Job(
-        id=job_id,
-        owner_id=owner_id,
-        node_id=node_id,
-        status=JobStatus.queued,
-        purpose=purpose,
-        tasks=list(tasks),
-        image_key=image_key,
-        content_type=info.content_type,
-        width=width,
-        height=height,
-        counts={},
-        attempts=0,
+    # An INSERT … RETURNING of the row as a Job in the session: the unit of work's flush (its
+    # bookkeeping, a topological sort of one row) cost a sixth of an upload's CPU.
+    job = await session.scalar(
+        insert(Job).returning(Job),
+        [
+            {
+                "id": job_id,
+                "owner_id": owner_id,
+                "node_id": node_id,
+                "status": JobStatus.queued,
+                "purpose": purpose,
+                "tasks": list(tasks),
+                "image_key": image_key,
+                "content_type": info.content_type,
+                "width": width,
+                "height": height,
+                "counts": {},
+                "attempts": 0,
+            }
+        ],
     )
-    session.add(job)
-    await session.flush()  # eager_defaults: created_at comes back from the INSERT
+    assert isinstance(job, Job)
     return job
 
 
