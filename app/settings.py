@@ -256,7 +256,7 @@ class GallerySettings(BaseModel):
     index_m: int | None = Field(default=None, ge=2, le=100)
     index_ef_construction: int | None = Field(default=None, ge=4, le=1000)
     # Identify's in-memory index of a large gallery (app/gallery/memory_index.py: from 50,000
-    # faces of one model and owner), built by each process that identifies: about 0.33 GB a
+    # faces of one model and owner), built by each process that identifies: about 0.35 GB a
     # process per million faces. false: this process walks pgvector's graph at every size (API
     # pods with many gunicorn workers and little memory). docs/deploy.md, "The gallery at scale".
     memory_index: bool = True

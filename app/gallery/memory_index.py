@@ -5,19 +5,23 @@ Why: pgvector walks its HNSW graph through Postgres's shared buffers, tuple by t
 million faces a walk wide enough to find the right person 99% of the time took 52 ms a query,
 and an HNSW graph of the sign bits in process memory still missed the right person 1.2% of the
 time and took 518 s to build (bench/RESULTS.md, "Gallery"). Nothing needs a graph at this size:
-a *flat* scan of every face's 64 bytes of sign bits (Hamming distance, faiss's SIMD popcount)
-takes about 3 ms at a million faces on one core and never misses a face a walk would skip.
+a *flat* scan of every face's 96 bytes of sign bits (Hamming distance, faiss's SIMD popcount)
+takes about 5 ms at a million faces on one core and never misses a face a walk would skip.
 
 Two codes per face (faiss IndexRefine):
-- the sign bits (IndexLSH without rotation: bit i is element i > 0), scanned in full for the
-  `shortlist` faces nearest by Hamming distance;
+- sign bits, 1.5 per element (IndexLSH: the signs of a random rotation of the embedding into
+  1.5 × its dimension), scanned in full for the `shortlist` faces nearest by Hamming distance;
 - 4 bits per element (IndexScalarQuantizer), which re-score the shortlist by an estimate of
   the inner product within about 0.01, so the `candidates` handed on are the nearest by
-  cosine, not by the coarse Hamming distance. A stranger's nearest face sits near the match
-  threshold, where Hamming order is loose: taking the best 50 by Hamming accepted 15% of
-  strangers where exact search accepts 23% at 1M faces; re-scoring 1,000 agreed with exact
-  search on 498 of 500.
-320 bytes of codes and 16 of face id a face: about 0.33 GB per process at a million.
+  cosine, not by the coarse Hamming distance.
+A stranger's nearest face sits near the match threshold, where Hamming order is loose, and
+whether identify accepts a stranger is decided there: taking the best 50 by Hamming accepted
+15% of strangers where exact search accepts 23% at 1M faces. On 1M face-like vectors (2,000
+strangers, bench/gallery.py's space), a re-scored shortlist of 1,000 judged strangers otherwise
+than exact search did for 1.5% of them with the 512 plain sign bits (3.4 ms a search), 0.15%
+with 768 rotated bits (5.0 ms) and 0.05% with 1,024 (6.3 ms) (bench/RESULTS.md, "How the
+gallery's index was chosen").
+352 bytes of codes and 16 of face id a face (512-d): about 0.37 GB per process at a million.
 
 Postgres stays the source of truth; the index only proposes face ids:
 - identify (app/gallery/matching.py) re-ranks the proposed faces by their exact cosine *in
@@ -30,7 +34,7 @@ Postgres stays the source of truth; the index only proposes face ids:
   the gallery by `MemoryIndexTuning.rebuild_dead_share` and rebuilds it (beside the live one).
 
 The index is built lazily, on the first query of a model and owner whose gallery has at least
-`MemoryIndexTuning.min_faces` faces; until it is ready (a read of every embedding: about 20 s
+`MemoryIndexTuning.min_faces` faces; until it is ready (a read of every embedding: about 30 s
 at 1M) identify uses pgvector's graph as before. Smaller galleries never build one:
 pgvector is fast enough there and needs no memory in every process. Each process that
 identifies (API, workers) holds its own.
@@ -93,6 +97,16 @@ EVER = datetime(1970, 1, 1, tzinfo=UTC)
 UUID_BYTES = 16
 
 
+# Sign bits per element of the embedding: more bits estimate the angle more tightly (fewer
+# strangers judged differently from exact search) and cost a longer scan (module docstring).
+SIGN_BITS_PER_ELEMENT = 1.5
+
+
+def sign_bits(dim: int) -> int:
+    """The sign bits of a face of `dim` elements: a whole number of bytes."""
+    return max(8, round(dim * SIGN_BITS_PER_ELEMENT / 8) * 8)
+
+
 @dataclass
 class MemoryIndex:
     """One gallery's index: its i-th face is face_id(i).
@@ -115,9 +129,9 @@ class MemoryIndex:
     recent: dict[uuid.UUID, datetime] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        # L2 on unit vectors orders faces as cosine does; the sign bits without rotation or
-        # trained thresholds.
-        bits = faiss.IndexLSH(self.dim, self.dim, False, False)
+        # L2 on unit vectors orders faces as cosine does; the sign bits of a random rotation
+        # (faiss's, from a fixed seed, made when the index is trained), no trained thresholds.
+        bits = faiss.IndexLSH(self.dim, sign_bits(self.dim), True, False)
         codes = faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_4bit)
         self.index = faiss.IndexRefine(bits, codes)
         self._bits, self._codes = bits, codes  # the index points at them; Python owns them
@@ -144,9 +158,10 @@ class MemoryIndex:
             vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         )
         if not self.index.is_trained:
-            # The 4-bit codes' range per element, from the first faces read (20,000 of a
-            # large gallery) and their mirror images: a symmetric range never collapses to a
-            # point, even trained on one face. Later faces outside it are clipped to it.
+            # The rotation, and the 4-bit codes' range per element from the first faces read
+            # (20,000 of a large gallery) and their mirror images: a symmetric range never
+            # collapses to a point, even trained on one face. Later faces outside it are
+            # clipped to it.
             self.index.train(np.concatenate([vectors, -vectors]))
         self.index.add(vectors)  # numbered on from ntotal, as _ids
         for face_id in ids:
@@ -172,8 +187,8 @@ class MemoryIndex:
         return self.watermark - timedelta(seconds=self.tuning.late_commit_s)
 
     def search(self, vector: npt.ArrayLike, count: int) -> list[uuid.UUID]:
-        """The face ids of up to `count` nearest faces: the shortlist by Hamming distance,
-        re-scored from the 4-bit codes."""
+        """The face ids of up to `count` nearest faces: the shortlist by Hamming distance of
+        the sign bits, re-scored from the 4-bit codes."""
         if not len(self):
             return []
         query = np.asarray(vector, dtype=np.float32)[None, :]
