@@ -8,8 +8,8 @@ deadline between reads (app/limits.BodyReadTimeout). `lookout api` runs uvicorn 
 protocol; gunicorn runs it through `LookoutUvicornWorker` (deploy/gunicorn.conf.py). nginx, when
 in front, applies its own client_header_timeout / client_body_timeout (nginx/).
 
-The protocol is uvicorn's httptools one (a C parser), not its pure-Python h11 one: h11 cost the
-API about a tenth of its CPU per upload (bench/RESULTS.md, the hot path).
+The protocol is uvicorn's httptools one (a C parser), not its pure-Python h11 one, whose parsing
+showed in every upload's profile (bench/RESULTS.md, the hot path).
 """
 
 import asyncio

@@ -32,7 +32,8 @@ class Storage:
         # Write to a temp file then rename: readers never see a half-written image. Named here
         # rather than by tempfile.mkstemp, whose name generation cost 6% of the API's CPU per
         # upload (bench/plumbing.py); O_EXCL still refuses a name that exists. Plain os calls:
-        # each system call counts on the upload path (a file object adds three).
+        # each system call counts on the upload path (a file object adds an fstat and an
+        # isatty ioctl; the directory is made only when the first write finds it missing).
         tmp = str(self.root / f"{TEMP_PREFIX}{secrets.token_hex(8)}-{key}")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -5,8 +5,10 @@ reconciler (a node frame lost before any worker ran it). Each function works in 
 session and transaction and returns the events to publish once it has committed (their shape is
 app/jobs/events.py); publishing and acking are the caller's.
 
-Writes are idempotent, keyed by job id: only a job that is not finished yet changes (the row is
-locked first), and a redelivered result replaces the job's detections rather than adding more.
+Writes are idempotent, keyed by job id: only a job that is not finished yet changes (its row is
+locked by the write that finishes it; a concurrent write of the same job waits, then finds it
+finished), and its detections are written in that same transaction, so a redelivered result
+never adds a second set.
 """
 
 import json

@@ -87,8 +87,9 @@ async def create_job(
             storage.put(image_key, image)
         else:
             await asyncio.to_thread(storage.put, image_key, image)
-    # An INSERT … RETURNING of the row as a Job in the session: the unit of work's flush (its
-    # bookkeeping, a topological sort of one row) cost a sixth of an upload's CPU.
+    # An INSERT … RETURNING of the row as a Job in the session, not session.add and a flush:
+    # the unit of work's bookkeeping for one row (a topological sort among it) showed in every
+    # upload's profile (bench/RESULTS.md, the hot path).
     job = await session.scalar(
         insert(Job).returning(Job),
         [
