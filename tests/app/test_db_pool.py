@@ -7,10 +7,12 @@ import asyncio
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app import db
 from app.db import create_engine
+from app.errors import is_outage
 from app.settings import DatabaseSettings
 
 
@@ -56,8 +58,9 @@ async def test_a_connection_used_a_moment_ago_is_handed_out_unpinged(
     async with one_connection.connect() as connection:
         dead_pid = await _backend_pid(connection)
     await _kill(engine, dead_pid)
-    with pytest.raises(Exception, match="connection"):
+    with pytest.raises(DBAPIError) as raised:
         async with one_connection.connect() as connection:
             await connection.execute(text("SELECT 1"))
+    assert is_outage(raised.value), repr(raised.value)  # the API answers 503, workers wait
     async with one_connection.connect() as connection:
         assert await _backend_pid(connection) != dead_pid
