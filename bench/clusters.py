@@ -21,7 +21,6 @@ Writes the "Clustering" section of bench/RESULTS.md. Figures describe this run o
 import asyncio
 import os
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -35,7 +34,7 @@ from app.db import create_sessionmaker, migrate
 from app.embedded import shared_buffers_mb, start_embedded
 from app.gallery.clusters import cluster_pass
 from app.settings import ClusterSettings, DatabaseSettings, ModelSettings, Settings
-from bench.harness import load_average, machine, write_section
+from bench.harness import load_average, machine, stack_dir, write_section
 
 DIM = 192
 MODEL = "mobilefacenet"
@@ -270,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     measured = time.strftime("%Y-%m-%d %H:%M %Z")
     load_before = load_average()
-    with tempfile.TemporaryDirectory(prefix="lookout-bench-clusters-") as tmp:
+    with stack_dir("lookout-bench-clusters-") as tmp:
         services = start_embedded(Path(tmp) / "data")
         try:
             migrate(services.database_url)

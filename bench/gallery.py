@@ -30,7 +30,6 @@ import dataclasses
 import os
 import shutil
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -64,6 +63,7 @@ from bench.harness import (
     machine,
     percentile_ms,
     save_plot,
+    stack_dir,
     write_section,
 )
 
@@ -923,7 +923,7 @@ def main(argv: list[str] | None = None) -> int:
     measured = time.strftime("%Y-%m-%d %H:%M %Z")
     load_before = load_average()
     rows = []
-    with tempfile.TemporaryDirectory(prefix="lookout-bench-gallery-") as tmp:
+    with stack_dir("lookout-bench-gallery-") as tmp:
         services = start_embedded(Path(tmp) / "data")
         try:
             migrate(services.database_url)

@@ -31,7 +31,7 @@ from app.embedded import start_embedded
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 CORES = len(os.sched_getaffinity(0))
-# Where a bench's stack keeps its data (images, Postgres, Redis): in the working tree, as
+# Where a bench's servers keep their data (images, Postgres, Redis): in the working tree, as
 # `make up` keeps .lookout/, not in /tmp. On the machines these benches ran on, creating a file
 # in /tmp cost 4-15× the CPU of the same create elsewhere on the same disk (0.2-0.8 ms against
 # 0.05 ms per stored image, measured 2026-12-04): an upload's image write would have measured the
@@ -203,13 +203,18 @@ def _wait_ready(base_url: str, timeout_s: float = 60) -> None:
     raise RuntimeError("API did not start")
 
 
+def stack_dir(prefix: str) -> "tempfile.TemporaryDirectory[str]":
+    """A temp dir under STACK_DIR for a bench's servers and data, removed after the bench."""
+    STACK_DIR.mkdir(parents=True, exist_ok=True)
+    return tempfile.TemporaryDirectory(prefix=prefix, dir=STACK_DIR)
+
+
 @contextlib.contextmanager
 def stack(
     *, worker_command: list[str], workers: int = 1, extra_env: dict[str, str] | None = None
 ) -> Iterator[Stack]:
     """Embedded Postgres + Redis in a temp dir, one API process, `workers` worker processes."""
-    STACK_DIR.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="lookout-bench-", dir=STACK_DIR) as tmp:
+    with stack_dir("lookout-bench-") as tmp:
         services = start_embedded(Path(tmp) / "data")
         processes: list[subprocess.Popen[bytes]] = []
         try:
