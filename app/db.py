@@ -2,6 +2,8 @@
 sessions, the Redis client; migrations."""
 
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -107,6 +109,20 @@ def _redis_client(url: str, redis: RedisSettings) -> Redis:
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+@asynccontextmanager
+async def autocommit_session(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
+    """A session whose statements each commit on their own: for work that is one write (or
+    writes that need no common fate). A transaction would cost BEGIN and COMMIT, two round trips
+    around the statement, on paths run for every job (bench/RESULTS.md, the hot path).
+    `app.commits.commit` still runs the work queued for after the commit."""
+    async with sessionmaker() as session:
+        # Set when the connection is checked out; the pool resets it when it is returned.
+        await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        yield session
 
 
 def alembic_config(database_url: str) -> "AlembicConfig":

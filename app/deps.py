@@ -13,6 +13,7 @@ from starlette.requests import HTTPConnection
 
 from app.apikeys.service import ANONYMOUS_ADMIN, Principal, authenticate
 from app.commits import commit
+from app.db import autocommit_session
 from app.errors import AppError, Forbidden, Unauthorized
 from app.firehose import Firehose
 from app.gallery.imports import ImportRunner
@@ -74,6 +75,18 @@ async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
+async def get_autocommit_session(state: StateDep) -> AsyncIterator[AsyncSession]:
+    """As get_session, for a route whose writes each stand alone (an upload's one INSERT): every
+    statement commits as it runs (app/db.py autocommit_session); the work queued for after the
+    commit runs when the route returns, or at the route's own `commit`."""
+    async with autocommit_session(state.sessionmaker) as session:
+        yield session
+        await commit(session)
+
+
+AutocommitSessionDep = Annotated[AsyncSession, Depends(get_autocommit_session, scope="function")]
+
+
 async def get_redis(state: StateDep) -> Redis:
     return state.redis
 
@@ -113,13 +126,17 @@ api_key_header = APIKeyHeader(
 async def get_principal(
     connection: HTTPConnection,
     state: StateDep,
-    session: SessionDep,
     token: Annotated[str | None, Security(api_key_header)],
 ) -> Principal:
-    """Authenticate the X-API-Key header and charge the key's rate limit (HTTP routes)."""
+    """Authenticate the X-API-Key header and charge the key's rate limit (HTTP routes).
+
+    In a session of its own, outside the route's transaction: the key's lookup (and the
+    occasional touch of its last use) need no common fate with the route's writes, and a route
+    whose writes stand alone then needs no transaction at all."""
     if not state.settings.auth.enabled:
         return ANONYMOUS_ADMIN
-    principal = await authenticate_client(state, session, token, client_address(connection))
+    async with autocommit_session(state.sessionmaker) as session:
+        principal = await authenticate_client(state, session, token, client_address(connection))
     await enforce_rate_limit(state.redis, principal, state.settings.auth)
     return principal
 

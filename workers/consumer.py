@@ -26,6 +26,7 @@ import os
 import socket
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +39,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import streams
+from app.db import autocommit_session
 from app.errors import is_outage
 from app.jobs import events as job_events
 from app.jobs import results
@@ -607,7 +609,7 @@ class Consumer:
 
     async def _start(self, job_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
         """Mark the jobs running; the ids of those that exist and are not yet finished."""
-        async with self.sessionmaker.begin() as session:
+        async with autocommit_session(self.sessionmaker) as session:  # one UPDATE
             running = await results.mark_running(session, job_ids)
         if running:
             # No MULTI: each job's `running` stands alone (queued came before it, its result
@@ -627,7 +629,8 @@ class Consumer:
         started_at: datetime | None = None,
         deliveries: Mapping[uuid.UUID, int] | None = None,
     ) -> None:
-        """Record the results of several jobs in one transaction, then their events in one MULTI.
+        """Record the results of several jobs in one transaction (one statement, no transaction,
+        when nothing was found), then their events in one MULTI.
 
         Idempotent (app/jobs/results.py): a job that is already finished is left as it is and
         only its missing events are published again. `acks` (entries of these jobs) are acked
@@ -635,7 +638,8 @@ class Consumer:
         republish.
         """
         outcomes = {message.job_id: result for message, result in items}  # one per job
-        async with self.sessionmaker.begin() as session:
+        session_of = autocommit_session if results.one_statement(outcomes) else _transaction
+        async with session_of(self.sessionmaker) as session:
             recorded = await results.record_results(
                 session, outcomes, started_at=started_at, deliveries=deliveries
             )
@@ -658,7 +662,7 @@ class Consumer:
             )
 
     async def _fail(self, job_id: uuid.UUID, reason: str) -> None:
-        async with self.sessionmaker.begin() as session:
+        async with autocommit_session(self.sessionmaker) as session:  # one UPDATE
             failure = await results.record_failure(session, job_id, reason)
         if failure is None:  # already finished: an earlier try may have died before publishing
             await self._republish_if_missing(job_id)
@@ -689,6 +693,13 @@ class JobTimeout(Exception):
 
 class GalleryUnavailable(Exception):
     """The gallery step could not read the enrolled faces; the identify job fails."""
+
+
+def _transaction(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> AbstractAsyncContextManager[AsyncSession]:
+    """A session in one transaction, committed at the end of the block."""
+    return sessionmaker.begin()
 
 
 def _as_result(outcome: PipelineResult | Exception) -> PipelineResult:

@@ -92,6 +92,12 @@ class Recorded:
     settled_before: list[uuid.UUID] = field(default_factory=list)
 
 
+def one_statement(outcomes: Mapping[uuid.UUID, Outcome]) -> bool:
+    """Whether `record_results` writes these outcomes in one statement (nothing was found, so no
+    detections follow the jobs' UPDATE): then it needs no transaction around it."""
+    return not any(outcome.detections for outcome in outcomes.values())
+
+
 async def mark_running(session: AsyncSession, job_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
     """Mark the jobs running; the ids of those that exist and are not yet finished."""
     rows = await session.scalars(

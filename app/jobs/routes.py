@@ -18,10 +18,11 @@ from app.apikeys.service import Principal
 from app.commits import commit
 from app.deps import (
     AppState,
+    AutocommitSessionDep,
     ReadKey,
-    RedisDep,
     SessionDep,
     SettingsDep,
+    StateDep,
     StorageDep,
     WriteKey,
     app_state,
@@ -154,10 +155,9 @@ UPLOAD_BODY: dict[str, Any] = {
 async def upload_image(
     request: Request,
     principal: WriteKey,
-    session: SessionDep,
-    redis: RedisDep,
-    storage: StorageDep,
-    settings: SettingsDep,
+    # No transaction: the job's row is one INSERT, committed as it runs; the XADD follows it.
+    session: AutocommitSessionDep,
+    state: StateDep,
     tasks: Annotated[
         str | None,
         Query(
@@ -171,6 +171,7 @@ async def upload_image(
         Query(ge=0, allow_inf_nan=False, description="seconds to wait for the result (capped)"),
     ] = None,
 ) -> Any:
+    settings, redis, storage = state.settings, state.redis, state.storage
     data, form_tasks = await _read_upload(request, limit_bytes=settings.api.max_upload_bytes)
     info = inspect_image(data, max_pixels=settings.api.max_image_pixels)
     job = await service.create_job(

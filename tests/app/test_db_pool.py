@@ -64,3 +64,28 @@ async def test_a_connection_used_a_moment_ago_is_handed_out_unpinged(
     assert is_outage(raised.value), repr(raised.value)  # the API answers 503, workers wait
     async with one_connection.connect() as connection:
         assert await _backend_pid(connection) != dead_pid
+
+
+async def test_an_autocommit_session_commits_each_statement_and_leaves_the_pool_transactional(
+    one_connection: AsyncEngine, engine: AsyncEngine
+) -> None:
+    """Each statement of an autocommit session is visible to others at once (no BEGIN held);
+    the pool hands the same connection out afterwards in ordinary transactions again."""
+    sessionmaker = db.create_sessionmaker(one_connection)
+    async with engine.begin() as setup:
+        await setup.execute(text("CREATE TABLE IF NOT EXISTS autocommit_probe (x int)"))
+        await setup.execute(text("TRUNCATE autocommit_probe"))
+    async with db.autocommit_session(sessionmaker) as session:
+        await session.execute(text("INSERT INTO autocommit_probe VALUES (1)"))
+        async with engine.connect() as other:  # before the session ends: committed already
+            assert await other.scalar(text("SELECT count(*) FROM autocommit_probe")) == 1
+        first = await session.scalar(text("SELECT statement_timestamp()"))
+        await asyncio.sleep(0.01)
+        assert await session.scalar(text("SELECT transaction_timestamp()")) != first
+    async with sessionmaker() as session:  # the same (only) connection, back in transactions
+        await session.execute(text("INSERT INTO autocommit_probe VALUES (2)"))
+        async with engine.connect() as other:
+            assert await other.scalar(text("SELECT count(*) FROM autocommit_probe")) == 1
+        await session.rollback()
+    async with engine.begin() as cleanup:
+        await cleanup.execute(text("DROP TABLE autocommit_probe"))
