@@ -2,7 +2,7 @@
 least (parse the same multipart body, one INSERT, one XADD) and nothing of Lookout's: no image
 checks, no image store, no auth, no ORM, no events, no worker. bench/plumbing.py measures its
 throughput in the same run as Lookout's, on the same Postgres and Redis, served the same way
-(uvicorn, h11, uvloop), so that plumbing ÷ floor says how much of the possible Lookout keeps.
+(uvicorn, httptools, uvloop), so that plumbing ÷ floor says how much of the possible Lookout keeps.
 
 `python -m bench.floor --port N` with LOOKOUT_DATABASE__URL and LOOKOUT_REDIS__URL set (the
 bench stack's environment).
@@ -68,7 +68,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     app = create_app(os.environ["LOOKOUT_DATABASE__URL"], os.environ["LOOKOUT_REDIS__URL"])
-    uvicorn.run(app, host="127.0.0.1", port=args.port, http="h11", access_log=False)
+    # httptools, as `lookout api` serves (app/server.py), so that only Lookout's own work differs.
+    uvicorn.run(app, host="127.0.0.1", port=args.port, http="httptools", access_log=False)
 
 
 if __name__ == "__main__":

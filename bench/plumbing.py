@@ -341,19 +341,22 @@ def gap_lines(result: PlumbingResult) -> list[str]:
     rounds = len(result.rounds_jobs_per_s)
     per_job = {n: c / (result.jobs * rounds) for n, c in result.commands.items()}
     batched = {n: v for n, v in per_job.items() if v < 0.9}
-    return [
+    lines = [
         "Where the targets are missed, this run says why. **Throughput** is CPU: the table above "
-        "gives every process's CPU per job, against the floor's. **Redis commands**: one job's "
-        "own are fixed by the event protocol: the upload's EVALSHA (its XADD to the work "
-        "stream, XADD `queued` to the job's stream, EXPIRE, SET of the entry marker: 5), the "
-        "`result` and `done` events (XADD each to the job's stream, `result` also to the "
-        "firehose, one EXPIRE: 4), and `running` (XADD, EXPIRE) only for a batch still in "
-        "inference after worker.running_after_ms, which a no-op batch never is: 9; the rest is "
-        "per batch or per client "
-        f"({', '.join(f'{n} {v:.2f}' for n, v in sorted(batched.items(), key=lambda i: -i[1])[:6])}"
-        "). Fewer needs fewer events per job (e.g. no `queued` event on the job's stream, or "
-        "`result` and `done` as one), a change of the event protocol clients read.",
+        "gives every process's CPU per job, against the floor's."
     ]
+    if not COMMANDS.met(result.commands_per_job):
+        lines.append(
+            "**Redis commands**: one job's own are fixed by the event protocol: the upload's "
+            "EVALSHA (its XADD to the work stream and SET of the entry marker: 3), the result "
+            "and final status as one entry of the job's stream, the result on the firehose, one "
+            "EXPIRE (3), and `running` (XADD, EXPIRE) only for a batch still in inference after "
+            "worker.running_after_ms, which a no-op batch never is: 6; the rest is per batch or "
+            "per client "
+            f"({', '.join(f'{n} {v:.2f}' for n, v in sorted(batched.items(), key=lambda i: -i[1])[:6])})"
+            ": smaller batches cost more a job."
+        )
+    return [" ".join(lines)]
 
 
 def report(result: PlumbingResult, load_before: str, measured: str) -> None:

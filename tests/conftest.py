@@ -311,7 +311,6 @@ def make_job(
                 redis,
                 job,
                 jobs_maxlen=1000,
-                events_ttl_s=60,
                 frame=image if node_frame else None,
                 frame_ttl_ms=60_000,
                 frames_redis=frames_redis,

@@ -184,22 +184,30 @@ class Consumer:
         announce = None
         if self.settings.worker.running_after_ms > 0:
             announce = asyncio.create_task(self._announce_if_slow(current, inference))
-        taken = 0
-        ready: list[Work] = []
+        # Take and decode what is already waiting while this batch is in inference; its results
+        # are written as soon as inference ends, not after the look ahead (a round trip even
+        # when nothing waits).
+        prefetch = None if stop.is_set() else asyncio.create_task(self._prefetch())
         try:
-            if not stop.is_set():
-                # Decode what is already waiting while this batch is in inference.
-                entries = await self.next_entries(block_ms=None)
-                taken = len(entries)
-                ready = await self.prepare(entries)
-        except Exception as exc:
-            log.warning("prefetch_failed", error=repr(exc))
-        finally:
             results = await inference
             if announce is not None:
                 await announce  # a job's `running` goes before its result
-        await self.complete(current, results, started_at=started_at)
-        return taken, ready
+            await self.complete(current, results, started_at=started_at)
+        finally:
+            ahead = await prefetch if prefetch is not None else None
+        if ahead is None:
+            return 0, []
+        entries, ready = ahead
+        return len(entries), ready
+
+    async def _prefetch(self) -> tuple[list[Entry], list[Work]] | None:
+        """The entries waiting now (no blocking read) and their work, decoded; never raises."""
+        try:
+            entries = await self.next_entries(block_ms=None)
+            return entries, await self.prepare(entries)
+        except Exception as exc:
+            log.warning("prefetch_failed", error=repr(exc))
+            return None
 
     async def _announce_if_slow(
         self, batch: Sequence[Work], inference: "asyncio.Task[list[PipelineResult | Exception]]"
@@ -376,7 +384,7 @@ class Consumer:
         """Write, publish and ack the batch's jobs. Never raises.
 
         The successful jobs are written in one transaction, then their events published and
-        their entries acked in one MULTI; failures are settled one by one.
+        their entries acked in one pipeline; failures are settled one by one.
         """
         results = await self._identify(batch, results)
         done = [
@@ -612,11 +620,8 @@ class Consumer:
         async with autocommit_session(self.sessionmaker) as session:  # one UPDATE
             running = await results.mark_running(session, job_ids)
         if running:
-            # No MULTI: each job's `running` stands alone (queued came before it, its result
-            # comes after it, on the same connection).
             await self._publish(
                 *(job_events.status(job_id, "running") for job_id in job_ids if job_id in running),
-                atomic=False,
             )
         return running
 
@@ -630,12 +635,12 @@ class Consumer:
         deliveries: Mapping[uuid.UUID, int] | None = None,
     ) -> None:
         """Record the results of several jobs in one transaction (one statement, no transaction,
-        when nothing was found), then their events in one MULTI.
+        when nothing was found), then their events and acks in one pipeline.
 
         Idempotent (app/jobs/results.py): a job that is already finished is left as it is and
         only its missing events are published again. `acks` (entries of these jobs) are acked
-        only after their job's events are published: in the events' MULTI, or after the
-        republish.
+        only after their job's events are published: after them in the events' pipeline, or
+        after the republish.
         """
         outcomes = {message.job_id: result for message, result in items}  # one per job
         session_of = autocommit_session if results.one_statement(outcomes) else _transaction
@@ -672,10 +677,10 @@ class Consumer:
         log.info("job_failed", reason=reason)
 
     async def _publish(
-        self, *events: dict[str, Any], acks: Sequence[streams.AckEntry] = (), atomic: bool = True
+        self, *events: dict[str, Any], acks: Sequence[streams.AckEntry] = ()
     ) -> None:
-        """All of a step's events (and `acks`) in one round trip, in one MULTI unless `atomic`
-        is False; result/error events also go to the firehose."""
+        """All of a step's events (and then `acks`) in one round trip, each job's as one entry
+        of its stream (app/streams/events.py); result/error events also go to the firehose."""
         await streams.publish_job_events(
             self.redis,
             events,
@@ -683,7 +688,6 @@ class Consumer:
             firehose_maxlen=self.settings.streams.firehose_maxlen,
             acks=acks,
             frames_redis=self.frames_redis,
-            atomic=atomic,
         )
 
 

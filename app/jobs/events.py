@@ -2,7 +2,8 @@
 on a job's stream (and the firehose). The wire format of any event is app/streams/events.py;
 this module says which events a job's life produces and what each carries.
 
-- `queued` / `running` / `done` / `failed`: {"type": "status", "status": …}
+- `queued` / `running` / `done` / `failed`: {"type": "status", "status": …}; `queued` is sent
+  from the job's row, the rest are on the job's stream
 - a finished job: {"type": "result", "owner_id", "job": JobDetail}, then status done
 - a failed job: {"type": "error", "owner_id", "error": reason}, then status failed
 `owner_id` (a string, or null for jobs of no key) is what the firehose filters on.
@@ -14,6 +15,7 @@ from typing import Any
 from app import streams
 from app.jobs.schemas import JobDetail
 from app.models import JobStatus
+from app.timestamps import rfc3339
 
 Event = dict[str, Any]
 
@@ -25,6 +27,12 @@ def owner_field(owner_id: uuid.UUID | None) -> str | None:
 
 def status(job_id: uuid.UUID, value: str) -> Event:
     return streams.make_event("status", job_id, status=value)
+
+
+def queued(job: JobDetail) -> Event:
+    """A job's first event, dated when the job was created. It is not on the job's stream,
+    which holds what workers report: the events socket sends it from the job's row."""
+    return {**status(job.id, JobStatus.queued.value), "at": rfc3339(job.created_at)}
 
 
 def result(detail: JobDetail, owner_id: uuid.UUID | None) -> Event:

@@ -405,6 +405,7 @@ async def job_events(websocket: WebSocket, job_id: str) -> None:
                 for event in event_shapes.snapshot(job):
                     await websocket.send_json(event)
                 return
+            await websocket.send_json(event_shapes.queued(job))  # the stream starts after it
             after = b"0"
             while True:
                 for entry_id, event in events:

@@ -16,7 +16,6 @@ from app.commits import after_commit
 from app.drawing import processed_jpeg
 from app.errors import Conflict, InvalidInput, NotFound
 from app.images import ImageInfo
-from app.jobs import events as job_events
 from app.jobs.schemas import (
     DetectionOut,
     ImageOut,
@@ -118,12 +117,11 @@ async def enqueue_job(
     job: Job,
     *,
     jobs_maxlen: int,
-    events_ttl_s: int,
     frame: bytes | None = None,
     frame_ttl_ms: int | None = None,
     frames_redis: Redis | None = None,
 ) -> None:
-    """Publish `queued` on the job's stream, then hand the job to the workers.
+    """Hand the job to the workers (its `queued` event is its row: see enqueue_job).
 
     Call only after the job row is committed: a worker that gets the message must find it.
     A job without a stored image needs its bytes as `frame`: they are kept for frame_ttl_ms in
@@ -132,13 +130,10 @@ async def enqueue_job(
     if (job.image_key is None) == (frame is None):
         raise ValueError("a job has exactly one of a stored image or frame bytes")
     message = streams.JobMessage.for_job(job.id, tuple(job.tasks), job.image_key)
-    queued = job_events.status(job.id, "queued")
     await streams.enqueue_job(
         redis,
         message,
         maxlen=jobs_maxlen,
-        first_event=queued,
-        events_ttl_s=events_ttl_s,
         frame=frame,
         frame_ttl_ms=frame_ttl_ms,
         frames_redis=frames_redis,
@@ -158,7 +153,6 @@ async def enqueue(
         redis,
         job,
         jobs_maxlen=settings.streams.jobs_maxlen,
-        events_ttl_s=settings.streams.job_events_ttl_s,
         frame=frame,
         frame_ttl_ms=streams.frame_ttl_ms(
             job_timeout_s=settings.worker.job_timeout_s,

@@ -9,8 +9,10 @@ Every message carries `v` (schema version). Redis clients are created with bytes
 (decode_responses=False): stream fields and node frames are bytes.
 
 - `lookout:jobs` (group `detectors`): one entry per job to run (JobMessage).
-- `lookout:job:{id}`: that job's events (status | result | error), in order; expires
-  `job_events_ttl_s` after its last event.
+- `lookout:job:{id}`: what workers (and the reconciler) report of that job: events (status |
+  result | error), in order, one entry per step (a result and its final status share one);
+  expires `job_events_ttl_s` after its last entry. It starts with the first report: the job's
+  `queued` event is its row in Postgres, sent from there by the job's events socket.
 - `lookout:events`: firehose of finished jobs (result | error) and of edge node status changes
   (node), MAXLEN-trimmed. Consumers dispatch on `type` and skip types they do not know.
 - `lookout:jobs:dead`: messages that exceeded max deliveries, with the last error.

@@ -55,11 +55,28 @@ def encode_event(event: dict[str, Any]) -> dict[str, str]:
     return {"v": str(SCHEMA_VERSION), "data": json.dumps(event, separators=(",", ":"))}
 
 
+def encode_events(events: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """One job-stream entry for a job's events of one step (a result and its final status):
+    `data` holds the event itself when there is one, else the list of them, in order."""
+    if len(events) == 1:
+        return encode_event(events[0])
+    return {"v": str(SCHEMA_VERSION), "data": json.dumps(list(events), separators=(",", ":"))}
+
+
 def decode_event(fields: dict[bytes, bytes]) -> dict[str, Any]:
+    """A firehose entry: always one event."""
     if int(fields.get(b"v", b"0")) != SCHEMA_VERSION:
         raise ProtocolError(f"unsupported event version {fields.get(b'v')!r}")
     event: dict[str, Any] = json.loads(fields[b"data"])
     return event
+
+
+def decode_events(fields: dict[bytes, bytes]) -> list[dict[str, Any]]:
+    """A job-stream entry: one event, or several (encode_events)."""
+    if int(fields.get(b"v", b"0")) != SCHEMA_VERSION:
+        raise ProtocolError(f"unsupported event version {fields.get(b'v')!r}")
+    data: dict[str, Any] | list[dict[str, Any]] = json.loads(fields[b"data"])
+    return data if isinstance(data, list) else [data]
 
 
 async def publish_job_event(
@@ -84,22 +101,20 @@ async def publish_job_events(
     firehose_types: Iterable[EventType] | None = ("result", "error"),
     acks: Sequence[AckEntry] = (),
     frames_redis: "Redis | None" = None,
-    atomic: bool = True,
 ) -> None:
-    """Append several events in one round trip; with `atomic` (the default) in one MULTI:
-    readers see all of them or none.
+    """Append several events in one round trip (a pipeline, no MULTI): each job's events here
+    go in one entry of its stream, so its readers see all of them or none.
 
     With a firehose maxlen, events whose type is in `firehose_types` (all when None) are also
-    appended to the firehose. `acks` (as for `ack_many`) are done in the same MULTI, after the
-    events: an entry is acked exactly when its job's events are published, one round trip.
-    `atomic=False` (no MULTI/EXEC: two commands fewer) is for events that need no such bond,
-    e.g. a batch's `running` statuses; it takes no acks. Each job's events keep their order.
+    appended to the firehose, one entry each. `acks` (as for `ack_many`) follow the events in
+    the pipeline, which Redis runs in order: an entry is acked only once its job's events are
+    in (if the connection drops between, the entry is redelivered and the worker finds its
+    job finished). MULTI/EXEC would add two commands a batch and guard nothing more: Redis
+    does not roll a transaction back when one of its commands fails either.
     """
-    if acks and not atomic:
-        raise ValueError("acks go with their events in one MULTI")
     wanted = set(firehose_types) if firehose_types is not None else None
     in_pipe = await delete_separate_frames(redis, frame_keys_of(acks), frames_redis)
-    async with redis.pipeline(transaction=atomic) as pipe:
+    async with redis.pipeline(transaction=False) as pipe:
         append_events(pipe, events, ttl_s=ttl_s, firehose_maxlen=firehose_maxlen, wanted=wanted)
         append_acks(pipe, acks, delete_frames=in_pipe)
         await pipe.execute()
@@ -113,24 +128,24 @@ def append_events(
     firehose_maxlen: int | None,
     wanted: set[EventType] | None,
 ) -> None:
-    """XADD each event to its job's stream (and the firehose, if wanted), then one EXPIRE per
-    job stream, after its last event here: the stream expires ttl_s after its latest event."""
-    keys: dict[str, None] = {}
+    """XADD each job's events as one entry of its stream, and each wanted event to the
+    firehose; then one EXPIRE per job stream: it expires ttl_s after its latest entry."""
+    by_job: dict[str, list[dict[str, Any]]] = {}
     for event in events:
-        key = job_events_key(event["job_id"])
-        keys[key] = None
-        fields = cast(dict[Any, Any], encode_event(event))
-        pipe.xadd(key, fields)
+        by_job.setdefault(job_events_key(event["job_id"]), []).append(event)
         if firehose_maxlen is not None and (wanted is None or event["type"] in wanted):
+            fields = cast(dict[Any, Any], encode_event(event))
             pipe.xadd(FIREHOSE, fields, maxlen=firehose_maxlen, approximate=True)
-    for key in keys:
+    for key, job_events in by_job.items():
+        pipe.xadd(key, cast(dict[Any, Any], encode_events(job_events)))
+    for key in by_job:
         pipe.expire(key, ttl_s)
 
 
 async def has_terminal_event(redis: "Redis", job_id: uuid.UUID) -> bool:
     """Whether the job's event stream ends with its final status."""
     last = cast(RawEntries, await redis.xrevrange(job_events_key(job_id), count=1))
-    return bool(last) and is_terminal(decode_event(last[0][1] or {}))
+    return bool(last) and is_terminal(decode_events(last[0][1] or {})[-1])
 
 
 async def publish_firehose_event(redis: "Redis", event: dict[str, Any], *, maxlen: int) -> None:
@@ -142,12 +157,16 @@ async def publish_firehose_event(redis: "Redis", event: dict[str, Any], *, maxle
 async def read_job_events(
     redis: "Redis", job_id: uuid.UUID, *, after: StreamId = b"0", block_ms: int | None = None
 ) -> list[tuple[StreamId, dict[str, Any]]]:
-    """Events of one job after entry id `after`; blocks up to block_ms for the first new one."""
+    """Events of one job after entry id `after`, each with the id of its entry (an entry may
+    hold several); blocks up to block_ms for the first new entry."""
     if block_ms is None:
         start = b"(" + after if after != b"0" else b"-"
         entries = cast(RawEntries, await redis.xrange(job_events_key(job_id), min=start))
-        return [(entry_id, decode_event(fields or {})) for entry_id, fields in entries]
-    return await _xread(redis, job_events_key(job_id), after, block_ms)
+    else:
+        entries = await _xread(redis, job_events_key(job_id), after, block_ms)
+    return [
+        (entry_id, event) for entry_id, fields in entries for event in decode_events(fields or {})
+    ]
 
 
 async def firehose_tail(redis: "Redis") -> StreamId:
@@ -162,16 +181,13 @@ async def firehose_tail(redis: "Redis") -> StreamId:
 async def read_firehose(
     redis: "Redis", *, after: StreamId, block_ms: int
 ) -> list[tuple[StreamId, dict[str, Any]]]:
-    return await _xread(redis, FIREHOSE, after, block_ms)
+    entries = await _xread(redis, FIREHOSE, after, block_ms)
+    return [(entry_id, decode_event(fields or {})) for entry_id, fields in entries]
 
 
-async def _xread(
-    redis: "Redis", key: str, after: StreamId, block_ms: int
-) -> list[tuple[StreamId, dict[str, Any]]]:
+async def _xread(redis: "Redis", key: str, after: StreamId, block_ms: int) -> RawEntries:
     block_ms = min(block_ms, keys.MAX_BLOCK_MS)
     response = cast(
         list[tuple[bytes, RawEntries]], await redis.xread({key: after}, block=block_ms, count=100)
     )
-    if not response:
-        return []
-    return [(entry_id, decode_event(fields or {})) for entry_id, fields in response[0][1]]
+    return response[0][1] if response else []

@@ -11,7 +11,6 @@ from redis.exceptions import ResponseError
 
 from app.streams import keys
 from app.streams.acks import append_acks, frame_keys_of
-from app.streams.events import encode_event
 from app.streams.frames import delete_separate_frames, elsewhere
 from app.streams.keys import (
     DEAD,
@@ -26,7 +25,6 @@ from app.streams.keys import (
     StreamId,
     frame_key,
     job_entry_key,
-    job_events_key,
 )
 from app.streams.scripts import Script
 
@@ -104,19 +102,11 @@ async def ensure_group(redis: "Redis") -> None:
             raise
 
 
-# The job's first event (on its own stream, which then expires events_ttl_s after it), the
-# message, and the entry marker, in one atomic step: a job never has a message without a marker,
-# and no worker can report `running` before `queued`. One EVALSHA instead of MULTI, XADD, EXPIRE,
-# EVAL, EXEC: five commands per upload (the script's four and itself) instead of seven.
-# KEYS: jobs stream, entry marker, the job's events stream. ARGV: maxlen, marker ttl, events ttl,
-# the event's field count n (0: no event), its n fields and values, then the message's.
+# The message and its entry marker in one atomic step (the marker needs the entry's id): a job
+# never has a message without a marker. One EVALSHA, three commands with the script's two.
+# KEYS: jobs stream, entry marker. ARGV: maxlen, marker ttl, then the message's fields and values.
 _ENQUEUE_SCRIPT = """
-local n = tonumber(ARGV[4])
-if n > 0 then
-  redis.call('XADD', KEYS[3], '*', unpack(ARGV, 5, 4 + n))
-  redis.call('EXPIRE', KEYS[3], ARGV[3])
-end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 5 + n))
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 3))
 redis.call('SET', KEYS[2], id, 'EX', ARGV[2])
 return id
 """
@@ -128,16 +118,14 @@ async def enqueue_job(
     message: JobMessage,
     *,
     maxlen: int,
-    first_event: dict[str, Any] | None = None,
-    events_ttl_s: int = 3600,
     frame: bytes | None = None,
     frame_ttl_ms: int | None = None,
     frames_redis: "Redis | None" = None,
 ) -> StreamId:
     """XADD the message and record its entry id under the job's marker, atomically.
 
-    With `first_event` (the job's `queued` status), that event goes on the job's stream in the
-    same atomic step (one round trip), so no worker can report `running` before `queued`.
+    Nothing goes on the job's event stream: its first event, `queued`, is the job's row
+    (the events socket sends it from there); the stream holds what workers report.
 
     With `frame`, the node frame's bytes are SET (PX frame_ttl_ms) under the message's
     frame_key in `frames_redis` (None: the main Redis) first: a message never names a frame
@@ -150,24 +138,13 @@ async def enqueue_job(
         await (elsewhere(redis, frames_redis) or redis).set(
             cast(str, message.frame_key), frame, px=frame_ttl_ms
         )
-    event: list[str | bytes] = []
-    if first_event is not None:
-        for event_field, event_value in encode_event(first_event).items():
-            event.extend((event_field, event_value))
     flat: list[str | bytes] = []
     for name, value in message.to_fields().items():
         flat.extend((name, value))
     entry_id = await _ENQUEUE.run(
         redis,
-        keys=(JOBS, job_entry_key(message.job_id), job_events_key(message.job_id)),
-        args=(
-            str(maxlen),
-            str(ENTRY_MARKER_TTL_S),
-            str(events_ttl_s),
-            str(len(event)),
-            *event,
-            *flat,
-        ),
+        keys=(JOBS, job_entry_key(message.job_id)),
+        args=(str(maxlen), str(ENTRY_MARKER_TTL_S), *flat),
     )
     return cast(StreamId, entry_id)
 

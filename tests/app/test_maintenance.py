@@ -116,7 +116,7 @@ async def test_a_lost_node_frame_job_whose_frame_is_gone_fails_with_the_reason(
     assert failed.status == JobStatus.failed
     assert "frame is gone" in failed.error
     events = [e for _, e in await streams.read_job_events(redis, job.id)]
-    assert [e.get("status", e["type"]) for e in events] == ["queued", "error", "failed"]
+    assert [e.get("status", e["type"]) for e in events] == ["error", "failed"]
 
 
 async def test_a_redelivered_finished_job_gets_its_missing_events(

@@ -133,7 +133,7 @@ async def test_200_malformed_images_get_4xx_or_a_finished_job_and_memory_stays_f
                     tasks=("faces",),
                     owner_id=None,
                 )
-            await enqueue_job(redis, job, jobs_maxlen=10_000, events_ttl_s=60)
+            await enqueue_job(redis, job, jobs_maxlen=10_000)
             bypassing[str(job.id)] = kind
         await _wait_until_no_job_is_open(engine)
         api_after, worker_after = api.rss_bytes(), worker.rss_bytes()

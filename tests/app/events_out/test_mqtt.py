@@ -151,9 +151,7 @@ async def node_frame_job(settings, sessionmaker, storage, redis, node_id, tasks)
             node_id=node_id,
             store_image=False,
         )
-    await enqueue_job(
-        redis, job, jobs_maxlen=1000, events_ttl_s=60, frame=image, frame_ttl_ms=60_000
-    )
+    await enqueue_job(redis, job, jobs_maxlen=1000, frame=image, frame_ttl_ms=60_000)
     return job
 
 
