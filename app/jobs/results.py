@@ -17,10 +17,24 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
+from typing import cast as cast_type
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import Float, Integer, Text, bindparam, case, cast, column, func, select, update
+from sqlalchemy import (
+    DateTime,
+    Float,
+    Integer,
+    Table,
+    Text,
+    bindparam,
+    case,
+    cast,
+    column,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -181,6 +195,58 @@ async def final_events(session: AsyncSession, job: Job) -> list[job_events.Event
     return job_events.snapshot(detail, job.owner_id)
 
 
+_JOBS = cast_type(Table, Job.__table__)
+# A batch's outcomes as rows: arrays, unnested in Postgres, so that one statement of one shape
+# serves every batch size (compiled once by SQLAlchemy and prepared once by asyncpg).
+_BATCH = (
+    func.unnest(
+        bindparam("ids", type_=ARRAY(UUID(as_uuid=True))),
+        bindparam("widths", type_=ARRAY(Integer)),
+        bindparam("heights", type_=ARRAY(Integer)),
+        bindparam("counts", type_=ARRAY(Text)),
+        bindparam("decode_ms", type_=ARRAY(Float)),
+        bindparam("inference_ms", type_=ARRAY(Float)),
+        bindparam("deliveries", type_=ARRAY(Integer)),
+    )
+    .table_valued(
+        column("id", UUID(as_uuid=True)),
+        column("width", Integer),
+        column("height", Integer),
+        column("counts", Text),
+        column("decode_ms", Float),
+        column("inference_ms", Float),
+        column("deliveries", Integer),
+    )
+    .render_derived(name="batch")
+)
+# SET sees the row as it was: a job never marked running (its mark deferred by
+# worker.running_after_ms) gets what mark_running would have written. Every delivery is an
+# attempt, also one that died before its running mark: a batch killed in inference leaves no
+# mark. Built once, a Core statement: SQLAlchemy keeps its cache key, and no ORM bookkeeping
+# runs per batch (together they were a fifth of a no-op worker's CPU, bench/RESULTS.md).
+_FINISH = (
+    update(_JOBS)
+    .where(_JOBS.c.id == _BATCH.c.id, _JOBS.c.status.in_(UNFINISHED))
+    .values(
+        status=JobStatus.done,
+        width=_BATCH.c.width,
+        height=_BATCH.c.height,
+        counts=cast(_BATCH.c.counts, JSONB),
+        decode_ms=_BATCH.c.decode_ms,
+        inference_ms=_BATCH.c.inference_ms,
+        started_at=func.coalesce(
+            _JOBS.c.started_at, bindparam("batch_started_at", type_=DateTime(timezone=True))
+        ),
+        attempts=func.greatest(
+            case((_JOBS.c.started_at.is_(None), _JOBS.c.attempts + 1), else_=_JOBS.c.attempts),
+            _BATCH.c.deliveries,
+        ),
+        finished_at=bindparam("finished_now", type_=DateTime(timezone=True)),
+    )
+    .returning(*_JOBS.c, JOB_NODE_NAME.label("node_name"))
+)
+
+
 async def _finish_unfinished(
     session: AsyncSession,
     outcomes: Mapping[uuid.UUID, Outcome],
@@ -190,71 +256,32 @@ async def _finish_unfinished(
     deliveries: Mapping[uuid.UUID, int],
 ) -> tuple[dict[uuid.UUID, Job], dict[uuid.UUID, str | None]]:
     """Mark the unfinished ones of these jobs done, in one UPDATE: (those jobs by id, as
-    updated, and their node names).
+    updated, and their node names). The jobs are not tracked by the session: they are read.
 
     The jobs come in the order of `outcomes` (the batch's, the stream's), not the order Postgres
     returns rows in: their events are published in this order, and a node's results must
     reach it in the order it sent its frames.
     """
-    # One statement of one shape whatever the batch's size (arrays, unnested in Postgres):
-    # compiled once by SQLAlchemy and prepared once by asyncpg.
-    batch = (
-        func.unnest(
-            bindparam("ids", type_=ARRAY(UUID(as_uuid=True))),
-            bindparam("widths", type_=ARRAY(Integer)),
-            bindparam("heights", type_=ARRAY(Integer)),
-            bindparam("counts", type_=ARRAY(Text)),
-            bindparam("decode_ms", type_=ARRAY(Float)),
-            bindparam("inference_ms", type_=ARRAY(Float)),
-            bindparam("deliveries", type_=ARRAY(Integer)),
-        )
-        .table_valued(
-            column("id", UUID(as_uuid=True)),
-            column("width", Integer),
-            column("height", Integer),
-            column("counts", Text),
-            column("decode_ms", Float),
-            column("inference_ms", Float),
-            column("deliveries", Integer),
-        )
-        .render_derived(name="batch")
-    )
     jobs_in_order = list(outcomes)
-    params = {
-        "ids": jobs_in_order,
-        "widths": [outcomes[j].width for j in jobs_in_order],  # upright, from the pixels
-        "heights": [outcomes[j].height for j in jobs_in_order],
-        "counts": [json.dumps(outcomes[j].counts) for j in jobs_in_order],
-        "decode_ms": [outcomes[j].decode_ms for j in jobs_in_order],
-        "inference_ms": [outcomes[j].inference_ms for j in jobs_in_order],
-        "deliveries": [deliveries.get(j, 0) for j in jobs_in_order],
-    }
-    # SET sees the row as it was: a job never marked running (its mark deferred by
-    # worker.running_after_ms) gets what mark_running would have written. Every delivery is an
-    # attempt, also one that died before its running mark: a batch killed in inference leaves
-    # no mark.
-    never_marked = Job.started_at.is_(None)
     updated = await session.execute(
-        update(Job)
-        .where(Job.id == batch.c.id, Job.status.in_(UNFINISHED))
-        .values(
-            status=JobStatus.done,
-            width=batch.c.width,
-            height=batch.c.height,
-            counts=cast(batch.c.counts, JSONB),
-            decode_ms=batch.c.decode_ms,
-            inference_ms=batch.c.inference_ms,
-            started_at=func.coalesce(Job.started_at, started_at),
-            attempts=func.greatest(
-                case((never_marked, Job.attempts + 1), else_=Job.attempts), batch.c.deliveries
-            ),
-            finished_at=now,
-        )
-        .returning(Job, JOB_NODE_NAME)
-        .execution_options(synchronize_session=False),
-        params,
+        _FINISH,
+        {
+            "ids": jobs_in_order,
+            "widths": [outcomes[j].width for j in jobs_in_order],  # upright, from the pixels
+            "heights": [outcomes[j].height for j in jobs_in_order],
+            "counts": [json.dumps(outcomes[j].counts) for j in jobs_in_order],
+            "decode_ms": [outcomes[j].decode_ms for j in jobs_in_order],
+            "inference_ms": [outcomes[j].inference_ms for j in jobs_in_order],
+            "deliveries": [deliveries.get(j, 0) for j in jobs_in_order],
+            "batch_started_at": started_at,
+            "finished_now": now,
+        },
     )
-    found = {job.id: (job, name) for job, name in updated}
+    found: dict[uuid.UUID, tuple[Job, str | None]] = {}
+    for row in updated.mappings():
+        fields = dict(row)
+        name = fields.pop("node_name")
+        found[fields["id"]] = (Job(**fields), name)
     jobs = {job_id: found[job_id][0] for job_id in outcomes if job_id in found}
     return jobs, {job_id: found[job_id][1] for job_id in jobs}
 
