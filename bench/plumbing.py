@@ -322,8 +322,8 @@ def cpu_lines(result: PlumbingResult) -> list[str]:
         "",
         f"The upload's one file (the image store's `put`) starts with a create, which cost "
         f"{result.file_create_us:.0f} µs of CPU in the store's folder in this run (measured idle, "
-        "before the rounds; ~15-600 µs on this machine's disk from one folder or hour to the "
-        "next, more while Postgres syncs its WAL); the floor stores no file.",
+        "before the rounds; 15 to 660 µs on this machine's disk on 2026-12-05, from one folder "
+        "or hour to the next); the floor stores no file.",
     ]
 
 
@@ -365,9 +365,13 @@ def gap_lines(result: PlumbingResult) -> list[str]:
     rounds = len(result.rounds_jobs_per_s)
     per_job = {n: c / (result.jobs * rounds) for n, c in result.commands.items()}
     batched = {n: v for n, v in per_job.items() if v < 0.9}
+    api_ms = result.cpu_ms.get("API", 0.0)
     lines = [
-        "Where the targets are missed, this run says why. **Throughput** is CPU: the table above "
-        "gives every process's CPU per job, against the floor's."
+        "Where the targets are missed, this run says why. **Throughput**: the table above gives "
+        "every process's CPU per job, against the floor's; the API is one process, and at "
+        f"{api_ms:.2f} ms a job it was busy {api_ms * result.jobs_per_s / 1000:.0%} of a core at "
+        f"{result.jobs_per_s:.0f} jobs/s: {THROUGHPUT.threshold:.0f} jobs/s needs it at "
+        f"{1000 / THROUGHPUT.threshold:.1f} ms or less, whatever the other processes spend."
     ]
     if not COMMANDS.met(result.commands_per_job):
         lines.append(

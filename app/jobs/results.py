@@ -223,7 +223,7 @@ _BATCH = (
 # worker.running_after_ms) gets what mark_running would have written. Every delivery is an
 # attempt, also one that died before its running mark: a batch killed in inference leaves no
 # mark. Built once, a Core statement: SQLAlchemy keeps its cache key, and no ORM bookkeeping
-# runs per batch (together they were a fifth of a no-op worker's CPU, bench/RESULTS.md).
+# runs per batch (the two showed in about a fifth of a no-op worker's py-spy samples).
 _FINISH = (
     update(_JOBS)
     .where(_JOBS.c.id == _BATCH.c.id, _JOBS.c.status.in_(UNFINISHED))
