@@ -128,16 +128,19 @@ def append_events(
     firehose_maxlen: int | None,
     wanted: set[EventType] | None,
 ) -> None:
-    """XADD each job's events as one entry of its stream, and each wanted event to the
-    firehose; then one EXPIRE per job stream: it expires ttl_s after its latest entry."""
+    """XADD each job's events as one entry of its stream, then each wanted event to the
+    firehose (a firehose reader that turns to the job's stream finds its entry there), then one
+    EXPIRE per job stream: it expires ttl_s after its latest entry."""
     by_job: dict[str, list[dict[str, Any]]] = {}
     for event in events:
         by_job.setdefault(job_events_key(event["job_id"]), []).append(event)
-        if firehose_maxlen is not None and (wanted is None or event["type"] in wanted):
-            fields = cast(dict[Any, Any], encode_event(event))
-            pipe.xadd(FIREHOSE, fields, maxlen=firehose_maxlen, approximate=True)
     for key, job_events in by_job.items():
         pipe.xadd(key, cast(dict[Any, Any], encode_events(job_events)))
+    if firehose_maxlen is not None:
+        for event in events:
+            if wanted is None or event["type"] in wanted:
+                fields = cast(dict[Any, Any], encode_event(event))
+                pipe.xadd(FIREHOSE, fields, maxlen=firehose_maxlen, approximate=True)
     for key in by_job:
         pipe.expire(key, ttl_s)
 
