@@ -16,42 +16,15 @@ path's own. Used for the A/B tables in bench/RESULTS.md (the hot path).
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import statistics
-import time
 from pathlib import Path
 
-import httpx
-import websockets
-
 from bench.harness import Stack, stack
-from bench.plumbing import TINY_PNG, lookout_round
+from bench.plumbing import latency_on_firehose, lookout_round
 from bench.profiling import CpuMeter
 
 MEASURES = ("jobs/s", "API", "worker", "Postgres", "Redis")
-
-
-async def latency_s(running: Stack, jobs: int = 60, warm_up: int = 10) -> list[float]:
-    """One job at a time: POST → its result event on an open firehose socket."""
-    samples = []
-    async with (
-        websockets.connect(f"{running.ws_url}/v1/ws", max_size=None) as firehose,
-        httpx.AsyncClient(base_url=running.base_url, timeout=60) as client,
-    ):
-        for index in range(jobs):
-            began = time.perf_counter()
-            response = await client.post(
-                "/v1/images", files={"image": ("t.png", TINY_PNG, "image/png")}
-            )
-            job_id = response.json()["id"]
-            while True:
-                event = json.loads(await firehose.recv())
-                if event.get("job_id") == job_id and event["type"] == "result":
-                    break
-            if index >= warm_up:
-                samples.append(time.perf_counter() - began)
-    return samples
 
 
 def main() -> None:
@@ -90,7 +63,9 @@ def main() -> None:
                 figures[tree]["jobs/s"].append(rate)
                 for name, ms in meter.ms_per(args.jobs).items():
                     figures[tree][name].append(ms)
-                figures[tree]["latency"].extend(asyncio.run(latency_s(served)))
+                figures[tree]["latency"].extend(
+                    asyncio.run(latency_on_firehose(served.base_url, served.ws_url, 50))
+                )
     for tree, measured in figures.items():
         medians = ", ".join(
             f"{name} {statistics.median(measured[name]):.2f}" for name in MEASURES if measured[name]

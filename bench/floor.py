@@ -2,7 +2,8 @@
 least (parse the same multipart body, one INSERT, one XADD) and nothing of Lookout's: no image
 checks, no image store, no auth, no ORM, no events, no worker. bench/plumbing.py measures its
 throughput in the same run as Lookout's, on the same Postgres and Redis, served the same way
-(uvicorn, httptools, uvloop), so that plumbing ÷ floor says how much of the possible Lookout keeps.
+(uvicorn, httptools, uvloop), so that plumbing ÷ floor says how much of the possible Lookout
+keeps.
 
 `python -m bench.floor --port N` with LOOKOUT_DATABASE__URL and LOOKOUT_REDIS__URL set (the
 bench stack's environment).

@@ -32,10 +32,9 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 CORES = len(os.sched_getaffinity(0))
 # Where a bench's servers keep their data (images, Postgres, Redis): in the working tree, as
-# `make up` keeps .lookout/, not in /tmp. On the machines these benches ran on, creating a file
-# in /tmp cost 4-15× the CPU of the same create elsewhere on the same disk (0.2-0.8 ms against
-# 0.05 ms per stored image, measured 2026-12-04): an upload's image write would have measured the
-# machine's /tmp instead of Lookout.
+# `make up` keeps .lookout/. On the 2-core machine these benches ran on, the CPU of creating a
+# file depended on the folder and the hour (2026-12-04: /tmp 0.2-0.8 ms, here 0.05; 2026-12-05:
+# /tmp 0.03, here 0.2-0.66): bench/plumbing.py reports it for the store's folder in each run.
 STACK_DIR = Path(os.environ.get("LOOKOUT_BENCH_STACK_DIR") or REPO / "bench" / "out" / "stacks")
 
 

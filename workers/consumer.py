@@ -643,8 +643,12 @@ class Consumer:
         after the republish.
         """
         outcomes = {message.job_id: result for message, result in items}  # one per job
-        session_of = autocommit_session if results.one_statement(outcomes) else _transaction
-        async with session_of(self.sessionmaker) as session:
+        writing: AbstractAsyncContextManager[AsyncSession] = (
+            autocommit_session(self.sessionmaker)
+            if results.one_statement(outcomes)
+            else self.sessionmaker.begin()
+        )
+        async with writing as session:
             recorded = await results.record_results(
                 session, outcomes, started_at=started_at, deliveries=deliveries
             )
@@ -697,13 +701,6 @@ class JobTimeout(Exception):
 
 class GalleryUnavailable(Exception):
     """The gallery step could not read the enrolled faces; the identify job fails."""
-
-
-def _transaction(
-    sessionmaker: async_sessionmaker[AsyncSession],
-) -> AbstractAsyncContextManager[AsyncSession]:
-    """A session in one transaction, committed at the end of the block."""
-    return sessionmaker.begin()
 
 
 def _as_result(outcome: PipelineResult | Exception) -> PipelineResult:

@@ -17,7 +17,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
-from typing import cast as cast_type
 
 import numpy as np
 import numpy.typing as npt
@@ -25,7 +24,6 @@ from sqlalchemy import (
     DateTime,
     Float,
     Integer,
-    Table,
     Text,
     bindparam,
     case,
@@ -40,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.gallery.crops import record_face_crops
 from app.jobs import events as job_events
-from app.jobs.service import JOB_NODE_NAME, job_detail, node_name
+from app.jobs.service import JOB_NODE_NAME, JOBS_TABLE, job_detail, node_name
 from app.models import Detection, FaceEmbedding, Job, JobStatus
 
 UNFINISHED = (JobStatus.queued, JobStatus.running)
@@ -195,7 +193,6 @@ async def final_events(session: AsyncSession, job: Job) -> list[job_events.Event
     return job_events.snapshot(detail, job.owner_id)
 
 
-_JOBS = cast_type(Table, Job.__table__)
 # A batch's outcomes as rows: arrays, unnested in Postgres, so that one statement of one shape
 # serves every batch size (compiled once by SQLAlchemy and prepared once by asyncpg).
 _BATCH = (
@@ -225,8 +222,8 @@ _BATCH = (
 # mark. Built once, a Core statement: SQLAlchemy keeps its cache key, and no ORM bookkeeping
 # runs per batch (the two showed in about a fifth of a no-op worker's py-spy samples).
 _FINISH = (
-    update(_JOBS)
-    .where(_JOBS.c.id == _BATCH.c.id, _JOBS.c.status.in_(UNFINISHED))
+    update(JOBS_TABLE)
+    .where(JOBS_TABLE.c.id == _BATCH.c.id, JOBS_TABLE.c.status.in_(UNFINISHED))
     .values(
         status=JobStatus.done,
         width=_BATCH.c.width,
@@ -235,15 +232,18 @@ _FINISH = (
         decode_ms=_BATCH.c.decode_ms,
         inference_ms=_BATCH.c.inference_ms,
         started_at=func.coalesce(
-            _JOBS.c.started_at, bindparam("batch_started_at", type_=DateTime(timezone=True))
+            JOBS_TABLE.c.started_at, bindparam("batch_started_at", type_=DateTime(timezone=True))
         ),
         attempts=func.greatest(
-            case((_JOBS.c.started_at.is_(None), _JOBS.c.attempts + 1), else_=_JOBS.c.attempts),
+            case(
+                (JOBS_TABLE.c.started_at.is_(None), JOBS_TABLE.c.attempts + 1),
+                else_=JOBS_TABLE.c.attempts,
+            ),
             _BATCH.c.deliveries,
         ),
         finished_at=bindparam("finished_now", type_=DateTime(timezone=True)),
     )
-    .returning(*_JOBS.c, JOB_NODE_NAME.label("node_name"))
+    .returning(*JOBS_TABLE.c, JOB_NODE_NAME.label("node_name"))
 )
 
 

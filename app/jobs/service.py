@@ -56,8 +56,9 @@ def parse_tasks(raw: str | None) -> tuple[str, ...]:
 INLINE_WRITE_MAX_BYTES = 256 * 1024
 
 
-_JOBS = cast(Table, Job.__table__)
-_INSERT_JOB = insert(_JOBS).returning(*_JOBS.c)
+# The jobs table, for Core statements on the hot path (here and app/jobs/results.py).
+JOBS_TABLE = cast(Table, Job.__table__)
+_INSERT_JOB = insert(JOBS_TABLE).returning(*JOBS_TABLE.c)
 
 
 async def create_job(

@@ -52,31 +52,35 @@ def is_terminal(event: dict[str, Any]) -> bool:
 
 
 def encode_event(event: dict[str, Any]) -> dict[str, str]:
-    return {"v": str(SCHEMA_VERSION), "data": json.dumps(event, separators=(",", ":"))}
+    return _encode(event)
 
 
 def encode_events(events: Sequence[dict[str, Any]]) -> dict[str, str]:
     """One job-stream entry for a job's events of one step (a result and its final status):
     `data` holds the event itself when there is one, else the list of them, in order."""
-    if len(events) == 1:
-        return encode_event(events[0])
-    return {"v": str(SCHEMA_VERSION), "data": json.dumps(list(events), separators=(",", ":"))}
+    return _encode(events[0] if len(events) == 1 else list(events))
 
 
 def decode_event(fields: dict[bytes, bytes]) -> dict[str, Any]:
     """A firehose entry: always one event."""
-    if int(fields.get(b"v", b"0")) != SCHEMA_VERSION:
-        raise ProtocolError(f"unsupported event version {fields.get(b'v')!r}")
-    event: dict[str, Any] = json.loads(fields[b"data"])
+    event: dict[str, Any] = _decode(fields)
     return event
 
 
 def decode_events(fields: dict[bytes, bytes]) -> list[dict[str, Any]]:
     """A job-stream entry: one event, or several (encode_events)."""
+    data: dict[str, Any] | list[dict[str, Any]] = _decode(fields)
+    return data if isinstance(data, list) else [data]
+
+
+def _encode(data: Any) -> dict[str, str]:
+    return {"v": str(SCHEMA_VERSION), "data": json.dumps(data, separators=(",", ":"))}
+
+
+def _decode(fields: dict[bytes, bytes]) -> Any:
     if int(fields.get(b"v", b"0")) != SCHEMA_VERSION:
         raise ProtocolError(f"unsupported event version {fields.get(b'v')!r}")
-    data: dict[str, Any] | list[dict[str, Any]] = json.loads(fields[b"data"])
-    return data if isinstance(data, list) else [data]
+    return json.loads(fields[b"data"])
 
 
 async def publish_job_event(
