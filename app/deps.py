@@ -75,18 +75,6 @@ async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
-async def get_autocommit_session(state: StateDep) -> AsyncIterator[AsyncSession]:
-    """As get_session, for a route whose writes each stand alone (an upload's one INSERT): every
-    statement commits as it runs (app/db.py autocommit_session); the work queued for after the
-    commit runs when the route returns, or at the route's own `commit`."""
-    async with autocommit_session(state.sessionmaker) as session:
-        yield session
-        await commit(session)
-
-
-AutocommitSessionDep = Annotated[AsyncSession, Depends(get_autocommit_session, scope="function")]
-
-
 async def get_redis(state: StateDep) -> Redis:
     return state.redis
 

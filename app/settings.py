@@ -52,7 +52,8 @@ class ConfigError(RuntimeError):
 
 class DatabaseSettings(BaseModel):
     url: str | None = None  # postgresql+asyncpg://user:pass@host/db ; None → embedded
-    pool_size: int = 10
+    # The most connections one process holds; each, once made, stays open (app/db.py).
+    pool_size: int = Field(default=20, ge=1)
     # Fail fast when Postgres is down: a request gets 503 rather than hanging on a connect.
     connect_timeout_s: float = 5.0
 

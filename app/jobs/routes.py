@@ -15,10 +15,8 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from app import openapi_examples as examples
 from app import streams
 from app.apikeys.service import Principal
-from app.commits import commit
 from app.deps import (
     AppState,
-    AutocommitSessionDep,
     ReadKey,
     SessionDep,
     SettingsDep,
@@ -155,8 +153,6 @@ UPLOAD_BODY: dict[str, Any] = {
 async def upload_image(
     request: Request,
     principal: WriteKey,
-    # No transaction: the job's row is one INSERT, committed as it runs; the XADD follows it.
-    session: AutocommitSessionDep,
     state: StateDep,
     tasks: Annotated[
         str | None,
@@ -171,27 +167,27 @@ async def upload_image(
         Query(ge=0, allow_inf_nan=False, description="seconds to wait for the result (capped)"),
     ] = None,
 ) -> Any:
-    settings, redis, storage = state.settings, state.redis, state.storage
+    settings, redis = state.settings, state.redis
     data, form_tasks = await _read_upload(request, limit_bytes=settings.api.max_upload_bytes)
     info = inspect_image(data, max_pixels=settings.api.max_image_pixels)
-    job = await service.create_job(
-        session,
-        storage,
+    job = await service.submit_upload(
+        state.engine,
+        redis,
+        state.storage,
+        settings,
         image=data,
         info=info,
         tasks=service.parse_tasks(form_tasks if form_tasks is not None else tasks),
         owner_id=principal.owner_id,
     )
-    service.enqueue_after_commit(session, redis, job, settings, withdraw_from=storage)
-    # The commit point, reached now: the job is queued before the route waits for it.
-    await commit(session)
     structlog.contextvars.bind_contextvars(job_id=str(job.id))
     # Debug: the request's own log line (app/ops/middleware.py) carries the job id already.
     log.debug("job_queued", bytes=len(data), tasks=job.tasks)
     if wait and await service.wait_for_job(
         redis, job.id, timeout_s=min(wait, settings.api.max_wait_s)
     ):
-        detail = await service.get_job_detail(session, job.id, principal)
+        async with state.sessionmaker() as session:
+            detail = await service.get_job_detail(session, job.id, principal)
         return JSONResponse(detail.model_dump(mode="json"), status_code=status.HTTP_200_OK)
     return service.job_detail(job, [])
 

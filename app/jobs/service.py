@@ -2,18 +2,24 @@
 commit. Recording outcomes is app/jobs/results.py; the shape of events is app/jobs/events.py."""
 
 import asyncio
+import enum
+import json
 import time
 import uuid
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
+import asyncpg
+import structlog
 from redis.asyncio import Redis
 from sqlalchemy import Table, delete, insert, select, tuple_, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app import streams
 from app.apikeys.service import Principal
 from app.commits import after_commit
+from app.db import driver_connection
 from app.drawing import processed_jpeg
 from app.errors import Conflict, InvalidInput, NotFound
 from app.images import ImageInfo
@@ -33,6 +39,8 @@ from app.pagination import decode_cursor, encode_cursor
 from app.pixels import BadImage
 from app.settings import Settings
 from app.storage import Storage
+
+log = structlog.get_logger()
 
 # The name of the job's node, as a column of a query on Job: the list and the worker's locking
 # query get it without a second round trip (a scalar subquery, so FOR UPDATE locks only jobs).
@@ -58,7 +66,66 @@ INLINE_WRITE_MAX_BYTES = 256 * 1024
 
 # The jobs table, for Core statements on the hot path (here and app/jobs/results.py).
 JOBS_TABLE = cast(Table, Job.__table__)
-_INSERT_JOB = insert(JOBS_TABLE).returning(*JOBS_TABLE.c)
+_INSERT_JOB = insert(JOBS_TABLE).returning(JOBS_TABLE.c.created_at)
+# The same INSERT compiled for the driver itself (app/db.py driver_connection): its SQL, with
+# positional parameters ($1 …), and their columns in order.
+_DRIVER_INSERT_JOB = _INSERT_JOB.compile(
+    dialect=asyncpg_dialect(),  # type: ignore[no-untyped-call]
+    column_keys=[column.name for column in JOBS_TABLE.c if column.name != "created_at"],
+)
+_JOB_COLUMNS = tuple(_DRIVER_INSERT_JOB.positiontup or ())
+
+
+def _store_image(storage: Storage, image: bytes, job_id: uuid.UUID, info: ImageInfo) -> str:
+    """Write a new job's image; its storage key."""
+    key = f"{job_id}.{info.extension}"
+    storage.put(key, image)
+    return key
+
+
+async def _stored_image_key(
+    storage: Storage, image: bytes, job_id: uuid.UUID, info: ImageInfo
+) -> str:
+    """Store a new job's image before its row exists: a committed job row never points at a
+    missing image. A large one in a thread: a 20 MB write would otherwise stall every other
+    request on this event loop; a small one here, where it costs less than the thread hand-off."""
+    if len(image) <= INLINE_WRITE_MAX_BYTES:
+        return _store_image(storage, image, job_id, info)
+    return await asyncio.to_thread(_store_image, storage, image, job_id, info)
+
+
+def _new_job_values(
+    job_id: uuid.UUID,
+    *,
+    info: ImageInfo,
+    image_key: str | None,
+    tasks: tuple[str, ...],
+    owner_id: uuid.UUID | None,
+    node_id: uuid.UUID | None,
+    purpose: JobPurpose,
+) -> dict[str, Any]:
+    """Every column of a new job's row but created_at (Postgres sets it)."""
+    width, height = info.upright_size  # detections refer to the upright image
+    return {
+        "id": job_id,
+        "owner_id": owner_id,
+        "status": JobStatus.queued,
+        "purpose": purpose,
+        "tasks": list(tasks),
+        "image_key": image_key,
+        "processed_image_key": None,
+        "content_type": info.content_type,
+        "width": width,
+        "height": height,
+        "counts": {},
+        "error": None,
+        "attempts": 0,
+        "decode_ms": None,
+        "inference_ms": None,
+        "started_at": None,
+        "finished_at": None,
+        "node_id": node_id,
+    }
 
 
 async def create_job(
@@ -73,7 +140,8 @@ async def create_job(
     store_image: bool = True,
     purpose: JobPurpose = JobPurpose.detect,
 ) -> Job:
-    """Store the image (unless store_image is False), then insert the job row (not committed).
+    """Store the image (unless store_image is False), then insert the job row in the session
+    (committed with it). An upload on its own is `submit_upload`.
 
     owner_id: the API key that creates it (None while auth is off, and for node frames); only
     it, and admin keys, can see the job afterwards. A job whose image is not stored has
@@ -81,39 +149,79 @@ async def create_job(
     and never reach disk or Postgres. purpose: which call made it (app.models.JobPurpose).
     """
     job_id = uuid.uuid4()
-    width, height = info.upright_size  # detections refer to the upright image
-    image_key: str | None = None
-    if store_image:
-        image_key = f"{job_id}.{info.extension}"
-        # The file goes first: a committed job row never points at a missing image. A large
-        # one in a thread: a 20 MB write would otherwise stall every other request on this
-        # event loop; a small one here, where it costs less than the thread hand-off.
-        if len(image) <= INLINE_WRITE_MAX_BYTES:
-            storage.put(image_key, image)
-        else:
-            await asyncio.to_thread(storage.put, image_key, image)
-    # A Core INSERT … RETURNING (one statement built once), the row made into a Job that the
-    # session does not track: the ORM's insert (its bulk-persistence bookkeeping for one row) cost
-    # 0.62 ms of the API's CPU per upload against 0.42 (an autocommit session and its checkout
-    # included; 300 inserts, 6 interleaved rounds). Callers only read the job.
-    row = await session.execute(
-        _INSERT_JOB,
-        {
-            "id": job_id,
-            "owner_id": owner_id,
-            "node_id": node_id,
-            "status": JobStatus.queued,
-            "purpose": purpose,
-            "tasks": list(tasks),
-            "image_key": image_key,
-            "content_type": info.content_type,
-            "width": width,
-            "height": height,
-            "counts": {},
-            "attempts": 0,
-        },
+    image_key = await _stored_image_key(storage, image, job_id, info) if store_image else None
+    values = _new_job_values(
+        job_id,
+        info=info,
+        image_key=image_key,
+        tasks=tasks,
+        owner_id=owner_id,
+        node_id=node_id,
+        purpose=purpose,
     )
-    return Job(**row.one()._mapping)
+    # A Core INSERT built once, the row made into a Job that the session does not track: the
+    # ORM's insert (its bulk-persistence bookkeeping for one row) cost 0.62 ms of the API's CPU
+    # per upload against 0.42. Callers only read the job.
+    created_at = (await session.execute(_INSERT_JOB, values)).scalar_one()
+    return Job(**values, created_at=created_at)
+
+
+async def submit_upload(
+    engine: AsyncEngine,
+    redis: Redis,
+    storage: Storage,
+    settings: Settings,
+    *,
+    image: bytes,
+    info: ImageInfo,
+    tasks: tuple[str, ...],
+    owner_id: uuid.UUID | None,
+) -> Job:
+    """An upload's job, end to end: its image stored, its row inserted (committed as it runs:
+    one statement), its message queued. If the queue refuses, the job is withdrawn (row and
+    image) and the error raised: the client is told it failed, so the reconciler must not run
+    it later. The hottest path of the API: the row goes through the driver itself (app/db.py
+    driver_connection), without a session or a transaction.
+    """
+    job_id = uuid.uuid4()
+    values = _new_job_values(
+        job_id,
+        info=info,
+        image_key=await _stored_image_key(storage, image, job_id, info),
+        tasks=tasks,
+        owner_id=owner_id,
+        node_id=None,
+        purpose=JobPurpose.detect,
+    )
+    try:
+        async with driver_connection(engine) as connection:
+            created_at = await connection.fetchval(
+                _DRIVER_INSERT_JOB.string, *(_driver_value(values[name]) for name in _JOB_COLUMNS)
+            )
+    except asyncpg.PostgresError:
+        storage.delete(values["image_key"])  # refused: there is no row (else the sweep's)
+        raise
+    job = Job(**values, created_at=created_at)
+    try:
+        await enqueue(redis, job, settings)
+    except Exception:
+        try:
+            async with driver_connection(engine) as connection:
+                await connection.execute("DELETE FROM jobs WHERE id = $1", job_id)
+            storage.delete(values["image_key"])
+        except Exception as exc:
+            log.warning("job_withdraw_failed", job_id=str(job_id), error=repr(exc))
+        raise
+    return job
+
+
+def _driver_value(value: object) -> object:
+    """A job column's value as asyncpg takes it (the column types of app/models.py Job)."""
+    if isinstance(value, enum.Enum):
+        return value.value  # the status and purpose columns are VARCHARs of the enum's value
+    if isinstance(value, dict):
+        return json.dumps(value)  # JSONB, as text
+    return value
 
 
 async def enqueue_job(
@@ -168,31 +276,9 @@ async def enqueue(
     )
 
 
-def enqueue_after_commit(
-    session: AsyncSession,
-    redis: Redis,
-    job: Job,
-    settings: Settings,
-    *,
-    withdraw_from: Storage | None = None,
-) -> None:
-    """Hand the job to the workers once the session has committed its row (app/commits.py).
-
-    `withdraw_from`: if the enqueue fails, withdraw the job (row and image) rather than leave
-    it to the reconciler, which would run it behind the back of a client that got an error.
-    """
-
-    async def withdraw(session: AsyncSession) -> None:
-        assert withdraw_from is not None
-        await withdraw_job(session, withdraw_from, job)
-
-    after_commit(
-        session,
-        lambda: enqueue(redis, job, settings),
-        undo=withdraw if withdraw_from is not None else None,
-        undo_name="job_withdraw",
-        job_id=str(job.id),
-    )
+def enqueue_after_commit(session: AsyncSession, redis: Redis, job: Job, settings: Settings) -> None:
+    """Hand the job to the workers once the session has committed its row (app/commits.py)."""
+    after_commit(session, lambda: enqueue(redis, job, settings), job_id=str(job.id))
 
 
 async def get_job(session: AsyncSession, job_id: uuid.UUID, viewer: Principal) -> Job:
@@ -364,14 +450,6 @@ async def get_processed_image(
         raise NotFound(f"no job with id {job_id}")
     job.processed_image_key = key
     return jpeg
-
-
-async def withdraw_job(session: AsyncSession, storage: Storage, job: Job) -> None:
-    """Undo an upload whose message could not be queued: the client was told it failed."""
-    await session.execute(delete(Job).where(Job.id == job.id))
-    await session.flush()
-    if job.image_key is not None:
-        storage.delete(job.image_key)
 
 
 def job_links(job: Job) -> JobLinks:

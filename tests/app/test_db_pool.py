@@ -5,15 +5,16 @@ pg_terminate_backend."""
 
 import asyncio
 
+import asyncpg
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from app import db
 from app.db import create_engine
 from app.errors import is_outage
-from app.settings import DatabaseSettings
+from app.settings import DatabaseSettings, Settings
 
 
 async def _backend_pid(connection: AsyncConnection) -> int:
@@ -89,3 +90,86 @@ async def test_an_autocommit_session_commits_each_statement_and_leaves_the_pool_
         await session.rollback()
     async with engine.begin() as cleanup:
         await cleanup.execute(text("DROP TABLE autocommit_probe"))
+
+
+async def test_a_driver_connection_commits_each_statement_and_keeps_the_pool_sound(
+    one_connection: AsyncEngine, engine: AsyncEngine
+) -> None:
+    """app/db.py driver_connection, the upload's INSERT path: a statement commits as it runs; a
+    statement Postgres refused leaves the connection in the pool; one cut short (cancelled, or
+    its backend killed: an outage, 503) is discarded, and the next checkout works."""
+    async with engine.begin() as setup:
+        await setup.execute(text("CREATE TABLE IF NOT EXISTS driver_probe (x int)"))
+        await setup.execute(text("TRUNCATE driver_probe"))
+    try:
+        async with db.driver_connection(one_connection) as connection:
+            await connection.execute("INSERT INTO driver_probe VALUES (1)")
+            async with engine.connect() as other:  # committed already
+                assert await other.scalar(text("SELECT count(*) FROM driver_probe")) == 1
+            pid = await connection.fetchval("SELECT pg_backend_pid()")
+
+        with pytest.raises(asyncpg.DivisionByZeroError):
+            async with db.driver_connection(one_connection) as connection:
+                await connection.fetchval("SELECT 1 / 0")
+        async with db.driver_connection(one_connection) as connection:
+            assert await connection.fetchval("SELECT pg_backend_pid()") == pid  # kept
+
+        with pytest.raises(TimeoutError):
+            async with db.driver_connection(one_connection) as connection:
+                await asyncio.wait_for(connection.execute("SELECT pg_sleep(5)"), 0.2)
+        async with db.driver_connection(one_connection) as connection:
+            fresh = await connection.fetchval("SELECT pg_backend_pid()")
+            assert fresh != pid  # the interrupted one was discarded
+
+        await _kill(engine, fresh)
+        with pytest.raises(Exception) as raised:
+            async with db.driver_connection(one_connection) as connection:
+                await connection.fetchval("SELECT 1")
+        assert is_outage(raised.value), repr(raised.value)
+        async with db.driver_connection(one_connection) as connection:
+            assert await connection.fetchval("SELECT pg_backend_pid()") not in (pid, fresh)
+        # The session path shares the pool and finds it sound.
+        async with one_connection.connect() as connection:
+            assert await connection.scalar(text("SELECT count(*) FROM driver_probe")) == 1
+    finally:
+        async with engine.begin() as cleanup:
+            await cleanup.execute(text("DROP TABLE driver_probe"))
+
+
+async def test_a_driver_connection_the_pool_closes_on_return_is_closed(settings: Settings) -> None:
+    """The pool closes a connection at its return when it has no place for it (one over
+    pool_size, or of a pool replaced after an outage); that close awaits, in a greenlet."""
+    own = create_async_engine(settings.database.url, pool_size=1, max_overflow=1)
+    try:
+        async with (
+            db.driver_connection(own) as first,
+            db.driver_connection(own) as second,
+        ):
+            assert await first.fetchval("SELECT 1") == await second.fetchval("SELECT 1") == 1
+        # The second came back first and took the pool's one place; the first was closed (a
+        # close outside a greenlet fails, is only logged, and leaves the connection open).
+        assert first.is_closed() and not second.is_closed()
+    finally:
+        await own.dispose()
+
+
+async def test_a_process_holds_at_most_pool_size_connections_and_keeps_them(
+    settings: Settings,
+) -> None:
+    """No overflow (app/db.py create_engine): more callers than pool_size wait for a connection
+    rather than each making one that is closed again at its return."""
+    own = create_engine(DatabaseSettings(url=settings.database.url, pool_size=2))
+    try:
+
+        async def backend_pid() -> int:
+            async with db.driver_connection(own) as connection:
+                pid = await connection.fetchval("SELECT pg_backend_pid()")
+                await asyncio.sleep(0.05)  # held, so that the callers overlap
+                return int(pid)
+
+        first = await asyncio.gather(*(backend_pid() for _ in range(6)))
+        second = await asyncio.gather(*(backend_pid() for _ in range(6)))
+        assert len(set(first)) == 2  # six callers, two connections
+        assert set(second) == set(first)  # the same two, kept open
+    finally:
+        await own.dispose()
