@@ -76,22 +76,19 @@ _DRIVER_INSERT_JOB = _INSERT_JOB.compile(
 _JOB_COLUMNS = tuple(_DRIVER_INSERT_JOB.positiontup or ())
 
 
-def _store_image(storage: Storage, image: bytes, job_id: uuid.UUID, info: ImageInfo) -> str:
-    """Write a new job's image; its storage key."""
-    key = f"{job_id}.{info.extension}"
-    storage.put(key, image)
-    return key
-
-
-async def _stored_image_key(
+async def _store_new_image(
     storage: Storage, image: bytes, job_id: uuid.UUID, info: ImageInfo
 ) -> str:
-    """Store a new job's image before its row exists: a committed job row never points at a
-    missing image. A large one in a thread: a 20 MB write would otherwise stall every other
-    request on this event loop; a small one here, where it costs less than the thread hand-off."""
+    """Store a new job's image before its row exists (a committed job row never points at a
+    missing image); its storage key. A large one in a thread: a 20 MB write would otherwise
+    stall every other request on this event loop; a small one here, where it costs less than
+    the thread hand-off."""
+    key = f"{job_id}.{info.extension}"
     if len(image) <= INLINE_WRITE_MAX_BYTES:
-        return _store_image(storage, image, job_id, info)
-    return await asyncio.to_thread(_store_image, storage, image, job_id, info)
+        storage.put(key, image)
+    else:
+        await asyncio.to_thread(storage.put, key, image)
+    return key
 
 
 def _new_job_values(
@@ -149,7 +146,7 @@ async def create_job(
     and never reach disk or Postgres. purpose: which call made it (app.models.JobPurpose).
     """
     job_id = uuid.uuid4()
-    image_key = await _stored_image_key(storage, image, job_id, info) if store_image else None
+    image_key = await _store_new_image(storage, image, job_id, info) if store_image else None
     values = _new_job_values(
         job_id,
         info=info,
@@ -187,7 +184,7 @@ async def submit_upload(
     values = _new_job_values(
         job_id,
         info=info,
-        image_key=await _stored_image_key(storage, image, job_id, info),
+        image_key=await _store_new_image(storage, image, job_id, info),
         tasks=tasks,
         owner_id=owner_id,
         node_id=None,

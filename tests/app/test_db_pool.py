@@ -157,7 +157,8 @@ async def test_a_process_holds_at_most_pool_size_connections_and_keeps_them(
     settings: Settings,
 ) -> None:
     """No overflow (app/db.py create_engine): more callers than pool_size wait for a connection
-    rather than each making one that is closed again at its return."""
+    rather than each making one that is closed again at its return; the last one returned is
+    handed out first."""
     own = create_engine(DatabaseSettings(url=settings.database.url, pool_size=2))
     try:
 
@@ -171,5 +172,9 @@ async def test_a_process_holds_at_most_pool_size_connections_and_keeps_them(
         second = await asyncio.gather(*(backend_pid() for _ in range(6)))
         assert len(set(first)) == 2  # six callers, two connections
         assert set(second) == set(first)  # the same two, kept open
+        # One caller at a time gets the connection used last (LIFO), not each in turn (which
+        # at a low rate would have sat idle long enough to be pinged each time).
+        one_at_a_time = [await backend_pid() for _ in range(4)]
+        assert len(set(one_at_a_time)) == 1
     finally:
         await own.dispose()
