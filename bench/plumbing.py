@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import numpy as np
 import redis
@@ -74,6 +75,9 @@ class PlumbingResult:
     floor_cpu_ms: dict[str, float]  # the same over the floor's rounds
     profiles: dict[str, Profile]  # py-spy, by process, over one extra (uncounted) round
     file_create_us: float  # CPU of one file create in the image store's folder, before the rounds
+    # Postgres connections opened over Lookout's rounds (a pool that closes what it opened for
+    # a burst costs a backend start each time, in processes that exit before anything counts them)
+    postgres_connections: int
 
     @property
     def jobs_per_s(self) -> float:
@@ -181,6 +185,21 @@ def command_calls(client: "redis.Redis") -> dict[str, int]:
     return {name: n for name, n in calls.items() if not name.startswith(("info", "config"))}
 
 
+def postgres_sessions(database_url: str) -> int:
+    """Sessions Postgres has opened on all databases so far (pg_stat_database), this reading's
+    own included once it has ended: the difference of two readings less one is what others
+    opened between them."""
+
+    async def read() -> int:
+        connection = await asyncpg.connect(database_url.replace("postgresql+asyncpg", "postgresql"))
+        try:
+            return int(await connection.fetchval("SELECT sum(sessions) FROM pg_stat_database"))
+        finally:
+            await connection.close()
+
+    return asyncio.run(read())
+
+
 def run(
     *,
     jobs: int = 1000,
@@ -206,8 +225,10 @@ def run(
         create_us = file_create_us(Path(running.env["LOOKOUT_DATA_DIR"]) / "images")
         lookout_rounds, floor_rounds = [], []
         commands: dict[str, int] = {}
+        connections = 0
         for round_number in range(1, rounds + 1):
             counter.config_resetstat()
+            sessions_before = postgres_sessions(running.env["LOOKOUT_DATABASE__URL"])
             lookout_cpu.start()
             lookout_rounds.append(
                 lookout_round(
@@ -215,6 +236,9 @@ def run(
                 )
             )
             lookout_cpu.stop()
+            connections += (
+                postgres_sessions(running.env["LOOKOUT_DATABASE__URL"]) - sessions_before - 1
+            )
             for name, calls in command_calls(counter).items():
                 commands[name] = commands.get(name, 0) + calls
             floor_cpu.start()
@@ -250,6 +274,7 @@ def run(
         floor_cpu.ms_per(jobs * rounds),
         profiles,
         create_us,
+        connections,
     )
 
 
@@ -366,15 +391,29 @@ def gap_lines(result: PlumbingResult) -> list[str]:
     per_job = {n: c / (result.jobs * rounds) for n, c in result.commands.items()}
     batched = {n: v for n, v in per_job.items() if v < 0.9}
     api_ms = result.cpu_ms.get("API", 0.0)
-    lines = [
-        "Where the targets are missed, this run says why. **Throughput**: the table above gives "
-        "every process's CPU per job, against the floor's; the API is one process, and at "
-        f"{api_ms:.2f} ms a job it was busy {api_ms * result.jobs_per_s / 1000:.0%} of a core at "
-        f"{result.jobs_per_s:.0f} jobs/s: {THROUGHPUT.threshold:.0f} jobs/s needs it at "
-        f"{1000 / THROUGHPUT.threshold:.1f} ms or less, whatever the other processes spend."
-    ]
+    total, floor_total = sum(result.cpu_ms.values()), sum(result.floor_cpu_ms.values())
+    reasons = []
+    if not THROUGHPUT.met(result.jobs_per_s):
+        reasons.append(
+            "**Throughput**: the table above gives every process's CPU per job, against the "
+            f"floor's; the API is one process, and at {api_ms:.2f} ms a job it was busy "
+            f"{api_ms * result.jobs_per_s / 1000:.0%} of a core at {result.jobs_per_s:.0f} "
+            f"jobs/s: {THROUGHPUT.threshold:.0f} jobs/s needs it at "
+            f"{1000 / THROUGHPUT.threshold:.1f} ms or less, whatever the other processes spend."
+        )
+    if not FLOOR_RATIO.met(result.floor_ratio):
+        reasons.append(
+            f"**÷ floor**: both are CPU-bound on the same {CORES} cores, so the ratio is about "
+            f"the floor's CPU per job over Lookout's ({floor_total:.2f} ÷ {total:.2f} ms = "
+            f"{floor_total / total:.2f}). The floor is one process: a parse, an INSERT, an XADD. "
+            "Lookout's job also crosses a second process (the worker reads the stream, the "
+            "stored file and its header, writes the job's result and publishes it, acks), "
+            "stores a file, checks the image, and is followed on a firehose socket; "
+            f"{FLOOR_RATIO.threshold} of the floor would need all of that in "
+            f"{floor_total / FLOOR_RATIO.threshold:.2f} ms a job, all processes together."
+        )
     if not COMMANDS.met(result.commands_per_job):
-        lines.append(
+        reasons.append(
             "**Redis commands**: one job's own are fixed by the event protocol: the upload's "
             "EVALSHA (its XADD to the work stream and SET of the entry marker: 3), the result "
             "and final status as one entry of the job's stream, the result on the firehose, one "
@@ -384,7 +423,9 @@ def gap_lines(result: PlumbingResult) -> list[str]:
             f"({', '.join(f'{n} {v:.2f}' for n, v in sorted(batched.items(), key=lambda i: -i[1])[:6])})"
             ": smaller batches cost more a job."
         )
-    return [" ".join(lines)]
+    if not reasons:
+        return []
+    return [" ".join(["Where the targets are missed, this run says why.", *reasons])]
 
 
 def report(result: PlumbingResult, load_before: str, measured: str) -> None:
@@ -433,6 +474,8 @@ def report(result: PlumbingResult, load_before: str, measured: str) -> None:
         f"| latency added at low load, p99 | {result.p99_ms:.1f} ms | {P99.cell(result.p99_ms)} |",
         f"| same, a new job-events WebSocket per job, p50 | {per_socket_p50:.1f} ms | none |",
         f"| same, a new job-events WebSocket per job, p99 | {per_socket_p99:.1f} ms | none |",
+        f"| Postgres connections opened during the throughput rounds | "
+        f"{result.postgres_connections} | none |",
         "",
         f"Redis commands per job by command (the eight most frequent): {top_commands}.",
         "",
