@@ -360,7 +360,7 @@ def report(r: Results, load_before: str) -> None:
         "|---|---:|---:|---|",
         f"| (1) ceiling: pipeline in-process, same batching | {r.ceiling:.1f} | 1.00 | |",
         "| (2) end-to-end: HTTP → Postgres → Redis → workers → WebSocket | "
-        f"{r.end_to_end:.1f} | {of_ceiling:.2f} of (1) (median of rounds) | "
+        f"{r.end_to_end:.1f} | {of_ceiling:.3f} of (1) (median of rounds) | "
         f"{OF_CEILING.cell(of_ceiling)} |",
         "| (3) naive loop a user writes (per face embed, default threads) | "
         f"{r.naive:.1f} | (2)/(3) = {over_naive:.2f} | {OVER_NAIVE.cell(over_naive)} |",
