@@ -275,7 +275,7 @@ async def enqueue(
 
 def enqueue_after_commit(session: AsyncSession, redis: Redis, job: Job, settings: Settings) -> None:
     """Hand the job to the workers once the session has committed its row (app/commits.py)."""
-    after_commit(session, lambda: enqueue(redis, job, settings), job_id=str(job.id))
+    after_commit(session, lambda: enqueue(redis, job, settings))
 
 
 async def get_job(session: AsyncSession, job_id: uuid.UUID, viewer: Principal) -> Job:

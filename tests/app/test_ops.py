@@ -187,3 +187,34 @@ async def test_one_maintenance_lock_holder_at_a_time(redis):
     assert not await streams.try_lock(redis, lock, owner="replica-b", ttl_s=0.2)
     await asyncio.sleep(0.25)
     assert await streams.try_lock(redis, lock, owner="replica-b", ttl_s=0.2)
+
+
+async def test_an_upload_finding_every_database_connection_in_use_is_busy(settings):
+    """The pool has no overflow (app/db.py): an upload that cannot get a connection within the
+    pool timeout is 503 `busy`, not an outage; once one is free, uploads go through again."""
+    from app.settings import AuthSettings
+
+    app = create_app(
+        settings.model_copy(
+            update={
+                "database": DatabaseSettings(
+                    url=settings.database.url, pool_size=1, connect_timeout_s=0.5
+                ),
+                "auth": AuthSettings(enabled=False),  # the upload's INSERT is its only statement
+            }
+        )
+    )
+    files = {"image": ("t1.jpg", T1, "image/jpeg")}
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            async with app.state.lookout.engine.connect() as held:  # the pool's one connection
+                await held.exec_driver_sql("SELECT 1")
+                refused = await http.post("/v1/images", files=files)
+            assert refused.status_code == 503, refused.text
+            assert refused.json() == {
+                "error": "busy",
+                "detail": "all database connections are in use; retry shortly",
+            }
+            accepted = await http.post("/v1/images", files=files)
+            assert accepted.status_code == 202, accepted.text
