@@ -2,14 +2,16 @@
 sessions, the Redis client; migrations."""
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import asyncpg
 from redis.asyncio import Redis
-from sqlalchemy import event
+from sqlalchemy import ClauseElement, event
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -17,6 +19,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.util import greenlet_spawn
 
 from app.settings import DatabaseSettings, RedisSettings
@@ -162,6 +165,34 @@ async def driver_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connec
         await greenlet_spawn(proxied.invalidate)
         raise
     await greenlet_spawn(proxied.close)
+
+
+@dataclass(frozen=True)
+class DriverStatement:
+    """A SQLAlchemy statement compiled once for driver_connection: its SQL with positional
+    parameters ($1 …) and the names of those parameters, in order."""
+
+    sql: str
+    parameters: tuple[str, ...]
+
+    def arguments(self, values: Mapping[str, Any]) -> list[Any]:
+        return [values[name] for name in self.parameters]
+
+
+def driver_statement(
+    statement: ClauseElement, *, column_keys: Sequence[str] | None = None
+) -> DriverStatement:
+    """`statement` (an insert: with `column_keys`, the columns it sets) for driver_connection.
+    Its SQL is SQLAlchemy's own for asyncpg, so tables and columns follow the models; values go
+    in as asyncpg takes them (an enum's value, JSON as text)."""
+    compiled = cast(
+        SQLCompiler,
+        statement.compile(
+            dialect=asyncpg_dialect(),  # type: ignore[no-untyped-call]
+            column_keys=list(column_keys) if column_keys is not None else None,
+        ),
+    )
+    return DriverStatement(compiled.string, tuple(compiled.positiontup or ()))
 
 
 def alembic_config(database_url: str) -> "AlembicConfig":

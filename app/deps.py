@@ -13,7 +13,6 @@ from starlette.requests import HTTPConnection
 
 from app.apikeys.service import ANONYMOUS_ADMIN, Principal, authenticate
 from app.commits import commit
-from app.db import autocommit_session
 from app.errors import AppError, Forbidden, Unauthorized
 from app.firehose import Firehose
 from app.gallery.imports import ImportRunner
@@ -118,13 +117,12 @@ async def get_principal(
 ) -> Principal:
     """Authenticate the X-API-Key header and charge the key's rate limit (HTTP routes).
 
-    In a session of its own, outside the route's transaction: the key's lookup (and the
-    occasional touch of its last use) need no common fate with the route's writes, and a route
-    whose writes stand alone then needs no transaction at all."""
+    Outside the route's transaction (app/apikeys/service.py authenticate): the key's lookup (and
+    the occasional touch of its last use) need no common fate with the route's writes, and a
+    route whose writes stand alone then needs no transaction at all."""
     if not state.settings.auth.enabled:
         return ANONYMOUS_ADMIN
-    async with autocommit_session(state.sessionmaker) as session:
-        principal = await authenticate_client(state, session, token, client_address(connection))
+    principal = await authenticate_client(state, token, client_address(connection))
     await enforce_rate_limit(state.redis, principal, state.settings.auth)
     return principal
 
@@ -133,9 +131,7 @@ def client_address(connection: HTTPConnection) -> str | None:
     return connection.client.host if connection.client else None
 
 
-async def authenticate_client(
-    state: AppState, session: AsyncSession, token: str | None, client: str | None
-) -> Principal:
+async def authenticate_client(state: AppState, token: str | None, client: str | None) -> Principal:
     """authenticate(), refused with 429 for an address past its failed-authentication limit
     (guessing keys costs a lookup each); a failure is counted against the address."""
     auth = state.settings.auth
@@ -149,7 +145,7 @@ async def authenticate_client(
     )
     try:
         return await authenticate(
-            session, token, last_used_resolution_s=auth.last_used_resolution_s
+            state.engine, token, last_used_resolution_s=auth.last_used_resolution_s
         )
     except Unauthorized:
         if auth.failed_auth_per_client:
@@ -197,8 +193,7 @@ async def websocket_principal(
         window_s=auth.rate_limit_window_s,
         charge=True,
     )
-    async with state.sessionmaker.begin() as session:
-        principal = await authenticate_client(state, session, websocket_token(connection), client)
+    principal = await authenticate_client(state, websocket_token(connection), client)
     if not scope.granted_by(principal.scopes):
         raise Forbidden(f"this API key lacks the {scope.value!r} scope")
     return principal
@@ -220,10 +215,9 @@ async def guard_websocket_key(
     token = websocket_token(connection)
 
     async def check() -> None:
-        async with state.sessionmaker.begin() as session:
-            await authenticate(
-                session, token, last_used_resolution_s=state.settings.auth.last_used_resolution_s
-            )
+        await authenticate(
+            state.engine, token, last_used_resolution_s=state.settings.auth.last_used_resolution_s
+        )
 
     return await guard_credentials(
         check,

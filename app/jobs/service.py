@@ -13,13 +13,12 @@ import asyncpg
 import structlog
 from redis.asyncio import Redis
 from sqlalchemy import Table, delete, insert, select, tuple_, update
-from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app import streams
 from app.apikeys.service import Principal
 from app.commits import after_commit
-from app.db import driver_connection
+from app.db import driver_connection, driver_statement
 from app.drawing import processed_jpeg
 from app.errors import Conflict, InvalidInput, NotFound
 from app.images import ImageInfo
@@ -67,13 +66,10 @@ INLINE_WRITE_MAX_BYTES = 256 * 1024
 # The jobs table, for Core statements on the hot path (here and app/jobs/results.py).
 JOBS_TABLE = cast(Table, Job.__table__)
 _INSERT_JOB = insert(JOBS_TABLE).returning(JOBS_TABLE.c.created_at)
-# The same INSERT compiled for the driver itself (app/db.py driver_connection): its SQL, with
-# positional parameters ($1 …), and their columns in order.
-_DRIVER_INSERT_JOB = _INSERT_JOB.compile(
-    dialect=asyncpg_dialect(),  # type: ignore[no-untyped-call]
-    column_keys=[column.name for column in JOBS_TABLE.c if column.name != "created_at"],
+# The same INSERT for the driver itself (the upload's, app/db.py driver_connection).
+_DRIVER_INSERT_JOB = driver_statement(
+    _INSERT_JOB, column_keys=[column.name for column in JOBS_TABLE.c if column.name != "created_at"]
 )
-_JOB_COLUMNS = tuple(_DRIVER_INSERT_JOB.positiontup or ())
 
 
 async def _store_new_image(
@@ -193,7 +189,7 @@ async def submit_upload(
     try:
         async with driver_connection(engine) as connection:
             created_at = await connection.fetchval(
-                _DRIVER_INSERT_JOB.string, *(_driver_value(values[name]) for name in _JOB_COLUMNS)
+                _DRIVER_INSERT_JOB.sql, *map(_driver_value, _DRIVER_INSERT_JOB.arguments(values))
             )
     except asyncpg.PostgresError:
         storage.delete(values["image_key"])  # refused: there is no row (else the sweep's)

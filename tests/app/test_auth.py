@@ -243,3 +243,28 @@ def test_startup_refuses_any_value_marked_change_me(placeholder):
         database={"url": "postgresql+asyncpg://lookout:Zq81mWp4r7@postgres/lookout"},
         redis={"url": "redis://:Hh3kT9xv0b@redis:6379/0"},
     ).check_startup()
+
+
+async def test_a_key_s_last_use_is_written_at_most_once_per_resolution(engine, make_key):
+    from sqlalchemy import text
+
+    from app.apikeys.service import authenticate
+
+    token = await make_key("seen", (Scope.read,))
+    prefix = token.split("_")[1]
+
+    async def last_used():  # type: ignore[no-untyped-def]
+        async with engine.connect() as connection:
+            return await connection.scalar(
+                text("SELECT last_used_at FROM api_keys WHERE prefix = :prefix"), {"prefix": prefix}
+            )
+
+    assert await last_used() is None
+    principal = await authenticate(engine, token, last_used_resolution_s=3600)
+    assert principal.key_prefix == prefix and principal.scopes == {Scope.read}
+    first = await last_used()
+    assert first is not None  # committed: another connection sees it
+    await authenticate(engine, token, last_used_resolution_s=3600)
+    assert await last_used() == first  # within the resolution: not written again
+    await authenticate(engine, token, last_used_resolution_s=0)
+    assert await last_used() > first

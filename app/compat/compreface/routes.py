@@ -134,9 +134,7 @@ API_KEY = Annotated[
 
 
 def _principal(scope: Scope) -> Callable[..., Awaitable[Principal]]:
-    async def principal(
-        state: StateDep, session: SessionDep, x_api_key: API_KEY = None
-    ) -> Principal:
+    async def principal(state: StateDep, x_api_key: API_KEY = None) -> Principal:
         settings = state.settings
         if not settings.auth.enabled:
             return ANONYMOUS_ADMIN
@@ -144,7 +142,7 @@ def _principal(scope: Scope) -> Callable[..., Awaitable[Principal]]:
             raise CompreFaceError(Code.MISSING_REQUEST_HEADER, "Missing header: x-api-key")
         try:
             caller = await authenticate(
-                session, x_api_key, last_used_resolution_s=settings.auth.last_used_resolution_s
+                state.engine, x_api_key, last_used_resolution_s=settings.auth.last_used_resolution_s
             )
         except Unauthorized as exc:
             raise CompreFaceError(

@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.apikeys.service import ANONYMOUS_ADMIN, Principal, authenticate
 from app.compat.deepstack.errors import DeepStackError
 from app.compat.deepstack.schemas import DeepStackErrorOut
-from app.deps import SessionDep, StateDep, api_key_header
+from app.deps import StateDep, api_key_header
 from app.errors import (
     UNAVAILABLE_RETRY_AFTER_S,
     AppError,
@@ -211,7 +211,6 @@ def require_key(scope: Scope) -> Callable[..., Awaitable[Principal]]:
 
     async def principal(
         state: StateDep,
-        session: SessionDep,
         form: FormDep,
         header: Annotated[str | None, Security(api_key_header)],
     ) -> Principal:
@@ -219,7 +218,7 @@ def require_key(scope: Scope) -> Callable[..., Awaitable[Principal]]:
             return ANONYMOUS_ADMIN
         token = header or form.text(API_KEY_FIELD) or None
         caller = await authenticate(
-            session, token, last_used_resolution_s=state.settings.auth.last_used_resolution_s
+            state.engine, token, last_used_resolution_s=state.settings.auth.last_used_resolution_s
         )
         await enforce_rate_limit(state.redis, caller, state.settings.auth)
         if not scope.granted_by(caller.scopes):
