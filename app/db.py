@@ -41,7 +41,8 @@ def create_engine(database: DatabaseSettings, role: str = "cli") -> AsyncEngine:
     # and a burst of small uploads (more in flight than pool_size, each holding a connection for
     # its INSERT) made and closed ~190 connections in 2,000 uploads, each a Postgres backend
     # started and its catalog caches filled: a third of the machine's CPU, in processes that
-    # exit before anything counts them (bench/plumbing.py: 340 jobs/s against 455 without).
+    # exit before anything counts them (bench/plumbing's load: 340 jobs/s, against 455 with a
+    # pool large enough to keep every connection it made; bench/RESULTS.md, the hot path).
     # A request beyond pool_size waits for a connection instead (at most pool_timeout). Last in,
     # first out: at a low rate the connection used a moment ago is used again, not the one that
     # sat longest (which would need its idle ping, three round trips, every time).
@@ -154,7 +155,8 @@ async def driver_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connec
     """
     proxied = await engine.raw_connection()
     # Returned (or discarded) in a greenlet, as SQLAlchemy's own connections are: the pool may
-    # close the connection there (one over pool_size), which awaits.
+    # close the connection there (one of a pool replaced after an outage, or over its size where
+    # overflow is allowed), which awaits.
     try:
         yield proxied.driver_connection
     except asyncpg.PostgresError:

@@ -12,7 +12,7 @@ from typing import Any, cast
 import asyncpg
 import structlog
 from redis.asyncio import Redis
-from sqlalchemy import Table, delete, insert, select, tuple_, update
+from sqlalchemy import Table, bindparam, delete, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app import streams
@@ -69,6 +69,9 @@ _INSERT_JOB = insert(JOBS_TABLE).returning(JOBS_TABLE.c.created_at)
 # The same INSERT for the driver itself (the upload's, app/db.py driver_connection).
 _DRIVER_INSERT_JOB = driver_statement(
     _INSERT_JOB, column_keys=[column.name for column in JOBS_TABLE.c if column.name != "created_at"]
+)
+_DRIVER_DELETE_JOB = driver_statement(
+    delete(JOBS_TABLE).where(JOBS_TABLE.c.id == bindparam("job_id"))
 )
 
 
@@ -200,7 +203,9 @@ async def submit_upload(
     except Exception:
         try:
             async with driver_connection(engine) as connection:
-                await connection.execute("DELETE FROM jobs WHERE id = $1", job_id)
+                await connection.execute(
+                    _DRIVER_DELETE_JOB.sql, *_DRIVER_DELETE_JOB.arguments({"job_id": job_id})
+                )
             storage.delete(values["image_key"])
         except Exception as exc:
             log.warning("job_withdraw_failed", job_id=str(job_id), error=repr(exc))
