@@ -93,11 +93,13 @@ async def test_an_autocommit_session_commits_each_statement_and_leaves_the_pool_
 
 
 async def test_a_driver_connection_commits_each_statement_and_keeps_the_pool_sound(
-    one_connection: AsyncEngine, engine: AsyncEngine
+    one_connection: AsyncEngine, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """app/db.py driver_connection, the upload's INSERT path: a statement commits as it runs; a
     statement Postgres refused leaves the connection in the pool; one cut short (cancelled, or
     its backend killed: an outage, 503) is discarded, and the next checkout works."""
+    # Unpinged however slow the machine: the killed connection must reach the statement.
+    monkeypatch.setattr(db, "IDLE_PING_AFTER_S", 60.0)
     async with engine.begin() as setup:
         await setup.execute(text("CREATE TABLE IF NOT EXISTS driver_probe (x int)"))
         await setup.execute(text("TRUNCATE driver_probe"))
