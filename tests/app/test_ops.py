@@ -198,7 +198,7 @@ async def test_an_upload_finding_every_database_connection_in_use_is_busy(settin
         settings.model_copy(
             update={
                 "database": DatabaseSettings(
-                    url=settings.database.url, pool_size=1, connect_timeout_s=0.5
+                    url=settings.database.url, pool_size=1, connect_timeout_s=2.0
                 ),
                 "auth": AuthSettings(enabled=False),  # the upload's INSERT is its only statement
             }
