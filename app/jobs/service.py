@@ -75,32 +75,28 @@ _DRIVER_DELETE_JOB = driver_statement(
 )
 
 
-async def _store_new_image(
-    storage: Storage, image: bytes, job_id: uuid.UUID, info: ImageInfo
-) -> str:
-    """Store a new job's image before its row exists (a committed job row never points at a
-    missing image); its storage key. A large one in a thread: a 20 MB write would otherwise
-    stall every other request on this event loop; a small one here, where it costs less than
-    the thread hand-off."""
-    key = f"{job_id}.{info.extension}"
-    if len(image) <= INLINE_WRITE_MAX_BYTES:
-        storage.put(key, image)
-    else:
-        await asyncio.to_thread(storage.put, key, image)
-    return key
-
-
-def _new_job_values(
-    job_id: uuid.UUID,
+async def _new_job_values(
+    storage: Storage,
     *,
+    image: bytes,
     info: ImageInfo,
-    image_key: str | None,
     tasks: tuple[str, ...],
     owner_id: uuid.UUID | None,
     node_id: uuid.UUID | None,
     purpose: JobPurpose,
+    store_image: bool,
 ) -> dict[str, Any]:
-    """Every column of a new job's row but created_at (Postgres sets it)."""
+    """A new job's id and image, stored unless store_image is False, and every column of its
+    row but created_at (Postgres sets it). The image goes first: a committed job row never
+    points at a missing image. A large one in a thread: a 20 MB write would otherwise stall every
+    other request on this event loop; a small one here, where it costs less than the hand-off."""
+    job_id = uuid.uuid4()
+    image_key = f"{job_id}.{info.extension}" if store_image else None
+    if image_key is not None:
+        if len(image) <= INLINE_WRITE_MAX_BYTES:
+            storage.put(image_key, image)
+        else:
+            await asyncio.to_thread(storage.put, image_key, image)
     width, height = info.upright_size  # detections refer to the upright image
     return {
         "id": job_id,
@@ -144,16 +140,15 @@ async def create_job(
     image_key None: its bytes go to the frames Redis with its message (enqueue_job's `frame`)
     and never reach disk or Postgres. purpose: which call made it (app.models.JobPurpose).
     """
-    job_id = uuid.uuid4()
-    image_key = await _store_new_image(storage, image, job_id, info) if store_image else None
-    values = _new_job_values(
-        job_id,
+    values = await _new_job_values(
+        storage,
+        image=image,
         info=info,
-        image_key=image_key,
         tasks=tasks,
         owner_id=owner_id,
         node_id=node_id,
         purpose=purpose,
+        store_image=store_image,
     )
     # A Core INSERT built once, the row made into a Job that the session does not track: the
     # ORM's insert (its bulk-persistence bookkeeping for one row) cost 0.62 ms of the API's CPU
@@ -179,15 +174,15 @@ async def submit_upload(
     it later. The hottest path of the API: the row goes through the driver itself (app/db.py
     driver_connection), without a session or a transaction.
     """
-    job_id = uuid.uuid4()
-    values = _new_job_values(
-        job_id,
+    values = await _new_job_values(
+        storage,
+        image=image,
         info=info,
-        image_key=await _store_new_image(storage, image, job_id, info),
         tasks=tasks,
         owner_id=owner_id,
         node_id=None,
         purpose=JobPurpose.detect,
+        store_image=True,
     )
     try:
         async with driver_connection(engine) as connection:
@@ -204,11 +199,11 @@ async def submit_upload(
         try:
             async with driver_connection(engine) as connection:
                 await connection.execute(
-                    _DRIVER_DELETE_JOB.sql, *_DRIVER_DELETE_JOB.arguments({"job_id": job_id})
+                    _DRIVER_DELETE_JOB.sql, *_DRIVER_DELETE_JOB.arguments({"job_id": job.id})
                 )
             storage.delete(values["image_key"])
         except Exception as exc:
-            log.warning("job_withdraw_failed", job_id=str(job_id), error=repr(exc))
+            log.warning("job_withdraw_failed", job_id=str(job.id), error=repr(exc))
         raise
     return job
 
