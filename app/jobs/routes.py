@@ -452,18 +452,21 @@ async def _with_websocket(
     scope: Scope,
     serve: Callable[[Principal], Coroutine[Any, Any, None]],
 ) -> None:
-    """Accept, authenticate, serve (app.limits.WebSocketLimit has already counted the socket).
+    """Authenticate, accept, serve (app.limits.WebSocketLimit has already counted the socket).
 
-    Errors are reported as close codes (4000 + HTTP status) with the error detail as reason:
-    a browser cannot read the body of a refused handshake.
+    The handshake completes only once the connect is counted and the key checked, so a client
+    that sees the socket open was let in (and its next connect is judged after this one).
+    Errors are reported as close codes (4000 + HTTP status) with the error detail as reason,
+    after an accept: a browser cannot read the body of a refused handshake.
     """
-    await websocket.accept()
     try:
         try:
             principal = await websocket_principal(state, websocket, scope)
         except AppError as exc:
+            await websocket.accept()
             await websocket.close(code=4000 + exc.status, reason=exc.detail[:120])
             return
+        await websocket.accept()
         # The key is re-checked for as long as the socket is open: revoked or expired → 4401.
         serving = asyncio.create_task(serve(principal))
         guard = asyncio.create_task(guard_websocket_key(state, websocket, principal))
@@ -488,6 +491,8 @@ async def _with_websocket(
             raise
         log.warning("dependency_unavailable", error=repr(exc))
         with contextlib.suppress(Exception):  # the client may be gone already
+            if websocket.application_state == WebSocketState.CONNECTING:
+                await websocket.accept()  # the outage struck authentication
             await websocket.close(code=WS_CLOSE_UNAVAILABLE, reason=outage_detail(exc)[:120])
 
 

@@ -1,6 +1,7 @@
 """Probes, metrics, request ids, and 503 (never 500) when Postgres or Redis is unreachable."""
 
 import asyncio
+import uuid
 
 import httpx
 
@@ -112,6 +113,55 @@ async def test_postgres_unreachable_is_503_not_500(settings, tmp_path, api_key):
     assert ready.json()["checks"]["postgres"]["ok"] is False
     metrics = await call(app, "GET", "/metrics")
     assert 'lookout_dependency_up{dependency="postgres"} 0.0' in metrics.text
+
+
+async def test_a_websocket_whose_key_cannot_be_checked_is_accepted_then_closed_4503(
+    settings, tmp_path, api_key
+):
+    """Postgres gone while a socket authenticates: accepted, then closed with 4503. A close
+    before the accept would be a refused handshake (HTTP 403 from a real server, which a
+    browser reads as a bad key); the test transport hides that difference, so this test reads
+    the ASGI messages themselves."""
+    gone = f"postgresql+asyncpg://postgres@/lookout?host={tmp_path}"  # no server there
+    app = create_app(settings.model_copy(update={"database": DatabaseSettings(url=gone)}))
+    async with app.router.lifespan_context(app):
+        for path in ("/v1/ws", f"/v1/jobs/{uuid.uuid4()}/events"):
+            sent = await asgi_websocket_messages(app, path, f"api_key={api_key}")
+            assert [m["type"] for m in sent] == ["websocket.accept", "websocket.close"], sent
+            assert sent[1]["code"] == 4503
+
+
+async def asgi_websocket_messages(app, path: str, query: str) -> list[dict]:
+    """What the app sends a WebSocket client that connects and then waits, until it closes."""
+    sent: list[dict] = []
+    connected = False
+
+    async def receive() -> dict:
+        nonlocal connected
+        if not connected:
+            connected = True
+            return {"type": "websocket.connect"}
+        await asyncio.Event().wait()  # the client says nothing more
+        raise AssertionError("unreachable")
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "websocket",
+        "asgi": {"version": "3.0"},
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "scheme": "ws",
+        "query_string": query.encode(),
+        "headers": [(b"host", b"t")],
+        "client": ("127.0.0.1", 1234),
+        "server": ("t", 80),
+        "subprotocols": [],
+    }
+    await asyncio.wait_for(app(scope, receive, send), timeout=30)
+    return sent
 
 
 async def test_redis_unreachable_is_503_not_500(settings, tmp_path, api_key):
