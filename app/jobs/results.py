@@ -270,10 +270,10 @@ async def _finish_unfinished(
     return jobs, {job_id: found[job_id][1] for job_id in jobs}
 
 
-# A batch's detections, their faces' embeddings and the crops kept, in one statement (one round
-# trip, no ORM unit of work: the ORM's three flushes were ~2 ms of a worker's CPU per t1 image,
-# /tmp/probe in stop 29's note). Ids are drawn from the detections' sequence first, so the
-# embeddings and crops insert beside their detections, and come back in the batch's order.
+# A batch's detections, their faces' embeddings and the crops kept, in one statement: one round
+# trip and no ORM unit of work (its three flushes cost a worker ~2 ms of CPU more per job of 6
+# faces, bench/RESULTS.md). Ids are drawn from the detections' sequence first, so the embeddings
+# and crops insert beside their detections, and come back in the batch's order.
 # Every row is a position in parallel arrays; boxes (4 numbers each) and embeddings (dim each)
 # are flat arrays sliced per row: unnest would flatten a 2-D array into single numbers.
 _WRITE_DETECTIONS = text(
