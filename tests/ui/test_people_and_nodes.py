@@ -4,7 +4,7 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import httpx
-from playwright.async_api import Page, expect
+from playwright.async_api import APIResponse, Page, Route, expect
 
 from tests.conftest import SHARED_IMAGES
 from tests.ui.browser import PHONE, screenshots
@@ -100,6 +100,33 @@ async def test_a_refused_enrollment_prints_each_reason_once(signed_in: Page):
     text = await report.inner_text()
     assert text.count("no face found") == 1, text
     await expect(report).to_contain_text("Nothing enrolled")
+
+
+async def test_a_list_answered_late_does_not_replace_a_newer_one(signed_in: Page):
+    """The page's first list of people, overtaken by the list asked for after a person was
+    added, arrives last: it is dropped, and the person stays on the page."""
+    page = signed_in
+    held: list[tuple[Route, APIResponse]] = []
+
+    async def hold_the_first_list(route: Route) -> None:
+        if route.request.method == "GET" and not held:
+            held.append((route, await route.fetch()))  # answered now (nobody), delivered later
+        else:
+            await route.continue_()
+
+    await page.route(re.compile(r"/v1/people$"), hold_the_first_list)
+    await page.click('.tabs a[data-page="people"]')
+    await page.fill("#person-name", "Late Answer")
+    await page.click('#create-person button[type="submit"]')
+    card = page.locator('.person[data-name="Late Answer"]')
+    await expect(card).to_be_visible()
+
+    route, stale = held[0]
+    async with page.expect_request_finished(lambda r: r == route.request):
+        await route.fulfill(response=stale)
+    await page.evaluate("() => new Promise((done) => setTimeout(done, 200))")  # its handler runs
+    await expect(card).to_be_visible()
+    await expect(page.get_by_text("Nobody enrolled yet.")).to_have_count(0)
 
 
 async def test_the_people_page_fits_a_phone_with_a_person_s_faces(

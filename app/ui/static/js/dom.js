@@ -16,6 +16,19 @@ export function h(tag, attrs = {}, ...children) {
   return element;
 }
 
+/**
+ * For a page's refresh(): call it at the start of each refresh; what it returns says whether that
+ * refresh is still the newest. A slow answer overtaken by a newer refresh's (the page's first
+ * list, still in flight when a person is added) is dropped rather than drawn over the newer one.
+ */
+export function newestOnly() {
+  let newest = 0;
+  return () => {
+    const ticket = ++newest;
+    return () => ticket === newest;
+  };
+}
+
 const timeFormat = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit' });
 const dateTimeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
 export const timeZone = Intl.DateTimeFormat().resolvedOptions().timeZone;

@@ -1,7 +1,7 @@
 // Events out (issue 17): add a webhook (its secret shown once), see its deliveries (status,
 // attempts, last response code; redeliver a dead one), and the MQTT bridge's status.
 import { webhooks } from '../api.js';
-import { h, errorText, timeElement } from '../dom.js';
+import { h, errorText, newestOnly, timeElement } from '../dom.js';
 
 const POLL_MS = 3000;
 
@@ -28,9 +28,12 @@ export function render(view) {
       h('thead', {}, h('tr', {}, ['URL', 'Events', 'Enabled', ''].map((t) => h('th', {}, t)))), list)),
     deliveries);
 
+  const refreshes = newestOnly();
   async function refresh() {
+    const current = refreshes();
     try {
       const status = await webhooks.status();
+      if (!current()) return;
       if (!typeBoxes.querySelector('input')) {
         for (const type of status.event_types) {
           typeBoxes.append(h('label', {}, h('input', { type: 'checkbox', name: 'type', value: type, checked: type === 'face.unknown' || type === 'face.identified' }), ` ${type}`));
@@ -38,11 +41,12 @@ export function render(view) {
       }
       renderMqtt(status);
       const hooks = await webhooks.list();
+      if (!current()) return;
       list.replaceChildren(...hooks.map(row));
       if (!hooks.length) list.append(h('tr', {}, h('td', { colspan: 4, class: 'muted' }, 'No webhooks yet.')));
       if (selected) await showDeliveries(selected);
     } catch (error) {
-      formError.textContent = errorText(error);
+      if (current()) formError.textContent = errorText(error);
     }
   }
 

@@ -1,7 +1,7 @@
 // Nodes (issue 5): fleet status (online, fps, latency, last seen, dark warnings), updated by
 // polling and by node events on the firehose; register (secret shown once) and revoke.
 import { nodes, isNodeEvent, keyMay } from '../api.js';
-import { h, errorText, timeElement, ago, formatMs } from '../dom.js';
+import { h, errorText, timeElement, ago, formatMs, newestOnly } from '../dom.js';
 
 const POLL_MS = 5000;
 
@@ -28,13 +28,17 @@ export function render(view, { firehose, me }) {
     listError,
     table);
 
+  const refreshes = newestOnly();
   async function refresh() {
+    const current = refreshes();
     try {
       const fleet = await nodes.list();
+      if (!current()) return;
       listError.textContent = '';
       body.replaceChildren(...fleet.map(row));
       if (!fleet.length) body.append(h('tr', {}, h('td', { colspan: 9, class: 'muted' }, 'No nodes registered.')));
     } catch (error) {
+      if (!current()) return;
       if (error.status === 403) {
         // The key's scopes were not known (or changed): the same answer as above, late.
         form.remove();

@@ -2,7 +2,7 @@
 // face or a person, identify a photo. Promoting an unknown face is on the Job page. Issue 16:
 // each face as its thumbnail, deleted (×) or moved to another person or back to unknown.
 import { people, rejectionsOf, identifiedOf, imageUrl } from '../api.js';
-import { h, errorText, percent } from '../dom.js';
+import { h, errorText, newestOnly, percent } from '../dom.js';
 import { drawDetections, loadImage } from '../draw.js';
 
 /** A face's thumbnail (fetched with the API key), or a "no picture" box. */
@@ -31,13 +31,17 @@ export function render(view) {
     h('div', { class: 'row' }, h('label', {}, 'Photo', identifyInput)),
     identifyResult);
 
+  const refreshes = newestOnly();
   async function refresh() {
+    const current = refreshes();
     try {
       const all = await people.list();
+      if (!current()) return;
       listError.textContent = '';
       list.replaceChildren(...all.map((person) => personCard(person, all)));
       if (!all.length) list.append(h('p', { class: 'muted' }, 'Nobody enrolled yet.'));
     } catch (error) {
+      if (!current()) return;
       listError.textContent = error.status === 404 ? 'This server has no People API (GET /v1/people).' : errorText(error);
     }
   }

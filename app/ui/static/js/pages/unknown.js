@@ -3,7 +3,7 @@
 // its size and when it was last seen; a name box makes it a person (its faces join the
 // gallery); clusters merge by selecting them, or into a named person; a cluster can be ignored.
 import { people } from '../api.js';
-import { h, errorText, ago } from '../dom.js';
+import { h, errorText, ago, newestOnly } from '../dom.js';
 import { thumbnail } from './people.js';
 
 const REFRESH_MS = 10_000;  // the clustering runs every few seconds on the server
@@ -57,15 +57,18 @@ export function render(view) {
         h('button', { type: 'button', class: 'ghost ignore', onclick: () => act(() => people.ignore(cluster.id)) }, 'Ignore')));
   }
 
+  const refreshes = newestOnly();
   async function refresh() {
+    const current = refreshes();
     try {
       const [clusters, everyone] = await Promise.all([people.unnamed(), people.list()]);
+      if (!current()) return;
       named = everyone;
       list.replaceChildren(...clusters.map(clusterCard));
       if (!clusters.length) list.append(h('p', { class: 'muted', id: 'no-clusters' }, 'No unknown faces grouped yet.'));
       mergeButton.disabled = true;
     } catch (error) {
-      message.textContent = errorText(error);
+      if (current()) message.textContent = errorText(error);
     }
   }
 
