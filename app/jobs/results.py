@@ -329,9 +329,11 @@ async def _write_detections(
         columns["kinds"].append(d.kind)
         columns["labels"].append(d.label)
         columns["scores"].append(float(d.score))
-        columns["landmarks"].append(_landmarks(d))
-        columns["attributes"].append(d.attributes)
-        columns["boxes"].extend(float(v) for v in d.box)
+        landmarks = _landmarks(d)
+        columns["landmarks"].append(None if landmarks is None else json.dumps(landmarks))
+        columns["attributes"].append(json.dumps(d.attributes))
+        x1, y1, x2, y2 = d.box  # four numbers a row, or the slices would shift
+        columns["boxes"].extend((float(x1), float(y1), float(x2), float(y2)))
         embedding = d.embedding
         columns["models"].append(embedding.model if embedding else None)
         columns["dims"].append(embedding.dim if embedding else None)
@@ -342,8 +344,6 @@ async def _write_detections(
             columns["vectors"].extend(embedding.vector.tolist())
         columns["ends"].append(len(columns["vectors"]) if embedding else None)
         columns["crops"].append(d.crop_jpeg if job_id in keep_crops else None)
-    columns["landmarks"] = [None if v is None else json.dumps(v) for v in columns["landmarks"]]
-    columns["attributes"] = [json.dumps(v) for v in columns["attributes"]]
     ids = (await session.execute(_WRITE_DETECTIONS, columns)).scalars()
     for detection_id, (job_id, d) in zip(ids, found, strict=True):
         rows[job_id].append(
