@@ -222,6 +222,14 @@ async def api_key(make_key) -> str:
     return await make_key("test-admin")
 
 
+def websocket_transport(app: FastAPI) -> ASGIWebSocketTransport:
+    """httpx's in-process transport with WebSockets. A socket is counted and its key checked
+    before the server accepts it (a Redis and a Postgres round trip): on a loaded machine that
+    can outlast httpx-ws's default wait for the accept (1 s), which a real client would not give
+    up after."""
+    return ASGIWebSocketTransport(app, initial_receive_timeout=10)
+
+
 @pytest.fixture
 async def client(app: FastAPI, api_key: str) -> AsyncIterator[httpx.AsyncClient]:
     """HTTP + WebSocket client on the ASGI app, in-process, sending an admin API key.
@@ -234,7 +242,7 @@ async def client(app: FastAPI, api_key: str) -> AsyncIterator[httpx.AsyncClient]
     finished = asyncio.Event()
 
     async def hold_open() -> None:
-        transport = ASGIWebSocketTransport(app)
+        transport = websocket_transport(app)
         async with httpx.AsyncClient(
             transport=transport, base_url="http://lookout.test", headers={"X-API-Key": api_key}
         ) as http:
@@ -371,7 +379,7 @@ async def serve_app(
     application = create_app(settings)
     headers = {"X-API-Key": api_key} if api_key else {}
     async with application.router.lifespan_context(application):
-        transport = ASGIWebSocketTransport(application)
+        transport = websocket_transport(application)
         async with httpx.AsyncClient(
             transport=transport, base_url="http://lookout.test", headers=headers
         ) as http:

@@ -7,7 +7,7 @@ import httpx
 
 from app.main import create_app
 from app.settings import DatabaseSettings, RedisSettings
-from tests.conftest import shared_image
+from tests.conftest import shared_image, websocket_transport
 
 T1 = shared_image("scenes/t1.jpg")
 
@@ -210,7 +210,6 @@ async def test_an_upload_that_cannot_be_queued_is_withdrawn(settings, tmp_path, 
 
 async def test_websockets_over_the_limit_close_with_try_again_later(settings, api_key):
     from httpx_ws import aconnect_ws
-    from httpx_ws.transport import ASGIWebSocketTransport
 
     from app.settings import ApiSettings
     from tests.app.test_auth import ws_close_code
@@ -218,7 +217,7 @@ async def test_websockets_over_the_limit_close_with_try_again_later(settings, ap
     app = create_app(settings.model_copy(update={"api": ApiSettings(max_websocket_clients=1)}))
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(
-            transport=ASGIWebSocketTransport(app),
+            transport=websocket_transport(app),
             base_url="http://t",
             headers={"X-API-Key": api_key},
         ) as http:

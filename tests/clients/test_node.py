@@ -6,7 +6,6 @@ import uuid
 import cv2
 import numpy as np
 import pytest
-from httpx_ws.transport import ASGIWebSocketTransport
 
 from clients.node import (
     AuthRefused,
@@ -19,7 +18,7 @@ from clients.node import (
     thumbnail,
     token_refresh_after_s,
 )
-from tests.conftest import shared_image
+from tests.conftest import shared_image, websocket_transport
 from tests.images import decode, write_video
 from tests.test_cli import free_port
 
@@ -164,7 +163,7 @@ async def test_an_auth_refusal_is_final_the_client_stops_with_the_reason(
             backoff_min_s=0.1,
             backoff_max_s=0.2,
         ),
-        transport=ASGIWebSocketTransport(app),
+        transport=websocket_transport(app),
     )
     with pytest.raises(AuthRefused, match="refused this node's credentials \\(401\\)") as raised:
         await asyncio.wait_for(node_client.run(asyncio.Event()), 10)
@@ -188,7 +187,7 @@ async def test_a_clean_stop_says_goodbye_and_the_node_is_offline_at_once(
             source=str(video),
             loop=True,
         ),
-        transport=ASGIWebSocketTransport(app),
+        transport=websocket_transport(app),
     )
     stop = asyncio.Event()
     running = asyncio.create_task(node_client.run(stop))

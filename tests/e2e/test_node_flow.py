@@ -7,7 +7,6 @@ from collections import Counter
 import cv2
 import pytest
 from httpx_ws import aconnect_ws
-from httpx_ws.transport import ASGIWebSocketTransport
 from redis.asyncio import Redis
 from sqlalchemy import select, text
 
@@ -16,7 +15,14 @@ from app.db import create_frames_redis, create_redis
 from app.models import Job, JobStatus
 from app.settings import RedisSettings
 from clients.node import NodeClient, NodeClientConfig
-from tests.conftest import bearer, node_token, separate_frames_url, serve_app, shared_image
+from tests.conftest import (
+    bearer,
+    node_token,
+    separate_frames_url,
+    serve_app,
+    shared_image,
+    websocket_transport,
+)
 from tests.e2e.processes import RedisServer
 from tests.images import decode, write_video
 from workers.consumer import Consumer
@@ -50,7 +56,7 @@ async def test_a_node_streams_a_video_and_results_fleet_and_counts_agree(
             max_interval_s=600,
             idle_after_s=600,
         ),
-        transport=ASGIWebSocketTransport(app),
+        transport=websocket_transport(app),
     )
     try:
         report = await asyncio.wait_for(node_client.run(), RUN_TIMEOUT_S)
