@@ -3,7 +3,7 @@
 // The filters live in the hash (#/jobs?status=failed&source=node) so a filtered list can be
 // reloaded, bookmarked and shared.
 import { jobs, nodes, keyMay, nodeNameOf } from '../api.js';
-import { h, timeElement, formatMs, errorText, timeZone } from '../dom.js';
+import { h, timeElement, formatMs, errorText, newestOnly, timeZone } from '../dom.js';
 
 const PAGE_SIZE = 20;
 const STATUSES = ['queued', 'running', 'done', 'failed'];
@@ -14,7 +14,7 @@ export function render(view, { query, me }) {
   const filters = Object.fromEntries(FILTERS.map((name) => [name, query.get(name) ?? '']));
   let cursor = null;
   let loading = false;
-  let generation = 0;  // bumped by each new listing: answers to an older one are dropped
+  const loads = newestOnly();  // a listing's answers arriving after a newer listing began are dropped
 
   const statusSelect = select('job-status-filter', 'Status', ['', 'All statuses'], STATUSES.map((s) => [s, s]));
   const taskSelect = select('job-task-filter', 'Task', ['', 'All tasks'], TASKS.map((t) => [t, t]));
@@ -74,7 +74,6 @@ export function render(view, { query, me }) {
   }
 
   function reload() {
-    generation += 1;
     cursor = null;
     loading = false;
     more.hidden = true;
@@ -87,10 +86,10 @@ export function render(view, { query, me }) {
     loading = true;
     more.disabled = true;
     note.textContent = 'Loading…';
-    const mine = generation;
+    const current = loads();
     try {
       const page = await jobs.list({ ...filters, cursor }, PAGE_SIZE);
-      if (mine !== generation) return;
+      if (!current()) return;
       listError.textContent = '';
       body.append(...page.items.map(row));
       cursor = page.next_cursor;
@@ -100,11 +99,11 @@ export function render(view, { query, me }) {
         ? `${shown} job(s)${cursor ? '' : ', all shown'}`
         : (Object.values(filters).some(Boolean) ? 'No job matches these filters.' : 'No jobs yet: upload an image or start a node.');
     } catch (error) {
-      if (mine !== generation) return;
+      if (!current()) return;
       listError.textContent = errorText(error);
       note.textContent = '';
     } finally {
-      if (mine === generation) { loading = false; more.disabled = false; }
+      if (current()) { loading = false; more.disabled = false; }
     }
   }
 
