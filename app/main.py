@@ -2,11 +2,13 @@
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.formparsers import MultiPartParser
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from app import streams
@@ -183,6 +185,13 @@ def _add_middleware(app: FastAPI, settings: Settings, metrics: ApiMetrics) -> No
     app.add_middleware(
         BodySizeLimit, max_body_bytes=settings.api.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
     )
+    # Every route reads its uploaded files whole (to check and decode them), BodySizeLimit
+    # bounds a body and UploadAdmission how many large ones are read at once. Starlette's form
+    # parser first spilled a file over 1 MiB to a temporary file: created, written and read
+    # back for nothing, a quarter of the API's CPU on a 1.2 MB upload (py-spy, bench/RESULTS.md).
+    # Files stay in memory. A class attribute, so for the whole process: every app's limits
+    # bound what it holds.
+    MultiPartParser.spool_max_size = sys.maxsize
     app.add_middleware(BodyReadTimeout, timeout_s=settings.api.body_read_timeout_s)
     # Outside the body readers: a request waits for its slot before a byte of it is read.
     app.add_middleware(

@@ -1,15 +1,17 @@
 """The jobs API contract: bad input is refused with a clear 4xx and nothing is stored."""
 
 import json
+import tempfile
 import uuid
 
+import numpy as np
 import pytest
 from httpx_ws import WebSocketDisconnect, aconnect_ws
 from sqlalchemy import text
 
 from app import streams
 from tests.conftest import bearer, node_token, shared_image
-from tests.images import blank, bomb_png
+from tests.images import blank, bomb_png, encode
 
 T1 = shared_image("scenes/t1.jpg")
 
@@ -164,6 +166,21 @@ async def test_a_form_s_image_field_must_be_a_file(client, engine, redis, storag
     assert response.json()["error"] == "invalid_request"
     assert "must be a file" in response.json()["detail"]
     await assert_nothing_stored(engine, redis, storage)
+
+
+async def test_a_form_s_large_image_is_not_spilled_to_a_temporary_file(
+    client, storage, tmp_path, monkeypatch
+):
+    """The route reads the image whole; Starlette spilled a file over 1 MiB to a temporary file
+    first (created, written and read back). With nowhere to spill to, a 1.4 MB upload is still
+    taken, byte for byte."""
+    noise = np.random.default_rng(0).integers(0, 256, (700, 700, 3), dtype=np.uint8)
+    large = encode(noise, ".png")
+    assert len(large) > 1024 * 1024
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "absent"))
+    response = await client.post("/v1/images", files={"image": ("noise.png", large, "image/png")})
+    assert response.status_code == 202, response.text
+    assert storage.get(f"{response.json()['id']}.png") == large
 
 
 async def test_png_and_webp_uploads_are_accepted(client):
