@@ -13,6 +13,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from app import streams
 from app.apikeys.routes import router as apikeys_router
+from app.cancellation import cancel_and_wait
 from app.compat.compreface.routes import router as compreface_router
 from app.compat.deepstack.routes import router as deepstack_router
 from app.db import (
@@ -125,15 +126,7 @@ def _lifespan(settings: Settings, metrics: ApiMetrics) -> Lifespan:
         finally:
             await state.imports.close()  # each resumes after its last batch at the next start
             await state.firehose.close()
-            if maintenance is not None:
-                maintenance.cancel()
-                await asyncio.gather(maintenance, return_exceptions=True)
-            if clusters is not None:
-                clusters.cancel()
-                await asyncio.gather(clusters, return_exceptions=True)
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            await cancel_and_wait(t for t in (maintenance, clusters, sweeper) if t is not None)
             await close_redis(state.redis, state.frames_redis)
             MEMORY_INDEXES.forget()  # their builds read through this engine
             await state.engine.dispose()

@@ -38,6 +38,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import streams
+from app.cancellation import cancel_and_wait
 from app.events_out import events, signing, ssrf
 from app.models import DeliveryStatus, Webhook, WebhookDelivery
 from app.settings import Settings
@@ -91,9 +92,7 @@ class WebhookDispatcher:
         try:
             await asyncio.gather(self.ingest_loop(stop), self.deliver_loop(stop))
         finally:
-            for task in self.draining.values():
-                task.cancel()
-            await asyncio.gather(*self.draining.values(), return_exceptions=True)
+            await cancel_and_wait(self.draining.values())
             if self._own_http:
                 await self.http.aclose()
 

@@ -44,6 +44,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import streams
+from app.cancellation import cancel_and_wait
 from app.events_out import events
 from app.events_out.dispatcher import STALE_CLAIM_MS, consumer_name
 from app.models import Node, Person
@@ -221,9 +222,7 @@ class MqttBridge:
         try:
             done, _ = await asyncio.wait({consume, refresh}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (consume, refresh):
-                task.cancel()
-            await asyncio.gather(consume, refresh, return_exceptions=True)
+            await cancel_and_wait((consume, refresh))
         for task in done:
             task.result()  # an MqttError ends this connection; run() reconnects
 

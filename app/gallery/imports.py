@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import streams
 from app.apikeys.service import Principal
+from app.cancellation import cancel_and_wait
 from app.commits import commit
 from app.errors import AppError, Conflict, InvalidInput, NotFound
 from app.gallery import service
@@ -278,9 +279,7 @@ class ImportRunner:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
 
     async def _run(self, import_id: uuid.UUID) -> None:
         lock = streams.import_lock_key(import_id)

@@ -15,6 +15,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from app import openapi_examples as examples
 from app import streams
 from app.apikeys.service import Principal
+from app.cancellation import cancel_and_wait
 from app.deps import (
     AppState,
     ReadKey,
@@ -473,9 +474,7 @@ async def _with_websocket(
         try:
             await asyncio.wait({serving, guard}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (serving, guard):
-                task.cancel()
-            await asyncio.gather(serving, guard, return_exceptions=True)
+            await cancel_and_wait((serving, guard))
         if guard.done() and not guard.cancelled() and guard.exception() is None:
             revoked = guard.result()
             log.info("websocket_credentials_invalid", status=revoked.status, detail=revoked.detail)
@@ -515,9 +514,7 @@ async def _serve_until_disconnect(
     try:
         done, _ = await asyncio.wait({sender, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:  # also when this handler is cancelled (its key was revoked)
-        for task in (sender, watcher):
-            task.cancel()
-        await asyncio.gather(sender, watcher, return_exceptions=True)
+        await cancel_and_wait((sender, watcher))
     if sender in done:
         try:
             sender.result()

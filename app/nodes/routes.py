@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect
 
 from app import openapi_examples as examples
+from app.cancellation import cancel_and_wait
 from app.commits import after_commit, commit
 from app.deps import (
     AppState,
@@ -387,9 +388,7 @@ async def _relay_until_closed(
     try:
         await asyncio.wait(set(tasks), return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(tasks)
         await relay.close()
     error: BaseException | None = None
     if guard.done() and not guard.cancelled():
