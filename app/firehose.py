@@ -7,7 +7,6 @@ allowed to grow memory or stall the others.
 """
 
 import asyncio
-import contextlib
 from typing import Any
 
 import structlog
@@ -16,6 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app import streams
+from app.cancellation import cancel_and_wait
 
 log = structlog.get_logger()
 
@@ -69,12 +69,10 @@ class Firehose:
     async def close(self) -> None:
         # redis-py may absorb a cancel that lands mid-XREAD (it drops the connection and retries
         # the read), so the loop is also told to end: with no subscriptions it stops after the
-        # current read (READ_BLOCK_MS at most).
+        # current read (READ_BLOCK_MS at most), or at the next cancel.
         self.subscriptions.clear()
         if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+            await cancel_and_wait([self._reader])
 
     async def _read_forever(self) -> None:
         after: streams.StreamId | None = None

@@ -39,6 +39,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import streams
+from app.cancellation import cancel_and_wait
 from app.db import autocommit_session
 from app.errors import is_outage
 from app.jobs import events as job_events
@@ -225,8 +226,7 @@ class Consumer:
     async def _shut_down(self, heartbeat: asyncio.Task[None]) -> None:
         if self.heartbeat_file is not None:
             self.heartbeat_file.stop()
-        heartbeat.cancel()
-        await asyncio.gather(heartbeat, return_exceptions=True)
+        await cancel_and_wait([heartbeat])
         try:
             await streams.forget_worker(self.redis, self.name)
         except Exception as exc:
