@@ -262,6 +262,14 @@ def is_outage(exc: BaseException) -> bool:
 
 
 def outage_detail(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename is not None:
+        # A file's operation: the image store's disk (full, gone, read-only). A connection's
+        # OSError (asyncpg's missing Unix socket included) names no file. Not the path: the
+        # client learns what failed, not where the server keeps its files.
+        reason = exc.strerror or "an error"
+        return (
+            f"the image store's disk failed ({reason}); the request was not completed, retry later"
+        )
     text = f"{exc.__class__.__module__}.{exc.__class__.__name__}".lower()
     which = "Redis" if "redis" in text else "the database"
     return f"{which} is unreachable; the request was not completed, retry later"

@@ -183,6 +183,25 @@ async def test_a_form_s_large_image_is_not_spilled_to_a_temporary_file(
     assert storage.get(f"{response.json()['id']}.png") == large
 
 
+async def test_an_image_store_that_cannot_write_is_a_503_saying_so(
+    app, client, engine, redis, storage, tmp_path, monkeypatch
+):
+    """A disk error is not a database outage: the client is told which part failed (and not
+    the server's paths), asked to retry, and nothing of the upload is kept."""
+    blocker = tmp_path / "a-file"
+    blocker.write_bytes(b"")
+    monkeypatch.setattr(app.state.lookout.storage, "root", blocker / "images")  # ENOTDIR
+    response = await client.post("/v1/images", files={"image": ("t1.jpg", T1, "image/jpeg")})
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"]
+    assert response.json() == {
+        "error": "unavailable",
+        "detail": "the image store's disk failed (Not a directory); the request was not "
+        "completed, retry later",
+    }
+    await assert_nothing_stored(engine, redis, storage)
+
+
 async def test_png_and_webp_uploads_are_accepted(client):
     for extension, content_type in ((".png", "image/png"), (".webp", "image/webp")):
         response = await client.post(
