@@ -97,8 +97,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         "rate limit of 600 requests per 60 s exceeded for this API key",
     ),
     503: error_doc(
-        "`unavailable`: Postgres or Redis is unreachable; `busy`: too many uploads at once. See "
-        "Retry-After",
+        "`unavailable`: Postgres or Redis is unreachable, or the image store's disk failed; "
+        "`busy`: too many uploads at once. See Retry-After",
         "unavailable",
         "the database is unreachable; the request was not completed, retry later",
     ),
@@ -129,7 +129,7 @@ COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
         "rate limit of 600 requests per 60 s exceeded for this API key",
     ),
     503: error_doc(
-        "Postgres or Redis is unreachable; see Retry-After",
+        "Postgres or Redis is unreachable, or the image store's disk failed; see Retry-After",
         "unavailable",
         "the database is unreachable; the request was not completed, retry later",
     ),

@@ -240,7 +240,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         403: "The API key lacks the scope this route needs",
         413: "An image over the upload limit",
         429: "Rate limit of the API key exceeded; see Retry-After",
-        503: "Postgres or Redis is unreachable; see Retry-After",
+        503: "Postgres or Redis is unreachable, or the image store's disk failed; see Retry-After",
         504: "No worker finished the image in time",
     }
     return {
