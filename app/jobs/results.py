@@ -324,12 +324,24 @@ async def _write_detections(
             "models", "dims", "starts", "ends", "crops", "boxes", "vectors",
         )
     }  # fmt: skip
+    written: list[Detection] = []  # the rows as written, their ids set from the INSERT
     for job_id, d in found:
+        landmarks = [list(p) for p in d.landmarks] if d.landmarks else None
+        written.append(
+            Detection(
+                job_id=job_id,
+                kind=d.kind,
+                label=d.label,
+                score=d.score,
+                box=list(d.box),
+                landmarks=landmarks,
+                attributes=d.attributes,
+            )
+        )
         columns["job_ids"].append(job_id)
         columns["kinds"].append(d.kind)
         columns["labels"].append(d.label)
         columns["scores"].append(float(d.score))
-        landmarks = _landmarks(d)
         columns["landmarks"].append(None if landmarks is None else json.dumps(landmarks))
         columns["attributes"].append(json.dumps(d.attributes))
         x1, y1, x2, y2 = d.box  # four numbers a row, or the slices would shift
@@ -345,24 +357,10 @@ async def _write_detections(
         columns["ends"].append(len(columns["vectors"]) if embedding else None)
         columns["crops"].append(d.crop_jpeg if job_id in keep_crops else None)
     ids = (await session.execute(_WRITE_DETECTIONS, columns)).scalars()
-    for detection_id, (job_id, d) in zip(ids, found, strict=True):
-        rows[job_id].append(
-            Detection(
-                id=detection_id,
-                job_id=job_id,
-                kind=d.kind,
-                label=d.label,
-                score=d.score,
-                box=list(d.box),
-                landmarks=_landmarks(d),
-                attributes=d.attributes,
-            )
-        )
+    for detection_id, row in zip(ids, written, strict=True):
+        row.id = detection_id
+        rows[row.job_id].append(row)
     return rows
-
-
-def _landmarks(d: FoundDetection) -> list[list[float]] | None:
-    return [list(p) for p in d.landmarks] if d.landmarks else None
 
 
 def _has_crops(outcome: Outcome) -> bool:
