@@ -124,35 +124,34 @@ def _ceiling_process(
             left.value -= count
             return int(count)
 
+    def decode(data: bytes, count: int) -> list[Any]:
+        return [
+            decode_image(
+                data,
+                max_pixels=settings.api.max_image_pixels,
+                target_side_px=settings.decode.target_side_px,
+            )
+            for _ in range(count)
+        ]
+
+    def infer(decoded: list[Any]) -> None:
+        results = run_batch(decoded, [("faces",)] * len(decoded), detectors)
+        assert all(not isinstance(r, Exception) for r in results)
+
     while (data := orders.get()) is not None:
-
-        def decode(count: int, data: bytes = data) -> list[Any]:
-            return [
-                decode_image(
-                    data,
-                    max_pixels=settings.api.max_image_pixels,
-                    target_side_px=settings.decode.target_side_px,
-                )
-                for _ in range(count)
-            ]
-
-        def infer(decoded: list[Any]) -> None:
-            results = run_batch(decoded, [("faces",)] * len(decoded), detectors)
-            assert all(not isinstance(r, Exception) for r in results)
-
-        infer(decode(batch_size))  # warm-up: this image's sizes
+        infer(decode(data, batch_size))  # warm-up: this image's sizes
         start.wait()
         began = time.perf_counter()
         # As the worker does: the next batch decodes in a thread while this one is in
         # inference (a ceiling without that overlap was beaten by end-to-end at 2 and 12 MP).
         with ThreadPoolExecutor(max_workers=1) as decoder:
             count = take()
-            ahead = decoder.submit(decode, count)
+            ahead = decoder.submit(decode, data, count)
             while count:
                 decoded = ahead.result()
                 following = take()
                 if following:
-                    ahead = decoder.submit(decode, following)
+                    ahead = decoder.submit(decode, data, following)
                 infer(decoded)
                 out.put(("batch", count))
                 count = following
@@ -163,10 +162,10 @@ def _ceiling_process(
 def running_ceiling(
     *, processes: int, env: dict[str, str]
 ) -> Iterator[Callable[[bytes, int, str], float]]:
-    """`processes` single-threaded processes running the worker's pipeline, started once (as
-    the stack's workers are: processes spawned for each measurement, their first seconds cold,
-    made the ceiling the noisy half of every ratio); yields measure(jpeg, images, progress
-    label) → images/s."""
+    """`processes` single-threaded processes running the worker's pipeline, started once as
+    the stack's workers are (spawned for each measurement, they were measured from their cold
+    first seconds and ran slower than the workers they should bound); yields measure(jpeg,
+    images, progress label) → images/s."""
     context = multiprocessing.get_context("spawn")
     orders = [context.Queue() for _ in range(processes)]
     out = context.Queue()
