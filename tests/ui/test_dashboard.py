@@ -141,7 +141,7 @@ async def test_upload_page_takes_dropped_and_picked_images_and_shows_each_result
     await expect(text_row).to_have_attribute("data-state", "rejected")
     await expect(text_row.locator(".state")).to_have_text("rejected (415)")
     await expect(t1_row).to_have_attribute("data-state", "done")
-    await expect(t1_row.locator(".summary")).to_contain_text("6 face")
+    await expect(t1_row.locator(".summary")).to_contain_text("face × 6")
     await expect(dog_row).to_have_attribute("data-state", "done")
     await expect(dog_row.locator(".summary")).to_contain_text("dog")
     await expect(dog_row.locator("progress")).to_have_js_property("value", 1)

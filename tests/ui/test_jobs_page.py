@@ -74,7 +74,7 @@ async def test_jobs_sent_with_the_api_are_listed_filtered_and_paged(
     await expect(rows).to_have_count(1)
     assert page.url.endswith("#/jobs?task=faces&source=upload")
     row = page.locator(f'#jobs tr[data-job-id="{faces["id"]}"]')
-    await expect(row.locator(".job-counts")).to_have_text("6 face")
+    await expect(row.locator(".job-counts")).to_have_text("face × 6")
     await row.locator("a.job-link").click()
     await expect(page.locator("#job-status")).to_have_text("done")
     await page.go_back()

@@ -119,7 +119,7 @@ export function render(view, { query, me }) {
       h('td', { class: 'job-tasks' }, (job.tasks ?? []).join(', ')),
       h('td', { class: 'job-counts' }, job.error
         ? h('span', { class: 'error', title: job.error }, 'error')
-        : (counts.length ? counts.map(([label, n]) => `${n} ${label}`).join(', ') : h('span', { class: 'muted' }, 'nothing'))),
+        : (counts.length ? counts.map(([label, n]) => `${label} × ${n}`).join(', ') : h('span', { class: 'muted' }, 'nothing'))),
       h('td', {}, formatMs(job.timings?.total_ms)));
   }
 

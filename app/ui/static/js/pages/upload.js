@@ -72,7 +72,7 @@ export function render(view) {
       setState('done');
       const detections = job.detections ?? [];
       const names = detections.map(identityOf).filter(Boolean).map((i) => i.name);
-      const counts = Object.entries(job.counts ?? {}).map(([label, n]) => `${n} ${label}`).join(', ') || 'nothing found';
+      const counts = Object.entries(job.counts ?? {}).map(([label, n]) => `${label} × ${n}`).join(', ') || 'nothing found';
       result.replaceChildren(
         h('div', { class: 'summary' }, counts, names.length ? ` — ${names.join(', ')}` : ''),
         h('div', { class: 'muted' }, `total ${formatMs(job.timings?.total_ms)} · `, h('a', { href: `#/jobs/${job.id}` }, 'open job')));
