@@ -56,6 +56,9 @@ async def test_add_a_webhook_then_see_its_deliveries_and_the_mqtt_status(
         page = signed_in
         await page.click('.tabs a[data-page="events"]')
         await expect(page.locator('#mqtt-state[data-state="connected"]')).to_be_visible()
+        # Connected, no error: the section has its lines and nothing where the error would be.
+        await expect(page.locator("#mqtt-status .error")).to_have_count(0)
+        await expect(page.locator("#mqtt-status")).not_to_contain_text("null")
 
         # A private address is refused with the API's reason.
         await page.fill("#webhook-url", "http://10.0.0.7/hook")

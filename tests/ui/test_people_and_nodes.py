@@ -58,6 +58,14 @@ async def test_a_photo_without_a_face_is_rejected_with_its_reason(signed_in: Pag
     await expect(card.locator(".face-count")).to_have_text("0 face(s)")
 
 
+async def test_identifying_a_photo_without_a_face_says_so_and_nothing_else(signed_in: Page):
+    page = signed_in
+    await page.click('.tabs a[data-page="people"]')
+    await page.set_input_files("#identify-input", str(DOG))
+    # Exactly the message: no stray text beside it (the figure it replaces is absent).
+    await expect(page.locator("#identify-result")).to_have_text("No face found.")
+
+
 async def test_identify_draws_each_face_s_box_with_its_name_and_similarity(
     signed_in: Page, api: httpx.AsyncClient
 ):

@@ -59,7 +59,7 @@ export function render(view) {
         m.broker ? ` to ${m.broker}` : '',
         m.since ? [' since ', timeElement(m.since, { withDate: true })] : ''),
       m.configured ? h('p', { class: 'muted' }, `${m.published} messages published; ${m.lag ?? 0} events waiting`) : h('p', { class: 'muted' }, 'Set LOOKOUT_MQTT__URL to publish events to a broker.'),
-      m.last_error ? h('p', { class: 'error' }, m.last_error) : null,
+      m.last_error ? h('p', { class: 'error' }, m.last_error) : '', // replaceChildren writes a null as "null"
       h('p', { class: 'muted', id: 'webhook-queue' }, `Webhook deliveries pending: ${status.deliveries_pending}, dead: ${status.deliveries_dead}`));
   }
 

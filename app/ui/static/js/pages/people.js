@@ -112,7 +112,7 @@ export function render(view) {
     try {
       const matches = identifiedOf(await people.identify(file));
       identifyResult.replaceChildren(
-        matches.length ? await identifiedFigure(file, matches) : null,
+        matches.length ? await identifiedFigure(file, matches) : '', // not null: replaceChildren would show "null"
         matches.length
           ? h('ul', { class: 'identified' }, matches.map((m) => h('li', {}, m.name ? h('strong', { class: 'identified-name' }, m.name) : h('span', { class: 'muted' }, 'unknown'),
             m.similarity !== null ? ` (${percent(m.similarity)})` : '')))
