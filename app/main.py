@@ -61,15 +61,20 @@ ask for: faces (box, landmarks, embedding, age/gender), `identify` (each face ag
 people gallery), objects (COCO classes, counts), QR codes, text and licence plates. Results
 arrive on `WS /v1/jobs/{id}/events`, on the firehose `WS /v1/ws`, at `GET /v1/jobs/{id}`, and
 through webhooks (`/v1/webhooks`) and MQTT.
+
 The gallery: enroll people's faces (`/v1/people`), identify (`POST /v1/identify`) and search
 (`POST /v1/faces/search`); faces nobody enrolled are grouped into unnamed people.
+
 Drop-in APIs for the tools that already speak them: DeepStack / CodeProject.AI (`/v1/vision/…`:
 Frigate, Home Assistant, Blue Iris, Double Take) and CompreFace (`/api/v1/…`), each answering
 in its own envelope.
+
 Edge nodes authenticate with their own short-lived JWT (`POST /v1/nodes/token`) and push
 frames over `WS /v1/nodes/me/stream` or `POST /v1/nodes/me/frames`.
+
 Every other /v1 call needs an API key in `X-API-Key` (scopes read / write / admin); a key sees only
 the jobs it created, unless it is an admin key.
+
 Errors are always `{"error": code, "detail": message}`; 503 `unavailable` means Postgres, Redis
 or the image store's disk is failing for a moment: retry after `Retry-After` seconds.
 """
