@@ -171,6 +171,9 @@ async def test_job_page_shows_the_annotated_image_faces_timings_and_deletes(
     assert natural == [job["image"]["width"], job["image"]["height"]]
     await expect(page.locator("#faces tbody tr")).to_have_count(6)
     await expect(page.locator("#faces tbody tr").first.locator(".identity")).to_have_text("unknown")
+    await expect(page.locator("#faces-section")).to_be_visible()
+    for section in ("#qr-section", "#text-section", "#plates-section"):  # not asked for
+        await expect(page.locator(section)).to_have_count(0)
     objects = [d for d in job["detections"] if d["kind"] == "object"]
     if objects:
         await expect(page.locator("#objects tbody tr")).to_have_count(len(objects))
@@ -223,6 +226,10 @@ async def test_job_page_lists_the_text_in_reading_order_and_the_plates(
     await expect(page.locator("#text-regions tbody tr").first).to_contain_text(
         "Region-based segmentation"
     )
+    # Only what the job asked for: no faces, objects or QR codes it never looked for.
+    await expect(page.locator("#text-section")).to_be_visible()
+    for section in ("#faces-section", "#objects-section", "#qr-section", "#plates-section"):
+        await expect(page.locator(section)).to_have_count(0)
     await screenshots(page, "job-text")
 
     plate_job = await finished_job(
@@ -231,4 +238,7 @@ async def test_job_page_lists_the_text_in_reading_order_and_the_plates(
     await page.goto(f"/#/jobs/{plate_job['id']}")
     await expect(page.locator("#plates tbody tr")).to_have_count(1)
     await expect(page.locator("#plates tbody tr").first).to_contain_text(PLATE_READ)
+    await expect(page.locator("#objects-section")).to_be_visible()
+    for section in ("#faces-section", "#qr-section", "#text-section"):
+        await expect(page.locator(section)).to_have_count(0)
     await screenshots(page, "job-plates")

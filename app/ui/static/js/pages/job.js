@@ -89,13 +89,24 @@ export function render(view, { params: [id] }) {
           h('dt', {}, 'Total'), h('dd', {}, formatMs(job.timings?.total_ms))),
         job.error ? h('p', { class: 'error' }, job.error) : null,
         deleteArea),
+      // A section for each kind the job asked for (identify asks for faces) or found: a text
+      // job says nothing about faces it never looked for.
       h('section', { class: 'wide' },
-        h('h2', {}, `Faces (${faces.length})`),
-        faces.length ? facesTable(faces) : h('p', { class: 'muted' }, 'No faces.'),
-        h('h2', {}, `Objects (${objects.length})`),
-        objects.length ? objectsTable(objects) : h('p', { class: 'muted' }, 'No objects.'),
-        h('h2', {}, `QR codes (${codes.length})`),
-        codes.length ? h('ul', { id: 'qr-codes' }, codes.map((c) => h('li', {}, h('code', {}, c.attributes?.payload ?? '')))) : h('p', { class: 'muted' }, 'No QR codes.'),
+        asked.includes('faces') || asked.includes('identify') || faces.length
+          ? h('div', { id: 'faces-section' },
+            h('h2', {}, `Faces (${faces.length})`),
+            faces.length ? facesTable(faces) : h('p', { class: 'muted' }, 'No faces.'))
+          : null,
+        asked.includes('objects') || objects.length
+          ? h('div', { id: 'objects-section' },
+            h('h2', {}, `Objects (${objects.length})`),
+            objects.length ? objectsTable(objects) : h('p', { class: 'muted' }, 'No objects.'))
+          : null,
+        asked.includes('qr') || codes.length
+          ? h('div', { id: 'qr-section' },
+            h('h2', {}, `QR codes (${codes.length})`),
+            codes.length ? h('ul', { id: 'qr-codes' }, codes.map((c) => h('li', {}, h('code', {}, c.attributes?.payload ?? '')))) : h('p', { class: 'muted' }, 'No QR codes.'))
+          : null,
         asked.includes('text') || texts.length ? textSection(job, texts) : null,
         asked.includes('plates') || plates.length ? platesSection(plates) : null));
   }
