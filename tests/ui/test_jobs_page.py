@@ -59,7 +59,7 @@ async def test_jobs_sent_with_the_api_are_listed_filtered_and_paged(
     await page.click("#jobs-more")
     await expect(rows).to_have_count(total)
     await expect(page.locator("#jobs-more")).to_be_hidden()
-    await expect(page.locator("#jobs-note")).to_have_text(f"{total} job(s), all shown")
+    await expect(page.locator("#jobs-note")).to_have_text(f"{total} jobs, all shown")
     ids = await rows.evaluate_all("rows => rows.map(r => r.dataset.jobId)")
     assert ids == [*reversed(codes), faces["id"], frame]  # each once, newest first
     await expect(page.locator(f'#jobs tr[data-job-id="{frame}"] .job-source')).to_have_text(

@@ -62,7 +62,7 @@ async def test_unknown_faces_are_named_merged_and_moved_in_the_browser(
     }
     assert set(faces_of) == {frozenset(obama), frozenset(biden)}  # one group per person
     obama_card = faces_of[frozenset(obama)]
-    await expect(obama_card.locator(".cluster-size")).to_have_text("3 face(s)")
+    await expect(obama_card.locator(".cluster-size")).to_have_text("3 faces")
     await expect(obama_card.locator("img.thumb")).to_have_count(3)
     await expect(obama_card.locator(".last-seen")).to_contain_text("last seen")
     # Every thumbnail is a real picture (fetched with the key), none broken.

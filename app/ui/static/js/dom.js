@@ -46,6 +46,9 @@ export function formatMs(ms) {
   return ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${Math.round(ms)} ms`;
 }
 
+// '1 face', '6 faces': every noun the pages count takes an s.
+export const plural = (n, noun) => `${n} ${noun}${n === 1 ? '' : 's'}`;
+
 export const percent = (x) => (x === null || x === undefined ? '—' : `${Math.round(x * 100)}%`);
 
 export function ago(iso) {

@@ -3,7 +3,7 @@
 // The filters live in the hash (#/jobs?status=failed&source=node) so a filtered list can be
 // reloaded, bookmarked and shared.
 import { jobs, nodes, keyMay, nodeNameOf } from '../api.js';
-import { h, timeElement, formatMs, errorText, newestOnly, timeZone } from '../dom.js';
+import { h, timeElement, formatMs, errorText, newestOnly, timeZone, plural } from '../dom.js';
 
 const PAGE_SIZE = 20;
 const STATUSES = ['queued', 'running', 'done', 'failed'];
@@ -96,7 +96,7 @@ export function render(view, { query, me }) {
       more.hidden = !cursor;
       const shown = body.children.length;
       note.textContent = shown
-        ? `${shown} job(s)${cursor ? '' : ', all shown'}`
+        ? `${plural(shown, 'job')}${cursor ? '' : ', all shown'}`
         : (Object.values(filters).some(Boolean) ? 'No job matches these filters.' : 'No jobs yet: upload an image or start a node.');
     } catch (error) {
       if (!current()) return;

@@ -2,7 +2,7 @@
 // face or a person, identify a photo. Promoting an unknown face is on the Job page. Issue 16:
 // each face as its thumbnail, deleted (×) or moved to another person or back to unknown.
 import { people, rejectionsOf, identifiedOf, imageUrl } from '../api.js';
-import { h, errorText, newestOnly, percent } from '../dom.js';
+import { h, errorText, newestOnly, percent, plural } from '../dom.js';
 import { drawDetections, loadImage } from '../draw.js';
 
 /** A face's thumbnail (fetched with the API key), or a "no picture" box. */
@@ -77,7 +77,7 @@ export function render(view) {
     const enrollInput = h('input', { type: 'file', multiple: true, accept: 'image/*', class: 'enroll-input',
       'aria-label': `Photos of ${person.name}`, onchange: async () => {
         const files = [...enrollInput.files];
-        report.replaceChildren(h('span', { class: 'muted' }, `Enrolling ${files.length} photo(s)…`));
+        report.replaceChildren(h('span', { class: 'muted' }, `Enrolling ${plural(files.length, 'photo')}…`));
         try {
           await people.enroll(person.id, files);
           await refresh();
@@ -86,7 +86,7 @@ export function render(view) {
           // photo's reason (the error's detail is those same reasons, so it is not shown too).
           const rejected = rejectionsOf(error);
           report.replaceChildren(...(rejected.length
-            ? [h('div', { class: 'error' }, `Nothing enrolled: ${rejected.length} of ${files.length} photo(s) refused.`),
+            ? [h('div', { class: 'error' }, `Nothing enrolled: ${rejected.length} of ${plural(files.length, 'photo')} refused.`),
               h('ul', { class: 'rejections' }, rejected.map((r) => h('li', {}, h('strong', {}, r.name), ': ', r.reason)))]
             : [h('div', { class: 'error' }, errorText(error))]));
         }
@@ -95,9 +95,9 @@ export function render(view) {
     return h('section', { class: 'person', dataset: { personId: person.id, name: person.name } },
       h('div', { class: 'row' },
         h('strong', { class: 'person-name' }, person.name),
-        h('span', { class: 'muted face-count' }, `${people.faceCountOf(person)} face(s)`)),
+        h('span', { class: 'muted face-count' }, plural(people.faceCountOf(person), 'face'))),
       faces.length ? h('div', { class: 'faces' }, faces.map((face) => faceTile(person, face, everyone, report))) : null,
-      person.sighting_count ? h('span', { class: 'muted sightings' }, `seen ${person.sighting_count} time(s) among unknown faces`) : null,
+      person.sighting_count ? h('span', { class: 'muted sightings' }, `seen ${plural(person.sighting_count, 'time')} among unknown faces`) : null,
       h('label', {}, 'Enroll photos', enrollInput),
       report,
       h('div', { class: 'row' }, h('button', { type: 'button', class: 'danger delete-person', onclick: async () => {
@@ -140,7 +140,7 @@ export function render(view) {
       const canvas = drawDetections(h('canvas', { id: 'identify-image', class: 'identify-image' }), image,
         { width: image.naturalWidth, height: image.naturalHeight }, faces, { maxWidth: 960 });
       canvas.setAttribute('role', 'img');
-      canvas.setAttribute('aria-label', `The photo with ${faces.length} face(s): ${faces.map((f) => f.caption).join(', ')}`);
+      canvas.setAttribute('aria-label', `The photo with ${plural(faces.length, 'face')}: ${faces.map((f) => f.caption).join(', ')}`);
       return canvas;
     } finally {
       URL.revokeObjectURL(url);

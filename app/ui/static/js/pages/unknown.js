@@ -3,7 +3,7 @@
 // its size and when it was last seen; a name box makes it a person (its faces join the
 // gallery); clusters merge by selecting them, or into a named person; a cluster can be ignored.
 import { people } from '../api.js';
-import { h, errorText, ago, newestOnly } from '../dom.js';
+import { h, errorText, ago, newestOnly, plural } from '../dom.js';
 import { thumbnail } from './people.js';
 
 const REFRESH_MS = 10_000;  // the clustering runs every few seconds on the server
@@ -41,7 +41,7 @@ export function render(view) {
     return h('section', { class: 'cluster', dataset: { personId: cluster.id, faces: cluster.sightings.map((s) => s.face_id).join(',') } },
       h('div', { class: 'row' },
         h('label', {}, h('input', { type: 'checkbox', class: 'pick', value: cluster.id, onchange: () => { mergeButton.disabled = selected().length < 2; } }), ' select'),
-        h('strong', { class: 'cluster-size' }, `${cluster.sighting_count} face(s)`),
+        h('strong', { class: 'cluster-size' }, plural(cluster.sighting_count, 'face')),
         h('span', { class: 'muted last-seen', title: cluster.last_seen ?? '' }, `last seen ${ago(cluster.last_seen)}`)),
       h('div', { class: 'faces' }, cluster.sightings.map((s) => h('div', { class: 'face-tile', dataset: { faceId: s.face_id } },
         thumbnail(s.thumbnail_url, `unknown face ${s.face_id}`),
