@@ -297,7 +297,9 @@ class ImportRunner:
                 log.exception("import_failed", import_id=str(import_id))
                 await _finish(self.sessionmaker, self.settings, import_id, error=repr(exc))
             finally:
-                keeper.cancel()
+                # Waited for, and cancelled again if need be: a loop over Redis commands whose
+                # cancel was dropped (app/cancellation.py) would extend the lock forever.
+                await cancel_and_wait([keeper])
                 with contextlib.suppress(Exception):
                     await streams.release_lock(self.redis, lock, owner=self.owner)
 
