@@ -1,4 +1,4 @@
-// Small DOM helpers: h() builds elements, formatters use the browser's locale and time zone.
+// Small DOM helpers: h() builds elements, fill() refills one, formatters use the browser's locale and time zone.
 
 export function h(tag, attrs = {}, ...children) {
   const element = document.createElement(tag);
@@ -9,6 +9,15 @@ export function h(tag, attrs = {}, ...children) {
     else if (name in element && typeof value !== 'string') element[name] = value;
     else element.setAttribute(name, value === true ? '' : value);
   }
+  return fill(element, ...children);
+}
+
+/**
+ * Replace element's children, read as h() reads them: arrays flattened, null / undefined /
+ * false skipped (the DOM's replaceChildren would write a null as the text "null").
+ */
+export function fill(element, ...children) {
+  element.replaceChildren();
   for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
     element.append(child instanceof Node ? child : document.createTextNode(String(child)));

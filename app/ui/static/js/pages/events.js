@@ -1,7 +1,7 @@
 // Events out (issue 17): add a webhook (its secret shown once), see its deliveries (status,
 // attempts, last response code; redeliver a dead one), and the MQTT bridge's status.
 import { webhooks } from '../api.js';
-import { h, errorText, newestOnly, timeElement } from '../dom.js';
+import { h, fill, errorText, newestOnly, timeElement } from '../dom.js';
 
 const POLL_MS = 3000;
 
@@ -53,13 +53,13 @@ export function render(view) {
   function renderMqtt(status) {
     const m = status.mqtt;
     const state = !m.configured ? 'not configured' : m.connected ? 'connected' : 'disconnected';
-    mqtt.replaceChildren(h('h2', {}, 'MQTT'),
+    fill(mqtt, h('h2', {}, 'MQTT'),
       h('p', { id: 'mqtt-state', dataset: { state } },
         h('span', { class: m.connected ? 'status-online' : 'status-offline' }, state),
         m.broker ? ` to ${m.broker}` : '',
         m.since ? [' since ', timeElement(m.since, { withDate: true })] : ''),
       m.configured ? h('p', { class: 'muted' }, `${m.published} messages published; ${m.lag ?? 0} events waiting`) : h('p', { class: 'muted' }, 'Set LOOKOUT_MQTT__URL to publish events to a broker.'),
-      m.last_error ? h('p', { class: 'error' }, m.last_error) : '', // replaceChildren writes a null as "null"
+      m.last_error ? h('p', { class: 'error' }, m.last_error) : null,
       h('p', { class: 'muted', id: 'webhook-queue' }, `Webhook deliveries pending: ${status.deliveries_pending}, dead: ${status.deliveries_dead}`));
   }
 

@@ -2,7 +2,7 @@
 // face or a person, identify a photo. Promoting an unknown face is on the Job page. Issue 16:
 // each face as its thumbnail, deleted (×) or moved to another person or back to unknown.
 import { people, rejectionsOf, identifiedOf, imageUrl } from '../api.js';
-import { h, errorText, newestOnly, percent, plural } from '../dom.js';
+import { h, fill, errorText, newestOnly, percent, plural } from '../dom.js';
 import { drawDetections, loadImage } from '../draw.js';
 
 /** A face's thumbnail (fetched with the API key), or a "no picture" box. */
@@ -111,8 +111,8 @@ export function render(view) {
     identifyResult.replaceChildren(h('span', { class: 'muted' }, 'Identifying…'));
     try {
       const matches = identifiedOf(await people.identify(file));
-      identifyResult.replaceChildren(
-        matches.length ? await identifiedFigure(file, matches) : '', // not null: replaceChildren would show "null"
+      fill(identifyResult,
+        matches.length ? await identifiedFigure(file, matches) : null,
         matches.length
           ? h('ul', { class: 'identified' }, matches.map((m) => h('li', {}, m.name ? h('strong', { class: 'identified-name' }, m.name) : h('span', { class: 'muted' }, 'unknown'),
             m.similarity !== null ? ` (${percent(m.similarity)})` : '')))
