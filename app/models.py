@@ -152,6 +152,20 @@ class Detection(Base):
     landmarks: Mapped[list[list[float]] | None] = mapped_column(JSONB)
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
 
+    __table_args__ = (
+        # The faces identified as a person (attributes.identity.person_id), found when the person
+        # is deleted (app/gallery/people.py delete_people); partial: unknown faces and other
+        # detections are not in it.
+        # Written as Postgres prints it back, so that `alembic check` finds them equal.
+        Index(
+            "ix_detections_identity_person",
+            text("((attributes -> 'identity'::text) ->> 'person_id'::text)"),
+            postgresql_where=text(
+                "(((attributes -> 'identity'::text) ->> 'person_id'::text) IS NOT NULL)"
+            ),
+        ),
+    )
+
 
 class FaceEmbedding(Base):
     """One face's embedding, stored with the model that made it.

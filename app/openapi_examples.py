@@ -972,6 +972,7 @@ COMPREFACE_FACE_VERIFIED: Json = {
     "result": [
         {
             "box": {"probability": 0.8412, "x_max": 413, "y_max": 465, "x_min": 176, "y_min": 114},
+            "subject": "obama",
             "similarity": 0.82757,
         }
     ]

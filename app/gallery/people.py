@@ -16,7 +16,7 @@ import base64
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -45,6 +45,7 @@ from app.models import (
 )
 from app.pagination import decode_cursor, encode_cursor
 from app.settings import Settings
+from app.storage import Storage
 
 # Sightings shown per person in a list (the detail shows up to MAX_DETAIL_SIGHTINGS).
 LIST_SIGHTINGS = 12
@@ -471,22 +472,75 @@ async def delete_sighting(session: AsyncSession, face_id: int, viewer: Principal
     await forget_faces(session, [face_id])
 
 
-async def delete_person(session: AsyncSession, person_id: uuid.UUID, viewer: Principal) -> None:
-    """Delete the person with everything that identifies its faces: enrolled embeddings and
-    crops (CASCADE), and its sightings' and promoted faces' embeddings, crops and cluster
-    membership (forget_faces), so none of them clusters again as a new unnamed person."""
+async def delete_person(
+    session: AsyncSession, storage: Storage, person_id: uuid.UUID, viewer: Principal
+) -> None:
     person = await get_person(session, person_id, viewer)
+    await delete_people(session, storage, [person.id])
+
+
+async def delete_people(
+    session: AsyncSession, storage: Storage, person_ids: Sequence[uuid.UUID]
+) -> None:
+    """Delete these people with everything that identifies their faces: enrolled embeddings and
+    crops (CASCADE); their sightings' and promoted faces' embeddings, crops and cluster
+    membership (forget_faces), so none of them clusters again as a new unnamed person; and the
+    faces past jobs identified as them, which stay in their jobs as an unknown face's box (their
+    name goes from the result and from any processed image drawn with it). Every delete of a
+    person comes here, the compatible APIs' too; the caller has checked the viewer's access."""
+    ids = list(dict.fromkeys(person_ids))
+    if not ids:
+        return
     sightings = await session.scalars(
-        select(UnknownFace.detection_id).where(UnknownFace.person_id == person.id)
+        select(UnknownFace.detection_id).where(UnknownFace.person_id.in_(ids))
     )
     promoted = await session.scalars(
         select(PersonFace.source_detection_id).where(
-            PersonFace.person_id == person.id, PersonFace.source_detection_id.is_not(None)
+            PersonFace.person_id.in_(ids), PersonFace.source_detection_id.is_not(None)
         )
     )
-    await forget_faces(session, sorted({*sightings, *(p for p in promoted if p is not None)}))
-    await session.execute(delete(Person).where(Person.id == person.id))
+    identified = await _unname_identified(session, storage, ids)
+    await forget_faces(
+        session, sorted({*sightings, *(p for p in promoted if p is not None), *identified})
+    )
+    await session.execute(delete(Person).where(Person.id.in_(ids)))
     await session.flush()
+
+
+# The expression is ix_detections_identity_person's (migration 0011), written out so that the
+# index serves it.
+_UNNAME_IDENTIFIED = text(
+    """
+    UPDATE detections
+    SET attributes = attributes || '{"identity": null, "unknown": true}'::jsonb
+    WHERE (attributes -> 'identity' ->> 'person_id') = ANY(CAST(:names AS text[]))
+      AND NOT EXISTS (  -- promoted to someone else since: that person's face now
+        SELECT 1 FROM person_faces f
+        WHERE f.source_detection_id = detections.id AND f.person_id <> ALL(CAST(:ids AS uuid[]))
+      )
+    RETURNING id, job_id
+    """
+)
+
+
+async def _unname_identified(
+    session: AsyncSession, storage: Storage, person_ids: Sequence[uuid.UUID]
+) -> list[int]:
+    """Faces past jobs identified as these people become unknown faces; their ids. The
+    processed images cached for their jobs show the name: deleted, drawn again on request."""
+    params = {"names": [str(i) for i in person_ids], "ids": list(person_ids)}
+    rows = (await session.execute(_UNNAME_IDENTIFIED, params)).all()
+    if not rows:
+        return []
+    drawn = await session.scalars(
+        select(Job.processed_image_key).where(
+            Job.id.in_({job_id for _, job_id in rows}), Job.processed_image_key.is_not(None)
+        )
+    )
+    for key in drawn:
+        if key is not None:
+            storage.delete(key)
+    return [detection_id for detection_id, _ in rows]
 
 
 async def delete_enrolled_face(
@@ -494,17 +548,27 @@ async def delete_enrolled_face(
 ) -> None:
     """Delete one enrolled face; one promoted from a past job is forgotten there too."""
     await get_person(session, person_id, viewer)
-    deleted = (
-        await session.execute(
-            delete(PersonFace)
-            .where(PersonFace.id == face_id, PersonFace.person_id == person_id)
-            .returning(PersonFace.source_detection_id)
-        )
-    ).first()
-    if deleted is None:
+    if not await delete_enrolled_faces(session, [face_id], person_id=person_id):
         raise NotFound(f"person {person_id} has no face {face_id}")
-    if deleted[0] is not None:
-        await forget_faces(session, [deleted[0]])
+
+
+async def delete_enrolled_faces(
+    session: AsyncSession,
+    face_ids: Sequence[uuid.UUID],
+    *,
+    person_id: uuid.UUID | None = None,
+) -> list[uuid.UUID]:
+    """Delete these enrolled faces (only `person_id`'s, when given); those promoted from a past
+    job are forgotten there too (forget_faces). The ids deleted; the caller checked access."""
+    query = delete(PersonFace).where(PersonFace.id.in_(list(face_ids)))
+    if person_id is not None:
+        query = query.where(PersonFace.person_id == person_id)
+    deleted = (
+        await session.execute(query.returning(PersonFace.id, PersonFace.source_detection_id))
+    ).all()
+    await forget_faces(session, [source for _, source in deleted if source is not None])
+    await session.flush()
+    return [face_id for face_id, _ in deleted]
 
 
 async def sighting_thumbnail(session: AsyncSession, face_id: int, viewer: Principal) -> bytes:

@@ -326,8 +326,10 @@ async def merge_people(
     responses=PERSON_ERRORS,
     summary="Delete a person and every enrolled embedding of theirs",
 )
-async def delete_person(person_id: uuid.UUID, principal: WriteKey, session: SessionDep) -> Response:
-    await service.delete_person(session, person_id, principal)
+async def delete_person(
+    person_id: uuid.UUID, principal: WriteKey, session: SessionDep, storage: StorageDep
+) -> Response:
+    await service.delete_person(session, storage, person_id, principal)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -46,7 +46,7 @@ from app.gallery.schemas import (
     RunnerUpOut,
     VerifyOut,
 )
-from app.images import inspect_image
+from app.images import inspect_image_async
 from app.jobs import service as jobs
 from app.models import (
     Detection,
@@ -106,7 +106,10 @@ class JobFaces:
 
 get_person = people.get_person
 delete_person = people.delete_person
+delete_people = people.delete_people
 delete_face = people.delete_enrolled_face
+delete_enrolled_faces = people.delete_enrolled_faces
+merge_people = people.merge_people
 enrolled_face = people.enrolled_face
 thresholds = people.thresholds
 
@@ -144,7 +147,9 @@ async def create_jobs(
     infos = []
     for upload in uploads:
         try:
-            infos.append(inspect_image(upload.data, max_pixels=settings.api.max_image_pixels))
+            infos.append(
+                await inspect_image_async(upload.data, max_pixels=settings.api.max_image_pixels)
+            )
         except AppError as exc:
             # The same status and code as /v1/images for the same file (415 for a file that is
             # not an image, 422 for a corrupt one, 413 for too many pixels), naming the upload.

@@ -21,7 +21,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import openapi_examples as examples
-from app.apikeys.service import ANONYMOUS_ADMIN, Principal, authenticate
+from app.apikeys.service import ANONYMOUS_ADMIN, Principal
 from app.commits import commit
 from app.compat.compreface import service
 from app.compat.compreface.schemas import (
@@ -43,7 +43,14 @@ from app.compat.compreface.schemas import (
     VerificationOut,
 )
 from app.compat.compreface.service import Code, CompreFaceError
-from app.deps import RedisDep, SessionDep, StateDep, StorageDep
+from app.deps import (
+    RedisDep,
+    SessionDep,
+    StateDep,
+    StorageDep,
+    authenticate_client,
+    client_address,
+)
 from app.errors import (
     UNAVAILABLE_RETRY_AFTER_S,
     AppError,
@@ -134,16 +141,15 @@ API_KEY = Annotated[
 
 
 def _principal(scope: Scope) -> Callable[..., Awaitable[Principal]]:
-    async def principal(state: StateDep, x_api_key: API_KEY = None) -> Principal:
+    async def principal(request: Request, state: StateDep, x_api_key: API_KEY = None) -> Principal:
         settings = state.settings
         if not settings.auth.enabled:
             return ANONYMOUS_ADMIN
         if not x_api_key:
             raise CompreFaceError(Code.MISSING_REQUEST_HEADER, "Missing header: x-api-key")
         try:
-            caller = await authenticate(
-                state.engine, x_api_key, last_used_resolution_s=settings.auth.last_used_resolution_s
-            )
+            # As every /v1 call: an address past its failed-authentication limit gets 429.
+            caller = await authenticate_client(state, x_api_key, client_address(request))
         except Unauthorized as exc:
             raise CompreFaceError(
                 Code.MODEL_NOT_FOUND,
@@ -174,7 +180,11 @@ Plugins = Annotated[
     str | None,
     Query(description="comma-separated: age, gender, landmarks, calculator (embedding)"),
 ]
-PredictionCount = Annotated[int, Query(ge=1, description="subjects per face, best first")]
+# At most MAX_PREDICTIONS: a search wider than that is no use to anyone, and an unbounded count
+# reached Postgres as a LIMIT past int64 (a 500).
+PredictionCount = Annotated[
+    int, Query(ge=1, le=service.MAX_PREDICTIONS, description="subjects per face, best first")
+]
 StatusFlag = Annotated[
     bool, Query(alias="status", description="add execution_time and plugins_versions")
 ]
@@ -443,11 +453,12 @@ async def rename_subject(
     subject: str,
     principal: WriteKey,
     session: SessionDep,
+    state: StateDep,
     body: Annotated[dict[str, Any], Body(examples=[{"subject": "new name"}])],
 ) -> Updated:
     new = body.get("subject")
     return await service.rename_subject(
-        session, principal.owner_id, subject, new if isinstance(new, str) else None
+        session, state.settings, principal, subject, new if isinstance(new, str) else None
     )
 
 
@@ -456,8 +467,10 @@ async def rename_subject(
     response_model=SubjectOut,
     summary="Delete a subject and all of its face examples",
 )
-async def delete_subject(subject: str, principal: WriteKey, session: SessionDep) -> SubjectOut:
-    return await service.delete_subject(session, principal.owner_id, subject)
+async def delete_subject(
+    subject: str, principal: WriteKey, session: SessionDep, storage: StorageDep
+) -> SubjectOut:
+    return await service.delete_subject(session, storage, principal.owner_id, subject)
 
 
 @router.delete(
@@ -465,8 +478,10 @@ async def delete_subject(subject: str, principal: WriteKey, session: SessionDep)
     response_model=Deleted,
     summary="Delete every subject of this key (and their face examples)",
 )
-async def delete_all_subjects(principal: WriteKey, session: SessionDep) -> Deleted:
-    return await service.delete_all_subjects(session, principal.owner_id)
+async def delete_all_subjects(
+    principal: WriteKey, session: SessionDep, storage: StorageDep
+) -> Deleted:
+    return await service.delete_all_subjects(session, storage, principal.owner_id)
 
 
 # --- face examples -----------------------------------------------------------------------------
@@ -542,9 +557,9 @@ async def list_examples(
     summary="Delete a subject's examples (and the subject); without subject, every one",
 )
 async def delete_examples_of(
-    principal: WriteKey, session: SessionDep, subject: str | None = None
+    principal: WriteKey, session: SessionDep, storage: StorageDep, subject: str | None = None
 ) -> Deleted:
-    return await service.delete_examples_of(session, principal.owner_id, subject)
+    return await service.delete_examples_of(session, storage, principal.owner_id, subject)
 
 
 @router.post(

@@ -69,6 +69,12 @@ class VerifiedFace(FaceOut):
     similarity: float = Field(description=SIMILARITY)
 
 
+class ExampleVerifiedFace(VerifiedFace):
+    """A face compared with one face example (recognition/faces/{image_id}/verify)."""
+
+    subject: str = Field(description="the example's subject")
+
+
 class DetectOut(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [examples.COMPREFACE_DETECTED]})
 
@@ -86,7 +92,7 @@ class RecognizeOut(BaseModel):
 class FaceVerifyOut(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [examples.COMPREFACE_FACE_VERIFIED]})
 
-    result: list[VerifiedFace]
+    result: list[ExampleVerifiedFace]
     plugins_versions: dict[str, str] | None = Field(default=None, description="status=true")
 
 

@@ -25,9 +25,10 @@ from enum import IntEnum
 from typing import Any
 
 import numpy as np
-from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.apikeys.service import Principal
 from app.compat.compreface.schemas import (
     Age,
     Box,
@@ -39,6 +40,7 @@ from app.compat.compreface.schemas import (
     EmbeddingVerifyOut,
     Example,
     ExamplePage,
+    ExampleVerifiedFace,
     FaceOut,
     FaceVerifyOut,
     Gender,
@@ -57,10 +59,12 @@ from app.gallery import matching
 from app.gallery import service as gallery
 from app.models import Job, Person, PersonFace
 from app.settings import CompreFaceSettings, Settings
+from app.storage import Storage
 from app.vectors import calibrated_similarity, models_of_dim
 
 # face_plugins Lookout can answer; others (mask, pose) are ignored, as an absent plugin would be.
 PLUGINS = frozenset({"age", "gender", "landmarks", "calculator"})
+MAX_PREDICTIONS = 1000
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 1000
 
@@ -142,7 +146,7 @@ def translate(exc: AppError) -> CompreFaceError:
         return CompreFaceError(
             Code.FACES_SERVICE_EXCEPTION, exc.detail, status=exc.status, headers=exc.headers
         )
-    if isinstance(exc, PayloadTooLarge):
+    if exc.status == PayloadTooLarge.status:  # the body, or the image's pixels (image_too_large)
         return CompreFaceError(Code.UNAVAILABLE_FILE_EXTENSION, exc.detail, status=413)
     if exc.code in ("invalid_image", "unsupported_image_type", "unusable_face"):
         # The image cannot be read (format, corrupt, refused by the worker's decoder).
@@ -366,7 +370,7 @@ async def verify_with_example(
     owner_id: uuid.UUID | None,
 ) -> FaceVerifyOut:
     """Each face of the image against one stored example (recognition/faces/{id}/verify)."""
-    example, _ = await get_example(session, image_id, owner_id)
+    example, person = await get_example(session, image_id, owner_id)
     faces = selected_faces(result, options)
     verified = []
     for face in faces:
@@ -377,8 +381,9 @@ async def verify_with_example(
                 f"{face.embedding.model}: add the example again",
             )
         verified.append(
-            VerifiedFace(
+            ExampleVerifiedFace(
                 **face_fields(result.job, face, options),
+                subject=person.name or "",
                 similarity=_similarity(face.embedding.embedding, example.embedding, example.model),
             )
         )
@@ -471,40 +476,38 @@ async def list_subjects(session: AsyncSession, owner_id: uuid.UUID | None) -> Su
 
 
 async def rename_subject(
-    session: AsyncSession, owner_id: uuid.UUID | None, old: str, new: str | None
+    session: AsyncSession, settings: Settings, principal: Principal, old: str, new: str | None
 ) -> Updated:
-    """CompreFace's rename: to a name another subject has, the two are merged (the faces move
-    to that subject, this one is deleted). An empty or unchanged name updates nothing."""
-    source = await require_subject(session, owner_id, old)
+    """CompreFace's rename: to a name another subject has, the two are merged (the gallery's
+    merge: the faces, enrolled and seen, move to that subject; this one is deleted). An empty or
+    unchanged name updates nothing."""
+    source = await require_subject(session, principal.owner_id, old)
     if new is None or not new.strip() or new.strip() == source.name:
         return Updated(updated=False)
     new = _subject_name(new)
-    target = await find_subject(session, owner_id, new)
+    target = await find_subject(session, principal.owner_id, new)
     if target is None or target.id == source.id:
         source.name = new
+        await session.flush()
     else:
-        await session.execute(
-            update(PersonFace).where(PersonFace.person_id == source.id).values(person_id=target.id)
-        )
-        await session.execute(delete(Person).where(Person.id == source.id))
-    await session.flush()
+        await gallery.merge_people(session, settings, target.id, [source.id], principal)
     return Updated(updated=True)
 
 
 async def delete_subject(
-    session: AsyncSession, owner_id: uuid.UUID | None, name: str
+    session: AsyncSession, storage: Storage, owner_id: uuid.UUID | None, name: str
 ) -> SubjectOut:
     person = await require_subject(session, owner_id, name)
-    await session.execute(delete(Person).where(Person.id == person.id))  # faces cascade
-    await session.flush()
+    await gallery.delete_people(session, storage, [person.id])
     return SubjectOut(subject=person.name)
 
 
-async def delete_all_subjects(session: AsyncSession, owner_id: uuid.UUID | None) -> Deleted:
-    deleted = await session.execute(delete(Person).where(_owned(owner_id)).returning(Person.id))
-    count = len(deleted.all())
-    await session.flush()
-    return Deleted(deleted=count)
+async def delete_all_subjects(
+    session: AsyncSession, storage: Storage, owner_id: uuid.UUID | None
+) -> Deleted:
+    people = list(await session.scalars(select(Person.id).where(_owned(owner_id))))
+    await gallery.delete_people(session, storage, people)
+    return Deleted(deleted=len(people))
 
 
 # --- face examples -----------------------------------------------------------------------------
@@ -580,7 +583,7 @@ async def list_examples(
 
 
 async def delete_examples_of(
-    session: AsyncSession, owner_id: uuid.UUID | None, subject: str | None
+    session: AsyncSession, storage: Storage, owner_id: uuid.UUID | None, subject: str | None
 ) -> Deleted:
     """DELETE recognition/faces[?subject=]: CompreFace deletes the subject with its examples
     (every subject of the key without `subject`); the count is of examples. An unknown
@@ -597,8 +600,7 @@ async def delete_examples_of(
             PersonFace.person_id.in_(people), PersonFace.reembedded_from.is_(None)
         )
     )
-    await session.execute(delete(Person).where(Person.id.in_(people)))
-    await session.flush()
+    await gallery.delete_people(session, storage, people)
     return Deleted(deleted=int(count or 0))
 
 
@@ -606,8 +608,7 @@ async def delete_example(
     session: AsyncSession, owner_id: uuid.UUID | None, image_id: uuid.UUID
 ) -> Example:
     example, person = await get_example(session, image_id, owner_id)
-    await session.execute(delete(PersonFace).where(PersonFace.id == example.id))
-    await session.flush()
+    await gallery.delete_enrolled_faces(session, [example.id])
     return Example(image_id=example.id, subject=person.name)
 
 

@@ -24,10 +24,10 @@ from fastapi.routing import APIRoute
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.apikeys.service import ANONYMOUS_ADMIN, Principal, authenticate
+from app.apikeys.service import ANONYMOUS_ADMIN, Principal
 from app.compat.deepstack.errors import DeepStackError
 from app.compat.deepstack.schemas import DeepStackErrorOut
-from app.deps import StateDep, api_key_header
+from app.deps import StateDep, api_key_header, authenticate_client, client_address
 from app.errors import (
     UNAVAILABLE_RETRY_AFTER_S,
     AppError,
@@ -37,6 +37,7 @@ from app.errors import (
 )
 from app.gallery.service import Upload
 from app.limits import enforce_rate_limit
+from app.schema_types import storable_text
 from app.security import Scope
 from app.settings import Settings
 
@@ -163,7 +164,10 @@ class DeepStackForm:
             raise DeepStackError("userid not specified")
         if len(userid) > 200:
             raise DeepStackError("userid is longer than 200 characters")
-        return userid
+        try:
+            return storable_text(userid)
+        except ValueError as exc:
+            raise DeepStackError(f"userid {exc}") from None
 
 
 async def read_form(request: Request) -> DeepStackForm:
@@ -210,6 +214,7 @@ def require_key(scope: Scope) -> Callable[..., Awaitable[Principal]]:
     holding `scope` (or admin); charged to the key's rate limit like every /v1 call."""
 
     async def principal(
+        request: Request,
         state: StateDep,
         form: FormDep,
         header: Annotated[str | None, Security(api_key_header)],
@@ -217,9 +222,8 @@ def require_key(scope: Scope) -> Callable[..., Awaitable[Principal]]:
         if not state.settings.auth.enabled:
             return ANONYMOUS_ADMIN
         token = header or form.text(API_KEY_FIELD) or None
-        caller = await authenticate(
-            state.engine, token, last_used_resolution_s=state.settings.auth.last_used_resolution_s
-        )
+        # As every /v1 call: an address past its failed-authentication limit is refused (429).
+        caller = await authenticate_client(state, token, client_address(request))
         await enforce_rate_limit(state.redis, caller, state.settings.auth)
         if not scope.granted_by(caller.scopes):
             raise DeepStackError(f"this API key lacks the {scope.value!r} scope", status=403)

@@ -276,15 +276,15 @@ async def list_faces(
     response_model=DeepStackDeleteOut,
     responses=GALLERY_ERRORS,
     summary="DeepStack: delete the person `userid` of this key and all their faces",
-    description="400 when the key has no such userid (DeepStack answered success for any).",
+    description="An unknown userid deletes nothing and succeeds, as in DeepStack.",
     openapi_extra=_form(
         {"userid": {"type": "string", "example": "obama"}, API_KEY_FIELD: _KEY}, ["userid"]
     ),
 )
 async def delete_face(
-    request: Request, caller: WriteCaller, form: FormDep, session: SessionDep
+    request: Request, caller: WriteCaller, form: FormDep, session: SessionDep, storage: StorageDep
 ) -> DeepStackDeleteOut:
-    await service.delete_userid(session, caller, form.userid())
+    await service.delete_userid(session, storage, caller, form.userid())
     return DeepStackDeleteOut(duration=duration_s(request))
 
 

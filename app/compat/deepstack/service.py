@@ -19,13 +19,18 @@ face.py and detection.py, server/server.go):
   (app/calibration.py: same person ≥ ~0.6, strangers < ~0.4, whatever the model), where
   DeepStack reported (cosine + 1) / 2 of its own embedder. A face whose similarity is below
   min_confidence is `unknown` with confidence 0.
-- delete: an unknown userid is a 400 here (DeepStack answered success for anything).
+- userids are names, so they match as the gallery's names do, whatever their case ("Alice"
+  registered from the dashboard is `alice`'s); DeepStack compared them exactly.
+- delete: the person goes as every delete of a person does (app/gallery/people.py
+  delete_people: their sightings and the faces identified as them are forgotten too). An
+  unknown userid deletes nothing and succeeds, as in DeepStack (server.go deleteFace) and
+  CodeProject.AI: Double Take's retrain and untrain delete names that never trained.
 """
 
 from collections.abc import Sequence
 
 from redis.asyncio import Redis
-from sqlalchemy import ColumnElement, delete, exists, select
+from sqlalchemy import ColumnElement, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.apikeys.service import Principal
@@ -225,7 +230,7 @@ async def register(
         raise DeepStackError("no face detected")
     person = await session.scalar(
         select(Person)
-        .where(_owned_by(owner), Person.name == userid)
+        .where(_owned_by(owner), _named(userid))
         .order_by(Person.created_at, Person.id)
         .limit(1)
     )
@@ -249,15 +254,17 @@ async def list_userids(session: AsyncSession, owner: Principal) -> list[str]:
     return [name for name in rows if name is not None]
 
 
-async def delete_userid(session: AsyncSession, owner: Principal, userid: str) -> None:
-    """Delete every person of the caller named `userid`, with all their faces (DeepStack
-    deleted every row of the userid); 400 when there is none."""
-    deleted = await session.execute(
-        delete(Person).where(_owned_by(owner), Person.name == userid).returning(Person.id)
-    )
-    if not deleted.all():
-        raise DeepStackError(f"userid {userid!r} is not registered")
-    await session.flush()
+async def delete_userid(
+    session: AsyncSession, storage: Storage, owner: Principal, userid: str
+) -> None:
+    """Delete the caller's person named `userid` with all their faces; none is no error."""
+    people = await session.scalars(select(Person.id).where(_owned_by(owner), _named(userid)))
+    await gallery.delete_people(session, storage, list(people))
+
+
+def _named(userid: str) -> ColumnElement[bool]:
+    """The person whose name is `userid`: names are unique per key whatever their case."""
+    return func.lower(Person.name) == userid.lower()
 
 
 # --- CodeProject.AI's licence plate reader ------------------------------------------------------

@@ -236,6 +236,64 @@ async def test_deleting_a_person_deletes_their_embeddings_and_they_become_unknow
     assert names(await identify(client, "faces/test/obama1.jpg")) == ["unknown"]
 
 
+async def test_deleting_a_person_unnames_the_faces_past_jobs_identified_as_them(
+    client, worker, engine, storage
+):
+    """A face a job identified as the person is theirs: deleting the person forgets its
+    embedding and crop, and the job keeps an unknown face's box, its name gone from the result
+    and from the processed image drawn before."""
+    people = await enroll_training_set(client)
+    seen = await client.post(
+        "/v1/images?wait=30",
+        files={"image": ("o.jpg", shared_image("faces/test/obama1.jpg"), "image/jpeg")},
+        data={"tasks": "identify"},
+    )
+    job = seen.json()
+    [face] = job["detections"]
+    assert face["attributes"]["identity"]["name"] == "obama"
+    drawn = await client.get(f"/v1/jobs/{job['id']}/processed-image")
+    assert drawn.status_code == 200
+    [key] = [p.name for p in storage.root.iterdir() if p.name.endswith(".processed.jpg")]
+    assert (
+        await count(
+            engine, "SELECT count(*) FROM face_embeddings WHERE detection_id = :d", d=face["id"]
+        )
+        == 1
+    )
+    assert (await client.get(f"/v1/faces/{face['id']}/thumbnail")).status_code == 200
+
+    assert (await client.delete(f"/v1/people/{people['obama']}")).status_code == 204
+
+    after = (await client.get(f"/v1/jobs/{job['id']}")).json()
+    [unnamed] = after["detections"]
+    assert unnamed["box"] == face["box"]
+    assert unnamed["attributes"]["identity"] is None and unnamed["attributes"]["unknown"] is True
+    assert (
+        await count(
+            engine, "SELECT count(*) FROM face_embeddings WHERE detection_id = :d", d=face["id"]
+        )
+        == 0
+    )
+    assert (
+        await count(engine, "SELECT count(*) FROM face_crops WHERE detection_id = :d", d=face["id"])
+        == 0
+    )
+    assert (await client.get(f"/v1/faces/{face['id']}/thumbnail")).status_code == 404
+    assert not (storage.root / key).exists()  # drawn again, without the name, when asked
+    redrawn = await client.get(f"/v1/jobs/{job['id']}/processed-image")
+    assert redrawn.status_code == 200 and redrawn.content != drawn.content
+    # Nobody else's identified faces were touched.
+    again = await client.post(
+        "/v1/images?wait=30",
+        files={"image": ("b.jpg", shared_image("faces/test/obama_and_biden.jpg"), "image/jpeg")},
+        data={"tasks": "identify"},
+    )
+    assert "biden" in {
+        (d["attributes"]["identity"] or {}).get("name") for d in again.json()["detections"]
+    }
+    assert (await client.delete(f"/v1/people/{people['obama']}")).status_code == 404
+
+
 async def test_deleting_an_enrolled_face_deletes_its_embedding(client, worker, engine):
     person = (await client.post("/v1/people", json={"name": "obama"})).json()
     enrolled = await client.post(

@@ -472,6 +472,40 @@ async def test_deleting_a_person_or_a_face_deletes_embeddings_crops_and_membersh
     assert all(not (m & obama) for m in remaining)
 
 
+@pytest.mark.parametrize("api", ["lookout", "compreface", "deepstack"])
+async def test_a_person_deleted_through_any_api_takes_their_sightings_along(
+    client, worker, settings, sessionmaker, engine, api
+):
+    """The CompreFace and DeepStack deletes are the gallery's: a named person's sightings
+    (their embeddings, crops, membership) go with them, and do not cluster again as a new
+    unnamed person (they did, through both compatible APIs)."""
+    obama, _, _ = await upload_everyone(client)
+    await cluster_pass(settings, sessionmaker)
+    clusters = {frozenset(members(c)): c["id"] for c in await unnamed(client)}
+    obama_id = clusters[frozenset(obama)]
+    assert (
+        await client.patch(f"/v1/people/{obama_id}", json={"name": "Barack"})
+    ).status_code == 200
+
+    if api == "lookout":
+        deleted = await client.delete(f"/v1/people/{obama_id}")
+        assert deleted.status_code == 204
+    elif api == "compreface":
+        deleted = await client.delete("/api/v1/recognition/subjects/Barack")
+        assert deleted.status_code == 200 and deleted.json() == {"subject": "Barack"}
+    else:
+        deleted = await client.post("/v1/vision/face/delete", data={"userid": "barack"})
+        assert deleted.status_code == 200 and deleted.json()["success"] is True
+
+    assert (await client.get(f"/v1/people/{obama_id}")).status_code == 404
+    for face_id in obama:
+        for table in ("face_embeddings", "face_crops", "unknown_faces"):
+            sql = f"SELECT count(*) FROM {table} WHERE detection_id = :d"
+            assert await scalar(engine, sql, d=face_id) == 0, (table, face_id)
+    await cluster_pass(settings, sessionmaker)
+    assert all(not (members(c) & obama) for c in await unnamed(client))
+
+
 async def test_moving_or_deleting_another_key_s_face_is_404(client, worker, make_key, app):
     import httpx
 

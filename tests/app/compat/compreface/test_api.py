@@ -14,6 +14,7 @@ from sqlalchemy import text
 from app import streams
 from app.security import Scope
 from tests.conftest import SHARED_IMAGES, shared_image
+from tests.images import bomb_png
 
 TRAIN = SHARED_IMAGES / "faces" / "train"
 API = "/api/v1"
@@ -178,6 +179,8 @@ async def test_plugins_status_detection_and_embeddings(client, worker):
         assert response.status_code == 200, response.text
         [verified] = response.json()["result"]
         assert (verified["similarity"] > 0.6) if same else (verified["similarity"] < 0.4)
+        # FaceVerification (CompreFace's dto) names the example's subject.
+        assert verified["subject"] == ("obama" if same else "biden")
 
     response = await client.post(
         f"{API}/verification/embeddings/verify",
@@ -330,6 +333,26 @@ async def test_bad_requests_get_compreface_errors_and_store_nothing(
     assert_error(
         await client.post(recognize, params={"limit": "many"}, files=jpeg("scenes/t1.jpg")), 400, 26
     )
+    # A count past int64 reached Postgres as a LIMIT (a 500); past 1000 it is refused.
+    for count in (1001, 2**63):
+        assert_error(
+            await client.post(
+                recognize, params={"prediction_count": count}, files=jpeg("scenes/t1.jpg")
+            ),
+            400,
+            26,
+        )
+        assert_error(
+            await client.post(
+                f"{API}/recognition/embeddings/recognize",
+                params={"prediction_count": count},
+                json={"embeddings": [[0.1] * 192]},
+            ),
+            400,
+            26,
+        )
+    # Too many pixels is the body's error (413, code 21), as a too large body is.
+    assert_error(await client.post(recognize, files={"file": ("b.png", bomb_png())}), 413, 21)
     faces = f"{API}/recognition/faces"
     assert_error(await client.post(faces, files=jpeg("faces/test/obama1.jpg")), 400, 33)
     assert_error(

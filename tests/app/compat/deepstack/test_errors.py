@@ -73,7 +73,8 @@ CASES = [
     (REGISTER, DOG, {"userid": "rex"}, 400, "no face detected"),
     (REGISTER, image("x.jpg", b"GIF89a"), {"userid": "rex"}, 400, "invalid image"),
     (DELETE, {}, {}, 400, "userid not specified"),
-    (DELETE, {}, {"userid": "nobody"}, 400, "'nobody' is not registered"),
+    (DELETE, {}, {"userid": "a\x00b"}, 400, "userid must not contain NUL"),
+    (REGISTER, PORTRAIT, {"userid": "a\x00b"}, 400, "userid must not contain NUL"),
     (MATCH, PORTRAIT, {}, 400, "expected two image files, only one found"),
     (MATCH, {}, {}, 400, NO_IMAGE),
     (MATCH, PORTRAIT_AND_DOG, {}, 400, "no face found"),
@@ -148,9 +149,10 @@ async def test_a_person_belongs_to_the_key_that_registered_it(
     assert theirs["predictions"][0] | {"x_min": 0} == mine["predictions"][0] | {
         "userid": "unknown", "confidence": 0, "x_min": 0,
     }  # fmt: skip
-    refused(
-        post(live, "/v1/vision/face/delete", other, data={"userid": "obama"}), 400, "not registered"
-    )
+    # Another key's userid is not this key's: deleting it deletes nothing, and succeeds as an
+    # unknown userid does in DeepStack (Double Take's untrain deletes names that never trained).
+    deleted = post(live, "/v1/vision/face/delete", other, data={"userid": "obama"})
+    assert deleted.status_code == 200 and deleted.json()["success"] is True
     with native(live, other) as lookout:
         assert lookout.get("/v1/people").json()["items"] == []
     with native(live, write_key) as lookout:
@@ -212,3 +214,32 @@ def test_recognize_and_match_jobs_are_kept_but_not_counted_or_searched(
         assert [r["job_id"] for r in searched.json()["results"]] == [detection]
         stats = http.get("/v1/stats/counts", params={"bucket": "1d"}).json()
         assert stats["totals"] == {"face": 1}
+
+
+def test_a_userid_is_a_name_whatever_its_case(live: LiveLookout, write_key):
+    """Names are unique per key whatever their case (the dashboard's "Obama" is `obama`), so
+    a userid finds its person the same way; DeepStack compared them exactly."""
+    first, second = training_photos()["obama"][:2]
+    added = post(
+        live,
+        REGISTER,
+        write_key,
+        files=image("a.jpg", first.read_bytes()),
+        data={"userid": "Obama"},
+    )
+    assert added.json()["message"] == "face added"
+    again = post(
+        live,
+        REGISTER,
+        write_key,
+        files=image("b.jpg", second.read_bytes()),
+        data={"userid": "obama"},
+    )
+    assert again.status_code == 200 and again.json()["message"] == "face updated", again.text
+    assert post(live, "/v1/vision/face/list", write_key).json()["faces"] == ["Obama"]
+    with native(live, write_key) as lookout:
+        [person] = lookout.get("/v1/people").json()["items"]
+    assert person["face_count"] == 2
+    deleted = post(live, DELETE, write_key, data={"userid": "OBAMA"})
+    assert deleted.status_code == 200 and deleted.json()["success"] is True
+    assert post(live, "/v1/vision/face/list", write_key).json()["faces"] == []
