@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError as RedisReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -222,6 +223,7 @@ OUTAGE_ERRORS: tuple[type[Exception], ...] = (
     PoolTimeoutError,
     RedisConnectionError,
     RedisTimeoutError,
+    RedisReadOnlyError,  # a replica in a failover, not yet promoted: writes come back
     ConnectionError,
     TimeoutError,
     OSError,

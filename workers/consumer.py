@@ -163,14 +163,12 @@ class Consumer:
                 await streams.ensure_group(self.redis)
                 self._group_ready = True
             return await self.next_entries(block_ms=block_ms)
-        except ResponseError as exc:
-            if not streams.is_missing_group(exc):
-                raise
-            log.warning("consumer_group_missing")  # Redis lost its data: recreate
-            self._group_ready = False
-            return None
         except Exception as exc:
-            if not is_outage(exc):
+            if isinstance(exc, ResponseError) and streams.is_missing_group(exc):
+                log.warning("consumer_group_missing")  # Redis lost its data: recreate
+                self._group_ready = False
+                return None
+            if not is_outage(exc):  # READONLY (a failover) is a ResponseError and an outage
                 raise
             log.warning("redis_unavailable", error=repr(exc))
             await _sleep_unless(self._stop, self.settings.worker.retry_backoff_s)
@@ -614,6 +612,14 @@ class Consumer:
             return self.storage.get(message.image_key)
         except FileNotFoundError as exc:
             raise BadImage(f"the stored image {message.image_key} is gone") from exc
+        except OSError as exc:
+            # Not an outage of Postgres or Redis, the only ones _persist waits out: taken for one,
+            # a file that cannot be read (permissions, an I/O error) held the worker in that wait
+            # for ever, and the next worker to reclaim the entry too. The entry's own failure
+            # instead: redelivered later, dead-lettered after max_deliveries.
+            raise StoredImageUnreadable(
+                f"the stored image {message.image_key} cannot be read: {exc.strerror or exc!r}"
+            ) from None
 
     async def _start(self, job_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
         """Mark the jobs running; the ids of those that exist and are not yet finished."""
@@ -701,6 +707,11 @@ class JobTimeout(Exception):
 
 class GalleryUnavailable(Exception):
     """The gallery step could not read the enrolled faces; the identify job fails."""
+
+
+class StoredImageUnreadable(Exception):
+    """The job's stored image is there but cannot be read; the entry stays pending (retried by
+    redelivery, then dead-lettered)."""
 
 
 def _as_result(outcome: PipelineResult | Exception) -> PipelineResult:

@@ -10,6 +10,7 @@ from app import streams
 from app.models import Detection, Job, JobStatus
 from tests.conftest import job_events, shared_image
 from tests.images import blank
+from tests.processes import free_port
 
 T1 = shared_image("scenes/t1.jpg")
 
@@ -122,6 +123,59 @@ async def test_after_max_deliveries_the_message_is_dead_lettered_and_the_job_fai
     assert dead[0][1][b"job_id"] == str(job.id).encode()
     assert b"gave up" in dead[0][1][b"error"]
     assert await pending_count(redis) == 0
+
+
+async def test_an_unreadable_stored_image_is_retried_by_redelivery_then_dead_lettered(
+    make_job, make_consumer, redis, sessionmaker, storage
+):
+    """A stored file that cannot be read is the job's problem, not an outage: the worker moves
+    on (it used to wait on it for ever, as for Postgres or Redis), and a later delivery that
+    fails the same way past max_deliveries fails the job."""
+    job = await make_job(T1)
+    path = storage.path(job.image_key)
+    path.unlink()
+    path.mkdir()  # reading it raises IsADirectoryError, an OSError (as EIO or EACCES would)
+    try:
+        # An idle entry is reclaimed after job_timeout_s: this burst run redelivers it to itself
+        # until max_deliveries, then dead-letters it (it waited for ever on the first delivery).
+        worker = make_consumer("worker", job_timeout_s=0.05, max_deliveries=3)
+        assert await asyncio.wait_for(worker.run(burst=True), timeout=60) == 4
+        failed = await load_job(sessionmaker, job.id)
+        assert failed.status == JobStatus.failed
+        assert "gave up after 3 deliveries" in failed.error
+        assert await pending_count(redis) == 0
+        [dead] = await redis.xrange(streams.DEAD)
+        assert dead[1][b"job_id"] == str(job.id).encode()
+    finally:
+        path.rmdir()
+
+
+async def test_a_read_only_redis_is_waited_out_as_one_that_is_down(
+    make_job, make_consumer, redis, sessionmaker
+):
+    """A replica not yet promoted in a failover answers every write READONLY, a ResponseError:
+    the worker raised it and its process died, leaving the pool a worker short for good. It is
+    an outage: the worker waits, then goes on."""
+    await redis.execute_command("REPLICAOF", "127.0.0.1", str(free_port()))  # nobody there
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        make_consumer("through-a-failover", block_ms=50, retry_backoff_s=0.1).run(stop)
+    )
+    try:
+        await asyncio.sleep(1.0)  # reads (XREADGROUP writes the group) come back READONLY
+        assert not task.done(), task
+    finally:
+        await redis.execute_command("REPLICAOF", "NO", "ONE")
+    try:
+        job = await make_job(T1)
+        for _ in range(300):
+            if (await load_job(sessionmaker, job.id)).status == JobStatus.done:
+                break
+            await asyncio.sleep(0.1)
+        assert (await load_job(sessionmaker, job.id)).status == JobStatus.done
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
 
 
 async def test_a_batch_that_ends_before_running_after_ms_goes_from_queued_to_done(
