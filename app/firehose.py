@@ -89,6 +89,9 @@ class Firehose:
                 continue
             for entry_id, event in entries:
                 after = entry_id
+                if event is None:
+                    log.warning("firehose_entry_invalid", entry_id=entry_id.decode())
+                    continue
                 for subscription in list(self.subscriptions):
                     subscription.offer(event)
         self._reader = None

@@ -187,9 +187,17 @@ async def firehose_tail(redis: "Redis") -> StreamId:
 
 async def read_firehose(
     redis: "Redis", *, after: StreamId, block_ms: int
-) -> list[tuple[StreamId, dict[str, Any]]]:
+) -> list[tuple[StreamId, dict[str, Any] | None]]:
+    """Firehose entries after `after`; an entry that is not a valid event (another version's,
+    during a rolling upgrade) comes back as None, so the reader moves past it."""
     entries = await _xread(redis, FIREHOSE, after, block_ms)
-    return [(entry_id, decode_event(fields or {})) for entry_id, fields in entries]
+    decoded: list[tuple[StreamId, dict[str, Any] | None]] = []
+    for entry_id, fields in entries:
+        try:
+            decoded.append((entry_id, decode_event(fields or {})))
+        except (ProtocolError, ValueError, KeyError):
+            decoded.append((entry_id, None))
+    return decoded
 
 
 async def _xread(redis: "Redis", key: str, after: StreamId, block_ms: int) -> RawEntries:

@@ -178,7 +178,8 @@ async def test_reading_after_the_firehose_tail_sees_entries_added_before_the_rea
         published.append(event["job_id"])
         await streams.publish_job_event(redis, event, ttl_s=60, firehose_maxlen=100)
     entries = await streams.read_firehose(redis, after=tail, block_ms=100)
-    assert [event["job_id"] for _, event in entries] == published
+    assert [event["job_id"] for _, event in entries if event is not None] == published
+    assert len(entries) == 3
     # What reading from "$" at this point would have returned: nothing.
     assert await streams.read_firehose(redis, after=b"$", block_ms=50) == []
 
@@ -211,6 +212,27 @@ async def test_firehose_fans_out_and_drops_only_the_slow_subscriber(redis):
     assert received == [0, 1, 2, 3, 4, 5]
     assert slow.dropped
     assert slow.queue.get_nowait() is None and slow.queue.empty()
+
+
+async def test_the_firehose_reader_moves_past_an_entry_that_is_not_an_event(redis):
+    """Another version's entry (a rolling upgrade) is skipped; it used to end the reader, and
+    every subscriber then waited for ever."""
+    from app.firehose import Firehose
+
+    firehose = Firehose(redis, max_queued_per_client=10)
+    subscriber = firehose.subscribe()
+    await asyncio.sleep(0.05)  # the reader has pinned the tail
+    bad = await redis.xadd(streams.FIREHOSE, {"v": "999", "data": "{}"})
+    [(entry_id, event)] = await streams.read_firehose(redis, after=b"0", block_ms=1)
+    assert entry_id == bad and event is None
+    await streams.publish_job_event(
+        redis, streams.make_event("result", uuid.uuid4(), n=1), ttl_s=60, firehose_maxlen=100
+    )
+    try:
+        assert (await asyncio.wait_for(subscriber.queue.get(), 5))["n"] == 1
+        assert firehose._reader is not None and not firehose._reader.done()
+    finally:
+        await firehose.close()
 
 
 async def test_a_long_wait_outlasts_the_redis_socket_timeout(redis, settings, monkeypatch):
