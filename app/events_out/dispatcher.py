@@ -19,6 +19,7 @@ client), redirects are not followed.
 import asyncio
 import contextlib
 import json
+import math
 import os
 import random
 import socket
@@ -32,7 +33,7 @@ import httpx
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import ColumnElement, delete, exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -40,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app import streams
 from app.cancellation import cancel_and_wait
 from app.events_out import events, signing, ssrf
-from app.models import DeliveryStatus, Webhook, WebhookDelivery
+from app.models import ApiKey, DeliveryStatus, Webhook, WebhookDelivery
 from app.settings import Settings
 
 log = structlog.get_logger()
@@ -100,8 +101,11 @@ class WebhookDispatcher:
 
     async def ingest_loop(self, stop: asyncio.Event) -> None:
         own_pending = True  # after a (re)start: what this consumer read but never acked
+        claimed_at = -math.inf
         while not stop.is_set():
             try:
+                if stale_claim_due(claimed_at):
+                    own_pending = True
                 if own_pending:
                     await streams.ensure_firehose_groups(self.redis, [streams.WEBHOOKS_GROUP])
                     await streams.claim_stale_firehose(
@@ -111,6 +115,7 @@ class WebhookDispatcher:
                         min_idle_ms=STALE_CLAIM_MS,
                         count=self.settings.events.read_count,
                     )
+                    claimed_at = time.monotonic()
                 entries = await streams.read_firehose_group(
                     self.redis,
                     streams.WEBHOOKS_GROUP,
@@ -149,7 +154,9 @@ class WebhookDispatcher:
         added = 0
         if outbound:
             async with self.sessionmaker.begin() as session:
-                webhooks = list(await session.scalars(select(Webhook).where(Webhook.enabled)))
+                webhooks = list(
+                    await session.scalars(select(Webhook).where(Webhook.enabled, _owner_usable()))
+                )
                 rows = [
                     {
                         "webhook_id": webhook.id,
@@ -221,8 +228,8 @@ class WebhookDispatcher:
                 ):
                     return  # another dispatcher is on it
                 try:
-                    while await self._deliver_head(webhook_id):
-                        await self.redis.pexpire(lock, int(lock_ttl_s * 1000))
+                    while await self._deliver_head(webhook_id, lock, lock_ttl_s):
+                        pass
                 finally:
                     await _release(self.redis, lock, self.consumer)
             except asyncio.CancelledError:
@@ -230,11 +237,16 @@ class WebhookDispatcher:
             except (RedisError, SQLAlchemyError, OSError) as exc:
                 log.warning("webhook_drain_failed", webhook_id=str(webhook_id), error=repr(exc))
 
-    async def _deliver_head(self, webhook_id: uuid.UUID) -> bool:
+    async def _deliver_head(self, webhook_id: uuid.UUID, lock: str, lock_ttl_s: float) -> bool:
         """Attempt the oldest pending deliveries, in order, while they succeed (up to
-        HEAD_BATCH per query); True if the queue may hold more to send now."""
+        HEAD_BATCH per query); True if the queue may hold more to send now. The webhook's lock
+        is held another lock_ttl_s after each attempt (a batch of slow receivers' answers
+        outlasted it, and another dispatcher then sent the same queue beside this one); once
+        lost, this one stops."""
         async with self.sessionmaker() as session:
-            webhook = await session.get(Webhook, webhook_id)
+            webhook = await session.scalar(
+                select(Webhook).where(Webhook.id == webhook_id, Webhook.enabled, _owner_usable())
+            )
             heads = list(
                 await session.scalars(
                     select(WebhookDelivery)
@@ -246,8 +258,10 @@ class WebhookDispatcher:
                     .limit(HEAD_BATCH)
                 )
             )
-            if webhook is None or not webhook.enabled or not heads:
-                return False  # a disabled webhook keeps its queue until it is enabled again
+            if webhook is None or not heads:
+                # A disabled webhook keeps its queue until it is enabled again; one whose key was
+                # revoked or expired, until the key is usable again (never, for a revoked one).
+                return False
             url, secret = webhook.url, webhook.secret
             batch = [
                 (h.id, h.event_id, h.payload, h.attempts, h.created_at, h.next_attempt_at)
@@ -259,6 +273,11 @@ class WebhookDispatcher:
             if not await self._attempt_one(
                 webhook_id, url, secret, delivery_id, event_id, payload, attempts, queued_at
             ):
+                return False
+            if not await streams.extend_lock(
+                self.redis, lock, owner=self.consumer, ttl_s=lock_ttl_s
+            ):
+                log.warning("webhook_lock_lost", webhook_id=str(webhook_id))
                 return False
         return len(batch) == HEAD_BATCH
 
@@ -344,21 +363,30 @@ class WebhookDispatcher:
             if target.scheme == "https":
                 extensions["sni_hostname"] = target.host
             request_url = request_url.copy_with(host=str(target.address))
+        timeout_s = self.settings.events.webhook_timeout_s
         try:
-            response = await self.http.post(
-                request_url,
-                content=body,
-                headers=headers,
-                timeout=self.settings.events.webhook_timeout_s,
-                extensions=extensions,
-            )
+            # One deadline for connect, send and the answer's head, however the receiver trickles
+            # them (httpx's timeout is per read); the answer's body is never read, so a receiver
+            # cannot hold a delivery slot, or this process's memory, with an endless one.
+            async with asyncio.timeout(timeout_s):
+                async with self.http.stream(
+                    "POST",
+                    request_url,
+                    content=body,
+                    headers=headers,
+                    timeout=timeout_s,
+                    extensions=extensions,
+                ) as response:
+                    status_code = response.status_code
+        except TimeoutError:
+            return None, f"the receiver did not answer within {timeout_s:g} s"
         except httpx.HTTPError as exc:
             return None, f"{type(exc).__name__}: {exc}"[:500]
-        if 200 <= response.status_code < 300:
-            return response.status_code, None
-        if 300 <= response.status_code < 400:
-            return response.status_code, "the receiver redirected; redirects are not followed"
-        return response.status_code, f"the receiver answered {response.status_code}"
+        if 200 <= status_code < 300:
+            return status_code, None
+        if 300 <= status_code < 400:
+            return status_code, "the receiver redirected; redirects are not followed"
+        return status_code, f"the receiver answered {status_code}"
 
     async def prune(self) -> None:
         """Keep the newest `keep_deliveries` finished deliveries of each webhook."""
@@ -379,6 +407,27 @@ class WebhookDispatcher:
                     WebhookDelivery.id.in_(select(ranked.c.id).where(ranked.c.rank > keep))
                 )
             )
+
+
+def stale_claim_due(claimed_at: float) -> bool:
+    """Whether to claim the firehose entries dead consumers left again: not only at a start,
+    but every STALE_CLAIM_MS. A consumer is named after its host and pid, so one that died
+    (this process before a restart included) leaves its entries under a name nobody reads, and
+    at this one's start they were not yet idle long enough to claim: lost, without this."""
+    return time.monotonic() - claimed_at > STALE_CLAIM_MS / 1000
+
+
+def _owner_usable() -> ColumnElement[bool]:
+    """The webhook's API key is neither revoked nor expired (a webhook made while keys were off
+    has none): a revoked key's webhooks get nothing more, as its sockets are closed."""
+    return or_(
+        Webhook.owner_id.is_(None),
+        exists().where(
+            ApiKey.id == Webhook.owner_id,
+            ApiKey.revoked_at.is_(None),
+            or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > func.now()),
+        ),
+    )
 
 
 def _wants(webhook: Webhook, event: events.OutboundEvent) -> bool:

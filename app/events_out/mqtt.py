@@ -27,6 +27,7 @@ is acked, and after the reconnect the bridge publishes its unacked entries first
 import asyncio
 import contextlib
 import json
+import math
 import ssl
 import time
 import uuid
@@ -46,7 +47,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app import streams
 from app.cancellation import cancel_and_wait
 from app.events_out import events
-from app.events_out.dispatcher import STALE_CLAIM_MS, consumer_name
+from app.events_out.dispatcher import STALE_CLAIM_MS, consumer_name, stale_claim_due
 from app.models import Node, Person
 from app.nodes.service import is_online
 from app.settings import MqttSettings, Settings
@@ -157,6 +158,9 @@ class MqttBridge:
         self.status = BridgeStatus(broker=self.broker.address)
         self.nodes: dict[str, NodeMemory] = {}
         self.discovery_topics: set[str] = set()  # retained configs published by this bridge
+        # People whose retained "seen" topic (a name, a time, a place) this bridge published:
+        # cleared once the person is deleted (refresh), so the broker does not keep it.
+        self.seen_people: set[str] = set()
         self.refresh_now = asyncio.Event()
 
     def _client(self) -> aiomqtt.Client:
@@ -238,11 +242,15 @@ class MqttBridge:
     async def _consume(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
         group = streams.MQTT_GROUP
         await streams.ensure_firehose_groups(self.redis, [group])
-        await streams.claim_stale_firehose(
-            self.redis, group, self.consumer, min_idle_ms=STALE_CLAIM_MS, count=100
-        )
         own_pending = True
+        claimed_at = -math.inf
         while not stop.is_set():
+            if stale_claim_due(claimed_at):  # at the start, then every STALE_CLAIM_MS
+                await streams.claim_stale_firehose(
+                    self.redis, group, self.consumer, min_idle_ms=STALE_CLAIM_MS, count=100
+                )
+                claimed_at = time.monotonic()
+                own_pending = True
             try:
                 entries = await streams.read_firehose_group(
                     self.redis,
@@ -285,6 +293,7 @@ class MqttBridge:
             data = event["data"]
             if event["type"] == "face.identified":
                 person = data["person"]
+                self.seen_people.add(str(person["id"]))
                 await self._publish(
                     client,
                     self.topics.person_seen(str(person["id"])),
@@ -374,6 +383,14 @@ class MqttBridge:
             nodes = list(await session.scalars(select(Node).where(Node.revoked_at.is_(None))))
             # Unnamed people (clusters of unknown faces) get no "seen at" sensor until named.
             people = list(await session.scalars(select(Person).where(Person.name.is_not(None))))
+            remembered = [uuid.UUID(p) for p in self.seen_people]
+            existing = {
+                str(i)
+                for i in await session.scalars(select(Person.id).where(Person.id.in_(remembered)))
+            }
+        for deleted in sorted(self.seen_people - existing):
+            await self._publish(client, self.topics.person_seen(deleted), "", retain=True)
+            self.seen_people.discard(deleted)
         configs: list[tuple[str, dict[str, Any]]] = []
         for node in nodes:
             node_id = str(node.id)

@@ -266,3 +266,32 @@ async def test_events_published_while_the_broker_restarts_all_arrive_in_order(
     received = [json.loads(p)["job"]["id"] for p in subscriber.on(done_topic)]
     assert list(dict.fromkeys(received)) == [str(j.id) for j in jobs]  # none lost, in order
     assert await streams.firehose_group_lag(redis, streams.MQTT_GROUP) == (0, 0)
+
+
+async def test_a_deleted_person_s_retained_seen_topic_is_cleared(
+    settings, redis, sessionmaker, storage, make_job, make_consumer, broker, api_key
+):
+    """`lookout/person/<id>/seen` is retained (a name, a time, a place): once the person is
+    deleted the broker must not keep handing it to every new subscriber."""
+    enrolment = await make_job(shared_image(OBAMA), tasks=("faces",))
+    await make_consumer().run(burst=True)
+    obama = await enroll_from_job(sessionmaker, enrolment.id, "obama")
+    configured = mqtt_settings(settings, broker)
+    subscriber = Subscriber(broker.port)
+    bridge = MqttBridge(configured, sessionmaker, redis, consumer="test-bridge")
+    seen_topic = f"lookout/person/{obama.id}/seen"
+    async with running(subscriber.run, bridge.run):
+        await wait_for(lambda: subscriber.on("lookout/status") == [b"online"])
+        await make_job(shared_image(OBAMA), tasks=("faces", "identify"))
+        await make_consumer().run(burst=True)
+        await wait_for(lambda: subscriber.on(seen_topic))
+        assert json.loads(subscriber.on(seen_topic)[-1])["name"] == "obama"
+        async with serve_app(configured, api_key) as http:
+            assert (await http.delete(f"/v1/people/{obama.id}")).status_code == 204
+        bridge.refresh_now.set()  # as every status_interval_s
+        await wait_for(lambda: subscriber.on(seen_topic)[-1] == b"")
+    late = Subscriber(broker.port, identifier="ha-late")
+    async with running(late.run):
+        await wait_for(lambda: late.on("lookout/status"))
+        await asyncio.sleep(0.5)  # retained messages arrive with the subscription
+    assert late.on(seen_topic) == []

@@ -1,10 +1,17 @@
 """Webhooks: the API, the SSRF guard, and signed at-least-once deliveries to a real receiver."""
 
+import asyncio
+import time
+from datetime import UTC, datetime
+
 import pytest
+from sqlalchemy import select, update
 from standardwebhooks import Webhook as StandardWebhook
 
 from app import streams
+from app.events_out import dispatcher as dispatcher_module
 from app.events_out.dispatcher import WebhookDispatcher, backoff_s
+from app.models import ApiKey, WebhookDelivery
 from app.security import Scope
 from tests.app.events_out.helpers import (
     enroll_from_job,
@@ -291,3 +298,116 @@ async def test_redirects_are_not_followed(settings, sessionmaker, redis, receive
     assert status_code == 307
     assert "redirects are not followed" in error
     assert len(receiver.received) == 1
+
+
+async def test_a_revoked_key_s_webhook_gets_nothing_more(
+    settings, sessionmaker, redis, make_key, make_job, make_consumer, receiver
+):
+    """Its sockets close at revocation; its webhooks stop too: no new deliveries, and what was
+    queued is not sent (it was, for ever: keys are revoked, never deleted)."""
+    writer = await make_key("writer", scopes=(Scope.read, Scope.write))
+    async with sessionmaker() as session:
+        owner_id = await session.scalar(select(ApiKey.id).where(ApiKey.name == "writer"))
+    hook_settings = events_settings(settings)
+    async with serve_app(hook_settings, writer) as http:
+        hook = (
+            await http.post("/v1/webhooks", json={"url": receiver.url, "event_types": ["job.done"]})
+        ).json()
+
+    async def deliveries() -> list[WebhookDelivery]:
+        async with sessionmaker() as session:
+            return list(await session.scalars(select(WebhookDelivery)))
+
+    async with running_dispatcher(hook_settings, sessionmaker, redis):
+        before = await make_job(shared_image(OBAMA), owner_id=owner_id)
+        await make_consumer().run(burst=True)
+        # The receiver is down: the delivery is queued and retried.
+        await wait_for(lambda: _attempted(deliveries()))
+        async with sessionmaker.begin() as session:
+            await session.execute(
+                update(ApiKey).where(ApiKey.id == owner_id).values(revoked_at=datetime.now(UTC))
+            )
+        after = await make_job(shared_image(OBAMA), owner_id=owner_id)
+        await make_consumer().run(burst=True)
+        receiver.start()
+        await asyncio.sleep(3)  # retries come every 0.5 s at most (events_settings)
+    assert receiver.received == []
+    [queued] = await deliveries()
+    assert str(queued.webhook_id) == hook["id"] and queued.payload["job"]["id"] == str(before.id)
+    assert queued.status == "pending"
+    assert str(after.id) not in {(d.payload.get("job") or {}).get("id") for d in await deliveries()}
+
+
+async def _attempted(rows) -> bool:  # type: ignore[no-untyped-def]
+    return any(d.attempts >= 1 for d in await rows)
+
+
+@pytest.mark.parametrize("endless", ["head", "body"])
+async def test_a_receiver_that_never_stops_answering_holds_no_delivery(
+    settings, sessionmaker, redis, endless
+):
+    """One deadline for the whole answer, and its body is not read: a receiver trickling its
+    headers (each byte within httpx's per-read timeout) or streaming an endless body held the
+    delivery, and one of the dispatcher's slots, for ever, and the body filled its memory."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)  # the request
+        try:
+            if endless == "head":
+                writer.write(b"HTTP/1.1 200 OK\r\n")
+                while True:
+                    writer.write(b"X-Slow: 1\r\n")
+                    await writer.drain()
+                    await asyncio.sleep(0.2)
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                while True:
+                    writer.write(b"10000\r\n" + b"x" * 65536 + b"\r\n")
+                    await writer.drain()
+                    await asyncio.sleep(0.01)
+        except OSError:  # the dispatcher hung up
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    dispatcher = WebhookDispatcher(
+        events_settings(settings, webhook_timeout_s=1.0), sessionmaker, redis
+    )
+    started = time.monotonic()
+    try:
+        status_code, error = await asyncio.wait_for(
+            dispatcher.attempt(f"http://127.0.0.1:{port}/hook", "whsec_" + "A" * 32, "e", {}), 30
+        )
+    finally:
+        await dispatcher.http.aclose()
+        server.close()
+    if endless == "head":
+        assert status_code is None and error == "the receiver did not answer within 1 s"
+    else:
+        assert (status_code, error) == (200, None)  # the status is the answer
+    assert time.monotonic() - started < 10
+
+
+async def test_events_a_dead_consumer_read_are_claimed_later_not_only_at_a_start(
+    settings, api_key, redis, sessionmaker, make_job, make_consumer, receiver, monkeypatch
+):
+    """A dispatcher that died (here: read, never acked) under another name, and this one
+    started before its entries were idle long enough to claim: claimed at the next round,
+    STALE_CLAIM_MS later. They were claimed only at a start, so never."""
+    receiver.start()
+    hook_settings = events_settings(settings)
+    async with serve_app(hook_settings, api_key) as http:
+        await http.post("/v1/webhooks", json={"url": receiver.url, "event_types": ["job.done"]})
+    job = await make_job(shared_image(OBAMA), tasks=("faces",))
+    await make_consumer().run(burst=True)
+    taken = await streams.read_firehose_group(
+        redis, streams.WEBHOOKS_GROUP, "dead-dispatcher", count=100, block_ms=None, pending=False
+    )
+    assert str(job.id) in {(e or {}).get("job_id") for _, e in taken}
+    monkeypatch.setattr(dispatcher_module, "STALE_CLAIM_MS", 1500)
+    async with running_dispatcher(hook_settings, sessionmaker, redis):
+        await wait_for(lambda: any(e["job"]["id"] == str(job.id) for e in receiver.events()))
+    pending = await redis.xpending(streams.FIREHOSE, streams.WEBHOOKS_GROUP)
+    assert pending["pending"] == 0
