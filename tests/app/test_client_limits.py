@@ -36,6 +36,31 @@ async def test_guessing_keys_is_cut_off_with_429_for_the_address(settings, make_
         assert await ws_close_code(http, f"/v1/ws?api_key={good}") == 4429
 
 
+async def test_guessing_keys_through_the_compatible_apis_is_cut_off_too(settings, make_key):
+    """DeepStack's api_key field and CompreFace's x-api-key are keys like X-API-Key: their
+    failures count against the address, and its limit refuses them (they counted nothing)."""
+    limited = settings.model_copy(
+        update={"auth": AuthSettings(failed_auth_per_client=3, rate_limit_window_s=WINDOW_S)}
+    )
+    good = await make_key("good", (Scope.read,))
+    async with serve_app(limited) as http:
+
+        async def deepstack(key: str) -> int:
+            response = await http.post("/v1/vision/face/list", data={"api_key": key})
+            return response.status_code
+
+        async def compreface(key: str) -> int:
+            response = await http.get("/api/v1/recognition/subjects", headers={"x-api-key": key})
+            return response.status_code
+
+        assert await deepstack(good) == 200 and await compreface(good) == 200
+        statuses = [await deepstack(BAD_KEY), await compreface(BAD_KEY), await deepstack(BAD_KEY)]
+        assert statuses == [401, 404, 401]  # each API's own "unknown key"
+        assert await compreface(BAD_KEY) == 429
+        assert await deepstack(good) == 429 and await compreface(good) == 429
+        assert (await http.get("/v1/jobs", headers={"X-API-Key": good})).status_code == 429
+
+
 async def test_websocket_connects_are_limited_per_address(settings, make_key, redis):
     limited = settings.model_copy(
         update={"auth": AuthSettings(websocket_connects_per_client=2, rate_limit_window_s=WINDOW_S)}
