@@ -21,6 +21,7 @@ import io
 import os
 import uuid
 import zipfile
+import zlib
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,9 +41,9 @@ from app.commits import commit
 from app.errors import AppError, Conflict, InvalidInput, NotFound
 from app.gallery import service
 from app.gallery.schemas import DuplicateOut, ImportOut, ImportProblemOut, PersonName
-from app.images import inspect_image
+from app.images import inspect_image_async
 from app.jobs import service as jobs
-from app.models import ImportStatus, Job, PeopleImport, Person
+from app.models import ImportStatus, Job, JobPurpose, PeopleImport, Person
 from app.settings import Settings
 from app.storage import Storage
 
@@ -379,14 +380,26 @@ async def _queue_batch(
     async with sessionmaker() as session:
         created: list[tuple[ImportPhoto, Job]] = []
         for photo in photos:
-            data = archive.read(photo.member)
             try:
-                info = inspect_image(data, max_pixels=settings.api.max_image_pixels)
+                data = archive.read(photo.member)
+            except (RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error) as exc:
+                # Encrypted (RuntimeError), an unsupported compression, a bad CRC: this photo's
+                # problem; it failed the whole import, batches already enrolled included.
+                batch.refused.append((photo, f"cannot be read from the archive: {exc}"))
+                continue
+            try:
+                info = await inspect_image_async(data, max_pixels=settings.api.max_image_pixels)
             except AppError as exc:
                 batch.refused.append((photo, exc.detail))
                 continue
             job = await jobs.create_job(
-                session, storage, image=data, info=info, tasks=("faces",), owner_id=owner_id
+                session,
+                storage,
+                image=data,
+                info=info,
+                tasks=("faces",),
+                owner_id=owner_id,
+                purpose=JobPurpose.enroll,  # not a sighting: not counted, searched nor clustered
             )
             jobs.enqueue_after_commit(session, redis, job, settings)
             created.append((photo, job))

@@ -123,6 +123,29 @@ async def test_files_named_person_slash_photo_are_one_import_and_bad_photos_are_
     assert await count(engine, "SELECT count(*) FROM person_faces") == 2
 
 
+async def test_a_photo_the_archive_cannot_give_back_is_refused_alone(client, worker, engine):
+    """A bad CRC (or an encrypted entry, an unknown compression) is that photo's problem: it
+    failed the whole import, after the batches before it were enrolled."""
+    obama, biden = (
+        shared_image("faces/train/obama/obama.jpg"),
+        shared_image("faces/train/biden/biden.jpg"),
+    )
+    archive = bytearray(zip_of({"obama/obama.jpg": obama, "biden/biden.jpg": biden}))
+    at = bytes(archive).find(biden[1000:1100])  # stored, not compressed: the bytes are there
+    archive[at] ^= 0xFF  # the entry's CRC no longer matches
+    response = await client.post(
+        "/v1/people/import", files={"archive": ("bad.zip", bytes(archive), "application/zip")}
+    )
+    assert response.status_code == 202, response.text
+    body = await finished(client, response.json()["status_url"])
+    assert body["status"] == "done", body
+    assert (body["total"], body["enrolled"], body["refused"]) == (2, 1, 1)
+    [problem] = body["problems"]
+    assert problem["photo"] == "biden/biden.jpg"
+    assert "cannot be read from the archive" in problem["reason"] and "CRC" in problem["reason"]
+    assert await count(engine, "SELECT count(*) FROM person_faces") == 1
+
+
 @pytest.mark.parametrize(
     ("archive", "detail"),
     [
@@ -152,6 +175,23 @@ async def test_an_import_needs_an_archive_or_files_and_is_its_owners(client, mak
     )
     assert flat.status_code == 422 and flat.json()["error"] == "invalid_archive"
     assert (await client.get(f"/v1/people/imports/{uuid.uuid4()}")).status_code == 404
+
+
+async def test_an_import_s_photos_run_as_enrollment_jobs(client, engine):
+    """Not sightings: while they wait for a worker (none runs here), or are left by an import
+    that died, they are not counted, searched or clustered as camera frames (they ran as
+    `detect` jobs)."""
+    response = await client.post(
+        "/v1/people/import", files={"archive": ("train.zip", train_zip(), "application/zip")}
+    )
+    assert response.status_code == 202, response.text
+    deadline = asyncio.get_running_loop().time() + 30
+    while await count(engine, "SELECT count(*) FROM jobs") == 0:
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.1)
+    async with engine.connect() as connection:
+        purposes = (await connection.execute(text("SELECT DISTINCT purpose FROM jobs"))).all()
+    assert [p for (p,) in purposes] == ["enroll"]
 
 
 async def test_an_interrupted_import_resumes_after_its_last_committed_batch(
