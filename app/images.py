@@ -4,12 +4,14 @@ is 415 `unsupported_image_type` everywhere, a corrupt one 422 `invalid_image`.
 
 The API runs these on every upload; workers run them again before decoding. Dimensions come from
 the header first, so a decompression bomb (small file, huge dimensions) is rejected before
-anything is allocated. The body check is cheap: a PNG's chunks are CRC-checked and its zlib
-stream inflated (no unfiltering, no pixels kept); a WebP is decoded by libwebp, which is fast
-and the only way to know that its bitstream is whole. A JPEG's entropy data is left to the
+anything is allocated. The body check: a PNG's chunks are CRC-checked and its zlib stream
+inflated (no unfiltering, no pixels kept); a WebP is decoded by libwebp, the only way to know
+that its bitstream is whole. Cheap for a photo, not for 50 MP: the API runs it in a thread
+for large images (inspect_image_async). A JPEG's entropy data is left to the
 worker: libjpeg decodes a damaged scan with grey blocks rather than failing.
 """
 
+import asyncio
 import io
 import struct
 import warnings
@@ -59,8 +61,32 @@ class ImageInfo:
         return EXTENSIONS[self.format]
 
 
+# A PNG or WebP of more pixels than this has its body checked in a thread by the API (inspect
+# off the event loop): inflating or decoding 50 MP is a fraction of a second of CPU, and a file
+# of a few KB can claim that many (one colour compresses to nothing).
+BODY_CHECK_INLINE_PIXELS = 1 << 20
+
+
+async def inspect_image_async(data: bytes, *, max_pixels: int) -> ImageInfo:
+    """inspect_image for an event loop: the header inline (microseconds), a large PNG's or
+    WebP's body check in a thread, so one upload does not stall every other request."""
+    info = inspect_header(data, max_pixels=max_pixels)
+    if info.format != "JPEG" and info.width * info.height > BODY_CHECK_INLINE_PIXELS:
+        await asyncio.to_thread(check_body, info.format, data)
+    else:
+        check_body(info.format, data)
+    return info
+
+
 def inspect_image(data: bytes, *, max_pixels: int) -> ImageInfo:
     """Validate an encoded image without decoding pixels; raise a 4xx AppError if unusable."""
+    info = inspect_header(data, max_pixels=max_pixels)
+    check_body(info.format, data)
+    return info
+
+
+def inspect_header(data: bytes, *, max_pixels: int) -> ImageInfo:
+    """Format, dimensions (against max_pixels), orientation and completeness; not the body."""
     if not data:
         raise InvalidImage("the image is empty (0 bytes)")
     image_format = _sniff_format(data)
@@ -82,11 +108,15 @@ def inspect_image(data: bytes, *, max_pixels: int) -> ImageInfo:
         raise ImageTooLarge(
             f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
         )
+    return ImageInfo(image_format, width, height, orientation)
+
+
+def check_body(image_format: str, data: bytes) -> None:
+    """A PNG's chunks and zlib stream, a WebP's bitstream (module docstring); JPEG: nothing."""
     if image_format == "PNG":
         _check_png_body(data)
     elif image_format == "WEBP":
         _check_webp_body(data)
-    return ImageInfo(image_format, width, height, orientation)
 
 
 # Inflate in steps of this many bytes: memory stays bounded whatever the stream claims.

@@ -39,7 +39,7 @@ from app.errors import (
     is_outage,
     outage_detail,
 )
-from app.images import inspect_image
+from app.images import inspect_image_async
 from app.jobs import events as event_shapes
 from app.jobs import service
 from app.jobs.schemas import JobDetail, JobPage, JobSource
@@ -170,7 +170,7 @@ async def upload_image(
 ) -> Any:
     settings, redis = state.settings, state.redis
     data, form_tasks = await _read_upload(request, limit_bytes=settings.api.max_upload_bytes)
-    info = inspect_image(data, max_pixels=settings.api.max_image_pixels)
+    info = await inspect_image_async(data, max_pixels=settings.api.max_image_pixels)
     job = await service.submit_upload(
         state.engine,
         redis,

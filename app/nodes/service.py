@@ -22,7 +22,7 @@ from app import streams
 from app.apikeys.service import ANONYMOUS_ADMIN
 from app.commits import after_commit, commit
 from app.errors import AppError, Conflict, NotFound, PayloadTooLarge, TooManyRequests
-from app.images import inspect_image
+from app.images import inspect_image_async
 from app.jobs import service as jobs
 from app.jobs.schemas import JobDetail
 from app.models import Job, JobStatus, Node, NodeState, NodeStatus
@@ -441,7 +441,7 @@ async def accept_frame(
         raise PayloadTooLarge(
             f"the frame is larger than the limit of {settings.nodes.max_frame_bytes} bytes"
         )
-    info = inspect_image(frame, max_pixels=settings.api.max_image_pixels)
+    info = await inspect_image_async(frame, max_pixels=settings.api.max_image_pixels)
     backlog = await session.scalar(
         select(func.count())
         .select_from(Job)

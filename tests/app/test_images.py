@@ -73,3 +73,33 @@ def test_exif_thumbnail_end_marker_does_not_hide_a_truncated_scan():
     assert inspect_image(with_thumbnail, max_pixels=MAX_PIXELS).format == "JPEG"
     with pytest.raises(InvalidImage, match="truncated"):
         inspect_image(with_thumbnail[: len(with_thumbnail) - 5000], max_pixels=MAX_PIXELS)
+
+
+async def test_the_api_checks_a_large_png_or_webp_body_off_its_event_loop(monkeypatch):
+    """Inflating or decoding a few megapixels takes the CPU a while (a one-colour 50 MP WebP is
+    a few KB): the API's check runs that part in a thread, with the same answers."""
+    import threading
+
+    from app import images
+
+    threads: list[str] = []
+    check_body = images.check_body
+
+    def recording(image_format: str, data: bytes) -> None:
+        threads.append(threading.current_thread().name)
+        check_body(image_format, data)
+
+    large_png, large_webp = blank(2000, 1500, ".png"), blank(2000, 1500, ".webp")
+    cases = [(d, inspect_image(d, max_pixels=MAX_PIXELS)) for d in (large_png, large_webp)]
+    cases.append((blank(extension=".png"), inspect_image(blank(), max_pixels=MAX_PIXELS)))
+    monkeypatch.setattr(images, "check_body", recording)
+    for data, info in cases:
+        assert await images.inspect_image_async(data, max_pixels=MAX_PIXELS) == info
+    main = threading.main_thread().name
+    assert [name == main for name in threads] == [False, False, True]  # the small one inline
+
+    start = large_png.index(b"IDAT") + 100
+    corrupt = large_png[:start] + bytes(b ^ 0xFF for b in large_png[start : start + 16])
+    corrupt += large_png[start + 16 :]
+    with pytest.raises(InvalidImage, match="corrupt"):
+        await images.inspect_image_async(corrupt, max_pixels=MAX_PIXELS)
