@@ -180,8 +180,13 @@ class _Batch:
 async def _load_people(session: AsyncSession, batch: _Batch) -> None:
     wanted = {p for p in batch.person_at_start.values() if p is not None} - batch.people.keys()
     if wanted:
+        # Locked until the batch commits: a person named (or ignored) by hand between this read
+        # and _apply would otherwise be merged into an unnamed one and deleted, name and all.
         rows = await session.execute(
-            select(Person.id, Person.name, Person.ignored_at).where(Person.id.in_(wanted))
+            select(Person.id, Person.name, Person.ignored_at)
+            .where(Person.id.in_(wanted))
+            .order_by(Person.id)  # one order for every batch's locks
+            .with_for_update()
         )
         for person_id, name, ignored_at in rows:
             batch.people[person_id] = (name is not None, ignored_at is not None)
