@@ -59,7 +59,7 @@ async def _measure(
                 ready.set()
             for _ in range(events):
                 raw = await ws.recv()
-                latencies.append(time.time() - json.loads(raw)["at"])
+                latencies.append(time.time() - json.loads(raw)["sent"])
                 progress.update()
 
     ready, connected = asyncio.Event(), []
@@ -73,7 +73,8 @@ async def _measure(
     for _ in range(events):
         await streams.publish_job_event(
             redis,
-            streams.make_event("result", uuid.uuid4(), job={}),
+            # `sent`: the bench's own clock (the event's `at` is RFC 3339 text, to the ms).
+            streams.make_event("result", uuid.uuid4(), job={}, sent=time.time()),
             ttl_s=60,
             firehose_maxlen=10_000,
         )
