@@ -413,6 +413,12 @@ async def job_events(websocket: WebSocket, job_id: str) -> None:
                 events = await streams.read_job_events(
                     state.redis, parsed_id, after=after, block_ms=WS_READ_BLOCK_MS
                 )
+                if not events and not await service.job_exists(state.sessionmaker, parsed_id):
+                    # Deleted before it finished: no final event will ever come.
+                    await websocket.close(
+                        code=WS_CLOSE_NOT_FOUND, reason=f"job {parsed_id} was deleted"
+                    )
+                    return
 
         await _serve_until_disconnect(websocket, send_events)
 

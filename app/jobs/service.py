@@ -13,7 +13,7 @@ import asyncpg
 import structlog
 from redis.asyncio import Redis
 from sqlalchemy import Table, bindparam, delete, insert, select, tuple_, update
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app import streams
 from app.apikeys.service import Principal
@@ -282,6 +282,11 @@ async def get_job(session: AsyncSession, job_id: uuid.UUID, viewer: Principal) -
     if job is None or not (viewer.sees_every_job or job.owner_id == viewer.owner_id):
         raise NotFound(f"no job with id {job_id}")
     return job
+
+
+async def job_exists(sessionmaker: async_sessionmaker[AsyncSession], job_id: uuid.UUID) -> bool:
+    async with sessionmaker() as session:
+        return await session.scalar(select(Job.id).where(Job.id == job_id)) is not None
 
 
 async def get_job_detail(session: AsyncSession, job_id: uuid.UUID, viewer: Principal) -> JobDetail:

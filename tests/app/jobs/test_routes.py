@@ -1,5 +1,6 @@
 """The jobs API contract: bad input is refused with a clear 4xx and nothing is stored."""
 
+import asyncio
 import json
 import tempfile
 import uuid
@@ -244,6 +245,24 @@ async def test_events_websocket_for_unknown_job_closes_with_4404(client):
             await ws.receive_json()
     assert closed.value.code == 4404
     assert str(job_id) in closed.value.reason
+
+
+async def test_events_websocket_of_a_job_deleted_before_it_finished_closes_with_4404(
+    client, monkeypatch
+):
+    """No worker runs here: the job stays queued, then is deleted. No final event will ever
+    come, and the socket used to wait for one until the client gave up."""
+    from app.jobs import routes
+
+    monkeypatch.setattr(routes, "WS_READ_BLOCK_MS", 200)
+    job = (await client.post("/v1/images", files={"image": ("b.png", blank(), "image/png")})).json()
+    async with aconnect_ws(f"/v1/jobs/{job['id']}/events", client) as ws:
+        assert (await ws.receive_json())["status"] == "queued"
+        assert (await client.delete(f"/v1/jobs/{job['id']}")).status_code == 204
+        with pytest.raises(WebSocketDisconnect) as closed:
+            await asyncio.wait_for(ws.receive_json(), 10)
+    assert closed.value.code == 4404
+    assert "deleted" in closed.value.reason
 
 
 async def test_job_list_pages_are_complete_and_disjoint(client):
