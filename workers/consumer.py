@@ -346,8 +346,10 @@ class Consumer:
     async def infer(self, batch: Sequence[Work]) -> list[PipelineResult | Exception]:
         """Results per job, in order; never raises (a failure becomes every job's outcome).
 
-        Past `job_timeout_s` the batch's jobs fail. The inference thread cannot be interrupted:
-        it finishes in the background and its result is dropped.
+        Past `job_timeout_s` a batch of several jobs runs again one job at a time, each with
+        its own `job_timeout_s`: one slow image fails alone (it failed the whole batch); a
+        single job past it fails. The inference thread cannot be interrupted: it finishes in
+        the background and its result is dropped.
         """
         timeout_s = self.settings.worker.job_timeout_s
         model_ms: dict[str, float] = {}
@@ -364,7 +366,9 @@ class Consumer:
             )
         except TimeoutError:
             log.warning("batch_timed_out", size=len(batch), timeout_s=timeout_s)
-            return [JobTimeout(f"processing took longer than {timeout_s} s")] * len(batch)
+            if len(batch) == 1:
+                return [JobTimeout(f"processing took longer than {timeout_s} s")]
+            return [(await self.infer([work]))[0] for work in batch]
         except Exception as exc:  # run_batch catches detector errors; this is a last resort
             log.exception("batch_failed", size=len(batch))
             return [exc] * len(batch)
