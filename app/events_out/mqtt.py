@@ -245,13 +245,13 @@ class MqttBridge:
         own_pending = True
         claimed_at = -math.inf
         while not stop.is_set():
-            if stale_claim_due(claimed_at):  # at the start, then every STALE_CLAIM_MS
-                await streams.claim_stale_firehose(
-                    self.redis, group, self.consumer, min_idle_ms=STALE_CLAIM_MS, count=100
-                )
-                claimed_at = time.monotonic()
-                own_pending = True
             try:
+                if stale_claim_due(claimed_at):  # at the start, then every STALE_CLAIM_MS
+                    await streams.claim_stale_firehose(
+                        self.redis, group, self.consumer, min_idle_ms=STALE_CLAIM_MS, count=100
+                    )
+                    claimed_at = time.monotonic()
+                    own_pending = True
                 entries = await streams.read_firehose_group(
                     self.redis,
                     group,

@@ -23,7 +23,7 @@ face.py and detection.py, server/server.go):
   registered from the dashboard is `alice`'s); DeepStack compared them exactly.
 - delete: the person goes as every delete of a person does (app/gallery/people.py
   delete_people: their sightings and the faces identified as them are forgotten too). An
-  unknown userid deletes nothing and succeeds, as in DeepStack (server.go deleteFace) and
+  unknown userid deletes nothing and succeeds, as in DeepStack (server.go deleteface) and
   CodeProject.AI: Double Take's retrain and untrain delete names that never trained.
 """
 
