@@ -54,6 +54,9 @@ from app.settings import MqttSettings, Settings
 
 log = structlog.get_logger()
 
+# At connect, the retained seen topics arrive at once; this long without one, there are no more.
+RECALL_QUIET_S = 0.5
+
 QOS = 1
 MANUFACTURER = "Lookout"
 # A node's binary sensor "person" is ON when its latest result has any of these.
@@ -158,8 +161,9 @@ class MqttBridge:
         self.status = BridgeStatus(broker=self.broker.address)
         self.nodes: dict[str, NodeMemory] = {}
         self.discovery_topics: set[str] = set()  # retained configs published by this bridge
-        # People whose retained "seen" topic (a name, a time, a place) this bridge published:
-        # cleared once the person is deleted (refresh), so the broker does not keep it.
+        # People whose retained "seen" topic (a name, a time, a place) is on the broker: those
+        # this bridge published, and those found there at connect (_recall_seen). Cleared once
+        # the person is deleted (refresh), so the broker does not keep it.
         self.seen_people: set[str] = set()
         self.refresh_now = asyncio.Event()
 
@@ -220,6 +224,7 @@ class MqttBridge:
 
     async def _serve(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
         await client.publish(self.topics.availability, "online", qos=QOS, retain=True)
+        await self._recall_seen(client)
         await self.refresh(client)
         consume = asyncio.create_task(self._consume(client, stop))
         refresh = asyncio.create_task(self._refresh_loop(client, stop))
@@ -229,6 +234,26 @@ class MqttBridge:
             await cancel_and_wait((consume, refresh))
         for task in done:
             task.result()  # an MqttError ends this connection; run() reconnects
+
+    async def _recall_seen(self, client: aiomqtt.Client) -> None:
+        """Remember the people whose retained seen topic is on the broker already (published
+        before this bridge started), so that refresh clears those of people deleted since. The
+        broker sends retained messages on subscribe; RECALL_QUIET_S without one ends it."""
+        wildcard = self.topics.person_seen("+")
+        await client.subscribe(wildcard, qos=QOS)
+        try:
+            while True:
+                async with asyncio.timeout(RECALL_QUIET_S):
+                    message = await anext(client.messages)
+                parts = str(message.topic).split("/")
+                if not message.retain or not message.payload or len(parts) < 2:
+                    continue
+                with contextlib.suppress(ValueError):
+                    self.seen_people.add(str(uuid.UUID(parts[-2])))
+        except TimeoutError:
+            pass
+        finally:
+            await client.unsubscribe(wildcard)
 
     async def _publish(
         self, client: aiomqtt.Client, topic: str, payload: Any, *, retain: bool = False

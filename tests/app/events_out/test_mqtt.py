@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import json
 import re
+import uuid
 from dataclasses import dataclass, field
 
 import aiomqtt
@@ -13,6 +14,7 @@ from app import streams
 from app.events_out.mqtt import MqttBridge
 from app.images import inspect_image
 from app.jobs.service import create_job, enqueue_job
+from app.models import Person
 from app.settings import MqttSettings
 from tests.app.events_out.broker import MOSQUITTO, Mosquitto
 from tests.app.events_out.helpers import enroll_from_job, wait_for
@@ -295,3 +297,33 @@ async def test_a_deleted_person_s_retained_seen_topic_is_cleared(
         await wait_for(lambda: late.on("lookout/status"))
         await asyncio.sleep(0.5)  # retained messages arrive with the subscription
     assert late.on(seen_topic) == []
+
+
+async def test_a_seen_topic_left_by_an_earlier_bridge_is_cleared_once_its_person_is_gone(
+    settings, redis, sessionmaker, broker
+):
+    """A bridge that restarted does not remember what it published before; it reads the
+    retained seen topics back from the broker at connect, and clears those of people that no
+    longer exist (they stayed on the broker for ever)."""
+    gone, kept = uuid.uuid4(), None
+    async with sessionmaker.begin() as session:
+        person = Person(name="still here", owner_id=None)
+        session.add(person)
+        await session.flush()
+        kept = person.id
+    async with aiomqtt.Client("127.0.0.1", broker.port, identifier="old-bridge") as old:
+        for person_id in (gone, kept):
+            await old.publish(
+                f"lookout/person/{person_id}/seen", json.dumps({"name": "x"}), qos=1, retain=True
+            )
+    configured = mqtt_settings(settings, broker)
+    subscriber = Subscriber(broker.port)
+    bridge = MqttBridge(configured, sessionmaker, redis, consumer="test-bridge")
+    async with running(subscriber.run, bridge.run):
+        await wait_for(lambda: subscriber.on(f"lookout/person/{gone}/seen")[-1:] == [b""])
+    late = Subscriber(broker.port, identifier="ha-late")
+    async with running(late.run):
+        await wait_for(lambda: late.on("lookout/status"))
+        await asyncio.sleep(0.5)  # retained messages arrive with the subscription
+    assert late.on(f"lookout/person/{gone}/seen") == []
+    assert json.loads(late.on(f"lookout/person/{kept}/seen")[-1]) == {"name": "x"}
