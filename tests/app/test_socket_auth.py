@@ -70,11 +70,12 @@ async def test_an_expiring_key_loses_its_open_socket_when_it_expires(
 ):
     # The default interval (5 s) is longer than the key's life: the expiry itself closes it.
     life_s = 1.5
-    before_key = time.monotonic()
-    token = await make_key("brief", (Scope.admin,), expires_in=timedelta(seconds=life_s))
     job = await make_job(T1)
     url = "/v1/ws" if route == "firehose" else f"/v1/jobs/{job.id}/events"
     async with serve_app(settings) as http:
+        # Made once the app is up: its start can outlast the key's life on a busy machine.
+        before_key = time.monotonic()
+        token = await make_key("brief", (Scope.admin,), expires_in=timedelta(seconds=life_s))
         async with aconnect_ws(url, http, headers={"X-API-Key": token}) as ws:
             code, _ = await close_code_within(ws, timeout_s=5 + life_s)
     # Timed from before the key was made, not from the socket's opening: on a busy machine
@@ -109,10 +110,11 @@ async def test_a_revoked_node_loses_its_open_stream(quick_settings, make_node, s
 async def test_a_node_stream_closes_when_its_token_expires(settings, make_node):
     node = await make_node()
     nodes = with_node_settings(settings).nodes
-    # Issued a TTL ago, less 1.5 s: it expires 1.5 s from now.
-    issued = datetime.now(UTC) - timedelta(seconds=nodes.token_ttl_s - 1.5)
-    token = issue_node_token(node.id, nodes, now=issued).token
     async with serve_app(settings) as http:
+        # Issued once the app is up (its start can outlast 1.5 s on a busy machine, and the
+        # token then expired before the socket opened): a TTL ago, less 1.5 s.
+        issued = datetime.now(UTC) - timedelta(seconds=nodes.token_ttl_s - 1.5)
+        token = issue_node_token(node.id, nodes, now=issued).token
         async with aconnect_ws("/v1/nodes/me/stream", http, headers=bearer(token)) as ws:
             code, waited_s = await close_code_within(ws, timeout_s=5)
     assert code == 4401
