@@ -188,13 +188,17 @@ async def firehose_tail(redis: "Redis") -> StreamId:
 async def read_firehose(
     redis: "Redis", *, after: StreamId, block_ms: int
 ) -> list[tuple[StreamId, dict[str, Any] | None]]:
-    """Firehose entries after `after`; an entry that is not a valid event (another version's,
-    during a rolling upgrade) comes back as None, so the reader moves past it."""
-    entries = await _xread(redis, FIREHOSE, after, block_ms)
+    """Firehose entries after `after` (decode_firehose_entries)."""
+    return decode_firehose_entries(await _xread(redis, FIREHOSE, after, block_ms))
+
+
+def decode_firehose_entries(entries: RawEntries) -> list[tuple[StreamId, dict[str, Any] | None]]:
+    """Each entry's event; None for an entry that is trimmed or not a valid event (another
+    version's, during a rolling upgrade), so that its reader moves past it."""
     decoded: list[tuple[StreamId, dict[str, Any] | None]] = []
     for entry_id, fields in entries:
         try:
-            decoded.append((entry_id, decode_event(fields or {})))
+            decoded.append((entry_id, decode_event(fields) if fields else None))
         except (ProtocolError, ValueError, KeyError):
             decoded.append((entry_id, None))
     return decoded

@@ -14,8 +14,8 @@ from typing import Any, cast
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from app.streams.events import decode_event
-from app.streams.keys import FIREHOSE, MAX_BLOCK_MS, ProtocolError, RawEntries, StreamId
+from app.streams.events import decode_firehose_entries
+from app.streams.keys import FIREHOSE, MAX_BLOCK_MS, RawEntries, StreamId
 from app.streams.queue import LAG_COUNT_CAP
 
 WEBHOOKS_GROUP = "webhooks"
@@ -55,14 +55,7 @@ async def read_firehose_group(
             group, consumer, {FIREHOSE: "0" if pending else ">"}, count=count, block=block_ms
         ),
     )
-    entries = response[0][1] if response else []
-    decoded: list[tuple[StreamId, dict[str, Any] | None]] = []
-    for entry_id, fields in entries:
-        try:
-            decoded.append((entry_id, decode_event(fields) if fields else None))
-        except (ProtocolError, ValueError, KeyError):
-            decoded.append((entry_id, None))
-    return decoded
+    return decode_firehose_entries(response[0][1] if response else [])
 
 
 async def ack_firehose(redis: "Redis", group: str, entry_ids: Sequence[StreamId]) -> None:
