@@ -31,7 +31,7 @@ from pathlib import Path, PurePosixPath
 import structlog
 from pydantic import TypeAdapter, ValidationError
 from redis.asyncio import Redis
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import streams
@@ -489,7 +489,7 @@ async def _person_named(
         select(Person).where(
             Person.owner_id.is_not_distinct_from(owner_id),
             Person.name.is_not(None),
-            func.lower(Person.name) == name.lower(),
+            service.named(name),
         )
     )
     if person is not None:

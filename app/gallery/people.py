@@ -16,7 +16,7 @@ import base64
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import ColumnElement, delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -62,6 +62,12 @@ async def get_person(session: AsyncSession, person_id: uuid.UUID, viewer: Princi
     if person is None or not _visible(person, viewer):
         raise NotFound(f"no person with id {person_id}")
     return person
+
+
+def named(name: str) -> ColumnElement[bool]:
+    """The person called `name`: names are unique per owner whatever their case (the unique
+    index on lower(name), ux_people_owner_name), so they are found the same way."""
+    return func.lower(Person.name) == name.lower()
 
 
 def name_taken(name: str) -> Conflict:

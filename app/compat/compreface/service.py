@@ -435,7 +435,7 @@ async def find_subject(
     """The person named `name` (case-insensitively) of this key; the oldest if several."""
     return await session.scalar(
         select(Person)
-        .where(_owned(owner_id), func.lower(Person.name) == name.strip().lower())
+        .where(_owned(owner_id), gallery.named(name.strip()))
         .order_by(Person.created_at, Person.id)
         .limit(1)
     )

@@ -30,7 +30,7 @@ face.py and detection.py, server/server.go):
 from collections.abc import Sequence
 
 from redis.asyncio import Redis
-from sqlalchemy import ColumnElement, exists, func, select
+from sqlalchemy import ColumnElement, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.apikeys.service import Principal
@@ -230,7 +230,7 @@ async def register(
         raise DeepStackError("no face detected")
     person = await session.scalar(
         select(Person)
-        .where(_owned_by(owner), _named(userid))
+        .where(_owned_by(owner), gallery.named(userid))
         .order_by(Person.created_at, Person.id)
         .limit(1)
     )
@@ -258,13 +258,8 @@ async def delete_userid(
     session: AsyncSession, storage: Storage, owner: Principal, userid: str
 ) -> None:
     """Delete the caller's person named `userid` with all their faces; none is no error."""
-    people = await session.scalars(select(Person.id).where(_owned_by(owner), _named(userid)))
+    people = await session.scalars(select(Person.id).where(_owned_by(owner), gallery.named(userid)))
     await gallery.delete_people(session, storage, list(people))
-
-
-def _named(userid: str) -> ColumnElement[bool]:
-    """The person whose name is `userid`: names are unique per key whatever their case."""
-    return func.lower(Person.name) == userid.lower()
 
 
 # --- CodeProject.AI's licence plate reader ------------------------------------------------------
