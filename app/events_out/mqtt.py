@@ -408,12 +408,8 @@ class MqttBridge:
             nodes = list(await session.scalars(select(Node).where(Node.revoked_at.is_(None))))
             # Unnamed people (clusters of unknown faces) get no "seen at" sensor until named.
             people = list(await session.scalars(select(Person).where(Person.name.is_not(None))))
-            remembered = [uuid.UUID(p) for p in self.seen_people]
-            existing = {
-                str(i)
-                for i in await session.scalars(select(Person.id).where(Person.id.in_(remembered)))
-            }
-        for deleted in sorted(self.seen_people - existing):
+        # Only named people are identified (and names are never taken away): the rest are gone.
+        for deleted in sorted(self.seen_people - {str(p.id) for p in people}):
             await self._publish(client, self.topics.person_seen(deleted), "", retain=True)
             self.seen_people.discard(deleted)
         configs: list[tuple[str, dict[str, Any]]] = []
