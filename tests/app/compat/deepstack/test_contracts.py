@@ -200,22 +200,16 @@ def double_take_round_trip(base_url: str, key: str | None) -> None:
         if name != "obama_and_biden.jpg":  # a portrait: large enough for a match
             assert [r["match"] for r in results] == [True], (name, results)
 
-    form = NodeFormData()
-    form.append("userid", "obama")
-    if key:
-        form.append("api_key", key)
-    removed = axios_post(f"{base_url}/v1/vision/face/delete", form)
-    assert removed.status_code == 200 and removed.json()["success"] is True
-
-    # Untraining a name none of whose photos trained (Double Take deletes it from every detector
-    # before it forgets the name: aiserver.js remove() has no validateStatus, so a 4xx would stop
-    # train.controller.js there for good): DeepStack and CodeProject.AI answer success.
-    form = NodeFormData()
-    form.append("userid", "never_trained")
-    if key:
-        form.append("api_key", key)
-    removed = axios_post(f"{base_url}/v1/vision/face/delete", form)
-    assert removed.status_code == 200 and removed.json()["success"] is True
+    # Then a name none of whose photos trained: Double Take deletes it from every detector
+    # before it forgets the name (aiserver.js remove() has no validateStatus, so a 4xx would stop
+    # train.controller.js there for good); DeepStack and CodeProject.AI answer success.
+    for userid in ("obama", "never_trained"):
+        form = NodeFormData()
+        form.append("userid", userid)
+        if key:
+            form.append("api_key", key)
+        removed = axios_post(f"{base_url}/v1/vision/face/delete", form)
+        assert removed.status_code == 200 and removed.json()["success"] is True, userid
 
 
 def test_double_take_deepstack_detector_trains_recognizes_and_removes(
