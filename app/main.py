@@ -127,7 +127,7 @@ def _lifespan(settings: Settings, metrics: ApiMetrics) -> Lifespan:
             sweep_offline_nodes(state.sessionmaker, state.redis, settings)
         )
         clusters = (
-            asyncio.create_task(cluster_loop(settings, state.sessionmaker))
+            asyncio.create_task(cluster_loop(settings, state.sessionmaker, state.redis))
             if settings.clusters.enabled
             else None
         )

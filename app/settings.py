@@ -282,9 +282,13 @@ class ClusterSettings(BaseModel):
     (noise) until new faces arrive near it.
     """
 
-    # The pass runs in the API lifespan (one replica at a time: a Redis lock), every interval.
+    # Runs in the API lifespan: each finished job's faces as its result reaches the firehose
+    # (consumer group `clusters`), one batch at a time in the deployment (a Postgres lock).
     enabled: bool = True
-    interval_s: float = Field(default=10.0, gt=0)
+    # A sweep of every face for those no result event announced (the firehose trimmed it
+    # before the clustering read it): at the start, then this often. It reads every face
+    # embedding (1.3 s of Postgres at 1M faces).
+    sweep_interval_s: float = Field(default=3600.0, gt=0)
     # Neighbour radius as cosine similarity. Default: the gallery's match threshold (0.62), so
     # a face clusters with the faces that would identify it. Recalibrate with it.
     min_similarity: float = Field(default=0.62, ge=-1, le=1)

@@ -19,10 +19,7 @@ client), redirects are not followed.
 import asyncio
 import contextlib
 import json
-import math
-import os
 import random
-import socket
 import time
 import uuid
 from collections.abc import Sequence
@@ -47,17 +44,11 @@ from app.settings import Settings
 log = structlog.get_logger()
 
 USER_AGENT = "Lookout-Webhooks/1"
-# A consumer's unacked firehose entries are taken over by another after this long.
-STALE_CLAIM_MS = 60_000
 # Finished deliveries beyond events.keep_deliveries per webhook are pruned this often.
 PRUNE_INTERVAL_S = 300.0
 RETRY_S = 1.0
 # Pending deliveries of one webhook read per query (then sent one by one, in order).
 HEAD_BATCH = 50
-
-
-def consumer_name() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 def backoff_s(attempts: int, *, base_s: float, max_s: float) -> float:
@@ -80,7 +71,7 @@ class WebhookDispatcher:
         self.settings = settings
         self.sessionmaker = sessionmaker
         self.redis = redis
-        self.consumer = consumer or consumer_name()
+        self.consumer = consumer or streams.consumer_name()
         self.http = http or httpx.AsyncClient(follow_redirects=False, trust_env=False)
         self._own_http = http is None
         self.allowed = ssrf.parse_networks(settings.events.allowed_networks)
@@ -100,43 +91,25 @@ class WebhookDispatcher:
     # --- ingest --------------------------------------------------------------------------
 
     async def ingest_loop(self, stop: asyncio.Event) -> None:
-        own_pending = True  # after a (re)start: what this consumer read but never acked
-        claimed_at = -math.inf
+        reader = streams.FirehoseReader(
+            self.redis,
+            streams.WEBHOOKS_GROUP,
+            count=self.settings.events.read_count,
+            consumer=self.consumer,
+        )
         while not stop.is_set():
             try:
-                if stale_claim_due(claimed_at):
-                    own_pending = True
-                if own_pending:
-                    await streams.ensure_firehose_groups(self.redis, [streams.WEBHOOKS_GROUP])
-                    await streams.claim_stale_firehose(
-                        self.redis,
-                        streams.WEBHOOKS_GROUP,
-                        self.consumer,
-                        min_idle_ms=STALE_CLAIM_MS,
-                        count=self.settings.events.read_count,
-                    )
-                    claimed_at = time.monotonic()
-                entries = await streams.read_firehose_group(
-                    self.redis,
-                    streams.WEBHOOKS_GROUP,
-                    self.consumer,
-                    count=self.settings.events.read_count,
-                    block_ms=None if own_pending else 1000,
-                    pending=own_pending,
-                )
-                if own_pending and not entries:
-                    own_pending = False
-                    continue
+                entries = await reader.read(block_ms=1000)
                 if entries:
                     await self.ingest(entries)
             except asyncio.CancelledError:
                 raise
             except (RedisError, SQLAlchemyError, OSError) as exc:
-                if isinstance(exc, ResponseError) and not streams.is_missing_group(exc):
+                if isinstance(exc, ResponseError):
                     log.error("webhook_ingest_failed", error=repr(exc))
                 else:
                     log.warning("webhook_ingest_retry", error=repr(exc))
-                own_pending = True
+                reader.retry()
                 await _sleep_or_stop(stop, RETRY_S)
 
     async def ingest(
@@ -407,14 +380,6 @@ class WebhookDispatcher:
                     WebhookDelivery.id.in_(select(ranked.c.id).where(ranked.c.rank > keep))
                 )
             )
-
-
-def stale_claim_due(claimed_at: float) -> bool:
-    """Whether to claim the firehose entries dead consumers left again: not only at a start,
-    but every STALE_CLAIM_MS. A consumer is named after its host and pid, so one that died
-    (this process before a restart included) leaves its entries under a name nobody reads, and
-    at this one's start they were not yet idle long enough to claim: lost, without this."""
-    return time.monotonic() - claimed_at > STALE_CLAIM_MS / 1000
 
 
 def _owner_usable() -> ColumnElement[bool]:

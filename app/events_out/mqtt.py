@@ -27,7 +27,6 @@ is acked, and after the reconnect the bridge publishes its unacked entries first
 import asyncio
 import contextlib
 import json
-import math
 import ssl
 import time
 import uuid
@@ -39,7 +38,7 @@ from urllib.parse import unquote, urlsplit
 import aiomqtt
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -47,7 +46,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app import streams
 from app.cancellation import cancel_and_wait
 from app.events_out import events
-from app.events_out.dispatcher import STALE_CLAIM_MS, consumer_name, stale_claim_due
 from app.models import Node, Person
 from app.nodes.service import is_online
 from app.settings import MqttSettings, Settings
@@ -156,7 +154,7 @@ class MqttBridge:
         self.broker = parse_broker_url(settings.mqtt.url)
         self.sessionmaker = sessionmaker
         self.redis = redis
-        self.consumer = consumer or consumer_name()
+        self.consumer = consumer or streams.consumer_name()
         self.topics = Topics(self.config.topic_prefix.rstrip("/"), self.config.discovery_prefix)
         self.status = BridgeStatus(broker=self.broker.address)
         self.nodes: dict[str, NodeMemory] = {}
@@ -265,41 +263,20 @@ class MqttBridge:
     # --- events --------------------------------------------------------------------------
 
     async def _consume(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
-        group = streams.MQTT_GROUP
-        await streams.ensure_firehose_groups(self.redis, [group])
-        own_pending = True
-        claimed_at = -math.inf
+        """Until stopped; a failure (the broker lost) ends it, and the reconnect starts it
+        again with this consumer's unacked entries."""
+        reader = streams.FirehoseReader(
+            self.redis,
+            streams.MQTT_GROUP,
+            count=self.settings.events.read_count,
+            consumer=self.consumer,
+        )
         while not stop.is_set():
-            try:
-                if stale_claim_due(claimed_at):  # at the start, then every STALE_CLAIM_MS
-                    await streams.claim_stale_firehose(
-                        self.redis, group, self.consumer, min_idle_ms=STALE_CLAIM_MS, count=100
-                    )
-                    claimed_at = time.monotonic()
-                    own_pending = True
-                entries = await streams.read_firehose_group(
-                    self.redis,
-                    group,
-                    self.consumer,
-                    count=self.settings.events.read_count,
-                    block_ms=None if own_pending else 1000,
-                    pending=own_pending,
-                )
-            except ResponseError as exc:
-                if not streams.is_missing_group(exc):
-                    raise
-                # Redis lost the group (wiped or restarted empty): start again from now.
-                await streams.ensure_firehose_groups(self.redis, [group])
-                own_pending = True
-                continue
-            if own_pending and not entries:
-                own_pending = False
-                continue
-            for entry_id, entry in entries:
+            for entry_id, entry in await reader.read(block_ms=1000):
                 if entry is not None:
                     await self.publish_entry(client, entry_id, entry)
                 # Acked one by one: a broker lost mid-batch leaves only the rest pending.
-                await streams.ack_firehose(self.redis, group, [entry_id])
+                await reader.ack([entry_id])
 
     async def publish_entry(
         self, client: aiomqtt.Client, entry_id: streams.StreamId, entry: dict[str, Any]

@@ -1,11 +1,15 @@
 """Unknown faces grouped into unnamed people: an incremental DBSCAN over each owner's faces
 that got no identity, per embedding model (settings: ClusterSettings).
 
-A pass takes the faces it has not seen yet (a face embedding whose job is done, with no
-identity, not promoted, not yet in unknown_faces), copies them into unknown_faces (noise at
-first), finds each one's neighbours within `min_similarity` with one pgvector query per batch
-(the model's HNSW index on face_embeddings, filtered to the owner's unknown faces), then in
-order:
+New faces arrive as their jobs' results reach the firehose: `cluster_loop` reads it through
+the consumer group `clusters` (ARCHITECTURE.md: what reacts to results is a consumer group, off
+the job's path) and takes those jobs' faces. A sweep of every face takes those no event
+announced (results the firehose trimmed before the loop read them, faces from before it ran):
+at the start, then every `sweep_interval_s`. Either takes the faces not seen yet (a face
+embedding whose job is done, with no identity, not promoted, not yet in unknown_faces), copies
+them into unknown_faces (noise at first), finds each one's neighbours within `min_similarity`
+with one pgvector query per batch (the model's HNSW index on face_embeddings, filtered to the
+owner's unknown faces), then in order:
 
 - a *core* face (at least `core_faces` faces within reach, itself included) founds a cluster
   (a new unnamed person) or joins the nearest one around it (a named one first); every
@@ -16,20 +20,26 @@ order:
   stays noise, to be reached later by a core face.
 
 Idempotent and restart-safe: the state is the rows (a face is taken once: the INSERT skips
-faces already there); each batch is one transaction under a Postgres advisory lock, so passes
-in several API processes never interleave. Faces placed by hand (`manual`) are never moved;
-a face moved to "unknown" by hand is left out of everyone's neighbourhood.
+faces already there); each batch is one transaction under a Postgres advisory lock, so the
+loops of several API processes never interleave; a firehose entry is acked once its batch has
+committed. Faces placed by hand (`manual`) are never moved; a face moved to "unknown" by hand
+is left out of everyone's neighbourhood.
 """
 
 import asyncio
+import math
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
+from redis.asyncio import Redis
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app import streams
 from app.gallery.matching import CUSTOM_PLANS
 from app.models import SIGHTING_PURPOSES, FaceEmbedding, Person, PersonFace, UnknownFace
 from app.settings import ClusterSettings, Settings
@@ -39,11 +49,15 @@ log = structlog.get_logger()
 
 # pg_advisory_xact_lock key: one clustering batch at a time in the whole deployment.
 CLUSTER_LOCK_KEY = 0x6C6B_636C  # "lkcl"
+# The clustering loop reads the firehose at most this often (and waits this long after a
+# failure): a face is placed within about this long of its result.
+GATHER_MS = 1000
 
 
-# New unknown faces, copied in detection order; the RETURNING rows are this batch.
-_TAKE_NEW = text(
-    """
+# New unknown faces, copied in detection order; the RETURNING rows are this batch. {of_jobs}
+# narrows it to the jobs the firehose announced (through ix_face_embeddings_job_id): the sweep,
+# without it, reads every face embedding (0.15 s at 200k faces, 1.3 s at 1M).
+_TAKE_NEW = """
     INSERT INTO unknown_faces
         (detection_id, job_id, owner_id, person_id, manual, model, node_id, seen_at)
     SELECT e.detection_id, e.job_id, j.owner_id, NULL, false, e.model, j.node_id, j.created_at
@@ -55,12 +69,14 @@ _TAKE_NEW = text(
       AND COALESCE(d.attributes -> 'identity', 'null'::jsonb) = 'null'::jsonb
       AND NOT EXISTS (SELECT 1 FROM unknown_faces u WHERE u.detection_id = e.detection_id)
       AND NOT EXISTS (SELECT 1 FROM person_faces f WHERE f.source_detection_id = e.detection_id)
+      {of_jobs}
     ORDER BY e.detection_id
     LIMIT :batch
     ON CONFLICT (detection_id) DO NOTHING
     RETURNING detection_id, owner_id, model
     """
-)
+_SWEEP = text(_TAKE_NEW.format(of_jobs=""))
+_TAKE_OF_JOBS = text(_TAKE_NEW.format(of_jobs="AND e.job_id = ANY(CAST(:jobs AS uuid[]))"))
 
 
 # Each face's search looks at a pool of this many times max_neighbours of the model's nearest
@@ -247,29 +263,29 @@ async def _neighbours(
     return found
 
 
-async def cluster_batch(session: AsyncSession, settings: ClusterSettings) -> tuple[int, int, int]:
-    """Take and place one batch of new unknown faces. Returns (taken, clustered, merged).
+async def cluster_batch(
+    session: AsyncSession, settings: ClusterSettings, jobs: Sequence[uuid.UUID] | None = None
+) -> tuple[int, int, int, int]:
+    """Take and place one batch of new unknown faces: those of `jobs`, or any (a sweep).
+    Returns (taken, clustered, unnamed people created, merged).
 
-    Takes nothing (0, 0, 0) when another process holds the lock; the caller owns the
-    transaction, which must be the batch's alone (the lock lasts until it ends)."""
-    locked = await session.scalar(
-        text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": CLUSTER_LOCK_KEY}
-    )
-    if not locked:
-        return 0, 0, 0
+    Waits for the lock while another process places a batch; the caller owns the transaction,
+    which must be the batch's alone (the lock lasts until it ends)."""
+    await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLUSTER_LOCK_KEY})
     # Custom plans (see _neighbours_sql) and the first pool's walk, for the whole batch.
     pool = settings.max_neighbours * POOL_FACTOR
     await session.execute(
         text(f"SELECT {CUSTOM_PLANS}, set_config('hnsw.ef_search', '{_ef_search(pool)}', true)")
     )
-    taken = list(
-        await session.execute(
-            _TAKE_NEW,
-            {"batch": settings.batch_size, "sightings": [p.value for p in SIGHTING_PURPOSES]},
-        )
-    )
+    params: dict[str, Any] = {
+        "batch": settings.batch_size,
+        "sightings": [p.value for p in SIGHTING_PURPOSES],
+    }
+    if jobs is not None:
+        params["jobs"] = list(jobs)
+    taken = list(await session.execute(_SWEEP if jobs is None else _TAKE_OF_JOBS, params))
     if not taken:
-        return 0, 0, 0
+        return 0, 0, 0, 0
     dims = {
         detection_id: dim
         for detection_id, dim in await session.execute(
@@ -282,7 +298,7 @@ async def cluster_batch(session: AsyncSession, settings: ClusterSettings) -> tup
     for row in taken:
         group = Group(row.owner_id, row.model, dims[row.detection_id])
         groups.setdefault(group, []).append(row.detection_id)
-    clustered = merged = 0
+    clustered = created = merged = 0
     for group, faces in groups.items():
         faces.sort()
         batch = _Batch(group.owner_id, settings, await _neighbours(session, settings, group, faces))
@@ -294,9 +310,10 @@ async def cluster_batch(session: AsyncSession, settings: ClusterSettings) -> tup
         for face in faces:
             await _place(session, batch, group, face)
         clustered += sum(1 for face in faces if batch.person_of(face) is not None)
+        created += len(batch.created)
         merged += len(batch.merged_into)
         await _apply(session, batch)
-    return len(taken), clustered, merged
+    return len(taken), clustered, created, merged
 
 
 async def _place(session: AsyncSession, batch: _Batch, group: Group, face: int) -> None:
@@ -369,27 +386,30 @@ async def delete_empty_unnamed(session: AsyncSession) -> int:
 
 
 async def cluster_pass(
-    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    jobs: Sequence[uuid.UUID] | None = None,
 ) -> ClusterReport:
-    """Place every unknown face not seen yet, batch by batch (one transaction each)."""
+    """Place every unknown face of `jobs` not seen yet, or every one (a sweep, which also
+    deletes the unnamed people left without faces), batch by batch (one transaction each)."""
     started = time.perf_counter()
-    seen = clustered = merged = 0
-    created_before = await _count_unnamed(sessionmaker)
+    seen = clustered = created = merged = emptied = 0
     while True:
         async with sessionmaker.begin() as session:
-            taken, placed, merges = await cluster_batch(session, settings.clusters)
+            taken, placed, founded, merges = await cluster_batch(session, settings.clusters, jobs)
         seen += taken
         clustered += placed
+        created += founded
         merged += merges
         if taken < settings.clusters.batch_size:
             break
-    async with sessionmaker.begin() as session:
-        emptied = await delete_empty_unnamed(session)
-    created = await _count_unnamed(sessionmaker) - created_before + merged + emptied
+    if jobs is None:
+        async with sessionmaker.begin() as session:
+            emptied = await delete_empty_unnamed(session)
     report = ClusterReport(
         faces_seen=seen,
         clustered=clustered,
-        people_created=max(created, 0),
+        people_created=created,
         people_merged=merged,
         empty_people_deleted=emptied,
         seconds=round(time.perf_counter() - started, 3),
@@ -399,20 +419,54 @@ async def cluster_pass(
     return report
 
 
-async def _count_unnamed(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
-    async with sessionmaker() as session:
-        count = await session.scalar(text("SELECT count(*) FROM people WHERE name IS NULL"))
-        return int(count or 0)
+def jobs_with_unknown_faces(
+    entries: Sequence[tuple[Any, dict[str, Any] | None]],
+) -> list[uuid.UUID]:
+    """The jobs of these firehose entries whose result has a face without an identity: what
+    the clustering may take of them (the batch checks the rest: purpose, embedding, not seen)."""
+    jobs: list[uuid.UUID] = []
+    for _, entry in entries:
+        job = entry.get("job") if entry is not None and entry.get("type") == "result" else None
+        if not isinstance(job, dict):
+            continue
+        if any(
+            isinstance(d, dict)
+            and d.get("kind") == "face"
+            and not (d.get("attributes") or {}).get("identity")
+            for d in job.get("detections") or ()
+        ):
+            jobs.append(uuid.UUID(str(job["id"])))
+    return jobs
 
 
-async def cluster_loop(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
-    """A pass every clusters.interval_s, in the API lifespan; never raises. Every API process
-    runs it: the advisory lock lets one of them work at a time, the others find nothing."""
+async def cluster_loop(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], redis: "Redis"
+) -> None:
+    """In the API lifespan; never raises. Places the unknown faces of each finished job as its
+    result reaches the firehose, and sweeps for the rest at the start and every
+    sweep_interval_s. Every API process runs it: they share the group's entries, and the
+    advisory lock places one batch at a time."""
+    config = settings.clusters
+    reader = streams.FirehoseReader(redis, streams.CLUSTERS_GROUP, count=config.batch_size)
+    swept_at = -math.inf
     while True:
         try:
-            await cluster_pass(settings, sessionmaker)
+            started = time.monotonic()
+            if started - swept_at > config.sweep_interval_s:
+                await cluster_pass(settings, sessionmaker)
+                swept_at = time.monotonic()
+            entries = await reader.read(block_ms=GATHER_MS)
+            jobs = jobs_with_unknown_faces(entries)
+            if jobs:
+                await cluster_pass(settings, sessionmaker, jobs)
+            await reader.ack([entry_id for entry_id, _ in entries])
+            if len(entries) < config.batch_size:
+                # Caught up: let the next results gather, so that a busy stack costs one read
+                # and one ack a second, not two Redis commands and a transaction a job.
+                await asyncio.sleep(max(0.0, GATHER_MS / 1000 - (time.monotonic() - started)))
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # an outage: try again next interval
+        except Exception as exc:  # an outage: its entries are read again once it is over
             log.warning("clusters_failed", error=repr(exc))
-        await asyncio.sleep(settings.clusters.interval_s)
+            reader.retry()
+            await asyncio.sleep(GATHER_MS / 1000)

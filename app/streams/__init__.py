@@ -48,12 +48,16 @@ from app.streams.events import (
     read_job_events,
 )
 from app.streams.firehose_groups import (
+    CLUSTERS_GROUP,
     FIREHOSE_GROUPS,
     MQTT_GROUP,
     MQTT_STATUS,
+    STALE_CLAIM_MS,
     WEBHOOKS_GROUP,
+    FirehoseReader,
     ack_firehose,
     claim_stale_firehose,
+    consumer_name,
     ensure_firehose_groups,
     firehose_group_lag,
     read_firehose_group,
@@ -112,6 +116,7 @@ from app.streams.queue import (
 )
 
 __all__ = [
+    "CLUSTERS_GROUP",
     "DEAD",
     "ENTRY_MARKER_TTL_S",
     "FIREHOSE",
@@ -125,11 +130,13 @@ __all__ = [
     "MQTT_STATUS",
     "NODE_EVENT",
     "SCHEMA_VERSION",
+    "STALE_CLAIM_MS",
     "WEBHOOKS_GROUP",
     "WORKERS",
     "AckEntry",
     "EventType",
     "Fields",
+    "FirehoseReader",
     "JobMessage",
     "NodeChange",
     "ProtocolError",
@@ -144,6 +151,7 @@ __all__ = [
     "claim_stale",
     "claim_stale_firehose",
     "client_limit_key",
+    "consumer_name",
     "dead_letter",
     "delivery_count",
     "enqueue_job",

@@ -1,12 +1,16 @@
-"""Firehose consumer groups (app/events_out): each outbound path reads `lookout:events` through
-a group of its own, so it resumes where it stopped after a restart, and a slow receiver never
-slows a job (ARCHITECTURE.md).
+"""Firehose consumer groups: each reader of results (webhooks and MQTT in app/events_out, the
+unknown-face clustering in app/gallery) reads `lookout:events` through a group of its own, so it
+resumes where it stopped after a restart, and a slow reader never slows a job (ARCHITECTURE.md).
 
-- groups `webhooks` and `mqtt` on `lookout:events`;
+- groups `webhooks`, `mqtt` and `clusters` on `lookout:events`;
 - `lookout:webhooks:lock:{id}`: held by the one dispatcher delivering that webhook's queue;
 - `lookout:mqtt:status`: the MQTT bridge's connection state (JSON), read by the API.
 """
 
+import math
+import os
+import socket
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
@@ -16,11 +20,14 @@ from redis.exceptions import ResponseError
 
 from app.streams.events import decode_firehose_entries
 from app.streams.keys import FIREHOSE, MAX_BLOCK_MS, RawEntries, StreamId
-from app.streams.queue import LAG_COUNT_CAP
+from app.streams.queue import LAG_COUNT_CAP, is_missing_group
 
 WEBHOOKS_GROUP = "webhooks"
 MQTT_GROUP = "mqtt"
-FIREHOSE_GROUPS = (WEBHOOKS_GROUP, MQTT_GROUP)
+CLUSTERS_GROUP = "clusters"
+FIREHOSE_GROUPS = (WEBHOOKS_GROUP, MQTT_GROUP, CLUSTERS_GROUP)
+# A consumer's unacked firehose entries are taken over by another after this long.
+STALE_CLAIM_MS = 60_000
 
 
 def webhook_lock_key(webhook_id: uuid.UUID | str) -> str:
@@ -95,6 +102,74 @@ async def claim_stale_firehose(
         FIREHOSE, group, consumer, min_idle_ms, start_id="0-0", count=count
     )
     return len(cast(RawEntries, response[1]))
+
+
+def consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class FirehoseReader:
+    """One consumer's reads of a firehose group; the caller acks each entry once handled.
+
+    Its own unacked entries come first: after a start, after `retry()` (a failure: what it read
+    but never acked), and after each claim of the entries dead consumers left. Those are claimed
+    at the start and then every STALE_CLAIM_MS, not only at a start: a consumer is named after
+    its host and pid, so one that died (this process before a restart included) leaves its
+    entries under a name nobody reads, and at this one's start they were not yet idle long
+    enough to claim. A group Redis lost (wiped, or restarted empty) is made again, from now.
+    """
+
+    def __init__(
+        self, redis: "Redis", group: str, *, count: int, consumer: str | None = None
+    ) -> None:
+        self.redis = redis
+        self.group = group
+        self.count = count
+        self.consumer = consumer or consumer_name()
+        self.stale_claim_ms = STALE_CLAIM_MS
+        self._own_pending = True
+        self._claimed_at = -math.inf
+
+    def retry(self) -> None:
+        """Read this consumer's unacked entries again (after a failure to handle them)."""
+        self._own_pending = True
+
+    async def read(self, *, block_ms: int) -> list[tuple[StreamId, dict[str, Any] | None]]:
+        """The next entries: this consumer's unacked ones while there are any, else new ones
+        ([] when none came within block_ms). An invalid or trimmed entry is None: ack it too."""
+        while True:
+            try:
+                if time.monotonic() - self._claimed_at > self.stale_claim_ms / 1000:
+                    await ensure_firehose_groups(self.redis, [self.group])
+                    await claim_stale_firehose(
+                        self.redis,
+                        self.group,
+                        self.consumer,
+                        min_idle_ms=self.stale_claim_ms,
+                        count=self.count,
+                    )
+                    self._claimed_at = time.monotonic()
+                    self._own_pending = True
+                entries = await read_firehose_group(
+                    self.redis,
+                    self.group,
+                    self.consumer,
+                    count=self.count,
+                    block_ms=None if self._own_pending else block_ms,
+                    pending=self._own_pending,
+                )
+            except ResponseError as exc:
+                if not is_missing_group(exc):
+                    raise
+                self._claimed_at = -math.inf  # made again (from now) at the next turn
+                continue
+            if self._own_pending and not entries:
+                self._own_pending = False
+                continue
+            return entries
+
+    async def ack(self, entry_ids: Sequence[StreamId]) -> None:
+        await ack_firehose(self.redis, self.group, entry_ids)
 
 
 def _name(value: object) -> str | None:

@@ -44,7 +44,6 @@ def lookout_server(servers, models_dir, tmp_path_factory) -> Iterator[str]:  # t
         data_dir=data_dir,
         models_dir=models_dir,
         LOOKOUT_MAINTENANCE__ENABLED="false",
-        LOOKOUT_CLUSTERS__INTERVAL_S="1",  # unknown faces group within a second (issue 16)
         # No test here kills a worker, and reading a page of text takes seconds on a busy 2-core
         # machine: the fault tests' 3 s job timeout would fail such jobs.
         LOOKOUT_WORKER__JOB_TIMEOUT_S="60",

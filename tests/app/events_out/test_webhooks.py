@@ -9,10 +9,10 @@ from sqlalchemy import select, update
 from standardwebhooks import Webhook as StandardWebhook
 
 from app import streams
-from app.events_out import dispatcher as dispatcher_module
 from app.events_out.dispatcher import WebhookDispatcher, backoff_s
 from app.models import ApiKey, WebhookDelivery
 from app.security import Scope
+from app.streams import firehose_groups as firehose_groups_module
 from tests.app.events_out.helpers import (
     enroll_from_job,
     events_settings,
@@ -406,7 +406,7 @@ async def test_events_a_dead_consumer_read_are_claimed_later_not_only_at_a_start
         redis, streams.WEBHOOKS_GROUP, "dead-dispatcher", count=100, block_ms=None, pending=False
     )
     assert str(job.id) in {(e or {}).get("job_id") for _, e in taken}
-    monkeypatch.setattr(dispatcher_module, "STALE_CLAIM_MS", 1500)
+    monkeypatch.setattr(firehose_groups_module, "STALE_CLAIM_MS", 1500)
     async with running_dispatcher(hook_settings, sessionmaker, redis):
         await wait_for(lambda: any(e["job"]["id"] == str(job.id) for e in receiver.events()))
     pending = await redis.xpending(streams.FIREHOSE, streams.WEBHOOKS_GROUP)

@@ -4,6 +4,7 @@ the real models on ../shared/images/faces; the clustering pass is run by the tes
 
 import asyncio
 import base64
+import uuid
 from collections.abc import AsyncIterator
 
 import cv2
@@ -11,7 +12,8 @@ import numpy as np
 import pytest
 from sqlalchemy import text
 
-from app.gallery.clusters import cluster_pass
+from app import streams
+from app.gallery.clusters import cluster_loop, cluster_pass
 from app.security import Scope
 from tests.conftest import SHARED_IMAGES, bearer, node_token
 
@@ -167,6 +169,68 @@ async def test_unknown_faces_form_unnamed_people_one_per_person(
     again = await cluster_pass(settings, sessionmaker)
     assert again.faces_seen == 0
     assert [members(c) for c in await unnamed(client)] == biggest
+
+
+async def test_the_loop_places_each_job_s_faces_as_its_result_reaches_the_firehose(
+    client, worker, settings, sessionmaker, engine, redis
+):
+    """The clustering reads results through its own firehose group: it polled every 10 s with
+    a scan of every face embedding (1.1 s of Postgres at a million faces, each time). A sweep
+    at its start takes the faces no result announced (trimmed before it read them)."""
+    await streams.ensure_firehose_groups(redis)  # as the API does at start
+    # Biden's photos, whose results the clustering never reads: taken by the sweep at its start.
+    biden = {i for p in BIDEN for i in face_ids(await upload(client, p))}
+    lost = await streams.read_firehose_group(
+        redis, streams.CLUSTERS_GROUP, "elsewhere", count=100, block_ms=None, pending=False
+    )
+    assert lost
+    await streams.ack_firehose(redis, streams.CLUSTERS_GROUP, [entry_id for entry_id, _ in lost])
+
+    async def until(check) -> None:  # type: ignore[no-untyped-def]
+        for _ in range(300):
+            if await check():
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError("the clustering loop did not get there in 30 s")
+
+    async def biden_seen() -> bool:
+        return await scalar(engine, "SELECT count(*) FROM unknown_faces") == len(biden)
+
+    hourly = settings.model_copy(
+        update={"clusters": settings.clusters.model_copy(update={"sweep_interval_s": 3600.0})}
+    )
+    loop = asyncio.create_task(cluster_loop(hourly, sessionmaker, redis))
+    try:
+        await until(biden_seen)
+        assert await unnamed(client) == []  # two faces, below core_faces: noise for now
+
+        # Then each result as it comes, with no sweep: Obama's three faces make a person, and
+        # the photo of both gives Biden his third face, which makes his two a person too.
+        obama = {i for p in OBAMA for i in face_ids(await upload(client, p))}
+        both = by_x(await upload(client, BOTH))
+        biden.add(both[0])
+        obama.add(both[1])
+
+        async def two_people() -> bool:
+            return sorted(map(members, await unnamed(client)), key=min) == sorted(
+                [obama, biden], key=min
+            )
+
+        await until(two_people)
+        pending = await redis.xpending(streams.FIREHOSE, streams.CLUSTERS_GROUP)
+        assert pending["pending"] == 0  # acked once placed
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+
+
+async def test_a_pass_over_some_jobs_takes_only_their_faces(client, worker, settings, sessionmaker):
+    """What the loop runs for the jobs of the results it read: their faces, not every face."""
+    announced = await upload(client, OBAMA[0])
+    other = await upload(client, OBAMA[1])
+    report = await cluster_pass(settings, sessionmaker, [uuid.UUID(announced["id"])])
+    assert report.faces_seen == len(face_ids(announced)) == 1
+    assert (await cluster_pass(settings, sessionmaker)).faces_seen == len(face_ids(other)) == 1
 
 
 async def test_naming_merging_and_moving_change_what_identify_answers(
