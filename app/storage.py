@@ -94,41 +94,48 @@ def sweep(
     which images unfinished jobs still need); they count towards the total. Files younger than
     `grace_s` are never evicted either: a job row may not be committed yet for a fresh upload.
     The total can therefore stay over the cap. Synchronous file I/O: run it in a thread.
+
+    It stats every stored file, so its cost grows with the store (the maintenance pass runs it
+    less often as it grows): names, not Paths, and a sort only when over the cap (0.7 s of CPU
+    for 200,000 files, where a Path a file and a sort of them all took 3-4 s).
     """
     now = time.time()
-    if not storage.root.is_dir():
+    root = storage.root
+    if not root.is_dir():
         return SweepResult([], [], 0, 0)
-    files: list[tuple[float, int, Path]] = []
-    for entry in os.scandir(storage.root):
-        if not entry.is_file(follow_symlinks=False):
-            continue
-        try:
-            stat = entry.stat(follow_symlinks=False)
-        except FileNotFoundError:
-            continue  # deleted meanwhile (a job delete)
-        if entry.name.startswith(TEMP_PREFIX):
-            if now - stat.st_mtime > STALE_TEMP_S:
-                Path(entry.path).unlink(missing_ok=True)
-            continue
-        files.append((stat.st_mtime, stat.st_size, Path(entry.path)))
-    files.sort()
-    expired, evicted, freed = [], [], 0
-    kept = []
-    for mtime, size, path in files:
-        if now - mtime > max_age_s and path.name not in keep:
-            path.unlink(missing_ok=True)
-            expired.append(path.name)
+    expired: list[str] = []
+    kept: list[tuple[float, int, str]] = []
+    freed = total = 0
+    with os.scandir(root) as entries:
+        for entry in entries:
+            name = entry.name
+            try:
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                stat = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # deleted meanwhile (a job delete)
+            age = now - stat.st_mtime
+            if name.startswith(TEMP_PREFIX):
+                if age > STALE_TEMP_S:
+                    (root / name).unlink(missing_ok=True)
+            elif age > max_age_s and name not in keep:
+                (root / name).unlink(missing_ok=True)
+                expired.append(name)
+                freed += stat.st_size
+            else:
+                kept.append((stat.st_mtime, stat.st_size, name))
+                total += stat.st_size
+    evicted: list[str] = []
+    if total > max_total_bytes:
+        kept.sort()
+        for mtime, size, name in kept:  # oldest first
+            if total <= max_total_bytes:
+                break
+            if name in keep or now - mtime < grace_s:
+                continue
+            (root / name).unlink(missing_ok=True)
+            evicted.append(name)
+            total -= size
             freed += size
-        else:
-            kept.append((mtime, size, path))
-    total = sum(size for _, size, _ in kept)
-    for mtime, size, path in kept:  # oldest first
-        if total <= max_total_bytes:
-            break
-        if path.name in keep or now - mtime < grace_s:
-            continue
-        path.unlink(missing_ok=True)
-        evicted.append(path.name)
-        total -= size
-        freed += size
     return SweepResult(expired, evicted, freed, total)

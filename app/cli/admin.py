@@ -153,6 +153,7 @@ async def maintain_once(settings: Settings) -> int:
             redis,
             Storage(settings.storage_dir),
             frames_redis=frames_redis,
+            sweep_now=True,  # run by hand or from cron: do it all
         )
     finally:
         await close_redis(redis, frames_redis)

@@ -18,6 +18,8 @@ WORKERS = "lookout:workers"
 # consumer name → the face embedding model its pack runs (a model upgrade waits for the switch)
 WORKER_MODELS = "lookout:workers:models"
 MAINTENANCE_LOCK = "lookout:maintenance:lock"
+# Set after the image store's sweep, for as long as the next should wait (app/maintenance.py).
+IMAGES_SWEPT = "lookout:maintenance:images-swept"
 # A job's entry marker outlives any sane queue wait; if it expires the reconciler re-enqueues
 # the job, which is harmless (a second message for a finished job is skipped).
 ENTRY_MARKER_TTL_S = 7 * 24 * 3600
