@@ -913,6 +913,7 @@ DEEPSTACK_RECOGNITION: Json = {
 DEEPSTACK_REGISTERED: Json = {"success": True, "message": "face added", "duration": 0.4}
 DEEPSTACK_FACE_LIST: Json = {"success": True, "faces": ["biden", "obama"], "duration": 0.003}
 DEEPSTACK_DELETED: Json = {"success": True, "duration": 0.01}
+DEEPSTACK_CUSTOM_MODELS: Json = {"success": True, "models": ["yolox_nano"], "duration": 0.001}
 DEEPSTACK_MATCH: Json = {"success": True, "similarity": 0.91, "duration": 0.3}
 CODEPROJECT_ALPR: Json = {
     "success": True,

@@ -242,6 +242,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         400: "Bad input: no image, an unusable image, a bad field (`error` says which)",
         401: "Incorrect api key: missing, unknown, revoked or expired",
         403: "The API key lacks the scope this route needs",
+        404: "No such custom model (/v1/vision/custom/list names the one there is)",
         413: "An image over the upload limit",
         429: "Rate limit of the API key exceeded; see Retry-After",
         503: "Postgres or Redis is unreachable, or the image store's disk failed; see Retry-After",

@@ -26,6 +26,7 @@ from app.compat.deepstack.envelope import (
 from app.compat.deepstack.errors import DeepStackError
 from app.compat.deepstack.schemas import (
     CodeProjectAlprOut,
+    DeepStackCustomModelsOut,
     DeepStackDeleteOut,
     DeepStackDetectionOut,
     DeepStackFaceDetectionOut,
@@ -128,6 +129,59 @@ async def detection(
         session, result.job, min_confidence=min_confidence
     )
     return DeepStackDetectionOut(predictions=predictions, duration=duration_s(request))
+
+
+# Custom models, as CodeProject.AI's object detectors serve them (Blue Iris lists them; the
+# deepstack-python client and Home Assistant's deepstack_object post to one by name). Lookout
+# has one object model, the workers' object pack; `general` is CodeProject.AI's name for its
+# general-purpose model, the one /v1/vision/detection runs.
+GENERAL_MODEL = "general"
+
+
+@router.get("/v1/vision/custom/list", include_in_schema=False)
+@router.post(
+    "/v1/vision/custom/list",
+    response_model=DeepStackCustomModelsOut,
+    responses=GALLERY_ERRORS,
+    summary="CodeProject.AI: the custom object models (Blue Iris lists them)",
+    openapi_extra=_form({API_KEY_FIELD: _KEY}, [], body_required=False),
+)
+async def custom_models(
+    request: Request, caller: ReadCaller, settings: SettingsDep
+) -> DeepStackCustomModelsOut:
+    return DeepStackCustomModelsOut(
+        models=[settings.models.object_pack], duration=duration_s(request)
+    )
+
+
+@router.post(
+    "/v1/vision/custom/{model}",
+    response_model=DeepStackDetectionOut,
+    responses=error_responses(400, 401, 403, 404, 413, 429, 503, 504),
+    summary="DeepStack / CodeProject.AI custom model detection (deepstack-python's custom_model)",
+    description="`model` is the workers' object pack (GET /v1/vision/custom/list) or `general`: "
+    "the same detection as /v1/vision/detection. Another name is a 404.",
+    openapi_extra=_form(
+        {"image": _IMAGE, "min_confidence": _min_confidence(0.4, "objects"), API_KEY_FIELD: _KEY},
+        ["image"],
+    ),
+)
+async def custom_detection(
+    model: str,
+    request: Request,
+    caller: WriteCaller,
+    form: FormDep,
+    session: SessionDep,
+    redis: RedisDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+) -> DeepStackDetectionOut:
+    if model not in (settings.models.object_pack, GENERAL_MODEL):
+        raise DeepStackError(
+            f"no custom model {model!r}: this server runs {settings.models.object_pack!r}",
+            status=404,
+        )
+    return await detection(request, caller, form, session, redis, storage, settings)
 
 
 _FACE_DETECT: dict[str, Any] = {

@@ -86,6 +86,17 @@ class DeepStackFaceListOut(BaseModel):
     duration: float = 0.0
 
 
+class DeepStackCustomModelsOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.DEEPSTACK_CUSTOM_MODELS]})
+
+    success: bool = True
+    models: list[str] = Field(
+        description="what /v1/vision/custom/{model} runs: the workers' object pack",
+        examples=[["yolox_nano"]],
+    )
+    duration: float = 0.0
+
+
 class DeepStackDeleteOut(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [examples.DEEPSTACK_DELETED]})
 

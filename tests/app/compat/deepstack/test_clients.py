@@ -4,9 +4,11 @@ Assistant's HASS-Deepstack-object / -face library) and DeepQuest's own `deepstac
 from pathlib import Path
 
 import deepstack.core as ds
+import httpx
 import pytest
 from deepstack_sdk import Detection, Face, ServerConfig
 
+from app.settings import ModelSettings
 from tests.app.compat.deepstack.conftest import (
     SCENES,
     TEST_FACES,
@@ -48,6 +50,33 @@ def test_deepstack_python_detects_people_in_t1_and_a_dog_in_dog_jpg(live: LiveLo
     assert [j["tasks"] for j in jobs] == [["objects"], ["objects"]]
     assert all(j["status"] == "done" for j in jobs)
     assert jobs[0]["counts"]["dog"] >= 1
+
+
+def test_deepstack_python_detects_through_a_custom_model_by_name(live: LiveLookout, write_key):
+    """deepstack-python's custom_model (Home Assistant's deepstack_object `custom_model`) posts
+    to /v1/vision/custom/{name}: a name CodeProject.AI's list gives (Blue Iris reads it; GET or
+    POST, as CodeProject.AI's server routes it), or `general`. Another name is a 404, which the
+    library reports as a bad url."""
+    with native(live, write_key) as lookout:
+        listed = lookout.post("/v1/vision/custom/list")
+        assert listed.status_code == 200 and listed.json()["success"] is True, listed.text
+        assert lookout.get("/v1/vision/custom/list").json()["models"] == listed.json()["models"]
+    assert listed.json()["models"] == [ModelSettings().object_pack]  # what the workers run
+    unkeyed = httpx.post(f"{live.url}/v1/vision/custom/list", timeout=30)
+    assert unkeyed.status_code == 401 and unkeyed.json()["success"] is False
+
+    for name in [*listed.json()["models"], "general"]:
+        detector = ds.DeepstackObject(
+            ip="127.0.0.1", port=live.port, api_key=write_key, timeout=TIMEOUT_S, custom_model=name
+        )
+        people = detector.detect((SCENES / "t1.jpg").read_bytes())
+        assert ds.get_objects_summary(people)["person"] >= 4, people
+        assert_highest_first(people)
+    unknown = ds.DeepstackObject(
+        ip="127.0.0.1", port=live.port, api_key=write_key, timeout=TIMEOUT_S, custom_model="ipcam"
+    )
+    with pytest.raises(ds.DeepstackException, match="Bad url"):
+        unknown.detect((SCENES / "t1.jpg").read_bytes())
 
 
 def test_deepstack_python_registers_lists_and_recognizes_faces(live: LiveLookout, write_key):
