@@ -99,38 +99,6 @@ async def _run(
     return await service.run_jobs(session, redis, settings, images, created)
 
 
-@router.post(
-    "/v1/vision/detection",
-    response_model=DeepStackDetectionOut,
-    responses=IMAGE_ERRORS,
-    summary="DeepStack object detection (Frigate's `deepstack` detector, Blue Iris, HA)",
-    description="Runs the image as a job with task `objects` (listed in /v1/jobs, on the "
-    "firehose) and answers its COCO objects at or above `min_confidence`, in integer pixels.",
-    openapi_extra=_form(
-        {"image": _IMAGE, "min_confidence": _min_confidence(0.4, "objects"), API_KEY_FIELD: _KEY},
-        ["image"],
-    ),
-)
-async def detection(
-    request: Request,
-    caller: WriteCaller,
-    form: FormDep,
-    session: SessionDep,
-    redis: RedisDep,
-    storage: StorageDep,
-    settings: SettingsDep,
-) -> DeepStackDetectionOut:
-    image = await read_image(settings, form)
-    min_confidence = form.min_confidence(service.OBJECT_MIN_CONFIDENCE)
-    [result] = await _run(
-        session, redis, storage, settings, caller, [image], service.OBJECT_TASKS, JobPurpose.detect
-    )
-    predictions = await service.object_predictions(
-        session, result.job, min_confidence=min_confidence
-    )
-    return DeepStackDetectionOut(predictions=predictions, duration=duration_s(request))
-
-
 # Custom models, as CodeProject.AI's object detectors serve them (Blue Iris lists them; the
 # deepstack-python client and Home Assistant's deepstack_object post to one by name). Lookout
 # has one object model, the workers' object pack; `general` is CodeProject.AI's name for its
@@ -154,20 +122,36 @@ async def custom_models(
     )
 
 
+_DETECTION_FORM = _form(
+    {"image": _IMAGE, "min_confidence": _min_confidence(0.4, "objects"), API_KEY_FIELD: _KEY},
+    ["image"],
+)
+
+
 @router.post(
     "/v1/vision/custom/{model}",
     response_model=DeepStackDetectionOut,
     responses=error_responses(400, 401, 403, 404, 413, 429, 503, 504),
     summary="DeepStack / CodeProject.AI custom model detection (deepstack-python's custom_model)",
-    description="`model` is the workers' object pack (GET /v1/vision/custom/list) or `general`: "
-    "the same detection as /v1/vision/detection. Another name is a 404.",
-    openapi_extra=_form(
-        {"image": _IMAGE, "min_confidence": _min_confidence(0.4, "objects"), API_KEY_FIELD: _KEY},
-        ["image"],
-    ),
+    description="`model` is the workers' object pack (/v1/vision/custom/list) or `general`: the "
+    "same detection as /v1/vision/detection. Another name is a 404.",
+    openapi_extra={
+        **_DETECTION_FORM,
+        "parameters": [
+            {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
+        ],
+    },
 )
-async def custom_detection(
-    model: str,
+@router.post(
+    "/v1/vision/detection",
+    response_model=DeepStackDetectionOut,
+    responses=IMAGE_ERRORS,
+    summary="DeepStack object detection (Frigate's `deepstack` detector, Blue Iris, HA)",
+    description="Runs the image as a job with task `objects` (listed in /v1/jobs, on the "
+    "firehose) and answers its COCO objects at or above `min_confidence`, in integer pixels.",
+    openapi_extra=_DETECTION_FORM,
+)
+async def detection(
     request: Request,
     caller: WriteCaller,
     form: FormDep,
@@ -176,12 +160,21 @@ async def custom_detection(
     storage: StorageDep,
     settings: SettingsDep,
 ) -> DeepStackDetectionOut:
-    if model not in (settings.models.object_pack, GENERAL_MODEL):
+    model = request.path_params.get("model")  # /v1/vision/custom/{model}
+    if model is not None and model not in (settings.models.object_pack, GENERAL_MODEL):
         raise DeepStackError(
             f"no custom model {model!r}: this server runs {settings.models.object_pack!r}",
             status=404,
         )
-    return await detection(request, caller, form, session, redis, storage, settings)
+    image = await read_image(settings, form)
+    min_confidence = form.min_confidence(service.OBJECT_MIN_CONFIDENCE)
+    [result] = await _run(
+        session, redis, storage, settings, caller, [image], service.OBJECT_TASKS, JobPurpose.detect
+    )
+    predictions = await service.object_predictions(
+        session, result.job, min_confidence=min_confidence
+    )
+    return DeepStackDetectionOut(predictions=predictions, duration=duration_s(request))
 
 
 _FACE_DETECT: dict[str, Any] = {
