@@ -6,7 +6,7 @@ All on t1.jpg (6 faces), task `faces` (SCRFD-500M + the embedder), same CPU coun
               for the run as the workers are — no HTTP, Postgres, Redis or WebSocket
 2. end-to-end a client POSTs the images over HTTP and collects every result on the firehose
               WebSocket; the real API and `lookout worker` processes (one per core); unknown-
-              face clustering off (deferred work that fell into the next measurement)
+              face clustering off (work the ceiling does not do, measured on its own)
 3. naive      what a user writes by hand: insightface's SCRFD, then the embedder one face at
               a time, one process, onnxruntime's default threads; in every round, after t1's
               end-to-end
@@ -71,10 +71,10 @@ def bench_env(providers: list[str]) -> dict[str, str]:
         "LOOKOUT_MODELS__DOWNLOAD": "false",
         "LOOKOUT_MODELS__PROVIDERS": json.dumps(providers),
         "LOOKOUT_WORKER__THREADS": "1",
-        # Unknown-face clustering runs in the API every 10 s, beside the jobs: its passes over
-        # a round's faces landed in the next measurement (the following workload's ceiling, a
-        # second stack's end-to-end). Off here; its cost is measured on its own (bench/RESULTS.md,
-        # beside this section; bench/clusters.py).
+        # Unknown-face clustering places each result's faces in the API, beside the jobs: work
+        # the ceiling does not do (~8 ms of CPU an image on this workload's six faces, seen
+        # again and again). Off here; its cost is measured on its own (bench/RESULTS.md, beside
+        # this section; bench/clusters.py).
         "LOOKOUT_CLUSTERS__ENABLED": "false",
     }
 
@@ -376,7 +376,7 @@ def report(r: Results, load_before: str) -> None:
         f"Measured {time.strftime('%Y-%m-%d %H:%M %Z')}. t1.jpg (1280×886, 6 faces), task `faces`",
         "(SCRFD-500M + the 192-d MobileFaceNet stand-in embedder), "
         f"{r.processes} worker processes × 1 thread unless stated, on {', '.join(ran_on)}; "
-        "unknown-face clustering off (its passes every 10 s fell into the next measurement).",
+        "unknown-face clustering off (work the ceiling does not do; bench/clusters.py measures it).",
         "",
         *machine(r.providers),
         f"- Load average before {load_before}, after {load_average()}",
