@@ -159,6 +159,11 @@ class MqttBridge:
         self.status = BridgeStatus(broker=self.broker.address)
         self.nodes: dict[str, NodeMemory] = {}
         self.discovery_topics: set[str] = set()  # retained configs published by this bridge
+        # What each config topic holds on the broker, as this connection published it: a
+        # refresh sends only what changed (every named person's config again, every 30 s, was
+        # a publish per person per refresh). Emptied at each connect: a broker restarted
+        # without persistence has lost them.
+        self.configs_sent: dict[str, str] = {}
         # People whose retained "seen" topic (a name, a time, a place) is on the broker: those
         # this bridge published, and those found there at connect (_recall_seen). Cleared once
         # the person is deleted (refresh), so the broker does not keep it.
@@ -222,6 +227,7 @@ class MqttBridge:
 
     async def _serve(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
         await client.publish(self.topics.availability, "online", qos=QOS, retain=True)
+        self.configs_sent.clear()
         await self._recall_seen(client)
         await self.refresh(client)
         consume = asyncio.create_task(self._consume(client, stop))
@@ -384,7 +390,11 @@ class MqttBridge:
         async with self.sessionmaker() as session:
             nodes = list(await session.scalars(select(Node).where(Node.revoked_at.is_(None))))
             # Unnamed people (clusters of unknown faces) get no "seen at" sensor until named.
-            people = list(await session.scalars(select(Person).where(Person.name.is_not(None))))
+            people = list(
+                await session.execute(
+                    select(Person.id, Person.name).where(Person.name.is_not(None))
+                )
+            )
         # Only named people are identified (and names are never taken away): the rest are gone.
         for deleted in sorted(self.seen_people - {str(p.id) for p in people}):
             await self._publish(client, self.topics.person_seen(deleted), "", retain=True)
@@ -418,12 +428,17 @@ class MqttBridge:
             for gone in sorted(self.discovery_topics - wanted):
                 await self._publish(client, gone, "", retain=True)  # HA removes the entity
                 self.discovery_topics.discard(gone)
+                self.configs_sent.pop(gone, None)
         await self._store_status()
 
     async def _publish_config(
         self, client: aiomqtt.Client, topic: str, config: dict[str, Any]
     ) -> None:
-        await self._publish(client, topic, config, retain=True)
+        body = json.dumps(config, separators=(",", ":"))
+        if self.configs_sent.get(topic) == body:
+            return  # the broker holds it already (retained)
+        await self._publish(client, topic, body, retain=True)
+        self.configs_sent[topic] = body
         self.discovery_topics.add(topic)
 
     def _availability(self) -> dict[str, Any]:

@@ -327,3 +327,47 @@ async def test_a_seen_topic_left_by_an_earlier_bridge_is_cleared_once_its_person
         await asyncio.sleep(0.5)  # retained messages arrive with the subscription
     assert late.on(f"lookout/person/{gone}/seen") == []
     assert json.loads(late.on(f"lookout/person/{kept}/seen")[-1]) == {"name": "x"}
+
+
+async def test_a_refresh_sends_only_the_discovery_configs_that_changed(
+    settings, redis, sessionmaker, make_node, broker
+):
+    """Every refresh (each status_interval_s) sent every config again, retained: a publish per
+    named person and node entity every 30 s, for ever. A refresh now sends the node's status
+    and only the configs that changed; a new connection sends them all."""
+    node = await make_node("porch")
+    async with sessionmaker.begin() as session:
+        ann, bob = Person(name="Ann", owner_id=None), Person(name="Bob", owner_id=None)
+        session.add_all([ann, bob])
+    subscriber = Subscriber(broker.port)
+    bridge = MqttBridge(mqtt_settings(settings, broker), sessionmaker, redis, consumer="test")
+    status = f"lookout/node/{node.id}/status"
+
+    def configs() -> list[tuple[str, bytes]]:
+        return [(t, p) for t, p, _ in subscriber.messages if t.startswith("homeassistant/") and p]
+
+    async def refreshed() -> None:  # the node's status goes out at every refresh
+        before = len(subscriber.on(status))
+        bridge.refresh_now.set()
+        await wait_for(lambda: len(subscriber.on(status)) > before)
+
+    async with running(subscriber.run, bridge.run):
+        await wait_for(lambda: subscriber.on(status))
+        first = configs()
+        people = {t for t, p in first if b"Ann" in p or b"Bob" in p}
+        assert len(people) == 2 and len(first) > 2  # the two people and the node's entities
+        await refreshed()
+        assert configs() == first  # nothing changed: nothing sent again
+        async with sessionmaker.begin() as session:
+            (await session.get(Person, bob.id)).name = "Robert"
+        await refreshed()
+        [(topic, body)] = configs()[len(first) :]
+        assert topic in people and json.loads(body)["device"]["name"] == "Robert (Lookout)", body
+        # A broker restarted without persistence lost them all: the new connection sends all.
+        sent = len(configs())
+        broker.stop()
+        bridge.refresh_now.set()  # its next publish finds the broker gone
+        await wait_for(lambda: not bridge.status.connected)
+        broker.start()
+        await wait_for(lambda: len(configs()) >= sent + len(first), timeout_s=40)
+        assert {t for t, _ in configs()[sent:]} == {t for t, _ in first}
