@@ -79,6 +79,23 @@ class ApiMetrics:
             registry=r,
             multiprocess_mode="mostrecent",
         )
+        # A firehose reader (webhooks, MQTT, clustering) that falls this far behind loses what
+        # streams.firehose_maxlen trims: the clustering's hourly sweep catches up, the outbound
+        # paths do not.
+        self.firehose_lag = Gauge(
+            "lookout_firehose_group_lag",
+            "Firehose entries a reader's consumer group has not read yet",
+            ["group"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.firehose_pending = Gauge(
+            "lookout_firehose_group_pending",
+            "Firehose entries a reader's consumer group read but has not acked",
+            ["group"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
         self.workers_alive = Gauge(
             "lookout_workers_alive",
             "Workers with an unexpired heartbeat",

@@ -57,6 +57,10 @@ async def test_metrics_expose_http_queue_job_and_websocket_series(client, make_c
     assert "lookout_jobs_stream_lag 1.0" in text
     assert "lookout_jobs_stream_pending 0.0" in text
     assert "lookout_jobs_dead_letters 0.0" in text
+    # The two results wait for every firehose reader (none runs here).
+    for group in ("webhooks", "mqtt", "clusters"):
+        assert f'lookout_firehose_group_lag{{group="{group}"}} 2.0' in text
+        assert f'lookout_firehose_group_pending{{group="{group}"}} 0.0' in text
     assert "lookout_websocket_clients 0.0" in text
     assert 'lookout_dependency_up{dependency="postgres"} 1.0' in text
     uploads = 'method="POST",route="/v1/images",status="202"'
