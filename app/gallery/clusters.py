@@ -435,7 +435,10 @@ def jobs_with_unknown_faces(
             and not (d.get("attributes") or {}).get("identity")
             for d in job.get("detections") or ()
         ):
-            jobs.append(uuid.UUID(str(job["id"])))
+            try:
+                jobs.append(uuid.UUID(str(job["id"])))
+            except (KeyError, ValueError):
+                continue  # not a job's result: read past it, or it would be read again for ever
     return jobs
 
 

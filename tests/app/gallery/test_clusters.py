@@ -8,7 +8,7 @@ import numpy as np
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.gallery.clusters import cluster_pass
+from app.gallery.clusters import cluster_pass, jobs_with_unknown_faces
 
 DIM = 192
 MODEL = "mobilefacenet"
@@ -96,3 +96,27 @@ async def test_an_owner_with_few_faces_finds_its_own_among_many_nearer_ones(
     assert person_b is not None and owner == owner_b  # … of B's, with B's faces only
     assert all(placed[face][0] != person_b for face in crowd)
     assert all(placed[face][1] is None for face in crowd if placed[face][0] is not None)
+
+
+def test_the_loop_takes_the_jobs_whose_result_has_a_face_nobody_was_named_for():
+    """What cluster_loop asks the batch for, from firehose entries as decoded (None: an entry
+    that is not a valid event). An entry it cannot use is read past, never raised on: the
+    loop would read it again and fail again, for ever."""
+    unknown, named, objects = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+
+    def result(job_id: object, *detections: dict) -> dict:  # type: ignore[type-arg]
+        return {"type": "result", "job": {"id": str(job_id), "detections": list(detections)}}
+
+    face = {"kind": "face", "attributes": {"embedding_model": "w600k_mbf"}}
+    alice = {"kind": "face", "attributes": {"identity": {"name": "Alice"}}}
+    entries = [
+        ("1-0", result(unknown, alice, face)),
+        ("2-0", result(named, alice)),
+        ("3-0", result(objects, {"kind": "object", "label": "person"})),
+        ("4-0", {"type": "status", "job_id": str(unknown), "status": "done"}),
+        ("5-0", None),
+        ("6-0", result("not-a-uuid", face)),
+        ("7-0", {"type": "result", "job": {"detections": [face]}}),
+        ("8-0", {"type": "result", "job": "garbage"}),
+    ]
+    assert jobs_with_unknown_faces(entries) == [unknown]
