@@ -40,6 +40,7 @@ from sqlalchemy import delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import streams
+from app.errors import is_outage
 from app.gallery.matching import CUSTOM_PLANS
 from app.models import SIGHTING_PURPOSES, FaceEmbedding, Person, PersonFace, UnknownFace
 from app.settings import ClusterSettings, Settings
@@ -442,6 +443,25 @@ def jobs_with_unknown_faces(
     return jobs
 
 
+async def _pass_or_log(
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    jobs: Sequence[uuid.UUID] | None,
+) -> None:
+    """cluster_pass, where a failure that is not an outage is logged and passed over: the same
+    work would fail again, and the loop, which reads its unacked entries first, would stop
+    there for good. Those faces are taken by the next sweep. An outage raises: the loop waits
+    and does the same work again."""
+    try:
+        await cluster_pass(settings, sessionmaker, jobs)
+    except Exception as exc:
+        if is_outage(exc):
+            raise
+        log.error(
+            "clusters_batch_failed", error=repr(exc), jobs="sweep" if jobs is None else len(jobs)
+        )
+
+
 async def cluster_loop(
     settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], redis: "Redis"
 ) -> None:
@@ -456,12 +476,12 @@ async def cluster_loop(
         try:
             started = time.monotonic()
             if started - swept_at > config.sweep_interval_s:
-                await cluster_pass(settings, sessionmaker)
+                await _pass_or_log(settings, sessionmaker, None)
                 swept_at = time.monotonic()
             entries = await reader.read(block_ms=GATHER_MS)
             jobs = jobs_with_unknown_faces(entries)
             if jobs:
-                await cluster_pass(settings, sessionmaker, jobs)
+                await _pass_or_log(settings, sessionmaker, jobs)
             await reader.ack([entry_id for entry_id, _ in entries])
             if len(entries) < config.batch_size:
                 # Caught up: let the next results gather, so that a busy stack costs one read

@@ -224,6 +224,67 @@ async def test_the_loop_places_each_job_s_faces_as_its_result_reaches_the_fireho
         await asyncio.gather(loop, return_exceptions=True)
 
 
+async def test_a_batch_that_fails_but_not_for_an_outage_does_not_stop_the_loop(
+    client, worker, settings, sessionmaker, engine, redis
+):
+    """Postgres refuses one job's faces (a trigger: an error that is not an outage). The loop
+    reads its own unacked entries first and retried a failing sweep every second: one such job
+    stopped all clustering. Now the failure is logged, the entry acked, the next job placed; a
+    later sweep takes the refused job's face once Postgres takes it."""
+    await streams.ensure_firehose_groups(redis)
+    refused = await upload(client, OBAMA[0])
+    async with engine.begin() as connection:
+        await connection.execute(text("CREATE TABLE test_refused (job_id uuid)"))
+        await connection.execute(
+            text("INSERT INTO test_refused VALUES (CAST(:job AS uuid))"), {"job": refused["id"]}
+        )
+        await connection.execute(
+            text(
+                "CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "IF NEW.job_id IN (SELECT job_id FROM test_refused) THEN "
+                "RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$"
+            )
+        )
+        await connection.execute(
+            text(
+                "CREATE TRIGGER test_refuse BEFORE INSERT ON unknown_faces "
+                "FOR EACH ROW EXECUTE FUNCTION test_refuse()"
+            )
+        )
+    hourly = settings.model_copy(
+        update={"clusters": settings.clusters.model_copy(update={"sweep_interval_s": 3600.0})}
+    )
+    loop = asyncio.create_task(cluster_loop(hourly, sessionmaker, redis))
+    try:
+        taken = await upload(client, OBAMA[1])  # after the failed sweep and the failed entry
+
+        async def placed() -> bool:
+            return (
+                await scalar(
+                    engine,
+                    "SELECT count(*) FROM unknown_faces WHERE job_id = :job",
+                    job=uuid.UUID(taken["id"]),
+                )
+                == 1
+            )
+
+        for _ in range(300):
+            if await placed():
+                break
+            await asyncio.sleep(0.1)
+        assert await placed(), "the loop stopped at the refused job"
+        assert await scalar(engine, "SELECT count(*) FROM unknown_faces") == 1
+        assert (await redis.xpending(streams.FIREHOSE, streams.CLUSTERS_GROUP))["pending"] == 0
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+        async with engine.begin() as connection:
+            await connection.execute(text("DROP TRIGGER test_refuse ON unknown_faces"))
+            await connection.execute(text("DROP FUNCTION test_refuse()"))
+            await connection.execute(text("DROP TABLE test_refused"))
+    assert (await cluster_pass(settings, sessionmaker)).faces_seen == 1  # the refused job's
+
+
 async def test_a_pass_over_some_jobs_takes_only_their_faces(client, worker, settings, sessionmaker):
     """What the loop runs for the jobs of the results it read: their faces, not every face."""
     announced = await upload(client, OBAMA[0])
