@@ -346,13 +346,17 @@ async def test_a_refresh_sends_only_the_discovery_configs_that_changed(
     def configs() -> list[tuple[str, bytes]]:
         return [(t, p) for t, p, _ in subscriber.messages if t.startswith("homeassistant/") and p]
 
-    async def refreshed() -> None:  # the node's status goes out at every refresh
-        before = len(subscriber.on(status))
-        bridge.refresh_now.set()
-        await wait_for(lambda: len(subscriber.on(status)) > before)
+    async def refreshed() -> None:
+        """One refresh, and all it sent received: a refresh sends the node's status before its
+        configs, so the next refresh's status (one connection, in order) comes after them."""
+        for _ in range(2):
+            before = len(subscriber.on(status))
+            bridge.refresh_now.set()
+            await wait_for(lambda: len(subscriber.on(status)) > before)
 
     async with running(subscriber.run, bridge.run):
         await wait_for(lambda: subscriber.on(status))
+        await refreshed()  # the connect's refresh, received whole
         first = configs()
         people = {t for t, p in first if b"Ann" in p or b"Bob" in p}
         assert len(people) == 2 and len(first) > 2  # the two people and the node's entities
