@@ -485,13 +485,7 @@ async def _person_named(
         person = await session.get(Person, person_id)
         if person is not None:
             return person
-    person = await session.scalar(
-        select(Person).where(
-            Person.owner_id.is_not_distinct_from(owner_id),
-            Person.name.is_not(None),
-            service.named(name),
-        )
-    )
+    person = await service.person_named(session, owner_id, name)
     if person is not None:
         known[name.casefold()] = person.id
     return person

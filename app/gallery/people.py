@@ -70,6 +70,16 @@ def named(name: str) -> ColumnElement[bool]:
     return func.lower(Person.name) == name.lower()
 
 
+async def person_named(
+    session: AsyncSession, owner_id: uuid.UUID | None, name: str
+) -> Person | None:
+    """The owner's person called `name`, whatever its case: at most one (ux_people_owner_name
+    covers owner-less people too)."""
+    return await session.scalar(
+        select(Person).where(Person.owner_id.is_not_distinct_from(owner_id), named(name))
+    )
+
+
 def name_taken(name: str) -> Conflict:
     return Conflict(f"a person named {name!r} already exists; pick another name or merge")
 

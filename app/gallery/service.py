@@ -110,7 +110,7 @@ delete_people = people.delete_people
 delete_face = people.delete_enrolled_face
 delete_enrolled_faces = people.delete_enrolled_faces
 merge_people = people.merge_people
-named = people.named
+person_named = people.person_named
 enrolled_face = people.enrolled_face
 thresholds = people.thresholds
 

@@ -432,13 +432,8 @@ def verification(
 async def find_subject(
     session: AsyncSession, owner_id: uuid.UUID | None, name: str
 ) -> Person | None:
-    """The person named `name` (case-insensitively) of this key; the oldest if several."""
-    return await session.scalar(
-        select(Person)
-        .where(_owned(owner_id), gallery.named(name.strip()))
-        .order_by(Person.created_at, Person.id)
-        .limit(1)
-    )
+    """The person named `name` (case-insensitively) of this key."""
+    return await gallery.person_named(session, owner_id, name.strip())
 
 
 async def require_subject(session: AsyncSession, owner_id: uuid.UUID | None, name: str) -> Person:

@@ -228,12 +228,7 @@ async def register(
     ]
     if not usable:
         raise DeepStackError("no face detected")
-    person = await session.scalar(
-        select(Person)
-        .where(_owned_by(owner), gallery.named(userid))
-        .order_by(Person.created_at, Person.id)
-        .limit(1)
-    )
+    person = await gallery.person_named(session, owner.owner_id, userid)
     existed = person is not None
     if person is None:
         person = await gallery.create_person(session, userid, owner.owner_id)
@@ -258,8 +253,8 @@ async def delete_userid(
     session: AsyncSession, storage: Storage, owner: Principal, userid: str
 ) -> None:
     """Delete the caller's person named `userid` with all their faces; none is no error."""
-    people = await session.scalars(select(Person.id).where(_owned_by(owner), gallery.named(userid)))
-    await gallery.delete_people(session, storage, list(people))
+    person = await gallery.person_named(session, owner.owner_id, userid)
+    await gallery.delete_people(session, storage, [] if person is None else [person.id])
 
 
 # --- CodeProject.AI's licence plate reader ------------------------------------------------------
