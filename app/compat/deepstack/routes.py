@@ -81,6 +81,10 @@ def _form(
     return {"requestBody": {"required": body_required, "content": content}}
 
 
+# A route whose only field is the key (a list): its body may be empty.
+_KEY_ONLY_FORM = _form({API_KEY_FIELD: _KEY}, [], body_required=False)
+
+
 async def _run(
     session: SessionDep,
     redis: RedisDep,
@@ -112,7 +116,7 @@ GENERAL_MODEL = "general"
     response_model=DeepStackCustomModelsOut,
     responses=GALLERY_ERRORS,
     summary="CodeProject.AI: the custom object models (Blue Iris lists them)",
-    openapi_extra=_form({API_KEY_FIELD: _KEY}, [], body_required=False),
+    openapi_extra=_KEY_ONLY_FORM,
 )
 async def custom_models(
     request: Request, caller: ReadCaller, settings: SettingsDep
@@ -309,7 +313,7 @@ async def register(
     response_model=DeepStackFaceListOut,
     responses=GALLERY_ERRORS,
     summary="DeepStack: the userids (people with faces) of this key",
-    openapi_extra=_form({API_KEY_FIELD: _KEY}, [], body_required=False),
+    openapi_extra=_KEY_ONLY_FORM,
 )
 async def list_faces(
     request: Request, caller: ReadCaller, session: SessionDep
