@@ -235,12 +235,13 @@ async def events_status(
 ) -> EventsStatus:
     """Webhook queue figures for this key, and the MQTT bridge's state (from Redis)."""
     counts = await delivery_counts(session, principal)
-    webhook_lag = await streams.firehose_group_lag(redis, streams.WEBHOOKS_GROUP)
+    lags = await streams.firehose_groups_lag(redis)
+    webhook_lag = lags.get(streams.WEBHOOKS_GROUP)
     mqtt = MqttStatus(configured=mqtt_configured)
     raw = await redis.get(streams.MQTT_STATUS)
     if raw:
         mqtt = MqttStatus.model_validate({**json.loads(raw), "configured": mqtt_configured})
-    mqtt_lag = await streams.firehose_group_lag(redis, streams.MQTT_GROUP)
+    mqtt_lag = lags.get(streams.MQTT_GROUP)
     if mqtt_lag is not None and mqtt_configured:
         mqtt.pending, mqtt.lag = mqtt_lag
     return EventsStatus(

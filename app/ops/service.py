@@ -98,18 +98,17 @@ async def refresh_metrics(metrics: ApiMetrics, engine: AsyncEngine, redis: Redis
         async with asyncio.timeout(CHECK_TIMEOUT_S):
             stats = await streams.queue_stats(redis)
             alive = await streams.live_workers(redis)
-            firehose = {
-                g: await streams.firehose_group_lag(redis, g) for g in streams.FIREHOSE_GROUPS
-            }
+            firehose = await streams.firehose_groups_lag(redis)
         metrics.stream_length.set(stats.length)
         metrics.stream_lag.set(stats.lag)
         metrics.stream_pending.set(stats.pending)
         metrics.dead_letters.set(stats.dead_letters)
         metrics.workers_alive.set(len(alive))
-        for group, lag in firehose.items():
-            if lag is not None:  # the group exists (the API makes them at start)
-                metrics.firehose_pending.labels(group).set(lag[0])
-                metrics.firehose_lag.labels(group).set(lag[1])
+        for group in streams.FIREHOSE_GROUPS:
+            if group in firehose:  # the API makes them at start
+                pending, lag = firehose[group]
+                metrics.firehose_pending.labels(group).set(pending)
+                metrics.firehose_lag.labels(group).set(lag)
         metrics.dependency_up.labels("redis").set(1)
     except Exception as exc:
         if not (is_outage(exc) or isinstance(exc, TimeoutError)):

@@ -59,7 +59,7 @@ from app.streams.firehose_groups import (
     claim_stale_firehose,
     consumer_name,
     ensure_firehose_groups,
-    firehose_group_lag,
+    firehose_groups_lag,
     read_firehose_group,
     webhook_lock_key,
 )
@@ -160,7 +160,7 @@ __all__ = [
     "ensure_firehose_groups",
     "ensure_group",
     "extend_lock",
-    "firehose_group_lag",
+    "firehose_groups_lag",
     "firehose_tail",
     "forget_worker",
     "frame_key",

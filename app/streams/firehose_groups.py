@@ -70,23 +70,23 @@ async def ack_firehose(redis: "Redis", group: str, entry_ids: Sequence[StreamId]
         await redis.xack(FIREHOSE, group, *entry_ids)
 
 
-async def firehose_group_lag(redis: "Redis", group: str) -> tuple[int, int] | None:
-    """(pending, lag) of a firehose group; None when the group does not exist."""
+async def firehose_groups_lag(redis: "Redis") -> dict[str, tuple[int, int]]:
+    """(pending, lag) of every firehose group that exists, by name, from one XINFO GROUPS."""
     try:
         groups: list[dict[str, Any]] = await redis.xinfo_groups(FIREHOSE)
     except ResponseError:
-        return None
-    found = next((g for g in groups if _name(g.get("name")) == group), None)
-    if found is None:
-        return None
-    lag = found.get("lag")
-    if lag is None:
-        last = _name(found.get("last-delivered-id")) or "0-0"
-        entries = cast(
-            RawEntries, await redis.xrange(FIREHOSE, min=f"({last}", count=LAG_COUNT_CAP)
-        )
-        lag = len(entries)
-    return int(found.get("pending", 0)), int(lag)
+        return {}
+    lags: dict[str, tuple[int, int]] = {}
+    for found in groups:
+        lag = found.get("lag")
+        if lag is None:
+            last = _name(found.get("last-delivered-id")) or "0-0"
+            entries = cast(
+                RawEntries, await redis.xrange(FIREHOSE, min=f"({last}", count=LAG_COUNT_CAP)
+            )
+            lag = len(entries)
+        lags[_name(found.get("name")) or ""] = (int(found.get("pending", 0)), int(lag))
+    return lags
 
 
 # The MQTT bridge's connection state (JSON), refreshed while it runs; read by GET /v1/events/status.

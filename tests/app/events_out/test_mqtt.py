@@ -261,13 +261,13 @@ async def test_events_published_while_the_broker_restarts_all_arrive_in_order(
             )
             await make_consumer().run(burst=True)
         await wait_for(lambda: not bridge.status.connected)
-        lag = await streams.firehose_group_lag(redis, streams.MQTT_GROUP)
+        lag = (await streams.firehose_groups_lag(redis)).get(streams.MQTT_GROUP)
         assert lag is not None and sum(lag) >= 1  # buffered, not lost
         broker.start()
         await wait_for(lambda: len(subscriber.on(done_topic)) >= 4, timeout_s=40)
     received = [json.loads(p)["job"]["id"] for p in subscriber.on(done_topic)]
     assert list(dict.fromkeys(received)) == [str(j.id) for j in jobs]  # none lost, in order
-    assert await streams.firehose_group_lag(redis, streams.MQTT_GROUP) == (0, 0)
+    assert (await streams.firehose_groups_lag(redis)).get(streams.MQTT_GROUP) == (0, 0)
 
 
 async def test_a_deleted_person_s_retained_seen_topic_is_cleared(
