@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError as RedisReadOnlyError
@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 log = structlog.get_logger()
 
@@ -137,6 +138,10 @@ COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+# nginx's status for a request whose client closed the connection before the answer.
+CLIENT_CLOSED_REQUEST = 499
+
+
 class AppError(Exception):
     status: int = 400
     code: str = "bad_request"
@@ -212,6 +217,13 @@ class PayloadTooLarge(AppError):
 class UnsupportedMediaType(AppError):
     status = 415
     code = "unsupported_media_type"
+
+
+class Busy(AppError):
+    """The server is at a limit of its own (uploads being received): retry shortly."""
+
+    status = 503
+    code = "busy"
 
 
 # Exceptions that mean "Postgres or Redis cannot be reached right now". asyncpg raises OSError
@@ -350,6 +362,13 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=409,
         )
 
+    async def on_client_gone(request: Request, _: Exception) -> Response:
+        # The client closed its connection before its body was read whole: nobody reads an
+        # answer and nothing was stored. Not a bug: no traceback. 499 in the request log, as
+        # nginx logs a request its client closed.
+        log.info("client_disconnected", path=request.url.path)
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+
     async def on_unhandled(request: Request, exc: Exception) -> JSONResponse:
         if isinstance(exc, StarletteHTTPException):  # raised by a middleware, outside routing
             return await on_http_error(request, exc)
@@ -367,6 +386,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(StaleDataError, on_concurrent_change)
+    app.add_exception_handler(ClientDisconnect, on_client_gone)
     app.add_exception_handler(Exception, on_unhandled)
     for outage in OUTAGE_ERRORS + _asyncpg_outage_errors():
         app.add_exception_handler(outage, on_outage)

@@ -3,7 +3,8 @@
 import asyncio
 import json
 import time
-from typing import TYPE_CHECKING, cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 from prometheus_client import Gauge
@@ -14,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from app import streams
-from app.errors import RateLimited, error_body
+from app.errors import AppError, Busy, PayloadTooLarge, RateLimited, error_body
 from app.settings import AuthSettings
 
 if TYPE_CHECKING:
@@ -49,6 +50,16 @@ async def enforce_rate_limit(redis: Redis, principal: "Principal", auth: AuthSet
             f"{auth.rate_limit_window_s} s exceeded for this API key",
             retry_after_s=streams.retry_after_s(auth.rate_limit_window_s),
         )
+
+
+# How a middleware renders a refusal made before any route ran: (request path, the error) →
+# (status, JSON body). Lookout's own error body unless the app passes one that answers each
+# compatible API's clients in their API's shape (app/compat/refusals.py).
+RenderRefusal = Callable[[str, AppError], tuple[int, dict[str, Any]]]
+
+
+def lookout_refusal(_: str, error: AppError) -> tuple[int, dict[str, Any]]:
+    return error.status, error_body(error.code, error.detail)
 
 
 FAILED_AUTH = "failed_auth"
@@ -147,9 +158,12 @@ class BodySizeLimit:
     up to the limit, then replayed to the app, so no route ever sees a body over the limit.
     """
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_body_bytes: int, render: RenderRefusal = lookout_refusal
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.render = render
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
@@ -159,7 +173,7 @@ class BodySizeLimit:
         declared = headers.get(b"content-length")
         if declared is not None:
             if not declared.isdigit() or int(declared) > self.max_body_bytes:
-                await self._refuse(send)
+                await self._refuse(scope, send)
                 return
             await self.app(scope, receive, send)
             return
@@ -172,7 +186,7 @@ class BodySizeLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
-                await self._refuse(send)
+                await self._refuse(scope, send)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -189,25 +203,12 @@ class BodySizeLimit:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, send: Send) -> None:
-        payload = json.dumps(
-            error_body(
-                "payload_too_large",
-                f"request body is larger than the limit of {self.max_body_bytes} bytes",
-            )
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        error = PayloadTooLarge(
+            f"request body is larger than the limit of {self.max_body_bytes} bytes"
         )
-        await send({"type": "http.response.body", "body": payload})
+        status, body = self.render(scope["path"], error)
+        await _send_json(send, status, body)
 
 
 # Bodies at most this large pass admission freely: JSON calls, not uploads.
@@ -225,10 +226,13 @@ class UploadAdmission:
     retry" rather than as a database outage. Single event loop: a semaphore is enough.
     """
 
-    def __init__(self, app: ASGIApp, *, limit: int, wait_s: float) -> None:
+    def __init__(
+        self, app: ASGIApp, *, limit: int, wait_s: float, render: RenderRefusal = lookout_refusal
+    ) -> None:
         self.app = app
         self.limit = limit
         self.wait_s = wait_s
+        self.render = render
         self.slots = asyncio.Semaphore(limit)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -244,14 +248,17 @@ class UploadAdmission:
             else:
                 await self.slots.acquire()  # immediate
         except TimeoutError:
+            status, body = self.render(
+                scope["path"],
+                Busy(
+                    f"the server is receiving its maximum of {self.limit} uploads; retry in "
+                    f"{BUSY_RETRY_AFTER_S} s"
+                ),
+            )
             await _send_json(
                 send,
-                503,
-                error_body(
-                    "busy",
-                    f"the server is receiving its maximum of {self.limit} uploads; retry in "
-                    f"{BUSY_RETRY_AFTER_S} s",
-                ),
+                status,
+                body,
                 extra_headers=[(b"retry-after", str(BUSY_RETRY_AFTER_S).encode())],
             )
             return
@@ -317,7 +324,7 @@ class BodyReadTimeout:
 async def _send_json(
     send: Send,
     status: int,
-    body: dict[str, object],
+    body: dict[str, Any],
     *,
     extra_headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:

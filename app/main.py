@@ -16,6 +16,7 @@ from app.apikeys.routes import router as apikeys_router
 from app.cancellation import cancel_and_wait
 from app.compat.compreface.routes import router as compreface_router
 from app.compat.deepstack.routes import router as deepstack_router
+from app.compat.refusals import render_refusal
 from app.db import (
     close_redis,
     create_engine,
@@ -186,8 +187,11 @@ def _include_routers(app: FastAPI) -> None:
 def _add_middleware(app: FastAPI, settings: Settings, metrics: ApiMetrics) -> None:
     # Added innermost first: requests pass RequestContext → SecurityHeaders → TrustedHost → CORS
     # → WebSocketLimit → UploadAdmission → BodyReadTimeout → BodySizeLimit.
+    # Refusals before routing answer the compatible APIs' clients in their APIs' shapes.
     app.add_middleware(
-        BodySizeLimit, max_body_bytes=settings.api.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
+        BodySizeLimit,
+        max_body_bytes=settings.api.max_upload_bytes + MULTIPART_OVERHEAD_BYTES,
+        render=render_refusal,
     )
     # Every route reads its uploaded files whole (to check and decode them), BodySizeLimit
     # bounds a body and UploadAdmission how many large ones are read at once. Starlette's form
@@ -202,6 +206,7 @@ def _add_middleware(app: FastAPI, settings: Settings, metrics: ApiMetrics) -> No
         UploadAdmission,
         limit=settings.api.max_concurrent_uploads,
         wait_s=settings.api.upload_wait_s,
+        render=render_refusal,
     )
     app.add_middleware(
         WebSocketLimit,

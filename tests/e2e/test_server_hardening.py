@@ -4,8 +4,11 @@ back. Bounded: a few connections, a few seconds each."""
 
 import asyncio
 import concurrent.futures
+import contextlib
 import socket
+import threading
 import time
+from collections.abc import Iterator
 
 import cv2
 import httpx
@@ -14,6 +17,7 @@ import psutil
 import pytest
 from httpx_ws import aconnect_ws
 
+from app.limits import SMALL_BODY_BYTES
 from app.security import Scope, parse_key
 from tests.processes import free_port, http_ok, lookout_env, start_python, stop, wait_until
 
@@ -173,7 +177,49 @@ async def test_an_open_websocket_outlives_the_header_deadline(api, api_key):
                     await ws.receive_text()
 
 
+@contextlib.contextmanager
+def upload_slots_held(api, api_key: str) -> Iterator[None]:  # type: ignore[no-untyped-def]
+    """Every upload slot of the API held by an upload whose body trickles in (a byte every
+    0.5 s, inside the body read timeout), until the block ends. Returns once the server has
+    taken them all: a probe upload is refused as busy."""
+    base, port, process, log_path = api
+    holders = []
+    for _ in range(MAX_UPLOADS):
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.sendall(
+            b"POST /v1/images HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+            + f"X-API-Key: {api_key}\r\nContent-Length: 200000\r\n\r\n".encode()
+        )
+        holders.append(sock)
+    stop_trickle = threading.Event()
+
+    def trickle() -> None:
+        while not stop_trickle.wait(0.5):
+            for sock in holders:
+                sock.sendall(b"\0")
+
+    trickling = threading.Thread(target=trickle, daemon=True)
+    trickling.start()
+    probe = b"\0" * (SMALL_BODY_BYTES + 1)  # a body large enough to need a slot
+    try:
+        wait_until(
+            lambda: httpx.post(f"{base}/v1/images", content=probe).status_code == 503,
+            timeout_s=30,
+            what="every upload slot held",
+            process=process,
+            log_path=log_path,
+        )
+        yield
+    finally:
+        stop_trickle.set()
+        trickling.join()
+        for sock in holders:
+            sock.close()
+
+
 def test_a_burst_of_uploads_is_told_busy_and_memory_comes_back(api, api_key):
+    """While the slots are taken a burst is refused unread; then a burst through the free slots
+    leaves the API's memory where it was (at most MAX_UPLOADS bodies held at once)."""
     base, _, process, log_path = api
     image = noise_png(1000)
     assert len(image) > 2_500_000
@@ -189,22 +235,85 @@ def test_a_burst_of_uploads_is_told_busy_and_memory_comes_back(api, api_key):
 
     upload(0)  # warm: the first upload pays for imports and pools
     before_mb = server.memory_info().rss / 2**20
-    with concurrent.futures.ThreadPoolExecutor(max_workers=24) as pool:
-        responses = list(pool.map(upload, range(48)))
-    statuses = [r.status_code for r in responses]
-    busy = [r for r in responses if r.status_code == 503]
-    assert set(statuses) <= {202, 503}, statuses
-    assert statuses.count(202) >= MAX_UPLOADS
-    assert busy, "48 uploads over 24 connections never found the 2 slots taken"
-    for response in busy:
+    with (
+        upload_slots_held(api, api_key),
+        concurrent.futures.ThreadPoolExecutor(max_workers=24) as pool,
+    ):
+        refused = list(pool.map(upload, range(48)))
+    for response in refused:
+        assert response.status_code == 503, response.text
         assert response.json()["error"] == "busy", response.text
         assert int(response.headers["retry-after"]) >= 1
-    assert "unreachable" not in log_path.read_text()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=24) as pool:
+        statuses = [r.status_code for r in pool.map(upload, range(48))]
+    assert set(statuses) <= {202, 503}, statuses
+    assert statuses.count(202) >= MAX_UPLOADS
+    assert "unreachable" not in log_path.read_text()  # a burst is not a database outage
     time.sleep(1)
     after_mb = server.memory_info().rss / 2**20
     # At most MAX_UPLOADS bodies (and their copies) were ever held at once.
-    print(f"API RSS before {before_mb:.0f} MB, after the burst {after_mb:.0f} MB")
+    print(f"API RSS before {before_mb:.0f} MB, after the bursts {after_mb:.0f} MB")
     assert after_mb - before_mb < 120, (before_mb, after_mb)
+
+
+def test_busy_answers_the_compatible_apis_in_their_own_shapes(api, api_key):
+    """With every upload slot held, DeepStack's clients get DeepStack's envelope and
+    CompreFace's {message, code 41}, both 503 with Retry-After; Lookout's own route its own
+    `busy` body."""
+    base = api[0]
+    image = ("big.jpg", b"\xff\xd8" + b"\0" * 100_000)
+    with upload_slots_held(api, api_key):
+        deepstack = httpx.post(
+            f"{base}/v1/vision/detection", data={"api_key": api_key}, files={"image": image}
+        )
+        compreface = httpx.post(
+            f"{base}/api/v1/recognition/recognize",
+            headers={"x-api-key": api_key},
+            files={"file": image},
+        )
+        native = httpx.post(
+            f"{base}/v1/images", headers={"X-API-Key": api_key}, files={"image": image}
+        )
+    for response in (deepstack, compreface, native):
+        assert response.status_code == 503, response.text
+        assert int(response.headers["retry-after"]) >= 1
+    assert deepstack.json()["success"] is False and deepstack.json()["duration"] == 0.0
+    assert f"maximum of {MAX_UPLOADS} uploads" in deepstack.json()["error"]
+    assert compreface.json()["code"] == 41 and "uploads" in compreface.json()["message"]
+    assert native.json()["error"] == "busy"
+
+
+def test_a_client_that_leaves_mid_body_is_logged_as_gone_not_as_a_bug(api, api_key):
+    """An upload closed halfway (a camera losing its link) ends as 499 in the request log,
+    `client_disconnected`, without a traceback: on Lookout's raw-body and form routes and on
+    the compatible APIs' form routes alike."""
+    base, port, _, log_path = api
+    requests = [
+        ("/v1/images", "image/jpeg"),
+        ("/v1/images", "multipart/form-data; boundary=xyz"),
+        ("/v1/vision/detection", "multipart/form-data; boundary=xyz"),
+        ("/api/v1/recognition/recognize", "multipart/form-data; boundary=xyz"),
+    ]
+    part = b'--xyz\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n\r\n'
+    for path, content_type in requests:
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n".encode()
+            + f"X-API-Key: {api_key}\r\nx-api-key: {api_key}\r\n".encode()
+            + b"Content-Length: 200000\r\n\r\n"
+            + part
+            + b"\xff\xd8" * 1000
+        )
+        time.sleep(0.3)  # the server is reading the body
+        sock.close()
+    deadline = time.monotonic() + 30
+    while log_path.read_text().count("client_disconnected") < len(requests):
+        assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+        time.sleep(0.2)
+    logs = log_path.read_text()
+    assert "unhandled_error" not in logs and "Traceback" not in logs, logs[-3000:]
+    assert logs.count("status=499") == len(requests), logs[-3000:]
+    assert httpx.get(f"{base}/health/live").status_code == 200
 
 
 async def test_gunicorn_s_logs_are_redacted_too(settings, tmp_path, api_key):

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from app import openapi_examples as examples
 from app.apikeys.service import ANONYMOUS_ADMIN, Principal
@@ -91,6 +92,8 @@ class CompreFaceRoute(APIRoute):
                 return error_response(
                     CompreFaceError(Code.UNDEFINED, str(exc.detail), status=exc.status_code)
                 )
+            except ClientDisconnect:
+                raise  # the client left mid-body: nobody to answer (app/errors.py logs it)
             except Exception as exc:
                 if is_outage(exc):
                     log.warning("dependency_unavailable", error=repr(exc))
