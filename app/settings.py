@@ -157,9 +157,9 @@ class WorkerSettings(BaseModel):
     # A batch still in inference this long after it started is marked running (row and
     # `running` events); one whose results come sooner goes from queued to done, skipping an
     # UPDATE, a commit and two Redis commands per job that nobody would see for long. A second:
-    # a CPU batch of four photos (~0.4 s on 2 cores) is not marked, which saved ~1.4 ms of CPU
-    # an image, all processes together (bench/RESULTS.md, the throughput section's notes);
-    # OCR and other slow jobs still show `running`. 0: every batch is marked running before
+    # a CPU batch of four photos (~0.4 s on 2 cores) is not marked, which saved 0.3-1.4 ms of
+    # CPU an image, all processes together, in two probes (bench/RESULTS.md, the throughput
+    # section's notes); OCR and other slow jobs still show `running`. 0: every batch is marked running before
     # its images are loaded.
     running_after_ms: int = Field(default=1000, ge=0)
 
