@@ -159,8 +159,8 @@ class WorkerSettings(BaseModel):
     # UPDATE, a commit and two Redis commands per job that nobody would see for long. A second:
     # a CPU batch of four photos (~0.4 s on 2 cores) is not marked, which saved 0.3-1.4 ms of
     # CPU an image, all processes together, in two probes (bench/RESULTS.md, the throughput
-    # section's notes); OCR and other slow jobs still show `running`. 0: every batch is marked running before
-    # its images are loaded.
+    # section's notes); OCR and other slow jobs still show `running`. 0: every batch is
+    # marked running before its images are loaded.
     running_after_ms: int = Field(default=1000, ge=0)
 
 
