@@ -6,6 +6,7 @@ tests/e2e/test_server_hardening.py.)"""
 
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 
 from app.compat.compreface.routes import router as compreface_router
@@ -26,15 +27,21 @@ async def chunks(settings) -> AsyncIterator[bytes]:  # type: ignore[no-untyped-d
         yield b"\x00" * (1 << 20)
 
 
+async def oversized(client, settings, path: str, field: str) -> list[httpx.Response]:  # type: ignore[no-untyped-def]
+    """A body over the limit sent to `path` twice: with its length declared (a file in
+    `field`), and chunked (no length: read up to the limit)."""
+    declared = await client.post(path, files={field: ("big.jpg", too_big(settings))})
+    chunked = await client.post(
+        path, content=chunks(settings), headers={"content-type": "multipart/form-data; boundary=x"}
+    )
+    return [declared, chunked]
+
+
 @pytest.mark.parametrize("path", DEEPSTACK_ROUTES)
 async def test_deepstack_routes_refuse_a_body_over_the_limit_in_deepstack_s_envelope(
     client, settings, path
 ):
-    declared = await client.post(path, files={"image": ("big.jpg", too_big(settings))})
-    chunked = await client.post(
-        path, content=chunks(settings), headers={"content-type": "multipart/form-data; boundary=x"}
-    )
-    for response in (declared, chunked):
+    for response in await oversized(client, settings, path, "image"):
         assert response.status_code == 413, response.text
         body = response.json()
         assert body["success"] is False and body["duration"] == 0.0, body
@@ -44,11 +51,7 @@ async def test_deepstack_routes_refuse_a_body_over_the_limit_in_deepstack_s_enve
 
 @pytest.mark.parametrize("path", COMPREFACE_ROUTES)
 async def test_compreface_routes_refuse_a_body_over_the_limit_with_code_21(client, settings, path):
-    declared = await client.post(path, files={"file": ("big.jpg", too_big(settings))})
-    chunked = await client.post(
-        path, content=chunks(settings), headers={"content-type": "multipart/form-data; boundary=x"}
-    )
-    for response in (declared, chunked):
+    for response in await oversized(client, settings, path, "file"):
         assert response.status_code == 413, response.text
         body = response.json()
         assert set(body) == {"message", "code"} and body["code"] == 21, body
