@@ -49,6 +49,7 @@ from bench.harness import (
     wait_for_workers,
     write_section,
 )
+from bench.profiling import CpuMeter
 
 T1 = (SHARED / "images" / "scenes" / "t1.jpg").read_bytes()
 MODELS_DIR = Path(os.environ.get("LOOKOUT_MODELS_DIR", SHARED / "models"))
@@ -61,6 +62,20 @@ MIN_SIZE_IMAGES = 64
 OF_CEILING = Target("≥ 0.95", 0.95, at_least=True)  # (2)/(1)
 OVER_NAIVE = Target("≥ 1.3", 1.3, at_least=True)  # (2)/(3)
 SIZE_TARGETS = {"12 MP": Target("≥ 0.85", 0.85, at_least=True)}
+# CPU by process: the processes that run the models ((1)'s, or (2)'s workers), and the bench's
+# own process (the client in (2), the coordinator of (1)).
+MODEL_PROCESSES = "models' processes"
+CLIENT = "this bench"
+
+
+@dataclass
+class Measured:
+    rate: float  # images/s
+    cpu_ms: dict[str, float]  # CPU an image, ms, by process (user + system)
+
+    @property
+    def cpu_total_ms(self) -> float:
+        return sum(self.cpu_ms.values())
 
 
 def bench_env(providers: list[str]) -> dict[str, str]:
@@ -107,7 +122,8 @@ def _ceiling_process(
     Per image it is sent (an order): one warm-up batch of it, the barrier, then batches taken
     from a count shared by the processes (as workers take entries from one consumer group: a
     process that runs faster takes more; an even split made the ceiling wait for the slowest).
-    Reports ("batch", n) per batch and ("elapsed", s) at the end of each measurement."""
+    Reports ("batch", n) per batch, then ("cpu", s) and ("elapsed", s) at the end of each
+    measurement: this process's CPU (its decode thread's too) and time from the barrier."""
     os.environ.update(env)
     from app.pixels import decode_image
     from app.settings import Settings
@@ -141,7 +157,7 @@ def _ceiling_process(
     while (data := orders.get()) is not None:
         infer(decode(data, batch_size))  # warm-up: this image's sizes
         start.wait()
-        began = time.perf_counter()
+        began, cpu_began = time.perf_counter(), time.process_time()
         # As the worker does: the next batch decodes in a thread while this one is in
         # inference (a ceiling without that overlap was beaten by end-to-end at 2 and 12 MP).
         with ThreadPoolExecutor(max_workers=1) as decoder:
@@ -155,17 +171,18 @@ def _ceiling_process(
                 infer(decoded)
                 out.put(("batch", count))
                 count = following
+        out.put(("cpu", time.process_time() - cpu_began))
         out.put(("elapsed", time.perf_counter() - began))
 
 
 @contextlib.contextmanager
 def running_ceiling(
     *, processes: int, env: dict[str, str]
-) -> Iterator[Callable[[bytes, int, str], float]]:
+) -> Iterator[Callable[[bytes, int, str], "Measured"]]:
     """`processes` single-threaded processes running the worker's pipeline, started once as
     the stack's workers are (spawned for each measurement, they were measured from their cold
     first seconds and ran slower than the workers they should bound); yields measure(jpeg,
-    images, progress label) → images/s."""
+    images, progress label) → images/s and CPU an image (the processes', and this one's)."""
     context = multiprocessing.get_context("spawn")
     orders = [context.Queue() for _ in range(processes)]
     out = context.Queue()
@@ -178,21 +195,31 @@ def running_ceiling(
     for child in children:
         child.start()
 
-    def measure(data: bytes, images: int, desc: str) -> float:
+    def measure(data: bytes, images: int, desc: str) -> Measured:
         total = max(1, images // processes) * processes
         left.value = total
         for queue in orders:
             queue.put(data)
         start.wait(timeout=600)  # every process loaded (the first time) and warmed up
+        coordinator = time.process_time()
         elapsed: list[float] = []
+        cpu = 0.0
         with tqdm(total=total, desc=desc, unit="img") as progress:
             while len(elapsed) < processes:
                 kind, value = out.get(timeout=600)
                 if kind == "batch":
                     progress.update(int(value))
+                elif kind == "cpu":
+                    cpu += value
                 else:
                     elapsed.append(value)
-        return total / max(elapsed)
+        return Measured(
+            total / max(elapsed),
+            {
+                MODEL_PROCESSES: 1000 * cpu / total,
+                CLIENT: 1000 * (time.process_time() - coordinator) / total,
+            },
+        )
 
     try:
         yield measure
@@ -250,9 +277,10 @@ def naive_loop(providers: list[str]) -> Callable[[bytes, int, str], float]:
 @contextlib.contextmanager
 def running_end_to_end(
     *, workers: int, env: dict[str, str], concurrency: int = 16
-) -> Iterator[Callable[[str, bytes, int], float]]:
+) -> Iterator[Callable[[str, bytes, int], "Measured"]]:
     """A running stack (API + `workers` worker processes, models warm); yields
-    measure(label, jpeg, jobs) → images/s, each measurement after a short warm-up."""
+    measure(label, jpeg, jobs) → images/s and CPU an image by process, each measurement after
+    a short warm-up (not counted)."""
     with stack(
         worker_command=["-m", "app.cli", "worker", "--processes", "1"],
         workers=workers,
@@ -273,9 +301,27 @@ def running_end_to_end(
                 )
             )
 
-        def measure(label: str, data: bytes, jobs: int) -> float:
+        pids = {
+            "API": running.processes[0].pid,
+            **{f"worker {n}": p.pid for n, p in enumerate(running.processes[1:], 1)},
+            "Redis": running.redis_pid,
+            CLIENT: os.getpid(),  # alone: its children are the servers measured here
+        }
+        if running.postgres_pid is not None:
+            pids["Postgres"] = running.postgres_pid
+
+        def measure(label: str, data: bytes, jobs: int) -> Measured:
             once(data, 2 * workers, 2 * workers, f"end-to-end warm-up, {label}")
-            return once(data, jobs, concurrency, f"end-to-end, {label}, {workers} worker(s)")
+            meter = CpuMeter(pids, alone=frozenset({CLIENT}))
+            meter.start()
+            rate = once(data, jobs, concurrency, f"end-to-end, {label}, {workers} worker(s)")
+            meter.stop()
+            spent = meter.ms_per(jobs)
+            by_process = {
+                MODEL_PROCESSES: sum(v for k, v in spent.items() if k.startswith("worker"))
+            }
+            by_process.update({k: v for k, v in spent.items() if not k.startswith("worker")})
+            return Measured(rate, by_process)
 
         # The first uploads at full concurrency open the API's and the workers' Postgres
         # connections (a new backend each, its caches cold): the first round's end-to-end ran
@@ -297,6 +343,9 @@ class Results:
     t1_ratios: list[float]  # t1, end-to-end ÷ ceiling of each round
     naive: float  # t1, the median of the rounds
     naive_ratios: list[float]  # t1, end-to-end ÷ naive of each round
+    # t1, CPU an image by process of each round: (ceiling, end-to-end)
+    t1_cpu: list[tuple[dict[str, float], dict[str, float]]]
+    t1_rates: list[tuple[float, float]]  # t1, images/s of each round: (ceiling, end-to-end)
     e2e_one_worker: float
     # By size: (ceiling, end-to-end) images/s of each round, the two measured back to back.
     sizes: dict[str, list[tuple[float, float]]]
@@ -304,6 +353,14 @@ class Results:
 
     def size_ratios(self, size: str) -> list[float]:
         return [e2e / ceiling for ceiling, e2e in self.sizes[size]]
+
+    def worker_shares(self) -> list[float]:
+        """t1, each round: the share of (2)'s CPU that its workers spent. With every core busy
+        the rest is taken from the models, so (2) ÷ (1) can be at most this (less the workers'
+        own plumbing). From (2)'s own figures: CPU an image moves ±5% from one measurement to
+        the next on this kind of machine, more than the difference sought, and a share taken in
+        one measurement cancels it."""
+        return [e2e[MODEL_PROCESSES] / sum(e2e.values()) for _, e2e in self.t1_cpu]
 
 
 def run(
@@ -322,6 +379,7 @@ def run(
         for mp in SIZES_MP
     ]
     sizes: dict[str, list[tuple[float, float]]] = {label: [] for label, _, _ in workloads}
+    t1_cpu: list[tuple[dict[str, float], dict[str, float]]] = []
     naive_rates: list[float] = []
     naive = naive_loop(providers)
     with (
@@ -333,18 +391,16 @@ def run(
         # rounds give its spread (the stack's idle processes stay up during the other turns).
         for round_number in range(1, rounds + 1):
             for label, data, count in workloads:
-                sizes[label].append(
-                    (
-                        ceiling(data, count, f"ceiling, {label}, round {round_number}"),
-                        measure(f"{label}, round {round_number}", data, count),
-                    )
-                )
+                bound = ceiling(data, count, f"ceiling, {label}, round {round_number}")
+                served = measure(f"{label}, round {round_number}", data, count)
+                sizes[label].append((bound.rate, served.rate))
                 if label == "t1":
+                    t1_cpu.append((bound.cpu_ms, served.cpu_ms))
                     # One naive run a bench moved 1.5× between runs (7.6 and 11.1 images/s):
                     # onnxruntime's default threads spin, at the mercy of the machine's load.
                     naive_rates.append(naive(data, count // 2, f"naive loop, round {round_number}"))
     with running_end_to_end(workers=1, env=env) as measure_one:
-        e1 = measure_one("t1", T1, images // 2)
+        e1 = measure_one("t1", T1, images // 2).rate
     t1 = sizes.pop("t1")
     results = Results(
         processes=processes,
@@ -355,6 +411,8 @@ def run(
         t1_ratios=[e / c for c, e in t1],
         naive=float(np.median(naive_rates)),
         naive_ratios=[e / n for (_, e), n in zip(t1, naive_rates, strict=True)],
+        t1_cpu=t1_cpu,
+        t1_rates=t1,
         e2e_one_worker=e1,
         sizes=sizes,
         size_images={label: count for label, _, count in workloads[1:]},
@@ -411,14 +469,9 @@ def report(r: Results, load_before: str) -> None:
         *[_size_row(r, size) for size in r.sizes],
         "",
         plot,
+        "",
+        *_cpu_lines(r, of_ceiling, on_gpu),
     ]
-    if not OF_CEILING.met(of_ceiling):
-        lines += [
-            "",
-            f"What limits (2): on {CORES} cores the API, Postgres, Redis and the benchmark client",
-            f"share the CPUs with the {r.processes} worker processes in (2) but not in (1); the",
-            "plumbing section's CPU table and profile say where that CPU goes.",
-        ]
     if not on_gpu:
         lines += [
             "",
@@ -427,6 +480,74 @@ def report(r: Results, load_before: str) -> None:
             " make bench` (or `python -m bench.throughput --providers …`).",
         ]
     write_section("throughput", "\n".join(lines))
+
+
+def _cpu_lines(r: Results, of_ceiling: float, on_gpu: bool) -> list[str]:
+    """t1's CPU an image by process, (1) against (2), and (2) ÷ (1) taken apart by it."""
+    servers = {name for _, e2e in r.t1_cpu for name in e2e} - {MODEL_PROCESSES, CLIENT}
+    names = [MODEL_PROCESSES, *sorted(servers), CLIENT]
+    labels = {
+        MODEL_PROCESSES: f"the models' processes: (1)'s, (2)'s {r.processes} workers",
+        CLIENT: "this bench: (1)'s coordinator, (2)'s client",
+    }
+
+    def cell(side: int, name: str) -> str:
+        values = [both[side][name] for both in r.t1_cpu if name in both[side]]
+        return f"{np.median(values):.2f}" if values else "—"
+
+    totals = [(sum(c.values()), sum(e.values())) for c, e in r.t1_cpu]
+    lines = [
+        "CPU an image on t1 by process (user + system, psutil; Postgres with its backends),",
+        "medians of the rounds:",
+        "",
+        "| process | (1) ceiling, ms an image | (2) end-to-end, ms an image |",
+        "|---|---:|---:|",
+        *[f"| {labels.get(n, n)} | {cell(0, n)} | {cell(1, n)} |" for n in names],
+        f"| **all** | **{np.median([c for c, _ in totals]):.2f}** | "
+        f"**{np.median([e for _, e in totals]):.2f}** |",
+    ]
+    if on_gpu:
+        return lines  # the models' work is not on these CPUs: the split below is about CPUs
+    # Images/s = cores × (share of them busy) ÷ (CPU an image), in (1) as in (2); so each
+    # round's (2) ÷ (1) is exactly the product of the three factors below.
+    rows = []
+    for (ceiling_rate, e2e_rate), (_, e2e_cpu), (ceiling_all, e2e_all) in zip(
+        r.t1_rates, r.t1_cpu, totals, strict=True
+    ):
+        busy = (e2e_rate * e2e_all) / (ceiling_rate * ceiling_all)
+        share = e2e_cpu[MODEL_PROCESSES] / e2e_all
+        models = ceiling_all / e2e_cpu[MODEL_PROCESSES]
+        rows.append((e2e_rate / ceiling_rate, busy, share, models, ceiling_rate * ceiling_all))
+    lines += [
+        "",
+        "(2) ÷ (1) of each t1 round, taken apart: images/s is the CPU the processes get over the",
+        "CPU an image, so the ratio is (a) how busy (2) kept the cores against (1) (the measured",
+        "processes' CPU a second: idle cores, or CPU taken by the kernel and the rest of the",
+        "machine, lower it), times (b) the share of (2)'s CPU its workers got (the API, Postgres,",
+        "Redis and the client take the rest), times (c) (1)'s CPU an image over (2)'s workers' (the",
+        "workers' own plumbing, and the models' CPU an image moving from one measurement to the",
+        "next: ±5% on this machine).",
+        "",
+        "| round | (2) ÷ (1) | (a) cores busy, (2) ÷ (1) | (b) workers' share of (2)'s CPU | "
+        "(c) (1)'s CPU an image ÷ (2)'s workers' | (1) busy, of the cores |",
+        "|---:|---:|---:|---:|---:|---:|",
+        *[
+            f"| {n} | {ratio:.3f} | {busy:.3f} | {share:.3f} | {models:.3f} | "
+            f"{used / 1000 / CORES:.2f} |"
+            for n, (ratio, busy, share, models, used) in enumerate(rows, 1)
+        ],
+    ]
+    if not OF_CEILING.met(of_ceiling):
+        share = float(np.median([row[2] for row in rows]))
+        lines += [
+            "",
+            f"What limits (2): on {CORES} cores the API, Postgres, Redis and the benchmark client "
+            f"share the CPUs with the {r.processes} worker processes in (2) but not in (1): "
+            f"(b) alone, {share:.3f} (median), leaves {OF_CEILING.text} within "
+            f"{share - OF_CEILING.threshold:+.3f} for (a) and (c) together. The plumbing "
+            "section's CPU table and profile say where that CPU goes on each job.",
+        ]
+    return lines
 
 
 def _size_row(r: Results, size: str) -> str:
