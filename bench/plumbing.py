@@ -402,15 +402,24 @@ def gap_lines(result: PlumbingResult) -> list[str]:
             f"{1000 / THROUGHPUT.threshold:.1f} ms or less, whatever the other processes spend."
         )
     if not FLOOR_RATIO.met(result.floor_ratio):
+        # jobs/s = CPU the processes get a second ÷ their CPU a job, for Lookout as for the
+        # floor: the ratio is exactly (how busy each kept the cores) × (CPU a job, inverted).
+        busy = result.jobs_per_s * total / 1000
+        floor_busy = result.floor_per_s * floor_total / 1000
         reasons.append(
-            f"**÷ floor**: both are CPU-bound on the same {CORES} cores, so the ratio is about "
-            f"the floor's CPU per job over Lookout's ({floor_total:.2f} ÷ {total:.2f} ms = "
-            f"{floor_total / total:.2f}). The floor is one process: a parse, an INSERT, an XADD. "
+            "**÷ floor**: jobs/s is the CPU the processes got a second over their CPU a job, so "
+            f"the ratio is (cores kept busy, Lookout's {busy / CORES:.0%} of {CORES} ÷ the "
+            f"floor's {floor_busy / CORES:.0%}: {busy / floor_busy:.2f}) × (the floor's CPU a "
+            f"job over Lookout's, {floor_total:.2f} ÷ {total:.2f} ms: "
+            f"{floor_total / total:.2f}) = {busy / floor_busy * floor_total / total:.2f}. The "
+            "floor is one process (a parse, an INSERT, an XADD) and cannot use a second core; "
             "Lookout's job also crosses a second process (the worker reads the stream, the "
             "stored file and its header, writes the job's result and publishes it, acks), "
-            "stores a file, checks the image, and is followed on a firehose socket; "
-            f"{FLOOR_RATIO.threshold} of the floor would need all of that in "
-            f"{floor_total / FLOOR_RATIO.threshold:.2f} ms a job, all processes together."
+            "stores a file, checks the image, and is followed on a firehose socket. Even with "
+            f"both cores busy, {FLOOR_RATIO.threshold} of the floor's "
+            f"{result.floor_per_s:.0f} jobs/s would need all of that in "
+            f"{1000 * CORES / (FLOOR_RATIO.threshold * result.floor_per_s):.2f} ms a job, all "
+            "processes together."
         )
     if not COMMANDS.met(result.commands_per_job):
         reasons.append(
