@@ -8,6 +8,7 @@ process environment. `startup_problems()` lists what makes a configuration unfit
 (placeholder secrets outside dev, auth off outside dev); the API and workers refuse to start on it.
 """
 
+import math
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -97,6 +98,10 @@ class ApiSettings(BaseModel):
     # and no body, and nginx's `internal` location with this path serves the file. None: the API
     # sends the bytes itself. Set it only when such a proxy is in front, or clients get no image.
     accel_redirect_prefix: str | None = None
+    # API processes `lookout api` runs. More than one runs gunicorn with deploy/gunicorn.conf.py,
+    # as production does: uvicorn workers sharing the port, /metrics merged over them. None: one
+    # process, and under `lookout up` as many as the CPUs beside its workers allow (api_processes).
+    processes: int | None = Field(default=None, ge=1)
 
     @field_validator("accel_redirect_prefix")
     @classmethod
@@ -123,6 +128,18 @@ class AuthSettings(BaseModel):
     # Open WebSockets (firehose, job events, node streams) re-check their key or node token this
     # often and close with 4401 once it is revoked; an expiry closes them at the expiry itself.
     websocket_recheck_s: float = Field(default=5.0, gt=0)
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: the affinity mask, capped by a cgroup v2 CPU quota if any."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        return cpus
+    if quota != "max":
+        cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    return cpus
 
 
 class WorkerSettings(BaseModel):

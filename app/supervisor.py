@@ -5,6 +5,8 @@ Each part is a child process started by a function (so Redis can be restarted on
 The supervisor never blocks on a child: `poll()` is called from `lookout up`'s loop.
 """
 
+import contextlib
+import os
 import signal
 import subprocess
 import time
@@ -38,6 +40,9 @@ class Part:
     # Stop: SIGTERM, then SIGKILL after grace_s (a worker drains its batch in that time).
     grace_s: float = 30.0
     stop: Callable[[], None] | None = None  # a custom stop (embedded Redis); None: SIGTERM
+    # The process leads a process group of its own (started in a new session): what it started
+    # (gunicorn's workers) goes with it when it is killed or dies, and never holds its port.
+    group: bool = False
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     restart_at: float | None = None  # monotonic time of the pending restart
@@ -82,6 +87,8 @@ class Supervisor:
                 if process is None or process.poll() is None:
                     continue
                 code = process.returncode
+                if part.group:
+                    _kill_group(process)  # its children left behind (a gunicorn killed -9)
                 part.exit_codes.append(code)
                 ran_s = now - part.started_at
                 part.quick_failures = (
@@ -147,9 +154,18 @@ class Supervisor:
                     try:
                         part.process.wait(timeout=part.grace_s)
                     except subprocess.TimeoutExpired:
+                        if part.group:
+                            _kill_group(part.process)
                         part.process.kill()
                         part.process.wait()
                 log.info("part_stopped", part=part.name)
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process group `process` leads (gone already: nothing to do). Its id is not
+    handed to a new process while any member is alive, so this reaches only what it started."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 def _describe(code: int) -> str:

@@ -19,27 +19,13 @@ an empty directory (a tmpfs volume) to choose where the files go; otherwise a fr
 made per server start and removed when it stops.
 """
 
-import math
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from app.settings import get_settings
-
-
-def available_cpus() -> int:
-    """CPUs this process may use: the affinity mask, capped by a cgroup v2 CPU quota if any."""
-    cpus = len(os.sched_getaffinity(0))
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-    except (OSError, ValueError):
-        return cpus
-    if quota != "max":
-        cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
-    return cpus
-
+from app.settings import available_cpus, get_settings
 
 _api = get_settings().api
 # The heartbeat file lives on tmpfs; a slow disk must not make healthy workers look dead.

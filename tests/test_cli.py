@@ -137,6 +137,23 @@ def test_keys_are_off_only_for_a_zero_config_server_on_loopback(monkeypatch):
     assert not _zero_config_dev(Settings(_env_file=None, api=ApiSettings(host="0.0.0.0")))
 
 
+def test_up_runs_as_many_api_processes_as_the_cores_beside_its_workers_allow():
+    from app.cli.server import api_processes
+    from app.settings import ApiSettings, Settings, WorkerSettings
+
+    def processes(cpus: int, workers: int, api: int | None = None) -> int:
+        settings = Settings(
+            _env_file=None, api=ApiSettings(processes=api), worker=WorkerSettings(processes=workers)
+        )
+        return api_processes(settings, cpus)
+
+    assert processes(cpus=2, workers=2) == 1  # this machine under `make up`: the workers' cores
+    assert processes(cpus=6, workers=2) == 4  # a GPU box with two workers: the rest serve HTTP
+    assert processes(cpus=16, workers=2) == 4  # as many as Postgres's connections allow
+    assert processes(cpus=4, workers=8) == 1  # never none
+    assert processes(cpus=16, workers=2, api=3) == 3  # LOOKOUT_API__PROCESSES decides
+
+
 def run_lookout(*args: str, cwd: Path, **settings: str) -> "subprocess.CompletedProcess[str]":
     """`lookout ARGS` in `cwd` with only these LOOKOUT_ settings (none from this environment)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKOUT_")} | settings

@@ -15,7 +15,12 @@ from typing import TYPE_CHECKING
 from app.cli.common import load, require
 from app.db import migrate
 from app.logging import configure_logging
-from app.settings import PLACEHOLDER_NODE_SIGNING_KEY, Settings, is_placeholder
+from app.settings import (
+    PLACEHOLDER_NODE_SIGNING_KEY,
+    Settings,
+    available_cpus,
+    is_placeholder,
+)
 
 if TYPE_CHECKING:
     from app.embedded import DataDirLock, EmbeddedServices
@@ -23,6 +28,13 @@ if TYPE_CHECKING:
 
 # How long children get to drain in-flight work after SIGTERM before they are killed.
 SHUTDOWN_GRACE_S = 30.0
+# Several API processes run under gunicorn with the production config (REPO/deploy).
+GUNICORN_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "gunicorn.conf.py"
+# Its graceful_timeout is max_wait_s + 5 s; `up` waits a little longer before a SIGKILL.
+GUNICORN_GRACE_MARGIN_S = 10.0
+# Each API process pools up to database.pool_size (20) connections: four, with the workers' and
+# the events process's, stay within Postgres's default max_connections (100), the embedded one's.
+AUTO_API_PROCESSES_MAX = 4
 
 
 def migrate_command(settings: Settings, _args: argparse.Namespace) -> int:
@@ -32,6 +44,9 @@ def migrate_command(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def run_api(settings: Settings, *, host: str | None, port: int | None) -> int:
+    processes = settings.api.processes or 1
+    if processes > 1:
+        return _exec_gunicorn(settings, processes, host=host, port=port)
     import uvicorn  # only the API process needs the server
 
     from app.server import protocol_class
@@ -50,6 +65,40 @@ def run_api(settings: Settings, *, host: str | None, port: int | None) -> int:
         http=protocol_class(settings.api.header_timeout_s),  # slow request heads are cut off
     )
     return 0
+
+
+def _exec_gunicorn(
+    settings: Settings, processes: int, *, host: str | None, port: int | None
+) -> int:
+    """Become gunicorn with `processes` uvicorn workers: the production setup (deploy/), so the
+    port is shared, a dead worker is replaced and /metrics merges every worker's numbers. The
+    same process id: whoever supervises this one (`lookout up`) signals gunicorn itself."""
+    if not GUNICORN_CONFIG.is_file():
+        print(
+            f"lookout: {processes} API processes run under gunicorn with {GUNICORN_CONFIG}, "
+            "which this installation lacks; set LOOKOUT_API__PROCESSES=1",
+            file=sys.stderr,
+        )
+        return 2
+    command = [sys.executable, "-m", "gunicorn", "--config", str(GUNICORN_CONFIG)]
+    command += ["--workers", str(processes)]
+    if host or port:
+        command += ["--bind", f"{host or settings.api.host}:{port or settings.api.port}"]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # No shell: the interpreter itself, with arguments from settings and the command line.
+    os.execv(sys.executable, [*command, "app.main:create_app()"])  # noqa: S606
+
+
+def api_processes(settings: Settings, cpus: int) -> int:
+    """How many API processes `up` runs: LOOKOUT_API__PROCESSES, else the CPUs its workers leave
+    (at least one, at most AUTO_API_PROCESSES_MAX). The API's work per upload is small and a
+    single event loop is one core's worth: on a machine with cores to spare beside the models (a
+    GPU box running few workers), one process would cap the uploads a second (bench/RESULTS.md,
+    plumbing)."""
+    if settings.api.processes is not None:
+        return settings.api.processes
+    return max(1, min(AUTO_API_PROCESSES_MAX, cpus - settings.worker.processes))
 
 
 def up(settings: Settings) -> int:
@@ -76,6 +125,7 @@ def up(settings: Settings) -> int:
     worker_names = [f"worker-{i}" for i in range(settings.worker.processes)]
     try:
         env, embedded = _start_servers(settings, worker_names)
+        env["LOOKOUT_API__PROCESSES"] = str(api_processes(settings, available_cpus()))
         _add_parts(supervisor, settings, env, embedded, worker_names)
         base = f"http://{settings.api.host}:{settings.api.port}"
         lock.record(
@@ -161,13 +211,21 @@ def _add_parts(
             Part("redis", start=embedded.start_redis, stop=embedded.stop_redis),
             embedded.redis_process,
         )
-    # Children ignore the terminal's Ctrl-C (own session); `up` stops them in order.
-    supervisor.add(Part("api", start=_child_starter(["api"], env), grace_s=SHUTDOWN_GRACE_S))
+    # Children ignore the terminal's Ctrl-C (own session); `up` stops them in order. Several
+    # API processes are gunicorn's, which lets a request (a ?wait= upload) finish first.
+    api_grace_s = SHUTDOWN_GRACE_S
+    if int(env["LOOKOUT_API__PROCESSES"]) > 1:
+        api_grace_s = max(api_grace_s, settings.api.max_wait_s + GUNICORN_GRACE_MARGIN_S)
+    supervisor.add(Part("api", start=_child_starter(["api"], env), grace_s=api_grace_s, group=True))
     for index, name in enumerate(worker_names):
         command = ["worker", "--processes", "1", "--index", str(index)]
-        supervisor.add(Part(name, start=_child_starter(command, env), grace_s=SHUTDOWN_GRACE_S))
+        supervisor.add(
+            Part(name, start=_child_starter(command, env), grace_s=SHUTDOWN_GRACE_S, group=True)
+        )
     # Webhooks and MQTT: reads the firehose in its own consumer group (app/events_out/).
-    supervisor.add(Part("events", start=_child_starter(["events"], env), grace_s=SHUTDOWN_GRACE_S))
+    supervisor.add(
+        Part("events", start=_child_starter(["events"], env), grace_s=SHUTDOWN_GRACE_S, group=True)
+    )
 
 
 def _supervise(
@@ -229,6 +287,11 @@ def _ready(base: str) -> bool:
 def _print_banner(base: str, env: dict[str, str], *, keys_off: bool) -> None:
     print(f"Lookout is up: {base}  (docs {base}/docs, firehose ws{base[4:]}/v1/ws)", flush=True)
     print(f"Database: {env['LOOKOUT_DATABASE__URL']}", flush=True)
+    print(
+        f"Processes: {env['LOOKOUT_API__PROCESSES']} API, {env['LOOKOUT_WORKER__EXPECTED']} "
+        "workers (LOOKOUT_API__PROCESSES, LOOKOUT_WORKER__PROCESSES)",
+        flush=True,
+    )
     if keys_off:
         print(
             "WARNING: dev mode on loopback, API keys are OFF: any request is accepted, with or "

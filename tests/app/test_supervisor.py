@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 from app.embedded import DataDirBusy, DataDirLock, running_stack
@@ -46,6 +47,64 @@ def test_a_part_killed_with_9_is_restarted_after_a_growing_backoff():
     finally:
         supervisor.stop([["worker-0"]])
     assert not supervisor.alive("worker-0")
+
+
+def leader_with_a_child(*, ignore_term: bool = False) -> subprocess.Popen[bytes]:
+    """A part in a session of its own that started a process of its own, as gunicorn starts
+    its workers; with ignore_term, both ignore SIGTERM (a stop that never finishes)."""
+    trap = "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); " if ignore_term else ""
+    child = f"{trap}import time; time.sleep(60)"
+    code = (
+        f"{trap}import subprocess, sys, time; "
+        f"subprocess.Popen([sys.executable, '-c', {child!r}]); time.sleep(60)"
+    )
+    return subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+
+
+def its_child(part: Part) -> psutil.Process:
+    assert part.process is not None
+    leader = psutil.Process(part.process.pid)
+    deadline = time.monotonic() + 10
+    while not leader.children() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    (child,) = leader.children()
+    return child
+
+
+def gone(process: psutil.Process) -> bool:
+    """Dead: no such process, or a zombie its new parent has not reaped yet."""
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_a_group_part_that_dies_takes_what_it_started_with_it():
+    supervisor = Supervisor(RestartPolicy(initial_backoff_s=0.2))
+    part = supervisor.add(Part("api", start=leader_with_a_child, group=True))
+    try:
+        child = its_child(part)
+        assert part.process is not None
+        part.process.send_signal(signal.SIGKILL)  # the child is orphaned, not signalled
+        poll_until(supervisor, lambda: gone(child))
+        poll_until(supervisor, lambda: part.restarts == 1)
+        its_child(part)  # restarted whole
+    finally:
+        supervisor.stop([["api"]])
+
+
+def test_a_group_part_that_will_not_stop_is_killed_with_what_it_started():
+    supervisor = Supervisor()
+    part = supervisor.add(
+        Part("api", start=lambda: leader_with_a_child(ignore_term=True), grace_s=0.5, group=True)
+    )
+    child = its_child(part)
+    supervisor.stop([["api"]])
+    assert not supervisor.alive("api")
+    deadline = time.monotonic() + 5
+    while not gone(child) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert gone(child)
 
 
 def test_a_part_that_keeps_dying_stops_everything():

@@ -1,6 +1,7 @@
 """`lookout up` supervises its parts, for real: embedded Postgres + Redis, the API and two
 workers as child processes. A second copy on the same data dir is refused; a worker or Redis
-killed with -9 comes back; Ctrl-C to the terminal's process group stops in order."""
+killed with -9 comes back; Ctrl-C to the terminal's process group stops in order. With several
+API processes (gunicorn), one scrape counts them all and a killed gunicorn leaves nothing behind."""
 
 import os
 import re
@@ -13,6 +14,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import shared_image
 from tests.processes import TEST_PACK_ENV, free_port
@@ -28,6 +30,8 @@ def up_env(data_dir: Path, port: int, models_dir: Path) -> dict[str, str]:
         **TEST_PACK_ENV,
         LOOKOUT_API__PORT=str(port),
         LOOKOUT_WORKER__PROCESSES="2",
+        # Not left to the CPU count (`up` picks cores − workers): the same stack on any machine.
+        LOOKOUT_API__PROCESSES="1",
         LOOKOUT_WORKER__THREADS="1",
         LOOKOUT_WORKER__BLOCK_MS="200",
         LOOKOUT_WORKER__HEARTBEAT_INTERVAL_S="0.5",
@@ -256,3 +260,86 @@ def test_up_on_a_busy_port_says_so_and_starts_nothing(tmp_path, models_dir):
     assert f"port {port} on 127.0.0.1 is in use" in result.stderr
     assert "Lookout is up" not in result.stdout
     assert not (tmp_path / "data" / "postgres").exists()
+
+
+@pytest.mark.timeout(300)
+def test_up_runs_several_api_processes_under_gunicorn(tmp_path, models_dir):
+    """LOOKOUT_API__PROCESSES=2: the API part is gunicorn with two uvicorn workers on the one
+    port; /metrics merges both; gunicorn killed with -9 takes its workers with it (they would
+    hold the port) and comes back; Ctrl-C leaves no process behind."""
+    data_dir = tmp_path / "data"
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    log_path = tmp_path / "up.log"
+    metrics_dir = tmp_path / "metrics"  # given, so that each worker's own file can be read
+    metrics_dir.mkdir()
+    env = up_env(data_dir, port, models_dir)
+    env.update(
+        LOOKOUT_API__PROCESSES="2",
+        LOOKOUT_WORKER__PROCESSES="1",
+        PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+    )
+    up = start_up(env, tmp_path, log_path)
+    api_processes: list[psutil.Process] = []
+    try:
+        wait_for(
+            lambda: "Lookout is up" in log_path.read_text(), "the banner", STARTUP_TIMEOUT_S,
+            up, log_path,
+        )  # fmt: skip
+        assert "Processes: 2 API, 1 workers" in log_path.read_text()
+        (master,) = children_named(up, "gunicorn")
+        api_processes = [master, *master.children()]
+        assert len(api_processes) == 3, [p.cmdline() for p in api_processes]
+
+        # Served, and a job goes through (the upload path of a gunicorn worker).
+        response = httpx.post(
+            f"{base_url}/v1/images?wait=30",
+            files={"image": ("t1.jpg", shared_image("scenes/t1.jpg"), "image/jpeg")},
+            timeout=60,
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["counts"] == {"face": 6}
+        # Requests on new connections, shared out by the kernel between the two workers;
+        # whichever served them, one scrape counts every one.
+        for _ in range(20):
+            assert httpx.get(f"{base_url}/v1/jobs", timeout=10).status_code == 200
+        served = {int(path.stem.rsplit("_", 1)[1]) for path in metrics_dir.glob("histogram_*.db")}
+        assert served <= {p.pid for p in master.children()}, served
+        families = text_string_to_metric_families(httpx.get(f"{base_url}/metrics").text)
+        listed = [
+            sample.value
+            for family in families
+            for sample in family.samples
+            if sample.name == "lookout_http_request_duration_seconds_count"
+            and sample.labels == {"method": "GET", "route": "/v1/jobs", "status": "200"}
+        ]
+        assert listed == [20.0], listed
+
+        # gunicorn killed with -9: its workers go too (they hold the listening socket, and a
+        # new gunicorn could not bind it), and the API comes back on the same port.
+        workers_before = master.children()
+        master.kill()
+        wait_for(
+            lambda: bool(re.search(r"part_restarted.*part=api", log_path.read_text())),
+            "the API restarted", 60, up, log_path,
+        )  # fmt: skip
+        gone = psutil.wait_procs(workers_before, timeout=10)[1]
+        assert not gone, f"gunicorn's workers outlived it: {gone}"
+        wait_for(
+            lambda: (ready_body(base_url) or {}).get("ready") is True,
+            "the API answering again", 90, up, log_path,
+        )  # fmt: skip
+        (master,) = children_named(up, "gunicorn")
+        api_processes = [master, *master.children()]
+        assert len(api_processes) == 3
+
+        os.killpg(up.pid, signal.SIGINT)
+        assert up.wait(timeout=90) == 0, log_path.read_text()[-3000:]
+    finally:
+        if up.poll() is None:
+            for child in psutil.Process(up.pid).children(recursive=True):
+                child.kill()
+            os.killpg(up.pid, signal.SIGKILL)
+            up.wait()
+    alive = psutil.wait_procs(api_processes, timeout=10)[1]
+    assert not alive, f"API processes left after Ctrl-C: {alive}"
