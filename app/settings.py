@@ -132,6 +132,8 @@ class AuthSettings(BaseModel):
 
 def available_cpus() -> int:
     """CPUs this process may use: the affinity mask, capped by a cgroup v2 CPU quota if any."""
+    if not hasattr(os, "sched_getaffinity"):  # macOS: no affinity mask, no cgroups
+        return os.cpu_count() or 1
     cpus = len(os.sched_getaffinity(0))
     try:
         quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]

@@ -154,6 +154,14 @@ def test_up_runs_as_many_api_processes_as_the_cores_beside_its_workers_allow():
     assert processes(cpus=16, workers=2, api=3) == 3  # LOOKOUT_API__PROCESSES decides
 
 
+def test_the_cpu_count_up_starts_from_works_without_an_affinity_mask(monkeypatch):
+    from app.settings import available_cpus
+
+    assert 1 <= available_cpus() <= (os.cpu_count() or 1)
+    monkeypatch.delattr(os, "sched_getaffinity")  # as on macOS
+    assert available_cpus() == os.cpu_count()
+
+
 def run_lookout(*args: str, cwd: Path, **settings: str) -> "subprocess.CompletedProcess[str]":
     """`lookout ARGS` in `cwd` with only these LOOKOUT_ settings (none from this environment)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKOUT_")} | settings
