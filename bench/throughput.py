@@ -73,10 +73,6 @@ class Measured:
     rate: float  # images/s
     cpu_ms: dict[str, float]  # CPU an image, ms, by process (user + system)
 
-    @property
-    def cpu_total_ms(self) -> float:
-        return sum(self.cpu_ms.values())
-
 
 def bench_env(providers: list[str]) -> dict[str, str]:
     """The worker settings every measurement here shares (ceiling and end-to-end alike)."""
@@ -178,7 +174,7 @@ def _ceiling_process(
 @contextlib.contextmanager
 def running_ceiling(
     *, processes: int, env: dict[str, str]
-) -> Iterator[Callable[[bytes, int, str], "Measured"]]:
+) -> Iterator[Callable[[bytes, int, str], Measured]]:
     """`processes` single-threaded processes running the worker's pipeline, started once as
     the stack's workers are (spawned for each measurement, they were measured from their cold
     first seconds and ran slower than the workers they should bound); yields measure(jpeg,
@@ -277,7 +273,7 @@ def naive_loop(providers: list[str]) -> Callable[[bytes, int, str], float]:
 @contextlib.contextmanager
 def running_end_to_end(
     *, workers: int, env: dict[str, str], concurrency: int = 16
-) -> Iterator[Callable[[str, bytes, int], "Measured"]]:
+) -> Iterator[Callable[[str, bytes, int], Measured]]:
     """A running stack (API + `workers` worker processes, models warm); yields
     measure(label, jpeg, jobs) → images/s and CPU an image by process, each measurement after
     a short warm-up (not counted)."""

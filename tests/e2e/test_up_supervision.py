@@ -87,6 +87,17 @@ def children_named(up: subprocess.Popen[bytes], needle: str) -> list[psutil.Proc
     return found
 
 
+def kill_if_running(up: subprocess.Popen[bytes]) -> None:
+    """A test that failed midway leaves nothing running: `up`, and its parts by pid too (Redis
+    and the others have sessions of their own, out of `up`'s process group)."""
+    if up.poll() is not None:
+        return
+    for child in psutil.Process(up.pid).children(recursive=True):
+        child.kill()
+    os.killpg(up.pid, signal.SIGKILL)
+    up.wait()
+
+
 @pytest.mark.timeout(400)
 def test_up_locks_its_data_dir_restarts_what_dies_and_stops_in_order(tmp_path, models_dir):
     data_dir = tmp_path / "data"
@@ -223,12 +234,7 @@ def test_up_locks_its_data_dir_restarts_what_dies_and_stops_in_order(tmp_path, m
         os.killpg(up.pid, signal.SIGINT)
         assert up.wait(timeout=90) == 0, log_path.read_text()[-3000:]
     finally:
-        if up.poll() is None:
-            # Redis and the other parts have sessions of their own: kill them by pid too.
-            for child in psutil.Process(up.pid).children(recursive=True):
-                child.kill()
-            os.killpg(up.pid, signal.SIGKILL)
-            up.wait()
+        kill_if_running(up)
     shutdown = log_path.read_text()[marker:]
     stopped = re.findall(r"part_stopped\s+part=(\S+)", shutdown)
     assert stopped[0] == "api" and stopped[-1] == "redis", shutdown
@@ -331,10 +337,6 @@ def test_up_runs_several_api_processes_under_gunicorn(tmp_path, models_dir):
         os.killpg(up.pid, signal.SIGINT)
         assert up.wait(timeout=90) == 0, log_path.read_text()[-3000:]
     finally:
-        if up.poll() is None:
-            for child in psutil.Process(up.pid).children(recursive=True):
-                child.kill()
-            os.killpg(up.pid, signal.SIGKILL)
-            up.wait()
+        kill_if_running(up)
     alive = psutil.wait_procs(api_processes, timeout=10)[1]
     assert not alive, f"API processes left after Ctrl-C: {alive}"
