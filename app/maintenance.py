@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import streams
 from app.jobs import results
-from app.models import Job, JobStatus
+from app.models import JOB_UNFINISHED, Job, JobStatus
 from app.settings import Settings
 from app.storage import Storage, SweepResult, sweep
 
@@ -76,9 +76,7 @@ async def reconcile(
         jobs = list(
             await session.scalars(
                 select(Job)
-                .where(
-                    Job.status.in_([JobStatus.queued, JobStatus.running]), Job.created_at < cutoff
-                )
+                .where(JOB_UNFINISHED, Job.created_at < cutoff)
                 .order_by(Job.created_at)
                 .limit(settings.maintenance.reconcile_batch)
             )
@@ -136,8 +134,12 @@ async def expire_jobs(
     deleted = 0
     while True:
         async with sessionmaker.begin() as session:
+            # A job finishes after it is created: `created_at` bounds the search to the old
+            # jobs through its index, where the finished_at test alone read every job kept.
             ids = select(Job.id).where(
-                Job.status.in_([JobStatus.done, JobStatus.failed]), Job.finished_at < cutoff
+                Job.created_at < cutoff,
+                Job.status.in_([JobStatus.done, JobStatus.failed]),
+                Job.finished_at < cutoff,
             )
             rows = (
                 await session.execute(
@@ -159,9 +161,7 @@ async def images_in_use(sessionmaker: async_sessionmaker[AsyncSession]) -> set[s
     """Storage keys of the images that queued/running jobs still need."""
     async with sessionmaker() as session:
         keys = await session.scalars(
-            select(Job.image_key).where(
-                Job.status.in_([JobStatus.queued, JobStatus.running]), Job.image_key.is_not(None)
-            )
+            select(Job.image_key).where(JOB_UNFINISHED, Job.image_key.is_not(None))
         )
         return {key for key in keys if key is not None}
 

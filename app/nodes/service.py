@@ -25,7 +25,7 @@ from app.errors import AppError, Conflict, NotFound, PayloadTooLarge, TooManyReq
 from app.images import inspect_image_async
 from app.jobs import service as jobs
 from app.jobs.schemas import JobDetail
-from app.models import Job, JobStatus, Node, NodeState, NodeStatus
+from app.models import JOB_UNFINISHED, Job, JobStatus, Node, NodeState, NodeStatus
 from app.nodes.schemas import (
     Heartbeat,
     NodeOut,
@@ -443,9 +443,7 @@ async def accept_frame(
         )
     info = await inspect_image_async(frame, max_pixels=settings.api.max_image_pixels)
     backlog = await session.scalar(
-        select(func.count())
-        .select_from(Job)
-        .where(Job.node_id == node.id, Job.status.in_([JobStatus.queued, JobStatus.running]))
+        select(func.count()).select_from(Job).where(Job.node_id == node.id, JOB_UNFINISHED)
     )
     if (backlog or 0) >= settings.nodes.max_queued_frames:
         raise FramesBacklogged(

@@ -13,6 +13,8 @@ sum of the same number counted by each worker. Without the variable (uvicorn, te
 registry below is served as it is.
 """
 
+import math
+
 from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest, values
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -50,11 +52,15 @@ class ApiMetrics:
         # Set at scrape time from Postgres/Redis: the latest scrape's value is the true one.
         self.jobs = Gauge(
             "lookout_jobs",
-            "Jobs in Postgres by status",
+            "Jobs in Postgres by status (done and failed: recounted at most every 5 minutes)",
             ["status"],
             registry=r,
             multiprocess_mode="mostrecent",
         )
+        # The last count of the finished jobs (by status) and when it was made (monotonic s):
+        # app/ops/service.py refresh_metrics counts them again only when it is old.
+        self.finished_jobs: dict[str, int] = {}
+        self.finished_jobs_counted_at = -math.inf
         self.stream_length = Gauge(
             "lookout_jobs_stream_length",
             "Entries in lookout:jobs (acked ones included)",

@@ -140,7 +140,7 @@ async def test_a_redelivered_finished_job_gets_its_missing_events(
 async def test_finished_jobs_past_retention_are_deleted_with_their_images(
     settings, make_job, make_consumer, sessionmaker, storage
 ):
-    old, recent = await make_job(T1), await make_job(T1)
+    old, recent, late = await make_job(T1), await make_job(T1), await make_job(T1)
     await make_consumer().run(burst=True)
     for job in (old, recent):  # both processed images asked for, and so drawn and cached
         async with sessionmaker.begin() as session:
@@ -148,16 +148,17 @@ async def test_finished_jobs_past_retention_are_deleted_with_their_images(
                 session, storage, job.id, ANONYMOUS_ADMIN, max_pixels=10**8, target_side_px=2048
             )
     async with sessionmaker.begin() as session:
+        long_ago = datetime.now(UTC) - timedelta(days=31)
         await session.execute(
-            update(Job)
-            .where(Job.id == old.id)
-            .values(finished_at=datetime.now(UTC) - timedelta(days=31))
+            update(Job).where(Job.id == old.id).values(created_at=long_ago, finished_at=long_ago)
         )
+        # Queued a month ago, finished now: kept for the retention after it finished.
+        await session.execute(update(Job).where(Job.id == late.id).values(created_at=long_ago))
     assert await expire_jobs(settings, sessionmaker, storage) == 1
     async with sessionmaker() as session:
-        assert [j.id for j in await session.scalars(select(Job))] == [recent.id]
+        assert {j.id for j in await session.scalars(select(Job))} == {recent.id, late.id}
     assert sorted(p.name for p in storage.root.iterdir()) == sorted(
-        [f"{recent.id}.jpg", f"{recent.id}.processed.jpg"]
+        [f"{recent.id}.jpg", f"{recent.id}.processed.jpg", f"{late.id}.jpg"]
     )
 
 
