@@ -4,7 +4,8 @@ Each writes its own section of bench/RESULTS.md, with its plot beside it. Enviro
 LOOKOUT_BENCH_PROVIDERS (onnxruntime providers, e.g. CUDAExecutionProvider,CPUExecutionProvider
 on a GPU machine), LOOKOUT_BENCH_GALLERY_MAX (largest gallery; 1000000 adds the 1M row),
 LOOKOUT_BENCH_OUT (write RESULTS.md and the plots elsewhere, for a trial run),
-LOOKOUT_BENCH_CLUSTER_FACES (synthetic unknown faces the clustering pass runs over; 100,000).
+LOOKOUT_BENCH_CLUSTER_FACES (synthetic unknown faces the clustering pass runs over; 100,000),
+LOOKOUT_BENCH_KEPT_JOBS (finished jobs in the table of bench/kept_jobs.py; 1,000,000).
 """
 
 import sys
@@ -15,6 +16,7 @@ from bench import (
     events_out,
     fanout,
     gallery,
+    kept_jobs,
     models,
     people_import,
     plumbing,
@@ -25,6 +27,7 @@ BENCHES = [
     models.main,
     throughput.main,
     plumbing.main,
+    kept_jobs.main,
     fanout.main,
     gallery.main,
     people_import.main,

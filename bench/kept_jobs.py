@@ -1,0 +1,274 @@
+"""Jobs kept: what runs over and over, against a jobs table of a million finished jobs.
+
+Finished jobs are kept for `retention.job_ttl_s` (30 days by default): a camera node sending 5
+frames a second leaves 13 million. Some work runs again and again however many there are: the
+maintenance pass every 30 s (the reconciler's search for lost unfinished jobs, the expiry of
+jobs past retention, the images still needed), a node's backlog counted for every frame it
+sends, the job counts behind every /metrics scrape. This bench calls those very functions on an
+embedded Postgres holding JOBS finished jobs (half of them one node's) and three unfinished
+uploads, with the partial indexes of the unfinished jobs (migration 0012) and, in the same run,
+without them (dropped, then made again), and reports each call's Postgres CPU (the backends',
+psutil) and wall time.
+
+`python -m bench.kept_jobs [JOBS]` (default 1,000,000; LOOKOUT_BENCH_KEPT_JOBS). Writes the
+"Jobs kept" section of bench/RESULTS.md.
+"""
+
+import asyncio
+import os
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+from redis.asyncio import Redis
+from sqlalchemy import text
+
+from app.db import create_engine, create_sessionmaker, migrate
+from app.embedded import start_embedded
+from app.images import inspect_image
+from app.jobs.service import create_job
+from app.maintenance import expire_jobs, images_in_use, reconcile
+from app.nodes.service import accept_frame, authenticate, register_node
+from app.ops.metrics import ApiMetrics
+from app.ops.service import refresh_metrics
+from app.security import issue_node_token
+from app.settings import (
+    DatabaseSettings,
+    MaintenanceSettings,
+    NodeSettings,
+    RedisSettings,
+    Settings,
+)
+from app.storage import Storage
+from bench.harness import SHARED, load_average, machine, postmaster_pid, stack_dir, write_section
+from bench.profiling import cpu_seconds
+
+DEFAULT_JOBS = 1_000_000
+CALLS = 20  # of each step, after one call not counted
+T1 = (SHARED / "images" / "scenes" / "t1.jpg").read_bytes()
+# As migration 0012 makes them.
+PARTIAL_INDEXES = {
+    "ix_jobs_unfinished": "CREATE INDEX ix_jobs_unfinished ON jobs (created_at) "
+    "WHERE status IN ('queued', 'running')",
+    "ix_jobs_unfinished_node": "CREATE INDEX ix_jobs_unfinished_node ON jobs (node_id) "
+    "WHERE node_id IS NOT NULL AND status IN ('queued', 'running')",
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    how_often: str
+    # Each (with the indexes, without): Postgres CPU ms a call (mean: psutil counts in ticks of
+    # 10 ms) and wall ms a call (median).
+    cpu_ms: tuple[float, float]
+    wall_ms: tuple[float, float]
+
+
+async def fill(settings: Settings, jobs: int) -> tuple[str, Storage]:
+    """The finished jobs (a month's worth, every other one the node's), three unfinished
+    uploads, ANALYZE; the node's token and the image store."""
+    engine = create_engine(settings.database)
+    sessionmaker = create_sessionmaker(engine)
+    storage = Storage(settings.storage_dir)
+    try:
+        async with sessionmaker.begin() as session:
+            node, _ = await register_node(session, name="door", tasks=["faces"], store_frames=False)
+        step = 30 * 24 * 3600 / jobs
+        async with engine.begin() as connection:
+            await connection.execute(
+                text(
+                    "INSERT INTO jobs (id, status, purpose, tasks, image_key, content_type, width,"
+                    " height, counts, attempts, created_at, started_at, finished_at, node_id)"
+                    " SELECT gen_random_uuid(), 'done', 'detect', ARRAY['faces'], NULL,"
+                    " 'image/jpeg', 640, 480, '{}', 1, now() - g * :step * interval '1 second',"
+                    " now() - g * :step * interval '1 second',"
+                    " now() - g * :step * interval '1 second',"
+                    " CASE WHEN g % 2 = 0 THEN CAST(:node AS uuid) END"
+                    " FROM generate_series(1, :n) g"
+                ),
+                {"node": node.id, "n": jobs, "step": step},
+            )
+        info = inspect_image(T1, max_pixels=settings.api.max_image_pixels)
+        for _ in range(3):
+            async with sessionmaker.begin() as session:
+                await create_job(
+                    session, storage, image=T1, info=info, tasks=("faces",), owner_id=None
+                )
+        async with engine.connect() as connection:
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
+            await connection.execute(text("VACUUM ANALYZE jobs"))
+    finally:
+        await engine.dispose()
+    return issue_node_token(node.id, settings.nodes).token, storage
+
+
+async def measure(
+    settings: Settings, token: str, storage: Storage, postgres: int
+) -> dict[str, list[tuple[float, float]]]:
+    """Each step's calls: (Postgres CPU ms, wall ms) of each."""
+    engine = create_engine(settings.database)
+    sessionmaker = create_sessionmaker(engine)
+    assert settings.redis.url is not None
+    redis = Redis.from_url(settings.redis.url)
+    metrics = ApiMetrics()
+    await refresh_metrics(metrics, engine, redis)  # the first scrape counts the finished jobs
+
+    async def frame() -> None:
+        async with sessionmaker.begin() as session:
+            node = await authenticate(session, token, settings)
+            await accept_frame(session, storage, node, T1, settings)
+
+    steps: dict[str, Callable[[], Awaitable[object]]] = {
+        "reconcile": lambda: reconcile(settings, sessionmaker, redis),
+        "expire": lambda: expire_jobs(settings, sessionmaker, storage),
+        "images in use": lambda: images_in_use(sessionmaker),
+        "frame": frame,
+        "metrics": lambda: refresh_metrics(metrics, engine, redis),
+    }
+    calls: dict[str, list[tuple[float, float]]] = {}
+    try:
+        for name, step in steps.items():
+            await step()
+            calls[name] = []
+            for _ in range(CALLS):
+                cpu_before, started = postgres_cpu_s(postgres), time.perf_counter()
+                await step()
+                wall_ms = 1000 * (time.perf_counter() - started)
+                calls[name].append((1000 * (postgres_cpu_s(postgres) - cpu_before), wall_ms))
+    finally:
+        await redis.aclose()
+        await engine.dispose()
+    return calls
+
+
+def postgres_cpu_s(postmaster: int) -> float:
+    """CPU seconds of Postgres: the postmaster, its backends alive now, and those it has reaped
+    (the parallel workers a scan of every job starts and ends within the call)."""
+    process = psutil.Process(postmaster)
+    times = process.cpu_times()
+    return float(
+        times.user
+        + times.system
+        + times.children_user
+        + times.children_system
+        + sum(cpu_seconds(child.pid, children=False) for child in process.children())
+    )
+
+
+async def set_indexes(settings: Settings, present: bool) -> None:
+    engine = create_engine(settings.database)
+    try:
+        async with engine.begin() as connection:
+            for name, create in PARTIAL_INDEXES.items():
+                await connection.execute(text(create if present else f"DROP INDEX {name}"))
+    finally:
+        await engine.dispose()
+
+
+STEPS = {
+    "reconcile": ("the reconciler's search for lost unfinished jobs", "every 30 s"),
+    "expire": ("the expiry of jobs past retention (none due)", "every 30 s"),
+    "images in use": ("the images unfinished jobs still need", "every image sweep"),
+    "frame": ("a node frame: its backlog counted, its job row added", "every frame"),
+    "metrics": ("/metrics: jobs by status", "every scrape"),
+}
+
+
+def run(jobs: int) -> tuple[list[Step], int]:
+    with stack_dir("lookout-bench-kept-") as tmp:
+        data = Path(tmp) / "data"
+        services = start_embedded(data)
+        try:
+            migrate(services.database_url)
+            settings = Settings(
+                env="dev",
+                data_dir=data,
+                database=DatabaseSettings(url=services.database_url),
+                redis=RedisSettings(url=services.redis_url),
+                maintenance=MaintenanceSettings(enabled=False, reconcile_grace_s=0),
+                # The frames sent here are never run: room for all of them in the backlog.
+                nodes=NodeSettings(max_queued_frames=1000),
+            )
+            token, storage = asyncio.run(fill(settings, jobs))
+            postgres = postmaster_pid(data / "postgres")
+            assert postgres is not None
+            with_indexes = asyncio.run(measure(settings, token, storage, postgres))
+            asyncio.run(set_indexes(settings, present=False))
+            without = asyncio.run(measure(settings, token, storage, postgres))
+            asyncio.run(set_indexes(settings, present=True))
+        finally:
+            services.stop()
+    steps = []
+    for name in STEPS:
+        steps.append(
+            Step(
+                name,
+                STEPS[name][1],
+                (_mean(with_indexes[name], 0), _mean(without[name], 0)),
+                (_median(with_indexes[name], 1), _median(without[name], 1)),
+            )
+        )
+    return steps, jobs
+
+
+def _mean(calls: list[tuple[float, float]], index: int) -> float:
+    return statistics.fmean(call[index] for call in calls)
+
+
+def _median(calls: list[tuple[float, float]], index: int) -> float:
+    return statistics.median(call[index] for call in calls)
+
+
+def write_results(steps: list[Step], jobs: int, measured: str, load_before: str) -> None:
+    lines = [
+        "## Jobs kept (bench/kept_jobs.py)",
+        "",
+        f"Measured {measured}. The functions that run over and over, called on an embedded "
+        f"Postgres holding {jobs:,} finished jobs (a month of them, every other one a node's) and",
+        "3 unfinished uploads: with the partial indexes of the unfinished jobs (migration 0012) "
+        "and, in the same run, without them.",
+        f"{CALLS} calls each (one more before, not counted): Postgres CPU (its backends and "
+        "parallel workers, psutil) their mean, wall time their median.",
+        "",
+        *machine([]),
+        f"- Load average before {load_before}, after {load_average()}",
+        "",
+        "| step | runs | Postgres CPU, ms a call | without the indexes | wall, ms a call "
+        "| without the indexes |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for step in steps:
+        lines.append(
+            f"| {STEPS[step.name][0]} | {step.how_often} | {step.cpu_ms[0]:.1f} | "
+            f"{step.cpu_ms[1]:.1f} | {step.wall_ms[0]:.1f} | {step.wall_ms[1]:.1f} |"
+        )
+    lines += [
+        "",
+        "The expiry finds the jobs past retention through `created_at`'s index (a job finishes "
+        "after it is created), with or without the partial indexes. /metrics counts the "
+        "finished jobs at most every 5 minutes (the first scrape, not in the table, did); "
+        "the unfinished ones at every scrape. psutil reads CPU in ticks of 10 ms: 0.0 is "
+        f"no tick in {CALLS} calls.",
+    ]
+    write_section("kept_jobs", "\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = argv if argv is not None else sys.argv[1:]
+    jobs = int(args[0]) if args else int(os.environ.get("LOOKOUT_BENCH_KEPT_JOBS") or DEFAULT_JOBS)
+    measured = time.strftime("%Y-%m-%d %H:%M %Z")
+    load_before = load_average()
+    steps, jobs = run(jobs)
+    for step in steps:
+        print(step, flush=True)
+    write_results(steps, jobs, measured, load_before)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
