@@ -144,7 +144,7 @@ class Job(Base):
         Index("ix_jobs_created_at_id", "created_at", "id"),
         Index("ix_jobs_node_id_created_at", "node_id", "created_at"),
         # Without these, the reconciler and a node's backlog (counted for every frame it sends)
-        # read every job kept: ~60 ms of Postgres CPU each at 500k jobs (bench/RESULTS.md).
+        # read every job kept: 60-120 ms of Postgres CPU each at a million (bench/kept_jobs.py).
         Index("ix_jobs_unfinished", "created_at", postgresql_where=text(UNFINISHED_JOBS)),
         Index(
             "ix_jobs_unfinished_node",

@@ -18,7 +18,7 @@ log = structlog.get_logger()
 
 # A probe must answer before the orchestrator's own timeout (typically 1–5 s).
 CHECK_TIMEOUT_S = 2.0
-# Counting the finished jobs reads every job kept (~60 ms of Postgres CPU at a million): done
+# Counting the finished jobs reads every job kept (~90 ms of Postgres CPU at a million): done
 # at most this often, not at every scrape. The unfinished ones are counted every time, from
 # their partial index: they are the backlog an operator watches.
 FINISHED_RECOUNT_S = 300.0
