@@ -33,7 +33,7 @@ from app.jobs.schemas import (
     Timings,
 )
 from app.jobs.tasks import DEFAULT_TASKS, TASKS
-from app.models import Detection, Job, JobPurpose, JobStatus, Node
+from app.models import JOB_UNFINISHED, Detection, Job, JobPurpose, JobStatus, Node
 from app.pagination import decode_cursor, encode_cursor
 from app.pixels import BadImage
 from app.settings import Settings
@@ -341,6 +341,8 @@ async def list_jobs(
         query = query.where(Job.owner_id == viewer.owner_id)
     if status is not None:
         query = query.where(Job.status == status)
+        if not status.finished:  # the backlog: found through its partial index, not among all
+            query = query.where(JOB_UNFINISHED)
     if task is not None:
         query = query.where(Job.tasks.contains([task]))
     if source is JobSource.upload:
