@@ -33,7 +33,8 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 from redis.asyncio import Redis
-from sqlalchemy import delete, select
+from sqlalchemy import any_, bindparam, delete, select
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import streams
@@ -135,16 +136,28 @@ async def expire_jobs(
     while True:
         async with sessionmaker.begin() as session:
             # A job finishes after it is created: `created_at` bounds the search to the old
-            # jobs through its index, where the finished_at test alone read every job kept.
-            ids = select(Job.id).where(
-                Job.created_at < cutoff,
-                Job.status.in_([JobStatus.done, JobStatus.failed]),
-                Job.finished_at < cutoff,
+            # jobs, where the finished_at test alone read every job kept. Oldest first, so that
+            # its index serves the search in any plan, also one made for any cutoff (a prepared
+            # statement's generic plan). The DELETE then takes the ids as one array: as a
+            # subquery, a generic plan joined it to a scan of the whole table.
+            due = list(
+                await session.scalars(
+                    select(Job.id)
+                    .where(
+                        Job.created_at < cutoff,
+                        Job.status.in_([JobStatus.done, JobStatus.failed]),
+                        Job.finished_at < cutoff,
+                    )
+                    .order_by(Job.created_at)
+                    .limit(JOB_DELETE_BATCH)
+                )
             )
+            if not due:
+                return deleted
             rows = (
                 await session.execute(
                     delete(Job)
-                    .where(Job.id.in_(ids.limit(JOB_DELETE_BATCH).scalar_subquery()))
+                    .where(Job.id == any_(bindparam("due", due, type_=ARRAY(UUID(as_uuid=True)))))
                     .returning(Job.image_key, Job.processed_image_key)
                 )
             ).all()

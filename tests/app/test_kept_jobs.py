@@ -70,9 +70,10 @@ async def statements_of(
 
 
 def rows_read(plan: dict[str, Any], table: str = "jobs") -> int:
-    """Rows the plan's scans of `table` produced or filtered out, over all their loops."""
+    """Rows the plan's scans of `table` produced or filtered out, over all their loops (not
+    those a DELETE's own node counts again)."""
     read = 0
-    if plan.get("Relation Name") == table:
+    if plan.get("Relation Name") == table and plan["Node Type"].endswith("Scan"):
         per_loop = plan.get("Actual Rows", 0) + plan.get("Rows Removed by Filter", 0)
         read += per_loop * plan.get("Actual Loops", 1)
     for child in plan.get("Plans", []):
@@ -80,24 +81,44 @@ def rows_read(plan: dict[str, Any], table: str = "jobs") -> int:
     return read
 
 
+async def literal(raw: Any, value: object) -> str:
+    """`value` as an SQL literal, quoted by Postgres itself."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, list | tuple):  # ids, statuses: no commas or quotes in them
+        value = "{" + ",".join(str(item) for item in value) + "}"
+    quoted: str = await raw.fetchval("SELECT quote_literal($1)", str(value))
+    return quoted
+
+
 async def most_rows_read(engine: AsyncEngine, statements: list[tuple[str, Any]]) -> int:
-    """Each statement run again under EXPLAIN ANALYZE with a generic plan (and rolled back: the
-    expiry's DELETE must not happen): the most rows of jobs any one of them read."""
+    """Each statement prepared and run again under EXPLAIN ANALYZE with its generic plan, and
+    rolled back (the expiry's DELETE must not happen): the most rows of jobs any one read.
+
+    Generic, as the driver's prepared statements come to be planned once they have run a few
+    times: for any parameters, so a status bound as a parameter cannot pick a partial index."""
     assert statements, "the function sent no statement on jobs: nothing was measured"
     most = 0
     async with engine.connect() as connection:
+        raw = (await connection.get_raw_connection()).driver_connection
+        assert raw is not None
+        await raw.execute("SET plan_cache_mode = force_generic_plan")
         for statement, parameters in statements:
-            transaction = await connection.begin()
-            # As a statement the driver has prepared and run a few times is planned: once for
-            # any parameters, so a bound status cannot pick a partial index.
-            await connection.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
-            result = await connection.exec_driver_sql(
-                f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}", parameters
-            )
-            await transaction.rollback()
-            (document,) = result.scalars().all()
+            await raw.execute(f"PREPARE kept AS {statement}")
+            # EXECUTE takes no bound parameters: each value as a literal, of the type PREPARE
+            # inferred for it.
+            literals = [await literal(raw, value) for value in parameters]
+            execute = f"EXECUTE kept({', '.join(literals)})" if literals else "EXECUTE kept"
+            transaction = raw.transaction()
+            await transaction.start()
+            try:
+                document = await raw.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {execute}")
+            finally:
+                await transaction.rollback()
+                await raw.execute("DEALLOCATE kept")
             plan = (json.loads(document) if isinstance(document, str) else document)[0]["Plan"]
             most = max(most, rows_read(plan))
+        await raw.execute("RESET plan_cache_mode")
     return most
 
 
@@ -129,6 +150,38 @@ async def test_the_maintenance_pass_reads_only_unfinished_jobs(
     # Nothing is due: the expiry finds so at once, not by reading every job kept.
     sent = await statements_of(engine, lambda: expire_jobs(settings, sessionmaker, storage))
     assert await most_rows_read(engine, sent) == 0
+
+
+async def add_due_jobs(engine: AsyncEngine, ids: list[uuid.UUID]) -> None:
+    """Finished jobs past the 30 days' retention, with these ids."""
+    async with engine.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO jobs (id, status, purpose, tasks, content_type, width, height,"
+                " counts, attempts, created_at, started_at, finished_at)"
+                " SELECT id, 'done', 'detect', ARRAY['faces'], 'image/jpeg', 640, 480, '{}', 1,"
+                " now() - interval '40 days', now() - interval '40 days',"
+                " now() - interval '40 days' FROM unnest(CAST(:ids AS uuid[])) id"
+            ),
+            {"ids": ids},
+        )
+
+
+async def test_the_expiry_reads_only_the_jobs_it_deletes(
+    settings, engine, sessionmaker, storage, node_and_jobs
+):
+    due = [uuid.uuid4() for _ in range(10)]
+    await add_due_jobs(engine, due)
+    deleted = 0
+
+    async def expire() -> None:
+        nonlocal deleted
+        deleted = await expire_jobs(settings, sessionmaker, storage)
+
+    sent = await statements_of(engine, expire)
+    assert deleted == len(due)
+    await add_due_jobs(engine, due)  # the statements run again below find them as they did
+    assert await most_rows_read(engine, sent) <= len(due)
 
 
 async def test_a_node_frame_counts_its_backlog_without_reading_its_finished_jobs(
