@@ -22,8 +22,8 @@ UNFINISHED = "status IN ('queued', 'running')"
 
 
 def upgrade() -> None:
-    # Each build reads the jobs table once (about a second a million jobs) and holds off writes
-    # to it meanwhile; the indexes themselves are small, unfinished jobs being few.
+    # Each build reads the jobs table once and holds off writes to it meanwhile; the indexes
+    # themselves are small, unfinished jobs being few.
     op.create_index(
         "ix_jobs_unfinished", "jobs", ["created_at"], postgresql_where=sa.text(UNFINISHED)
     )
