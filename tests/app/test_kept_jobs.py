@@ -103,23 +103,32 @@ async def most_rows_read(engine: AsyncEngine, statements: list[tuple[str, Any]])
         raw = (await connection.get_raw_connection()).driver_connection
         assert raw is not None
         await raw.execute("SET plan_cache_mode = force_generic_plan")
-        for statement, parameters in statements:
-            await raw.execute(f"PREPARE kept AS {statement}")
-            # EXECUTE takes no bound parameters: each value as a literal, of the type PREPARE
-            # inferred for it.
-            literals = [await literal(raw, value) for value in parameters]
-            execute = f"EXECUTE kept({', '.join(literals)})" if literals else "EXECUTE kept"
-            transaction = raw.transaction()
-            await transaction.start()
-            try:
-                document = await raw.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {execute}")
-            finally:
-                await transaction.rollback()
-                await raw.execute("DEALLOCATE kept")
-            plan = (json.loads(document) if isinstance(document, str) else document)[0]["Plan"]
-            most = max(most, rows_read(plan))
-        await raw.execute("RESET plan_cache_mode")
+        try:
+            for statement, parameters in statements:
+                most = max(most, await rows_read_generic(raw, statement, parameters))
+        finally:  # the connection goes back to the tests' pool
+            await raw.execute("RESET plan_cache_mode")
     return most
+
+
+async def rows_read_generic(raw: Any, statement: str, parameters: Any) -> int:
+    """The rows of jobs one statement read, run with its generic plan and rolled back."""
+    await raw.execute(f"PREPARE kept AS {statement}")
+    try:
+        # EXECUTE takes no bound parameters: each value as a literal, of the type PREPARE
+        # inferred for it.
+        literals = [await literal(raw, value) for value in parameters]
+        execute = f"EXECUTE kept({', '.join(literals)})" if literals else "EXECUTE kept"
+        transaction = raw.transaction()
+        await transaction.start()
+        try:
+            document = await raw.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {execute}")
+        finally:
+            await transaction.rollback()
+    finally:
+        await raw.execute("DEALLOCATE kept")
+    plan = (json.loads(document) if isinstance(document, str) else document)[0]["Plan"]
+    return rows_read(plan)
 
 
 def jobs_gauge(metrics: ApiMetrics, status: str) -> float | None:
