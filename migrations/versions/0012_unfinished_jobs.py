@@ -22,7 +22,9 @@ UNFINISHED = "status IN ('queued', 'running')"
 
 
 def upgrade() -> None:
-    # Each build reads the jobs table once and holds off writes to it meanwhile; the indexes
+    # Each build reads the jobs table once and holds off writes to it meanwhile: at a million
+    # jobs kept, the longest INSERT during the two builds waited 86-99 ms (0.2 s of build; with
+    # CONCURRENTLY 5-6 ms, 0.45 s: not worth a migration outside its transaction). The indexes
     # themselves are small, unfinished jobs being few.
     op.create_index(
         "ix_jobs_unfinished", "jobs", ["created_at"], postgresql_where=sa.text(UNFINISHED)
