@@ -39,7 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import streams
 from app.jobs import results
-from app.models import JOB_UNFINISHED, Job, JobStatus
+from app.models import FINISHED_STATUSES, JOB_UNFINISHED, Job
 from app.settings import Settings
 from app.storage import Storage, SweepResult, sweep
 
@@ -145,7 +145,7 @@ async def expire_jobs(
                     select(Job.id)
                     .where(
                         Job.created_at < cutoff,
-                        Job.status.in_([JobStatus.done, JobStatus.failed]),
+                        Job.status.in_(FINISHED_STATUSES),
                         Job.finished_at < cutoff,
                     )
                     .order_by(Job.created_at)

@@ -41,15 +41,18 @@ class JobStatus(enum.StrEnum):
 
     @property
     def finished(self) -> bool:
-        return self in (JobStatus.done, JobStatus.failed)
+        return self in FINISHED_STATUSES
 
 
+FINISHED_STATUSES = (JobStatus.done, JobStatus.failed)
+UNFINISHED_STATUSES = (JobStatus.queued, JobStatus.running)
 # The jobs not finished yet: a few at any time, however many finished ones are kept (30 days by
 # default, millions at a camera's frame rate). The partial indexes of Job are on this predicate,
 # and the queries that look for such jobs (the reconciler, a node's backlog, /metrics) say it
 # the same way, as constants: the planner uses a partial index only where it can prove the
 # query's rows lie in it, which a bound parameter (a prepared statement's generic plan) hides.
-UNFINISHED_JOBS = f"status IN ('{JobStatus.queued.name}', '{JobStatus.running.name}')"
+# (The non-native enum column stores the statuses' names.)
+UNFINISHED_JOBS = "status IN ({})".format(", ".join(f"'{s.name}'" for s in UNFINISHED_STATUSES))
 # That predicate as a WHERE clause on the jobs table.
 JOB_UNFINISHED = text(f"jobs.{UNFINISHED_JOBS}")
 

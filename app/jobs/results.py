@@ -40,9 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.gallery.crops import crop_keepers
 from app.jobs import events as job_events
 from app.jobs.service import JOB_NODE_NAME, JOBS_TABLE, job_detail, node_name
-from app.models import Detection, Job, JobStatus
-
-UNFINISHED = (JobStatus.queued, JobStatus.running)
+from app.models import UNFINISHED_STATUSES, Detection, Job, JobStatus
 
 
 class FoundEmbedding(Protocol):
@@ -115,7 +113,7 @@ async def mark_running(session: AsyncSession, job_ids: Sequence[uuid.UUID]) -> s
     """Mark the jobs running; the ids of those that exist and are not yet finished."""
     rows = await session.scalars(
         update(Job)
-        .where(Job.id.in_(job_ids), Job.status.in_(UNFINISHED))
+        .where(Job.id.in_(job_ids), Job.status.in_(UNFINISHED_STATUSES))
         .values(status=JobStatus.running, attempts=Job.attempts + 1, started_at=datetime.now(UTC))
         .returning(Job.id)
     )
@@ -160,7 +158,7 @@ async def record_failure(
     """Fail the job with `reason`; its events, or None when it was already finished (or gone)."""
     failed = await session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status.in_(UNFINISHED))
+        .where(Job.id == job_id, Job.status.in_(UNFINISHED_STATUSES))
         .values(status=JobStatus.failed, error=reason, finished_at=datetime.now(UTC))
         .returning(Job.owner_id)
     )
@@ -207,7 +205,7 @@ _BATCH = (
 # runs per batch (the two showed in about a fifth of a no-op worker's py-spy samples).
 _FINISH = (
     update(JOBS_TABLE)
-    .where(JOBS_TABLE.c.id == _BATCH.c.id, JOBS_TABLE.c.status.in_(UNFINISHED))
+    .where(JOBS_TABLE.c.id == _BATCH.c.id, JOBS_TABLE.c.status.in_(UNFINISHED_STATUSES))
     .values(
         status=JobStatus.done,
         width=_BATCH.c.width,

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app import streams
 from app.errors import is_outage
-from app.models import JOB_UNFINISHED, Job, JobStatus
+from app.models import FINISHED_STATUSES, JOB_UNFINISHED, Job, JobStatus
 from app.ops.metrics import ApiMetrics
 
 log = structlog.get_logger()
@@ -101,7 +101,7 @@ async def _recount_finished(metrics: ApiMetrics, engine: AsyncEngine) -> None:
     metrics.finished_jobs_counted_at = time.monotonic()
     try:
         async with asyncio.timeout(FINISHED_COUNT_TIMEOUT_S), engine.connect() as connection:
-            finished = Job.status.in_([JobStatus.done, JobStatus.failed])
+            finished = Job.status.in_(FINISHED_STATUSES)
             metrics.finished_jobs = await _count_jobs(connection, finished)
     except Exception as exc:
         if not (is_outage(exc) or isinstance(exc, TimeoutError)):
