@@ -9,17 +9,18 @@ import asyncio
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 import pytest
 from fastapi import FastAPI
 from httpx_ws.transport import ASGIWebSocketTransport
 from redis.asyncio import Redis
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -353,6 +354,28 @@ def make_node(sessionmaker: async_sessionmaker[AsyncSession]):  # type: ignore[n
         return RegisteredNode(node.id, node.name, secret)
 
     return factory
+
+
+T = TypeVar("T")
+
+
+async def statements_sent(
+    engine: AsyncEngine, run: Callable[[], Awaitable[T]], keep: Callable[[str], bool]
+) -> tuple[T, list[tuple[str, Any]]]:
+    """What `run()` returned, and the statements it sent through `engine` that `keep` picks,
+    each with its parameters (as the driver got them: EXPLAIN them again, or PREPARE them)."""
+    sent: list[tuple[str, Any]] = []
+
+    def remember(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if keep(statement):
+            sent.append((statement, parameters))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", remember)
+    try:
+        result = await run()
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", remember)
+    return result, sent
 
 
 def node_token(settings: Settings, node_id: uuid.UUID) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.apikeys.service import ANONYMOUS_ADMIN
@@ -24,7 +24,7 @@ from app.nodes.service import accept_frame, authenticate, register_node
 from app.ops.metrics import ApiMetrics
 from app.ops.service import refresh_metrics
 from app.settings import MaintenanceSettings
-from tests.conftest import node_token, shared_image
+from tests.conftest import node_token, shared_image, statements_sent
 
 FINISHED = 20_000
 T1 = shared_image("scenes/t1.jpg")
@@ -55,17 +55,11 @@ async def statements_of(
     engine: AsyncEngine, run: Callable[[], Awaitable[Any]]
 ) -> list[tuple[str, Any]]:
     """The statements that read the jobs table while `run()` ran, with their parameters."""
-    sent: list[tuple[str, Any]] = []
-
-    def remember(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
-        if "FROM jobs" in statement and not statement.lstrip().upper().startswith("INSERT"):
-            sent.append((statement, parameters))
-
-    event.listen(engine.sync_engine, "before_cursor_execute", remember)
-    try:
-        await run()
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", remember)
+    _, sent = await statements_sent(
+        engine,
+        run,
+        lambda sql: "FROM jobs" in sql and not sql.lstrip().upper().startswith("INSERT"),
+    )
     return sent
 
 

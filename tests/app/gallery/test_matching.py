@@ -5,7 +5,7 @@ owner filter never leaves it short; embeddings of another model are never compar
 import uuid
 
 import numpy as np
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.apikeys.service import create_key
@@ -13,6 +13,7 @@ from app.gallery.matching import SearchTuning, nearest_people, use_exact_hnsw_fi
 from app.models import Person, PersonFace
 from app.security import Scope
 from app.vectors import gallery_index_name
+from tests.conftest import statements_sent
 
 
 def unit_vectors(seed: int, count: int, dim: int) -> np.ndarray:
@@ -55,18 +56,7 @@ async def add_person(
 
 async def identify_statements(engine, session, run):  # type: ignore[no-untyped-def]
     """The nearest-neighbour statements `run()` sent, with their parameters."""
-    searches: list[tuple[str, object]] = []
-
-    def remember(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
-        if "<~>" in statement or "<=>" in statement:
-            searches.append((statement, parameters))
-
-    event.listen(engine.sync_engine, "before_cursor_execute", remember)
-    try:
-        result = await run()
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", remember)
-    return result, searches
+    return await statements_sent(engine, run, lambda sql: "<~>" in sql or "<=>" in sql)
 
 
 async def plan_of(session: AsyncSession, statement: str, parameters: object) -> str:
