@@ -7,6 +7,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import segno
 
 
 def png_chunk(chunk_type: bytes, payload: bytes) -> bytes:
@@ -109,3 +110,17 @@ def dog_with_plate(shared_images: Path) -> np.ndarray:
 
 def dog_with_plate_jpeg(shared_images: Path) -> bytes:
     return encode(dog_with_plate(shared_images), ".jpg")
+
+
+def qr_code(payload: str | bytes, *, module_px: int) -> np.ndarray:
+    """A QR code as a BGR image with its quiet zone: text through OpenCV's encoder, bytes in byte
+    mode through segno (OpenCV's encoder takes text, and stops at a NUL)."""
+    if isinstance(payload, str):
+        code = cv2.QRCodeEncoder.create().encode(payload)
+    else:
+        matrix = segno.make(payload, mode="byte", micro=False).matrix
+        code = np.where(np.array([list(row) for row in matrix], np.uint8), 0, 255).astype(np.uint8)
+    code = cv2.resize(code, None, fx=module_px, fy=module_px, interpolation=cv2.INTER_NEAREST)
+    quiet = 4 * module_px  # the quiet zone the standard asks for
+    code = cv2.copyMakeBorder(code, quiet, quiet, quiet, quiet, cv2.BORDER_CONSTANT, value=255)
+    return cv2.cvtColor(code, cv2.COLOR_GRAY2BGR)

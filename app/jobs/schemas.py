@@ -68,8 +68,9 @@ class DetectionOut(BaseModel):
     attributes: dict[str, Any] = Field(
         default_factory=dict,
         description="faces: embedding_model, age, gender (when the pack has genderage); "
-        "QR codes: payload; text: text, line (0-based, reading order); plates: plate "
-        "(upper-case letters and digits), text (as read), vehicle {label, score, box}",
+        "QR codes: payload (its text; U+FFFD for bytes that are not text); text: text, line "
+        "(0-based, reading order); plates: plate (upper-case letters and digits), text (as "
+        "read), vehicle {label, score, box}",
         examples=[{"embedding_model": "w600k_mbf", "age": 31, "gender": "female"}],
     )
 

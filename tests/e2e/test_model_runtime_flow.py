@@ -8,6 +8,7 @@ from PIL import Image
 from sqlalchemy import text
 
 from tests.conftest import shared_image
+from tests.images import qr_code
 
 T1 = shared_image("scenes/t1.jpg")
 DOG = shared_image("scenes/dog.jpg")
@@ -79,6 +80,22 @@ async def test_a_qr_code_in_an_upload_comes_back_with_its_payload_and_is_drawn(
     processed = await client.get(job["links"]["processed_image"])
     drawn = cv2.imdecode(np.frombuffer(processed.content, np.uint8), cv2.IMREAD_COLOR)
     assert not np.array_equal(drawn[: 20 + code.shape[0], 480:], image[: 20 + code.shape[0], 480:])
+
+
+async def test_a_qr_code_of_bytes_beside_faces_fails_nothing(client, make_consumer):
+    # A code whose bytes OpenCV took for UTF-8 and Python does not (an encoded surrogate) made the
+    # whole job fail ("processing error: UnicodeDecodeError"), its faces with it.
+    data = b"\xed\xa0\x80 not text"
+    image = cv2.imdecode(np.frombuffer(T1, np.uint8), cv2.IMREAD_COLOR)
+    code = qr_code(data, module_px=6)
+    image[20 : 20 + code.shape[0], 500 : 500 + code.shape[1]] = code
+    job = await upload(client, cv2.imencode(".png", image)[1].tobytes(), "faces,qr", "t1.png")
+    await make_consumer().run(burst=True)
+    detail = (await client.get(f"/v1/jobs/{job['id']}")).json()
+    assert detail["status"] == "done", detail["error"]
+    assert detail["counts"] == {"face": 6, "qr": 1}
+    [qr] = [d for d in detail["detections"] if d["kind"] == "qr"]
+    assert qr["attributes"]["payload"] == "\ufffd\ufffd\ufffd not text"
 
 
 async def test_an_exif_rotated_upload_reports_the_upright_size_and_boxes(client, make_consumer):
