@@ -207,6 +207,11 @@ class FaceDetector:
 
     def find_faces(self, image: ImageBGR) -> list[tuple[float, tuple[float, ...], Landmarks5]]:
         """(score, box, landmarks) per face, SCRFD only."""
+        height, width = image.shape[:2]
+        if min(height, width) * self.config.input_size_px < 2 * max(height, width):
+            # A sliver (a 10,000 × 4 banner): its letterbox would be under 2 px across, where no
+            # face fits, and 0 px made insightface's resize raise (the whole job failed).
+            return []
         boxes, keypoints = self._scrfd.detect(image)
         return [
             (float(row[4]), tuple(float(v) for v in row[:4]), np.asarray(points, np.float32))
