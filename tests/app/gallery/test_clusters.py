@@ -3,12 +3,17 @@ real photos of test_unknown_faces.py cannot stage, such as an owner whose faces 
 share of everyone's."""
 
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.gallery.clusters import cluster_pass, jobs_with_unknown_faces
+from app.gallery.matching import PastFace, nearest_past_faces
+from app.vectors import calibrated_similarity, hnsw_index_name
+from tests.conftest import statements_sent
 
 DIM = 192
 MODEL = "mobilefacenet"
@@ -120,3 +125,53 @@ def test_the_loop_takes_the_jobs_whose_result_has_a_face_nobody_was_named_for():
         ("8-0", {"type": "result", "job": "garbage"}),
     ]
     assert jobs_with_unknown_faces(entries) == [unknown]
+
+
+async def plan_of(engine: AsyncEngine, statement: str, parameters: object) -> str:
+    """The plan of a statement as sent, with sequential scans and sorts ruled out: its ORDER BY
+    distance LIMIT can then only come from an index whose expression and model match it."""
+    async with engine.begin() as connection:
+        await connection.execute(text("ANALYZE face_embeddings"))
+        await connection.execute(text("SET LOCAL enable_seqscan = off"))
+        await connection.execute(text("SET LOCAL enable_sort = off"))
+        plan = await connection.exec_driver_sql(f"EXPLAIN {statement}", parameters)
+        return "\n".join(row[0] for row in plan)
+
+
+async def test_the_neighbours_and_past_face_searches_walk_face_embeddings_index(
+    settings, sessionmaker, engine
+):
+    """Both searches of the faces kept must repeat the model's HNSW index's expression and
+    model (app/vectors.py), or each becomes a sort of every face kept."""
+    centre = around(np.zeros(DIM) + 1.0, 1, 0.0, seed=4)[0]
+    faces = around(centre, 40, 0.3, seed=5)
+    await store_unknown_faces(engine, faces, None, 1)
+    report, clustering = await statements_sent(
+        engine, lambda: cluster_pass(settings, sessionmaker), lambda sql: "<=>" in sql
+    )
+    assert report.faces_seen == 40 and clustering
+
+    async def search() -> list[PastFace]:
+        async with sessionmaker() as session:
+            return await nearest_past_faces(
+                session,
+                faces[0],
+                model=MODEL,
+                owner_id=None,
+                every_owner=True,
+                since=datetime.now(UTC) - timedelta(days=1),
+                limit=5,
+            )
+
+    found, searching = await statements_sent(engine, search, lambda sql: "<=>" in sql)
+    # The five nearest, nearest first (itself), each at the similarity of its exact cosine.
+    cosines = faces @ faces[0]
+    nearest = [int(i) + 1 for i in np.argsort(-cosines)[:5]]
+    assert [face.face_id for face in found] == nearest
+    for face in found:
+        exact = calibrated_similarity(float(cosines[face.face_id - 1]), MODEL)
+        assert face.similarity == pytest.approx(exact, abs=2e-5)
+    for statement, parameters in [*clustering, *searching]:
+        assert hnsw_index_name("face_embeddings", MODEL) in await plan_of(
+            engine, statement, parameters
+        )
