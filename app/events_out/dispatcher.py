@@ -5,7 +5,8 @@ Two loops in `lookout events`:
 - ingest: XREADGROUP firehose entries (its own unacked ones first, after a restart), turn each
   into outbound events (events.py), and INSERT one delivery row per matching webhook (keyed by
   webhook and event id: reading an entry twice stores nothing twice). XACK after the commit.
-  Postgres then holds every delivery until it succeeds or is dead-lettered.
+  Postgres then holds every delivery until it succeeds or is dead-lettered. An entry Postgres
+  refuses for what it holds (not an outage) is logged and dropped, alone.
 - deliver: for each webhook with a due delivery, one task (and, across replicas, one holder of
   the webhook's Redis lock) sends its pending deliveries one by one in `seq` order. A failure
   stops that webhook's queue until the retry (exponential backoff, jittered), so a receiver
@@ -37,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import streams
 from app.cancellation import cancel_and_wait
+from app.errors import is_outage
 from app.events_out import events, signing, ssrf
 from app.models import ApiKey, DeliveryStatus, Webhook, WebhookDelivery
 from app.settings import Settings
@@ -101,7 +103,7 @@ class WebhookDispatcher:
             try:
                 entries = await reader.read(block_ms=1000)
                 if entries:
-                    await self.ingest(entries)
+                    await self.ingest_or_drop(entries)
             except asyncio.CancelledError:
                 raise
             except (RedisError, SQLAlchemyError, OSError) as exc:
@@ -111,6 +113,27 @@ class WebhookDispatcher:
                     log.warning("webhook_ingest_retry", error=repr(exc))
                 reader.retry()
                 await _sleep_or_stop(stop, RETRY_S)
+
+    async def ingest_or_drop(
+        self, entries: Sequence[tuple[streams.StreamId, dict[str, Any] | None]]
+    ) -> None:
+        """`ingest`; if Postgres refuses the entries for what they hold (not an outage, which
+        the caller waits out and reads them again), each alone, and one refused alone is
+        dropped: read again it would fail again, and hold every webhook's events behind it."""
+        try:
+            await self.ingest(entries)
+            return
+        except SQLAlchemyError as exc:
+            if is_outage(exc):
+                raise
+        for entry in entries:
+            try:
+                await self.ingest([entry])
+            except SQLAlchemyError as exc:
+                if is_outage(exc):
+                    raise
+                log.error("webhook_event_dropped", entry_id=entry[0].decode(), error=repr(exc))
+                await streams.ack_firehose(self.redis, streams.WEBHOOKS_GROUP, [entry[0]])
 
     async def ingest(
         self, entries: Sequence[tuple[streams.StreamId, dict[str, Any] | None]]

@@ -2,6 +2,7 @@
 
 import asyncio
 import time
+import uuid
 from datetime import UTC, datetime
 
 import pytest
@@ -10,6 +11,7 @@ from standardwebhooks import Webhook as StandardWebhook
 
 from app import streams
 from app.events_out.dispatcher import WebhookDispatcher, backoff_s
+from app.jobs import events as job_events
 from app.models import ApiKey, WebhookDelivery
 from app.security import Scope
 from app.streams import firehose_groups as firehose_groups_module
@@ -411,3 +413,31 @@ async def test_events_a_dead_consumer_read_are_claimed_later_not_only_at_a_start
         await wait_for(lambda: any(e["job"]["id"] == str(job.id) for e in receiver.events()))
     pending = await redis.xpending(streams.FIREHOSE, streams.WEBHOOKS_GROUP)
     assert pending["pending"] == 0
+
+
+async def test_an_event_postgres_cannot_store_is_dropped_and_the_ones_after_it_arrive(
+    settings, api_key, redis, sessionmaker, receiver
+):
+    """A firehose entry whose delivery Postgres refuses for what it holds (a NUL: no JSON column
+    stores one) failed the dispatcher's whole read, which it then read again for ever: no webhook
+    got anything more. It is dropped alone now; the entries read with it are delivered."""
+    receiver.start()
+    hook_settings = events_settings(settings)
+    async with serve_app(hook_settings, api_key) as http:
+        await http.post("/v1/webhooks", json={"url": receiver.url, "event_types": ["job.failed"]})
+    bad, good = uuid.uuid4(), uuid.uuid4()
+    for job_id, reason in ((bad, "cannot\x00be stored"), (good, "an ordinary failure")):
+        event = job_events.error(job_id, None, reason)
+        await streams.publish_firehose_event(redis, event, maxlen=1000)
+
+    async def all_acked() -> bool:
+        pending = await redis.xpending(streams.FIREHOSE, streams.WEBHOOKS_GROUP)
+        return bool(pending["pending"] == 0)
+
+    async with running_dispatcher(hook_settings, sessionmaker, redis):
+        await wait_for(lambda: any(e["job"]["id"] == str(good) for e in receiver.events()))
+        await wait_for(all_acked)
+    assert [e["job"]["id"] for e in receiver.events()] == [str(good)]
+    async with sessionmaker() as session:
+        stored = (await session.scalars(select(WebhookDelivery.payload))).all()
+    assert [payload["job"]["id"] for payload in stored] == [str(good)]
