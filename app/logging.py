@@ -51,6 +51,11 @@ def configure_logging(settings: Settings) -> None:
     # httpx logs every request at INFO: `lookout up`'s readiness polls, the webhook
     # dispatcher's deliveries (it records them itself), the CLI's calls.
     logging.getLogger("httpx").setLevel(max(level, logging.WARNING))
+    # At every start: faiss names each CPU build it could not load (with a ModuleNotFoundError
+    # that reads like a failure) before the one it does; Alembic lists its own plugins. The
+    # migrations that run are still logged (alembic.runtime.migration).
+    logging.getLogger("faiss.loader").setLevel(max(level, logging.WARNING))
+    logging.getLogger("alembic.runtime.plugins").setLevel(max(level, logging.WARNING))
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]

@@ -110,6 +110,10 @@ def test_up_serves_the_quickstart_stops_cleanly_and_reuses_its_data(tmp_path, mo
 
     output = up.stop(signal.SIGTERM)
     assert "HTTP Request" not in output  # not a line per readiness poll (httpx's INFO log)
+    # Nor a newcomer's first worry: faiss's CPU builds it could not load ("Could not load
+    # library … ModuleNotFoundError"), Alembic's plugin list. The migrations run are still said.
+    assert "ModuleNotFoundError" not in output and "setup plugin" not in output, output
+    assert "Running upgrade 0011 -> 0012" in output
     assert processes_using(data_dir) == []  # no orphaned postgres, redis, api or worker
     assert not (data_dir / "redis" / "redis.sock").exists()
     assert not (data_dir / "postgres" / "postmaster.pid").exists()
