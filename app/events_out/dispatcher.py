@@ -6,7 +6,7 @@ Two loops in `lookout events`:
   into outbound events (events.py), and INSERT one delivery row per matching webhook (keyed by
   webhook and event id: reading an entry twice stores nothing twice). XACK after the commit.
   Postgres then holds every delivery until it succeeds or is dead-lettered. An entry Postgres
-  refuses for what it holds (not an outage) is logged and dropped, alone.
+  refuses for what it holds (a data error, SQLSTATE class 22 or 54) is logged and dropped, alone.
 - deliver: for each webhook with a due delivery, one task (and, across replicas, one holder of
   the webhook's Redis lock) sends its pending deliveries one by one in `seq` order. A failure
   stops that webhook's queue until the retry (exponential backoff, jittered), so a receiver
@@ -33,7 +33,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 from sqlalchemy import ColumnElement, delete, exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import streams
@@ -117,20 +117,21 @@ class WebhookDispatcher:
     async def ingest_or_drop(
         self, entries: Sequence[tuple[streams.StreamId, dict[str, Any] | None]]
     ) -> None:
-        """`ingest`; if Postgres refuses the entries for what they hold (not an outage, which
-        the caller waits out and reads them again), each alone, and one refused alone is
-        dropped: read again it would fail again, and hold every webhook's events behind it."""
+        """`ingest`; if Postgres refuses the entries for what they hold, each alone, and one
+        refused alone is dropped: read again it would fail again, and hold every webhook's
+        events behind it. Any other failure (an outage, a deadlock) goes to the caller, which
+        waits and reads the same entries again."""
         try:
             await self.ingest(entries)
             return
-        except SQLAlchemyError as exc:
-            if is_outage(exc):
+        except DBAPIError as exc:
+            if not _refused_for_content(exc):
                 raise
         for entry in entries:
             try:
                 await self.ingest([entry])
-            except SQLAlchemyError as exc:
-                if is_outage(exc):
+            except DBAPIError as exc:
+                if not _refused_for_content(exc):
                     raise
                 log.error("webhook_event_dropped", entry_id=entry[0].decode(), error=repr(exc))
                 await streams.ack_firehose(self.redis, streams.WEBHOOKS_GROUP, [entry[0]])
@@ -403,6 +404,13 @@ class WebhookDispatcher:
                     WebhookDelivery.id.in_(select(ranked.c.id).where(ranked.c.rank > keep))
                 )
             )
+
+
+def _refused_for_content(exc: DBAPIError) -> bool:
+    """Postgres refused the statement for a value it holds: a data exception (SQLSTATE class
+    22: a NUL in JSON, an unrepresentable number) or a size past its limits (54)."""
+    sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
+    return not is_outage(exc) and sqlstate[:2] in ("22", "54")
 
 
 def _owner_usable() -> ColumnElement[bool]:
