@@ -111,7 +111,7 @@ export function render(view, { query, me }) {
     const source = nodeNameOf(job);
     if (job.node_id) noteNode(job.node_id, source);
     const counts = Object.entries(job.counts ?? {});
-    return h('tr', { dataset: { jobId: job.id, status: job.status } },
+    return h('tr', { class: 'row-link', dataset: { jobId: job.id, status: job.status }, onclick: (event) => openJob(event, job.id) },
       h('td', {}, h('a', { href: `#/jobs/${encodeURIComponent(job.id)}`, class: 'job-link', title: job.id }, h('code', {}, job.id.slice(0, 8)))),
       h('td', {}, timeElement(job.created_at, { withDate: true })),
       h('td', { class: `job-status status-${job.status}` }, job.status),
@@ -121,6 +121,14 @@ export function render(view, { query, me }) {
         ? h('span', { class: 'error', title: job.error }, 'error')
         : (counts.length ? counts.map(([label, n]) => `${label} × ${n}`).join(', ') : h('span', { class: 'muted' }, 'nothing'))),
       h('td', {}, formatMs(job.timings?.total_ms)));
+  }
+
+  // A click anywhere on a row opens its job, as its id's link does (which keeps the keyboard,
+  // and the new tab of a middle or modified click); a drag that selects text does not.
+  function openJob(event, id) {
+    if (event.target.closest('a') || event.ctrlKey || event.metaKey || event.shiftKey) return;
+    if (window.getSelection()?.toString()) return;
+    location.hash = `#/jobs/${encodeURIComponent(id)}`;
   }
 
   async function fleet() {
