@@ -156,7 +156,7 @@ def test_detections_follow_the_order_of_the_job_tasks(detectors):
 
 
 @pytest.mark.parametrize("size", [(1, 1), (10_000, 4), (4, 10_000), (2, 5_000)])
-def test_a_sliver_or_a_pixel_runs_every_task_and_finds_nothing(detectors, size):
+def test_a_sliver_or_a_pixel_runs_every_task_and_finds_no_face(detectors, size):
     # A 10,000 × 4 banner, decoded at a quarter scale, is one pixel tall: SCRFD's letterbox made
     # it 0 px and OpenCV's resize raised, which failed the job ("processing error: cv2.error").
     data = encode(np.asarray(Image.fromarray(t1_rgb()).resize(size)), "JPEG")
