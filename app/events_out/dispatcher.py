@@ -38,7 +38,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import streams
 from app.cancellation import cancel_and_wait
-from app.errors import is_outage
 from app.events_out import events, signing, ssrf
 from app.models import ApiKey, DeliveryStatus, Webhook, WebhookDelivery
 from app.settings import Settings
@@ -410,7 +409,7 @@ def _refused_for_content(exc: DBAPIError) -> bool:
     """Postgres refused the statement for a value it holds: a data exception (SQLSTATE class
     22: a NUL in JSON, an unrepresentable number) or a size past its limits (54)."""
     sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
-    return not is_outage(exc) and sqlstate[:2] in ("22", "54")
+    return sqlstate[:2] in ("22", "54")
 
 
 def _owner_usable() -> ColumnElement[bool]:

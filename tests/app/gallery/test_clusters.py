@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.gallery.clusters import cluster_pass, jobs_with_unknown_faces
 from app.gallery.matching import PastFace, nearest_past_faces
 from app.vectors import calibrated_similarity, hnsw_index_name
+from tests.app.gallery.test_matching import plan_of
 from tests.conftest import statements_sent
 
 DIM = 192
@@ -127,17 +128,6 @@ def test_the_loop_takes_the_jobs_whose_result_has_a_face_nobody_was_named_for():
     assert jobs_with_unknown_faces(entries) == [unknown]
 
 
-async def plan_of(engine: AsyncEngine, statement: str, parameters: object) -> str:
-    """The plan of a statement as sent, with sequential scans and sorts ruled out: its ORDER BY
-    distance LIMIT can then only come from an index whose expression and model match it."""
-    async with engine.begin() as connection:
-        await connection.execute(text("ANALYZE face_embeddings"))
-        await connection.execute(text("SET LOCAL enable_seqscan = off"))
-        await connection.execute(text("SET LOCAL enable_sort = off"))
-        plan = await connection.exec_driver_sql(f"EXPLAIN {statement}", parameters)
-        return "\n".join(row[0] for row in plan)
-
-
 async def test_the_neighbours_and_past_face_searches_walk_face_embeddings_index(
     settings, sessionmaker, engine
 ):
@@ -171,7 +161,13 @@ async def test_the_neighbours_and_past_face_searches_walk_face_embeddings_index(
     for face in found:
         exact = calibrated_similarity(float(cosines[face.face_id - 1]), MODEL)
         assert face.similarity == pytest.approx(exact, abs=2e-5)
-    for statement, parameters in [*clustering, *searching]:
-        assert hnsw_index_name("face_embeddings", MODEL) in await plan_of(
-            engine, statement, parameters
-        )
+    # Each statement as sent, planned with sequential scans and sorts ruled out: its ORDER BY
+    # distance LIMIT can then only come from an index whose expression and model match it.
+    async with sessionmaker() as session:
+        await session.execute(text("ANALYZE face_embeddings"))
+        await session.execute(text("SET LOCAL enable_seqscan = off"))
+        await session.execute(text("SET LOCAL enable_sort = off"))
+        for statement, parameters in [*clustering, *searching]:
+            plan = await plan_of(session, statement, parameters)
+            assert hnsw_index_name("face_embeddings", MODEL) in plan
+        await session.rollback()
