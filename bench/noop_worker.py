@@ -12,6 +12,7 @@ import uvloop
 from redis.asyncio import Redis
 
 from app.db import create_engine, create_sessionmaker
+from app.logging import configure_logging
 from app.settings import get_settings
 from app.storage import Storage
 from workers.consumer import Consumer
@@ -31,6 +32,9 @@ class NoopDetector:
 
 async def main() -> None:
     settings = get_settings()
+    # As workers/pool.py does for real workers: without it structlog's default logger renders
+    # every job's `job_done` line, at any level (a few % of this worker's CPU, not the product's).
+    configure_logging(settings)
     assert settings.redis.url is not None
     engine = create_engine(settings.database)
     redis = Redis.from_url(settings.redis.url)
