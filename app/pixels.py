@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.errors import AppError
-from app.images import inspect_image
+from app.images import ImageInfo, check_body, inspect_image
 
 ImageBGR = npt.NDArray[np.uint8]  # H × W × 3, OpenCV channel order
 
@@ -70,15 +70,23 @@ def apply_orientation(pixels: ImageBGR, orientation: int) -> ImageBGR:
     return np.asarray(turned, dtype=np.uint8)
 
 
-def decode_image(data: bytes, *, max_pixels: int, target_side_px: int) -> DecodedImage:
+def decode_image(
+    data: bytes, *, max_pixels: int, target_side_px: int, header: ImageInfo | None = None
+) -> DecodedImage:
     """Header checks first (type, dimensions against max_pixels, truncation), then the decode.
 
     Large JPEGs decode at reduced scale (see reduction_for); EXIF orientation is applied (by us,
     for every format, from the header's tag); alpha is dropped and grey becomes 3 channels.
+    `header`: the data's inspect_header, where the caller has it already (the body is still
+    checked).
     """
     started = time.perf_counter()
     try:
-        info = inspect_image(data, max_pixels=max_pixels)
+        if header is None:
+            info = inspect_image(data, max_pixels=max_pixels)
+        else:
+            check_body(header.format, data)
+            info = header
     except AppError as exc:
         raise BadImage(exc.detail) from exc
     factor = reduction_for(info.format, info.width, info.height, target_side_px=target_side_px)

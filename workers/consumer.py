@@ -22,6 +22,7 @@ deleted from it with the job's ack or dead letter, whatever the outcome.
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import os
 import socket
 import uuid
@@ -42,6 +43,7 @@ from app import streams
 from app.cancellation import cancel_and_wait
 from app.db import autocommit_session
 from app.errors import is_outage
+from app.images import ImageInfo, inspect_header
 from app.jobs import events as job_events
 from app.jobs import results
 from app.models import Job
@@ -63,6 +65,12 @@ BURST_IDLE_MS = 200
 # Entries of dead consumers are looked for at most this often (and at least every
 # job_timeout_s), unless the last look found some.
 STALE_CLAIM_INTERVAL_S = 1.0
+# A batch whose images add up to no more pixels than this decodes on the event loop (a few ms
+# at most: 1 MP of JPEG): a hop to a thread and back cost a no-op worker ~15% of its CPU a job
+# on small images (bench/RESULTS.md). Larger batches decode in a thread, the loop free for the
+# previous batch's writes meanwhile. Claimed pixels, from the headers: a small file can claim
+# many (one colour compresses to nothing), and it is the pixels that cost.
+DECODE_INLINE_PIXELS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -328,13 +336,7 @@ class Consumer:
                 started.append((entry, message, data))
         if not started:
             return []
-        settings = self.settings
-        decoded = await asyncio.to_thread(
-            _decode_all,
-            [data for _, _, data in started],
-            max_pixels=settings.api.max_image_pixels,
-            target_side_px=settings.decode.target_side_px,
-        )
+        decoded = await self._decode([data for _, _, data in started])
         work = []
         for (entry, message, _), image in zip(started, decoded, strict=True):
             if isinstance(image, DecodedImage):
@@ -342,6 +344,22 @@ class Consumer:
                 continue
             await self._settle(entry, message, image)
         return work
+
+    async def _decode(self, blobs: Sequence[bytes]) -> list[DecodedImage | Exception]:
+        """Each image decoded, or why not: on the event loop when the batch is small, else in a
+        thread (the loop meanwhile writes the previous batch's results)."""
+        max_pixels = self.settings.api.max_image_pixels
+        headers = [_header(data, max_pixels=max_pixels) for data in blobs]
+        decode = functools.partial(
+            _decode_all,
+            blobs,
+            headers,
+            max_pixels=max_pixels,
+            target_side_px=self.settings.decode.target_side_px,
+        )
+        if sum(h.width * h.height for h in headers if h is not None) <= DECODE_INLINE_PIXELS:
+            return decode()
+        return await asyncio.to_thread(decode)
 
     async def infer(self, batch: Sequence[Work]) -> list[PipelineResult | Exception]:
         """Results per job, in order; never raises (a failure becomes every job's outcome).
@@ -728,14 +746,30 @@ async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), timeout=seconds)
 
 
+def _header(data: bytes, *, max_pixels: int) -> ImageInfo | None:
+    """The image's header; None where it is refused (decode_image then says why)."""
+    try:
+        return inspect_header(data, max_pixels=max_pixels)
+    except Exception:
+        return None
+
+
 def _decode_all(
-    blobs: Sequence[bytes], *, max_pixels: int, target_side_px: int
+    blobs: Sequence[bytes],
+    headers: Sequence[ImageInfo | None],
+    *,
+    max_pixels: int,
+    target_side_px: int,
 ) -> list[DecodedImage | Exception]:
     """Decode each image; a failure is returned in its place, never raised."""
     decoded: list[DecodedImage | Exception] = []
-    for data in blobs:
+    for data, header in zip(blobs, headers, strict=True):
         try:
-            decoded.append(decode_image(data, max_pixels=max_pixels, target_side_px=target_side_px))
+            decoded.append(
+                decode_image(
+                    data, max_pixels=max_pixels, target_side_px=target_side_px, header=header
+                )
+            )
         except Exception as exc:  # BadImage, or OpenCV choking on a hostile file
             decoded.append(exc)
     return decoded

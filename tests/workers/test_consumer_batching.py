@@ -12,11 +12,13 @@ from sqlalchemy.exc import IntegrityError
 from app import streams
 from app.embedders import ARCFACE_MBF
 from app.models import FaceEmbedding, Job, JobStatus
+from app.pixels import BadImage, DecodedImage, decode_image
 from app.streams.events import decode_event
 from tests.conftest import SHARED_IMAGES, job_events, shared_image
 from tests.images import blank
 from tests.workers.detectors.tiny_models import arcface_like
-from workers.consumer import Consumer, Work
+from workers import consumer as consumer_module
+from workers.consumer import DECODE_INLINE_PIXELS, Consumer, Work
 from workers.detectors.base import Detection, ImageBGR
 from workers.detectors.face import Embedder, FaceDetector, FaceDetectorConfig
 from workers.detectors.onnx import OnnxModel, RuntimeOptions
@@ -150,6 +152,35 @@ async def test_the_next_batch_is_decoded_while_this_one_is_in_inference(
     assert gated.overlapped == [True]
     for job in jobs:
         assert (await fetch_job(sessionmaker, job.id)).status == JobStatus.done
+
+
+async def test_a_small_batch_decodes_on_the_event_loop_and_a_large_one_in_a_thread(
+    make_consumer, monkeypatch
+):
+    consumer = make_consumer()
+    threads: list[int] = []
+
+    def noting_thread(*args, **kwargs):  # type: ignore[no-untyped-def]
+        threads.append(threading.get_ident())
+        return decode_image(*args, **kwargs)
+
+    monkeypatch.setattr(consumer_module, "decode_image", noting_thread)
+    loop_thread = threading.get_ident()
+    small = [blank(64, 48, ".png"), blank(640, 480, ".jpg"), T1[:1000]]  # the last: truncated
+    decoded = await consumer._decode(small)
+
+    assert threads == [loop_thread] * 3
+    assert [(d.width, d.height) for d in decoded[:2]] == [(64, 48), (640, 480)]
+    assert isinstance(decoded[2], BadImage) and "truncated" in str(decoded[2])
+
+    # A few KB of one colour that claims 2 MP: the claimed pixels decide, not the bytes.
+    flat = blank(2000, 1000, ".png")
+    assert len(flat) < 20_000 and 2000 * 1000 > DECODE_INLINE_PIXELS
+    threads.clear()
+    decoded = await consumer._decode([flat])
+
+    assert len(threads) == 1 and threads[0] != loop_thread
+    assert isinstance(decoded[0], DecodedImage) and decoded[0].width == 2000
 
 
 async def test_a_bad_job_in_a_batch_fails_alone_and_everything_is_acked(
