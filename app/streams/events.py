@@ -1,10 +1,10 @@
 """Job events (status | result | error) and node events: their shape on the wire, publish, read."""
 
-import json
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal, cast
 
+import orjson
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
@@ -51,11 +51,11 @@ def is_terminal(event: dict[str, Any]) -> bool:
     return event.get("type") == "status" and event.get("status") in ("done", "failed")
 
 
-def encode_event(event: dict[str, Any]) -> dict[str, str]:
+def encode_event(event: dict[str, Any]) -> dict[str, str | bytes]:
     return _encode(event)
 
 
-def encode_events(events: Sequence[dict[str, Any]]) -> dict[str, str]:
+def encode_events(events: Sequence[dict[str, Any]]) -> dict[str, str | bytes]:
     """One job-stream entry for a job's events of one step (a result and its final status):
     `data` holds the event itself when there is one, else the list of them, in order."""
     return _encode(events[0] if len(events) == 1 else list(events))
@@ -73,14 +73,16 @@ def decode_events(fields: dict[bytes, bytes]) -> list[dict[str, Any]]:
     return data if isinstance(data, list) else [data]
 
 
-def _encode(data: Any) -> dict[str, str]:
-    return {"v": str(SCHEMA_VERSION), "data": json.dumps(data, separators=(",", ":"))}
+def _encode(data: Any) -> dict[str, str | bytes]:
+    # orjson: a tenth of json.dumps's CPU; the same JSON text, but UTF-8 where json.dumps wrote
+    # \uXXXX escapes, and null for NaN (which json.dumps wrote, and no JSON parser reads).
+    return {"v": str(SCHEMA_VERSION), "data": orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS)}
 
 
 def _decode(fields: dict[bytes, bytes]) -> Any:
     if int(fields.get(b"v", b"0")) != SCHEMA_VERSION:
         raise ProtocolError(f"unsupported event version {fields.get(b'v')!r}")
-    return json.loads(fields[b"data"])
+    return orjson.loads(fields[b"data"])
 
 
 async def publish_job_event(
