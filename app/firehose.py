@@ -9,6 +9,7 @@ allowed to grow memory or stall the others.
 import asyncio
 from typing import Any
 
+import orjson
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -26,21 +27,23 @@ Event = dict[str, Any]
 
 
 class Subscription:
-    """A subscriber's bounded queue. `None` in the queue means: dropped for being too slow.
+    """A subscriber's bounded queue of events as JSON text. `None` in the queue means: dropped
+    for being too slow.
 
     With an `owner`, only that owner's events are queued (events carry `owner_id`).
     """
 
     def __init__(self, max_queued: int, owner: str | None = None) -> None:
-        self.queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize=max_queued)
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=max_queued)
         self.owner = owner
         self.dropped = False
 
-    def offer(self, event: Event) -> None:
+    def offer(self, event: Event, text: str) -> None:
+        """Queue `text` (`event` as JSON) if this subscriber is to see `event`."""
         if self.dropped or (self.owner is not None and event.get("owner_id") != self.owner):
             return
         try:
-            self.queue.put_nowait(event)
+            self.queue.put_nowait(text)
         except asyncio.QueueFull:
             # Discard the backlog and leave only the verdict, which the sender sees next.
             self.dropped = True
@@ -92,6 +95,8 @@ class Firehose:
                 if event is None:
                     log.warning("firehose_entry_invalid", entry_id=entry_id.decode())
                     continue
+                # Encoded once for every subscriber: a thousand sockets, a thousand encodes.
+                text = orjson.dumps(event).decode()
                 for subscription in list(self.subscriptions):
-                    subscription.offer(event)
+                    subscription.offer(event, text)
         self._reader = None

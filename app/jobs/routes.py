@@ -439,8 +439,8 @@ async def firehose(websocket: WebSocket) -> None:
         subscription = state.firehose.subscribe(owner=owner)
 
         async def send_events() -> None:
-            while (event := await subscription.queue.get()) is not None:
-                await websocket.send_json(event)
+            while (text := await subscription.queue.get()) is not None:
+                await websocket.send_text(text)
             await websocket.close(
                 code=WS_CLOSE_TRY_AGAIN_LATER, reason="client too slow; reconnect"
             )

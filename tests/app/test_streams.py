@@ -1,6 +1,7 @@
 """The wire protocol: message round trips, versioning, and read positions."""
 
 import asyncio
+import json
 import uuid
 
 import pytest
@@ -207,7 +208,9 @@ async def test_firehose_fans_out_and_drops_only_the_slow_subscriber(redis):
         await streams.publish_job_event(
             redis, streams.make_event("result", uuid.uuid4(), n=i), ttl_s=60, firehose_maxlen=100
         )
-        received.append((await asyncio.wait_for(fast.queue.get(), 5))["n"])  # fast keeps up
+        text = await asyncio.wait_for(fast.queue.get(), 5)  # fast keeps up
+        assert text is not None
+        received.append(json.loads(text)["n"])
     await firehose.close()
     assert received == [0, 1, 2, 3, 4, 5]
     assert slow.dropped
@@ -229,7 +232,8 @@ async def test_the_firehose_reader_moves_past_an_entry_that_is_not_an_event(redi
         redis, streams.make_event("result", uuid.uuid4(), n=1), ttl_s=60, firehose_maxlen=100
     )
     try:
-        assert (await asyncio.wait_for(subscriber.queue.get(), 5))["n"] == 1
+        text = await asyncio.wait_for(subscriber.queue.get(), 5)
+        assert text is not None and json.loads(text)["n"] == 1
         assert firehose._reader is not None and not firehose._reader.done()
     finally:
         await firehose.close()
