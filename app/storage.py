@@ -36,26 +36,45 @@ class Storage:
         # isatty ioctl; the directory is made only when the first write finds it missing).
         tmp = str(self.root / f"{TEMP_PREFIX}{secrets.token_hex(8)}-{key}")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileNotFoundError:  # the first write: the directory is made then
-            self.root.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            try:
-                # Created 0600; nginx's workers (another user) send these files after the
-                # API's X-Accel-Redirect. World-readable inside the volume: only Lookout's own
-                # containers mount it (a group would not do: nginx's workers drop every group
-                # /etc/group does not give them, compose's group_add included).
-                os.fchmod(fd, STORED_FILE_MODE)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-            finally:
-                os.close(fd)
+            self._write_new(tmp, data)
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def create(self, key: str, data: bytes) -> None:
+        """Store data under a key nobody knows yet (a new upload's), written in place: no temp
+        file, no rename (a fifth of put's CPU on this disk, bench/RESULTS.md). Raises
+        FileExistsError if the key exists. Nothing reads the key before this returns (its job
+        row is inserted after), so no reader can see the file half-written; a crash mid-write
+        leaves a partial file that no row names, which the sweep removes as it would any.
+        """
+        target = str(self.path(key))
+        try:
+            self._write_new(target, data)
+        except BaseException as exc:
+            if not isinstance(exc, FileExistsError):  # not ours to remove
+                Path(target).unlink(missing_ok=True)
+            raise
+
+    def _write_new(self, path: str, data: bytes) -> None:
+        """Create `path` (refusing one that exists) and write `data` to it."""
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileNotFoundError:  # the first write: the directory is made then
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            # Created 0600; nginx's workers (another user) send these files after the API's
+            # X-Accel-Redirect. World-readable inside the volume: only Lookout's own
+            # containers mount it (a group would not do: nginx's workers drop every group
+            # /etc/group does not give them, compose's group_add included).
+            os.fchmod(fd, STORED_FILE_MODE)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
 
     def get(self, key: str) -> bytes:
         """Raises FileNotFoundError when the key is absent."""

@@ -94,9 +94,9 @@ async def _new_job_values(
     image_key = f"{job_id}.{info.extension}" if store_image else None
     if image_key is not None:
         if len(image) <= INLINE_WRITE_MAX_BYTES:
-            storage.put(image_key, image)
+            storage.create(image_key, image)
         else:
-            await asyncio.to_thread(storage.put, image_key, image)
+            await asyncio.to_thread(storage.create, image_key, image)
     width, height = info.upright_size  # detections refer to the upright image
     return {
         "id": job_id,
