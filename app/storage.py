@@ -44,7 +44,7 @@ class Storage:
 
     def create(self, key: str, data: bytes) -> None:
         """Store data under a key nobody knows yet (a new upload's), written in place: no temp
-        file, no rename (a fifth of put's CPU on this disk, bench/RESULTS.md). Raises
+        file, no rename (a third less CPU than put on this disk, bench/RESULTS.md). Raises
         FileExistsError if the key exists. Nothing reads the key before this returns (its job
         row is inserted after), so no reader can see the file half-written; a crash mid-write
         leaves a partial file that no row names, which the sweep removes as it would any.

@@ -279,8 +279,8 @@ def run(
 
 
 def file_create_us(folder: Path, count: int = 300) -> float:
-    """CPU µs of creating (and closing) one empty file in `folder`, as the image store's `put`
-    does once per upload. On the 2-core machine's ext4 it ranged from ~15 to ~600 µs by folder
+    """CPU µs of creating (and closing) one empty file in `folder`, as the image store's
+    `create` does once per upload. On the 2-core machine's ext4 it ranged from ~15 to ~600 µs by folder
     and hour (inode allocation; 2026-12-05), which moves the API's CPU per upload by as much:
     the run reports it beside the CPU table. Measured idle, before the rounds."""
     names = [folder / f".bench-create-{uuid.uuid4().hex}" for _ in range(count)]
@@ -345,7 +345,7 @@ def cpu_lines(result: PlumbingResult) -> list[str]:
         f"at {floor_total:.1f} ms); {THROUGHPUT.threshold:.0f} jobs/s needs "
         f"{1000 * CORES / THROUGHPUT.threshold:.1f} ms per job, all processes together.",
         "",
-        f"The upload's one file (the image store's `put`) starts with a create, which cost "
+        f"The upload's one file (the image store's `create`) starts with a create, which cost "
         f"{result.file_create_us:.0f} µs of CPU in the store's folder in this run (measured idle, "
         "before the rounds; 15 to 660 µs on this machine's disk on 2026-12-05, from one folder "
         "or hour to the next); the floor stores no file.",
