@@ -4,6 +4,7 @@ import asyncio
 import json
 import uuid
 
+import numpy as np
 import pytest
 
 from app import streams
@@ -183,6 +184,24 @@ async def test_reading_after_the_firehose_tail_sees_entries_added_before_the_rea
     assert len(entries) == 3
     # What reading from "$" at this point would have returned: nothing.
     assert await streams.read_firehose(redis, after=b"$", block_ms=50) == []
+
+
+async def test_an_event_encodes_what_json_dumps_took(redis):
+    """numpy numbers (a float64 is a float to json.dumps), keys that are not strings, text
+    beyond ASCII: the stream's JSON took them before it was orjson's, and still does."""
+    job_id = uuid.uuid4()
+    event = streams.make_event(
+        "result",
+        job_id,
+        score=np.float64(0.5),
+        box=[np.float64(1.25), 3],
+        counts={1: 2},
+        name="Zoë 山田",
+    )
+    await streams.publish_job_event(redis, event, ttl_s=30, firehose_maxlen=100)
+    [(_, read)] = await streams.read_job_events(redis, job_id)
+    assert read == {**event, "score": 0.5, "box": [1.25, 3], "counts": {"1": 2}}
+    assert json.loads(json.dumps(event)) == read  # what json.dumps made of it
 
 
 async def test_job_event_stream_expires_and_replays_in_order(redis):
