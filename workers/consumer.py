@@ -67,9 +67,9 @@ BURST_IDLE_MS = 200
 STALE_CLAIM_INTERVAL_S = 1.0
 # A batch whose images add up to no more pixels than this decodes on the event loop (a few ms
 # at most: 1 MP of JPEG): a hop to a thread and back cost a no-op worker about a tenth of its
-# CPU a job on small images (bench/RESULTS.md). Larger batches decode in a thread, the loop free for the
-# previous batch's writes meanwhile. Claimed pixels, from the headers: a small file can claim
-# many (one colour compresses to nothing), and it is the pixels that cost.
+# CPU a job on small images (bench/RESULTS.md). Larger batches decode in a thread, the loop
+# free for the previous batch's writes meanwhile. Claimed pixels, from the headers: a small
+# file can claim many (one colour compresses to nothing), and it is the pixels that cost.
 DECODE_INLINE_PIXELS = 1 << 20
 
 
