@@ -33,7 +33,7 @@ class NoopDetector:
 async def main() -> None:
     settings = get_settings()
     # As workers/pool.py does for real workers: without it structlog's default logger renders
-    # every job's `job_done` line, at any level (a few % of this worker's CPU, not the product's).
+    # every job's `job_done` line, at any level, on this worker's CPU (never on a real one's).
     configure_logging(settings)
     assert settings.redis.url is not None
     engine = create_engine(settings.database)
