@@ -10,6 +10,12 @@ in front, applies its own client_header_timeout / client_body_timeout (nginx/).
 
 The protocol is uvicorn's httptools one (a C parser), not its pure-Python h11 one, whose parsing
 showed in every upload's profile (bench/RESULTS.md, the hot path).
+
+WebSocket messages go out uncompressed: permessage-deflate compresses each message once per
+socket (every socket keeps its own zlib context), 40% of the API's CPU for each event delivered
+to a firehose subscriber (37-42 µs with it, 22-25 without, 200 subscribers; bench/RESULTS.md).
+Events are a few hundred bytes of JSON to clients on the same network; a client that offers the
+extension is answered without it, which every WebSocket client accepts (RFC 6455 §9.1).
 """
 
 import asyncio
@@ -67,6 +73,11 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
+def server_options(header_timeout_s: float) -> dict[str, Any]:
+    """uvicorn's options for the API, the same under `lookout api` and under gunicorn."""
+    return {"http": protocol_class(header_timeout_s), "ws_per_message_deflate": False}
+
+
 def protocol_class(header_timeout_s: float) -> type[HeaderDeadlineProtocol]:
     return type(
         "LookoutHttpProtocol", (HeaderDeadlineProtocol,), {"header_timeout_s": header_timeout_s}
@@ -79,6 +90,6 @@ class LookoutUvicornWorker(UvicornWorker):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.CONFIG_KWARGS = {
             **UvicornWorker.CONFIG_KWARGS,
-            "http": protocol_class(get_settings().api.header_timeout_s),
+            **server_options(get_settings().api.header_timeout_s),
         }
         super().__init__(*args, **kwargs)

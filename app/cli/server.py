@@ -49,7 +49,7 @@ def run_api(settings: Settings, *, host: str | None, port: int | None) -> int:
         return _exec_gunicorn(settings, processes, host=host, port=port)
     import uvicorn  # only the API process needs the server
 
-    from app.server import protocol_class
+    from app.server import server_options
 
     configure_logging(settings)
     uvicorn.run(
@@ -62,7 +62,7 @@ def run_api(settings: Settings, *, host: str | None, port: int | None) -> int:
         # RequestContext logs every request (with its request id); uvicorn's would repeat it.
         access_log=False,
         log_config=None,  # keep our structlog setup: JSON lines in production
-        http=protocol_class(settings.api.header_timeout_s),  # slow request heads are cut off
+        **server_options(settings.api.header_timeout_s),  # head deadline, no WS compression
     )
     return 0
 

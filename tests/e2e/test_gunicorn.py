@@ -10,6 +10,7 @@ import httpx
 import psutil
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
+from websockets.sync.client import connect as ws_connect
 
 from tests.conftest import shared_image
 from tests.processes import REPO, free_port, http_ok, lookout_env, start_python, stop, wait_until
@@ -98,6 +99,12 @@ def test_gunicorn_serves_with_two_preloaded_workers_and_stops_cleanly(settings, 
         # Whichever worker answers the scrape reports both workers' requests.
         scrapes = [httpx.get(f"{base}/metrics").text for _ in range(6)]
         assert [scraped(s, REQUESTS_COUNT, JOBS_LISTED) for s in scrapes] == [[len(statuses)]] * 6
+
+        # Its workers run uvicorn with the API's options (app/server.py): WebSocket messages
+        # go out uncompressed to a client that offers permessage-deflate.
+        with ws_connect(f"ws://127.0.0.1:{port}/v1/ws", additional_headers=auth) as ws:
+            assert "permessage-deflate" in ws.request.headers["Sec-WebSocket-Extensions"]
+            assert "Sec-WebSocket-Extensions" not in ws.response.headers
 
         upload = httpx.post(
             f"{base}/v1/images", files={"image": ("t1.jpg", T1, "image/jpeg")}, headers=auth
