@@ -64,7 +64,7 @@ def main() -> None:
                 for name, ms in meter.ms_per(args.jobs).items():
                     figures[tree][name].append(ms)
                 figures[tree]["latency"].extend(
-                    asyncio.run(latency_on_firehose(served.base_url, served.ws_url, 50))
+                    asyncio.run(latency_on_firehose(served.base_url, served.ws_url, 50))["lean"]
                 )
     for tree, measured in figures.items():
         medians = ", ".join(

@@ -327,20 +327,29 @@ class LeanPoster:
 
         async def connection() -> None:
             nonlocal remaining
-            reader, writer = await asyncio.open_connection(self.host, self.port)
+            reader, writer = await self.connect()
             try:
                 while remaining > 0:
                     remaining -= 1
-                    writer.write(self.request)
-                    status, body = await self._response(reader)
-                    if not 200 <= status < 300:
-                        raise RuntimeError(f"upload answered {status}: {body[:300]!r}")
+                    await self.post(reader, writer)
                     if done is not None:
                         done()
             finally:
                 writer.close()
 
         await asyncio.gather(*(connection() for _ in range(min(concurrency, count))))
+
+    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A keep-alive connection to post on."""
+        return await asyncio.open_connection(self.host, self.port)
+
+    async def post(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
+        """One POST on an open connection; the response's body. Any answer but 2xx raises."""
+        writer.write(self.request)
+        status, body = await self._response(reader)
+        if not 200 <= status < 300:
+            raise RuntimeError(f"upload answered {status}: {body[:300]!r}")
+        return body
 
     @staticmethod
     async def _response(reader: asyncio.StreamReader) -> tuple[int, bytes]:

@@ -1,6 +1,8 @@
 """Plumbing: jobs/s through HTTP + Postgres + Redis + WebSocket with a no-op detector, and the
 latency Lookout adds at low load (one job at a time: POST → its result event on one open
-firehose WebSocket, as a client that watches results would see it).
+firehose WebSocket, as a client that watches results would see it). The latency with a target
+posts as the throughput rounds do, so that the client's own CPU is not counted as Lookout's;
+the same figure posted by httpx is measured job by job in turn with it and reported beside.
 
 A second latency figure opens a new job-events WebSocket per job (handshake, auth and the job
 lookup included): what a client that subscribes per upload pays. It has no target.
@@ -24,6 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +62,7 @@ FLOOR_RATIO = Target("≥ 0.6", 0.6, at_least=True)
 P50 = Target("≤ 8 ms", 8, at_least=False)
 P99 = Target("≤ 20 ms", 20, at_least=False)
 COMMANDS = Target("≤ 8", 8, at_least=False)
+LATENCY_CLIENTS = ("lean", "httpx")  # posters(): the figure with a target, then httpx's
 
 
 @dataclass
@@ -70,6 +74,7 @@ class PlumbingResult:
     commands_per_job: float  # Redis commands per job over Lookout's rounds
     commands: dict[str, int]  # by command, over Lookout's rounds
     latency_s: list[float]  # POST → result event, one open firehose socket
+    httpx_latency_s: list[float]  # the same posted by httpx, job by job in turn with latency_s
     per_socket_latency_s: list[float]  # POST → result event, a new socket per job
     cpu_ms: dict[str, float]  # CPU ms per job by process, over Lookout's rounds
     floor_cpu_ms: dict[str, float]  # the same over the floor's rounds
@@ -100,48 +105,72 @@ class PlumbingResult:
         return percentile_ms(self.latency_s, 99)
 
 
-async def _post(client: httpx.AsyncClient) -> dict[str, Any]:
-    """The job the API accepted (its id, its links)."""
-    response = await client.post("/v1/images", files={"image": ("t.png", TINY_PNG, "image/png")})
-    response.raise_for_status()
-    job: dict[str, Any] = response.json()
-    return job
+@contextlib.asynccontextmanager
+async def posters(base_url: str) -> AsyncIterator[dict[str, Callable[[], Awaitable[str]]]]:
+    """Ways to POST one upload and get its job id, by name: "lean", the throughput rounds'
+    pre-built request (bench/harness.py LeanPoster) on one keep-alive connection, so that a
+    latency is the time Lookout adds and not the client's; "httpx", a client people run, whose
+    own CPU (building the multipart body, parsing the answer: 2-4 ms an upload on these 2 cores,
+    2026-12-06) is in its figure."""
+    lean = LeanPoster(base_url, "/v1/images", image=TINY_PNG, content_type="image/png")
+    reader, writer = await lean.connect()
+
+    async def post_lean() -> str:
+        return str(json.loads(await lean.post(reader, writer))["id"])
+
+    try:
+        async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
+
+            async def post_httpx() -> str:
+                response = await client.post(
+                    "/v1/images", files={"image": ("t.png", TINY_PNG, "image/png")}
+                )
+                response.raise_for_status()
+                return str(response.json()["id"])
+
+            yield {"lean": post_lean, "httpx": post_httpx}
+    finally:
+        writer.close()
 
 
-async def latency_on_firehose(base_url: str, ws_url: str, jobs: int) -> list[float]:
-    """One job at a time: POST → its result event on an already open firehose socket."""
-    samples = []
+async def latency_on_firehose(
+    base_url: str, ws_url: str, jobs: int, *, clients: Sequence[str] = ("lean",)
+) -> dict[str, list[float]]:
+    """One job at a time: POST → its result event on an already open firehose socket, `jobs`
+    posted by each of `clients` (posters) in turn: the same socket, the same minutes."""
+    samples: dict[str, list[float]] = {name: [] for name in clients}
     async with (
+        posters(base_url) as post,
         websockets.connect(f"{ws_url}/v1/ws", max_size=None) as firehose,
-        httpx.AsyncClient(base_url=base_url, timeout=60) as client,
     ):
         for _ in tqdm(range(jobs), desc="plumbing latency, one socket", unit="job"):
-            started = time.perf_counter()
-            job_id = (await _post(client))["id"]
-            while True:  # events of earlier jobs are all read: only this job's come next
-                event = json.loads(await asyncio.wait_for(firehose.recv(), timeout=60))
-                if event.get("job_id") != job_id:
-                    continue
-                if event["type"] == "error":
-                    raise RuntimeError(f"job {job_id} failed, the measurement is void: {event}")
-                if event["type"] == "result":
-                    break
-            samples.append(time.perf_counter() - started)
+            for name in clients:
+                started = time.perf_counter()
+                job_id = await post[name]()
+                while True:  # events of earlier jobs are all read: only this job's come next
+                    event = json.loads(await asyncio.wait_for(firehose.recv(), timeout=60))
+                    if event.get("job_id") != job_id:
+                        continue
+                    if event["type"] == "error":
+                        raise RuntimeError(f"job {job_id} failed, the measurement is void: {event}")
+                    if event["type"] == "result":
+                        break
+                samples[name].append(time.perf_counter() - started)
     return samples
 
 
 async def latency_per_job_socket(base_url: str, ws_url: str, jobs: int) -> list[float]:
     """One job at a time: POST, then open that job's events socket and wait for its result."""
     samples = []
-    async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
+    async with posters(base_url) as post:
         for _ in tqdm(range(jobs), desc="plumbing latency, socket per job", unit="job"):
             started = time.perf_counter()
-            job = await _post(client)
-            async with websockets.connect(ws_url + job["links"]["events"]) as events:
+            job_id = await post["lean"]()
+            async with websockets.connect(f"{ws_url}/v1/jobs/{job_id}/events") as events:
                 async for raw in events:
                     event_type = json.loads(raw)["type"]
                     if event_type == "error":
-                        raise RuntimeError(f"job {job['id']} failed, the measurement is void")
+                        raise RuntimeError(f"job {job_id} failed, the measurement is void")
                     if event_type == "result":
                         break
             samples.append(time.perf_counter() - started)
@@ -220,7 +249,7 @@ def run(
         alone = frozenset(client)  # its children are the servers measured here
         lookout_cpu = CpuMeter({"API": api, "worker": worker, **servers, **client}, alone=alone)
         floor_cpu = CpuMeter({"bare floor": floor, **servers, **client}, alone=alone)
-        asyncio.run(latency_on_firehose(base_url, ws_url, 20))  # warm-up
+        asyncio.run(latency_on_firehose(base_url, ws_url, 20, clients=LATENCY_CLIENTS))  # warm-up
         asyncio.run(post_throughput(floor_url, jobs=50, concurrency=concurrency, desc="warm-up"))
         create_us = file_create_us(Path(running.env["LOOKOUT_DATA_DIR"]) / "images")
         lookout_rounds, floor_rounds = [], []
@@ -259,7 +288,9 @@ def run(
             if profile
             else {}
         )
-        latency = asyncio.run(latency_on_firehose(base_url, ws_url, latency_jobs))
+        latency = asyncio.run(
+            latency_on_firehose(base_url, ws_url, latency_jobs, clients=LATENCY_CLIENTS)
+        )
         per_socket = asyncio.run(latency_per_job_socket(base_url, ws_url, latency_jobs))
     return PlumbingResult(
         jobs,
@@ -268,7 +299,8 @@ def run(
         floor_rounds,
         sum(commands.values()) / (jobs * rounds),
         dict(sorted(commands.items(), key=lambda item: -item[1])),
-        latency,
+        latency["lean"],
+        latency["httpx"],
         per_socket,
         lookout_cpu.ms_per(jobs * rounds),
         floor_cpu.ms_per(jobs * rounds),
@@ -440,6 +472,8 @@ def gap_lines(result: PlumbingResult) -> list[str]:
 def report(result: PlumbingResult, load_before: str, measured: str) -> None:
     per_socket_p50 = percentile_ms(result.per_socket_latency_s, 50)
     per_socket_p99 = percentile_ms(result.per_socket_latency_s, 99)
+    httpx_p50 = percentile_ms(result.httpx_latency_s, 50)
+    httpx_p99 = percentile_ms(result.httpx_latency_s, 99)
     missed = not (
         THROUGHPUT.met(result.jobs_per_s)
         and FLOOR_RATIO.met(result.floor_ratio)
@@ -462,9 +496,12 @@ def report(result: PlumbingResult, load_before: str, measured: str) -> None:
         "Postgres, Redis streams, decode, result write, events, WebSocket (no processed image:",
         "it is drawn when someone asks for it). One API process, one worker process, a 64×48",
         "PNG. Latency: one job at a time, POST → its result event on one open firehose",
-        "WebSocket. The bare floor (bench/floor.py): a minimal FastAPI route with the same",
-        "multipart parse, one INSERT and one XADD, no Lookout code, on the same Postgres and",
-        f"Redis, served the same way; its rounds alternate with Lookout's ({rounds} each).",
+        "WebSocket, posted as the throughput rounds post (a pre-built request on a keep-alive",
+        "connection: the client's own CPU left out) and, job by job in turn, by httpx (a client",
+        "people run: its CPU in the figure). The bare floor (bench/floor.py): a minimal FastAPI",
+        "route with the same multipart parse, one INSERT and one XADD, no Lookout code, on the",
+        "same Postgres and Redis, served the same way; its rounds alternate with Lookout's",
+        f"({rounds} each).",
         "",
         *machine(),
         f"- Load average before {load_before}, after {load_average()}",
@@ -481,6 +518,7 @@ def report(result: PlumbingResult, load_before: str, measured: str) -> None:
         f"| latency added at low load, p50 ({len(result.latency_s)} jobs) | "
         f"{result.p50_ms:.1f} ms | {P50.cell(result.p50_ms)} |",
         f"| latency added at low load, p99 | {result.p99_ms:.1f} ms | {P99.cell(result.p99_ms)} |",
+        f"| same, posted by httpx, p50 / p99 | {httpx_p50:.1f} / {httpx_p99:.1f} ms | none |",
         f"| same, a new job-events WebSocket per job, p50 | {per_socket_p50:.1f} ms | none |",
         f"| same, a new job-events WebSocket per job, p99 | {per_socket_p99:.1f} ms | none |",
         f"| Postgres connections opened during the throughput rounds | "
@@ -503,6 +541,7 @@ def _draw(figure, result: PlumbingResult) -> None:  # type: ignore[no-untyped-de
     axis = figure.add_subplot()
     for samples, label in (
         (result.latency_s, "one open firehose socket"),
+        (result.httpx_latency_s, "the same, posted by httpx"),
         (result.per_socket_latency_s, "a new socket per job"),
     ):
         ms = np.sort(np.asarray(samples) * 1000)
