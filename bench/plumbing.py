@@ -110,8 +110,7 @@ async def posters(base_url: str) -> AsyncIterator[dict[str, Callable[[], Awaitab
     """Ways to POST one upload and get its job id, by name: "lean", the throughput rounds'
     pre-built request (bench/harness.py LeanPoster) on one keep-alive connection, so that a
     latency is the time Lookout adds and not the client's; "httpx", a client people run, whose
-    own CPU (building the multipart body, parsing the answer: 2-4 ms an upload on these 2 cores,
-    2026-12-06) is in its figure."""
+    own work (building the multipart body, parsing the answer) is in its figure."""
     lean = LeanPoster(base_url, "/v1/images", image=TINY_PNG, content_type="image/png")
     reader, writer = await lean.connect()
 
