@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.errors import AppError
-from app.images import ImageInfo, check_body, inspect_image
+from app.images import ImageInfo, check_body, inspect_header
 
 ImageBGR = npt.NDArray[np.uint8]  # H × W × 3, OpenCV channel order
 
@@ -82,11 +82,8 @@ def decode_image(
     """
     started = time.perf_counter()
     try:
-        if header is None:
-            info = inspect_image(data, max_pixels=max_pixels)
-        else:
-            check_body(header.format, data)
-            info = header
+        info = header if header is not None else inspect_header(data, max_pixels=max_pixels)
+        check_body(info.format, data)
     except AppError as exc:
         raise BadImage(exc.detail) from exc
     factor = reduction_for(info.format, info.width, info.height, target_side_px=target_side_px)
