@@ -5,6 +5,7 @@ Benchmarks measure ratios side by side in one run on one machine; absolute numbe
 """
 
 import asyncio
+import atexit
 import contextlib
 import json
 import os
@@ -202,10 +203,17 @@ def _wait_ready(base_url: str, timeout_s: float = 60) -> None:
     raise RuntimeError("API did not start")
 
 
-def stack_dir(prefix: str) -> "tempfile.TemporaryDirectory[str]":
-    """A temp dir under STACK_DIR for a bench's servers and data, removed after the bench."""
+def stack_dir(prefix: str) -> contextlib.AbstractContextManager[str]:
+    """A temp dir under STACK_DIR for a bench's servers and data, removed when this process
+    exits rather than when its stack stops: this machine's ext4 runs without a journal, and
+    there the kernel passes over every inode freed in the last minute or more before it hands
+    one out (`recently_deleted`), so the next bench's uploads would each pay for the thousands of
+    files a stack's teardown deletes (a create: ~15 µs, up to ~600 µs after such deletions;
+    bench/RESULTS.md)."""
     STACK_DIR.mkdir(parents=True, exist_ok=True)
-    return tempfile.TemporaryDirectory(prefix=prefix, dir=STACK_DIR)
+    path = tempfile.mkdtemp(prefix=prefix, dir=STACK_DIR)
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return contextlib.nullcontext(path)
 
 
 @contextlib.contextmanager

@@ -311,17 +311,16 @@ def run(
 
 def file_create_us(folder: Path, count: int = 300) -> float:
     """CPU µs of creating (and closing) one empty file in `folder`, as the image store's
-    `create` does once per upload. On the 2-core machine's ext4 it ranged from ~15 to ~600 µs by folder
-    and hour (inode allocation; 2026-12-05), which moves the API's CPU per upload by as much:
-    the run reports it beside the CPU table. Measured idle, before the rounds."""
+    `create` does once per upload. Measured idle, before the rounds; the run reports it beside
+    the CPU table. The files are left for the stack's teardown: on this machine's ext4, which runs
+    without a journal, the kernel passes over every inode freed in the last minute or more
+    (`recently_deleted`, up to ~6 min while its block is dirty) before it hands one out, so
+    deleting them here would make each of the rounds' creates pay for them (bench/RESULTS.md)."""
     names = [folder / f".bench-create-{uuid.uuid4().hex}" for _ in range(count)]
     began = time.process_time()
     for name in names:
         os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    spent = time.process_time() - began
-    for name in names:
-        name.unlink()
-    return 1e6 * spent / count
+    return 1e6 * (time.process_time() - began) / count
 
 
 def lookout_round(running: Stack, jobs: int, concurrency: int, desc: str) -> float:
@@ -378,8 +377,9 @@ def cpu_lines(result: PlumbingResult) -> list[str]:
         "",
         f"The upload's one file (the image store's `create`) starts with a create, which cost "
         f"{result.file_create_us:.0f} µs of CPU in the store's folder in this run (measured idle, "
-        "before the rounds; 15 to 660 µs on this machine's disk on 2026-12-05, from one folder "
-        "or hour to the next); the floor stores no file.",
+        "before the rounds; on this machine's ext4, 9-16 µs where no files were deleted nearby "
+        "in the last minutes and up to ~600 µs after thousands were, since without a journal "
+        "the kernel passes over recently freed inodes); the floor stores no file.",
     ]
 
 
