@@ -14,7 +14,6 @@ faces enrolled/s from the first request to the last import's end, and the target
 import asyncio
 import json
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from bench.harness import (
     load_average,
     machine,
     stack,
+    stack_dir,
     wait_for_workers,
     write_section,
 )
@@ -94,7 +94,7 @@ def measure(photos: int) -> Result:
         "LOOKOUT_MODELS__PROVIDERS": json.dumps(["CPUExecutionProvider"]),
         "LOOKOUT_WORKER__THREADS": "1",
     }
-    with tempfile.TemporaryDirectory(prefix="lookout-bench-import-") as tmp:
+    with stack_dir("lookout-bench-import-") as tmp:  # its photos, removed at exit as a stack's
         people = variants(photos, Path(tmp) / "photos")
         with stack(
             worker_command=["-m", "app.cli", "worker", "--processes", str(processes)],
