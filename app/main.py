@@ -217,7 +217,8 @@ def _add_middleware(app: FastAPI, settings: Settings, metrics: ApiMetrics) -> No
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.api.cors_origins,
-            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            # PUT: the CompreFace API renames a subject with it (its JS SDK does from browsers).
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
             allow_headers=[API_KEY_HEADER, "Content-Type", REQUEST_ID_HEADER],
             expose_headers=["Retry-After", REQUEST_ID_HEADER],
         )

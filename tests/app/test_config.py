@@ -48,6 +48,17 @@ async def test_cors_allows_only_the_configured_origins(settings):
             other = await http.options(
                 "/v1/images", headers={"Origin": "https://evil.example", **preflight}
             )
+            # Every method the API answers passes the preflight: PUT renames a CompreFace
+            # subject, PATCH edits a person.
+            for method in ("PUT", "PATCH", "DELETE"):
+                response = await http.options(
+                    "/api/v1/recognition/subjects/ada",
+                    headers={
+                        "Origin": "https://app.example",
+                        "Access-Control-Request-Method": method,
+                    },
+                )
+                assert response.status_code == 200, (method, response.text)
     assert allowed.headers["access-control-allow-origin"] == "https://app.example"
     assert "x-api-key" in allowed.headers["access-control-allow-headers"].lower()
     assert "access-control-allow-origin" not in other.headers

@@ -545,12 +545,23 @@ async def list_examples(
     principal: ReadKey,
     session: SessionDep,
     subject: str | None = None,
-    # Bounded so page × size stays a Postgres bigint OFFSET (a larger one was a 500).
-    page: Annotated[int, Query(ge=0, le=1_000_000, description="from 0")] = 0,
-    size: Annotated[int, Query(ge=1, le=service.MAX_PAGE_SIZE)] = service.DEFAULT_PAGE_SIZE,
+    # Text, not int: CompreFace corrects a bad page or size rather than refusing it
+    # (service.page_request), and so must its clients' calls here.
+    page: Annotated[
+        str | None, Query(description="from 0; not a number or negative: 0", examples=["0"])
+    ] = None,
+    size: Annotated[
+        str | None,
+        Query(
+            description=f"default {service.DEFAULT_PAGE_SIZE}, at most {service.MAX_PAGE_SIZE}; "
+            f"under 1 or not a number: {service.DEFAULT_PAGE_SIZE}",
+            examples=["20"],
+        ),
+    ] = None,
 ) -> ExamplePage:
+    number, per_page = service.page_request(page, size)
     return await service.list_examples(
-        session, principal.owner_id, subject=subject, page=page, size=size
+        session, principal.owner_id, subject=subject, page=number, size=per_page
     )
 
 

@@ -32,14 +32,21 @@ class Box(BaseModel):
     y_min: int
 
 
+# InsightFace's genderage model gives one age and a gender, no probability of either. CompreFace's
+# InsightFace plugins, on the same model, answer probability 1.0 for both (their GenderDTO and
+# AgeDTO defaults, embedding-calculator/src/services/dto/plugin_result.py), and clients expect a
+# number there: Double Take shows `probability × 100` per cent, the .NET SDK's is a decimal.
+PLUGIN_PROBABILITY = 1.0
+
+
 class Age(BaseModel):
-    probability: float | None = None
+    probability: float = Field(default=PLUGIN_PROBABILITY, examples=[1.0])
     high: int
     low: int
 
 
 class Gender(BaseModel):
-    probability: float | None = None
+    probability: float = Field(default=PLUGIN_PROBABILITY, examples=[1.0])
     value: str = Field(examples=["female"])
 
 

@@ -18,6 +18,7 @@ share a name (possible through /v1/people), the oldest is the subject.
 import base64
 import binascii
 import math
+import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -66,7 +67,8 @@ from app.vectors import calibrated_similarity, models_of_dim
 PLUGINS = frozenset({"age", "gender", "landmarks", "calculator"})
 MAX_PREDICTIONS = 1000
 DEFAULT_PAGE_SIZE = 20
-MAX_PAGE_SIZE = 1000
+MAX_PAGE_SIZE = 2000  # Spring Data's default max page size, which CompreFace's Pageable keeps
+MAX_PAGE = 1_000_000  # so that page × size stays a Postgres bigint OFFSET (a larger one was a 500)
 
 
 class Code(IntEnum):
@@ -254,9 +256,9 @@ def face_fields(job: Job, face: gallery.Face, options: Options) -> dict[str, Any
     attributes = face.detection.attributes
     if "age" in options.plugins and isinstance(attributes.get("age"), int | float):
         age = int(attributes["age"])
-        fields["age"] = Age(probability=None, low=age, high=age)
+        fields["age"] = Age(low=age, high=age)
     if "gender" in options.plugins and isinstance(attributes.get("gender"), str):
-        fields["gender"] = Gender(probability=None, value=attributes["gender"])
+        fields["gender"] = Gender(value=attributes["gender"])
     if "landmarks" in options.plugins and face.detection.landmarks:
         fields["landmarks"] = [[round(x), round(y)] for x, y in face.detection.landmarks]
     if "calculator" in options.plugins:
@@ -393,8 +395,12 @@ async def verify_with_example(
 def verification(
     source: gallery.JobFaces, target: gallery.JobFaces, options: Options
 ) -> VerificationOut:
-    """verification/verify: the one face of the source image against every target face."""
-    source_faces = selected_faces(source, Options(det_prob_threshold=options.det_prob_threshold))
+    """verification/verify: the one face of the source image against every target face. As in
+    CompreFace, `limit` applies to the source too, before its one-face check: `limit=1` takes
+    a group photo's biggest face (FaceVerificationProcessServiceImpl.SourceTarget.findFaces)."""
+    source_faces = selected_faces(
+        source, Options(det_prob_threshold=options.det_prob_threshold, limit=options.limit)
+    )
     if len(source_faces) > 1:
         raise CompreFaceError(Code.TOO_MANY_FACES, "More than one face in the source image")
     [source_face] = source_faces
@@ -549,6 +555,27 @@ async def add_example(
     return Example(image_id=enrolled.duplicates[0].existing_face_id, subject=person.name)
 
 
+_JAVA_INT = re.compile(r"[+-]?[0-9]+")
+
+
+def page_request(page: str | None, size: str | None) -> tuple[int, int]:
+    """`page` and `size` of the faces list as CompreFace reads them: Spring Data's pageable
+    resolver (PageableHandlerMethodArgumentResolverSupport) corrects, never refuses. A page
+    that is not a number or is negative is 0 (and at most MAX_PAGE); a size that is not a number
+    or is under 1 is 20, one over 2000 is 2000."""
+
+    def parsed(value: str | None, upper: int) -> int | None:
+        if value is None or not value.strip():
+            return None  # absent: the default
+        if not _JAVA_INT.fullmatch(value) or not -(2**31) <= int(value) < 2**31:
+            return 0  # Integer.parseInt's NumberFormatException
+        return min(max(int(value), 0), upper)
+
+    number = parsed(page, MAX_PAGE) or 0
+    wanted = parsed(size, MAX_PAGE_SIZE)
+    return number, wanted if wanted else DEFAULT_PAGE_SIZE
+
+
 async def list_examples(
     session: AsyncSession,
     owner_id: uuid.UUID | None,
@@ -683,14 +710,11 @@ async def verify_embeddings_with_example(
         raise CompreFaceError(
             Code.INCORRECT_ARGUMENT, f"example {image_id} holds a {example.dim}-d embedding"
         )
-    return EmbeddingVerifyOut(
-        result=[
-            EmbeddingSimilarity(
-                embedding=list(vector),
-                similarity=_similarity(vector, example.embedding, example.model),
-            )
-            for vector in embeddings
-        ]
+    return _most_similar_first(
+        EmbeddingSimilarity(
+            embedding=list(vector), similarity=_similarity(vector, example.embedding, example.model)
+        )
+        for vector in embeddings
     )
 
 
@@ -701,11 +725,14 @@ def verify_embeddings(
     (the ArcFace models of one size share their calibration)."""
     dim = _check_dims([source, *targets])
     model = models_of_dim(dim)[0]
-    return EmbeddingVerifyOut(
-        result=[
-            EmbeddingSimilarity(
-                embedding=list(target), similarity=_similarity(source, target, model)
-            )
-            for target in targets
-        ]
+    return _most_similar_first(
+        EmbeddingSimilarity(embedding=list(target), similarity=_similarity(source, target, model))
+        for target in targets
     )
+
+
+def _most_similar_first(results: Iterable[EmbeddingSimilarity]) -> EmbeddingVerifyOut:
+    """Highest similarity first, as CompreFace sorts both embedding verifications (its
+    SubjectService.verifyEmbedding, EmbeddingsVerificationProcessServiceImpl): a client reads
+    result[0] as the closest."""
+    return EmbeddingVerifyOut(result=sorted(results, key=lambda r: r.similarity, reverse=True))

@@ -6,12 +6,18 @@ pgvector, the real models, the shared faces. Response shapes and error codes are
 import asyncio
 import base64
 import json
+import uuid
 from collections.abc import AsyncIterator
 
+import numpy as np
 import pytest
 from sqlalchemy import text
 
 from app import streams
+from app.compat.compreface import service
+from app.compat.compreface.schemas import FaceOut
+from app.gallery import service as gallery
+from app.models import Detection, FaceEmbedding, Job
 from app.security import Scope
 from tests.conftest import SHARED_IMAGES, shared_image
 from tests.images import bomb_png
@@ -182,11 +188,23 @@ async def test_plugins_status_detection_and_embeddings(client, worker):
         # FaceVerification (CompreFace's dto) names the example's subject.
         assert verified["subject"] == ("obama" if same else "biden")
 
+    # Both embedding verifications answer the closest target first, as CompreFace sorts them:
+    # a stranger's embedding sent first comes back last.
+    stranger = [round(float(v), 6) for v in np.random.default_rng(7).standard_normal(192)]
     response = await client.post(
         f"{API}/verification/embeddings/verify",
-        json={"source": face["embedding"], "targets": [face["embedding"]]},
+        json={"source": face["embedding"], "targets": [stranger, face["embedding"]]},
     )
-    assert response.json()["result"][0]["similarity"] > 0.95
+    results = response.json()["result"]
+    assert [r["embedding"] for r in results] == [face["embedding"], stranger]
+    assert results[0]["similarity"] > 0.95 > results[1]["similarity"]
+    response = await client.post(
+        f"{API}/recognition/embeddings/faces/{obama_example}/verify",
+        json={"embeddings": [stranger, face["embedding"]]},
+    )
+    results = response.json()["result"]
+    assert [r["embedding"] for r in results] == [face["embedding"], stranger]
+    assert results[0]["similarity"] > 0.6 > results[1]["similarity"]
 
 
 async def test_verification_of_two_images_and_base64_bodies(client, worker):
@@ -215,6 +233,27 @@ async def test_verification_of_two_images_and_base64_bodies(client, worker):
         },
     )
     assert_error(response, 400, 31)
+    # ... unless `limit` leaves one: CompreFace applies it to the source before that check
+    # (FaceVerificationProcessServiceImpl), so a group photo's biggest face is the source.
+    response = await client.post(
+        f"{API}/verification/verify",
+        params={"limit": 1},
+        files={
+            **jpeg("faces/test/obama_and_biden.jpg", "source_image"),
+            **jpeg("faces/test/obama1.jpg", "target_image"),
+        },
+    )
+    assert response.status_code == 200, response.text
+    [result] = response.json()["result"]
+    [match] = result["face_matches"]
+    assert 0 <= match["similarity"] <= 1
+    detected = await client.post(
+        f"{API}/detection/detect", files=jpeg("faces/test/obama_and_biden.jpg")
+    )
+    boxes = [face["box"] for face in detected.json()["result"]]
+    assert len(boxes) > 1
+    biggest = max(boxes, key=lambda b: (b["x_max"] - b["x_min"]) * (b["y_max"] - b["y_min"]))
+    assert result["source_image_face"]["box"] == biggest
 
     # A base64 example is added like a multipart one.
     response = await client.post(
@@ -271,6 +310,23 @@ async def test_subjects_crud_and_face_examples(client, worker, engine):
         9,
     )
     assert len(page["faces"]) == 4
+    # CompreFace's pages go through Spring Data's pageable resolver, which corrects a bad page
+    # or size instead of refusing it: page < 0 or not a number → 0; size < 1 or not a number →
+    # 20; size > 2000 → 2000. Clients that ask for "everything" (size=5000) get a page.
+    for params, expected in (
+        ({"size": "0"}, (0, 20, 1)),
+        ({"size": "-3", "page": "-1"}, (0, 20, 1)),
+        ({"size": "lots", "page": "first"}, (0, 20, 1)),
+        ({"size": "5000"}, (0, 2000, 1)),
+        ({"size": "99999999999"}, (0, 20, 1)),  # past Java's int: NumberFormatException
+        ({"size": "2", "page": "+4"}, (4, 2, 5)),
+        ({"size": "", "page": ""}, (0, 20, 1)),
+    ):
+        response = await client.get(f"{API}/recognition/faces", params=params)
+        assert response.status_code == 200, (params, response.text)
+        page = response.json()
+        assert (page["page_number"], page["page_size"], page["total_pages"]) == expected, params
+        assert len(page["faces"]) == min(9 - expected[0] * expected[1], expected[1])
     obama = (await client.get(f"{API}/recognition/faces", params={"subject": "OBAMA"})).json()
     assert sorted(f["image_id"] for f in obama["faces"]) == sorted(examples["obama"])
 
@@ -410,3 +466,29 @@ async def test_bad_requests_get_compreface_errors_and_store_nothing(
         403,
         1,
     )
+
+
+def test_age_and_gender_carry_compreface_probability_for_double_take():
+    """With a genderage model (the test pack has none, so this face is built by hand): age and
+    gender come with probability 1.0, as CompreFace's InsightFace plugins answer for the same
+    model, and Double Take's parse of them (api/src/util/detectors/compreface.js:
+    `parseFloat((obj.age.probability * 100).toFixed(2))`) reads 100, not NaN."""
+    job = Job(id=uuid.uuid4(), width=640, height=480)
+    detection = Detection(
+        kind="face",
+        label="face",
+        score=0.83,
+        box=[10.4, 20.6, 110.2, 150.9],
+        landmarks=None,
+        attributes={"age": 34, "gender": "female"},
+    )
+    face = gallery.Face(detection, FaceEmbedding(model="mobilefacenet", dim=2, embedding=[1, 0]))
+    options = service.Options(plugins=frozenset({"age", "gender"}))
+    out = FaceOut(**service.face_fields(job, face, options)).model_dump(
+        mode="json", exclude_none=True
+    )
+    assert out["age"] == {"probability": 1.0, "low": 34, "high": 34}
+    assert out["gender"] == {"probability": 1.0, "value": "female"}
+    assert out["box"] == {"probability": 0.83, "x_min": 10, "y_min": 20, "x_max": 111, "y_max": 151}
+    double_take = {k: float(f"{out[k]['probability'] * 100:.2f}") for k in ("age", "gender")}
+    assert double_take == {"age": 100.0, "gender": 100.0}
