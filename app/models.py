@@ -185,6 +185,15 @@ class Detection(Base):
                 "(((attributes -> 'identity'::text) ->> 'person_id'::text) IS NOT NULL)"
             ),
         ),
+        # The faces whose runner-up (attributes.runner_up.person_id) was a person: their name
+        # goes from those faces too when the person is deleted.
+        Index(
+            "ix_detections_runner_up_person",
+            text("((attributes -> 'runner_up'::text) ->> 'person_id'::text)"),
+            postgresql_where=text(
+                "(((attributes -> 'runner_up'::text) ->> 'person_id'::text) IS NOT NULL)"
+            ),
+        ),
     )
 
 

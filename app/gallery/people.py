@@ -503,7 +503,8 @@ async def delete_people(
     membership (forget_faces), so none of them clusters again as a new unnamed person; and the
     faces past jobs identified as them, which stay in their jobs as an unknown face's box (their
     name goes from the result and from any processed image drawn with it). Every delete of a
-    person comes here, the compatible APIs' too; the caller has checked the viewer's access."""
+    person comes here, the compatible APIs' too; the caller has checked the viewer's access.
+    Other faces that named them as their runner-up lose that name too."""
     ids = list(dict.fromkeys(person_ids))
     if not ids:
         return
@@ -516,6 +517,9 @@ async def delete_people(
         )
     )
     identified = await _unname_identified(session, storage, ids)
+    # A face that was someone else's (or nobody's) keeps its identity; only the deleted
+    # person's name and id go from its runner-up.
+    await session.execute(_FORGET_RUNNER_UP, {"names": [str(i) for i in ids]})
     await forget_faces(
         session, sorted({*sightings, *(p for p in promoted if p is not None), *identified})
     )
@@ -535,6 +539,15 @@ _UNNAME_IDENTIFIED = text(
         WHERE f.source_detection_id = detections.id AND f.person_id <> ALL(CAST(:ids AS uuid[]))
       )
     RETURNING id, job_id
+    """
+)
+
+
+# ix_detections_runner_up_person's expression (migration 0013), written out likewise.
+_FORGET_RUNNER_UP = text(
+    """
+    UPDATE detections SET attributes = attributes || '{"runner_up": null}'::jsonb
+    WHERE (attributes -> 'runner_up' ->> 'person_id') = ANY(CAST(:names AS text[]))
     """
 )
 

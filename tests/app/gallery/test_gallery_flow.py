@@ -2,6 +2,7 @@
 on ../shared/images/faces (enrolled with the MobileFaceNet stand-in)."""
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 
@@ -261,6 +262,19 @@ async def test_deleting_a_person_unnames_the_faces_past_jobs_identified_as_them(
         == 1
     )
     assert (await client.get(f"/v1/faces/{face['id']}/thumbnail")).status_code == 200
+    # A face of another job whose runner-up was obama (biden's, beside him).
+    pair = await client.post(
+        "/v1/images?wait=30",
+        files={"image": ("p.jpg", shared_image("faces/test/obama_and_biden.jpg"), "image/jpeg")},
+        data={"tasks": "identify"},
+    )
+    runner_up_obama = [
+        d
+        for d in pair.json()["detections"]
+        if (d["attributes"]["runner_up"] or {}).get("person_id") == people["obama"]
+        and (d["attributes"]["identity"] or {}).get("name") != "obama"
+    ]
+    assert runner_up_obama, pair.json()["detections"]
 
     assert (await client.delete(f"/v1/people/{people['obama']}")).status_code == 204
 
@@ -282,6 +296,16 @@ async def test_deleting_a_person_unnames_the_faces_past_jobs_identified_as_them(
     assert not (storage.root / key).exists()  # drawn again, without the name, when asked
     redrawn = await client.get(f"/v1/jobs/{job['id']}/processed-image")
     assert redrawn.status_code == 200 and redrawn.content != drawn.content
+    # Their name and id went from the runner-up of the other faces too; those faces keep
+    # their own identity.
+    kept = {
+        d["id"]: d for d in (await client.get(f"/v1/jobs/{pair.json()['id']}")).json()["detections"]
+    }
+    for before in runner_up_obama:
+        assert kept[before["id"]]["attributes"]["runner_up"] is None
+        assert kept[before["id"]]["attributes"]["identity"] == before["attributes"]["identity"]
+    remains = json.dumps([d["attributes"] for d in kept.values()])
+    assert "obama" not in remains and people["obama"] not in remains
     # Nobody else's identified faces were touched.
     again = await client.post(
         "/v1/images?wait=30",
