@@ -186,7 +186,9 @@ def _check_png_body(data: bytes) -> None:
             body = data[pos + 8 : pos + 8 + length]
             (crc,) = struct.unpack_from(">I", data, pos + 8 + length)
             if zlib.crc32(chunk_type + body) != crc:
-                name = chunk_type.decode("latin-1")
+                # A chunk type is four ASCII letters; anything else is shown in hex: the reason
+                # is stored (a job's error, an import's problems) and Postgres refuses NUL.
+                name = chunk_type.decode() if chunk_type.isalpha() else f"0x{chunk_type.hex()}"
                 raise InvalidImage(f"the PNG data is corrupt (bad checksum in a {name} chunk)")
             if chunk_type == b"IDAT":
                 saw_data = True

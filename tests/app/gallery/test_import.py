@@ -3,6 +3,7 @@ real models: the shared train folder goes in, then identify names everyone."""
 
 import asyncio
 import io
+import struct
 import sys
 import uuid
 import zipfile
@@ -14,6 +15,7 @@ from sqlalchemy import text
 from app.gallery.imports import imports_storage
 from tests.app.gallery.test_gallery_flow import TRAIN, count, identify, names
 from tests.conftest import shared_image
+from tests.images import blank
 from tests.processes import http_ok, lookout_env, start_python, stop, wait_until
 from tests.test_cli import free_port
 
@@ -102,16 +104,20 @@ async def test_files_named_person_slash_photo_are_one_import_and_bad_photos_are_
         ("images", ("crowd/t1.jpg", shared_image("scenes/t1.jpg"), "image/jpeg")),
         ("images", ("dog/dog.jpg", shared_image("scenes/dog.jpg"), "image/jpeg")),
         ("images", ("broken/x.jpg", b"\xff\xd8\xff not really a jpeg", "image/jpeg")),
+        # A chunk of type NUL NUL NUL NUL with a bad checksum: its reason must be storable
+        # (Postgres refuses NUL in the problems' JSON), or the whole batch failed with it.
+        ("images", ("odd/x.png", png_with_bad_nul_chunk(), "image/png")),
     ]
     response = await client.post("/v1/people/import", files=files)
     assert response.status_code == 202, response.text
     body = await finished(client, response.json()["status_url"])
     assert body["status"] == "done", body
-    assert (body["total"], body["enrolled"], body["refused"]) == (5, 2, 3)
+    assert (body["total"], body["enrolled"], body["refused"]) == (6, 2, 4)
     # "Obama" and "obama" are one person (names are case-insensitive), created once.
     assert body["people_created"] == 1
     reasons = {p["photo"]: p["reason"] for p in body["problems"]}
-    assert set(reasons) == {"crowd/t1.jpg", "dog/dog.jpg", "broken/x.jpg"}
+    assert set(reasons) == {"crowd/t1.jpg", "dog/dog.jpg", "broken/x.jpg", "odd/x.png"}
+    assert reasons["odd/x.png"] == "the PNG data is corrupt (bad checksum in a 0x00000000 chunk)"
     assert "6 faces found" in reasons["crowd/t1.jpg"]
     assert reasons["dog/dog.jpg"] == "no face found"
     assert await count(engine, "SELECT count(*) FROM people") == 1
@@ -121,6 +127,12 @@ async def test_files_named_person_slash_photo_are_one_import_and_bad_photos_are_
     body = await finished(client, again.json()["status_url"])
     assert (body["enrolled"], body["duplicates"], body["people_created"]) == (0, 2, 0)
     assert await count(engine, "SELECT count(*) FROM person_faces") == 2
+
+
+def png_with_bad_nul_chunk() -> bytes:
+    png = blank(64, 48, ".png")
+    odd = struct.pack(">I", 4) + b"\x00" * 4 + b"abcd" + b"\x00" * 4  # its CRC is wrong
+    return png[:-12] + odd + png[-12:]  # before IEND
 
 
 async def test_a_photo_the_archive_cannot_give_back_is_refused_alone(client, worker, engine):
