@@ -4,13 +4,14 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from app import openapi_examples as examples
 from app.events_out.events import EventType
 from app.jobs.schemas import Timings
 from app.jobs.tasks import TaskName
 from app.models import DeliveryStatus
+from app.schema_types import StorableText
 
 # The body GET /v1/events/schema answers with.
 EVENT_EXAMPLE: dict[str, Any] = examples.EVENT_FACE_IDENTIFIED
@@ -252,37 +253,44 @@ EVENT_PAYLOADS: dict[str, type[OutboundEvent]] = {
 }
 
 
+# As long as the webhooks table's columns hold (app/models.py Webhook), and text Postgres stores:
+# a longer or a NUL-bearing value is a 422 naming the field, not a 500 at the INSERT.
+WebhookUrl = Annotated[StorableText, StringConstraints(max_length=2000)]
+Description = Annotated[StorableText, StringConstraints(max_length=200)]
+Label = Annotated[StorableText, StringConstraints(max_length=64)]
+PersonRef = Annotated[StorableText, StringConstraints(max_length=200)]
+
+
 class WebhookFilters(BaseModel):
     node_ids: list[uuid.UUID] = Field(
         default_factory=list, description="only events from these nodes (empty: any)"
     )
-    labels: list[str] = Field(
+    labels: list[Label] = Field(
         default_factory=list,
         description="object.detected only for these classes (empty: any)",
         examples=[["person", "car"]],
     )
-    people: list[str] = Field(
+    people: list[PersonRef] = Field(
         default_factory=list,
         description="face.identified only for these people, by id or name (empty: any)",
     )
 
 
 class WebhookIn(BaseModel):
-    url: str = Field(
-        max_length=2000,
+    url: WebhookUrl = Field(
         description="http(s) URL that receives POSTs; must resolve to a public address",
         examples=["https://automations.example/hooks/lookout"],
     )
     event_types: list[EventType] = Field(min_length=1, examples=[["face.unknown", "job.failed"]])
-    description: str | None = Field(default=None, max_length=200)
+    description: Description | None = None
     filters: WebhookFilters = Field(default_factory=WebhookFilters)
     enabled: bool = True
 
 
 class WebhookPatch(BaseModel):
-    url: str | None = Field(default=None, max_length=2000)
+    url: WebhookUrl | None = None
     event_types: list[EventType] | None = Field(default=None, min_length=1)
-    description: str | None = Field(default=None, max_length=200)
+    description: Description | None = None
     filters: WebhookFilters | None = None
     enabled: bool | None = None
 

@@ -69,7 +69,10 @@ def check_address(address: IpAddress, allowed: Sequence[IpNetwork]) -> None:
 
 
 def check_url_shape(url: str) -> tuple[str, str, int]:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket: "http://[::1/"
+        raise TargetRefused(f"the target URL cannot be parsed: {exc}") from exc
     if parts.scheme not in ("http", "https"):
         raise TargetRefused("the target URL must start with http:// or https://")
     if not parts.hostname:

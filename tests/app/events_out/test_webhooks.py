@@ -1,6 +1,7 @@
 """Webhooks: the API, the SSRF guard, and signed at-least-once deliveries to a real receiver."""
 
 import asyncio
+import json
 import time
 import uuid
 from datetime import UTC, datetime
@@ -82,8 +83,27 @@ async def test_bad_urls_and_event_types_are_refused(settings, api_key):
             {"url": "http://127.0.0.1/x", "event_types": ["job.exploded"]},
             {"url": "http://127.0.0.1/x", "event_types": []},
             {"url": "http://user:pw@127.0.0.1/x", "event_types": ["job.done"]},
+            {"url": "http://[::1/x", "event_types": ["job.done"]},  # urlsplit's ValueError
+            # What the table cannot store: NUL, lone surrogates, longer than its columns.
+            {"url": "http://127.0.0.1/a\u0000b", "event_types": ["job.done"]},
+            {"url": "http://127.0.0.1/x", "event_types": ["job.done"], "description": "a\u0000"},
+            {"url": "http://127.0.0.1/x", "event_types": ["job.done"], "description": "\ud800"},
+            {
+                "url": "http://127.0.0.1/x",
+                "event_types": ["object.detected"],
+                "filters": {"labels": ["x" * 65]},
+            },
+            {
+                "url": "http://127.0.0.1/x",
+                "event_types": ["face.identified"],
+                "filters": {"people": ["a\u0000"]},
+            },
         ):
-            response = await http.post("/v1/webhooks", json=body)
+            # Sent as JSON text: httpx's own encoder would refuse the lone surrogate.
+            raw = json.dumps(body)  # ensure_ascii: NUL and U+D800 as JSON escapes
+            response = await http.post(
+                "/v1/webhooks", content=raw, headers={"Content-Type": "application/json"}
+            )
             assert response.status_code == 422, (body, response.text)
         assert (await http.get("/v1/webhooks")).json()["items"] == []
 
