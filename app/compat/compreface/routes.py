@@ -256,7 +256,7 @@ async def _read_images(
         return uploads
     try:
         body = await request.json()
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: "[[[[…" nested too deep
         raise CompreFaceError(
             Code.MISSING_REQUEST_PART,
             f"send the image as multipart/form-data (part {fields[0]}) or as JSON "

@@ -8,8 +8,11 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from app import openapi_examples as examples
+from app.schema_types import StorableText
 
-SubjectName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+SubjectName = Annotated[
+    StorableText, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)
+]
 
 SIMILARITY = (
     "Lookout's calibrated similarity (0-1, the same scale for every embedding model): the same "

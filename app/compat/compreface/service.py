@@ -59,6 +59,7 @@ from app.errors import AppError, Forbidden, PayloadTooLarge, RateLimited
 from app.gallery import matching
 from app.gallery import service as gallery
 from app.models import Job, Person, PersonFace
+from app.schema_types import storable_text
 from app.settings import CompreFaceSettings, Settings
 from app.storage import Storage
 from app.vectors import calibrated_similarity, models_of_dim
@@ -438,7 +439,12 @@ def verification(
 async def find_subject(
     session: AsyncSession, owner_id: uuid.UUID | None, name: str
 ) -> Person | None:
-    """The person named `name` (case-insensitively) of this key."""
+    """The person named `name` (case-insensitively) of this key. A name Postgres cannot store
+    (NUL, a lone surrogate) is nobody's: not asked of it (it would refuse the query)."""
+    try:
+        storable_text(name)
+    except ValueError:
+        return None
     return await gallery.person_named(session, owner_id, name.strip())
 
 
@@ -456,7 +462,10 @@ def _subject_name(name: str | None) -> str:
         raise CompreFaceError(
             Code.VALIDATION_CONSTRAINT_VIOLATION, "Subject name is longer than 200 characters"
         )
-    return name.strip()
+    try:
+        return storable_text(name.strip())
+    except ValueError as exc:
+        raise CompreFaceError(Code.VALIDATION_CONSTRAINT_VIOLATION, f"Subject name {exc}") from exc
 
 
 async def create_subject(

@@ -378,6 +378,9 @@ async def test_bad_requests_get_compreface_errors_and_store_nothing(
     assert_error(await client.post(recognize, json={"file": "@@not base64@@"}), 400, 21)
     assert_error(await client.post(recognize, json={"image": "abc"}), 400, 5)
     assert_error(await client.post(recognize, content=b"plain text"), 400, 34)
+    # JSON nested past Python's recursion limit is a bad body like any other, not a 500.
+    deep = {"content": b"[" * 5000, "headers": {"Content-Type": "application/json"}}
+    assert_error(await client.post(recognize, **deep), 400, 34)
     assert_error(
         await client.post(recognize, params={"limit": -1}, files=jpeg("scenes/t1.jpg")), 400, 26
     )
@@ -415,6 +418,24 @@ async def test_bad_requests_get_compreface_errors_and_store_nothing(
         await client.post(faces, params={"subject": ""}, files=jpeg("faces/test/obama1.jpg")),
         400,
         26,
+    )
+    # Subject names Postgres cannot store (NUL, a lone surrogate): 400 code 26 where a name is
+    # given, "no such subject" where one is looked up; never a 500 (or a 503 "unreachable").
+    for name in ("a\u0000b", "a\ud800"):
+        body = json.dumps({"subject": name})  # JSON escapes: httpx would refuse the surrogate
+        json_body = {"content": body, "headers": {"Content-Type": "application/json"}}
+        assert_error(await client.post(f"{API}/recognition/subjects", **json_body), 400, 26)
+        assert_error(await client.put(f"{API}/recognition/subjects/ada", **json_body), 400, 26)
+    for path in ("a%00b", "a%ED%A0%80"):
+        subject = f"{API}/recognition/subjects/{path}"
+        assert_error(await client.put(subject, json={"subject": "x"}), 404, 42)
+        assert_error(await client.delete(subject), 404, 42)
+    listed = await client.get(f"{faces}?subject=%00")
+    assert listed.status_code == 200 and listed.json()["faces"] == [], listed.text
+    deleted = await client.delete(f"{faces}?subject=a%00")  # an unknown subject: nothing
+    assert (deleted.status_code, deleted.json()) == (200, {"deleted": 0}), deleted.text
+    assert_error(
+        await client.post(f"{faces}?subject=a%00", files=jpeg("faces/test/obama1.jpg")), 400, 26
     )
     assert await stored_rows(engine) == before
 
