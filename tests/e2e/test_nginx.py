@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.main import MULTIPART_OVERHEAD_BYTES
 from app.settings import Settings
 from tests.conftest import shared_image
+from tests.images import blank, png_chunk
 from tests.processes import (
     child_uids,
     free_port,
@@ -48,7 +49,8 @@ from workers.health import check as check_worker_health
 T1 = shared_image("scenes/t1.jpg")
 ACCEL_PREFIX = "/_protected_images/"
 # Small, so the limit test sends little; T1 (126 KiB) fits.
-MAX_UPLOAD_BYTES = 1_000_000
+# Over 1.25 MiB: nginx keeps a body up to 1.25 × client_body_buffer_size (1 MiB) in memory.
+MAX_UPLOAD_BYTES = 1_500_000
 EVENT_TIMEOUT_S = 30
 
 
@@ -267,6 +269,55 @@ async def test_an_edge_node_streams_frames_over_its_websocket_through_nginx(
     assert result["job_id"] == accepted["job_id"]
     assert result["job"]["node_id"] == node["id"]
     assert result["job"]["counts"] == {"face": 6}
+
+
+def padded_png(size: int) -> bytes:
+    """A valid PNG of exactly `size` bytes: a small image with a text chunk as padding."""
+    png = blank(64, 48, ".png")
+    padding = size - len(png) - 12  # a chunk's length, type and CRC: 12 bytes
+    text = b"Comment\x00" + b"x" * (padding - 8)
+    return png[:-12] + png_chunk(b"tEXt", text) + png[-12:]  # before IEND
+
+
+async def test_a_node_frame_posted_over_http_is_never_buffered_to_nginx_s_disk(
+    stack: Stack, auth: dict[str, str]
+) -> None:
+    """nginx spools a request body past 1.25 × client_body_buffer_size (1 MiB) to a temporary
+    file and logs that it did; a node's frame must not touch the disk, so its route is not
+    buffered. An upload of the same size is (the log line this test watches for is real)."""
+    frame = padded_png(1_400_000)  # past what nginx keeps in memory, under the body limit
+    assert 1.25 * 2**20 < len(frame) <= MAX_UPLOAD_BYTES
+    spooled = "a client request body is buffered to a temporary file"
+    error_log = stack.nginx_dir / "error.log"
+
+    def spools() -> int:
+        return error_log.read_text(errors="replace").count(spooled)
+
+    async with httpx.AsyncClient(headers=auth, base_url=stack.http, timeout=30) as admin:
+        created = await admin.post(
+            "/v1/nodes", json={"name": f"door-{uuid.uuid4().hex[:8]}", "tasks": ["qr"]}
+        )
+        assert created.status_code == 201, created.text
+        node = created.json()
+        assert node["store_frames"] is False, node
+        issued = await admin.post(
+            "/v1/nodes/token", json={"node_id": node["id"], "secret": node["secret"]}
+        )
+        bearer = {"authorization": f"Bearer {issued.json()['access_token']}"}
+        before = spools()
+        sent = await admin.post(
+            "/v1/nodes/me/frames",
+            content=frame,
+            headers={**bearer, "content-type": "image/png"},
+            params={"wait": 10},
+        )
+        assert sent.status_code in (200, 202), sent.text
+        assert spools() == before
+        uploaded = await admin.post(
+            "/v1/images", content=frame, headers={"content-type": "image/png"}
+        )
+        assert uploaded.status_code == 202, uploaded.text
+    assert spools() == before + 1, error_log.read_text()[-3000:]
 
 
 async def test_metrics_and_readiness_detail_are_not_served_through_nginx(stack: Stack) -> None:
