@@ -24,13 +24,22 @@ if TYPE_CHECKING:
 log = structlog.get_logger()
 
 
+def limit_of(principal: "Principal", auth: AuthSettings) -> int:
+    """The caller's requests per window; 0: not limited (its key's own 0, the deployment's 0,
+    or keys off)."""
+    if principal.owner_id is None:
+        return 0
+    return principal.rate_limit if principal.rate_limit is not None else auth.rate_limit_requests
+
+
 async def enforce_rate_limit(redis: Redis, principal: "Principal", auth: AuthSettings) -> None:
     """Count one request against the key's fixed window in Redis; RateLimited when over.
 
     Fixed windows are shared by every API replica (the counter lives in Redis) and cost one
     round trip. A burst of up to twice the limit can straddle a window edge; that is accepted.
     """
-    if auth.rate_limit_requests == 0 or principal.owner_id is None:
+    limit = limit_of(principal, auth)  # the key's own, or the deployment's default
+    if limit == 0:
         return
     window = int(time.time() // auth.rate_limit_window_s)
     key = streams.rate_limit_key(str(principal.owner_id), window)
@@ -44,10 +53,20 @@ async def enforce_rate_limit(redis: Redis, principal: "Principal", auth: AuthSet
         # Postgres must keep working (routes that need Redis still answer 503 on their own).
         log.warning("rate_limit_unavailable", key_prefix=principal.key_prefix, error=repr(exc))
         return
-    if cast(int, count) > auth.rate_limit_requests:
+    if cast(int, count) > limit:
+        if count == limit + 1:
+            # Once a window per key: a client such as Frigate's detector reads a 429 as "no
+            # detections" and logs nothing, so the operator learns it here.
+            log.warning(
+                "rate_limited",
+                key_prefix=principal.key_prefix,
+                limit=limit,
+                window_s=auth.rate_limit_window_s,
+                hint="raise it for this key: lookout apikey limit <prefix> <requests>",
+            )
         raise RateLimited(
-            f"rate limit of {auth.rate_limit_requests} requests per "
-            f"{auth.rate_limit_window_s} s exceeded for this API key",
+            f"rate limit of {limit} requests per {auth.rate_limit_window_s} s exceeded "
+            "for this API key",
             retry_after_s=streams.retry_after_s(auth.rate_limit_window_s),
         )
 

@@ -102,6 +102,10 @@ class ApiKey(Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Requests per auth.rate_limit_window_s for this key; None: auth.rate_limit_requests; 0: none.
+    rate_limit: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (CheckConstraint("rate_limit >= 0", name="ck_api_keys_rate_limit"),)
 
 
 class Job(Base):

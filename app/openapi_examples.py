@@ -67,6 +67,8 @@ API_KEY: Json = {
     "scopes": ["read", "write"],
     "expires_at": None,
     "auth_enabled": True,
+    "rate_limit": 600,
+    "rate_limit_window_s": 60,
 }
 
 

@@ -206,11 +206,18 @@ def make_key(sessionmaker: async_sessionmaker[AsyncSession]):  # type: ignore[no
     """Create an API key in the database; returns the full `lk_…` token."""
 
     async def factory(
-        name: str = "test", scopes: tuple[Scope, ...] = (Scope.admin,), expires_in=None
+        name: str = "test",
+        scopes: tuple[Scope, ...] = (Scope.admin,),
+        expires_in=None,
+        rate_limit: int | None = None,
     ) -> str:
         async with sessionmaker.begin() as session:
             _, token = await create_key(
-                session, name=name, scopes=list(scopes), expires_in=expires_in
+                session,
+                name=name,
+                scopes=list(scopes),
+                expires_in=expires_in,
+                rate_limit=rate_limit,
             )
         return token
 

@@ -28,3 +28,10 @@ class KeyOut(BaseModel):
     )
     expires_at: datetime | None = None
     auth_enabled: bool = Field(description="false: the server runs with keys off (dev)")
+    rate_limit: int | None = Field(
+        default=None,
+        description="requests this key may make per rate_limit_window_s (its own limit, "
+        "`lookout apikey limit`, or the server's default); null: not limited",
+        examples=[600],
+    )
+    rate_limit_window_s: int = Field(examples=[60])

@@ -11,8 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from app.apikeys.schemas import KeyOut
 from app.db import driver_connection, driver_statement
 from app.errors import InvalidInput, NotFound, Unauthorized
+from app.limits import limit_of
 from app.models import ApiKey
 from app.security import Scope, generate_key, parse_key, secret_matches
+from app.settings import AuthSettings
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,8 @@ class Principal:
     scopes: frozenset[Scope]
     key_prefix: str | None = None
     expires_at: datetime | None = None  # open sockets close at this moment
+    # The key's own requests per window (0: none); None: the deployment's default.
+    rate_limit: int | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -62,8 +66,10 @@ async def create_key(
     name: str,
     scopes: list[Scope],
     expires_in: timedelta | None = None,
+    rate_limit: int | None = None,
 ) -> tuple[ApiKey, str]:
-    """The new row (flushed) and the full key, which exists nowhere else: show it once."""
+    """The new row (flushed) and the full key, which exists nowhere else: show it once.
+    rate_limit: its requests per window (0: none); None: the deployment's default."""
     new = generate_key()
     key = ApiKey(
         name=name,
@@ -71,6 +77,7 @@ async def create_key(
         secret_sha256=new.secret_sha256,
         scopes=[s.value for s in scopes],
         expires_at=datetime.now(UTC) + expires_in if expires_in is not None else None,
+        rate_limit=_checked_limit(rate_limit),
     )
     session.add(key)
     await session.flush()
@@ -80,6 +87,23 @@ async def create_key(
 
 async def list_keys(session: AsyncSession) -> list[ApiKey]:
     return list(await session.scalars(select(ApiKey).order_by(ApiKey.created_at)))
+
+
+def _checked_limit(rate_limit: int | None) -> int | None:
+    if rate_limit is not None and rate_limit < 0:
+        raise InvalidInput("a rate limit is a number of requests, 0 or more (0: none)")
+    return rate_limit
+
+
+async def set_rate_limit(session: AsyncSession, prefix: str, rate_limit: int | None) -> ApiKey:
+    """Give the key its own limit (requests per window; 0: none), or None: the default again.
+    Counted from the key's next request."""
+    key = await session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
+    if key is None:
+        raise NotFound(f"no API key with prefix {prefix!r}")
+    key.rate_limit = _checked_limit(rate_limit)
+    await session.flush()
+    return key
 
 
 async def revoke_key(session: AsyncSession, prefix: str) -> ApiKey:
@@ -106,6 +130,7 @@ _KEY_BY_PREFIX = driver_statement(
         _KEYS.c.expires_at,
         _KEYS.c.revoked_at,
         _KEYS.c.last_used_at,
+        _KEYS.c.rate_limit,
     ).where(_KEYS.c.prefix == bindparam("prefix"))
 )
 _TOUCH_KEY = driver_statement(
@@ -148,10 +173,11 @@ async def authenticate(
         scopes=frozenset(Scope(s) for s in key["scopes"]),
         key_prefix=key["prefix"],
         expires_at=expires_at,
+        rate_limit=key["rate_limit"],
     )
 
 
-async def describe_key(session: AsyncSession, principal: Principal) -> KeyOut:
+async def describe_key(session: AsyncSession, principal: Principal, auth: AuthSettings) -> KeyOut:
     """The caller's own key; with keys off, the anonymous admin (no name, no prefix)."""
     name = None
     if principal.owner_id is not None:
@@ -162,4 +188,6 @@ async def describe_key(session: AsyncSession, principal: Principal) -> KeyOut:
         scopes=sorted(principal.scopes, key=list(Scope).index),
         expires_at=principal.expires_at,
         auth_enabled=principal.owner_id is not None,
+        rate_limit=limit_of(principal, auth) or None,
+        rate_limit_window_s=auth.rate_limit_window_s,
     )

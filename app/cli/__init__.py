@@ -6,7 +6,7 @@ lookout api       the HTTP API alone (uvicorn)
 lookout worker    detector worker processes
 lookout events    webhook deliveries and the MQTT bridge (outbound events)
 lookout migrate   upgrade the database schema to the latest revision
-lookout apikey    create | list | revoke client API keys
+lookout apikey    create | list | limit | revoke client API keys
 lookout maintain  one reconciler + janitor pass now (the API also runs them on a schedule)
 lookout models    list | pull | verify the model packs (workers/models/ has the manifest)
 lookout people    enroll | import faces through a running API
@@ -130,7 +130,20 @@ def _admin_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParse
         "--scopes", default="read,write", help="comma-separated: read, write, admin"
     )
     create.add_argument("--expires-in", help="lifetime, e.g. 90d, 12h, 30m (default: never)")
+    create.add_argument(
+        "--rate-limit",
+        type=int,
+        help="its own limit, requests per LOOKOUT_AUTH__RATE_LIMIT_WINDOW_S (0: none; default: "
+        "LOOKOUT_AUTH__RATE_LIMIT_REQUESTS). Frigate's detector posts every frame: give its "
+        "key 0 or a few thousand",
+    )
     apikey_commands.add_parser("list", help="list keys (never their secrets)")
+    limit = apikey_commands.add_parser("limit", help="set a key's own rate limit")
+    limit.add_argument("prefix", help="the 12 characters after lk_ (see `lookout apikey list`)")
+    limit.add_argument(
+        "requests",
+        help="requests per LOOKOUT_AUTH__RATE_LIMIT_WINDOW_S; 0: none; `default`: the server's",
+    )
     revoke = apikey_commands.add_parser("revoke", help="revoke a key by its prefix")
     revoke.add_argument("prefix", help="the 12 characters after lk_ (see `lookout apikey list`)")
     commands.add_parser("maintain", help="run one reconciler + janitor pass now").set_defaults(

@@ -18,7 +18,7 @@ from app.db import (
     create_redis,
     create_sessionmaker,
 )
-from app.errors import AppError
+from app.errors import AppError, InvalidInput
 from app.maintenance import run_maintenance
 from app.settings import Settings
 from app.storage import Storage
@@ -106,18 +106,29 @@ async def apikey_command(settings: Settings, args: argparse.Namespace) -> int:
                     name=args.name,
                     scopes=service.parse_scopes(args.scopes),
                     expires_in=expires_in,
+                    rate_limit=args.rate_limit,
                 )
             print(token, flush=True)
             expiry = key.expires_at.isoformat() if key.expires_at else "never"
             print(
                 f"created key {key.prefix} ({args.name}; scopes {','.join(key.scopes)}; "
-                f"expires {expiry}). The key is shown only this once.",
+                f"expires {expiry}; rate limit {_limit_text(key.rate_limit, settings)}). "
+                "The key is shown only this once.",
                 file=sys.stderr,
             )
             return 0
         async with create_sessionmaker(engine).begin() as session:
+            if args.apikey_command == "limit":
+                key = await service.set_rate_limit(
+                    session, args.prefix, _parse_limit(args.requests)
+                )
+                print(f"key {key.prefix} ({key.name}): {_limit_text(key.rate_limit, settings)}")
+                return 0
             if args.apikey_command == "list":
-                print("PREFIX        NAME                 SCOPES             STATE    LAST USED")
+                print(
+                    "PREFIX        NAME                 SCOPES             STATE    "
+                    "RATE LIMIT          LAST USED"
+                )
                 for key in await service.list_keys(session):
                     state = (
                         "revoked"
@@ -129,9 +140,10 @@ async def apikey_command(settings: Settings, args: argparse.Namespace) -> int:
                     last = (
                         key.last_used_at.isoformat(timespec="seconds") if key.last_used_at else "-"
                     )
+                    limit = _limit_text(key.rate_limit, settings)
                     print(
                         f"{key.prefix:<13} {key.name[:20]:<20} {','.join(key.scopes):<18} "
-                        f"{state:<8} {last}"
+                        f"{state:<8} {limit:<19} {last}"
                     )
             else:
                 key = await service.revoke_key(session, args.prefix)
@@ -139,6 +151,24 @@ async def apikey_command(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         await engine.dispose()
     return 0
+
+
+def _parse_limit(raw: str) -> int | None:
+    if raw.strip().lower() == "default":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidInput(f"not a number of requests: {raw!r} (or `default`)") from None
+
+
+def _limit_text(rate_limit: int | None, settings: Settings) -> str:
+    """What the key may do, and whose limit it is: `600/60s`, `none`, `600/60s (default)`."""
+    window = settings.auth.rate_limit_window_s
+    if rate_limit is None:
+        default = settings.auth.rate_limit_requests
+        return "none (default)" if default == 0 else f"{default}/{window}s (default)"
+    return "none" if rate_limit == 0 else f"{rate_limit}/{window}s"
 
 
 async def maintain_once(settings: Settings) -> int:

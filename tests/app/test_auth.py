@@ -188,6 +188,49 @@ async def test_over_the_rate_limit_gets_429_with_retry_after(settings, make_key)
     assert other_key.status_code == 200  # limits are per key
 
 
+async def test_a_key_s_own_rate_limit_replaces_the_default(settings, make_key, capfd):
+    """Frigate's detector posts every frame with motion, far past a default meant for people's
+    scripts; its key gets a limit of its own (or none), the other keys keep the default."""
+    limited = settings.model_copy(
+        update={"auth": AuthSettings(rate_limit_requests=3, rate_limit_window_s=3600)}
+    )
+    app = create_app(limited)
+    plain = await make_key("script", (Scope.read,))
+    higher = await make_key("frigate", (Scope.read,), rate_limit=6)
+    unlimited = await make_key("nvr", (Scope.read,), rate_limit=0)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+
+            async def statuses(token: str, n: int) -> list[int]:
+                return [
+                    (await http.get("/v1/jobs", headers={"X-API-Key": token})).status_code
+                    for _ in range(n)
+                ]
+
+            described = {
+                token: (await http.get("/v1/apikeys/me", headers={"X-API-Key": token})).json()
+                for token in (plain, higher, unlimited)
+            }
+            capfd.readouterr()
+            plain_statuses = await statuses(plain, 4)  # one of its 3 went to /me
+            higher_statuses = await statuses(higher, 7)
+            unlimited_statuses = await statuses(unlimited, 12)
+            logged = capfd.readouterr().out.splitlines()
+    assert plain_statuses == [200, 200, 429, 429]
+    assert higher_statuses == [200] * 5 + [429, 429]
+    assert unlimited_statuses == [200] * 12
+    assert [described[t]["rate_limit"] for t in (plain, higher, unlimited)] == [3, 6, None]
+    assert described[plain]["rate_limit_window_s"] == 3600  # an hour: no window edge mid-test
+    # The operator hears of it once a window per key (the dev console's log lines), naming the
+    # key and how to raise its limit.
+    warned = [line for line in logged if " rate_limited " in line]
+    assert len(warned) == 2, logged
+    for line, token, limit in zip(warned, (plain, higher), (3, 6), strict=True):
+        assert f"key_prefix={token.split('_')[1]}" in line and f"limit={limit}" in line, line
+        assert "lookout apikey limit" in line, line
+
+
 async def test_auth_off_in_dev_lets_requests_through_as_admin(settings):
     app = create_app(settings.model_copy(update={"auth": AuthSettings(enabled=False)}))
     async with app.router.lifespan_context(app):

@@ -49,3 +49,33 @@ def test_unknown_scope_and_prefix_are_clear_errors(servers):
     missing = lookout(servers, "apikey", "revoke", "000000000000")
     assert missing.returncode == 1
     assert "no API key with prefix" in missing.stderr
+
+
+async def test_a_key_s_own_rate_limit_is_set_listed_and_reset(servers, engine):
+    """Frigate's key without a limit (its detector posts every frame), then a few thousand a
+    minute, then the server's default again; `list` says which applies."""
+    created = lookout(servers, "apikey", "create", "frigate", "--rate-limit", "0")
+    assert created.returncode == 0, created.stderr
+    assert "rate limit none" in created.stderr
+    token = created.stdout.strip()
+    prefix = token.split("_")[1]
+
+    def listed_limit() -> str:
+        [row] = [r for r in lookout(servers, "apikey", "list").stdout.splitlines() if prefix in r]
+        return row
+
+    assert (await authenticate(engine, token, last_used_resolution_s=60)).rate_limit == 0
+    assert " none " in listed_limit()
+    changed = lookout(servers, "apikey", "limit", prefix, "3000")
+    assert changed.returncode == 0, changed.stderr
+    assert "3000/60s" in changed.stdout and "3000/60s" in listed_limit()
+    assert (await authenticate(engine, token, last_used_resolution_s=60)).rate_limit == 3000
+    reset = lookout(servers, "apikey", "limit", prefix, "default")
+    assert reset.returncode == 0 and "600/60s (default)" in listed_limit()
+    assert (await authenticate(engine, token, last_used_resolution_s=60)).rate_limit is None
+
+    for bad in ("-1", "lots"):
+        refused = lookout(servers, "apikey", "limit", prefix, bad)
+        assert refused.returncode == 1 and "requests" in refused.stderr, refused.stderr
+    unknown = lookout(servers, "apikey", "limit", "000000000000", "10")
+    assert unknown.returncode == 1 and "no API key with prefix" in unknown.stderr

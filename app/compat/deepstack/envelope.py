@@ -264,3 +264,25 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         }
         for status in statuses
     }
+
+
+# At most this many predictions: Frigate's DeepStack detector copies them into a 20-row array
+# (frigate/detectors/plugins/deepstack.py, `np.zeros((20, 6))`) and its process dies of an
+# IndexError at a 21st; `?max_predictions=20` on its api_url keeps the 20 most confident. Not a
+# DeepStack parameter (clients that count objects, as Home Assistant's, need them all), and a
+# query parameter because Frigate sends no form field but the key.
+MAX_PREDICTIONS = "max_predictions"
+
+
+def max_predictions(request: Request) -> int | None:
+    """`?max_predictions=N` (1 or more), or None: every prediction."""
+    raw = request.query_params.get(MAX_PREDICTIONS)
+    if raw is None or not raw.strip():
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise DeepStackError("Invalid value for max_predictions") from None
+    if value < 1:
+        raise DeepStackError("max_predictions must be 1 or more")
+    return value

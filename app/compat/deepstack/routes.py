@@ -14,12 +14,14 @@ from app.commits import commit
 from app.compat.deepstack import service
 from app.compat.deepstack.envelope import (
     API_KEY_FIELD,
+    MAX_PREDICTIONS,
     DeepStackRoute,
     FormDep,
     ReadCaller,
     WriteCaller,
     duration_s,
     error_responses,
+    max_predictions,
     read_image,
     read_upload,
 )
@@ -130,6 +132,14 @@ _DETECTION_FORM = _form(
     {"image": _IMAGE, "min_confidence": _min_confidence(0.4, "objects"), API_KEY_FIELD: _KEY},
     ["image"],
 )
+_MAX_PREDICTIONS_PARAM = {
+    "name": MAX_PREDICTIONS,
+    "in": "query",
+    "required": False,
+    "schema": {"type": "integer", "minimum": 1},
+    "description": "at most this many predictions, the most confident (Lookout's own; for "
+    "Frigate's detector, which fails on a 21st: put `?max_predictions=20` in its api_url)",
+}
 
 
 @router.post(
@@ -142,7 +152,8 @@ _DETECTION_FORM = _form(
     openapi_extra={
         **_DETECTION_FORM,
         "parameters": [
-            {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
+            {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}},
+            _MAX_PREDICTIONS_PARAM,
         ],
     },
 )
@@ -153,7 +164,7 @@ _DETECTION_FORM = _form(
     summary="DeepStack object detection (Frigate's `deepstack` detector, Blue Iris, HA)",
     description="Runs the image as a job with task `objects` (listed in /v1/jobs, on the "
     "firehose) and answers its COCO objects at or above `min_confidence`, in integer pixels.",
-    openapi_extra=_DETECTION_FORM,
+    openapi_extra={**_DETECTION_FORM, "parameters": [_MAX_PREDICTIONS_PARAM]},
 )
 async def detection(
     request: Request,
@@ -172,13 +183,14 @@ async def detection(
         )
     image = await read_image(settings, form)
     min_confidence = form.min_confidence(service.OBJECT_MIN_CONFIDENCE)
+    at_most = max_predictions(request)
     [result] = await _run(
         session, redis, storage, settings, caller, [image], service.OBJECT_TASKS, JobPurpose.detect
     )
     predictions = await service.object_predictions(
         session, result.job, min_confidence=min_confidence
     )
-    return DeepStackDetectionOut(predictions=predictions, duration=duration_s(request))
+    return DeepStackDetectionOut(predictions=predictions[:at_most], duration=duration_s(request))
 
 
 _FACE_DETECT: dict[str, Any] = {

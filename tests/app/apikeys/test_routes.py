@@ -47,4 +47,6 @@ async def test_with_keys_off_the_caller_is_the_anonymous_admin(settings):
         "scopes": ["read", "write", "admin"],
         "expires_at": None,
         "auth_enabled": False,
+        "rate_limit": None,  # keys off: nothing is counted
+        "rate_limit_window_s": 60,
     }

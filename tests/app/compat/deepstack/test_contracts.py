@@ -96,6 +96,40 @@ def test_frigate_deepstack_detector_finds_people_and_a_dog(live: LiveLookout, wr
     assert len(jobs) == 2 and all(j["image"]["width"] == 320 for j in jobs)
 
 
+def test_frigate_keeps_its_twenty_rows_with_max_predictions(live: LiveLookout, write_key):
+    """Frigate's parse writes prediction i into row i of a 20-row array: a 21st prediction at
+    0.4 or above is an IndexError that kills its detector process (DeepStack answered them all
+    too). `?max_predictions=20` in its api_url keeps the 20 most confident."""
+    t1 = np.asarray(Image.open(SCENES / "t1.jpg").convert("RGB"))
+    crowd = np.vstack([np.hstack([t1, t1])] * 2)[np.newaxis]  # 22 objects at 0.4 or above
+    api_url = f"{live.url}/v1/vision/detection"
+    try:
+        frigate_detect_raw(api_url, write_key, crowd)
+        raise AssertionError("the crowd no longer has more than 20 objects: pick another")
+    except IndexError:
+        pass  # Frigate's own failure, reproduced: the reason for the parameter
+    found = frigate_detect_raw(f"{api_url}?max_predictions=20", write_key, crowd)
+    assert (found[:, 1] >= 0.4).all(), found  # all twenty rows filled
+    assert (np.diff(found[:, 1]) <= 0).all()  # the most confident, in order
+    assert (found[:, 0] == frigate_get_label_index("person")).sum() >= 12, found
+    custom = requests.post(
+        f"{live.url}/v1/vision/custom/general?max_predictions=3",
+        data={"api_key": write_key},
+        files={"image": (SCENES / "t1.jpg").read_bytes()},
+        timeout=TIMEOUT_S,
+    )
+    assert len(custom.json()["predictions"]) == 3, custom.text
+    for bad in ("0", "many"):
+        refused = requests.post(
+            f"{api_url}?max_predictions={bad}",
+            data={"api_key": write_key},
+            files={"image": (SCENES / "t1.jpg").read_bytes()},
+            timeout=TIMEOUT_S,
+        )
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["success"] is False and "max_predictions" in refused.json()["error"]
+
+
 # --- Double Take: api/src/util/detectors/deepstack.js and aiserver.js (jakowenko/double-take) ---
 
 # Double Take's defaults (api/src/constants/config: detect.match / detect.unknown).
