@@ -1,7 +1,8 @@
 """SSRF guard for webhook targets.
 
 A target whose host resolves to a loopback, link-local (cloud metadata at 169.254.169.254
-included), private, shared, reserved, multicast or unspecified address is refused, unless the
+included), private, shared, reserved, multicast, unspecified, 6to4 or site-local address is
+refused, unless the
 address is inside one of the operator's `events.allowed_networks`. The check runs when a
 webhook is saved and again at every delivery, where the request then goes to the very address
 that was checked (DNS rebinding cannot swap it in between).
@@ -41,8 +42,15 @@ def parse_networks(raw: Sequence[str]) -> list[IpNetwork]:
 
 
 def _forbidden_kind(address: IpAddress) -> str | None:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return _forbidden_kind(address.ipv4_mapped)
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return _forbidden_kind(address.ipv4_mapped)
+        # Python 3.11 counts these global: 6to4 (2002::/16, deprecated; it reaches the IPv4
+        # address it embeds, 127.0.0.1 in 2002:7f00:1::) and the old site-local fec0::/10.
+        if address.sixtofour is not None:
+            return "a 6to4 address"
+        if address.is_site_local:
+            return "a site-local address"
     if address in METADATA_ADDRESSES:
         return "a cloud metadata address"
     if address.is_loopback:

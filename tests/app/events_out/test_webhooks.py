@@ -64,6 +64,8 @@ async def firehose_groups(redis, clean_state):
         "http://[::1]/hook",
         "http://[::ffff:127.0.0.1]/hook",
         "http://0.0.0.0/hook",
+        "http://[2002:7f00:1::]/hook",  # 6to4 of 127.0.0.1
+        "http://[fec0::1]/hook",  # site-local
     ],
 )
 async def test_targets_on_private_addresses_are_refused(settings, api_key, url):
