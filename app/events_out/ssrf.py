@@ -2,10 +2,9 @@
 
 A target whose host resolves to a loopback, link-local (cloud metadata at 169.254.169.254
 included), private, shared, reserved, multicast, unspecified, 6to4 or site-local address is
-refused, unless the
-address is inside one of the operator's `events.allowed_networks`. The check runs when a
-webhook is saved and again at every delivery, where the request then goes to the very address
-that was checked (DNS rebinding cannot swap it in between).
+refused, unless the address is inside one of the operator's `events.allowed_networks`. The check
+runs when a webhook is saved and again at every delivery, where the request then goes to the
+very address that was checked (DNS rebinding cannot swap it in between).
 """
 
 import asyncio
