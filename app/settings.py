@@ -414,6 +414,12 @@ class MqttSettings(BaseModel):
 
     # mqtt://user:pass@host:1883 (mqtts:// for TLS); None: no MQTT.
     url: str | None = None
+    # mqtts:// only. The CA to verify the broker with, instead of the system's (a broker with a
+    # self-signed certificate: that certificate); a client certificate and key where the broker
+    # asks for one.
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
     topic_prefix: str = "lookout"
     client_id: str = "lookout"
     discovery: bool = True  # Home Assistant MQTT discovery configs (retained)
@@ -422,8 +428,12 @@ class MqttSettings(BaseModel):
     # Reconnect waits double from reconnect_min_s up to reconnect_max_s.
     reconnect_min_s: float = Field(default=1.0, gt=0)
     reconnect_max_s: float = Field(default=60.0, gt=0)
-    # Node status (online, fps) and discovery are refreshed this often.
+    # Node status (online, fps) and discovery are refreshed this often, and `online` said again.
     status_interval_s: float = Field(default=30.0, gt=0)
+    # Events older than this when the bridge reaches them (the broker was down, the bridge
+    # behind) are not published as events: an automation would act on them late ("an unknown
+    # face at the door" an hour ago). The retained states they change are still applied. 0: all.
+    max_event_age_s: float = Field(default=300.0, ge=0)
 
 
 # Accepted only when env is local or dev; the API refuses to start with it anywhere else.

@@ -11,17 +11,23 @@ Topics (prefix `mqtt.topic_prefix`, default `lookout`; QoS 1):
                                             person (retained)
     lookout/node/<node_id>/unknown_face     ON | OFF: … has an unknown face (retained)
     lookout/node/<node_id>/count/<label>    objects of that class in its latest result (retained)
-    lookout/person/<person_id>/seen         {time, name, similarity, node, job} (retained)
-    lookout/label/<label>                   {count, time, node, job} of the latest sighting
+    lookout/person/<person_id>/seen         {time, name, similarity, node_id, node_name,
+                                            job_id} (retained)
+    lookout/label/<label>                   {count, time, node_id, job_id} of the latest sighting
 
 Home Assistant discovery (`mqtt.discovery`, prefix `mqtt.discovery_prefix`), retained:
 per node a device with binary sensors "person", "unknown face", "online" and sensors "fps"
 and one count per object class it has reported; per enrolled person a "seen at" timestamp
-sensor. Configs are refreshed every `mqtt.status_interval_s` and on (re)connect; those of
-deleted nodes and people are cleared.
+sensor and a "last seen by" sensor (the node's name). Configs are refreshed every
+`mqtt.status_interval_s` and on (re)connect; those of deleted nodes and people are cleared.
+Each refresh says `online` again (the last will of a bridge replica that died, or of this
+bridge's own lost connection, would otherwise leave every entity unavailable) and turns the
+states of a node gone offline to OFF and 0, once.
 
 An entry is acked only once all its messages are PUBACKed: while the broker is down nothing
 is acked, and after the reconnect the bridge publishes its unacked entries first, in order.
+Entries older than `mqtt.max_event_age_s` by then update the retained states only: their
+events are not published, so that no automation acts on them late.
 """
 
 import asyncio
@@ -132,10 +138,14 @@ class BridgeStatus:
 
 @dataclass
 class NodeMemory:
-    """What this bridge has announced for a node: its object classes with a count sensor."""
+    """What this bridge has announced for a node: its object classes with a count sensor, the
+    count topics on the broker (those it published, and those found there at connect), and
+    whether its states were turned off since it went offline."""
 
     name: str
     labels: set[str] = field(default_factory=set)
+    count_topics: set[str] = field(default_factory=set)  # the <label> levels, slugged
+    cleared: bool = False
 
 
 class MqttBridge:
@@ -152,6 +162,7 @@ class MqttBridge:
         self.settings = settings
         self.config: MqttSettings = settings.mqtt
         self.broker = parse_broker_url(settings.mqtt.url)
+        self.tls_context = self._tls()
         self.sessionmaker = sessionmaker
         self.redis = redis
         self.consumer = consumer or streams.consumer_name()
@@ -170,8 +181,24 @@ class MqttBridge:
         self.seen_people: set[str] = set()
         self.refresh_now = asyncio.Event()
 
+    def _tls(self) -> ssl.SSLContext | None:
+        """For mqtts://: the system's CAs, or LOOKOUT_MQTT__TLS_CA_FILE's; a client certificate
+        if configured. A file that cannot be read stops the bridge at start, saying which."""
+        if not self.broker.tls:
+            return None
+        ca = self.config.tls_ca_file
+        try:
+            context = ssl.create_default_context(cafile=str(ca) if ca is not None else None)
+            if self.config.tls_cert_file is not None:
+                context.load_cert_chain(self.config.tls_cert_file, self.config.tls_key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(
+                f"LOOKOUT_MQTT__TLS_CA_FILE / __TLS_CERT_FILE / __TLS_KEY_FILE: {exc}"
+            ) from exc
+        return context
+
     def _client(self) -> aiomqtt.Client:
-        tls: ssl.SSLContext | None = ssl.create_default_context() if self.broker.tls else None
+        tls = self.tls_context
         return aiomqtt.Client(
             self.broker.host,
             port=self.broker.port,
@@ -226,10 +253,9 @@ class MqttBridge:
         )
 
     async def _serve(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
-        await client.publish(self.topics.availability, "online", qos=QOS, retain=True)
         self.configs_sent.clear()
-        await self._recall_seen(client)
-        await self.refresh(client)
+        await self._recall_retained(client)
+        await self.refresh(client)  # says `online`
         consume = asyncio.create_task(self._consume(client, stop))
         refresh = asyncio.create_task(self._refresh_loop(client, stop))
         try:
@@ -239,25 +265,34 @@ class MqttBridge:
         for task in done:
             task.result()  # an MqttError ends this connection; run() reconnects
 
-    async def _recall_seen(self, client: aiomqtt.Client) -> None:
-        """Remember the people whose retained seen topic is on the broker already (published
-        before this bridge started), so that refresh clears those of people deleted since. The
-        broker sends retained messages on subscribe; RECALL_QUIET_S without one ends it."""
-        wildcard = self.topics.person_seen("+")
-        await client.subscribe(wildcard, qos=QOS)
+    async def _recall_retained(self, client: aiomqtt.Client) -> None:
+        """Read back what an earlier bridge left retained on the broker: the people with a seen
+        topic (refresh clears those of people deleted since) and each node's count topics (set
+        to 0 with the node's next result, or when it goes offline, though this bridge has not
+        seen those classes yet). The broker sends retained messages on subscribe;
+        RECALL_QUIET_S without one ends it."""
+        wildcards = (self.topics.person_seen("+"), self.topics.node("+", "count/+"))
+        for wildcard in wildcards:
+            await client.subscribe(wildcard, qos=QOS)
         try:
             while True:
                 async with asyncio.timeout(RECALL_QUIET_S):
                     message = await anext(client.messages)
                 parts = str(message.topic).split("/")
-                if not message.retain or not message.payload or len(parts) < 2:
+                if not message.retain or not message.payload or len(parts) < 3:
                     continue
                 with contextlib.suppress(ValueError):
-                    self.seen_people.add(str(uuid.UUID(parts[-2])))
+                    if parts[-1] == "seen":
+                        self.seen_people.add(str(uuid.UUID(parts[-2])))
+                    elif parts[-2] == "count":
+                        node_id = str(uuid.UUID(parts[-3]))
+                        memory = self.nodes.setdefault(node_id, NodeMemory(name=node_id))
+                        memory.count_topics.add(parts[-1])
         except TimeoutError:
             pass
         finally:
-            await client.unsubscribe(wildcard)
+            for wildcard in wildcards:
+                await client.unsubscribe(wildcard)
 
     async def _publish(
         self, client: aiomqtt.Client, topic: str, payload: Any, *, retain: bool = False
@@ -288,10 +323,12 @@ class MqttBridge:
         self, client: aiomqtt.Client, entry_id: streams.StreamId, entry: dict[str, Any]
     ) -> None:
         outbound = events.from_firehose(entry_id, entry, public_url=self.settings.events.public_url)
+        live = self._is_live(entry_id)
         for event in outbound:
-            await self._publish(client, self.topics.event(event["type"]), event)
             node = event.get("node")
-            if node is not None and node.get("id"):
+            if live:
+                await self._publish(client, self.topics.event(event["type"]), event)
+            if live and node is not None and node.get("id"):
                 node_id = str(node["id"])
                 await self._publish(
                     client,
@@ -315,7 +352,7 @@ class MqttBridge:
                     },
                     retain=True,
                 )
-            elif event["type"] == "object.detected":
+            elif event["type"] == "object.detected" and live:
                 await self._publish(
                     client,
                     self.topics.label(data["label"]),
@@ -327,6 +364,17 @@ class MqttBridge:
                     },
                 )
         await self._publish_node_states(client, outbound)
+
+    def _is_live(self, entry_id: streams.StreamId) -> bool:
+        """Whether the entry is recent enough to publish as events (its stream id is the
+        firehose's clock, in ms)."""
+        if self.config.max_event_age_s == 0:
+            return True
+        age_s = time.time() - int(entry_id.split(b"-", 1)[0]) / 1000
+        if age_s <= self.config.max_event_age_s:
+            return True
+        log.info("mqtt_stale_events_skipped", entry_id=entry_id.decode(), age_s=round(age_s))
+        return False
 
     async def _publish_node_states(
         self, client: aiomqtt.Client, outbound: Sequence[events.OutboundEvent]
@@ -359,21 +407,35 @@ class MqttBridge:
             memory = self.nodes.setdefault(
                 node_id, NodeMemory(name=str(node.get("name") or node_id))
             )
+            memory.cleared = False
             for label in sorted(set(counts) - memory.labels):
                 memory.labels.add(label)
+                memory.count_topics.add(_slug(label))
                 if self.config.discovery:
                     await self._publish_config(
                         client, *self._count_config(node_id, memory.name, label)
                     )
-            for label in sorted(memory.labels):
+            by_topic = {_slug(label): count for label, count in counts.items()}
+            for level in sorted(memory.count_topics):
                 await self._publish(
                     client,
-                    self.topics.node(node_id, f"count/{_slug(label)}"),
-                    str(counts.get(label, 0)),
+                    self.topics.node(node_id, f"count/{level}"),
+                    str(by_topic.get(level, 0)),
                     retain=True,
                 )
         if any(e["type"].startswith("node.") for e in outbound):
             self.refresh_now.set()  # the node's status topic, from Postgres
+
+    async def _clear_states(self, client: aiomqtt.Client, node_id: str, memory: NodeMemory) -> None:
+        """A node gone offline sees nothing: its retained states say so (once), rather than
+        the last result's "person: ON" for ever."""
+        await self._publish(client, self.topics.node(node_id, "person"), "OFF", retain=True)
+        await self._publish(client, self.topics.node(node_id, "unknown_face"), "OFF", retain=True)
+        for level in sorted(memory.count_topics):
+            await self._publish(
+                client, self.topics.node(node_id, f"count/{level}"), "0", retain=True
+            )
+        memory.cleared = True
 
     # --- status and discovery ------------------------------------------------------------
 
@@ -386,7 +448,8 @@ class MqttBridge:
                 await self.refresh(client)
 
     async def refresh(self, client: aiomqtt.Client) -> None:
-        """Node status topics and every discovery config, from Postgres."""
+        """`online`, node status topics and every discovery config, from Postgres."""
+        await client.publish(self.topics.availability, "online", qos=QOS, retain=True)
         async with self.sessionmaker() as session:
             nodes = list(await session.scalars(select(Node).where(Node.revoked_at.is_(None))))
             # Unnamed people (clusters of unknown faces) get no "seen at" sensor until named.
@@ -404,12 +467,15 @@ class MqttBridge:
             node_id = str(node.id)
             memory = self.nodes.setdefault(node_id, NodeMemory(name=node.name))
             memory.name = node.name
+            online = is_online(node, offline_after_s=self.settings.nodes.offline_after_s)
+            if not online and not memory.cleared:
+                await self._clear_states(client, node_id, memory)
             await self._publish(
                 client,
                 self.topics.node(node_id, "status"),
                 {
                     "name": node.name,
-                    "online": is_online(node, offline_after_s=self.settings.nodes.offline_after_s),
+                    "online": online,
                     "state": node.state.value if node.state is not None else None,
                     "fps": node.fps,
                     "latency_ms_p50": node.latency_ms_p50,
@@ -420,7 +486,9 @@ class MqttBridge:
             )
             configs.extend(self._node_configs(node_id, node.name))
             configs.extend(self._count_config(node_id, node.name, label) for label in memory.labels)
-        configs.extend(self._person_config(str(p.id), p.name) for p in people if p.name)
+        for person in people:
+            if person.name:
+                configs.extend(self._person_configs(str(person.id), person.name))
         if self.config.discovery:
             wanted = {topic for topic, _ in configs}
             for topic, config in configs:
@@ -531,24 +599,44 @@ class MqttBridge:
             },
         )
 
-    def _person_config(self, person_id: str, name: str) -> tuple[str, dict[str, Any]]:
+    def _person_configs(self, person_id: str, name: str) -> list[tuple[str, dict[str, Any]]]:
+        """Two sensors on the person's seen topic: when (a timestamp) and where (the node's
+        name, as Double Take's per-person camera sensor: "Alice: Front door" with no template
+        in Home Assistant)."""
         topic = self.topics.person_seen(person_id)
-        return (
-            self.topics.discovery("sensor", f"lookout_person_{person_id}", "seen_at"),
-            {
-                **self._availability(),
-                "device": {
-                    "identifiers": [f"lookout_person_{_slug(person_id)}"],
-                    "name": f"{name} (Lookout)",
-                    "manufacturer": MANUFACTURER,
-                    "model": "enrolled person",
-                },
-                "name": "Seen at",
-                "unique_id": f"lookout_person_{person_id}_seen_at",
-                "state_topic": topic,
-                "value_template": "{{ value_json.time }}",
-                "device_class": "timestamp",
-                "json_attributes_topic": topic,
-                "icon": "mdi:account-eye",
+        common = {
+            **self._availability(),
+            "device": {
+                "identifiers": [f"lookout_person_{_slug(person_id)}"],
+                "name": f"{name} (Lookout)",
+                "manufacturer": MANUFACTURER,
+                "model": "enrolled person",
             },
-        )
+            "state_topic": topic,
+            "json_attributes_topic": topic,
+        }
+        key = f"lookout_person_{person_id}"
+        return [
+            (
+                self.topics.discovery("sensor", key, "seen_at"),
+                {
+                    **common,
+                    "name": "Seen at",
+                    "unique_id": f"{key}_seen_at",
+                    "value_template": "{{ value_json.time }}",
+                    "device_class": "timestamp",
+                    "icon": "mdi:account-eye",
+                },
+            ),
+            (
+                self.topics.discovery("sensor", key, "seen_by"),
+                {
+                    **common,
+                    "name": "Last seen by",
+                    "unique_id": f"{key}_seen_by",
+                    # An upload has no node: its sighting reads "upload".
+                    "value_template": "{{ value_json.node_name or 'upload' }}",
+                    "icon": "mdi:cctv",
+                },
+            ),
+        ]

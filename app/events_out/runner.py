@@ -3,8 +3,10 @@
 One process of its own, supervised like the API and the workers (`lookout up` starts it; the
 compose file and Kubernetes run it as the `events` service). It reads the firehose through its
 own consumer groups, so it is never on a job's path: a slow receiver or a broker outage only
-grows its backlog. Replicas are safe: firehose entries are shared out by the groups, and each
-webhook is delivered by one replica at a time (Redis lock), in order.
+grows its backlog. Replicas are safe for webhooks: firehose entries are shared out by the
+groups, and each webhook is delivered by one replica at a time (Redis lock), in order. With
+MQTT run one: replicas would share a node's results out and could publish its retained states
+out of order (docs/deploy.md).
 """
 
 import asyncio

@@ -12,13 +12,20 @@ MOSQUITTO = Path("/usr/sbin/mosquitto")
 
 
 class Mosquitto:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, certificates: Path | None = None) -> None:
+        """certificates: a folder with fullchain.pem and privkey.pem (tests.processes
+        self_signed_certificate): the listener speaks TLS with them."""
         self.port = free_port()
         self.directory = directory
+        self.tls = certificates is not None
         self.config = directory / "mosquitto.conf"
+        tls = (
+            f"certfile {certificates / 'fullchain.pem'}\nkeyfile {certificates / 'privkey.pem'}\n"
+            if certificates is not None
+            else ""
+        )
         self.config.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
+            f"listener {self.port} 127.0.0.1\n" + tls + "allow_anonymous true\n"
             "persistence true\n"
             f"persistence_location {directory}/\n"
             "user root\n"
@@ -28,7 +35,8 @@ class Mosquitto:
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        # The test certificate is for "localhost".
+        return f"mqtts://localhost:{self.port}" if self.tls else f"mqtt://127.0.0.1:{self.port}"
 
     def start(self) -> None:
         self.process = subprocess.Popen([str(MOSQUITTO), "-c", str(self.config)])

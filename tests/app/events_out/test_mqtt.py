@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import json
 import re
+import ssl
 import uuid
 from dataclasses import dataclass, field
 
@@ -19,6 +20,7 @@ from app.settings import MqttSettings
 from tests.app.events_out.broker import MOSQUITTO, Mosquitto
 from tests.app.events_out.helpers import enroll_from_job, wait_for
 from tests.conftest import serve_app, shared_image
+from tests.processes import self_signed_certificate
 
 OBAMA = "faces/train/obama/obama.jpg"
 
@@ -187,8 +189,10 @@ async def test_a_node_face_gives_the_events_states_and_discovery_home_assistant_
     assert events[0]["node"] == {"id": str(node.id), "name": "gate-cam"}
     done = [json.loads(p) for p in subscriber.on(f"{node_topic}/events/job/done")]
     assert [e["job"]["id"] for e in done] == [str(job.id)]
-    assert subscriber.on(f"{node_topic}/person") == [b"ON"]
-    assert subscriber.on(f"{node_topic}/unknown_face") == [b"OFF"]
+    # The node never connected (a frame queued for it here): at connect the bridge turned its
+    # states off, then its result turned "person" on.
+    assert subscriber.on(f"{node_topic}/person") == [b"OFF", b"ON"]
+    assert subscriber.on(f"{node_topic}/unknown_face") == [b"OFF", b"OFF"]
     assert subscriber.on(f"{node_topic}/count/person") == [b"1"]
     seen = json.loads(subscriber.on(f"lookout/person/{obama.id}/seen")[-1])
     assert seen["name"] == "obama" and seen["node_id"] == str(node.id)
@@ -224,11 +228,18 @@ async def test_a_node_face_gives_the_events_states_and_discovery_home_assistant_
         ("sensor", f"{node_key}_fps"),
         ("sensor", f"{node_key}_count_person"),
         ("sensor", f"lookout_person_{obama.id}_seen_at"),
+        ("sensor", f"lookout_person_{obama.id}_seen_by"),
     }
     assert expected <= set(by_entity)
     seen_at = by_entity[("sensor", f"lookout_person_{obama.id}_seen_at")]
     assert seen_at["device_class"] == "timestamp"
     assert seen_at["value_template"] == "{{ value_json.time }}"
+    # Where: the node's name, read from the same topic (Home Assistant renders the template
+    # with Jinja; the seen payload has node_name, or null for an upload).
+    seen_by = by_entity[("sensor", f"lookout_person_{obama.id}_seen_by")]
+    assert seen_by["state_topic"] == f"lookout/person/{obama.id}/seen"
+    assert seen_by["value_template"] == "{{ value_json.node_name or 'upload' }}"
+    assert seen["node_name"] == "gate-cam"
     # A Home Assistant that starts later still finds every config (retained), and the bridge's
     # availability says it is gone now that it stopped.
     late = Subscriber(broker.port, identifier="ha-late")
@@ -359,14 +370,15 @@ async def test_a_refresh_sends_only_the_discovery_configs_that_changed(
         await refreshed()  # the connect's refresh, received whole
         first = configs()
         people = {t for t, p in first if b"Ann" in p or b"Bob" in p}
-        assert len(people) == 2 and len(first) > 2  # the two people and the node's entities
+        assert len(people) == 4 and len(first) > 4  # two per person, and the node's entities
         await refreshed()
         assert configs() == first  # nothing changed: nothing sent again
         async with sessionmaker.begin() as session:
             (await session.get(Person, bob.id)).name = "Robert"
         await refreshed()
-        [(topic, body)] = configs()[len(first) :]
-        assert topic in people and json.loads(body)["device"]["name"] == "Robert (Lookout)", body
+        renamed = configs()[len(first) :]
+        assert len(renamed) == 2 and {t for t, _ in renamed} <= people, renamed
+        assert all(json.loads(b)["device"]["name"] == "Robert (Lookout)" for _, b in renamed)
         # A broker restarted without persistence lost them all: the new connection sends all.
         sent = len(configs())
         broker.stop()
@@ -375,3 +387,134 @@ async def test_a_refresh_sends_only_the_discovery_configs_that_changed(
         broker.start()
         await wait_for(lambda: len(configs()) >= sent + len(first), timeout_s=40)
         assert {t for t, _ in configs()[sent:]} == {t for t, _ in first}
+
+
+async def test_online_is_said_again_after_another_bridge_s_last_will(
+    settings, redis, sessionmaker, broker
+):
+    """Two `lookout events` replicas share the availability topic, and a connection this bridge
+    lost may have its last will fire after the reconnect: a retained `offline` left by either
+    made every Home Assistant entity unavailable while events kept flowing. Each refresh says
+    `online` again."""
+    subscriber = Subscriber(broker.port)
+    bridge = MqttBridge(mqtt_settings(settings, broker), sessionmaker, redis, consumer="test")
+    async with running(subscriber.run, bridge.run):
+        await wait_for(lambda: subscriber.on("lookout/status") == [b"online"])
+        async with aiomqtt.Client("127.0.0.1", broker.port, identifier="dead-replica") as other:
+            await other.publish("lookout/status", "offline", qos=1, retain=True)
+        await wait_for(lambda: subscriber.on("lookout/status")[-1:] == [b"offline"])
+        bridge.refresh_now.set()  # as every status_interval_s
+        await wait_for(lambda: subscriber.on("lookout/status")[-1:] == [b"online"])
+
+
+async def test_an_offline_node_s_states_turn_off_and_counts_left_on_the_broker_are_reset(
+    settings, redis, sessionmaker, storage, make_node, make_consumer, broker
+):
+    """A node that went offline with a person in view said "person: ON" for ever, and a bridge
+    that restarted never reset the count topics of classes it had not seen yet (car: 1)."""
+    node = await make_node("drive-cam", tasks=("faces", "objects"))  # never connected: offline
+    node_topic = f"lookout/node/{node.id}"
+    async with aiomqtt.Client("127.0.0.1", broker.port, identifier="old-bridge") as old:
+        for leaf, value in (("person", "ON"), ("unknown_face", "ON"), ("count/car", "1")):
+            await old.publish(f"{node_topic}/{leaf}", value, qos=1, retain=True)
+    subscriber = Subscriber(broker.port)
+    bridge = MqttBridge(mqtt_settings(settings, broker), sessionmaker, redis, consumer="test")
+    async with running(subscriber.run, bridge.run):
+        await wait_for(lambda: subscriber.on(f"{node_topic}/count/car")[-1:] == [b"0"])
+        assert subscriber.on(f"{node_topic}/person")[-1:] == [b"OFF"]
+        assert subscriber.on(f"{node_topic}/unknown_face")[-1:] == [b"OFF"]
+        # Its next result sets the counts it has, and 0 for the class left on the broker.
+        await node_frame_job(settings, sessionmaker, storage, redis, node.id, ("faces", "objects"))
+        await make_consumer().run(burst=True)
+        await wait_for(lambda: subscriber.on(f"{node_topic}/count/person")[-1:] == [b"1"])
+        assert subscriber.on(f"{node_topic}/person")[-1:] == [b"ON"]
+        assert subscriber.on(f"{node_topic}/count/car")[-1:] == [b"0"]
+        published = len(subscriber.messages)
+        # Still offline: the next refresh turns its states off again, once.
+        for _ in range(2):
+            before = len(subscriber.on(f"{node_topic}/status"))
+            bridge.refresh_now.set()
+            await wait_for(lambda: len(subscriber.on(f"{node_topic}/status")) > before)
+        assert subscriber.on(f"{node_topic}/person")[-1:] == [b"OFF"]
+        assert subscriber.on(f"{node_topic}/count/person")[-1:] == [b"0"]
+        cleared = [t for t, _, _ in subscriber.messages[published:] if t == f"{node_topic}/person"]
+        assert len(cleared) == 1
+
+
+async def test_events_too_old_when_the_broker_returns_update_states_but_are_not_published(
+    settings, redis, sessionmaker, storage, make_node, make_consumer, broker
+):
+    """An automation on `face/unknown` or `job/done` must not fire an hour late: entries older
+    than mqtt.max_event_age_s by the time the broker is back set the retained states only."""
+    node = await make_node("back-door", tasks=("faces",))
+    configured = mqtt_settings(settings, broker)
+    configured = configured.model_copy(
+        update={"mqtt": configured.mqtt.model_copy(update={"max_event_age_s": 1.0})}
+    )
+    subscriber = Subscriber(broker.port)
+    bridge = MqttBridge(configured, sessionmaker, redis, consumer="test-bridge")
+    node_topic = f"lookout/node/{node.id}"
+    done_topic = f"{node_topic}/events/job/done"
+    async with running(subscriber.run, bridge.run):
+        await wait_for(lambda: subscriber.on("lookout/status") == [b"online"])
+        broker.stop()
+        stale = await node_frame_job(settings, sessionmaker, storage, redis, node.id, ("faces",))
+        await make_consumer().run(burst=True)
+        await wait_for(lambda: not bridge.status.connected)  # its publish found the broker gone
+        await asyncio.sleep(1.5)  # older than max_event_age_s before the broker is back
+        broker.start()
+        await wait_for(lambda: subscriber.on(f"{node_topic}/person")[-1:] == [b"ON"], timeout_s=40)
+        fresh = await node_frame_job(settings, sessionmaker, storage, redis, node.id, ("faces",))
+        await make_consumer().run(burst=True)
+        await wait_for(lambda: subscriber.on(done_topic))
+    received = [json.loads(p)["job"]["id"] for p in subscriber.on(done_topic)]
+    assert received == [str(fresh.id)], (stale.id, received)
+    assert not any(str(stale.id).encode() in p for p in subscriber.on("lookout/events/job/done"))
+    assert (await streams.firehose_groups_lag(redis)).get(streams.MQTT_GROUP) == (0, 0)
+
+
+async def test_a_broker_with_a_self_signed_certificate_is_trusted_with_its_ca_file(
+    settings, redis, sessionmaker, tmp_path
+):
+    """mqtts:// verified the broker against the system's CAs only: the self-signed broker of a
+    home installation could not be used. LOOKOUT_MQTT__TLS_CA_FILE names the CA to trust."""
+    certificates = tmp_path / "certs"
+    self_signed_certificate(certificates)
+    broker_dir = tmp_path / "broker"
+    broker_dir.mkdir()
+    tls_broker = Mosquitto(broker_dir, certificates=certificates)
+    tls_broker.start()
+    try:
+        plain = mqtt_settings(settings, tls_broker)
+        refused = MqttBridge(plain, sessionmaker, redis, consumer="test-bridge")
+        async with running(refused.run):
+            await wait_for(lambda: "CERTIFICATE_VERIFY_FAILED" in (refused.status.last_error or ""))
+        assert not refused.status.connected
+        trusting = plain.model_copy(
+            update={
+                "mqtt": plain.mqtt.model_copy(
+                    update={"tls_ca_file": certificates / "fullchain.pem"}
+                )
+            }
+        )
+        bridge = MqttBridge(trusting, sessionmaker, redis, consumer="test-bridge")
+        ca = ssl.create_default_context(cafile=str(certificates / "fullchain.pem"))
+        async with running(bridge.run):
+            await wait_for(lambda: bridge.status.connected)
+            async with aiomqtt.Client("localhost", tls_broker.port, tls_context=ca) as reader:
+                await reader.subscribe("lookout/status", qos=1)
+                async with asyncio.timeout(10):
+                    message = await anext(reader.messages)
+            assert message.payload == b"online"
+        with pytest.raises(ValueError, match="TLS_CA_FILE"):
+            MqttBridge(
+                plain.model_copy(
+                    update={
+                        "mqtt": plain.mqtt.model_copy(update={"tls_ca_file": tmp_path / "nope"})
+                    }
+                ),
+                sessionmaker,
+                redis,
+            )
+    finally:
+        tls_broker.stop()
