@@ -180,6 +180,7 @@ class MqttBridge:
         # the person is deleted (refresh), so the broker does not keep it.
         self.seen_people: set[str] = set()
         self.refresh_now = asyncio.Event()
+        self.stale_skipped = 0  # entries whose events were too old to publish, not yet logged
 
     def _tls(self) -> ssl.SSLContext | None:
         """For mqtts://: the system's CAs, or LOOKOUT_MQTT__TLS_CA_FILE's; a client certificate
@@ -371,10 +372,17 @@ class MqttBridge:
         if self.config.max_event_age_s == 0:
             return True
         age_s = time.time() - int(entry_id.split(b"-", 1)[0]) / 1000
-        if age_s <= self.config.max_event_age_s:
-            return True
-        log.info("mqtt_stale_events_skipped", entry_id=entry_id.decode(), age_s=round(age_s))
-        return False
+        if age_s > self.config.max_event_age_s:
+            self.stale_skipped += 1
+            return False
+        if self.stale_skipped:  # one line for a backlog, once the bridge has caught up
+            log.info(
+                "mqtt_stale_events_skipped",
+                entries=self.stale_skipped,
+                max_event_age_s=self.config.max_event_age_s,
+            )
+            self.stale_skipped = 0
+        return True
 
     async def _publish_node_states(
         self, client: aiomqtt.Client, outbound: Sequence[events.OutboundEvent]
