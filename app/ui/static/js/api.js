@@ -67,8 +67,8 @@ function socketUrl(path) {
 // ---- jobs ----------------------------------------------------------------------------------
 
 export const jobs = {
-  /** Proves a key: 401/403 reject it. */
-  check: () => request('GET', '/v1/jobs?limit=1'),
+  /** Proves a key, whatever its scopes (a write-only key too): 401 rejects it. */
+  check: () => request('GET', '/v1/apikeys/me'),
   /**
    * One page of GET /v1/jobs, newest first: filters `status`, `task`, `source` (upload|node),
    * `node_id` (empty ones left out), `cursor` (the previous page's next_cursor). Resolves to
@@ -135,7 +135,19 @@ export function keyMay(me, scope) {
 const listOf = (body) => (Array.isArray(body) ? body : body?.items ?? []);
 
 export const people = {
-  list: async () => listOf(await request('GET', '/v1/people')),
+  /** Every named person: the pages of GET /v1/people followed to the end (100 a page). */
+  list: async () => {
+    const all = [];
+    let cursor = null;
+    do {
+      const query = new URLSearchParams({ limit: '100' });
+      if (cursor) query.set('cursor', cursor);
+      const page = await request('GET', `/v1/people?${query}`);
+      all.push(...listOf(page));
+      cursor = page?.next_cursor ?? null;
+    } while (cursor);
+    return all;
+  },
   get: (id) => request('GET', `/v1/people/${encodeURIComponent(id)}`),
   create: (name) => request('POST', '/v1/people', { json: { name } }),
   rename: (id, name) => request('PATCH', `/v1/people/${encodeURIComponent(id)}`, { json: { name } }),

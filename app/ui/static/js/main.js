@@ -1,7 +1,7 @@
 // Hash router (#/live, #/upload, #/jobs, #/jobs/ID, #/people, #/unknown, #/nodes, #/events;
 // a page's filters ride after '?', as #/jobs?status=failed), sign-in, the key's scopes, the
 // shared firehose.
-import { auth, authEvents, jobs, keys, ApiError } from './api.js';
+import { auth, authEvents, jobs, keys, keyMay, ApiError } from './api.js';
 import { Firehose } from './stream.js';
 import { errorText } from './dom.js';
 import * as live from './pages/live.js';
@@ -63,7 +63,11 @@ async function signIn(event) {
 
 async function start() {
   try { me = await keys.me(); } catch { me = null; }  // an older server: pages find out by trying
-  firehose.connect();
+  // Controls that change things (class needs-write) are hidden from a key without `write`.
+  document.body.dataset.write = keyMay(me, 'write') === false ? 'no' : 'yes';
+  // A write-only key (an uploader) may not follow the firehose: it would be refused, again
+  // and again, as a bad key.
+  if (keyMay(me, 'read') !== false) firehose.connect();
   route();
 }
 

@@ -2,7 +2,11 @@
 import { firehoseSocket, authEvents } from './api.js';
 
 const MAX_RECENT = 200;
+const RETRY_MIN_MS = 500;
 const RETRY_MAX_MS = 10000;
+// A socket that stayed open this long was a working connection: the next retry starts over.
+// (Not on open: a server over a limit or in an outage accepts, then closes at once.)
+const STABLE_MS = 5000;
 
 export class Firehose extends EventTarget {
   constructor(indicator) {
@@ -10,7 +14,7 @@ export class Firehose extends EventTarget {
     this.indicator = indicator;
     this.recent = [];  // newest last; what the Live page shows when it opens
     this.socket = null;
-    this.retryMs = 500;
+    this.retryMs = RETRY_MIN_MS;
     this.timer = null;
   }
 
@@ -19,7 +23,8 @@ export class Firehose extends EventTarget {
     const socket = firehoseSocket();
     this.socket = socket;
     this.setState('connecting');
-    socket.onopen = () => { this.retryMs = 500; this.setState('open'); };
+    let openedAt = null;
+    socket.onopen = () => { openedAt = Date.now(); this.setState('open'); };
     socket.onmessage = (message) => {
       let event;
       try { event = JSON.parse(message.data); } catch { return; }
@@ -34,6 +39,7 @@ export class Firehose extends EventTarget {
         authEvents.dispatchEvent(new Event('unauthorized'));
         return;
       }
+      if (openedAt !== null && Date.now() - openedAt >= STABLE_MS) this.retryMs = RETRY_MIN_MS;
       this.timer = setTimeout(() => this.connect(), this.retryMs);
       this.retryMs = Math.min(RETRY_MAX_MS, this.retryMs * 2);
     };

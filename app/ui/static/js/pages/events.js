@@ -20,7 +20,7 @@ export function render(view) {
     h('h1', {}, 'Events out'),
     mqtt,
     h('h2', {}, 'Webhooks'),
-    h('form', { id: 'add-webhook', onsubmit: add }, urlInput, typeBoxes, filterInput,
+    h('form', { id: 'add-webhook', class: 'needs-write', onsubmit: add }, urlInput, typeBoxes, filterInput,
       h('button', { type: 'submit' }, 'Add webhook')),
     formError,
     created,
@@ -31,23 +31,23 @@ export function render(view) {
   const refreshes = newestOnly();
   async function refresh() {
     const current = refreshes();
-    try {
-      const status = await webhooks.status();
-      if (!current()) return;
+    // Apart: the status needs Redis, the webhooks only Postgres (one down, the other shows).
+    const [status, hooks] = await Promise.allSettled([webhooks.status(), webhooks.list()]);
+    if (!current()) return;
+    if (status.status === 'fulfilled') {
       if (!typeBoxes.querySelector('input')) {
-        for (const type of status.event_types) {
+        for (const type of status.value.event_types) {
           typeBoxes.append(h('label', {}, h('input', { type: 'checkbox', name: 'type', value: type, checked: type === 'face.unknown' || type === 'face.identified' }), ` ${type}`));
         }
       }
-      renderMqtt(status);
-      const hooks = await webhooks.list();
-      if (!current()) return;
-      list.replaceChildren(...hooks.map(row));
-      if (!hooks.length) list.append(h('tr', {}, h('td', { colspan: 4, class: 'muted' }, 'No webhooks yet.')));
-      if (selected) await showDeliveries(selected);
-    } catch (error) {
-      if (current()) formError.textContent = errorText(error);
+      renderMqtt(status.value);
+    } else {
+      fill(mqtt, h('h2', {}, 'MQTT'), h('p', { class: 'error', id: 'mqtt-state' }, errorText(status.reason)));
     }
+    if (hooks.status === 'rejected') { formError.textContent = errorText(hooks.reason); return; }
+    list.replaceChildren(...hooks.value.map(row));
+    if (!hooks.value.length) list.append(h('tr', {}, h('td', { colspan: 4, class: 'muted' }, 'No webhooks yet.')));
+    try { if (selected) await showDeliveries(selected); } catch (error) { formError.textContent = errorText(error); }
   }
 
   function renderMqtt(status) {
@@ -70,7 +70,7 @@ export function render(view) {
       h('td', {}, hook.enabled ? 'yes' : 'no'),
       h('td', {},
         h('button', { type: 'button', class: 'ghost show-deliveries', onclick: () => { selected = hook.id; showDeliveries(hook.id); } }, 'Deliveries'),
-        h('button', { type: 'button', class: 'danger delete-webhook', onclick: async () => {
+        h('button', { type: 'button', class: 'danger delete-webhook needs-write', onclick: async () => {
           try { await webhooks.remove(hook.id); if (selected === hook.id) { selected = null; deliveries.replaceChildren(); } await refresh(); } catch (e) { formError.textContent = errorText(e); }
         } }, 'Delete')));
   }
@@ -84,7 +84,7 @@ export function render(view) {
       h('td', { class: 'delivery-code' }, d.last_status_code ?? '—'),
       h('td', {}, timeElement(d.created_at)),
       h('td', { class: 'error' }, d.last_error ?? ''),
-      h('td', {}, d.status === 'pending' ? '' : h('button', { type: 'button', class: 'ghost redeliver', onclick: async () => {
+      h('td', {}, d.status === 'pending' ? '' : h('button', { type: 'button', class: 'ghost redeliver needs-write', onclick: async () => {
         try { await webhooks.redeliver(id, d.id); await showDeliveries(id); } catch (e) { formError.textContent = errorText(e); }
       } }, 'Redeliver'))));
     deliveries.replaceChildren(h('h2', {}, 'Deliveries'),
@@ -97,6 +97,7 @@ export function render(view) {
     event.preventDefault();
     formError.textContent = '';
     const types = [...typeBoxes.querySelectorAll('input:checked')].map((box) => box.value);
+    if (!types.length) { formError.textContent = 'Pick at least one event type.'; return; }
     const labels = filterInput.value.split(',').map((s) => s.trim()).filter(Boolean);
     try {
       const hook = await webhooks.create({ url: urlInput.value.trim(), event_types: types, filters: { labels } });

@@ -11,6 +11,8 @@ export function render(view, { params: [id] }) {
   if (!id) { status.textContent = 'No job id.'; return; }
   let socket = null;
   let left = false;
+  let retryMs = 500;  // between a closed events socket and the next look at the job
+  let timer = null;
 
   async function load() {
     let job;
@@ -22,7 +24,18 @@ export function render(view, { params: [id] }) {
     if (!job.status || !['done', 'failed'].includes(job.status)) {
       status.textContent = `Job is ${job.status}; waiting for its result…`;
       socket = jobs.events(id);
-      socket.onclose = () => { socket = null; if (!left) load(); };
+      // Closed after its events (the result): look again now. Closed without a word (refused
+      // or cut: a limit, an outage, 4429, 4503, 1013): look again later, each time later, or
+      // the page would hammer the API it is waiting for.
+      let heard = false;
+      socket.onmessage = () => { heard = true; };
+      socket.onclose = () => {
+        socket = null;
+        if (left) return;
+        if (heard) { retryMs = 500; load(); return; }
+        timer = setTimeout(load, retryMs);
+        retryMs = Math.min(10000, retryMs * 2);
+      };
       return;
     }
     status.remove();
@@ -55,7 +68,7 @@ export function render(view, { params: [id] }) {
     const plates = detections.filter((d) => d.kind === 'plate');
     const asked = job.tasks ?? [];
     const source = nodeNameOf(job);
-    const deleteArea = h('div', { class: 'row', id: 'delete-area' });
+    const deleteArea = h('div', { class: 'row needs-write', id: 'delete-area' });
     const deleteButton = h('button', { type: 'button', class: 'danger', id: 'delete-job', onclick: askDelete }, 'Delete job');
     deleteArea.append(deleteButton);
 
@@ -159,7 +172,7 @@ export function render(view, { params: [id] }) {
   }
 
   function promoteControl(faceId) {
-    const box = h('span', { class: 'row' });
+    const box = h('span', { class: 'row needs-write' });
     const start = h('button', { type: 'button', class: 'ghost', onclick: () => {
       const name = h('input', { placeholder: 'Name', 'aria-label': 'New person’s name' });
       const error = h('span', { class: 'error' });
@@ -180,5 +193,5 @@ export function render(view, { params: [id] }) {
   }
 
   load();
-  return () => { left = true; socket?.close(); for (const url of urls) URL.revokeObjectURL(url); };
+  return () => { left = true; clearTimeout(timer); socket?.close(); for (const url of urls) URL.revokeObjectURL(url); };
 }

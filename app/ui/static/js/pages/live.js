@@ -57,7 +57,7 @@ export function render(view, { firehose }) {
   function add(event) {
     if (isNodeEvent(event) || !(event.job || event.type === 'error')) return;
     // An `error` event carries only job_id and error: a card without image or detections.
-    const job = event.job ?? { id: event.job_id, error: event.error, image: { width: 320, height: 180 }, created_at: event.at ? new Date(event.at * 1000).toISOString() : null };
+    const job = event.job ?? { id: event.job_id, error: event.error, image: { width: 320, height: 180 }, created_at: eventTime(event.at) };
     const source = sourceOf(job);
     noteSource(source);
     feed.querySelector(`[data-job-id="${job.id}"]`)?.remove();  // a redelivered result
@@ -81,6 +81,12 @@ export function render(view, { firehose }) {
   return () => firehose.removeEventListener('event', onEvent);
 }
 
+// A firehose entry's `at`: RFC 3339 text; epoch seconds in entries written before that.
+function eventTime(at) {
+  if (typeof at === 'number') return new Date(at * 1000).toISOString();
+  return typeof at === 'string' ? at : null;
+}
+
 function renderCard(event, source) {
   const job = event.job;
   const detections = job.detections ?? [];
@@ -88,14 +94,17 @@ function renderCard(event, source) {
   const known = faces.map(identityOf).filter(Boolean);
   const canvas = h('canvas', { 'aria-label': `${faces.length} faces` });
   drawDetections(canvas, null, job.image, detections, { maxWidth: 480 });
-  // The image needs the key; node frames may not be stored at all (then boxes on dark).
-  imageUrl(jobs.imagePath(job.id))
-    .then(async (url) => {
-      const image = await loadImage(url);
-      drawDetections(canvas, image, job.image, detections, { maxWidth: 480 });
-      URL.revokeObjectURL(url);
-    })
-    .catch(() => {});
+  // The image needs the key; a node frame that was not stored has none (links.image null:
+  // boxes on dark, and no request that could only 404 against the key's rate limit).
+  if (job.links?.image !== null) {
+    imageUrl(jobs.imagePath(job.id))
+      .then(async (url) => {
+        const image = await loadImage(url);
+        drawDetections(canvas, image, job.image, detections, { maxWidth: 480 });
+        URL.revokeObjectURL(url);
+      })
+      .catch(() => {});
+  }
   const counts = Object.entries(job.counts ?? {});
   return h('article', { class: `card ${event.type === 'error' ? 'failed' : ''}`, dataset: { jobId: job.id, source, faces: String(faces.length) } },
     h('a', { class: 'thumb', href: `#/jobs/${job.id}`, title: 'Open the job' }, canvas),

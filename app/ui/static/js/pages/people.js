@@ -24,11 +24,11 @@ export function render(view) {
 
   view.append(
     h('h1', {}, 'People'),
-    h('form', { class: 'row', id: 'create-person', onsubmit: create }, nameInput, h('button', { type: 'submit' }, 'Add person'), createError),
+    h('form', { class: 'row needs-write', id: 'create-person', onsubmit: create }, nameInput, h('button', { type: 'submit' }, 'Add person'), createError),
     listError,
     list,
-    h('h2', {}, 'Identify'),
-    h('div', { class: 'row' }, h('label', {}, 'Photo', identifyInput)),
+    h('h2', { class: 'needs-write' }, 'Identify'),
+    h('div', { class: 'row needs-write' }, h('label', {}, 'Photo', identifyInput)),
     identifyResult);
 
   const refreshes = newestOnly();
@@ -56,7 +56,7 @@ export function render(view) {
 
   function faceTile(person, face, everyone, report) {
     const others = everyone.filter((p) => p.id !== person.id);
-    const move = h('select', { class: 'move-face', 'aria-label': 'Move this face', onchange: async () => {
+    const move = h('select', { class: 'move-face needs-write', 'aria-label': 'Move this face', onchange: async () => {
       if (!move.value) return;
       const target = move.value === 'unknown' ? null : move.value;
       try { await people.moveEnrolled(person.id, face.id, target); await refresh(); } catch (e) { report.textContent = errorText(e); move.value = ''; }
@@ -66,7 +66,7 @@ export function render(view) {
     others.map((p) => h('option', { value: p.id }, `To ${p.name}`)));
     return h('div', { class: 'face-tile', dataset: { faceId: face.id, sourceFaceId: face.source_face_id ?? '' } },
       thumbnail(face.thumbnail_url, `face of ${person.name}`),
-      h('button', { type: 'button', class: 'ghost delete-face', title: `Delete face ${String(face.id).slice(0, 8)}`, 'aria-label': 'Delete face',
+      h('button', { type: 'button', class: 'ghost delete-face needs-write', title: `Delete face ${String(face.id).slice(0, 8)}`, 'aria-label': 'Delete face',
         onclick: async () => { try { await people.removeFace(person.id, face.id); await refresh(); } catch (e) { report.textContent = errorText(e); } } }, '× delete'),
       move);
   }
@@ -98,9 +98,9 @@ export function render(view) {
         h('span', { class: 'muted face-count' }, plural(people.faceCountOf(person), 'face'))),
       faces.length ? h('div', { class: 'faces' }, faces.map((face) => faceTile(person, face, everyone, report))) : null,
       person.sighting_count ? h('span', { class: 'muted sightings' }, `seen ${plural(person.sighting_count, 'time')} among unknown faces`) : null,
-      h('label', {}, 'Enroll photos', enrollInput),
+      h('label', { class: 'needs-write' }, 'Enroll photos', enrollInput),
       report,
-      h('div', { class: 'row' }, h('button', { type: 'button', class: 'danger delete-person', onclick: async () => {
+      h('div', { class: 'row needs-write' }, h('button', { type: 'button', class: 'danger delete-person', onclick: async () => {
         try { await people.remove(person.id); await refresh(); } catch (e) { report.textContent = errorText(e); }
       } }, 'Delete person')));
   }

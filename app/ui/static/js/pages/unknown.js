@@ -17,7 +17,7 @@ export function render(view) {
   view.append(
     h('h1', {}, 'Unknown'),
     h('p', { class: 'muted' }, 'Faces nobody enrolled, grouped by person. Name a group to recognise them from now on.'),
-    h('div', { class: 'row' }, mergeButton, h('button', { type: 'button', class: 'ghost', id: 'refresh-unknown', onclick: refresh }, 'Refresh')),
+    h('div', { class: 'row' }, h('span', { class: 'needs-write' }, mergeButton), h('button', { type: 'button', class: 'ghost', id: 'refresh-unknown', onclick: refresh }, 'Refresh')),
     message,
     list);
 
@@ -40,18 +40,18 @@ export function render(view) {
       h('option', { value: '' }, 'Merge into…'), named.map((p) => h('option', { value: p.id }, p.name)));
     return h('section', { class: 'cluster', dataset: { personId: cluster.id, faces: cluster.sightings.map((s) => s.face_id).join(',') } },
       h('div', { class: 'row' },
-        h('label', {}, h('input', { type: 'checkbox', class: 'pick', value: cluster.id, onchange: () => { mergeButton.disabled = selected().length < 2; } }), ' select'),
+        h('label', { class: 'needs-write' }, h('input', { type: 'checkbox', class: 'pick', value: cluster.id, onchange: () => { mergeButton.disabled = selected().length < 2; } }), ' select'),
         h('strong', { class: 'cluster-size' }, plural(cluster.sighting_count, 'face')),
         h('span', { class: 'muted last-seen', title: cluster.last_seen ?? '' }, `last seen ${ago(cluster.last_seen)}`)),
       h('div', { class: 'faces' }, cluster.sightings.map((s) => h('div', { class: 'face-tile', dataset: { faceId: s.face_id } },
         thumbnail(s.thumbnail_url, `unknown face ${s.face_id}`),
-        h('button', { type: 'button', class: 'ghost not-this-person', title: 'Not this person', onclick: () => act(() => people.moveFace(s.face_id, null)) }, '× not them')))),
-      h('form', { class: 'row name-form', onsubmit: (event) => {
+        h('button', { type: 'button', class: 'ghost not-this-person needs-write', title: 'Not this person', onclick: () => act(() => people.moveFace(s.face_id, null)) }, '× not them')))),
+      h('form', { class: 'row name-form needs-write', onsubmit: (event) => {
         event.preventDefault();
         const name = nameInput.value.trim();
         if (name) act(() => people.name(cluster.id, name));
       } }, nameInput, h('button', { type: 'submit' }, 'Name')),
-      h('div', { class: 'row' },
+      h('div', { class: 'row needs-write' },
         mergeInto,
         h('button', { type: 'button', class: 'merge-into-button', onclick: () => { if (mergeInto.value) act(() => people.merge(mergeInto.value, [cluster.id])); } }, 'Merge'),
         h('button', { type: 'button', class: 'ghost ignore', onclick: () => act(() => people.ignore(cluster.id)) }, 'Ignore')));

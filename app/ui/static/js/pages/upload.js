@@ -8,6 +8,7 @@ const CHECKED = new Set(['faces', 'identify', 'objects']);
 
 export function render(view) {
   const sockets = new Set();
+  let left = false;
   const input = h('input', { type: 'file', id: 'file-input', accept: 'image/jpeg,image/png,image/webp', multiple: true, hidden: true,
     onchange: () => { send([...input.files]); input.value = ''; } });
   const zone = h('div', { class: 'dropzone', id: 'dropzone', role: 'button', tabindex: '0',
@@ -22,9 +23,11 @@ export function render(view) {
 
   view.append(
     h('h1', {}, 'Upload'),
-    h('div', { class: 'toolbar' }, h('span', { class: 'muted' }, 'Find:'),
+    h('p', { class: 'read-only-note muted', id: 'read-only-upload' },
+      'This key is read-only: uploading needs a key with the write scope.'),
+    h('div', { class: 'toolbar needs-write' }, h('span', { class: 'muted' }, 'Find:'),
       TASKS.map((task, i) => h('label', {}, checks[i], task))),
-    zone, input, list);
+    h('div', { class: 'needs-write' }, zone), input, list);
 
   function send(files) {
     const tasks = checks.filter((c) => c.checked).map((c) => c.value).join(',') || 'faces';
@@ -56,16 +59,38 @@ export function render(view) {
     function follow(id) {
       const socket = jobs.events(id);
       sockets.add(socket);
+      let ended = false;
       socket.onmessage = (message) => {
         const event = JSON.parse(message.data);
         if (event.type === 'status') setState(event.status);
-        else if (event.type === 'result') show(event.job);
-        else if (event.type === 'error') {
-          setState('failed');
-          result.replaceChildren(h('div', { class: 'error' }, event.error ?? 'failed'));
-        }
+        else if (event.type === 'result') { ended = true; show(event.job); }
+        else if (event.type === 'error') { ended = true; failed(event.error); }
       };
-      socket.onclose = () => sockets.delete(socket);
+      // Closed before the job ended (many uploads at once over the WebSocket limit, 4429; an
+      // outage, 4503): ask for the job instead, less and less often, until it ends.
+      socket.onclose = () => {
+        sockets.delete(socket);
+        if (!ended && !left) setTimeout(() => poll(id, 1000), 1000);
+      };
+    }
+
+    async function poll(id, delayMs) {
+      if (left) return;
+      try {
+        const job = await jobs.get(id);
+        if (job.status === 'done') return show(job);
+        if (job.status === 'failed') return failed(job.error);
+        setState(job.status);
+      } catch (error) {
+        if (error.status === 404) return failed('the job is gone (deleted)');
+      }
+      const next = Math.min(10000, delayMs * 2);
+      setTimeout(() => poll(id, next), next);
+    }
+
+    function failed(reason) {
+      setState('failed');
+      result.replaceChildren(h('div', { class: 'error' }, reason ?? 'failed'));
     }
 
     async function show(job) {
@@ -85,5 +110,5 @@ export function render(view) {
     return row;
   }
 
-  return () => { for (const socket of sockets) socket.close(); };
+  return () => { left = true; for (const socket of sockets) socket.close(); };
 }
