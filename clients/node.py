@@ -73,6 +73,17 @@ class NodeClientConfig:
     backoff_max_s: float = 10.0
     result_timeout_s: float = 60.0  # at the end of a file, wait this long for the last results
 
+    def __post_init__(self) -> None:
+        # Values that would make the client stall (no frame ever in flight) or reconnect in a
+        # loop with no wait at all.
+        if self.max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be 1 or more, not {self.max_in_flight}")
+        if not 0 < self.backoff_min_s <= self.backoff_max_s:
+            raise ValueError(
+                f"the reconnect backoff must be above 0 and its maximum ({self.backoff_max_s} s) "
+                f"at least its minimum ({self.backoff_min_s} s)"
+            )
+
 
 @dataclass(frozen=True)
 class FrameResult:
@@ -112,6 +123,20 @@ class GateDecision:
     dark: bool
     state_changed: bool
     dark_changed: bool
+
+
+def by_class(counts: dict[str, int]) -> Counter[str]:
+    """A result's counts by class, for the run's report: a plate's count is keyed by its text
+    (`plate:KX51RTA`), and a node watching traffic for weeks would otherwise keep every plate
+    (and every misreading) it was ever told of."""
+    totals: Counter[str] = Counter()
+    for label, n in counts.items():
+        totals[label.split(":", 1)[0]] += n
+    return totals
+
+
+# Grey levels (0-255) above dark_luma a dark scene must reach to count as light again.
+DARK_BAND = 10.0
 
 
 class SceneGate:
@@ -157,7 +182,11 @@ class SceneGate:
         if first or changed:
             self.last_change_at = now
         state = "active" if now - self.last_change_at < self.idle_after_s else "idle"
-        dark = float(thumbnail.mean()) < self.dark_luma
+        # A band, not a line: a scene hovering at the threshold (dusk, sensor noise, exposure
+        # hunting at night) flipped the flag on every frame, and each flip is a heartbeat, a
+        # firehose event and a webhook. Dark below dark_luma; light again above it + DARK_BAND.
+        mean = float(thumbnail.mean())
+        dark = mean < self.dark_luma + (DARK_BAND if self.dark else 0.0)
         decision = GateDecision(
             send=reason is not None,
             reason=reason,
@@ -553,7 +582,7 @@ class NodeClient:
                 self.metrics.latencies_ms.append(latency_ms)
                 counts = {str(k): int(v) for k, v in message["job"].get("counts", {}).items()}
                 self.report.results += 1
-                self.report.counts.update(counts)
+                self.report.counts.update(by_class(counts))
                 self.report.recent.append(
                     FrameResult(seq, str(message["job_id"]), counts, latency_ms, time.time())
                 )

@@ -124,20 +124,23 @@ def run_node(args: argparse.Namespace) -> int:
     source = args.source
     if not source.isdigit() and "://" not in source and not Path(source).is_file():
         sys.exit(f"lookout: no such video file {source}")
-    config = NodeClientConfig(
-        server=args.server.rstrip("/"),
-        node_id=args.node_id,
-        secret=secret,
-        source=source,
-        max_interval_s=args.max_interval_s,
-        change_fraction=args.change_fraction,
-        idle_after_s=args.idle_after_s,
-        dark_luma=args.dark_luma,
-        max_in_flight=args.max_in_flight,
-        backoff_max_s=args.backoff_max_s,
-        loop=args.loop,
-        realtime=not args.no_realtime,
-    )
+    try:
+        config = NodeClientConfig(
+            server=args.server.rstrip("/"),
+            node_id=args.node_id,
+            secret=secret,
+            source=source,
+            max_interval_s=args.max_interval_s,
+            change_fraction=args.change_fraction,
+            idle_after_s=args.idle_after_s,
+            dark_luma=args.dark_luma,
+            max_in_flight=args.max_in_flight,
+            backoff_max_s=args.backoff_max_s,
+            loop=args.loop,
+            realtime=not args.no_realtime,
+        )
+    except ValueError as exc:
+        sys.exit(f"lookout: {exc}")
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -16,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import streams
+from app.cancellation import cancel_and_wait
 from app.commits import commit
 from app.errors import AppError
 from app.nodes.schemas import (
@@ -146,9 +147,9 @@ class FrameRelay:
             self.in_flight -= 1
 
     async def close(self) -> None:
-        for waiter in self._waiters:
-            waiter.cancel()
-        await asyncio.gather(*self._waiters, return_exceptions=True)
+        # cancel_and_wait: Python 3.11's wait_for (under every redis-py write) can swallow a
+        # cancel, and a waiter that ignored one held the socket's slot until its result came.
+        await cancel_and_wait(self._waiters)
 
     def _notice(self, message: TokenAcceptedMessage | FrameRefusedMessage) -> None:
         if self.outbox.qsize() >= 2 * self.max_in_flight + NOTICE_SLACK:

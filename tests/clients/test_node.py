@@ -15,6 +15,7 @@ from clients.node import (
     NodeClientConfig,
     OutgoingFrame,
     SceneGate,
+    by_class,
     thumbnail,
     token_refresh_after_s,
 )
@@ -83,6 +84,35 @@ def test_the_gate_warns_on_dark_scenes():
     assert (dark.dark, dark.dark_changed) == (True, True)
     assert scene.observe(thumbnail(night), 2.0).dark_changed is False
     assert scene.observe(thumbnail(T1), 3.0).dark_changed is True
+
+
+def test_a_scene_at_the_dark_threshold_does_not_flip_the_flag_on_every_frame():
+    """Dusk, sensor noise or exposure hunting keep the mean grey level around dark_luma: each
+    flip was an urgent heartbeat, a firehose event and a node.dark webhook. Dark below the
+    threshold, light again only 10 grey levels above it."""
+    scene = gate(dark_luma=40.0)
+
+    def grey(level: int) -> np.ndarray:
+        return np.full((90, 160, 3), level, np.uint8)
+
+    flips = [scene.observe(grey(level), t).dark_changed for t, level in enumerate([39, 40] * 10)]
+    assert flips == [True] + [False] * 19  # dark at the first 39, and it stays dark
+    assert scene.observe(grey(49), 21.0).dark is True
+    assert scene.observe(grey(50), 22.0).dark_changed is True  # light again past the band
+
+
+def test_the_run_report_counts_plates_by_class_not_by_text():
+    counts = {"car": 2, "plate:KX51RTA": 1, "plate:AB12CDE": 1, "face": 0}
+    assert by_class(counts) == {"car": 2, "plate": 2, "face": 0}
+
+
+def test_settings_that_would_stall_or_spin_the_client_are_refused():
+    base = {"server": "http://x", "node_id": uuid.uuid4(), "secret": "s", "source": "0"}
+    with pytest.raises(ValueError, match="max_in_flight"):
+        NodeClientConfig(**base, max_in_flight=0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="backoff"):
+        NodeClientConfig(**base, backoff_max_s=0)  # type: ignore[arg-type]
+    assert NodeClientConfig(**base).max_in_flight == 4  # type: ignore[arg-type]
 
 
 async def test_the_mailbox_keeps_only_the_freshest_frame():
