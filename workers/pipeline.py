@@ -15,7 +15,8 @@ from app.pixels import BadImage, DecodedImage, decode_image
 from workers.detectors.base import Detection, Detector, ImageBGR
 
 # Tasks with no detector of their own: they work on the faces task's detections after inference
-# (identify: the consumer's gallery step, workers/gallery.py). Their jobs also ask for "faces".
+# (identify: the consumer's gallery step, workers/gallery.py). Their jobs also ask for "faces"
+# (or "face_crop").
 AFTER_INFERENCE_TASKS = frozenset({"identify"})
 
 

@@ -11,9 +11,11 @@ from pydantic import WithJsonSchema
 
 # The detectors behind each live in workers/detectors/registry.py; `identify` has none: it labels
 # the faces task's detections from the gallery (workers/gallery.py) and so always comes with
-# `faces`. `text`: text regions and the full text (OCR); `plates`: licence plates read inside the
-# vehicles the object detector finds.
-TASKS = ("faces", "objects", "qr", "text", "plates", "identify")
+# `faces` (or `face_crop`). `text`: text regions and the full text (OCR); `plates`: licence plates
+# read inside the vehicles the object detector finds. `face_crop`: the image is one face, already
+# cropped: no detection, the whole image embedded (CompreFace's `detect_faces=false`).
+TASKS = ("faces", "objects", "qr", "text", "plates", "identify", "face_crop")
+FACE_TASKS = ("faces", "face_crop")
 DEFAULT_TASKS = ("faces",)
 
 # A task name, documented as an enum of TASKS (the service answers an unknown name with the list

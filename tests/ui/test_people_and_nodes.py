@@ -125,7 +125,7 @@ async def test_a_list_answered_late_does_not_replace_a_newer_one(signed_in: Page
         else:
             await route.continue_()
 
-    await page.route(re.compile(r"/v1/people$"), hold_the_first_list)
+    await page.route(re.compile(r"/v1/people(\?[^/]*)?$"), hold_the_first_list)
     await page.click('.tabs a[data-page="people"]')
     await page.fill("#person-name", "Late Answer")
     await page.click('#create-person button[type="submit"]')

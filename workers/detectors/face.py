@@ -267,3 +267,62 @@ class FaceDetector:
                 index += 1
             results.append(detections)
         return results
+
+
+class FaceCropDetector:
+    """Task `face_crop`: each image is one face, already cropped (CompreFace's
+    `detect_faces=false`). Nothing is detected: the whole image, resized to the embedder's input,
+    is embedded, as CompreFace does when it skips detection; the box is the whole image, the
+    score 1.0, no landmarks. Not aligned, so a loose crop embeds worse than a detected face."""
+
+    task = "face_crop"
+
+    def __init__(self, faces: FaceDetector) -> None:
+        self.embedder = faces.embedder  # the same sessions as the faces task: no second copy
+        self.genderage = faces.genderage
+        self.model_name = faces.embedder.model.path.name
+
+    def warm_up(self) -> None:
+        """The faces task's models: warmed up there."""
+
+    def detect(self, images: Sequence[ImageBGR]) -> list[list[Detection]]:
+        size = self.embedder.spec.input_size_px
+        crops = [
+            np.asarray(cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA), np.uint8)
+            for image in images
+        ]
+        vectors = self.embedder.embed(crops)
+        attributes: list[tuple[str, int]] | None = None
+        if self.genderage is not None:
+            genderage = self.genderage
+            attributes = genderage.predict(
+                [
+                    genderage.crop(image, (0.0, 0.0, float(image.shape[1]), float(image.shape[0])))
+                    for image in images
+                ]
+            )
+        results: list[list[Detection]] = []
+        for index, (image, crop) in enumerate(zip(images, crops, strict=True)):
+            extra: dict[str, object] = {
+                "embedding_model": self.embedder.spec.model,
+                "sharpness": sharpness(crop),
+                "cropped": True,  # not detected: the image was the face
+            }
+            if attributes is not None:
+                extra["gender"], extra["age"] = attributes[index]
+            height, width = image.shape[:2]
+            results.append(
+                [
+                    Detection(
+                        kind="face",
+                        label="face",
+                        score=1.0,
+                        box=(0.0, 0.0, float(width), float(height)),
+                        landmarks=None,
+                        attributes=extra,
+                        embedding=Embedding(self.embedder.spec.model, vectors[index]),
+                        crop_jpeg=crop_jpeg(crop),
+                    )
+                ]
+            )
+        return results

@@ -10,7 +10,13 @@ import structlog
 
 from app.settings import Settings
 from workers.detectors.base import Detector
-from workers.detectors.face import Embedder, FaceDetector, FaceDetectorConfig, GenderAge
+from workers.detectors.face import (
+    Embedder,
+    FaceCropDetector,
+    FaceDetector,
+    FaceDetectorConfig,
+    GenderAge,
+)
 from workers.detectors.objects import ObjectDetector, ObjectDetectorConfig
 from workers.detectors.onnx import OnnxModel, RuntimeOptions
 from workers.detectors.qr import QrDetector, QrDetectorConfig
@@ -113,6 +119,7 @@ def build_detectors(settings: Settings) -> dict[str, Detector]:
     text_engine = build_text_engine(settings, options)
     detectors: dict[str, Detector] = {
         "faces": faces,
+        "face_crop": FaceCropDetector(faces),
         "objects": objects,
         "qr": QrDetector(QrDetectorConfig()),
         "text": TextDetector(text_engine),

@@ -341,7 +341,13 @@ async def recognize(
     det_prob_threshold: DetProb = None,
     face_plugins: Plugins = None,
     status_: StatusFlag = False,
-    detect_faces: Annotated[bool, Query(description="accepted; faces are always detected")] = True,
+    detect_faces: Annotated[
+        bool,
+        Query(
+            description="false: no face detector runs; the image is taken as one face, already "
+            "cropped (its box the whole image, probability 1.0)"
+        ),
+    ] = True,
 ) -> RecognizeOut:
     options = _options(
         state.settings, limit, det_prob_threshold, face_plugins, status_, prediction_count
@@ -354,7 +360,7 @@ async def recognize(
         state.settings,
         principal,
         ("file",),
-        ("faces", "identify"),
+        ("faces" if detect_faces else "face_crop", "identify"),
         JobPurpose.identify,
     )
     return await service.recognize(session, result, options, principal.owner_id)

@@ -64,6 +64,32 @@ def test_every_face_gets_a_unit_embedding_named_after_its_model(faces):
     assert similarity[~np.eye(6, dtype=bool)].max() < 0.6
 
 
+def test_a_face_crop_is_embedded_whole_as_the_face_it_shows(faces, detectors):
+    """Task face_crop (CompreFace's detect_faces=false): no detector runs; the whole image is
+    the face, its box the image, score 1.0. A loose crop around a detected face embeds near
+    that face and far from the other people of the set."""
+    image = pixels("faces/test/obama1.jpg")
+    [[face]] = faces.detect([image])
+    x1, y1, x2, y2 = (int(v) for v in face.box)
+    margin = (x2 - x1) // 8
+    crop = np.ascontiguousarray(
+        image[max(0, y1 - margin) : y2 + margin, max(0, x1 - margin) : x2 + margin]
+    )
+    [[cropped]] = detectors["face_crop"].detect([crop])
+    height, width = crop.shape[:2]
+    assert (cropped.kind, cropped.score, cropped.box) == ("face", 1.0, (0.0, 0.0, width, height))
+    assert cropped.landmarks is None and cropped.attributes["cropped"] is True
+    assert cropped.embedding is not None and cropped.embedding.model == face.embedding.model
+    assert np.linalg.norm(cropped.embedding.vector) == pytest.approx(1.0, abs=1e-5)
+    same = float(cropped.embedding.vector @ face.embedding.vector)
+    others = [
+        float(cropped.embedding.vector @ other.embedding.vector)
+        for other in faces.detect([pixels("scenes/t1.jpg")])[0]
+    ]
+    assert same > max(others), (same, others)
+    assert cropped.crop_jpeg is not None  # its thumbnail, as a detected face's
+
+
 def test_dog_has_no_faces(faces):
     assert faces.detect([pixels("scenes/dog.jpg")]) == [[]]
 

@@ -14,7 +14,7 @@ def test_the_registry_has_exactly_the_tasks_the_api_accepts(detectors):
     assert (
         set(detectors)
         == set(TASKS) - AFTER_INFERENCE_TASKS
-        == {"faces", "objects", "qr", "text", "plates"}
+        == {"faces", "objects", "qr", "text", "plates", "face_crop"}
     )
     assert all(detector.task == task for task, detector in detectors.items())
 

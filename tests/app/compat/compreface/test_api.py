@@ -9,6 +9,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 
+import cv2
 import numpy as np
 import pytest
 from sqlalchemy import text
@@ -205,6 +206,48 @@ async def test_plugins_status_detection_and_embeddings(client, worker):
     results = response.json()["result"]
     assert [r["embedding"] for r in results] == [face["embedding"], stranger]
     assert results[0]["similarity"] > 0.6 > results[1]["similarity"]
+
+
+async def test_recognize_with_detect_faces_false_takes_the_image_as_the_face(client, worker):
+    """CompreFace's detect_faces=false: no detector runs, the image is one face already cropped;
+    its box is the whole image (probability 1.0) and it is recognized as the face it shows."""
+    await enroll_training_set(client)
+    photo = shared_image("faces/test/obama1.jpg")
+    [detected] = (
+        await client.post(f"{API}/detection/detect", files=jpeg("faces/test/obama1.jpg"))
+    ).json()["result"]
+    box = detected["box"]
+    image = cv2.imdecode(np.frombuffer(photo, np.uint8), cv2.IMREAD_COLOR)
+    margin = (box["x_max"] - box["x_min"]) // 8
+    crop = image[
+        max(0, box["y_min"] - margin) : box["y_max"] + margin,
+        max(0, box["x_min"] - margin) : box["x_max"] + margin,
+    ]
+    ok, encoded = cv2.imencode(".jpg", crop)
+    assert ok
+    response = await client.post(
+        f"{API}/recognition/recognize",
+        params={"detect_faces": "false", "prediction_count": 2},
+        files={"file": ("crop.jpg", encoded.tobytes(), "image/jpeg")},
+    )
+    assert response.status_code == 200, response.text
+    [face] = response.json()["result"]
+    height, width = crop.shape[:2]
+    assert face["box"] == {
+        "probability": 1.0,
+        "x_min": 0,
+        "y_min": 0,
+        "x_max": width,
+        "y_max": height,
+    }
+    assert face["subjects"][0]["subject"] == "obama", face["subjects"]
+    # Why clients send it: through the detector (the default) this tight crop has no face
+    # SCRFD finds: CompreFace's "no face" (28).
+    detected_again = await client.post(
+        f"{API}/recognition/recognize",
+        files={"file": ("crop.jpg", encoded.tobytes(), "image/jpeg")},
+    )
+    assert_error(detected_again, 400, 28)
 
 
 async def test_verification_of_two_images_and_base64_bodies(client, worker):
