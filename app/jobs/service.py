@@ -32,7 +32,7 @@ from app.jobs.schemas import (
     JobSummary,
     Timings,
 )
-from app.jobs.tasks import DEFAULT_TASKS, FACE_TASKS, TASKS
+from app.jobs.tasks import DEFAULT_TASKS, FACE_SOURCES, TASKS
 from app.models import JOB_UNFINISHED, Detection, Job, JobPurpose, JobStatus, Node
 from app.pagination import decode_cursor, encode_cursor
 from app.pixels import BadImage
@@ -53,7 +53,7 @@ def parse_tasks(raw: str | None) -> tuple[str, ...]:
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise InvalidInput(f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(TASKS)}")
-    if "identify" in tasks and not set(FACE_TASKS) & set(tasks):
+    if "identify" in tasks and not set(FACE_SOURCES) & set(tasks):
         tasks = ("faces", *tasks)
     return tasks
 

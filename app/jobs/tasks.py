@@ -15,7 +15,8 @@ from pydantic import WithJsonSchema
 # read inside the vehicles the object detector finds. `face_crop`: the image is one face, already
 # cropped: no detection, the whole image embedded (CompreFace's `detect_faces=false`).
 TASKS = ("faces", "objects", "qr", "text", "plates", "identify", "face_crop")
-FACE_TASKS = ("faces", "face_crop")
+# The tasks whose detections are faces: identify needs one of them (faces, when none is asked).
+FACE_SOURCES = ("faces", "face_crop")
 DEFAULT_TASKS = ("faces",)
 
 # A task name, documented as an enum of TASKS (the service answers an unknown name with the list

@@ -31,6 +31,9 @@ def test_model_settings_come_from_nested_environment_variables(monkeypatch):
 def test_tasks_are_faces_objects_qr_text_and_plates():
     assert parse_tasks("qr, faces,objects,qr") == ("qr", "faces", "objects")
     assert parse_tasks("text,plates") == ("text", "plates")
+    # identify labels faces: it brings `faces` along, unless the image is a face crop already.
+    assert parse_tasks("identify") == ("faces", "identify")
+    assert parse_tasks("face_crop,identify") == ("face_crop", "identify")
     assert parse_tasks(None) == parse_tasks(" ") == DEFAULT_TASKS == ("faces",)
     with pytest.raises(InvalidInput, match=r"unknown task.*choose from .*text, plates"):
         parse_tasks("faces,ocr")
