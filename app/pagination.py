@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Protocol
 
 from app.errors import InvalidInput
+from app.schema_types import datetime_in_range
 
 
 class Keyed(Protocol):
@@ -28,6 +29,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created_at, row_id = raw.split("|")
-        return datetime.fromisoformat(created_at), uuid.UUID(row_id)
-    except ValueError as exc:
+        # In range, as a time the driver can send: 0001-01-01 with a zone east of UTC
+        # overflowed converting to UTC (a 500).
+        moment = datetime_in_range(datetime.fromisoformat(created_at))
+        return moment, uuid.UUID(row_id)
+    except (ValueError, OverflowError) as exc:
         raise InvalidInput("invalid cursor: pass back next_cursor from the previous page") from exc

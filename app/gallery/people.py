@@ -13,6 +13,7 @@ gallery's copies), its crop and its cluster membership; the job keeps only the b
 """
 
 import base64
+import json
 import uuid
 from collections.abc import Sequence
 
@@ -195,9 +196,11 @@ async def list_people(
     name: str | None,
     limit: int,
     cursor: str | None,
+    min_unnamed_faces: int = 1,
 ) -> PersonPage:
     """Named people newest first (keyset on created_at, id); unnamed people biggest first
-    (most sightings, then newest; the cursor is an offset, as sizes change between pages).
+    (most sightings, then newest; the cursor is an offset, as sizes change between pages), those
+    left with fewer than `min_unnamed_faces` (clusters.min_person_faces) not listed.
     `name`: case-insensitive substring (named people only). Each item carries its enrolled
     faces and its newest sightings."""
     query = select(Person)
@@ -224,7 +227,7 @@ async def list_people(
             .correlate(Person)
             .scalar_subquery()
         )
-        query = query.where(Person.name.is_(None))
+        query = query.where(Person.name.is_(None), size >= min_unnamed_faces)
         query = query.where(
             Person.ignored_at.is_not(None) if ignored else Person.ignored_at.is_(None)
         )
@@ -249,7 +252,8 @@ def _decode_offset(cursor: str) -> int:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         label, offset = raw.split("|")
-        if label != "offset" or int(offset) < 0:
+        # Postgres binds OFFSET as an integer: past 2³¹ the driver refused it (a 500).
+        if label != "offset" or not 0 <= int(offset) < 2**31:
             raise ValueError(raw)
         return int(offset)
     except ValueError as exc:
@@ -385,10 +389,36 @@ async def merge_people(
     await session.execute(
         update(PersonFace).where(PersonFace.person_id.in_(ids)).values(person_id=target.id)
     )
+    # Faces past jobs identified as them (or named as runner-up) are the target's now: by its
+    # id, so that deleting the target later forgets them too, and by its name.
+    await session.execute(
+        _REPOINT_NAMED,
+        {
+            "names": [str(i) for i in ids],
+            "target": json.dumps({"person_id": str(target.id), "name": target.name}),
+        },
+    )
     await session.execute(delete(Person).where(Person.id.in_(ids)))
     await session.flush()
     await enroll_sightings(session, settings, target, moved)
     return await person_out(session, target)
+
+
+# identity and runner_up of the merged people's faces → the target's id and name (similarity
+# kept). Each WHERE is its index's expression (ix_detections_identity_person, …_runner_up_…).
+_REPOINT_NAMED = text(
+    """
+    UPDATE detections SET attributes = attributes
+        || CASE WHEN (attributes -> 'identity' ->> 'person_id') = ANY(CAST(:names AS text[]))
+           THEN jsonb_build_object('identity', attributes -> 'identity' || CAST(:target AS jsonb))
+           ELSE '{}'::jsonb END
+        || CASE WHEN (attributes -> 'runner_up' ->> 'person_id') = ANY(CAST(:names AS text[]))
+           THEN jsonb_build_object('runner_up', attributes -> 'runner_up' || CAST(:target AS jsonb))
+           ELSE '{}'::jsonb END
+    WHERE (attributes -> 'identity' ->> 'person_id') = ANY(CAST(:names AS text[]))
+       OR (attributes -> 'runner_up' ->> 'person_id') = ANY(CAST(:names AS text[]))
+    """
+)
 
 
 async def _sighting(session: AsyncSession, face_id: int, viewer: Principal) -> tuple[Job, int]:

@@ -257,6 +257,7 @@ async def get_import(import_id: uuid.UUID, principal: ReadKey, session: SessionD
 async def list_people(
     principal: ReadKey,
     session: SessionDep,
+    settings: SettingsDep,
     named: Annotated[
         bool, Query(description="false: unnamed people (clusters of unknown faces)")
     ] = True,
@@ -270,7 +271,14 @@ async def list_people(
     ] = None,
 ) -> PersonPage:
     return await people.list_people(
-        session, principal, named=named, ignored=ignored, name=name, limit=limit, cursor=cursor
+        session,
+        principal,
+        named=named,
+        ignored=ignored,
+        name=name,
+        limit=limit,
+        cursor=cursor,
+        min_unnamed_faces=settings.clusters.min_person_faces,
     )
 
 

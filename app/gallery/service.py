@@ -420,11 +420,15 @@ async def promote(
             f"face {face_id} is already enrolled (person {promoted_to}); move it instead "
             f"(POST /v1/faces/{face_id}/move)"
         )
+    # The face's owner is the person's: a person of another key (or a node frame's face, which
+    # has none, given to an admin key's person) would be identified against the wrong gallery.
     if person_id is not None:
         person = await get_person(session, person_id, viewer)
+        if person.owner_id != job.owner_id:
+            raise InvalidInput("the face and the person belong to different API keys")
     else:
         assert name is not None
-        person = await create_person(session, name, viewer.owner_id)
+        person = await create_person(session, name, job.owner_id)
     # A promoted face is enrolled on the same terms as an uploaded one (quality, duplicates).
     upload = Upload(name=f"face {face_id}", data=b"")
     enrolled = await enroll(

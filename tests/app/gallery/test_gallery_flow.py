@@ -2,14 +2,17 @@
 on ../shared/images/faces (enrolled with the MobileFaceNet stand-in)."""
 
 import asyncio
+import base64
 import json
 import uuid
 from collections.abc import AsyncIterator
 
 import cv2
+import httpx
 import pytest
 from sqlalchemy import text
 
+from app.security import Scope
 from tests.conftest import SHARED_IMAGES, shared_image
 from tests.images import decode, encode
 
@@ -601,3 +604,87 @@ async def test_identify_and_search_answer_boxes_to_a_tenth_of_a_pixel(client, wo
     for box in (face["box"], found["box"], response.json()["query_box"]):
         assert len(box) == 4 and rounded(box, 1), box
     assert rounded([face["score"]], 4)
+
+
+async def test_a_merged_person_s_faces_in_past_jobs_are_the_target_s_and_go_with_it(
+    client, worker, engine
+):
+    """Merging A into B left past jobs naming A (deleted) and, B deleted later, A's identified
+    faces kept their embeddings and crops: the merge re-points them to B (id and name)."""
+    people = await enroll_training_set(client)
+    seen = await client.post(
+        "/v1/images?wait=30",
+        files={"image": ("o.jpg", shared_image("faces/test/obama1.jpg"), "image/jpeg")},
+        data={"tasks": "identify"},
+    )
+    [face] = seen.json()["detections"]
+    assert face["attributes"]["identity"]["person_id"] == people["obama"]
+    barack = (await client.post("/v1/people", json={"name": "Barack"})).json()
+    merged = await client.post(
+        f"/v1/people/{barack['id']}/merge", json={"person_ids": [people["obama"]]}
+    )
+    assert merged.status_code == 200, merged.text
+    [after] = (await client.get(f"/v1/jobs/{seen.json()['id']}")).json()["detections"]
+    identity = after["attributes"]["identity"]
+    assert (identity["person_id"], identity["name"]) == (barack["id"], "Barack")
+    assert identity["similarity"] == face["attributes"]["identity"]["similarity"]
+
+    assert (await client.delete(f"/v1/people/{barack['id']}")).status_code == 204
+    [gone] = (await client.get(f"/v1/jobs/{seen.json()['id']}")).json()["detections"]
+    assert gone["attributes"]["identity"] is None
+    assert (
+        await count(
+            engine, "SELECT count(*) FROM face_embeddings WHERE detection_id = :d", d=face["id"]
+        )
+        == 0
+    )
+    assert (await client.get(f"/v1/faces/{face['id']}/thumbnail")).status_code == 404
+
+
+async def test_a_face_is_promoted_only_to_a_person_of_its_own_key(client, worker, make_key, app):  # type: ignore[no-untyped-def]
+    """An admin could promote key A's face to key B's person (B's identify then matched A's
+    face), or to a new person of the admin's own: the person is the face's owner's."""
+    owner = await make_key("owner", scopes=(Scope.read, Scope.write))
+    other = await make_key("other", scopes=(Scope.read, Scope.write))
+    transport = httpx.ASGITransport(app)
+    async with (
+        httpx.AsyncClient(
+            transport=transport, base_url="http://t", headers={"X-API-Key": owner}
+        ) as a,
+        httpx.AsyncClient(
+            transport=transport, base_url="http://t", headers={"X-API-Key": other}
+        ) as b,
+    ):
+        job = await a.post(
+            "/v1/images?wait=30",
+            files={"image": ("o.jpg", shared_image("faces/test/obama1.jpg"), "image/jpeg")},
+        )
+        [face] = job.json()["detections"]
+        others_person = (await b.post("/v1/people", json={"name": "Bob"})).json()
+        refused = await client.post(
+            f"/v1/faces/{face['id']}/promote", json={"person_id": others_person["id"]}
+        )
+        assert refused.status_code == 422, refused.text
+        assert "different API keys" in refused.json()["detail"]
+        promoted = await client.post(f"/v1/faces/{face['id']}/promote", json={"name": "Barack"})
+        assert promoted.status_code in (200, 201), promoted.text
+        mine = (await a.get("/v1/people")).json()["items"]
+        assert [p["name"] for p in mine] == ["Barack"]  # the face's key's person
+        assert [p["name"] for p in (await b.get("/v1/people")).json()["items"]] == ["Bob"]
+
+
+@pytest.mark.parametrize(
+    ("path", "cursor"),
+    [
+        ("/v1/people?named=false", "offset|3000000000"),  # past Postgres's integer OFFSET
+        ("/v1/people", "0001-01-01T00:00:00+00:01|6b135f5b-a365-4522-b1f1-4c9ac2dd0728"),
+        ("/v1/jobs", "0001-01-01T00:00:00+00:01|6b135f5b-a365-4522-b1f1-4c9ac2dd0728"),
+        ("/v1/jobs", "9999-12-31T23:59:59-00:01|6b135f5b-a365-4522-b1f1-4c9ac2dd0728"),
+    ],
+)
+async def test_a_crafted_cursor_is_a_422_not_a_500(client, path, cursor):
+    encoded = base64.urlsafe_b64encode(cursor.encode()).decode().rstrip("=")
+    separator = "&" if "?" in path else "?"
+    response = await client.get(f"{path}{separator}cursor={encoded}")
+    assert response.status_code == 422, response.text
+    assert "invalid cursor" in response.json()["detail"]

@@ -597,6 +597,22 @@ async def test_deleting_a_person_or_a_face_deletes_embeddings_crops_and_membersh
     assert all(not (m & obama) for m in remaining)
 
 
+async def test_an_unnamed_person_left_with_one_face_is_not_listed(
+    client, worker, settings, sessionmaker
+):
+    """clusters.min_person_faces (2): documented, and read nowhere; a cluster whose faces were
+    deleted or moved away down to one was listed still, as a one-face "person"."""
+    _, biden, _ = await upload_everyone(client)
+    await cluster_pass(settings, sessionmaker)
+    [cluster] = [c for c in await unnamed(client) if members(c) == biden]
+    for face_id in sorted(biden)[:-2]:
+        assert (await client.delete(f"/v1/faces/{face_id}")).status_code == 204
+    assert any(c["id"] == cluster["id"] for c in await unnamed(client))  # two faces: listed
+    assert (await client.delete(f"/v1/faces/{sorted(biden)[-2]}")).status_code == 204
+    assert all(c["id"] != cluster["id"] for c in await unnamed(client))
+    assert settings.clusters.min_person_faces == 2
+
+
 @pytest.mark.parametrize("api", ["lookout", "compreface", "deepstack"])
 async def test_a_person_deleted_through_any_api_takes_their_sightings_along(
     client, worker, settings, sessionmaker, engine, api
