@@ -389,14 +389,12 @@ async def merge_people(
     await session.execute(
         update(PersonFace).where(PersonFace.person_id.in_(ids)).values(person_id=target.id)
     )
-    # Faces past jobs identified as them (or named as runner-up) are the target's now: by its
-    # id, so that deleting the target later forgets them too, and by its name.
+    # Faces past jobs identified as them (or named as runner-up) are the target's now, by its
+    # id, so that deleting the target later forgets them too. The name stays the one the job
+    # recorded, as a rename leaves it.
     await session.execute(
         _REPOINT_NAMED,
-        {
-            "names": [str(i) for i in ids],
-            "target": json.dumps({"person_id": str(target.id), "name": target.name}),
-        },
+        {"names": [str(i) for i in ids], "target": json.dumps({"person_id": str(target.id)})},
     )
     await session.execute(delete(Person).where(Person.id.in_(ids)))
     await session.flush()
@@ -404,7 +402,7 @@ async def merge_people(
     return await person_out(session, target)
 
 
-# identity and runner_up of the merged people's faces → the target's id and name (similarity
+# identity and runner_up of the merged people's faces → the target's id (name and similarity
 # kept). Each WHERE is its index's expression (ix_detections_identity_person, …_runner_up_…).
 _REPOINT_NAMED = text(
     """
