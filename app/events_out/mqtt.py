@@ -400,22 +400,9 @@ class MqttBridge:
             all_counts: dict[str, int] = done["data"].get("counts") or {}
             seen_person = any(all_counts.get(label, 0) > 0 for label in PERSON_LABELS)
             unknown = any(e["type"] == "face.unknown" for e in outbound)
-            await self._publish(
-                client,
-                self.topics.node(node_id, "person"),
-                "ON" if seen_person else "OFF",
-                retain=True,
-            )
-            await self._publish(
-                client,
-                self.topics.node(node_id, "unknown_face"),
-                "ON" if unknown else "OFF",
-                retain=True,
-            )
             memory = self.nodes.setdefault(
                 node_id, NodeMemory(name=str(node.get("name") or node_id))
             )
-            memory.cleared = False
             for label in sorted(set(counts) - memory.labels):
                 memory.labels.add(label)
                 memory.count_topics.add(_slug(label))
@@ -423,27 +410,46 @@ class MqttBridge:
                     await self._publish_config(
                         client, *self._count_config(node_id, memory.name, label)
                     )
-            by_topic = {_slug(label): count for label, count in counts.items()}
-            for level in sorted(memory.count_topics):
-                await self._publish(
-                    client,
-                    self.topics.node(node_id, f"count/{level}"),
-                    str(by_topic.get(level, 0)),
-                    retain=True,
-                )
+            await self._publish_states(
+                client,
+                node_id,
+                memory,
+                person=seen_person,
+                unknown=unknown,
+                counts={_slug(label): count for label, count in counts.items()},
+            )
+            memory.cleared = False
         if any(e["type"].startswith("node.") for e in outbound):
             self.refresh_now.set()  # the node's status topic, from Postgres
 
-    async def _clear_states(self, client: aiomqtt.Client, node_id: str, memory: NodeMemory) -> None:
-        """A node gone offline sees nothing: its retained states say so (once), rather than
-        the last result's "person: ON" for ever."""
-        await self._publish(client, self.topics.node(node_id, "person"), "OFF", retain=True)
-        await self._publish(client, self.topics.node(node_id, "unknown_face"), "OFF", retain=True)
+    async def _publish_states(
+        self,
+        client: aiomqtt.Client,
+        node_id: str,
+        memory: NodeMemory,
+        *,
+        person: bool,
+        unknown: bool,
+        counts: dict[str, int],
+    ) -> None:
+        """A node's retained Home Assistant states: person, unknown face, and a count on every
+        count topic it has (`counts` by topic level; the others 0)."""
+        await self._publish(
+            client, self.topics.node(node_id, "person"), "ON" if person else "OFF", retain=True
+        )
+        await self._publish(
+            client,
+            self.topics.node(node_id, "unknown_face"),
+            "ON" if unknown else "OFF",
+            retain=True,
+        )
         for level in sorted(memory.count_topics):
             await self._publish(
-                client, self.topics.node(node_id, f"count/{level}"), "0", retain=True
+                client,
+                self.topics.node(node_id, f"count/{level}"),
+                str(counts.get(level, 0)),
+                retain=True,
             )
-        memory.cleared = True
 
     # --- status and discovery ------------------------------------------------------------
 
@@ -477,7 +483,12 @@ class MqttBridge:
             memory.name = node.name
             online = is_online(node, offline_after_s=self.settings.nodes.offline_after_s)
             if not online and not memory.cleared:
-                await self._clear_states(client, node_id, memory)
+                # A node gone offline sees nothing: its states say so (once), rather than its
+                # last result's "person: ON" for ever.
+                await self._publish_states(
+                    client, node_id, memory, person=False, unknown=False, counts={}
+                )
+                memory.cleared = True
             await self._publish(
                 client,
                 self.topics.node(node_id, "status"),
