@@ -163,6 +163,13 @@ class GenderAge:
         self.predict([np.zeros((size, size, 3), dtype=np.uint8)])
 
 
+# A face in an image: (score, box x1 y1 x2 y2, its five landmarks or None, the embedder's input
+# crop of it).
+PlacedFace = tuple[
+    float, tuple[float, float, float, float], Landmarks5 | None, npt.NDArray[np.uint8]
+]
+
+
 class FaceDetector:
     task = "faces"
 
@@ -219,12 +226,30 @@ class FaceDetector:
         ]
 
     def detect(self, images: Sequence[ImageBGR]) -> list[list[Detection]]:
-        found = [self.find_faces(image) for image in images]
-        crops = [
-            self.embedder.align(image, landmarks)
-            for image, faces in zip(images, found, strict=True)
-            for _, _, landmarks in faces
+        placed = [
+            [
+                (score, (x1, y1, x2, y2), landmarks, self.embedder.align(image, landmarks))
+                for score, (x1, y1, x2, y2), landmarks in self.find_faces(image)
+            ]
+            for image in images
         ]
+        return self.describe(images, placed)
+
+    def describe(
+        self,
+        images: Sequence[ImageBGR],
+        placed: Sequence[Sequence[PlacedFace]],
+        **extra: object,
+    ) -> list[list[Detection]]:
+        """The faces placed in each image (score, box, landmarks or None, the embedder's input
+        crop) as detections: embedded max_embed_batch at a time, with age and gender where the
+        pack has the model; `extra` attributes on each."""
+        faces = [
+            (image, face)
+            for image, image_faces in zip(images, placed, strict=True)
+            for face in image_faces
+        ]
+        crops = [crop for _, (_, _, _, crop) in faces]
         step = self.config.max_embed_batch
         vectors = [
             vector
@@ -235,33 +260,32 @@ class FaceDetector:
         if self.genderage is not None:
             genderage = self.genderage
             attributes = genderage.predict(
-                [
-                    genderage.crop(image, (box[0], box[1], box[2], box[3]))
-                    for image, faces in zip(images, found, strict=True)
-                    for _, box, _ in faces
-                ]
+                [genderage.crop(image, box) for image, (_, box, _, _) in faces]
             )
         results: list[list[Detection]] = []
         index = 0
-        for faces in found:
+        for image_faces in placed:
             detections = []
-            for score, box, landmarks in faces:
-                extra: dict[str, object] = {
+            for score, box, landmarks, crop in image_faces:
+                more: dict[str, object] = {
                     "embedding_model": self.embedder.spec.model,
-                    "sharpness": sharpness(crops[index]),
+                    "sharpness": sharpness(crop),
+                    **extra,
                 }
                 if attributes is not None:
-                    extra["gender"], extra["age"] = attributes[index]
+                    more["gender"], more["age"] = attributes[index]
                 detections.append(
                     Detection(
                         kind="face",
                         label="face",
                         score=round(score, 4),
-                        box=(box[0], box[1], box[2], box[3]),
-                        landmarks=tuple((float(x), float(y)) for x, y in landmarks),
-                        attributes=extra,
+                        box=box,
+                        landmarks=None
+                        if landmarks is None
+                        else tuple((float(x), float(y)) for x, y in landmarks),
+                        attributes=more,
                         embedding=Embedding(self.embedder.spec.model, vectors[index]),
-                        crop_jpeg=crop_jpeg(crops[index]),
+                        crop_jpeg=crop_jpeg(crop),
                     )
                 )
                 index += 1
@@ -278,51 +302,26 @@ class FaceCropDetector:
     task = "face_crop"
 
     def __init__(self, faces: FaceDetector) -> None:
-        self.embedder = faces.embedder  # the same sessions as the faces task: no second copy
-        self.genderage = faces.genderage
+        self.faces = faces  # the same sessions as the faces task: no second copy
         self.model_name = faces.embedder.model.path.name
 
     def warm_up(self) -> None:
         """The faces task's models: warmed up there."""
 
     def detect(self, images: Sequence[ImageBGR]) -> list[list[Detection]]:
-        size = self.embedder.spec.input_size_px
-        crops = [
-            np.asarray(cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA), np.uint8)
+        size = self.faces.embedder.spec.input_size_px
+        placed = [
+            [
+                (
+                    1.0,
+                    (0.0, 0.0, float(image.shape[1]), float(image.shape[0])),
+                    None,
+                    np.asarray(
+                        cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA), np.uint8
+                    ),
+                )
+            ]
             for image in images
         ]
-        vectors = self.embedder.embed(crops)
-        attributes: list[tuple[str, int]] | None = None
-        if self.genderage is not None:
-            genderage = self.genderage
-            attributes = genderage.predict(
-                [
-                    genderage.crop(image, (0.0, 0.0, float(image.shape[1]), float(image.shape[0])))
-                    for image in images
-                ]
-            )
-        results: list[list[Detection]] = []
-        for index, (image, crop) in enumerate(zip(images, crops, strict=True)):
-            extra: dict[str, object] = {
-                "embedding_model": self.embedder.spec.model,
-                "sharpness": sharpness(crop),
-                "cropped": True,  # not detected: the image was the face
-            }
-            if attributes is not None:
-                extra["gender"], extra["age"] = attributes[index]
-            height, width = image.shape[:2]
-            results.append(
-                [
-                    Detection(
-                        kind="face",
-                        label="face",
-                        score=1.0,
-                        box=(0.0, 0.0, float(width), float(height)),
-                        landmarks=None,
-                        attributes=extra,
-                        embedding=Embedding(self.embedder.spec.model, vectors[index]),
-                        crop_jpeg=crop_jpeg(crop),
-                    )
-                ]
-            )
-        return results
+        # cropped: not detected, the image was the face
+        return self.faces.describe(images, placed, cropped=True)
