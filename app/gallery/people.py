@@ -15,7 +15,7 @@ gallery's copies), its crop and its cluster membership; the job keeps only the b
 import base64
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from sqlalchemy import ColumnElement, delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -436,6 +436,7 @@ async def _sighting(session: AsyncSession, face_id: int, viewer: Principal) -> t
 async def move_face(
     session: AsyncSession,
     settings: Settings,
+    storage: Storage,
     face_id: int,
     person_id: uuid.UUID | None,
     viewer: Principal,
@@ -464,6 +465,7 @@ async def move_face(
     unknown.person_id = target.id if target is not None else None
     unknown.manual = True
     await session.execute(delete(PersonFace).where(PersonFace.source_detection_id == face_id))
+    await record_placement(session, storage, face_id, target)
     await session.flush()
     enrolled = 0
     if target is not None:
@@ -474,6 +476,7 @@ async def move_face(
 async def move_enrolled_face(
     session: AsyncSession,
     settings: Settings,
+    storage: Storage,
     person_id: uuid.UUID,
     face_id: uuid.UUID,
     target_id: uuid.UUID | None,
@@ -486,7 +489,7 @@ async def move_enrolled_face(
     if face is None or face.person_id != person.id:
         raise NotFound(f"person {person_id} has no face {face_id}")
     if face.source_detection_id is not None:
-        await move_face(session, settings, face.source_detection_id, target_id, viewer)
+        await move_face(session, settings, storage, face.source_detection_id, target_id, viewer)
     elif target_id is None:
         await session.delete(face)
     else:
@@ -496,6 +499,39 @@ async def move_enrolled_face(
         face.person_id = target.id
     await session.flush()
     return await person_out(session, person)
+
+
+async def record_placement(
+    session: AsyncSession, storage: Storage, face_id: int, person: Person | None
+) -> None:
+    """A face of a past job placed by hand (moved, promoted) is its new person's in that job's
+    result too: a named person's identity marked `manual`, with no similarity (no match made
+    it); an unknown face's, placed out of a person or with an unnamed one. A record that
+    already names that person stays as the match made it. So deleting the person the job
+    took it for leaves it be, and deleting the one it was given to forgets it."""
+    detection = await session.get(Detection, face_id)
+    if detection is None:
+        return
+    attributes = dict(detection.attributes or {})
+    identity = attributes.get("identity")
+    recorded = identity.get("person_id") if isinstance(identity, dict) else None
+    if person is not None and person.name is not None:
+        if recorded == str(person.id):
+            return
+        attributes["identity"] = {
+            "person_id": str(person.id),
+            "name": person.name,
+            "similarity": None,
+            "manual": True,
+        }
+        attributes.pop("unknown", None)
+    elif recorded is None:
+        return
+    else:
+        attributes["identity"] = None
+        attributes["unknown"] = True
+    detection.attributes = attributes
+    await _forget_drawings(session, storage, [detection.job_id])
 
 
 async def forget_faces(session: AsyncSession, face_ids: Sequence[int]) -> None:
@@ -587,17 +623,25 @@ async def _unname_identified(
     processed images cached for their jobs show the name: deleted, drawn again on request."""
     params = {"names": [str(i) for i in person_ids], "ids": list(person_ids)}
     rows = (await session.execute(_UNNAME_IDENTIFIED, params)).all()
-    if not rows:
-        return []
+    await _forget_drawings(session, storage, {job_id for _, job_id in rows})
+    return [detection_id for detection_id, _ in rows]
+
+
+async def _forget_drawings(
+    session: AsyncSession, storage: Storage, job_ids: Collection[uuid.UUID]
+) -> None:
+    """The processed images cached for these jobs show names that changed: deleted, drawn
+    again on request."""
+    if not job_ids:
+        return
     drawn = await session.scalars(
         select(Job.processed_image_key).where(
-            Job.id.in_({job_id for _, job_id in rows}), Job.processed_image_key.is_not(None)
+            Job.id.in_(job_ids), Job.processed_image_key.is_not(None)
         )
     )
     for key in drawn:
         if key is not None:
             storage.delete(key)
-    return [detection_id for detection_id, _ in rows]
 
 
 async def delete_enrolled_face(

@@ -395,9 +395,10 @@ async def move_enrolled_face(
     principal: WriteKey,
     session: SessionDep,
     settings: SettingsDep,
+    storage: StorageDep,
 ) -> PersonDetail:
     return await people.move_enrolled_face(
-        session, settings, person_id, face_id, body.person_id, principal
+        session, settings, storage, person_id, face_id, body.person_id, principal
     )
 
 
@@ -432,9 +433,14 @@ async def face_thumbnail(face_id: FaceId, principal: ReadKey, session: SessionDe
     summary="Place a face with a person, or (person_id null) back to unknown: not this person",
 )
 async def move_face(
-    face_id: FaceId, body: MoveIn, principal: WriteKey, session: SessionDep, settings: SettingsDep
+    face_id: FaceId,
+    body: MoveIn,
+    principal: WriteKey,
+    session: SessionDep,
+    settings: SettingsDep,
+    storage: StorageDep,
 ) -> MovedOut:
-    return await people.move_face(session, settings, face_id, body.person_id, principal)
+    return await people.move_face(session, settings, storage, face_id, body.person_id, principal)
 
 
 @router.delete(
@@ -552,7 +558,8 @@ async def promote_face(
     principal: WriteKey,
     session: SessionDep,
     settings: SettingsDep,
+    storage: StorageDep,
 ) -> EnrollOut:
     return await service.promote(
-        session, settings, face_id, principal, person_id=body.person_id, name=body.name
+        session, settings, storage, face_id, principal, person_id=body.person_id, name=body.name
     )

@@ -394,6 +394,7 @@ def _person_face(
 async def promote(
     session: AsyncSession,
     settings: Settings,
+    storage: Storage,
     face_id: int,
     viewer: Principal,
     *,
@@ -444,6 +445,7 @@ async def promote(
         .where(UnknownFace.detection_id == face_id)
         .values(person_id=person.id, manual=True)
     )
+    await people.record_placement(session, storage, face_id, person)
     return enrolled
 
 

@@ -219,6 +219,10 @@ async def test_an_unknown_face_is_promoted_to_a_new_person_from_its_job_page(
     assert [p["face_count"] for p in found] == [1]
     person = (await api.get(f"/v1/people/{found[0]['id']}")).json()
     assert person["faces"][0]["source_job_id"] == job["id"]
+    # The job's record follows: its face is Barack Obama's, by hand (no similarity).
+    await page.reload()
+    await expect(row.locator(".identity")).to_have_text("Barack Obama")
+    await expect(row).to_contain_text("placed by hand")
 
 
 async def node_token(http: httpx.AsyncClient, node_id: str, secret: str) -> str:

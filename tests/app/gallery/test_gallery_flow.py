@@ -689,3 +689,83 @@ async def test_a_crafted_cursor_is_a_422_not_a_500(client, path, cursor):
     response = await client.get(f"{path}{separator}cursor={encoded}")
     assert response.status_code == 422, response.text
     assert "invalid cursor" in response.json()["detail"]
+
+
+async def test_a_face_placed_by_hand_is_its_new_person_s_in_its_job_too(
+    client, worker, engine, storage
+):
+    """A job identified obama; the user says it is biden (move) or a new person (promote). The
+    job kept "obama": deleting obama then skipped the face and left his name and id in the
+    result (the face had been enrolled to someone else), or forgot the face although it was
+    biden's now. The job's record follows the hand: the new person, marked manual, no
+    similarity (no match made it); out of a person, unknown."""
+    people = await enroll_training_set(client)
+
+    async def seen() -> tuple[str, dict]:  # type: ignore[type-arg]
+        response = await client.post(
+            "/v1/images?wait=30",
+            files={"image": ("o.jpg", shared_image("faces/test/obama1.jpg"), "image/jpeg")},
+            data={"tasks": "identify"},
+        )
+        job = response.json()
+        [face] = job["detections"]
+        assert face["attributes"]["identity"]["person_id"] == people["obama"]
+        return job["id"], face
+
+    async def recorded(job_id: str) -> dict:  # type: ignore[type-arg]
+        [face] = (await client.get(f"/v1/jobs/{job_id}")).json()["detections"]
+        return face["attributes"]  # type: ignore[no-any-return]
+
+    # Three jobs that saw obama, before any move teaches the gallery otherwise.
+    (moved_job, moved), (promoted_job, promoted), (out_job, out) = [await seen() for _ in "abc"]
+    drawn = await client.get(f"/v1/jobs/{moved_job}/processed-image")
+    assert drawn.status_code == 200
+    response = await client.post(
+        f"/v1/faces/{moved['id']}/move", json={"person_id": people["biden"]}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["enrolled"] is True
+    attributes = await recorded(moved_job)
+    assert attributes["identity"] == {
+        "person_id": people["biden"],
+        "name": "biden",
+        "similarity": None,
+        "manual": True,
+    }
+    assert "unknown" not in attributes
+    redrawn = await client.get(f"/v1/jobs/{moved_job}/processed-image")
+    assert redrawn.status_code == 200 and redrawn.content != drawn.content  # the new name
+
+    response = await client.post(f"/v1/faces/{promoted['id']}/promote", json={"name": "Barack"})
+    assert response.status_code in (200, 201), response.text
+    barack = (await recorded(promoted_job))["identity"]
+    assert barack["name"] == "Barack" and barack["manual"] is True
+
+    response = await client.post(f"/v1/faces/{out['id']}/move", json={"person_id": None})
+    assert response.status_code == 200, response.text
+    attributes = await recorded(out_job)
+    assert attributes["identity"] is None and attributes["unknown"] is True
+
+    # Deleting obama touches none of them: no record names him, none is forgotten.
+    assert (await client.delete(f"/v1/people/{people['obama']}")).status_code == 204
+    for job_id, face in ((moved_job, moved), (promoted_job, promoted), (out_job, out)):
+        attributes = await recorded(job_id)
+        assert people["obama"] not in json.dumps(attributes)
+        assert (
+            await count(
+                engine,
+                "SELECT count(*) FROM face_embeddings WHERE detection_id = :d",
+                d=face["id"],
+            )
+            == 1
+        ), job_id
+    # Deleting the person a face was given to forgets it, as for one the job identified.
+    assert (await client.delete(f"/v1/people/{people['biden']}")).status_code == 204
+    attributes = await recorded(moved_job)
+    assert attributes["identity"] is None and attributes["unknown"] is True
+    assert (
+        await count(
+            engine, "SELECT count(*) FROM face_embeddings WHERE detection_id = :d", d=moved["id"]
+        )
+        == 0
+    )

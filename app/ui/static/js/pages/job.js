@@ -162,7 +162,7 @@ export function render(view, { params: [id] }) {
         return h('tr', {},
           h('td', {}, i + 1),
           h('td', { class: 'identity' }, identity ? identity.name : h('span', { class: 'muted' }, 'unknown')),
-          h('td', {}, identity ? percent(identity.similarity) : '—'),
+          h('td', {}, identity?.manual ? 'placed by hand' : identity ? percent(identity.similarity) : '—'),
           h('td', {}, face.attributes?.age ?? '—'),
           h('td', {}, face.attributes?.gender ?? '—'),
           h('td', {}, face.score.toFixed(2)),
