@@ -9,6 +9,7 @@ import logging
 import sys
 
 import structlog
+from structlog.tracebacks import ExceptionDictTransformer
 
 from app import redaction
 from app.settings import Settings
@@ -22,14 +23,21 @@ def configure_logging(settings: Settings) -> None:
         if as_json
         else structlog.dev.ConsoleRenderer(colors=False)
     )
+    # Tracebacks are rendered here, before the redaction, and without the frames' local
+    # variables: those hold secrets (a webhook's signing secret, a key being checked) and
+    # image bytes, and no redaction rule can know every one of them.
+    tracebacks: structlog.typing.Processor = (
+        structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False))
+        if as_json
+        else structlog.processors.format_exc_info
+    )
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        tracebacks,
         redaction.redact_event,  # no key, secret or token in any line (app/redaction.py)
     ]
-    if as_json:
-        shared.append(structlog.processors.dict_tracebacks)
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),

@@ -17,8 +17,10 @@ REDACTED = "[redacted]"
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # lk_<prefix>_<secret>: keep the prefix (stored in clear, it names the key), drop the secret.
     (re.compile(r"\b(lk_[0-9a-f]{12}_)[A-Za-z0-9_-]+"), rf"\g<1>{REDACTED}"),
-    # Node secrets (lkn_…) and JWTs (three base64url parts, the first starting {"…).
+    # Node secrets (lkn_…), webhook signing secrets (whsec_…, base64) and JWTs (three
+    # base64url parts, the first starting {"…).
     (re.compile(r"\blkn_[A-Za-z0-9_-]+"), f"lkn_{REDACTED}"),
+    (re.compile(r"\bwhsec_[A-Za-z0-9+/=_-]+"), f"whsec_{REDACTED}"),
     (re.compile(r"\beyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), REDACTED),
     # Whatever rides in a credential parameter or header, well-formed or not.
     (
@@ -60,11 +62,21 @@ class RedactingFilter(logging.Filter):
 
 
 def redact_event(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Any:
-    """structlog processor: redact every string value of the event."""
+    """structlog processor: redact every string of the event, in lists and dicts too (a
+    rendered traceback is a list of frames)."""
     for name, value in event.items():
-        if isinstance(value, str):
-            event[name] = redact(value)
+        event[name] = _redact_value(value)
     return event
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: _redact_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_value(item) for item in value]
+    return value
 
 
 # Loggers that servers configure with handlers of their own (gunicorn gives uvicorn's loggers

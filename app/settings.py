@@ -8,15 +8,17 @@ process environment. `startup_problems()` lists what makes a configuration unfit
 (placeholder secrets outside dev, auth off outside dev); the API and workers refuse to start on it.
 """
 
+import ipaddress
+import json
 import math
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Environment = Literal["local", "dev", "staging", "prod"]
 
@@ -397,8 +399,34 @@ class EventsSettings(BaseModel):
     retry_max_backoff_s: float = Field(default=3600.0, gt=0)
     retry_window_s: float = Field(default=24 * 3600.0, gt=0)
     # SSRF guard: targets resolving to loopback, link-local, private or metadata addresses are
-    # refused, except addresses inside these networks (e.g. ["127.0.0.1/32", "10.0.0.0/8"]).
-    allowed_networks: list[str] = Field(default_factory=list)
+    # refused, except addresses inside these networks: "192.168.1.0/24,10.0.0.5" or the JSON
+    # list ["192.168.1.0/24", "10.0.0.5"]. Checked at start: a typo is refused there, naming it.
+    allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("allowed_networks", mode="before")
+    @classmethod
+    def _networks_list(cls, value: object) -> object:
+        """An environment variable's text: a JSON list, or networks separated by commas."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks_parse(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"LOOKOUT_EVENTS__ALLOWED_NETWORKS: {entry!r} is not an address or a network "
+                    "(e.g. 192.168.1.0/24)"
+                ) from None
+        return value
+
     # How often the dispatcher looks for due retries (new events wake it at once).
     poll_interval_s: float = Field(default=1.0, gt=0)
     # Webhooks delivered at the same time (each webhook's deliveries go one by one, in order).

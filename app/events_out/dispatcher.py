@@ -31,7 +31,7 @@ import httpx
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
-from sqlalchemy import ColumnElement, delete, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, case, delete, exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -267,7 +267,7 @@ class WebhookDispatcher:
             if due_at > datetime.now(UTC):
                 return False
             if not await self._attempt_one(
-                webhook_id, url, secret, delivery_id, event_id, payload, attempts, queued_at
+                webhook_id, url, secret, delivery_id, event_id, payload, attempts, queued_at, due_at
             ):
                 return False
             if not await streams.extend_lock(
@@ -287,8 +287,10 @@ class WebhookDispatcher:
         payload: dict[str, Any],
         attempts: int,
         queued_at: datetime,
+        due_at: datetime,
     ) -> bool:
-        """One attempt, recorded; True when the queue may go on (delivered, or dead-lettered)."""
+        """One attempt, recorded; True when the queue may go on (delivered, or dead-lettered).
+        `due_at`: the next_attempt_at that made it due."""
         status_code, error = await self.attempt(url, secret, event_id, payload)
         attempts += 1
         now = datetime.now(UTC)
@@ -318,7 +320,12 @@ class WebhookDispatcher:
                     error=error,
                 )
             else:
-                values["next_attempt_at"] = retry_at
+                # A "retry now" that came during the attempt (a new URL, a redeliver) moved the
+                # row's next try past `due_at`: it stands.
+                values["next_attempt_at"] = case(
+                    (WebhookDelivery.next_attempt_at > due_at, WebhookDelivery.next_attempt_at),
+                    else_=retry_at,
+                )
         async with self.sessionmaker.begin() as session:
             await session.execute(
                 update(WebhookDelivery).where(WebhookDelivery.id == delivery_id).values(**values)
@@ -351,16 +358,16 @@ class WebhookDispatcher:
             "user-agent": USER_AGENT,
             **signing.headers(secret, message_id=event_id, timestamp_s=int(time.time()), body=body),
         }
-        request_url = httpx.URL(url)
-        extensions: dict[str, Any] = {}
-        if request_url.host != str(target.address):
-            # Connect to the checked address; the Host header and TLS SNI keep the name.
-            headers["host"] = request_url.netloc.decode("ascii")
-            if target.scheme == "https":
-                extensions["sni_hostname"] = target.host
-            request_url = request_url.copy_with(host=str(target.address))
         timeout_s = self.settings.events.webhook_timeout_s
         try:
+            request_url = httpx.URL(url)
+            extensions: dict[str, Any] = {}
+            if request_url.host != str(target.address):
+                # Connect to the checked address; the Host header and TLS SNI keep the name.
+                headers["host"] = request_url.netloc.decode("ascii")
+                if target.scheme == "https":
+                    extensions["sni_hostname"] = target.host
+                request_url = request_url.copy_with(host=str(target.address))
             # One deadline for connect, send and the answer's head, however the receiver trickles
             # them (httpx's timeout is per read); the answer's body is never read, so a receiver
             # cannot hold a delivery slot, or this process's memory, with an endless one.
@@ -376,7 +383,12 @@ class WebhookDispatcher:
                     status_code = response.status_code
         except TimeoutError:
             return None, f"the receiver did not answer within {timeout_s:g} s"
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            return None, f"{type(exc).__name__}: {exc}"[:500]
+        except Exception as exc:
+            # Anything else one delivery raises is its failure (retried, in the end dead-
+            # lettered), not the end of the task that drains its webhook's queue.
+            log.warning("webhook_attempt_error", error=repr(exc)[:500])
             return None, f"{type(exc).__name__}: {exc}"[:500]
         if 200 <= status_code < 300:
             return status_code, None

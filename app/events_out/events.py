@@ -69,12 +69,11 @@ def event_time(at: Any) -> str:
 
 
 def _links(
-    base: str, job_id: str | None, node_id: str | None, job: Mapping[str, Any] | None = None
+    base: str, job_id: str | None, node_id: str | None, pictures: Mapping[str, Any]
 ) -> dict[str, str]:
-    """`job`: the job of a result event, whose own links say which pictures it has (none for a
-    node frame that was not stored)."""
+    """`pictures`: the job's own links, which say which pictures it has (a null image: a node
+    frame that was not stored; a null processed image: a failed job)."""
     links: dict[str, str] = {}
-    pictures = (job or {}).get("links") or {}
     if job_id is not None:
         links["job"] = f"{base}/v1/jobs/{job_id}"
         if pictures.get("image", True) is not None:
@@ -95,17 +94,23 @@ def from_firehose(
     time = event_time(entry.get("at"))
     owner = entry.get("owner_id")
     bodies: list[tuple[str, dict[str, Any]]] = []
-    job: dict[str, Any] | None = None
+    pictures: Mapping[str, Any] = {}
     job_ref: dict[str, Any] | None = None
     node_ref: dict[str, Any] | None = None
     if kind == "result" and isinstance(entry.get("job"), dict):
         job = entry["job"]
+        pictures = job.get("links") or {}
         job_ref = {"id": job.get("id"), "tasks": job.get("tasks", [])}
         if job.get("node_id"):
             node_ref = {"id": job["node_id"], "name": job.get("node_name")}
         bodies = _result_bodies(job, node_ref)
     elif kind == "error":
+        # A failed job has no processed image, and an image only where it was stored.
+        stored = entry.get("stored_image", True)  # an entry from before the field: as before
+        pictures = {"image": "stored" if stored else None, "processed_image": None}
         job_ref = {"id": entry.get("job_id"), "tasks": None}
+        if entry.get("node_id"):
+            node_ref = {"id": entry["node_id"], "name": entry.get("node_name")}
         bodies = [("job.failed", {"error": entry.get("error")})]
     elif kind == streams.NODE_EVENT:
         node_ref = {"id": entry.get("node_id"), "name": entry.get("name")}
@@ -126,7 +131,7 @@ def from_firehose(
                     base,
                     job_ref["id"] if job_ref else None,
                     node_ref["id"] if node_ref else None,
-                    job,
+                    pictures,
                 ),
             }
         )

@@ -149,15 +149,13 @@ async def list_deliveries(
     "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=DeliveryOut,
-    summary="Send a dead (or delivered) delivery again, with fresh retries",
+    summary="Send a dead (or delivered) delivery again, with fresh retries; a pending one now",
+    description="A pending delivery waiting for its next try (the receiver failed) is tried at "
+    "once, its attempts kept: use it once the receiver is fixed. Changing the webhook's URL, or "
+    "enabling it again, does the same for every pending delivery.",
     responses={
         **NOT_FOUND,
         202: {"content": {"application/json": {"example": examples.DELIVERY_REQUEUED}}},
-        422: error_doc(
-            "The delivery is still pending",
-            "invalid_request",
-            "the delivery is still pending: it will be attempted again",
-        ),
     },
 )
 async def redeliver(

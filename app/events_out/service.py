@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import streams
@@ -63,9 +63,25 @@ def webhook_out(webhook: Webhook) -> WebhookOut:
 
 
 def _apply_filters(webhook: Webhook, filters: WebhookFilters) -> None:
-    webhook.node_ids = [str(n) for n in dict.fromkeys(filters.node_ids)]
-    webhook.labels = list(dict.fromkeys(label.strip() for label in filters.labels if label.strip()))
-    webhook.people = list(dict.fromkeys(p.strip() for p in filters.people if p.strip()))
+    """The filters given (a PATCH's `filters` may name one; the others stay as they are)."""
+    given = filters.model_fields_set
+    if "node_ids" in given:
+        webhook.node_ids = [str(n) for n in dict.fromkeys(filters.node_ids)]
+    if "labels" in given:
+        webhook.labels = list(dict.fromkeys(x.strip() for x in filters.labels if x.strip()))
+    if "people" in given:
+        webhook.people = list(dict.fromkeys(p.strip() for p in filters.people if p.strip()))
+
+
+def _check_event_types(principal: Principal, event_types: Sequence[str]) -> None:
+    """Node events belong to no key: only a webhook of a key that sees every job gets them
+    (events.visible_to). Another key's subscription to them would wait for ever."""
+    node_types = [t for t in event_types if t.startswith("node.")]
+    if node_types and not principal.sees_every_job:
+        raise InvalidInput(
+            f"{', '.join(node_types)}: node events reach admin keys' webhooks only; this key "
+            "gets the events of its own jobs"
+        )
 
 
 async def create_webhook(
@@ -76,6 +92,7 @@ async def create_webhook(
     allowed_networks: Sequence[str],
 ) -> tuple[Webhook, str]:
     """The new webhook and its secret (returned this once; kept to sign deliveries)."""
+    _check_event_types(principal, body.event_types)
     await check_target(body.url, allowed_networks)
     secret = signing.new_secret()
     webhook = Webhook(
@@ -86,6 +103,9 @@ async def create_webhook(
         event_types=list(dict.fromkeys(body.event_types)),
         secret=secret,
         enabled=body.enabled,
+        node_ids=[],
+        labels=[],
+        people=[],
     )
     _apply_filters(webhook, body.filters)
     session.add(webhook)
@@ -118,10 +138,16 @@ async def update_webhook(
     allowed_networks: Sequence[str],
 ) -> Webhook:
     webhook = await get_webhook(session, principal, webhook_id)
+    # A new URL or a webhook enabled again is the user saying "the receiver works now": what
+    # waits is tried at once, not at its backoff's next try (up to an hour away).
+    retry_now = (patch.url is not None and patch.url != webhook.url) or (
+        patch.enabled is True and not webhook.enabled
+    )
     if patch.url is not None and patch.url != webhook.url:
         await check_target(patch.url, allowed_networks)
         webhook.url = patch.url
     if patch.event_types is not None:
+        _check_event_types(principal, patch.event_types)
         webhook.event_types = list(dict.fromkeys(patch.event_types))
     if "description" in patch.model_fields_set:
         webhook.description = patch.description
@@ -129,6 +155,15 @@ async def update_webhook(
         _apply_filters(webhook, patch.filters)
     if patch.enabled is not None:
         webhook.enabled = patch.enabled
+    if retry_now:
+        await session.execute(
+            update(WebhookDelivery)
+            .where(
+                WebhookDelivery.webhook_id == webhook.id,
+                WebhookDelivery.status == DeliveryStatus.pending,
+            )
+            .values(next_attempt_at=func.now())
+        )
     await session.flush()
     return webhook
 
@@ -194,7 +229,8 @@ async def list_deliveries(
 async def redeliver(
     session: AsyncSession, principal: Principal, webhook_id: uuid.UUID, delivery_id: uuid.UUID
 ) -> WebhookDelivery:
-    """Queue a delivery again (dead or delivered): attempts and the retry window start over.
+    """Queue a delivery again (dead or delivered): attempts and the retry window start over;
+    a pending one waiting for its next try is tried now ("retry now", its count kept).
 
     It keeps its place (seq): being older than what is pending, it goes out next.
     """
@@ -202,9 +238,11 @@ async def redeliver(
     delivery = await session.get(WebhookDelivery, delivery_id)
     if delivery is None or delivery.webhook_id != webhook_id:
         raise NotFound(f"no delivery {delivery_id} for webhook {webhook_id}")
-    if delivery.status == DeliveryStatus.pending:
-        raise InvalidInput("the delivery is still pending: it will be attempted again")
     now = datetime.now(UTC)
+    if delivery.status == DeliveryStatus.pending:
+        delivery.next_attempt_at = now
+        await session.flush()
+        return delivery
     delivery.status = DeliveryStatus.pending
     delivery.attempts = 0
     delivery.created_at = now

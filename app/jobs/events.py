@@ -5,7 +5,9 @@ this module says which events a job's life produces and what each carries.
 - `queued` / `running` / `done` / `failed`: {"type": "status", "status": …}; `queued` is sent
   from the job's row, the rest are on the job's stream
 - a finished job: {"type": "result", "owner_id", "job": JobDetail}, then status done
-- a failed job: {"type": "error", "owner_id", "error": reason}, then status failed
+- a failed job: {"type": "error", "owner_id", "error": reason, "node_id", "node_name",
+  "stored_image"}, then status failed (node_id/node_name null for uploads; stored_image:
+  whether its image can be fetched)
 `owner_id` (a string, or null for jobs of no key) is what the firehose filters on.
 """
 
@@ -41,8 +43,25 @@ def result(detail: JobDetail, owner_id: uuid.UUID | None) -> Event:
     )
 
 
-def error(job_id: uuid.UUID, owner_id: uuid.UUID | None, reason: str | None) -> Event:
-    return streams.make_event("error", job_id, owner_id=owner_field(owner_id), error=reason)
+def error(
+    job_id: uuid.UUID,
+    owner_id: uuid.UUID | None,
+    reason: str | None,
+    *,
+    node_id: uuid.UUID | None,
+    node_name: str | None,
+    stored_image: bool,
+) -> Event:
+    """Which node's frame failed goes with it: a webhook filtered by node gets it."""
+    return streams.make_event(
+        "error",
+        job_id,
+        owner_id=owner_field(owner_id),
+        error=reason,
+        node_id=None if node_id is None else str(node_id),
+        node_name=node_name,
+        stored_image=stored_image,
+    )
 
 
 def done(detail: JobDetail, owner_id: uuid.UUID | None) -> list[Event]:
@@ -50,9 +69,27 @@ def done(detail: JobDetail, owner_id: uuid.UUID | None) -> list[Event]:
     return [result(detail, owner_id), status(detail.id, "done")]
 
 
-def failed(job_id: uuid.UUID, owner_id: uuid.UUID | None, reason: str) -> list[Event]:
+def failed(
+    job_id: uuid.UUID,
+    owner_id: uuid.UUID | None,
+    reason: str,
+    *,
+    node_id: uuid.UUID | None,
+    node_name: str | None,
+    stored_image: bool,
+) -> list[Event]:
     """The events of a job that has just failed: why, then its final status."""
-    return [error(job_id, owner_id, reason), status(job_id, "failed")]
+    return [
+        error(
+            job_id,
+            owner_id,
+            reason,
+            node_id=node_id,
+            node_name=node_name,
+            stored_image=stored_image,
+        ),
+        status(job_id, "failed"),
+    ]
 
 
 def snapshot(job: JobDetail, owner_id: uuid.UUID | None = None) -> list[Event]:
@@ -61,6 +98,15 @@ def snapshot(job: JobDetail, owner_id: uuid.UUID | None = None) -> list[Event]:
     if job.status == JobStatus.done:
         events.append(result(job, owner_id))
     elif job.status == JobStatus.failed:
-        events.append(error(job.id, owner_id, job.error))
+        events.append(
+            error(
+                job.id,
+                owner_id,
+                job.error,
+                node_id=job.node_id,
+                node_name=job.node_name,
+                stored_image=job.links.image is not None,
+            )
+        )
     events.append(status(job.id, job.status.value))
     return events

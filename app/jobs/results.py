@@ -160,10 +160,15 @@ async def record_failure(
         update(Job)
         .where(Job.id == job_id, Job.status.in_(UNFINISHED_STATUSES))
         .values(status=JobStatus.failed, error=reason, finished_at=datetime.now(UTC))
-        .returning(Job.owner_id)
+        .returning(Job.owner_id, Job.node_id, JOB_NODE_NAME, Job.image_key.is_not(None))
     )
-    owner = failed.first()
-    return None if owner is None else job_events.failed(job_id, owner[0], reason)
+    row = failed.first()
+    if row is None:
+        return None
+    owner_id, node_id, name, stored = row
+    return job_events.failed(
+        job_id, owner_id, reason, node_id=node_id, node_name=name, stored_image=bool(stored)
+    )
 
 
 async def final_events(session: AsyncSession, job: Job) -> list[job_events.Event]:

@@ -1,8 +1,10 @@
 """Environments and .env files, CORS, trusted hosts, JSON logs outside dev."""
 
 import json
+import logging
 
 import httpx
+import pytest
 import structlog
 
 from app.logging import configure_logging
@@ -98,3 +100,50 @@ def test_logs_are_json_lines_with_bound_ids_outside_dev(capsys):
         "level": "info",
         "bytes": 10,
     }
+
+
+def _fail_with_a_secret_in_a_local() -> None:
+    secret = "whsec_" + "S3cr3t" * 6  # noqa: F841 - what a traceback's locals showed
+    key = "lk_0123456789ab_" + "k" * 32  # noqa: F841
+    raise ValueError("a delivery went wrong")
+
+
+@pytest.mark.parametrize("env", ["prod", "dev"])
+def test_tracebacks_carry_no_local_variables_and_no_secret(capsys, env):
+    """A failed webhook delivery's traceback logged the frame's locals, its signing secret
+    among them, every second: in JSON (prod) and on the console (dev). Tracebacks keep their
+    frames and the error, not the locals, and a whsec_ secret is redacted wherever it shows."""
+    configure_logging(Settings(env=env, log_level="INFO"))
+    try:
+        try:
+            _fail_with_a_secret_in_a_local()
+        except ValueError:
+            structlog.get_logger().exception("webhook_drain_failed")
+            logging.getLogger("asyncio").error("Task exception was never retrieved", exc_info=True)
+        structlog.get_logger().info("configured", secret_seen="whsec_" + "Z" * 32)
+    finally:
+        configure_logging(Settings(env="dev"))
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    assert text.count("a delivery went wrong") >= 2  # both tracebacks are there
+    assert "_fail_with_a_secret_in_a_local" in text
+    assert "S3cr3t" not in text and "kkkkkkkk" not in text and "ZZZZZZZZ" not in text
+    assert "whsec_[redacted]" in text
+
+
+def test_allowed_networks_are_read_as_a_list_or_commas_and_a_typo_stops_the_start(monkeypatch):
+    """The one way to let webhooks reach a LAN receiver (Home Assistant): a plain
+    "192.168.1.0/24" failed to parse with a message naming only `events`, and a typo
+    ("/33") started fine, then made every webhook create a 500 and the dispatcher crash."""
+    for value, expected in (
+        ("192.168.1.0/24", ["192.168.1.0/24"]),
+        ("192.168.1.0/24, 10.0.0.5", ["192.168.1.0/24", "10.0.0.5"]),
+        ('["192.168.1.0/24", "fd00::/8"]', ["192.168.1.0/24", "fd00::/8"]),
+    ):
+        monkeypatch.setenv("LOOKOUT_EVENTS__ALLOWED_NETWORKS", value)
+        assert Settings().events.allowed_networks == expected
+    for typo in ("192.168.1.0/33", "lan", "192.168.1.0/24,home"):
+        monkeypatch.setenv("LOOKOUT_EVENTS__ALLOWED_NETWORKS", typo)
+        with pytest.raises(ValueError, match="LOOKOUT_EVENTS__ALLOWED_NETWORKS") as refused:
+            Settings()
+        assert repr(typo.split(",")[-1]) in str(refused.value)

@@ -301,9 +301,12 @@ async def test_node_frames_never_touch_disk(
 
 
 async def test_an_expired_frame_fails_its_job_and_the_worker_goes_on(
-    make_job, make_consumer, frames_redis, redis, sessionmaker
+    make_job, make_consumer, make_node, frames_redis, redis, sessionmaker
 ):
     gone = await make_job(T1, node_frame=True, frames_redis=frames_redis)
+    node = await make_node("gate-cam")
+    async with sessionmaker.begin() as session:
+        (await session.get(Job, gone.id)).node_id = node.id  # type: ignore[union-attr]
     await frames_redis.delete(streams.frame_key(gone.id))  # its TTL ran out while it waited
     fine = await make_job(T1, node_frame=True, frames_redis=frames_redis)
 
@@ -314,6 +317,10 @@ async def test_an_expired_frame_fails_its_job_and_the_worker_goes_on(
     assert (await load_job(sessionmaker, fine.id)).status == JobStatus.done
     events = await job_events(redis, gone.id)
     assert [e.get("status", e["type"]) for e in events] == ["running", "error", "failed"]
+    # Which camera's frame failed goes with it (webhooks filter on it), and that it has no image.
+    error = events[1]
+    assert (error["node_id"], error["node_name"]) == (str(node.id), "gate-cam")
+    assert error["stored_image"] is False
     assert await pending_count(redis) == 0
 
 

@@ -6,6 +6,7 @@ again on the same port.
 
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -27,6 +28,7 @@ class Received:
 class Receiver:
     port: int = field(default_factory=free_port)
     status: int = 204
+    delay_s: float = 0.0  # waited after recording a POST, before answering it
     received: list[Received] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -46,6 +48,8 @@ class Receiver:
                     receiver.received.append(
                         Received({k.lower(): v for k, v in self.headers.items()}, body)
                     )
+                if receiver.delay_s:
+                    time.sleep(receiver.delay_s)
                 self.send_response(receiver.status)
                 self.send_header("content-length", "0")
                 self.end_headers()

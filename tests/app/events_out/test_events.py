@@ -4,6 +4,7 @@ import uuid
 
 from app import streams
 from app.events_out.events import EVENT_TYPES, from_firehose, matches
+from app.jobs import events as job_events
 
 NODE = str(uuid.uuid4())
 JOB = str(uuid.uuid4())
@@ -205,3 +206,29 @@ def test_only_sightings_give_face_and_object_events():
         entry["job"]["purpose"] = purpose
         events = from_firehose(b"1764797400250-0", entry, public_url="https://lookout.example/")
         assert [e["type"] for e in events] == expected, purpose
+
+
+def test_a_node_frame_s_failure_names_its_node_and_links_no_picture_it_lacks():
+    """job.failed carried no node: a webhook filtered to a camera never got the failures of
+    its frames (README: "a node frame that expired before a worker ran it"), and it linked a
+    processed image no failed job has."""
+    entry = job_events.error(
+        uuid.UUID(JOB),
+        None,
+        "expired before a worker ran it",
+        node_id=uuid.UUID(NODE),
+        node_name="gate-cam",
+        stored_image=False,
+    )
+    [failed] = from_firehose(b"2-0", entry)
+    assert failed["node"] == {"id": NODE, "name": "gate-cam"}
+    assert sorted(failed["links"]) == ["job", "node"]
+    for_the_camera = dict(event_types=["job.failed"], labels=[], people=[])
+    assert matches(failed, node_ids=[NODE], **for_the_camera)
+    assert not matches(failed, node_ids=[str(uuid.uuid4())], **for_the_camera)
+    upload = job_events.error(
+        uuid.UUID(JOB), None, "bad", node_id=None, node_name=None, stored_image=True
+    )
+    [failed] = from_firehose(b"2-0", upload)
+    assert failed["node"] is None
+    assert sorted(failed["links"]) == ["image", "job"]

@@ -13,7 +13,7 @@ from standardwebhooks import Webhook as StandardWebhook
 from app import streams
 from app.events_out.dispatcher import WebhookDispatcher, backoff_s
 from app.jobs import events as job_events
-from app.models import ApiKey, WebhookDelivery
+from app.models import ApiKey, Webhook, WebhookDelivery
 from app.security import Scope
 from app.streams import firehose_groups as firehose_groups_module
 from tests.app.events_out.helpers import (
@@ -86,6 +86,12 @@ async def test_bad_urls_and_event_types_are_refused(settings, api_key):
             {"url": "http://127.0.0.1/x", "event_types": []},
             {"url": "http://user:pw@127.0.0.1/x", "event_types": ["job.done"]},
             {"url": "http://[::1/x", "event_types": ["job.done"]},  # urlsplit's ValueError
+            # urlsplit drops leading spaces and tabs that httpx refuses: each was saved, then
+            # failed every delivery without a word; an IDNA-2008-invalid name likewise.
+            {"url": " http://127.0.0.1/x", "event_types": ["job.done"]},
+            {"url": "http://127.0.0.1/x\t", "event_types": ["job.done"]},
+            {"url": "http://127.0.0.1/x\n", "event_types": ["job.done"]},
+            {"url": "http://\u2603.net/x", "event_types": ["job.done"]},
             # What the table cannot store: NUL, lone surrogates, longer than its columns.
             {"url": "http://127.0.0.1/a\u0000b", "event_types": ["job.done"]},
             {"url": "http://127.0.0.1/x", "event_types": ["job.done"], "description": "a\u0000"},
@@ -449,7 +455,9 @@ async def test_an_event_postgres_cannot_store_is_dropped_and_the_ones_after_it_a
         await http.post("/v1/webhooks", json={"url": receiver.url, "event_types": ["job.failed"]})
     bad, good = uuid.uuid4(), uuid.uuid4()
     for job_id, reason in ((bad, "cannot\x00be stored"), (good, "an ordinary failure")):
-        event = job_events.error(job_id, None, reason)
+        event = job_events.error(
+            job_id, None, reason, node_id=None, node_name=None, stored_image=True
+        )
         await streams.publish_firehose_event(redis, event, maxlen=1000)
 
     async def all_acked() -> bool:
@@ -463,3 +471,182 @@ async def test_an_event_postgres_cannot_store_is_dropped_and_the_ones_after_it_a
     async with sessionmaker() as session:
         stored = (await session.scalars(select(WebhookDelivery.payload))).all()
     assert [payload["job"]["id"] for payload in stored] == [str(good)]
+
+
+async def publish_failures(redis, count: int) -> None:  # type: ignore[no-untyped-def]
+    for n in range(count):
+        event = job_events.error(
+            uuid.uuid4(), None, f"failure {n}", node_id=None, node_name=None, stored_image=True
+        )
+        await streams.publish_firehose_event(redis, event, maxlen=1000)
+
+
+async def test_a_url_saved_before_it_was_checked_fails_its_deliveries_out_loud(
+    settings, api_key, redis, sessionmaker, receiver
+):
+    """A URL with a tab (saved before the shape check) made every attempt raise inside the
+    dispatcher: nothing recorded (attempts 0, no error), never dead-lettered, the queue stuck,
+    and the traceback with the webhook's secret logged every second. Each attempt is a recorded
+    failure now, and the queue moves on when it is dead-lettered."""
+    receiver.start()
+    hook_settings = events_settings(settings, retry_window_s=1.0)
+    async with serve_app(hook_settings, api_key) as http:
+        hook = (
+            await http.post(
+                "/v1/webhooks", json={"url": receiver.url, "event_types": ["job.failed"]}
+            )
+        ).json()
+        async with sessionmaker.begin() as session:
+            stored = await session.get(Webhook, uuid.UUID(hook["id"]))
+            stored.url = receiver.url + "\t"  # as an older version let it in
+        deliveries = f"/v1/webhooks/{hook['id']}/deliveries"
+        async with running_dispatcher(hook_settings, sessionmaker, redis):
+            await publish_failures(redis, 2)
+
+            async def both_dead():
+                items = (await http.get(deliveries, params={"status": "dead"})).json()["items"]
+                return len(items) == 2
+
+            await wait_for(both_dead)
+        items = (await http.get(deliveries)).json()["items"]
+    assert all(d["attempts"] >= 1 for d in items)
+    assert all("control character" in d["last_error"] for d in items)
+    assert receiver.received == []
+
+
+async def test_a_fixed_receiver_gets_what_waits_at_once_not_at_the_next_backoff(
+    settings, api_key, redis, sessionmaker, receiver
+):
+    """A receiver answering 404 (an inactive n8n workflow, a wrong path) holds the webhook's
+    queue behind its first event, retried on a backoff up to an hour apart; changing the URL,
+    enabling the webhook again or redelivering the pending one did nothing until that next try
+    (redeliver was a 422). Each now tries what waits at once."""
+    broken = Receiver(status=404)
+    broken.start()
+    receiver.start()
+    # A backoff far longer than the test: only "at once" can deliver within it.
+    hook_settings = events_settings(settings, retry_base_s=600.0, retry_max_backoff_s=600.0)
+    try:
+        async with serve_app(hook_settings, api_key) as http:
+            hook = (
+                await http.post(
+                    "/v1/webhooks", json={"url": broken.url, "event_types": ["job.failed"]}
+                )
+            ).json()
+            path = f"/v1/webhooks/{hook['id']}"
+
+            async def failed_attempt_recorded() -> bool:
+                # The receiver has its POST before the dispatcher records the failure: act
+                # after the record (that race is the dispatcher's to handle, not this test's).
+                items = (await http.get(f"{path}/deliveries")).json()["items"]
+                return any(d["status"] == "pending" and d["attempts"] for d in items)
+
+            async with running_dispatcher(hook_settings, sessionmaker, redis):
+                await publish_failures(redis, 3)
+                await wait_for(failed_attempt_recorded)
+                assert len(broken.received) == 1
+                # The URL fixed: all three arrive, in order, the first one's attempts kept.
+                assert (await http.patch(path, json={"url": receiver.url})).status_code == 200
+                await wait_for(lambda: len(receiver.received) == 3, timeout_s=10)
+                errors = [e["data"]["error"] for e in receiver.events()]
+                assert errors == ["failure 0", "failure 1", "failure 2"]
+                first = (await http.get(f"{path}/deliveries")).json()["items"][-1]
+                assert (first["status"], first["attempts"]) == ("delivered", 2)
+
+                # Disabled while the receiver fails, enabled again once it works.
+                receiver.status = 500
+                await publish_failures(redis, 1)
+                await wait_for(failed_attempt_recorded)
+                assert (await http.patch(path, json={"enabled": False})).status_code == 200
+                receiver.status = 204
+                assert (await http.patch(path, json={"enabled": True})).status_code == 200
+                await wait_for(lambda: len(receiver.received) == 5, timeout_s=10)
+
+                # Redeliver on a pending delivery: "retry now".
+                receiver.status = 503
+                await publish_failures(redis, 1)
+                await wait_for(failed_attempt_recorded)
+                [waiting] = (
+                    await http.get(f"{path}/deliveries", params={"status": "pending"})
+                ).json()["items"]
+                receiver.status = 204
+                again = await http.post(f"{path}/deliveries/{waiting['id']}/redeliver")
+                assert again.status_code == 202, again.text
+                assert again.json()["attempts"] == 1  # its count kept
+                await wait_for(lambda: len(receiver.received) == 7, timeout_s=10)
+    finally:
+        broken.stop()
+
+
+async def test_a_url_fixed_while_an_attempt_is_under_way_is_tried_after_it(
+    settings, api_key, redis, sessionmaker, receiver
+):
+    """The attempt under way fails after the user's PATCH: recording that failure must not put
+    the next try back at the end of its backoff."""
+    broken = Receiver(status=404, delay_s=1.0)
+    broken.start()
+    receiver.start()
+    hook_settings = events_settings(settings, retry_base_s=600.0, retry_max_backoff_s=600.0)
+    try:
+        async with serve_app(hook_settings, api_key) as http:
+            hook = (
+                await http.post(
+                    "/v1/webhooks", json={"url": broken.url, "event_types": ["job.failed"]}
+                )
+            ).json()
+            async with running_dispatcher(hook_settings, sessionmaker, redis):
+                await publish_failures(redis, 1)
+                await wait_for(lambda: len(broken.received) == 1)  # answered in 1 s
+                patched = await http.patch(f"/v1/webhooks/{hook['id']}", json={"url": receiver.url})
+                assert patched.status_code == 200
+                await wait_for(lambda: len(receiver.received) == 1, timeout_s=10)
+    finally:
+        broken.stop()
+
+
+async def test_a_patch_of_one_filter_leaves_the_others(settings, api_key):
+    """PATCH {"filters": {"labels": [...]}} emptied node_ids and people: a webhook kept to one
+    camera then fired for every camera."""
+    node = str(uuid.uuid4())
+    async with serve_app(events_settings(settings), api_key) as http:
+        hook = (
+            await http.post(
+                "/v1/webhooks",
+                json={
+                    "url": "http://127.0.0.1:9/hook",
+                    "event_types": ["object.detected", "face.identified"],
+                    "filters": {"node_ids": [node], "labels": ["person"], "people": ["alice"]},
+                },
+            )
+        ).json()
+        patched = await http.patch(
+            f"/v1/webhooks/{hook['id']}", json={"filters": {"labels": ["person", "car"]}}
+        )
+        assert patched.status_code == 200, patched.text
+        assert patched.json()["filters"] == {
+            "node_ids": [node],
+            "labels": ["person", "car"],
+            "people": ["alice"],
+        }
+        cleared = await http.patch(f"/v1/webhooks/{hook['id']}", json={"filters": {"people": []}})
+        assert cleared.json()["filters"]["people"] == []
+        assert cleared.json()["filters"]["node_ids"] == [node]
+
+
+async def test_node_events_are_refused_to_a_key_that_cannot_receive_them(settings, make_key):
+    """Node events belong to no key: only admin keys' webhooks get them. A read-write key's
+    subscription to node.online was accepted and then waited for ever."""
+    writer = await make_key("writer", scopes=(Scope.read, Scope.write))
+    admin = await make_key("admin", scopes=(Scope.admin,))
+    body = {"url": "http://127.0.0.1:9/hook", "event_types": ["job.done", "node.online"]}
+    async with serve_app(events_settings(settings), writer) as http:
+        refused = await http.post("/v1/webhooks", json=body)
+        assert refused.status_code == 422, refused.text
+        assert "node.online" in refused.json()["detail"]
+        hook = (await http.post("/v1/webhooks", json={**body, "event_types": ["job.done"]})).json()
+        patched = await http.patch(
+            f"/v1/webhooks/{hook['id']}", json={"event_types": ["node.offline"]}
+        )
+        assert patched.status_code == 422, patched.text
+    async with serve_app(events_settings(settings), admin) as http:
+        assert (await http.post("/v1/webhooks", json=body)).status_code == 201

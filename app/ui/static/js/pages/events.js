@@ -84,9 +84,10 @@ export function render(view) {
       h('td', { class: 'delivery-code' }, d.last_status_code ?? '—'),
       h('td', {}, timeElement(d.created_at)),
       h('td', { class: 'error' }, d.last_error ?? ''),
-      h('td', {}, d.status === 'pending' ? '' : h('button', { type: 'button', class: 'ghost redeliver needs-write', onclick: async () => {
+      // A pending delivery that failed waits for its next try (up to an hour): "Retry now".
+      h('td', {}, d.status === 'pending' && !d.attempts ? '' : h('button', { type: 'button', class: 'ghost redeliver needs-write', onclick: async () => {
         try { await webhooks.redeliver(id, d.id); await showDeliveries(id); } catch (e) { formError.textContent = errorText(e); }
-      } }, 'Redeliver'))));
+      } }, d.status === 'pending' ? 'Retry now' : 'Redeliver'))));
     deliveries.replaceChildren(h('h2', {}, 'Deliveries'),
       h('div', { class: 'table-wrap' }, h('table', { id: 'delivery-list' },
         h('thead', {}, h('tr', {}, ['Event', 'Status', 'Attempts', 'Last code', 'Queued', 'Last error', ''].map((t) => h('th', {}, t)))),
