@@ -262,6 +262,8 @@ PersonRef = Annotated[StorableText, StringConstraints(max_length=200)]
 
 
 class WebhookFilters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     node_ids: list[uuid.UUID] = Field(
         default_factory=list, description="only events from these nodes (empty: any)"
     )
@@ -277,6 +279,10 @@ class WebhookFilters(BaseModel):
 
 
 class WebhookIn(BaseModel):
+    # A field this API does not take is a 422, not ignored: {"secret": "mine"} was accepted
+    # with a generated secret, and every signature then failed the receiver's check.
+    model_config = ConfigDict(extra="forbid")
+
     url: WebhookUrl = Field(
         description="http(s) URL that receives POSTs; must resolve to a public address",
         examples=["https://automations.example/hooks/lookout"],
@@ -288,6 +294,8 @@ class WebhookIn(BaseModel):
 
 
 class WebhookPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     url: WebhookUrl | None = None
     event_types: list[EventType] | None = Field(default=None, min_length=1)
     description: Description | None = None

@@ -92,6 +92,9 @@ async def test_bad_urls_and_event_types_are_refused(settings, api_key):
             {"url": "http://127.0.0.1/x\t", "event_types": ["job.done"]},
             {"url": "http://127.0.0.1/x\n", "event_types": ["job.done"]},
             {"url": "http://\u2603.net/x", "event_types": ["job.done"]},
+            # Not a field: a secret of one's own was ignored, and every signature then failed.
+            {"url": "http://127.0.0.1/x", "event_types": ["job.done"], "secret": "whsec_mine"},
+            {"url": "http://127.0.0.1/x", "event_types": ["job.done"], "filters": {"label": ["x"]}},
             # What the table cannot store: NUL, lone surrogates, longer than its columns.
             {"url": "http://127.0.0.1/a\u0000b", "event_types": ["job.done"]},
             {"url": "http://127.0.0.1/x", "event_types": ["job.done"], "description": "a\u0000"},
