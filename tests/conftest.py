@@ -45,13 +45,13 @@ from app.settings import (
     WorkerSettings,
 )
 from app.storage import Storage
+from tests.images import SHARED_IMAGES
 from tests.processes import TEST_NODE_SIGNING_KEY
 from workers.consumer import Consumer
 from workers.detectors.base import Detector
 from workers.detectors.registry import build_detectors
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_IMAGES = REPO.parent / "shared" / "images"
 
 
 def shared_image(relative: str) -> bytes:

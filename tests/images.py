@@ -1,5 +1,6 @@
 """Test image factories: real encoders, or hand-built bytes for malformed files."""
 
+import os
 import struct
 import zlib
 from collections.abc import Sequence
@@ -8,6 +9,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import segno
+
+# The shared test images (../shared/images beside the checkout; README: Tests), or where
+# LOOKOUT_TEST_IMAGES_DIR says for a checkout elsewhere.
+SHARED_IMAGES = Path(
+    os.environ.get("LOOKOUT_TEST_IMAGES_DIR")
+    or Path(__file__).resolve().parent.parent.parent / "shared" / "images"
+)
 
 
 def png_chunk(chunk_type: bytes, payload: bytes) -> bytes:

@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from app.pixels import decode_image
+from tests.images import SHARED_IMAGES
 from workers.detectors.base import Detection
 from workers.detectors.face import FaceDetector
 
-FACES = Path(__file__).resolve().parent.parent.parent / "shared" / "images" / "faces"
+FACES = SHARED_IMAGES / "faces"
 SCENES = FACES.parent / "scenes"
 
 

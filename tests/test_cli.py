@@ -125,6 +125,12 @@ def test_up_serves_the_quickstart_stops_cleanly_and_reuses_its_data(tmp_path, mo
     assert again.status_code == 200
     assert len(again.json()["detections"]) == 6
     assert httpx.get(f"{base_url}{job['links']['image']}", timeout=10).status_code == 200
+    # An admin command beside it finds the stack; `maintain` says what it did in words (it
+    # printed a Python object).
+    maintained = run_lookout("maintain", cwd=tmp_path, LOOKOUT_DATA_DIR=str(data_dir))
+    assert maintained.returncode == 0, maintained.stderr
+    assert maintained.stdout.startswith("re-enqueued 0 jobs"), maintained.stdout
+    assert "MaintenanceReport" not in maintained.stdout
     up.stop(signal.SIGINT)
     assert processes_using(data_dir) == []
 
@@ -243,6 +249,9 @@ class KeyRecorder(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # http.server calls it by this name
         self.seen.append((self.path, self.headers.get("X-API-Key")))
+        # The upload read to its end first: closed with it unread, the socket is reset, and a
+        # client still sending it (a slow, loaded machine) saw "cannot reach", not the 401.
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
         body = b'{"error": "unauthorized", "detail": "recorded"}'
         self.send_response(401)
         self.send_header("Content-Type", "application/json")
@@ -299,6 +308,7 @@ def test_every_remote_command_reads_one_client_config(tmp_path, recorder):
         for result in (from_env, from_flags):
             assert result.returncode == 1, (command, result.stderr)
             assert "answered 401" in result.stderr and "Traceback" not in result.stderr
+            assert "--api-key" in result.stderr and "LOOKOUT_CLIENT__API_KEY" in result.stderr
         keys = [key for _, key in seen]
         assert keys == ["lk_env", "lk_flag"], (command, seen)
         seen.clear()

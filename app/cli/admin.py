@@ -10,7 +10,7 @@ from datetime import timedelta
 import httpx
 
 from app.apikeys import service
-from app.cli.common import api_error, client_config, require
+from app.cli.common import api_error, client_config, require, unreachable
 from app.db import (
     close_redis,
     create_engine,
@@ -52,8 +52,7 @@ async def people_command(settings: Settings, args: argparse.Namespace) -> int:
                 return _import_report(await import_people(client, people))
             lines = await enroll_people(client, people)
     except httpx.TransportError as exc:
-        print(f"lookout: cannot reach {config.url}: {exc}", file=sys.stderr)
-        return 1
+        return unreachable(config.url, exc)
     except httpx.HTTPStatusError as exc:
         return api_error(exc.response)
     print("\n".join(lines))
@@ -188,7 +187,11 @@ async def maintain_once(settings: Settings) -> int:
     finally:
         await close_redis(redis, frames_redis)
         await engine.dispose()
-    print(report)
+    print(
+        f"re-enqueued {report.reenqueued} jobs, {report.lost_frames} node frames lost; "
+        f"{report.images_expired} images expired, {report.images_evicted} evicted "
+        f"({report.bytes_freed} bytes freed); {report.jobs_deleted} jobs deleted"
+    )
     return 0
 
 

@@ -68,4 +68,18 @@ def api_error(response: Any) -> int:
     except ValueError:
         message = response.text[:300]
     print(f"lookout: the server answered {response.status_code} ({message})", file=sys.stderr)
+    if response.status_code in (401, 403):
+        print(
+            "lookout: pass an API key with --api-key, or set LOOKOUT_CLIENT__API_KEY "
+            "(create one: lookout apikey create NAME)",
+            file=sys.stderr,
+        )
+    return 1
+
+
+def unreachable(url: str, exc: Exception) -> int:
+    """A server that could not be reached: its URL and why (some of httpx's errors have no
+    message: their type says it then)."""
+    reason = str(exc) or type(exc).__name__
+    print(f"lookout: cannot reach {url}: {reason}", file=sys.stderr)
     return 1

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from app.cli.common import ClientConfig, api_error, client_config
+from app.cli.common import ClientConfig, api_error, client_config, unreachable
 from app.logging import configure_logging
 from app.settings import Settings
 
@@ -50,8 +50,7 @@ def manage_nodes(args: argparse.Namespace, client: ClientConfig) -> int:
             print(f"node {args.node_id} revoked; its tokens stop working on its next request")
             return 0
     except httpx.TransportError as exc:
-        print(f"lookout: cannot reach {client.url}: {exc}", file=sys.stderr)
-        return 1
+        return unreachable(client.url, exc)
 
 
 def _print_registered(node: dict[str, Any], secret_file: Path | None, *, as_json: bool) -> int:

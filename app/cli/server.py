@@ -1,6 +1,7 @@
 """`lookout up | api | worker | events | migrate`: run Lookout's processes."""
 
 import argparse
+import contextlib
 import os
 import secrets
 import signal
@@ -101,6 +102,20 @@ def api_processes(settings: Settings, cpus: int) -> int:
     return max(1, min(AUTO_API_PROCESSES_MAX, cpus - settings.worker.processes))
 
 
+def _hung_up(stop_requested: threading.Event) -> None:
+    """The terminal closed (or the ssh session dropped): stop as for Ctrl-C. Its parts run in
+    sessions of their own and never hear the hangup; by default `up` died of it at once and
+    left them all running. Output meant for that terminal goes nowhere now: writes to a hung-up
+    terminal fail (EIO), and a failed write must not stop the stop."""
+    for fd in (1, 2):
+        with contextlib.suppress(OSError):
+            if os.isatty(fd):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, fd)
+                os.close(devnull)
+    stop_requested.set()
+
+
 def up(settings: Settings) -> int:
     """Embedded servers (if needed), migrations, the API and the workers, supervised.
 
@@ -120,6 +135,7 @@ def up(settings: Settings) -> int:
     stop_requested = threading.Event()
     signal.signal(signal.SIGTERM, lambda _signum, _frame: stop_requested.set())
     signal.signal(signal.SIGINT, lambda _signum, _frame: stop_requested.set())
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: _hung_up(stop_requested))
     embedded: EmbeddedServices | None = None
     supervisor = Supervisor()
     worker_names = [f"worker-{i}" for i in range(settings.worker.processes)]
@@ -295,10 +311,16 @@ def _print_banner(base: str, env: dict[str, str], *, keys_off: bool) -> None:
     if keys_off:
         print(
             "WARNING: dev mode on loopback, API keys are OFF: any request is accepted, with or "
-            "without X-API-Key. To require keys: LOOKOUT_ENV=local lookout up",
+            "without X-API-Key. To require keys, start it with LOOKOUT_ENV=local.",
             flush=True,
         )
-    print("Ctrl-C stops everything. API keys: `lookout apikey create NAME`.", flush=True)
+        print("Ctrl-C stops everything.", flush=True)
+    else:
+        # In the checkout: `lookout` is .venv/bin/lookout, and finds this stack by its data dir.
+        print(
+            "Ctrl-C stops everything. API keys: `.venv/bin/lookout apikey create NAME`.",
+            flush=True,
+        )
 
 
 def _auth_env(settings: Settings) -> dict[str, str]:

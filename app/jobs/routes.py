@@ -73,7 +73,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 # A raw image body (`curl --data-binary @t1.jpg -H 'Content-Type: image/jpeg'`) is the image;
 # a form carries it in its `image` field. The format is read from the bytes either way.
 RAW_IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp")
-FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 TASKS_DESCRIPTION = (
     f"comma-separated, from {', '.join(TASKS)} (identify: faces matched against this "
     "key's people; implies faces); default faces"
@@ -199,7 +198,16 @@ async def _read_upload(request: Request, *, limit_bytes: int) -> tuple[bytes, st
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media_type in RAW_IMAGE_TYPES:
         return await _read_raw_body(request, limit_bytes=limit_bytes), None
-    if media_type not in FORM_TYPES:
+    if media_type == "application/x-www-form-urlencoded":
+        # What `curl --data-binary @photo.jpg` sends unless told otherwise; such a form cannot
+        # hold a file, and "the form has no 'image' field" sent people looking for one.
+        raise UnsupportedMediaType(
+            "the body was sent as application/x-www-form-urlencoded, which cannot carry a file "
+            "(curl --data-binary does that by default): add -H 'Content-Type: image/jpeg' (or "
+            "image/png, image/webp) to send the image as the body, or send it as "
+            "multipart/form-data (curl -F image=@photo.jpg)"
+        )
+    if media_type != "multipart/form-data":
         raise UnsupportedMediaType(
             f"send the image as multipart/form-data (field 'image') or as the raw body with "
             f"Content-Type {', '.join(RAW_IMAGE_TYPES)}; got "

@@ -72,5 +72,10 @@ async def ready(state: StateDep) -> Any:
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
 )
 async def metrics(state: StateDep) -> Response:
-    await service.refresh_metrics(state.metrics, state.engine, state.redis)
+    await service.refresh_metrics(
+        state.metrics,
+        state.engine,
+        state.redis,
+        firehose_groups=service.firehose_readers(state.settings),
+    )
     return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

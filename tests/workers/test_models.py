@@ -265,6 +265,15 @@ def test_offline_without_the_file_is_one_error_naming_it_and_where_to_put_it(set
     assert "model files 'det_500m.onnx', 'w600k_mbf.onnx' not found" in message
     assert str(local.models_cache_dir) in message and "LOOKOUT_MODELS_DIR" in message
     assert "buffalo_sc.zip" in message  # where to get it
+    # Which setting chose these files (a newcomer outside `make` gets the production pack).
+    assert f"LOOKOUT_MODELS__FACE_PACK={local.models.face_pack}" in message
+    assert "lookout models list" in message
+    # The stand-in embedder has no public release; SCRFD beside it has one.
+    stand_in = offline_settings(settings, tmp_path, download=False)
+    with pytest.raises(ModelNotFound) as caught:
+        resolve_pack(stand_in, PACKS["scrfd_mobilefacenet"])
+    assert "mobilefacenet.onnx has no public download" in str(caught.value)
+    assert "det_500m.onnx has no public" not in str(caught.value)
 
 
 def test_an_unreachable_server_is_the_same_clear_error(settings, tmp_path):

@@ -170,8 +170,10 @@ def _not_found_message(
             f"pip install --no-deps {w}=={RAPIDOCR_VERSION}" if w == RAPIDOCR_WHEEL else w
             for w in wheels
         )
-    elif any(m.url is None for m in models) and settings.models.mirror_url is None:
-        how = "there is no public download: copy the file there"
+    elif (private := [m.name for m in models if m.url is None]) and (
+        settings.models.mirror_url is None
+    ):
+        how = f"{', '.join(private)} has no public download: copy the file there"
     else:
         sources = sorted(
             {f"{m.url} ({m.archive_member})" if m.archive_member else str(m.url) for m in models}
@@ -182,7 +184,10 @@ def _not_found_message(
     return (
         f"{what} not found (looked in {searched}); {how}. Put the file(s) ({checksums}) in "
         f"LOOKOUT_MODELS_DIR or {settings.models_cache_dir}, or run `lookout models pull` "
-        "where the internet is reachable and copy the cache dir."
+        "where the internet is reachable and copy the cache dir. Packs in use: "
+        f"LOOKOUT_MODELS__FACE_PACK={settings.models.face_pack}, "
+        f"LOOKOUT_MODELS__OBJECT_PACK={settings.models.object_pack} (`lookout models list` "
+        "shows every pack and its files)."
     )
 
 

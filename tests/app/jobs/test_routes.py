@@ -75,8 +75,12 @@ async def test_image_part_just_over_the_limit_is_refused(client, settings, engin
     await assert_nothing_stored(engine, redis, storage)
 
 
+# A multipart form without an image file (httpx sends `data` alone urlencoded: a 415 now).
+NO_IMAGE_FILE = {"note": ("note.txt", b"not the image", "text/plain")}
+
+
 async def test_missing_image_field_is_a_422_naming_the_field(client):
-    response = await client.post("/v1/images", data={"tasks": "faces"})
+    response = await client.post("/v1/images", data={"tasks": "faces"}, files=NO_IMAGE_FILE)
     assert response.status_code == 422
     assert response.json()["error"] == "invalid_request"
     assert "image" in response.json()["detail"]
@@ -121,12 +125,29 @@ async def test_a_raw_image_body_is_an_upload_like_a_form(client, make_consumer, 
         ("text/plain", T1, 415, "unsupported_media_type", "multipart/form-data"),
         ("application/octet-stream", T1, 415, "unsupported_media_type", "image/jpeg"),
         (None, T1, 415, "unsupported_media_type", "no Content-Type"),
+        # curl --data-binary's default: was a 422 "the form has no 'image' field".
+        (
+            "application/x-www-form-urlencoded",
+            T1,
+            415,
+            "unsupported_media_type",
+            "-H 'Content-Type: image/jpeg'",
+        ),
         ("image/jpeg", b"plain text, not an image", 415, "unsupported_image_type", "not a JPEG"),
         ("image/jpeg", T1[: len(T1) // 2], 422, "invalid_image", "truncated"),
         ("image/png", b"", 422, "invalid_image", "empty"),
         ("image/png", bomb_png(), 413, "image_too_large", "pixels"),
     ],
-    ids=["text", "octet-stream", "no-type", "not-an-image", "truncated", "empty", "bomb"],
+    ids=[
+        "text",
+        "octet-stream",
+        "no-type",
+        "curl-default",
+        "not-an-image",
+        "truncated",
+        "empty",
+        "bomb",
+    ],
 )
 async def test_bad_raw_bodies_are_refused_and_nothing_is_stored(
     client, engine, redis, storage, content_type, data, status, error, detail
@@ -162,7 +183,7 @@ async def test_an_unknown_task_in_the_query_is_refused(client, engine, redis, st
 
 
 async def test_a_form_s_image_field_must_be_a_file(client, engine, redis, storage):
-    response = await client.post("/v1/images", data={"image": "t1.jpg"})
+    response = await client.post("/v1/images", data={"image": "t1.jpg"}, files=NO_IMAGE_FILE)
     assert response.status_code == 422
     assert response.json()["error"] == "invalid_request"
     assert "must be a file" in response.json()["detail"]
