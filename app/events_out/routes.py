@@ -111,6 +111,20 @@ async def update_webhook(
     return service.webhook_out(webhook)
 
 
+@router.post(
+    "/v1/webhooks/{webhook_id}/secret",
+    response_model=WebhookCreated,
+    summary="Replace the webhook's signing secret; the new one is in this response only",
+    description="For a secret that was lost or leaked. Deliveries from now on are signed with "
+    "the new secret; one the receiver refuses while it still checks the old secret (answering "
+    "non-2xx) is retried as any failed delivery is.",
+    responses=NOT_FOUND,
+)
+async def rotate_secret(principal: WriteKey, session: SessionDep, webhook_id: uuid.UUID) -> Any:
+    webhook, secret = await service.rotate_secret(session, principal, webhook_id)
+    return WebhookCreated(**service.webhook_out(webhook).model_dump(), secret=secret)
+
+
 @router.delete(
     "/v1/webhooks/{webhook_id}",
     status_code=status.HTTP_204_NO_CONTENT,

@@ -168,6 +168,18 @@ async def update_webhook(
     return webhook
 
 
+async def rotate_secret(
+    session: AsyncSession, principal: Principal, webhook_id: uuid.UUID
+) -> tuple[Webhook, str]:
+    """A new signing secret (returned this once) for a lost or leaked one. Deliveries from now
+    on are signed with it; one a receiver refuses while it still checks the old secret is
+    retried, so none is lost in the switch."""
+    webhook = await get_webhook(session, principal, webhook_id)
+    webhook.secret = signing.new_secret()
+    await session.flush()
+    return webhook, webhook.secret
+
+
 async def delete_webhook(
     session: AsyncSession, principal: Principal, webhook_id: uuid.UUID
 ) -> None:

@@ -25,7 +25,10 @@ async def test_live_shows_a_failed_job_and_keeps_following_the_firehose(
     job_id = uuid.uuid4()
     reason = "the JPEG data is corrupt (premature end of data segment)"
     await streams.publish_job_events(
-        redis, job_events.failed(job_id, None, reason), ttl_s=60, firehose_maxlen=1000
+        redis,
+        job_events.failed(job_id, None, reason, node_id=None, node_name=None, stored_image=True),
+        ttl_s=60,
+        firehose_maxlen=1000,
     )
     card = page.locator(f'article.card.failed[data-job-id="{job_id}"]')
     await expect(card.locator(".error")).to_have_text(reason)

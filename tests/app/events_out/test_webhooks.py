@@ -653,3 +653,34 @@ async def test_node_events_are_refused_to_a_key_that_cannot_receive_them(setting
         assert patched.status_code == 422, patched.text
     async with serve_app(events_settings(settings), admin) as http:
         assert (await http.post("/v1/webhooks", json=body)).status_code == 201
+
+
+async def test_a_lost_secret_is_replaced_and_what_follows_is_signed_with_the_new_one(
+    settings, api_key, make_key, redis, sessionmaker, receiver
+):
+    """A lost or leaked secret meant deleting the webhook (its queue with it) and making
+    another: the secret is replaced in place now, shown once."""
+    receiver.start()
+    hook_settings = events_settings(settings)
+    async with serve_app(hook_settings, api_key) as http:
+        hook = (
+            await http.post(
+                "/v1/webhooks", json={"url": receiver.url, "event_types": ["job.failed"]}
+            )
+        ).json()
+        rotated = await http.post(f"/v1/webhooks/{hook['id']}/secret")
+        assert rotated.status_code == 200, rotated.text
+        secret = rotated.json()["secret"]
+        assert secret.startswith("whsec_") and secret != hook["secret"]
+        assert rotated.json()["id"] == hook["id"] and rotated.json()["url"] == receiver.url
+        assert "secret" not in (await http.get(f"/v1/webhooks/{hook['id']}")).json()
+        async with running_dispatcher(hook_settings, sessionmaker, redis):
+            await publish_failures(redis, 1)
+            await wait_for(lambda: len(receiver.received) == 1)
+    [delivery] = receiver.received
+    StandardWebhook(secret).verify(delivery.body, delivery.headers)
+    with pytest.raises(Exception, match=r"(?i)signature"):
+        StandardWebhook(hook["secret"]).verify(delivery.body, delivery.headers)
+    other = await make_key("other", scopes=(Scope.read, Scope.write))
+    async with serve_app(hook_settings, other) as http:  # another key's webhook: not found
+        assert (await http.post(f"/v1/webhooks/{hook['id']}/secret")).status_code == 404
