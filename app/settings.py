@@ -371,12 +371,15 @@ class TextSettings(BaseModel):
 
 
 class PlateSettings(BaseModel):
-    """The `plates` task: text read inside vehicles found by the object detector."""
+    """The `plates` task: text read inside vehicles found by the object detector (or, with no
+    vehicle found, in the whole image: a plate camera's close-up)."""
 
     vehicle_classes: list[str] = ["car", "truck", "bus", "motorcycle"]
-    # Full match on the string upper-cased with all but A-Z and 0-9 removed. Default: 4-10
-    # letters and digits, at least one digit.
-    pattern: str = r"(?=.*[0-9])[A-Z0-9]{4,10}"
+    # Full match on the string upper-cased with all but letters and digits (of any script)
+    # removed. Default: 4-10 letters and digits, at least one digit.
+    pattern: str = r"(?=.*\d)[^\W_]{4,10}"
+    # No vehicle found: read the whole image. Off: frames without a vehicle cost no OCR.
+    whole_image_without_vehicle: bool = True
 
 
 class DecodeSettings(BaseModel):

@@ -53,6 +53,18 @@ def build_face_detector(settings: Settings, options: RuntimeOptions) -> FaceDete
     )
 
 
+def _vehicle_finder(
+    settings: Settings, objects: ObjectDetector, options: RuntimeOptions
+) -> ObjectDetector:
+    """The objects task's detector, unless LOOKOUT_OBJECTS__CLASSES leaves vehicles out: then a
+    detector of its own that keeps them (the filter silently turned plates off)."""
+    kept = settings.objects.classes
+    if kept is None or set(settings.plates.vehicle_classes) <= set(kept):
+        return objects
+    vehicles = settings.objects.model_copy(update={"classes": None})
+    return build_object_detector(settings.model_copy(update={"objects": vehicles}), options)
+
+
 def build_object_detector(settings: Settings, options: RuntimeOptions) -> ObjectDetector:
     pack = object_pack(settings)
     paths = resolve_pack(settings, pack)
@@ -126,9 +138,11 @@ def build_detectors(settings: Settings) -> dict[str, Detector]:
         # The same object model and OCR sessions as the two tasks above: no second copy.
         "plates": PlateDetector(
             PlateDetectorConfig(
-                vehicle_classes=settings.plates.vehicle_classes, pattern=settings.plates.pattern
+                vehicle_classes=settings.plates.vehicle_classes,
+                pattern=settings.plates.pattern,
+                whole_image_without_vehicle=settings.plates.whole_image_without_vehicle,
             ),
-            vehicles=objects,
+            vehicles=_vehicle_finder(settings, objects, options),
             engine=text_engine,
         ),
     }

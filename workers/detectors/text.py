@@ -18,6 +18,7 @@ each vehicle box, plate-like strings kept.
 """
 
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -395,12 +396,14 @@ class TesseractEngine:
                 "LOOKOUT_TEXT__ENGINE=ppocr"
             )
         self.command = command
-        listed = self._run(["--list-langs"], None).decode(errors="replace").split()
+        # "List of available languages in "/…/tessdata/" (2):" then one language a line.
+        output = self._run(["--list-langs"], None).decode(errors="replace").splitlines()
+        listed = [line.strip() for line in output[1:] if line.strip()]
         missing = [lang for lang in config.languages.split("+") if lang not in listed]
         if missing:
             raise TextEngineUnavailable(
                 f"tesseract has no language data for {', '.join(missing)} (it has "
-                f"{', '.join(listed[1:]) or 'none'}): apt-get install "
+                f"{', '.join(listed) or 'none'}): apt-get install "
                 + " ".join(f"tesseract-ocr-{lang.lower()}" for lang in missing)
             )
         self.model_name = f"tesseract-{config.languages}"
@@ -411,7 +414,9 @@ class TesseractEngine:
             input=stdin,
             capture_output=True,
             timeout=self.config.timeout_s,
-            env={"OMP_THREAD_LIMIT": str(self.config.threads)},
+            # The environment as it is (TESSDATA_PREFIX: language data of one's own), with
+            # tesseract's OpenMP threads limited as the workers' settings say.
+            env={**os.environ, "OMP_THREAD_LIMIT": str(self.config.threads)},
             check=False,
         )
         if completed.returncode != 0:
@@ -543,8 +548,12 @@ class PlateDetectorConfig(BaseModel):
     vehicle_classes: list[str] = list(VEHICLE_CLASSES)
     # A string read in a vehicle box is a plate when, upper-cased with everything but letters and
     # digits removed, it matches this (full match). Default: 4-10 letters/digits, one digit at
-    # least (makes, models and slogans rarely have one).
-    pattern: str = r"(?=.*[0-9])[A-Z0-9]{4,10}"
+    # least (makes, models and slogans rarely have one). Letters of any script: 京A12345, 12가3456
+    # and MÜAB123 are plates too.
+    pattern: str = r"(?=.*\d)[^\W_]{4,10}"
+    # No vehicle of vehicle_classes found: read the whole image (a plate camera's close-up shows
+    # the plate, not the car the object model needs to see), the plate's `vehicle` null.
+    whole_image_without_vehicle: bool = True
     # Each side of the vehicle box is widened by this fraction of its size before reading:
     # a plate on the bumper's edge is often cut by a tight box.
     margin: float = Field(default=0.05, ge=0, le=0.5)
@@ -568,7 +577,8 @@ class PlateDetectorConfig(BaseModel):
 
 
 def normalize_plate(text: str) -> str:
-    return re.sub(r"[^A-Z0-9]", "", text.upper())
+    """Upper-case letters and digits, of any script; spaces, dots, dashes and the rest go."""
+    return "".join(c for c in text.upper() if c.isalnum())
 
 
 class PlateDetector:
@@ -603,14 +613,17 @@ class PlateDetector:
     def _plates(self, image: ImageBGR, vehicles: Sequence[Detection]) -> list[Detection]:
         height, width = image.shape[:2]
         best: dict[str, Detection] = {}
-        wanted = set(self.config.vehicle_classes)
-        for vehicle in vehicles:
-            if vehicle.label not in wanted:
-                continue
-            x1, y1, x2, y2 = vehicle.box
+        wanted = [v for v in vehicles if v.label in set(self.config.vehicle_classes)]
+        regions: list[tuple[int, int, int, int, Detection | None]] = []
+        for found in wanted:
+            x1, y1, x2, y2 = found.box
             pad_x, pad_y = (x2 - x1) * self.config.margin, (y2 - y1) * self.config.margin
             left, top = max(0, math.floor(x1 - pad_x)), max(0, math.floor(y1 - pad_y))
             right, bottom = min(width, math.ceil(x2 + pad_x)), min(height, math.ceil(y2 + pad_y))
+            regions.append((left, top, right, bottom, found))
+        if not wanted and self.config.whole_image_without_vehicle:
+            regions.append((0, 0, width, height, None))
+        for left, top, right, bottom, vehicle in regions:
             if right - left < 8 or bottom - top < 8:
                 continue
             crop = np.ascontiguousarray(image[top:bottom, left:right])
@@ -630,7 +643,9 @@ class PlateDetector:
                     attributes={
                         "plate": plate,
                         "text": region.text,
-                        "vehicle": {
+                        "vehicle": None
+                        if vehicle is None
+                        else {
                             "label": vehicle.label,
                             "score": vehicle.score,
                             "box": [round(v, 2) for v in vehicle.box],

@@ -28,10 +28,13 @@ from workers.detectors.text import (
     TextEngineUnavailable,
     TextRegion,
     ctc_decode,
+    normalize_plate,
     reading_order,
     unclip_rect,
 )
 from workers.pipeline import run_pipeline
+
+VEHICLES = {"car", "truck", "bus", "motorcycle"}
 
 PAGE = Path(skimage.__file__).parent / "data" / "page.png"
 
@@ -258,3 +261,60 @@ def test_plate_normalisation_and_default_pattern():
     pattern = re.compile(PlateDetectorConfig().pattern)
     assert pattern.fullmatch("KX51RTA") and pattern.fullmatch("1234")
     assert not pattern.fullmatch("TOYOTA") and not pattern.fullmatch("A1")
+
+
+def test_a_plate_camera_s_close_up_is_read_without_a_vehicle(detectors):
+    """A close-up (what a plate camera, and so Blue Iris's ALPR, sends) shows the plate, not the
+    car YOLOX needs to find: nothing was read. With no vehicle found the whole image is read;
+    the plate's `vehicle` is null."""
+    scene = dog_with_plate(SHARED_IMAGES)
+    close_up = cv2.resize(scene[110:180, 580:720], None, fx=3, fy=3, interpolation=cv2.INTER_CUBIC)
+    assert not [v for v in detectors["objects"].detect([close_up])[0] if v.label in VEHICLES]
+    [plates] = detectors["plates"].detect([close_up])
+    assert [(p.attributes["plate"], p.attributes["vehicle"]) for p in plates] == [("KX51RTA", None)]
+    off = PlateDetector(
+        PlateDetectorConfig(whole_image_without_vehicle=False),
+        vehicles=detectors["objects"],
+        engine=detectors["text"].engine,
+    )
+    assert off.detect([close_up]) == [[]]
+
+
+def test_an_objects_filter_without_vehicles_leaves_plates_reading(settings):
+    """LOOKOUT_OBJECTS__CLASSES=["person","dog"] filtered the plates task's vehicles too: every
+    plate was silently missed. The objects task keeps its filter; plates sees vehicles."""
+    objects = settings.objects.model_copy(update={"classes": ["person", "dog"]})
+    built = build_detectors(settings.model_copy(update={"objects": objects}))
+    scene = dog_with_plate(SHARED_IMAGES)
+    assert {d.label for d in built["objects"].detect([scene])[0]} <= {"person", "dog"}
+    [plates] = built["plates"].detect([scene])
+    assert [p.attributes["plate"] for p in plates] == ["KX51RTA"]
+    assert plates[0].attributes["vehicle"]["label"] in VEHICLES
+
+
+def test_plates_keep_the_letters_of_every_script():
+    """Letters outside A-Z were removed: 京A·12345 became A12345, MÜ-AB 123 MAB123."""
+    pattern = re.compile(PlateDetectorConfig().pattern)
+    for read, plate in (
+        ("京A·12345", "京A12345"),
+        ("12가 3456", "12가3456"),
+        ("MÜ-AB 123", "MÜAB123"),
+        ("kx51 rta", "KX51RTA"),
+    ):
+        assert normalize_plate(read) == plate
+        assert pattern.fullmatch(plate), plate
+    assert not pattern.fullmatch(normalize_plate("Toyota")) and not pattern.fullmatch("A_12")
+
+
+def test_tesseract_takes_language_data_from_tessdata_prefix(tmp_path, monkeypatch):
+    """The engine ran tesseract with an environment of OMP_THREAD_LIMIT alone: language data of
+    one's own (TESSDATA_PREFIX) was not found, and the refusal listed the header's words."""
+    installed = next(Path("/usr/share/tesseract-ocr").glob("*/tessdata/eng.traineddata"))
+    (tmp_path / "custom.traineddata").write_bytes(installed.read_bytes())
+    monkeypatch.setenv("TESSDATA_PREFIX", str(tmp_path))
+    engine = TesseractEngine(TesseractConfig(languages="custom"))
+    assert engine.model_name == "tesseract-custom"
+    monkeypatch.delenv("TESSDATA_PREFIX")
+    with pytest.raises(TextEngineUnavailable) as refused:
+        TesseractEngine(TesseractConfig(languages="klingon"))
+    assert "(it has eng, osd)" in str(refused.value)
