@@ -388,7 +388,8 @@ async def match(
     responses=IMAGE_ERRORS,
     summary="CodeProject.AI licence plate reader (Blue Iris's ALPR)",
     description="Runs the image as a job with task `plates` (vehicles from the object "
-    "detector, text read inside each; listed in /v1/jobs, counted per plate in /v1/stats) and "
+    "detector, text read inside each, or in the whole image when no vehicle is found: a plate "
+    "camera's close-up; listed in /v1/jobs, counted per plate in /v1/stats) and "
     "answers CodeProject.AI's ALPR module's body. The image is the file field `upload` "
     "(`image`, or the first file, also taken).",
     openapi_extra=_form(
