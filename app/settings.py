@@ -493,7 +493,13 @@ class NodeSettings(BaseModel):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="LOOKOUT_", env_nested_delimiter="__", env_file=".env", extra="ignore"
+        env_prefix="LOOKOUT_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+        # `LOOKOUT_MQTT__URL=` (a line of .env.example uncommented as it is) is the default,
+        # not an empty string: "" enabled MQTT with no URL, and failed every int setting.
+        env_ignore_empty=True,
     )
 
     env: Environment = "local"

@@ -481,6 +481,28 @@ def test_api_and_worker_start_after_migrations_and_a_healthy_redis():
         assert depends["redis"]["condition"] == "service_healthy"
 
 
+def test_the_events_service_has_no_health_check_on_a_port_it_does_not_open():
+    """It runs the API image, whose HEALTHCHECK asks port 8000: "unhealthy" for ever."""
+    events = compose_model(*COMPOSE_FILES)["services"]["events"]
+    assert events["command"][-1] == "events"
+    assert events["healthcheck"]["disable"] is True
+
+
+def test_nginx_is_restarted_with_a_recreated_api():
+    """nginx resolves `api` at its start: after an upgrade recreated the API (a new address) it
+    answered 503 until restarted by hand."""
+    nginx = compose_model(*COMPOSE_FILES)["services"]["nginx"]
+    assert nginx["depends_on"]["api"]["restart"] is True
+
+
+def test_the_events_deployment_never_runs_two_pods_at_once():
+    """A rolling update ran the old and the new pod together (the mqtt group shared by two,
+    retained states out of order): Recreate."""
+    events = k8s_object("Deployment", "lookout-events")
+    assert events["spec"]["replicas"] == 1
+    assert events["spec"]["strategy"] == {"type": "Recreate"}
+
+
 # ── nginx ───────────────────────────────────────────────────────────────────────────────────────
 
 

@@ -41,7 +41,12 @@ class Heartbeat:
 
 
 def max_age_s(settings: Settings) -> float:
-    return settings.worker.job_timeout_s + settings.worker.block_ms / 1000
+    """The longest a healthy loop goes without coming round: a batch past job_timeout_s is run
+    again job by job, each with its own job_timeout_s (workers/consumer.py infer), so a batch of
+    slow images takes up to (batch_size + 1) timeouts; a limit of one timeout had liveness kill
+    a worker that was only busy."""
+    worker = settings.worker
+    return worker.job_timeout_s * (worker.batch_size + 1) + worker.block_ms / 1000
 
 
 def check(

@@ -147,3 +147,21 @@ def test_allowed_networks_are_read_as_a_list_or_commas_and_a_typo_stops_the_star
         with pytest.raises(ValueError, match="LOOKOUT_EVENTS__ALLOWED_NETWORKS") as refused:
             Settings()
         assert repr(typo.split(",")[-1]) in str(refused.value)
+
+
+def test_an_empty_setting_is_its_default(monkeypatch):
+    """.env.example shows defaults as commented lines; one uncommented as it is (`NAME=`) was an
+    empty string: MQTT on with no URL (the events process crash-looped), ints refused."""
+    for name in (
+        "LOOKOUT_MQTT__URL",
+        "LOOKOUT_API__PROCESSES",
+        "LOOKOUT_REDIS__FRAMES_URL",
+        "LOOKOUT_API__ACCEL_REDIRECT_PREFIX",
+        "LOOKOUT_EVENTS__ALLOWED_NETWORKS",
+    ):
+        monkeypatch.setenv(name, "")
+    settings = Settings()
+    assert settings.mqtt.url is None and settings.redis.frames_url is None
+    assert settings.api.processes is None  # the default: as many as the cores allow
+    assert settings.api.accel_redirect_prefix is None
+    assert settings.events.allowed_networks == []

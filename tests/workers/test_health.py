@@ -5,7 +5,8 @@ import socket
 import subprocess
 import time
 
-from workers.health import Heartbeat, check
+from app.settings import Settings, WorkerSettings
+from workers.health import Heartbeat, check, max_age_s
 
 HOST = socket.gethostname()
 
@@ -62,3 +63,16 @@ def test_heartbeats_of_exited_processes_and_other_hosts_do_not_count(tmp_path):
 def test_unhealthy_without_a_heartbeat_directory(tmp_path):
     healthy, _ = check(tmp_path / "missing", hostname=HOST, max_age_s=5)
     assert not healthy
+
+
+def test_a_batch_of_slow_images_is_busy_not_dead(tmp_path):
+    """A batch past job_timeout_s runs again job by job, each with its own timeout: the loop may
+    not come round for (batch_size + 1) timeouts. The limit was one timeout (61 s), and the
+    liveness probe killed workers that were only busy."""
+    settings = Settings(worker=WorkerSettings(job_timeout_s=60, batch_size=4, block_ms=1000))
+    limit = max_age_s(settings)
+    assert limit == 60 * 5 + 1
+    Heartbeat(tmp_path, f"{HOST}-{os.getpid()}").beat()
+    two_slow_images_later = time.time() + 3 * 60
+    assert check(tmp_path, hostname=HOST, max_age_s=limit, now=two_slow_images_later)[0]
+    assert not check(tmp_path, hostname=HOST, max_age_s=limit, now=time.time() + limit + 5)[0]
