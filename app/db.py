@@ -1,6 +1,7 @@
 """Connections (made by the API lifespan or worker start): SQLAlchemy 2 async engine and
 sessions, the Redis client; migrations."""
 
+import functools
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -204,6 +205,14 @@ def alembic_config(database_url: str) -> "AlembicConfig":
     # configparser interpolates '%': escape it, or percent-encoded passwords/paths break.
     config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
     return config
+
+
+@functools.cache
+def schema_head() -> str | None:
+    """The migration this release's code needs the schema at (Alembic's head revision)."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config("postgresql://")).get_current_head()
 
 
 def migrate(database_url: str) -> None:

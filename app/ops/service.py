@@ -7,9 +7,11 @@ from dataclasses import dataclass
 import structlog
 from redis.asyncio import Redis
 from sqlalchemy import ColumnElement, TextClause, func, select, text
+from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app import streams
+from app.db import schema_head
 from app.errors import is_outage
 from app.models import FINISHED_STATUSES, JOB_UNFINISHED, Job, JobStatus
 from app.ops.metrics import ApiMetrics
@@ -34,13 +36,23 @@ class Check:
 
 
 async def check_postgres(engine: AsyncEngine) -> Check:
+    """Reachable, and its schema at the migration this code needs: an API started before (or
+    while) `lookout migrate` runs was ready and served errors, on an empty or an old schema
+    (Kubernetes applies the migration Job and the Deployments together)."""
     try:
         async with asyncio.timeout(CHECK_TIMEOUT_S), engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
+            version = await connection.scalar(text("SELECT max(version_num) FROM alembic_version"))
+    except ProgrammingError:  # no alembic_version table: never migrated
+        return Check(False, "no schema: run `lookout migrate`")
     except Exception as exc:
         if not (is_outage(exc) or isinstance(exc, TimeoutError)):
             raise
         return Check(False, f"unreachable: {exc.__class__.__name__}")
+    head = schema_head()
+    if version != head:
+        return Check(
+            False, f"schema at {version}, this release needs {head}: run `lookout migrate`"
+        )
     return Check(True, "ok")
 
 

@@ -4,6 +4,7 @@ import asyncio
 import uuid
 
 import httpx
+from sqlalchemy import text
 
 from app.main import create_app
 from app.ops.service import firehose_readers
@@ -285,3 +286,24 @@ def test_the_firehose_groups_reported_are_those_something_reads(settings):
         }
     )
     assert firehose_readers(everything) == ("webhooks", "mqtt", "clusters")
+
+
+async def test_ready_waits_for_the_schema_this_release_needs(client, engine):
+    """Kubernetes applies the migration Job and the API together: an API on an empty or an
+    older schema was ready (SELECT 1 answered) and served errors. Not ready until migrated."""
+    async with engine.begin() as connection:
+        head = await connection.scalar(text("SELECT version_num FROM alembic_version"))
+        await connection.execute(text("UPDATE alembic_version SET version_num = '0013'"))
+    try:
+        body = (await client.get("/health/ready")).json()
+        assert body["ready"] is False
+        assert body["checks"]["postgres"] == {
+            "ok": False,
+            "detail": f"schema at 0013, this release needs {head}: run `lookout migrate`",
+        }
+    finally:
+        async with engine.begin() as connection:
+            await connection.execute(
+                text("UPDATE alembic_version SET version_num = :head"), {"head": head}
+            )
+    assert (await client.get("/health/ready")).json()["checks"]["postgres"]["ok"] is True
