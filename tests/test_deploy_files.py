@@ -481,6 +481,16 @@ def test_api_and_worker_start_after_migrations_and_a_healthy_redis():
         assert depends["redis"]["condition"] == "service_healthy"
 
 
+def test_images_built_here_are_never_pulled():
+    """`up` without --build pulled lookout/api from Docker Hub first: someone else's image."""
+    services = compose_model(*COMPOSE_FILES)["services"]
+    built = {name: s for name, s in services.items() if "build" in s}
+    assert {"api", "worker", "migrate", "events"} <= set(built)
+    assert {name: s.get("pull_policy") for name, s in built.items()} == dict.fromkeys(
+        built, "build"
+    )
+
+
 def test_the_events_service_has_no_health_check_on_a_port_it_does_not_open():
     """It runs the API image, whose HEALTHCHECK asks port 8000: "unhealthy" for ever."""
     events = compose_model(*COMPOSE_FILES)["services"]["events"]
