@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING, Any, cast
 
 import asyncpg
 from redis.asyncio import Redis
-from sqlalchemy import ClauseElement, event
+from sqlalchemy import ClauseElement, event, text
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DisconnectionError, ProgrammingError
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -213,6 +214,16 @@ def schema_head() -> str | None:
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory.from_config(alembic_config("postgresql://")).get_current_head()
+
+
+async def schema_version(connection: AsyncConnection) -> str | None:
+    """The migration the schema is at (None: never migrated). Alone on its connection: a
+    missing table aborts the transaction."""
+    try:
+        version = await connection.scalar(text("SELECT max(version_num) FROM alembic_version"))
+    except ProgrammingError:  # no alembic_version table
+        return None
+    return None if version is None else str(version)
 
 
 def migrate(database_url: str) -> None:

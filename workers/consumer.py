@@ -41,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import streams
 from app.cancellation import cancel_and_wait
-from app.db import autocommit_session
+from app.db import autocommit_session, schema_head, schema_version
 from app.errors import is_outage
 from app.images import ImageInfo, inspect_header
 from app.jobs import events as job_events
@@ -134,9 +134,37 @@ class Consumer:
         self._group_ready = False
         heartbeat = asyncio.create_task(self._heartbeat(stop))
         try:
+            if not await self._wait_for_schema():
+                return 0
             return await self._loop(stop, burst=burst)
         finally:
             await self._shut_down(heartbeat)
+
+    async def _wait_for_schema(self) -> bool:
+        """Take no job until the schema is at the migration this code needs (True), or the
+        worker stops (False). Kubernetes starts new workers while the migration Job runs: on
+        the old schema (or none) each job they took failed."""
+        head = schema_head()
+        said = False
+        while True:
+            self._beat_file()  # waiting on purpose is alive, not hung
+            try:
+                async with self.sessionmaker() as session:
+                    version = await schema_version(await session.connection())
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                version = "unreachable"
+            if version == head:
+                if said:
+                    log.info("schema_ready", version=version)
+                return True
+            if not said:
+                log.warning("schema_not_ready", version=version, needs=head)
+                said = True
+            await _sleep_unless(self._stop, self.settings.worker.retry_backoff_s)
+            if self._stop.is_set():
+                return False
 
     async def _loop(self, stop: asyncio.Event, *, burst: bool) -> int:
         taken = 0

@@ -6,12 +6,11 @@ from dataclasses import dataclass
 
 import structlog
 from redis.asyncio import Redis
-from sqlalchemy import ColumnElement, TextClause, func, select, text
-from sqlalchemy.exc import ProgrammingError
+from sqlalchemy import ColumnElement, TextClause, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app import streams
-from app.db import schema_head
+from app.db import schema_head, schema_version
 from app.errors import is_outage
 from app.models import FINISHED_STATUSES, JOB_UNFINISHED, Job, JobStatus
 from app.ops.metrics import ApiMetrics
@@ -41,14 +40,14 @@ async def check_postgres(engine: AsyncEngine) -> Check:
     (Kubernetes applies the migration Job and the Deployments together)."""
     try:
         async with asyncio.timeout(CHECK_TIMEOUT_S), engine.connect() as connection:
-            version = await connection.scalar(text("SELECT max(version_num) FROM alembic_version"))
-    except ProgrammingError:  # no alembic_version table: never migrated
-        return Check(False, "no schema: run `lookout migrate`")
+            version = await schema_version(connection)
     except Exception as exc:
         if not (is_outage(exc) or isinstance(exc, TimeoutError)):
             raise
         return Check(False, f"unreachable: {exc.__class__.__name__}")
     head = schema_head()
+    if version is None:
+        return Check(False, "no schema: run `lookout migrate`")
     if version != head:
         return Check(
             False, f"schema at {version}, this release needs {head}: run `lookout migrate`"

@@ -4,7 +4,7 @@ import asyncio
 import uuid
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from app import streams
 from app.models import Detection, Job, JobStatus
@@ -426,3 +426,35 @@ async def test_node_frames_are_deleted_when_their_jobs_end(
     for _, fields in [*await redis.xrange(streams.JOBS), *await redis.xrange(streams.DEAD)]:
         assert T1[3000:3048] not in b"".join(fields.values())
     assert await pending_count(redis) == 0
+
+
+async def test_a_worker_takes_no_job_until_the_schema_is_migrated(
+    make_job, make_consumer, engine, sessionmaker
+):
+    """Kubernetes starts new workers while the migration Job runs: on the old schema each job
+    they took failed. A worker waits for the schema its code needs, then goes on."""
+    async with engine.begin() as connection:
+        head = await connection.scalar(text("SELECT version_num FROM alembic_version"))
+        await connection.execute(text("UPDATE alembic_version SET version_num = '0013'"))
+    job = await make_job(T1)
+    stop = asyncio.Event()
+    worker = asyncio.create_task(make_consumer(retry_backoff_s=0.1).run(stop))
+    try:
+        await asyncio.sleep(1.0)
+        assert (await load_job(sessionmaker, job.id)).status == JobStatus.queued
+        async with engine.begin() as connection:  # `lookout migrate` finished
+            await connection.execute(
+                text("UPDATE alembic_version SET version_num = :head"), {"head": head}
+            )
+        for _ in range(100):
+            if (await load_job(sessionmaker, job.id)).status == JobStatus.done:
+                break
+            await asyncio.sleep(0.1)
+        assert (await load_job(sessionmaker, job.id)).status == JobStatus.done
+    finally:
+        async with engine.begin() as connection:
+            await connection.execute(
+                text("UPDATE alembic_version SET version_num = :head"), {"head": head}
+            )
+        stop.set()
+        await worker
