@@ -69,6 +69,9 @@ def plate_on_vehicle(
     scene: np.ndarray,
     plate: str,
     corners: Sequence[tuple[float, float]],
+    *,
+    size: tuple[int, int] = (520, 110),
+    font_px: int = 78,
 ) -> np.ndarray:
     """`scene` with a licence plate composited in perspective.
 
@@ -78,17 +81,19 @@ def plate_on_vehicle(
     """
     from PIL import Image, ImageDraw, ImageFont
 
-    width, height = 520, 110
+    width, height = size
     flat = Image.new("RGB", (width, height), (250, 250, 245))
     draw = ImageDraw.Draw(flat)
     draw.rectangle((0, 0, width - 1, height - 1), outline=(30, 30, 30), width=6)
-    font = ImageFont.load_default(size=78)
-    left, top, right, bottom = draw.textbbox((0, 0), plate, font=font)
+    font = ImageFont.load_default(size=font_px)
+    # A "\n" makes a plate of two lines, each centred.
+    left, top, right, bottom = draw.textbbox((0, 0), plate, font=font, align="center")
     draw.text(
         ((width - (right - left)) / 2 - left, (height - (bottom - top)) / 2 - top),
         plate,
         fill=(15, 15, 15),
         font=font,
+        align="center",
     )
     source = np.array(flat)[:, :, ::-1].copy()  # RGB → BGR
     source_corners = np.array([[0, 0], [width, 0], [width, height], [0, height]], dtype=np.float32)

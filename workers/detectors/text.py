@@ -627,10 +627,7 @@ class PlateDetector:
             if right - left < 8 or bottom - top < 8:
                 continue
             crop = np.ascontiguousarray(image[top:bottom, left:right])
-            for region in self.engine.read(crop):
-                plate = normalize_plate(region.text)
-                if not self.pattern.fullmatch(plate):
-                    continue
+            for region, plate in self._plate_strings(self.engine.read(crop)):
                 if plate in best and best[plate].score >= region.score:
                     continue
                 polygon = tuple((x + left, y + top) for x, y in region.polygon)
@@ -653,3 +650,52 @@ class PlateDetector:
                     },
                 )
         return sorted(best.values(), key=lambda d: (d.box[0], d.box[1]))
+
+    def _plate_strings(self, regions: Sequence[TextRegion]) -> list[tuple[TextRegion, str]]:
+        """The regions (and pairs of regions) that read as a plate, with the plate. A plate of
+        two lines (AB12 over CDE) is read as two regions: a line over another of the same
+        height, overlapping it across, is tried as one plate first, and its lines are not
+        plates of their own where it is."""
+        found: list[tuple[TextRegion, str]] = []
+        used: set[int] = set()
+        for i, upper in enumerate(regions):
+            for j, lower in enumerate(regions):
+                if i == j or i in used or j in used or not _stacked(upper, lower):
+                    continue
+                joined = _joined(upper, lower)
+                plate = normalize_plate(joined.text)
+                if self.pattern.fullmatch(plate):
+                    found.append((joined, plate))
+                    used |= {i, j}
+        for i, region in enumerate(regions):
+            plate = normalize_plate(region.text)
+            if i not in used and self.pattern.fullmatch(plate):
+                found.append((region, plate))
+        return found
+
+
+def _stacked(upper: TextRegion, lower: TextRegion) -> bool:
+    """`lower` is the next line of the same plate: as tall (within a third), just below
+    (a gap under 60% of a line), and overlapping `upper` across by half the narrower."""
+    ux1, uy1, ux2, uy2 = polygon_box(upper.polygon)
+    lx1, ly1, lx2, ly2 = polygon_box(lower.polygon)
+    upper_h, lower_h = uy2 - uy1, ly2 - ly1
+    if upper_h <= 0 or lower_h <= 0 or not 0.75 <= upper_h / lower_h <= 1.33:
+        return False
+    gap = ly1 - uy2
+    if not -0.3 * lower_h <= gap <= 0.6 * max(upper_h, lower_h):
+        return False
+    overlap = min(ux2, lx2) - max(ux1, lx1)
+    return overlap >= 0.5 * min(ux2 - ux1, lx2 - lx1)
+
+
+def _joined(upper: TextRegion, lower: TextRegion) -> TextRegion:
+    """The two lines as one region: their text, the lower score, the box around both."""
+    ux1, y1, ux2, _ = polygon_box(upper.polygon)
+    lx1, _, lx2, y2 = polygon_box(lower.polygon)
+    x1, x2 = min(ux1, lx1), max(ux2, lx2)
+    return TextRegion(
+        text=f"{upper.text} {lower.text}",
+        score=min(upper.score, lower.score),
+        polygon=((x1, y1), (x2, y1), (x2, y2), (x1, y2)),
+    )

@@ -318,3 +318,38 @@ def test_tesseract_takes_language_data_from_tessdata_prefix(tmp_path, monkeypatc
     with pytest.raises(TextEngineUnavailable) as refused:
         TesseractEngine(TesseractConfig(languages="klingon"))
     assert "(it has eng, osd)" in str(refused.value)
+
+
+def test_a_plate_of_two_lines_is_read_as_one(detectors):
+    """A two-line plate (AB12 over CDE: motorcycles, many rear plates) was two regions matched
+    alone: the plate came back as AB12, CDE dropped. Stacked lines of one height are one plate."""
+    corners = [(606, 112), (676, 109), (678, 158), (608, 162)]
+    scene = plate_on_vehicle(
+        photo("scenes/dog.jpg"), "AB12\nCDE", corners, size=(300, 220), font_px=90
+    )
+    [plates] = detectors["plates"].detect([scene])
+    assert [p.attributes["plate"] for p in plates] == ["AB12CDE"]
+    x1, y1, x2, y2 = plates[0].box
+    assert x1 > 600 and y1 > 105 and x2 < 685 and y2 < 166  # on the plate, around both lines
+    assert plates[0].attributes["vehicle"]["label"] in VEHICLES
+
+
+def test_only_lines_of_one_height_stacked_across_join():
+    """A dealer's line under a plate (smaller) or text beside it is not joined to it."""
+    plates = PlateDetector.__new__(PlateDetector)
+    plates.pattern = re.compile(PlateDetectorConfig().pattern)
+
+    def region(text: str, x1: int, y1: int, x2: int, y2: int) -> TextRegion:
+        return TextRegion(text, 0.9, ((x1, y1), (x2, y1), (x2, y2), (x1, y2)))
+
+    def read(*regions: TextRegion) -> list[str]:
+        return [plate for _, plate in plates._plate_strings(regions)]
+
+    assert read(region("AB12", 10, 10, 60, 30), region("CDE", 15, 32, 55, 52)) == ["AB12CDE"]
+    # The dealer's name below, half the height: the plate alone.
+    assert read(region("AB123", 10, 10, 90, 30), region("FORD", 20, 32, 60, 42)) == ["AB123"]
+    # Side by side (no overlap across): each on its own.
+    assert read(region("AB12", 10, 10, 60, 30), region("XY34", 200, 32, 250, 52)) == [
+        "AB12",
+        "XY34",
+    ]
