@@ -3,11 +3,12 @@
 import asyncio
 
 from alembic import command
+from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from app.db import alembic_config
+from app.db import SCHEMA_HEAD, alembic_config
 
 SCRATCH_DATABASE = "lookout_migration_test"
 
@@ -33,3 +34,10 @@ def test_migrations_downgrade_to_base_and_upgrade_again(servers):
     command.downgrade(config, "base")
     command.upgrade(config, "head")
     command.check(config)
+
+
+def test_the_schema_the_code_waits_for_is_the_last_migration():
+    """Readiness and the workers wait for SCHEMA_HEAD (a constant: the worker image has no
+    migrations to read); a new migration must move it, or nothing would ever be ready."""
+    head = ScriptDirectory.from_config(alembic_config("postgresql://")).get_current_head()
+    assert SCHEMA_HEAD == head

@@ -41,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import streams
 from app.cancellation import cancel_and_wait
-from app.db import autocommit_session, schema_head, schema_version
+from app.db import SCHEMA_HEAD, autocommit_session, schema_version
 from app.errors import is_outage
 from app.images import ImageInfo, inspect_header
 from app.jobs import events as job_events
@@ -144,7 +144,6 @@ class Consumer:
         """Take no job until the schema is at the migration this code needs (True), or the
         worker stops (False). Kubernetes starts new workers while the migration Job runs: on
         the old schema (or none) each job they took failed."""
-        head = schema_head()
         said = False
         while True:
             self._beat_file()  # waiting on purpose is alive, not hung
@@ -155,12 +154,12 @@ class Consumer:
                 if not is_outage(exc):
                     raise
                 version = "unreachable"
-            if version == head:
+            if version == SCHEMA_HEAD:
                 if said:
                     log.info("schema_ready", version=version)
                 return True
             if not said:
-                log.warning("schema_not_ready", version=version, needs=head)
+                log.warning("schema_not_ready", version=version, needs=SCHEMA_HEAD)
                 said = True
             await _sleep_unless(self._stop, self.settings.worker.retry_backoff_s)
             if self._stop.is_set():

@@ -10,7 +10,7 @@ from sqlalchemy import ColumnElement, TextClause, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app import streams
-from app.db import schema_head, schema_version
+from app.db import SCHEMA_HEAD, schema_version
 from app.errors import is_outage
 from app.models import FINISHED_STATUSES, JOB_UNFINISHED, Job, JobStatus
 from app.ops.metrics import ApiMetrics
@@ -45,12 +45,11 @@ async def check_postgres(engine: AsyncEngine) -> Check:
         if not (is_outage(exc) or isinstance(exc, TimeoutError)):
             raise
         return Check(False, f"unreachable: {exc.__class__.__name__}")
-    head = schema_head()
     if version is None:
         return Check(False, "no schema: run `lookout migrate`")
-    if version != head:
+    if version != SCHEMA_HEAD:
         return Check(
-            False, f"schema at {version}, this release needs {head}: run `lookout migrate`"
+            False, f"schema at {version}, this release needs {SCHEMA_HEAD}: run `lookout migrate`"
         )
     return Check(True, "ok")
 
