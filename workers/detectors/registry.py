@@ -135,7 +135,8 @@ def build_detectors(settings: Settings) -> dict[str, Detector]:
         "objects": objects,
         "qr": QrDetector(QrDetectorConfig()),
         "text": TextDetector(text_engine),
-        # The same object model and OCR sessions as the two tasks above: no second copy.
+        # The same object model and OCR sessions as the two tasks above: no second copy (unless
+        # the objects filter leaves vehicles out: _vehicle_finder).
         "plates": PlateDetector(
             PlateDetectorConfig(
                 vehicle_classes=settings.plates.vehicle_classes,

@@ -14,7 +14,8 @@ Two engines behind one interface (`TextEngine.read`):
   refuses to start without it), one region per line of its TSV output.
 
 Also here: `PlateDetector` (`plates` task): vehicles from the object detector, text read inside
-each vehicle box, plate-like strings kept.
+each vehicle box (the whole image when there is none: a plate camera's close-up), plate-like
+strings kept, a plate's two lines joined.
 """
 
 import math
