@@ -476,6 +476,13 @@ async def test_an_event_postgres_cannot_store_is_dropped_and_the_ones_after_it_a
     assert [payload["job"]["id"] for payload in stored] == [str(good)]
 
 
+async def failures_hook(http, url: str) -> dict:  # type: ignore[no-untyped-def,type-arg]
+    """A webhook of job.failed events to `url` (what publish_failures sends)."""
+    response = await http.post("/v1/webhooks", json={"url": url, "event_types": ["job.failed"]})
+    assert response.status_code == 201, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
 async def publish_failures(redis, count: int) -> None:  # type: ignore[no-untyped-def]
     for n in range(count):
         event = job_events.error(
@@ -494,11 +501,7 @@ async def test_a_url_saved_before_it_was_checked_fails_its_deliveries_out_loud(
     receiver.start()
     hook_settings = events_settings(settings, retry_window_s=1.0)
     async with serve_app(hook_settings, api_key) as http:
-        hook = (
-            await http.post(
-                "/v1/webhooks", json={"url": receiver.url, "event_types": ["job.failed"]}
-            )
-        ).json()
+        hook = await failures_hook(http, receiver.url)
         async with sessionmaker.begin() as session:
             stored = await session.get(Webhook, uuid.UUID(hook["id"]))
             stored.url = receiver.url + "\t"  # as an older version let it in
@@ -531,11 +534,7 @@ async def test_a_fixed_receiver_gets_what_waits_at_once_not_at_the_next_backoff(
     hook_settings = events_settings(settings, retry_base_s=600.0, retry_max_backoff_s=600.0)
     try:
         async with serve_app(hook_settings, api_key) as http:
-            hook = (
-                await http.post(
-                    "/v1/webhooks", json={"url": broken.url, "event_types": ["job.failed"]}
-                )
-            ).json()
+            hook = await failures_hook(http, broken.url)
             path = f"/v1/webhooks/{hook['id']}"
 
             async def failed_attempt_recorded() -> bool:
@@ -592,11 +591,7 @@ async def test_a_url_fixed_while_an_attempt_is_under_way_is_tried_after_it(
     hook_settings = events_settings(settings, retry_base_s=600.0, retry_max_backoff_s=600.0)
     try:
         async with serve_app(hook_settings, api_key) as http:
-            hook = (
-                await http.post(
-                    "/v1/webhooks", json={"url": broken.url, "event_types": ["job.failed"]}
-                )
-            ).json()
+            hook = await failures_hook(http, broken.url)
             async with running_dispatcher(hook_settings, sessionmaker, redis):
                 await publish_failures(redis, 1)
                 await wait_for(lambda: len(broken.received) == 1)  # answered in 1 s
@@ -663,11 +658,7 @@ async def test_a_lost_secret_is_replaced_and_what_follows_is_signed_with_the_new
     receiver.start()
     hook_settings = events_settings(settings)
     async with serve_app(hook_settings, api_key) as http:
-        hook = (
-            await http.post(
-                "/v1/webhooks", json={"url": receiver.url, "event_types": ["job.failed"]}
-            )
-        ).json()
+        hook = await failures_hook(http, receiver.url)
         rotated = await http.post(f"/v1/webhooks/{hook['id']}/secret")
         assert rotated.status_code == 200, rotated.text
         secret = rotated.json()["secret"]
