@@ -89,19 +89,18 @@ def polygon_box(polygon: Sequence[Point]) -> tuple[float, float, float, float]:
 def reading_order(regions: Sequence[TextRegion]) -> list[list[TextRegion]]:
     """Regions grouped into lines (top to bottom), each line left to right.
 
-    A region joins a line when its vertical centre lies within half the line's height of the
-    line's centre: lines of a tilted photo still group, stacked lines do not merge.
+    Positions are taken along the text's own direction (the regions' median slope: a tilted
+    photo turned level), so that a region joins a line when its centre lies within half the
+    line's height of the line's centre: lines of a tilted photo still group, stacked lines do
+    not merge. (Measured on the page as it lies, a line 8° off level was as tall as three, and
+    took its neighbours in.)
     """
+    level = _levelled(regions)
     lines: list[list[TextRegion]] = []
     centres: list[float] = []
     heights: list[float] = []
-
-    def centre_and_height(region: TextRegion) -> tuple[float, float]:
-        _, y1, _, y2 = polygon_box(region.polygon)
-        return (y1 + y2) / 2, max(y2 - y1, 1.0)
-
-    for region in sorted(regions, key=lambda r: centre_and_height(r)[0]):
-        centre, height = centre_and_height(region)
+    for region in sorted(regions, key=lambda r: level[id(r)][1]):
+        _, centre, height = level[id(region)]
         if lines and abs(centre - centres[-1]) <= min(height, heights[-1]) / 2:
             lines[-1].append(region)
             n = len(lines[-1])
@@ -111,7 +110,25 @@ def reading_order(regions: Sequence[TextRegion]) -> list[list[TextRegion]]:
             lines.append([region])
             centres.append(centre)
             heights.append(height)
-    return [sorted(line, key=lambda r: polygon_box(r.polygon)[0]) for line in lines]
+    return [sorted(line, key=lambda r: level[id(r)][0]) for line in lines]
+
+
+def _levelled(regions: Sequence[TextRegion]) -> dict[int, tuple[float, float, float]]:
+    """Each region's (left, vertical centre, height) with the page turned by the regions'
+    median slope (their top edges: polygons run top-left, top-right, …)."""
+    slopes = sorted(
+        math.atan2(r.polygon[1][1] - r.polygon[0][1], r.polygon[1][0] - r.polygon[0][0])
+        for r in regions
+        if len(r.polygon) == 4 and r.polygon[1][0] > r.polygon[0][0]
+    )
+    angle = -slopes[len(slopes) // 2] if slopes else 0.0
+    cos, sin = math.cos(angle), math.sin(angle)
+    level: dict[int, tuple[float, float, float]] = {}
+    for region in regions:
+        turned = [(x * cos - y * sin, x * sin + y * cos) for x, y in region.polygon]
+        x1, y1, _, y2 = polygon_box(turned)
+        level[id(region)] = (x1, (y1 + y2) / 2, max(y2 - y1, 1.0))
+    return level
 
 
 def crop_quad(image: ImageBGR, polygon: npt.NDArray[np.float32]) -> ImageBGR:

@@ -353,3 +353,21 @@ def test_only_lines_of_one_height_stacked_across_join():
         "AB12",
         "XY34",
     ]
+
+
+@pytest.mark.parametrize("degrees", [8, -8])
+def test_a_tilted_page_keeps_its_lines_apart_and_in_order(detectors, degrees):
+    """Lines were grouped by their boxes as the page lies: a line 8° off level is as tall as
+    three, took its neighbours in, and the heading came out third. Grouped along the text's
+    own direction, each line stays one line, top to bottom."""
+    padded = cv2.copyMakeBorder(page(), 60, 60, 60, 60, cv2.BORDER_CONSTANT, value=(255, 255, 255))
+    height, width = padded.shape[:2]
+    turn = cv2.getRotationMatrix2D((width / 2, height / 2), degrees, 1.0)
+    tilted = cv2.warpAffine(padded, turn, (width, height), borderValue=(255, 255, 255))
+    [found] = detectors["text"].detect([tilted])
+    lines = [line.replace(" ", "").lower() for line in lines_of(found)]
+    assert lines[:3] == [
+        "region-basedsegmentation",
+        "letusfirstdeterminemarkersofthecoinsandthe",
+        "background.thesemarkersarepixelsthatwecanlabel",
+    ], lines_of(found)
