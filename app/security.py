@@ -191,7 +191,7 @@ def verify_node_token(token: str, nodes: NodeSettings) -> NodeClaims:
         raise InvalidNodeToken(
             "the token has expired; get a new one at POST /v1/nodes/token"
         ) from exc
-    except (JOSEError, ValueError, TypeError) as exc:
+    except (JOSEError, ValueError, TypeError, OverflowError) as exc:  # exp: Infinity overflows
         raise InvalidNodeToken(f"invalid token: {exc}") from exc
     try:
         parsed = NodeClaims(

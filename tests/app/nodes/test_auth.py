@@ -72,6 +72,8 @@ def bad_tokens(settings, node_id: uuid.UUID) -> dict[str, str | None]:
         "unknown node": "Bearer " + sign(claims(uuid.uuid4()), key),
         # Forgeries the attack used: the public placeholder key, a far exp, a future iat.
         "public placeholder key": "Bearer " + sign(claims(node_id), PLACEHOLDER_NODE_SIGNING_KEY),
+        # JSON's Infinity: jose's own exp check overflowed converting it (a 500).
+        "infinite exp": "Bearer " + sign(claims(node_id, exp=float("inf")), key),
         "ten years of life": "Bearer "
         + sign(claims(node_id, exp=int(time.time()) + 10 * 365 * 86400), key),
         "issued in the future": "Bearer "
