@@ -328,6 +328,9 @@ async def test_a_lone_job_runs_at_once_without_waiting_for_its_batch_to_fill(
     recorder = BatchRecorder(detectors["faces"])
     consumer = waiting_consumer(settings, detectors, redis, sessionmaker, storage, recorder)
     first = await make_job(T1)
+    # The group exists before anyone reads (the API makes it at start): the watcher below asks
+    # it for pending entries before the consumer's first read.
+    await streams.ensure_group(redis)
 
     async def enqueue_once_the_first_is_taken() -> Job:
         for _ in range(1000):
@@ -351,6 +354,7 @@ async def test_a_read_that_finds_a_queue_waits_for_the_batch_to_fill(
     recorder = BatchRecorder(detectors["faces"])
     consumer = waiting_consumer(settings, detectors, redis, sessionmaker, storage, recorder)
     queued = [await make_job(T1) for _ in range(2)]
+    await streams.ensure_group(redis)  # as the API makes it at start (see above)
 
     async def enqueue_once_both_are_taken() -> Job:
         for _ in range(1000):
