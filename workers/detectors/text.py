@@ -631,7 +631,8 @@ class PlateDetector:
     def _plates(self, image: ImageBGR, vehicles: Sequence[Detection]) -> list[Detection]:
         height, width = image.shape[:2]
         best: dict[str, Detection] = {}
-        wanted = [v for v in vehicles if v.label in set(self.config.vehicle_classes)]
+        classes = set(self.config.vehicle_classes)
+        wanted = [v for v in vehicles if v.label in classes]
         regions: list[tuple[int, int, int, int, Detection | None]] = []
         for found in wanted:
             x1, y1, x2, y2 = found.box
