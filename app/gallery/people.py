@@ -378,6 +378,7 @@ async def merge_people(
     if target.name is None and any(s.name is not None for s in sources):
         raise InvalidInput("merge the unnamed person into the named one, not the other way")
     ids = [s.id for s in sources]
+    await lock_people(session, ids)
     moved = list(
         await session.scalars(
             update(UnknownFace)
@@ -559,6 +560,16 @@ async def delete_person(
     await delete_people(session, storage, [person.id])
 
 
+async def lock_people(session: AsyncSession, person_ids: Sequence[uuid.UUID]) -> None:
+    """Lock these people's rows for their deletion, before anything else of it: a worker
+    finishing a job that identified one of them waits for the lock (app/jobs/results.py
+    _vanished_people), then finds them gone; one that finished first has committed its faces,
+    which the deletion's later statements then see and forget."""
+    await session.execute(
+        select(Person.id).where(Person.id.in_(person_ids)).order_by(Person.id).with_for_update()
+    )
+
+
 async def delete_people(
     session: AsyncSession, storage: Storage, person_ids: Sequence[uuid.UUID]
 ) -> None:
@@ -572,6 +583,7 @@ async def delete_people(
     ids = list(dict.fromkeys(person_ids))
     if not ids:
         return
+    await lock_people(session, ids)
     sightings = await session.scalars(
         select(UnknownFace.detection_id).where(UnknownFace.person_id.in_(ids))
     )

@@ -320,6 +320,7 @@ async def _write_detections(
     keep_crops = await crop_keepers(
         session, [job for job_id, job in jobs.items() if _has_crops(outcomes[job_id])]
     )
+    vanished = await _vanished_people(session, [d for _, d in found])
     columns: dict[str, list[Any]] = {
         name: []
         for name in (
@@ -329,6 +330,7 @@ async def _write_detections(
     }  # fmt: skip
     written: list[Detection] = []  # the rows as written, their ids set from the INSERT
     for job_id, d in found:
+        attributes, forgotten = _without_people(d.attributes, vanished)
         landmarks = [list(p) for p in d.landmarks] if d.landmarks else None
         written.append(
             Detection(
@@ -338,7 +340,7 @@ async def _write_detections(
                 score=d.score,
                 box=list(d.box),
                 landmarks=landmarks,
-                attributes=d.attributes,
+                attributes=attributes,
             )
         )
         columns["job_ids"].append(job_id)
@@ -346,10 +348,10 @@ async def _write_detections(
         columns["labels"].append(d.label)
         columns["scores"].append(float(d.score))
         columns["landmarks"].append(None if landmarks is None else json.dumps(landmarks))
-        columns["attributes"].append(json.dumps(d.attributes))
+        columns["attributes"].append(json.dumps(attributes))
         x1, y1, x2, y2 = d.box  # four numbers a row, or the slices would shift
         columns["boxes"].extend((float(x1), float(y1), float(x2), float(y2)))
-        embedding = d.embedding
+        embedding = None if forgotten else d.embedding
         columns["models"].append(embedding.model if embedding else None)
         columns["dims"].append(embedding.dim if embedding else None)
         # Its own length, not `dim`, bounds the slice: the table's CHECK (dimensions = dim)
@@ -358,12 +360,51 @@ async def _write_detections(
         if embedding:
             columns["vectors"].extend(embedding.vector.tolist())
         columns["ends"].append(len(columns["vectors"]) if embedding else None)
-        columns["crops"].append(d.crop_jpeg if job_id in keep_crops else None)
+        columns["crops"].append(d.crop_jpeg if job_id in keep_crops and not forgotten else None)
     ids = (await session.execute(_WRITE_DETECTIONS, columns)).scalars()
     for detection_id, row in zip(ids, written, strict=True):
         row.id = detection_id
         rows[row.job_id].append(row)
     return rows
+
+
+# The people of these ids that still exist, locked against their deletion until this job's
+# write commits (app/gallery/people.py lock_people takes FOR UPDATE first, so either order
+# settles: a deletion that locked first has committed when this returns, without them).
+_EXISTING_PEOPLE = text(
+    "SELECT CAST(id AS text) FROM people WHERE id = ANY(CAST(:ids AS uuid[])) FOR KEY SHARE"
+)
+
+
+async def _vanished_people(session: AsyncSession, found: Sequence[FoundDetection]) -> set[str]:
+    """The people these detections name (identity, runner-up) who were deleted while their job
+    ran: the gallery step read them before the deletion, the write comes after it."""
+    named = {
+        person["person_id"]
+        for d in found
+        for person in (d.attributes.get("identity"), d.attributes.get("runner_up"))
+        if isinstance(person, dict) and person.get("person_id")
+    }
+    if not named:
+        return set()
+    existing = await session.scalars(_EXISTING_PEOPLE, {"ids": sorted(named)})
+    return named - set(existing)
+
+
+def _without_people(attributes: dict[str, Any], vanished: set[str]) -> tuple[dict[str, Any], bool]:
+    """A face's attributes without the deleted people in them, and whether the face was one of
+    theirs: then it is forgotten as delete_people forgets their faces (its box stays, an unknown
+    face without embedding or crop, so that it never clusters again as a new person)."""
+    if not vanished:
+        return attributes, False
+    out = attributes
+    identity, runner_up = attributes.get("identity"), attributes.get("runner_up")
+    forgotten = isinstance(identity, dict) and identity.get("person_id") in vanished
+    if forgotten:
+        out = {**out, "identity": None, "unknown": True}
+    if isinstance(runner_up, dict) and runner_up.get("person_id") in vanished:
+        out = {**out, "runner_up": None}
+    return out, forgotten
 
 
 def _has_crops(outcome: Outcome) -> bool:

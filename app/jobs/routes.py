@@ -411,10 +411,16 @@ async def job_events(websocket: WebSocket, job_id: str) -> None:
                     await websocket.send_json(event)
                 return
             await websocket.send_json(event_shapes.queued(job))  # the stream starts after it
+            # A finished job's result is sent as Postgres has it now, not as the stream kept it
+            # when the job finished: a person deleted since, or a face placed by hand, changed
+            # it (a deleted person's name must not be replayed for the stream's hour).
+            current = job.model_dump(mode="json") if job.status.finished else None
             after = b"0"
             while True:
                 for entry_id, event in events:
                     after = entry_id
+                    if current is not None and event.get("type") == "result":
+                        event = {**event, "job": current}
                     await websocket.send_json(event)
                     if streams.is_terminal(event):
                         return

@@ -1,0 +1,149 @@
+"""What a deleted person leaves behind in jobs: nothing that names them.
+
+A person deleted while a job that identified them is between its gallery step and its write:
+whichever of the two commits first, the deleted person's name, embedding and crop are left in
+no job (the worker's write and the deletion serialise on the person's row). A job's events
+socket replays its result as the job is now, not as it was when it finished."""
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+import pytest
+from httpx_ws import aconnect_ws
+from sqlalchemy import text
+
+from app.jobs import results
+from tests.conftest import SHARED_IMAGES, job_events, shared_image
+
+TRAIN = SHARED_IMAGES / "faces" / "train"
+
+
+async def enroll_obama(client, make_consumer) -> str:  # type: ignore[no-untyped-def]
+    stop = asyncio.Event()
+    worker = asyncio.create_task(make_consumer(block_ms=50).run(stop))
+    try:
+        person = (await client.post("/v1/people", json={"name": "obama"})).json()
+        photos = sorted((TRAIN / "obama").iterdir())
+        response = await client.post(
+            f"/v1/people/{person['id']}/faces",
+            files=[("images", (p.name, p.read_bytes(), "image/jpeg")) for p in photos],
+        )
+        assert response.status_code == 200, response.text
+    finally:
+        stop.set()
+        await worker
+    return str(person["id"])
+
+
+async def queue_identify(client) -> str:  # type: ignore[no-untyped-def]
+    response = await client.post(
+        "/v1/images",
+        files={"image": ("o.jpg", shared_image("faces/test/obama1.jpg"), "image/jpeg")},
+        data={"tasks": "identify"},
+    )
+    assert response.status_code == 202, response.text
+    return str(response.json()["id"])
+
+
+async def assert_forgotten(client, engine, redis, job_id: str, person_id: str) -> None:  # type: ignore[no-untyped-def]
+    """The job's face is an unknown face's box: no name, no embedding, no crop, in Postgres,
+    in the API's answer and in the job's events."""
+    detail = (await client.get(f"/v1/jobs/{job_id}")).json()
+    assert detail["status"] == "done"
+    [face] = detail["detections"]
+    assert face["attributes"]["identity"] is None and face["attributes"]["unknown"] is True
+    async with engine.connect() as connection:
+        for table in ("face_embeddings", "face_crops"):
+            left = await connection.scalar(
+                text(f"SELECT count(*) FROM {table} WHERE job_id = :j"), {"j": uuid.UUID(job_id)}
+            )
+            assert left == 0, table
+        assert await connection.scalar(text("SELECT count(*) FROM people")) == 0
+    everything = json.dumps([detail, await job_events(redis, uuid.UUID(job_id))])
+    assert "obama" not in everything and person_id not in everything
+
+
+async def test_a_person_deleted_after_the_gallery_step_is_not_written_into_the_job(
+    client, make_consumer, engine, redis
+):
+    """The deletion commits between the gallery step (which found them) and the job's write."""
+    person_id = await enroll_obama(client, make_consumer)
+    job_id = await queue_identify(client)
+    consumer = make_consumer()
+    gallery_step = consumer._identify
+
+    async def identify_then_delete(batch, found):  # type: ignore[no-untyped-def]
+        labelled = await gallery_step(batch, found)
+        [face] = labelled[0].detections  # type: ignore[union-attr]
+        assert face.attributes["identity"]["name"] == "obama"  # found before the deletion
+        assert (await client.delete(f"/v1/people/{person_id}")).status_code == 204
+        return labelled
+
+    consumer._identify = identify_then_delete  # type: ignore[method-assign]
+    await consumer.run(burst=True)
+    await assert_forgotten(client, engine, redis, job_id, person_id)
+
+
+async def test_a_deletion_waits_for_a_job_writing_the_person_then_forgets_its_face(
+    client, make_consumer, engine, redis, monkeypatch: pytest.MonkeyPatch
+):
+    """The job's write has begun (its transaction names them) when the deletion starts: the
+    deletion waits for it to commit, then forgets that face as it forgets the others."""
+    person_id = await enroll_obama(client, make_consumer)
+    job_id = await queue_identify(client)
+    write = results._write_detections
+    deletion: list[asyncio.Task[Any]] = []
+    done_while_written: list[bool] = []
+
+    async def write_then_race(*args: Any, **kwargs: Any) -> Any:
+        written = await write(*args, **kwargs)
+        deletion.append(asyncio.create_task(client.delete(f"/v1/people/{person_id}")))
+        await asyncio.sleep(0.5)
+        done_while_written.append(deletion[-1].done())
+        return written
+
+    monkeypatch.setattr(results, "_write_detections", write_then_race)
+    await make_consumer().run(burst=True)
+    monkeypatch.undo()
+    assert done_while_written == [False], "the deletion did not wait for the job's write"
+    assert (await deletion[0]).status_code == 204
+    await assert_forgotten_after_the_fact(client, engine, job_id, person_id)
+
+
+async def assert_forgotten_after_the_fact(client, engine, job_id: str, person_id: str) -> None:  # type: ignore[no-untyped-def]
+    """As assert_forgotten, but the job's result went out while the person still existed (its
+    events name them, as they were); what is kept does not."""
+    detail = (await client.get(f"/v1/jobs/{job_id}")).json()
+    [face] = detail["detections"]
+    assert face["attributes"]["identity"] is None and face["attributes"]["unknown"] is True
+    async with engine.connect() as connection:
+        for table in ("face_embeddings", "face_crops"):
+            left = await connection.scalar(
+                text(f"SELECT count(*) FROM {table} WHERE job_id = :j"), {"j": uuid.UUID(job_id)}
+            )
+            assert left == 0, table
+    assert person_id not in json.dumps(detail) and "obama" not in json.dumps(detail)
+
+
+async def test_the_events_socket_of_a_finished_job_does_not_replay_a_deleted_person(
+    client, make_consumer, redis
+):
+    """The job's stream (kept an hour) holds the result as it was when the job finished."""
+    person_id = await enroll_obama(client, make_consumer)
+    job_id = await queue_identify(client)
+    await make_consumer().run(burst=True)
+    kept = json.dumps(await job_events(redis, uuid.UUID(job_id)))
+    assert person_id in kept  # the stream named them when the job finished
+    assert (await client.delete(f"/v1/people/{person_id}")).status_code == 204
+
+    replayed: list[dict[str, Any]] = []
+    async with aconnect_ws(f"/v1/jobs/{job_id}/events", client) as ws:
+        while not replayed or replayed[-1].get("status") != "done":
+            replayed.append(await asyncio.wait_for(ws.receive_json(), 10))
+    assert [e["type"] for e in replayed] == ["status", "status", "result", "status"]
+    [result] = [e for e in replayed if e["type"] == "result"]
+    [face] = result["job"]["detections"]
+    assert face["attributes"]["identity"] is None and face["attributes"]["unknown"] is True
+    assert person_id not in json.dumps(replayed) and "obama" not in json.dumps(replayed)
