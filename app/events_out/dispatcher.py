@@ -31,7 +31,7 @@ import httpx
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
-from sqlalchemy import ColumnElement, case, delete, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, case, delete, exists, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -150,6 +150,7 @@ class WebhookDispatcher:
         added = 0
         if outbound:
             async with self.sessionmaker.begin() as session:
+                outbound = await _still_there(session, outbound)
                 webhooks = list(
                     await session.scalars(select(Webhook).where(Webhook.enabled, _owner_usable()))
                 )
@@ -415,6 +416,34 @@ class WebhookDispatcher:
                     WebhookDelivery.id.in_(select(ranked.c.id).where(ranked.c.rank > keep))
                 )
             )
+
+
+# Which of these people still exist, locked against their deletion until the deliveries are
+# committed: a deletion locks them first (app/gallery/people.py lock_people), and then either
+# finds these deliveries committed (and deletes them) or has committed already, and they are not
+# made.
+_PEOPLE_STILL_THERE = text(
+    "SELECT CAST(id AS text) FROM people WHERE id = ANY(CAST(:people AS uuid[])) FOR KEY SHARE"
+)
+
+
+async def _still_there(
+    session: AsyncSession, outbound: list[events.OutboundEvent]
+) -> list[events.OutboundEvent]:
+    """The events but those naming a person deleted while the event waited in the firehose (the
+    dispatcher was behind, or stopped): a deleted person's name is not sent."""
+    named = {p for e in outbound if (p := _person_id(e)) is not None}
+    if not named:
+        return outbound
+    people = set(await session.scalars(_PEOPLE_STILL_THERE, {"people": sorted(named)}))
+    return [e for e in outbound if _person_id(e) in people or _person_id(e) is None]
+
+
+def _person_id(event: events.OutboundEvent) -> str | None:
+    """The person a face.identified event names."""
+    if event["type"] != "face.identified":
+        return None
+    return str(event["data"]["person"]["id"])
 
 
 def _refused_for_content(exc: DBAPIError) -> bool:

@@ -268,11 +268,20 @@ class MqttBridge:
 
     async def _recall_retained(self, client: aiomqtt.Client) -> None:
         """Read back what an earlier bridge left retained on the broker: the people with a seen
-        topic (refresh clears those of people deleted since) and each node's count topics (set
-        to 0 with the node's next result, or when it goes offline, though this bridge has not
-        seen those classes yet). The broker sends retained messages on subscribe;
+        topic (refresh clears those of people deleted since), each node's status and count
+        topics (counts are set to 0 with the node's next result, or when it goes offline,
+        though this bridge has not seen those classes yet; a node revoked since is cleared by
+        refresh), and the discovery configs that name this bridge's availability topic (those
+        of people and nodes gone since are removed by refresh; another Lookout's on the same
+        broker are left alone). The broker sends retained messages on subscribe;
         RECALL_QUIET_S without one ends it."""
-        wildcards = (self.topics.person_seen("+"), self.topics.node("+", "count/+"))
+        wildcards = [
+            self.topics.person_seen("+"),
+            self.topics.node("+", "status"),
+            self.topics.node("+", "count/+"),
+        ]
+        if self.config.discovery:
+            wildcards.append(f"{self.topics.discovery_prefix}/+/+/+/config")
         for wildcard in wildcards:
             await client.subscribe(wildcard, qos=QOS)
         try:
@@ -283,8 +292,14 @@ class MqttBridge:
                 if not message.retain or not message.payload or len(parts) < 3:
                     continue
                 with contextlib.suppress(ValueError):
-                    if parts[-1] == "seen":
+                    if str(message.topic).startswith(self.topics.discovery_prefix + "/"):
+                        if self._is_own_config(message.payload):
+                            self.discovery_topics.add(str(message.topic))
+                    elif parts[-1] == "seen":
                         self.seen_people.add(str(uuid.UUID(parts[-2])))
+                    elif parts[-1] == "status":
+                        node_id = str(uuid.UUID(parts[-2]))
+                        self.nodes.setdefault(node_id, NodeMemory(name=node_id))
                     elif parts[-2] == "count":
                         node_id = str(uuid.UUID(parts[-3]))
                         memory = self.nodes.setdefault(node_id, NodeMemory(name=node_id))
@@ -294,6 +309,18 @@ class MqttBridge:
         finally:
             for wildcard in wildcards:
                 await client.unsubscribe(wildcard)
+
+    def _is_own_config(self, payload: Any) -> bool:
+        """A retained discovery config this bridge's instance published (its entities are
+        available on this bridge's availability topic)."""
+        try:
+            config = json.loads(payload)
+        except (TypeError, ValueError):
+            return False
+        return (
+            isinstance(config, dict)
+            and config.get("availability_topic") == self.topics.availability
+        )
 
     async def _publish(
         self, client: aiomqtt.Client, topic: str, payload: Any, *, retain: bool = False
@@ -476,6 +503,14 @@ class MqttBridge:
         for deleted in sorted(self.seen_people - {str(p.id) for p in people}):
             await self._publish(client, self.topics.person_seen(deleted), "", retain=True)
             self.seen_people.discard(deleted)
+        # A node revoked (or deleted) since: its retained states go from the broker, as its
+        # discovery configs do below.
+        for gone in sorted(set(self.nodes) - {str(n.id) for n in nodes}):
+            memory = self.nodes.pop(gone)
+            leaves = ["status", "person", "unknown_face"]
+            leaves += [f"count/{level}" for level in sorted(memory.count_topics)]
+            for leaf in leaves:
+                await self._publish(client, self.topics.node(gone, leaf), "", retain=True)
         configs: list[tuple[str, dict[str, Any]]] = []
         for node in nodes:
             node_id = str(node.id)

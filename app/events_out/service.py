@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import streams
@@ -302,3 +302,32 @@ async def events_status(
         dispatcher_lag=webhook_lag[1] if webhook_lag is not None else None,
         mqtt=mqtt,
     )
+
+
+# The deliveries naming these people: face.identified by person, face.unknown by the cluster
+# (an unnamed person) it was put in.
+_FORGET_PEOPLE = text(
+    """
+    DELETE FROM webhook_deliveries
+    WHERE (event_type = 'face.identified'
+           AND payload -> 'data' -> 'person' ->> 'id' = ANY(CAST(:ids AS text[])))
+       OR (event_type = 'face.unknown'
+           AND payload -> 'data' ->> 'cluster_id' = ANY(CAST(:ids AS text[])))
+    """
+)
+_FORGET_JOB = text("DELETE FROM webhook_deliveries WHERE payload -> 'job' ->> 'id' = :job_id")
+
+
+async def forget_people(session: AsyncSession, person_ids: Sequence[uuid.UUID]) -> None:
+    """Delete the webhook deliveries that name these people, sent or still to send: a deleted
+    person's name is not sent, nor kept in a delivery's history. The caller holds the people's
+    rows locked (app/gallery/people.py lock_people), so a dispatcher ingesting an event about
+    them either committed before (and is deleted here) or finds them gone (see
+    app/events_out/dispatcher.py ingest)."""
+    await session.execute(_FORGET_PEOPLE, {"ids": [str(i) for i in person_ids]})
+
+
+async def forget_job(session: AsyncSession, job_id: uuid.UUID) -> None:
+    """Delete the webhook deliveries of this job (its faces, texts and plates), sent or not.
+    Call after the job's row is deleted in the same transaction (see forget_people)."""
+    await session.execute(_FORGET_JOB, {"job_id": str(job_id)})

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.apikeys.service import Principal
 from app.errors import Conflict, InvalidInput, NotFound
+from app.events_out import service as webhook_deliveries
 from app.gallery import matching
 from app.gallery.quality import QualityThresholds, assess_face
 from app.gallery.schemas import (
@@ -600,6 +601,7 @@ async def delete_people(
         session, sorted({*sightings, *(p for p in promoted if p is not None), *identified})
     )
     await session.execute(delete(Person).where(Person.id.in_(ids)))
+    await webhook_deliveries.forget_people(session, ids)
     await session.flush()
 
 

@@ -21,6 +21,7 @@ from app.commits import after_commit
 from app.db import driver_connection, driver_statement
 from app.drawing import processed_jpeg
 from app.errors import Conflict, InvalidInput, NotFound
+from app.events_out import service as webhook_deliveries
 from app.images import ImageInfo
 from app.jobs.schemas import (
     DetectionOut,
@@ -373,6 +374,7 @@ async def delete_job(
     deleted = await session.execute(
         delete(Job).where(Job.id == job_id).returning(Job.image_key, Job.processed_image_key)
     )
+    await webhook_deliveries.forget_job(session, job_id)
     await session.flush()
     for keys in deleted:
         for key in keys:

@@ -7,15 +7,17 @@ import re
 import ssl
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import aiomqtt
 import pytest
+from sqlalchemy import delete, update
 
 from app import streams
 from app.events_out.mqtt import MqttBridge
 from app.images import inspect_image
 from app.jobs.service import create_job, enqueue_job
-from app.models import Person
+from app.models import Node, Person
 from app.settings import MqttSettings
 from tests.app.events_out.broker import MOSQUITTO, Mosquitto
 from tests.app.events_out.helpers import enroll_from_job, wait_for
@@ -518,3 +520,62 @@ async def test_a_broker_with_a_self_signed_certificate_is_trusted_with_its_ca_fi
             )
     finally:
         tls_broker.stop()
+
+
+async def retained_now(port: int, identifier: str) -> dict[str, bytes]:
+    """What the broker keeps retained (non-empty), as a subscriber arriving now gets it."""
+    late = Subscriber(port, identifier=identifier)
+    async with running(late.run):
+        await wait_for(lambda: late.on("lookout/status"))
+        await asyncio.sleep(0.5)  # retained messages arrive with the subscription
+    kept: dict[str, bytes] = {}
+    for topic, payload, retain in late.messages:
+        if retain:
+            kept[topic] = payload
+    return {topic: payload for topic, payload in kept.items() if payload}
+
+
+async def test_configs_and_states_of_people_and_nodes_gone_while_the_bridge_was_down_are_cleared(
+    settings, redis, sessionmaker, make_node, broker
+):
+    """A person deleted and a node revoked while `lookout events` was stopped: the next bridge
+    reads their retained discovery configs and node states back from the broker and clears
+    them (they named the person, and Home Assistant kept showing the node). Another Lookout's
+    configs on the same broker (another availability topic) are left alone."""
+    async with sessionmaker.begin() as session:
+        person = Person(name="gone person", owner_id=None)
+        session.add(person)
+        await session.flush()
+        person_id = person.id
+    node = await make_node("back-door", tasks=("faces",))
+    configured = mqtt_settings(settings, broker)
+    first = MqttBridge(configured, sessionmaker, redis, consumer="first-bridge")
+    async with running(first.run):
+        await wait_for(lambda: any(str(person_id) in t for t in first.discovery_topics))
+    foreign = "homeassistant/sensor/lookout_person_other/seen_at/config"
+    async with aiomqtt.Client("127.0.0.1", broker.port, identifier="other-lookout") as other:
+        body = {"availability_topic": "staging/status", "name": "someone else's"}
+        await other.publish(foreign, json.dumps(body), qos=1, retain=True)
+    before = await retained_now(broker.port, "ha-before")
+    assert any(str(person_id) in topic for topic in before)
+    assert f"lookout/node/{node.id}/status" in before
+    async with sessionmaker.begin() as session:
+        await session.execute(delete(Person).where(Person.id == person_id))
+        await session.execute(
+            update(Node).where(Node.id == node.id).values(revoked_at=datetime.now(UTC))
+        )
+    second = MqttBridge(configured, sessionmaker, redis, consumer="second-bridge")
+    refreshed = asyncio.Event()
+    refresh = second.refresh
+
+    async def refresh_then_say(client: aiomqtt.Client) -> None:
+        await refresh(client)
+        refreshed.set()
+
+    second.refresh = refresh_then_say  # type: ignore[method-assign]
+    async with running(second.run):
+        await asyncio.wait_for(refreshed.wait(), 30)  # the one at connect, after the recall
+    after = await retained_now(broker.port, "ha-after")
+    assert not [t for t in after if str(person_id) in t or str(node.id) in t]
+    assert not [t for t, p in after.items() if b"gone person" in p or b"back-door" in p]
+    assert foreign in after
