@@ -84,6 +84,8 @@ def archive_from_files(files: Sequence[tuple[str, bytes]]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
         for name, data in files:
+            if "\x00" in name:  # a zip entry's name ends at its first NUL
+                raise InvalidArchive(f"{name!r}: a file name cannot hold a NUL character")
             parts = PurePosixPath(name.replace("\\", "/")).parts
             if len(parts) < 2:
                 raise InvalidArchive(
@@ -92,6 +94,29 @@ def archive_from_files(files: Sequence[tuple[str, bytes]]) -> bytes:
                 )
             archive.writestr("/".join(parts[-2:]), data)
     return buffer.getvalue()
+
+
+# Decompressed in steps of this many bytes: the photo's size as the archive's directory states
+# it (checked against the upload limit) ends the read, whatever the compressed data holds.
+_READ_STEP = 1 << 20
+
+
+def read_photo(archive: zipfile.ZipFile, name: str) -> bytes:
+    """A photo's bytes, decompressed step by step (ZipFile.read inflates up to 2 GiB in one
+    call whatever size the directory states: a 1 MB zip took the API to 2.2 GB of memory).
+    Only stored and deflated entries, what zip tools write: bzip2 and LZMA decompress a whole
+    read at once (a 1.6 KB entry to 2 GB), so they are refused (NotImplementedError)."""
+    member = archive.getinfo(name)
+    if member.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise NotImplementedError(
+            f"compression method {member.compress_type} is not accepted: zip the photos "
+            "stored or deflated (what zip tools do by default)"
+        )
+    parts = []
+    with archive.open(member) as source:
+        while chunk := source.read(_READ_STEP):
+            parts.append(chunk)
+    return b"".join(parts)
 
 
 def photos_in_archive(data: bytes | Path, settings: Settings) -> list[ImportPhoto]:
@@ -109,6 +134,8 @@ def photos_in_archive(data: bytes | Path, settings: Settings) -> list[ImportPhot
         raise InvalidArchive(f"the archive is not a readable zip file ({exc})") from exc
     photos = []
     for member in members:
+        if not member.filename:  # zipfile cuts a name at a NUL: "\0ada/1.jpg" has none left
+            raise InvalidArchive("an entry of the archive has no name (it starts with a NUL)")
         path = PurePosixPath(member.filename.replace("\\", "/"))
         if member.is_dir() or any(p.startswith(".") or p == "__MACOSX" for p in path.parts):
             continue
@@ -381,7 +408,7 @@ async def _queue_batch(
         created: list[tuple[ImportPhoto, Job]] = []
         for photo in photos:
             try:
-                data = archive.read(photo.member)
+                data = await asyncio.to_thread(read_photo, archive, photo.member)
             except (RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error) as exc:
                 # Encrypted (RuntimeError), an unsupported compression, a bad CRC: this photo's
                 # problem; it failed the whole import, batches already enrolled included.

@@ -103,3 +103,35 @@ async def test_the_api_checks_a_large_png_or_webp_body_off_its_event_loop(monkey
     corrupt += large_png[start + 16 :]
     with pytest.raises(InvalidImage, match="corrupt"):
         await images.inspect_image_async(corrupt, max_pixels=MAX_PIXELS)
+
+
+def progressive_jpeg_with_repeated_scans(copies: int) -> bytes:
+    """A small progressive JPEG whose second scan is repeated `copies` times: libjpeg only warns
+    ("Inconsistent progression sequence") and makes a pass over the image for each."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("L", (64, 64), 128).save(out, "JPEG", progressive=True, quality=90)
+    data = out.getvalue()
+    starts = [i for i in range(len(data) - 1) if data[i : i + 2] == b"\xff\xda"]
+    second, third = starts[1], starts[2]  # the scan runs up to the next scan's marker
+    return data[:third] + data[second:third] * copies + data[third:]
+
+
+def jpeg_with_comment_segments(count: int) -> bytes:
+    """T1 with `count` empty comment segments after its start-of-image marker."""
+    return T1[:2] + b"\xff\xfe\x00\x02" * count + T1[2:]
+
+
+def test_a_jpeg_of_too_many_scans_or_segments_is_refused_before_any_decode():
+    """A few KB that cost seconds: thousands of repeated scans (each a pass of libjpeg over the
+    image, in the worker and again for the processed image) or millions of empty segments
+    (each a step of the header parse, on the API's event loop)."""
+    assert inspect_image(progressive_jpeg_with_repeated_scans(10), max_pixels=MAX_PIXELS)
+    with pytest.raises(InvalidImage, match=r"progressive JPEG has 1\d\d scans; at most 100"):
+        inspect_image(progressive_jpeg_with_repeated_scans(100), max_pixels=MAX_PIXELS)
+    assert inspect_image(jpeg_with_comment_segments(500), max_pixels=MAX_PIXELS)
+    with pytest.raises(InvalidImage, match="more than 1000 marker segments"):
+        inspect_image(jpeg_with_comment_segments(1_000_000), max_pixels=MAX_PIXELS)

@@ -5,6 +5,7 @@ import asyncio
 import io
 import struct
 import sys
+import tracemalloc
 import uuid
 import zipfile
 from collections.abc import AsyncIterator
@@ -12,7 +13,7 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy import text
 
-from app.gallery.imports import imports_storage
+from app.gallery.imports import imports_storage, read_photo
 from tests.app.gallery.test_gallery_flow import TRAIN, count, identify, names
 from tests.conftest import shared_image
 from tests.images import blank
@@ -166,6 +167,7 @@ async def test_a_photo_the_archive_cannot_give_back_is_refused_alone(client, wor
         (zip_of({"readme.txt": b"hello"}), "no photos"),
         (zip_of({"obama.jpg": b"x"}), "not in a person's folder"),
         (zip_of({"   /a.jpg": b"x"}), "cannot be a person's name"),
+        (zip_of({"Xbob/a.jpg": b"x"}).replace(b"Xbob", b"\x00bob"), "has no name"),
     ],
 )
 async def test_a_bad_archive_is_422_and_leaves_nothing(client, engine, settings, archive, detail):
@@ -280,3 +282,67 @@ async def test_lookout_people_import_through_a_running_api(
     assert await count(engine, "SELECT count(*) FROM people") == 5
     # People are their key's: identify as that key.
     await assert_everyone_is_identified(client, headers={"X-API-Key": key})
+
+
+def zip_declaring(method: int, real_bytes: int, declared: int) -> bytes:
+    """One photo entry of `real_bytes` zeros, compressed with `method`, whose local header and
+    directory both say it is `declared` bytes: what a zip bomb claims."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        entry = zipfile.ZipInfo("bob/a.jpg")
+        entry.compress_type = method
+        with archive.open(entry, "w") as out:
+            for _ in range(real_bytes >> 20):
+                out.write(bytes(1 << 20))
+    data = bytearray(buffer.getvalue())
+    struct.pack_into("<I", data, 22, declared)  # the local header's uncompressed size
+    struct.pack_into("<I", data, data.rfind(b"PK\x01\x02") + 24, declared)  # the directory's
+    return bytes(data)
+
+
+def test_a_photo_is_read_from_the_archive_in_steps_bounded_by_its_stated_size():
+    """A deflated entry of 256 MiB of zeros that says it is 1000 bytes (260 KB of zip):
+    ZipFile.read inflated all of it at once (a 1 MB zip took the API to 2.2 GB). Read in steps,
+    it stops at the stated size (and the CRC says it is not the photo)."""
+    archive = zipfile.ZipFile(io.BytesIO(zip_declaring(zipfile.ZIP_DEFLATED, 256 << 20, 1000)))
+    tracemalloc.start()
+    try:
+        with pytest.raises(zipfile.BadZipFile, match="CRC"):
+            read_photo(archive, "bob/a.jpg")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, peak
+
+
+async def test_a_photo_compressed_with_bzip2_or_lzma_is_refused_alone_unread(client, worker):
+    """bzip2 and LZMA inflate a whole read at once (1.6 KB of bzip2 became 2 GB in the API):
+    such a photo is refused with the reason; zip tools write stored or deflated entries."""
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as out:
+        out.writestr("obama/obama.jpg", shared_image("faces/train/obama/obama.jpg"))
+        out.writestr("bob/a.jpg", bytes(1 << 20), compress_type=zipfile.ZIP_BZIP2)
+        out.writestr("eve/a.jpg", bytes(1 << 20), compress_type=zipfile.ZIP_LZMA)
+    response = await client.post(
+        "/v1/people/import", files={"archive": ("a.zip", archive.getvalue(), "application/zip")}
+    )
+    assert response.status_code == 202, response.text
+    body = await finished(client, response.json()["status_url"])
+    assert (body["total"], body["enrolled"], body["refused"]) == (3, 1, 2), body
+    for problem in body["problems"]:
+        assert "compression method" in problem["reason"] and "deflated" in problem["reason"]
+
+
+async def test_a_file_name_with_a_nul_is_a_422(client):
+    """A zip entry's name ends at its first NUL ("\\0x/a.jpg" had none left: a 500)."""
+    body = (
+        b"--b\r\nContent-Disposition: form-data; name=images; filename=\"\x00x/a.jpg\"\r\n"
+        b"Content-Type: image/jpeg\r\n\r\nx\r\n--b--\r\n"
+    )  # by hand: httpx escapes the NUL in a file name
+    response = await client.post(
+        "/v1/people/import",
+        content=body,
+        headers={"content-type": "multipart/form-data; boundary=b"},
+    )
+    assert response.status_code == 422, response.text
+    assert "NUL" in response.json()["detail"]
