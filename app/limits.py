@@ -227,7 +227,7 @@ class BodySizeLimit:
             f"request body is larger than the limit of {self.max_body_bytes} bytes"
         )
         status, body = self.render(scope["path"], error)
-        await _send_json(send, status, body)
+        await send_refusal(send, status, body)
 
 
 # Bodies at most this large pass admission freely: JSON calls, not uploads.
@@ -274,7 +274,7 @@ class UploadAdmission:
                     f"{BUSY_RETRY_AFTER_S} s"
                 ),
             )
-            await _send_json(
+            await send_refusal(
                 send,
                 status,
                 body,
@@ -340,7 +340,7 @@ class BodyReadTimeout:
         await self.app(scope, receive_in_time, send)
 
 
-async def _send_json(
+async def send_refusal(
     send: Send,
     status: int,
     body: dict[str, Any],

@@ -16,7 +16,7 @@ from app.apikeys.routes import router as apikeys_router
 from app.cancellation import cancel_and_wait
 from app.compat.compreface.routes import router as compreface_router
 from app.compat.deepstack.routes import router as deepstack_router
-from app.compat.refusals import render_refusal
+from app.compat.refusals import CompatiblePaths, render_refusal
 from app.db import (
     close_redis,
     create_engine,
@@ -186,7 +186,7 @@ def _include_routers(app: FastAPI) -> None:
 
 def _add_middleware(app: FastAPI, settings: Settings, metrics: ApiMetrics) -> None:
     # Added innermost first: requests pass RequestContext → SecurityHeaders → TrustedHost → CORS
-    # → WebSocketLimit → UploadAdmission → BodyReadTimeout → BodySizeLimit.
+    # → WebSocketLimit → CompatiblePaths → UploadAdmission → BodyReadTimeout → BodySizeLimit.
     # Refusals before routing answer the compatible APIs' clients in their APIs' shapes.
     app.add_middleware(
         BodySizeLimit,
@@ -208,6 +208,8 @@ def _add_middleware(app: FastAPI, settings: Settings, metrics: ApiMetrics) -> No
         wait_s=settings.api.upload_wait_s,
         render=render_refusal,
     )
+    # Outside the upload slots: a path that is no route of a compatible API is refused first.
+    app.add_middleware(CompatiblePaths)
     app.add_middleware(
         WebSocketLimit,
         limit=settings.api.max_websocket_clients,

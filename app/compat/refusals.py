@@ -9,12 +9,15 @@ the CompreFace SDKs and Double Take `message` and `code`), so these refusals tak
 
 from typing import Any
 
+from starlette.routing import Match, Mount
+from starlette.types import ASGIApp, Receive, Scope, Send
+
 from app.compat.compreface import service as compreface
 from app.compat.compreface.routes import router as compreface_router
 from app.compat.deepstack.envelope import translate
 from app.compat.deepstack.schemas import DeepStackErrorOut
-from app.errors import AppError
-from app.limits import lookout_refusal
+from app.errors import AppError, NotFound
+from app.limits import lookout_refusal, send_refusal
 
 # Every DeepStack / CodeProject.AI route (app/compat/deepstack/routes.py) is under it, and no
 # native one is (tests/app/compat/test_refusals.py).
@@ -34,3 +37,48 @@ def render_refusal(path: str, error: AppError) -> tuple[int, dict[str, Any]]:
         refusal = compreface.translate(error)
         return refusal.status, refusal.body()
     return lookout_refusal(path, error)
+
+
+def is_compatible_api(path: str) -> bool:
+    return path.startswith((DEEPSTACK_PREFIX, COMPREFACE_PREFIX))
+
+
+class CompatiblePaths:
+    """The compatible APIs' paths as their own servers take them.
+
+    - A trailing slash is the same route: CompreFace's Spring matches `/api/v1/recognition/
+      faces/` and DeepStack's gin redirects `/v1/vision/detection/` to its route, and clients
+      send them (a Go CompreFace client's enrolment, CodeProject.AI's samples). They were a 405.
+    - A path under their prefixes that is no route of theirs (or not for this method) is a 404
+      in their shape, as gin and Spring answer it (the dashboard's catch-all at / answered
+      Lookout's 405 or 404).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not is_compatible_api(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        if scope["path"].endswith("/"):  # in place: RequestContext reads the route back
+            scope["path"] = scope["path"].rstrip("/")
+            if scope.get("raw_path"):
+                scope["raw_path"] = scope["raw_path"].rstrip(b"/")
+        if not _routed(scope):
+            error = NotFound(f"no {scope['method']} {scope['path']} in this API")
+            if scope["path"].startswith(DEEPSTACK_PREFIX):
+                body = DeepStackErrorOut(success=False, error=error.detail, duration=0.0)
+                await send_refusal(send, 404, body.model_dump())
+            else:
+                await send_refusal(send, *render_refusal(scope["path"], error))
+            return
+        await self.app(scope, receive, send)
+
+
+def _routed(scope: Scope) -> bool:
+    """Whether a route of the app (not the dashboard's mount at /) takes this method and path."""
+    routes = scope["app"].router.routes
+    return any(
+        not isinstance(route, Mount) and route.matches(scope)[0] == Match.FULL for route in routes
+    )

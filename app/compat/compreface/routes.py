@@ -448,7 +448,6 @@ async def create_subject(body: SubjectIn, principal: WriteKey, session: SessionD
 
 
 @router.get("/recognition/subjects", response_model=SubjectList, summary="List subject names")
-@router.get("/recognition/subjects/", response_model=SubjectList, include_in_schema=False)
 async def list_subjects(principal: ReadKey, session: SessionDep) -> SubjectList:
     return await service.list_subjects(session, principal.owner_id)
 

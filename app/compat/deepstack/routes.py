@@ -206,8 +206,8 @@ _FACE_DETECT: dict[str, Any] = {
 }
 
 
-# DeepStack's route is `/v1/vision/face/` (gin redirects the bare path); clients post to both.
-@router.post("/v1/vision/face/", include_in_schema=False, **_FACE_DETECT)
+# DeepStack's route is `/v1/vision/face/` (gin redirects the bare path); clients post to both
+# (app/compat/refusals.py CompatiblePaths takes every path without its trailing slash).
 @router.post("/v1/vision/face", **_FACE_DETECT)
 async def face_detection(
     request: Request,

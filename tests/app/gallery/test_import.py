@@ -336,7 +336,7 @@ async def test_a_photo_compressed_with_bzip2_or_lzma_is_refused_alone_unread(cli
 async def test_a_file_name_with_a_nul_is_a_422(client):
     """A zip entry's name ends at its first NUL ("\\0x/a.jpg" had none left: a 500)."""
     body = (
-        b"--b\r\nContent-Disposition: form-data; name=images; filename=\"\x00x/a.jpg\"\r\n"
+        b'--b\r\nContent-Disposition: form-data; name=images; filename="\x00x/a.jpg"\r\n'
         b"Content-Type: image/jpeg\r\n\r\nx\r\n--b--\r\n"
     )  # by hand: httpx escapes the NUL in a file name
     response = await client.post(
