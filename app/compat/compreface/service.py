@@ -468,10 +468,32 @@ def _subject_name(name: str | None) -> str:
         raise CompreFaceError(Code.VALIDATION_CONSTRAINT_VIOLATION, f"Subject name {exc}") from exc
 
 
+# CompreFace's SubjectDto (the body of create and rename): @Size(max = 50) is code 26 and
+# @Pattern("[^;/\\\\]+") code 36, with its messages. A name with a slash could not be
+# addressed in DELETE /recognition/subjects/{subject} after.
+_SUBJECT_MAX = 50
+_SUBJECT_FORBIDDEN = frozenset(";/\\")
+
+
+def _subject_body_name(name: str | None) -> str:
+    name = _subject_name(name)
+    if len(name) > _SUBJECT_MAX:
+        raise CompreFaceError(
+            Code.VALIDATION_CONSTRAINT_VIOLATION,
+            f"Subject name size must be between 1 and {_SUBJECT_MAX}",
+        )
+    if _SUBJECT_FORBIDDEN & set(name):
+        raise CompreFaceError(
+            Code.INCORRECT_ARGUMENT,
+            "The name cannot contain the following special characters: ';', '/', '\\'",
+        )
+    return name
+
+
 async def create_subject(
     session: AsyncSession, owner_id: uuid.UUID | None, name: str
 ) -> SubjectOut:
-    name = _subject_name(name)
+    name = _subject_body_name(name)
     if await find_subject(session, owner_id, name) is not None:
         raise CompreFaceError(Code.SUBJECT_ALREADY_EXISTS, "Subject already exists")
     person = await gallery.create_person(session, name, owner_id)
@@ -494,7 +516,7 @@ async def rename_subject(
     source = await require_subject(session, principal.owner_id, old)
     if new is None or not new.strip() or new.strip() == source.name:
         return Updated(updated=False)
-    new = _subject_name(new)
+    new = _subject_body_name(new)
     target = await find_subject(session, principal.owner_id, new)
     if target is None or target.id == source.id:
         source.name = new

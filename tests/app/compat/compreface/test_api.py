@@ -556,3 +556,22 @@ def test_age_and_gender_carry_compreface_probability_for_double_take():
     assert out["box"] == {"probability": 0.83, "x_min": 10, "y_min": 20, "x_max": 111, "y_max": 151}
     double_take = {k: float(f"{out[k]['probability'] * 100:.2f}") for k in ("age", "gender")}
     assert double_take == {"age": 100.0, "gender": 100.0}
+
+
+async def test_subject_names_follow_compreface_s_rules(client):
+    """CompreFace's SubjectDto: at most 50 characters (code 26) and none of ; / \\ (code 36),
+    for create and rename. A subject named "a/b" was created, then could not be deleted by
+    its path."""
+    for name, code in (("a/b", 36), ("a;b", 36), ("a\\b", 36), ("x" * 51, 26)):
+        response = await client.post(f"{API}/recognition/subjects", json={"subject": name})
+        assert response.status_code == 400, (name, response.text)
+        assert response.json()["code"] == code, (name, response.json())
+    assert "between 1 and 50" in response.json()["message"]
+    assert (await client.get(f"{API}/recognition/subjects")).json() == {"subjects": []}
+    fifty = "x" * 50
+    created = await client.post(f"{API}/recognition/subjects", json={"subject": fifty})
+    assert created.status_code == 201, created.text
+    renamed = await client.put(f"{API}/recognition/subjects/{fifty}", json={"subject": "x/y"})
+    assert renamed.status_code == 400 and renamed.json()["code"] == 36
+    assert "special characters" in renamed.json()["message"]
+    assert (await client.get(f"{API}/recognition/subjects")).json() == {"subjects": [fifty]}
