@@ -287,6 +287,13 @@ async def enroll(
 
     link_source: record the job and detection each face came from. False for uploaded photos,
     whose jobs the caller discards (discard_jobs) once their embeddings are copied here."""
+    # The person may have been deleted while the workers ran: say so (the faces' insert failed
+    # on its foreign key, a 500), and hold them until this commits (a deletion waits).
+    still_there = await session.scalar(
+        select(Person.id).where(Person.id == person.id).with_for_update(read=True, key_share=True)
+    )
+    if still_there is None:
+        raise NotFound(f"person {person.id} was deleted while its photos were processed")
     enrolled: list[PersonFace] = []
     duplicates: list[DuplicateOut] = []
     for result, face, quality in _usable_faces(settings, results):

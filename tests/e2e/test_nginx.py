@@ -419,3 +419,73 @@ async def test_the_tls_server_block_serves_the_api(stack: Stack, auth: dict[str,
         image = await client.get(f"/v1/jobs/{job['id']}/image")
     assert image.status_code == 200
     assert image.content == T1
+
+
+async def test_nginx_s_refusals_take_the_shape_of_the_api_called(
+    stack: Stack, auth: dict[str, str], open_dir: Path
+) -> None:
+    """nginx refuses a body over the limit (and answers for an API that is down) itself: under
+    /v1/vision/ and /api/v1/ in DeepStack's and CompreFace's shapes, which their clients read
+    (Double Take throws CompreFace's `message`; it threw an empty one on Lookout's body)."""
+    too_big = b"\xff\xd8" + b"x" * (MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD_BYTES + 10)
+    async with httpx.AsyncClient(headers=auth, base_url=stack.http, timeout=60) as client:
+        deepstack = await client.post("/v1/vision/detection", files={"image": ("x.jpg", too_big)})
+        compreface = await client.post(
+            "/api/v1/recognition/recognize", files={"file": ("x.jpg", too_big)}
+        )
+    limit = nginx_body_limit(MAX_UPLOAD_BYTES)
+    assert deepstack.status_code == 413
+    assert deepstack.json() == {
+        "success": False,
+        "error": f"request body is larger than the limit of {limit} bytes (proxy)",
+        "duration": 0.0,
+    }
+    assert compreface.status_code == 413
+    assert compreface.json() == {
+        "message": f"request body is larger than the limit of {limit} bytes (proxy)",
+        "code": 21,
+    }
+    # An nginx whose API is not there (nothing listens on its upstream's port).
+    down_dir = open_dir / "nginx-down"
+    down_dir.mkdir()
+    down_dir.chmod(0o755)
+    self_signed_certificate(down_dir / "certs")
+    port = free_port()
+    main = write_nginx_site(
+        down_dir,
+        {
+            "NGINX_API_UPSTREAM": f"127.0.0.1:{free_port()}",
+            "NGINX_HTTP_LISTEN": f"127.0.0.1:{port}",
+            "NGINX_HTTPS_LISTEN": f"127.0.0.1:{free_port()}",
+            "NGINX_IMAGES_DIR": str(stack.images_dir.resolve()),
+            "NGINX_MAX_BODY_BYTES": limit,
+            "LOOKOUT_API__ACCEL_REDIRECT_PREFIX": ACCEL_PREFIX,
+        },
+        tls=True,
+    )
+    nginx = start(nginx_command(main, "-g", "daemon off;"), env={}, log_path=down_dir / "out.log")
+    try:
+        wait_until(
+            http_ok(f"http://127.0.0.1:{port}/_nginx/health"),
+            timeout_s=10,
+            what="nginx",
+            process=nginx,
+            log_path=down_dir / "error.log",
+        )
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            answers = {
+                path: await client.post(path, files={"image": ("x.jpg", b"x")})
+                for path in ("/v1/vision/detection", "/api/v1/recognition/recognize", "/v1/images")
+            }
+    finally:
+        stop(nginx)
+    assert {a.status_code for a in answers.values()} == {502}  # nginx's status: refused
+    assert all(a.headers["retry-after"] == "5" for a in answers.values())
+    detail = "the API is not reachable; try again shortly"
+    assert answers["/v1/vision/detection"].json() == {
+        "success": False,
+        "error": detail,
+        "duration": 0.0,
+    }
+    assert answers["/api/v1/recognition/recognize"].json() == {"message": detail, "code": 41}
+    assert answers["/v1/images"].json() == {"error": "unavailable", "detail": detail}

@@ -147,3 +147,31 @@ async def test_the_events_socket_of_a_finished_job_does_not_replay_a_deleted_per
     [face] = result["job"]["detections"]
     assert face["attributes"]["identity"] is None and face["attributes"]["unknown"] is True
     assert person_id not in json.dumps(replayed) and "obama" not in json.dumps(replayed)
+
+
+async def test_a_person_deleted_while_their_photos_are_processed_is_a_404_leaving_nothing(
+    client, make_consumer, engine
+):
+    """The enrollment waited for the workers while the person was deleted: a 500 (the faces'
+    insert failed on its foreign key)."""
+    person = (await client.post("/v1/people", json={"name": "obama"})).json()
+    photos = sorted((TRAIN / "obama").iterdir())
+    enrolling = asyncio.create_task(
+        client.post(
+            f"/v1/people/{person['id']}/faces",
+            files=[("images", (p.name, p.read_bytes(), "image/jpeg")) for p in photos],
+        )
+    )
+    async with engine.connect() as connection:
+        for _ in range(200):  # until its jobs are queued
+            if await connection.scalar(text("SELECT count(*) FROM jobs")):
+                break
+            await asyncio.sleep(0.05)
+    assert (await client.delete(f"/v1/people/{person['id']}")).status_code == 204
+    await make_consumer().run(burst=True)
+    response = await enrolling
+    assert response.status_code == 404, response.text
+    assert "deleted while its photos were processed" in response.json()["detail"]
+    async with engine.connect() as connection:
+        for table in ("people", "person_faces", "jobs", "face_embeddings", "face_crops"):
+            assert await connection.scalar(text(f"SELECT count(*) FROM {table}")) == 0, table
