@@ -94,10 +94,12 @@ def check_url_shape(url: str) -> tuple[str, str, int]:
     if parts.username or parts.password:
         raise TargetRefused("the target URL must not carry credentials")
     try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        port = parts.port
     except ValueError as exc:
         raise TargetRefused(f"the target URL has an invalid port: {exc}") from exc
-    return parts.scheme, parts.hostname, port
+    if port == 0:  # no receiver listens on it (and `or` took it for the default port)
+        raise TargetRefused("the target URL has an invalid port: 0")
+    return parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80)
 
 
 async def resolve_target(url: str, allowed: Sequence[IpNetwork]) -> ResolvedTarget:

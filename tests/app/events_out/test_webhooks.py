@@ -92,6 +92,8 @@ async def test_bad_urls_and_event_types_are_refused(settings, api_key):
             {"url": "http://127.0.0.1/x\t", "event_types": ["job.done"]},
             {"url": "http://127.0.0.1/x\n", "event_types": ["job.done"]},
             {"url": "http://\u2603.net/x", "event_types": ["job.done"]},
+            # Port 0 passed as the default port (`or`), then no delivery could be made.
+            {"url": "http://127.0.0.1:0/x", "event_types": ["job.done"]},
             # Not a field: a secret of one's own was ignored, and every signature then failed.
             {"url": "http://127.0.0.1/x", "event_types": ["job.done"], "secret": "whsec_mine"},
             {"url": "http://127.0.0.1/x", "event_types": ["job.done"], "filters": {"label": ["x"]}},
