@@ -2,6 +2,7 @@
 commit. Recording outcomes is app/jobs/results.py; the shape of events is app/jobs/events.py."""
 
 import asyncio
+import contextlib
 import enum
 import json
 import time
@@ -415,6 +416,20 @@ async def get_processed_image(
             return await asyncio.to_thread(storage.get, job.processed_image_key)
         except FileNotFoundError:
             pass  # swept with the images past their TTL: drawn again while the upload is left
+    # Drawn under the row's lock, from before the detections are read until the key is
+    # committed: a change of the names (a person deleted, a face moved: app/gallery/people.py
+    # _forget_drawings) locks the row too, so it either committed first and is drawn here, or
+    # waits and deletes this drawing. A DELETE of the job under way makes this wait, then find
+    # no row.
+    locked = await session.execute(
+        select(Job.processed_image_key).where(Job.id == job.id).with_for_update()
+    )
+    row = locked.first()
+    if row is None:
+        raise NotFound(f"no job with id {job_id}")
+    if row.processed_image_key is not None:  # drawn by another request while this one waited
+        with contextlib.suppress(FileNotFoundError):
+            return await asyncio.to_thread(storage.get, row.processed_image_key)
     try:
         original = await asyncio.to_thread(storage.get, job.image_key)
     except FileNotFoundError:
@@ -438,18 +453,12 @@ async def get_processed_image(
         raise NotFound(f"job {job_id} has no processed image: {exc}") from None
     key = processed_image_key(job.id)
     await asyncio.to_thread(storage.put, key, jpeg)
-    # The key goes on the row. A DELETE of the job that is under way makes this UPDATE wait for
-    # its commit and then match nothing: the picture of a deleted job is removed, not left.
-    kept = await session.scalar(
+    await session.execute(
         update(Job)
         .where(Job.id == job.id)
         .values(processed_image_key=key)
-        .returning(Job.id)
         .execution_options(synchronize_session=False)
     )
-    if kept is None:
-        storage.delete(key)
-        raise NotFound(f"no job with id {job_id}")
     job.processed_image_key = key
     return jpeg
 

@@ -7,6 +7,7 @@ socket replays its result as the job is now, not as it was when it finished."""
 
 import asyncio
 import json
+import time
 import uuid
 from typing import Any
 
@@ -14,7 +15,10 @@ import pytest
 from httpx_ws import aconnect_ws
 from sqlalchemy import text
 
+from app.gallery import people
 from app.jobs import results
+from app.jobs import service as jobs_service
+from app.jobs.service import processed_image_key
 from tests.conftest import SHARED_IMAGES, job_events, shared_image
 
 TRAIN = SHARED_IMAGES / "faces" / "train"
@@ -175,3 +179,60 @@ async def test_a_person_deleted_while_their_photos_are_processed_is_a_404_leavin
     async with engine.connect() as connection:
         for table in ("people", "person_faces", "jobs", "face_embeddings", "face_crops"):
             assert await connection.scalar(text(f"SELECT count(*) FROM {table}")) == 0, table
+
+
+async def test_a_picture_asked_for_while_a_person_s_deletion_commits_is_drawn_without_them(
+    client, make_consumer, sessionmaker, storage
+):
+    """The job's processed image was drawn from the detections as they were before the
+    deletion committed, then cached with the deleted person's name in it (served for a week).
+    The drawing now waits for the deletion (both lock the job's row) and draws what it says."""
+    person_id = await enroll_obama(client, make_consumer)
+    job_id = await queue_identify(client)
+    await make_consumer().run(burst=True)
+    named = (await client.get(f"/v1/jobs/{job_id}/processed-image")).content
+    async with sessionmaker.begin() as session:
+        await people.delete_people(session, storage, [uuid.UUID(person_id)])
+        # Someone opens the job's picture before the deletion commits (the cached one is gone).
+        drawing = asyncio.create_task(client.get(f"/v1/jobs/{job_id}/processed-image"))
+        await asyncio.sleep(0.5)
+        waited = not drawing.done()
+    drawn = await drawing
+    assert waited, "the drawing did not wait for the deletion"
+    assert drawn.status_code == 200 and drawn.content != named
+    cached = storage.get(processed_image_key(uuid.UUID(job_id)))
+    assert cached == drawn.content  # the cached picture is the one without the name
+    storage.delete(processed_image_key(uuid.UUID(job_id)))
+    fresh = (await client.get(f"/v1/jobs/{job_id}/processed-image")).content
+    assert fresh == cached
+
+
+async def test_a_deletion_waits_for_a_drawing_under_way_then_deletes_it(
+    client, make_consumer, sessionmaker, storage, monkeypatch: pytest.MonkeyPatch
+):
+    """The other order: the picture is being drawn (the name still there) when the deletion
+    starts; the deletion waits for it, then deletes what it cached."""
+    person_id = await enroll_obama(client, make_consumer)
+    job_id = await queue_identify(client)
+    await make_consumer().run(burst=True)
+    draw = jobs_service.processed_jpeg
+    deletion: list[asyncio.Task[Any]] = []
+
+    def slow_draw(*args: Any, **kwargs: Any) -> bytes:
+        time.sleep(1.0)  # in the drawing's thread: the deletion starts meanwhile
+        return draw(*args, **kwargs)
+
+    async def delete_soon() -> None:
+        await asyncio.sleep(0.3)
+        deletion.append(asyncio.create_task(client.delete(f"/v1/people/{person_id}")))
+
+    monkeypatch.setattr(jobs_service, "processed_jpeg", slow_draw)
+    starter = asyncio.create_task(delete_soon())
+    named = await client.get(f"/v1/jobs/{job_id}/processed-image")
+    await starter
+    monkeypatch.undo()
+    assert named.status_code == 200
+    assert (await deletion[0]).status_code == 204
+    assert not storage.root.joinpath(processed_image_key(uuid.UUID(job_id))).exists()
+    unnamed = (await client.get(f"/v1/jobs/{job_id}/processed-image")).content
+    assert unnamed != named.content
