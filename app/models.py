@@ -263,6 +263,10 @@ class Node(Base):
     store_face_crops: Mapped[bool] = mapped_column(
         Boolean, default=False, server_default=text("false")
     )
+    # When store_face_crops last became true (NULL: since the node was made). Its frames from
+    # before keep no crops: the policy applies from the node's next frame, not to frames still
+    # queued when it changed.
+    face_crops_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     status: Mapped[NodeStatus] = mapped_column(

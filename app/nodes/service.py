@@ -132,6 +132,9 @@ async def update_policy(
     if store_frames is not None:
         node.store_frames = store_frames
     if store_face_crops is not None:
+        if store_face_crops and not node.store_face_crops:
+            # Frames accepted before now (still queued) keep none (app/gallery/crops.py).
+            node.face_crops_since = func.now()
         node.store_face_crops = store_face_crops
     await session.flush()
     return node

@@ -479,6 +479,41 @@ async def test_node_faces_cluster_but_keep_crops_only_where_the_policy_allows(
     assert await scalar(engine, "SELECT count(*) FROM face_crops") == 1
 
 
+async def test_a_frame_queued_before_its_node_allowed_crops_keeps_none(
+    client, settings, make_node, make_consumer, engine
+):
+    """The policy applies from the node's next frame: a frame accepted under "no crops" and
+    still queued when crops were allowed kept its crops (the policy was read when its job
+    finished). Frames after the change keep theirs."""
+    node = await make_node("cam-late")
+    headers = {**bearer(node_token(settings, node.id)), "content-type": "image/jpeg"}
+    photo = (SHARED_IMAGES / "faces" / "test" / "obama1.jpg").read_bytes()
+
+    async def queue_frame() -> str:
+        response = await client.post("/v1/nodes/me/frames", content=photo, headers=headers)
+        assert response.status_code == 202, response.text
+        return str(response.json()["id"])
+
+    async def crops_of(job_id: str) -> int:
+        return await scalar(
+            engine, f"SELECT count(*) FROM face_crops WHERE job_id = '{uuid.UUID(job_id)}'"
+        )
+
+    before = await queue_frame()
+    allowed = await client.patch(f"/v1/nodes/{node.id}", json={"store_face_crops": True})
+    assert allowed.status_code == 200 and allowed.json()["store_face_crops"] is True
+    after = await queue_frame()
+    await make_consumer().run(burst=True)  # both run now, under "crops allowed"
+    assert await crops_of(before) == 0
+    assert await crops_of(after) == 1
+    # The other way: accepted under "crops", refused before it ran: none either.
+    waiting = await queue_frame()
+    refused = await client.patch(f"/v1/nodes/{node.id}", json={"store_face_crops": False})
+    assert refused.status_code == 200
+    await make_consumer().run(burst=True)
+    assert await crops_of(waiting) == 0
+
+
 # --- privacy -------------------------------------------------------------------------------
 
 
