@@ -101,7 +101,9 @@ def inspect_header(data: bytes, *, max_pixels: int) -> ImageInfo:
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(f"image dimensions exceed the limit of {max_pixels} pixels") from exc
     except Exception as exc:  # PIL raises a zoo of types for corrupt headers
-        raise InvalidImage(f"the {image_format} header is corrupt: {exc}") from exc
+        raise InvalidImage(
+            f"the {image_format} header is corrupt: {_why(image_format, data, exc)}"
+        ) from exc
     if width <= 0 or height <= 0:
         raise InvalidImage(f"the image has no pixels ({width}x{height})")
     if width * height > max_pixels:
@@ -109,6 +111,28 @@ def inspect_header(data: bytes, *, max_pixels: int) -> ImageInfo:
             f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
         )
     return ImageInfo(image_format, width, height, orientation)
+
+
+# The bit depths PNG allows with each colour type (PNG spec, 11.2.2 IHDR).
+_PNG_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
+
+
+def _why(image_format: str, data: bytes, exc: Exception) -> str:
+    """What is wrong with a header Pillow refused, in words: Pillow's own "cannot identify
+    image file <_io.BytesIO …>" says nothing a client can act on."""
+    if image_format == "PNG" and data[12:16] == b"IHDR" and len(data) >= 29:
+        width, height, depth, colour = struct.unpack_from(">IIBB", data, 16)
+        if width == 0 or height == 0:
+            return f"it declares {width}x{height} pixels"
+        if depth not in _PNG_DEPTHS.get(colour, ()):
+            return (
+                f"it declares bit depth {depth} with colour type {colour}, which PNG does not allow"
+            )
+    if image_format == "WEBP" and len(data) <= 20:
+        return "the file holds no image data"
+    if "cannot identify image file" in str(exc):
+        return f"it cannot be read as a {image_format} image"
+    return str(exc)
 
 
 def check_body(image_format: str, data: bytes) -> None:

@@ -135,3 +135,40 @@ def test_a_jpeg_of_too_many_scans_or_segments_is_refused_before_any_decode():
     assert inspect_image(jpeg_with_comment_segments(500), max_pixels=MAX_PIXELS)
     with pytest.raises(InvalidImage, match="more than 1000 marker segments"):
         inspect_image(jpeg_with_comment_segments(1_000_000), max_pixels=MAX_PIXELS)
+
+
+def png_declaring(width: int, height: int, depth: int = 8, colour: int = 2) -> bytes:
+    """A PNG whose header declares this size, bit depth and colour type (chunks CRC-correct)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(bytes(16)))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (png_declaring(0, 0), "the PNG header is corrupt: it declares 0x0 pixels"),
+        (png_declaring(4, 4, depth=3), "bit depth 3 with colour type 2, which PNG does not allow"),
+        (png_declaring(4, 4, colour=5), "bit depth 8 with colour type 5, which PNG does not allow"),
+        (b"RIFF\x04\x00\x00\x00WEBP", "the WEBP header is corrupt: the file holds no image data"),
+    ],
+)
+def test_a_header_pillow_refuses_is_refused_saying_what_is_wrong(data, message):
+    """Pillow's "cannot identify image file <_io.BytesIO …>" reached clients as "cannot
+    identify image file the input": nothing to act on."""
+    with pytest.raises(InvalidImage) as refused:
+        inspect_image(data, max_pixels=MAX_PIXELS)
+    assert message in refused.value.detail
+    assert "cannot identify" not in refused.value.detail
