@@ -199,11 +199,14 @@ async def _load_people(session: AsyncSession, batch: _Batch) -> None:
     if wanted:
         # Locked until the batch commits: a person named (or ignored) by hand between this read
         # and _apply would otherwise be merged into an unnamed one and deleted, name and all.
+        # FOR NO KEY UPDATE stops those changes (and a deletion), not the FOR KEY SHARE of a
+        # worker writing a job that identified them (app/jobs/results.py): it held the workers
+        # up for the whole batch.
         rows = await session.execute(
             select(Person.id, Person.name, Person.ignored_at)
             .where(Person.id.in_(wanted))
             .order_by(Person.id)  # one order for every batch's locks
-            .with_for_update()
+            .with_for_update(key_share=True)
         )
         for person_id, name, ignored_at in rows:
             batch.people[person_id] = (name is not None, ignored_at is not None)

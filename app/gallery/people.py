@@ -645,28 +645,20 @@ async def _forget_drawings(
     session: AsyncSession, storage: Storage, job_ids: Collection[uuid.UUID]
 ) -> None:
     """The processed images cached for these jobs show names that changed: deleted, drawn
-    again on request. The jobs' rows are locked (and their keys cleared) as app/jobs/service.py
-    get_processed_image locks a row while it draws: a drawing under way finishes first and is
-    deleted here; one asked for now waits for this commit and draws what it says."""
+    again on request. Called after the detections' UPDATE: a drawing under way holds its
+    detections FOR SHARE (app/jobs/service.py get_processed_image), so that UPDATE waited for it
+    and the key it committed is read here; one asked for after waits for this commit. The job
+    rows are not locked here: a job's DELETE locks its row, then its detections."""
     if not job_ids:
         return
-    drawn = await session.scalars(_CLEAR_DRAWINGS, {"ids": list(job_ids)})
+    drawn = await session.scalars(
+        select(Job.processed_image_key).where(
+            Job.id.in_(job_ids), Job.processed_image_key.is_not(None)
+        )
+    )
     for key in drawn:
         if key is not None:
             storage.delete(key)
-
-
-# Every one of the rows is locked, whatever its key: a drawing under way holds its row with no
-# key yet, and commits one.
-_CLEAR_DRAWINGS = text(
-    """
-    UPDATE jobs SET processed_image_key = NULL
-    FROM (SELECT id, processed_image_key FROM jobs WHERE id = ANY(CAST(:ids AS uuid[]))
-          FOR UPDATE) AS drawn
-    WHERE jobs.id = drawn.id
-    RETURNING drawn.processed_image_key
-    """
-)
 
 
 async def delete_enrolled_face(

@@ -370,8 +370,8 @@ async def delete_job(
     """Delete the job row (its detections cascade) and its stored images (the upload and the
     processed image, if it was ever drawn)."""
     await get_job(session, job_id, viewer)
-    # The keys as the DELETE finds them: it waits for a processed image being cached right now
-    # (get_processed_image's UPDATE) and then returns its key too.
+    # The keys as the DELETE finds them: it waits for a processed image being drawn right now
+    # (get_processed_image holds the row until its key is committed) and returns its key too.
     deleted = await session.execute(
         delete(Job).where(Job.id == job_id).returning(Job.image_key, Job.processed_image_key)
     )
@@ -416,13 +416,14 @@ async def get_processed_image(
             return await asyncio.to_thread(storage.get, job.processed_image_key)
         except FileNotFoundError:
             pass  # swept with the images past their TTL: drawn again while the upload is left
-    # Drawn under the row's lock, from before the detections are read until the key is
-    # committed: a change of the names (a person deleted, a face moved: app/gallery/people.py
-    # _forget_drawings) locks the row too, so it either committed first and is drawn here, or
-    # waits and deletes this drawing. A DELETE of the job under way makes this wait, then find
-    # no row.
+    # The row (FOR NO KEY UPDATE: foreign-key checks are not held up) and then the detections
+    # (FOR SHARE) are locked until the key is committed. A change of names (a person deleted, a
+    # face moved: app/gallery/people.py _forget_drawings) that updated the detections first is
+    # drawn here once committed; one that comes after waits for this drawing, then deletes it.
+    # A DELETE of the job (its row, then its detections: the same order) makes this wait, then
+    # find no row.
     locked = await session.execute(
-        select(Job.processed_image_key).where(Job.id == job.id).with_for_update()
+        select(Job.processed_image_key).where(Job.id == job.id).with_for_update(key_share=True)
     )
     row = locked.first()
     if row is None:
@@ -437,7 +438,10 @@ async def get_processed_image(
             f"job {job_id} has no processed image (its stored image has expired)"
         ) from None
     rows = await session.scalars(
-        select(Detection).where(Detection.job_id == job.id).order_by(Detection.id)
+        select(Detection)
+        .where(Detection.job_id == job.id)
+        .order_by(Detection.id)
+        .with_for_update(read=True)
     )
     detections = list(rows)
     try:

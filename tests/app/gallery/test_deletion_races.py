@@ -15,7 +15,7 @@ import pytest
 from httpx_ws import aconnect_ws
 from sqlalchemy import text
 
-from app.gallery import people
+from app.gallery import clusters, people
 from app.jobs import results
 from app.jobs import service as jobs_service
 from app.jobs.service import processed_image_key
@@ -236,3 +236,26 @@ async def test_a_deletion_waits_for_a_drawing_under_way_then_deletes_it(
     assert not storage.root.joinpath(processed_image_key(uuid.UUID(job_id))).exists()
     unnamed = (await client.get(f"/v1/jobs/{job_id}/processed-image")).content
     assert unnamed != named.content
+
+
+async def test_a_clustering_batch_does_not_hold_up_a_worker_writing_a_known_face(
+    client, make_consumer, sessionmaker, settings
+):
+    """A clustering batch locks the people its faces belong to until it commits (so that none
+    is named or ignored meanwhile); a worker writing a job that identified one of them only
+    needs that person to exist. It waited for the whole batch."""
+    person_id = await enroll_obama(client, make_consumer)
+    job_id = await queue_identify(client)
+    batch = clusters._Batch(
+        owner_id=None,
+        settings=settings.clusters,
+        neighbours={},
+        person_at_start={1: uuid.UUID(person_id)},
+    )
+    async with sessionmaker.begin() as session:
+        await clusters._load_people(session, batch)  # the batch's locks, held until its commit
+        assert batch.people == {uuid.UUID(person_id): (True, False)}
+        await asyncio.wait_for(make_consumer().run(burst=True), 15)
+    detail = (await client.get(f"/v1/jobs/{job_id}")).json()
+    assert detail["status"] == "done"
+    assert detail["detections"][0]["attributes"]["identity"]["name"] == "obama"
