@@ -547,5 +547,18 @@ class WebhookDelivery(Base):
     __table_args__ = (
         Index("ux_webhook_deliveries_event", "webhook_id", "event_id", unique=True),
         Index("ix_webhook_deliveries_due", "webhook_id", "status", "seq"),
+        # What deleting a job or a person deletes (app/events_out/service.py), as Postgres
+        # prints the expressions back (so that `alembic check` finds them equal).
+        Index("ix_webhook_deliveries_job", text("((payload -> 'job'::text) ->> 'id'::text)")),
+        Index(
+            "ix_webhook_deliveries_person",
+            text("(((payload -> 'data'::text) -> 'person'::text) ->> 'id'::text)"),
+            postgresql_where=text("((event_type)::text = 'face.identified'::text)"),
+        ),
+        Index(
+            "ix_webhook_deliveries_cluster",
+            text("((payload -> 'data'::text) ->> 'cluster_id'::text)"),
+            postgresql_where=text("((event_type)::text = 'face.unknown'::text)"),
+        ),
     )
     __mapper_args__ = {"eager_defaults": True}

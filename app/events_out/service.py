@@ -305,14 +305,19 @@ async def events_status(
 
 
 # The deliveries naming these people: face.identified by person, face.unknown by the cluster
-# (an unnamed person) it was put in.
-_FORGET_PEOPLE = text(
+# (an unnamed person) it was put in. Each WHERE is its index's (migration 0015).
+_FORGET_IDENTIFIED = text(
     """
     DELETE FROM webhook_deliveries
-    WHERE (event_type = 'face.identified'
-           AND payload -> 'data' -> 'person' ->> 'id' = ANY(CAST(:ids AS text[])))
-       OR (event_type = 'face.unknown'
-           AND payload -> 'data' ->> 'cluster_id' = ANY(CAST(:ids AS text[])))
+    WHERE event_type = 'face.identified'
+      AND payload -> 'data' -> 'person' ->> 'id' = ANY(CAST(:ids AS text[]))
+    """
+)
+_FORGET_CLUSTERED = text(
+    """
+    DELETE FROM webhook_deliveries
+    WHERE event_type = 'face.unknown'
+      AND payload -> 'data' ->> 'cluster_id' = ANY(CAST(:ids AS text[]))
     """
 )
 _FORGET_JOB = text("DELETE FROM webhook_deliveries WHERE payload -> 'job' ->> 'id' = :job_id")
@@ -324,7 +329,9 @@ async def forget_people(session: AsyncSession, person_ids: Sequence[uuid.UUID]) 
     rows locked (app/gallery/people.py lock_people), so a dispatcher ingesting an event about
     them either committed before (and is deleted here) or finds them gone (see
     app/events_out/dispatcher.py ingest)."""
-    await session.execute(_FORGET_PEOPLE, {"ids": [str(i) for i in person_ids]})
+    ids = {"ids": [str(i) for i in person_ids]}
+    await session.execute(_FORGET_IDENTIFIED, ids)
+    await session.execute(_FORGET_CLUSTERED, ids)
 
 
 async def forget_job(session: AsyncSession, job_id: uuid.UUID) -> None:
