@@ -293,8 +293,7 @@ class MqttBridge:
                     continue
                 with contextlib.suppress(ValueError):
                     if str(message.topic).startswith(self.topics.discovery_prefix + "/"):
-                        if self._is_own_config(message.payload):
-                            self.discovery_topics.add(str(message.topic))
+                        self._recall_config(str(message.topic), message.payload)
                     elif parts[-1] == "seen":
                         self.seen_people.add(str(uuid.UUID(parts[-2])))
                     elif parts[-1] == "status":
@@ -310,17 +309,25 @@ class MqttBridge:
             for wildcard in wildcards:
                 await client.unsubscribe(wildcard)
 
-    def _is_own_config(self, payload: Any) -> bool:
-        """A retained discovery config this bridge's instance published (its entities are
-        available on this bridge's availability topic)."""
+    def _recall_config(self, topic: str, payload: Any) -> None:
+        """A retained discovery config: this bridge's instance's (its entities are available on
+        this bridge's availability topic) is remembered, so that refresh removes it once its
+        node or person is gone; a node's count sensor brings its label back (refresh keeps it,
+        as the bridge that published it would have)."""
         try:
             config = json.loads(payload)
         except (TypeError, ValueError):
-            return False
-        return (
-            isinstance(config, dict)
-            and config.get("availability_topic") == self.topics.availability
-        )
+            return
+        if not isinstance(config, dict):
+            return
+        if config.get("availability_topic") != self.topics.availability:
+            return  # another Lookout's, or another integration's
+        self.discovery_topics.add(topic)
+        state = str(config.get("state_topic", "")).split("/")
+        label = config.get("unit_of_measurement")
+        if len(state) >= 4 and state[-2] == "count" and isinstance(label, str):
+            node_id = str(uuid.UUID(state[-3]))
+            self.nodes.setdefault(node_id, NodeMemory(name=node_id)).labels.add(label)
 
     async def _publish(
         self, client: aiomqtt.Client, topic: str, payload: Any, *, retain: bool = False

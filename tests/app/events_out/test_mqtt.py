@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import delete, update
 
 from app import streams
-from app.events_out.mqtt import MqttBridge
+from app.events_out.mqtt import MqttBridge, NodeMemory
 from app.images import inspect_image
 from app.jobs.service import create_job, enqueue_job
 from app.models import Node, Person
@@ -541,17 +541,21 @@ async def test_configs_and_states_of_people_and_nodes_gone_while_the_bridge_was_
     """A person deleted and a node revoked while `lookout events` was stopped: the next bridge
     reads their retained discovery configs and node states back from the broker and clears
     them (they named the person, and Home Assistant kept showing the node). Another Lookout's
-    configs on the same broker (another availability topic) are left alone."""
+    configs on the same broker (another availability topic) are left alone, and so are those of
+    the nodes still there, their count sensors too (the new bridge has seen no class yet)."""
     async with sessionmaker.begin() as session:
         person = Person(name="gone person", owner_id=None)
         session.add(person)
         await session.flush()
         person_id = person.id
     node = await make_node("back-door", tasks=("faces",))
+    live = await make_node("yard", tasks=("objects",))
     configured = mqtt_settings(settings, broker)
     first = MqttBridge(configured, sessionmaker, redis, consumer="first-bridge")
+    first.nodes[str(live.id)] = NodeMemory(name="yard", labels={"dog"})  # it counted dogs
     async with running(first.run):
         await wait_for(lambda: any(str(person_id) in t for t in first.discovery_topics))
+    dogs = f"homeassistant/sensor/lookout_{live.id}/count_dog/config"
     foreign = "homeassistant/sensor/lookout_person_other/seen_at/config"
     async with aiomqtt.Client("127.0.0.1", broker.port, identifier="other-lookout") as other:
         body = {"availability_topic": "staging/status", "name": "someone else's"}
@@ -559,6 +563,7 @@ async def test_configs_and_states_of_people_and_nodes_gone_while_the_bridge_was_
     before = await retained_now(broker.port, "ha-before")
     assert any(str(person_id) in topic for topic in before)
     assert f"lookout/node/{node.id}/status" in before
+    assert dogs in before
     async with sessionmaker.begin() as session:
         await session.execute(delete(Person).where(Person.id == person_id))
         await session.execute(
@@ -579,3 +584,5 @@ async def test_configs_and_states_of_people_and_nodes_gone_while_the_bridge_was_
     assert not [t for t in after if str(person_id) in t or str(node.id) in t]
     assert not [t for t, p in after.items() if b"gone person" in p or b"back-door" in p]
     assert foreign in after
+    assert dogs in after and json.loads(after[dogs]) == json.loads(before[dogs])
+    assert f"lookout/node/{live.id}/status" in after
