@@ -300,33 +300,42 @@ def _jpeg_complete(data: bytes) -> bool:
     (from the scan forwards, through entropy-coded data full of 0xFF bytes: 108 µs for
     t1.jpg's 126 KB, ~7% of the API's CPU for the upload).
     """
-    pos, segments, progressive = 2, 0, False
+    pos, steps, progressive = 2, 0, False
     while pos + 4 <= len(data):
         if data[pos] != 0xFF:
             return False
+        # A fill byte is a step too: Pillow's parse takes one per byte, as per segment.
+        steps += 1
+        if steps > MAX_JPEG_SEGMENTS:
+            raise InvalidImage(
+                f"the JPEG has more than {MAX_JPEG_SEGMENTS} marker segments or fill bytes "
+                "before its image data (a photo has a few dozen)"
+            )
         marker = data[pos + 1]
         if marker == 0xFF:  # fill byte
             pos += 1
             continue
-        segments += 1
-        if segments > MAX_JPEG_SEGMENTS:
-            raise InvalidImage(
-                f"the JPEG has more than {MAX_JPEG_SEGMENTS} marker segments before its image "
-                "data (a photo has a few dozen)"
-            )
         progressive = progressive or marker in _PROGRESSIVE_SOF
         (length,) = struct.unpack_from(">H", data, pos + 2)
         if marker == 0xDA:  # start of scan
-            # Only a progressive JPEG repeats scans over the image; counting them is a pass
-            # over the data (~1 µs a KB) that a baseline photo does not pay.
-            if progressive and (scans := data.count(b"\xff\xda", pos)) > MAX_JPEG_SCANS:
-                raise InvalidImage(
-                    f"the progressive JPEG has {scans} scans; at most {MAX_JPEG_SCANS} are "
-                    "accepted (a photo has about ten)"
-                )
+            if progressive:
+                _check_scans(data, pos)
             return data.rfind(b"\xff\xd9", pos + 2 + length) != -1
         pos += 2 + length
     return False
+
+
+def _check_scans(data: bytes, first_scan: int) -> None:
+    """Only a progressive JPEG repeats scans over the image; counting them (up to its end: a
+    Motion Photo's video or a gain map may follow) is a pass over the data (~1 µs a KB) that a
+    baseline photo does not pay."""
+    end = data.find(b"\xff\xd9", first_scan)
+    scans = data.count(b"\xff\xda", first_scan, end if end != -1 else len(data))
+    if scans > MAX_JPEG_SCANS:
+        raise InvalidImage(
+            f"the progressive JPEG has {scans} scans; at most {MAX_JPEG_SCANS} are accepted "
+            "(a photo has about ten)"
+        )
 
 
 def _png_complete(data: bytes) -> bool:

@@ -135,6 +135,12 @@ def test_a_jpeg_of_too_many_scans_or_segments_is_refused_before_any_decode():
     assert inspect_image(jpeg_with_comment_segments(500), max_pixels=MAX_PIXELS)
     with pytest.raises(InvalidImage, match="more than 1000 marker segments"):
         inspect_image(jpeg_with_comment_segments(1_000_000), max_pixels=MAX_PIXELS)
+    # Fill bytes (0xFF before a marker) cost Pillow a step each too: 19 MB of them took 10 s.
+    with pytest.raises(InvalidImage, match="more than 1000 marker segments or fill bytes"):
+        inspect_image(T1[:2] + b"\xff" * 1_000_000 + T1[2:], max_pixels=MAX_PIXELS)
+    # What follows the image (a Motion Photo's video, a gain map) holds no scans of it.
+    appended = progressive_jpeg_with_repeated_scans(10) + b"\xff\xda\x00\x08" * 200
+    assert inspect_image(appended, max_pixels=MAX_PIXELS).format == "JPEG"
 
 
 def png_declaring(width: int, height: int, depth: int = 8, colour: int = 2) -> bytes:
