@@ -46,9 +46,10 @@ def is_compatible_api(path: str) -> bool:
 class CompatiblePaths:
     """The compatible APIs' paths as their own servers take them.
 
-    - A trailing slash is the same route: CompreFace's Spring matches `/api/v1/recognition/
-      faces/` and DeepStack's gin redirects `/v1/vision/detection/` to its route, and clients
-      send them (a Go CompreFace client's enrolment, CodeProject.AI's samples). They were a 405.
+    - A trailing slash is the same route (but for a DELETE): CompreFace's Spring matches
+      `/api/v1/recognition/faces/` and DeepStack's gin redirects `/v1/vision/detection/` to its
+      route, and clients send them (a Go CompreFace client's enrolment, CodeProject.AI's
+      samples). They were a 405.
     - A path under their prefixes that is no route of theirs (or not for this method) is a 404
       in their shape, as gin and Spring answer it (the dashboard's catch-all at / answered
       Lookout's 405 or 404).
@@ -61,17 +62,20 @@ class CompatiblePaths:
         if scope["type"] != "http" or not is_compatible_api(scope["path"]):
             await self.app(scope, receive, send)
             return
-        if scope["path"].endswith("/"):  # in place: RequestContext reads the route back
-            scope["path"] = scope["path"].rstrip("/")
+        asked = scope["path"]  # its prefix says whose shape a refusal takes
+        # Not for a DELETE: `DELETE /api/v1/recognition/subjects/` (a client that built the
+        # URL with an empty subject) is not "delete every subject".
+        if scope["path"].endswith("/") and scope["method"] != "DELETE":
+            scope["path"] = scope["path"].rstrip("/")  # in place: RequestContext reads it back
             if scope.get("raw_path"):
                 scope["raw_path"] = scope["raw_path"].rstrip(b"/")
         if not _routed(scope):
             error = NotFound(f"no {scope['method']} {scope['path']} in this API")
-            if scope["path"].startswith(DEEPSTACK_PREFIX):
+            if asked.startswith(DEEPSTACK_PREFIX):
                 body = DeepStackErrorOut(success=False, error=error.detail, duration=0.0)
                 await send_refusal(send, 404, body.model_dump())
             else:
-                await send_refusal(send, *render_refusal(scope["path"], error))
+                await send_refusal(send, *render_refusal(asked, error))
             return
         await self.app(scope, receive, send)
 

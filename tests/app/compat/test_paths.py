@@ -36,7 +36,12 @@ async def test_deepstack_routes_take_a_trailing_slash(client):
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("POST", "/v1/vision/scene"), ("GET", "/v1/vision/detection"), ("POST", "/v1/vision/x/y/")],
+    [
+        ("POST", "/v1/vision/scene"),
+        ("GET", "/v1/vision/detection"),
+        ("POST", "/v1/vision/x/y/"),
+        ("POST", "/v1/vision/"),
+    ],
 )
 async def test_a_deepstack_path_that_is_no_route_is_a_404_in_its_envelope(client, method, path):
     response = await client.request(method, path)
@@ -46,14 +51,31 @@ async def test_a_deepstack_path_that_is_no_route_is_a_404_in_its_envelope(client
     assert path.rstrip("/") in body["error"]
 
 
+async def test_a_delete_with_a_trailing_slash_is_not_the_collection_s(client):
+    """`DELETE /api/v1/recognition/subjects/` (a client that built the URL with an empty
+    subject) taken without its slash would be "delete every subject"."""
+    assert (
+        await client.post(f"{API}/recognition/subjects", json={"subject": "ada"})
+    ).status_code == 201
+    for path in (f"{API}/recognition/subjects/", f"{API}/recognition/faces/"):
+        refused = await client.delete(path)
+        assert refused.status_code == 404, refused.text
+        assert refused.json()["code"] == 0
+    assert (await client.get(f"{API}/recognition/subjects")).json() == {"subjects": ["ada"]}
+
+
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("PATCH", f"{API}/recognition/subjects"), ("POST", f"{API}/nothing/here")],
+    [
+        ("PATCH", f"{API}/recognition/subjects"),
+        ("POST", f"{API}/nothing/here"),
+        ("GET", f"{API}/"),
+    ],
 )
 async def test_a_compreface_path_that_is_no_route_is_a_404_in_its_shape(client, method, path):
     response = await client.request(method, path)
     assert response.status_code == 404, response.text
-    assert response.json()["code"] == 0 and path in response.json()["message"]
+    assert response.json()["code"] == 0 and path.rstrip("/") in response.json()["message"]
 
 
 async def test_native_paths_keep_their_own_answers(client):
