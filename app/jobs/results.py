@@ -378,7 +378,9 @@ _EXISTING_PEOPLE = text(
 
 async def _vanished_people(session: AsyncSession, found: Sequence[FoundDetection]) -> set[str]:
     """The people these detections name (identity, runner-up) who were deleted while their job
-    ran: the gallery step read them before the deletion, the write comes after it."""
+    ran: the gallery step read them before the deletion, the write comes after it. A person
+    merged into another meanwhile is gone too (no record says into whom): that one face is
+    forgotten, the rare price of a merge racing a job."""
     named = {
         person["person_id"]
         for d in found
