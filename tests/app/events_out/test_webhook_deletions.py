@@ -41,6 +41,15 @@ async def rows_naming(engine, needle: str) -> int:  # type: ignore[no-untyped-de
     return int(found)
 
 
+async def deliveries_of_a_webhook(http, receiver, *event_types: str) -> str:  # type: ignore[no-untyped-def]
+    """A webhook of these event types to the receiver; the path of its deliveries."""
+    created = await http.post(
+        "/v1/webhooks", json={"url": receiver.url, "event_types": list(event_types)}
+    )
+    assert created.status_code == 201, created.text
+    return f"/v1/webhooks/{created.json()['id']}/deliveries"
+
+
 async def test_deleting_a_person_deletes_the_deliveries_naming_them_sent_or_not(
     settings, api_key, redis, sessionmaker, make_job, make_consumer, receiver, engine
 ):
@@ -51,13 +60,7 @@ async def test_deleting_a_person_deletes_the_deliveries_naming_them_sent_or_not(
     await make_consumer().run(burst=True)
     obama = await enroll_from_job(sessionmaker, enrolment.id, "obama")
     async with serve_app(hook_settings, api_key) as http:
-        hook = (
-            await http.post(
-                "/v1/webhooks",
-                json={"url": receiver.url, "event_types": ["face.identified", "job.done"]},
-            )
-        ).json()
-        deliveries = f"/v1/webhooks/{hook['id']}/deliveries"
+        deliveries = await deliveries_of_a_webhook(http, receiver, "face.identified", "job.done")
         async with running_dispatcher(hook_settings, sessionmaker, redis):
             receiver.start()
             sent = await make_job(shared_image(OBAMA), tasks=("faces", "identify"))
@@ -103,10 +106,7 @@ async def test_a_deleted_person_s_events_read_late_from_the_firehose_are_not_del
     await make_consumer().run(burst=True)
     obama = await enroll_from_job(sessionmaker, enrolment.id, "obama")
     async with serve_app(hook_settings, api_key) as http:
-        await http.post(
-            "/v1/webhooks",
-            json={"url": receiver.url, "event_types": ["face.identified", "job.done"]},
-        )
+        await deliveries_of_a_webhook(http, receiver, "face.identified", "job.done")
         job = await make_job(shared_image(OBAMA), tasks=("faces", "identify"))
         await make_consumer().run(burst=True)  # its events wait in the firehose
         assert (await http.delete(f"/v1/people/{obama.id}")).status_code == 204
@@ -124,13 +124,7 @@ async def test_deleting_a_job_deletes_its_deliveries(
     texts and plates read in it, sent or not."""
     hook_settings = events_settings(settings)
     async with serve_app(hook_settings, api_key) as http:
-        hook = (
-            await http.post(
-                "/v1/webhooks",
-                json={"url": receiver.url, "event_types": ["job.done", "object.detected"]},
-            )
-        ).json()
-        deliveries = f"/v1/webhooks/{hook['id']}/deliveries"
+        deliveries = await deliveries_of_a_webhook(http, receiver, "job.done", "object.detected")
         async with running_dispatcher(hook_settings, sessionmaker, redis):
             kept = await make_job(shared_image("scenes/dog.jpg"), tasks=("objects",))
             deleted = await make_job(shared_image("scenes/dog.jpg"), tasks=("objects",))
