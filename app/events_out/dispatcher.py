@@ -31,7 +31,7 @@ import httpx
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
-from sqlalchemy import ColumnElement, case, delete, exists, func, or_, select, text, update
+from sqlalchemy import ColumnElement, case, delete, exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -39,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app import streams
 from app.cancellation import cancel_and_wait
 from app.events_out import events, signing, ssrf
+from app.gallery.people import existing_people
 from app.models import ApiKey, DeliveryStatus, Webhook, WebhookDelivery
 from app.settings import Settings
 
@@ -418,25 +419,17 @@ class WebhookDispatcher:
             )
 
 
-# Which of these people still exist, locked against their deletion until the deliveries are
-# committed: a deletion locks them first (app/gallery/people.py lock_people), and then either
-# finds these deliveries committed (and deletes them) or has committed already, and they are not
-# made.
-_PEOPLE_STILL_THERE = text(
-    "SELECT CAST(id AS text) FROM people WHERE id = ANY(CAST(:people AS uuid[])) FOR KEY SHARE"
-)
-
-
 async def _still_there(
     session: AsyncSession, outbound: list[events.OutboundEvent]
 ) -> list[events.OutboundEvent]:
     """The events but those naming a person deleted while the event waited in the firehose (the
-    dispatcher was behind, or stopped): a deleted person's name is not sent."""
+    dispatcher was behind, or stopped): a deleted person's name is not sent. The people are
+    held until the deliveries commit: a deletion then finds them and deletes them."""
     named = {p for e in outbound if (p := _person_id(e)) is not None}
     if not named:
         return outbound
-    people = set(await session.scalars(_PEOPLE_STILL_THERE, {"people": sorted(named)}))
-    return [e for e in outbound if _person_id(e) in people or _person_id(e) is None]
+    people = await existing_people(session, named)
+    return [e for e in outbound if (p := _person_id(e)) is None or p in people]
 
 
 def _person_id(event: events.OutboundEvent) -> str | None:

@@ -3,9 +3,8 @@
 An upload's faces keep their crops; a node frame's faces keep theirs only when the node's
 policy allows it both when the frame arrived and when its job finishes
 (`nodes.store_face_crops`, default false: the frame and anything cut from it stay off disk, as
-the frame itself does). Crops live in Postgres
-beside the detection (face_crops), so they go with it, its job and its retention in the same
-transaction: no file to forget.
+the frame itself does). Crops live in Postgres beside the detection (face_crops), so they go
+with it, its job and its retention in the same transaction: no file to forget.
 """
 
 import uuid

@@ -38,6 +38,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.gallery.crops import crop_keepers
+from app.gallery.people import existing_people
 from app.jobs import events as job_events
 from app.jobs.service import JOB_NODE_NAME, JOBS_TABLE, job_detail, node_name
 from app.models import UNFINISHED_STATUSES, Detection, Job, JobStatus
@@ -368,14 +369,6 @@ async def _write_detections(
     return rows
 
 
-# The people of these ids that still exist, locked against their deletion until this job's
-# write commits (app/gallery/people.py lock_people takes FOR UPDATE first, so either order
-# settles: a deletion that locked first has committed when this returns, without them).
-_EXISTING_PEOPLE = text(
-    "SELECT CAST(id AS text) FROM people WHERE id = ANY(CAST(:ids AS uuid[])) FOR KEY SHARE"
-)
-
-
 async def _vanished_people(session: AsyncSession, found: Sequence[FoundDetection]) -> set[str]:
     """The people these detections name (identity, runner-up) who were deleted while their job
     ran: the gallery step read them before the deletion, the write comes after it. A person
@@ -387,10 +380,7 @@ async def _vanished_people(session: AsyncSession, found: Sequence[FoundDetection
         for person in (d.attributes.get("identity"), d.attributes.get("runner_up"))
         if isinstance(person, dict) and person.get("person_id")
     }
-    if not named:
-        return set()
-    existing = await session.scalars(_EXISTING_PEOPLE, {"ids": sorted(named)})
-    return named - set(existing)
+    return named - await existing_people(session, named)
 
 
 def _without_people(attributes: dict[str, Any], vanished: set[str]) -> tuple[dict[str, Any], bool]:
