@@ -1,14 +1,16 @@
 """The SQL shape of nearest-neighbour search on the unconstrained `vector` columns.
 
-HNSW needs a fixed dimension, so each known embedder gets partial expression indexes:
-- face_embeddings (faces seen in jobs): `USING hnsw ((embedding::vector(DIM))
-  vector_cosine_ops) WHERE model = 'NAME'` (migration 0005);
-- person_faces (the gallery identify searches): the same HNSW graph over the embeddings'
-  binary quantization, `(binary_quantize(embedding::vector(DIM))::bit(DIM)) bit_hamming_ops`
-  (migration 0009). One bit per dimension: 64 bytes a face at 512-d instead of 2 KB, so a
-  million faces build in minutes and the graph fits in memory; identify takes the nearest
-  candidates by Hamming distance from it and re-ranks them by their exact cosine
-  (app/gallery/matching.py). bench/RESULTS.md ("Gallery") measures it against exact search.
+HNSW needs a fixed dimension, so each known embedder gets partial expression indexes, all of
+them HNSW graphs over the embeddings' binary quantization:
+`(binary_quantize(embedding::vector(DIM))::bit(DIM)) bit_hamming_ops) WHERE model = 'NAME'`.
+One bit per dimension: 64 bytes a face at 512-d instead of 2 KB, so a million faces build in
+minutes and the graph fits in memory; a search takes the nearest candidates by Hamming distance
+from it and re-ranks them by their exact cosine.
+- person_faces (the gallery identify searches; migration 0009, app/gallery/matching.py);
+  bench/RESULTS.md ("Gallery") measures it against exact search.
+- face_embeddings (faces seen in jobs: past-face search, unknown-face clustering; migration
+  0016). Its float HNSW index (0005) cost Postgres 2.9-3.9 ms of CPU for every face a worker
+  wrote, at 512-d and 14k faces (more as it grows); this one 1.1-1.2 ms (a probe, 2026-12-06).
 The planner uses an index only when a query repeats its expression and filters on the same
 model, so every similarity query is built here, from the same pieces.
 """
@@ -54,13 +56,14 @@ def hnsw_index_statements(table: str) -> list[str]:
 
 def hnsw_index_names() -> set[str]:
     """Every per-model index the migrations create outside the ORM (`alembic check` skips
-    them): the HNSW indexes of 0005 and the gallery's quantized ones (0009)."""
+    them): the float HNSW indexes of 0005 (dropped by 0009 and 0016), the gallery's quantized
+    ones (0009) and face_embeddings' (0016)."""
     return {hnsw_index_name(t, m) for t in EMBEDDING_TABLES for m in embedder_dims()} | {
-        gallery_index_name(m) for m in embedder_dims()
+        name for m in embedder_dims() for name in (gallery_index_name(m), seen_index_name(m))
     }
 
 
-# --- the gallery's index: HNSW over binary-quantized embeddings, exact re-rank -----------------
+# --- the quantized indexes: HNSW over binary-quantized embeddings, exact re-rank --------------
 
 
 def gallery_index_name(model: str) -> str:
@@ -68,7 +71,7 @@ def gallery_index_name(model: str) -> str:
 
 
 def quantized_expression(column: str, dim: int) -> str:
-    """The column's sign bits: the gallery index's expression."""
+    """The column's sign bits: the quantized indexes' expression."""
     return f"(binary_quantize({vector_expression(column, dim)})::bit({int(dim)}))"
 
 
@@ -78,6 +81,11 @@ def hamming_expression(column: str, dim: int, parameter: str = "query") -> str:
         f"{quantized_expression(column, dim)} <~> "
         f"binary_quantize(CAST(:{parameter} AS vector({int(dim)})))::bit({int(dim)})"
     )
+
+
+def hamming_between(column: str, other: str, dim: int) -> str:
+    """Hamming distance between two columns' sign bits (`column`'s index serves it)."""
+    return f"{quantized_expression(column, dim)} <~> {quantized_expression(other, dim)}"
 
 
 def gallery_index_statement(
@@ -100,6 +108,27 @@ def gallery_index_statement(
         f"WITH (m = {int(m)}, ef_construction = {int(ef_construction)}) "
         f"WHERE model = '{model}'"
     )
+
+
+def seen_index_name(model: str) -> str:
+    """face_embeddings' index of `model` (faces seen in jobs)."""
+    return f"ix_face_embeddings_bq_{model}"
+
+
+def seen_index_statements() -> list[str]:
+    """CREATE INDEX of face_embeddings, one per known embedder: the sign bits' HNSW graph with
+    pgvector's default parameters (m 16, ef_construction 64). Its searches re-rank a pool of
+    candidates by exact cosine (app/gallery/clusters.py, app/gallery/matching.py)."""
+    statements = []
+    for spec in EMBEDDER_SPECS:
+        if not _SAFE_NAME.match(spec.model):
+            raise ValueError(f"embedder name {spec.model!r} cannot be used in an index name")
+        statements.append(
+            f"CREATE INDEX IF NOT EXISTS {seen_index_name(spec.model)} ON face_embeddings "
+            f"USING hnsw ({quantized_expression('embedding', spec.dim)} bit_hamming_ops) "
+            f"WHERE model = '{spec.model}'"
+        )
+    return statements
 
 
 def similarity_calibration(model: str) -> SimilarityCalibration:

@@ -8,8 +8,8 @@ announced (results the firehose trimmed before the loop read them, faces from be
 at the start, then every `sweep_interval_s`. Either takes the faces not seen yet (a face
 embedding whose job is done, with no identity, not promoted, not yet in unknown_faces), copies
 them into unknown_faces (noise at first), finds each one's neighbours within `min_similarity`
-with one pgvector query per batch (the model's HNSW index on face_embeddings, filtered to the
-owner's unknown faces), then in order:
+with one pgvector query per batch (the model's quantized HNSW index on face_embeddings, its
+candidates re-ranked by exact cosine, filtered to the owner's unknown faces), then in order:
 
 - a *core* face (at least `core_faces` faces within reach, itself included) founds a cluster
   (a new unnamed person) or joins the nearest one around it (a named one first); every
@@ -44,7 +44,7 @@ from app.errors import is_outage
 from app.gallery.matching import CUSTOM_PLANS
 from app.models import SIGHTING_PURPOSES, FaceEmbedding, Person, PersonFace, UnknownFace
 from app.settings import ClusterSettings, Settings
-from app.vectors import vector_expression
+from app.vectors import hamming_between, vector_expression
 
 log = structlog.get_logger()
 
@@ -81,9 +81,9 @@ _TAKE_OF_JOBS = text(_TAKE_NEW.format(of_jobs="AND e.job_id = ANY(CAST(:jobs AS 
 
 
 # Each face's search looks at a pool of this many times max_neighbours of the model's nearest
-# faces (every owner's), and keeps the owner's unknown ones; when the whole pool lies within
-# reach (other owners' faces crowd it), the face is searched again with a pool WIDEN times as
-# large, up to MAX_POOL.
+# faces by their sign bits (every owner's), and keeps the owner's unknown ones within reach by
+# exact cosine; when the whole pool lies within reach (other owners' faces crowd it), the face
+# is searched again with a pool WIDEN times as large, up to MAX_POOL.
 POOL_FACTOR = 4
 WIDEN = 8
 MAX_POOL = 1000  # pgvector's largest hnsw.ef_search: one scan returns at most that many
@@ -91,21 +91,21 @@ MAX_POOL = 1000  # pgvector's largest hnsw.ef_search: one scan returns at most t
 
 def _neighbours_sql(dim: int, pool: int, *, owned: bool) -> str:
     """Each face of :faces with the faces of its pool (its `pool` nearest of model :model, every
-    owner's) within :max_distance, nearest first; `own` marks the owner's unknown faces, its
-    neighbours (hand-made "unknown" faces are nobody's).
+    owner's, by their sign bits) within :max_distance by exact cosine, nearest first; `own`
+    marks the owner's unknown faces, its neighbours (hand-made "unknown" faces are nobody's).
 
     One statement for a whole batch: a LATERAL nearest-face query per face, so the batch costs
     one round trip instead of one per face. The inner query is a plain HNSW scan of
-    face_embeddings (the indexed expression, `model = :model` for the partial index); the owner
-    is checked on its rows, not inside the scan: filters there make the planner trade the index
-    for a sort of every face (measured: 10× slower at 10k faces). The rows of other owners come
-    back too (marked), so the caller can tell a pool crowded by them and widen it. `owned`
-    False: the faces of jobs created while keys were off (owner NULL); spelled out rather than
-    IS NOT DISTINCT FROM, which the planner misjudges. Run it with custom plans only
-    (cluster_batch; app/gallery/matching.py CUSTOM_PLANS): a prepared statement's generic plan
-    cannot match the partial index's `model = '…'` to a bound :model."""
-    column = vector_expression("e.embedding", dim)
-    query = vector_expression("q.embedding", dim)
+    face_embeddings' quantized index (the indexed expression, `model = :model` for the partial
+    index; app/vectors.py); the exact cosine re-ranks what it returns. The owner is checked on
+    its rows, not inside the scan: filters there make the planner trade the index for a sort of
+    every face (measured: 10× slower at 10k faces). The rows of other owners come back too
+    (marked), so the caller can tell a pool crowded by them and widen it. `owned` False: the
+    faces of jobs created while keys were off (owner NULL); spelled out rather than IS NOT
+    DISTINCT FROM, which the planner misjudges. Run it with custom plans only (cluster_batch;
+    app/gallery/matching.py CUSTOM_PLANS): a prepared statement's generic plan cannot match the
+    partial index's `model = '…'` to a bound :model."""
+    column, query = vector_expression("e.embedding", dim), vector_expression("q.embedding", dim)
     owner = "u.owner_id = :owner_id" if owned else "u.owner_id IS NULL"
     return f"""
         SELECT q.detection_id AS face, c.detection_id AS neighbour, u.person_id, u.manual,
@@ -116,7 +116,7 @@ def _neighbours_sql(dim: int, pool: int, *, owned: bool) -> str:
             SELECT e.detection_id, {column} <=> {query} AS distance
             FROM face_embeddings e
             WHERE e.model = :model
-            ORDER BY {column} <=> {query}
+            ORDER BY {hamming_between("e.embedding", "q.embedding", dim)}
             LIMIT {int(pool)}
         ) c
         LEFT JOIN unknown_faces u ON u.detection_id = c.detection_id

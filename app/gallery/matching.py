@@ -266,21 +266,29 @@ async def nearest_past_faces(
     """Faces seen in past jobs (of `owner_id`, or of everyone), nearest first: the faces of
     uploads, node frames and detection calls (purpose `detect`). Gallery calls' own jobs are
     left out, the calling search's included: they are questions about a photo, which would
-    come back at similarity 1.0 when the photo is asked about again (app.models.JobPurpose)."""
+    come back at similarity 1.0 when the photo is asked about again (app.models.JobPurpose).
+
+    The candidates come from face_embeddings' quantized index, nearest by their sign bits (as
+    many as identify re-ranks, or 4 for each face asked for), and are re-ranked by exact
+    cosine. Call use_exact_hnsw_filtering first: the filters apply during the scan."""
     dim = len(vector)
-    distance = distance_expression("e.embedding", dim)
     rows = await session.execute(
         text(
             f"""
-            SELECT e.detection_id, e.job_id, j.created_at, d.box, {distance} AS distance
-            FROM face_embeddings e
-            JOIN jobs j ON j.id = e.job_id
-            JOIN detections d ON d.id = e.detection_id
-            WHERE e.model = :model
-              AND (:every_owner OR j.owner_id IS NOT DISTINCT FROM :owner_id)
-              AND j.created_at >= :since
-              AND j.purpose = :purpose
-            ORDER BY {distance}
+            SELECT detection_id, job_id, created_at, box, distance FROM (
+                SELECT e.detection_id, e.job_id, j.created_at, d.box,
+                    {distance_expression("e.embedding", dim)} AS distance
+                FROM face_embeddings e
+                JOIN jobs j ON j.id = e.job_id
+                JOIN detections d ON d.id = e.detection_id
+                WHERE e.model = :model
+                  AND (:every_owner OR j.owner_id IS NOT DISTINCT FROM :owner_id)
+                  AND j.created_at >= :since
+                  AND j.purpose = :purpose
+                ORDER BY {hamming_expression("e.embedding", dim)}
+                LIMIT :candidates
+            ) candidate
+            ORDER BY distance
             LIMIT :limit
             """
         ),
@@ -291,6 +299,7 @@ async def nearest_past_faces(
             "owner_id": owner_id,
             "since": since,
             "purpose": JobPurpose.detect.value,
+            "candidates": max(DEFAULT_TUNING.candidates, 4 * limit),
             "limit": limit,
         },
     )

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.gallery.clusters import cluster_pass, jobs_with_unknown_faces
 from app.gallery.matching import PastFace, nearest_past_faces
-from app.vectors import calibrated_similarity, hnsw_index_name
+from app.vectors import calibrated_similarity, seen_index_name
 from tests.app.gallery.test_matching import plan_of
 from tests.conftest import statements_sent
 
@@ -131,8 +131,9 @@ def test_the_loop_takes_the_jobs_whose_result_has_a_face_nobody_was_named_for():
 async def test_the_neighbours_and_past_face_searches_walk_face_embeddings_index(
     settings, sessionmaker, engine
 ):
-    """Both searches of the faces kept must repeat the model's HNSW index's expression and
-    model (app/vectors.py), or each becomes a sort of every face kept."""
+    """Both searches of the faces kept must repeat the model's quantized HNSW index's expression
+    and model (app/vectors.py), or each becomes a sort of every face kept; the exact cosine
+    re-ranks what the index finds."""
     centre = around(np.zeros(DIM) + 1.0, 1, 0.0, seed=4)[0]
     faces = around(centre, 40, 0.3, seed=5)
     await store_unknown_faces(engine, faces, None, 1)
@@ -162,12 +163,13 @@ async def test_the_neighbours_and_past_face_searches_walk_face_embeddings_index(
         exact = calibrated_similarity(float(cosines[face.face_id - 1]), MODEL)
         assert face.similarity == pytest.approx(exact, abs=2e-5)
     # Each statement as sent, planned with sequential scans and sorts ruled out: its ORDER BY
-    # distance LIMIT can then only come from an index whose expression and model match it.
+    # Hamming distance LIMIT can then only come from an index whose expression and model match
+    # it (the re-rank's sort of those few rows is planned anyway: there is no other way).
     async with sessionmaker() as session:
         await session.execute(text("ANALYZE face_embeddings"))
         await session.execute(text("SET LOCAL enable_seqscan = off"))
         await session.execute(text("SET LOCAL enable_sort = off"))
         for statement, parameters in [*clustering, *searching]:
             plan = await plan_of(session, statement, parameters)
-            assert hnsw_index_name("face_embeddings", MODEL) in plan
+            assert seen_index_name(MODEL) in plan
         await session.rollback()
