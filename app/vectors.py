@@ -9,8 +9,9 @@ from it and re-ranks them by their exact cosine.
 - person_faces (the gallery identify searches; migration 0009, app/gallery/matching.py);
   bench/RESULTS.md ("Gallery") measures it against exact search.
 - face_embeddings (faces seen in jobs: past-face search, unknown-face clustering; migration
-  0016). Its float HNSW index (0005) cost Postgres 2.9-3.9 ms of CPU for every face a worker
-  wrote, at 512-d and 14k faces (more as it grows); this one 1.1-1.2 ms (a probe, 2026-12-06).
+  0016). Every face a worker writes is an insert into it: Postgres CPU a 512-d face, 2.4-2.7
+  ms at 50k faces (1.1-1.2 at 14k), where the float HNSW index it replaced (0005) took 4.1-4.5
+  ms (2.9-3.9); bench/RESULTS.md, after "Clustering".
 The planner uses an index only when a query repeats its expression and filters on the same
 model, so every similarity query is built here, from the same pieces.
 """

@@ -395,8 +395,7 @@ def write_results(results: dict[str, object], measured: str, load_before: str) -
         f"of {JOB_FACES} a transaction as a worker writes them (row, detections, embeddings, "
         f"indexed): {results['write_ms']:.2f} ms of Postgres CPU a face (its backend, psutil). "
         "Both the search and the write go through face_embeddings' index of sign bits "
-        "(app/vectors.py; migration 0016: the float HNSW index it replaced cost 2.9-3.9 ms a "
-        "512-d face written at 14k faces, in a probe on 2026-12-06).",
+        "(app/vectors.py, migration 0016).",
     ]
     write_section("clusters", "\n".join(lines))
 

@@ -1,7 +1,8 @@
 """face_embeddings (faces seen in jobs) indexed by their sign bits, as the gallery is: the float
-HNSW index cost Postgres 2.9-3.9 ms of CPU for every face a worker wrote at 512-d and 14k faces
-(more as it grows), the quantized one 1.1-1.2 ms; its graph is 64 bytes a face instead of 2 KB.
-Past-face search and clustering re-rank its candidates by exact cosine (app/vectors.py).
+HNSW index cost Postgres 4.1-4.5 ms of CPU for every 512-d face a worker wrote at 50k faces, the
+quantized one 2.4-2.7 ms (bench/RESULTS.md, after "Clustering"); its graph is 64 bytes a face
+instead of 2 KB. Past-face search and clustering re-rank its candidates by exact cosine
+(app/vectors.py).
 
 Revision ID: 0016
 Revises: 0015
