@@ -18,6 +18,7 @@ model, so every similarity query is built here, from the same pieces.
 
 import re
 import uuid
+from collections.abc import Callable
 
 from app.calibration import SimilarityCalibration
 from app.embedders import EMBEDDER_SPECS, embedder_dims
@@ -41,18 +42,30 @@ def distance_expression(column: str, dim: int, parameter: str = "query") -> str:
     return f"{vector_expression(column, dim)} <=> CAST(:{parameter} AS vector({int(dim)}))"
 
 
-def hnsw_index_statements(table: str) -> list[str]:
-    """CREATE INDEX statements, one per known embedder (names and dims from app/embedders.py)."""
+def _index_statements(
+    table: str, name: Callable[[str], str], expression: Callable[[int], str], ops: str
+) -> list[str]:
+    """CREATE INDEX statements of HNSW partial indexes, one per known embedder (names and dims
+    from app/embedders.py): `name(model)`, over `expression(dim)` with operator class `ops`."""
     statements = []
     for spec in EMBEDDER_SPECS:
         if not _SAFE_NAME.match(spec.model):
             raise ValueError(f"embedder name {spec.model!r} cannot be used in an index name")
         statements.append(
-            f"CREATE INDEX IF NOT EXISTS {hnsw_index_name(table, spec.model)} ON {table} "
-            f"USING hnsw ({vector_expression('embedding', spec.dim)} vector_cosine_ops) "
-            f"WHERE model = '{spec.model}'"
+            f"CREATE INDEX IF NOT EXISTS {name(spec.model)} ON {table} "
+            f"USING hnsw ({expression(spec.dim)} {ops}) WHERE model = '{spec.model}'"
         )
     return statements
+
+
+def hnsw_index_statements(table: str) -> list[str]:
+    """The float HNSW indexes of 0005 (face_embeddings' until 0016)."""
+    return _index_statements(
+        table,
+        lambda model: hnsw_index_name(table, model),
+        lambda dim: vector_expression("embedding", dim),
+        "vector_cosine_ops",
+    )
 
 
 def hnsw_index_names() -> set[str]:
@@ -120,16 +133,12 @@ def seen_index_statements() -> list[str]:
     """CREATE INDEX of face_embeddings, one per known embedder: the sign bits' HNSW graph with
     pgvector's default parameters (m 16, ef_construction 64). Its searches re-rank a pool of
     candidates by exact cosine (app/gallery/clusters.py, app/gallery/matching.py)."""
-    statements = []
-    for spec in EMBEDDER_SPECS:
-        if not _SAFE_NAME.match(spec.model):
-            raise ValueError(f"embedder name {spec.model!r} cannot be used in an index name")
-        statements.append(
-            f"CREATE INDEX IF NOT EXISTS {seen_index_name(spec.model)} ON face_embeddings "
-            f"USING hnsw ({quantized_expression('embedding', spec.dim)} bit_hamming_ops) "
-            f"WHERE model = '{spec.model}'"
-        )
-    return statements
+    return _index_statements(
+        "face_embeddings",
+        seen_index_name,
+        lambda dim: quantized_expression("embedding", dim),
+        "bit_hamming_ops",
+    )
 
 
 def similarity_calibration(model: str) -> SimilarityCalibration:
