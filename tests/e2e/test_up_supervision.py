@@ -3,6 +3,7 @@ workers as child processes. A second copy on the same data dir is refused; a wor
 killed with -9 comes back; Ctrl-C to the terminal's process group stops in order. With several
 API processes (gunicorn), one scrape counts them all and a killed gunicorn leaves nothing behind."""
 
+import contextlib
 import json
 import os
 import re
@@ -187,25 +188,41 @@ def test_up_locks_its_data_dir_restarts_what_dies_and_stops_in_order(tmp_path, m
 
         # 3. Redis killed with -9 while jobs are queued: it is restarted, every accepted job
         # finishes (the reconciler re-enqueues what the new, empty Redis never saw).
+        # The workers are paused from the first upload until Redis is back, so the kill loses
+        # queued work for certain: at full speed they could finish all 16 before it (a run of
+        # CI did, and nothing was left to re-enqueue).
         image = shared_image("scenes/t1.jpg")
         accepted = []
-        for _ in range(16):
-            response = httpx.post(
-                f"{base_url}/v1/images",
-                files={"image": ("t1.jpg", image, "image/jpeg")},
-                timeout=30,
+        paused = [
+            process
+            for worker in children_named(up, "--index ")
+            for process in (worker, *worker.children(recursive=True))
+        ]
+        assert len(children_named(up, "--index ")) == 2
+        for process in paused:
+            process.suspend()
+        try:
+            for _ in range(16):
+                response = httpx.post(
+                    f"{base_url}/v1/images",
+                    files={"image": ("t1.jpg", image, "image/jpeg")},
+                    timeout=30,
+                )
+                assert response.status_code == 202, response.text
+                accepted.append(response.json()["id"])
+            redis.kill()
+            killed_at = len(log_path.read_text())
+            wait_for(
+                lambda: bool(re.search(r"part_restarted.*part=redis", log_path.read_text())),
+                "Redis restarted",
+                30,
+                up,
+                log_path,
             )
-            assert response.status_code == 202, response.text
-            accepted.append(response.json()["id"])
-        redis.kill()
-        killed_at = len(log_path.read_text())
-        wait_for(
-            lambda: bool(re.search(r"part_restarted.*part=redis", log_path.read_text())),
-            "Redis restarted",
-            30,
-            up,
-            log_path,
-        )
+        finally:
+            for process in paused:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.resume()
 
         def all_done() -> bool:
             try:
