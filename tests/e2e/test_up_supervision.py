@@ -193,12 +193,9 @@ def test_up_locks_its_data_dir_restarts_what_dies_and_stops_in_order(tmp_path, m
         # CI did, and nothing was left to re-enqueue).
         image = shared_image("scenes/t1.jpg")
         accepted = []
-        paused = [
-            process
-            for worker in children_named(up, "--index ")
-            for process in (worker, *worker.children(recursive=True))
-        ]
-        assert len(children_named(up, "--index ")) == 2
+        workers = children_named(up, "--index ")
+        assert len(workers) == 2
+        paused = [p for worker in workers for p in (worker, *worker.children(recursive=True))]
         for process in paused:
             process.suspend()
         try:
