@@ -561,11 +561,20 @@ async def delete_person(
     await delete_people(session, storage, [person.id])
 
 
+# pg_advisory_xact_lock key: one deletion or merge of people at a time in the deployment. Each
+# rewrites the detections naming its people as identity, then (a deletion) those naming them as
+# runner-up: two at once, a face of each naming the other's person second, would each hold a row
+# the other wants next (a deadlock, and one of them failed). They are rare; a turn each is cheap.
+REMOVAL_LOCK_KEY = 0x6C6B_7064  # "lkpd"
+
+
 async def lock_people(session: AsyncSession, person_ids: Sequence[uuid.UUID]) -> None:
-    """Lock these people's rows for their deletion, before anything else of it: a worker
+    """Lock these people's rows for their deletion (or merge away), before anything else of it,
+    after any other deletion or merge has committed (REMOVAL_LOCK_KEY): a worker
     finishing a job that identified one of them waits for the lock (app/jobs/results.py
     _vanished_people), then finds them gone; one that finished first has committed its faces,
     which the deletion's later statements then see and forget."""
+    await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": REMOVAL_LOCK_KEY})
     await session.execute(
         select(Person.id).where(Person.id.in_(person_ids)).order_by(Person.id).with_for_update()
     )

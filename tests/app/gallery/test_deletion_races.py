@@ -6,6 +6,7 @@ no job (the worker's write and the deletion serialise on the person's row). A jo
 socket replays its result as the job is now, not as it was when it finished."""
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -248,3 +249,61 @@ async def test_a_clustering_batch_does_not_hold_up_a_worker_writing_a_known_face
     detail = (await client.get(f"/v1/jobs/{job_id}")).json()
     assert detail["status"] == "done"
     assert detail["detections"][0]["attributes"]["identity"]["name"] == "obama"
+
+
+async def test_two_people_deleted_at_once_each_the_other_s_runner_up_are_both_deleted(
+    client, make_job, sessionmaker, engine, monkeypatch: pytest.MonkeyPatch
+):
+    """Each deletion first unnames the faces identified as its person, then the faces naming
+    them as runner-up: a face of P's with Q second and one of Q's with P second. Two deletions
+    that had both done their first step then each waited for a row the other held: Postgres
+    broke the deadlock by failing one of them (a 500). Deletions (and merges) now take their
+    turn, the second after the first commits."""
+    p, q = [
+        str((await client.post("/v1/people", json={"name": name})).json()["id"])
+        for name in ("pat", "quinn")
+    ]
+    job = await make_job(shared_image("faces/test/obama1.jpg"), enqueue=False)
+
+    def named(first: str, second: str) -> str:
+        return json.dumps(
+            {
+                "identity": {"person_id": first, "name": "x", "similarity": 0.8},
+                "runner_up": {"person_id": second, "name": "y", "similarity": 0.5},
+                "unknown": False,
+            }
+        )
+
+    async with sessionmaker.begin() as session:
+        await session.execute(
+            text(
+                "INSERT INTO detections (job_id, kind, label, score, box, attributes) VALUES "
+                "(:job, 'face', 'face', 0.9, '{0,0,10,10}', CAST(:pq AS jsonb)), "
+                "(:job, 'face', 'face', 0.9, '{0,0,10,10}', CAST(:qp AS jsonb))"
+            ),
+            {"job": job.id, "pq": named(p, q), "qp": named(q, p)},
+        )
+    # Each deletion, once its own faces are unnamed, waits (up to 2 s) for the other to have
+    # unnamed its own too: the order that deadlocked, whenever both can get there.
+    unname = people._unname_identified
+    both_unnamed = asyncio.Barrier(2)
+
+    async def unname_then_meet(*args: Any, **kwargs: Any) -> Any:
+        unnamed = await unname(*args, **kwargs)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(both_unnamed.wait(), 2)
+        return unnamed
+
+    monkeypatch.setattr(people, "_unname_identified", unname_then_meet)
+    deleted = await asyncio.gather(*(client.delete(f"/v1/people/{i}") for i in (p, q)))
+    assert [r.status_code for r in deleted] == [204, 204], [r.text for r in deleted]
+    async with engine.connect() as connection:
+        assert await connection.scalar(text("SELECT count(*) FROM people")) == 0
+        faces = (
+            await connection.scalars(
+                text("SELECT attributes FROM detections WHERE job_id = :j"), {"j": job.id}
+            )
+        ).all()
+    assert len(faces) == 2
+    for face in faces:
+        assert face["identity"] is None and face["runner_up"] is None and face["unknown"] is True
