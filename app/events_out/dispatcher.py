@@ -40,6 +40,7 @@ from app import streams
 from app.cancellation import cancel_and_wait
 from app.events_out import events, signing, ssrf
 from app.gallery.people import existing_people
+from app.jobs.service import existing_jobs
 from app.models import ApiKey, DeliveryStatus, Webhook, WebhookDelivery
 from app.settings import Settings
 
@@ -422,14 +423,25 @@ class WebhookDispatcher:
 async def _still_there(
     session: AsyncSession, outbound: list[events.OutboundEvent]
 ) -> list[events.OutboundEvent]:
-    """The events but those naming a person deleted while the event waited in the firehose (the
-    dispatcher was behind, or stopped): a deleted person's name is not sent. The people are
-    held until the deliveries commit: a deletion then finds them and deletes them."""
+    """The events but those of a job, or naming a person, deleted while the event waited in the
+    firehose (the dispatcher was behind, or stopped): what was deleted is not sent. The jobs and
+    people are held until the deliveries commit: a deletion then finds them and deletes them."""
+    of_jobs = {j for e in outbound if (j := _job_id(e)) is not None}
     named = {p for e in outbound if (p := _person_id(e)) is not None}
-    if not named:
-        return outbound
+    jobs = await existing_jobs(session, of_jobs)
     people = await existing_people(session, named)
-    return [e for e in outbound if (p := _person_id(e)) is None or p in people]
+    return [
+        e
+        for e in outbound
+        if ((j := _job_id(e)) is None or j in jobs)
+        and ((p := _person_id(e)) is None or p in people)
+    ]
+
+
+def _job_id(event: events.OutboundEvent) -> str | None:
+    """The job an event is about (a node's events are about none)."""
+    job = event.get("job")
+    return str(job["id"]) if job and job.get("id") else None
 
 
 def _person_id(event: events.OutboundEvent) -> str | None:

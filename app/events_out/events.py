@@ -147,6 +147,11 @@ def _source(job: Mapping[str, Any], node: Mapping[str, Any] | None) -> dict[str,
 def _result_bodies(
     job: Mapping[str, Any], node: Mapping[str, Any] | None
 ) -> list[tuple[str, dict[str, Any]]]:
+    if job.get("purpose") == JobPurpose.enroll:
+        # An enrollment photo's job lives only as long as its call (gallery.discard_jobs): an
+        # event would link a job already gone, and the dispatcher drops the events of jobs gone
+        # by the time it reads them (dispatcher._still_there), so it would go out or not by timing.
+        return []
     detections: list[dict[str, Any]] = [
         d for d in job.get("detections") or [] if isinstance(d, dict)
     ]
@@ -164,7 +169,7 @@ def _result_bodies(
         )
     ]
     if job.get("purpose", JobPurpose.detect) not in SIGHTING_PURPOSES:
-        # A verify or an enrollment photo is not a sighting: "unknown face at the door"
+        # A verify photo is not a sighting: "unknown face at the door"
         # automations must not fire on it. Its job.done still goes out.
         return bodies
     objects: Counter[str] = Counter()

@@ -7,13 +7,14 @@ import enum
 import json
 import time
 import uuid
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any, cast
 
 import asyncpg
 import structlog
 from redis.asyncio import Redis
-from sqlalchemy import Table, bindparam, delete, insert, select, tuple_, update
+from sqlalchemy import Table, bindparam, delete, insert, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app import streams
@@ -362,6 +363,22 @@ async def list_jobs(
         items=[job_summary(job, node_name=name) for job, name in rows[:limit]],
         next_cursor=next_cursor,
     )
+
+
+# FOR KEY SHARE: compatible with the workers' UPDATEs of a job, not with delete_job's DELETE.
+# Ids as text, cast by Postgres.
+_EXISTING_JOBS = text(
+    "SELECT CAST(id AS text) FROM jobs WHERE id = ANY(CAST(:ids AS uuid[])) FOR KEY SHARE"
+)
+
+
+async def existing_jobs(session: AsyncSession, job_ids: Collection[str]) -> set[str]:
+    """Which of these jobs (ids as text) still exist, held against their deletion until the
+    caller commits: a deletion (delete_job, or retention's) then waits for the caller and
+    deletes what it wrote about them (the webhook deliveries, forget_job)."""
+    if not job_ids:
+        return set()
+    return set(await session.scalars(_EXISTING_JOBS, {"ids": sorted(job_ids)}))
 
 
 async def delete_job(

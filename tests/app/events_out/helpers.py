@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.events_out.dispatcher import WebhookDispatcher
-from app.models import FaceEmbedding, Person, PersonFace
+from app.models import FaceEmbedding, Job, JobPurpose, JobStatus, Person, PersonFace
 from app.settings import EventsSettings, Settings
 
 
@@ -39,6 +39,28 @@ async def running_dispatcher(
     finally:
         stop.set()
         await asyncio.wait_for(task, 15)
+
+
+async def failed_jobs(
+    sessionmaker: async_sessionmaker[AsyncSession], count: int
+) -> list[uuid.UUID]:
+    """The ids of `count` new failed jobs: the events of a job gone by the time the dispatcher
+    reads them are not sent, so a test's synthetic job.failed needs its job."""
+    jobs = [
+        Job(
+            status=JobStatus.failed,
+            purpose=JobPurpose.detect,
+            tasks=["faces"],
+            content_type="image/jpeg",
+            width=1,
+            height=1,
+            error="synthetic",
+        )
+        for _ in range(count)
+    ]
+    async with sessionmaker.begin() as session:
+        session.add_all(jobs)
+    return [job.id for job in jobs]
 
 
 async def wait_for(condition: Callable[[], object], *, timeout_s: float = 30.0) -> None:

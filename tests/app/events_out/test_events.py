@@ -189,7 +189,8 @@ def test_filters_narrow_by_type_node_label_and_person():
 
 def test_only_sightings_give_face_and_object_events():
     """A verify or an enrollment photo is not a sighting: an "unknown face at the door"
-    automation must not fire on it (app.models.SIGHTING_PURPOSES); identify calls are."""
+    automation must not fire on it (app.models.SIGHTING_PURPOSES); identify calls are. An
+    enrollment photo's job is deleted when its call ends: no event at all links to it."""
     detections = [
         face({"person_id": PERSON, "name": "obama", "similarity": 0.81}),
         face(None, similarity=0.2),
@@ -200,7 +201,7 @@ def test_only_sightings_give_face_and_object_events():
         ("detect", sighting_types),
         ("identify", sighting_types),
         ("compare", ["job.done"]),
-        ("enroll", ["job.done"]),
+        ("enroll", []),
     ]:
         entry = result_entry(detections)
         entry["job"]["purpose"] = purpose

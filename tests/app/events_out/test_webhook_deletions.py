@@ -1,5 +1,6 @@
 """Deleting a person or a job deletes the webhook deliveries about them, sent or still to send,
-and a deleted person's events still waiting in the firehose are not made into deliveries."""
+and a deleted person's or job's events still waiting in the firehose are not made into
+deliveries."""
 
 import uuid
 
@@ -138,6 +139,30 @@ async def test_deleting_a_job_deletes_its_deliveries(
             await wait_for(lambda: _same(stored(), {str(kept.id), str(deleted.id)}))
             assert (await http.delete(f"/v1/jobs/{deleted.id}")).status_code == 204
             assert await stored() == {str(kept.id)}
+    assert await rows_naming(engine, str(deleted.id)) == 0
+
+
+async def test_a_deleted_job_s_events_read_late_from_the_firehose_are_not_delivered(
+    settings, api_key, redis, sessionmaker, make_job, make_consumer, receiver, engine
+):
+    """The dispatcher was stopped (or behind) when the job was deleted: its events, still in
+    the firehose, became deliveries and were sent, the job's objects and all."""
+    receiver.start()
+    hook_settings = events_settings(settings)
+    async with serve_app(hook_settings, api_key) as http:
+        await deliveries_of_a_webhook(http, receiver, "job.done", "object.detected")
+        deleted = await make_job(shared_image("scenes/dog.jpg"), tasks=("objects",))
+        kept = await make_job(shared_image("scenes/dog.jpg"), tasks=("objects",))
+        await make_consumer().run(burst=True)  # their events wait in the firehose
+        assert (await http.delete(f"/v1/jobs/{deleted.id}")).status_code == 204
+    async with running_dispatcher(hook_settings, sessionmaker, redis):
+        await wait_for(
+            lambda: (
+                {"job.done", "object.detected"}
+                <= {e["type"] for e in receiver.events() if e["job"]["id"] == str(kept.id)}
+            )
+        )
+    assert {e["job"]["id"] for e in receiver.events()} == {str(kept.id)}
     assert await rows_naming(engine, str(deleted.id)) == 0
 
 

@@ -19,6 +19,7 @@ from app.streams import firehose_groups as firehose_groups_module
 from tests.app.events_out.helpers import (
     enroll_from_job,
     events_settings,
+    failed_jobs,
     running_dispatcher,
     wait_for,
 )
@@ -458,7 +459,7 @@ async def test_an_event_postgres_cannot_store_is_dropped_and_the_ones_after_it_a
     hook_settings = events_settings(settings)
     async with serve_app(hook_settings, api_key) as http:
         await http.post("/v1/webhooks", json={"url": receiver.url, "event_types": ["job.failed"]})
-    bad, good = uuid.uuid4(), uuid.uuid4()
+    bad, good = await failed_jobs(sessionmaker, 2)
     for job_id, reason in ((bad, "cannot\x00be stored"), (good, "an ordinary failure")):
         event = job_events.error(
             job_id, None, reason, node_id=None, node_name=None, stored_image=True
@@ -485,10 +486,10 @@ async def failures_hook(http, url: str) -> dict:  # type: ignore[no-untyped-def,
     return response.json()  # type: ignore[no-any-return]
 
 
-async def publish_failures(redis, count: int) -> None:  # type: ignore[no-untyped-def]
-    for n in range(count):
+async def publish_failures(redis, sessionmaker, count: int) -> None:  # type: ignore[no-untyped-def]
+    for n, job_id in enumerate(await failed_jobs(sessionmaker, count)):
         event = job_events.error(
-            uuid.uuid4(), None, f"failure {n}", node_id=None, node_name=None, stored_image=True
+            job_id, None, f"failure {n}", node_id=None, node_name=None, stored_image=True
         )
         await streams.publish_firehose_event(redis, event, maxlen=1000)
 
@@ -509,7 +510,7 @@ async def test_a_url_saved_before_it_was_checked_fails_its_deliveries_out_loud(
             stored.url = receiver.url + "\t"  # as an older version let it in
         deliveries = f"/v1/webhooks/{hook['id']}/deliveries"
         async with running_dispatcher(hook_settings, sessionmaker, redis):
-            await publish_failures(redis, 2)
+            await publish_failures(redis, sessionmaker, 2)
 
             async def both_dead():
                 items = (await http.get(deliveries, params={"status": "dead"})).json()["items"]
@@ -546,7 +547,7 @@ async def test_a_fixed_receiver_gets_what_waits_at_once_not_at_the_next_backoff(
                 return any(d["status"] == "pending" and d["attempts"] for d in items)
 
             async with running_dispatcher(hook_settings, sessionmaker, redis):
-                await publish_failures(redis, 3)
+                await publish_failures(redis, sessionmaker, 3)
                 await wait_for(failed_attempt_recorded)
                 assert len(broken.received) == 1
                 # The URL fixed: all three arrive, in order, the first one's attempts kept.
@@ -559,7 +560,7 @@ async def test_a_fixed_receiver_gets_what_waits_at_once_not_at_the_next_backoff(
 
                 # Disabled while the receiver fails, enabled again once it works.
                 receiver.status = 500
-                await publish_failures(redis, 1)
+                await publish_failures(redis, sessionmaker, 1)
                 await wait_for(failed_attempt_recorded)
                 assert (await http.patch(path, json={"enabled": False})).status_code == 200
                 receiver.status = 204
@@ -568,7 +569,7 @@ async def test_a_fixed_receiver_gets_what_waits_at_once_not_at_the_next_backoff(
 
                 # Redeliver on a pending delivery: "retry now".
                 receiver.status = 503
-                await publish_failures(redis, 1)
+                await publish_failures(redis, sessionmaker, 1)
                 await wait_for(failed_attempt_recorded)
                 [waiting] = (
                     await http.get(f"{path}/deliveries", params={"status": "pending"})
@@ -595,7 +596,7 @@ async def test_a_url_fixed_while_an_attempt_is_under_way_is_tried_after_it(
         async with serve_app(hook_settings, api_key) as http:
             hook = await failures_hook(http, broken.url)
             async with running_dispatcher(hook_settings, sessionmaker, redis):
-                await publish_failures(redis, 1)
+                await publish_failures(redis, sessionmaker, 1)
                 await wait_for(lambda: len(broken.received) == 1)  # answered in 1 s
                 patched = await http.patch(f"/v1/webhooks/{hook['id']}", json={"url": receiver.url})
                 assert patched.status_code == 200
@@ -668,7 +669,7 @@ async def test_a_lost_secret_is_replaced_and_what_follows_is_signed_with_the_new
         assert rotated.json()["id"] == hook["id"] and rotated.json()["url"] == receiver.url
         assert "secret" not in (await http.get(f"/v1/webhooks/{hook['id']}")).json()
         async with running_dispatcher(hook_settings, sessionmaker, redis):
-            await publish_failures(redis, 1)
+            await publish_failures(redis, sessionmaker, 1)
             await wait_for(lambda: len(receiver.received) == 1)
     [delivery] = receiver.received
     StandardWebhook(secret).verify(delivery.body, delivery.headers)
