@@ -9,6 +9,9 @@ inflated (no unfiltering, no pixels kept); a WebP is decoded by libwebp, the onl
 that its bitstream is whole. Cheap for a photo, not for 50 MP: the API runs it in a thread
 for large images (inspect_image_async). A JPEG's entropy data is left to the
 worker: libjpeg decodes a damaged scan with grey blocks rather than failing.
+
+Lookout keeps JPEG, PNG and WebP. An upload (not a node's frame) may also be a BMP, GIF or
+TIFF: accept_image turns it into a PNG at the door, its dimensions checked from its header first.
 """
 
 import asyncio
@@ -18,7 +21,7 @@ import warnings
 import zlib
 from dataclasses import dataclass
 
-from PIL import ExifTags, Image
+from PIL import ExifTags, Image, ImageOps
 
 from app.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
@@ -76,6 +79,57 @@ async def inspect_image_async(data: bytes, *, max_pixels: int) -> ImageInfo:
     else:
         check_body(info.format, data)
     return info
+
+
+# Accepted at the door and turned into a PNG there (a GIF's first frame, a TIFF's first page,
+# upright): what DeepStack (anything Pillow opens) and CompreFace (bmp, gif, tif, …) take.
+# Everything past the door (storage, workers, drawing) knows JPEG, PNG and WebP only.
+CONVERTED_FORMATS = ("BMP", "GIF", "TIFF")
+CONVERTED_CONTENT_TYPES = ("image/bmp", "image/gif", "image/tiff")
+
+
+async def accept_image(data: bytes, *, max_pixels: int) -> tuple[bytes, ImageInfo]:
+    """The image as Lookout keeps it, and what inspect_image says of it: a BMP, GIF or TIFF
+    converted to PNG (in a thread: it is decoded), any other file as it came."""
+    converted = _converted_format(data)
+    if converted is not None:
+        data = await asyncio.to_thread(_to_png, data, converted, max_pixels)
+    return data, await inspect_image_async(data, max_pixels=max_pixels)
+
+
+def _converted_format(data: bytes) -> str | None:
+    if data[:2] == b"BM":
+        return "BMP"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "TIFF"
+    return None
+
+
+def _to_png(data: bytes, image_format: str, max_pixels: int) -> bytes:
+    """The first frame as an RGB PNG, turned upright (a TIFF's orientation tag). Dimensions are
+    checked from the header before a pixel is decoded, as inspect_header does."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=[image_format]) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise ImageTooLarge(
+                        f"image is {width}x{height} = {width * height} pixels; the limit is "
+                        f"{max_pixels}"
+                    )
+                upright = ImageOps.exif_transpose(image.convert("RGB"))
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(f"image dimensions exceed the limit of {max_pixels} pixels") from exc
+    except ImageTooLarge:
+        raise
+    except Exception as exc:  # PIL raises a zoo of types for corrupt files
+        raise InvalidImage(f"the {image_format} image is corrupt: {exc}") from exc
+    out = io.BytesIO()
+    upright.save(out, format="PNG", compress_level=1)  # fast: it is stored once, read by a worker
+    return out.getvalue()
 
 
 def inspect_image(data: bytes, *, max_pixels: int) -> ImageInfo:
@@ -267,7 +321,14 @@ def _sniff_format(data: bytes) -> str:
         return "PNG"
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "WEBP"
-    raise UnsupportedImageType("not a JPEG, PNG or WebP image (unrecognised file signature)")
+    converted = _converted_format(data)
+    if converted is not None:  # not through accept_image: a node's frame
+        raise UnsupportedImageType(
+            f"a {converted} image is accepted as an upload, not here: send JPEG, PNG or WebP"
+        )
+    raise UnsupportedImageType(
+        "not a JPEG, PNG, WebP, BMP, GIF or TIFF image (unrecognised file signature)"
+    )
 
 
 def _is_complete(image_format: str, data: bytes) -> bool:

@@ -41,7 +41,7 @@ from app.commits import commit
 from app.errors import AppError, Conflict, InvalidInput, NotFound
 from app.gallery import service
 from app.gallery.schemas import DuplicateOut, ImportOut, ImportProblemOut, PersonName
-from app.images import inspect_image_async
+from app.images import accept_image
 from app.jobs import service as jobs
 from app.models import ImportStatus, Job, JobPurpose, PeopleImport, Person
 from app.settings import Settings
@@ -49,7 +49,7 @@ from app.storage import Storage
 
 log = structlog.get_logger()
 
-PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
+PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 # Refusals kept with the import (the counters count them all).
 MAX_PROBLEMS = 500
 # The lock a running import holds (per import, in Redis), renewed well within its life.
@@ -160,7 +160,8 @@ def photos_in_archive(data: bytes | Path, settings: Settings) -> list[ImportPhot
         photos.append(ImportPhoto(member.filename, person, f"{path.parts[-2]}/{path.name}"))
     if not photos:
         raise InvalidArchive(
-            "the archive holds no photos (.jpg, .jpeg, .png, .webp) in person folders"
+            "the archive holds no photos (.jpg, .jpeg, .png, .webp, .bmp, .gif, .tif, .tiff) in "
+            "person folders"
         )
     if len(photos) > settings.gallery.import_max_photos:
         raise InvalidArchive(
@@ -415,7 +416,7 @@ async def _queue_batch(
                 batch.refused.append((photo, f"cannot be read from the archive: {exc}"))
                 continue
             try:
-                info = await inspect_image_async(data, max_pixels=settings.api.max_image_pixels)
+                data, info = await accept_image(data, max_pixels=settings.api.max_image_pixels)
             except AppError as exc:
                 batch.refused.append((photo, exc.detail))
                 continue

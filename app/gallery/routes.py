@@ -67,9 +67,9 @@ IMAGE_ERRORS: dict[int | str, dict[str, Any]] = {
         "obama2.jpg is larger than the limit of 20971520 bytes",
     ),
     415: error_doc(
-        "Not a JPEG, PNG or WebP image",
+        "Not a JPEG, PNG, WebP, BMP, GIF or TIFF image",
         "unsupported_image_type",
-        "not a JPEG, PNG or WebP image (unrecognised file signature)",
+        "not a JPEG, PNG, WebP, BMP, GIF or TIFF image (unrecognised file signature)",
     ),
     422: error_doc(
         "An image is unusable; the detail names it and says why",

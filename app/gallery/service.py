@@ -46,7 +46,7 @@ from app.gallery.schemas import (
     RunnerUpOut,
     VerifyOut,
 )
-from app.images import inspect_image_async
+from app.images import accept_image
 from app.jobs import service as jobs
 from app.models import (
     Detection,
@@ -145,11 +145,11 @@ async def create_jobs(
     upload is checked first: a bad one names itself and nothing is created. The caller commits
     (app.commits.commit), then calls run_jobs. `purpose` (module docstring) decides where
     their results count; enrollment jobs go inside discarded_when_done."""
-    infos = []
+    accepted = []
     for upload in uploads:
         try:
-            infos.append(
-                await inspect_image_async(upload.data, max_pixels=settings.api.max_image_pixels)
+            accepted.append(
+                await accept_image(upload.data, max_pixels=settings.api.max_image_pixels)
             )
         except AppError as exc:
             # The same status and code as /v1/images for the same file (415 for a file that is
@@ -161,13 +161,13 @@ async def create_jobs(
         await jobs.create_job(
             session,
             storage,
-            image=upload.data,
+            image=data,
             info=info,
             tasks=tasks,
             owner_id=owner_id,
             purpose=purpose,
         )
-        for upload, info in zip(uploads, infos, strict=True)
+        for data, info in accepted
     ]
     for job in created:
         jobs.enqueue_after_commit(session, redis, job, settings)

@@ -39,7 +39,7 @@ from app.errors import (
     is_outage,
     outage_detail,
 )
-from app.images import inspect_image_async
+from app.images import CONVERTED_CONTENT_TYPES, accept_image
 from app.jobs import events as event_shapes
 from app.jobs import service
 from app.jobs.schemas import JobDetail, JobPage, JobSource
@@ -72,7 +72,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 # A raw image body (`curl --data-binary @t1.jpg -H 'Content-Type: image/jpeg'`) is the image;
 # a form carries it in its `image` field. The format is read from the bytes either way.
-RAW_IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp")
+RAW_IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", *CONVERTED_CONTENT_TYPES)
 TASKS_DESCRIPTION = (
     f"comma-separated, from {', '.join(TASKS)} (identify: faces matched against this "
     "key's people; implies faces); default faces"
@@ -137,10 +137,10 @@ UPLOAD_BODY: dict[str, Any] = {
             "image is larger than the limit of 20971520 bytes",
         ),
         415: error_doc(
-            "Not a JPEG, PNG or WebP image (unsupported_image_type), or a body that is neither "
-            "a form nor an image (unsupported_media_type)",
+            "Not a JPEG, PNG, WebP, BMP, GIF or TIFF image (unsupported_image_type), or a body "
+            "that is neither a form nor an image (unsupported_media_type)",
             "unsupported_image_type",
-            "not a JPEG, PNG or WebP image (unrecognised file signature)",
+            "not a JPEG, PNG, WebP, BMP, GIF or TIFF image (unrecognised file signature)",
         ),
         422: error_doc(
             "Corrupt or truncated image, no `image` field, or unknown task",
@@ -169,7 +169,7 @@ async def upload_image(
 ) -> Any:
     settings, redis = state.settings, state.redis
     data, form_tasks = await _read_upload(request, limit_bytes=settings.api.max_upload_bytes)
-    info = await inspect_image_async(data, max_pixels=settings.api.max_image_pixels)
+    data, info = await accept_image(data, max_pixels=settings.api.max_image_pixels)
     job = await service.submit_upload(
         state.engine,
         redis,
@@ -204,7 +204,7 @@ async def _read_upload(request: Request, *, limit_bytes: int) -> tuple[bytes, st
         raise UnsupportedMediaType(
             "the body was sent as application/x-www-form-urlencoded, which cannot carry a file "
             "(curl --data-binary does that by default): add -H 'Content-Type: image/jpeg' (or "
-            "image/png, image/webp) to send the image as the body, or send it as "
+            "image/png, image/webp, …) to send the image as the body, or send it as "
             "multipart/form-data (curl -F image=@photo.jpg)"
         )
     if media_type != "multipart/form-data":

@@ -228,7 +228,7 @@ async def heartbeat(
         415: error_doc(
             "Not a JPEG, PNG or WebP image",
             "unsupported_image_type",
-            "not a JPEG, PNG or WebP image (unrecognised file signature)",
+            "not a JPEG, PNG, WebP, BMP, GIF or TIFF image (unrecognised file signature)",
         ),
         429: error_doc(
             "Too many of this node's frames are waiting for a worker",

@@ -1,9 +1,20 @@
 """Header-only image checks: what the API refuses before anything is stored or decoded."""
 
+import io
+import struct
+
+import numpy as np
 import pytest
+from PIL import Image
 
 from app.errors import AppError
-from app.images import ImageTooLarge, InvalidImage, UnsupportedImageType, inspect_image
+from app.images import (
+    ImageTooLarge,
+    InvalidImage,
+    UnsupportedImageType,
+    accept_image,
+    inspect_image,
+)
 from tests.conftest import shared_image
 from tests.images import blank, bomb_png
 
@@ -28,7 +39,7 @@ def test_accepts_jpeg_png_webp_and_reads_dimensions(data, expected_format):
     ("data", "error", "message"),
     [
         (b"", InvalidImage, "empty"),
-        (b"GIF89a" + b"\x00" * 100, UnsupportedImageType, "not a JPEG, PNG or WebP"),
+        (b"GIF89a" + b"\x00" * 100, UnsupportedImageType, "accepted as an upload, not here"),
         (b"hello, this is plainly text and not an image", UnsupportedImageType, "signature"),
         (T1[: len(T1) // 2], InvalidImage, "truncated"),
         (T1[:200], InvalidImage, "JPEG"),
@@ -178,3 +189,66 @@ def test_a_header_pillow_refuses_is_refused_saying_what_is_wrong(data, message):
         inspect_image(data, max_pixels=MAX_PIXELS)
     assert message in refused.value.detail
     assert "cannot identify" not in refused.value.detail
+
+
+def encoded(image: Image.Image, image_format: str, **options: object) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format=image_format, **options)
+    return out.getvalue()
+
+
+def pixels(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+async def test_a_bmp_gif_or_tiff_upload_becomes_a_png_of_its_first_frame():
+    """DeepStack read anything Pillow opens and CompreFace lists bmp, gif and tif: such a file
+    was a 415. It is kept as a PNG: lossless for a BMP or TIFF, a GIF's palette as it is."""
+    with Image.open(io.BytesIO(T1)) as photo:
+        rgb = photo.convert("RGB")
+    second = Image.new("RGB", rgb.size, "red")
+    for image_format, data in [
+        ("BMP", encoded(rgb, "BMP")),
+        ("TIFF", encoded(rgb, "TIFF", compression="tiff_lzw")),
+        ("GIF", encoded(rgb, "GIF", save_all=True, append_images=[second])),
+    ]:
+        kept, info = await accept_image(data, max_pixels=MAX_PIXELS)
+        assert kept.startswith(b"\x89PNG"), image_format
+        assert (info.format, info.width, info.height) == ("PNG", 1280, 886), image_format
+        expected = pixels(data)  # Pillow's first frame of the file as sent
+        assert np.array_equal(pixels(kept), expected), image_format
+        if image_format != "GIF":
+            assert np.array_equal(expected, np.asarray(rgb)), image_format
+
+
+async def test_a_tiff_turned_by_its_orientation_tag_is_kept_upright():
+    wide = Image.new("RGB", (60, 20), "white")
+    wide.paste(Image.new("RGB", (10, 20), "black"), (0, 0))  # a black band on the left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90° clockwise: the band at the top
+    kept, info = await accept_image(encoded(wide, "TIFF", exif=exif), max_pixels=MAX_PIXELS)
+    assert (info.width, info.height, info.orientation) == (20, 60, 1)
+    upright = pixels(kept)
+    assert upright[:10].max() == 0 and upright[-10:].min() == 255
+
+
+async def test_a_converted_format_s_bomb_or_damage_is_refused_before_any_decode():
+    """Dimensions come from the header, as for the others: a 100k×100k BMP is a few bytes."""
+
+    def bmp_header(width: int, height: int) -> bytes:
+        return struct.pack("<2sIHHI", b"BM", 0, 0, 0, 54) + struct.pack(
+            "<IiiHHIIiiII", 40, width, height, 1, 24, 0, 0, 0, 0, 0, 0
+        )
+
+    for width, limit, message in [
+        (100_000, MAX_PIXELS, "limit of 50000000 pixels"),  # Pillow's own bomb check
+        (8_000, MAX_PIXELS, "8000x8000 = 64000000 pixels"),
+    ]:
+        with pytest.raises(ImageTooLarge) as bomb:
+            await accept_image(bmp_header(width, width) + b"\x00" * 64, max_pixels=limit)
+        assert message in bomb.value.detail and bomb.value.status == 413
+    gif = encoded(Image.new("RGB", (64, 48), "blue"), "GIF")
+    with pytest.raises(InvalidImage) as damaged:
+        await accept_image(gif[:30], max_pixels=MAX_PIXELS)
+    assert "GIF" in damaged.value.detail and damaged.value.status == 422

@@ -201,7 +201,7 @@ async def test_a_bad_job_in_a_batch_fails_alone_and_everything_is_acked(
     assert statuses[good.id].status == JobStatus.done
     assert statuses[also_good.id].status == JobStatus.done
     assert statuses[garbage.id].status == JobStatus.failed
-    assert "not a JPEG, PNG or WebP" in statuses[garbage.id].error
+    assert "not a JPEG, PNG, WebP, BMP, GIF or TIFF" in statuses[garbage.id].error
     assert statuses[unknown_task.id].status == JobStatus.failed
     assert "x-ray" in statuses[unknown_task.id].error
     assert [e["type"] for e in await job_events(redis, garbage.id)][-2:] == ["error", "status"]

@@ -53,7 +53,7 @@ _KEY = {
     "description": "a Lookout API key (or send it in X-API-Key)",
     "example": "lk_7a0e0dd72f49_N6w_3qr7ubqt12qsF6kblhI5VxScqkYPyx5vboB6IHg",
 }
-_IMAGE = {"type": "string", "format": "binary", "description": "JPEG, PNG or WebP"}
+_IMAGE = {"type": "string", "format": "binary", "description": "JPEG, PNG, WebP, BMP, GIF or TIFF"}
 
 
 def _min_confidence(default: float, what: str) -> dict[str, Any]:

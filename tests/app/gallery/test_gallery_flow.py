@@ -162,7 +162,9 @@ async def test_bad_enrollments_are_422_naming_the_image_and_store_nothing(
     not_image = await client.post(url, files=[("images", ("notes.txt", b"hello", "text/plain"))])
     assert not_image.status_code == 415  # as on /v1/images: one answer for one bad file
     assert not_image.json()["error"] == "unsupported_image_type"
-    assert not_image.json()["detail"].startswith("notes.txt: not a JPEG, PNG or WebP image")
+    assert not_image.json()["detail"].startswith(
+        "notes.txt: not a JPEG, PNG, WebP, BMP, GIF or TIFF image"
+    )
 
     assert await count(engine, "SELECT count(*) FROM person_faces") == 0
     # The refused photos went through the workers as jobs; those jobs are gone too.

@@ -1,6 +1,7 @@
 """The jobs API contract: bad input is refused with a clear 4xx and nothing is stored."""
 
 import asyncio
+import io
 import json
 import tempfile
 import uuid
@@ -8,6 +9,7 @@ import uuid
 import numpy as np
 import pytest
 from httpx_ws import WebSocketDisconnect, aconnect_ws
+from PIL import Image
 from sqlalchemy import text
 
 from app import streams
@@ -27,7 +29,12 @@ async def assert_nothing_stored(engine, redis, storage):
 @pytest.mark.parametrize(
     ("data", "status", "error", "detail"),
     [
-        (b"plain text, not an image", 415, "unsupported_image_type", "not a JPEG, PNG or WebP"),
+        (
+            b"plain text, not an image",
+            415,
+            "unsupported_image_type",
+            "not a JPEG, PNG, WebP, BMP, GIF or TIFF",
+        ),
         (T1[: len(T1) // 2], 422, "invalid_image", "truncated"),
         (b"", 422, "invalid_image", "empty"),
         (bomb_png(), 413, "image_too_large", "pixels"),
@@ -117,6 +124,31 @@ async def test_a_raw_image_body_is_an_upload_like_a_form(client, make_consumer, 
         assert raw.status_code == 202, raw.text
         assert raw.json()["tasks"] == ["faces"]  # the default
         assert raw.json()["image"]["content_type"] == content_type
+
+
+async def test_a_gif_body_or_a_bmp_in_a_form_is_kept_as_a_png(client, make_consumer, storage):
+    """Converted on arrival (app/images.py accept_image): the job, its stored image and its
+    faces are those of the same picture sent as a PNG."""
+    with Image.open(io.BytesIO(T1)) as photo:
+        rgb = photo.convert("RGB")
+    sent = []
+    for image_format in ("GIF", "BMP"):
+        out = io.BytesIO()
+        rgb.save(out, format=image_format)
+        sent.append(out.getvalue())
+    as_body = await client.post(
+        "/v1/images", content=sent[0], headers={"content-type": "image/gif"}
+    )
+    in_form = await client.post("/v1/images", files={"image": ("t1.bmp", sent[1], "image/bmp")})
+    for response in (as_body, in_form):
+        assert response.status_code == 202, response.text
+        job = response.json()
+        assert job["image"] == {"width": 1280, "height": 886, "content_type": "image/png"}
+        assert storage.get(f"{job['id']}.png").startswith(b"\x89PNG")
+    await make_consumer().run(burst=True)
+    for response in (as_body, in_form):
+        done = (await client.get(response.json()["links"]["self"])).json()
+        assert done["status"] == "done" and done["counts"]["face"] == 6
 
 
 @pytest.mark.parametrize(
@@ -390,8 +422,11 @@ async def test_docs_and_openapi_render_with_examples(client):
     body = spec["paths"]["/v1/images"]["post"]["requestBody"]
     assert body["required"] is True
     assert sorted(body["content"]) == [
+        "image/bmp",
+        "image/gif",
         "image/jpeg",
         "image/png",
+        "image/tiff",
         "image/webp",
         "multipart/form-data",
     ]

@@ -1,12 +1,14 @@
 """The real PyPI DeepStack clients against a live Lookout: `deepstack-python` (Home
 Assistant's HASS-Deepstack-object / -face library) and DeepQuest's own `deepstack-sdk`."""
 
+import io
 from pathlib import Path
 
 import deepstack.core as ds
 import httpx
 import pytest
 from deepstack_sdk import Detection, Face, ServerConfig
+from PIL import Image
 
 from app.settings import ModelSettings
 from tests.app.compat.deepstack.conftest import (
@@ -50,6 +52,29 @@ def test_deepstack_python_detects_people_in_t1_and_a_dog_in_dog_jpg(live: LiveLo
     assert [j["tasks"] for j in jobs] == [["objects"], ["objects"]]
     assert all(j["status"] == "done" for j in jobs)
     assert jobs[0]["counts"]["dog"] >= 1
+
+
+def test_deepstack_python_detects_in_a_bmp_a_tiff_and_a_gif_as_deepstack_did(
+    live: LiveLookout, write_key
+):
+    """DeepStack opened whatever Pillow opens; these were a 415 (which the library reads as
+    an error). They are converted to PNG on arrival and detected like the JPEG."""
+    detector = ds.DeepstackObject(
+        ip="127.0.0.1", port=live.port, api_key=write_key, timeout=TIMEOUT_S
+    )
+    with Image.open(SCENES / "t1.jpg") as photo:
+        rgb = photo.convert("RGB")
+    for image_format in ("BMP", "TIFF", "GIF"):
+        out = io.BytesIO()
+        rgb.save(out, format=image_format)
+        people = detector.detect(out.getvalue())
+        assert ds.get_objects_summary(people).get("person", 0) >= 4, (image_format, people)
+    with native(live, write_key) as lookout:
+        jobs = lookout.get("/v1/jobs").json()["items"]
+        assert [j["status"] for j in jobs] == ["done"] * 3
+        for job in jobs:
+            kept = lookout.get(f"/v1/jobs/{job['id']}/image")
+            assert kept.headers["content-type"] == "image/png" and kept.content[:4] == b"\x89PNG"
 
 
 def test_deepstack_python_detects_through_a_custom_model_by_name(live: LiveLookout, write_key):

@@ -9,7 +9,7 @@ const CHECKED = new Set(['faces', 'identify', 'objects']);
 export function render(view) {
   const sockets = new Set();
   let left = false;
-  const input = h('input', { type: 'file', id: 'file-input', accept: 'image/jpeg,image/png,image/webp', multiple: true, hidden: true,
+  const input = h('input', { type: 'file', id: 'file-input', accept: 'image/jpeg,image/png,image/webp,image/bmp,image/gif,image/tiff', multiple: true, hidden: true,
     onchange: () => { send([...input.files]); input.value = ''; } });
   const zone = h('div', { class: 'dropzone', id: 'dropzone', role: 'button', tabindex: '0',
     onclick: () => input.click(),
