@@ -84,7 +84,6 @@ async def inspect_image_async(data: bytes, *, max_pixels: int) -> ImageInfo:
 # Accepted at the door and turned into a PNG there (a GIF's first frame, a TIFF's first page,
 # upright): what DeepStack (anything Pillow opens) and CompreFace (bmp, gif, tif, …) take.
 # Everything past the door (storage, workers, drawing) knows JPEG, PNG and WebP only.
-CONVERTED_FORMATS = ("BMP", "GIF", "TIFF")
 CONVERTED_CONTENT_TYPES = ("image/bmp", "image/gif", "image/tiff")
 
 

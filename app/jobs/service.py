@@ -374,8 +374,8 @@ _EXISTING_JOBS = text(
 
 async def existing_jobs(session: AsyncSession, job_ids: Collection[str]) -> set[str]:
     """Which of these jobs (ids as text) still exist, held against their deletion until the
-    caller commits: a deletion (delete_job, or retention's) then waits for the caller and
-    deletes what it wrote about them (the webhook deliveries, forget_job)."""
+    caller commits: delete_job then waits for the caller, and deletes the webhook deliveries
+    it wrote about them (forget_job)."""
     if not job_ids:
         return set()
     return set(await session.scalars(_EXISTING_JOBS, {"ids": sorted(job_ids)}))
