@@ -395,6 +395,21 @@ class PersonFace(Base):
     __mapper_args__ = {"eager_defaults": True}
 
 
+class PersonMerge(Base):
+    """A person merged into another (app/gallery/people.py merge_people), and into whom: a job
+    that identified them before the merge and writes after it names the one merged into
+    (app/jobs/results.py). Deleting that person deletes the record (CASCADE): their faces are
+    forgotten, this one too. A later merge of that person carries the record along."""
+
+    __tablename__ = "person_merges"
+
+    person_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    into_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("people.id", ondelete="CASCADE"), index=True
+    )
+    merged_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
 class ImportStatus(enum.StrEnum):
     queued = "queued"
     running = "running"

@@ -43,6 +43,7 @@ from app.models import (
     Node,
     Person,
     PersonFace,
+    PersonMerge,
     UnknownFace,
 )
 from app.pagination import decode_cursor, encode_cursor
@@ -398,6 +399,13 @@ async def merge_people(
         _REPOINT_NAMED,
         {"names": [str(i) for i in ids], "target": json.dumps({"person_id": str(target.id)})},
     )
+    # And a job that found them before this commits and writes after it (app/jobs/results.py)
+    # names the target too: where they went is kept, with those merged into them before.
+    await session.execute(
+        update(PersonMerge).where(PersonMerge.into_id.in_(ids)).values(into_id=target.id)
+    )
+    session.add_all(PersonMerge(person_id=i, into_id=target.id) for i in ids)
+    await session.flush()
     await session.execute(delete(Person).where(Person.id.in_(ids)))
     await session.flush()
     await enroll_sightings(session, settings, target, moved)
@@ -595,6 +603,27 @@ async def existing_people(session: AsyncSession, person_ids: Collection[str]) ->
     if not person_ids:
         return set()
     return set(await session.scalars(_EXISTING_PEOPLE, {"ids": sorted(person_ids)}))
+
+
+# The merged-into people locked FOR KEY SHARE, as existing_people locks: a deletion of one of
+# them waits for the caller's commit and then forgets what it wrote naming them.
+_MERGED_INTO = text(
+    """
+    SELECT CAST(m.person_id AS text), CAST(m.into_id AS text)
+    FROM person_merges m JOIN people p ON p.id = m.into_id
+    WHERE m.person_id = ANY(CAST(:ids AS uuid[]))
+    FOR KEY SHARE OF p
+    """
+)
+
+
+async def merged_into(session: AsyncSession, person_ids: Collection[str]) -> dict[str, str]:
+    """Of these people gone (ids as text), those merged into someone who still exists, and
+    into whom; held like existing_people until the caller commits."""
+    if not person_ids:
+        return {}
+    rows = await session.execute(_MERGED_INTO, {"ids": sorted(person_ids)})
+    return {gone: into for gone, into in rows.all()}
 
 
 async def delete_people(

@@ -38,7 +38,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.gallery.crops import crop_keepers
-from app.gallery.people import existing_people
+from app.gallery.people import existing_people, merged_into
 from app.jobs import events as job_events
 from app.jobs.service import JOB_NODE_NAME, JOBS_TABLE, job_detail, node_name
 from app.models import UNFINISHED_STATUSES, Detection, Job, JobStatus
@@ -369,33 +369,45 @@ async def _write_detections(
     return rows
 
 
-async def _vanished_people(session: AsyncSession, found: Sequence[FoundDetection]) -> set[str]:
-    """The people these detections name (identity, runner-up) who were deleted while their job
-    ran: the gallery step read them before the deletion, the write comes after it. A person
-    merged into another meanwhile is gone too (no record says into whom): that one face is
-    forgotten, the rare price of a merge racing a job."""
+async def _vanished_people(
+    session: AsyncSession, found: Sequence[FoundDetection]
+) -> dict[str, str | None]:
+    """The people these detections name (identity, runner-up) who were deleted or merged away
+    while their job ran (the gallery step read them before, the write comes after): the one each
+    was merged into, None for one deleted."""
     named = {
         person["person_id"]
         for d in found
         for person in (d.attributes.get("identity"), d.attributes.get("runner_up"))
         if isinstance(person, dict) and person.get("person_id")
     }
-    return named - await existing_people(session, named)
+    gone = named - await existing_people(session, named)
+    merged = await merged_into(session, gone)
+    return {person: merged.get(person) for person in gone}
 
 
-def _without_people(attributes: dict[str, Any], vanished: set[str]) -> tuple[dict[str, Any], bool]:
-    """A face's attributes without the deleted people in them, and whether the face was one of
-    theirs: then it is forgotten as delete_people forgets their faces (its box stays, an unknown
-    face without embedding or crop, so that it never clusters again as a new person)."""
+def _without_people(
+    attributes: dict[str, Any], vanished: Mapping[str, str | None]
+) -> tuple[dict[str, Any], bool]:
+    """A face's attributes naming, for a person merged away, the one they were merged into (the
+    name as the job recorded it, as merge_people leaves the faces written before), and without
+    a deleted person; and whether the face was a deleted person's: then it is forgotten as
+    delete_people forgets their faces (its box stays, an unknown face without embedding or crop,
+    so that it never clusters again as a new person)."""
     if not vanished:
         return attributes, False
-    out = attributes
-    identity, runner_up = attributes.get("identity"), attributes.get("runner_up")
-    forgotten = isinstance(identity, dict) and identity.get("person_id") in vanished
-    if forgotten:
-        out = {**out, "identity": None, "unknown": True}
-    if isinstance(runner_up, dict) and runner_up.get("person_id") in vanished:
-        out = {**out, "runner_up": None}
+    out, forgotten = attributes, False
+    for key in ("identity", "runner_up"):
+        person = attributes.get(key)
+        if not isinstance(person, dict) or person.get("person_id") not in vanished:
+            continue
+        into = vanished[person["person_id"]]
+        if into is not None:
+            out = {**out, key: {**person, "person_id": into}}
+        elif key == "identity":
+            out, forgotten = {**out, "identity": None, "unknown": True}, True
+        else:
+            out = {**out, "runner_up": None}
     return out, forgotten
 
 

@@ -93,6 +93,46 @@ async def test_a_person_deleted_after_the_gallery_step_is_not_written_into_the_j
     assert "obama" not in events and person_id not in events
 
 
+async def test_a_person_merged_after_the_gallery_step_is_written_as_the_one_merged_into(
+    client, make_consumer, engine
+):
+    """The merge commits between the gallery step (which found obama) and the job's write. The
+    write found obama gone and, with no record of where, forgot the face as a deleted person's:
+    no name, no embedding, no crop. It is the merged-into person's face now, as the faces
+    written before the merge are (their name as the job recorded it)."""
+    person_id = await enroll_obama(client, make_consumer)
+    barack = (await client.post("/v1/people", json={"name": "barack"})).json()["id"]
+    job_id = await queue_identify(client)
+    consumer = make_consumer()
+    gallery_step = consumer._identify
+
+    async def identify_then_merge(batch, found):  # type: ignore[no-untyped-def]
+        labelled = await gallery_step(batch, found)
+        [face] = labelled[0].detections  # type: ignore[union-attr]
+        assert face.attributes["identity"]["person_id"] == person_id  # found before the merge
+        merged = await client.post(f"/v1/people/{barack}/merge", json={"person_ids": [person_id]})
+        assert merged.status_code == 200, merged.text
+        return labelled
+
+    consumer._identify = identify_then_merge  # type: ignore[method-assign]
+    await consumer.run(burst=True)
+    detail = (await client.get(f"/v1/jobs/{job_id}")).json()
+    [face] = detail["detections"]
+    identity = face["attributes"]["identity"]
+    assert identity is not None and identity["person_id"] == barack, face["attributes"]
+    assert identity["name"] == "obama" and not face["attributes"].get("unknown")
+    async with engine.connect() as connection:
+        for table in ("face_embeddings", "face_crops"):
+            kept = await connection.scalar(
+                text(f"SELECT count(*) FROM {table} WHERE job_id = :j"), {"j": uuid.UUID(job_id)}
+            )
+            assert kept == 1, table
+    # Deleting the one merged into forgets it with the rest of their faces.
+    assert (await client.delete(f"/v1/people/{barack}")).status_code == 204
+    forgotten = (await client.get(f"/v1/jobs/{job_id}")).json()["detections"][0]
+    assert forgotten["attributes"]["identity"] is None
+
+
 async def test_a_deletion_waits_for_a_job_writing_the_person_then_forgets_its_face(
     client, make_consumer, engine, redis, monkeypatch: pytest.MonkeyPatch
 ):
