@@ -242,29 +242,33 @@ class WebhookDispatcher:
         is held another lock_ttl_s after each attempt (a batch of slow receivers' answers
         outlasted it, and another dispatcher then sent the same queue beside this one); once
         lost, this one stops."""
+        # The queue's head and the webhook's URL and secret in one statement, so from one
+        # snapshot: read apart, a PATCH of the URL committing between the two reads made its
+        # "retry now" due with the old URL read, and that attempt's failure put the next try
+        # back at its backoff (CI run 108).
         async with self.sessionmaker() as session:
-            webhook = await session.scalar(
-                select(Webhook).where(Webhook.id == webhook_id, Webhook.enabled, _owner_usable())
-            )
-            heads = list(
-                await session.scalars(
-                    select(WebhookDelivery)
+            heads = (
+                await session.execute(
+                    select(WebhookDelivery, Webhook.url, Webhook.secret)
+                    .join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
                     .where(
                         WebhookDelivery.webhook_id == webhook_id,
                         WebhookDelivery.status == DeliveryStatus.pending,
+                        Webhook.enabled,
+                        _owner_usable(),
                     )
                     .order_by(WebhookDelivery.seq)
                     .limit(HEAD_BATCH)
                 )
-            )
-            if webhook is None or not heads:
+            ).all()
+            if not heads:
                 # A disabled webhook keeps its queue until it is enabled again; one whose key was
                 # revoked or expired, until the key is usable again (never, for a revoked one).
                 return False
-            url, secret = webhook.url, webhook.secret
+            url, secret = heads[0].url, heads[0].secret
             batch = [
                 (h.id, h.event_id, h.payload, h.attempts, h.created_at, h.next_attempt_at)
-                for h in heads
+                for h, _, _ in heads
             ]
         for delivery_id, event_id, payload, attempts, queued_at, due_at in batch:
             if due_at > datetime.now(UTC):
