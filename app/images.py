@@ -15,15 +15,17 @@ TIFF: accept_image turns it into a PNG at the door, its dimensions checked from 
 """
 
 import asyncio
+import contextlib
 import io
 import struct
 import warnings
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from PIL import ExifTags, Image, ImageOps
 
-from app.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from app.errors import AppError, InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
 CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
@@ -88,11 +90,11 @@ CONVERTED_CONTENT_TYPES = ("image/bmp", "image/gif", "image/tiff")
 
 
 async def accept_image(data: bytes, *, max_pixels: int) -> tuple[bytes, ImageInfo]:
-    """The image as Lookout keeps it, and what inspect_image says of it: a BMP, GIF or TIFF
-    converted to PNG (in a thread: it is decoded), any other file as it came."""
+    """The image as Lookout keeps it, and its ImageInfo: a BMP, GIF or TIFF converted to PNG (in
+    a thread: it is decoded), any other file as it came, checked by inspect_image."""
     converted = _converted_format(data)
     if converted is not None:
-        data = await asyncio.to_thread(_to_png, data, converted, max_pixels)
+        return await asyncio.to_thread(_to_png, data, converted, max_pixels)
     return data, await inspect_image_async(data, max_pixels=max_pixels)
 
 
@@ -106,29 +108,47 @@ def _converted_format(data: bytes) -> str | None:
     return None
 
 
-def _to_png(data: bytes, image_format: str, max_pixels: int) -> bytes:
-    """The first frame as an RGB PNG, turned upright (a TIFF's orientation tag). Dimensions are
-    checked from the header before a pixel is decoded, as inspect_header does."""
+def _to_png(data: bytes, image_format: str, max_pixels: int) -> tuple[bytes, ImageInfo]:
+    """The first frame as an RGB PNG, turned upright (a TIFF's orientation tag), and its info.
+    Dimensions are checked from the header before a pixel is decoded, as inspect_header does."""
+    with _opened(
+        data,
+        image_format,
+        max_pixels=max_pixels,
+        corrupt=lambda exc: f"the {image_format} image is corrupt: {exc}",
+    ) as image:
+        upright = ImageOps.exif_transpose(image.convert("RGB"))
+    out = io.BytesIO()
+    upright.save(out, format="PNG", compress_level=1)  # fast: it is stored once, read by a worker
+    return out.getvalue(), ImageInfo("PNG", upright.width, upright.height)
+
+
+@contextlib.contextmanager
+def _opened(
+    data: bytes, image_format: str, *, max_pixels: int, corrupt: Callable[[Exception], str]
+) -> Iterator[Image.Image]:
+    """Pillow's lazy open of the file (its header only), its dimensions checked against
+    max_pixels before the block runs. Pillow's errors, in the open or the block, are a 422
+    saying `corrupt(error)`; its own decompression-bomb refusal is ours (413)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data), formats=[image_format]) as image:
                 width, height = image.size
+                if width <= 0 or height <= 0:
+                    raise InvalidImage(f"the image has no pixels ({width}x{height})")
                 if width * height > max_pixels:
                     raise ImageTooLarge(
                         f"image is {width}x{height} = {width * height} pixels; the limit is "
                         f"{max_pixels}"
                     )
-                upright = ImageOps.exif_transpose(image.convert("RGB"))
+                yield image
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(f"image dimensions exceed the limit of {max_pixels} pixels") from exc
-    except ImageTooLarge:
+    except AppError:
         raise
     except Exception as exc:  # PIL raises a zoo of types for corrupt files
-        raise InvalidImage(f"the {image_format} image is corrupt: {exc}") from exc
-    out = io.BytesIO()
-    upright.save(out, format="PNG", compress_level=1)  # fast: it is stored once, read by a worker
-    return out.getvalue()
+        raise InvalidImage(corrupt(exc)) from exc
 
 
 def inspect_image(data: bytes, *, max_pixels: int) -> ImageInfo:
@@ -145,24 +165,16 @@ def inspect_header(data: bytes, *, max_pixels: int) -> ImageInfo:
     image_format = _sniff_format(data)
     if not _is_complete(image_format, data):
         raise InvalidImage(f"the {image_format} data is truncated (the file ends early)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=[image_format]) as image:
-                width, height = image.size
-                orientation = _exif_orientation(image)
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLarge(f"image dimensions exceed the limit of {max_pixels} pixels") from exc
-    except Exception as exc:  # PIL raises a zoo of types for corrupt headers
-        raise InvalidImage(
+    with _opened(
+        data,
+        image_format,
+        max_pixels=max_pixels,
+        corrupt=lambda exc: (
             f"the {image_format} header is corrupt: {_why(image_format, data, exc)}"
-        ) from exc
-    if width <= 0 or height <= 0:
-        raise InvalidImage(f"the image has no pixels ({width}x{height})")
-    if width * height > max_pixels:
-        raise ImageTooLarge(
-            f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
-        )
+        ),
+    ) as image:
+        width, height = image.size
+        orientation = _exif_orientation(image)
     return ImageInfo(image_format, width, height, orientation)
 
 
