@@ -2,11 +2,11 @@
 sessions, the Redis client; migrations."""
 
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import asyncpg
 from redis.asyncio import Redis
@@ -196,6 +196,29 @@ def driver_statement(
         ),
     )
     return DriverStatement(compiled.string, tuple(compiled.positiontup or ()))
+
+
+# FOR KEY SHARE: compatible with other readers and with UPDATEs that keep the key (a worker
+# finishing a job, a clustering batch's FOR NO KEY UPDATE of a person), not with a DELETE or a
+# FOR UPDATE. Ids as text, cast by Postgres: a malformed one is its data error.
+_HELD_ROWS = {
+    table: text(
+        f"SELECT CAST(id AS text) FROM {table} "  # noqa: S608 (table: one of the two literals)
+        "WHERE id = ANY(CAST(:ids AS uuid[])) FOR KEY SHARE"
+    )
+    for table in ("jobs", "people")
+}
+
+
+async def held_rows(
+    session: AsyncSession, table: Literal["jobs", "people"], ids: Collection[str]
+) -> set[str]:
+    """Which of these rows (ids as text) still exist, held against their deletion until the
+    caller commits: a deletion either committed before (they are not in the answer) or waits
+    for the caller, then sees what the caller wrote about them."""
+    if not ids:
+        return set()
+    return set(await session.scalars(_HELD_ROWS[table], {"ids": sorted(ids)}))
 
 
 def alembic_config(database_url: str) -> "AlembicConfig":

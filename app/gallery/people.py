@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.apikeys.service import Principal
+from app.db import held_rows
 from app.errors import Conflict, InvalidInput, NotFound
 from app.events_out import service as webhook_deliveries
 from app.gallery import matching
@@ -588,21 +589,12 @@ async def lock_people(session: AsyncSession, person_ids: Sequence[uuid.UUID]) ->
     )
 
 
-# FOR KEY SHARE: compatible with other readers and a clustering batch's FOR NO KEY UPDATE, not
-# with lock_people's FOR UPDATE. Ids as text, cast by Postgres: a malformed one is its data error.
-_EXISTING_PEOPLE = text(
-    "SELECT CAST(id AS text) FROM people WHERE id = ANY(CAST(:ids AS uuid[])) FOR KEY SHARE"
-)
-
-
 async def existing_people(session: AsyncSession, person_ids: Collection[str]) -> set[str]:
     """Which of these people (ids as text) still exist, locked against their deletion until the
     caller commits: a deletion locks them first (lock_people), so either it has committed when
     this returns (they are not in the answer) or it waits for the caller and then sees what the
     caller wrote about them (and forgets it)."""
-    if not person_ids:
-        return set()
-    return set(await session.scalars(_EXISTING_PEOPLE, {"ids": sorted(person_ids)}))
+    return await held_rows(session, "people", person_ids)
 
 
 # The merged-into people locked FOR KEY SHARE, as existing_people locks: a deletion of one of

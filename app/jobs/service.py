@@ -14,13 +14,13 @@ from typing import Any, cast
 import asyncpg
 import structlog
 from redis.asyncio import Redis
-from sqlalchemy import Table, bindparam, delete, insert, select, text, tuple_, update
+from sqlalchemy import Table, bindparam, delete, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app import streams
 from app.apikeys.service import Principal
 from app.commits import after_commit
-from app.db import driver_connection, driver_statement
+from app.db import driver_connection, driver_statement, held_rows
 from app.drawing import processed_jpeg
 from app.errors import Conflict, InvalidInput, NotFound
 from app.events_out import service as webhook_deliveries
@@ -365,20 +365,11 @@ async def list_jobs(
     )
 
 
-# FOR KEY SHARE: compatible with the workers' UPDATEs of a job, not with delete_job's DELETE.
-# Ids as text, cast by Postgres.
-_EXISTING_JOBS = text(
-    "SELECT CAST(id AS text) FROM jobs WHERE id = ANY(CAST(:ids AS uuid[])) FOR KEY SHARE"
-)
-
-
 async def existing_jobs(session: AsyncSession, job_ids: Collection[str]) -> set[str]:
     """Which of these jobs (ids as text) still exist, held against their deletion until the
     caller commits: delete_job then waits for the caller, and deletes the webhook deliveries
     it wrote about them (forget_job)."""
-    if not job_ids:
-        return set()
-    return set(await session.scalars(_EXISTING_JOBS, {"ids": sorted(job_ids)}))
+    return await held_rows(session, "jobs", job_ids)
 
 
 async def delete_job(
