@@ -1,14 +1,17 @@
 """Test image factories: real encoders, or hand-built bytes for malformed files."""
 
+import io
 import os
 import struct
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import segno
+from PIL import Image
 
 # The shared test images (../shared/images beside the checkout; README: Tests), or where
 # LOOKOUT_TEST_IMAGES_DIR says for a checkout elsewhere.
@@ -42,6 +45,21 @@ def encode(image: np.ndarray, extension: str = ".png") -> bytes:
     ok, encoded = cv2.imencode(extension, image)
     assert ok
     return bytes(encoded.tobytes())
+
+
+def pillow_encoded(image: Image.Image, image_format: str, **options: Any) -> bytes:
+    """`image` encoded by Pillow: formats OpenCV does not write (GIF), Pillow's options (EXIF,
+    frames)."""
+    out = io.BytesIO()
+    image.save(out, format=image_format, **options)
+    return out.getvalue()
+
+
+def in_format(data: bytes, image_format: str) -> bytes:
+    """An encoded image again, as `image_format` (BMP, GIF, TIFF: what uploads are converted
+    from, app/images.py accept_image)."""
+    with Image.open(io.BytesIO(data)) as image:
+        return pillow_encoded(image.convert("RGB"), image_format)
 
 
 def blank(width: int = 64, height: int = 48, extension: str = ".png") -> bytes:

@@ -16,7 +16,7 @@ from app.images import (
     inspect_image,
 )
 from tests.conftest import shared_image
-from tests.images import blank, bomb_png
+from tests.images import blank, bomb_png, pillow_encoded
 
 T1 = shared_image("scenes/t1.jpg")
 MAX_PIXELS = 50_000_000
@@ -191,12 +191,6 @@ def test_a_header_pillow_refuses_is_refused_saying_what_is_wrong(data, message):
     assert "cannot identify" not in refused.value.detail
 
 
-def encoded(image: Image.Image, image_format: str, **options: object) -> bytes:
-    out = io.BytesIO()
-    image.save(out, format=image_format, **options)
-    return out.getvalue()
-
-
 def pixels(data: bytes) -> np.ndarray:
     with Image.open(io.BytesIO(data)) as image:
         return np.asarray(image.convert("RGB"))
@@ -209,9 +203,9 @@ async def test_a_bmp_gif_or_tiff_upload_becomes_a_png_of_its_first_frame():
         rgb = photo.convert("RGB")
     second = Image.new("RGB", rgb.size, "red")
     for image_format, data in [
-        ("BMP", encoded(rgb, "BMP")),
-        ("TIFF", encoded(rgb, "TIFF", compression="tiff_lzw")),
-        ("GIF", encoded(rgb, "GIF", save_all=True, append_images=[second])),
+        ("BMP", pillow_encoded(rgb, "BMP")),
+        ("TIFF", pillow_encoded(rgb, "TIFF", compression="tiff_lzw")),
+        ("GIF", pillow_encoded(rgb, "GIF", save_all=True, append_images=[second])),
     ]:
         kept, info = await accept_image(data, max_pixels=MAX_PIXELS)
         assert kept.startswith(b"\x89PNG"), image_format
@@ -227,7 +221,7 @@ async def test_a_tiff_turned_by_its_orientation_tag_is_kept_upright():
     wide.paste(Image.new("RGB", (10, 20), "black"), (0, 0))  # a black band on the left
     exif = Image.Exif()
     exif[0x0112] = 6  # shown turned 90° clockwise: the band at the top
-    kept, info = await accept_image(encoded(wide, "TIFF", exif=exif), max_pixels=MAX_PIXELS)
+    kept, info = await accept_image(pillow_encoded(wide, "TIFF", exif=exif), max_pixels=MAX_PIXELS)
     assert (info.width, info.height, info.orientation) == (20, 60, 1)
     upright = pixels(kept)
     assert upright[:10].max() == 0 and upright[-10:].min() == 255
@@ -248,7 +242,7 @@ async def test_a_converted_format_s_bomb_or_damage_is_refused_before_any_decode(
         with pytest.raises(ImageTooLarge) as bomb:
             await accept_image(bmp_header(width, width) + b"\x00" * 64, max_pixels=limit)
         assert message in bomb.value.detail and bomb.value.status == 413
-    gif = encoded(Image.new("RGB", (64, 48), "blue"), "GIF")
+    gif = pillow_encoded(Image.new("RGB", (64, 48), "blue"), "GIF")
     with pytest.raises(InvalidImage) as damaged:
         await accept_image(gif[:30], max_pixels=MAX_PIXELS)
     assert "GIF" in damaged.value.detail and damaged.value.status == 422

@@ -10,6 +10,7 @@ import contextlib
 import json
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -52,6 +53,26 @@ async def queue_identify(client) -> str:  # type: ignore[no-untyped-def]
     return str(response.json()["id"])
 
 
+async def run_between_gallery_step_and_write(  # type: ignore[no-untyped-def]
+    make_consumer, person_id: str, act: Callable[[], Awaitable[None]]
+) -> None:
+    """Run the queued identify job, with `act` after its gallery step found obama (`person_id`)
+    and before its result is written."""
+    consumer = make_consumer()
+    gallery_step = consumer._identify
+
+    async def identify_then_act(batch, found):  # type: ignore[no-untyped-def]
+        labelled = await gallery_step(batch, found)
+        [face] = labelled[0].detections  # type: ignore[union-attr]
+        identity = face.attributes["identity"]
+        assert (identity["person_id"], identity["name"]) == (person_id, "obama")  # found first
+        await act()
+        return labelled
+
+    consumer._identify = identify_then_act  # type: ignore[method-assign]
+    await consumer.run(burst=True)
+
+
 async def assert_forgotten(client, engine, job_id: str, person_id: str) -> None:  # type: ignore[no-untyped-def]
     """The job's face is an unknown face's box: no name, no embedding, no crop, in Postgres and
     in the API's answer."""
@@ -75,18 +96,11 @@ async def test_a_person_deleted_after_the_gallery_step_is_not_written_into_the_j
     """The deletion commits between the gallery step (which found them) and the job's write."""
     person_id = await enroll_obama(client, make_consumer)
     job_id = await queue_identify(client)
-    consumer = make_consumer()
-    gallery_step = consumer._identify
 
-    async def identify_then_delete(batch, found):  # type: ignore[no-untyped-def]
-        labelled = await gallery_step(batch, found)
-        [face] = labelled[0].detections  # type: ignore[union-attr]
-        assert face.attributes["identity"]["name"] == "obama"  # found before the deletion
+    async def delete() -> None:
         assert (await client.delete(f"/v1/people/{person_id}")).status_code == 204
-        return labelled
 
-    consumer._identify = identify_then_delete  # type: ignore[method-assign]
-    await consumer.run(burst=True)
+    await run_between_gallery_step_and_write(make_consumer, person_id, delete)
     await assert_forgotten(client, engine, job_id, person_id)
     # Its events too: the result went out after the deletion.
     events = json.dumps(await job_events(redis, uuid.UUID(job_id)))
@@ -103,19 +117,12 @@ async def test_a_person_merged_after_the_gallery_step_is_written_as_the_one_merg
     person_id = await enroll_obama(client, make_consumer)
     barack = (await client.post("/v1/people", json={"name": "barack"})).json()["id"]
     job_id = await queue_identify(client)
-    consumer = make_consumer()
-    gallery_step = consumer._identify
 
-    async def identify_then_merge(batch, found):  # type: ignore[no-untyped-def]
-        labelled = await gallery_step(batch, found)
-        [face] = labelled[0].detections  # type: ignore[union-attr]
-        assert face.attributes["identity"]["person_id"] == person_id  # found before the merge
+    async def merge() -> None:
         merged = await client.post(f"/v1/people/{barack}/merge", json={"person_ids": [person_id]})
         assert merged.status_code == 200, merged.text
-        return labelled
 
-    consumer._identify = identify_then_merge  # type: ignore[method-assign]
-    await consumer.run(burst=True)
+    await run_between_gallery_step_and_write(make_consumer, person_id, merge)
     detail = (await client.get(f"/v1/jobs/{job_id}")).json()
     [face] = detail["detections"]
     identity = face["attributes"]["identity"]

@@ -11,13 +11,12 @@ import zipfile
 from collections.abc import AsyncIterator
 
 import pytest
-from PIL import Image
 from sqlalchemy import text
 
 from app.gallery.imports import imports_storage, read_photo
 from tests.app.gallery.test_gallery_flow import TRAIN, count, identify, names
 from tests.conftest import shared_image
-from tests.images import blank
+from tests.images import blank, in_format
 from tests.processes import http_ok, lookout_env, start_python, stop, wait_until
 from tests.test_cli import free_port
 
@@ -100,7 +99,14 @@ async def test_files_named_person_slash_photo_are_one_import_and_bad_photos_are_
     files = [
         ("images", ("obama/obama.jpg", shared_image("faces/train/obama/obama.jpg"), "image/jpeg")),
         # A BMP: converted to PNG on arrival (app/images.py accept_image), enrolled as any.
-        ("images", ("Obama/obama2.bmp", as_bmp(shared_image("faces/train/obama/obama2.jpg")), "")),
+        (
+            "images",
+            (
+                "Obama/obama2.bmp",
+                in_format(shared_image("faces/train/obama/obama2.jpg"), "BMP"),
+                "",
+            ),
+        ),
         ("images", ("crowd/t1.jpg", shared_image("scenes/t1.jpg"), "image/jpeg")),
         ("images", ("dog/dog.jpg", shared_image("scenes/dog.jpg"), "image/jpeg")),
         ("images", ("broken/x.jpg", b"\xff\xd8\xff not really a jpeg", "image/jpeg")),
@@ -127,13 +133,6 @@ async def test_files_named_person_slash_photo_are_one_import_and_bad_photos_are_
     body = await finished(client, again.json()["status_url"])
     assert (body["enrolled"], body["duplicates"], body["people_created"]) == (0, 2, 0)
     assert await count(engine, "SELECT count(*) FROM person_faces") == 2
-
-
-def as_bmp(jpeg: bytes) -> bytes:
-    out = io.BytesIO()
-    with Image.open(io.BytesIO(jpeg)) as image:
-        image.convert("RGB").save(out, format="BMP")
-    return out.getvalue()
 
 
 def png_with_bad_nul_chunk() -> bytes:

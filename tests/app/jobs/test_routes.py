@@ -1,7 +1,6 @@
 """The jobs API contract: bad input is refused with a clear 4xx and nothing is stored."""
 
 import asyncio
-import io
 import json
 import tempfile
 import uuid
@@ -9,12 +8,11 @@ import uuid
 import numpy as np
 import pytest
 from httpx_ws import WebSocketDisconnect, aconnect_ws
-from PIL import Image
 from sqlalchemy import text
 
 from app import streams
 from tests.conftest import bearer, node_token, shared_image
-from tests.images import blank, bomb_png, encode
+from tests.images import blank, bomb_png, encode, in_format
 
 T1 = shared_image("scenes/t1.jpg")
 
@@ -129,13 +127,7 @@ async def test_a_raw_image_body_is_an_upload_like_a_form(client, make_consumer, 
 async def test_a_gif_body_or_a_bmp_in_a_form_is_kept_as_a_png(client, make_consumer, storage):
     """Converted on arrival (app/images.py accept_image): the job, its stored image and its
     faces are those of the same picture sent as a PNG."""
-    with Image.open(io.BytesIO(T1)) as photo:
-        rgb = photo.convert("RGB")
-    sent = []
-    for image_format in ("GIF", "BMP"):
-        out = io.BytesIO()
-        rgb.save(out, format=image_format)
-        sent.append(out.getvalue())
+    sent = [in_format(T1, "GIF"), in_format(T1, "BMP")]
     as_body = await client.post(
         "/v1/images", content=sent[0], headers={"content-type": "image/gif"}
     )

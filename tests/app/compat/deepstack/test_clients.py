@@ -1,14 +1,12 @@
 """The real PyPI DeepStack clients against a live Lookout: `deepstack-python` (Home
 Assistant's HASS-Deepstack-object / -face library) and DeepQuest's own `deepstack-sdk`."""
 
-import io
 from pathlib import Path
 
 import deepstack.core as ds
 import httpx
 import pytest
 from deepstack_sdk import Detection, Face, ServerConfig
-from PIL import Image
 
 from app.settings import ModelSettings
 from tests.app.compat.deepstack.conftest import (
@@ -19,6 +17,7 @@ from tests.app.compat.deepstack.conftest import (
     native,
     training_photos,
 )
+from tests.images import in_format
 
 TIMEOUT_S = 60  # the worker shares 2 cores with the whole suite
 
@@ -62,12 +61,8 @@ def test_deepstack_python_detects_in_a_bmp_a_tiff_and_a_gif_as_deepstack_did(
     detector = ds.DeepstackObject(
         ip="127.0.0.1", port=live.port, api_key=write_key, timeout=TIMEOUT_S
     )
-    with Image.open(SCENES / "t1.jpg") as photo:
-        rgb = photo.convert("RGB")
     for image_format in ("BMP", "TIFF", "GIF"):
-        out = io.BytesIO()
-        rgb.save(out, format=image_format)
-        people = detector.detect(out.getvalue())
+        people = detector.detect(in_format((SCENES / "t1.jpg").read_bytes(), image_format))
         assert ds.get_objects_summary(people).get("person", 0) >= 4, (image_format, people)
     with native(live, write_key) as lookout:
         jobs = lookout.get("/v1/jobs").json()["items"]
