@@ -31,7 +31,7 @@ import httpx
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
-from sqlalchemy import ColumnElement, case, delete, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, case, delete, exists, func, or_, select, true, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -205,14 +205,28 @@ class WebhookDispatcher:
                 await asyncio.wait_for(self.wake.wait(), self.settings.events.poll_interval_s)
 
     async def due_webhooks(self) -> list[uuid.UUID]:
+        """The webhooks whose queue's head is due, of those that may be sent to now.
+
+        Only the head counts: deliveries queue behind it in order, so a webhook whose head
+        waits out a backoff has nothing to send, however many later ones are due (they were
+        drained at every poll, up to an hour, to find the head not due); a disabled webhook's
+        or a revoked key's queue likewise waits. One index probe per webhook (the head by
+        ix_webhook_deliveries_due), not a scan of every pending delivery."""
+        head = (
+            select(WebhookDelivery.next_attempt_at)
+            .where(
+                WebhookDelivery.webhook_id == Webhook.id,
+                WebhookDelivery.status == DeliveryStatus.pending,
+            )
+            .order_by(WebhookDelivery.seq)
+            .limit(1)
+            .lateral("head")
+        )
         async with self.sessionmaker() as session:
             rows = await session.scalars(
-                select(WebhookDelivery.webhook_id)
-                .where(
-                    WebhookDelivery.status == DeliveryStatus.pending,
-                    WebhookDelivery.next_attempt_at <= func.now(),
-                )
-                .distinct()
+                select(Webhook.id)
+                .join(head, true())
+                .where(Webhook.enabled, _owner_usable(), head.c.next_attempt_at <= func.now())
             )
             return list(rows)
 

@@ -605,6 +605,58 @@ async def test_a_url_fixed_while_an_attempt_is_under_way_is_tried_after_it(
         broken.stop()
 
 
+async def test_only_a_due_head_makes_a_webhook_due(settings, api_key, redis, sessionmaker):
+    """Deliveries go out in order behind their queue's head: while the head waits out its
+    backoff the webhook has nothing to send, however many later deliveries are due. It was
+    drained at every poll all the same (a task, a Redis lock and a query each second, up to an
+    hour), and so was a disabled webhook's due queue."""
+    failing = Receiver(status=500)
+    failing.start()
+    hook_settings = events_settings(settings, retry_base_s=600.0, retry_max_backoff_s=600.0)
+    try:
+        async with serve_app(hook_settings, api_key) as http:
+            hook = await failures_hook(http, failing.url)
+            path = f"/v1/webhooks/{hook['id']}"
+
+            async def deliveries() -> list[dict]:  # type: ignore[type-arg]
+                return (await http.get(f"{path}/deliveries")).json()["items"]  # type: ignore[no-any-return]
+
+            async def stored(count: int, attempted: int) -> bool:
+                items = await deliveries()
+                return len(items) == count and sum(1 for d in items if d["attempts"]) == attempted
+
+            async with running_dispatcher(hook_settings, sessionmaker, redis):
+                await publish_failures(redis, sessionmaker, 1)
+                await wait_for(lambda: stored(1, 1))
+                await publish_failures(redis, sessionmaker, 2)
+                await wait_for(lambda: stored(3, 1))
+            assert len(failing.received) == 1
+            # The two behind the head are due now; the head is 5-10 minutes away.
+            now = datetime.now(UTC)
+            waits = sorted(
+                (datetime.fromisoformat(d["next_attempt_at"]) - now).total_seconds()
+                for d in await deliveries()
+            )
+            assert waits[0] <= 0 and waits[1] <= 0 and waits[2] > 250, waits
+            probe = WebhookDispatcher(hook_settings, sessionmaker, redis, consumer="probe")
+            assert await probe.due_webhooks() == []
+
+            # Disabled, its head due: still nothing to send.
+            assert (await http.patch(path, json={"enabled": False})).status_code == 200
+            async with sessionmaker.begin() as session:
+                await session.execute(
+                    update(WebhookDelivery)
+                    .where(WebhookDelivery.webhook_id == uuid.UUID(hook["id"]))
+                    .values(next_attempt_at=datetime.now(UTC))
+                )
+            assert await probe.due_webhooks() == []
+            # Enabled again (what waits is tried at once): due.
+            assert (await http.patch(path, json={"enabled": True})).status_code == 200
+            assert await probe.due_webhooks() == [uuid.UUID(hook["id"])]
+    finally:
+        failing.stop()
+
+
 async def test_a_patch_of_one_filter_leaves_the_others(settings, api_key):
     """PATCH {"filters": {"labels": [...]}} emptied node_ids and people: a webhook kept to one
     camera then fired for every camera."""
