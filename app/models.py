@@ -538,7 +538,9 @@ class WebhookDelivery(Base):
     __tablename__ = "webhook_deliveries"
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
-    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True), unique=True)
+    # Numbered once per row by the identity; no unique index of its own (migration 0018:
+    # Postgres walked it in seq order past other webhooks' deliveries).
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True))
     webhook_id: Mapped[uuid.UUID] = mapped_column(
         UUID(as_uuid=True), ForeignKey("webhooks.id", ondelete="CASCADE")
     )
@@ -561,7 +563,15 @@ class WebhookDelivery(Base):
 
     __table_args__ = (
         Index("ux_webhook_deliveries_event", "webhook_id", "event_id", unique=True),
-        Index("ix_webhook_deliveries_due", "webhook_id", "status", "seq"),
+        # A webhook's queue: its head and what waits behind it, in order.
+        Index(
+            "ix_webhook_deliveries_pending",
+            "webhook_id",
+            "seq",
+            postgresql_where=text("((status)::text = 'pending'::text)"),
+        ),
+        # Its deliveries page by page, newest first (GET …/deliveries), and pruning.
+        Index("ix_webhook_deliveries_webhook_seq", "webhook_id", "seq"),
         # What deleting a job or a person deletes (app/events_out/service.py), as Postgres
         # prints the expressions back (so that `alembic check` finds them equal).
         Index("ix_webhook_deliveries_job", text("((payload -> 'job'::text) ->> 'id'::text)")),

@@ -211,7 +211,7 @@ class WebhookDispatcher:
         waits out a backoff has nothing to send, however many later ones are due (they were
         drained at every poll, up to an hour, to find the head not due); a disabled webhook's
         or a revoked key's queue likewise waits. One index probe per webhook (the head by
-        ix_webhook_deliveries_due), not a scan of every pending delivery."""
+        ix_webhook_deliveries_pending), not a scan of every pending delivery."""
         head = (
             select(WebhookDelivery.next_attempt_at)
             .where(
