@@ -114,7 +114,7 @@ class Job(Base):
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
     # The API key that created the job; None when it was created while auth was off (dev).
     owner_id: Mapped[uuid.UUID | None] = mapped_column(
-        UUID(as_uuid=True), ForeignKey("api_keys.id", ondelete="SET NULL"), index=True
+        UUID(as_uuid=True), ForeignKey("api_keys.id", ondelete="SET NULL")
     )
     status: Mapped[JobStatus] = mapped_column(
         Enum(JobStatus, name="job_status", native_enum=False, length=16),
@@ -149,6 +149,8 @@ class Job(Base):
 
     __table_args__ = (
         Index("ix_jobs_created_at_id", "created_at", "id"),
+        # A key's jobs newest first (GET /v1/jobs); a generic plan walked all jobs without it.
+        Index("ix_jobs_owner_created_at_id", "owner_id", "created_at", "id"),
         Index("ix_jobs_node_id_created_at", "node_id", "created_at"),
         # Without these, the reconciler and a node's backlog (counted for every frame it sends)
         # read every job kept: 60-120 ms of Postgres CPU each at a million (bench/kept_jobs.py).
