@@ -178,18 +178,13 @@ async def _publish(redis_url: str, database_url: str, events: int) -> float:
     # The jobs exist (finished, with nothing found): the dispatcher drops the events of jobs
     # gone by the time it reads them. Their rows are written before the clock starts.
     job_ids = [uuid.uuid4() for _ in range(events)]
-    connection = await asyncpg.connect(
-        database_url.replace("postgresql+asyncpg://", "postgresql://")
+    await _execute(
+        database_url,
+        "INSERT INTO jobs (id, status, purpose, tasks, content_type, width, height, counts,"
+        " attempts) SELECT id, 'done', 'detect', '{faces}', 'image/jpeg', 1, 1, '{}', 1"
+        " FROM unnest($1::uuid[]) AS id",
+        job_ids,
     )
-    try:
-        await connection.execute(
-            "INSERT INTO jobs (id, status, purpose, tasks, content_type, width, height, counts,"
-            " attempts) SELECT id, 'done', 'detect', '{faces}', 'image/jpeg', 1, 1, '{}', 1"
-            " FROM unnest($1::uuid[]) AS id",
-            job_ids,
-        )
-    finally:
-        await connection.close()
     redis = Redis.from_url(redis_url)
     began = time.time()
     try:
@@ -330,20 +325,26 @@ def _backlog_at_rest(
 
 
 async def _queue_backlog(database_url: str, webhook_id: str) -> None:
+    await _execute(
+        database_url,
+        "INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_type, payload, status,"
+        " attempts, next_attempt_at) SELECT gen_random_uuid(), $1, 'backlog-' || n, 'job.done',"
+        " '{}', 'pending', CASE WHEN n = 1 THEN 3 ELSE 0 END,"
+        " CASE WHEN n = 1 THEN now() + interval '1 hour' ELSE now() END"
+        " FROM generate_series(1, $2) AS n ORDER BY n",
+        uuid.UUID(webhook_id),
+        BACKLOG,
+    )
+    await _execute(database_url, "ANALYZE webhook_deliveries")
+
+
+async def _execute(database_url: str, statement: str, *args: object) -> None:
+    """One statement on the bench stack's Postgres, outside Lookout."""
     connection = await asyncpg.connect(
         database_url.replace("postgresql+asyncpg://", "postgresql://")
     )
     try:
-        await connection.execute(
-            "INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_type, payload,"
-            " status, attempts, next_attempt_at) SELECT gen_random_uuid(), $1, 'backlog-' || n,"
-            " 'job.done', '{}', 'pending', CASE WHEN n = 1 THEN 3 ELSE 0 END,"
-            " CASE WHEN n = 1 THEN now() + interval '1 hour' ELSE now() END"
-            " FROM generate_series(1, $2) AS n ORDER BY n",
-            uuid.UUID(webhook_id),
-            BACKLOG,
-        )
-        await connection.execute("ANALYZE webhook_deliveries")
+        await connection.execute(statement, *args)
     finally:
         await connection.close()
 
