@@ -572,7 +572,7 @@ class WebhookDelivery(Base):
             "seq",
             postgresql_where=text("((status)::text = 'pending'::text)"),
         ),
-        # Its deliveries page by page, newest first (GET …/deliveries), and pruning.
+        # Its deliveries page by page, newest first (GET …/deliveries).
         Index("ix_webhook_deliveries_webhook_seq", "webhook_id", "seq"),
         # What deleting a job or a person deletes (app/events_out/service.py), as Postgres
         # prints the expressions back (so that `alembic check` finds them equal).
