@@ -6,10 +6,10 @@ maintenance pass every 30 s (the reconciler's search for lost unfinished jobs, t
 jobs past retention, the images still needed), a node's backlog counted for every frame it
 sends, the job counts behind every /metrics scrape, and a key's page of its jobs. This bench
 calls those very functions on an embedded Postgres holding JOBS finished jobs (half of them one
-node's, the other half one key's but for the ten oldest, a second key's) and three unfinished uploads, with
-the indexes of migrations 0012 (the unfinished jobs) and 0019 (a key's jobs by time) and, in the
-same run, without them (as before those migrations), and reports each call's Postgres CPU (the
-backends', psutil) and wall time.
+node's, the other half one key's but for the ten oldest, a second key's) and three unfinished
+uploads, with the indexes of migrations 0012 (the unfinished jobs) and 0019 (a key's jobs by
+time) and, in the same run, without them (as before those migrations), and reports each call's
+Postgres CPU (the backends', psutil) and wall time.
 
 `python -m bench.kept_jobs [JOBS]` (default 1,000,000; LOOKOUT_BENCH_KEPT_JOBS). Writes the
 "Jobs kept" section of bench/RESULTS.md.
@@ -76,10 +76,10 @@ class Step:
     wall_ms: tuple[float, float]
 
 
-async def fill(settings: Settings, jobs: int) -> tuple[str, Storage, tuple[Principal, Principal]]:
-    """The finished jobs (a month's worth, every other one the node's, the others a busy key's),
-    QUIET_JOBS of a quiet key, three unfinished uploads, ANALYZE; the node's token, the image
-    store and the two keys."""
+async def fill(settings: Settings, jobs: int) -> tuple[str, Storage, Principal]:
+    """The finished jobs (a month's worth, every other one the node's, the others a busy key's
+    but for the QUIET_JOBS oldest, a quiet key's), three unfinished uploads, ANALYZE; the node's
+    token, the image store and the quiet key."""
     engine = create_engine(settings.database)
     sessionmaker = create_sessionmaker(engine)
     storage = Storage(settings.storage_dir)
@@ -128,18 +128,15 @@ async def fill(settings: Settings, jobs: int) -> tuple[str, Storage, tuple[Princ
             await connection.execute(text("VACUUM ANALYZE jobs"))
     finally:
         await engine.dispose()
-    viewers = (
-        Principal(owner_id=busy.id, scopes=frozenset({Scope.read})),
-        Principal(owner_id=quiet.id, scopes=frozenset({Scope.read})),
-    )
-    return issue_node_token(node.id, settings.nodes).token, storage, viewers
+    viewer = Principal(owner_id=quiet.id, scopes=frozenset({Scope.read}))
+    return issue_node_token(node.id, settings.nodes).token, storage, viewer
 
 
 async def measure(
     settings: Settings,
     token: str,
     storage: Storage,
-    viewers: tuple[Principal, Principal],
+    viewer: Principal,
     postgres: int,
 ) -> dict[str, list[tuple[float, float]]]:
     """Each step's calls: (Postgres CPU ms, wall ms) of each."""
@@ -148,7 +145,6 @@ async def measure(
     assert settings.redis.url is not None
     redis = Redis.from_url(settings.redis.url)
     metrics = ApiMetrics()
-    _, quiet = viewers
     await refresh_metrics(metrics, engine, redis)  # the first scrape counts the finished jobs
 
     async def frame() -> None:
@@ -162,7 +158,7 @@ async def measure(
         # that the figure does not depend on which keys that connection served first.
         async with sessionmaker() as session:
             await session.execute(text("SET LOCAL plan_cache_mode = force_generic_plan"))
-            found = await list_jobs(session, quiet, status=None, limit=50, cursor=None)
+            found = await list_jobs(session, viewer, status=None, limit=50, cursor=None)
         assert len(found.items) == QUIET_JOBS
 
     steps: dict[str, Callable[[], Awaitable[object]]] = {
@@ -243,12 +239,12 @@ def run(jobs: int) -> tuple[list[Step], int]:
                 # The frames sent here are never run: room for all of them in the backlog.
                 nodes=NodeSettings(max_queued_frames=1000),
             )
-            token, storage, viewers = asyncio.run(fill(settings, jobs))
+            token, storage, viewer = asyncio.run(fill(settings, jobs))
             postgres = postmaster_pid(data / "postgres")
             assert postgres is not None
-            with_indexes = asyncio.run(measure(settings, token, storage, viewers, postgres))
+            with_indexes = asyncio.run(measure(settings, token, storage, viewer, postgres))
             asyncio.run(set_indexes(settings, present=False))
-            without = asyncio.run(measure(settings, token, storage, viewers, postgres))
+            without = asyncio.run(measure(settings, token, storage, viewer, postgres))
             asyncio.run(set_indexes(settings, present=True))
         finally:
             services.stop()
