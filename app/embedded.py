@@ -259,13 +259,12 @@ def _start_redis(redis_socket: Path) -> subprocess.Popen[bytes]:
             "",
             "--daemonize",
             "no",
-            # Redis 6.2 notices a timed-out blocking read (XREAD/XREADGROUP BLOCK) only when its
-            # event loop next wakes, on a quiet server its tick: at the default hz 10 a BLOCK 5
-            # returns after up to 100 ms. New entries wake readers at once either way; hz 100
-            # keeps the timeouts (burst-mode idle checks, WebSocket tails noticing a stop)
-            # within about 10 ms.
-            "--hz",
-            "100",
+            # Redis's default timer (hz 10), as the compose file's Redis runs: a blocking read
+            # (XREAD/XREADGROUP BLOCK) that times out is noticed at the next tick, up to 100 ms
+            # late, while new entries wake readers at once. No read here needs its timeout
+            # sooner (the shortest, burst mode's idle check, is 200 ms; a batch fills without
+            # blocking reads), and the tests see the timing production does. hz 100 cost an
+            # idle stack 7-9 ms of CPU a second, 1 at hz 10 (bench/RESULTS.md, plumbing).
             "--loglevel",
             "warning",
             "--logfile",

@@ -62,7 +62,8 @@ FLOOR_RATIO = Target("≥ 0.6", 0.6, at_least=True)
 P50 = Target("≤ 8 ms", 8, at_least=False)
 P99 = Target("≤ 20 ms", 20, at_least=False)
 COMMANDS = Target("≤ 8", 8, at_least=False)
-LATENCY_CLIENTS = ("lean", "httpx")  # posters(): the figure with a target, then httpx's
+LATENCY_CLIENTS = ("lean", "httpx")
+AT_REST_S = 15.0  # how long the stack's CPU at rest is measured  # posters(): the figure with a target, then httpx's
 
 
 @dataclass
@@ -83,6 +84,9 @@ class PlumbingResult:
     # Postgres connections opened over Lookout's rounds (a pool that closes what it opened for
     # a burst costs a backend start each time, in processes that exit before anything counts them)
     postgres_connections: int
+    # CPU ms a second of the stack's processes with nothing to do (workers up, no jobs): what
+    # Lookout costs a machine it idles on, its timers and polls
+    at_rest_ms_per_s: dict[str, float]
 
     @property
     def jobs_per_s(self) -> float:
@@ -251,6 +255,7 @@ def run(
         asyncio.run(latency_on_firehose(base_url, ws_url, 20, clients=LATENCY_CLIENTS))  # warm-up
         asyncio.run(post_throughput(floor_url, jobs=50, concurrency=concurrency, desc="warm-up"))
         create_us = file_create_us(Path(running.env["LOOKOUT_DATA_DIR"]) / "images")
+        at_rest = at_rest_ms_per_s({"API": api, "worker": worker, **servers})
         lookout_rounds, floor_rounds = [], []
         commands: dict[str, int] = {}
         connections = 0
@@ -306,7 +311,19 @@ def run(
         profiles,
         create_us,
         connections,
+        at_rest,
     )
+
+
+def at_rest_ms_per_s(pids: dict[str, int], seconds: float = AT_REST_S) -> dict[str, float]:
+    """CPU ms a second of each process over `seconds` with no jobs, after a pause that lets
+    the warm-up's work settle."""
+    time.sleep(2)
+    meter = CpuMeter(pids)
+    meter.start()
+    time.sleep(seconds)
+    meter.stop()
+    return {name: 1000 * spent / seconds for name, spent in meter.spent.items()}
 
 
 def file_create_us(folder: Path, count: int = 300) -> float:
@@ -380,6 +397,10 @@ def cpu_lines(result: PlumbingResult) -> list[str]:
         "before the rounds; on this machine's ext4, 9-16 µs where no files were deleted nearby "
         "in the last minutes and up to ~600 µs after thousands were, since without a journal "
         "the kernel passes over recently freed inodes); the floor stores no file.",
+        "",
+        f"At rest (workers up, no jobs; {AT_REST_S:.0f} s before the rounds), ms of CPU a second: "
+        + ", ".join(f"{name} {ms:.1f}" for name, ms in result.at_rest_ms_per_s.items())
+        + f"; {sum(result.at_rest_ms_per_s.values()):.1f} all together.",
     ]
 
 
