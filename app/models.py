@@ -490,7 +490,7 @@ class UnknownFace(Base):
         UUID(as_uuid=True), ForeignKey("api_keys.id", ondelete="SET NULL")
     )
     person_id: Mapped[uuid.UUID | None] = mapped_column(
-        UUID(as_uuid=True), ForeignKey("people.id", ondelete="CASCADE"), index=True
+        UUID(as_uuid=True), ForeignKey("people.id", ondelete="CASCADE")
     )
     manual: Mapped[bool] = mapped_column(Boolean, default=False)
     model: Mapped[str] = mapped_column(String(64))
@@ -499,7 +499,19 @@ class UnknownFace(Base):
     )
     seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
-    __table_args__ = (Index("ix_unknown_faces_owner_model", "owner_id", "model"),)
+    __table_args__ = (
+        Index("ix_unknown_faces_owner_model", "owner_id", "model"),
+        # A person's sightings, newest last (read backwards for the newest first), with node_id
+        # so that a person's count, first and last seen and sources come from the index alone
+        # (migration 0020); also a deleted person's faces (ON DELETE CASCADE).
+        Index(
+            "ix_unknown_faces_person_seen",
+            "person_id",
+            "seen_at",
+            "detection_id",
+            postgresql_include=["node_id"],
+        ),
+    )
 
 
 class DeliveryStatus(enum.StrEnum):

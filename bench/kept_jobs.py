@@ -24,7 +24,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
 from redis.asyncio import Redis
 from sqlalchemy import text
 
@@ -48,7 +47,7 @@ from app.settings import (
 )
 from app.storage import Storage
 from bench.harness import SHARED, load_average, machine, postmaster_pid, stack_dir, write_section
-from bench.profiling import cpu_seconds
+from bench.profiling import postgres_cpu_s
 
 DEFAULT_JOBS = 1_000_000
 CALLS = 20  # of each step, after one call not counted
@@ -183,20 +182,6 @@ async def measure(
         await redis.aclose()
         await engine.dispose()
     return calls
-
-
-def postgres_cpu_s(postmaster: int) -> float:
-    """CPU seconds of Postgres: the postmaster, its backends alive now, and those it has reaped
-    (the parallel workers a scan of every job starts and ends within the call)."""
-    process = psutil.Process(postmaster)
-    times = process.cpu_times()
-    return float(
-        times.user
-        + times.system
-        + times.children_user
-        + times.children_system
-        + sum(cpu_seconds(child.pid, children=False) for child in process.children())
-    )
 
 
 async def set_indexes(settings: Settings, present: bool) -> None:

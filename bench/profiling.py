@@ -38,6 +38,20 @@ def cpu_seconds(pid: int, *, children: bool = True) -> float:
     return total
 
 
+def postgres_cpu_s(postmaster: int) -> float:
+    """CPU seconds of Postgres: the postmaster, its backends alive now, and those it has reaped
+    (the parallel workers a scan of every job starts and ends within the call)."""
+    process = psutil.Process(postmaster)
+    times = process.cpu_times()
+    return float(
+        times.user
+        + times.system
+        + times.children_user
+        + times.children_system
+        + sum(cpu_seconds(child.pid, children=False) for child in process.children())
+    )
+
+
 class CpuMeter:
     """CPU seconds of named processes between `start` and `stop`, added over several spans.
     Each with its children (Postgres' backends), except those named in `alone` (the bench's

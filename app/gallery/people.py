@@ -223,18 +223,17 @@ async def list_people(
             )
         offset = 0
     else:
-        size = (
-            select(func.count())
-            .select_from(UnknownFace)
-            .where(UnknownFace.person_id == Person.id)
-            .correlate(Person)
-            .scalar_subquery()
+        # One join counted once per person (a correlated count was evaluated twice: in the
+        # filter and in the order), from the sightings' index alone (migration 0020).
+        size = func.count(UnknownFace.detection_id)
+        query = (
+            query.outerjoin(UnknownFace, UnknownFace.person_id == Person.id)
+            .where(Person.name.is_(None))
+            .where(Person.ignored_at.is_not(None) if ignored else Person.ignored_at.is_(None))
+            .group_by(Person.id)
+            .having(size >= min_unnamed_faces)
+            .order_by(size.desc(), Person.created_at.desc(), Person.id.desc())
         )
-        query = query.where(Person.name.is_(None), size >= min_unnamed_faces)
-        query = query.where(
-            Person.ignored_at.is_not(None) if ignored else Person.ignored_at.is_(None)
-        )
-        query = query.order_by(size.desc(), Person.created_at.desc(), Person.id.desc())
         offset = _decode_offset(cursor) if cursor is not None else 0
         query = query.offset(offset)
     people = list(await session.scalars(query.limit(limit + 1)))

@@ -171,6 +171,36 @@ async def test_unknown_faces_form_unnamed_people_one_per_person(
     assert [members(c) for c in await unnamed(client)] == biggest
 
 
+async def test_unnamed_people_are_listed_biggest_first_a_page_at_a_time(
+    client, worker, settings, sessionmaker
+):
+    """?named=false: most sightings first, each counted once whatever the page (the list joins
+    the sightings' index, migration 0020), paged by its cursor, one-face people left out."""
+    obama, biden, _ = await upload_everyone(client)
+    await cluster_pass(settings, sessionmaker)
+    ids = {frozenset(members(c)): c["id"] for c in await unnamed(client)}
+    obama_id, biden_id = ids[frozenset(obama)], ids[frozenset(biden)]
+    # Biden's first face to Obama's person: 4 against 2.
+    moved = await client.post(f"/v1/faces/{min(biden)}/move", json={"person_id": obama_id})
+    assert moved.status_code == 200, moved.text
+
+    first = (await client.get("/v1/people", params={"named": "false", "limit": 1})).json()
+    assert [(p["id"], p["sighting_count"]) for p in first["items"]] == [(obama_id, 4)]
+    second = (
+        await client.get(
+            "/v1/people", params={"named": "false", "limit": 1, "cursor": first["next_cursor"]}
+        )
+    ).json()
+    assert [(p["id"], p["sighting_count"]) for p in second["items"]] == [(biden_id, 2)]
+    assert second["next_cursor"] is None
+
+    # Down to one face, below clusters.min_person_faces (2): Biden is no longer listed.
+    moved = await client.post(f"/v1/faces/{max(biden)}/move", json={"person_id": obama_id})
+    assert moved.status_code == 200, moved.text
+    listed = [(p["id"], p["sighting_count"]) for p in await unnamed(client)]
+    assert listed == [(obama_id, 5)]
+
+
 async def test_the_loop_places_each_job_s_faces_as_its_result_reaches_the_firehose(
     client, worker, settings, sessionmaker, engine, redis
 ):
