@@ -17,7 +17,8 @@ that Redis lost them) the job fails with a clear error.
 
 Janitor: images past their TTL and, oldest first, beyond the total size cap, except those that
 queued/running jobs still need (a worker would fail the job without its image); finished jobs
-past their retention (their detections cascade, their images go with them). The image sweep
+past their retention (their detections cascade, their images go with them); the gallery's
+sighting tallies folded to a row a person and source (app/gallery/people.py). The image sweep
 stats every stored file (0.7 s of CPU for 200,000): it runs at most every SWEEP_SHARE of its
 own last duration, so a large store costs the API a bounded share of a core, and the size cap
 is kept a few minutes late at most.
@@ -38,6 +39,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import streams
+from app.gallery.people import compact_tallies
 from app.jobs import results
 from app.models import FINISHED_STATUSES, JOB_UNFINISHED, Job
 from app.settings import Settings
@@ -188,12 +190,14 @@ async def run_maintenance(
     frames_redis: Redis | None = None,
     sweep_now: bool = False,
 ) -> MaintenanceReport:
-    """One pass: reconcile, expire jobs, sweep images (when due, or `sweep_now`). Each step
-    is idempotent."""
+    """One pass: reconcile, expire jobs, fold the sighting tallies, sweep images (when due, or
+    `sweep_now`). Each step is idempotent."""
     reenqueued, lost_frames = await reconcile(
         settings, sessionmaker, redis, frames_redis=frames_redis
     )
     jobs_deleted = await expire_jobs(settings, sessionmaker, storage)
+    async with sessionmaker.begin() as session:
+        await compact_tallies(session)
     swept = SweepResult([], [], 0, 0)
     if sweep_now or not await redis.exists(streams.IMAGES_SWEPT):
         started = time.monotonic()

@@ -501,17 +501,35 @@ class UnknownFace(Base):
 
     __table_args__ = (
         Index("ix_unknown_faces_owner_model", "owner_id", "model"),
-        # A person's sightings, newest last (read backwards for the newest first), with node_id
-        # so that a person's count, first and last seen and sources come from the index alone
-        # (migration 0020); also a deleted person's faces (ON DELETE CASCADE).
-        Index(
-            "ix_unknown_faces_person_seen",
-            "person_id",
-            "seen_at",
-            "detection_id",
-            postgresql_include=["node_id"],
-        ),
+        # A person's sightings, newest last (read backwards for the newest first; first and
+        # last seen from its two ends; migration 0020); also a deleted person's faces (ON
+        # DELETE CASCADE).
+        Index("ix_unknown_faces_person_seen", "person_id", "seen_at", "detection_id"),
     )
+
+
+class SightingTally(Base):
+    """A change to a person's count of sightings (unknown faces) from one source: +n as faces
+    join them, -n as they leave (moved, merged, deleted, expired with their job). Written by
+    triggers on unknown_faces (migration 0021), whatever changed it, cascades included; the
+    maintenance pass folds each (person, node)'s rows into one and drops those of people gone
+    (app/gallery/people.py compact_tallies).
+
+    What it is for: a person's count and sources, and the unnamed people ranked by count, read
+    from these few rows instead of counting every sighting at each call (a page of unnamed
+    people at a million unknown faces counted all of them; bench/people_page.py). No foreign
+    key: a tally written as its person is deleted must not fail or wait on that row; the
+    readers join people, so a gone person's rows are never read.
+    """
+
+    __tablename__ = "sighting_tallies"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    person_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    node_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    sightings: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (Index("ix_sighting_tallies_person_node", "person_id", "node_id"),)
 
 
 class DeliveryStatus(enum.StrEnum):

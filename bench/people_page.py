@@ -6,9 +6,11 @@ The clustering makes an unnamed person of every face seen again and again that n
 faces by source and its newest sightings; GET /v1/people/{id} opens one. This bench calls those
 very functions (`list_people`, `get_person` + `person_out`, as the routes do) on an embedded
 Postgres holding FACES unknown faces in clusters of three sizes (20 residents of 2% of them
-each, 600 regulars of 0.05%, the rest passers-by in tens), with the sightings' index of
-migration 0020 and, in the same run, with person_id's own index instead (as before it), and
-reports each call's Postgres CPU (its backends and parallel workers, psutil) and wall time.
+each, 600 regulars of 0.05%, the rest passers-by in tens), and beside each, in the same run,
+the same answer counted from the sightings as the code before the tallies did (migration 0021:
+COUNTED_* below, on the same schema); and what the tallies' triggers cost a write of
+sightings (the clustering's assignment), with them and with them disabled. Each call's Postgres
+CPU (its backends and parallel workers, psutil) and wall time.
 
 `python -m bench.people_page [FACES]` (default 1,000,000; LOOKOUT_BENCH_PEOPLE_FACES). Writes
 the "Unknown people" section of bench/RESULTS.md.
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.apikeys.service import Principal
 from app.db import create_engine, create_sessionmaker, migrate
@@ -41,11 +44,23 @@ PAGE = 20  # the API's default page
 # (people, share of the faces each): residents, regulars, passers-by
 CLUSTERS = ((20, 0.02), (600, 0.0005))
 PASSER_BY_FACES = 10
-INDEX = (
-    "CREATE INDEX ix_unknown_faces_person_seen ON unknown_faces "
-    "(person_id, seen_at, detection_id) INCLUDE (node_id)"
+MOVED = 600  # sightings the write step moves to another person and back
+# The page and the card as the code before migration 0021 read them (6fa10a0): the ranking by
+# counting every unnamed person's sightings, a card by counting its person's.
+COUNTED_RANKING = text(
+    "SELECT p.id FROM people p LEFT JOIN unknown_faces u ON u.person_id = p.id"
+    " WHERE p.owner_id IS NULL AND p.name IS NULL AND p.ignored_at IS NULL GROUP BY p.id"
+    " HAVING count(u.detection_id) >= 1"
+    " ORDER BY count(u.detection_id) DESC, p.created_at DESC, p.id DESC LIMIT :limit"
 )
-BEFORE_INDEX = "CREATE INDEX ix_unknown_faces_person_id ON unknown_faces (person_id)"
+COUNTED_CARD = [
+    text("SELECT count(*), min(seen_at), max(seen_at) FROM unknown_faces WHERE person_id = :id"),
+    text(
+        "SELECT u.node_id, n.name, count(*) FROM unknown_faces u"
+        " LEFT JOIN nodes n ON n.id = u.node_id WHERE u.person_id = :id"
+        " GROUP BY u.node_id, n.name ORDER BY count(*) DESC"
+    ),
+]
 # Keys off (`make up`): the one anonymous owner, who sees the people made with keys off.
 VIEWER = Principal(owner_id=None, scopes=frozenset({Scope.read}))
 
@@ -53,8 +68,8 @@ VIEWER = Principal(owner_id=None, scopes=frozenset({Scope.read}))
 @dataclass(frozen=True)
 class Step:
     name: str
-    # Each (with 0020's index, with person_id's instead): Postgres CPU ms a call (mean: psutil
-    # counts in ticks of 10 ms) and wall ms a call (median).
+    # Each (Lookout's way, the way before: counted, or the triggers disabled): Postgres CPU ms
+    # a call (mean: psutil counts in ticks of 10 ms) and wall ms a call (median).
     cpu_ms: tuple[float, float]
     wall_ms: tuple[float, float]
 
@@ -134,9 +149,23 @@ async def fill(settings: Settings, faces: int) -> tuple[uuid.UUID, int, int]:
 async def measure(
     settings: Settings, biggest: uuid.UUID, biggest_faces: int, postgres: int
 ) -> dict[str, list[tuple[float, float]]]:
-    """Each step's calls: (Postgres CPU ms, wall ms) of each."""
+    """Each step's calls, Lookout's way and the way before, alternately: (Postgres CPU ms,
+    wall ms) of each."""
     engine = create_engine(settings.database)
     sessionmaker = create_sessionmaker(engine)
+    async with sessionmaker() as session:
+        second = (await session.execute(COUNTED_RANKING, {"limit": 2})).scalars().all()[1]
+        moved = list(
+            (
+                await session.execute(
+                    text(
+                        "SELECT detection_id FROM unknown_faces WHERE person_id = :id"
+                        " ORDER BY detection_id LIMIT :n"
+                    ),
+                    {"id": biggest, "n": MOVED},
+                )
+            ).scalars()
+        )
 
     async def page() -> None:
         async with sessionmaker() as session:
@@ -146,49 +175,112 @@ async def measure(
         assert len(found.items) == PAGE
         assert found.items[0].sighting_count == biggest_faces  # the biggest first
 
+    async def counted_card(session: AsyncSession, person: uuid.UUID) -> int:
+        stats = (await session.execute(COUNTED_CARD[0], {"id": person})).one()
+        (await session.execute(COUNTED_CARD[1], {"id": person})).all()
+        await newest_sightings(session, person)
+        return int(stats[0])
+
+    async def counted_page() -> None:
+        async with sessionmaker() as session:
+            ids = (await session.execute(COUNTED_RANKING, {"limit": PAGE + 1})).scalars().all()
+            counts = [await counted_card(session, person) for person in ids[:PAGE]]
+        assert counts[0] == biggest_faces
+
     async def card() -> None:
         async with sessionmaker() as session:
             found = await person_out(session, await get_person(session, biggest, VIEWER))
         assert found.sighting_count == biggest_faces
 
-    steps: dict[str, Callable[[], Awaitable[None]]] = {"page": page, "card": card}
+    async def counted_biggest() -> None:
+        async with sessionmaker() as session:
+            await get_person(session, biggest, VIEWER)
+            assert await counted_card(session, biggest) == biggest_faces
+
+    async def write() -> None:
+        # To the second biggest and back, as a clustering batch assigns faces: the tallies net
+        # to nothing, so they stay right while their triggers are off.
+        async with sessionmaker.begin() as session:
+            for person in (second, biggest):
+                await session.execute(
+                    text(
+                        "UPDATE unknown_faces SET person_id = :person"
+                        " WHERE detection_id = ANY(:ids)"
+                    ),
+                    {"person": person, "ids": moved},
+                )
+
+    async def triggers(enabled: bool) -> None:
+        """Outside the timed calls: the ALTER's own work is not the triggers'."""
+        async with sessionmaker.begin() as session:
+            state = "ENABLE" if enabled else "DISABLE"
+            await session.execute(text(f"ALTER TABLE unknown_faces {state} TRIGGER USER"))
+
+    async def nothing() -> None:
+        pass
+
+    async def untriggered() -> None:
+        await triggers(False)
+        try:
+            await write()
+        finally:
+            await triggers(True)
+
+    # Each way: (before its timed call, the call, after it), none of the three timed but the call.
+    Way = tuple[Callable[[], Awaitable[None]], ...]
+    steps: dict[str, tuple[Way, Way]] = {
+        "page": ((nothing, page, nothing), (nothing, counted_page, nothing)),
+        "card": ((nothing, card, nothing), (nothing, counted_biggest, nothing)),
+        "write": (
+            (nothing, write, nothing),
+            (lambda: triggers(False), write, lambda: triggers(True)),
+        ),
+    }
     calls: dict[str, list[tuple[float, float]]] = {}
     try:
-        for name, step in steps.items():
-            await step()
-            calls[name] = []
-            for _ in range(CALLS):
-                cpu_before, started = postgres_cpu_s(postgres), time.perf_counter()
+        await untriggered()  # warms the write's plan with the triggers off
+        for name, ways in steps.items():
+            for way, (before, step, after) in enumerate(ways):
+                await before()
                 await step()
-                wall_ms = 1000 * (time.perf_counter() - started)
-                calls[name].append((1000 * (postgres_cpu_s(postgres) - cpu_before), wall_ms))
+                await after()
+                calls[f"{name} {way}"] = []
+            for _ in range(CALLS):
+                for way, (before, step, after) in enumerate(ways):
+                    await before()
+                    cpu_before, started = postgres_cpu_s(postgres), time.perf_counter()
+                    await step()
+                    wall_ms = 1000 * (time.perf_counter() - started)
+                    cpu_ms = 1000 * (postgres_cpu_s(postgres) - cpu_before)
+                    await after()
+                    calls[f"{name} {way}"].append((cpu_ms, wall_ms))
     finally:
         await engine.dispose()
     return calls
 
 
-async def set_index(settings: Settings, present: bool) -> None:
-    """present: as migration 0020 leaves it; else person_id's own index, as before it."""
-    made, dropped = (
-        (INDEX, "ix_unknown_faces_person_id")
-        if present
-        else (BEFORE_INDEX, "ix_unknown_faces_person_seen")
+async def newest_sightings(session: AsyncSession, person: uuid.UUID) -> None:
+    """A card's newest sightings, read the same way either way (the index's end)."""
+    await session.execute(
+        text(
+            "SELECT u.*, EXISTS (SELECT 1 FROM face_crops c WHERE c.detection_id ="
+            " u.detection_id) FROM unknown_faces u WHERE u.person_id = :id"
+            " ORDER BY u.seen_at DESC, u.detection_id DESC LIMIT 12"
+        ),
+        {"id": person},
     )
-    engine = create_engine(settings.database)
-    try:
-        async with engine.begin() as connection:
-            await connection.execute(text(made))
-            await connection.execute(text(f"DROP INDEX {dropped}"))
-        async with engine.connect() as connection:
-            await connection.execution_options(isolation_level="AUTOCOMMIT")
-            await connection.execute(text("VACUUM ANALYZE unknown_faces"))
-    finally:
-        await engine.dispose()
 
 
 STEPS = {
-    "page": f"a page of unnamed people, biggest first (GET /v1/people?named=false, {PAGE})",
-    "card": "the biggest one's card (GET /v1/people/{id})",
+    "page": (
+        f"a page of unnamed people, biggest first (GET /v1/people?named=false, {PAGE})",
+        "counted",
+    ),
+    "card": ("the biggest one's card (GET /v1/people/{id})", "counted"),
+    "write": (
+        f"{MOVED} sightings moved to another person and back (as the clustering assigns)",
+        "triggers disabled",
+    ),
 }
 
 
@@ -204,17 +296,14 @@ def run(faces: int) -> tuple[list[Step], int, int]:
             biggest, biggest_faces, written = asyncio.run(fill(settings, faces))
             postgres = postmaster_pid(data / "postgres")
             assert postgres is not None
-            with_index = asyncio.run(measure(settings, biggest, biggest_faces, postgres))
-            asyncio.run(set_index(settings, present=False))
-            without = asyncio.run(measure(settings, biggest, biggest_faces, postgres))
-            asyncio.run(set_index(settings, present=True))
+            calls = asyncio.run(measure(settings, biggest, biggest_faces, postgres))
         finally:
             services.stop()
     steps = [
         Step(
             name,
-            (_mean(with_index[name], 0), _mean(without[name], 0)),
-            (_median(with_index[name], 1), _median(without[name], 1)),
+            (_mean(calls[f"{name} 0"], 0), _mean(calls[f"{name} 1"], 0)),
+            (_median(calls[f"{name} 0"], 1), _median(calls[f"{name} 1"], 1)),
         )
         for name in STEPS
     ]
@@ -239,32 +328,37 @@ def write_results(
         f"Measured {measured}. The gallery's functions behind the people pages, called on an "
         f"embedded Postgres holding {faces:,} unknown faces of {people:,} unnamed people (20 "
         f"residents of {biggest_faces:,} sightings each, 600 regulars of "
-        f"{max(1, int(faces * CLUSTERS[1][1])):,}, the rest passers-by of {PASSER_BY_FACES}): "
-        "with the sightings' index of migration 0020 and, in the same run, with person_id's "
-        f"own index instead (as before it). {CALLS} calls each (one more before, not counted): "
-        "Postgres CPU (its backends and parallel workers, psutil) their mean, wall time "
-        "their median. Keys off (`make up`'s one anonymous owner).",
+        f"{max(1, int(faces * CLUSTERS[1][1])):,}, the rest passers-by of {PASSER_BY_FACES}; "
+        "keys off, `make up`'s one owner). Beside each, in the same run and alternating with "
+        "it: the same answer counted from the sightings, as before the tallies (migration "
+        "0021; the queries of 6fa10a0, on the same schema), and for the write, the tallies' "
+        f"triggers disabled. {CALLS} calls each (one more before, not counted): Postgres CPU "
+        "(its backends and parallel workers, psutil) their mean, wall time their median.",
         "",
         *machine([]),
         f"- Load average before {load_before}, after {load_average()}",
         "",
-        "| call | Postgres CPU, ms a call | with person_id's index | wall, ms a call "
-        "| with person_id's index |",
+        "| call | Postgres CPU, ms a call | the way before | ÷ | wall, ms a call |",
         "|---|---:|---:|---:|---:|",
     ]
     for step in steps:
+        label, before = STEPS[step.name]
+        ratio = step.cpu_ms[0] / step.cpu_ms[1] if step.cpu_ms[1] else float("nan")
         lines.append(
-            f"| {STEPS[step.name]} | {step.cpu_ms[0]:.1f} | {step.cpu_ms[1]:.1f} | "
-            f"{step.wall_ms[0]:.1f} | {step.wall_ms[1]:.1f} |"
+            f"| {label} | {step.cpu_ms[0]:.1f} | {step.cpu_ms[1]:.1f} ({before}) | {ratio:.2f} "
+            f"| {step.wall_ms[0]:.1f} |"
         )
     lines += [
         "",
-        "A page is the ranking (every unnamed person's sightings counted, from the index alone "
-        "with 0020's) and a card for each of its people: count, first and last seen, faces by "
-        "source (from the index alone with 0020's) and the newest sightings (the index's end "
-        "with 0020's; every sighting of the person sorted without). The page's first people "
-        "are the biggest, so it pays for the most sightings. What is left grows with the faces "
-        "kept: the ranking counts every unnamed person's sightings at each call.",
+        "A page is the ranking and a card for each of its 20 people, the biggest first: with "
+        "the tallies, the ranking sums a few rows a person and a card reads its person's "
+        "(count and sources), the two ends of its sightings' index (first and last seen, "
+        "migration 0020) and the index's newest entries; counted, the ranking counts every "
+        "unnamed person's sightings and each card its person's. The write is what every "
+        "change to the sightings pays for the tallies (a statement's trigger writing a row a "
+        "person and source it changed). Wall time is Lookout's call, its Python included (the "
+        "cards' models); the way before is SQL alone, so only its Postgres CPU compares. "
+        f"psutil reads CPU in ticks of 10 ms: 0.0 is no tick in {CALLS} calls.",
     ]
     write_section("people_page", "\n".join(lines))
 

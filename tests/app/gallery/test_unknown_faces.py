@@ -14,6 +14,7 @@ from sqlalchemy import text
 
 from app import streams
 from app.gallery.clusters import cluster_loop, cluster_pass
+from app.gallery.people import compact_tallies
 from app.security import Scope
 from tests.conftest import SHARED_IMAGES, bearer, node_token
 
@@ -199,6 +200,82 @@ async def test_unnamed_people_are_listed_biggest_first_a_page_at_a_time(
     assert moved.status_code == 200, moved.text
     listed = [(p["id"], p["sighting_count"]) for p in await unnamed(client)]
     assert listed == [(obama_id, 5)]
+
+
+async def tallied(engine) -> dict[tuple[str, str | None], int]:  # type: ignore[no-untyped-def]
+    """Each (person, node)'s sightings by the tallies (migration 0021), people gone left out."""
+    sql = (
+        "SELECT t.person_id::text, t.node_id::text, sum(t.sightings) FROM sighting_tallies t"
+        " JOIN people p ON p.id = t.person_id GROUP BY 1, 2 HAVING sum(t.sightings) <> 0"
+    )
+    async with engine.connect() as connection:
+        return {(p, n): int(c) for p, n, c in (await connection.execute(text(sql))).all()}
+
+
+async def counted(engine) -> dict[tuple[str, str | None], int]:  # type: ignore[no-untyped-def]
+    """The same, counted from the sightings themselves."""
+    sql = (
+        "SELECT person_id::text, node_id::text, count(*) FROM unknown_faces"
+        " WHERE person_id IS NOT NULL GROUP BY 1, 2"
+    )
+    async with engine.connect() as connection:
+        return {(p, n): int(c) for p, n, c in (await connection.execute(text(sql))).all()}
+
+
+async def test_sighting_tallies_follow_every_change_to_the_sightings(
+    client, worker, settings, sessionmaker, engine
+):
+    """The people pages read counts and sources from tallies kept by triggers: they must agree
+    with the sightings after each way a sighting joins, moves or goes (clustering, a move by
+    hand, a merge, a forgotten face, a deleted job's cascade, a deleted person), and folding
+    them (the maintenance pass) must keep the sums and drop the people gone."""
+    obama, biden, _ = await upload_everyone(client)
+    await cluster_pass(settings, sessionmaker)
+    ids = {frozenset(members(c)): c["id"] for c in await unnamed(client)}
+    obama_id, biden_id = ids[frozenset(obama)], ids[frozenset(biden)]
+    assert await tallied(engine) == await counted(engine)
+    assert sum((await tallied(engine)).values()) == 6
+
+    def moved(face_id: int, person_id: str | None) -> object:
+        return client.post(f"/v1/faces/{face_id}/move", json={"person_id": person_id})
+
+    assert (await moved(min(biden), obama_id)).status_code == 200
+    assert (await moved(max(obama), None)).status_code == 200
+    assert await tallied(engine) == await counted(engine)
+    assert (await client.delete(f"/v1/faces/{min(obama)}")).status_code == 204
+    assert await tallied(engine) == await counted(engine)
+    merged = await client.post(f"/v1/people/{obama_id}/merge", json={"person_ids": [biden_id]})
+    assert merged.status_code == 200, merged.text
+    tallies = await tallied(engine)
+    assert tallies == await counted(engine)
+    [(person, count)] = [(p, c) for (p, _), c in tallies.items()]
+    assert (person, count) == (obama_id, merged.json()["sighting_count"])
+
+    # A deleted job takes its sightings along (a cascade: jobs → unknown_faces).
+    job_id = await scalar_text(
+        engine, "SELECT job_id::text FROM unknown_faces WHERE person_id IS NOT NULL LIMIT 1"
+    )
+    assert (await client.delete(f"/v1/jobs/{job_id}")).status_code == 204
+    assert await tallied(engine) == await counted(engine)
+    assert (await client.get(f"/v1/people/{obama_id}")).json()["sighting_count"] == sum(
+        (await counted(engine)).values()
+    )
+
+    # Folded: one row a person and source, the sums kept; a deleted person's rows dropped.
+    before = await tallied(engine)
+    async with sessionmaker.begin() as session:
+        await compact_tallies(session)
+    assert await tallied(engine) == before
+    assert await scalar(engine, "SELECT count(*) FROM sighting_tallies") == len(before)
+    assert (await client.delete(f"/v1/people/{obama_id}")).status_code == 204
+    async with sessionmaker.begin() as session:
+        await compact_tallies(session)
+    assert await scalar(engine, "SELECT count(*) FROM sighting_tallies") == 0
+
+
+async def scalar_text(engine, sql: str) -> str:  # type: ignore[no-untyped-def]
+    async with engine.connect() as connection:
+        return str((await connection.execute(text(sql))).scalar_one())
 
 
 async def test_the_loop_places_each_job_s_faces_as_its_result_reaches_the_firehose(
