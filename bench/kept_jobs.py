@@ -17,7 +17,6 @@ Postgres CPU (the backends', psutil) and wall time.
 
 import asyncio
 import os
-import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -47,7 +46,7 @@ from app.settings import (
 )
 from app.storage import Storage
 from bench.harness import SHARED, load_average, machine, postmaster_pid, stack_dir, write_section
-from bench.profiling import postgres_cpu_s
+from bench.profiling import cpu_mean, postgres_call, wall_median
 
 DEFAULT_JOBS = 1_000_000
 CALLS = 20  # of each step, after one call not counted
@@ -174,10 +173,7 @@ async def measure(
             await step()
             calls[name] = []
             for _ in range(CALLS):
-                cpu_before, started = postgres_cpu_s(postgres), time.perf_counter()
-                await step()
-                wall_ms = 1000 * (time.perf_counter() - started)
-                calls[name].append((1000 * (postgres_cpu_s(postgres) - cpu_before), wall_ms))
+                calls[name].append(await postgres_call(step, postgres))
     finally:
         await redis.aclose()
         await engine.dispose()
@@ -239,19 +235,11 @@ def run(jobs: int) -> tuple[list[Step], int]:
             Step(
                 name,
                 STEPS[name][1],
-                (_mean(with_indexes[name], 0), _mean(without[name], 0)),
-                (_median(with_indexes[name], 1), _median(without[name], 1)),
+                (cpu_mean(with_indexes[name]), cpu_mean(without[name])),
+                (wall_median(with_indexes[name]), wall_median(without[name])),
             )
         )
     return steps, jobs
-
-
-def _mean(calls: list[tuple[float, float]], index: int) -> float:
-    return statistics.fmean(call[index] for call in calls)
-
-
-def _median(calls: list[tuple[float, float]], index: int) -> float:
-    return statistics.median(call[index] for call in calls)
 
 
 def write_results(steps: list[Step], jobs: int, measured: str, load_before: str) -> None:

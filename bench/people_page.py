@@ -18,7 +18,6 @@ the "Unknown people" section of bench/RESULTS.md.
 
 import asyncio
 import os
-import statistics
 import sys
 import time
 import uuid
@@ -36,7 +35,7 @@ from app.gallery.people import get_person, list_people, person_out
 from app.security import Scope
 from app.settings import DatabaseSettings, Settings
 from bench.harness import load_average, machine, postmaster_pid, stack_dir, write_section
-from bench.profiling import postgres_cpu_s
+from bench.profiling import cpu_mean, postgres_call, wall_median
 
 DEFAULT_FACES = 1_000_000
 CALLS = 10  # of each step, after one call not counted
@@ -248,12 +247,8 @@ async def measure(
             for _ in range(CALLS):
                 for way, (before, step, after) in enumerate(ways):
                     await before()
-                    cpu_before, started = postgres_cpu_s(postgres), time.perf_counter()
-                    await step()
-                    wall_ms = 1000 * (time.perf_counter() - started)
-                    cpu_ms = 1000 * (postgres_cpu_s(postgres) - cpu_before)
+                    calls[f"{name} {way}"].append(await postgres_call(step, postgres))
                     await after()
-                    calls[f"{name} {way}"].append((cpu_ms, wall_ms))
     finally:
         await engine.dispose()
     return calls
@@ -302,20 +297,12 @@ def run(faces: int) -> tuple[list[Step], int, int]:
     steps = [
         Step(
             name,
-            (_mean(calls[f"{name} 0"], 0), _mean(calls[f"{name} 1"], 0)),
-            (_median(calls[f"{name} 0"], 1), _median(calls[f"{name} 1"], 1)),
+            (cpu_mean(calls[f"{name} 0"]), cpu_mean(calls[f"{name} 1"])),
+            (wall_median(calls[f"{name} 0"]), wall_median(calls[f"{name} 1"])),
         )
         for name in STEPS
     ]
     return steps, written, biggest_faces
-
-
-def _mean(calls: list[tuple[float, float]], index: int) -> float:
-    return statistics.fmean(call[index] for call in calls)
-
-
-def _median(calls: list[tuple[float, float]], index: int) -> float:
-    return statistics.median(call[index] for call in calls)
 
 
 def write_results(

@@ -10,10 +10,12 @@ import contextlib
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +52,26 @@ def postgres_cpu_s(postmaster: int) -> float:
         + times.children_system
         + sum(cpu_seconds(child.pid, children=False) for child in process.children())
     )
+
+
+async def postgres_call(
+    step: Callable[[], Awaitable[object]], postmaster: int
+) -> tuple[float, float]:
+    """One call of `step`: (Postgres CPU ms over it, `postgres_cpu_s`; wall ms)."""
+    cpu_before, started = postgres_cpu_s(postmaster), time.perf_counter()
+    await step()
+    wall_ms = 1000 * (time.perf_counter() - started)
+    return 1000 * (postgres_cpu_s(postmaster) - cpu_before), wall_ms
+
+
+def cpu_mean(calls: list[tuple[float, float]]) -> float:
+    """The mean CPU of `postgres_call`s: psutil counts in ticks of 10 ms, so a median of short
+    calls would be 0 or 10."""
+    return statistics.fmean(cpu for cpu, _ in calls)
+
+
+def wall_median(calls: list[tuple[float, float]]) -> float:
+    return statistics.median(wall for _, wall in calls)
 
 
 class CpuMeter:
