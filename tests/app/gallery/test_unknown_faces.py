@@ -175,8 +175,8 @@ async def test_unknown_faces_form_unnamed_people_one_per_person(
 async def test_unnamed_people_are_listed_biggest_first_a_page_at_a_time(
     client, worker, settings, sessionmaker
 ):
-    """?named=false: most sightings first, each counted once whatever the page (the list joins
-    the sightings' index, migration 0020), paged by its cursor, one-face people left out."""
+    """?named=false: most sightings first (ranked by the sighting tallies, migration 0021),
+    paged by its cursor, people left with one face not listed."""
     obama, biden, _ = await upload_everyone(client)
     await cluster_pass(settings, sessionmaker)
     ids = {frozenset(members(c)): c["id"] for c in await unnamed(client)}
@@ -255,7 +255,9 @@ async def test_sighting_tallies_follow_every_change_to_the_sightings(
     job_id = await scalar_text(
         engine, "SELECT job_id::text FROM unknown_faces WHERE person_id IS NOT NULL LIMIT 1"
     )
+    before_job = sum((await counted(engine)).values())
     assert (await client.delete(f"/v1/jobs/{job_id}")).status_code == 204
+    assert sum((await counted(engine)).values()) < before_job
     assert await tallied(engine) == await counted(engine)
     assert (await client.get(f"/v1/people/{obama_id}")).json()["sighting_count"] == sum(
         (await counted(engine)).values()
