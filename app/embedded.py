@@ -264,7 +264,7 @@ def _start_redis(redis_socket: Path) -> subprocess.Popen[bytes]:
             # late, while new entries wake readers at once. No read here needs its timeout
             # sooner (the shortest, burst mode's idle check, is 200 ms; a batch fills without
             # blocking reads), and the tests see the timing production does. hz 100 cost an
-            # idle stack 7-9 ms of CPU a second, 1 at hz 10 (bench/RESULTS.md, plumbing).
+            # idle stack 7-9 ms of CPU a second, 1-2 at hz 10 (bench/RESULTS.md, under throughput).
             "--loglevel",
             "warning",
             "--logfile",
