@@ -38,7 +38,7 @@ from redis.asyncio import Redis
 
 from app import streams
 from bench.harness import Stack, free_port, load_average, machine, stack, write_section
-from bench.profiling import CpuMeter
+from bench.profiling import cpu_ms_per_s
 
 SUBSCRIBERS = 10
 BACKLOG = 100_000
@@ -304,10 +304,10 @@ def _backlog_at_rest(
     try:
         time.sleep(BACKLOG_SETTLE_S)
         assert running.postgres_pid is not None
-        meter = CpuMeter({"lookout events": dispatcher.pid, "Postgres": running.postgres_pid})
-        meter.start()
-        time.sleep(BACKLOG_MEASURE_S)
-        meter.stop()
+        cpu = cpu_ms_per_s(
+            {"lookout events": dispatcher.pid, "Postgres": running.postgres_pid},
+            BACKLOG_MEASURE_S,
+        )
         before = receiver.count
         began = asyncio.run(
             _publish(
@@ -320,7 +320,6 @@ def _backlog_at_rest(
         dispatcher.terminate()
         dispatcher.wait(30)
     httpx.delete(f"{running.base_url}/v1/webhooks/{down.json()['id']}").raise_for_status()
-    cpu = {name: ms / BACKLOG_MEASURE_S for name, ms in meter.ms_per(1).items()}
     return cpu, delivered_per_s
 
 

@@ -52,7 +52,7 @@ from bench.harness import (
     upload_and_collect,
     write_section,
 )
-from bench.profiling import CpuMeter, Profile, py_spy, record, summary
+from bench.profiling import CpuMeter, Profile, cpu_ms_per_s, py_spy, record, summary
 from tests.images import blank
 
 TINY_PNG = blank(64, 48, ".png")
@@ -62,8 +62,8 @@ FLOOR_RATIO = Target("≥ 0.6", 0.6, at_least=True)
 P50 = Target("≤ 8 ms", 8, at_least=False)
 P99 = Target("≤ 20 ms", 20, at_least=False)
 COMMANDS = Target("≤ 8", 8, at_least=False)
-LATENCY_CLIENTS = ("lean", "httpx")
-AT_REST_S = 15.0  # how long the stack's CPU at rest is measured  # posters(): the figure with a target, then httpx's
+LATENCY_CLIENTS = ("lean", "httpx")  # posters(): the figure with a target, then httpx's
+AT_REST_S = 15.0  # how long the stack's CPU at rest is measured
 
 
 @dataclass
@@ -255,7 +255,8 @@ def run(
         asyncio.run(latency_on_firehose(base_url, ws_url, 20, clients=LATENCY_CLIENTS))  # warm-up
         asyncio.run(post_throughput(floor_url, jobs=50, concurrency=concurrency, desc="warm-up"))
         create_us = file_create_us(Path(running.env["LOOKOUT_DATA_DIR"]) / "images")
-        at_rest = at_rest_ms_per_s({"API": api, "worker": worker, **servers})
+        time.sleep(2)  # the warm-up's work settles
+        at_rest = cpu_ms_per_s({"API": api, "worker": worker, **servers}, AT_REST_S)
         lookout_rounds, floor_rounds = [], []
         commands: dict[str, int] = {}
         connections = 0
@@ -313,17 +314,6 @@ def run(
         connections,
         at_rest,
     )
-
-
-def at_rest_ms_per_s(pids: dict[str, int], seconds: float = AT_REST_S) -> dict[str, float]:
-    """CPU ms a second of each process over `seconds` with no jobs, after a pause that lets
-    the warm-up's work settle."""
-    time.sleep(2)
-    meter = CpuMeter(pids)
-    meter.start()
-    time.sleep(seconds)
-    meter.stop()
-    return {name: 1000 * spent / seconds for name, spent in meter.spent.items()}
 
 
 def file_create_us(folder: Path, count: int = 300) -> float:

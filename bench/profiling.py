@@ -102,6 +102,16 @@ class CpuMeter:
         return {name: 1000 * self.spent[name] / count for name in self.pids}
 
 
+def cpu_ms_per_s(pids: dict[str, int], seconds: float) -> dict[str, float]:
+    """CPU ms a second of each process (with its children) over the next `seconds`: what a
+    stack costs while it waits."""
+    meter = CpuMeter(pids)
+    meter.start()
+    time.sleep(seconds)
+    meter.stop()
+    return {name: 1000 * spent / seconds for name, spent in meter.spent.items()}
+
+
 def py_spy() -> str | None:
     """The py-spy executable of this environment (a dev dependency), if any."""
     beside = Path(sys.executable).parent / "py-spy"

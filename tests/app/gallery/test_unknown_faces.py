@@ -104,6 +104,11 @@ async def scalar(engine, sql: str, **params) -> int:  # type: ignore[no-untyped-
         return int((await connection.execute(text(sql), params)).scalar_one())
 
 
+async def scalar_text(engine, sql: str) -> str:  # type: ignore[no-untyped-def]
+    async with engine.connect() as connection:
+        return str((await connection.execute(text(sql))).scalar_one())
+
+
 async def upload_everyone(client) -> tuple[set[int], set[int], set[int]]:  # type: ignore[no-untyped-def]
     obama = {i for p in OBAMA for i in face_ids(await upload(client, p))}
     biden = {i for p in BIDEN for i in face_ids(await upload(client, p))}
@@ -202,24 +207,29 @@ async def test_unnamed_people_are_listed_biggest_first_a_page_at_a_time(
     assert listed == [(obama_id, 5)]
 
 
-async def tallied(engine) -> dict[tuple[str, str | None], int]:  # type: ignore[no-untyped-def]
-    """Each (person, node)'s sightings by the tallies (migration 0021), people gone left out."""
-    sql = (
-        "SELECT t.person_id::text, t.node_id::text, sum(t.sightings) FROM sighting_tallies t"
-        " JOIN people p ON p.id = t.person_id GROUP BY 1, 2 HAVING sum(t.sightings) <> 0"
-    )
+# Each (person, node)'s sightings: by the tallies (migration 0021), people gone left out; and
+# counted from the sightings themselves.
+TALLIED = (
+    "SELECT t.person_id::text, t.node_id::text, sum(t.sightings) FROM sighting_tallies t"
+    " JOIN people p ON p.id = t.person_id GROUP BY 1, 2 HAVING sum(t.sightings) <> 0"
+)
+COUNTED = (
+    "SELECT person_id::text, node_id::text, count(*) FROM unknown_faces"
+    " WHERE person_id IS NOT NULL GROUP BY 1, 2"
+)
+
+
+async def by_person_and_node(engine, sql: str) -> dict[tuple[str, str | None], int]:  # type: ignore[no-untyped-def]
     async with engine.connect() as connection:
         return {(p, n): int(c) for p, n, c in (await connection.execute(text(sql))).all()}
+
+
+async def tallied(engine) -> dict[tuple[str, str | None], int]:  # type: ignore[no-untyped-def]
+    return await by_person_and_node(engine, TALLIED)
 
 
 async def counted(engine) -> dict[tuple[str, str | None], int]:  # type: ignore[no-untyped-def]
-    """The same, counted from the sightings themselves."""
-    sql = (
-        "SELECT person_id::text, node_id::text, count(*) FROM unknown_faces"
-        " WHERE person_id IS NOT NULL GROUP BY 1, 2"
-    )
-    async with engine.connect() as connection:
-        return {(p, n): int(c) for p, n, c in (await connection.execute(text(sql))).all()}
+    return await by_person_and_node(engine, COUNTED)
 
 
 async def test_sighting_tallies_follow_every_change_to_the_sightings(
@@ -273,11 +283,6 @@ async def test_sighting_tallies_follow_every_change_to_the_sightings(
     async with sessionmaker.begin() as session:
         await compact_tallies(session)
     assert await scalar(engine, "SELECT count(*) FROM sighting_tallies") == 0
-
-
-async def scalar_text(engine, sql: str) -> str:  # type: ignore[no-untyped-def]
-    async with engine.connect() as connection:
-        return str((await connection.execute(text(sql))).scalar_one())
 
 
 async def test_the_loop_places_each_job_s_faces_as_its_result_reaches_the_firehose(
